@@ -1,0 +1,327 @@
+//! The topology document: what Topology Builder would publish, as plain data.
+//!
+//! A topology names every site, pool and server of a deployment and how they relate:
+//! which pool backs up which, which Edge pool routes federation to which next hop, where
+//! the Central Management store lives. It is the desired state; servers take their role,
+//! addresses and ports from it. The TOML form is what operators write and what
+//! `Get-CsTopology -AsToml` prints; unknown keys are refused so a typo cannot be ignored.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole deployment's topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub deployment: Deployment,
+    #[serde(default)]
+    pub ports: Ports,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<Site>,
+    #[serde(default, rename = "front_end_pool")]
+    pub front_end_pools: Vec<FrontEndPool>,
+    #[serde(default, rename = "edge_pool")]
+    pub edge_pools: Vec<EdgePool>,
+}
+
+/// Deployment-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// The SIP domain users sign in with: `contoso.com` in `sip:alice@contoso.com`.
+    pub sip_domain: String,
+    /// The DNS zone the deployment's records live in; every server's FQDN is inside it.
+    pub dns_zone: String,
+    /// The Front End pool whose Back End holds the Central Management store.
+    pub cms_pool: String,
+}
+
+/// A data centre.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// `Site1`; what `Set-CsSite` takes as its identity.
+    pub name: String,
+    /// The Edge pool (or one of its servers) this site's SIP federation goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federation_route: Option<String>,
+    /// The Edge server this site's XMPP federation goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmpp_federation_route: Option<String>,
+}
+
+/// The product version a pool runs; decides which procedures apply (seed 001 step 6 is
+/// for a CMS on a Lync Server 2010 pool, which cannot be paired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProductVersion {
+    LyncServer2010,
+    LyncServer2013,
+    SkypeForBusinessServer2015,
+    SkypeForBusinessServer2019,
+}
+
+impl ProductVersion {
+    pub const ALL: [ProductVersion; 4] = [
+        ProductVersion::LyncServer2010,
+        ProductVersion::LyncServer2013,
+        ProductVersion::SkypeForBusinessServer2015,
+        ProductVersion::SkypeForBusinessServer2019,
+    ];
+
+    /// Pool pairing and the Backup Service arrived with Lync Server 2013.
+    pub fn supports_pairing(self) -> bool {
+        self != ProductVersion::LyncServer2010
+    }
+
+    /// The build number `Get-CsManagementStoreReplicationStatus` reports as `ProductVersion`.
+    pub fn build(self) -> &'static str {
+        match self {
+            ProductVersion::LyncServer2010 => "4.0.7577.0",
+            ProductVersion::LyncServer2013 => "5.0.8308.0",
+            ProductVersion::SkypeForBusinessServer2015 => "6.0.9319.0",
+            ProductVersion::SkypeForBusinessServer2019 => "7.0.2046.0",
+        }
+    }
+}
+
+/// A Front End pool: servers sharing one Back End store; users are homed on a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontEndPool {
+    pub fqdn: String,
+    pub site: String,
+    pub product_version: ProductVersion,
+    /// The pool paired with this one (1:1 and reciprocal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_pool: Option<String>,
+    /// The Edge pool this pool uses for media ("Associate Edge Pool (for media components)").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_pool: Option<String>,
+    pub back_end: BackEnd,
+    #[serde(default)]
+    pub registrar: RegistrarResiliency,
+    #[serde(rename = "server")]
+    pub servers: Vec<Server>,
+}
+
+/// A pool's Back End store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackEnd {
+    /// The SQL server's FQDN, as the CMS failover cmdlets name it.
+    pub server_fqdn: String,
+    /// The SQL instance name (`rtc` in the seeds).
+    pub instance: String,
+    /// Where the store is: `sqlite://…` (lab) or `postgres://…` (production).
+    pub database_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<DatabaseMirror>,
+}
+
+/// A mirror of a Back End store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseMirror {
+    pub server_fqdn: String,
+    pub instance: String,
+    pub database_url: String,
+}
+
+/// Registrar resiliency settings (Topology Builder's Resiliency section).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarResiliency {
+    /// How long the backup pool waits after losing its partner before serving the
+    /// partner's users in resiliency mode.
+    #[serde(default = "default_failure_detection")]
+    pub failure_detection_interval_secs: u32,
+    /// How long the partner must be reachable again before its users are sent home.
+    #[serde(default = "default_failback_detection")]
+    pub failback_detection_interval_secs: u32,
+    /// "Automatic failover and failback for Voice".
+    #[serde(default)]
+    pub automatic_failover: bool,
+}
+
+/// Topology Builder's default failure detection interval.
+pub const DEFAULT_FAILURE_DETECTION_SECS: u32 = 120;
+/// Topology Builder's default failback ("fallback") detection interval.
+pub const DEFAULT_FAILBACK_DETECTION_SECS: u32 = 240;
+
+fn default_failure_detection() -> u32 {
+    DEFAULT_FAILURE_DETECTION_SECS
+}
+
+fn default_failback_detection() -> u32 {
+    DEFAULT_FAILBACK_DETECTION_SECS
+}
+
+impl Default for RegistrarResiliency {
+    fn default() -> Self {
+        RegistrarResiliency {
+            failure_detection_interval_secs: DEFAULT_FAILURE_DETECTION_SECS,
+            failback_detection_interval_secs: DEFAULT_FAILBACK_DETECTION_SECS,
+            automatic_failover: false,
+        }
+    }
+}
+
+/// A server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub fqdn: String,
+    /// The internal address: every service of a Front End, the internal side of an Edge.
+    pub address: Ipv4Addr,
+    /// An Edge server's external (federation, XMPP) address; the internal one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_address: Option<Ipv4Addr>,
+}
+
+impl Server {
+    pub fn external_address(&self) -> Ipv4Addr {
+        self.external_address.unwrap_or(self.address)
+    }
+}
+
+/// An Edge pool: federation and XMPP at the perimeter, routed to a next-hop pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgePool {
+    pub fqdn: String,
+    pub site: String,
+    /// The Front End pool federation traffic goes to.
+    pub next_hop: String,
+    /// "Enable federation for this Edge pool (Port 5061)": at most one Edge pool has it.
+    #[serde(default)]
+    pub federation_enabled: bool,
+    /// The XMPP proxy is deployed on this pool's servers.
+    #[serde(default)]
+    pub xmpp_enabled: bool,
+    #[serde(rename = "server")]
+    pub servers: Vec<Server>,
+}
+
+/// Ports, with the defaults of the reference where it gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    /// Front End registrar, SIP over TCP and UDP (SipServerTcpPort).
+    pub sip: u16,
+    /// Front End SIP over TLS.
+    pub sip_tls: u16,
+    /// Front End user services (HTTP/JSON API for contacts, meetings, content).
+    pub user_services: u16,
+    /// Front End Backup Service, pool to pool.
+    pub backup_service: u16,
+    /// Management API on every server (cmdlets, CMS replication).
+    pub management: u16,
+    /// Edge internal SIP (from the next-hop pool), AccessEdgeInternalSipPort.
+    pub edge_internal_sip: u16,
+    /// Edge external SIP federation, AccessEdgeExternalSipPort.
+    pub edge_federation_sip: u16,
+    /// Edge external XMPP server-to-server.
+    pub xmpp_federation: u16,
+    /// Edge internal XMPP (from the XMPP gateway), XmppInternalPort.
+    pub xmpp_internal: u16,
+    /// The deployment's DNS server.
+    pub dns: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            sip: 5060,
+            sip_tls: 5061,
+            user_services: 4443,
+            backup_service: 4445,
+            management: 4444,
+            edge_internal_sip: 5061,
+            edge_federation_sip: 5061,
+            xmpp_federation: 5269,
+            xmpp_internal: 5098,
+            dns: 53,
+        }
+    }
+}
+
+/// The role a server has, from the pool it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    FrontEnd,
+    Edge,
+}
+
+/// A server with its pool, as found by [`Topology::server`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServerRef<'t> {
+    pub server: &'t Server,
+    pub role: Role,
+    pub pool_fqdn: &'t str,
+    pub site: &'t str,
+}
+
+impl Topology {
+    /// Parses a TOML document. Errors carry the line and column.
+    pub fn from_toml(text: &str) -> Result<Topology, crate::ParseError> {
+        toml::from_str(text).map_err(|e| crate::ParseError::from_toml(text, &e))
+    }
+
+    /// Serialises as TOML; parsing the result gives an equal topology.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a topology always serialises")
+    }
+
+    pub fn front_end_pool(&self, fqdn: &str) -> Option<&FrontEndPool> {
+        self.front_end_pools
+            .iter()
+            .find(|p| p.fqdn.eq_ignore_ascii_case(fqdn))
+    }
+
+    pub fn edge_pool(&self, fqdn: &str) -> Option<&EdgePool> {
+        self.edge_pools
+            .iter()
+            .find(|p| p.fqdn.eq_ignore_ascii_case(fqdn))
+    }
+
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Every server, Front End and Edge, with its pool.
+    pub fn servers(&self) -> impl Iterator<Item = ServerRef<'_>> {
+        let fe = self.front_end_pools.iter().flat_map(|p| {
+            p.servers.iter().map(move |s| ServerRef {
+                server: s,
+                role: Role::FrontEnd,
+                pool_fqdn: &p.fqdn,
+                site: &p.site,
+            })
+        });
+        let edge = self.edge_pools.iter().flat_map(|p| {
+            p.servers.iter().map(move |s| ServerRef {
+                server: s,
+                role: Role::Edge,
+                pool_fqdn: &p.fqdn,
+                site: &p.site,
+            })
+        });
+        fe.chain(edge)
+    }
+
+    /// Finds a server by FQDN.
+    pub fn server(&self, fqdn: &str) -> Option<ServerRef<'_>> {
+        self.servers()
+            .find(|s| s.server.fqdn.eq_ignore_ascii_case(fqdn))
+    }
+
+    /// The Edge pool that has federation enabled, if exactly one has.
+    pub fn federation_edge_pool(&self) -> Option<&EdgePool> {
+        let mut enabled = self.edge_pools.iter().filter(|e| e.federation_enabled);
+        let first = enabled.next()?;
+        enabled.next().is_none().then_some(first)
+    }
+}

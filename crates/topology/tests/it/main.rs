@@ -1,0 +1,4 @@
+//! Topology tests: the example deployment, every broken fixture, and round trips.
+
+mod fixtures;
+mod roundtrip;
