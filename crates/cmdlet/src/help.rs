@@ -21,11 +21,17 @@ pub enum HelpDetail {
 
 /// The syntax lines of a cmdlet, one per parameter set.
 pub fn syntax_lines(entry: &Entry) -> Vec<String> {
+    syntax_tokens(entry).iter().map(|t| t.join(" ")).collect()
+}
+
+/// Each parameter set's syntax as tokens (`-PoolFqdn <Fqdn>`, `[-Force]`), so wrapping
+/// never splits a parameter from its type.
+fn syntax_tokens(entry: &Entry) -> Vec<Vec<String>> {
     entry
         .parameter_sets()
         .into_iter()
         .map(|set| {
-            let mut line = entry.spec.name.to_string();
+            let mut tokens = vec![entry.spec.name.to_string()];
             let mut params: Vec<&ParamSpec> = entry
                 .params_in(set)
                 .filter(|p| !entry.is_common(p) || is_state_param(p))
@@ -44,16 +50,40 @@ pub fn syntax_lines(entry: &Entry) -> Vec<String> {
                     format!("-{}", p.name)
                 };
                 let body = format!("{name}{value}");
-                if p.mandatory {
-                    line.push_str(&format!(" {body}"));
+                tokens.push(if p.mandatory {
+                    body
                 } else {
-                    line.push_str(&format!(" [{body}]"));
-                }
+                    format!("[{body}]")
+                });
             }
-            line.push_str(" [<CommonParameters>]");
-            line
+            tokens.push("[<CommonParameters>]".to_string());
+            tokens
         })
         .collect()
+}
+
+/// Joins tokens into indented lines of at most 96 columns, continuation lines indented
+/// further.
+fn wrap_tokens(tokens: &[String], by: usize) -> String {
+    let mut out = String::new();
+    let mut line = " ".repeat(by);
+    let mut first_on_line = true;
+    for token in tokens {
+        if !first_on_line && line.len() + 1 + token.len() > 96 {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = " ".repeat(by + 4);
+            first_on_line = true;
+        }
+        if !first_on_line {
+            line.push(' ');
+        }
+        line.push_str(token);
+        first_on_line = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
 }
 
 fn is_state_param(p: &ParamSpec) -> bool {
@@ -83,9 +113,11 @@ pub fn help_page(entry: &Entry, detail: HelpDetail) -> String {
         return out;
     }
     section(&mut out, "SYNTAX");
-    for line in syntax_lines(entry) {
-        out.push_str(&indent(&line, 4));
-        out.push('\n');
+    for (i, line) in syntax_tokens(entry).iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&wrap_tokens(line, 4));
     }
     if !spec.description.is_empty() {
         section(&mut out, "DESCRIPTION");

@@ -137,8 +137,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             the element concerned and a message naming the fix.",
         outputs: &["Severity", "Element", "Message"],
         examples: &[(
-            "Test-CsTopology -FileName c:\\topology.xml",
-            "Validates c:\\topology.xml and lists every problem found.",
+            "Test-CsTopology -FileName examples/contoso.toml",
+            "Validates the seeds' deployment and lists every problem found.",
         )],
         ..cmdlet(
             "Test-CsTopology",
@@ -1676,7 +1676,6 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             Capability::Shell,
             "Converts piped output to JSON.",
             &[
-                param("Depth", Int32, "How many levels of nested objects to include."),
                 param("Compress", Switch, "Print on one line without indentation."),
             ],
         )

@@ -1,0 +1,21 @@
+//! The `tandem` command line, run as a process: exit codes, messages, formats.
+
+mod shell;
+mod topology;
+
+use assert_cmd::Command;
+
+/// The built `tandem` binary, run from the workspace root so example paths resolve.
+pub(crate) fn tandem() -> Command {
+    let mut cmd = Command::cargo_bin("tandem").expect("the tandem binary is built");
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    cmd
+}
+
+pub(crate) fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

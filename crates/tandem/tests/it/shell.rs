@@ -1,0 +1,263 @@
+//! `tandem shell`: -c, --file, --check and output formats.
+
+use crate::{stderr, stdout, tandem};
+
+fn shell_c(line: &str) -> std::process::Output {
+    tandem().args(["shell", "-c", line]).output().unwrap()
+}
+
+fn runbook(text: &str) -> tempfile_lite::TempFile {
+    tempfile_lite::TempFile::with_text(text)
+}
+
+/// A temporary file removed on drop; enough for runbooks, without another dependency.
+mod tempfile_lite {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub(crate) struct TempFile(pub(crate) PathBuf);
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    impl TempFile {
+        pub(crate) fn with_text(text: &str) -> Self {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("tandem-test-{}-{n}.ps1", std::process::id()));
+            std::fs::write(&path, text).expect("temp file writes");
+            TempFile(path)
+        }
+
+        pub(crate) fn path(&self) -> &str {
+            self.0.to_str().expect("utf-8 temp path")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn get_help_lists_all_eleven_reference_parameters() {
+    let out = shell_c("Get-Help Invoke-CsPoolFailOver");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for p in [
+        "-PoolFqdn",
+        "-Confirm",
+        "-DisasterMode",
+        "-FlushStorageService",
+        "-Force",
+        "-WaitTime",
+        "-WhatIf",
+        "-DatabaseCommandTimeoutInSeconds",
+        "-ServicesStopDelayMins",
+        "-SkipDataVerification",
+        "<CommonParameters>",
+    ] {
+        assert!(
+            text.contains(&format!("\n    {p}")),
+            "{p} is not listed:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_parameter_gets_a_suggestion_and_exit_2() {
+    let out = shell_c("Invoke-CsPoolFailOver -PoolFdqn pool1.contoso.com");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("has no parameter -PoolFdqn"), "{err}");
+    assert!(err.contains("did you mean -PoolFqdn?"), "{err}");
+}
+
+#[test]
+fn a_cmdlet_for_a_later_capability_says_so_and_changes_nothing() {
+    let out = shell_c("Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -DisasterMode");
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("Invoke-CsPoolFailOver: needs pool failover and failback"),
+        "{err}"
+    );
+    assert!(
+        err.contains("-PoolFqdn pool1.contoso.com -DisasterMode"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing was changed."), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn placeholders_are_usage_errors() {
+    let out = shell_c("Invoke-CsPoolFailover -PoolFQDN <Pool1 FQDN> -DisasterMode -Verbose");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("placeholder"));
+}
+
+#[test]
+fn output_formats() {
+    let out = shell_c("Get-Command Get-CsUser | ConvertTo-Json -Compress");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["Name"], "Get-CsUser");
+
+    let out = tandem()
+        .args(["shell", "--output", "json", "-c", "Get-Command Get-CsUser"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["CommandType"], "Cmdlet");
+
+    let out = shell_c("Get-Command Get-Cs*User | Format-Table Name");
+    assert!(
+        stdout(&out).contains("\nName\n----\nGet-CsUser\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = shell_c("Get-Command Get-CsUser");
+    assert!(
+        stdout(&out).contains("\nCommandType : Cmdlet\nName        : Get-CsUser\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn test_cstopology_runs_in_the_shell() {
+    let out = shell_c("Test-CsTopology -FileName examples/contoso.toml");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid (0 errors, 0 warnings)"));
+
+    let out = shell_c(
+        "Test-CsTopology crates/topology/tests/fixtures/broken/next_hop_unknown.toml | Format-Table",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("next_hop 'pool9.contoso.com' is not a Front End pool"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("is not a valid topology (1 error, 0 warnings)"));
+}
+
+#[test]
+fn check_binds_every_seed_line_without_running_anything() {
+    let out = tandem()
+        .args([
+            "shell",
+            "--check",
+            "crates/cmdlet/tests/fixtures/seed_lines.ps1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("41 statements parse and bind; nothing was run"),
+        "{text}"
+    );
+    assert!(text.contains("Invoke-CsManagementServerFailover -BackupMirrorSqlServerFqdn pool2-be-mirror.contoso.com"), "{text}");
+}
+
+#[test]
+fn check_reports_every_binding_error_at_once() {
+    let file = runbook(
+        "Get-Help Get-CsUser\nInvoke-CsPoolFailOver -PoolFdqn x.contoso.com\nSet-CsSite Site1 -XmppFederationRoute\nGet-CsUsr\n",
+    );
+    let out = tandem()
+        .args(["shell", "--check", file.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("did you mean -PoolFqdn?"), "{err}");
+    assert!(err.contains("-XmppFederationRoute needs a value"), "{err}");
+    assert!(err.contains("did you mean Get-CsUser?"), "{err}");
+    assert!(err.contains("3 problems; nothing was run"), "{err}");
+}
+
+#[test]
+fn a_runbook_stops_at_the_first_failing_line_and_names_it() {
+    let file = runbook(
+        "# fail over pool1\nGet-Help Get-CsUser -Examples\nInvoke-CsPoolFailOver -PoolFqdn pool1.contoso.com `\n   -DisasterMode\nGet-Command Get-CsUser\n",
+    );
+    let out = tandem()
+        .args(["shell", "--file", file.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:3: Invoke-CsPoolFailOver failed", file.path())),
+        "{err}"
+    );
+    assert!(err.contains("stopped at line 3"), "{err}");
+    let text = stdout(&out);
+    assert!(text.contains("Get-CsUser"), "line 2 ran: {text}");
+    assert!(!text.contains("CommandType"), "line 5 must not run: {text}");
+}
+
+#[test]
+fn error_action_continue_goes_on() {
+    let file = runbook(
+        "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -ErrorAction Continue\nGet-Command Get-CsUser\n",
+    );
+    let out = tandem()
+        .args(["shell", "--file", file.path()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed line still fails the runbook"
+    );
+    assert!(stdout(&out).contains("CommandType"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_runbook_with_a_syntax_error_runs_nothing() {
+    let file = runbook("Get-Command Get-CsUser\nGet-CsUser -Identity 'alice\n");
+    let out = tandem()
+        .args(["shell", "--file", file.path()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty());
+    assert!(stderr(&out).contains("missing its closing single quote"));
+}
+
+#[test]
+fn a_missing_runbook_is_named() {
+    let out = tandem()
+        .args(["shell", "--file", "no/such.ps1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read runbook no/such.ps1"));
+}
+
+#[test]
+fn the_prompt_reads_lines_from_standard_input() {
+    let out = tandem()
+        .args(["shell"])
+        .env("HOME", std::env::temp_dir())
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join(format!("tandem-hist-{}", std::process::id())),
+        )
+        .write_stdin("Get-Command Get-CsUser | Format-Table Name\nGet-CsUsr\nexit\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("Get-CsUser"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("did you mean Get-CsUser?"),
+        "{}",
+        stderr(&out)
+    );
+}
