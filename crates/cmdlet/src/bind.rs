@@ -296,10 +296,8 @@ pub fn bind_command(catalogue: &Catalogue, command: &Command) -> Result<Invocati
         [only] => Some(*only),
         several => match entry.spec.default_set {
             Some(d) if several.contains(&d) => Some(d),
-            // Several sets fit equally; their parameters given are the same, so the first
-            // declared one is as good as any other for binding. Prefer the one whose
-            // positional parameters were actually used, which `complete_in_set` already
-            // guaranteed for all of them.
+            // Several sets accept the same arguments and none is the default: the bound
+            // values are identical in each, so take the first declared.
             _ => Some(several[0]),
         },
     };

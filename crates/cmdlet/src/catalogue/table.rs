@@ -1603,7 +1603,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
     CmdletSpec {
         description: "Lists the cmdlets this shell accepts, with the part of tandem that \
             carries each out. The name may contain wildcards (* and ?).",
-        outputs: &["CommandType", "Name", "Capability"],
+        outputs: &["CommandType", "Name", "Capability", "Synopsis"],
         examples: &[
             ("Get-Command", "Lists every cmdlet."),
             ("Get-Command *-CsPool*", "Lists the pool cmdlets."),

@@ -125,7 +125,11 @@ fn history_path() -> Option<PathBuf> {
 pub(crate) fn run<E: Executor>(session: &mut Session<E>) -> Status {
     let config = rustyline::Config::builder()
         .max_history_size(HISTORY_LINES)
-        .map(|b| b.auto_add_history(true).build());
+        .map(|b| {
+            b.auto_add_history(true)
+                .completion_type(rustyline::CompletionType::List)
+                .build()
+        });
     let config = match config {
         Ok(c) => c,
         Err(e) => {
