@@ -60,7 +60,7 @@ fn test_topology(inv: &Invocation) -> Result<Output, Failure> {
         ))
     })?;
     let report = validate(&topology);
-    let records: Vec<Record> = report
+    let mut records: Vec<Record> = report
         .problems
         .iter()
         .map(|p| {
@@ -70,15 +70,19 @@ fn test_topology(inv: &Invocation) -> Result<Output, Failure> {
                 .with("Message", p.message.clone())
         })
         .collect();
+    let verdict = if report.is_valid() {
+        "valid"
+    } else {
+        "invalid"
+    };
+    records.push(
+        Record::new()
+            .with("Severity", "information")
+            .with("Element", file.clone())
+            .with("Message", format!("{verdict} ({})", report.summary())),
+    );
     if report.is_valid() {
-        if records.is_empty() {
-            Ok(Output::Text(format!(
-                "{file}: valid ({})\n",
-                report.summary()
-            )))
-        } else {
-            Ok(Output::Records(records))
-        }
+        Ok(Output::Records(records))
     } else {
         Err(Failure {
             message: format!("{file} is not a valid topology ({})", report.summary()),

@@ -261,3 +261,20 @@ fn the_prompt_reads_lines_from_standard_input() {
         stderr(&out)
     );
 }
+
+#[test]
+fn test_cstopology_honours_the_output_format() {
+    let out = tandem()
+        .args([
+            "shell",
+            "--output",
+            "json",
+            "-c",
+            "Test-CsTopology examples/contoso.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["Message"], "valid (0 errors, 0 warnings)");
+}
