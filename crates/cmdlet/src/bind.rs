@@ -59,7 +59,17 @@ impl Invocation {
     /// The line as the binder understood it, with canonical names: what `-WhatIf` and
     /// error messages echo back.
     pub fn canonical_line(&self) -> String {
-        let mut line = self.cmdlet.name.to_string();
+        let args = self.canonical_args();
+        if args.is_empty() {
+            self.cmdlet.name.to_string()
+        } else {
+            format!("{} {args}", self.cmdlet.name)
+        }
+    }
+
+    /// The bound arguments alone, with canonical names: `-PoolFqdn pool1.contoso.com -Force`.
+    pub fn canonical_args(&self) -> String {
+        let mut line = String::new();
         for (name, value) in &self.args {
             match value {
                 BoundValue::Switch(true) => line.push_str(&format!(" -{name}")),
@@ -74,7 +84,7 @@ impl Invocation {
                 }
             }
         }
-        line
+        line.trim_start().to_string()
     }
 }
 
@@ -413,14 +423,7 @@ fn unexpected_argument(entry: &Entry, command: &Command, value: &Spanned<Value>)
         colon_value: None,
         ..
     }) = previous
-        && let Some(param) = entry.param_exact(&name.node).or_else(|| {
-            let lower = name.node.to_ascii_lowercase();
-            entry
-                .params
-                .iter()
-                .copied()
-                .find(|p| p.name.to_ascii_lowercase().starts_with(&lower))
-        })
+        && let Ok(param) = resolve_param(entry, name)
         && param.ty == ParamType::Switch
     {
         return err.with_help(format!(

@@ -96,18 +96,11 @@ fn test_topology(inv: &Invocation) -> Result<Output, Failure> {
 fn needs_capability(inv: &Invocation) -> Failure {
     let spec = inv.cmdlet;
     debug_assert_ne!(spec.capability, Capability::Shell, "{} is local", spec.name);
-    let args: Vec<String> = inv
-        .args
-        .iter()
-        .map(|(n, v)| match v {
-            cmdlet::BoundValue::Switch(true) => format!("-{n}"),
-            other => format!("-{n} {}", other.to_text()),
-        })
-        .collect();
+    let args = inv.canonical_args();
     let with = if args.is_empty() {
         String::new()
     } else {
-        format!(" (with {})", args.join(" "))
+        format!(" (with {args})")
     };
     Failure::new(format!(
         "needs {}, which this build of tandem does not include, so the shell cannot run it yet. \

@@ -12,6 +12,11 @@ pub(crate) fn tandem() -> Command {
     cmd
 }
 
+/// Runs `tandem` with these arguments and waits for it.
+pub(crate) fn run(args: &[&str]) -> std::process::Output {
+    tandem().args(args).output().expect("tandem runs")
+}
+
 pub(crate) fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

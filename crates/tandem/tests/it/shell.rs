@@ -1,9 +1,9 @@
 //! `tandem shell`: -c, --file, --check and output formats.
 
-use crate::{stderr, stdout, tandem};
+use crate::{run, stderr, stdout, tandem};
 
 fn shell_c(line: &str) -> std::process::Output {
-    tandem().args(["shell", "-c", line]).output().unwrap()
+    run(&["shell", "-c", line])
 }
 
 fn runbook(text: &str) -> tempfile_lite::TempFile {
@@ -105,10 +105,7 @@ fn output_formats() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["Name"], "Get-CsUser");
 
-    let out = tandem()
-        .args(["shell", "--output", "json", "-c", "Get-Command Get-CsUser"])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--output", "json", "-c", "Get-Command Get-CsUser"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["CommandType"], "Cmdlet");
 
@@ -147,14 +144,11 @@ fn test_cstopology_runs_in_the_shell() {
 
 #[test]
 fn check_binds_every_seed_line_without_running_anything() {
-    let out = tandem()
-        .args([
-            "shell",
-            "--check",
-            "crates/cmdlet/tests/fixtures/seed_lines.ps1",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "shell",
+        "--check",
+        "crates/cmdlet/tests/fixtures/seed_lines.ps1",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -169,10 +163,7 @@ fn check_reports_every_binding_error_at_once() {
     let file = runbook(
         "Get-Help Get-CsUser\nInvoke-CsPoolFailOver -PoolFdqn x.contoso.com\nSet-CsSite Site1 -XmppFederationRoute\nGet-CsUsr\n",
     );
-    let out = tandem()
-        .args(["shell", "--check", file.path()])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--check", file.path()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("did you mean -PoolFqdn?"), "{err}");
@@ -186,10 +177,7 @@ fn a_runbook_stops_at_the_first_failing_line_and_names_it() {
     let file = runbook(
         "# fail over pool1\nGet-Help Get-CsUser -Examples\nInvoke-CsPoolFailOver -PoolFqdn pool1.contoso.com `\n   -DisasterMode\nGet-Command Get-CsUser\n",
     );
-    let out = tandem()
-        .args(["shell", "--file", file.path()])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--file", file.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -207,10 +195,7 @@ fn error_action_continue_goes_on() {
     let file = runbook(
         "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -ErrorAction Continue\nGet-Command Get-CsUser\n",
     );
-    let out = tandem()
-        .args(["shell", "--file", file.path()])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--file", file.path()]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -222,10 +207,7 @@ fn error_action_continue_goes_on() {
 #[test]
 fn a_runbook_with_a_syntax_error_runs_nothing() {
     let file = runbook("Get-Command Get-CsUser\nGet-CsUser -Identity 'alice\n");
-    let out = tandem()
-        .args(["shell", "--file", file.path()])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--file", file.path()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).is_empty());
     assert!(stderr(&out).contains("missing its closing single quote"));
@@ -233,10 +215,7 @@ fn a_runbook_with_a_syntax_error_runs_nothing() {
 
 #[test]
 fn a_missing_runbook_is_named() {
-    let out = tandem()
-        .args(["shell", "--file", "no/such.ps1"])
-        .output()
-        .unwrap();
+    let out = run(&["shell", "--file", "no/such.ps1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot read runbook no/such.ps1"));
 }
@@ -264,16 +243,13 @@ fn the_prompt_reads_lines_from_standard_input() {
 
 #[test]
 fn test_cstopology_honours_the_output_format() {
-    let out = tandem()
-        .args([
-            "shell",
-            "--output",
-            "json",
-            "-c",
-            "Test-CsTopology examples/contoso.toml",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "shell",
+        "--output",
+        "json",
+        "-c",
+        "Test-CsTopology examples/contoso.toml",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["Message"], "valid (0 errors, 0 warnings)");

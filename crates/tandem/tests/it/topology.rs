@@ -1,27 +1,21 @@
 //! `tandem topology check`.
 
-use crate::{stderr, stdout, tandem};
+use crate::{run, stderr, stdout};
 
 #[test]
 fn contoso_checks_clean() {
-    let out = tandem()
-        .args(["topology", "check", "examples/contoso.toml"])
-        .output()
-        .unwrap();
+    let out = run(&["topology", "check", "examples/contoso.toml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("valid (0 errors, 0 warnings)"));
 }
 
 #[test]
 fn a_broken_topology_fails_with_every_problem_named() {
-    let out = tandem()
-        .args([
-            "topology",
-            "check",
-            "crates/topology/tests/fixtures/broken/lync2010_paired.toml",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "topology",
+        "check",
+        "crates/topology/tests/fixtures/broken/lync2010_paired.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(
@@ -39,14 +33,11 @@ fn a_broken_topology_fails_with_every_problem_named() {
 
 #[test]
 fn an_unparsable_topology_names_line_and_column() {
-    let out = tandem()
-        .args([
-            "topology",
-            "check",
-            "crates/topology/tests/fixtures/broken/unknown_key.toml",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "topology",
+        "check",
+        "crates/topology/tests/fixtures/broken/unknown_key.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("unknown_key.toml:105:1: unknown field `federaton_enabled`"),
@@ -57,15 +48,12 @@ fn an_unparsable_topology_names_line_and_column() {
 
 #[test]
 fn json_report() {
-    let out = tandem()
-        .args([
-            "topology",
-            "check",
-            "--json",
-            "crates/topology/tests/fixtures/broken/two_federation_edges.toml",
-        ])
-        .output()
-        .unwrap();
+    let out = run(&[
+        "topology",
+        "check",
+        "--json",
+        "crates/topology/tests/fixtures/broken/two_federation_edges.toml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["problems"][0]["severity"], "Error");
@@ -74,16 +62,13 @@ fn json_report() {
 
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
-    let out = tandem()
-        .args(["topology", "check", "no/such.toml"])
-        .output()
-        .unwrap();
+    let out = run(&["topology", "check", "no/such.toml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read no/such.toml"));
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = tandem().args(["topology", "chek"]).output().unwrap();
+    let out = run(&["topology", "chek"]);
     assert_eq!(out.status.code(), Some(2));
 }
