@@ -534,7 +534,8 @@ impl<'s> Lexer<'s> {
                 {
                     return Err(error(
                         "variables and sub-expressions inside double quotes are not supported",
-                        Span::new(at, at + 2),
+                        // `$` and the character after it, which may be several bytes long.
+                        Span::new(at, at + 1 + self.peek().map_or(0, char::len_utf8)),
                     )
                     .with_help("use single quotes, or write `$ for a literal dollar sign"));
                 }
@@ -909,6 +910,20 @@ mod tests {
             let err = parse_script(src).unwrap_err();
             assert!(err.message.contains(needle), "{src}: {err:?}");
         }
+    }
+
+    #[test]
+    fn error_spans_end_on_character_boundaries() {
+        // Found by the property test: a multi-byte letter after `$` inside double quotes.
+        let src = "Get-X \u{201C} $\u{b2}";
+        let err = parse_script(src).unwrap_err();
+        assert!(
+            src.is_char_boundary(err.span.start) && src.is_char_boundary(err.span.end),
+            "{err:?}"
+        );
+        let src = "Get-X \"$\u{b2}\"";
+        let err = parse_script(src).unwrap_err();
+        assert_eq!(&src[err.span.start..err.span.end], "$\u{b2}");
     }
 
     #[test]
