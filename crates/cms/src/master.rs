@@ -1,0 +1,496 @@
+//! The Master Replicator and the File Transfer Agent.
+//!
+//! Every Front End of the CMS pool runs one [`Master`]. Its lease task tries to take or
+//! renew the master lease in the pool's Back End every quarter of [`LEASE_TTL_MS`]; the
+//! holder is the active master, the others are standby and take over when the lease
+//! expires (the holder crashed) or is released (graceful stop, `MASTER` service stopped).
+//!
+//! The active master's push task (the File Transfer Agent's job here) sends every server
+//! of the active topology the items written since the version that server last
+//! acknowledged: right after each write, and once a second as a heartbeat otherwise. A
+//! server it has not heard from yet gets an empty batch at the current version first; the
+//! replica answers with where it stands and the next batch starts there. Each replica's
+//! answer is recorded in the Back End for `Get-CsManagementStoreReplicationStatus`.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use store::{BackEnd, Item, ReplicaStatusRow, StoreError, VersionInfo, WriteRefused, now_ms};
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinSet;
+use topology::{Role as ServerRole, Topology};
+
+use crate::protocol::{SyncRequest, SyncResponse};
+use crate::{LEASE_TTL_MS, bearer, keys};
+
+/// The most items one push carries; a larger catch-up takes several pushes.
+const BATCH_LIMIT: i64 = 5_000;
+/// How often the active master pushes when nothing changed.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long one push may take before the replica counts as unreachable this round.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// A replica's status row is rewritten at least this often while it answers.
+const STATUS_REFRESH_MS: i64 = 5_000;
+
+/// This server's part in the master role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not the master; `holder` is the master this server saw in the lease, if any.
+    Standby { holder: Option<String> },
+    /// The active master since `since` (unix ms), with this epoch.
+    Active { epoch: i64, since: i64 },
+}
+
+/// Why the master could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Refused(#[from] WriteRefused),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the active topology in the Central Management store does not parse: {0}")]
+    BadTopology(String),
+}
+
+/// One server of the topology, as the master pushes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub fqdn: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub product_version: String,
+}
+
+/// Every server of `topology`, with the management address the master pushes to.
+pub fn targets(topology: &Topology) -> Vec<Target> {
+    topology
+        .servers()
+        .map(|s| {
+            let pool = match s.role {
+                ServerRole::FrontEnd => topology.front_end_pool(s.pool_fqdn),
+                ServerRole::Edge => topology
+                    .edge_pool(s.pool_fqdn)
+                    .and_then(|e| topology.front_end_pool(&e.next_hop)),
+            };
+            Target {
+                fqdn: s.server.fqdn.clone(),
+                address: s.server.address,
+                port: topology.ports.management,
+                product_version: pool
+                    .map_or(topology::ProductVersion::SkypeForBusinessServer2019, |p| {
+                        p.product_version
+                    })
+                    .build()
+                    .to_string(),
+            }
+        })
+        .collect()
+}
+
+/// What the master knows of one replica between rounds.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    version: i64,
+    recorded_at: i64,
+    recorded_version: i64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    fqdn: String,
+    backend: BackEnd,
+    token: String,
+    client: reqwest::Client,
+    /// The `MASTER` service: off means give the lease up and stay standby.
+    master_running: AtomicBool,
+    /// The `FTA` service: off means no pushes.
+    fta_running: AtomicBool,
+    role: watch::Sender<Role>,
+    wake: Notify,
+    rounds: watch::Sender<u64>,
+    acked: Mutex<HashMap<String, Acked>>,
+    /// Serialises read-modify-write changes made through this master.
+    write_lock: Mutex<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// A handle on this server's master role; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Master {
+    inner: Arc<Inner>,
+}
+
+impl Master {
+    /// Starts the lease and push tasks.
+    pub fn spawn(fqdn: String, backend: BackEnd, token: String, client: reqwest::Client) -> Master {
+        let inner = Arc::new(Inner {
+            fqdn,
+            backend,
+            token,
+            client,
+            master_running: AtomicBool::new(true),
+            fta_running: AtomicBool::new(true),
+            role: watch::Sender::new(Role::Standby { holder: None }),
+            wake: Notify::new(),
+            rounds: watch::Sender::new(0),
+            acked: Mutex::new(HashMap::new()),
+            write_lock: Mutex::new(()),
+            shutdown: watch::Sender::new(false),
+        });
+        tokio::spawn(lease_task(inner.clone()));
+        tokio::spawn(push_task(inner.clone()));
+        Master { inner }
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.role.borrow().clone()
+    }
+
+    pub fn subscribe_role(&self) -> watch::Receiver<Role> {
+        self.inner.role.subscribe()
+    }
+
+    pub fn backend(&self) -> &BackEnd {
+        &self.inner.backend
+    }
+
+    pub fn fqdn(&self) -> &str {
+        &self.inner.fqdn
+    }
+
+    pub fn master_running(&self) -> bool {
+        self.inner.master_running.load(Ordering::SeqCst)
+    }
+
+    pub fn fta_running(&self) -> bool {
+        self.inner.fta_running.load(Ordering::SeqCst)
+    }
+
+    /// Starts or stops the `MASTER` service. Stopping it gives the lease up at once.
+    pub async fn set_master_running(&self, running: bool) {
+        self.inner.master_running.store(running, Ordering::SeqCst);
+        if !running {
+            step_down(&self.inner).await;
+        }
+    }
+
+    /// Starts or stops the `FTA` service.
+    pub fn set_fta_running(&self, running: bool) {
+        self.inner.fta_running.store(running, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Takes the write lock for a read-modify-write change: hold the guard while reading
+    /// the current value and calling [`Master::write`].
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.write_lock.lock().await
+    }
+
+    /// Writes `changes` as a new version (if this server is the active master) and pushes
+    /// it to every replica at once.
+    pub async fn write(
+        &self,
+        changes: &[(String, Option<String>)],
+        description: &str,
+    ) -> Result<VersionInfo, MasterError> {
+        let epoch = match self.role() {
+            Role::Active { epoch, .. } => epoch,
+            Role::Standby { holder } => {
+                return Err(WriteRefused::NotMaster { holder, epoch: 0 }.into());
+            }
+        };
+        let info = self
+            .inner
+            .backend
+            .write(&self.inner.fqdn, epoch, changes, description)
+            .await??;
+        self.inner.wake.notify_one();
+        Ok(info)
+    }
+
+    /// The active topology, from the CMS.
+    pub async fn topology(&self) -> Result<Topology, MasterError> {
+        let text = self
+            .inner
+            .backend
+            .get(keys::TOPOLOGY_ACTIVE)
+            .await?
+            .ok_or_else(|| MasterError::BadTopology("there is none".into()))?;
+        Topology::from_toml(&text).map_err(|e| MasterError::BadTopology(e.to_string()))
+    }
+
+    /// Pushes now (`Invoke-CsManagementStoreReplication`) and waits for the round to end.
+    /// With `replica`, that replica is first asked where it stands, as if new.
+    pub async fn replicate_now(&self, replica: Option<&str>) {
+        if let Some(fqdn) = replica {
+            self.inner
+                .acked
+                .lock()
+                .await
+                .remove(&fqdn.to_ascii_lowercase());
+        }
+        let mut rounds = self.inner.rounds.subscribe();
+        let seen = *rounds.borrow_and_update();
+        self.inner.wake.notify_one();
+        let _ = tokio::time::timeout(PUSH_TIMEOUT * 3, rounds.wait_for(|r| *r > seen + 1)).await;
+    }
+
+    /// Gives the lease up and stops both tasks (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.master_running.store(false, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
+        step_down(&self.inner).await;
+    }
+}
+
+async fn step_down(inner: &Inner) {
+    if matches!(*inner.role.borrow(), Role::Active { .. })
+        && let Err(e) = inner.backend.release_lease(&inner.fqdn).await
+    {
+        tracing::warn!(error = %e, "could not release the master lease; it will expire");
+    }
+    inner.role.send_replace(Role::Standby { holder: None });
+}
+
+async fn lease_task(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let period = Duration::from_millis((LEASE_TTL_MS / 4) as u64);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if inner.master_running.load(Ordering::SeqCst) {
+            match inner.backend.acquire_lease(&inner.fqdn, LEASE_TTL_MS).await {
+                Ok((true, lease)) => {
+                    let was_active = matches!(
+                        *inner.role.borrow(),
+                        Role::Active { epoch, .. } if epoch == lease.epoch
+                    );
+                    if !was_active {
+                        tracing::info!(
+                            epoch = lease.epoch,
+                            "became the active Central Management master"
+                        );
+                        inner.acked.lock().await.clear();
+                        inner.role.send_replace(Role::Active {
+                            epoch: lease.epoch,
+                            since: lease.acquired_at,
+                        });
+                        inner.wake.notify_one();
+                    }
+                }
+                Ok((false, lease)) => {
+                    if matches!(*inner.role.borrow(), Role::Active { .. }) {
+                        tracing::warn!(holder = %lease.holder, "lost the master lease");
+                    }
+                    inner.role.send_replace(Role::Standby {
+                        holder: Some(lease.holder),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the Back End for the master lease");
+                    inner.role.send_replace(Role::Standby { holder: None });
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn push_task(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut cached: Option<(i64, Arc<Vec<Target>>)> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let epoch = match *inner.role.borrow() {
+            Role::Active { epoch, .. } => Some(epoch),
+            Role::Standby { .. } => None,
+        };
+        if let Some(epoch) = epoch
+            && inner.fta_running.load(Ordering::SeqCst)
+            && let Err(e) = push_round(&inner, epoch, &mut cached).await
+        {
+            tracing::warn!(error = %e, "replication round failed");
+        }
+        inner.rounds.send_modify(|r| *r += 1);
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = inner.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn push_round(
+    inner: &Arc<Inner>,
+    epoch: i64,
+    cached: &mut Option<(i64, Arc<Vec<Target>>)>,
+) -> Result<(), MasterError> {
+    let Some(current) = inner.backend.current_version().await? else {
+        return Ok(());
+    };
+    // The topology can only have changed with the version: parse it again only then.
+    let targets = match cached {
+        Some((v, t)) if *v == current.version => t.clone(),
+        _ => {
+            let text = inner
+                .backend
+                .get(keys::TOPOLOGY_ACTIVE)
+                .await?
+                .unwrap_or_default();
+            let topology =
+                Topology::from_toml(&text).map_err(|e| MasterError::BadTopology(e.to_string()))?;
+            let t = Arc::new(targets(&topology));
+            *cached = Some((current.version, t.clone()));
+            t
+        }
+    };
+    let mut set = JoinSet::new();
+    for target in targets.iter().cloned() {
+        let inner = inner.clone();
+        let current = current.clone();
+        set.spawn(async move {
+            if let Err(e) = push_one(&inner, epoch, &current, &target).await {
+                tracing::debug!(replica = %target.fqdn, error = %e, "push failed");
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("replica answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("replica follows a newer master {master} (epoch {epoch})")]
+    Fenced { master: String, epoch: i64 },
+    #[error("replica did not converge")]
+    NoProgress,
+}
+
+async fn push_one(
+    inner: &Inner,
+    epoch: i64,
+    current: &VersionInfo,
+    target: &Target,
+) -> Result<(), PushError> {
+    let key = target.fqdn.to_ascii_lowercase();
+    let known = inner.acked.lock().await.get(&key).copied();
+    let mut from = known.map_or(current.version, |a| a.version);
+    for _ in 0..64 {
+        let (items, to) = batch(&inner.backend, from, current.version).await?;
+        let to_created = if to == current.version {
+            current.created_at
+        } else {
+            inner
+                .backend
+                .version(to)
+                .await?
+                .map_or(current.created_at, |v| v.created_at)
+        };
+        let request = SyncRequest {
+            master_fqdn: inner.fqdn.clone(),
+            epoch,
+            from_version: from,
+            to_version: to.max(from),
+            to_version_created_at: to_created,
+            items,
+        };
+        let url = format!(
+            "http://{}:{}/internal/v1/replica/sync",
+            target.address, target.port
+        );
+        let response = inner
+            .client
+            .post(url)
+            .header(crate::TOKEN_HEADER, bearer(&inner.token))
+            .timeout(PUSH_TIMEOUT)
+            .json(&request)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(PushError::Status(response.status()));
+        }
+        match response.json::<SyncResponse>().await? {
+            SyncResponse::Applied { version } => {
+                record(inner, &key, target, version, known).await?;
+                if version >= current.version {
+                    return Ok(());
+                }
+                from = version;
+            }
+            SyncResponse::Gap { version } => from = version,
+            SyncResponse::Fenced { epoch, master_fqdn } => {
+                return Err(PushError::Fenced {
+                    master: master_fqdn,
+                    epoch,
+                });
+            }
+        }
+    }
+    Err(PushError::NoProgress)
+}
+
+/// The items after `from` for one push, never splitting a version, and the version the
+/// replica reaches by applying them.
+async fn batch(backend: &BackEnd, from: i64, current: i64) -> Result<(Vec<Item>, i64), StoreError> {
+    if from >= current {
+        return Ok((Vec::new(), current));
+    }
+    let mut items = backend.changes_since(from, BATCH_LIMIT).await?;
+    if (items.len() as i64) < BATCH_LIMIT {
+        return Ok((items, current));
+    }
+    let last = items.last().map_or(current, |i| i.version);
+    if items.first().is_some_and(|i| i.version == last) {
+        // One version larger than a batch (a bulk import): send it whole.
+        return Ok((backend.items_at_version(last).await?, last));
+    }
+    items.retain(|i| i.version < last);
+    Ok((items, last - 1))
+}
+
+async fn record(
+    inner: &Inner,
+    key: &str,
+    target: &Target,
+    version: i64,
+    known: Option<Acked>,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    let stale = known
+        .is_none_or(|a| a.recorded_version != version || now - a.recorded_at >= STATUS_REFRESH_MS);
+    let mut acked = Acked {
+        version,
+        recorded_at: known.map_or(0, |a| a.recorded_at),
+        recorded_version: known.map_or(-1, |a| a.recorded_version),
+    };
+    if stale {
+        inner
+            .backend
+            .record_replica_status(&ReplicaStatusRow {
+                fqdn: target.fqdn.clone(),
+                version,
+                last_status_report: now,
+                product_version: target.product_version.clone(),
+            })
+            .await?;
+        acked.recorded_at = now;
+        acked.recorded_version = version;
+    }
+    inner.acked.lock().await.insert(key.to_string(), acked);
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Messages between the master and the replica agents (`/internal/v1/...` routes).
+
+use serde::{Deserialize, Serialize};
+use store::Item;
+
+/// A push from the master: the items written after `from_version`, up to `to_version`.
+/// With no items and `from_version == to_version` it is a heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub master_fqdn: String,
+    pub epoch: i64,
+    pub from_version: i64,
+    pub to_version: i64,
+    /// When `to_version` was created (unix ms): the replica's `LastUpdateCreation`.
+    pub to_version_created_at: i64,
+    pub items: Vec<Item>,
+}
+
+/// The replica's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "outcome", rename_all = "snake_case")]
+pub enum SyncResponse {
+    /// Stored and live at `version`.
+    Applied { version: i64 },
+    /// The batch started after the replica's version: resend from `version`.
+    Gap { version: i64 },
+    /// The replica follows a newer master (`epoch`): the sender is fenced.
+    Fenced { epoch: i64, master_fqdn: String },
+}
+
+/// What a Front End of the CMS pool says about its master role
+/// (`GET /internal/v1/cms/role`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleReport {
+    pub fqdn: String,
+    pub active: bool,
+    pub epoch: i64,
+    /// The lease holder this server last saw, when it knows one.
+    pub holder: Option<String>,
+}

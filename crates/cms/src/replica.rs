@@ -1,0 +1,164 @@
+//! The Replica Replicator Agent: every server's end of CMS replication.
+//!
+//! It stores what the master pushes in the server's local replica, then makes the new
+//! configuration live by publishing it on a watch channel the server's services follow.
+//! When its service (`REPLICA`) is stopped it refuses pushes, so the master sees it fall
+//! behind (`UpToDate False`) exactly as an operator would expect.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use store::{ApplyOutcome, Batch, Item, ReplicaState, ReplicaStore, StoreError};
+use tokio::sync::watch;
+use topology::Topology;
+
+use crate::keys;
+use crate::protocol::{SyncRequest, SyncResponse};
+
+/// Why the agent could not take a push.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(
+        "the REPLICA service is stopped on this server; start it with Start-CsWindowsService -Name REPLICA"
+    )]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the local replica at {0} holds no topology; seed it with `tandem lab up` or Import-CsConfiguration -LocalStore"
+    )]
+    NoTopology(String),
+    #[error("the topology in the local replica does not parse: {0}")]
+    BadTopology(String),
+}
+
+#[derive(Debug)]
+pub struct ReplicaAgent {
+    store: ReplicaStore,
+    running: AtomicBool,
+    topology: watch::Sender<Arc<Topology>>,
+    version: watch::Sender<i64>,
+}
+
+impl ReplicaAgent {
+    /// Starts the agent on a seeded replica.
+    pub async fn open(store: ReplicaStore, path: &str) -> Result<ReplicaAgent, ReplicaError> {
+        let text = store
+            .get(keys::TOPOLOGY_ACTIVE)
+            .await?
+            .ok_or_else(|| ReplicaError::NoTopology(path.to_string()))?;
+        let topology =
+            Topology::from_toml(&text).map_err(|e| ReplicaError::BadTopology(e.to_string()))?;
+        let state = store.state().await?;
+        Ok(ReplicaAgent {
+            store,
+            running: AtomicBool::new(true),
+            topology: watch::Sender::new(Arc::new(topology)),
+            version: watch::Sender::new(state.version),
+        })
+    }
+
+    pub fn store(&self) -> &ReplicaStore {
+        &self.store
+    }
+
+    /// The live topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.borrow().clone()
+    }
+
+    pub fn subscribe_topology(&self) -> watch::Receiver<Arc<Topology>> {
+        self.topology.subscribe()
+    }
+
+    pub fn version(&self) -> i64 {
+        *self.version.borrow()
+    }
+
+    pub async fn state(&self) -> Result<ReplicaState, StoreError> {
+        self.store.state().await
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Starts or stops the `REPLICA` service.
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::SeqCst);
+    }
+
+    /// Takes a push from the master.
+    pub async fn sync(&self, req: &SyncRequest) -> Result<SyncResponse, ReplicaError> {
+        if !self.is_running() {
+            return Err(ReplicaError::Stopped);
+        }
+        let batch = Batch {
+            master_fqdn: &req.master_fqdn,
+            epoch: req.epoch,
+            from_version: req.from_version,
+            to_version: req.to_version,
+            to_version_created_at: req.to_version_created_at,
+            items: &req.items,
+        };
+        let outcome = self.store.apply(&batch, store::now_ms()).await?;
+        Ok(match outcome {
+            ApplyOutcome::Applied { version } => {
+                self.make_live(&req.items, version).await;
+                SyncResponse::Applied { version }
+            }
+            ApplyOutcome::Gap { version } => SyncResponse::Gap { version },
+            ApplyOutcome::Fenced { epoch, master_fqdn } => {
+                SyncResponse::Fenced { epoch, master_fqdn }
+            }
+        })
+    }
+
+    /// Replaces the whole replica (`Import-CsConfiguration -LocalStore`).
+    pub async fn import(
+        &self,
+        version: i64,
+        created_at: i64,
+        items: &[Item],
+    ) -> Result<(), ReplicaError> {
+        let text = items
+            .iter()
+            .find(|i| i.key == keys::TOPOLOGY_ACTIVE)
+            .and_then(|i| i.value.clone())
+            .ok_or_else(|| ReplicaError::NoTopology("the imported configuration".into()))?;
+        Topology::from_toml(&text).map_err(|e| ReplicaError::BadTopology(e.to_string()))?;
+        self.store.replace_all(version, created_at, items).await?;
+        self.make_live(items, version).await;
+        Ok(())
+    }
+
+    /// Waits until the replica holds `version` or `timeout` passes; true if it does.
+    pub async fn wait_for_version(&self, version: i64, timeout: Duration) -> bool {
+        let mut rx = self.version.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|v| *v >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    async fn make_live(&self, items: &[Item], version: i64) {
+        if let Some(item) = items.iter().find(|i| i.key == keys::TOPOLOGY_ACTIVE) {
+            match item.value.as_deref().map(Topology::from_toml) {
+                Some(Ok(t)) => {
+                    self.topology.send_replace(Arc::new(t));
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "replicated topology does not parse; keeping the previous one");
+                }
+                None => tracing::error!(
+                    "replicated change deletes the topology; keeping the previous one"
+                ),
+            }
+        }
+        self.version.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+    }
+}

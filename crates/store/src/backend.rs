@@ -1,0 +1,469 @@
+//! A Front End pool's Back End database, and the Central Management store inside it.
+//!
+//! The CMS is a set of items; every write creates a new version and stamps the items it
+//! changed with it, so a replica at version `v` catches up with exactly the items written
+//! after `v` — a one-line change costs one row however large the configuration is.
+//!
+//! One writer, enforced here rather than trusted: a write runs in an immediate (write-
+//! locked) transaction that first checks the caller still holds an unexpired master lease
+//! with the epoch it claims. A master that lost its lease (paused, partitioned, replaced)
+//! is refused even if it does not know yet.
+
+use std::path::Path;
+
+use sqlx::SqlitePool;
+
+use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
+
+/// Who holds the master role, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lease {
+    pub holder: String,
+    pub epoch: i64,
+    pub acquired_at: i64,
+    pub renewed_at: i64,
+    pub expires_at: i64,
+}
+
+/// Why the CMS refused a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefused {
+    #[error(
+        "this server is not the active Central Management master (the lease is held by {holder:?} with epoch {epoch})"
+    )]
+    NotMaster { holder: Option<String>, epoch: i64 },
+}
+
+/// One version of the CMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: i64,
+    pub epoch: i64,
+    pub created_at: i64,
+    pub description: String,
+}
+
+/// What the master last heard from one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatusRow {
+    pub fqdn: String,
+    pub version: i64,
+    pub last_status_report: i64,
+    pub product_version: String,
+}
+
+/// A pool's Back End database.
+#[derive(Debug, Clone)]
+pub struct BackEnd {
+    pool: SqlitePool,
+    path: String,
+}
+
+impl BackEnd {
+    /// Opens the Back End at `url` (a `sqlite://` URL from the topology, relative paths
+    /// taken from `root`), creating it and applying migrations as needed.
+    pub async fn open(url: &str, root: &Path) -> Result<BackEnd> {
+        let file = sqlite_path(url, root)?;
+        let pool = open_sqlite(&file).await?;
+        let path = file.display().to_string();
+        migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
+        Ok(BackEnd { pool, path })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Writes the first version of the CMS if the store is empty (installing the CMS).
+    /// Returns false, changing nothing, when the store already has a configuration.
+    pub async fn bootstrap(
+        &self,
+        items: &[(String, Option<String>)],
+        description: &str,
+    ) -> Result<bool> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_version")
+            .fetch_one(&mut *tx)
+            .await
+            .at(&self.path)?;
+        if count > 0 {
+            return Ok(false);
+        }
+        insert_version(&mut tx, &self.path, 1, 0, items, description).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(true)
+    }
+
+    /// Takes or renews the master lease for `holder`. Returns the lease as it stands
+    /// afterwards and whether `holder` has it. Taking over an expired lease bumps the
+    /// epoch, which fences the previous master.
+    pub async fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<(bool, Lease)> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let current = lease_in(&mut tx, &self.path).await?;
+        let lease = match current {
+            Some(l) if l.expires_at > now && l.holder != holder => {
+                return Ok((false, l));
+            }
+            Some(l) if l.expires_at > now => Lease {
+                renewed_at: now,
+                expires_at: now + ttl_ms,
+                ..l
+            },
+            other => {
+                let (max_epoch,): (i64,) =
+                    sqlx::query_as("SELECT COALESCE(MAX(epoch), 0) FROM cms_version")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .at(&self.path)?;
+                let epoch = other.map_or(0, |l| l.epoch).max(max_epoch) + 1;
+                Lease {
+                    holder: holder.to_string(),
+                    epoch,
+                    acquired_at: now,
+                    renewed_at: now,
+                    expires_at: now + ttl_ms,
+                }
+            }
+        };
+        sqlx::query(
+            "INSERT INTO cms_master_lease (id, holder, epoch, acquired_at, renewed_at, expires_at)
+             VALUES (1, $1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET holder = $1, epoch = $2, acquired_at = $3,
+                 renewed_at = $4, expires_at = $5",
+        )
+        .bind(&lease.holder)
+        .bind(lease.epoch)
+        .bind(lease.acquired_at)
+        .bind(lease.renewed_at)
+        .bind(lease.expires_at)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        Ok((true, lease))
+    }
+
+    /// Gives the lease up at once (graceful shutdown, MASTER service stopped), so that
+    /// another Front End takes over without waiting for it to expire.
+    pub async fn release_lease(&self, holder: &str) -> Result<()> {
+        sqlx::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
+            .bind(now_ms())
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    pub async fn lease(&self) -> Result<Option<Lease>> {
+        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        lease_in(&mut conn, &self.path).await
+    }
+
+    /// Writes `changes` (key, new value or `None` to delete) as one new version, if
+    /// `holder` still holds the lease with `epoch`.
+    pub async fn write(
+        &self,
+        holder: &str,
+        epoch: i64,
+        changes: &[(String, Option<String>)],
+        description: &str,
+    ) -> Result<Result<VersionInfo, WriteRefused>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let lease = lease_in(&mut tx, &self.path).await?;
+        match &lease {
+            Some(l) if l.holder == holder && l.epoch == epoch && l.expires_at > now_ms() => {}
+            other => {
+                return Ok(Err(WriteRefused::NotMaster {
+                    holder: other.as_ref().map(|l| l.holder.clone()),
+                    epoch: other.as_ref().map_or(0, |l| l.epoch),
+                }));
+            }
+        }
+        let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
+            .fetch_one(&mut *tx)
+            .await
+            .at(&self.path)?;
+        let info =
+            insert_version(&mut tx, &self.path, last + 1, epoch, changes, description).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Ok(info))
+    }
+
+    /// The newest version.
+    pub async fn current_version(&self) -> Result<Option<VersionInfo>> {
+        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description FROM cms_version
+             ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(row.map(version_info))
+    }
+
+    pub async fn version(&self, version: i64) -> Result<Option<VersionInfo>> {
+        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description FROM cms_version WHERE version = $1",
+        )
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(row.map(version_info))
+    }
+
+    /// Items written after `version`, oldest first, at most `limit` of them.
+    pub async fn changes_since(&self, version: i64, limit: i64) -> Result<Vec<Item>> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT key, value, version FROM cms_item WHERE version > $1
+             ORDER BY version, key LIMIT $2",
+        )
+        .bind(version)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    /// Every item written by one version (a batch must not split a version).
+    pub async fn items_at_version(&self, version: i64) -> Result<Vec<Item>> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT key, value, version FROM cms_item WHERE version = $1 ORDER BY key",
+        )
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    /// The live value of one item.
+    pub async fn get(&self, key: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT value FROM cms_item WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .at(&self.path)?;
+        Ok(row.and_then(|(v,)| v))
+    }
+
+    /// Every live item (the whole configuration, for an export).
+    pub async fn items(&self) -> Result<Vec<Item>> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT key, value, version FROM cms_item WHERE value IS NOT NULL ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    pub async fn record_replica_status(&self, row: &ReplicaStatusRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO cms_replica_status (fqdn, version, last_status_report, product_version)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (fqdn) DO UPDATE SET version = $2, last_status_report = $3,
+                 product_version = $4",
+        )
+        .bind(&row.fqdn)
+        .bind(row.version)
+        .bind(row.last_status_report)
+        .bind(&row.product_version)
+        .execute(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(())
+    }
+
+    pub async fn replica_statuses(&self) -> Result<Vec<ReplicaStatusRow>> {
+        let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+            "SELECT fqdn, version, last_status_report, product_version
+             FROM cms_replica_status ORDER BY fqdn",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(fqdn, version, last_status_report, product_version)| ReplicaStatusRow {
+                    fqdn,
+                    version,
+                    last_status_report,
+                    product_version,
+                },
+            )
+            .collect())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn item((key, value, version): (String, Option<String>, i64)) -> Item {
+    Item {
+        key,
+        value,
+        version,
+    }
+}
+
+fn version_info((version, epoch, created_at, description): (i64, i64, i64, String)) -> VersionInfo {
+    VersionInfo {
+        version,
+        epoch,
+        created_at,
+        description,
+    }
+}
+
+async fn lease_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<Option<Lease>> {
+    let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM cms_master_lease WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(row.map(
+        |(holder, epoch, acquired_at, renewed_at, expires_at)| Lease {
+            holder,
+            epoch,
+            acquired_at,
+            renewed_at,
+            expires_at,
+        },
+    ))
+}
+
+async fn insert_version(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    version: i64,
+    epoch: i64,
+    changes: &[(String, Option<String>)],
+    description: &str,
+) -> Result<VersionInfo> {
+    let created_at = now_ms();
+    sqlx::query(
+        "INSERT INTO cms_version (version, epoch, created_at, description) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(version)
+    .bind(epoch)
+    .bind(created_at)
+    .bind(description)
+    .execute(&mut *conn)
+    .await
+    .at(path)?;
+    for (key, value) in changes {
+        sqlx::query(
+            "INSERT INTO cms_item (key, value, version) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(version)
+        .execute(&mut *conn)
+        .await
+        .at(path)?;
+    }
+    Ok(VersionInfo {
+        version,
+        epoch,
+        created_at,
+        description: description.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn backend(dir: &tempfile::TempDir) -> BackEnd {
+        BackEnd::open("sqlite://be/pool1.db", dir.path())
+            .await
+            .unwrap()
+    }
+
+    fn change(k: &str, v: &str) -> (String, Option<String>) {
+        (k.to_string(), Some(v.to_string()))
+    }
+
+    #[tokio::test]
+    async fn one_lease_holder_at_a_time_and_takeover_bumps_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = backend(&dir).await;
+        let (mine, lease) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        assert!(mine);
+        assert_eq!(lease.epoch, 1);
+        let (mine, lease) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        assert!(!mine, "fe2 must not take an unexpired lease");
+        assert_eq!(lease.holder, "fe1");
+        be.release_lease("fe1").await.unwrap();
+        let (mine, lease) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        assert!(mine);
+        assert_eq!(lease.epoch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_master_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = backend(&dir).await;
+        be.bootstrap(&[change("a", "1")], "install").await.unwrap();
+        let (_, old) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        be.write("fe1", old.epoch, &[change("a", "2")], "edit")
+            .await
+            .unwrap()
+            .unwrap();
+        be.release_lease("fe1").await.unwrap();
+        let (_, new) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        let refused = be
+            .write("fe1", old.epoch, &[change("a", "3")], "stale")
+            .await
+            .unwrap();
+        assert!(refused.is_err());
+        let v = be
+            .write("fe2", new.epoch, &[change("b", "1")], "edit")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.version, 3);
+        assert_eq!(be.get("a").await.unwrap().as_deref(), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn changes_since_returns_only_newer_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = backend(&dir).await;
+        let many: Vec<_> = (0..1000)
+            .map(|i| change(&format!("user/{i}"), "x"))
+            .collect();
+        be.bootstrap(&many, "install").await.unwrap();
+        let (_, l) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        be.write("fe1", l.epoch, &[change("user/7", "y")], "one line")
+            .await
+            .unwrap()
+            .unwrap();
+        let changes = be.changes_since(1, 100).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, "user/7");
+        assert_eq!(be.changes_since(0, 5000).await.unwrap().len(), 1000);
+        assert!(!be.bootstrap(&[change("a", "1")], "again").await.unwrap());
+    }
+}

@@ -1,0 +1,193 @@
+//! The databases of a tandem deployment.
+//!
+//! Two kinds of store live here, both SQLite files today (PostgreSQL is planned for the
+//! Back End):
+//!
+//! - [`BackEnd`]: a Front End pool's Back End database. Only that pool's own servers open
+//!   it — no server ever opens another pool's Back End — so losing a site really loses
+//!   the data there. On the pool that hosts the Central Management store (CMS) it holds
+//!   the CMS: versioned configuration items, the master lease and the replicas' status.
+//! - [`ReplicaStore`]: one server's local replica of the CMS, which lets the server keep
+//!   running on its last configuration while the CMS is unreachable.
+//!
+//! Schemas change only through the numbered migrations in `migrations/`, applied in order
+//! and recorded in the database (see [`migrate`]).
+
+mod backend;
+mod migrate;
+mod replica;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use backend::{BackEnd, Lease, ReplicaStatusRow, VersionInfo, WriteRefused};
+pub use migrate::Migration;
+pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL '{0}': tandem's Back End stores are sqlite://<path> URLs")]
+    UnsupportedUrl(String),
+    #[error("cannot create the folder {path} for a database: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Database { path: String, source: sqlx::Error },
+    #[error(
+        "database {path} has schema version {found} of {kind}, newer than this build of tandem knows ({known}); upgrade tandem"
+    )]
+    SchemaTooNew {
+        path: String,
+        kind: &'static str,
+        found: i64,
+        known: i64,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One configuration item: a key, its value (`None` once deleted) and the CMS version
+/// that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    pub key: String,
+    pub value: Option<String>,
+    pub version: i64,
+}
+
+/// Milliseconds since the Unix epoch: how every timestamp is stored.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+/// Where a `sqlite://` URL points. Relative paths are taken from `root` (the deployment's
+/// folder), so one topology describes a lab wherever it is unpacked.
+pub fn sqlite_path(url: &str, root: &Path) -> Result<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+    if rest.is_empty() {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    }
+    let path = Path::new(rest);
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    })
+}
+
+/// Opens (creating if needed) a SQLite file for one of our stores: WAL journal so that
+/// the servers of a pool can share their Back End, and a busy timeout so that they wait
+/// for each other instead of failing.
+async fn open_sqlite(path: &Path) -> Result<sqlx::SqlitePool> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Database {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Attaches the database's path to an sqlx error.
+trait Context<T> {
+    fn at(self, path: &str) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn at(self, path: &str) -> Result<T> {
+        self.map_err(|source| StoreError::Database {
+            path: path.to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_resolve_against_the_deployment_root() {
+        let root = Path::new("/labs/one");
+        assert_eq!(
+            sqlite_path("sqlite://backend/pool1.db", root).unwrap(),
+            Path::new("/labs/one/backend/pool1.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/pool1.db", root).unwrap(),
+            Path::new("/var/pool1.db")
+        );
+        assert!(sqlite_path("postgres://db/pool1", root).is_err());
+        assert!(sqlite_path("sqlite://", root).is_err());
+    }
+}
+
+/// A unix-milliseconds timestamp as an ISO 8601 UTC date and time, as the status cmdlets
+/// print their `DateTime` fields. Zero (never) prints as an empty string.
+pub fn format_timestamp(ms: i64) -> String {
+    if ms <= 0 {
+        return String::new();
+    }
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::format_timestamp;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_timestamp(0), "");
+        assert_eq!(format_timestamp(1), "1970-01-01T00:00:00.001Z");
+        assert_eq!(
+            format_timestamp(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_timestamp(1_795_435_200_500),
+            "2026-11-23T12:00:00.500Z"
+        );
+    }
+}

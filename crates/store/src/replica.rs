@@ -1,0 +1,263 @@
+//! A server's local replica of the Central Management store.
+//!
+//! The replica holds the items and the position (version, master epoch) it reached. It
+//! accepts a batch of changes only if the batch starts at or before its version (no gaps)
+//! and comes from a master whose epoch is not older than one it already followed: that is
+//! how a fenced master is ignored.
+
+use std::path::Path;
+
+use sqlx::SqlitePool;
+
+use crate::{Context, Item, Result, migrate, open_sqlite};
+
+/// Where a replica stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaState {
+    pub version: i64,
+    pub epoch: i64,
+    pub master_fqdn: String,
+    /// When the version the replica holds was created on the master (unix ms).
+    pub last_update_creation: i64,
+    /// When the master was last heard from (unix ms).
+    pub last_heartbeat: i64,
+}
+
+/// What became of a batch of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Stored; the replica is now at this version.
+    Applied { version: i64 },
+    /// The batch starts after the replica's version; send from this version instead.
+    Gap { version: i64 },
+    /// The sender's epoch is older than one this replica already follows.
+    Fenced { epoch: i64, master_fqdn: String },
+}
+
+/// A batch of changes from the master.
+#[derive(Debug, Clone)]
+pub struct Batch<'a> {
+    pub master_fqdn: &'a str,
+    pub epoch: i64,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub to_version_created_at: i64,
+    pub items: &'a [Item],
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaStore {
+    pool: SqlitePool,
+    path: String,
+}
+
+impl ReplicaStore {
+    pub async fn open(file: &Path) -> Result<ReplicaStore> {
+        let pool = open_sqlite(file).await?;
+        let path = file.display().to_string();
+        migrate::run(&pool, &path, "a local replica", migrate::REPLICA).await?;
+        Ok(ReplicaStore { pool, path })
+    }
+
+    pub async fn state(&self) -> Result<ReplicaState> {
+        let (version, epoch, master_fqdn, last_update_creation, last_heartbeat): (
+            i64,
+            i64,
+            String,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT version, epoch, master_fqdn, last_update_creation, last_heartbeat
+             FROM replica_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(ReplicaState {
+            version,
+            epoch,
+            master_fqdn,
+            last_update_creation,
+            last_heartbeat,
+        })
+    }
+
+    /// Stores a batch of changes from the master (see [`ApplyOutcome`]).
+    pub async fn apply(&self, batch: &Batch<'_>, now: i64) -> Result<ApplyOutcome> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let (version, epoch, master): (i64, i64, String) =
+            sqlx::query_as("SELECT version, epoch, master_fqdn FROM replica_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .at(&self.path)?;
+        if batch.epoch < epoch {
+            return Ok(ApplyOutcome::Fenced {
+                epoch,
+                master_fqdn: master,
+            });
+        }
+        if batch.from_version > version {
+            return Ok(ApplyOutcome::Gap { version });
+        }
+        for item in batch.items.iter().filter(|i| i.version > version) {
+            sqlx::query(
+                "INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
+            )
+            .bind(&item.key)
+            .bind(&item.value)
+            .bind(item.version)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        }
+        let (new_version, created) = if batch.to_version > version {
+            (batch.to_version, Some(batch.to_version_created_at))
+        } else {
+            (version, None)
+        };
+        sqlx::query(
+            "UPDATE replica_state SET version = $1, epoch = $2, master_fqdn = $3,
+                 last_heartbeat = $4,
+                 last_update_creation = COALESCE($5, last_update_creation)
+             WHERE id = 1",
+        )
+        .bind(new_version)
+        .bind(batch.epoch)
+        .bind(batch.master_fqdn)
+        .bind(now)
+        .bind(created)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        Ok(ApplyOutcome::Applied {
+            version: new_version,
+        })
+    }
+
+    /// Replaces the whole replica (seeding a server, `Import-CsConfiguration -LocalStore`).
+    /// The epoch is kept: seeding must not let a fenced master back in.
+    pub async fn replace_all(&self, version: i64, created_at: i64, items: &[Item]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        sqlx::query("DELETE FROM replica_item")
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        for item in items {
+            sqlx::query("INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)")
+                .bind(&item.key)
+                .bind(&item.value)
+                .bind(item.version)
+                .execute(&mut *tx)
+                .await
+                .at(&self.path)?;
+        }
+        sqlx::query(
+            "UPDATE replica_state SET version = $1, last_update_creation = $2 WHERE id = 1",
+        )
+        .bind(version)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT value FROM replica_item WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .at(&self.path)?;
+        Ok(row.and_then(|(v,)| v))
+    }
+
+    /// Every live item.
+    pub async fn items(&self) -> Result<Vec<Item>> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT key, value, version FROM replica_item WHERE value IS NOT NULL ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, value, version)| Item {
+                key,
+                value,
+                version,
+            })
+            .collect())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, value: &str, version: i64) -> Item {
+        Item {
+            key: key.into(),
+            value: Some(value.into()),
+            version,
+        }
+    }
+
+    fn batch<'a>(epoch: i64, from: i64, to: i64, items: &'a [Item]) -> Batch<'a> {
+        Batch {
+            master_fqdn: "fe1",
+            epoch,
+            from_version: from,
+            to_version: to,
+            to_version_created_at: 1000 + to,
+            items,
+        }
+    }
+
+    #[tokio::test]
+    async fn applies_in_order_refuses_gaps_and_stale_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ReplicaStore::open(&dir.path().join("replica.db"))
+            .await
+            .unwrap();
+        let v1 = [item("a", "1", 1)];
+        assert_eq!(
+            r.apply(&batch(1, 0, 1, &v1), 5).await.unwrap(),
+            ApplyOutcome::Applied { version: 1 }
+        );
+        let v3 = [item("a", "3", 3)];
+        assert_eq!(
+            r.apply(&batch(1, 2, 3, &v3), 6).await.unwrap(),
+            ApplyOutcome::Gap { version: 1 }
+        );
+        let v2 = [item("b", "2", 2)];
+        assert_eq!(
+            r.apply(&batch(2, 1, 2, &v2), 7).await.unwrap(),
+            ApplyOutcome::Applied { version: 2 }
+        );
+        assert!(matches!(
+            r.apply(&batch(1, 2, 3, &v3), 8).await.unwrap(),
+            ApplyOutcome::Fenced { epoch: 2, .. }
+        ));
+        assert_eq!(r.get("a").await.unwrap().as_deref(), Some("1"));
+        let state = r.state().await.unwrap();
+        assert_eq!(
+            (state.version, state.epoch, state.last_update_creation),
+            (2, 2, 1002)
+        );
+    }
+}
