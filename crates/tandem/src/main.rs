@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
+mod lab;
 mod shell;
 mod topology_cmd;
 
@@ -28,6 +30,88 @@ enum Command {
     /// Work with topology documents.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Run one server of a deployment (the lab starts these for you).
+    Server(ServerArgs),
+    /// A whole deployment on this machine: start, inspect, break and stop it.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Measure: prints figures, or JSON with --json.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// This server's FQDN, as the topology names it.
+    #[arg(long)]
+    fqdn: String,
+    /// Where the server keeps its local replica of the Central Management store.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// What relative sqlite:// Back End URLs of the topology are relative to.
+    #[arg(long, default_value = ".")]
+    backend_root: PathBuf,
+    /// The deployment's admin token.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Install the Central Management store, start every server, wait until every replica
+    /// is up to date. Stays in the foreground (Ctrl-C stops the lab) unless --detach.
+    Up {
+        /// The topology (TOML); default: the seeds' contoso deployment.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The lab's folder: databases, replicas, logs, lab.json.
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        /// Return once the lab is up, leaving the servers running.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Every server: running or not, its replica's version, which one is the CMS master.
+    Status {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill (SIGKILL, a disaster) every server of a site, a pool, or one server.
+    Kill {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Start again the servers of a site, a pool, or one server.
+    Start {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Stop every server gracefully; the data stays.
+    Down {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time from a configuration change to every replica up to date.
+    Replication {
+        /// How many replicas (servers), 2 to 200.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=200))]
+        replicas: u32,
+        /// How many changes to time.
+        #[arg(long, default_value_t = 10)]
+        changes: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +125,12 @@ struct ShellArgs {
     /// Parse and bind every line of a runbook without running anything.
     #[arg(long, value_name = "RUNBOOK")]
     check: Option<PathBuf>,
+    /// Connect to a server of the lab in this folder (default: a Front End of the CMS pool).
+    #[arg(long, value_name = "DIR")]
+    lab: Option<PathBuf>,
+    /// The server to connect to, with --lab.
+    #[arg(long, value_name = "FQDN", requires = "lab")]
+    server: Option<String>,
     /// How objects print when the line does not pipe them to a formatter.
     #[arg(long, value_enum, default_value_t = OutputArg::List)]
     output: OutputArg,
@@ -74,22 +164,127 @@ fn main() -> ExitCode {
                 OutputArg::Table => cmdlet::OutputFormat::Table,
                 OutputArg::Json => cmdlet::OutputFormat::Json,
             };
-            let mut session = shell::Session::new(shell::LocalExecutor, format);
-            if let Some(line) = args.command {
-                session.run_source("-c", &line, shell::Mode::Command)
-            } else if let Some(path) = args.file {
-                session.run_file(&path, shell::Mode::Runbook)
-            } else if let Some(path) = args.check {
-                session.run_file(&path, shell::Mode::Check)
-            } else {
-                shell::repl::run(&mut session)
+            match &args.lab {
+                Some(dir) => match remote_executor(dir, args.server.as_deref()) {
+                    Ok(executor) => run_shell(shell::Session::new(executor, format), args),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        Status::Usage
+                    }
+                },
+                None => run_shell(shell::Session::new(shell::LocalExecutor, format), args),
             }
         }
+        Command::Server(args) => {
+            init_tracing();
+            let config = server::Config {
+                fqdn: args.fqdn.to_ascii_lowercase(),
+                data_dir: args.data_dir,
+                backend_root: args.backend_root,
+                token: args.admin_token,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            outcome(rt.block_on(server::run(config)))
+        }
+        Command::Lab(command) => outcome(match command {
+            LabCommand::Up {
+                topology,
+                dir,
+                detach,
+            } => lab::up(lab::UpOptions {
+                topology,
+                dir,
+                detach,
+                quiet: false,
+            }),
+            LabCommand::Status { dir, json } => lab::status(&dir, json),
+            LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),
+            LabCommand::Start { target, dir } => lab::start(&dir, &target),
+            LabCommand::Down { dir } => lab::down(&dir),
+        }),
+        Command::Bench(BenchCommand::Replication {
+            replicas,
+            changes,
+            json,
+        }) => outcome(bench::replication(
+            replicas as usize,
+            changes as usize,
+            json,
+        )),
         Command::Topology(TopologyCommand::Check { file, json }) => {
             topology_cmd::check(&file, json)
         }
     };
     status.into()
+}
+
+fn run_shell<E: shell::Executor>(mut session: shell::Session<E>, args: ShellArgs) -> Status {
+    if let Some(line) = args.command {
+        session.run_source("-c", &line, shell::Mode::Command)
+    } else if let Some(path) = args.file {
+        session.run_file(&path, shell::Mode::Runbook)
+    } else if let Some(path) = args.check {
+        session.run_file(&path, shell::Mode::Check)
+    } else {
+        shell::repl::run(&mut session)
+    }
+}
+
+/// The shell's connection to a lab server: the one named, or a Front End of the CMS pool.
+fn remote_executor(
+    dir: &std::path::Path,
+    fqdn: Option<&str>,
+) -> anyhow::Result<shell::RemoteExecutor> {
+    let lab = lab::LabFile::load(dir)?;
+    let server = match fqdn {
+        Some(f) => lab
+            .servers
+            .iter()
+            .find(|s| s.fqdn.eq_ignore_ascii_case(f))
+            .ok_or_else(|| {
+                let names: Vec<_> = lab.servers.iter().map(|s| s.fqdn.as_str()).collect();
+                anyhow::anyhow!(
+                    "{f} is not a server of the lab in {}; choose one of {}",
+                    dir.display(),
+                    names.join(", ")
+                )
+            })?,
+        None => lab
+            .servers
+            .iter()
+            .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
+            .ok_or_else(|| {
+                anyhow::anyhow!("the lab has no server in the CMS pool {}", lab.cms_pool)
+            })?,
+    };
+    Ok(shell::RemoteExecutor::new(
+        server.base_url(),
+        server.fqdn.clone(),
+        lab.admin_token.clone(),
+        dir.display().to_string(),
+    ))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .init();
+}
+
+fn outcome(result: anyhow::Result<()>) -> Status {
+    match result {
+        Ok(()) => Status::Success,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Status::Failed
+        }
+    }
 }
 
 /// The outcome of a command, as an exit code.

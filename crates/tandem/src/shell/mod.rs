@@ -7,6 +7,7 @@
 
 mod diagnostics;
 mod local;
+mod remote;
 pub(crate) mod repl;
 
 use std::io::Write;
@@ -15,6 +16,7 @@ use std::path::Path;
 use cmdlet::{BoundStatement, BoundValue, Formatter, Invocation, Output, OutputFormat};
 
 pub(crate) use local::LocalExecutor;
+pub(crate) use remote::RemoteExecutor;
 
 use crate::Status;
 

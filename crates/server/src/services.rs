@@ -1,0 +1,150 @@
+//! The server's "Windows services", as `Get-/Start-/Stop-CsWindowsService` see them.
+//!
+//! The names are the product's, so the seeds' lines work unchanged. Which services a
+//! server has follows its role and the topology: `MASTER` and `FTA` only on Front Ends of
+//! the CMS pool, `LYNCBACKUP` only on paired pools, `RTCXMPPTGWPX` only on Edge pools with
+//! XMPP. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
+//! `set_service`); the state of the others is what the registrar, Backup Service and Edge
+//! listeners obey as they arrive.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use topology::{Role, Topology};
+
+/// One service: its name, display name and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    pub name: &'static str,
+    pub display_name: &'static str,
+    pub running: bool,
+}
+
+#[derive(Debug)]
+pub struct Services {
+    states: Mutex<BTreeMap<&'static str, ServiceState>>,
+}
+
+pub const RTCSRV: &str = "RTCSRV";
+pub const LYNCBACKUP: &str = "LYNCBACKUP";
+pub const MASTER: &str = "MASTER";
+pub const FTA: &str = "FTA";
+pub const REPLICA: &str = "REPLICA";
+pub const RTCXMPPTGWPX: &str = "RTCXMPPTGWPX";
+
+/// The services a server has, in the order `Get-CsWindowsService` lists them.
+pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static str)> {
+    let Some(server) = topology.server(fqdn) else {
+        return Vec::new();
+    };
+    let mut list = Vec::new();
+    match server.role {
+        Role::FrontEnd => {
+            list.push((RTCSRV, "Skype for Business Server Front-End"));
+            let pool = topology.front_end_pool(server.pool_fqdn);
+            if pool.is_some_and(|p| p.backup_pool.is_some()) {
+                list.push((LYNCBACKUP, "Skype for Business Server Backup Service"));
+            }
+            if topology
+                .deployment
+                .cms_pool
+                .eq_ignore_ascii_case(server.pool_fqdn)
+            {
+                list.push((MASTER, "Skype for Business Server Master Replicator Agent"));
+                list.push((FTA, "Skype for Business Server File Transfer Agent"));
+            }
+        }
+        Role::Edge => {
+            list.push((RTCSRV, "Skype for Business Server Access Edge"));
+            if topology
+                .edge_pool(server.pool_fqdn)
+                .is_some_and(|p| p.xmpp_enabled)
+            {
+                list.push((
+                    RTCXMPPTGWPX,
+                    "Skype for Business Server XMPP Translating Gateway Proxy",
+                ));
+            }
+        }
+    }
+    list.push((
+        REPLICA,
+        "Skype for Business Server Replica Replicator Agent",
+    ));
+    list
+}
+
+impl Services {
+    /// Every installed service, running.
+    pub fn new(topology: &Topology, fqdn: &str) -> Services {
+        let states = installed(topology, fqdn)
+            .into_iter()
+            .map(|(name, display_name)| {
+                (
+                    name,
+                    ServiceState {
+                        name,
+                        display_name,
+                        running: true,
+                    },
+                )
+            })
+            .collect();
+        Services {
+            states: Mutex::new(states),
+        }
+    }
+
+    /// Every service, or the one named (case-insensitively).
+    pub fn list(&self, name: Option<&str>) -> Vec<ServiceState> {
+        let states = self.states.lock().expect("services lock");
+        states
+            .values()
+            .filter(|s| name.is_none_or(|n| s.name.eq_ignore_ascii_case(n)))
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.states
+            .lock()
+            .expect("services lock")
+            .get(name)
+            .is_some_and(|s| s.running)
+    }
+
+    /// Records a service's new state; returns the canonical name, or `None` if this server
+    /// has no such service.
+    pub fn set(&self, name: &str, running: bool) -> Option<&'static str> {
+        let mut states = self.states.lock().expect("services lock");
+        let state = states
+            .values_mut()
+            .find(|s| s.name.eq_ignore_ascii_case(name))?;
+        state.running = running;
+        Some(state.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_follow_role_and_topology() {
+        let t = topology::contoso();
+        let names = |fqdn| -> Vec<_> { installed(&t, fqdn).into_iter().map(|(n, _)| n).collect() };
+        assert_eq!(
+            names("pool1-fe1.contoso.com"),
+            [RTCSRV, LYNCBACKUP, MASTER, FTA, REPLICA]
+        );
+        assert_eq!(
+            names("pool2-fe1.contoso.com"),
+            [RTCSRV, LYNCBACKUP, REPLICA]
+        );
+        assert_eq!(
+            names("edgeserver1.contoso.com"),
+            [RTCSRV, RTCXMPPTGWPX, REPLICA]
+        );
+        assert!(names("nowhere.contoso.com").is_empty());
+    }
+}

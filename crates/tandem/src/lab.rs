@@ -1,0 +1,563 @@
+//! `tandem lab`: a whole deployment on one machine.
+//!
+//! `up` installs the Central Management store in the CMS pool's Back End (the first
+//! version of the configuration is the topology), seeds every server's local replica
+//! with it (as `Import-CsConfiguration -LocalStore` would), starts each server as a child
+//! process on its own loopback address, and waits until every replica reports up to date.
+//! `D/lab.json` records the servers, their process ids and the admin token, so that
+//! `status`, `kill`, `start`, `down` and `tandem shell --lab D` work from any terminal.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use server::api::{InvokeRequest, InvokeResponse};
+use store::{BackEnd, ReplicaStore};
+use topology::{Role, Topology, validate};
+
+/// `D/lab.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabFile {
+    pub(crate) dir: PathBuf,
+    pub(crate) admin_token: String,
+    pub(crate) cms_pool: String,
+    pub(crate) servers: Vec<LabServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabServer {
+    pub(crate) fqdn: String,
+    pub(crate) role: String,
+    pub(crate) pool: String,
+    pub(crate) site: String,
+    pub(crate) address: String,
+    pub(crate) management_port: u16,
+    pub(crate) pid: Option<u32>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log: PathBuf,
+}
+
+impl LabServer {
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}:{}", self.address, self.management_port)
+    }
+}
+
+impl LabFile {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<LabFile> {
+        let path = dir.join("lab.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no lab in {} (cannot read {}); start one with `tandem lab up --dir {}`",
+                dir.display(),
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a lab file", path.display()))
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let path = self.dir.join("lab.json");
+        let tmp = self.dir.join("lab.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// The servers a selector names: a site, a pool or a server (case-insensitive).
+    fn select(&self, selector: &str) -> anyhow::Result<Vec<usize>> {
+        let picked: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| {
+                let s = &self.servers[i];
+                [&s.site, &s.pool, &s.fqdn]
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(selector))
+            })
+            .collect();
+        if picked.is_empty() {
+            let mut names: Vec<&str> = Vec::new();
+            for s in &self.servers {
+                for n in [&s.site, &s.pool, &s.fqdn] {
+                    if !names.contains(&n.as_str()) {
+                        names.push(n);
+                    }
+                }
+            }
+            bail!(
+                "'{selector}' is not a site, pool or server of this lab; choose one of: {}",
+                names.join(", ")
+            );
+        }
+        Ok(picked)
+    }
+}
+
+/// Whether `pid` is a live tandem server for `fqdn` (a recycled pid is not).
+fn alive(pid: Option<u32>, fqdn: &str) -> bool {
+    let Some(pid) = pid else { return false };
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(fqdn))
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub(crate) struct UpOptions {
+    pub(crate) topology: Option<PathBuf>,
+    pub(crate) dir: PathBuf,
+    pub(crate) detach: bool,
+    pub(crate) quiet: bool,
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// `tandem lab up`.
+pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
+    let (text, source) = match &options.topology {
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the topology {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => (
+            topology::CONTOSO_TOML.to_string(),
+            "the built-in contoso topology".to_string(),
+        ),
+    };
+    let topology = Topology::from_toml(&text)
+        .map_err(|e| anyhow!("{source} is not a topology document: {e}; check it with `tandem topology check {source}`"))?;
+    let report = validate(&topology);
+    if !report.is_valid() {
+        bail!(
+            "{source} is not a valid topology ({}); `tandem topology check {source}` lists the problems",
+            report.summary()
+        );
+    }
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("cannot create the lab folder {}", options.dir.display()))?;
+    let dir = std::path::absolute(&options.dir)?;
+    if let Ok(existing) = LabFile::load(&dir)
+        && existing.servers.iter().any(|s| alive(s.pid, &s.fqdn))
+    {
+        bail!(
+            "a lab is already running in {}; stop it with `tandem lab down --dir {}` or use another --dir",
+            dir.display(),
+            dir.display()
+        );
+    }
+    for s in topology.servers() {
+        let addr = (s.server.address, topology.ports.management);
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow!(
+                "{} cannot have its management API on {}:{}: {e}; another lab or program uses it (`tandem lab status`)",
+                s.server.fqdn,
+                addr.0,
+                addr.1
+            )
+        })?;
+    }
+    let rt = runtime();
+    let token = random_token()?;
+    rt.block_on(install(&topology, &text, &dir))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let mut lab = LabFile {
+        dir: dir.clone(),
+        admin_token: token,
+        cms_pool: topology.deployment.cms_pool.clone(),
+        servers: topology
+            .servers()
+            .map(|s| LabServer {
+                fqdn: s.server.fqdn.clone(),
+                role: match s.role {
+                    Role::FrontEnd => "FrontEnd".into(),
+                    Role::Edge => "Edge".into(),
+                },
+                pool: s.pool_fqdn.to_string(),
+                site: s.site.to_string(),
+                address: s.server.address.to_string(),
+                management_port: topology.ports.management,
+                pid: None,
+                data_dir: dir.join("servers").join(&s.server.fqdn),
+                log: dir.join("logs").join(format!("{}.log", s.server.fqdn)),
+            })
+            .collect(),
+    };
+    let all: Vec<usize> = (0..lab.servers.len()).collect();
+    spawn(&mut lab, &all)?;
+    lab.save()?;
+    let started = Instant::now();
+    rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+    if !options.quiet {
+        print_summary(&lab, started.elapsed());
+    }
+    if options.detach {
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop the lab.");
+    rt.block_on(async { tokio::signal::ctrl_c().await })?;
+    down(&dir)
+}
+
+/// Installs the CMS (first version = the topology) and seeds each server's replica.
+async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<()> {
+    let cms_pool = topology
+        .front_end_pool(&topology.deployment.cms_pool)
+        .ok_or_else(|| anyhow!("the CMS pool is not in the topology"))?;
+    let backend = BackEnd::open(&cms_pool.back_end.database_url, dir).await?;
+    let items = vec![
+        (
+            cms::keys::TOPOLOGY_ACTIVE.to_string(),
+            Some(text.to_string()),
+        ),
+        (
+            cms::keys::TOPOLOGY_PUBLISHED.to_string(),
+            Some(text.to_string()),
+        ),
+    ];
+    backend
+        .bootstrap(&items, "installed by tandem lab up")
+        .await?;
+    let current = backend
+        .current_version()
+        .await?
+        .ok_or_else(|| anyhow!("the CMS has no version after installation"))?;
+    let snapshot = backend.items().await?;
+    backend.close().await;
+    for s in topology.servers() {
+        let data = dir.join("servers").join(&s.server.fqdn);
+        let replica = ReplicaStore::open(&server::replica_path(&data)).await?;
+        if replica.get(cms::keys::TOPOLOGY_ACTIVE).await?.is_none() {
+            replica
+                .replace_all(current.version, current.created_at, &snapshot)
+                .await?;
+        }
+        replica.close().await;
+    }
+    Ok(())
+}
+
+fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    for &i in which {
+        let s = &mut lab.servers[i];
+        if alive(s.pid, &s.fqdn) {
+            continue;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)?;
+        let child = std::process::Command::new(&exe)
+            .args(["server", "--fqdn", &s.fqdn, "--data-dir"])
+            .arg(&s.data_dir)
+            .arg("--backend-root")
+            .arg(&lab.dir)
+            .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", s.fqdn))?;
+        s.pid = Some(child.id());
+    }
+    Ok(())
+}
+
+/// Calls a cmdlet on one lab server.
+pub(crate) async fn call(
+    client: &reqwest::Client,
+    lab: &LabFile,
+    server: &LabServer,
+    cmdlet: &str,
+    parameters: serde_json::Value,
+) -> anyhow::Result<InvokeResponse> {
+    let request = InvokeRequest {
+        cmdlet: cmdlet.into(),
+        parameters: parameters.as_object().cloned().unwrap_or_default(),
+    };
+    let response = client
+        .post(format!("{}/api/v1/invoke", server.base_url()))
+        .header(cms::TOKEN_HEADER, cms::bearer(&lab.admin_token))
+        .json(&request)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    if response.status().is_success() {
+        Ok(response.json().await?)
+    } else {
+        let status = response.status();
+        let body: server::api::ErrorBody = response.json().await?;
+        bail!("{cmdlet} on {}: {status}: {}", server.fqdn, body.error)
+    }
+}
+
+/// Every replica `UpToDate`, per the master's status (read through any live CMS-pool server).
+pub(crate) async fn all_up_to_date(
+    client: &reqwest::Client,
+    lab: &LabFile,
+) -> anyhow::Result<(bool, i64)> {
+    let via = lab
+        .servers
+        .iter()
+        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && alive(s.pid, &s.fqdn))
+        .ok_or_else(|| anyhow!("no server of the CMS pool {} is running", lab.cms_pool))?;
+    let reply = call(
+        client,
+        lab,
+        via,
+        "Get-CsManagementStoreReplicationStatus",
+        serde_json::json!({}),
+    )
+    .await?;
+    let cmdlet::Output::Records(rows) = reply.output else {
+        bail!("unexpected status output");
+    };
+    let mut min_version = i64::MAX;
+    let mut all = !rows.is_empty();
+    for r in &rows {
+        let get = |k: &str| {
+            r.fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        all &= matches!(get("UpToDate"), Some(cmdlet::Field::Bool(true)));
+        if let Some(cmdlet::Field::Int(v)) = get("Version") {
+            min_version = min_version.min(v);
+        }
+    }
+    Ok((all, min_version))
+}
+
+async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let deadline = Instant::now() + timeout;
+    for &i in which {
+        let s = &lab.servers[i];
+        loop {
+            let ok = client
+                .get(format!("{}/health", s.base_url()))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            if !alive(s.pid, &s.fqdn) {
+                bail!(
+                    "{} exited while starting; see its log {}",
+                    s.fqdn,
+                    s.log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not answer within {timeout:?}; see its log {}",
+                    s.fqdn,
+                    s.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if !lab
+        .servers
+        .iter()
+        .any(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && alive(s.pid, &s.fqdn))
+    {
+        return Ok(());
+    }
+    loop {
+        match all_up_to_date(&client, lab).await {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, _)) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok((false, _)) => bail!(
+                "not every replica is up to date after {timeout:?}; `tandem shell --lab {} -c Get-CsManagementStoreReplicationStatus` shows which",
+                lab.dir.display()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn print_summary(lab: &LabFile, took: Duration) {
+    println!(
+        "tandem lab up in {}: {} servers, every replica up to date ({:.1} s)",
+        lab.dir.display(),
+        lab.servers.len(),
+        took.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<28} {:<9} {:<24} {:<7} {:<22} pid",
+        "server", "role", "pool", "site", "management API"
+    );
+    for s in &lab.servers {
+        println!(
+            "{:<28} {:<9} {:<24} {:<7} {:<22} {}",
+            s.fqdn,
+            s.role,
+            s.pool,
+            s.site,
+            format!("{}:{}", s.address, s.management_port),
+            s.pid.map_or("-".into(), |p| p.to_string())
+        );
+    }
+    println!();
+    println!(
+        "Admin token and addresses: {}",
+        lab.dir.join("lab.json").display()
+    );
+    println!("Logs: {}", lab.dir.join("logs").display());
+    println!(
+        "Open the management shell: tandem shell --lab {}",
+        lab.dir.display()
+    );
+}
+
+/// `tandem lab status`.
+pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let lab = LabFile::load(dir)?;
+    let rt = runtime();
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let mut rows = Vec::new();
+    for s in &lab.servers {
+        let health: Option<server::api::Health> = if alive(s.pid, &s.fqdn) {
+            rt.block_on(async {
+                client
+                    .get(format!("{}/health", s.base_url()))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            })
+        } else {
+            None
+        };
+        let state = match (&health, alive(s.pid, &s.fqdn)) {
+            (Some(_), _) => "running",
+            (None, true) => "not answering",
+            (None, false) => "stopped",
+        };
+        rows.push(serde_json::json!({
+            "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
+            "address": format!("{}:{}", s.address, s.management_port),
+            "pid": if alive(s.pid, &s.fqdn) { s.pid } else { None },
+            "state": state,
+            "replica_version": health.as_ref().map(|h| h.replica_version),
+            "cms_master": health.as_ref().is_some_and(|h| h.cms_master),
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} master",
+        "server", "role", "pool", "state", "pid", "version"
+    );
+    for r in rows {
+        let text = |k: &str| match &r[k] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!(
+            "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} {}",
+            text("fqdn"),
+            text("role"),
+            text("pool"),
+            text("state"),
+            text("pid"),
+            text("replica_version"),
+            if r["cms_master"] == true {
+                "active"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `tandem lab kill`: SIGKILL, a disaster.
+pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
+    let lab = LabFile::load(dir)?;
+    for i in lab.select(selector)? {
+        let s = &lab.servers[i];
+        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+            signal(pid, Signal::SIGKILL);
+            println!("killed {} (pid {pid})", s.fqdn);
+        } else {
+            println!("{} was not running", s.fqdn);
+        }
+    }
+    Ok(())
+}
+
+/// `tandem lab start`.
+pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    let which = lab.select(selector)?;
+    spawn(&mut lab, &which)?;
+    lab.save()?;
+    runtime().block_on(wait_converged(&lab, &which, Duration::from_secs(60)))?;
+    for i in which {
+        println!(
+            "{} running (pid {})",
+            lab.servers[i].fqdn,
+            lab.servers[i].pid.unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// `tandem lab down`: SIGTERM, then SIGKILL for what is still there after 10 s.
+pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    for s in &lab.servers {
+        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+            signal(pid, Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.servers.iter().any(|s| alive(s.pid, &s.fqdn)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in &mut lab.servers {
+        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+            signal(pid, Signal::SIGKILL);
+            eprintln!("{} did not stop within 10 s; killed", s.fqdn);
+        }
+        s.pid = None;
+    }
+    lab.save()?;
+    println!("lab in {} stopped; its data stays there", lab.dir.display());
+    Ok(())
+}
