@@ -1,0 +1,389 @@
+//! A real lab: every server a process on its own loopback address, driven through
+//! `tandem lab` and `tandem shell --lab`, as an operator would.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::{run, stderr, stdout};
+
+/// A running lab on a loopback block of its own, stopped when dropped.
+struct Lab {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    token: String,
+}
+
+/// The contoso topology moved to 127.B.x.y, with B chosen so that nothing listens there.
+fn topology_on_free_block() -> String {
+    let seed = std::process::id() as usize
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize);
+    for k in 0..150 {
+        let block = 100 + ((seed + k * 13) % 150) as u8;
+        let mut t = topology::contoso();
+        let free = t.servers().all(|s| {
+            let o = s.server.address.octets();
+            std::net::TcpListener::bind((std::net::Ipv4Addr::new(127, block, o[2], o[3]), 4444))
+                .is_ok()
+        });
+        if !free {
+            continue;
+        }
+        let remap = |a: std::net::Ipv4Addr| {
+            let o = a.octets();
+            std::net::Ipv4Addr::new(127, block, o[2], o[3])
+        };
+        for p in &mut t.front_end_pools {
+            for s in &mut p.servers {
+                s.address = remap(s.address);
+            }
+        }
+        for p in &mut t.edge_pools {
+            for s in &mut p.servers {
+                s.address = remap(s.address);
+                s.external_address = s.external_address.map(remap);
+            }
+        }
+        return t.to_toml();
+    }
+    panic!("no free loopback block");
+}
+
+impl Lab {
+    fn up() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lab");
+        let topology = dir.path().join("topology.toml");
+        std::fs::write(&topology, topology_on_free_block()).unwrap();
+        let out = run(&[
+            "lab",
+            "up",
+            "--detach",
+            "--topology",
+            topology.to_str().unwrap(),
+            "--dir",
+            path.to_str().unwrap(),
+        ]);
+        let lab_json: serde_json::Value = std::fs::read_to_string(path.join("lab.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let lab = Lab {
+            _dir: dir,
+            path,
+            token: lab_json["admin_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        assert!(
+            out.status.success(),
+            "lab up failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("every replica up to date"));
+        lab
+    }
+
+    fn dir(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    fn shell(&self, server: Option<&str>, line: &str) -> std::process::Output {
+        let mut args = vec!["shell", "--lab", self.dir(), "--output", "json", "-c", line];
+        if let Some(s) = server {
+            args.extend(["--server", s]);
+        }
+        run(&args)
+    }
+
+    fn json(&self, server: Option<&str>, line: &str) -> serde_json::Value {
+        let out = self.shell(server, line);
+        assert!(
+            out.status.success(),
+            "{line}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{line}: {e}: {}", stdout(&out)))
+    }
+
+    fn cms_status(&self, server: &str) -> serde_json::Value {
+        let v = self.json(
+            Some(server),
+            "Get-CsManagementStoreReplicationStatus -CentralManagementStoreStatus",
+        );
+        v.as_array().map_or(v.clone(), |a| a[0].clone())
+    }
+
+    /// Waits until every replica reports `UpToDate True`; returns the rows.
+    fn wait_all_up_to_date(&self, server: Option<&str>) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = self.json(server, "Get-CsManagementStoreReplicationStatus");
+            let rows = rows.as_array().cloned().unwrap_or_default();
+            if !rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas never converged: {rows:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_for_master(&self, via: &str, not: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let master = self.cms_status(via)["ActiveMasterFqdn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !master.is_empty() && master != not {
+                return master;
+            }
+            assert!(Instant::now() < deadline, "no new master after {not} died");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(&["lab", "down", "--dir", self.dir()]);
+    }
+}
+
+#[test]
+fn a_lab_replicates_changes_everywhere_and_survives_losing_its_master() {
+    let lab = Lab::up();
+    let rows = lab.wait_all_up_to_date(None);
+    assert_eq!(
+        rows.len(),
+        6,
+        "every server of the topology is a replica: {rows:?}"
+    );
+
+    let status = lab.cms_status("pool2-fe1.contoso.com");
+    let master = status["ActiveMasterFqdn"].as_str().unwrap().to_string();
+    assert!(master.starts_with("pool1-fe"), "{status}");
+    assert_eq!(
+        status["ActiveFileTransferAgents"],
+        serde_json::json!([master])
+    );
+
+    // A change reaches every replica, Edge servers included.
+    let out = lab.shell(
+        None,
+        "Set-CsSite -Identity Site2 -FederationRoute EdgeServer:edgepool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.wait_all_up_to_date(None);
+    let out = lab.shell(
+        Some("edgeserver2.contoso.com"),
+        "Get-CsTopology -LocalStore -AsToml",
+    );
+    let toml = stdout(&out);
+    let site2 = &toml[toml
+        .find("name = \"Site2\"")
+        .expect("Site2 in the topology")..];
+    assert!(
+        site2
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("edgepool1.contoso.com"),
+        "{toml}"
+    );
+
+    // Killing the master moves the role to the other Front End of pool1; replication goes on.
+    let out = run(&["lab", "kill", &master, "--dir", lab.dir()]);
+    assert!(out.status.success());
+    let survivor = lab.wait_for_master("pool2-fe1.contoso.com", &master);
+    assert!(survivor.starts_with("pool1-fe"));
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Set-CsRegistrar -Identity Registrar:pool2.contoso.com -FailureDetectionInterval 90",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reg = lab.json(
+        Some("edgeserver1.contoso.com"),
+        "Get-CsService -Registrar -PoolFqdn pool2.contoso.com",
+    );
+    let reg = reg.as_array().map_or(reg.clone(), |a| a[0].clone());
+    assert_eq!(reg["FailureDetectionInterval"], 90, "{reg}");
+
+    // Losing the whole CMS pool: servers keep running, changes are refused with the fix named.
+    let out = run(&["lab", "kill", "pool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success());
+    let status = lab.cms_status("pool2-fe1.contoso.com");
+    assert_eq!(status["ActiveMasterFqdn"], "", "{status}");
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Set-CsSite -Identity Site2 -FederationRoute EdgeServer:edgepool2.contoso.com",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Invoke-CsManagementServerFailover"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.shell(
+        Some("edgeserver2.contoso.com"),
+        "Get-CsTopology -LocalStore",
+    );
+    assert!(
+        out.status.success(),
+        "an Edge server still answers from its replica"
+    );
+
+    // pool1 back: the lab converges again.
+    let out = run(&["lab", "start", "pool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.wait_all_up_to_date(Some("pool2-fe1.contoso.com"));
+}
+
+#[test]
+fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
+    let lab = Lab::up();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.path.join("lab.json")).unwrap()).unwrap();
+    let fe = lab_json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["fqdn"] == "pool2-fe1.contoso.com")
+        .unwrap();
+    let base = format!(
+        "http://{}:{}",
+        fe["address"].as_str().unwrap(),
+        fe["management_port"]
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let version = |rt: &tokio::runtime::Runtime| -> i64 {
+        rt.block_on(async {
+            let h: serde_json::Value = client
+                .get(format!("{base}/health"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            h["replica_version"].as_i64().unwrap()
+        })
+    };
+    let before = version(&rt);
+    let post = |token: Option<&str>, body: &str| -> (u16, serde_json::Value) {
+        rt.block_on(async {
+            let mut req = client
+                .post(format!("{base}/api/v1/invoke"))
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or_default())
+        })
+    };
+    let change = r#"{"cmdlet":"Set-CsSite","parameters":{"Identity":"Site2","FederationRoute":"EdgeServer:edgepool1.contoso.com"}}"#;
+    let cases: Vec<(Option<&str>, &str, u16)> = vec![
+        (None, change, 401),
+        (Some("wrong-token"), change, 401),
+        (Some(&lab.token), "{not json", 400),
+        (
+            Some(&lab.token),
+            r#"{"cmdlet":"Set-CsSite","parameters":{},"extra":1}"#,
+            422,
+        ),
+        (Some(&lab.token), r#"{"cmdlet":5}"#, 422),
+        (
+            Some(&lab.token),
+            r#"{"cmdlet":"Set-CsSite","parameters":{"Identity":{"a":1}}}"#,
+            422,
+        ),
+        (
+            Some(&lab.token),
+            r#"{"cmdlet":"Set-CsRegistrar","parameters":{"Identity":"Registrar:pool2.contoso.com","FailureDetectionInterval":"soon"}}"#,
+            422,
+        ),
+        (
+            Some(&lab.token),
+            r#"{"cmdlet":"Set-CsSitee","parameters":{}}"#,
+            422,
+        ),
+        (
+            Some(&lab.token),
+            r#"{"cmdlet":"Set-CsSite","parameters":{"Identity":"Site9","FederationRoute":"EdgeServer:edgepool1.contoso.com"}}"#,
+            409,
+        ),
+    ];
+    for (token, body, expected) in cases {
+        let (status, reply) = post(token, body);
+        assert_eq!(status, expected, "{body}: {reply}");
+        assert!(
+            !reply["error"].as_str().unwrap_or_default().is_empty(),
+            "{body}: a reason is given"
+        );
+    }
+    assert_eq!(
+        version(&rt),
+        before,
+        "no bad request changed the configuration"
+    );
+    let doc: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert!(doc["paths"]["/api/v1/invoke"].is_object(), "{doc}");
+
+    // A stopped REPLICA applies nothing and shows UpToDate False after the next change.
+    let out = lab.shell(
+        None,
+        "Stop-CsWindowsService -Name REPLICA -ComputerName edgeserver2.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let services = lab.json(
+        None,
+        "Get-CsWindowsService -ComputerName edgeserver2.contoso.com",
+    );
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Name"] == "REPLICA" && s["Status"] == "Stopped"),
+        "{services}"
+    );
+    let (status, reply) = post(Some(&lab.token), change);
+    assert_eq!(status, 200, "{reply}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let rows = lab.json(None, "Get-CsManagementStoreReplicationStatus");
+    for r in rows.as_array().unwrap() {
+        let expected = r["ReplicaFqdn"] != "edgeserver2.contoso.com";
+        assert_eq!(r["UpToDate"], expected, "{r}");
+    }
+    let out = lab.shell(
+        None,
+        "Start-CsWindowsService -Name REPLICA -ComputerName edgeserver2.contoso.com",
+    );
+    assert!(out.status.success());
+    lab.wait_all_up_to_date(None);
+}
