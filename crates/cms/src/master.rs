@@ -353,12 +353,15 @@ async fn push_round(
             t
         }
     };
+    // Replicas at the same version get the same batch: read it from the Back End once.
+    let batches: Arc<Batches> = Arc::default();
     let mut set = JoinSet::new();
     for target in targets.iter().cloned() {
         let inner = inner.clone();
         let current = current.clone();
+        let batches = batches.clone();
         set.spawn(async move {
-            if let Err(e) = push_one(&inner, epoch, &current, &target).await {
+            if let Err(e) = push_one(&inner, &batches, epoch, &current, &target).await {
                 tracing::debug!(replica = %target.fqdn, error = %e, "push failed");
             }
         });
@@ -381,8 +384,13 @@ enum PushError {
     NoProgress,
 }
 
+/// The batches read during one round, by the version they start from: the items, the
+/// version they lead to and when that version was created.
+type Batches = Mutex<HashMap<i64, Arc<(Vec<Item>, i64, i64)>>>;
+
 async fn push_one(
     inner: &Inner,
+    batches: &Batches,
     epoch: i64,
     current: &VersionInfo,
     target: &Target,
@@ -391,23 +399,33 @@ async fn push_one(
     let known = inner.acked.lock().await.get(&key).copied();
     let mut from = known.map_or(current.version, |a| a.version);
     for _ in 0..64 {
-        let (items, to) = batch(&inner.backend, from, current.version).await?;
-        let to_created = if to == current.version {
-            current.created_at
-        } else {
-            inner
-                .backend
-                .version(to)
-                .await?
-                .map_or(current.created_at, |v| v.created_at)
+        let cached = batches.lock().await.get(&from).cloned();
+        let batch = match cached {
+            Some(b) => b,
+            None => {
+                let (items, to) = batch(&inner.backend, from, current.version).await?;
+                let to_created = if to == current.version {
+                    current.created_at
+                } else {
+                    inner
+                        .backend
+                        .version(to)
+                        .await?
+                        .map_or(current.created_at, |v| v.created_at)
+                };
+                let b = Arc::new((items, to, to_created));
+                batches.lock().await.insert(from, b.clone());
+                b
+            }
         };
+        let (items, to, to_created) = &*batch;
         let request = SyncRequest {
             master_fqdn: inner.fqdn.clone(),
             epoch,
             from_version: from,
-            to_version: to.max(from),
-            to_version_created_at: to_created,
-            items,
+            to_version: (*to).max(from),
+            to_version_created_at: *to_created,
+            items: items.clone(),
         };
         let url = format!(
             "http://{}:{}/internal/v1/replica/sync",

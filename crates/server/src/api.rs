@@ -85,3 +85,56 @@ pub struct Health {
     components(schemas(InvokeRequest, InvokeResponse, ErrorBody, Health))
 )]
 pub struct ApiDoc;
+
+/// Why a call through [`invoke`] did not return a result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server could not be reached, or answered something that is not this API.
+    #[error("cannot reach {base}: {source}")]
+    Unreachable {
+        base: String,
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status and a reason.
+    #[error("{}", body.error)]
+    Refused { status: u16, body: ErrorBody },
+}
+
+/// Calls `POST {base}/api/v1/invoke` with the admin token; `forwarded_by` marks a call
+/// one server passes on to another. The one client of this API: the shell, the lab and
+/// the servers themselves use it.
+pub async fn invoke(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    forwarded_by: Option<&str>,
+    request: &InvokeRequest,
+    timeout: std::time::Duration,
+) -> Result<InvokeResponse, CallError> {
+    let unreachable = |source| CallError::Unreachable {
+        base: base.to_string(),
+        source,
+    };
+    let mut call = client
+        .post(format!("{base}/api/v1/invoke"))
+        .header(cms::TOKEN_HEADER, cms::bearer(token))
+        .timeout(timeout)
+        .json(request);
+    if let Some(fqdn) = forwarded_by {
+        call = call.header(FORWARDED_HEADER, fqdn);
+    }
+    let response = call.send().await.map_err(unreachable)?;
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.map_err(unreachable);
+    }
+    let text = response.text().await.map_err(unreachable)?;
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+        error: format!("{base} answered {status}: {text}"),
+        output: None,
+    });
+    Err(CallError::Refused {
+        status: status.as_u16(),
+        body,
+    })
+}

@@ -26,7 +26,7 @@ use store::{Item, WriteRefused, format_timestamp, now_ms};
 use topology::edit::{Edit, edge_pool_of};
 use topology::{Topology, validate};
 
-use crate::api::{ErrorBody, FORWARDED_HEADER, InvokeRequest, InvokeResponse};
+use crate::api::{CallError, ErrorBody, InvokeRequest, InvokeResponse};
 use crate::archive::{self, Configuration};
 use crate::http::ApiError;
 use crate::services::{FTA, MASTER, REPLICA};
@@ -248,37 +248,23 @@ async fn locate_master(server: &Server) -> Result<MasterAt<'_>, String> {
 
 /// Sends the call on to another server.
 async fn forward(server: &Server, base: &str, request: &InvokeRequest) -> Reply {
-    let response = server
-        .client
-        .post(format!("{base}/api/v1/invoke"))
-        .header(cms::TOKEN_HEADER, bearer(&server.token))
-        .header(FORWARDED_HEADER, server.fqdn.clone())
-        .timeout(Duration::from_secs(120))
-        .json(request)
-        .send()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("cannot reach {base}: {e}")))?;
-    let status = response.status();
-    if status.is_success() {
-        response.json::<InvokeResponse>().await.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("{base} answered something unexpected: {e}"),
-            )
-        })
-    } else {
-        let body = response
-            .json::<ErrorBody>()
-            .await
-            .unwrap_or_else(|e| ErrorBody {
-                error: format!("{base} answered {status} without a reason ({e})"),
-                output: None,
-            });
-        Err(ApiError {
-            status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+    let timeout = Duration::from_secs(120);
+    crate::api::invoke(
+        &server.client,
+        base,
+        &server.token,
+        Some(&server.fqdn),
+        request,
+        timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        CallError::Unreachable { .. } => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        CallError::Refused { status, body } => ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             body,
-        })
-    }
+        },
+    })
 }
 
 async fn on_master_or_local(
@@ -288,7 +274,7 @@ async fn on_master_or_local(
     forwarded: bool,
 ) -> Reply {
     let reply = match locate_master(server).await {
-        Ok(MasterAt::Here(master)) => on_master(server, master, inv).await,
+        Ok(MasterAt::Here(master)) => on_master(master, inv).await,
         Ok(MasterAt::There(_)) | Err(_) if forwarded => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -376,7 +362,7 @@ fn master_error(e: MasterError) -> ApiError {
 // On the master
 // ---------------------------------------------------------------------------------------
 
-async fn on_master(server: &Server, master: &Master, inv: &Invocation) -> Reply {
+async fn on_master(master: &Master, inv: &Invocation) -> Reply {
     match inv.cmdlet.name {
         "Get-CsTopology" | "Get-CsPoolBackupRelationship" | "Get-CsService" => {
             let t = master.topology().await.map_err(master_error)?;
@@ -402,7 +388,7 @@ async fn on_master(server: &Server, master: &Master, inv: &Invocation) -> Reply 
                 },
             )
         }
-        "Import-CsConfiguration" => import_to_cms(server, master, inv).await,
+        "Import-CsConfiguration" => import_to_cms(master, inv).await,
         "Publish-CsTopology" => publish(master, inv).await,
         "Enable-CsTopology" => enable(master).await,
         _ => {
@@ -538,16 +524,7 @@ async fn write_topology(
 ) -> Reply {
     let report = validate(topology);
     if !report.is_valid() {
-        let rows = report
-            .problems
-            .iter()
-            .map(|p| {
-                Record::new()
-                    .with("Severity", p.severity.to_string())
-                    .with("Element", p.element.clone())
-                    .with("Message", p.message.clone())
-            })
-            .collect();
+        let rows = records::problems(&report);
         return Err(ApiError {
             status: StatusCode::CONFLICT,
             body: ErrorBody {
@@ -831,7 +808,7 @@ async fn import_local(server: &Server, inv: &Invocation) -> Reply {
     })
 }
 
-async fn import_to_cms(_server: &Server, master: &Master, inv: &Invocation) -> Reply {
+async fn import_to_cms(master: &Master, inv: &Invocation) -> Reply {
     let config = read_import(inv)?;
     let _guard = master.lock().await;
     let existing = master.backend().items().await.map_err(internal)?;

@@ -15,7 +15,7 @@ pub mod api;
 mod archive;
 mod exec;
 pub mod http;
-mod records;
+pub mod records;
 pub mod services;
 
 use std::net::SocketAddr;

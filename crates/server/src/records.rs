@@ -1,8 +1,22 @@
-//! Topology as cmdlet output: `Get-CsService`, `Get-CsPoolBackupRelationship` and the
-//! forms of `Get-CsTopology`. Pure functions of a topology.
+//! Topology as cmdlet output: `Get-CsService`, `Get-CsPoolBackupRelationship`, the
+//! forms of `Get-CsTopology` and validation problems. Pure functions of a topology.
 
 use cmdlet::{Field, Record};
 use topology::Topology;
+
+/// A validation report as `Test-CsTopology` rows: one per problem.
+pub fn problems(report: &topology::Report) -> Vec<Record> {
+    report
+        .problems
+        .iter()
+        .map(|p| {
+            Record::new()
+                .with("Severity", p.severity.to_string())
+                .with("Element", p.element.clone())
+                .with("Message", p.message.clone())
+        })
+        .collect()
+}
 
 fn site_id(site: &str) -> String {
     format!("Site:{site}")

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use sqlx::SqlitePool;
 
+use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
 /// Who holds the master role, and until when.
@@ -254,24 +255,12 @@ impl BackEnd {
 
     /// The live value of one item.
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT value FROM cms_item WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .at(&self.path)?;
-        Ok(row.and_then(|(v,)| v))
+        CMS.get(&self.pool, &self.path, key).await
     }
 
     /// Every live item (the whole configuration, for an export).
     pub async fn items(&self) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT key, value, version FROM cms_item WHERE value IS NOT NULL ORDER BY key",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(item).collect())
+        CMS.live(&self.pool, &self.path).await
     }
 
     pub async fn record_replica_status(&self, row: &ReplicaStatusRow) -> Result<()> {
@@ -314,14 +303,6 @@ impl BackEnd {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-fn item((key, value, version): (String, Option<String>, i64)) -> Item {
-    Item {
-        key,
-        value,
-        version,
     }
 }
 
@@ -372,16 +353,8 @@ async fn insert_version(
     .await
     .at(path)?;
     for (key, value) in changes {
-        sqlx::query(
-            "INSERT INTO cms_item (key, value, version) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(version)
-        .execute(&mut *conn)
-        .await
-        .at(path)?;
+        CMS.upsert(conn, path, key, value.as_deref(), version)
+            .await?;
     }
     Ok(VersionInfo {
         version,

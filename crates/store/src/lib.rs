@@ -14,6 +14,7 @@
 //! and recorded in the database (see [`migrate`]).
 
 mod backend;
+mod items;
 mod migrate;
 mod replica;
 

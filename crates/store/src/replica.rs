@@ -9,6 +9,7 @@ use std::path::Path;
 
 use sqlx::SqlitePool;
 
+use crate::items::REPLICA;
 use crate::{Context, Item, Result, migrate, open_sqlite};
 
 /// Where a replica stands.
@@ -104,16 +105,15 @@ impl ReplicaStore {
             return Ok(ApplyOutcome::Gap { version });
         }
         for item in batch.items.iter().filter(|i| i.version > version) {
-            sqlx::query(
-                "INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
-            )
-            .bind(&item.key)
-            .bind(&item.value)
-            .bind(item.version)
-            .execute(&mut *tx)
-            .await
-            .at(&self.path)?;
+            REPLICA
+                .upsert(
+                    &mut tx,
+                    &self.path,
+                    &item.key,
+                    item.value.as_deref(),
+                    item.version,
+                )
+                .await?;
         }
         let (new_version, created) = if batch.to_version > version {
             (batch.to_version, Some(batch.to_version_created_at))
@@ -153,13 +153,15 @@ impl ReplicaStore {
             .await
             .at(&self.path)?;
         for item in items {
-            sqlx::query("INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)")
-                .bind(&item.key)
-                .bind(&item.value)
-                .bind(item.version)
-                .execute(&mut *tx)
-                .await
-                .at(&self.path)?;
+            REPLICA
+                .upsert(
+                    &mut tx,
+                    &self.path,
+                    &item.key,
+                    item.value.as_deref(),
+                    item.version,
+                )
+                .await?;
         }
         sqlx::query(
             "UPDATE replica_state SET version = $1, last_update_creation = $2 WHERE id = 1",
@@ -173,31 +175,12 @@ impl ReplicaStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT value FROM replica_item WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await
-                .at(&self.path)?;
-        Ok(row.and_then(|(v,)| v))
+        REPLICA.get(&self.pool, &self.path, key).await
     }
 
     /// Every live item.
     pub async fn items(&self) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT key, value, version FROM replica_item WHERE value IS NOT NULL ORDER BY key",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, value, version)| Item {
-                key,
-                value,
-                version,
-            })
-            .collect())
+        REPLICA.live(&self.pool, &self.path).await
     }
 
     pub async fn close(&self) {

@@ -295,20 +295,17 @@ pub(crate) async fn call(
         cmdlet: cmdlet.into(),
         parameters: parameters.as_object().cloned().unwrap_or_default(),
     };
-    let response = client
-        .post(format!("{}/api/v1/invoke", server.base_url()))
-        .header(cms::TOKEN_HEADER, cms::bearer(&lab.admin_token))
-        .json(&request)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await?;
-    if response.status().is_success() {
-        Ok(response.json().await?)
-    } else {
-        let status = response.status();
-        let body: server::api::ErrorBody = response.json().await?;
-        bail!("{cmdlet} on {}: {status}: {}", server.fqdn, body.error)
-    }
+    let base = server.base_url();
+    server::api::invoke(
+        client,
+        &base,
+        &lab.admin_token,
+        None,
+        &request,
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| anyhow!("{cmdlet} on {}: {e}", server.fqdn))
 }
 
 /// Every replica `UpToDate`, per the master's status (read through any live CMS-pool server).

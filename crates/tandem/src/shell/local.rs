@@ -60,16 +60,7 @@ fn test_topology(inv: &Invocation) -> Result<Output, Failure> {
         ))
     })?;
     let report = validate(&topology);
-    let mut records: Vec<Record> = report
-        .problems
-        .iter()
-        .map(|p| {
-            Record::new()
-                .with("Severity", p.severity.to_string())
-                .with("Element", p.element.clone())
-                .with("Message", p.message.clone())
-        })
-        .collect();
+    let mut records = server::records::problems(&report);
     let verdict = if report.is_valid() {
         "valid"
     } else {

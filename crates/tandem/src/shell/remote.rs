@@ -8,7 +8,7 @@
 use cmdlet::catalogue::spec::{Capability, ParamType};
 use cmdlet::{BoundValue, Invocation, Output};
 use serde_json::Value;
-use server::api::{ErrorBody, InvokeRequest, InvokeResponse};
+use server::api::{CallError, InvokeRequest};
 
 use super::{Executor, Failure, LocalExecutor};
 
@@ -79,43 +79,30 @@ impl Executor for RemoteExecutor {
             return LocalExecutor.execute(inv);
         }
         let body = request(inv);
-        let url = format!("{}/api/v1/invoke", self.base_url);
-        let response = self.runtime.block_on(async {
-            let response = self
-                .client
-                .post(url)
-                .header(cms::TOKEN_HEADER, cms::bearer(&self.token))
-                .json(&body)
-                .send()
-                .await?;
-            let status = response.status();
-            let text = response.text().await?;
-            Ok::<_, reqwest::Error>((status, text))
-        });
-        let (status, text) = response.map_err(|e| {
-            Failure::new(format!(
-                "cannot reach {} at {}: {e}. Is it running? `tandem lab status --dir {}` shows the servers; \
-                 `tandem shell --lab {} --server <fqdn>` opens the shell on another one",
-                self.fqdn, self.base_url, self.lab_dir, self.lab_dir
-            ))
-        })?;
-        if status.is_success() {
-            let reply: InvokeResponse = serde_json::from_str(&text).map_err(|e| {
-                Failure::new(format!("{} answered something unexpected: {e}", self.fqdn))
-            })?;
-            for w in &reply.warnings {
-                eprintln!("WARNING: {w}");
+        let reply = self.runtime.block_on(server::api::invoke(
+            &self.client,
+            &self.base_url,
+            &self.token,
+            None,
+            &body,
+            std::time::Duration::from_secs(600),
+        ));
+        match reply {
+            Ok(reply) => {
+                for w in &reply.warnings {
+                    eprintln!("WARNING: {w}");
+                }
+                Ok(reply.output)
             }
-            Ok(reply.output)
-        } else {
-            let body: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
-                error: format!("{} answered {status}: {text}", self.fqdn),
-                output: None,
-            });
-            Err(Failure {
+            Err(CallError::Refused { body, .. }) => Err(Failure {
                 message: body.error,
                 output: body.output,
-            })
+            }),
+            Err(e @ CallError::Unreachable { .. }) => Err(Failure::new(format!(
+                "{}: {e}. Is it running? `tandem lab status --dir {}` shows the servers; \
+                 `tandem shell --lab {} --server <fqdn>` opens the shell on another one",
+                self.fqdn, self.lab_dir, self.lab_dir
+            ))),
         }
     }
 }

@@ -1,0 +1,81 @@
+//! The item table both stores share: `(key, value, version)`, where a `NULL` value is a
+//! deletion replicas must see. The CMS keeps it as `cms_item`, a replica as `replica_item`;
+//! the statements are spelled out per table because SQL cannot take a table name as a
+//! parameter.
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::{Context, Item, Result};
+
+#[derive(Debug)]
+pub(crate) struct ItemTable {
+    get: &'static str,
+    live: &'static str,
+    upsert: &'static str,
+}
+
+pub(crate) const CMS: ItemTable = ItemTable {
+    get: "SELECT value FROM cms_item WHERE key = $1",
+    live: "SELECT key, value, version FROM cms_item WHERE value IS NOT NULL ORDER BY key",
+    upsert: "INSERT INTO cms_item (key, value, version) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
+};
+
+pub(crate) const REPLICA: ItemTable = ItemTable {
+    get: "SELECT value FROM replica_item WHERE key = $1",
+    live: "SELECT key, value, version FROM replica_item WHERE value IS NOT NULL ORDER BY key",
+    upsert: "INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
+};
+
+/// A `(key, value, version)` row as an [`Item`].
+pub(crate) fn item((key, value, version): (String, Option<String>, i64)) -> Item {
+    Item {
+        key,
+        value,
+        version,
+    }
+}
+
+impl ItemTable {
+    /// The live value of one item.
+    pub(crate) async fn get(
+        &self,
+        pool: &SqlitePool,
+        path: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(self.get)
+            .bind(key)
+            .fetch_optional(pool)
+            .await
+            .at(path)?;
+        Ok(row.and_then(|(v,)| v))
+    }
+
+    /// Every live item, by key.
+    pub(crate) async fn live(&self, pool: &SqlitePool, path: &str) -> Result<Vec<Item>> {
+        let rows: Vec<(String, Option<String>, i64)> =
+            sqlx::query_as(self.live).fetch_all(pool).await.at(path)?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    /// Writes one item (inside the caller's transaction).
+    pub(crate) async fn upsert(
+        &self,
+        conn: &mut SqliteConnection,
+        path: &str,
+        key: &str,
+        value: Option<&str>,
+        version: i64,
+    ) -> Result<()> {
+        sqlx::query(self.upsert)
+            .bind(key)
+            .bind(value)
+            .bind(version)
+            .execute(conn)
+            .await
+            .at(path)?;
+        Ok(())
+    }
+}
