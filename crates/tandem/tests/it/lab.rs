@@ -387,3 +387,117 @@ fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
     assert!(out.status.success());
     lab.wait_all_up_to_date(None);
 }
+
+#[test]
+fn publish_enable_export_and_import_work_against_the_store() {
+    let lab = Lab::up();
+    let interval = |lab: &Lab| {
+        let reg = lab.json(None, "Get-CsService -Registrar -PoolFqdn pool2.contoso.com");
+        let reg = reg.as_array().map_or(reg.clone(), |a| a[0].clone());
+        reg["FailbackDetectionInterval"].clone()
+    };
+    let work = lab.path.parent().unwrap().to_path_buf();
+    let saved = work.join("saved.zip");
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    };
+    ok(
+        lab.shell(
+            None,
+            &format!("Export-CsConfiguration -FileName {}", saved.display()),
+        ),
+        "export",
+    );
+    assert!(saved.exists());
+
+    // Publish stores the document; only Enable makes it the topology servers run.
+    let toml = stdout(&lab.shell(None, "Get-CsTopology -AsToml"));
+    let pool2 = toml.find("fqdn = \"pool2.contoso.com\"").unwrap();
+    let at = pool2
+        + toml[pool2..]
+            .find("failback_detection_interval_secs = 240")
+            .unwrap();
+    let edited = format!(
+        "{}failback_detection_interval_secs = 300{}",
+        &toml[..at],
+        &toml[at + 38..]
+    );
+    let file = work.join("edited.toml");
+    std::fs::write(&file, edited).unwrap();
+    ok(
+        lab.shell(
+            None,
+            &format!("Publish-CsTopology -FileName {}", file.display()),
+        ),
+        "publish",
+    );
+    assert_eq!(interval(&lab), 240, "published but not enabled");
+    ok(lab.shell(None, "Enable-CsTopology"), "enable");
+    assert_eq!(interval(&lab), 300);
+
+    // Importing the export puts the store back as it was, on every replica.
+    ok(
+        lab.shell(
+            None,
+            &format!("Import-CsConfiguration -FileName {}", saved.display()),
+        ),
+        "import",
+    );
+    assert_eq!(interval(&lab), 240);
+    ok(
+        lab.shell(None, "Invoke-CsManagementStoreReplication"),
+        "replicate",
+    );
+    lab.wait_all_up_to_date(None);
+    let edge = stdout(&lab.shell(
+        Some("edgeserver1.contoso.com"),
+        "Get-CsTopology -LocalStore -AsToml",
+    ));
+    assert!(!edge.contains("= 300"), "{edge}");
+
+    // -LocalStore exports and imports one server's replica.
+    let local = work.join("edge1.zip");
+    let edge1 = Some("edgeserver1.contoso.com");
+    ok(
+        lab.shell(
+            edge1,
+            &format!(
+                "Export-CsConfiguration -LocalStore -FileName {}",
+                local.display()
+            ),
+        ),
+        "local export",
+    );
+    ok(
+        lab.shell(
+            edge1,
+            &format!(
+                "Import-CsConfiguration -LocalStore -FileName {}",
+                local.display()
+            ),
+        ),
+        "local import",
+    );
+    let out = lab.shell(
+        edge1,
+        &format!(
+            "Import-CsConfiguration -LocalStore -FileName {}",
+            file.display()
+        ),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a topology file is not an export"
+    );
+    assert!(
+        stderr(&out).contains("Export-CsConfiguration"),
+        "{}",
+        stderr(&out)
+    );
+}
