@@ -62,8 +62,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         description: "Reads the topology published in the Central Management store: sites, \
             Front End pools and their servers, Back End databases, Edge pools, pool pairing, \
             next hops and federation routes. Without a switch it prints a summary; -AsXml and \
-            -AsToml print the whole document in that format, which Publish-CsTopology and \
-            Test-CsTopology accept back. The two switches cannot be combined. -LocalStore \
+            -AsToml print the whole document in that format; the TOML form is what \
+            Publish-CsTopology and Test-CsTopology accept back. The two switches cannot be combined. -LocalStore \
             reads the local replica instead, which works while the Central Management store \
             is down.",
         default_set: Some("Object"),
@@ -96,8 +96,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
     },
     CmdletSpec {
         description: "Writes a topology document to the Central Management store as the new \
-            published topology; replication then carries it to every server. The file is one \
-            written by Get-CsTopology -AsXml or -AsToml and edited. Run Enable-CsTopology \
+            published topology; replication then carries it to every server. The file is a TOML \
+            document, such as one written by Get-CsTopology -AsToml and edited. Run Enable-CsTopology \
             afterwards to activate it, as Topology Builder's Publish does in one step.",
         changes_state: true,
         examples: &[(
