@@ -10,6 +10,7 @@
 //!
 //! The wire format between them is in [`protocol`]. Configuration keys are in [`keys`].
 
+pub mod directory;
 pub mod master;
 pub mod protocol;
 pub mod replica;

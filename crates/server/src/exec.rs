@@ -29,7 +29,7 @@ use topology::{Topology, validate};
 use crate::api::{CallError, ErrorBody, InvokeRequest, InvokeResponse};
 use crate::archive::{self, Configuration};
 use crate::http::ApiError;
-use crate::services::{FTA, MASTER, REPLICA};
+use crate::services::{FTA, LYNCBACKUP, MASTER, REPLICA};
 use crate::{Server, records};
 
 /// How long a change waits for this server's replica before answering anyway.
@@ -102,7 +102,21 @@ pub(crate) async fn invoke(server: &Server, request: InvokeRequest, forwarded: b
         | "Set-CsPoolBackupRelationship"
         | "Set-CsRegistrar"
         | "Set-CsEdgeServer"
-        | "Set-CsSite" => on_master_or_local(server, &request, &inv, forwarded).await,
+        | "Set-CsSite"
+        | "Enable-CsUser"
+        | "Disable-CsUser"
+        | "Set-CsBackupServiceConfiguration" => {
+            on_master_or_local(server, &request, &inv, forwarded).await
+        }
+        "Get-CsUser" | "Get-CsUserPoolInfo" | "Get-CsBackupServiceConfiguration" => {
+            crate::users::read(server, &inv).await
+        }
+        "Get-CsBackupServiceStatus"
+        | "Invoke-CsBackupServiceSync"
+        | "Invoke-CsStorageServiceFlush"
+        | "Debug-CsInterPoolReplication"
+        | "Export-CsUserData"
+        | "Import-CsUserData" => crate::pooldata::route(server, &request, &inv, forwarded).await,
         _ if inv.cmdlet.capability == Capability::Shell => Err(bad_request(format!(
             "{name} runs in the shell itself, not on a server; run it in `tandem shell`"
         ))),
@@ -184,14 +198,14 @@ fn scalar(name: &str, value: &Value) -> Result<String, ApiError> {
 // ---------------------------------------------------------------------------------------
 
 /// Where the active master is.
-enum MasterAt<'a> {
+pub(crate) enum MasterAt<'a> {
     Here(&'a Master),
     There(String),
 }
 
 /// Finds the active master: this server, or the Front End of the CMS pool that says it
 /// holds the lease with the highest epoch.
-async fn locate_master(server: &Server) -> Result<MasterAt<'_>, String> {
+pub(crate) async fn locate_master(server: &Server) -> Result<MasterAt<'_>, String> {
     if let Some(m) = &server.master
         && matches!(m.role(), Role::Active { .. })
     {
@@ -247,7 +261,7 @@ async fn locate_master(server: &Server) -> Result<MasterAt<'_>, String> {
 }
 
 /// Sends the call on to another server.
-async fn forward(server: &Server, base: &str, request: &InvokeRequest) -> Reply {
+pub(crate) async fn forward(server: &Server, base: &str, request: &InvokeRequest) -> Reply {
     let timeout = Duration::from_secs(120);
     crate::api::invoke(
         &server.client,
@@ -345,7 +359,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-fn master_error(e: MasterError) -> ApiError {
+pub(crate) fn master_error(e: MasterError) -> ApiError {
     match e {
         MasterError::Refused(WriteRefused::NotMaster { .. }) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -389,6 +403,9 @@ async fn on_master(master: &Master, inv: &Invocation) -> Reply {
             )
         }
         "Import-CsConfiguration" => import_to_cms(master, inv).await,
+        "Enable-CsUser" | "Disable-CsUser" | "Set-CsBackupServiceConfiguration" => {
+            crate::users::on_master(master, inv).await
+        }
         "Publish-CsTopology" => publish(master, inv).await,
         "Enable-CsTopology" => enable(master).await,
         _ => {
@@ -915,6 +932,11 @@ async fn set_service(server: &Server, name: &'static str, running: bool) {
         FTA => {
             if let Some(m) = &server.master {
                 m.set_fta_running(running);
+            }
+        }
+        LYNCBACKUP => {
+            if let Some(b) = &server.backup {
+                b.set_running(running).await;
             }
         }
         _ => {}

@@ -61,6 +61,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/api/v1/invoke", post(invoke))
         .route("/internal/v1/replica/sync", post(replica_sync))
         .route("/internal/v1/cms/role", get(cms_role))
+        .route(crate::users::BULK_PATH, post(users_bulk))
         .layer(middleware::from_fn_with_state(server.clone(), authenticate));
     Router::new()
         .route("/health", get(health))
@@ -197,4 +198,151 @@ pub(crate) async fn cms_role(State(server): State<Arc<Server>>) -> Json<RoleRepo
         epoch,
         holder,
     })
+}
+
+/// The backup link: what a paired pool's Backup Service calls on this pool's Front Ends,
+/// on the Backup Service port, with the deployment's token.
+pub fn backup_router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route(backup::protocol::IMPORT_PATH, post(backup_import))
+        .route(backup::protocol::STATUS_PATH, get(backup_status))
+        .route(backup::protocol::CHECKSUMS_PATH, get(backup_checksums))
+        .layer(middleware::from_fn_with_state(server.clone(), authenticate))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such backup route") })
+        .with_state(server)
+}
+
+fn backup_error(e: backup::service::BackupError) -> ApiError {
+    use backup::service::BackupError;
+    let status = match &e {
+        BackupError::Refused(_) | BackupError::NotPaired(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn no_backup_service(server: &Server) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "{} runs no Backup Service (it is not a Front End of a paired pool)",
+            server.fqdn
+        ),
+    )
+}
+
+async fn backup_import(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<backup::protocol::ImportRequest>, JsonRejection>,
+) -> Result<Json<backup::protocol::ImportResponse>, ApiError> {
+    let Json(request) = body.map_err(json_error)?;
+    let Some(service) = &server.backup else {
+        return Err(no_backup_service(&server));
+    };
+    if !service.is_running() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the LYNCBACKUP service of {} is stopped", server.fqdn),
+        ));
+    }
+    let topology = server.replica.topology();
+    backup::service::import(service.backend(), &topology, &server.pool, request)
+        .await
+        .map(Json)
+        .map_err(backup_error)
+}
+
+async fn backup_status(
+    State(server): State<Arc<Server>>,
+) -> Result<Json<backup::protocol::PoolStatus>, ApiError> {
+    let Some(service) = &server.backup else {
+        return Err(no_backup_service(&server));
+    };
+    service.local_status().await.map(Json).map_err(backup_error)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ChecksumQuery {
+    source: String,
+    module: String,
+}
+
+async fn backup_checksums(
+    State(server): State<Arc<Server>>,
+    query: Result<axum::extract::Query<ChecksumQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<backup::protocol::Checksums>, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Some(service) = &server.backup else {
+        return Err(no_backup_service(&server));
+    };
+    let module = backup::Module::from_short(&q.module).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown module {:?}", q.module),
+        )
+    })?;
+    backup::service::backup_checksums(service.backend(), &q.source, module)
+        .await
+        .map(Json)
+        .map_err(backup_error)
+}
+
+/// Enables many users in one CMS version (the lab's `--users N`), on the active master.
+pub(crate) async fn users_bulk(
+    State(server): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: Result<Json<crate::users::BulkEnableRequest>, JsonRejection>,
+) -> Result<Json<crate::users::BulkEnableResponse>, ApiError> {
+    let Json(request) = body.map_err(json_error)?;
+    match crate::exec::locate_master(&server).await {
+        Ok(crate::exec::MasterAt::Here(master)) => {
+            let response = crate::users::bulk_enable(master, &request).await?;
+            server
+                .replica
+                .wait_for_version(response.cms_version, std::time::Duration::from_secs(10))
+                .await;
+            Ok(Json(response))
+        }
+        Ok(crate::exec::MasterAt::There(_)) if headers.contains_key(FORWARDED_HEADER) => {
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the master moved; try again",
+            ))
+        }
+        Ok(crate::exec::MasterAt::There(base)) => {
+            let response = server
+                .client
+                .post(format!("{base}{}", crate::users::BULK_PATH))
+                .header(cms::TOKEN_HEADER, cms::bearer(&server.token))
+                .header(FORWARDED_HEADER, &server.fqdn)
+                .json(&request)
+                .send()
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                let body: crate::users::BulkEnableResponse = response
+                    .json()
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+                server
+                    .replica
+                    .wait_for_version(body.cms_version, std::time::Duration::from_secs(10))
+                    .await;
+                Ok(Json(body))
+            } else {
+                let body: ErrorBody = response.json().await.unwrap_or(ErrorBody {
+                    error: format!("the master answered {status}"),
+                    output: None,
+                });
+                Err(ApiError {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_GATEWAY),
+                    body,
+                })
+            }
+        }
+        Err(unavailable) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unavailable)),
+    }
 }

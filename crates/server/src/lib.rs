@@ -15,19 +15,28 @@ pub mod api;
 mod archive;
 mod exec;
 pub mod http;
+mod pooldata;
 pub mod records;
+pub mod registrar;
+mod resiliency;
 pub mod services;
+pub mod sipnet;
+pub mod users;
+pub mod userservices;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use backup::service::BackupService;
 use cms::master::Master;
 use cms::replica::ReplicaAgent;
 use store::{BackEnd, ReplicaStore};
-use topology::Role;
+use topology::serving::Decision;
+use topology::{Role, Topology};
 
 use crate::services::Services;
 
@@ -62,6 +71,37 @@ pub struct Server {
     pub services: Services,
     pub client: reqwest::Client,
     pub address: SocketAddr,
+    /// The Backup Service (Front Ends).
+    pub backup: Option<BackupService>,
+    /// This pool's verdict on its partner (see [`resiliency`]): true while the partner's
+    /// users are served here in resiliency mode.
+    pub partner_down: AtomicBool,
+    /// Signs and checks digest nonces; derived from the deployment's token so that any
+    /// Front End can check a nonce another issued.
+    pub nonce_key: sip::digest::NonceKey,
+    /// The registrar, once its sockets are bound (Front Ends).
+    pub registrar: std::sync::OnceLock<Arc<registrar::Registrar>>,
+}
+
+impl Server {
+    /// How this server's pool treats a user homed on `home_pool` (None on an Edge).
+    pub fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Option<Decision> {
+        (self.role == Role::FrontEnd).then(|| {
+            topology::serving::decide(
+                topology,
+                &self.pool,
+                home_pool,
+                self.partner_down.load(Ordering::SeqCst),
+            )
+        })
+    }
+}
+
+/// The nonce key every server of a deployment shares.
+pub fn nonce_key(token: &str) -> sip::digest::NonceKey {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("tandem digest nonce key:{token}").as_bytes());
+    sip::digest::NonceKey::new(digest.into())
 }
 
 /// Runs a server until SIGTERM or SIGINT.
@@ -111,6 +151,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let services = Services::new(&topology, &fqdn);
+    let backup = backend.as_ref().map(|be| {
+        BackupService::spawn(
+            fqdn.clone(),
+            pool.clone(),
+            be.clone(),
+            replica.store().clone(),
+            replica.subscribe_topology(),
+            config.token.clone(),
+            client.clone(),
+        )
+    });
+    let nonce_key = nonce_key(&config.token);
     let server = Arc::new(Server {
         fqdn,
         role,
@@ -122,10 +174,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         services,
         client,
         address,
+        backup,
+        partner_down: AtomicBool::new(false),
+        nonce_key,
+        registrar: std::sync::OnceLock::new(),
     });
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the management API on {address}"))?;
+    if server.role == Role::FrontEnd {
+        start_front_end_services(&server, &topology).await?;
+    }
     tracing::info!(%address, fqdn = %server.fqdn, role = ?server.role, "server started");
     axum::serve(listener, http::router(server.clone()))
         .with_graceful_shutdown(shutdown_signal())
@@ -134,10 +193,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(m) = &server.master {
         m.shutdown().await;
     }
+    if let Some(b) = &server.backup {
+        b.shutdown().await;
+    }
     server.replica.store().close().await;
     if let Some(be) = &server.backend {
         be.close().await;
     }
+    Ok(())
+}
+
+/// The Front End's own listeners: the backup link, user services, the SIP registrar (UDP
+/// and TCP), and the partner watch.
+async fn start_front_end_services(server: &Arc<Server>, topology: &Topology) -> anyhow::Result<()> {
+    let ip = server.address.ip();
+    let backup_at = SocketAddr::new(ip, topology.ports.backup_service);
+    let backup_listener = tokio::net::TcpListener::bind(backup_at)
+        .await
+        .with_context(|| format!("binding the Backup Service on {backup_at}"))?;
+    tokio::spawn(axum::serve(backup_listener, http::backup_router(server.clone())).into_future());
+    let users_at = SocketAddr::new(ip, topology.ports.user_services);
+    let users_listener = tokio::net::TcpListener::bind(users_at)
+        .await
+        .with_context(|| format!("binding user services on {users_at}"))?;
+    tokio::spawn(axum::serve(users_listener, userservices::router(server.clone())).into_future());
+    let sip_at = SocketAddr::new(ip, topology.ports.sip);
+    registrar::start(server.clone(), sip_at)
+        .await
+        .with_context(|| format!("starting the registrar on {sip_at} (UDP and TCP)"))?;
+    tokio::spawn(resiliency::watch_partner(server.clone()));
     Ok(())
 }
 

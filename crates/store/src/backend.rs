@@ -56,8 +56,8 @@ pub struct ReplicaStatusRow {
 /// A pool's Back End database.
 #[derive(Debug, Clone)]
 pub struct BackEnd {
-    pool: SqlitePool,
-    path: String,
+    pub(crate) pool: SqlitePool,
+    pub(crate) path: String,
 }
 
 impl BackEnd {

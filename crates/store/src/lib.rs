@@ -17,6 +17,7 @@ mod backend;
 mod items;
 mod migrate;
 mod replica;
+mod userdata;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use backend::{BackEnd, Lease, ReplicaStatusRow, VersionInfo, WriteRefused};
 pub use migrate::Migration;
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
+pub use userdata::{
+    Backlog, BackupItem, Binding, Change, ExportState, ImportState, UserChange, UserItem,
+    hex_sha256,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -18,11 +18,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub(crate) const BACKEND: &[Migration] = &[Migration {
-    version: 1,
-    name: "central management store",
-    sql: include_str!("../migrations/backend/0001_cms.sql"),
-}];
+pub(crate) const BACKEND: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "central management store",
+        sql: include_str!("../migrations/backend/0001_cms.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "user data, change log, backup copy and registrations",
+        sql: include_str!("../migrations/backend/0002_user_data.sql"),
+    },
+];
 
 pub(crate) const REPLICA: &[Migration] = &[Migration {
     version: 1,

@@ -69,6 +69,8 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
         dir: dir.clone(),
         detach: true,
         quiet: true,
+        users: 0,
+        detection_secs: None,
     });
     let result = up.and_then(|()| {
         let lab_up = started.elapsed();

@@ -38,6 +38,12 @@ pub(crate) struct LabServer {
     pub(crate) pid: Option<u32>,
     pub(crate) data_dir: PathBuf,
     pub(crate) log: PathBuf,
+    /// The registrar's port (SIP over UDP and TCP), Front Ends only.
+    #[serde(default)]
+    pub(crate) sip_port: u16,
+    /// The user-services port, Front Ends only.
+    #[serde(default)]
+    pub(crate) user_services_port: u16,
 }
 
 impl LabServer {
@@ -120,6 +126,86 @@ pub(crate) struct UpOptions {
     pub(crate) dir: PathBuf,
     pub(crate) detach: bool,
     pub(crate) quiet: bool,
+    /// Users to enable on each Front End pool.
+    pub(crate) users: usize,
+    /// Registrar failure and failback detection intervals for every pool (seconds).
+    pub(crate) detection_secs: Option<(u32, u32)>,
+}
+
+/// One user the lab enabled, with the password it made up: `D/users.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabUser {
+    pub(crate) sip_address: String,
+    pub(crate) password: String,
+    pub(crate) home_pool: String,
+}
+
+/// The users of a lab, from `D/users.json`.
+pub(crate) fn load_users(dir: &Path) -> anyhow::Result<Vec<LabUser>> {
+    let path = dir.join("users.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no users in {} (cannot read {}); start the lab with `tandem lab up --users N`",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a users file", path.display()))
+}
+
+/// Makes up `per_pool` users on every Front End pool and enables them in one call.
+pub(crate) async fn enable_users(
+    lab: &LabFile,
+    topology: &Topology,
+    per_pool: usize,
+) -> anyhow::Result<Vec<LabUser>> {
+    let domain = &topology.deployment.sip_domain;
+    let mut users = Vec::new();
+    let mut bulk = Vec::new();
+    for pool in &topology.front_end_pools {
+        let short = pool.fqdn.split('.').next().unwrap_or(&pool.fqdn);
+        for i in 1..=per_pool {
+            let name = format!("user{i:04}.{short}");
+            let sip = format!("sip:{name}@{domain}").to_ascii_lowercase();
+            let password = random_token()?[..16].to_string();
+            let username = &sip[4..];
+            bulk.push(server::users::BulkUser {
+                identity: name,
+                sip_address: sip.clone(),
+                registrar_pool: pool.fqdn.clone(),
+                ha1: sip::digest::ha1(username, domain, &password),
+            });
+            users.push(LabUser {
+                sip_address: sip,
+                password,
+                home_pool: pool.fqdn.clone(),
+            });
+        }
+    }
+    let via = lab
+        .servers
+        .iter()
+        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
+        .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let response = client
+        .post(format!("{}{}", via.base_url(), server::users::BULK_PATH))
+        .header(cms::TOKEN_HEADER, cms::bearer(&lab.admin_token))
+        .timeout(Duration::from_secs(120))
+        .json(&server::users::BulkEnableRequest { users: bulk })
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        bail!(
+            "enabling the lab's users failed ({status}): {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let path = lab.dir.join("users.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&users)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(users)
 }
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
@@ -142,8 +228,18 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             "the built-in contoso topology".to_string(),
         ),
     };
-    let topology = Topology::from_toml(&text)
+    let mut topology = Topology::from_toml(&text)
         .map_err(|e| anyhow!("{source} is not a topology document: {e}; check it with `tandem topology check {source}`"))?;
+    let text = match options.detection_secs {
+        Some((failure, failback)) => {
+            for pool in &mut topology.front_end_pools {
+                pool.registrar.failure_detection_interval_secs = failure;
+                pool.registrar.failback_detection_interval_secs = failback;
+            }
+            topology.to_toml()
+        }
+        None => text,
+    };
     let report = validate(&topology);
     if !report.is_valid() {
         bail!(
@@ -197,6 +293,8 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
                 pid: None,
                 data_dir: dir.join("servers").join(&s.server.fqdn),
                 log: dir.join("logs").join(format!("{}.log", s.server.fqdn)),
+                sip_port: topology.ports.sip,
+                user_services_port: topology.ports.user_services,
             })
             .collect(),
     };
@@ -205,6 +303,18 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     lab.save()?;
     let started = Instant::now();
     rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+    if options.users > 0 {
+        let users = rt.block_on(enable_users(&lab, &topology, options.users))?;
+        rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+        if !options.quiet {
+            println!(
+                "Enabled {} users ({} on each Front End pool); their passwords are in {}",
+                users.len(),
+                options.users,
+                dir.join("users.json").display()
+            );
+        }
+    }
     if !options.quiet {
         print_summary(&lab, started.elapsed());
     }

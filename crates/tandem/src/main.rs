@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod client;
 mod lab;
 mod shell;
 mod topology_cmd;
@@ -27,6 +28,24 @@ struct Cli {
 enum Command {
     /// The management shell: run cmdlets interactively, from -c, or from a runbook.
     Shell(ShellArgs),
+    /// Act as one user's client against a lab: sign in, contacts, meetings, content, messages.
+    Client {
+        /// The lab's folder.
+        #[arg(long, default_value = "tandem-lab")]
+        lab: PathBuf,
+        /// The user's SIP address, e.g. sip:user0001.pool1@contoso.com.
+        #[arg(long)]
+        user: String,
+        /// The password; default: the one in the lab's users.json.
+        #[arg(long)]
+        password: Option<String>,
+        /// Ask this server's registrar first (a client's cached registrar); default: the
+        /// Front Ends in the order the lab lists them.
+        #[arg(long, value_name = "FQDN")]
+        via: Option<String>,
+        #[command(subcommand)]
+        command: client::ClientCommand,
+    },
     /// Work with topology documents.
     #[command(subcommand)]
     Topology(TopologyCommand),
@@ -70,6 +89,16 @@ enum LabCommand {
         /// Return once the lab is up, leaving the servers running.
         #[arg(long)]
         detach: bool,
+        /// Enable this many users on each Front End pool; passwords go to D/users.json.
+        #[arg(long, default_value_t = 0)]
+        users: usize,
+        /// Registrar failure detection interval for every pool, in seconds (the lab's is short;
+        /// the product's default is 120).
+        #[arg(long, default_value_t = 5)]
+        failure_detection_secs: u32,
+        /// Registrar failback detection interval for every pool, in seconds (product default 240).
+        #[arg(long, default_value_t = 10)]
+        failback_detection_secs: u32,
     },
     /// Every server: running or not, its replica's version, which one is the CMS master.
     Status {
@@ -175,6 +204,13 @@ fn main() -> ExitCode {
                 None => run_shell(shell::Session::new(shell::LocalExecutor, format), args),
             }
         }
+        Command::Client {
+            lab,
+            user,
+            password,
+            via,
+            command,
+        } => outcome(client::run(&lab, &user, password, via.as_deref(), command)),
         Command::Server(args) => {
             init_tracing();
             let config = server::Config {
@@ -194,11 +230,16 @@ fn main() -> ExitCode {
                 topology,
                 dir,
                 detach,
+                users,
+                failure_detection_secs,
+                failback_detection_secs,
             } => lab::up(lab::UpOptions {
                 topology,
                 dir,
                 detach,
                 quiet: false,
+                users,
+                detection_secs: Some((failure_detection_secs, failback_detection_secs)),
             }),
             LabCommand::Status { dir, json } => lab::status(&dir, json),
             LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),

@@ -7,6 +7,7 @@
 
 pub mod edit;
 mod model;
+pub mod serving;
 mod validate;
 
 pub use model::*;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::{run, stderr, stdout};
 
 /// A running lab on a loopback block of its own, stopped when dropped.
-struct Lab {
+pub(crate) struct Lab {
     _dir: tempfile::TempDir,
     path: PathBuf,
     token: String,
@@ -52,12 +52,17 @@ fn topology_on_free_block() -> String {
 }
 
 impl Lab {
-    fn up() -> Lab {
+    pub(crate) fn up() -> Lab {
+        Lab::up_with(&[])
+    }
+
+    /// `tandem lab up` with extra arguments (`--users N`, ...).
+    pub(crate) fn up_with(extra: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab");
         let topology = dir.path().join("topology.toml");
         std::fs::write(&topology, topology_on_free_block()).unwrap();
-        let out = run(&[
+        let mut args = vec![
             "lab",
             "up",
             "--detach",
@@ -65,7 +70,9 @@ impl Lab {
             topology.to_str().unwrap(),
             "--dir",
             path.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args);
         let lab_json: serde_json::Value = std::fs::read_to_string(path.join("lab.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -88,11 +95,11 @@ impl Lab {
         lab
     }
 
-    fn dir(&self) -> &str {
+    pub(crate) fn dir(&self) -> &str {
         self.path.to_str().unwrap()
     }
 
-    fn shell(&self, server: Option<&str>, line: &str) -> std::process::Output {
+    pub(crate) fn shell(&self, server: Option<&str>, line: &str) -> std::process::Output {
         let mut args = vec!["shell", "--lab", self.dir(), "--output", "json", "-c", line];
         if let Some(s) = server {
             args.extend(["--server", s]);
@@ -100,7 +107,7 @@ impl Lab {
         run(&args)
     }
 
-    fn json(&self, server: Option<&str>, line: &str) -> serde_json::Value {
+    pub(crate) fn json(&self, server: Option<&str>, line: &str) -> serde_json::Value {
         let out = self.shell(server, line);
         assert!(
             out.status.success(),
@@ -418,14 +425,13 @@ fn publish_enable_export_and_import_work_against_the_store() {
     // Publish stores the document; only Enable makes it the topology servers run.
     let toml = stdout(&lab.shell(None, "Get-CsTopology -AsToml"));
     let pool2 = toml.find("fqdn = \"pool2.contoso.com\"").unwrap();
-    let at = pool2
-        + toml[pool2..]
-            .find("failback_detection_interval_secs = 240")
-            .unwrap();
+    // The lab runs with a short failback detection interval (10 s).
+    let old = "failback_detection_interval_secs = 10\n";
+    let at = pool2 + toml[pool2..].find(old).unwrap();
     let edited = format!(
-        "{}failback_detection_interval_secs = 300{}",
+        "{}failback_detection_interval_secs = 300\n{}",
         &toml[..at],
-        &toml[at + 38..]
+        &toml[at + old.len()..]
     );
     let file = work.join("edited.toml");
     std::fs::write(&file, edited).unwrap();
@@ -436,7 +442,7 @@ fn publish_enable_export_and_import_work_against_the_store() {
         ),
         "publish",
     );
-    assert_eq!(interval(&lab), 240, "published but not enabled");
+    assert_eq!(interval(&lab), 10, "published but not enabled");
     ok(lab.shell(None, "Enable-CsTopology"), "enable");
     assert_eq!(interval(&lab), 300);
 
@@ -448,7 +454,7 @@ fn publish_enable_export_and_import_work_against_the_store() {
         ),
         "import",
     );
-    assert_eq!(interval(&lab), 240);
+    assert_eq!(interval(&lab), 10);
     ok(
         lab.shell(None, "Invoke-CsManagementStoreReplication"),
         "replicate",

@@ -3,6 +3,7 @@
 mod lab;
 mod shell;
 mod topology;
+mod users;
 
 use assert_cmd::Command;
 

@@ -1,0 +1,113 @@
+//! What crosses the backup link between two paired pools (JSON over HTTP, authenticated
+//! with the deployment's token).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use store::{Change, Item, UserItem, VersionInfo};
+
+/// The route on the partner's backup port that takes a batch.
+pub const IMPORT_PATH: &str = "/internal/v1/backup/import";
+/// The route that reports what the partner has imported.
+pub const STATE_PATH: &str = "/internal/v1/backup/state";
+/// The route that returns per-user checksums of the backup copy.
+pub const CHECKSUMS_PATH: &str = "/internal/v1/backup/checksums";
+
+/// One shipment from `source_pool`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub source_pool: String,
+    /// Short module name (`PresenceFocus`, `DataConf`, `CMSMaster`).
+    pub module: String,
+    pub batch: ImportBatch,
+    /// File-store contents referred to by the batch (DataConf), base64 by SHA-256.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+}
+
+/// The payload of a shipment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImportBatch {
+    /// Change-log rows, in order.
+    Changes { changes: Vec<Change> },
+    /// The whole module (a full resync), current through `through_seq`.
+    Full {
+        items: Vec<UserItem>,
+        through_seq: i64,
+    },
+    /// CMS versions for the standby.
+    Cms { versions: Vec<CmsVersion> },
+}
+
+/// One CMS version and the items it wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CmsVersion {
+    pub version: i64,
+    pub epoch: i64,
+    pub created_at: i64,
+    pub description: String,
+    pub items: Vec<Item>,
+}
+
+impl CmsVersion {
+    pub fn into_parts(self) -> (VersionInfo, Vec<Item>) {
+        (
+            VersionInfo {
+                version: self.version,
+                epoch: self.epoch,
+                created_at: self.created_at,
+                description: self.description,
+            },
+            self.items,
+        )
+    }
+}
+
+/// The importer's answer: everything through `applied_seq` is in the backup copy.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ImportResponse {
+    pub applied_seq: i64,
+}
+
+/// What the partner holds of one module from one source pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportStateReport {
+    pub module: String,
+    pub applied_seq: i64,
+    pub last_import_at: i64,
+}
+
+/// Per-user checksums of one module: user → (items, checksum).
+pub type Checksums = BTreeMap<String, (usize, String)>;
+
+/// The route that reports one pool's Backup Service status (its exports and imports).
+pub const STATUS_PATH: &str = "/internal/v1/backup/status";
+
+/// One pool's Backup Service, as its own Back End sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub pool: String,
+    pub partner: Option<String>,
+    pub sync_interval_secs: u64,
+    pub exports: Vec<ExportReport>,
+    pub imports: Vec<ImportStateReport>,
+    /// When this report was made (unix ms), the clock lags are measured against.
+    pub at_ms: i64,
+    /// The Front End running the exporter, if any holds the lease.
+    pub active_exporter: Option<String>,
+}
+
+/// The export side of one module.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportReport {
+    pub module: String,
+    pub applicable: bool,
+    pub pending: i64,
+    pub oldest_pending_ms: Option<i64>,
+    pub acked_seq: i64,
+    pub head_seq: i64,
+    pub last_sync_at: Option<i64>,
+    pub last_error: Option<String>,
+}

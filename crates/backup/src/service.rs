@@ -1,0 +1,676 @@
+//! The exporter (one active per pool, through a lease in the Back End) and the importer.
+//!
+//! The exporter polls its Back End's change log every [`POLL`] and is also woken directly
+//! by writes made on its own server, so a change normally leaves within milliseconds of
+//! its commit; the configured sync interval is only the bound the status compares with.
+//! A shipment is acknowledged by the partner after it committed the batch to its own Back
+//! End; only then does the exporter advance, so a crash on either side re-sends (and the
+//! importer skips what it already has) rather than loses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use store::{BackEnd, ReplicaStore, StoreError, UserItem};
+use tokio::sync::{Mutex, Notify, watch};
+use topology::{Role, Topology};
+
+use crate::Module;
+use crate::protocol::{CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse};
+
+/// How often the active exporter looks for new changes.
+pub const POLL: Duration = Duration::from_millis(50);
+/// How long the exporter lease lasts without renewal.
+pub const LEASE_TTL_MS: i64 = 3_000;
+/// At most this many change-log rows per shipment (MaxBatchesPerUserStoreSync).
+pub const MAX_BATCH: i64 = 500;
+
+/// Why a shipment or an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0} has no backup pool: pair it with Set-CsPoolBackupRelationship first")]
+    NotPaired(String),
+    #[error("no Front End of the backup pool {pool} accepted the batch: {reason}")]
+    PartnerUnreachable { pool: String, reason: String },
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A paired pool's Backup Service on one Front End.
+#[derive(Debug, Clone)]
+pub struct BackupService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    fqdn: String,
+    pool: String,
+    backend: BackEnd,
+    replica: ReplicaStore,
+    topology: watch::Receiver<Arc<Topology>>,
+    token: String,
+    client: reqwest::Client,
+    wake: Notify,
+    running: AtomicBool,
+    /// Serialises shipping rounds on this server.
+    round: Mutex<()>,
+    stopped: AtomicBool,
+}
+
+impl BackupService {
+    /// Starts the service's loop.
+    pub fn spawn(
+        fqdn: String,
+        pool: String,
+        backend: BackEnd,
+        replica: ReplicaStore,
+        topology: watch::Receiver<Arc<Topology>>,
+        token: String,
+        client: reqwest::Client,
+    ) -> BackupService {
+        let service = BackupService {
+            inner: Arc::new(Inner {
+                fqdn,
+                pool,
+                backend,
+                replica,
+                topology,
+                token,
+                client,
+                wake: Notify::new(),
+                running: AtomicBool::new(true),
+                round: Mutex::new(()),
+                stopped: AtomicBool::new(false),
+            }),
+        };
+        tokio::spawn(service.clone().run());
+        service
+    }
+
+    pub fn pool(&self) -> &str {
+        &self.inner.pool
+    }
+
+    pub fn backend(&self) -> &BackEnd {
+        &self.inner.backend
+    }
+
+    /// Ships now instead of at the next poll (called after each local write).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.inner.running.load(Ordering::SeqCst)
+    }
+
+    /// Starts or stops the `LYNCBACKUP` service. Stopping gives the lease up at once.
+    pub async fn set_running(&self, running: bool) {
+        self.inner.running.store(running, Ordering::SeqCst);
+        if !running {
+            let _ = self
+                .inner
+                .backend
+                .release_backup_lease(&self.inner.fqdn)
+                .await;
+        }
+        self.wake();
+    }
+
+    /// Gives the lease up (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        let _ = self
+            .inner
+            .backend
+            .release_backup_lease(&self.inner.fqdn)
+            .await;
+        self.wake();
+    }
+
+    /// The partner pool, from the live topology.
+    pub fn partner(&self) -> Option<String> {
+        partner_of(&self.inner.topology.borrow(), &self.inner.pool)
+    }
+
+    /// The modules this pool exports: user data always, the CMS when it lives here.
+    pub fn exports(&self, module: Module) -> bool {
+        match module {
+            Module::PresenceFocus | Module::DataConf => self.partner().is_some(),
+            Module::CmsMaster => {
+                self.partner().is_some()
+                    && self
+                        .inner
+                        .topology
+                        .borrow()
+                        .deployment
+                        .cms_pool
+                        .eq_ignore_ascii_case(&self.inner.pool)
+            }
+        }
+    }
+
+    /// The configured sync interval (seconds).
+    pub async fn sync_interval_secs(&self) -> u64 {
+        settings(&self.inner.replica).await.sync_interval_secs
+    }
+
+    async fn run(self) {
+        let mut last_renew = 0i64;
+        let mut holder = false;
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            if self.is_running() && self.partner().is_some() {
+                let now = store::now_ms();
+                if !holder || now - last_renew > LEASE_TTL_MS / 3 {
+                    holder = self
+                        .inner
+                        .backend
+                        .acquire_backup_lease(&self.inner.fqdn, LEASE_TTL_MS)
+                        .await
+                        .unwrap_or(false);
+                    last_renew = now;
+                }
+                if holder && let Err(e) = self.ship_all().await {
+                    tracing::debug!(error = %e, "backup shipment failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            } else {
+                holder = false;
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// One round: every module shipped until nothing is pending (or a shipment fails).
+    pub async fn ship_all(&self) -> Result<(), BackupError> {
+        let _round = self.inner.round.lock().await;
+        let mut first_error = None;
+        for module in Module::ALL {
+            if !self.exports(module) {
+                continue;
+            }
+            if let Err(e) = self.ship_module(module).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn ship_module(&self, module: Module) -> Result<(), BackupError> {
+        let partner = self
+            .partner()
+            .ok_or_else(|| BackupError::NotPaired(self.inner.pool.clone()))?;
+        let be = &self.inner.backend;
+        let name = module.short_name();
+        loop {
+            let state = be.export_state(name).await?;
+            let acked = state.as_ref().map_or(0, |s| s.acked_seq);
+            if state.as_ref().is_some_and(|s| s.resync) {
+                let result = self.resync(module, &partner).await;
+                if let Err(e) = &result {
+                    be.record_export(name, &partner, acked, Some(&e.to_string()))
+                        .await?;
+                }
+                result?;
+                continue;
+            }
+            let (batch, files, last) = match module {
+                Module::CmsMaster => {
+                    let versions = be.versions_after(acked, 50).await?;
+                    let Some(last) = versions.last().map(|v| v.version) else {
+                        return Ok(());
+                    };
+                    let mut out = Vec::with_capacity(versions.len());
+                    for v in versions {
+                        let items = be.items_at_version(v.version).await?;
+                        out.push(CmsVersion {
+                            version: v.version,
+                            epoch: v.epoch,
+                            created_at: v.created_at,
+                            description: v.description,
+                            items,
+                        });
+                    }
+                    (ImportBatch::Cms { versions: out }, BTreeMap::new(), last)
+                }
+                _ => {
+                    let changes = be.changes_after(name, acked, MAX_BATCH).await?;
+                    let Some(last) = changes.last().map(|c| c.seq) else {
+                        return Ok(());
+                    };
+                    let files = self
+                        .files_for(changes.iter().filter_map(|c| c.value.as_deref()))
+                        .await;
+                    (ImportBatch::Changes { changes }, files, last)
+                }
+            };
+            let request = ImportRequest {
+                source_pool: self.inner.pool.clone(),
+                module: name.to_string(),
+                batch,
+                files,
+            };
+            match self.send(&partner, &request).await {
+                Ok(resp) => {
+                    be.record_export(name, &partner, resp.applied_seq.min(last), None)
+                        .await?;
+                }
+                Err(e) => {
+                    be.record_export(name, &partner, acked, Some(&e.to_string()))
+                        .await?;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// A full resync: the module's whole content, then shipping resumes after it.
+    async fn resync(&self, module: Module, partner: &str) -> Result<(), BackupError> {
+        let be = &self.inner.backend;
+        let name = module.short_name();
+        if module == Module::CmsMaster {
+            // The standby skips versions it holds; resending from the start converges it.
+            be.complete_resync(name, partner, 0).await?;
+            return Ok(());
+        }
+        let through_seq = be.change_head(name).await?;
+        let items = be.all_user_items(Some(name)).await?;
+        let files = self.files_for(items.iter().map(|i| i.value.as_str())).await;
+        let request = ImportRequest {
+            source_pool: self.inner.pool.clone(),
+            module: name.to_string(),
+            batch: ImportBatch::Full { items, through_seq },
+            files,
+        };
+        self.send(partner, &request).await?;
+        be.complete_resync(name, partner, through_seq).await?;
+        Ok(())
+    }
+
+    /// The file-store contents referred to by content items.
+    async fn files_for<'a>(
+        &self,
+        values: impl Iterator<Item = &'a str>,
+    ) -> BTreeMap<String, String> {
+        let mut files = BTreeMap::new();
+        for value in values {
+            if let Some(sha) = content_sha(value)
+                && !files.contains_key(&sha)
+                && let Some(bytes) = self.inner.backend.get_file(&sha).await
+            {
+                files.insert(sha, base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+        }
+        files
+    }
+
+    /// Sends one shipment to the first Front End of `partner` that takes it.
+    async fn send(
+        &self,
+        partner: &str,
+        request: &ImportRequest,
+    ) -> Result<ImportResponse, BackupError> {
+        let targets = backup_endpoints(&self.inner.topology.borrow(), partner);
+        let mut reason = String::from("the pool has no Front End servers");
+        for base in targets {
+            let result = self
+                .inner
+                .client
+                .post(format!("{base}{IMPORT_PATH}"))
+                .header(cms::TOKEN_HEADER, cms::bearer(&self.inner.token))
+                .timeout(Duration::from_secs(30))
+                .json(request)
+                .send()
+                .await;
+            match result {
+                Ok(resp) if resp.status().is_success() => match resp.json().await {
+                    Ok(r) => return Ok(r),
+                    Err(e) => reason = format!("{base}: unreadable answer: {e}"),
+                },
+                Ok(resp) if resp.status().is_client_error() => {
+                    let status = resp.status();
+                    let body = resp.text().await.unwrap_or_default();
+                    return Err(BackupError::Refused(format!(
+                        "{base} answered {status}: {body}"
+                    )));
+                }
+                Ok(resp) => reason = format!("{base} answered {}", resp.status()),
+                Err(e) => reason = format!("{base}: {e}"),
+            }
+        }
+        Err(BackupError::PartnerUnreachable {
+            pool: partner.to_string(),
+            reason,
+        })
+    }
+}
+
+/// The Backup Service settings from the local replica (defaults when unset).
+pub async fn settings(replica: &ReplicaStore) -> cms::directory::BackupSettings {
+    replica
+        .get(cms::directory::BACKUP_SETTINGS)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default()
+}
+
+/// The backup pool of `pool`.
+pub fn partner_of(topology: &Topology, pool: &str) -> Option<String> {
+    topology
+        .front_end_pool(pool)
+        .and_then(|p| p.backup_pool.clone())
+}
+
+/// `http://address:backup_port` of every Front End of `pool`.
+pub fn backup_endpoints(topology: &Topology, pool: &str) -> Vec<String> {
+    topology
+        .servers()
+        .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(pool))
+        .map(|s| {
+            format!(
+                "http://{}:{}",
+                s.server.address, topology.ports.backup_service
+            )
+        })
+        .collect()
+}
+
+/// The SHA-256 a content item's value refers to.
+pub fn content_sha(value: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(value)
+        .ok()?
+        .get("sha256")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Applies a shipment from the partner to this pool's backup copy.
+pub async fn import(
+    backend: &BackEnd,
+    topology: &Topology,
+    this_pool: &str,
+    request: ImportRequest,
+) -> Result<ImportResponse, BackupError> {
+    if partner_of(topology, &request.source_pool).is_none_or(|p| !p.eq_ignore_ascii_case(this_pool))
+    {
+        return Err(BackupError::Refused(format!(
+            "{} is not paired with {this_pool} (see Get-CsPoolBackupRelationship -PoolFqdn {})",
+            request.source_pool, request.source_pool
+        )));
+    }
+    let Some(module) = Module::from_short(&request.module) else {
+        return Err(BackupError::Refused(format!(
+            "unknown backup module {:?}",
+            request.module
+        )));
+    };
+    for (sha, data) in &request.files {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| BackupError::Refused(format!("file {sha} is not base64: {e}")))?;
+        if store::hex_sha256(&bytes) != *sha {
+            return Err(BackupError::Refused(format!(
+                "file {sha} does not match its checksum"
+            )));
+        }
+        backend.put_file(&bytes).await?;
+    }
+    let source = request.source_pool.to_ascii_lowercase();
+    let applied_seq = match request.batch {
+        ImportBatch::Changes { changes } => {
+            backend
+                .import_changes(&source, module.short_name(), &changes)
+                .await?
+        }
+        ImportBatch::Full { items, through_seq } => {
+            backend
+                .replace_backup(&source, module.short_name(), &items, through_seq)
+                .await?;
+            through_seq
+        }
+        ImportBatch::Cms { versions } => {
+            let versions: Vec<_> = versions.into_iter().map(CmsVersion::into_parts).collect();
+            backend.import_cms_versions(&versions).await?
+        }
+    };
+    Ok(ImportResponse { applied_seq })
+}
+
+/// Per-user checksums over (key, value) pairs, in key order.
+pub fn checksums<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> crate::protocol::Checksums {
+    let mut by_user: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for (sip, key, value) in rows {
+        by_user.entry(sip).or_default().push((key, value));
+    }
+    by_user
+        .into_iter()
+        .map(|(sip, mut items)| {
+            items.sort();
+            let mut hasher = Sha256::new();
+            for (k, v) in &items {
+                hasher.update(k.as_bytes());
+                hasher.update([0]);
+                hasher.update(v.as_bytes());
+                hasher.update([b'\n']);
+            }
+            let digest: String = hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (sip.to_string(), (items.len(), digest))
+        })
+        .collect()
+}
+
+/// Users whose checksums differ between the primary and the backup copy (or who are
+/// missing on one side), sorted.
+pub fn mismatches(
+    primary: &crate::protocol::Checksums,
+    backup: &crate::protocol::Checksums,
+) -> Vec<String> {
+    let mut users: Vec<String> = primary
+        .keys()
+        .chain(backup.keys())
+        .filter(|u| primary.get(*u) != backup.get(*u))
+        .cloned()
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
+/// Convenience for callers holding [`UserItem`]s.
+pub fn item_rows(items: &[UserItem]) -> impl Iterator<Item = (&str, &str, &str)> {
+    items
+        .iter()
+        .map(|i| (i.sip.as_str(), i.key.as_str(), i.value.as_str()))
+}
+
+impl BackupService {
+    /// This pool's exports and imports, from its Back End.
+    pub async fn local_status(&self) -> Result<crate::protocol::PoolStatus, BackupError> {
+        let be = &self.inner.backend;
+        let partner = self.partner();
+        let mut exports = Vec::new();
+        for module in Module::ALL {
+            let name = module.short_name();
+            let state = be.export_state(name).await?;
+            let acked = state.as_ref().map_or(0, |s| s.acked_seq);
+            let (pending, oldest, head) = if module == Module::CmsMaster {
+                let versions = be.versions_after(acked, i64::MAX).await?;
+                let head = be.current_version().await?.map_or(0, |v| v.version);
+                (
+                    versions.len() as i64,
+                    versions.first().map(|v| v.created_at),
+                    head,
+                )
+            } else {
+                let b = be.backlog(name, acked).await?;
+                (b.count, b.oldest_committed_at, b.head_seq)
+            };
+            let applicable = self.exports(module);
+            exports.push(crate::protocol::ExportReport {
+                module: name.to_string(),
+                applicable,
+                pending: if applicable { pending } else { 0 },
+                oldest_pending_ms: oldest,
+                acked_seq: acked,
+                head_seq: head,
+                last_sync_at: state.as_ref().and_then(|s| s.last_sync_at),
+                last_error: state.and_then(|s| s.last_error),
+            });
+        }
+        let mut imports = Vec::new();
+        let sources: Vec<String> = self
+            .inner
+            .topology
+            .borrow()
+            .front_end_pools
+            .iter()
+            .filter(|p| {
+                p.backup_pool
+                    .as_deref()
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&self.inner.pool))
+            })
+            .map(|p| p.fqdn.to_ascii_lowercase())
+            .collect();
+        for source in sources {
+            for module in Module::ALL {
+                let state = if module == Module::CmsMaster {
+                    let v = be.current_version().await?;
+                    store::ImportState {
+                        source_pool: source.clone(),
+                        module: module.short_name().into(),
+                        applied_seq: v.as_ref().map_or(0, |v| v.version),
+                        last_import_at: v.map_or(0, |v| v.created_at),
+                    }
+                } else {
+                    be.import_state(&source, module.short_name()).await?
+                };
+                imports.push(crate::protocol::ImportStateReport {
+                    module: state.module,
+                    applied_seq: state.applied_seq,
+                    last_import_at: state.last_import_at,
+                });
+            }
+        }
+        Ok(crate::protocol::PoolStatus {
+            pool: self.inner.pool.clone(),
+            partner,
+            sync_interval_secs: self.sync_interval_secs().await,
+            exports,
+            imports,
+            at_ms: store::now_ms(),
+            active_exporter: be.backup_lease_holder().await?,
+        })
+    }
+
+    /// Asks the active exporter for a full resync of `module`.
+    pub async fn request_resync(&self, module: Module) -> Result<(), BackupError> {
+        let partner = self
+            .partner()
+            .ok_or_else(|| BackupError::NotPaired(self.inner.pool.clone()))?;
+        self.inner
+            .backend
+            .request_resync(module.short_name(), &partner)
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Per-user checksums of this pool's own data of `module`.
+    pub async fn primary_checksums(
+        &self,
+        module: Module,
+    ) -> Result<crate::protocol::Checksums, BackupError> {
+        let items = self
+            .inner
+            .backend
+            .all_user_items(Some(module.short_name()))
+            .await?;
+        Ok(checksums(item_rows(&items)))
+    }
+}
+
+/// Per-user checksums of the backup copy of `source_pool`'s `module` in `backend`.
+pub async fn backup_checksums(
+    backend: &BackEnd,
+    source_pool: &str,
+    module: Module,
+) -> Result<crate::protocol::Checksums, BackupError> {
+    let items = backend
+        .backup_items(
+            &source_pool.to_ascii_lowercase(),
+            Some(module.short_name()),
+            None,
+        )
+        .await?;
+    Ok(checksums(items.iter().map(|i| {
+        (i.sip.as_str(), i.key.as_str(), i.value.as_str())
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksums_find_the_users_that_differ() {
+        let a = checksums(
+            [
+                ("alice", "contacts/bob", "{}"),
+                ("alice", "settings/x", "1"),
+                ("carol", "contacts/dan", "{}"),
+            ]
+            .into_iter(),
+        );
+        let b = checksums(
+            [
+                ("alice", "settings/x", "1"),
+                ("alice", "contacts/bob", "{}"),
+                ("carol", "contacts/dan", "{\"a\":1}"),
+                ("erin", "contacts/x", "{}"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(a["alice"], b["alice"], "order does not matter");
+        assert_eq!(mismatches(&a, &b), vec!["carol", "erin"]);
+        assert!(mismatches(&a, &a).is_empty());
+    }
+
+    #[tokio::test]
+    async fn import_refuses_pools_that_are_not_partners() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://p2.db", dir.path()).await.unwrap();
+        let t = topology::contoso();
+        let request = |source: &str| ImportRequest {
+            source_pool: source.into(),
+            module: "PresenceFocus".into(),
+            batch: ImportBatch::Changes { changes: vec![] },
+            files: BTreeMap::new(),
+        };
+        assert!(
+            import(&be, &t, "pool2.contoso.com", request("pool1.contoso.com"))
+                .await
+                .is_ok()
+        );
+        let err = import(&be, &t, "pool1.contoso.com", request("pool1.contoso.com"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not paired"), "{err}");
+    }
+}

@@ -1,0 +1,117 @@
+//! The documented Backup Service states, derived from numbers.
+//!
+//! The original reports only state names; tandem computes them from the backlog (how many
+//! changes are unshipped and how old the oldest is) so the numbers and the names can never
+//! disagree: `FinalState` is "nothing left to ship", `SteadyState` "everything pending is
+//! younger than the sync interval", `NonSteadyState` "a change has waited longer than the
+//! sync interval" (the backlog is building).
+
+/// Export side of one module and direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStatus {
+    FinalState,
+    SteadyState,
+    NonSteadyState,
+    NotInitialized,
+    ErrorState,
+}
+
+impl ExportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportStatus::FinalState => "FinalState",
+            ExportStatus::SteadyState => "SteadyState",
+            ExportStatus::NonSteadyState => "NonSteadyState",
+            ExportStatus::NotInitialized => "NotInitialized",
+            ExportStatus::ErrorState => "ErrorState",
+        }
+    }
+}
+
+/// What the exporter of one module knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportFacts {
+    /// The module has an exporter on this pool (for the CMS module: the CMS is here).
+    pub applicable: bool,
+    /// Unshipped changes.
+    pub pending: i64,
+    /// When the oldest unshipped change committed.
+    pub oldest_pending_ms: Option<i64>,
+    /// The last shipment failed and nothing has succeeded since.
+    pub failing: bool,
+}
+
+/// The export state, and the lag in seconds (age of the oldest unshipped change).
+pub fn export_status(
+    facts: ExportFacts,
+    now_ms: i64,
+    sync_interval_secs: u64,
+) -> (ExportStatus, f64) {
+    if !facts.applicable {
+        return (ExportStatus::NotInitialized, 0.0);
+    }
+    let lag = facts
+        .oldest_pending_ms
+        .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+    let state = if facts.pending == 0 {
+        ExportStatus::FinalState
+    } else if lag > sync_interval_secs as f64 {
+        if facts.failing {
+            ExportStatus::ErrorState
+        } else {
+            ExportStatus::NonSteadyState
+        }
+    } else {
+        ExportStatus::SteadyState
+    };
+    (state, lag)
+}
+
+/// The recovery point at risk if the pool were lost now: everything unshipped, so at
+/// least the current lag; when idle, the time a new change could wait (one shipping round,
+/// here well under a second, bounded by the sync interval).
+pub fn estimated_rpo_secs(state: ExportStatus, lag_secs: f64, round_secs: f64) -> f64 {
+    match state {
+        ExportStatus::FinalState | ExportStatus::SteadyState => lag_secs.max(round_secs),
+        _ => lag_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(pending: i64, oldest: Option<i64>, failing: bool) -> ExportFacts {
+        ExportFacts {
+            applicable: true,
+            pending,
+            oldest_pending_ms: oldest,
+            failing,
+        }
+    }
+
+    #[test]
+    fn states_follow_the_backlog() {
+        assert_eq!(
+            export_status(facts(0, None, false), 10_000, 120).0,
+            ExportStatus::FinalState
+        );
+        assert_eq!(
+            export_status(facts(3, Some(9_000), false), 10_000, 120),
+            (ExportStatus::SteadyState, 1.0)
+        );
+        assert_eq!(
+            export_status(facts(3, Some(0), false), 200_000, 120).0,
+            ExportStatus::NonSteadyState
+        );
+        assert_eq!(
+            export_status(facts(3, Some(0), true), 200_000, 120).0,
+            ExportStatus::ErrorState
+        );
+        let na = ExportFacts {
+            applicable: false,
+            ..facts(0, None, false)
+        };
+        assert_eq!(export_status(na, 0, 120).0, ExportStatus::NotInitialized);
+    }
+}

@@ -1,0 +1,98 @@
+//! The user directory and deployment-wide settings kept in the Central Management store.
+//!
+//! Users live in the CMS, as a directory would, so that every server's replica can answer
+//! "who is this user, where are they homed, is this their password" without calling
+//! another server — the registrars of a pool that lost its partner still authenticate
+//! the partner's users. Passwords are never stored: only the digest hash
+//! `MD5(username:realm:password)` (RFC 3261 §22), which is all digest authentication needs.
+
+use serde::{Deserialize, Serialize};
+
+/// Keys of user records start with this.
+pub const USER_PREFIX: &str = "users/";
+/// The Backup Service's global settings.
+pub const BACKUP_SETTINGS: &str = "settings/backup-service";
+
+/// One enabled (or disabled) user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRecord {
+    /// The account name (`Alice`).
+    pub identity: String,
+    /// `sip:alice@contoso.com`, lower case.
+    pub sip_address: String,
+    /// The home pool.
+    pub registrar_pool: String,
+    pub enabled: bool,
+    /// The digest realm the hash was made for.
+    pub realm: String,
+    /// `MD5(username:realm:password)` in hex, where username is the address without `sip:`.
+    pub ha1: String,
+}
+
+impl UserRecord {
+    /// The digest username: the SIP address without its scheme.
+    pub fn username(&self) -> &str {
+        self.sip_address
+            .strip_prefix("sip:")
+            .unwrap_or(&self.sip_address)
+    }
+}
+
+/// The CMS key of a user, from a SIP address with or without `sip:`.
+pub fn user_key(sip_address: &str) -> String {
+    format!("{USER_PREFIX}{}", normalize_sip(sip_address))
+}
+
+/// `sip:alice@contoso.com`: scheme added if missing, lower-cased.
+pub fn normalize_sip(sip_address: &str) -> String {
+    let lower = sip_address.trim().to_ascii_lowercase();
+    if lower.starts_with("sip:") {
+        lower
+    } else {
+        format!("sip:{lower}")
+    }
+}
+
+/// The digest realm of a SIP address: its domain.
+pub fn realm_of(sip_address: &str) -> String {
+    normalize_sip(sip_address)
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default()
+}
+
+/// The Backup Service settings (`Get-/Set-CsBackupServiceConfiguration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSettings {
+    /// The longest a committed change may wait before it is shipped.
+    pub sync_interval_secs: u64,
+}
+
+/// The documented default: two minutes.
+pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 120;
+/// The documented range: 5 seconds to 3 hours.
+pub const SYNC_INTERVAL_RANGE: std::ops::RangeInclusive<u64> = 5..=3 * 3600;
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            sync_interval_secs: DEFAULT_SYNC_INTERVAL_SECS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_case_and_scheme_insensitive() {
+        assert_eq!(user_key("Alice@Contoso.com"), "users/sip:alice@contoso.com");
+        assert_eq!(
+            user_key("sip:alice@contoso.com"),
+            "users/sip:alice@contoso.com"
+        );
+        assert_eq!(realm_of("sip:alice@contoso.com"), "contoso.com");
+    }
+}

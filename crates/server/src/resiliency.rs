@@ -1,0 +1,78 @@
+//! Each Front End watches its partner pool's registrars with SIP OPTIONS.
+//!
+//! When no registrar of the partner has answered for the partner's failure detection
+//! interval, this pool starts serving the partner's users in resiliency mode; once the
+//! partner has answered continuously for its failback detection interval, its users are
+//! sent home again (see `topology::serving::PartnerWatch` for the rules). The intervals
+//! are the partner's registrar settings (`Set-CsRegistrar`), read from the live topology
+//! on every probe, so a change applies at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use topology::Role;
+use topology::serving::PartnerWatch;
+
+use crate::Server;
+
+/// How often the partner is probed.
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+pub(crate) async fn watch_partner(server: Arc<Server>) {
+    let mut watch = PartnerWatch::new(now());
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(registrar) = server.registrar.get() else {
+            continue;
+        };
+        let topology = server.replica.topology();
+        let Some(partner) = backup::service::partner_of(&topology, &server.pool) else {
+            server.partner_down.store(false, Ordering::SeqCst);
+            watch = PartnerWatch::new(now());
+            continue;
+        };
+        let Some(settings) = topology
+            .front_end_pool(&partner)
+            .map(|p| p.registrar.clone())
+        else {
+            continue;
+        };
+        let targets: Vec<SocketAddr> = topology
+            .servers()
+            .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(&partner))
+            .map(|s| SocketAddr::from((s.server.address, topology.ports.sip)))
+            .collect();
+        let host = server.address.ip().to_string();
+        let mut probes = tokio::task::JoinSet::new();
+        for dest in targets {
+            let endpoint = registrar.endpoint.clone();
+            let host = host.clone();
+            probes.spawn(async move { crate::registrar::probe(&endpoint, dest, &host).await });
+        }
+        let mut ok = false;
+        while let Some(answer) = probes.join_next().await {
+            ok |= answer.unwrap_or(false);
+        }
+        let changed = watch.observe(
+            ok,
+            now(),
+            u64::from(settings.failure_detection_interval_secs) * 1000,
+            u64::from(settings.failback_detection_interval_secs) * 1000,
+        );
+        if changed {
+            let down = watch.is_down();
+            server.partner_down.store(down, Ordering::SeqCst);
+            if down {
+                tracing::warn!(%partner, "partner pool unreachable for its failure detection interval: serving its users in resiliency mode");
+            } else {
+                tracing::info!(%partner, "partner pool reachable for its failback detection interval: sending its users home");
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    store::now_ms().max(0) as u64
+}

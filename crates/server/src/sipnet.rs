@@ -1,0 +1,224 @@
+//! SIP over real sockets: a UDP endpoint with client transactions (retransmission and
+//! response matching by Via branch, RFC 3261 §17.1.2) and a one-shot TCP request, shared
+//! by the registrar (relaying MESSAGEs, probing the partner pool) and `tandem client`.
+//!
+//! Every datagram and frame goes through the `sip` crate's bounded parser; what does not
+//! parse is handed to the owner as [`Incoming::Malformed`] so it can answer 400 or 513
+//! when the bytes allow it, and never stops the loop.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sip::{Message, ParseError, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// RFC 3261's T1: the first retransmission interval over UDP.
+pub const T1: Duration = Duration::from_millis(500);
+
+/// What arrived on an endpoint that is not a response to one of its own requests.
+#[derive(Debug)]
+pub enum Incoming {
+    Request(Request, SocketAddr),
+    Malformed(Vec<u8>, ParseError, SocketAddr),
+}
+
+/// A UDP SIP endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    socket: UdpSocket,
+    local: SocketAddr,
+    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    counter: AtomicU64,
+}
+
+impl Endpoint {
+    /// Binds `addr` and starts receiving; requests and malformed datagrams go to the
+    /// returned channel.
+    pub async fn bind(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, mpsc::Receiver<Incoming>)> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        let endpoint = Arc::new(Endpoint {
+            socket,
+            local,
+            pending: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(endpoint.clone().receive(tx));
+        Ok((endpoint, rx))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    async fn receive(self: Arc<Self>, tx: mpsc::Sender<Incoming>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, peer) = match self.socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                // ICMP errors of earlier sends surface here on some systems; keep going.
+                Err(_) => continue,
+            };
+            let bytes = &buf[..n];
+            if bytes.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                continue; // keep-alive
+            }
+            let incoming = match Message::parse(bytes) {
+                Ok(Message::Response(resp)) => {
+                    let branch = resp
+                        .headers
+                        .get("Via")
+                        .and_then(|v| sip::Via::parse(v).ok())
+                        .and_then(|v| v.branch().map(str::to_string));
+                    if resp.status >= 200
+                        && let Some(branch) = branch
+                        && let Some(waiter) = self.pending.lock().await.remove(&branch)
+                    {
+                        let _ = waiter.send(resp);
+                    }
+                    continue;
+                }
+                Ok(Message::Request(req)) => Incoming::Request(req, peer),
+                Err(e) => Incoming::Malformed(bytes.to_vec(), e, peer),
+            };
+            if tx.try_send(incoming).is_err() {
+                tracing::warn!(%peer, "SIP endpoint overloaded; dropping a datagram");
+            }
+        }
+    }
+
+    /// A fresh branch (RFC 3261 magic cookie prefix).
+    pub fn branch(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("z9hG4bK{:x}{:x}{n:x}", self.local.port(), store::now_ms())
+    }
+
+    /// Sends `request` to `dest` as a client transaction: adds a top Via with a new branch,
+    /// retransmits per T1 until a final response or `timeout`.
+    pub async fn request(
+        &self,
+        dest: SocketAddr,
+        mut request: Request,
+        timeout: Duration,
+    ) -> io::Result<Response> {
+        let branch = self.branch();
+        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.local);
+        let mut headers = sip::Headers::new();
+        headers.push("Via", via);
+        for (name, value) in request.headers.iter() {
+            headers.push(name, value);
+        }
+        request.headers = headers;
+        let bytes = request.to_bytes();
+        let (tx, mut rx) = oneshot::channel();
+        self.pending.lock().await.insert(branch.clone(), tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = T1;
+        let result = loop {
+            if let Err(e) = self.socket.send_to(&bytes, dest).await {
+                break Err(e);
+            }
+            let wait =
+                interval.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, &mut rx).await {
+                Ok(Ok(resp)) => break Ok(resp),
+                Ok(Err(_)) => break Err(io::Error::other("transaction dropped")),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from {dest} within {timeout:?}"),
+                    ));
+                }
+                Err(_) => interval = (interval * 2).min(Duration::from_secs(4)),
+            }
+        };
+        self.pending.lock().await.remove(&branch);
+        result
+    }
+
+    /// Sends a response (or any bytes) to `dest`.
+    pub async fn send(&self, dest: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        self.socket.send_to(bytes, dest).await.map(drop)
+    }
+}
+
+/// Sends one request over a new TCP connection and waits for its final response.
+pub async fn tcp_request(
+    dest: SocketAddr,
+    request: &Request,
+    timeout: Duration,
+) -> io::Result<Response> {
+    let work = async {
+        let mut stream = TcpStream::connect(dest).await?;
+        let local = stream.local_addr()?;
+        let mut request = request.clone();
+        let mut headers = sip::Headers::new();
+        headers.push(
+            "Via",
+            format!(
+                "SIP/2.0/TCP {local};branch=z9hG4bK{:x}{:x};rport",
+                local.port(),
+                store::now_ms()
+            ),
+        );
+        for (name, value) in request.headers.iter() {
+            headers.push(name, value);
+        }
+        request.headers = headers;
+        stream.write_all(&request.to_bytes()).await?;
+        let mut buf = Vec::new();
+        loop {
+            match read_frame(&mut stream, &mut buf).await? {
+                Some(Message::Response(r)) if r.status >= 200 => return Ok(r),
+                Some(_) => continue,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{dest} closed the connection without answering"),
+                    ));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from {dest}"),
+            ))
+        })
+}
+
+/// Reads one framed message from a stream; `Ok(None)` at a clean end of stream. Bytes
+/// past the frame stay in `buf` for the next call.
+pub async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Message>> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        match sip::frame_length(buf) {
+            Ok(Some(n)) => {
+                let frame: Vec<u8> = buf.drain(..n).collect();
+                if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
+                    continue;
+                }
+                return Message::parse(&frame)
+                    .map(Some)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

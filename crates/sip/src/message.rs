@@ -1,0 +1,1119 @@
+//! SIP messages (RFC 3261 §7): the request/response model, one defensive parser for
+//! UDP datagrams and TCP frames, stream framing, serialisation, and the few header
+//! accessors (CSeq, Call-ID, Via, Expires) the registrar and proxy logic need.
+//!
+//! It exists so that every byte from the network goes through a single bounded,
+//! panic-free parser that enforces [`MAX_HEADER_BYTES`] and [`MAX_MESSAGE_BYTES`].
+
+use std::fmt;
+
+use crate::syntax::{
+    find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
+    parse_params, split_top_level, write_params,
+};
+use crate::uri::NameAddr;
+use crate::{MAX_HEADER_BYTES, MAX_MESSAGE_BYTES};
+
+/// A request method. Method names are case-sensitive (RFC 3261 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Register,
+    Options,
+    Message,
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    /// Any other method token, as written.
+    Other(String),
+}
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Register => "REGISTER",
+            Method::Options => "OPTIONS",
+            Method::Message => "MESSAGE",
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Other(s) => s,
+        }
+    }
+
+    /// Exact (case-sensitive) match on the known methods; anything else is
+    /// [`Method::Other`]. Whether `s` is a valid token is checked by the message parser.
+    pub fn parse(s: &str) -> Method {
+        match s {
+            "REGISTER" => Method::Register,
+            "OPTIONS" => Method::Options,
+            "MESSAGE" => Method::Message,
+            "INVITE" => Method::Invite,
+            "ACK" => Method::Ack,
+            "BYE" => Method::Bye,
+            "CANCEL" => Method::Cancel,
+            other => Method::Other(other.to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// RFC 3261 §7.3.3 compact forms, plus a few common extension ones.
+const COMPACT: &[(&str, &str)] = &[
+    ("v", "Via"),
+    ("f", "From"),
+    ("t", "To"),
+    ("i", "Call-ID"),
+    ("m", "Contact"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("k", "Supported"),
+    ("s", "Subject"),
+    ("e", "Content-Encoding"),
+    ("o", "Event"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
+    ("u", "Allow-Events"),
+    ("x", "Session-Expires"),
+];
+
+/// Headers whose comma-separated values [`Headers::get_all`] splits.
+const MULTI_VALUE: &[&str] = &[
+    "Via",
+    "Contact",
+    "Route",
+    "Record-Route",
+    "Path",
+    "Service-Route",
+];
+
+fn expand(name: &str) -> &str {
+    if name.len() == 1 {
+        for (short, full) in COMPACT {
+            if name.eq_ignore_ascii_case(short) {
+                return full;
+            }
+        }
+    }
+    name
+}
+
+fn same_header(a: &str, b: &str) -> bool {
+    expand(a).eq_ignore_ascii_case(expand(b))
+}
+
+/// The header fields of a message, in order, with their names as written. Lookups are
+/// case-insensitive and treat compact forms (`v`, `i`, `l`, ...) as their long names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of the first field with this name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| same_header(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of every field with this name. For Via, Contact, Route, Record-Route,
+    /// Path and Service-Route, comma-separated values are split at top-level commas
+    /// (not inside quotes or `<>`) and trimmed.
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        let multi = MULTI_VALUE.iter().any(|m| same_header(m, name));
+        let mut out = Vec::new();
+        for (n, v) in &self.0 {
+            if !same_header(n, name) {
+                continue;
+            }
+            if multi {
+                out.extend(
+                    split_top_level(v, ',')
+                        .into_iter()
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty()),
+                );
+            } else {
+                out.push(v.as_str());
+            }
+        }
+        out
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// Replaces every field with this name (compact form included) with one field, at the
+    /// position of the first; appends when there was none.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let entry = (name.to_owned(), value.into());
+        match self.0.iter().position(|(n, _)| same_header(n, name)) {
+            Some(first) => {
+                self.0[first] = entry;
+                let mut i = 0;
+                self.0.retain(|(n, _)| {
+                    let keep = i <= first || !same_header(n, name);
+                    i += 1;
+                    keep
+                });
+            }
+            None => self.0.push(entry),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !same_header(n, name));
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: Method,
+    /// The Request-URI as written (parse it with [`crate::Uri::parse`] when needed).
+    pub uri: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Request(Request),
+    Response(Response),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The message (or its header section) is over a limit: answer 513.
+    #[error("message too large: {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// More bytes are needed (stream framing), or the datagram was truncated.
+    #[error("incomplete message")]
+    Incomplete,
+    /// Not valid SIP; the reason is human readable.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+/// Length of the run of CR/LF keep-alive bytes at the start of `buf`.
+fn keepalive_len(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
+}
+
+/// Where the lines of a header section are, as byte ranges without line ends.
+struct Scan {
+    lines: Vec<(usize, usize)>,
+    /// Offset just past the blank line that ends the header section; `None` when it has
+    /// not arrived yet.
+    end: Option<usize>,
+}
+
+/// Finds the header section at the start of `b` (which starts after any keep-alives).
+/// Rejects control characters and bare CRs, and enforces [`MAX_HEADER_BYTES`].
+fn scan_head(b: &[u8]) -> Result<Scan, ParseError> {
+    let mut lines = Vec::new();
+    let mut line_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if i >= MAX_HEADER_BYTES {
+            return Err(ParseError::TooLarge {
+                size: i + 1,
+                limit: MAX_HEADER_BYTES,
+            });
+        }
+        match c {
+            b'\n' => {
+                let mut end = i;
+                if end > line_start && b[end - 1] == b'\r' {
+                    end -= 1;
+                }
+                if end == line_start {
+                    if lines.is_empty() {
+                        return Err(malformed("empty start line"));
+                    }
+                    return Ok(Scan {
+                        lines,
+                        end: Some(i + 1),
+                    });
+                }
+                lines.push((line_start, end));
+                line_start = i + 1;
+            }
+            b'\r' if b.get(i + 1).is_some_and(|n| *n != b'\n') => {
+                return Err(malformed("bare CR in header section"));
+            }
+            // CR before LF, or as the last byte so far (its LF may still come).
+            b'\r' | b'\t' => {}
+            0..=0x1f | 0x7f => {
+                return Err(malformed(format!(
+                    "control character 0x{c:02x} in header section"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(Scan { lines, end: None })
+}
+
+fn line_str(b: &[u8], (start, end): (usize, usize)) -> Result<&str, ParseError> {
+    std::str::from_utf8(&b[start..end]).map_err(|_| malformed("header section is not valid UTF-8"))
+}
+
+enum StartLine {
+    Request { method: Method, uri: String },
+    Response { status: u16, reason: String },
+}
+
+fn check_version(v: &str) -> Result<(), ParseError> {
+    if v.eq_ignore_ascii_case("SIP/2.0") {
+        Ok(())
+    } else {
+        Err(malformed("unsupported SIP version (need SIP/2.0)"))
+    }
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    let looks_like_response = line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"));
+    if looks_like_response {
+        let mut parts = line.splitn(3, ' ');
+        check_version(parts.next().unwrap_or_default())?;
+        let code = parts.next().unwrap_or_default();
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed("status code must be three digits"));
+        }
+        let status: u16 = code
+            .parse()
+            .map_err(|_| malformed("status code must be three digits"))?;
+        if !(100..=699).contains(&status) {
+            return Err(malformed("status code outside 100..=699"));
+        }
+        let reason = parts.next().unwrap_or_default().to_owned();
+        return Ok(StartLine::Response { status, reason });
+    }
+    let mut parts = line.splitn(3, ' ');
+    let (Some(method), Some(uri), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("request line must be `METHOD URI SIP/2.0`"));
+    };
+    if !is_token(method) {
+        return Err(malformed("request method is not a token"));
+    }
+    check_request_uri(uri)?;
+    check_version(version.trim_end_matches([' ', '\t']))?;
+    Ok(StartLine::Request {
+        method: Method::parse(method),
+        uri: uri.to_owned(),
+    })
+}
+
+/// Loose absolute-URI check (`scheme:rest`); scheme-specific parsing is left to the
+/// caller so that e.g. `tel:` Request-URIs still reach it.
+fn check_request_uri(uri: &str) -> Result<(), ParseError> {
+    let ok = match uri.split_once(':') {
+        Some((scheme, rest)) => {
+            scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+                && !rest.is_empty()
+                && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(malformed("invalid Request-URI"))
+    }
+}
+
+/// Header lines (everything after the start line) into [`Headers`], unfolding
+/// continuation lines.
+fn parse_header_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Headers, ParseError> {
+    let mut fields: Vec<(String, String)> = Vec::with_capacity(lines.len());
+    for &range in lines {
+        let line = line_str(b, range)?;
+        if line.starts_with([' ', '\t']) {
+            let (_, value) = fields
+                .last_mut()
+                .ok_or_else(|| malformed("continuation line before the first header"))?;
+            let more = line.trim_matches([' ', '\t']);
+            if !more.is_empty() {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
+            }
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| malformed("header line without a colon"))?;
+        let name = name.trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(malformed("invalid header name"));
+        }
+        fields.push((name.to_owned(), value.trim_matches([' ', '\t']).to_owned()));
+    }
+    Ok(Headers(fields))
+}
+
+/// The Content-Length, if any. Duplicates must agree; values are digits only and
+/// saturate instead of overflowing.
+fn content_length(headers: &Headers) -> Result<Option<u64>, ParseError> {
+    let mut found = None;
+    for (name, value) in headers.iter() {
+        if !same_header(name, "Content-Length") {
+            continue;
+        }
+        let n = parse_digits_saturating(value)
+            .ok_or_else(|| malformed("Content-Length is not a non-negative integer"))?;
+        match found {
+            Some(prev) if prev != n => {
+                return Err(malformed("conflicting Content-Length headers"));
+            }
+            _ => found = Some(n),
+        }
+    }
+    Ok(found)
+}
+
+fn parse_cseq(value: &str) -> Result<(u32, Method), ParseError> {
+    let mut parts = value.split_ascii_whitespace();
+    let (Some(number), Some(method), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(malformed("CSeq must be `number METHOD`"));
+    };
+    let number = parse_digits_saturating(number)
+        .ok_or_else(|| malformed("CSeq number is not an integer"))?;
+    let number = u32::try_from(number).map_err(|_| malformed("CSeq number out of range"))?;
+    if !is_token(method) {
+        return Err(malformed("CSeq method is not a token"));
+    }
+    Ok((number, Method::parse(method)))
+}
+
+fn require<'a>(headers: &'a Headers, name: &str) -> Result<&'a str, ParseError> {
+    headers
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| malformed(format!("missing {name} header")))
+}
+
+impl Message {
+    /// Parses one complete message: a UDP datagram or a frame cut by [`frame_length`].
+    ///
+    /// Accepts CRLF and bare LF line ends and folded headers, and skips leading CRLF
+    /// keep-alives. Input with no message after the keep-alives, or whose header section
+    /// never ends, is [`ParseError::Incomplete`]. Never panics.
+    pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
+        let b = &bytes[keepalive_len(bytes)..];
+        if b.len() > MAX_MESSAGE_BYTES {
+            return Err(ParseError::TooLarge {
+                size: b.len(),
+                limit: MAX_MESSAGE_BYTES,
+            });
+        }
+        if b.is_empty() {
+            return Err(ParseError::Incomplete);
+        }
+        let scan = scan_head(b)?;
+        let Some((&first, rest_lines)) = scan.lines.split_first() else {
+            return Err(ParseError::Incomplete);
+        };
+        let start = parse_start_line(line_str(b, first)?)?;
+        let headers = parse_header_lines(b, rest_lines)?;
+        let Some(end) = scan.end else {
+            return Err(ParseError::Incomplete);
+        };
+        let rest = &b[end..];
+        let body = match content_length(&headers)? {
+            Some(n) if n > rest.len() as u64 => {
+                return Err(malformed("body shorter than Content-Length"));
+            }
+            Some(n) => rest[..n as usize].to_vec(),
+            None => rest.to_vec(),
+        };
+        match start {
+            StartLine::Request { method, uri } => {
+                for name in ["Via", "From", "To", "Call-ID"] {
+                    require(&headers, name)?;
+                }
+                let (_, cseq_method) = parse_cseq(require(&headers, "CSeq")?)?;
+                if cseq_method != method {
+                    return Err(malformed("CSeq method does not match the request method"));
+                }
+                Ok(Message::Request(Request {
+                    method,
+                    uri,
+                    headers,
+                    body,
+                }))
+            }
+            StartLine::Response { status, reason } => {
+                for name in ["From", "To", "Call-ID"] {
+                    require(&headers, name)?;
+                }
+                parse_cseq(require(&headers, "CSeq")?)?;
+                Ok(Message::Response(Response {
+                    status,
+                    reason,
+                    headers,
+                    body,
+                }))
+            }
+        }
+    }
+
+    /// CRLF line ends, with a Content-Length equal to the body length (replacing any).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Message::Request(r) => r.to_bytes(),
+            Message::Response(r) => r.to_bytes(),
+        }
+    }
+}
+
+/// CR or LF in a name or value would smuggle in extra header lines; they become spaces.
+fn push_clean(out: &mut Vec<u8>, s: &str) {
+    out.extend(
+        s.bytes()
+            .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+    );
+}
+
+fn serialize(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    push_clean(&mut out, start_line);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers.iter() {
+        if same_header(name, "Content-Length") {
+            continue;
+        }
+        push_clean(&mut out, name);
+        out.extend_from_slice(b": ");
+        push_clean(&mut out, value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+impl Request {
+    /// See [`Message::to_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serialize(
+            &format!("{} {} SIP/2.0", self.method, self.uri),
+            &self.headers,
+            &self.body,
+        )
+    }
+
+    pub fn cseq(&self) -> Option<(u32, Method)> {
+        parse_cseq(self.headers.get("CSeq")?).ok()
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.headers.get("Call-ID")
+    }
+
+    /// The topmost Via value, parsed; `None` when absent or unparseable.
+    pub fn top_via(&self) -> Option<Via> {
+        Via::parse(self.headers.get_all("Via").first()?).ok()
+    }
+
+    /// The Expires header in seconds; values beyond `u32::MAX` saturate, and anything
+    /// that is not an integer gives `None`.
+    pub fn expires(&self) -> Option<u32> {
+        let n = parse_digits_saturating(self.headers.get("Expires")?)?;
+        Some(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}
+
+impl Response {
+    /// See [`Message::to_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serialize(
+            &format!("SIP/2.0 {} {}", self.status, self.reason),
+            &self.headers,
+            &self.body,
+        )
+    }
+
+    /// RFC 3261 §8.2.6: copies every Via (in order), From, To, Call-ID, CSeq from the
+    /// request; adds ";tag=<to_tag>" to To when it has no tag and to_tag is Some.
+    pub fn for_request(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
+        let mut headers = Headers::new();
+        for (name, value) in req.headers.iter() {
+            if same_header(name, "Via") {
+                headers.push("Via", value);
+            }
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            let Some(value) = req.headers.get(name) else {
+                continue;
+            };
+            let mut value = value.to_owned();
+            if name == "To"
+                && let Some(tag) = to_tag
+            {
+                let has_tag = match NameAddr::parse(&value) {
+                    Ok(to) => to.tag().is_some(),
+                    Err(_) => false,
+                };
+                if !has_tag {
+                    value.push_str(";tag=");
+                    value.push_str(tag);
+                }
+            }
+            headers.push(name, value);
+        }
+        Response {
+            status,
+            reason: reason.to_owned(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    pub fn cseq(&self) -> Option<(u32, Method)> {
+        parse_cseq(self.headers.get("CSeq")?).ok()
+    }
+}
+
+/// For TCP: given the bytes received so far, the length of the first complete message at
+/// the start of buf.
+///
+/// `Ok(None)` = need more bytes; `Ok(Some(n))` = `buf[..n]` is one message (leading CRLF
+/// keep-alives count in n); `Err(TooLarge)` when the header section exceeds
+/// [`MAX_HEADER_BYTES`] without finishing, when Content-Length makes the message exceed
+/// [`MAX_MESSAGE_BYTES`], or when more than [`MAX_HEADER_BYTES`] of keep-alive CRLFs
+/// precede it; `Err(Malformed)` for a missing/invalid Content-Length (stream transport
+/// requires it, RFC 3261 §18.3) or a header section that is not even line-structured.
+/// Only framing is checked here: run [`Message::parse`] on the frame for the rest.
+pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    let skip = keepalive_len(buf);
+    if skip > MAX_HEADER_BYTES {
+        return Err(ParseError::TooLarge {
+            size: skip,
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    let b = &buf[skip..];
+    if b.is_empty() {
+        return Ok(None);
+    }
+    let scan = scan_head(b)?;
+    let Some(end) = scan.end else {
+        return Ok(None);
+    };
+    let headers = parse_header_lines(b, scan.lines.get(1..).unwrap_or_default())?;
+    let length = content_length(&headers)?
+        .ok_or_else(|| malformed("missing Content-Length header (required on streams)"))?;
+    let total = (end as u64).saturating_add(length);
+    if total > MAX_MESSAGE_BYTES as u64 {
+        return Err(ParseError::TooLarge {
+            size: usize::try_from(total).unwrap_or(usize::MAX),
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    // total <= MAX_MESSAGE_BYTES, so it fits.
+    let total = skip + total as usize;
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// One Via value (RFC 3261 §20.42): `SIP/2.0/UDP host:port;branch=z9hG4bK..;rport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// `"UDP"`, `"TCP"`, ... uppercased.
+    pub transport: String,
+    /// The sent-by host as written.
+    pub host: String,
+    pub port: Option<u16>,
+    /// Via parameters, names and values as written.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Via {
+    /// Parses a single Via value (split multi-value fields with [`Headers::get_all`]).
+    pub fn parse(value: &str) -> Result<Via, ParseError> {
+        let mut rest = value.trim();
+        let mut protocol = [""; 3];
+        for (i, slot) in protocol.iter_mut().enumerate() {
+            if i > 0 {
+                rest = rest
+                    .trim_start()
+                    .strip_prefix('/')
+                    .ok_or_else(|| malformed("Via: bad sent-protocol"))?
+                    .trim_start();
+            }
+            let end = rest.find(|c: char| !is_token_char(c)).unwrap_or(rest.len());
+            if end == 0 {
+                return Err(malformed("Via: bad sent-protocol"));
+            }
+            *slot = &rest[..end];
+            rest = &rest[end..];
+        }
+        let [name, version, transport] = protocol;
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return Err(malformed("Via: protocol must be SIP/2.0"));
+        }
+        if !rest.starts_with([' ', '\t']) {
+            return Err(malformed("Via: missing sent-by"));
+        }
+        let rest = rest.trim_start();
+        let (sent_by, params) = match rest.split_once(';') {
+            Some((sent_by, params)) => (sent_by, parse_params(params, "Via", true)?),
+            None => (rest, Vec::new()),
+        };
+        let (host, port) = parse_hostport(sent_by.trim_end())?;
+        Ok(Via {
+            transport: transport.to_ascii_uppercase(),
+            host: host.to_owned(),
+            port,
+            params,
+        })
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch").flatten()
+    }
+
+    /// `Some(None)` for a flag (`;rport`), `Some(Some(v))` for `;name=v`, `None` when
+    /// absent. Names compare case-insensitively.
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write_params(f, &self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uri::{NameAddr, Uri};
+
+    /// RFC 3261 §24.1 / §10: Bob registers.
+    const REGISTER: &str = "REGISTER sip:registrar.biloxi.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP bobspc.biloxi.com:5060;branch=z9hG4bKnashds7\r\n\
+        Max-Forwards: 70\r\n\
+        To: Bob <sip:bob@biloxi.com>\r\n\
+        From: Bob <sip:bob@biloxi.com>;tag=456248\r\n\
+        Call-ID: 843817637684230@998sdasdh09\r\n\
+        CSeq: 1826 REGISTER\r\n\
+        Contact: <sip:bob@192.0.2.4>\r\n\
+        Expires: 7200\r\n\
+        Content-Length: 0\r\n\
+        \r\n";
+
+    /// RFC 3261 §24.1's answer, with its folded Via.
+    const REGISTER_OK: &str = "SIP/2.0 200 OK\r\n\
+        Via: SIP/2.0/UDP bobspc.biloxi.com:5060;branch=z9hG4bKnashds7\r\n \
+        ;received=192.0.2.4\r\n\
+        To: Bob <sip:bob@biloxi.com>;tag=2493k59kd\r\n\
+        From: Bob <sip:bob@biloxi.com>;tag=456248\r\n\
+        Call-ID: 843817637684230@998sdasdh09\r\n\
+        CSeq: 1826 REGISTER\r\n\
+        Contact: <sip:bob@192.0.2.4>\r\n\
+        Expires: 7200\r\n\
+        Content-Length: 0\r\n\
+        \r\n";
+
+    fn request(bytes: &[u8]) -> Request {
+        match Message::parse(bytes) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    fn response(bytes: &[u8]) -> Response {
+        match Message::parse(bytes) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rfc3261_register() {
+        let r = request(REGISTER.as_bytes());
+        assert_eq!(r.method, Method::Register);
+        assert_eq!(r.uri, "sip:registrar.biloxi.com");
+        assert_eq!(r.cseq(), Some((1826, Method::Register)));
+        assert_eq!(r.call_id(), Some("843817637684230@998sdasdh09"));
+        assert_eq!(r.expires(), Some(7200));
+        assert!(r.body.is_empty());
+        let via = r.top_via().unwrap();
+        assert_eq!(via.transport, "UDP");
+        assert_eq!(via.host, "bobspc.biloxi.com");
+        assert_eq!(via.port, Some(5060));
+        assert_eq!(via.branch(), Some("z9hG4bKnashds7"));
+        let to = NameAddr::parse(r.headers.get("to").unwrap()).unwrap();
+        assert_eq!(to.uri.aor(), "sip:bob@biloxi.com");
+        let contact = NameAddr::parse(r.headers.get_all("Contact")[0]).unwrap();
+        assert_eq!(contact.uri, Uri::parse("sip:bob@192.0.2.4").unwrap());
+        // Serialising gives back the original bytes.
+        assert_eq!(String::from_utf8(r.to_bytes()).unwrap(), REGISTER);
+    }
+
+    #[test]
+    fn rfc3261_register_response_and_for_request() {
+        let ok = response(REGISTER_OK.as_bytes());
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.reason, "OK");
+        assert_eq!(ok.cseq(), Some((1826, Method::Register)));
+        let via = Via::parse(ok.headers.get("Via").unwrap()).unwrap();
+        assert_eq!(via.param("received"), Some(Some("192.0.2.4")));
+
+        let req = request(REGISTER.as_bytes());
+        let built = Response::for_request(&req, 200, "OK", Some("2493k59kd"));
+        let names: Vec<_> = built.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Via", "From", "To", "Call-ID", "CSeq"]);
+        assert_eq!(built.headers.get("To"), ok.headers.get("To"));
+        assert_eq!(built.headers.get("From"), ok.headers.get("From"));
+        // An existing To tag is kept.
+        let tagged = REGISTER.replace(
+            "To: Bob <sip:bob@biloxi.com>",
+            "To: Bob <sip:bob@biloxi.com>;tag=2493k59kd",
+        );
+        let again = Response::for_request(&request(tagged.as_bytes()), 200, "OK", Some("x"));
+        assert_eq!(again.headers.get("To"), ok.headers.get("To"));
+        let no_tag = Response::for_request(&req, 100, "Trying", None);
+        assert_eq!(no_tag.headers.get("To"), Some("Bob <sip:bob@biloxi.com>"));
+    }
+
+    #[test]
+    fn for_request_copies_every_via_in_order() {
+        let raw = "INVITE sip:bob@b SIP/2.0\r\nv: SIP/2.0/UDP p1;branch=z9hG4bK1, SIP/2.0/TCP p2;branch=z9hG4bK2\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP p3;branch=z9hG4bK3\r\nf: <sip:a@a>;tag=1\r\nt: sip:bob@b\r\ni: abc\r\nCSeq: 1 INVITE\r\n\r\n";
+        let req = request(raw.as_bytes());
+        let resp = Response::for_request(&req, 180, "Ringing", Some("t1"));
+        let vias: Vec<_> = resp.headers.get_all("Via");
+        assert_eq!(vias.len(), 3);
+        assert!(vias[0].ends_with("z9hG4bK1") && vias[2].ends_with("z9hG4bK3"));
+        assert_eq!(resp.headers.get("To"), Some("sip:bob@b;tag=t1"));
+        assert_eq!(
+            NameAddr::parse(resp.headers.get("To").unwrap())
+                .unwrap()
+                .tag(),
+            Some("t1")
+        );
+        let bytes = resp.to_bytes();
+        assert!(bytes.starts_with(b"SIP/2.0 180 Ringing\r\n"));
+        assert_eq!(response(&bytes).headers, {
+            let mut h = resp.headers.clone();
+            h.push("Content-Length", "0");
+            h
+        });
+    }
+
+    #[test]
+    fn compact_headers() {
+        let raw = "MESSAGE sip:bob@b SIP/2.0\r\n\
+            v: SIP/2.0/TCP a.example:5061;branch=z9hG4bKx\r\n\
+            f: \"A\" <sip:a@a>;tag=1\r\n\
+            t: <sip:bob@b>\r\n\
+            i: compact-call\r\n\
+            CSeq: 7 MESSAGE\r\n\
+            c: text/plain\r\n\
+            k: path\r\n\
+            s: hello\r\n\
+            l: 5\r\n\
+            \r\n\
+            hello";
+        let r = request(raw.as_bytes());
+        assert_eq!(r.method, Method::Message);
+        assert_eq!(r.call_id(), Some("compact-call"));
+        assert_eq!(r.headers.get("Content-Type"), Some("text/plain"));
+        assert_eq!(r.headers.get("SUPPORTED"), Some("path"));
+        assert_eq!(r.headers.get("Subject"), Some("hello"));
+        assert_eq!(r.headers.get("C"), Some("text/plain"));
+        assert_eq!(r.body, b"hello");
+        assert_eq!(r.top_via().unwrap().transport, "TCP");
+        let out = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(out.contains("\r\nContent-Length: 5\r\n\r\nhello"));
+        assert!(!out.contains("\r\nl: "));
+    }
+
+    #[test]
+    fn folded_headers_and_bare_lf() {
+        let raw = "\r\n\r\nOPTIONS sip:b SIP/2.0\n\
+            Via: SIP/2.0/UDP h\n\
+            \t;branch=z9hG4bKf\n\
+            From: <sip:a@a>;tag=1\n\
+            To:\n   <sip:b@b>\n\
+            Call-ID: c\n\
+            CSeq: 2\n  OPTIONS\n\
+            Subject: a\n  b\n \n\
+            \n\
+            body-without-length";
+        let r = request(raw.as_bytes());
+        assert_eq!(r.method, Method::Options);
+        assert_eq!(r.headers.get("Via"), Some("SIP/2.0/UDP h ;branch=z9hG4bKf"));
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKf"));
+        assert_eq!(r.headers.get("To"), Some("<sip:b@b>"));
+        assert_eq!(r.headers.get("Subject"), Some("a b"));
+        assert_eq!(r.cseq(), Some((2, Method::Options)));
+        assert_eq!(r.body, b"body-without-length");
+    }
+
+    #[test]
+    fn body_length_rules() {
+        let head = "SIP/2.0 200 OK\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:b@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n";
+        let r = response(format!("{head}Content-Length: 3\r\n\r\nabcdef").as_bytes());
+        assert_eq!(r.body, b"abc");
+        let r = response(format!("{head}\r\nabcdef").as_bytes());
+        assert_eq!(r.body, b"abcdef");
+        assert_eq!(
+            Message::parse(format!("{head}Content-Length: 9\r\n\r\nabc").as_bytes()),
+            Err(ParseError::Malformed(
+                "body shorter than Content-Length".into()
+            ))
+        );
+        let r = response(format!("{head}l: 3\r\nContent-Length: 003\r\n\r\nabc").as_bytes());
+        assert_eq!(r.body, b"abc");
+        assert!(
+            Message::parse(format!("{head}l: 2\r\nContent-Length: 3\r\n\r\nabc").as_bytes())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let no_call_id = REGISTER.replace("Call-ID: 843817637684230@998sdasdh09\r\n", "");
+        assert_eq!(
+            Message::parse(no_call_id.as_bytes()),
+            Err(ParseError::Malformed("missing Call-ID header".into()))
+        );
+        let mismatch = REGISTER.replace("1826 REGISTER", "1826 INVITE");
+        assert!(
+            matches!(Message::parse(mismatch.as_bytes()), Err(ParseError::Malformed(m)) if m.contains("CSeq"))
+        );
+        let lowercase_method = REGISTER
+            .replace("REGISTER sip:", "register sip:")
+            .replace("1826 REGISTER", "1826 register");
+        let r = request(lowercase_method.as_bytes());
+        assert_eq!(r.method, Method::Other("register".into()));
+        assert_eq!(Message::parse(b""), Err(ParseError::Incomplete));
+        assert_eq!(Message::parse(b"\r\n\r\n"), Err(ParseError::Incomplete));
+        assert_eq!(
+            Message::parse(&REGISTER.as_bytes()[..60]),
+            Err(ParseError::Incomplete)
+        );
+    }
+
+    #[test]
+    fn size_limits() {
+        let big_header = format!(
+            "{}X-Big: {}\r\n\r\n",
+            REGISTER.trim_end(),
+            "a".repeat(MAX_HEADER_BYTES)
+        );
+        assert!(matches!(
+            Message::parse(big_header.as_bytes()),
+            Err(ParseError::TooLarge {
+                limit: MAX_HEADER_BYTES,
+                ..
+            })
+        ));
+        let mut big = REGISTER
+            .replace(
+                "Content-Length: 0",
+                &format!("Content-Length: {MAX_MESSAGE_BYTES}"),
+            )
+            .into_bytes();
+        big.resize(big.len() + MAX_MESSAGE_BYTES, b'x');
+        assert!(matches!(
+            Message::parse(&big),
+            Err(ParseError::TooLarge {
+                limit: MAX_MESSAGE_BYTES,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn tcp_framing_pipelined() {
+        let first = REGISTER.as_bytes();
+        let second_text = REGISTER
+            .replace("Content-Length: 0", "Content-Length: 4")
+            .replace("1826", "1827")
+            + "ping";
+        let second = second_text.as_bytes();
+        let mut stream = b"\r\n\r\n".to_vec();
+        stream.extend_from_slice(first);
+        stream.extend_from_slice(second);
+        stream.extend_from_slice(&first[..40]);
+
+        let n1 = frame_length(&stream).unwrap().unwrap();
+        assert_eq!(n1, 4 + first.len());
+        assert_eq!(
+            request(&stream[..n1]).cseq(),
+            Some((1826, Method::Register))
+        );
+        let rest = &stream[n1..];
+        let n2 = frame_length(rest).unwrap().unwrap();
+        assert_eq!(n2, second.len());
+        let r2 = request(&rest[..n2]);
+        assert_eq!(r2.body, b"ping");
+        assert_eq!(r2.cseq(), Some((1827, Method::Register)));
+        let rest = &rest[n2..];
+        assert_eq!(frame_length(rest), Ok(None));
+        // Every strict prefix of a frame needs more bytes.
+        for cut in 0..second.len() {
+            assert_eq!(frame_length(&second[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn tcp_framing_errors() {
+        let no_length = REGISTER.replace("Content-Length: 0\r\n", "");
+        assert!(matches!(
+            frame_length(no_length.as_bytes()),
+            Err(ParseError::Malformed(_))
+        ));
+        let bad = REGISTER.replace("Content-Length: 0", "Content-Length: -1");
+        assert!(matches!(
+            frame_length(bad.as_bytes()),
+            Err(ParseError::Malformed(_))
+        ));
+        let huge = REGISTER.replace("Content-Length: 0", "Content-Length: 65000");
+        assert!(matches!(
+            frame_length(huge.as_bytes()),
+            Err(ParseError::TooLarge { .. })
+        ));
+        let endless = format!("{}X: {}", REGISTER.trim_end(), "a".repeat(MAX_HEADER_BYTES));
+        assert!(matches!(
+            frame_length(endless.as_bytes()),
+            Err(ParseError::TooLarge { .. })
+        ));
+        assert_eq!(frame_length(b"\r\n\r\n"), Ok(None));
+        assert!(frame_length(&[b'\n'; MAX_HEADER_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn headers_api() {
+        let mut h = Headers::new();
+        h.push(
+            "Via",
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2",
+        );
+        h.push("Contact", "\"A, B\" <sip:a@x;p=1,2>;q=0.5, <sip:b@y>");
+        h.push("v", "SIP/2.0/UDP c;branch=z9hG4bK3");
+        h.push("Subject", "a, b");
+        h.push("subject", "c");
+        assert_eq!(
+            h.get("VIA"),
+            Some("SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2")
+        );
+        assert_eq!(h.get_all("v").len(), 3);
+        assert_eq!(
+            h.get_all("m"),
+            ["\"A, B\" <sip:a@x;p=1,2>;q=0.5", "<sip:b@y>"]
+        );
+        assert_eq!(h.get_all("Subject"), ["a, b", "c"]);
+        assert_eq!(h.get("Nope"), None);
+        h.set("Via", "SIP/2.0/TCP z");
+        assert_eq!(h.get_all("Via"), ["SIP/2.0/TCP z"]);
+        assert_eq!(h.iter().next(), Some(("Via", "SIP/2.0/TCP z")));
+        h.set("X-New", "1");
+        assert_eq!(h.iter().last(), Some(("X-New", "1")));
+        h.remove("s");
+        assert_eq!(h.get("Subject"), None);
+        assert_eq!(h.iter().count(), 3);
+    }
+
+    #[test]
+    fn via_parse_and_display() {
+        let v = Via::parse(
+            "SIP / 2.0 / udp  [2001:db8::9]:5060 ; branch=z9hG4bKabc ; rport ;received=1.2.3.4",
+        )
+        .unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, "[2001:db8::9]");
+        assert_eq!(v.param("rport"), Some(None));
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP [2001:db8::9]:5060;branch=z9hG4bKabc;rport;received=1.2.3.4"
+        );
+        let no_branch = Via::parse("SIP/2.0/TCP host").unwrap();
+        assert_eq!(no_branch.branch(), None);
+        assert_eq!(Via::parse(&no_branch.to_string()).unwrap(), no_branch);
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "SIP/3.0/UDP h",
+            "HTTP/2.0/UDP h",
+            "SIP/2.0/UDPh",
+            "SIP/2.0/UDP h:x",
+            "SIP/2.0/UDP h;;x",
+            "SIP/2.0/UDP a, SIP/2.0/UDP b",
+        ] {
+            assert!(Via::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn methods() {
+        for m in [
+            "REGISTER",
+            "OPTIONS",
+            "MESSAGE",
+            "INVITE",
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "SUBSCRIBE",
+        ] {
+            assert_eq!(Method::parse(m).as_str(), m);
+            assert_eq!(Method::parse(m).to_string(), m);
+        }
+        assert_eq!(Method::parse("Invite"), Method::Other("Invite".into()));
+    }
+
+    #[test]
+    fn expires_and_to_bytes_sanitises() {
+        let mut r = request(REGISTER.as_bytes());
+        r.headers.set("Expires", "99999999999");
+        assert_eq!(r.expires(), Some(u32::MAX));
+        r.headers.set("Expires", "soon");
+        assert_eq!(r.expires(), None);
+        r.headers.push("X-Evil", "a\r\nVia: injected");
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.contains("X-Evil: a  Via: injected\r\n"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Lexical helpers shared by the message, URI and digest parsers: tokens, quoted
+//! strings, parameter lists and `host[:port]`. Kept in one place so every parser agrees
+//! on what a token or a parameter is.
+
+use crate::message::ParseError;
+
+pub(crate) fn malformed(reason: impl Into<String>) -> ParseError {
+    ParseError::Malformed(reason.into())
+}
+
+/// RFC 3261 §25.1 `token` character.
+pub(crate) fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            '-' | '.' | '!' | '%' | '*' | '_' | '+' | '`' | '\'' | '~'
+        )
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_token_char)
+}
+
+/// Splits `s` at every `sep` that is outside double quotes and angle brackets.
+pub(crate) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quotes = true,
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            c if c == sep && depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Parses a quoted string at the start of `s` (which must begin with `"`), undoing
+/// backslash escapes. Returns the content and what follows the closing quote.
+pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
+    let body = s
+        .strip_prefix('"')
+        .ok_or_else(|| malformed("expected a quoted string"))?;
+    let mut out = String::new();
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        if c == '\r' || c == '\n' {
+            return Err(malformed("line break inside quoted string"));
+        }
+        if escaped {
+            out.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => return Ok((out, &body[i + 1..])),
+            _ => out.push(c),
+        }
+    }
+    Err(malformed("unterminated quoted string"))
+}
+
+/// Writes `s` as a quoted string, escaping `"` and `\`.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// A `;name[=value]` list; the names and values are kept as written.
+pub(crate) type Params = Vec<(String, Option<String>)>;
+
+/// Parses the text after the first `;` of a parameter list (`a=1;b;c="x"`).
+/// `quoted_ok` allows quoted-string values (header parameters; URI parameters never
+/// have them).
+pub(crate) fn parse_params(s: &str, what: &str, quoted_ok: bool) -> Result<Params, ParseError> {
+    let mut out = Vec::new();
+    for part in split_top_level(s, ';') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(malformed(format!("empty {what} parameter")));
+        }
+        let (name, value) = match part.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (part, None),
+        };
+        if !is_token(name) {
+            return Err(malformed(format!("invalid {what} parameter name")));
+        }
+        if let Some(v) = value {
+            check_param_value(v, what, quoted_ok)?;
+        }
+        out.push((name.to_owned(), value.map(str::to_owned)));
+    }
+    Ok(out)
+}
+
+fn check_param_value(v: &str, what: &str, quoted_ok: bool) -> Result<(), ParseError> {
+    if v.starts_with('"') && quoted_ok {
+        let (_, rest) = parse_quoted(v)?;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        return Err(malformed(format!(
+            "text after quoted {what} parameter value"
+        )));
+    }
+    let bad = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ';' | ',' | '"' | '<' | '>' | '?' | '@' | '=')
+    };
+    if v.chars().any(bad) {
+        return Err(malformed(format!("invalid {what} parameter value")));
+    }
+    Ok(())
+}
+
+/// Looks a parameter up by case-insensitive name.
+pub(crate) fn find_param<'a>(params: &'a Params, name: &str) -> Option<Option<&'a str>> {
+    params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_deref())
+}
+
+pub(crate) fn write_params(f: &mut std::fmt::Formatter<'_>, params: &Params) -> std::fmt::Result {
+    for (name, value) in params {
+        match value {
+            Some(v) => write!(f, ";{name}={v}")?,
+            None => write!(f, ";{name}")?,
+        }
+    }
+    Ok(())
+}
+
+/// Parses `host[:port]` where host is a hostname, an IPv4 address or a bracketed IPv6
+/// reference. The host is returned as written.
+pub(crate) fn parse_hostport(s: &str) -> Result<(&str, Option<u16>), ParseError> {
+    let (host, rest) = if s.starts_with('[') {
+        let close = s
+            .find(']')
+            .ok_or_else(|| malformed("unterminated IPv6 reference"))?;
+        let inner = &s[1..close];
+        if !inner.contains(':')
+            || !inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        {
+            return Err(malformed("invalid IPv6 reference"));
+        }
+        (&s[..=close], &s[close + 1..])
+    } else {
+        let end = s.find(':').unwrap_or(s.len());
+        let host = &s[..end];
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(malformed("invalid host"));
+        }
+        (host, &s[end..])
+    };
+    if rest.is_empty() {
+        return Ok((host, None));
+    }
+    let digits = rest
+        .strip_prefix(':')
+        .ok_or_else(|| malformed("unexpected text after host"))?;
+    Ok((host, Some(parse_port(digits)?)))
+}
+
+fn parse_port(digits: &str) -> Result<u16, ParseError> {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed("invalid port"));
+    }
+    digits.parse().map_err(|_| malformed("port out of range"))
+}
+
+/// Parses a run of ASCII digits, saturating instead of overflowing. `None` when `s` is
+/// empty or has any other character (signs included).
+pub(crate) fn parse_digits_saturating(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(s.bytes().fold(0u64, |acc, b| {
+        acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_outside_quotes_and_angles() {
+        assert_eq!(
+            split_top_level(r#""a, \"b" <sip:x;a=1,2>, c"#, ','),
+            vec![r#""a, \"b" <sip:x;a=1,2>"#, " c"]
+        );
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(
+            parse_quoted(r#""a\"b" rest"#).unwrap(),
+            ("a\"b".into(), " rest")
+        );
+        assert!(parse_quoted(r#""open"#).is_err());
+        assert_eq!(quote("a\"b\\"), r#""a\"b\\""#);
+    }
+
+    #[test]
+    fn params() {
+        let p = parse_params(r#"a=1; b ;c="x;y""#, "test", true).unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(find_param(&p, "C"), Some(Some(r#""x;y""#)));
+        assert_eq!(find_param(&p, "b"), Some(None));
+        assert_eq!(find_param(&p, "d"), None);
+        assert!(parse_params("a;;b", "test", true).is_err());
+        assert!(parse_params(r#"c="x""#, "test", false).is_err());
+    }
+
+    #[test]
+    fn hostport() {
+        assert_eq!(parse_hostport("a.b:5060").unwrap(), ("a.b", Some(5060)));
+        assert_eq!(parse_hostport("[::1]:5").unwrap(), ("[::1]", Some(5)));
+        assert_eq!(parse_hostport("x").unwrap(), ("x", None));
+        assert!(parse_hostport("x:70000").is_err());
+        assert!(parse_hostport("x:").is_err());
+        assert!(parse_hostport("").is_err());
+        assert!(parse_hostport("[zz]").is_err());
+    }
+
+    #[test]
+    fn digits() {
+        assert_eq!(parse_digits_saturating("0012"), Some(12));
+        assert_eq!(
+            parse_digits_saturating("99999999999999999999999"),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_digits_saturating("-1"), None);
+        assert_eq!(parse_digits_saturating(""), None);
+    }
+}

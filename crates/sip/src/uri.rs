@@ -1,0 +1,289 @@
+//! SIP URIs (RFC 3261 §19.1) and name-addr values (`"Alice" <sip:alice@x>;tag=1`, the
+//! shape of From, To and Contact). They exist so the registrar can turn the To header
+//! into an address-of-record key and read Contact bindings and tags without string
+//! hacking at every call site.
+
+use std::fmt;
+
+use crate::message::ParseError;
+use crate::syntax::{
+    find_param, is_token_char, malformed, parse_hostport, parse_params, parse_quoted, quote,
+    write_params,
+};
+
+/// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
+/// rejected by [`Uri::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    /// `"sip"` or `"sips"`, lowercased.
+    pub scheme: String,
+    /// The userinfo as written (including a `:password` if one was given).
+    pub user: Option<String>,
+    /// Lowercased hostname, IPv4 address or bracketed IPv6 reference.
+    pub host: String,
+    pub port: Option<u16>,
+    /// URI parameters, names and values as written.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Uri {
+    pub fn parse(s: &str) -> Result<Uri, ParseError> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| malformed("URI without a scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "sip" && scheme != "sips" {
+            return Err(malformed("unsupported URI scheme (only sip and sips)"));
+        }
+        let (user, hostpart) = match rest.find('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        if let Some(user) = user {
+            let bad =
+                |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@');
+            if user.is_empty() || user.chars().any(bad) {
+                return Err(malformed("invalid user part in URI"));
+            }
+        }
+        if hostpart.contains('?') {
+            return Err(malformed("URI headers (`?`) are not supported"));
+        }
+        let (hostport, params) = match hostpart.split_once(';') {
+            Some((hp, params)) => (hp, parse_params(params, "URI", false)?),
+            None => (hostpart, Vec::new()),
+        };
+        let (host, port) = parse_hostport(hostport)?;
+        Ok(Uri {
+            scheme,
+            user: user.map(str::to_owned),
+            host: host.to_ascii_lowercase(),
+            port,
+            params,
+        })
+    }
+
+    /// "sip:user@host" without port or params, user kept as-is, host lowercased: the
+    /// address-of-record key.
+    pub fn aor(&self) -> String {
+        match &self.user {
+            Some(user) => format!(
+                "{}:{}@{}",
+                self.scheme,
+                user,
+                self.host.to_ascii_lowercase()
+            ),
+            None => format!("{}:{}", self.scheme, self.host.to_ascii_lowercase()),
+        }
+    }
+
+    /// `Some(None)` for a flag parameter (`;lr`), `Some(Some(v))` for `;name=v`, `None`
+    /// when absent. Names compare case-insensitively.
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.scheme)?;
+        if let Some(user) = &self.user {
+            write!(f, "{user}@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write_params(f, &self.params)
+    }
+}
+
+/// A name-addr or addr-spec header value: From, To, Contact, Route, ...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// The display name, unquoted and unescaped.
+    pub display: Option<String>,
+    pub uri: Uri,
+    /// Header parameters (`tag`, `expires`, `q`, ...). Quoted values keep their quotes.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl NameAddr {
+    /// Accepts `"Alice" <sip:alice@x>;tag=1`, `Alice <sip:alice@x>`, `<sip:a@x>;expires=60`
+    /// and the bare `sip:a@x;tag=1` (where, per RFC 3261 §20.10, parameters after the URI
+    /// belong to the header). The Contact wildcard `*` is not a name-addr and is rejected.
+    pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
+        let s = s.trim();
+        if s == "*" {
+            return Err(malformed("`*` is not a name-addr"));
+        }
+        let angle = s.find('<');
+        let colon = s.find(':');
+        let angle_form = s.starts_with('"')
+            || matches!((angle, colon), (Some(a), Some(c)) if a < c)
+            || (angle.is_some() && colon.is_none());
+        if !angle_form {
+            let (uri, params) = match s.split_once(';') {
+                Some((uri, params)) => (uri, parse_params(params, "header", true)?),
+                None => (s, Vec::new()),
+            };
+            if uri.contains(',') {
+                return Err(malformed("comma in bare URI"));
+            }
+            return Ok(NameAddr {
+                display: None,
+                uri: Uri::parse(uri)?,
+                params,
+            });
+        }
+        let (display, rest) = if s.starts_with('"') {
+            let (display, rest) = parse_quoted(s)?;
+            let rest = rest.trim_start();
+            if !rest.starts_with('<') {
+                return Err(malformed("expected `<` after display name"));
+            }
+            (Some(display), rest)
+        } else {
+            let lt = angle.unwrap_or(0);
+            let name = s[..lt].trim();
+            if !name
+                .chars()
+                .all(|c| is_token_char(c) || c == ' ' || c == '\t')
+            {
+                return Err(malformed("invalid display name"));
+            }
+            let display = (!name.is_empty()).then(|| name.to_owned());
+            (display, &s[lt..])
+        };
+        let inner = &rest[1..];
+        let gt = inner
+            .find('>')
+            .ok_or_else(|| malformed("missing `>` after URI"))?;
+        let uri = Uri::parse(&inner[..gt])?;
+        let after = inner[gt + 1..].trim();
+        let params = if after.is_empty() {
+            Vec::new()
+        } else {
+            let params = after
+                .strip_prefix(';')
+                .ok_or_else(|| malformed("unexpected text after `>`"))?;
+            parse_params(params, "header", true)?
+        };
+        Ok(NameAddr {
+            display,
+            uri,
+            params,
+        })
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.param("tag").flatten()
+    }
+
+    /// Header parameter lookup, case-insensitive by name (see [`Uri::param`]).
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(display) = &self.display {
+            write!(f, "{} ", quote(display))?;
+        }
+        write!(f, "<{}>", self.uri)?;
+        write_params(f, &self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_uri() {
+        let u = Uri::parse("SIP:Alice@Example.COM:5070;transport=tcp;lr").unwrap();
+        assert_eq!(u.scheme, "sip");
+        assert_eq!(u.user.as_deref(), Some("Alice"));
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param("Transport"), Some(Some("tcp")));
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.param("maddr"), None);
+        assert_eq!(u.to_string(), "sip:Alice@example.com:5070;transport=tcp;lr");
+        assert_eq!(u.aor(), "sip:Alice@example.com");
+    }
+
+    #[test]
+    fn uri_forms() {
+        let u = Uri::parse("sips:[2001:db8::1]:5061").unwrap();
+        assert_eq!(u.host, "[2001:db8::1]");
+        assert_eq!(u.aor(), "sips:[2001:db8::1]");
+        let u = Uri::parse("sip:registrar.biloxi.com").unwrap();
+        assert_eq!(u.user, None);
+        let u = Uri::parse("sip:alice;day=tue@x.org").unwrap();
+        assert_eq!(u.user.as_deref(), Some("alice;day=tue"));
+        assert_eq!(u.to_string(), "sip:alice;day=tue@x.org");
+    }
+
+    #[test]
+    fn uri_errors() {
+        for bad in [
+            "",
+            "alice@x",
+            "tel:+123",
+            "sip:",
+            "sip:@x",
+            "sip:a@",
+            "sip:a@x:99999",
+            "sip:a@x?subject=hi",
+            "sip:a b@x",
+            "sip:a@x;;lr",
+            "sip:a@x;=1",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(r#""Alice \"A\"" <sip:alice@x>;tag=1"#).unwrap();
+        assert_eq!(n.display.as_deref(), Some("Alice \"A\""));
+        assert_eq!(n.tag(), Some("1"));
+        assert_eq!(n.to_string(), r#""Alice \"A\"" <sip:alice@x>;tag=1"#);
+
+        let n = NameAddr::parse("Bob <sip:bob@biloxi.com>").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Bob"));
+        assert_eq!(n.tag(), None);
+
+        let n = NameAddr::parse("<sip:a@x;lr>;expires=60").unwrap();
+        assert_eq!(n.display, None);
+        assert_eq!(n.uri.param("lr"), Some(None));
+        assert_eq!(n.param("expires"), Some(Some("60")));
+
+        let n = NameAddr::parse("sip:a@x;tag=1").unwrap();
+        assert!(n.uri.params.is_empty());
+        assert_eq!(n.tag(), Some("1"));
+        assert_eq!(n.to_string(), "<sip:a@x>;tag=1");
+
+        let n = NameAddr::parse(r#"<sip:a@x>;+sip.instance="<urn:uuid:1;2>""#).unwrap();
+        assert_eq!(n.param("+sip.instance"), Some(Some(r#""<urn:uuid:1;2>""#)));
+    }
+
+    #[test]
+    fn name_addr_errors() {
+        for bad in [
+            "*",
+            "",
+            "<sip:a@x",
+            "\"open <sip:a@x>",
+            "\"A\" sip:a@x",
+            "<sip:a@x> junk",
+            "A@B <sip:a@x>",
+            "<tel:1>",
+        ] {
+            assert!(NameAddr::parse(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+}

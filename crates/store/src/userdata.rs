@@ -1,0 +1,864 @@
+//! Users' stored data in their home pool's Back End, the change log the Backup Service
+//! exports from, the backup copy of the partner pool's users, and SIP registrations.
+//!
+//! Every change to a user's data is written together with its change-log row in one
+//! transaction, so "acknowledged to the client" and "queued for the backup pool" are the
+//! same event: the Backup Service can never miss a change, and the oldest unshipped row
+//! is exactly the recovery point at risk.
+//!
+//! The backup copy lives in its own tables, keyed by the pool it came from, so a pool's own
+//! users and its partner's users never mix; importing is idempotent (a batch whose
+//! sequence numbers were already applied changes nothing), which makes retries safe.
+
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+
+use crate::items::CMS;
+use crate::{BackEnd, Context, Item, Result, StoreError, VersionInfo, now_ms};
+
+/// One item of a user's data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserItem {
+    pub sip: String,
+    pub key: String,
+    pub module: String,
+    pub value: String,
+    pub updated_at: i64,
+}
+
+/// One change to write: `None` deletes the item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub module: String,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// One committed change, as the change log holds it and the Backup Service ships it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    pub seq: i64,
+    pub module: String,
+    pub sip: String,
+    pub key: String,
+    pub value: Option<String>,
+    pub committed_at: i64,
+}
+
+/// What the exporter of one module has shipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportState {
+    pub module: String,
+    pub target_pool: String,
+    pub acked_seq: i64,
+    pub last_sync_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// A full resync of the module was asked for and has not run yet.
+    pub resync: bool,
+}
+
+/// A `backup_export` row: module, target, acked, last sync, last error, resync.
+type ExportRow = (String, String, i64, Option<i64>, Option<String>, i64);
+
+/// The changes of one module not yet acknowledged by the backup pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub count: i64,
+    pub oldest_committed_at: Option<i64>,
+    pub head_seq: i64,
+}
+
+/// How far one module of one source pool has been imported into this backup copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportState {
+    pub source_pool: String,
+    pub module: String,
+    pub applied_seq: i64,
+    pub last_import_at: i64,
+}
+
+/// One item of the backup copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackupItem {
+    pub sip: String,
+    pub key: String,
+    pub module: String,
+    pub value: String,
+    pub committed_at: i64,
+    pub imported_at: i64,
+}
+
+/// One registered contact of a user.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Binding {
+    pub aor: String,
+    pub contact: String,
+    pub expires_at: i64,
+    pub mode: String,
+    pub server: String,
+}
+
+impl BackEnd {
+    /// The pool's file store (meeting content), a folder beside the database.
+    pub fn file_store(&self) -> PathBuf {
+        PathBuf::from(format!("{}.files", self.path.trim_end_matches(".db")))
+    }
+
+    /// Stores `bytes` in the file store under their SHA-256, returning it. Written to a
+    /// temporary name and renamed, so a crash never leaves a half file under a real name.
+    pub async fn put_file(&self, bytes: &[u8]) -> Result<String> {
+        let sha = hex_sha256(bytes);
+        let dir = self.file_store();
+        let target = dir.join(&sha);
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            return Ok(sha);
+        }
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| StoreError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        let tmp = dir.join(format!("{sha}.tmp{}", std::process::id()));
+        let io = |source| StoreError::CreateDir {
+            path: target.clone(),
+            source,
+        };
+        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
+        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        Ok(sha)
+    }
+
+    /// The bytes stored under `sha`, if the file store has them.
+    pub async fn get_file(&self, sha: &str) -> Option<Vec<u8>> {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        tokio::fs::read(self.file_store().join(sha)).await.ok()
+    }
+
+    /// Every item of one user.
+    pub async fn user_items(&self, sip: &str) -> Result<Vec<UserItem>> {
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT sip, key, module, value, updated_at FROM user_item WHERE sip = $1 ORDER BY key",
+        )
+        .bind(sip)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(user_item).collect())
+    }
+
+    /// Every item of every user of this pool, optionally of one module.
+    pub async fn all_user_items(&self, module: Option<&str>) -> Result<Vec<UserItem>> {
+        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+            "SELECT sip, key, module, value, updated_at FROM user_item
+             WHERE $1 IS NULL OR module = $1 ORDER BY sip, key",
+        )
+        .bind(module)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(user_item).collect())
+    }
+
+    /// Applies `changes` to one user's data and appends them to the change log, in one
+    /// transaction. Returns the sequence number of the last change-log row (0 when
+    /// `changes` is empty).
+    pub async fn write_user(&self, sip: &str, changes: &[UserChange]) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let mut last = 0;
+        for change in changes {
+            match &change.value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO user_item (sip, key, module, value, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (sip, key) DO UPDATE SET module = $3, value = $4, updated_at = $5",
+                    )
+                    .bind(sip)
+                    .bind(&change.key)
+                    .bind(&change.module)
+                    .bind(value)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .at(&self.path)?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM user_item WHERE sip = $1 AND key = $2")
+                        .bind(sip)
+                        .bind(&change.key)
+                        .execute(&mut *tx)
+                        .await
+                        .at(&self.path)?;
+                }
+            }
+            let (seq,): (i64,) = sqlx::query_as(
+                "INSERT INTO change_log (module, sip, key, value, committed_at)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+            )
+            .bind(&change.module)
+            .bind(sip)
+            .bind(&change.key)
+            .bind(&change.value)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .at(&self.path)?;
+            last = seq;
+        }
+        tx.commit().await.at(&self.path)?;
+        Ok(last)
+    }
+
+    /// Deletes every item of one user (a disabled user), logging each deletion.
+    pub async fn delete_user(&self, sip: &str) -> Result<usize> {
+        let items = self.user_items(sip).await?;
+        let changes: Vec<UserChange> = items
+            .iter()
+            .map(|i| UserChange {
+                module: i.module.clone(),
+                key: i.key.clone(),
+                value: None,
+            })
+            .collect();
+        self.write_user(sip, &changes).await?;
+        Ok(changes.len())
+    }
+
+    /// Change-log rows of `module` after `after_seq`, oldest first, at most `limit`.
+    pub async fn changes_after(
+        &self,
+        module: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Change>> {
+        let rows: Vec<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT seq, module, sip, key, value, committed_at FROM change_log
+             WHERE module = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(module)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, module, sip, key, value, committed_at)| Change {
+                seq,
+                module,
+                sip,
+                key,
+                value,
+                committed_at,
+            })
+            .collect())
+    }
+
+    /// The newest change-log sequence number of `module` (0 when none).
+    pub async fn change_head(&self, module: &str) -> Result<i64> {
+        let (head,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM change_log WHERE module = $1")
+                .bind(module)
+                .fetch_one(&self.pool)
+                .await
+                .at(&self.path)?;
+        Ok(head)
+    }
+
+    /// The changes of `module` after `acked_seq`: how many, and when the oldest committed.
+    pub async fn backlog(&self, module: &str, acked_seq: i64) -> Result<Backlog> {
+        let (count, oldest, head): (i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(committed_at),
+                    (SELECT COALESCE(MAX(seq), 0) FROM change_log WHERE module = $1)
+             FROM change_log WHERE module = $1 AND seq > $2",
+        )
+        .bind(module)
+        .bind(acked_seq)
+        .fetch_one(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(Backlog {
+            count,
+            oldest_committed_at: oldest,
+            head_seq: head,
+        })
+    }
+
+    pub async fn export_state(&self, module: &str) -> Result<Option<ExportState>> {
+        let row: Option<ExportRow> = sqlx::query_as(
+            "SELECT module, target_pool, acked_seq, last_sync_at, last_error, resync
+             FROM backup_export WHERE module = $1",
+        )
+        .bind(module)
+        .fetch_optional(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(row.map(
+            |(module, target_pool, acked_seq, last_sync_at, last_error, resync)| ExportState {
+                module,
+                target_pool,
+                acked_seq,
+                last_sync_at,
+                last_error,
+                resync: resync != 0,
+            },
+        ))
+    }
+
+    /// Records a successful shipment (`error` None, `acked_seq` advanced) or a failed one
+    /// (`error` Some, `acked_seq` unchanged).
+    pub async fn record_export(
+        &self,
+        module: &str,
+        target_pool: &str,
+        acked_seq: i64,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO backup_export (module, target_pool, acked_seq, last_sync_at, last_error)
+             VALUES ($1, $2, $3, CASE WHEN $4 IS NULL THEN $5 END, $4)
+             ON CONFLICT (module) DO UPDATE SET target_pool = $2,
+                 acked_seq = MAX(acked_seq, $3),
+                 last_sync_at = CASE WHEN $4 IS NULL THEN $5 ELSE last_sync_at END,
+                 last_error = $4",
+        )
+        .bind(module)
+        .bind(target_pool)
+        .bind(acked_seq)
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Asks the active exporter for a full resync of `module` (Invoke-CsBackupServiceSync).
+    pub async fn request_resync(&self, module: &str, target_pool: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO backup_export (module, target_pool, acked_seq, resync) VALUES ($1, $2, 0, 1)
+             ON CONFLICT (module) DO UPDATE SET resync = 1",
+        )
+        .bind(module)
+        .bind(target_pool)
+        .execute(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Records a finished full resync: the partner holds everything through `through_seq`
+    /// and nothing after it, so shipping restarts exactly there.
+    pub async fn complete_resync(
+        &self,
+        module: &str,
+        target_pool: &str,
+        through_seq: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE backup_export SET target_pool = $2, acked_seq = $3, last_sync_at = $4,
+                 last_error = NULL, resync = 0
+             WHERE module = $1",
+        )
+        .bind(module)
+        .bind(target_pool)
+        .bind(through_seq)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Takes or renews the Backup Service lease for `holder`: true when it holds it.
+    pub async fn acquire_backup_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let current: Option<(String, i64)> =
+            sqlx::query_as("SELECT holder, expires_at FROM backup_lease WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .at(&self.path)?;
+        if let Some((other, expires_at)) = current
+            && other != holder
+            && expires_at > now
+        {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO backup_lease (id, holder, expires_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET holder = $1, expires_at = $2",
+        )
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        Ok(true)
+    }
+
+    pub async fn release_backup_lease(&self, holder: &str) -> Result<()> {
+        sqlx::query("UPDATE backup_lease SET expires_at = 0 WHERE holder = $1")
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// The current holder of the Backup Service lease, if unexpired.
+    pub async fn backup_lease_holder(&self) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT holder FROM backup_lease WHERE id = 1 AND expires_at > $1")
+                .bind(now_ms())
+                .fetch_optional(&self.pool)
+                .await
+                .at(&self.path)?;
+        Ok(row.map(|(h,)| h))
+    }
+
+    /// Applies shipped changes of `source_pool` to the backup copy, skipping any already
+    /// applied. Returns the sequence number applied through.
+    pub async fn import_changes(
+        &self,
+        source_pool: &str,
+        module: &str,
+        changes: &[Change],
+    ) -> Result<i64> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let applied = import_seq_in(&mut tx, &self.path, source_pool, module).await?;
+        let mut through = applied;
+        for change in changes.iter().filter(|c| c.seq > applied) {
+            match &change.value {
+                Some(value) => {
+                    sqlx::query(
+                        "INSERT INTO backup_item
+                             (source_pool, sip, key, module, value, committed_at, imported_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (source_pool, sip, key) DO UPDATE SET module = $4,
+                             value = $5, committed_at = $6, imported_at = $7",
+                    )
+                    .bind(source_pool)
+                    .bind(&change.sip)
+                    .bind(&change.key)
+                    .bind(&change.module)
+                    .bind(value)
+                    .bind(change.committed_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .at(&self.path)?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM backup_item WHERE source_pool = $1 AND sip = $2 AND key = $3",
+                    )
+                    .bind(source_pool)
+                    .bind(&change.sip)
+                    .bind(&change.key)
+                    .execute(&mut *tx)
+                    .await
+                    .at(&self.path)?;
+                }
+            }
+            through = through.max(change.seq);
+        }
+        set_import_seq(&mut tx, &self.path, source_pool, module, through, now).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(through)
+    }
+
+    /// Replaces the whole backup copy of one module of `source_pool` (a full resync),
+    /// recording it as applied through `through_seq`.
+    pub async fn replace_backup(
+        &self,
+        source_pool: &str,
+        module: &str,
+        items: &[UserItem],
+        through_seq: i64,
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        sqlx::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
+            .bind(source_pool)
+            .bind(module)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        for item in items {
+            sqlx::query(
+                "INSERT INTO backup_item
+                     (source_pool, sip, key, module, value, committed_at, imported_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(source_pool)
+            .bind(&item.sip)
+            .bind(&item.key)
+            .bind(module)
+            .bind(&item.value)
+            .bind(item.updated_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        }
+        set_import_seq(&mut tx, &self.path, source_pool, module, through_seq, now).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(())
+    }
+
+    pub async fn import_state(&self, source_pool: &str, module: &str) -> Result<ImportState> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT applied_seq, last_import_at FROM backup_import
+             WHERE source_pool = $1 AND module = $2",
+        )
+        .bind(source_pool)
+        .bind(module)
+        .fetch_optional(&self.pool)
+        .await
+        .at(&self.path)?;
+        let (applied_seq, last_import_at) = row.unwrap_or((0, 0));
+        Ok(ImportState {
+            source_pool: source_pool.to_string(),
+            module: module.to_string(),
+            applied_seq,
+            last_import_at,
+        })
+    }
+
+    /// The backup copy of `source_pool`'s users, optionally of one module or one user.
+    pub async fn backup_items(
+        &self,
+        source_pool: &str,
+        module: Option<&str>,
+        sip: Option<&str>,
+    ) -> Result<Vec<BackupItem>> {
+        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT sip, key, module, value, committed_at, imported_at FROM backup_item
+             WHERE source_pool = $1 AND ($2 IS NULL OR module = $2) AND ($3 IS NULL OR sip = $3)
+             ORDER BY sip, key",
+        )
+        .bind(source_pool)
+        .bind(module)
+        .bind(sip)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(sip, key, module, value, committed_at, imported_at)| BackupItem {
+                    sip,
+                    key,
+                    module,
+                    value,
+                    committed_at,
+                    imported_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Adds or refreshes one binding.
+    pub async fn register(&self, binding: &Binding) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO registration (aor, contact, expires_at, mode, server)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (aor, contact) DO UPDATE SET expires_at = $3, mode = $4, server = $5",
+        )
+        .bind(&binding.aor)
+        .bind(&binding.contact)
+        .bind(binding.expires_at)
+        .bind(&binding.mode)
+        .bind(&binding.server)
+        .execute(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(())
+    }
+
+    /// Removes one binding, or every binding of `aor` when `contact` is None.
+    pub async fn unregister(&self, aor: &str, contact: Option<&str>) -> Result<()> {
+        sqlx::query("DELETE FROM registration WHERE aor = $1 AND ($2 IS NULL OR contact = $2)")
+            .bind(aor)
+            .bind(contact)
+            .execute(&self.pool)
+            .await
+            .at(&self.path)?;
+        Ok(())
+    }
+
+    /// The unexpired bindings of `aor`.
+    pub async fn bindings(&self, aor: &str) -> Result<Vec<Binding>> {
+        let rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(
+            "SELECT aor, contact, expires_at, mode, server FROM registration
+             WHERE aor = $1 AND expires_at > $2 ORDER BY contact",
+        )
+        .bind(aor)
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(|(aor, contact, expires_at, mode, server)| Binding {
+                aor,
+                contact,
+                expires_at,
+                mode,
+                server,
+            })
+            .collect())
+    }
+
+    /// Versions of the CMS after `version`, oldest first, at most `limit` (what the
+    /// Backup Service's CentralMgmt.CMSMaster module ships to the standby).
+    pub async fn versions_after(&self, version: i64, limit: i64) -> Result<Vec<VersionInfo>> {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description FROM cms_version
+             WHERE version > $1 ORDER BY version LIMIT $2",
+        )
+        .bind(version)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, epoch, created_at, description)| VersionInfo {
+                version,
+                epoch,
+                created_at,
+                description,
+            })
+            .collect())
+    }
+
+    /// Applies CMS versions shipped from the active master to this standby copy, skipping
+    /// any it already has. Returns the newest version held afterwards.
+    pub async fn import_cms_versions(&self, versions: &[(VersionInfo, Vec<Item>)]) -> Result<i64> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .at(&self.path)?;
+        let (mut have,): (i64,) =
+            sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
+                .fetch_one(&mut *tx)
+                .await
+                .at(&self.path)?;
+        for (info, items) in versions {
+            if info.version <= have {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO cms_version (version, epoch, created_at, description)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(info.version)
+            .bind(info.epoch)
+            .bind(info.created_at)
+            .bind(&info.description)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+            for item in items {
+                CMS.upsert(
+                    &mut tx,
+                    &self.path,
+                    &item.key,
+                    item.value.as_deref(),
+                    info.version,
+                )
+                .await?;
+            }
+            have = info.version;
+        }
+        tx.commit().await.at(&self.path)?;
+        Ok(have)
+    }
+}
+
+fn user_item(
+    (sip, key, module, value, updated_at): (String, String, String, String, i64),
+) -> UserItem {
+    UserItem {
+        sip,
+        key,
+        module,
+        value,
+        updated_at,
+    }
+}
+
+async fn import_seq_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    source_pool: &str,
+    module: &str,
+) -> Result<i64> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT applied_seq FROM backup_import WHERE source_pool = $1 AND module = $2",
+    )
+    .bind(source_pool)
+    .bind(module)
+    .fetch_optional(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(row.map_or(0, |(s,)| s))
+}
+
+async fn set_import_seq(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    source_pool: &str,
+    module: &str,
+    applied_seq: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO backup_import (source_pool, module, applied_seq, last_import_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (source_pool, module) DO UPDATE SET applied_seq = $3, last_import_at = $4",
+    )
+    .bind(source_pool)
+    .bind(module)
+    .bind(applied_seq)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of `bytes`: the name of a file in the file store, and the
+/// checksum the replication check compares.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(module: &str, key: &str, value: Option<&str>) -> UserChange {
+        UserChange {
+            module: module.into(),
+            key: key.into(),
+            value: value.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_are_logged_and_imports_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let primary = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
+        let backup = BackEnd::open("sqlite://p2.db", dir.path()).await.unwrap();
+        let alice = "sip:alice@contoso.com";
+        primary
+            .write_user(
+                alice,
+                &[change("PresenceFocus", "contacts/bob", Some("{}"))],
+            )
+            .await
+            .unwrap();
+        let last = primary
+            .write_user(
+                alice,
+                &[
+                    change("PresenceFocus", "settings/note", Some("\"hi\"")),
+                    change("PresenceFocus", "contacts/bob", None),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(last, 3);
+        assert_eq!(primary.user_items(alice).await.unwrap().len(), 1);
+        let backlog = primary.backlog("PresenceFocus", 0).await.unwrap();
+        assert_eq!((backlog.count, backlog.head_seq), (3, 3));
+
+        let changes = primary
+            .changes_after("PresenceFocus", 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            backup
+                .import_changes("pool1", "PresenceFocus", &changes[..2])
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            backup
+                .backup_items("pool1", None, None)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        // A retry of everything applies only what is new.
+        assert_eq!(
+            backup
+                .import_changes("pool1", "PresenceFocus", &changes)
+                .await
+                .unwrap(),
+            3
+        );
+        let copy = backup
+            .backup_items("pool1", None, Some(alice))
+            .await
+            .unwrap();
+        assert_eq!(copy.len(), 1);
+        assert_eq!(copy[0].key, "settings/note");
+        // The backup copy is apart from the pool's own users.
+        assert!(backup.all_user_items(None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_backup_lease_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
+        assert!(be.acquire_backup_lease("fe1", 3000).await.unwrap());
+        assert!(!be.acquire_backup_lease("fe2", 3000).await.unwrap());
+        be.release_backup_lease("fe1").await.unwrap();
+        assert!(be.acquire_backup_lease("fe2", 3000).await.unwrap());
+        assert_eq!(
+            be.backup_lease_holder().await.unwrap().as_deref(),
+            Some("fe2")
+        );
+    }
+
+    #[tokio::test]
+    async fn files_are_content_addressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
+        let sha = be.put_file(b"slides").await.unwrap();
+        assert_eq!(be.get_file(&sha).await.unwrap(), b"slides");
+        assert!(be.get_file("../p1.db").await.is_none());
+    }
+}

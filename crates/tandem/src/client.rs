@@ -1,0 +1,613 @@
+//! `tandem client`: acts as one user's client against a lab.
+//!
+//! It signs in the way a client does: it asks a registrar (any Front End, in the order the
+//! lab lists them, skipping those that refuse a connection), follows 301 redirects to the
+//! registrars of the pool that serves the user, answers digest challenges, and reports
+//! the mode (`full` or `resiliency`). Stored data goes through the user-services API of
+//! the serving pool, following its 307 redirects. Messages are SIP MESSAGEs over UDP;
+//! `listen` registers a UDP contact and prints what arrives.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use server::registrar::{MODE_HEADER, SERVING_POOL_HEADER, contact_address};
+use server::sipnet::{Endpoint, Incoming, tcp_request};
+use sip::digest::{Challenge, Credentials};
+use sip::{Method, Request, Response};
+
+use crate::lab::{LabFile, load_users};
+
+/// What the client was asked to do.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Sign in (REGISTER) and print where and in which mode; `--expires 0` signs out.
+    SignIn {
+        #[arg(long, default_value_t = 3600)]
+        expires: u32,
+    },
+    /// The contact list.
+    Contacts {
+        #[command(subcommand)]
+        action: Option<ListAction>,
+    },
+    /// Scheduled meetings.
+    Meetings {
+        #[command(subcommand)]
+        action: Option<MeetingAction>,
+    },
+    /// Upload a file as meeting content.
+    Upload {
+        meeting: String,
+        file: std::path::PathBuf,
+    },
+    /// Download meeting content to a file.
+    Download {
+        meeting: String,
+        name: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Send an instant message.
+    Send {
+        #[arg(long)]
+        to: String,
+        text: String,
+    },
+    /// Sign in with a contact and print the messages that arrive.
+    Listen {
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum ListAction {
+    List,
+    Add {
+        sip: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    Remove {
+        sip: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum MeetingAction {
+    List,
+    Add {
+        id: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        start: String,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+/// A signed-in user's session.
+#[derive(Debug)]
+struct Session {
+    sip: String,
+    username: String,
+    realm: String,
+    password: String,
+    lab: LabFile,
+    endpoint: Arc<Endpoint>,
+    incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
+    cseq: u32,
+    call_id: String,
+}
+
+/// Where and how the user is served.
+#[derive(Debug)]
+struct SignedIn {
+    registrar: SocketAddr,
+    pool: String,
+    mode: String,
+    bindings: Vec<String>,
+}
+
+pub(crate) fn run(
+    dir: &Path,
+    user: &str,
+    password: Option<String>,
+    via: Option<&str>,
+    command: ClientCommand,
+) -> anyhow::Result<()> {
+    let rt = crate::lab::runtime();
+    rt.block_on(run_async(dir, user, password, via, command))
+}
+
+async fn run_async(
+    dir: &Path,
+    user: &str,
+    password: Option<String>,
+    via: Option<&str>,
+    command: ClientCommand,
+) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    if let Some(via) = via {
+        let Some(first) = lab
+            .servers
+            .iter()
+            .position(|s| s.fqdn.eq_ignore_ascii_case(via))
+        else {
+            bail!("{via} is not a server of the lab in {}", dir.display());
+        };
+        let server = lab.servers.remove(first);
+        lab.servers.insert(0, server);
+    }
+    let sip = cms::directory::normalize_sip(user);
+    let password = match password {
+        Some(p) => p,
+        None => load_users(dir)?
+            .into_iter()
+            .find(|u| u.sip_address == sip)
+            .map(|u| u.password)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{sip} is not in {}/users.json; pass --password",
+                    dir.display()
+                )
+            })?,
+    };
+    let (endpoint, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let username = sip.trim_start_matches("sip:").to_string();
+    let realm = cms::directory::realm_of(&sip);
+    let mut session = Session {
+        sip,
+        username,
+        realm,
+        password,
+        lab,
+        endpoint,
+        incoming: Some(incoming),
+        cseq: 0,
+        call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
+    };
+    match command {
+        ClientCommand::SignIn { expires } => {
+            let s = session.sign_in(Some(expires)).await?;
+            print_signed_in(&session.sip, &s);
+        }
+        ClientCommand::Contacts { action } => {
+            let action = action.unwrap_or(ListAction::List);
+            match action {
+                ListAction::List => session.print_get("/users/v1/contacts").await?,
+                ListAction::Add { sip, group } => {
+                    let sip = cms::directory::normalize_sip(&sip);
+                    let body = serde_json::json!({ "group": group });
+                    session
+                        .send_data(
+                            reqwest::Method::PUT,
+                            &format!("/users/v1/contacts/{sip}"),
+                            body.to_string().into_bytes(),
+                        )
+                        .await?;
+                }
+                ListAction::Remove { sip } => {
+                    let sip = cms::directory::normalize_sip(&sip);
+                    session
+                        .send_data(
+                            reqwest::Method::DELETE,
+                            &format!("/users/v1/contacts/{sip}"),
+                            Vec::new(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        ClientCommand::Meetings { action } => match action.unwrap_or(MeetingAction::List) {
+            MeetingAction::List => session.print_get("/users/v1/meetings").await?,
+            MeetingAction::Add { id, subject, start } => {
+                let body = serde_json::json!({ "subject": subject, "start": start });
+                session
+                    .send_data(
+                        reqwest::Method::PUT,
+                        &format!("/users/v1/meetings/{id}"),
+                        body.to_string().into_bytes(),
+                    )
+                    .await?;
+            }
+            MeetingAction::Remove { id } => {
+                session
+                    .send_data(
+                        reqwest::Method::DELETE,
+                        &format!("/users/v1/meetings/{id}"),
+                        Vec::new(),
+                    )
+                    .await?;
+            }
+        },
+        ClientCommand::Upload { meeting, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow!("{} has no file name", file.display()))?
+                .to_string();
+            session
+                .send_data(
+                    reqwest::Method::PUT,
+                    &format!("/users/v1/meetings/{meeting}/content/{name}"),
+                    bytes,
+                )
+                .await?;
+        }
+        ClientCommand::Download { meeting, name, out } => {
+            let bytes = session
+                .get(&format!("/users/v1/meetings/{meeting}/content/{name}"))
+                .await?;
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("saved {} bytes to {}", bytes.len(), out.display());
+        }
+        ClientCommand::Send { to, text } => {
+            let signed = session.sign_in(None).await?;
+            let to = cms::directory::normalize_sip(&to);
+            let response = session.message(signed.registrar, &to, &text).await?;
+            if (200..300).contains(&response.status) {
+                println!("delivered to {to}");
+            } else {
+                bail!(
+                    "not delivered to {to}: {} {}",
+                    response.status,
+                    response.reason
+                );
+            }
+        }
+        ClientCommand::Listen { seconds, count } => {
+            let signed = session.sign_in(Some(seconds as u32 + 30)).await?;
+            print_signed_in(&session.sip, &signed);
+            let received = session.listen(Duration::from_secs(seconds), count).await;
+            let _ = session.register_at(signed.registrar, Some(0)).await;
+            received?;
+        }
+    }
+    Ok(())
+}
+
+fn print_signed_in(sip: &str, s: &SignedIn) {
+    println!(
+        "signed in {sip} at {} ({}) in {} mode",
+        s.pool, s.registrar, s.mode
+    );
+    for b in &s.bindings {
+        println!("  contact {b}");
+    }
+}
+
+impl Session {
+    fn headers(&mut self, method: &Method, to: &str) -> sip::Headers {
+        self.cseq += 1;
+        let mut h = sip::Headers::new();
+        h.push("Max-Forwards", "70");
+        h.push(
+            "From",
+            format!("<{}>;tag={:x}", self.sip, std::process::id()),
+        );
+        h.push("To", format!("<{to}>"));
+        h.push("Call-ID", self.call_id.clone());
+        h.push("CSeq", format!("{} {method}", self.cseq));
+        h.push("User-Agent", "tandem client");
+        h
+    }
+
+    fn ha1(&self) -> String {
+        sip::digest::ha1(&self.username, &self.realm, &self.password)
+    }
+
+    /// Sends a request built by `build`, answering one digest challenge.
+    async fn authed(
+        &mut self,
+        dest: SocketAddr,
+        tcp: bool,
+        build: impl Fn(&mut Session) -> Request,
+    ) -> anyhow::Result<Response> {
+        let send = |req: Request, endpoint: Arc<Endpoint>| async move {
+            if tcp {
+                tcp_request(dest, &req, Duration::from_secs(3)).await
+            } else {
+                endpoint.request(dest, req, Duration::from_secs(3)).await
+            }
+        };
+        let first = build(self);
+        let response = send(first.clone(), self.endpoint.clone()).await?;
+        if response.status != 401 {
+            return Ok(response);
+        }
+        let challenge = response
+            .headers
+            .get("WWW-Authenticate")
+            .ok_or_else(|| anyhow!("401 without a challenge from {dest}"))?;
+        let challenge =
+            Challenge::parse(challenge).map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
+        let mut second = build(self);
+        let cnonce = format!("{:x}", store::now_ms());
+        let creds = Credentials::answer(
+            &challenge,
+            &self.username,
+            &self.ha1(),
+            second.method.as_str(),
+            &second.uri,
+            &cnonce,
+            1,
+        );
+        second.headers.push("Authorization", creds.to_string());
+        Ok(send(second, self.endpoint.clone()).await?)
+    }
+
+    async fn register_at(
+        &mut self,
+        dest: SocketAddr,
+        expires: Option<u32>,
+    ) -> anyhow::Result<Response> {
+        let domain = self.realm.clone();
+        let contact = format!(
+            "<sip:{}@{}>",
+            self.username.split('@').next().unwrap_or(""),
+            self.endpoint.local_addr()
+        );
+        let tcp = expires.is_none();
+        self.authed(dest, tcp, |s| {
+            let to = s.sip.clone();
+            let mut headers = s.headers(&Method::Register, &to);
+            if let Some(e) = expires {
+                headers.push("Contact", contact.clone());
+                headers.push("Expires", e.to_string());
+            }
+            Request {
+                method: Method::Register,
+                uri: format!("sip:{domain}"),
+                headers,
+                body: Vec::new(),
+            }
+        })
+        .await
+    }
+
+    /// Finds the serving registrar and registers (`expires` Some) or only asks (None).
+    async fn sign_in(&mut self, expires: Option<u32>) -> anyhow::Result<SignedIn> {
+        let mut candidates: Vec<SocketAddr> = self
+            .lab
+            .servers
+            .iter()
+            .filter(|s| s.role == "FrontEnd" && s.sip_port != 0)
+            .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+            .collect();
+        let mut tried = Vec::new();
+        let mut redirects = 0;
+        while let Some(dest) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
+            // A registrar that refuses TCP is down: skip it at once, as a client would.
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(dest),
+            )
+            .await
+            .map_or(true, |r| r.is_err())
+            {
+                tried.push(format!("{dest} (not answering)"));
+                continue;
+            }
+            let response = match self.register_at(dest, expires).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tried.push(format!("{dest} ({e})"));
+                    continue;
+                }
+            };
+            match response.status {
+                200 => {
+                    return Ok(SignedIn {
+                        registrar: dest,
+                        pool: response
+                            .headers
+                            .get(SERVING_POOL_HEADER)
+                            .unwrap_or("")
+                            .to_string(),
+                        mode: response
+                            .headers
+                            .get(MODE_HEADER)
+                            .unwrap_or("full")
+                            .to_string(),
+                        bindings: response
+                            .headers
+                            .get_all("Contact")
+                            .into_iter()
+                            .map(str::to_string)
+                            .collect(),
+                    });
+                }
+                301 | 302 if redirects < 3 => {
+                    redirects += 1;
+                    let pool = response
+                        .headers
+                        .get(SERVING_POOL_HEADER)
+                        .unwrap_or("another pool");
+                    println!("redirected by {dest} to {pool}");
+                    candidates = response
+                        .headers
+                        .get_all("Contact")
+                        .into_iter()
+                        .filter_map(|c| sip::NameAddr::parse(c).ok())
+                        .filter_map(|n| contact_address(&n.uri.to_string()))
+                        .collect();
+                    tried.push(format!("{dest} (redirected to {pool})"));
+                }
+                status => bail!(
+                    "sign-in of {} refused by {dest}: {status} {}",
+                    self.sip,
+                    response.reason
+                ),
+            }
+        }
+        bail!(
+            "no registrar signed {} in; tried {}",
+            self.sip,
+            if tried.is_empty() {
+                "none".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )
+    }
+
+    async fn message(
+        &mut self,
+        registrar: SocketAddr,
+        to: &str,
+        text: &str,
+    ) -> anyhow::Result<Response> {
+        let to = to.to_string();
+        let body = text.as_bytes().to_vec();
+        self.authed(registrar, false, |s| {
+            let mut headers = s.headers(&Method::Message, &to);
+            headers.push("Content-Type", "text/plain");
+            Request {
+                method: Method::Message,
+                uri: to.clone(),
+                headers,
+                body: body.clone(),
+            }
+        })
+        .await
+    }
+
+    async fn listen(&mut self, for_how_long: Duration, count: Option<usize>) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut incoming = self.incoming.take().expect("listen runs once");
+        let deadline = tokio::time::Instant::now() + for_how_long;
+        let mut received = 0;
+        loop {
+            let next = tokio::time::timeout_at(deadline, incoming.recv()).await;
+            let Ok(Some(Incoming::Request(request, peer))) = next else {
+                if next.is_err() {
+                    return Ok(());
+                }
+                continue;
+            };
+            let ok = Response::for_request(&request, 200, "OK", Some("listener"));
+            let _ = self.endpoint.send(peer, &ok.to_bytes()).await;
+            if request.method == Method::Message {
+                let from = request
+                    .headers
+                    .get("From")
+                    .and_then(|f| sip::NameAddr::parse(f).ok())
+                    .map(|n| n.uri.aor())
+                    .unwrap_or_default();
+                println!(
+                    "message from {from}: {}",
+                    String::from_utf8_lossy(&request.body)
+                );
+                let _ = std::io::stdout().flush();
+                received += 1;
+                if count.is_some_and(|c| received >= c) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()?)
+    }
+
+    fn authorization(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// The user-services base URL of the first Front End that answers.
+    async fn base(&self) -> anyhow::Result<String> {
+        for s in self
+            .lab
+            .servers
+            .iter()
+            .filter(|s| s.role == "FrontEnd" && s.user_services_port != 0)
+        {
+            let base = format!("http://{}:{}", s.address, s.user_services_port);
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect((s.address.as_str(), s.user_services_port)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(base);
+            }
+        }
+        bail!("no Front End of the lab answers on its user-services port")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http()?
+            .get(format!("{}{path}", self.base().await?))
+            .header("authorization", self.authorization())
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?.to_vec();
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&body));
+        }
+        Ok(body)
+    }
+
+    async fn print_get(&self, path: &str) -> anyhow::Result<()> {
+        let body = self.get(path).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        Ok(())
+    }
+
+    async fn send_data(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let response = self
+            .http()?
+            .request(method, format!("{}{path}", self.base().await?))
+            .header("authorization", self.authorization())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&body));
+        }
+        println!("saved ({})", String::from_utf8_lossy(&body));
+        Ok(())
+    }
+}
+
+fn reason(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}

@@ -1,0 +1,269 @@
+//! Users against a real lab: sign-in over SIP with digest, user services, the Backup
+//! Service between the paired pools, and resiliency mode when the home pool is lost.
+
+use std::time::{Duration, Instant};
+
+use crate::lab::Lab;
+use crate::{run, stderr, stdout};
+
+const ALICE: &str = "sip:user0001.pool1@contoso.com";
+const BOB: &str = "sip:user0002.pool1@contoso.com";
+const CAROL: &str = "sip:user0001.pool2@contoso.com";
+
+fn client(lab: &Lab, user: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["client", "--lab", lab.dir(), "--user", user];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// Bob's client, signed in and waiting for one message (20 s at most).
+fn listen(lab: &Lab, user: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+        .args([
+            "client",
+            "--lab",
+            lab.dir(),
+            "--user",
+            user,
+            "listen",
+            "--seconds",
+            "20",
+            "--count",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Retries `check` until it returns Some or `secs` pass.
+fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn rows(v: serde_json::Value) -> Vec<serde_json::Value> {
+    v.as_array().cloned().unwrap_or_else(|| vec![v])
+}
+
+#[test]
+fn users_sign_in_keep_their_data_backed_up_and_survive_losing_their_pool() {
+    let lab = Lab::up_with(&["--users", "1000"]);
+    let users =
+        std::fs::read_to_string(std::path::Path::new(lab.dir()).join("users.json")).unwrap();
+    let users: serde_json::Value = serde_json::from_str(&users).unwrap();
+    assert_eq!(
+        users.as_array().unwrap().len(),
+        2000,
+        "1000 users on each pool"
+    );
+    let listed = rows(lab.json(None, "Get-CsUser -Identity sip:user0500.pool2@contoso.com"));
+    assert_eq!(listed[0]["RegistrarPool"], "pool2.contoso.com");
+    assert!(!users.to_string().is_empty());
+
+    // Sign-in: full mode at the home pool; a registrar of the other pool redirects there.
+    let out = ok(&client(&lab, ALICE, &["sign-in"]), "sign-in at pool1");
+    assert!(
+        out.contains("at pool1.contoso.com") && out.contains("in full mode"),
+        "{out}"
+    );
+    let out = ok(
+        &client(&lab, ALICE, &["--via", "pool2-fe1.contoso.com", "sign-in"]),
+        "sign-in via pool2",
+    );
+    assert!(
+        out.contains("redirected by") && out.contains("to pool1.contoso.com"),
+        "{out}"
+    );
+    assert!(out.contains("at pool1.contoso.com"), "{out}");
+    // A wrong password is refused with 403 and changes nothing.
+    let out = client(&lab, ALICE, &["--password", "wrong", "sign-in"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    // Stored data: contacts, a meeting, an uploaded file.
+    ok(
+        &client(&lab, ALICE, &["contacts", "add", BOB, "--group", "Team"]),
+        "add contact",
+    );
+    ok(
+        &client(
+            &lab,
+            ALICE,
+            &[
+                "meetings",
+                "add",
+                "weekly",
+                "--subject",
+                "Weekly",
+                "--start",
+                "2026-12-01T10:00:00Z",
+            ],
+        ),
+        "add meeting",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let deck = work.path().join("deck.pptx");
+    std::fs::write(&deck, b"slides for the weekly meeting").unwrap();
+    ok(
+        &client(&lab, ALICE, &["upload", "weekly", deck.to_str().unwrap()]),
+        "upload",
+    );
+    let contacts = ok(&client(&lab, ALICE, &["contacts"]), "list contacts");
+    assert!(contacts.contains(BOB), "{contacts}");
+
+    // The Backup Service reaches its final state within a second and the copies match.
+    let status = eventually(10, "FinalState", || {
+        let r = rows(lab.json(
+            None,
+            "Get-CsBackupServiceStatus -PoolFqdn pool1.contoso.com -Category UserData",
+        ));
+        let out: Vec<_> = r
+            .iter()
+            .filter(|row| row["SourcePoolFqdn"] == "pool1.contoso.com")
+            .cloned()
+            .collect();
+        out.iter()
+            .all(|row| row["ExportStatus"] == "FinalState")
+            .then_some(out)
+    });
+    assert_eq!(status.len(), 2, "{status:?}");
+    for row in &status {
+        assert_eq!(row["ImportStatus"], "NormalState");
+        assert_eq!(row["PendingChanges"], 0);
+        let lag: f64 = row["LagSeconds"].as_str().unwrap().parse().unwrap();
+        assert!(lag < 1.0, "{row}");
+    }
+    let debug = rows(lab.json(
+        None,
+        "Debug-CsInterPoolReplication -PoolFqdn pool1.contoso.com",
+    ));
+    assert_eq!(debug.len(), 3, "{debug:?}");
+    for row in &debug {
+        assert_eq!(row["Mismatches"], 0, "{row}");
+    }
+    // pool2's backup copy holds Alice's data: the checksums above were computed there.
+    for row in debug
+        .iter()
+        .filter(|r| r["BackupModule"] != "CentralMgmt.CMSMaster")
+    {
+        assert_eq!(
+            row["UsersCompared"], 1,
+            "Alice's data, in both copies: {row}"
+        );
+    }
+
+    // Messages between users of both pools.
+    let listener = listen(&lab, BOB);
+    eventually(10, "Bob signed in", || {
+        let out = client(&lab, CAROL, &["send", "--to", BOB, "hello Bob"]);
+        out.status.success().then_some(())
+    });
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains("message from sip:user0001.pool2@contoso.com: hello Bob"),
+        "{}",
+        stdout(&out)
+    );
+    let out = client(
+        &lab,
+        CAROL,
+        &["send", "--to", "sip:user0003.pool1@contoso.com", "anyone?"],
+    );
+    assert!(
+        stderr(&out).contains("480"),
+        "not signed in: {}",
+        stderr(&out)
+    );
+
+    // Lose pool1: after the failure detection interval pool2 serves its users in
+    // resiliency mode, without their stored data.
+    ok(
+        &run(&["lab", "kill", "pool1.contoso.com", "--dir", lab.dir()]),
+        "kill pool1",
+    );
+    let out = eventually(20, "resiliency mode", || {
+        let out = client(&lab, ALICE, &["sign-in"]);
+        let text = stdout(&out);
+        text.contains("in resiliency mode").then_some(text)
+    });
+    assert!(out.contains("at pool2.contoso.com"), "{out}");
+    let out = client(&lab, ALICE, &["contacts"]);
+    assert!(stderr(&out).contains("resiliency mode"), "{}", stderr(&out));
+    let out = client(&lab, ALICE, &["contacts", "add", CAROL]);
+    assert!(
+        stderr(&out).contains("403") && stderr(&out).contains("no change can be saved"),
+        "{}",
+        stderr(&out)
+    );
+    // Two users of the lost pool can still message each other.
+    let listener = listen(&lab, BOB);
+    eventually(10, "Bob signed in at pool2", || {
+        let out = client(&lab, ALICE, &["send", "--to", BOB, "still here"]);
+        out.status.success().then_some(())
+    });
+    let out = listener.wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains("in resiliency mode"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("still here"), "{}", stdout(&out));
+
+    // pool1 returns: after the failback detection interval pool2 sends its users home,
+    // and nothing written before the loss is lost.
+    ok(
+        &run(&["lab", "start", "pool1.contoso.com", "--dir", lab.dir()]),
+        "start pool1",
+    );
+    let out = eventually(30, "redirect home", || {
+        let out = client(&lab, ALICE, &["--via", "pool2-fe1.contoso.com", "sign-in"]);
+        let text = stdout(&out);
+        text.contains("redirected by").then_some(text)
+    });
+    assert!(
+        out.contains("at pool1.contoso.com") && out.contains("in full mode"),
+        "{out}"
+    );
+    let contacts = ok(
+        &client(&lab, ALICE, &["contacts"]),
+        "contacts after failback",
+    );
+    assert!(contacts.contains(BOB), "{contacts}");
+    let copy = work.path().join("copy.pptx");
+    ok(
+        &client(
+            &lab,
+            ALICE,
+            &[
+                "download",
+                "weekly",
+                "deck.pptx",
+                "--out",
+                copy.to_str().unwrap(),
+            ],
+        ),
+        "download",
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        b"slides for the weekly meeting"
+    );
+}
