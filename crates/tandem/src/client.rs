@@ -24,7 +24,8 @@ use crate::lab::{LabFile, load_users};
 /// What the client was asked to do.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub(crate) enum ClientCommand {
-    /// Sign in (REGISTER) and print where and in which mode; `--expires 0` signs out.
+    /// Sign in (REGISTER) and print where and in which mode; `--expires 0` signs the
+    /// user out everywhere (`Contact: *`).
     SignIn {
         #[arg(long, default_value_t = 3600)]
         expires: u32,
@@ -273,7 +274,7 @@ async fn run_async(
             let signed = session.sign_in(Some(seconds as u32 + 30)).await?;
             print_signed_in(&session.sip, &signed);
             let received = session.listen(Duration::from_secs(seconds), count).await;
-            let _ = session.register_at(signed.registrar, Some(0)).await;
+            let _ = session.register_at(signed.registrar, None, true).await;
             received?;
         }
     }
@@ -350,10 +351,13 @@ impl Session {
         Ok(send(second, self.endpoint.clone()).await?)
     }
 
+    /// REGISTER at `dest`: bind this client's contact for `expires` seconds (0: remove every
+    /// binding), or with None only ask — or, with `own_only`, remove this client's contact.
     async fn register_at(
         &mut self,
         dest: SocketAddr,
         expires: Option<u32>,
+        own_only: bool,
     ) -> anyhow::Result<Response> {
         let domain = self.realm.clone();
         let contact = format!(
@@ -361,13 +365,25 @@ impl Session {
             self.username.split('@').next().unwrap_or(""),
             self.endpoint.local_addr()
         );
-        let tcp = expires.is_none();
+        let tcp = expires.is_none() && !own_only;
         self.authed(dest, tcp, |s| {
             let to = s.sip.clone();
             let mut headers = s.headers(&Method::Register, &to);
-            if let Some(e) = expires {
-                headers.push("Contact", contact.clone());
-                headers.push("Expires", e.to_string());
+            match expires {
+                // Signing out removes every binding of the user (RFC 3261 §10.2.2).
+                Some(0) => {
+                    headers.push("Contact", "*");
+                    headers.push("Expires", "0");
+                }
+                Some(e) => {
+                    headers.push("Contact", contact.clone());
+                    headers.push("Expires", e.to_string());
+                }
+                None if own_only => {
+                    headers.push("Contact", contact.clone());
+                    headers.push("Expires", "0");
+                }
+                None => {}
             }
             Request {
                 method: Method::Register,
@@ -402,7 +418,7 @@ impl Session {
                 tried.push(format!("{dest} (not answering)"));
                 continue;
             }
-            let response = match self.register_at(dest, expires).await {
+            let response = match self.register_at(dest, expires, false).await {
                 Ok(r) => r,
                 Err(e) => {
                     tried.push(format!("{dest} ({e})"));

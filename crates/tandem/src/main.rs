@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_users;
 mod client;
 mod lab;
 mod shell;
@@ -141,6 +142,31 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sign-ins with digest authentication on one Front End: rate and latency.
+    Signin {
+        /// Users per pool; each signs in once.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Clients signing in at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backup Service replication lag under a steady write load.
+    Backup {
+        /// Users per pool.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Writes per second to users' contact lists.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20000))]
+        writes_per_sec: u32,
+        /// How long to write.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,6 +281,17 @@ fn main() -> ExitCode {
             changes as usize,
             json,
         )),
+        Command::Bench(BenchCommand::Signin {
+            users,
+            concurrency,
+            json,
+        }) => outcome(bench_users::signin(users, concurrency, json)),
+        Command::Bench(BenchCommand::Backup {
+            users,
+            writes_per_sec,
+            seconds,
+            json,
+        }) => outcome(bench_users::backup(users, writes_per_sec, seconds, json)),
         Command::Topology(TopologyCommand::Check { file, json }) => {
             topology_cmd::check(&file, json)
         }

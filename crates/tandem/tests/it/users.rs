@@ -267,3 +267,154 @@ fn users_sign_in_keep_their_data_backed_up_and_survive_losing_their_pool() {
         b"slides for the weekly meeting"
     );
 }
+
+/// The lab's address of a server's registrar.
+fn registrar(lab: &Lab, fqdn: &str) -> std::net::SocketAddr {
+    let text = std::fs::read_to_string(std::path::Path::new(lab.dir()).join("lab.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let s = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["fqdn"] == fqdn)
+        .unwrap();
+    format!("{}:{}", s["address"].as_str().unwrap(), s["sip_port"])
+        .parse()
+        .unwrap()
+}
+
+fn options(n: u32) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKopt{n}\r\n\
+         From: <sip:probe@contoso.com>;tag=1\r\nTo: <sip:contoso.com>\r\nCall-ID: opt-{n}\r\n\
+         CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends one datagram and returns the answer's status line, if any comes.
+fn udp_exchange(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    bytes: &[u8],
+) -> Option<String> {
+    socket.send_to(bytes, to).ok()?;
+    let mut buf = vec![0u8; 70_000];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+#[test]
+fn registrars_answer_bad_sip_with_the_right_codes_and_keep_serving() {
+    use std::io::{Read, Write};
+    let lab = Lab::up_with(&["--users", "3"]);
+    let to = registrar(&lab, "pool1-fe1.contoso.com");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+
+    // Every file of the sip crate's fuzz corpus, then a check that the server still answers.
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sip/tests/corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sip" || e == "bin"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 40,
+        "the corpus is there: {}",
+        corpus.display()
+    );
+    let mut answered_400 = 0;
+    for (n, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).unwrap();
+        if let Some(status) = udp_exchange(&socket, to, &bytes) {
+            assert!(
+                status.starts_with("SIP/2.0 "),
+                "{}: {status}",
+                file.display()
+            );
+            answered_400 += usize::from(status.starts_with("SIP/2.0 400"));
+        }
+        let status = udp_exchange(&socket, to, &options(n as u32 + 1))
+            .unwrap_or_else(|| panic!("no answer to OPTIONS after {}", file.display()));
+        assert!(
+            status.starts_with("SIP/2.0 200"),
+            "after {}: {status}",
+            file.display()
+        );
+    }
+    assert!(
+        answered_400 >= 10,
+        "malformed but addressable requests get 400: {answered_400}"
+    );
+
+    // An oversized request over UDP gets 513.
+    let mut big = String::from_utf8(options(900)).unwrap();
+    big = big.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: 64990\r\n\r\n{}", "x".repeat(64_990)),
+    );
+    let status =
+        udp_exchange(&socket, to, big.as_bytes()).expect("an answer to an oversized request");
+    assert!(status.starts_with("SIP/2.0 513"), "{status}");
+
+    // Over TCP: a request too large to frame gets 513 and the connection closes; another
+    // connection is served.
+    let mut tcp = std::net::TcpStream::connect(to).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let head = String::from_utf8(options(901))
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 900000");
+    tcp.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    assert!(answer.starts_with("SIP/2.0 513"), "{answer}");
+    let mut tcp = std::net::TcpStream::connect(to).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    tcp.write_all(&options(902)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+
+    // Unknown users get 404, disabled users 403; sign-in still works for the others.
+    let out = client(
+        &lab,
+        "sip:nobody@contoso.com",
+        &["--password", "x", "sign-in"],
+    );
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    ok(
+        &lab.shell(
+            None,
+            "Disable-CsUser -Identity sip:user0003.pool1@contoso.com",
+        ),
+        "Disable-CsUser",
+    );
+    let out = client(&lab, "sip:user0003.pool1@contoso.com", &["sign-in"]);
+    assert!(
+        stderr(&out).contains("403") && stderr(&out).contains("disabled"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ok(
+        &client(&lab, ALICE, &["sign-in", "--expires", "60"]),
+        "sign-in",
+    );
+    assert!(
+        out.contains("in full mode") && out.contains("contact <sip:"),
+        "{out}"
+    );
+    // Expires: 0 removes the binding: the next registration shows none.
+    let out = ok(
+        &client(&lab, ALICE, &["sign-in", "--expires", "0"]),
+        "sign-out",
+    );
+    assert!(!out.contains("contact <sip:"), "{out}");
+}
