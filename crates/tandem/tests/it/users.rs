@@ -418,3 +418,131 @@ fn registrars_answer_bad_sip_with_the_right_codes_and_keep_serving() {
     );
     assert!(!out.contains("contact <sip:"), "{out}");
 }
+
+#[test]
+fn backup_service_cmdlets_resync_flush_export_import_and_configure() {
+    let lab = Lab::up_with(&["--users", "2"]);
+    ok(
+        &client(&lab, ALICE, &["contacts", "add", BOB, "--group", "Team"]),
+        "add contact",
+    );
+    // Configuration: the documented range is enforced; a valid value is stored everywhere.
+    let out = lab.shell(
+        None,
+        "Set-CsBackupServiceConfiguration -Identity global -SyncInterval 00:00:02",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("00:00:05"), "{}", stderr(&out));
+    ok(
+        &lab.shell(
+            None,
+            "Set-CsBackupServiceConfiguration -Identity global -SyncInterval 00:01:00",
+        ),
+        "set sync interval",
+    );
+    let config = rows(lab.json(
+        Some("pool2-fe2.contoso.com"),
+        "Get-CsBackupServiceConfiguration",
+    ));
+    assert_eq!(config[0]["SyncInterval"], "00:01:00");
+
+    // A full flush waits for the backup copy; a resync converges it and nothing differs.
+    let out = ok(
+        &lab.shell(
+            None,
+            "Invoke-CsStorageServiceFlush -PoolFqdn pool1.contoso.com -FlushType FullFlush",
+        ),
+        "flush",
+    );
+    assert!(out.contains("0 changes are still waiting"), "{out}");
+    ok(
+        &lab.shell(
+            Some("pool2-fe1.contoso.com"),
+            "Invoke-CsBackupServiceSync -PoolFqdn pool1.contoso.com -BackupModule PresenceFocus",
+        ),
+        "resync (forwarded to pool1)",
+    );
+    let debug = rows(lab.json(
+        None,
+        "Debug-CsInterPoolReplication -PoolFqdn pool1.contoso.com -BackupModule UserServices.PresenceFocus",
+    ));
+    assert_eq!(debug.len(), 1);
+    assert_eq!(debug[0]["Mismatches"], 0, "{:?}", debug[0]);
+    assert_eq!(debug[0]["UsersCompared"], 1);
+
+    // Export, lose the data, import it back: the contact returns and is backed up again.
+    let work = tempfile::tempdir().unwrap();
+    let zip = work.path().join("pool1-users.zip");
+    ok(
+        &lab.shell(
+            None,
+            &format!(
+                "Export-CsUserData -PoolFqdn pool1.contoso.com -FileName {}",
+                zip.display()
+            ),
+        ),
+        "export",
+    );
+    ok(
+        &client(&lab, ALICE, &["contacts", "remove", BOB]),
+        "remove contact",
+    );
+    assert!(!ok(&client(&lab, ALICE, &["contacts"]), "contacts").contains(BOB));
+    let out = lab.shell(
+        None,
+        &format!(
+            "Import-CsUserData -PoolFqdn pool2.contoso.com -FileName {}",
+            zip.display()
+        ),
+    );
+    assert!(
+        !out.status.success(),
+        "pool1's users cannot be imported into pool2"
+    );
+    assert!(
+        stderr(&out).contains("homed on pool1.contoso.com"),
+        "{}",
+        stderr(&out)
+    );
+    ok(
+        &lab.shell(
+            None,
+            &format!(
+                "Import-CsUserData -PoolFqdn pool1.contoso.com -FileName {}",
+                zip.display()
+            ),
+        ),
+        "import",
+    );
+    assert!(ok(&client(&lab, ALICE, &["contacts"]), "contacts").contains(BOB));
+    let status = eventually(10, "FinalState after import", || {
+        let r = rows(lab.json(
+            None,
+            "Get-CsBackupServiceStatus -PoolFqdn pool1.contoso.com -BackupModule PresenceFocus",
+        ));
+        r.iter()
+            .all(|row| row["ExportStatus"] == "FinalState")
+            .then_some(r)
+    });
+    assert_eq!(status.len(), 2, "both directions: {status:?}");
+    let debug = rows(lab.json(
+        None,
+        "Debug-CsInterPoolReplication -PoolFqdn pool1.contoso.com -BackupModule PresenceFocus",
+    ));
+    assert_eq!(debug[0]["Mismatches"], 0, "{:?}", debug[0]);
+    // A file that is not an export is refused.
+    let bogus = work.path().join("bogus.zip");
+    std::fs::write(&bogus, b"not a zip").unwrap();
+    let out = lab.shell(
+        None,
+        &format!(
+            "Import-CsUserData -PoolFqdn pool1.contoso.com -FileName {}",
+            bogus.display()
+        ),
+    );
+    assert!(
+        stderr(&out).contains("not a file written by Export-CsUserData"),
+        "{}",
+        stderr(&out)
+    );
+}
