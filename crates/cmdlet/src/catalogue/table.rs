@@ -911,8 +911,9 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         )
     },
     CmdletSpec {
-        description: "Disables a user: removes the SIP address and home pool. The user's data \
-            is removed from the home pool and, at the next synchronisation, from the backup pool.",
+        description: "Disables a user: the user can no longer sign in (403) or be reached. \
+            The account, its home pool and its stored data are kept, so Enable-CsUser can \
+            enable it again.",
         changes_state: true,
         examples: &[("Disable-CsUser -Identity sip:alice@contoso.com", "Disables Alice.")],
         ..cmdlet(
