@@ -167,7 +167,9 @@ impl BackupService {
         while !self.inner.stopped.load(Ordering::SeqCst) {
             if self.is_running() && self.partner().is_some() {
                 let now = store::now_ms();
-                if !holder || now - last_renew > LEASE_TTL_MS / 3 {
+                // Holders renew, others try to take over, once a third of a lease: a
+                // write transaction every 50 ms would compete with users' writes.
+                if now - last_renew > LEASE_TTL_MS / 3 {
                     holder = self
                         .inner
                         .backend
