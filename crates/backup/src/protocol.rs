@@ -110,4 +110,7 @@ pub struct ExportReport {
     pub head_seq: i64,
     pub last_sync_at: Option<i64>,
     pub last_error: Option<String>,
+    /// A full resync was asked for and has not run yet.
+    #[serde(default)]
+    pub resync: bool,
 }

@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use store::{BackEnd, ReplicaStore, StoreError, UserItem};
 use tokio::sync::{Mutex, Notify, watch};
-use topology::{Role, Topology};
+use topology::Topology;
 
 use crate::Module;
 use crate::protocol::{CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse};
@@ -136,7 +135,11 @@ impl BackupService {
 
     /// The partner pool, from the live topology.
     pub fn partner(&self) -> Option<String> {
-        partner_of(&self.inner.topology.borrow(), &self.inner.pool)
+        self.inner
+            .topology
+            .borrow()
+            .backup_pool_of(&self.inner.pool)
+            .map(str::to_string)
     }
 
     /// The modules this pool exports: user data always, the CMS when it lives here.
@@ -367,24 +370,12 @@ pub async fn settings(replica: &ReplicaStore) -> cms::directory::BackupSettings 
         .unwrap_or_default()
 }
 
-/// The backup pool of `pool`.
-pub fn partner_of(topology: &Topology, pool: &str) -> Option<String> {
-    topology
-        .front_end_pool(pool)
-        .and_then(|p| p.backup_pool.clone())
-}
-
 /// `http://address:backup_port` of every Front End of `pool`.
 pub fn backup_endpoints(topology: &Topology, pool: &str) -> Vec<String> {
     topology
-        .servers()
-        .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(pool))
-        .map(|s| {
-            format!(
-                "http://{}:{}",
-                s.server.address, topology.ports.backup_service
-            )
-        })
+        .front_end_servers(pool)
+        .iter()
+        .map(|s| format!("http://{}:{}", s.address, topology.ports.backup_service))
         .collect()
 }
 
@@ -404,7 +395,9 @@ pub async fn import(
     this_pool: &str,
     request: ImportRequest,
 ) -> Result<ImportResponse, BackupError> {
-    if partner_of(topology, &request.source_pool).is_none_or(|p| !p.eq_ignore_ascii_case(this_pool))
+    if topology
+        .backup_pool_of(&request.source_pool)
+        .is_none_or(|p| !p.eq_ignore_ascii_case(this_pool))
     {
         return Err(BackupError::Refused(format!(
             "{} is not paired with {this_pool} (see Get-CsPoolBackupRelationship -PoolFqdn {})",
@@ -461,18 +454,14 @@ pub fn checksums<'a>(
         .into_iter()
         .map(|(sip, mut items)| {
             items.sort();
-            let mut hasher = Sha256::new();
+            let mut text = Vec::new();
             for (k, v) in &items {
-                hasher.update(k.as_bytes());
-                hasher.update([0]);
-                hasher.update(v.as_bytes());
-                hasher.update([b'\n']);
+                text.extend_from_slice(k.as_bytes());
+                text.push(0);
+                text.extend_from_slice(v.as_bytes());
+                text.push(b'\n');
             }
-            let digest: String = hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = store::hex_sha256(&text);
             (sip.to_string(), (items.len(), digest))
         })
         .collect()
@@ -512,30 +501,26 @@ impl BackupService {
             let name = module.short_name();
             let state = be.export_state(name).await?;
             let acked = state.as_ref().map_or(0, |s| s.acked_seq);
-            let (pending, oldest, head) = if module == Module::CmsMaster {
-                let versions = be.versions_after(acked, i64::MAX).await?;
-                let head = be.current_version().await?.map_or(0, |v| v.version);
-                (
-                    versions.len() as i64,
-                    versions.first().map(|v| v.created_at),
-                    head,
-                )
+            let backlog = if module == Module::CmsMaster {
+                be.cms_backlog(acked).await?
             } else {
-                let b = be.backlog(name, acked).await?;
-                (b.count, b.oldest_committed_at, b.head_seq)
+                be.backlog(name, acked).await?
             };
             let applicable = self.exports(module);
             exports.push(crate::protocol::ExportReport {
                 module: name.to_string(),
                 applicable,
-                pending: if applicable { pending } else { 0 },
-                oldest_pending_ms: oldest,
+                pending: if applicable { backlog.count } else { 0 },
+                oldest_pending_ms: backlog.oldest_committed_at,
                 acked_seq: acked,
-                head_seq: head,
+                head_seq: backlog.head_seq,
                 last_sync_at: state.as_ref().and_then(|s| s.last_sync_at),
+                resync: state.as_ref().is_some_and(|s| s.resync),
                 last_error: state.and_then(|s| s.last_error),
             });
         }
+        // The standby CMS held here (when the partner hosts the CMS).
+        let standby = be.current_version().await?;
         let mut imports = Vec::new();
         let sources: Vec<String> = self
             .inner
@@ -553,12 +538,11 @@ impl BackupService {
         for source in sources {
             for module in Module::ALL {
                 let state = if module == Module::CmsMaster {
-                    let v = be.current_version().await?;
                     store::ImportState {
                         source_pool: source.clone(),
                         module: module.short_name().into(),
-                        applied_seq: v.as_ref().map_or(0, |v| v.version),
-                        last_import_at: v.map_or(0, |v| v.created_at),
+                        applied_seq: standby.as_ref().map_or(0, |v| v.version),
+                        last_import_at: standby.as_ref().map_or(0, |v| v.created_at),
                     }
                 } else {
                     be.import_state(&source, module.short_name()).await?

@@ -111,12 +111,35 @@ pub async fn invoke(
     request: &InvokeRequest,
     timeout: std::time::Duration,
 ) -> Result<InvokeResponse, CallError> {
+    call(
+        client,
+        base,
+        "/api/v1/invoke",
+        token,
+        forwarded_by,
+        request,
+        timeout,
+    )
+    .await
+}
+
+/// `POST {base}{path}` of this API with the admin token: the JSON answer, or the
+/// [`ErrorBody`] of a refusal.
+pub async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: &str,
+    forwarded_by: Option<&str>,
+    request: &Req,
+    timeout: std::time::Duration,
+) -> Result<Resp, CallError> {
     let unreachable = |source| CallError::Unreachable {
         base: base.to_string(),
         source,
     };
     let mut call = client
-        .post(format!("{base}/api/v1/invoke"))
+        .post(format!("{base}{path}"))
         .header(cms::TOKEN_HEADER, cms::bearer(token))
         .timeout(timeout)
         .json(request);

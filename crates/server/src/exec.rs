@@ -272,13 +272,19 @@ pub(crate) async fn forward(server: &Server, base: &str, request: &InvokeRequest
         timeout,
     )
     .await
-    .map_err(|e| match e {
+    .map_err(call_error)
+}
+
+/// Another server's answer, passed on: a refusal keeps its status and reason; a server
+/// that cannot be reached is a 502.
+pub(crate) fn call_error(e: CallError) -> ApiError {
+    match e {
         CallError::Unreachable { .. } => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
         CallError::Refused { status, body } => ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             body,
         },
-    })
+    }
 }
 
 async fn on_master_or_local(

@@ -311,37 +311,22 @@ pub(crate) async fn users_bulk(
             ))
         }
         Ok(crate::exec::MasterAt::There(base)) => {
-            let response = server
-                .client
-                .post(format!("{base}{}", crate::users::BULK_PATH))
-                .header(cms::TOKEN_HEADER, cms::bearer(&server.token))
-                .header(FORWARDED_HEADER, &server.fqdn)
-                .json(&request)
-                .send()
-                .await
-                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-            let status = response.status();
-            if status.is_success() {
-                let body: crate::users::BulkEnableResponse = response
-                    .json()
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
-                server
-                    .replica
-                    .wait_for_version(body.cms_version, std::time::Duration::from_secs(10))
-                    .await;
-                Ok(Json(body))
-            } else {
-                let body: ErrorBody = response.json().await.unwrap_or(ErrorBody {
-                    error: format!("the master answered {status}"),
-                    output: None,
-                });
-                Err(ApiError {
-                    status: StatusCode::from_u16(status.as_u16())
-                        .unwrap_or(StatusCode::BAD_GATEWAY),
-                    body,
-                })
-            }
+            let body: crate::users::BulkEnableResponse = crate::api::call(
+                &server.client,
+                &base,
+                crate::users::BULK_PATH,
+                &server.token,
+                Some(&server.fqdn),
+                &request,
+                std::time::Duration::from_secs(120),
+            )
+            .await
+            .map_err(crate::exec::call_error)?;
+            server
+                .replica
+                .wait_for_version(body.cms_version, std::time::Duration::from_secs(10))
+                .await;
+            Ok(Json(body))
         }
         Err(unavailable) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, unavailable)),
     }

@@ -8,7 +8,6 @@
 //! backup link, never by opening the partner's database.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,11 +16,11 @@ use backup::Module;
 use backup::protocol::{CHECKSUMS_PATH, Checksums, PoolStatus, STATUS_PATH};
 use backup::status::{ExportFacts, estimated_rpo_secs, export_status};
 use cmdlet::{Field, Invocation, Output, Record};
-use serde::{Deserialize, Serialize};
 use store::{UserChange, UserItem, format_timestamp, now_ms};
 
 use crate::Server;
 use crate::api::{InvokeRequest, InvokeResponse};
+use crate::archive::{self, UserData};
 use crate::http::ApiError;
 
 type Reply = Result<InvokeResponse, ApiError>;
@@ -169,22 +168,28 @@ fn selected_modules(inv: &Invocation) -> Result<Vec<Module>, ApiError> {
     Ok(modules)
 }
 
+/// The changes of `modules` still to ship, and whether a requested resync is still to run.
+fn backlog(status: &PoolStatus, modules: &[Module]) -> (i64, bool) {
+    status
+        .exports
+        .iter()
+        .filter(|e| e.applicable && modules.iter().any(|m| m.short_name() == e.module))
+        .fold((0, false), |(pending, resync), e| {
+            (pending + e.pending, resync || e.resync)
+        })
+}
+
 async fn pending(
     service: &backup::service::BackupService,
     modules: &[Module],
 ) -> Result<i64, ApiError> {
     let status = service.local_status().await.map_err(internal)?;
-    Ok(status
-        .exports
-        .iter()
-        .filter(|e| e.applicable && modules.iter().any(|m| m.short_name() == e.module))
-        .map(|e| e.pending)
-        .sum())
+    Ok(backlog(&status, modules).0)
 }
 
 /// Waits until `modules` have nothing left to ship (FinalState) or `wait` passes; returns
 /// how many changes are still pending.
-pub(crate) async fn wait_for_final(
+async fn wait_for_final(
     service: &backup::service::BackupService,
     modules: &[Module],
     wait: Duration,
@@ -192,13 +197,7 @@ pub(crate) async fn wait_for_final(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let status = service.local_status().await.map_err(internal)?;
-        let resync = service_resync_pending(service, modules).await?;
-        let left: i64 = status
-            .exports
-            .iter()
-            .filter(|e| e.applicable && modules.iter().any(|m| m.short_name() == e.module))
-            .map(|e| e.pending)
-            .sum();
+        let (left, resync) = backlog(&status, modules);
         if left == 0 && !resync {
             return Ok(0);
         }
@@ -208,24 +207,6 @@ pub(crate) async fn wait_for_final(
         service.wake();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn service_resync_pending(
-    service: &backup::service::BackupService,
-    modules: &[Module],
-) -> Result<bool, ApiError> {
-    for m in modules {
-        if service
-            .backend()
-            .export_state(m.short_name())
-            .await
-            .map_err(internal)?
-            .is_some_and(|s| s.resync)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// Asks a Front End of `pool` over the backup link.
@@ -490,18 +471,6 @@ async fn debug_replication(server: &Server, modules: &[Module]) -> Reply {
     Ok(records(rows))
 }
 
-/// The contents of an `Export-CsUserData` file.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserDataExport {
-    format: u32,
-    pool: String,
-    created_at: i64,
-    items: Vec<UserItem>,
-}
-
-const USERDATA_ENTRY: &str = "userdata.json";
-
 async fn export_user_data(server: &Server, inv: &Invocation) -> Reply {
     let be = server.backend.as_ref().expect("a Front End has a Back End");
     let file = inv.text("FileName").unwrap_or_default();
@@ -521,7 +490,7 @@ async fn export_user_data(server: &Server, inv: &Invocation) -> Reply {
             files.insert(sha, bytes);
         }
     }
-    let export = UserDataExport {
+    let export = UserData {
         format: 1,
         pool: server.pool.clone(),
         created_at: now_ms(),
@@ -534,7 +503,8 @@ async fn export_user_data(server: &Server, inv: &Invocation) -> Reply {
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     let count = export.items.len();
-    write_zip(path, &export, &files).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    archive::write_user_data(path, &export, &files)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     Ok(InvokeResponse {
         output: Output::None,
         warnings: vec![format!(
@@ -546,72 +516,11 @@ async fn export_user_data(server: &Server, inv: &Invocation) -> Reply {
     })
 }
 
-fn write_zip(
-    path: &Path,
-    export: &UserDataExport,
-    files: &BTreeMap<String, Vec<u8>>,
-) -> Result<(), String> {
-    let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
-    let file = std::fs::File::create(path).map_err(|e| io(&e))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let options = zip::write::SimpleFileOptions::default();
-    let json = serde_json::to_vec_pretty(export).map_err(|e| io(&e))?;
-    zip.start_file(USERDATA_ENTRY, options)
-        .map_err(|e| io(&e))?;
-    zip.write_all(&json).map_err(|e| io(&e))?;
-    for (sha, bytes) in files {
-        zip.start_file(format!("files/{sha}"), options)
-            .map_err(|e| io(&e))?;
-        zip.write_all(bytes).map_err(|e| io(&e))?;
-    }
-    zip.finish().map_err(|e| io(&e))?;
-    Ok(())
-}
-
-fn read_zip(path: &Path) -> Result<(UserDataExport, BTreeMap<String, Vec<u8>>), String> {
-    let not_export = |e: &dyn std::fmt::Display| {
-        format!(
-            "{} is not a file written by Export-CsUserData ({e})",
-            path.display()
-        )
-    };
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| not_export(&e))?;
-    let export: UserDataExport = {
-        let mut entry = zip.by_name(USERDATA_ENTRY).map_err(|e| not_export(&e))?;
-        let mut json = String::new();
-        entry
-            .read_to_string(&mut json)
-            .map_err(|e| not_export(&e))?;
-        serde_json::from_str(&json).map_err(|e| not_export(&e))?
-    };
-    if export.format != 1 {
-        return Err(not_export(&format!("format {} is unknown", export.format)));
-    }
-    let mut files = BTreeMap::new();
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| not_export(&e))?;
-        if let Some(sha) = entry.name().strip_prefix("files/") {
-            let sha = sha.to_string();
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(|e| not_export(&e))?;
-            if store::hex_sha256(&bytes) != sha {
-                return Err(not_export(&format!(
-                    "file {sha} does not match its checksum"
-                )));
-            }
-            files.insert(sha, bytes);
-        }
-    }
-    Ok((export, files))
-}
-
 async fn import_user_data(server: &Server, inv: &Invocation) -> Reply {
     let be = server.backend.as_ref().expect("a Front End has a Back End");
     let file = inv.text("FileName").unwrap_or_default();
-    let (export, files) =
-        read_zip(Path::new(&file)).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let (export, files) = archive::read_user_data(Path::new(&file))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     // Only users homed here may be imported here: their data lives in their home pool.
     let replica = server.replica.store();
     let mut by_user: BTreeMap<String, Vec<UserItem>> = BTreeMap::new();

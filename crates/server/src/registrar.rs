@@ -26,7 +26,6 @@ use store::{Binding, now_ms};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
-use topology::Role;
 use topology::serving::{Decision, Mode};
 
 use crate::Server;
@@ -45,6 +44,8 @@ pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 pub const MAX_EXPIRES: u32 = 3600;
 /// How long a relayed or delivered MESSAGE may wait for an answer.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a TCP connection may stay silent before it is closed.
+const TCP_IDLE: Duration = Duration::from_secs(300);
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
 const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 
@@ -152,35 +153,17 @@ async fn on_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
-    use tokio::io::AsyncReadExt;
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 8192];
     loop {
-        match sip::frame_length(&buf) {
-            Ok(Some(n)) => {
-                let frame: Vec<u8> = buf.drain(..n).collect();
-                if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
-                    continue;
-                }
-                if !server.services.is_running(RTCSRV) {
-                    return;
-                }
-                let reply = match Message::parse(&frame) {
-                    Ok(Message::Request(req)) if req.method == Method::Ack => continue,
-                    Ok(Message::Request(req)) => {
-                        Some(handle(server, registrar, &req, peer).await.to_bytes())
-                    }
-                    Ok(Message::Response(_)) => None,
-                    Err(e) => answer_malformed(&frame, &e),
-                };
-                if let Some(bytes) = reply
-                    && stream.write_all(&bytes).await.is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            Ok(None) => {}
+        let frame = match crate::sipnet::next_frame(&mut stream, &mut buf, TCP_IDLE).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return,
+        };
+        if !server.services.is_running(RTCSRV) {
+            return;
+        }
+        let frame = match frame {
+            Ok(frame) => frame,
             Err(e) => {
                 // The stream cannot be framed any more: answer if possible, then close.
                 if let Some(bytes) = answer_malformed(&buf, &e) {
@@ -188,11 +171,19 @@ async fn on_connection(
                 }
                 return;
             }
-        }
-        let read = tokio::time::timeout(Duration::from_secs(300), stream.read(&mut chunk)).await;
-        match read {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return,
+        };
+        let reply = match Message::parse(&frame) {
+            Ok(Message::Request(req)) if req.method == Method::Ack => continue,
+            Ok(Message::Request(req)) => {
+                Some(handle(server, registrar, &req, peer).await.to_bytes())
+            }
+            Ok(Message::Response(_)) => None,
+            Err(e) => answer_malformed(&frame, &e),
+        };
+        if let Some(bytes) = reply
+            && stream.write_all(&bytes).await.is_err()
+        {
+            return;
         }
     }
 }
@@ -439,16 +430,10 @@ async fn register(server: &Server, request: &Request) -> Response {
 /// A 301 whose Contacts are the registrars of `pool`, in preferred order.
 fn redirect(request: &Request, topology: &topology::Topology, pool: &str) -> Response {
     let mut r = reply(request, 301, "Moved Permanently");
-    for s in topology
-        .servers()
-        .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(pool))
-    {
+    for s in topology.front_end_servers(pool) {
         r.headers.push(
             "Contact",
-            format!(
-                "<sip:{}:{};transport=tcp>",
-                s.server.address, topology.ports.sip
-            ),
+            format!("<sip:{}:{};transport=tcp>", s.address, topology.ports.sip),
         );
     }
     r.headers.push(SERVING_POOL_HEADER, pool.to_string());
@@ -581,11 +566,8 @@ async fn relay(
     topology: &topology::Topology,
     pool: &str,
 ) -> Response {
-    for s in topology
-        .servers()
-        .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(pool))
-    {
-        let dest = SocketAddr::from((s.server.address, topology.ports.sip));
+    for s in topology.front_end_servers(pool) {
+        let dest = SocketAddr::from((s.address, topology.ports.sip));
         if let Ok(resp) = registrar
             .endpoint
             .request(dest, onward.clone(), DELIVERY_TIMEOUT)

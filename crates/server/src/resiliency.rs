@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use topology::Role;
 use topology::serving::PartnerWatch;
 
 use crate::Server;
@@ -28,7 +27,7 @@ pub(crate) async fn watch_partner(server: Arc<Server>) {
             continue;
         };
         let topology = server.replica.topology();
-        let Some(partner) = backup::service::partner_of(&topology, &server.pool) else {
+        let Some(partner) = topology.backup_pool_of(&server.pool).map(str::to_string) else {
             server.partner_down.store(false, Ordering::SeqCst);
             watch = PartnerWatch::new(now());
             continue;
@@ -40,9 +39,9 @@ pub(crate) async fn watch_partner(server: Arc<Server>) {
             continue;
         };
         let targets: Vec<SocketAddr> = topology
-            .servers()
-            .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(&partner))
-            .map(|s| SocketAddr::from((s.server.address, topology.ports.sip)))
+            .front_end_servers(&partner)
+            .iter()
+            .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
             .collect();
         let host = server.address.ip().to_string();
         let mut probes = tokio::task::JoinSet::new();

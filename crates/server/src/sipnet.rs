@@ -109,13 +109,10 @@ impl Endpoint {
         timeout: Duration,
     ) -> io::Result<Response> {
         let branch = self.branch();
-        let via = format!("SIP/2.0/UDP {};branch={branch};rport", self.local);
-        let mut headers = sip::Headers::new();
-        headers.push("Via", via);
-        for (name, value) in request.headers.iter() {
-            headers.push(name, value);
-        }
-        request.headers = headers;
+        push_top_via(
+            &mut request,
+            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+        );
         let bytes = request.to_bytes();
         let (tx, mut rx) = oneshot::channel();
         self.pending.lock().await.insert(branch.clone(), tx);
@@ -149,6 +146,16 @@ impl Endpoint {
     }
 }
 
+/// Puts `via` above the request's Via headers, as each hop does (RFC 3261 §8.1.1.7).
+fn push_top_via(request: &mut Request, via: String) {
+    let mut headers = sip::Headers::new();
+    headers.push("Via", via);
+    for (name, value) in request.headers.iter() {
+        headers.push(name, value);
+    }
+    request.headers = headers;
+}
+
 /// Sends one request over a new TCP connection and waits for its final response.
 pub async fn tcp_request(
     dest: SocketAddr,
@@ -159,31 +166,29 @@ pub async fn tcp_request(
         let mut stream = TcpStream::connect(dest).await?;
         let local = stream.local_addr()?;
         let mut request = request.clone();
-        let mut headers = sip::Headers::new();
-        headers.push(
-            "Via",
-            format!(
-                "SIP/2.0/TCP {local};branch=z9hG4bK{:x}{:x};rport",
-                local.port(),
-                store::now_ms()
-            ),
+        let via = format!(
+            "SIP/2.0/TCP {local};branch=z9hG4bK{:x}{:x};rport",
+            local.port(),
+            store::now_ms()
         );
-        for (name, value) in request.headers.iter() {
-            headers.push(name, value);
-        }
-        request.headers = headers;
+        push_top_via(&mut request, via);
         stream.write_all(&request.to_bytes()).await?;
         let mut buf = Vec::new();
         loop {
-            match read_frame(&mut stream, &mut buf).await? {
-                Some(Message::Response(r)) if r.status >= 200 => return Ok(r),
-                Some(_) => continue,
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{dest} closed the connection without answering"),
-                    ));
-                }
+            let frame = next_frame(&mut stream, &mut buf, timeout).await?;
+            let Some(frame) = frame else {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{dest} closed the connection without answering"),
+                ));
+            };
+            let message = frame
+                .and_then(|bytes| Message::parse(&bytes))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if let Message::Response(r) = message
+                && r.status >= 200
+            {
+                return Ok(r);
             }
         }
     };
@@ -197,9 +202,15 @@ pub async fn tcp_request(
         })
 }
 
-/// Reads one framed message from a stream; `Ok(None)` at a clean end of stream. Bytes
-/// past the frame stay in `buf` for the next call.
-pub async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<Message>> {
+/// Reads until one whole message is at the front of `buf` and returns its bytes, leaving
+/// what follows in `buf`; keep-alive CRLFs are skipped. `Ok(None)` at the end of the
+/// stream; `Ok(Some(Err(_)))` when the stream can no longer be framed (`buf` then holds
+/// what arrived, for an answer); an error when nothing arrives for `idle`.
+pub async fn next_frame(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> io::Result<Option<Result<Vec<u8>, ParseError>>> {
     let mut chunk = [0u8; 8192];
     loop {
         match sip::frame_length(buf) {
@@ -208,14 +219,14 @@ pub async fn read_frame(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result
                 if frame.iter().all(|b| *b == b'\r' || *b == b'\n') {
                     continue;
                 }
-                return Message::parse(&frame)
-                    .map(Some)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                return Ok(Some(Ok(frame)));
             }
             Ok(None) => {}
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => return Ok(Some(Err(e))),
         }
-        let n = stream.read(&mut chunk).await?;
+        let n = tokio::time::timeout(idle, stream.read(&mut chunk))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the connection was idle"))??;
         if n == 0 {
             return Ok(None);
         }

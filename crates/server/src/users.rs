@@ -14,8 +14,8 @@ use cms::directory::{
 use cms::master::Master;
 use serde::{Deserialize, Serialize};
 use store::ReplicaStore;
+use topology::Topology;
 use topology::serving::Mode;
-use topology::{Role, Topology};
 use utoipa::ToSchema;
 
 use crate::Server;
@@ -343,15 +343,15 @@ fn user_record(user: &UserRecord) -> Record {
 /// The first Front End of a pool: the "primary registrar" of its users.
 pub fn primary_registrar(topology: &Topology, pool: &str) -> Option<String> {
     topology
-        .servers()
-        .find(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(pool))
-        .map(|s| s.server.fqdn.clone())
+        .front_end_servers(pool)
+        .first()
+        .map(|s| s.fqdn.clone())
 }
 
 fn pool_info(server: &Server, user: &UserRecord) -> Record {
     let topology = server.replica.topology();
     let home = &user.registrar_pool;
-    let backup = backup::service::partner_of(&topology, home);
+    let backup = topology.backup_pool_of(home).map(str::to_string);
     let (serving, mode) = match server.serving_decision(&topology, home) {
         Some(topology::serving::Decision::Serve(Mode::Resiliency)) => {
             (server.pool.clone(), "Resiliency")
@@ -374,9 +374,9 @@ fn pool_info(server: &Server, user: &UserRecord) -> Record {
             "PrimaryPoolMachinesInPreferredOrder",
             Field::List(
                 topology
-                    .servers()
-                    .filter(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(home))
-                    .map(|s| Field::from(s.server.fqdn.clone()))
+                    .front_end_servers(home)
+                    .iter()
+                    .map(|s| Field::from(s.fqdn.clone()))
                     .collect(),
             ),
         )

@@ -27,7 +27,6 @@ use cms::directory::UserRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::{UserChange, now_ms};
-use topology::Role;
 use topology::serving::{Decision, Mode};
 
 use crate::Server;
@@ -104,10 +103,7 @@ async fn gate(State(server): State<Arc<Server>>, mut request: Request, next: Nex
     let mode = match decision {
         Decision::Serve(mode) => mode,
         Decision::Redirect { pool } => {
-            let Some(target) = topology
-                .servers()
-                .find(|s| s.role == Role::FrontEnd && s.pool_fqdn.eq_ignore_ascii_case(&pool))
-            else {
+            let Some(target) = topology.front_end_servers(&pool).first() else {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("{pool} has no Front End"),
@@ -115,7 +111,7 @@ async fn gate(State(server): State<Arc<Server>>, mut request: Request, next: Nex
             };
             let location = format!(
                 "http://{}:{}{}",
-                target.server.address,
+                target.address,
                 topology.ports.user_services,
                 request.uri().path_and_query().map_or("/", |p| p.as_str())
             );

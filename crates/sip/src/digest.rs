@@ -372,6 +372,35 @@ impl NonceKey {
     }
 }
 
+/// Client side: answers the challenge of a 401 by adding an `Authorization` header to
+/// `request`, which should carry the next CSeq.
+pub fn authorize(
+    request: &mut crate::Request,
+    unauthorized: &crate::Response,
+    username: &str,
+    ha1: &str,
+    cnonce: &str,
+) -> Result<(), ParseError> {
+    let header = unauthorized
+        .headers
+        .get("WWW-Authenticate")
+        .ok_or_else(|| ParseError::Malformed("a 401 without WWW-Authenticate".into()))?;
+    let challenge = Challenge::parse(header)?;
+    let credentials = Credentials::answer(
+        &challenge,
+        username,
+        ha1,
+        request.method.as_str(),
+        &request.uri,
+        cnonce,
+        1,
+    );
+    request
+        .headers
+        .push("Authorization", credentials.to_string());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,5 +596,42 @@ mod tests {
             NonceCheck::Invalid
         );
         assert_eq!(format!("{key:?}"), "NonceKey(<redacted>)");
+    }
+
+    #[test]
+    fn authorize_answers_a_401_so_that_the_server_verifies() {
+        let mut headers = crate::Headers::new();
+        for (n, v) in [
+            ("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"),
+            ("From", "<sip:a@x>;tag=1"),
+            ("To", "<sip:a@x>"),
+            ("Call-ID", "c"),
+            ("CSeq", "1 REGISTER"),
+        ] {
+            headers.push(n, v);
+        }
+        let mut request = crate::Request {
+            method: crate::Method::Register,
+            uri: "sip:x".into(),
+            headers,
+            body: Vec::new(),
+        };
+        let mut unauthorized = crate::Response::for_request(&request, 401, "Unauthorized", None);
+        let ch = Challenge {
+            realm: "x".into(),
+            nonce: "n1".into(),
+            opaque: None,
+            stale: false,
+            qop_auth: true,
+        };
+        unauthorized
+            .headers
+            .push("WWW-Authenticate", ch.to_string());
+        let ha1 = ha1("a@x", "x", "pw");
+        authorize(&mut request, &unauthorized, "a@x", &ha1, "c1").unwrap();
+        let creds = Credentials::parse(request.headers.get("Authorization").unwrap()).unwrap();
+        assert!(creds.verify(&ha1, "REGISTER"));
+        let bare = crate::Response::for_request(&request, 401, "Unauthorized", None);
+        assert!(authorize(&mut request, &bare, "a@x", &ha1, "c1").is_err());
     }
 }

@@ -218,21 +218,6 @@ impl BackEnd {
         Ok(last)
     }
 
-    /// Deletes every item of one user (a disabled user), logging each deletion.
-    pub async fn delete_user(&self, sip: &str) -> Result<usize> {
-        let items = self.user_items(sip).await?;
-        let changes: Vec<UserChange> = items
-            .iter()
-            .map(|i| UserChange {
-                module: i.module.clone(),
-                key: i.key.clone(),
-                value: None,
-            })
-            .collect();
-        self.write_user(sip, &changes).await?;
-        Ok(changes.len())
-    }
-
     /// Change-log rows of `module` after `after_seq`, oldest first, at most `limit`.
     pub async fn changes_after(
         &self,
@@ -283,6 +268,24 @@ impl BackEnd {
         )
         .bind(module)
         .bind(acked_seq)
+        .fetch_one(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(Backlog {
+            count,
+            oldest_committed_at: oldest,
+            head_seq: head,
+        })
+    }
+
+    /// The CMS versions after `acked_version`: how many, and when the oldest was created.
+    pub async fn cms_backlog(&self, acked_version: i64) -> Result<Backlog> {
+        let (count, oldest, head): (i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at),
+                    (SELECT COALESCE(MAX(version), 0) FROM cms_version)
+             FROM cms_version WHERE version > $1",
+        )
+        .bind(acked_version)
         .fetch_one(&self.pool)
         .await
         .at(&self.path)?;

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use server::sipnet::Endpoint;
-use sip::digest::{Challenge, Credentials};
 use sip::{Method, Request};
 
 use crate::lab::{self, LabFile, LabUser, UpOptions};
@@ -27,26 +26,12 @@ fn contoso_on_free_block() -> anyhow::Result<String> {
     for k in 0..100 {
         let block = 150 + ((seed + k * 11) % 100) as u8;
         let mut t = topology::contoso();
-        let remap = |a: std::net::Ipv4Addr| {
-            let o = a.octets();
-            std::net::Ipv4Addr::new(127, block, o[2], o[3])
-        };
-        let free = t.servers().all(|s| {
-            std::net::TcpListener::bind((remap(s.server.address), t.ports.management)).is_ok()
-        });
+        t.move_to_loopback_block(block);
+        let free = t
+            .servers()
+            .all(|s| std::net::TcpListener::bind((s.server.address, t.ports.management)).is_ok());
         if !free {
             continue;
-        }
-        for p in &mut t.front_end_pools {
-            for s in &mut p.servers {
-                s.address = remap(s.address);
-            }
-        }
-        for p in &mut t.edge_pools {
-            for s in &mut p.servers {
-                s.address = remap(s.address);
-                s.external_address = s.external_address.map(remap);
-            }
         }
         return Ok(t.to_toml());
     }
@@ -125,19 +110,10 @@ async fn sign_in(
             first.reason
         );
     }
-    let challenge = Challenge::parse(first.headers.get("WWW-Authenticate").unwrap_or_default())
-        .map_err(|e| anyhow!("bad challenge: {e}"))?;
     let mut second = build(2);
-    let creds = Credentials::answer(
-        &challenge,
-        username,
-        &sip::digest::ha1(username, &realm, &user.password),
-        "REGISTER",
-        &second.uri,
-        &format!("{n:x}"),
-        1,
-    );
-    second.headers.push("Authorization", creds.to_string());
+    let ha1 = sip::digest::ha1(username, &realm, &user.password);
+    sip::digest::authorize(&mut second, &first, username, &ha1, &format!("{n:x}"))
+        .map_err(|e| anyhow!("bad challenge: {e}"))?;
     let ok = endpoint
         .request(dest, second, Duration::from_secs(5))
         .await?;

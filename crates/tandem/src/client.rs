@@ -16,7 +16,6 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use server::registrar::{MODE_HEADER, SERVING_POOL_HEADER, contact_address};
 use server::sipnet::{Endpoint, Incoming, tcp_request};
-use sip::digest::{Challenge, Credentials};
 use sip::{Method, Request, Response};
 
 use crate::lab::{LabFile, load_users};
@@ -330,24 +329,10 @@ impl Session {
         if response.status != 401 {
             return Ok(response);
         }
-        let challenge = response
-            .headers
-            .get("WWW-Authenticate")
-            .ok_or_else(|| anyhow!("401 without a challenge from {dest}"))?;
-        let challenge =
-            Challenge::parse(challenge).map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
         let mut second = build(self);
         let cnonce = format!("{:x}", store::now_ms());
-        let creds = Credentials::answer(
-            &challenge,
-            &self.username,
-            &self.ha1(),
-            second.method.as_str(),
-            &second.uri,
-            &cnonce,
-            1,
-        );
-        second.headers.push("Authorization", creds.to_string());
+        sip::digest::authorize(&mut second, &response, &self.username, &self.ha1(), &cnonce)
+            .map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
         Ok(send(second, self.endpoint.clone()).await?)
     }
 

@@ -167,7 +167,7 @@ pub(crate) async fn enable_users(
         for i in 1..=per_pool {
             let name = format!("user{i:04}.{short}");
             let sip = format!("sip:{name}@{domain}").to_ascii_lowercase();
-            let password = random_token()?[..16].to_string();
+            let password = server::users::new_password();
             let username = &sip[4..];
             bulk.push(server::users::BulkUser {
                 identity: name,
@@ -188,20 +188,17 @@ pub(crate) async fn enable_users(
         .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
         .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let response = client
-        .post(format!("{}{}", via.base_url(), server::users::BULK_PATH))
-        .header(cms::TOKEN_HEADER, cms::bearer(&lab.admin_token))
-        .timeout(Duration::from_secs(120))
-        .json(&server::users::BulkEnableRequest { users: bulk })
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        let status = response.status();
-        bail!(
-            "enabling the lab's users failed ({status}): {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
+    let _: server::users::BulkEnableResponse = server::api::call(
+        &client,
+        &via.base_url(),
+        server::users::BULK_PATH,
+        &lab.admin_token,
+        None,
+        &server::users::BulkEnableRequest { users: bulk },
+        Duration::from_secs(120),
+    )
+    .await
+    .map_err(|e| anyhow!("enabling the lab's users failed: {e}"))?;
     let path = lab.dir.join("users.json");
     std::fs::write(&path, serde_json::to_string_pretty(&users)?)
         .with_context(|| format!("cannot write {}", path.display()))?;

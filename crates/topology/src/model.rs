@@ -279,6 +279,37 @@ impl Topology {
             .find(|p| p.fqdn.eq_ignore_ascii_case(fqdn))
     }
 
+    /// The servers of a Front End pool, in preferred order (none for an unknown pool).
+    pub fn front_end_servers(&self, pool: &str) -> &[Server] {
+        self.front_end_pool(pool).map_or(&[], |p| &p.servers)
+    }
+
+    /// The backup pool a Front End pool is paired with.
+    pub fn backup_pool_of(&self, pool: &str) -> Option<&str> {
+        self.front_end_pool(pool)
+            .and_then(|p| p.backup_pool.as_deref())
+    }
+
+    /// Moves every address to the loopback block 127.`block`.x.y, keeping x.y, so that
+    /// several copies of a deployment (tests, benchmarks) can run on one machine.
+    pub fn move_to_loopback_block(&mut self, block: u8) {
+        let remap = |a: Ipv4Addr| {
+            let o = a.octets();
+            Ipv4Addr::new(127, block, o[2], o[3])
+        };
+        for p in &mut self.front_end_pools {
+            for s in &mut p.servers {
+                s.address = remap(s.address);
+            }
+        }
+        for p in &mut self.edge_pools {
+            for s in &mut p.servers {
+                s.address = remap(s.address);
+                s.external_address = s.external_address.map(remap);
+            }
+        }
+    }
+
     pub fn edge_pool(&self, fqdn: &str) -> Option<&EdgePool> {
         self.edge_pools
             .iter()

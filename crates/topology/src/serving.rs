@@ -48,10 +48,7 @@ pub fn decide(
     if this_pool.eq_ignore_ascii_case(home_pool) {
         return Decision::Serve(Mode::Full);
     }
-    let partner = topology
-        .front_end_pool(this_pool)
-        .and_then(|p| p.backup_pool.as_deref());
-    match partner {
+    match topology.backup_pool_of(this_pool) {
         Some(partner) if partner.eq_ignore_ascii_case(home_pool) && partner_down => {
             Decision::Serve(Mode::Resiliency)
         }

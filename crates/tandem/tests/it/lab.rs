@@ -23,28 +23,12 @@ fn topology_on_free_block() -> String {
     for k in 0..150 {
         let block = 100 + ((seed + k * 13) % 150) as u8;
         let mut t = topology::contoso();
-        let free = t.servers().all(|s| {
-            let o = s.server.address.octets();
-            std::net::TcpListener::bind((std::net::Ipv4Addr::new(127, block, o[2], o[3]), 4444))
-                .is_ok()
-        });
+        t.move_to_loopback_block(block);
+        let free = t
+            .servers()
+            .all(|s| std::net::TcpListener::bind((s.server.address, 4444)).is_ok());
         if !free {
             continue;
-        }
-        let remap = |a: std::net::Ipv4Addr| {
-            let o = a.octets();
-            std::net::Ipv4Addr::new(127, block, o[2], o[3])
-        };
-        for p in &mut t.front_end_pools {
-            for s in &mut p.servers {
-                s.address = remap(s.address);
-            }
-        }
-        for p in &mut t.edge_pools {
-            for s in &mut p.servers {
-                s.address = remap(s.address);
-                s.external_address = s.external_address.map(remap);
-            }
         }
         return t.to_toml();
     }
