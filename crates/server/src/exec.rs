@@ -54,7 +54,11 @@ fn conflict(message: impl Into<String>) -> ApiError {
 }
 
 /// Runs one call.
-pub(crate) async fn invoke(server: &Server, request: InvokeRequest, forwarded: bool) -> Reply {
+pub(crate) async fn invoke(
+    server: &std::sync::Arc<Server>,
+    request: InvokeRequest,
+    forwarded: bool,
+) -> Reply {
     let line = request_line(&request)?;
     let mut statements = cmdlet::parse_and_bind(&line).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -68,6 +72,10 @@ pub(crate) async fn invoke(server: &Server, request: InvokeRequest, forwarded: b
     }
     let inv = statements.remove(0).invocation;
     let name = inv.cmdlet.name;
+    if inv.cmdlet.capability == Capability::PoolFailover {
+        // The engine prints its own -WhatIf plan: steps, users, data at risk.
+        return crate::failover::route(server, &inv).await;
+    }
     if inv.cmdlet.changes_state && inv.switch("WhatIf") {
         return Ok(output(Output::Text(format!(
             "What if: {} would run on {}. Nothing was changed.",
@@ -926,7 +934,7 @@ async fn windows_service(
 }
 
 /// Starts or stops one service for real.
-async fn set_service(server: &Server, name: &'static str, running: bool) {
+pub(crate) async fn set_service(server: &Server, name: &'static str, running: bool) {
     server.services.set(name, running);
     match name {
         REPLICA => server.replica.set_running(running),

@@ -62,7 +62,14 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/internal/v1/replica/sync", post(replica_sync))
         .route("/internal/v1/cms/role", get(cms_role))
         .route(crate::users::BULK_PATH, post(users_bulk))
-        .layer(middleware::from_fn_with_state(server.clone(), authenticate));
+        .route(crate::failover::POOL_ACTION_PATH, post(dr_pool_action))
+        .route(crate::failover::CMS_PATH, post(dr_cms));
+    let protected = if crate::failover::faults_enabled() {
+        protected.route(crate::failover::CRASH_PATH, post(dr_crash))
+    } else {
+        protected
+    };
+    let protected = protected.layer(middleware::from_fn_with_state(server.clone(), authenticate));
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
@@ -177,6 +184,47 @@ pub(crate) async fn replica_sync(
             e.to_string(),
         )),
     }
+}
+
+/// Runs one step's work on this Front End's pool (the failover engine's calls).
+async fn dr_pool_action(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<crate::failover::PoolAction>, JsonRejection>,
+) -> Result<Json<crate::failover::PoolActionReply>, ApiError> {
+    let Json(action) = body.map_err(json_error)?;
+    crate::failover::pool_action(&server, action)
+        .await
+        .map(Json)
+}
+
+/// The failover engine's reads and compare-and-set writes of the CMS, on the master.
+async fn dr_cms(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<crate::failover::CmsRequest>, JsonRejection>,
+) -> Result<Json<crate::failover::CmsReply>, ApiError> {
+    let Json(request) = body.map_err(json_error)?;
+    match &server.master {
+        Some(m) if matches!(m.role(), Role::Active { .. }) => {
+            crate::failover::on_master(m, request).await.map(Json)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} is not the active Central Management master",
+                server.fqdn
+            ),
+        )),
+    }
+}
+
+/// Test hook (`TANDEM_DR_FAULTS=1` only): crash when the engine reaches a step.
+async fn dr_crash(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<Option<crate::failover::CrashPoint>>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(point) = body.map_err(json_error)?;
+    *server.crash_at.lock().expect("crash point lock") = point;
+    Ok(Json(serde_json::json!({ "armed": true })))
 }
 
 /// Whether this server is the active CMS master.

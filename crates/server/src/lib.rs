@@ -14,6 +14,7 @@
 pub mod api;
 mod archive;
 mod exec;
+pub mod failover;
 pub mod http;
 mod pooldata;
 pub mod records;
@@ -68,7 +69,7 @@ pub struct Server {
     pub replica: ReplicaAgent,
     pub backend: Option<BackEnd>,
     pub master: Option<Master>,
-    pub services: Services,
+    pub services: Arc<Services>,
     pub client: reqwest::Client,
     pub address: SocketAddr,
     /// The Backup Service (Front Ends).
@@ -81,19 +82,59 @@ pub struct Server {
     pub nonce_key: sip::digest::NonceKey,
     /// The registrar, once its sockets are bound (Front Ends).
     pub registrar: std::sync::OnceLock<Arc<registrar::Registrar>>,
+    /// Pools' failover states as of a replica version (see [`Server::failover_states`]).
+    failover_cache: tokio::sync::Mutex<(i64, Arc<FailoverStates>)>,
+    /// Test hook: crash when the operations engine reaches this step (`TANDEM_DR_FAULTS=1`).
+    pub(crate) crash_at: std::sync::Mutex<Option<failover::CrashPoint>>,
 }
+
+/// Every pool's failover state, by lower-case pool FQDN.
+pub type FailoverStates = std::collections::BTreeMap<String, dr::PoolState>;
 
 impl Server {
     /// How this server's pool treats a user homed on `home_pool` (None on an Edge).
-    pub fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Option<Decision> {
-        (self.role == Role::FrontEnd).then(|| {
-            topology::serving::decide(
-                topology,
-                &self.pool,
-                home_pool,
-                self.partner_down.load(Ordering::SeqCst),
-            )
-        })
+    pub async fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Option<Decision> {
+        if self.role != Role::FrontEnd {
+            return None;
+        }
+        let states = self.failover_states().await;
+        let failover = states
+            .get(&home_pool.to_ascii_lowercase())
+            .map(dr::PoolState::view)
+            .unwrap_or_default();
+        Some(topology::serving::decide(
+            topology,
+            &self.pool,
+            home_pool,
+            self.partner_down.load(Ordering::SeqCst),
+            &failover,
+        ))
+    }
+
+    /// The pools' failover states in this server's replica, read again only when the
+    /// replica has moved to a new version.
+    pub async fn failover_states(&self) -> Arc<FailoverStates> {
+        let version = self.replica.version();
+        let mut cache = self.failover_cache.lock().await;
+        if cache.0 != version {
+            match self
+                .replica
+                .store()
+                .items_with_prefix(dr::state::POOL_PREFIX)
+                .await
+            {
+                Ok(items) => {
+                    let states = items
+                        .iter()
+                        .filter_map(|i| dr::PoolState::from_json(i.value.as_deref()?))
+                        .map(|s| (s.pool.clone(), s))
+                        .collect();
+                    *cache = (version, Arc::new(states));
+                }
+                Err(e) => tracing::warn!(error = %e, "reading failover states from the replica"),
+            }
+        }
+        cache.1.clone()
     }
 }
 
@@ -150,7 +191,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let services = Services::new(&topology, &fqdn);
+    let services = Arc::new(Services::new(&topology, &fqdn));
     let backup = backend.as_ref().map(|be| {
         BackupService::spawn(
             fqdn.clone(),
@@ -178,6 +219,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         partner_down: AtomicBool::new(false),
         nonce_key,
         registrar: std::sync::OnceLock::new(),
+        failover_cache: tokio::sync::Mutex::new((-1, Arc::default())),
+        crash_at: std::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(address)
         .await

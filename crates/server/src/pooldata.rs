@@ -210,7 +210,7 @@ async fn wait_for_final(
 }
 
 /// Asks a Front End of `pool` over the backup link.
-async fn ask_partner<T: serde::de::DeserializeOwned>(
+pub(crate) async fn ask_partner<T: serde::de::DeserializeOwned>(
     server: &Server,
     pool: &str,
     path_and_query: &str,
@@ -235,6 +235,30 @@ async fn ask_partner<T: serde::de::DeserializeOwned>(
         }
     }
     Err(last)
+}
+
+/// The per-user checksums of the backup copy `partner` holds of this pool's `module`.
+pub(crate) async fn backup_copy_checksums(
+    server: &Server,
+    partner: &str,
+    module: Module,
+) -> Result<Checksums, ApiError> {
+    ask_partner(
+        server,
+        partner,
+        &format!(
+            "{CHECKSUMS_PATH}?source={}&module={}",
+            server.pool,
+            module.short_name()
+        ),
+    )
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{partner} does not answer: {e}"),
+        )
+    })
 }
 
 async fn status(server: &Server, modules: &[Module]) -> Reply {
@@ -429,22 +453,7 @@ async fn debug_replication(server: &Server, modules: &[Module]) -> Reply {
             continue;
         }
         let primary = service.primary_checksums(*m).await.map_err(internal)?;
-        let backup: Checksums = ask_partner(
-            server,
-            &partner,
-            &format!(
-                "{CHECKSUMS_PATH}?source={}&module={}",
-                server.pool,
-                m.short_name()
-            ),
-        )
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{partner} does not answer: {e}"),
-            )
-        })?;
+        let backup = backup_copy_checksums(server, &partner, *m).await?;
         let bad = backup::service::mismatches(&primary, &backup);
         let compared = primary
             .keys()
@@ -570,7 +579,17 @@ async fn import_user_data(server: &Server, inv: &Invocation) -> Reply {
             value: Some(i.value.clone()),
         }));
         count += items.len();
-        be.write_user(sip, &changes).await.map_err(internal)?;
+        let home = crate::users::lookup(server.replica.store(), sip)
+            .await
+            .map(|u| u.registrar_pool)
+            .unwrap_or_else(|| server.pool.clone());
+        be.write_user(&home, sip, &changes).await.map_err(|e| {
+            if e.fenced_reason().is_some() {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            } else {
+                internal(e)
+            }
+        })?;
     }
     if let Some(service) = &server.backup {
         service.wake();

@@ -344,6 +344,7 @@ async fn register(server: &Server, request: &Request) -> Response {
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &user.registrar_pool)
+        .await
         .unwrap_or(Decision::Redirect {
             pool: user.registrar_pool.clone(),
         });
@@ -496,6 +497,7 @@ async fn message(
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &recipient.registrar_pool)
+        .await
         .unwrap_or(Decision::Redirect {
             pool: recipient.registrar_pool.clone(),
         });

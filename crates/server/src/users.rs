@@ -291,7 +291,7 @@ pub(crate) async fn read(server: &Server, inv: &Invocation) -> Reply {
         "Get-CsUserPoolInfo" => {
             let id = inv.text("Identity").unwrap_or_default();
             let user = lookup(replica, &id).await.ok_or_else(|| not_found(&id))?;
-            vec![pool_info(server, &user)]
+            vec![pool_info(server, &user).await]
         }
         "Get-CsBackupServiceConfiguration" => {
             let settings = backup::service::settings(replica).await;
@@ -348,12 +348,19 @@ pub fn primary_registrar(topology: &Topology, pool: &str) -> Option<String> {
         .map(|s| s.fqdn.clone())
 }
 
-fn pool_info(server: &Server, user: &UserRecord) -> Record {
+async fn pool_info(server: &Server, user: &UserRecord) -> Record {
     let topology = server.replica.topology();
     let home = &user.registrar_pool;
     let backup = topology.backup_pool_of(home).map(str::to_string);
-    let (serving, mode) = match server.serving_decision(&topology, home) {
-        Some(topology::serving::Decision::Serve(Mode::Resiliency)) => {
+    let failover = server
+        .failover_states()
+        .await
+        .get(&home.to_ascii_lowercase())
+        .filter(|s| s.phase != dr::Phase::Normal)
+        .cloned();
+    let (serving, mode) = match (failover, server.serving_decision(&topology, home).await) {
+        (Some(state), _) => (state.serving_pool().to_string(), state.phase.as_str()),
+        (None, Some(topology::serving::Decision::Serve(Mode::Resiliency))) => {
             (server.pool.clone(), "Resiliency")
         }
         _ => (home.clone(), "Normal"),

@@ -97,6 +97,7 @@ async fn gate(State(server): State<Arc<Server>>, mut request: Request, next: Nex
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &user.registrar_pool)
+        .await
         .unwrap_or(Decision::Redirect {
             pool: user.registrar_pool.clone(),
         });
@@ -130,6 +131,16 @@ async fn gate(State(server): State<Arc<Server>>, mut request: Request, next: Nex
         }
     };
     let is_me = request.uri().path() == "/users/v1/me";
+    if mode == Mode::ReadOnly && request.method() != Method::GET {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}'s data is read-only while the users of {} move between pools (a failover or failback is running); \
+                 the change was not saved. Get-CsPoolFailoverState -PoolFqdn {} shows the progress; try again once it ends",
+                user.sip_address, user.registrar_pool, user.registrar_pool
+            ),
+        );
+    }
     if mode == Mode::Resiliency && !is_me {
         let reason = format!(
             "{} is served by {} in resiliency mode because the home pool {} is unreachable: \
@@ -222,6 +233,12 @@ fn backend(server: &Server) -> Result<&store::BackEnd, Response> {
 }
 
 fn store_error(e: store::StoreError) -> Response {
+    if e.fenced_reason().is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{e}; the change was not saved"),
+        );
+    }
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("the pool's Back End did not take the request: {e}"),
@@ -257,12 +274,16 @@ async fn list_keyed(server: &Server, sip: &str, prefix: &str, id_field: &str) ->
 }
 
 /// Writes and acknowledges; the acknowledgement means committed and queued for backup.
-async fn write(server: &Server, sip: &str, changes: Vec<UserChange>) -> Response {
+async fn write(server: &Server, caller: &Caller, changes: Vec<UserChange>) -> Response {
+    let sip = caller.user.sip_address.as_str();
     let be = match backend(server) {
         Ok(be) => be,
         Err(r) => return r,
     };
-    match be.write_user(sip, &changes).await {
+    match be
+        .write_user(&caller.user.registrar_pool, sip, &changes)
+        .await
+    {
         Ok(seq) => {
             if let Some(b) = &server.backup {
                 b.wake();
@@ -380,7 +401,7 @@ async fn put_contact(
     let value = serde_json::to_string(&entry).expect("contacts serialise");
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one("PresenceFocus", format!("contacts/{contact}"), Some(value)),
     )
     .await
@@ -394,7 +415,7 @@ async fn delete_contact(
     let contact = cms::directory::normalize_sip(&contact);
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one("PresenceFocus", format!("contacts/{contact}"), None),
     )
     .await
@@ -461,7 +482,7 @@ async fn put_meeting(
     let value = serde_json::to_string(&meeting).expect("meetings serialise");
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one("PresenceFocus", format!("meetings/{id}"), Some(value)),
     )
     .await
@@ -486,7 +507,7 @@ async fn delete_meeting(
         key: format!("content/{id}/{name}"),
         value: None,
     }));
-    write(&server, &caller.user.sip_address, changes).await
+    write(&server, &caller, changes).await
 }
 
 async fn list_content(
@@ -529,7 +550,7 @@ async fn put_content(
     });
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one(
             "DataConf",
             format!("content/{id}/{name}"),
@@ -589,7 +610,7 @@ async fn delete_content(
     }
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one("DataConf", format!("content/{id}/{name}"), None),
     )
     .await
@@ -647,7 +668,7 @@ async fn put_setting(
     };
     write(
         &server,
-        &caller.user.sip_address,
+        &caller,
         one(
             "PresenceFocus",
             format!("settings/{name}"),

@@ -263,6 +263,11 @@ impl BackEnd {
         CMS.live(&self.pool, &self.path).await
     }
 
+    /// Every live CMS item whose key starts with `prefix`.
+    pub async fn items_with_prefix(&self, prefix: &str) -> Result<Vec<Item>> {
+        CMS.prefixed(&self.pool, &self.path, prefix).await
+    }
+
     pub async fn record_replica_status(&self, row: &ReplicaStatusRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO cms_replica_status (fqdn, version, last_status_report, product_version)

@@ -11,12 +11,15 @@ use crate::{Context, Item, Result};
 pub(crate) struct ItemTable {
     get: &'static str,
     live: &'static str,
+    prefixed: &'static str,
     upsert: &'static str,
 }
 
 pub(crate) const CMS: ItemTable = ItemTable {
     get: "SELECT value FROM cms_item WHERE key = $1",
     live: "SELECT key, value, version FROM cms_item WHERE value IS NOT NULL ORDER BY key",
+    prefixed: "SELECT key, value, version FROM cms_item
+               WHERE value IS NOT NULL AND key >= $1 AND key < $2 ORDER BY key",
     upsert: "INSERT INTO cms_item (key, value, version) VALUES ($1, $2, $3)
              ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
 };
@@ -24,6 +27,8 @@ pub(crate) const CMS: ItemTable = ItemTable {
 pub(crate) const REPLICA: ItemTable = ItemTable {
     get: "SELECT value FROM replica_item WHERE key = $1",
     live: "SELECT key, value, version FROM replica_item WHERE value IS NOT NULL ORDER BY key",
+    prefixed: "SELECT key, value, version FROM replica_item
+               WHERE value IS NOT NULL AND key >= $1 AND key < $2 ORDER BY key",
     upsert: "INSERT INTO replica_item (key, value, version) VALUES ($1, $2, $3)
              ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
 };
@@ -57,6 +62,23 @@ impl ItemTable {
     pub(crate) async fn live(&self, pool: &SqlitePool, path: &str) -> Result<Vec<Item>> {
         let rows: Vec<(String, Option<String>, i64)> =
             sqlx::query_as(self.live).fetch_all(pool).await.at(path)?;
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    /// Every live item whose key starts with `prefix`, by key (an index range scan).
+    pub(crate) async fn prefixed(
+        &self,
+        pool: &SqlitePool,
+        path: &str,
+        prefix: &str,
+    ) -> Result<Vec<Item>> {
+        let end = format!("{prefix}\u{10FFFF}");
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(self.prefixed)
+            .bind(prefix)
+            .bind(end)
+            .fetch_all(pool)
+            .await
+            .at(path)?;
         Ok(rows.into_iter().map(item).collect())
     }
 

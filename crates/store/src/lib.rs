@@ -14,6 +14,7 @@
 //! and recorded in the database (see [`migrate`]).
 
 mod backend;
+mod failover;
 mod items;
 mod migrate;
 mod replica;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backend::{BackEnd, Lease, ReplicaStatusRow, VersionInfo, WriteRefused};
+pub use failover::{Lost, Promotion};
 pub use migrate::Migration;
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{
@@ -51,6 +53,18 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("the data of the users homed on {home_pool} is read-only here: {reason}")]
+    Fenced { home_pool: String, reason: String },
+}
+
+impl StoreError {
+    /// The refusal of a write to users whose data has moved (see [`BackEnd::fence`]).
+    pub fn fenced_reason(&self) -> Option<&str> {
+        match self {
+            StoreError::Fenced { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

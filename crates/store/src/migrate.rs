@@ -29,6 +29,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "user data, change log, backup copy and registrations",
         sql: include_str!("../migrations/backend/0002_user_data.sql"),
     },
+    Migration {
+        version: 3,
+        name: "write fences for pool failover",
+        sql: include_str!("../migrations/backend/0003_failover.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[Migration {

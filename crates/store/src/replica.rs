@@ -183,6 +183,11 @@ impl ReplicaStore {
         REPLICA.live(&self.pool, &self.path).await
     }
 
+    /// Every live item whose key starts with `prefix`.
+    pub async fn items_with_prefix(&self, prefix: &str) -> Result<Vec<Item>> {
+        REPLICA.prefixed(&self.pool, &self.path, prefix).await
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -165,14 +165,21 @@ impl BackEnd {
 
     /// Applies `changes` to one user's data and appends them to the change log, in one
     /// transaction. Returns the sequence number of the last change-log row (0 when
-    /// `changes` is empty).
-    pub async fn write_user(&self, sip: &str, changes: &[UserChange]) -> Result<i64> {
+    /// `changes` is empty). Refused with [`StoreError::Fenced`] while the users of
+    /// `home_pool` are fenced off this Back End by a failover or failback.
+    pub async fn write_user(
+        &self,
+        home_pool: &str,
+        sip: &str,
+        changes: &[UserChange],
+    ) -> Result<i64> {
         let now = now_ms();
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .at(&self.path)?;
+        crate::failover::check_fence(&mut tx, &self.path, home_pool).await?;
         let mut last = 0;
         for change in changes {
             match &change.value {
@@ -785,6 +792,7 @@ mod tests {
         let alice = "sip:alice@contoso.com";
         primary
             .write_user(
+                "pool1.contoso.com",
                 alice,
                 &[change("PresenceFocus", "contacts/bob", Some("{}"))],
             )
@@ -792,6 +800,7 @@ mod tests {
             .unwrap();
         let last = primary
             .write_user(
+                "pool1.contoso.com",
                 alice,
                 &[
                     change("PresenceFocus", "settings/note", Some("\"hi\"")),

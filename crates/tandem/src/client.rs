@@ -526,7 +526,9 @@ impl Session {
         Ok(reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // 307s are followed by hand: reqwest drops the Authorization header when a
+            // redirect changes host, and every Front End is its own host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?)
     }
 
@@ -560,15 +562,42 @@ impl Session {
         bail!("no Front End of the lab answers on its user-services port")
     }
 
+    /// One user-services call, following the serving pool's 307s with the credentials.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Vec<u8>)> {
+        let http = self.http()?;
+        let mut url = format!("{}{path}", self.base().await?);
+        for _ in 0..4 {
+            let mut request = http
+                .request(method.clone(), &url)
+                .header("authorization", self.authorization());
+            if let Some(b) = &body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(b.clone());
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if status == reqwest::StatusCode::TEMPORARY_REDIRECT
+                && let Some(location) = response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+            {
+                url = location.to_string();
+                continue;
+            }
+            return Ok((status, response.bytes().await?.to_vec()));
+        }
+        bail!("too many redirects for {path} (last: {url})")
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
-        let response = self
-            .http()?
-            .get(format!("{}{path}", self.base().await?))
-            .header("authorization", self.authorization())
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?.to_vec();
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
         if !status.is_success() {
             bail!("{status}: {}", reason(&body));
         }
@@ -588,16 +617,7 @@ impl Session {
         path: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<()> {
-        let response = self
-            .http()?
-            .request(method, format!("{}{path}", self.base().await?))
-            .header("authorization", self.authorization())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.bytes().await?;
+        let (status, body) = self.call(method, path, Some(body)).await?;
         if !status.is_success() {
             bail!("{status}: {}", reason(&body));
         }

@@ -16,6 +16,9 @@ pub enum Mode {
     /// Served by the backup pool before any failover: sign-in and messaging only, no
     /// stored data and no persistent change.
     Resiliency,
+    /// A failover or failback of the user's pool is running: sign-in, messaging and
+    /// reading stored data work, changes are refused until the users have moved.
+    ReadOnly,
 }
 
 impl Mode {
@@ -23,6 +26,7 @@ impl Mode {
         match self {
             Mode::Full => "full",
             Mode::Resiliency => "resiliency",
+            Mode::ReadOnly => "read-only",
         }
     }
 }
@@ -37,14 +41,47 @@ pub enum Decision {
     },
 }
 
-/// Decides how `this_pool` treats a user homed on `home_pool`, given whether this pool
-/// currently considers its partner down (see [`PartnerWatch`]).
+/// The home pool's failover state, as far as serving is concerned (the full state is the
+/// `dr` crate's `PoolState`, held in the CMS).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Failover {
+    /// Not failed over.
+    #[default]
+    None,
+    /// A failover is running: the home pool still serves, read-only.
+    FailingOver,
+    /// `pool` serves the users: in full mode, or read-only while they fail back.
+    ServedBy { pool: String, read_only: bool },
+}
+
+/// Decides how `this_pool` treats a user homed on `home_pool`, given the home pool's
+/// failover state and whether this pool currently considers its partner down (see
+/// [`PartnerWatch`]). A failover overrides resiliency: once the users are failed over,
+/// the backup pool serves them in full mode whatever the probes say.
 pub fn decide(
     topology: &Topology,
     this_pool: &str,
     home_pool: &str,
     partner_down: bool,
+    failover: &Failover,
 ) -> Decision {
+    match failover {
+        Failover::ServedBy { pool, read_only } => {
+            return if this_pool.eq_ignore_ascii_case(pool) {
+                Decision::Serve(if *read_only {
+                    Mode::ReadOnly
+                } else {
+                    Mode::Full
+                })
+            } else {
+                Decision::Redirect { pool: pool.clone() }
+            };
+        }
+        Failover::FailingOver if this_pool.eq_ignore_ascii_case(home_pool) => {
+            return Decision::Serve(Mode::ReadOnly);
+        }
+        Failover::FailingOver | Failover::None => {}
+    }
     if this_pool.eq_ignore_ascii_case(home_pool) {
         return Decision::Serve(Mode::Full);
     }
@@ -115,17 +152,68 @@ mod tests {
     fn home_pool_serves_in_full_mode_and_others_redirect() {
         let t = crate::contoso();
         assert_eq!(
-            decide(&t, "pool1.contoso.com", "pool1.contoso.com", true),
+            decide(
+                &t,
+                "pool1.contoso.com",
+                "pool1.contoso.com",
+                true,
+                &Failover::None
+            ),
             Decision::Serve(Mode::Full)
         );
         assert_eq!(
-            decide(&t, "pool2.contoso.com", "pool1.contoso.com", false),
+            decide(
+                &t,
+                "pool2.contoso.com",
+                "pool1.contoso.com",
+                false,
+                &Failover::None
+            ),
             Decision::Redirect {
                 pool: "pool1.contoso.com".into()
             }
         );
         assert_eq!(
-            decide(&t, "pool2.contoso.com", "pool1.contoso.com", true),
+            decide(
+                &t,
+                "pool2.contoso.com",
+                "pool1.contoso.com",
+                true,
+                &Failover::None
+            ),
+            Decision::Serve(Mode::Resiliency)
+        );
+    }
+
+    #[test]
+    fn a_failover_moves_the_users_whatever_the_probes_say() {
+        let t = crate::contoso();
+        let (p1, p2) = ("pool1.contoso.com", "pool2.contoso.com");
+        let served = |read_only| Failover::ServedBy {
+            pool: p2.into(),
+            read_only,
+        };
+        for down in [false, true] {
+            assert_eq!(
+                decide(&t, p1, p1, down, &Failover::FailingOver),
+                Decision::Serve(Mode::ReadOnly)
+            );
+            assert_eq!(
+                decide(&t, p2, p1, down, &served(false)),
+                Decision::Serve(Mode::Full)
+            );
+            assert_eq!(
+                decide(&t, p2, p1, down, &served(true)),
+                Decision::Serve(Mode::ReadOnly)
+            );
+            assert_eq!(
+                decide(&t, p1, p1, down, &served(false)),
+                Decision::Redirect { pool: p2.into() }
+            );
+        }
+        // While the failover runs, the partner behaves as before it.
+        assert_eq!(
+            decide(&t, p2, p1, true, &Failover::FailingOver),
             Decision::Serve(Mode::Resiliency)
         );
     }
@@ -135,7 +223,13 @@ mod tests {
         let mut t = crate::contoso();
         t.front_end_pools[1].backup_pool = None;
         assert!(matches!(
-            decide(&t, "pool2.contoso.com", "pool1.contoso.com", true),
+            decide(
+                &t,
+                "pool2.contoso.com",
+                "pool1.contoso.com",
+                true,
+                &Failover::None
+            ),
             Decision::Redirect { .. }
         ));
     }

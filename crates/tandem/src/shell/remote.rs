@@ -10,7 +10,93 @@ use cmdlet::{BoundValue, Invocation, Output};
 use serde_json::Value;
 use server::api::{CallError, InvokeRequest};
 
+use std::io::{BufRead, IsTerminal, Write};
+
 use super::{Executor, Failure, LocalExecutor};
+
+/// PowerShell's `-Confirm` prompt; anything but Y (or end of input) declines.
+fn confirmed(inv: &Invocation) -> bool {
+    eprint!(
+        "Confirm\nAre you sure you want to perform this action?\nPerforming \"{}\".\n[Y] Yes  [N] No  (default is \"N\"): ",
+        inv.canonical_line()
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "A" | "a")
+}
+
+/// Waits for a long operation while a progress line on the terminal shows its step,
+/// read from the operation records every half second.
+async fn with_progress<F: std::future::Future>(
+    call: F,
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = &mut call => {
+                eprint!("\r\x1b[K");
+                return r;
+            }
+            _ = tick.tick() => {
+                if let Some(line) = progress_line(client, base, token).await {
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        }
+    }
+}
+
+async fn progress_line(client: &reqwest::Client, base: &str, token: &str) -> Option<String> {
+    let request = InvokeRequest {
+        cmdlet: "Get-CsDisasterRecoveryOperation".into(),
+        parameters: Default::default(),
+    };
+    let reply = server::api::invoke(
+        client,
+        base,
+        token,
+        None,
+        &request,
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .ok()?;
+    let Output::Records(records) = reply.output else {
+        return None;
+    };
+    let op = records.last()?;
+    let field = |name: &str| op.get(name).map(cmdlet::Field::display).unwrap_or_default();
+    let steps = match op.get("Steps") {
+        Some(cmdlet::Field::List(l)) => l.iter().map(cmdlet::Field::display).collect::<Vec<_>>(),
+        _ => vec![],
+    };
+    let done = steps
+        .iter()
+        .filter(|s| s.contains(" Done") || s.contains(" Skipped"))
+        .count();
+    let width = 20;
+    let filled = if steps.is_empty() {
+        0
+    } else {
+        done * width / steps.len()
+    };
+    Some(format!(
+        "{} {} of {} [{}{}] {done}/{} {}",
+        field("Identity"),
+        field("Operation"),
+        field("PoolFqdn"),
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        steps.len(),
+        field("CurrentStep")
+    ))
+}
 
 #[derive(Debug)]
 pub(crate) struct RemoteExecutor {
@@ -78,15 +164,33 @@ impl Executor for RemoteExecutor {
         if inv.cmdlet.capability == Capability::Shell {
             return LocalExecutor.execute(inv);
         }
+        if inv.cmdlet.changes_state && inv.switch("Confirm") && !confirmed(inv) {
+            return Err(Failure::new(
+                "not confirmed; nothing was changed (answer Y to go on)",
+            ));
+        }
         let body = request(inv);
-        let reply = self.runtime.block_on(server::api::invoke(
+        let call = server::api::invoke(
             &self.client,
             &self.base_url,
             &self.token,
             None,
             &body,
-            std::time::Duration::from_secs(600),
-        ));
+            std::time::Duration::from_secs(3600),
+        );
+        let long = inv.cmdlet.capability == Capability::PoolFailover
+            && inv.cmdlet.changes_state
+            && !inv.switch("WhatIf");
+        let reply = if long && std::io::stderr().is_terminal() {
+            self.runtime.block_on(with_progress(
+                call,
+                &self.client,
+                &self.base_url,
+                &self.token,
+            ))
+        } else {
+            self.runtime.block_on(call)
+        };
         match reply {
             Ok(reply) => {
                 for w in &reply.warnings {

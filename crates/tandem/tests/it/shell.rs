@@ -76,19 +76,35 @@ fn a_misspelt_parameter_gets_a_suggestion_and_exit_2() {
 
 #[test]
 fn a_cmdlet_for_a_later_capability_says_so_and_changes_nothing() {
+    let out = shell_c(
+        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn pool2-be.contoso.com -BackupSqlInstanceName rtc -Force",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "Invoke-CsManagementServerFailover: needs Central Management store failover"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("-BackupSqlServerFqdn pool2-be.contoso.com"),
+        "{err}"
+    );
+    assert!(err.contains("Nothing was changed."), "{err}");
+    assert!(stdout(&out).is_empty());
+    // A built capability without a deployment names the command that starts one.
     let out = shell_c("Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -DisasterMode");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.starts_with("Invoke-CsPoolFailOver: needs pool failover and failback"),
+        err.contains("needs a running deployment: start one with `tandem lab up`"),
         "{err}"
     );
     assert!(
         err.contains("-PoolFqdn pool1.contoso.com -DisasterMode"),
         "{err}"
     );
-    assert!(err.contains("Nothing was changed."), "{err}");
-    assert!(stdout(&out).is_empty());
 }
 
 #[test]

@@ -1,0 +1,458 @@
+//! A failover or failback as a durable record: its named steps, in order, each with its
+//! state and timings. The record lives in the CMS and is rewritten after every step, so
+//! whoever resumes it — the same cmdlet run again, or `Resume-CsDisasterRecoveryOperation`
+//! on any server — starts at the first step not done. Every step is written to be safe
+//! to run twice.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::FailMode;
+
+/// Failover or failback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    FailOver,
+    FailBack,
+}
+
+impl Kind {
+    pub fn cmdlet(self) -> &'static str {
+        match self {
+            Kind::FailOver => "Invoke-CsPoolFailOver",
+            Kind::FailBack => "Invoke-CsPoolFailBack",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::FailOver => "FailOver",
+            Kind::FailBack => "FailBack",
+        }
+    }
+}
+
+/// The named steps. Which pool a step acts on depends on the kind: the *source* is the
+/// pool the users leave (home pool on failover, backup pool on failback), the *target*
+/// the pool that serves them afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// CMS: the pool enters FailingOver/FailingBack; the source's Back End refuses further
+    /// writes of these users (a fence inside the write transaction).
+    Freeze,
+    /// The source's Backup Service ships everything written before the freeze.
+    Drain,
+    /// Per-user checksums of the source's copy and the target's backup copy agree.
+    Verify,
+    /// Failback after a disaster failover: the home pool counts exactly which of its
+    /// changes never reached the backup copy, now that its Back End can be read.
+    Reconcile,
+    /// The target's backup copy of these users becomes their writable copy.
+    Promote,
+    /// CMS: the target pool serves the users (FailedOver, or Normal after failback).
+    Switch,
+    /// Every reachable server of both pools has applied the switch.
+    Apply,
+    /// The source removes the users' registrations, so clients sign in again and are
+    /// redirected.
+    SignOut,
+    /// Failback: the backup pool drops its copy of the users' data.
+    Retire,
+    /// `-ServicesStopDelayMins`: the failed-over pool's user-facing services stop.
+    StopServices,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Freeze => "Freeze",
+            Step::Drain => "Drain",
+            Step::Verify => "Verify",
+            Step::Reconcile => "Reconcile",
+            Step::Promote => "Promote",
+            Step::Switch => "Switch",
+            Step::Apply => "Apply",
+            Step::SignOut => "SignOut",
+            Step::Retire => "Retire",
+            Step::StopServices => "StopServices",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Step> {
+        ALL_STEPS
+            .iter()
+            .copied()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// One line for -WhatIf and -Verbose.
+    pub fn describe(self, kind: Kind, source: &str, target: &str) -> String {
+        match (self, kind) {
+            (Step::Freeze, _) => {
+                format!("make the users read-only on {source} (the Back End refuses their writes)")
+            }
+            (Step::Drain, _) => {
+                format!("wait for the Backup Service of {source} to ship every change to {target}")
+            }
+            (Step::Verify, _) => {
+                format!("compare each user's data on {source} with the backup copy on {target}")
+            }
+            (Step::Reconcile, _) => format!(
+                "count the changes on {target} that never reached {source} before the disaster failover"
+            ),
+            (Step::Promote, _) => {
+                format!("make the backup copy on {target} the users' writable copy")
+            }
+            (Step::Switch, Kind::FailOver) => {
+                format!("record in the Central Management store that {target} serves the users")
+            }
+            (Step::Switch, Kind::FailBack) => format!(
+                "record in the Central Management store that {target} serves its users again"
+            ),
+            (Step::Apply, _) => format!(
+                "wait until every reachable server of {source} and {target} has applied the change"
+            ),
+            (Step::SignOut, _) => {
+                format!("sign the users out of {source}, so that they sign in again at {target}")
+            }
+            (Step::Retire, _) => format!("drop the users' data from {source}"),
+            (Step::StopServices, _) => {
+                format!("stop the user-facing services (RTCSRV) of {source}")
+            }
+        }
+    }
+}
+
+pub const ALL_STEPS: [Step; 10] = [
+    Step::Freeze,
+    Step::Drain,
+    Step::Verify,
+    Step::Reconcile,
+    Step::Promote,
+    Step::Switch,
+    Step::Apply,
+    Step::SignOut,
+    Step::Retire,
+    Step::StopServices,
+];
+
+/// The cmdlet's parameters, kept with the operation so a resume behaves the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    pub disaster: bool,
+    pub flush: bool,
+    pub force: bool,
+    /// Longest wait for the Backup Service to drain.
+    pub wait_ms: u64,
+    pub skip_verification: bool,
+    pub db_timeout_secs: Option<u32>,
+    pub services_stop_delay_mins: Option<u32>,
+}
+
+/// The documented failback default (15 s); tandem uses the same for failover, whose
+/// default the documentation does not state.
+pub const DEFAULT_WAIT_MS: u64 = 15_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepState {
+    Pending,
+    Done,
+    /// Not needed for this operation (a planned-only step in disaster mode, say).
+    Skipped,
+    /// Stopped here; a resume runs it again.
+    Failed,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "Pending",
+            StepState::Done => "Done",
+            StepState::Skipped => "Skipped",
+            StepState::Failed => "Failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRecord {
+    pub step: Step,
+    pub state: StepState,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    /// What the step found or did, in words and numbers.
+    pub detail: String,
+    /// How many times it was started (more than once after a crash or a retry).
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpState {
+    Running,
+    /// A step failed; the operation waits for a resume.
+    Stopped,
+    Completed,
+}
+
+impl OpState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpState::Running => "Running",
+            OpState::Stopped => "Stopped",
+            OpState::Completed => "Completed",
+        }
+    }
+}
+
+/// What a disaster-mode operation lost, or may have lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Loss {
+    /// Changes lost (exact) or known to be lost so far (not exact).
+    pub changes: i64,
+    pub users: Vec<String>,
+    /// Commit times of the first and last lost change (unix ms).
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// True once counted from the pool that held them; until then a lower bound.
+    pub exact: bool,
+    pub note: String,
+}
+
+/// One failover or failback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    pub id: u64,
+    pub kind: Kind,
+    /// The users' home pool (`-PoolFqdn`, for failover and failback alike).
+    pub pool: String,
+    pub backup_pool: String,
+    pub options: Options,
+    pub state: OpState,
+    pub steps: Vec<StepRecord>,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    /// The server that last ran it.
+    pub runner: String,
+    /// Why it stopped, with the command that carries on.
+    pub error: Option<String>,
+    /// The users moved.
+    pub users: i64,
+    /// Disaster mode: per module, the last change of the lost pool that the backup copy
+    /// holds. Everything after it was lost.
+    pub cut: BTreeMap<String, i64>,
+    /// When the lost pool's backup copy was last updated (disaster mode).
+    pub last_heard_ms: Option<i64>,
+    pub loss: Option<Loss>,
+    /// For a failback: the failover it undoes.
+    pub undoes: Option<u64>,
+}
+
+impl Operation {
+    /// A new operation with its plan.
+    pub fn new(
+        id: u64,
+        kind: Kind,
+        pool: &str,
+        backup_pool: &str,
+        options: Options,
+        reconcile: bool,
+        now_ms: i64,
+    ) -> Operation {
+        let steps = plan(kind, &options, reconcile)
+            .into_iter()
+            .map(|(step, needed)| StepRecord {
+                step,
+                state: if needed {
+                    StepState::Pending
+                } else {
+                    StepState::Skipped
+                },
+                started_ms: None,
+                finished_ms: None,
+                detail: String::new(),
+                attempts: 0,
+            })
+            .collect();
+        Operation {
+            id,
+            kind,
+            pool: pool.to_ascii_lowercase(),
+            backup_pool: backup_pool.to_ascii_lowercase(),
+            options,
+            state: OpState::Running,
+            steps,
+            started_ms: now_ms,
+            finished_ms: None,
+            runner: String::new(),
+            error: None,
+            users: 0,
+            cut: BTreeMap::new(),
+            last_heard_ms: None,
+            loss: None,
+            undoes: None,
+        }
+    }
+
+    pub fn mode(&self) -> FailMode {
+        if self.options.disaster {
+            FailMode::Disaster
+        } else {
+            FailMode::Planned
+        }
+    }
+
+    /// The pool the users leave.
+    pub fn source(&self) -> &str {
+        match self.kind {
+            Kind::FailOver => &self.pool,
+            Kind::FailBack => &self.backup_pool,
+        }
+    }
+
+    /// The pool that serves them afterwards.
+    pub fn target(&self) -> &str {
+        match self.kind {
+            Kind::FailOver => &self.backup_pool,
+            Kind::FailBack => &self.pool,
+        }
+    }
+
+    /// The index of the first step to run: the first that is pending or failed.
+    pub fn next_step(&self) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| matches!(s.state, StepState::Pending | StepState::Failed))
+    }
+
+    /// The step a reader should look at: the next one, or the last one done.
+    pub fn current_step(&self) -> Option<Step> {
+        self.next_step()
+            .map(|i| self.steps[i].step)
+            .or_else(|| self.steps.last().map(|s| s.step))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state == OpState::Completed
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an operation serialises")
+    }
+
+    pub fn from_json(text: &str) -> Option<Operation> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The steps of an operation, each with whether it runs. Skipped steps stay in the plan
+/// so that the record shows what a planned operation would have done.
+pub fn plan(kind: Kind, options: &Options, reconcile: bool) -> Vec<(Step, bool)> {
+    let planned = !options.disaster;
+    match kind {
+        Kind::FailOver => vec![
+            (Step::Freeze, true),
+            (Step::Drain, planned),
+            (Step::Verify, planned && !options.skip_verification),
+            (Step::Promote, true),
+            (Step::Switch, true),
+            (Step::Apply, true),
+            (Step::SignOut, true),
+            (
+                Step::StopServices,
+                options.services_stop_delay_mins.is_some(),
+            ),
+        ],
+        Kind::FailBack => vec![
+            (Step::Freeze, true),
+            (Step::Drain, planned),
+            (Step::Verify, planned && !options.skip_verification),
+            (Step::Reconcile, reconcile),
+            (Step::Promote, true),
+            (Step::Switch, true),
+            (Step::Apply, true),
+            (Step::SignOut, true),
+            (Step::Retire, true),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disaster_failover_skips_the_steps_that_need_the_lost_pool() {
+        let o = Options {
+            disaster: true,
+            ..Options::default()
+        };
+        let p = plan(Kind::FailOver, &o, false);
+        let skipped: Vec<_> = p.iter().filter(|(_, r)| !r).map(|(s, _)| *s).collect();
+        assert_eq!(skipped, [Step::Drain, Step::Verify, Step::StopServices]);
+    }
+
+    #[test]
+    fn planned_failover_drains_and_verifies_before_it_promotes() {
+        let p = plan(Kind::FailOver, &Options::default(), false);
+        let pos = |s| p.iter().position(|(x, _)| *x == s).unwrap();
+        assert!(pos(Step::Freeze) < pos(Step::Drain));
+        assert!(pos(Step::Drain) < pos(Step::Verify));
+        assert!(pos(Step::Verify) < pos(Step::Promote));
+        assert!(pos(Step::Promote) < pos(Step::Switch));
+        assert!(pos(Step::Switch) < pos(Step::SignOut));
+        let skip = Options {
+            skip_verification: true,
+            ..Options::default()
+        };
+        assert!(!plan(Kind::FailOver, &skip, false)[2].1);
+    }
+
+    #[test]
+    fn failback_reconciles_only_after_a_disaster_failover() {
+        let with = plan(Kind::FailBack, &Options::default(), true);
+        let without = plan(Kind::FailBack, &Options::default(), false);
+        let r = |p: &[(Step, bool)]| p.iter().find(|(s, _)| *s == Step::Reconcile).unwrap().1;
+        assert!(r(&with) && !r(&without));
+    }
+
+    #[test]
+    fn a_resume_starts_at_the_first_step_not_done() {
+        let mut op = Operation::new(
+            1,
+            Kind::FailOver,
+            "Pool1.contoso.com",
+            "pool2.contoso.com",
+            Options::default(),
+            false,
+            0,
+        );
+        assert_eq!(op.next_step(), Some(0));
+        op.steps[0].state = StepState::Done;
+        op.steps[1].state = StepState::Failed;
+        assert_eq!(op.next_step(), Some(1));
+        assert_eq!(op.current_step(), Some(Step::Drain));
+        for s in &mut op.steps {
+            if s.state != StepState::Skipped {
+                s.state = StepState::Done;
+            }
+        }
+        assert_eq!(op.next_step(), None);
+        assert_eq!(
+            (op.source(), op.target()),
+            ("pool1.contoso.com", "pool2.contoso.com")
+        );
+        assert_eq!(Operation::from_json(&op.to_json()), Some(op));
+    }
+
+    #[test]
+    fn step_names_round_trip() {
+        for s in ALL_STEPS {
+            assert_eq!(Step::parse(&s.as_str().to_lowercase()), Some(s));
+        }
+    }
+}

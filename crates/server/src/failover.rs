@@ -1,0 +1,1464 @@
+//! The operations engine for pool failover and failback, and the cmdlets around it:
+//! `Invoke-CsPoolFailOver`, `Invoke-CsPoolFailBack`, `Get-CsPoolFailoverState`,
+//! `Get-CsDisasterRecoveryOperation` and `Resume-CsDisasterRecoveryOperation`.
+//!
+//! An operation runs on the server the shell is connected to, in a task of its own (so a
+//! shell that dies does not stop it). Its record — the plan of `dr::operation` with each
+//! step's state — lives in the Central Management store and is rewritten after every
+//! step, together with the pool's failover state when the step changes it. A crash of
+//! any process therefore leaves a record whose first unfinished step is where a resume
+//! starts, and every step is written to be run twice without harm.
+//!
+//! The engine never opens a pool's Back End: what a step does to a pool's data it asks
+//! one of that pool's Front Ends to do ([`PoolAction`] over the management API), as the
+//! Backup Service does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use backup::Module;
+use cmdlet::{BoundValue, Field, Invocation, Output, Record};
+use cms::directory::{USER_PREFIX, UserRecord};
+use cms::master::Master;
+use dr::operation::DEFAULT_WAIT_MS;
+use dr::rules::{check_failback, check_failover};
+use dr::state::{OPERATION_PREFIX, operation_key, pool_key};
+use dr::{
+    FailMode, Kind, Loss, OpState, Operation, Options, Phase, PoolState, Refusal, Step, StepState,
+};
+use serde::{Deserialize, Serialize};
+use store::{format_timestamp, now_ms};
+
+use crate::Server;
+use crate::api::InvokeResponse;
+use crate::exec::{MasterAt, call_error, locate_master, master_error};
+use crate::http::ApiError;
+
+type Reply = Result<InvokeResponse, ApiError>;
+
+/// The route of the pool actions, on every Front End.
+pub const POOL_ACTION_PATH: &str = "/internal/v1/dr/pool";
+/// The route of the engine's reads and writes of the CMS, on the master.
+pub const CMS_PATH: &str = "/internal/v1/dr/cms";
+/// The fault-injection route, served only when `TANDEM_DR_FAULTS=1`.
+pub const CRASH_PATH: &str = "/internal/v1/dr/crash";
+
+/// How long the Apply step waits for servers to apply the switch.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+
+fn refused(r: Refusal) -> ApiError {
+    let status = match r {
+        Refusal::CmsUnavailable { .. } | Refusal::TargetUnreachable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::CONFLICT,
+    };
+    ApiError::new(status, r.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault injection (crash tests)
+// ---------------------------------------------------------------------------------------
+
+/// Where the test hook crashes this server: just before a step starts, or just after its
+/// work is done and before the record says so (the case that proves steps idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashPoint {
+    pub step: String,
+    /// `before` or `after`.
+    pub when: String,
+}
+
+pub(crate) fn faults_enabled() -> bool {
+    std::env::var("TANDEM_DR_FAULTS").is_ok_and(|v| v == "1")
+}
+
+fn maybe_crash(server: &Server, step: Step, when: &str) {
+    let hit = server
+        .crash_at
+        .lock()
+        .expect("crash point lock")
+        .as_ref()
+        .is_some_and(|c| c.step.eq_ignore_ascii_case(step.as_str()) && c.when == when);
+    if hit {
+        eprintln!(
+            "TANDEM_DR_FAULTS: {} crashes {when} step {}",
+            server.fqdn,
+            step.as_str()
+        );
+        std::process::exit(86);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The CMS side: reads and compare-and-set writes on the master
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum CmsRequest {
+    /// Every `dr/` item.
+    Read,
+    /// Writes `changes` as one version if every `expect`ed key still has that value.
+    Write {
+        expect: Vec<(String, Option<String>)>,
+        changes: Vec<(String, Option<String>)>,
+        description: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmsReply {
+    pub items: Vec<(String, String)>,
+    pub version: i64,
+}
+
+/// Runs a [`CmsRequest`] on the master (this server).
+pub(crate) async fn on_master(master: &Master, request: CmsRequest) -> Result<CmsReply, ApiError> {
+    match request {
+        CmsRequest::Read => {
+            let items = master
+                .backend()
+                .items_with_prefix("dr/")
+                .await
+                .map_err(internal)?;
+            Ok(CmsReply {
+                items: items
+                    .into_iter()
+                    .filter_map(|i| Some((i.key, i.value?)))
+                    .collect(),
+                version: 0,
+            })
+        }
+        CmsRequest::Write {
+            expect,
+            changes,
+            description,
+        } => {
+            let _guard = master.lock().await;
+            for (key, value) in &expect {
+                let current = master.backend().get(key).await.map_err(internal)?;
+                if current != *value {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "{key} changed while this operation was deciding; another failover or failback is running. \
+                             Get-CsDisasterRecoveryOperation shows it"
+                        ),
+                    ));
+                }
+            }
+            let info = master
+                .write(&changes, &description)
+                .await
+                .map_err(master_error)?;
+            Ok(CmsReply {
+                items: vec![],
+                version: info.version,
+            })
+        }
+    }
+}
+
+async fn cms(server: &Server, request: CmsRequest) -> Result<CmsReply, ApiError> {
+    let master = locate_master(server).await.map_err(|detail| {
+        refused(Refusal::CmsUnavailable {
+            detail: format!("{detail}."),
+        })
+    })?;
+    match master {
+        MasterAt::Here(m) => on_master(m, request).await,
+        MasterAt::There(base) => crate::api::call(
+            &server.client,
+            &base,
+            CMS_PATH,
+            &server.token,
+            Some(&server.fqdn),
+            &request,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(call_error),
+    }
+}
+
+/// The pool states and operations in the CMS.
+#[derive(Debug, Default)]
+struct DrView {
+    states: BTreeMap<String, PoolState>,
+    ops: Vec<Operation>,
+    raw: BTreeMap<String, String>,
+}
+
+impl DrView {
+    fn from_items(items: Vec<(String, String)>) -> DrView {
+        let mut view = DrView::default();
+        for (key, value) in items {
+            if key.starts_with(dr::state::POOL_PREFIX) {
+                if let Some(s) = PoolState::from_json(&value) {
+                    view.states.insert(s.pool.clone(), s);
+                }
+            } else if key.starts_with(OPERATION_PREFIX)
+                && let Some(o) = Operation::from_json(&value)
+            {
+                view.ops.push(o);
+            }
+            view.raw.insert(key, value);
+        }
+        view.ops.sort_by_key(|o| o.id);
+        view
+    }
+
+    fn state(&self, pool: &str, backup: &str) -> PoolState {
+        self.states
+            .get(&pool.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_else(|| PoolState::normal(pool, backup))
+    }
+}
+
+async fn read_view(server: &Server) -> Result<DrView, ApiError> {
+    Ok(DrView::from_items(
+        cms(server, CmsRequest::Read).await?.items,
+    ))
+}
+
+/// The local replica's view, for reads while the CMS is down.
+async fn local_view(server: &Server) -> Result<DrView, ApiError> {
+    let items = server
+        .replica
+        .store()
+        .items_with_prefix("dr/")
+        .await
+        .map_err(internal)?;
+    Ok(DrView::from_items(
+        items
+            .into_iter()
+            .filter_map(|i| Some((i.key, i.value?)))
+            .collect(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Pool actions: what a step asks a pool's Front End to do to its Back End
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum PoolAction {
+    /// Refuse writes of the users homed on `home`.
+    Fence { home: String, reason: String },
+    /// Wait until the Backup Service has shipped every change committed so far.
+    Drain { wait_ms: u64 },
+    /// Compare this pool's copy of `home`'s users with the partner's backup copy.
+    Verify { home: String },
+    /// Make the backup copy from `source` the writable copy of `home`'s users.
+    Promote { source: String, home: String },
+    /// Remove the registrations of `home`'s users.
+    SignOut { home: String },
+    /// Drop the data of `home`'s users (they are served elsewhere now).
+    Retire { home: String },
+    /// The changes committed here after `cut`.
+    Lost { cut: BTreeMap<String, i64> },
+    /// Stop RTCSRV after `delay_mins`.
+    StopServices { delay_mins: u32 },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolActionReply {
+    /// One line on what was done, for the operation record.
+    pub detail: String,
+    /// Drain: changes still waiting. Verify: users that differ.
+    pub left: i64,
+    pub users: i64,
+    pub cut: BTreeMap<String, i64>,
+    pub last_heard_ms: Option<i64>,
+    pub loss: Option<Loss>,
+}
+
+/// The SIP addresses of the users homed on `home`, from this server's replica.
+async fn users_of(server: &Server, home: &str) -> Result<Vec<String>, ApiError> {
+    let items = server
+        .replica
+        .store()
+        .items_with_prefix(USER_PREFIX)
+        .await
+        .map_err(internal)?;
+    Ok(items
+        .iter()
+        .filter_map(|i| serde_json::from_str::<UserRecord>(i.value.as_deref()?).ok())
+        .filter(|u| u.registrar_pool.eq_ignore_ascii_case(home))
+        .map(|u| u.sip_address)
+        .collect())
+}
+
+const USER_MODULES: [Module; 2] = [Module::PresenceFocus, Module::DataConf];
+
+/// Runs a pool action on this Front End.
+pub(crate) async fn pool_action(
+    server: &Server,
+    action: PoolAction,
+) -> Result<PoolActionReply, ApiError> {
+    let (Some(be), Some(service)) = (&server.backend, &server.backup) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{} is not a Front End", server.fqdn),
+        ));
+    };
+    let mut reply = PoolActionReply::default();
+    match action {
+        PoolAction::Fence { home, reason } => {
+            be.fence(&home, &reason).await.map_err(internal)?;
+            reply.detail = format!("{} refuses writes of {home}'s users", server.pool);
+        }
+        PoolAction::Drain { wait_ms } => {
+            let mut heads = BTreeMap::new();
+            for m in USER_MODULES {
+                heads.insert(
+                    m.short_name(),
+                    be.change_head(m.short_name()).await.map_err(internal)?,
+                );
+            }
+            let started = Instant::now();
+            let deadline = started + Duration::from_millis(wait_ms);
+            loop {
+                let status = service.local_status().await.map_err(internal)?;
+                let left: i64 = status
+                    .exports
+                    .iter()
+                    .filter(|e| e.applicable)
+                    .filter_map(|e| {
+                        let head = heads.get(e.module.as_str())?;
+                        Some((head - e.acked_seq).max(0))
+                    })
+                    .sum();
+                if left == 0 || Instant::now() >= deadline {
+                    reply.left = left;
+                    reply.detail = if left == 0 {
+                        format!(
+                            "every change of {} reached {} ({} ms)",
+                            server.pool,
+                            service.partner().unwrap_or_default(),
+                            started.elapsed().as_millis()
+                        )
+                    } else {
+                        format!("{left} changes still waiting after {wait_ms} ms")
+                    };
+                    break;
+                }
+                service.wake();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        PoolAction::Verify { home } => {
+            let Some(partner) = service.partner() else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{} has no backup pool", server.pool),
+                ));
+            };
+            let users: std::collections::BTreeSet<String> =
+                users_of(server, &home).await?.into_iter().collect();
+            let mut bad = Vec::new();
+            for m in USER_MODULES {
+                let mut primary = service.primary_checksums(m).await.map_err(internal)?;
+                let mut copy = crate::pooldata::backup_copy_checksums(server, &partner, m).await?;
+                primary.retain(|sip, _| users.contains(sip));
+                copy.retain(|sip, _| users.contains(sip));
+                bad.extend(backup::service::mismatches(&primary, &copy));
+            }
+            bad.sort();
+            bad.dedup();
+            reply.left = bad.len() as i64;
+            reply.users = users.len() as i64;
+            reply.detail = if bad.is_empty() {
+                format!("{} users: the copy on {partner} matches", users.len())
+            } else {
+                format!(
+                    "{} of {} users differ on {partner}, for example {}",
+                    bad.len(),
+                    users.len(),
+                    bad.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+        }
+        PoolAction::Promote { source, home } => {
+            let users = users_of(server, &home).await?;
+            let p = be
+                .promote_backup(&source, &home, &users)
+                .await
+                .map_err(internal)?;
+            reply.users = p.users;
+            reply.cut = p.cut.iter().map(|(m, (s, _))| (m.clone(), *s)).collect();
+            reply.last_heard_ms = p.cut.values().map(|(_, t)| *t).max();
+            reply.detail = format!(
+                "{} serves {} users of {home} from the copy {source} shipped: {} items, {} changes queued for {source}",
+                server.pool, p.users, p.items, p.changes_logged
+            );
+            service.wake();
+        }
+        PoolAction::SignOut { home } => {
+            let users = users_of(server, &home).await?;
+            let n = be.unregister_users(&users).await.map_err(internal)?;
+            reply.users = users.len() as i64;
+            reply.detail = format!(
+                "{n} registrations of {home}'s users removed from {}",
+                server.pool
+            );
+        }
+        PoolAction::Retire { home } => {
+            let users = users_of(server, &home).await?;
+            let n = be.retire_users(&users).await.map_err(internal)?;
+            be.unregister_users(&users).await.map_err(internal)?;
+            reply.detail = format!("{n} items of {home}'s users dropped from {}", server.pool);
+            service.wake();
+        }
+        PoolAction::Lost { cut } => {
+            let lost = be.changes_after_cut(&cut).await.map_err(internal)?;
+            let users = lost.users();
+            let loss = Loss {
+                changes: lost.changes.len() as i64,
+                from_ms: lost.changes.first().map(|c| c.committed_at),
+                to_ms: lost.changes.last().map(|c| c.committed_at),
+                users,
+                exact: true,
+                note: format!(
+                    "counted on {} from its change log: committed there but never copied before the disaster failover",
+                    server.pool
+                ),
+            };
+            reply.detail = format!(
+                "{} changes of {} users were lost",
+                loss.changes,
+                loss.users.len()
+            );
+            reply.loss = Some(loss);
+        }
+        PoolAction::StopServices { delay_mins } => {
+            let pool = server.pool.clone();
+            let fqdn = server.fqdn.clone();
+            reply.detail = format!("RTCSRV on {fqdn} stops in {delay_mins} minutes");
+            // The server's own services are addressed through the same flag the
+            // Stop-CsWindowsService cmdlet sets.
+            let services = server.services.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(delay_mins) * 60)).await;
+                services.set(crate::services::RTCSRV, false);
+                tracing::info!(%pool, %fqdn, "RTCSRV stopped after the failover's ServicesStopDelayMins");
+            });
+        }
+    }
+    Ok(reply)
+}
+
+/// Asks a Front End of `pool` to run `action`, trying each in turn.
+async fn on_pool(
+    server: &Server,
+    pool: &str,
+    action: &PoolAction,
+    timeout: Duration,
+) -> Result<PoolActionReply, String> {
+    let topology = server.replica.topology();
+    let port = topology.ports.management;
+    let mut last = format!("{pool} has no Front End");
+    for s in topology.front_end_servers(pool) {
+        if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
+            match Box::pin(pool_action(server, action.clone())).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    last = format!("{}: {}", s.fqdn, e.body.error);
+                    continue;
+                }
+            }
+        }
+        let base = format!("http://{}:{port}", s.address);
+        match crate::api::call::<_, PoolActionReply>(
+            &server.client,
+            &base,
+            POOL_ACTION_PATH,
+            &server.token,
+            Some(&server.fqdn),
+            action,
+            timeout,
+        )
+        .await
+        {
+            Ok(r) => return Ok(r),
+            Err(e) => last = format!("{}: {e}", s.fqdn),
+        }
+    }
+    Err(last)
+}
+
+/// Whether any Front End of `pool` answers, and if not why.
+async fn reachable(server: &Server, pool: &str) -> Result<(), String> {
+    let topology = server.replica.topology();
+    let port = topology.ports.management;
+    let mut last = format!("{pool} has no Front End");
+    for s in topology.front_end_servers(pool) {
+        if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
+            return Ok(());
+        }
+        let url = format!("http://{}:{port}/health", s.address);
+        match server
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{} answered {}", s.fqdn, r.status()),
+            Err(e) => last = format!("{} does not answer ({e})", s.fqdn),
+        }
+    }
+    Err(last)
+}
+
+// ---------------------------------------------------------------------------------------
+// Cmdlets
+// ---------------------------------------------------------------------------------------
+
+pub(crate) async fn route(server: &Arc<Server>, inv: &Invocation) -> Reply {
+    match inv.cmdlet.name {
+        "Get-CsPoolFailoverState" => failover_state(server, inv).await,
+        "Get-CsDisasterRecoveryOperation" => operations(server, inv).await,
+        "Resume-CsDisasterRecoveryOperation" => resume(server, inv).await,
+        "Invoke-CsPoolFailOver" => start(server, inv, Kind::FailOver).await,
+        "Invoke-CsPoolFailBack" => start(server, inv, Kind::FailBack).await,
+        other => Err(internal(format!("{other} is not a failover cmdlet"))),
+    }
+}
+
+/// Reads from the CMS, or from the local replica with a warning when it is down.
+async fn view_for_reading(server: &Server) -> Result<(DrView, Vec<String>), ApiError> {
+    match read_view(server).await {
+        Ok(v) => Ok((v, vec![])),
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => Ok((
+            local_view(server).await?,
+            vec![format!(
+                "{} Showing this server's local replica.",
+                e.body.error
+            )],
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+async fn failover_state(server: &Server, inv: &Invocation) -> Reply {
+    let (view, warnings) = view_for_reading(server).await?;
+    let topology = server.replica.topology();
+    let wanted = inv.text("PoolFqdn");
+    if let Some(p) = &wanted
+        && topology.front_end_pool(p).is_none()
+    {
+        return Err(refused(Refusal::NotAPool { pool: p.clone() }));
+    }
+    let rows = topology
+        .front_end_pools
+        .iter()
+        .filter(|p| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| w.eq_ignore_ascii_case(&p.fqdn))
+        })
+        .map(|p| {
+            let backup = p.backup_pool.clone().unwrap_or_default();
+            let s = view.state(&p.fqdn, &backup);
+            Record::new()
+                .with("PoolFqdn", p.fqdn.clone())
+                .with("BackupPoolFqdn", backup)
+                .with("State", s.phase.as_str())
+                .with(
+                    "Mode",
+                    if s.phase == Phase::Normal {
+                        String::new()
+                    } else {
+                        s.mode.as_str().to_string()
+                    },
+                )
+                .with("ServingPoolFqdn", s.serving_pool().to_string())
+                .with("Since", format_timestamp(s.since_ms))
+                .with(
+                    "OperationId",
+                    s.operation.map_or(String::new(), |o| o.to_string()),
+                )
+                .with("Epoch", s.epoch)
+        })
+        .collect();
+    Ok(InvokeResponse {
+        output: Output::Records(rows),
+        warnings,
+        cms_version: None,
+    })
+}
+
+fn loss_text(loss: &Option<Loss>, op: &Operation) -> String {
+    match loss {
+        Some(l) if l.exact => format!(
+            "{} changes of {} users{}",
+            l.changes,
+            l.users.len(),
+            match (l.from_ms, l.to_ms) {
+                (Some(a), Some(b)) => format!(
+                    ", committed {} to {}",
+                    format_timestamp(a),
+                    format_timestamp(b)
+                ),
+                _ => String::new(),
+            }
+        ),
+        Some(l) => l.note.clone(),
+        None if op.is_finished() => "nothing".into(),
+        None => String::new(),
+    }
+}
+
+fn op_record(op: &Operation) -> Record {
+    let steps: Vec<Field> = op
+        .steps
+        .iter()
+        .map(|s| {
+            let ms = match (s.started_ms, s.finished_ms) {
+                (Some(a), Some(b)) => format!(" {} ms", b - a),
+                _ => String::new(),
+            };
+            let retries = if s.attempts > 1 {
+                format!(" ({} attempts)", s.attempts)
+            } else {
+                String::new()
+            };
+            Field::from(format!(
+                "{} {}{ms}{retries}{}",
+                s.step.as_str(),
+                s.state.as_str(),
+                if s.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.detail)
+                }
+            ))
+        })
+        .collect();
+    Record::new()
+        .with("Identity", op.id.to_string())
+        .with("Operation", op.kind.as_str())
+        .with("PoolFqdn", op.pool.clone())
+        .with("BackupPoolFqdn", op.backup_pool.clone())
+        .with("Mode", op.mode().as_str())
+        .with("State", op.state.as_str())
+        .with(
+            "CurrentStep",
+            if op.is_finished() {
+                String::new()
+            } else {
+                op.current_step().map_or("", Step::as_str).to_string()
+            },
+        )
+        .with("Started", format_timestamp(op.started_ms))
+        .with(
+            "Finished",
+            op.finished_ms.map_or(String::new(), format_timestamp),
+        )
+        .with(
+            "DurationSeconds",
+            op.finished_ms.map_or(String::new(), |f| {
+                format!("{:.3}", (f - op.started_ms) as f64 / 1000.0)
+            }),
+        )
+        .with("Users", op.users)
+        .with("DataLost", loss_text(&op.loss, op))
+        .with("LostChanges", op.loss.as_ref().map_or(0, |l| l.changes))
+        .with(
+            "LostUsers",
+            Field::List(
+                op.loss
+                    .as_ref()
+                    .map(|l| l.users.iter().cloned().map(Field::from).collect())
+                    .unwrap_or_default(),
+            ),
+        )
+        .with("LossIsExact", op.loss.as_ref().is_none_or(|l| l.exact))
+        .with("Steps", Field::List(steps))
+        .with("Error", op.error.clone().unwrap_or_default())
+        .with("Runner", op.runner.clone())
+}
+
+async fn operations(server: &Server, inv: &Invocation) -> Reply {
+    let (view, warnings) = view_for_reading(server).await?;
+    let rows: Vec<Record> = match inv.text("Identity") {
+        Some(id) => {
+            let op = find_op(&view, &id)?;
+            vec![op_record(op)]
+        }
+        None => view.ops.iter().map(op_record).collect(),
+    };
+    Ok(InvokeResponse {
+        output: Output::Records(rows),
+        warnings,
+        cms_version: None,
+    })
+}
+
+fn find_op<'v>(view: &'v DrView, id: &str) -> Result<&'v Operation, ApiError> {
+    let n: u64 = id.trim().parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("'{id}' is not an operation id; Get-CsDisasterRecoveryOperation lists them"),
+        )
+    })?;
+    view.ops.iter().find(|o| o.id == n).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no operation {n}; Get-CsDisasterRecoveryOperation lists them"),
+        )
+    })
+}
+
+fn options_from(inv: &Invocation, kind: Kind) -> Result<Options, ApiError> {
+    let wait_ms = match inv.get("WaitTime") {
+        Some(BoundValue::TimeSpan(d)) => d.as_millis() as u64,
+        _ => DEFAULT_WAIT_MS,
+    };
+    let positive = |name: &str| -> Result<Option<u32>, ApiError> {
+        match inv.get(name) {
+            Some(BoundValue::Int(n)) if *n >= 0 && *n <= i64::from(u32::MAX) => Ok(Some(*n as u32)),
+            Some(BoundValue::Int(n)) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("-{name} must be zero or more, not {n}"),
+            )),
+            _ => Ok(None),
+        }
+    };
+    Ok(Options {
+        disaster: inv.switch("DisasterMode"),
+        flush: kind == Kind::FailOver && inv.switch("FlushStorageService"),
+        force: inv.switch("Force"),
+        wait_ms,
+        skip_verification: inv.switch("SkipDataVerification"),
+        db_timeout_secs: positive("DatabaseCommandTimeoutInSeconds")?,
+        services_stop_delay_mins: if kind == Kind::FailOver {
+            positive("ServicesStopDelayMins")?
+        } else {
+            None
+        },
+    })
+}
+
+async fn start(server: &Arc<Server>, inv: &Invocation, kind: Kind) -> Reply {
+    let options = options_from(inv, kind)?;
+    let pool_arg = inv.text("PoolFqdn").unwrap_or_default();
+    let topology = server.replica.topology();
+    let Some(fe) = topology.front_end_pool(&pool_arg) else {
+        return Err(refused(Refusal::NotAPool { pool: pool_arg }));
+    };
+    let pool = fe.fqdn.to_ascii_lowercase();
+    let view = read_view(server).await?;
+    // The same cmdlet run again carries an unfinished operation on, with the new options.
+    if let Some(op) = view
+        .ops
+        .iter()
+        .find(|o| !o.is_finished() && o.kind == kind && o.pool == pool)
+    {
+        let mut op = op.clone();
+        op.options.force |= options.force;
+        op.options.skip_verification |= options.skip_verification;
+        op.options.wait_ms = options.wait_ms;
+        if options.skip_verification {
+            for s in &mut op.steps {
+                if s.step == Step::Verify && s.state != StepState::Done {
+                    s.state = StepState::Skipped;
+                }
+            }
+        }
+        if inv.switch("WhatIf") {
+            return Ok(text(what_if(server, &op, &view).await));
+        }
+        return run_to_end(server, op, inv.switch("Verbose")).await;
+    }
+    let (backup, reconcile, undoes) = match kind {
+        Kind::FailOver => (
+            check_failover(&topology, &pool, &view.states, &view.ops).map_err(refused)?,
+            false,
+            None,
+        ),
+        Kind::FailBack => {
+            let state =
+                check_failback(&topology, &pool, &view.states, &view.ops).map_err(refused)?;
+            (
+                state.backup_pool.clone(),
+                state.mode == FailMode::Disaster,
+                state.operation,
+            )
+        }
+    };
+    let (source, target) = match kind {
+        Kind::FailOver => (pool.clone(), backup.clone()),
+        Kind::FailBack => (backup.clone(), pool.clone()),
+    };
+    if !options.disaster
+        && let Err(detail) = reachable(server, &source).await
+    {
+        return Err(refused(Refusal::Unreachable {
+            kind,
+            pool: source,
+            detail,
+        }));
+    }
+    if let Err(detail) = reachable(server, &target).await {
+        return Err(refused(Refusal::TargetUnreachable {
+            pool: target,
+            detail,
+        }));
+    }
+    let id = view.ops.iter().map(|o| o.id).max().unwrap_or(0) + 1;
+    let mut op = Operation::new(id, kind, &pool, &backup, options, reconcile, now_ms());
+    op.runner = server.fqdn.clone();
+    op.undoes = undoes;
+    if inv.switch("WhatIf") {
+        return Ok(text(what_if(server, &op, &view).await));
+    }
+    let key = operation_key(id);
+    cms(
+        server,
+        CmsRequest::Write {
+            expect: vec![(key.clone(), None)],
+            changes: vec![(key, Some(op.to_json()))],
+            description: format!("{} of {pool}: operation {id} starts", kind.as_str()),
+        },
+    )
+    .await?;
+    run_to_end(server, op, inv.switch("Verbose")).await
+}
+
+async fn resume(server: &Arc<Server>, inv: &Invocation) -> Reply {
+    let view = read_view(server).await?;
+    let op = find_op(&view, &inv.text("Identity").unwrap_or_default())?.clone();
+    if op.is_finished() {
+        return Ok(text(format!(
+            "Operation {} ({} of {}) completed at {}; there is nothing to resume.\n",
+            op.id,
+            op.kind.as_str(),
+            op.pool,
+            op.finished_ms.map_or(String::new(), format_timestamp)
+        )));
+    }
+    if inv.switch("WhatIf") {
+        return Ok(text(what_if(server, &op, &view).await));
+    }
+    run_to_end(server, op, inv.switch("Verbose")).await
+}
+
+fn text(t: String) -> InvokeResponse {
+    InvokeResponse {
+        output: Output::Text(t),
+        warnings: vec![],
+        cms_version: None,
+    }
+}
+
+async fn what_if(server: &Server, op: &Operation, view: &DrView) -> String {
+    let users = users_of(server, &op.pool)
+        .await
+        .map(|u| u.len())
+        .unwrap_or(0);
+    let mut out = format!(
+        "What if: {} -PoolFqdn {} ({} mode{}) would move the {users} users homed on {} from {} to {}:\n",
+        op.kind.cmdlet(),
+        op.pool,
+        op.mode().as_str().to_lowercase(),
+        if view.ops.iter().any(|o| o.id == op.id) {
+            format!(", resuming operation {}", op.id)
+        } else {
+            String::new()
+        },
+        op.pool,
+        op.source(),
+        op.target()
+    );
+    for (i, s) in op.steps.iter().enumerate() {
+        let mark = match s.state {
+            StepState::Done => " (done)",
+            StepState::Skipped => " (skipped)",
+            StepState::Failed => " (failed; runs again)",
+            StepState::Pending => "",
+        };
+        out.push_str(&format!(
+            "  {}. {}: {}{mark}\n",
+            i + 1,
+            s.step.as_str(),
+            s.step.describe(op.kind, op.source(), op.target())
+        ));
+    }
+    let at_risk = match (op.kind, op.options.disaster) {
+        (Kind::FailOver, false) | (Kind::FailBack, false) => format!(
+            "Data at risk: none. Writes are refused once step 1 is done; every change made before is shipped and verified ({}).",
+            backlog_text(server, op.source()).await
+        ),
+        (Kind::FailOver, true) => format!(
+            "Data at risk: changes committed on {} that its Backup Service had not shipped to {} when it was lost ({}).",
+            op.source(),
+            op.target(),
+            backlog_text(server, op.target()).await
+        ),
+        (Kind::FailBack, true) => format!(
+            "Data at risk: changes the users made on {} during the failover that had not reached {}.",
+            op.source(),
+            op.target()
+        ),
+    };
+    out.push_str(&at_risk);
+    out.push_str("\nNothing was changed.\n");
+    out
+}
+
+/// A pool's Backup Service backlog in words, when it answers.
+async fn backlog_text(server: &Server, pool: &str) -> String {
+    match crate::pooldata::ask_partner::<backup::protocol::PoolStatus>(
+        server,
+        pool,
+        backup::protocol::STATUS_PATH,
+    )
+    .await
+    {
+        Ok(status) => {
+            let pending: i64 = status
+                .exports
+                .iter()
+                .filter(|e| e.applicable && e.module != Module::CmsMaster.short_name())
+                .map(|e| e.pending)
+                .sum();
+            let heard = status
+                .imports
+                .iter()
+                .map(|i| i.last_import_at)
+                .max()
+                .unwrap_or(0);
+            format!(
+                "{pool} has {pending} changes waiting to ship; its backup copy was last updated {}",
+                if heard > 0 {
+                    format_timestamp(heard)
+                } else {
+                    "never".into()
+                }
+            )
+        }
+        Err(e) => format!("{pool} does not answer: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the steps
+// ---------------------------------------------------------------------------------------
+
+/// Runs the operation in its own task (so that the caller going away does not stop it)
+/// and waits for the end.
+async fn run_to_end(server: &Arc<Server>, op: Operation, verbose: bool) -> Reply {
+    let started = Instant::now();
+    let from_step = op.next_step().unwrap_or(op.steps.len());
+    let s = server.clone();
+    let result = tokio::spawn(async move { run(&s, op).await })
+        .await
+        .map_err(internal)?;
+    let (op, failure) = match result {
+        Ok(op) => (op, None),
+        Err((op, e)) => (op, Some(e)),
+    };
+    let mut lines = String::new();
+    if verbose {
+        for s in op.steps.iter().skip(from_step) {
+            let ms = match (s.started_ms, s.finished_ms) {
+                (Some(a), Some(b)) => format!(" ({} ms)", b - a),
+                _ => String::new(),
+            };
+            lines.push_str(&format!(
+                "VERBOSE: {} {}{ms}: {}\n",
+                s.step.as_str(),
+                s.state.as_str(),
+                if s.detail.is_empty() {
+                    s.step.describe(op.kind, op.source(), op.target())
+                } else {
+                    s.detail.clone()
+                }
+            ));
+        }
+    }
+    if let Some(mut e) = failure {
+        if !lines.is_empty() {
+            e.body.output = Some(Output::Text(lines));
+        }
+        return Err(e);
+    }
+    let verb = match op.kind {
+        Kind::FailOver => "failed over to",
+        Kind::FailBack => "failed back from",
+    };
+    lines.push_str(&format!(
+        "{} {verb} {} in {:.2} s (operation {}, {} mode): {} users. Data lost: {}.\n",
+        op.pool,
+        op.backup_pool,
+        started.elapsed().as_secs_f64(),
+        op.id,
+        op.mode().as_str().to_lowercase(),
+        op.users,
+        loss_text(&op.loss, &op)
+    ));
+    Ok(text(lines))
+}
+
+/// The step loop. On failure the record says which step stopped and why.
+async fn run(server: &Server, mut op: Operation) -> Result<Operation, (Operation, ApiError)> {
+    op.runner = server.fqdn.clone();
+    if op.state == OpState::Stopped {
+        op.state = OpState::Running;
+        op.error = None;
+    }
+    while let Some(i) = op.next_step() {
+        let step = op.steps[i].step;
+        maybe_crash(server, step, "before");
+        op.steps[i].attempts += 1;
+        op.steps[i].started_ms = Some(now_ms());
+        let outcome = run_step(server, &mut op, step).await;
+        maybe_crash(server, step, "after");
+        let record = &mut op.steps[i];
+        record.finished_ms = Some(now_ms());
+        match outcome {
+            Ok(StepOutcome { detail, extra }) => {
+                record.state = StepState::Done;
+                record.detail = detail;
+                if let Err(e) = save(server, &op, extra).await {
+                    return Err((op, e));
+                }
+            }
+            Err(e) => {
+                record.state = StepState::Failed;
+                record.detail = e.body.error.clone();
+                op.state = OpState::Stopped;
+                op.error = Some(format!(
+                    "{} Resume-CsDisasterRecoveryOperation -Identity {} carries it on from step {}.",
+                    e.body.error,
+                    op.id,
+                    step.as_str()
+                ));
+                let _ = save(server, &op, vec![]).await;
+                let message = op.error.clone().unwrap_or_default();
+                return Err((op, ApiError::new(e.status, message)));
+            }
+        }
+    }
+    op.state = OpState::Completed;
+    op.finished_ms = Some(now_ms());
+    if let Err(e) = save(server, &op, vec![]).await {
+        return Err((op, e));
+    }
+    Ok(op)
+}
+
+/// Writes the record, with `extra` changes (a pool state) in the same version.
+async fn save(
+    server: &Server,
+    op: &Operation,
+    extra: Vec<(String, Option<String>)>,
+) -> Result<i64, ApiError> {
+    let mut changes = vec![(operation_key(op.id), Some(op.to_json()))];
+    changes.extend(extra);
+    let reply = cms(
+        server,
+        CmsRequest::Write {
+            expect: vec![],
+            changes,
+            description: format!(
+                "{} of {}: operation {} at step {}",
+                op.kind.as_str(),
+                op.pool,
+                op.id,
+                op.current_step().map_or("", Step::as_str)
+            ),
+        },
+    )
+    .await?;
+    Ok(reply.version)
+}
+
+struct StepOutcome {
+    detail: String,
+    /// CMS changes to write with the record.
+    extra: Vec<(String, Option<String>)>,
+}
+
+fn done(detail: impl Into<String>) -> Result<StepOutcome, ApiError> {
+    Ok(StepOutcome {
+        detail: detail.into(),
+        extra: vec![],
+    })
+}
+
+fn step_failed(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, message)
+}
+
+async fn run_step(
+    server: &Server,
+    op: &mut Operation,
+    step: Step,
+) -> Result<StepOutcome, ApiError> {
+    let timeout = Duration::from_secs(u64::from(op.options.db_timeout_secs.unwrap_or(60)).max(5));
+    let (source, target, home) = (
+        op.source().to_string(),
+        op.target().to_string(),
+        op.pool.clone(),
+    );
+    let disaster = op.options.disaster;
+    match step {
+        Step::Freeze => {
+            let phase = match op.kind {
+                Kind::FailOver => Phase::FailingOver,
+                Kind::FailBack => Phase::FailingBack,
+            };
+            let view = read_view(server).await?;
+            let current = view.state(&home, &op.backup_pool);
+            let extra = vec![];
+            if !(current.phase == phase && current.operation == Some(op.id)) {
+                let next = current.with_phase(phase, op.mode(), now_ms(), op.id);
+                let key = pool_key(&home);
+                // Compare-and-set: the state must still be what the checks saw.
+                cms(
+                    server,
+                    CmsRequest::Write {
+                        expect: vec![(key.clone(), view.raw.get(&key).cloned())],
+                        changes: vec![(key, Some(next.to_json()))],
+                        description: format!("{} of {home}: {}", op.kind.as_str(), phase.as_str()),
+                    },
+                )
+                .await?;
+            }
+            let reason = format!(
+                "operation {} ({} of {home}) moved them to {target}",
+                op.id,
+                op.kind.as_str()
+            );
+            let fence = PoolAction::Fence {
+                home: home.clone(),
+                reason,
+            };
+            match on_pool(server, &source, &fence, timeout).await {
+                Ok(r) => Ok(StepOutcome {
+                    detail: format!("{}: {}", phase.as_str(), r.detail),
+                    extra,
+                }),
+                Err(e) if disaster => Ok(StepOutcome {
+                    detail: format!(
+                        "{}; {source} could not be fenced ({e}): its copy is left as it was lost",
+                        phase.as_str()
+                    ),
+                    extra,
+                }),
+                Err(e) => Err(step_failed(format!(
+                    "{source} could not be made read-only: {e}. Nothing has moved; the users are still served by {source}, read-only."
+                ))),
+            }
+        }
+        Step::Drain => {
+            let wait_ms = op.options.wait_ms;
+            let r = on_pool(
+                server,
+                &source,
+                &PoolAction::Drain { wait_ms },
+                timeout + Duration::from_millis(wait_ms),
+            )
+            .await
+            .map_err(|e| step_failed(format!("{source} did not drain: {e}")))?;
+            if r.left == 0 {
+                return done(r.detail);
+            }
+            if op.options.force {
+                op.loss = Some(Loss {
+                    changes: r.left,
+                    exact: true,
+                    note: format!("{} changes not shipped when -Force went on", r.left),
+                    ..Loss::default()
+                });
+                return done(format!(
+                    "{}; went on anyway (-Force): they are lost",
+                    r.detail
+                ));
+            }
+            Err(step_failed(format!(
+                "the Backup Service of {source} still has {} changes to ship to {target} after {} (-WaitTime). \
+                 Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog. Run {} -PoolFqdn {home} again with a longer -WaitTime, \
+                 or with -Force to go on without those changes (they would be lost).",
+                r.left,
+                cmdlet::value::format_timespan(Duration::from_millis(wait_ms)),
+                op.kind.cmdlet()
+            )))
+        }
+        Step::Verify => {
+            let r = on_pool(
+                server,
+                &source,
+                &PoolAction::Verify { home: home.clone() },
+                timeout,
+            )
+            .await
+            .map_err(|e| step_failed(format!("the data could not be verified: {e}")))?;
+            if r.left == 0 {
+                done(r.detail)
+            } else {
+                Err(step_failed(format!(
+                    "{}. Debug-CsInterPoolReplication -PoolFqdn {source} lists them; Invoke-CsBackupServiceSync -PoolFqdn {source} resynchronises, \
+                     then run {} -PoolFqdn {home} again (or add -SkipDataVerification)",
+                    r.detail,
+                    op.kind.cmdlet()
+                )))
+            }
+        }
+        Step::Reconcile => {
+            let view = read_view(server).await?;
+            let failover = op
+                .undoes
+                .and_then(|id| view.ops.iter().find(|o| o.id == id).cloned());
+            let Some(mut failover) = failover else {
+                return done("no disaster failover to account for");
+            };
+            let r = on_pool(
+                server,
+                &home,
+                &PoolAction::Lost {
+                    cut: failover.cut.clone(),
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| step_failed(format!("{home} could not count its lost changes: {e}")))?;
+            failover.loss = r.loss.clone();
+            done_with(
+                format!("operation {}: {}", failover.id, r.detail),
+                vec![(operation_key(failover.id), Some(failover.to_json()))],
+            )
+        }
+        Step::Promote => {
+            let r = on_pool(
+                server,
+                &target,
+                &PoolAction::Promote {
+                    source: source.clone(),
+                    home: home.clone(),
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| step_failed(format!("{target} could not take the users' data: {e}")))?;
+            op.users = r.users;
+            if disaster && op.kind == Kind::FailOver {
+                op.cut = r.cut.clone();
+                op.last_heard_ms = r.last_heard_ms;
+                op.loss = Some(Loss {
+                    exact: false,
+                    from_ms: r.last_heard_ms,
+                    note: format!(
+                        "changes committed on {source} after its backup copy was last updated ({}) — counted exactly by \
+                         Invoke-CsPoolFailBack -PoolFqdn {home} once {source} is back",
+                        r.last_heard_ms.map_or("never".into(), format_timestamp)
+                    ),
+                    ..Loss::default()
+                });
+            }
+            if disaster && op.kind == Kind::FailBack {
+                op.loss = Some(Loss {
+                    exact: false,
+                    note: format!(
+                        "changes made on {source} during the failover that had not reached {target} when it was unreachable"
+                    ),
+                    ..Loss::default()
+                });
+            }
+            done(r.detail)
+        }
+        Step::Switch => {
+            let view = read_view(server).await?;
+            let current = view.state(&home, &op.backup_pool);
+            let phase = match op.kind {
+                Kind::FailOver => Phase::FailedOver,
+                Kind::FailBack => Phase::Normal,
+            };
+            if current.phase == phase && current.operation == Some(op.id) {
+                return done(format!("{target} already serves the users"));
+            }
+            let next = current.with_phase(phase, op.mode(), now_ms(), op.id);
+            done_with(
+                format!(
+                    "{home}: {} (epoch {}); {target} serves the users",
+                    phase.as_str(),
+                    next.epoch
+                ),
+                vec![(pool_key(&home), Some(next.to_json()))],
+            )
+        }
+        Step::Apply => {
+            let wanted = current_cms_version(server).await?;
+            let (applied, missing) = wait_applied(server, &[&source, &target], wanted).await;
+            done(if missing.is_empty() {
+                format!("{applied} servers of {source} and {target} applied version {wanted}")
+            } else {
+                format!(
+                    "{applied} servers applied version {wanted}; not reached: {} (they apply it when they are back)",
+                    missing.join(", ")
+                )
+            })
+        }
+        Step::SignOut => {
+            match on_pool(
+                server,
+                &source,
+                &PoolAction::SignOut { home: home.clone() },
+                timeout,
+            )
+            .await
+            {
+                Ok(r) => done(r.detail),
+                Err(e) if disaster => done(format!(
+                    "{source} unreachable ({e}); its registrations went with it"
+                )),
+                Err(e) => Err(step_failed(format!(
+                    "{source} could not sign the users out: {e}"
+                ))),
+            }
+        }
+        Step::Retire => {
+            match on_pool(
+                server,
+                &source,
+                &PoolAction::Retire { home: home.clone() },
+                timeout,
+            )
+            .await
+            {
+                Ok(r) => done(r.detail),
+                Err(e) if disaster => done(format!(
+                    "{source} unreachable ({e}); its stale copy is fenced and replaced at the next failover"
+                )),
+                Err(e) => Err(step_failed(format!(
+                    "{source} could not drop the users' data: {e}"
+                ))),
+            }
+        }
+        Step::StopServices => {
+            let delay = op.options.services_stop_delay_mins.unwrap_or(0);
+            let topology = server.replica.topology();
+            let port = topology.ports.management;
+            let mut lines = vec![];
+            for s in topology.front_end_servers(&source) {
+                let action = PoolAction::StopServices { delay_mins: delay };
+                let result = if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
+                    pool_action(server, action).await.map_err(|e| e.body.error)
+                } else {
+                    crate::api::call::<_, PoolActionReply>(
+                        &server.client,
+                        &format!("http://{}:{port}", s.address),
+                        POOL_ACTION_PATH,
+                        &server.token,
+                        Some(&server.fqdn),
+                        &action,
+                        timeout,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                };
+                lines.push(match result {
+                    Ok(r) => r.detail,
+                    Err(e) => format!("{}: {e}", s.fqdn),
+                });
+            }
+            done(lines.join("; "))
+        }
+    }
+}
+
+fn done_with(
+    detail: String,
+    extra: Vec<(String, Option<String>)>,
+) -> Result<StepOutcome, ApiError> {
+    Ok(StepOutcome { detail, extra })
+}
+
+/// The CMS version as the master reports it.
+async fn current_cms_version(server: &Server) -> Result<i64, ApiError> {
+    match locate_master(server).await {
+        Ok(MasterAt::Here(m)) => Ok(m
+            .backend()
+            .current_version()
+            .await
+            .map_err(internal)?
+            .map_or(0, |v| v.version)),
+        Ok(MasterAt::There(base)) => {
+            let health: crate::api::Health = server
+                .client
+                .get(format!("{base}/health"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(internal)?
+                .json()
+                .await
+                .map_err(internal)?;
+            Ok(health.replica_version)
+        }
+        Err(detail) => Err(refused(Refusal::CmsUnavailable { detail })),
+    }
+}
+
+/// Waits until every server of `pools` that answers reports a replica at `version`.
+async fn wait_applied(server: &Server, pools: &[&str], version: i64) -> (usize, Vec<String>) {
+    let topology = server.replica.topology();
+    let port = topology.ports.management;
+    let servers: Vec<_> = pools
+        .iter()
+        .flat_map(|p| topology.front_end_servers(p).iter().cloned())
+        .collect();
+    let deadline = Instant::now() + APPLY_WAIT;
+    let mut applied = 0;
+    let mut missing = vec![];
+    for s in &servers {
+        loop {
+            let health = server
+                .client
+                .get(format!("http://{}:{port}/health", s.address))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            let v = match health {
+                Ok(r) => r
+                    .json::<crate::api::Health>()
+                    .await
+                    .ok()
+                    .map(|h| h.replica_version),
+                Err(_) => None,
+            };
+            match v {
+                Some(v) if v >= version => {
+                    applied += 1;
+                    break;
+                }
+                None => {
+                    missing.push(s.fqdn.clone());
+                    break;
+                }
+                Some(_) if Instant::now() >= deadline => {
+                    missing.push(format!("{} (replica behind)", s.fqdn));
+                    break;
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+    (applied, missing)
+}
