@@ -42,6 +42,11 @@ impl Lab {
 
     /// `tandem lab up` with extra arguments (`--users N`, ...).
     pub(crate) fn up_with(extra: &[&str]) -> Lab {
+        Lab::up_env(extra, &[])
+    }
+
+    /// The same, with environment variables for the lab's servers.
+    pub(crate) fn up_env(extra: &[&str], env: &[(&str, &str)]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab");
         let topology = dir.path().join("topology.toml");
@@ -56,7 +61,7 @@ impl Lab {
             path.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let out = run(&args);
+        let out = crate::run_env(&args, env);
         let lab_json: serde_json::Value = std::fs::read_to_string(path.join("lab.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -77,6 +82,10 @@ impl Lab {
         );
         assert!(stdout(&out).contains("every replica up to date"));
         lab
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     pub(crate) fn dir(&self) -> &str {

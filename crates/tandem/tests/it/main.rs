@@ -1,5 +1,6 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
+mod failover;
 mod lab;
 mod shell;
 mod topology;
@@ -17,6 +18,16 @@ pub(crate) fn tandem() -> Command {
 /// Runs `tandem` with these arguments and waits for it.
 pub(crate) fn run(args: &[&str]) -> std::process::Output {
     tandem().args(args).output().expect("tandem runs")
+}
+
+/// The same with environment variables (they reach the servers a `lab` command starts).
+pub(crate) fn run_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = tandem();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("tandem runs")
 }
 
 pub(crate) fn stdout(out: &std::process::Output) -> String {

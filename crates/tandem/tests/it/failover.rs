@@ -1,0 +1,527 @@
+//! Pool failover and failback against a real lab: the runbooks of `examples/runbooks/`,
+//! checked with SIP sign-ins and the user services; a crash of the server running the
+//! operation at every step; counts of acknowledged writes before and after.
+
+use std::time::{Duration, Instant};
+
+use crate::lab::Lab;
+use crate::{run, run_env, stderr, stdout};
+
+/// The first user of each pool in the lab's users.json.
+fn user_of(lab: &Lab, pool: &str) -> String {
+    let users: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
+    )
+    .unwrap();
+    users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["home_pool"] == pool)
+        .map(|u| u["sip_address"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+fn client(lab: &Lab, user: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["client", "--lab", lab.dir(), "--user", user];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+/// Signs in; returns the serving pool and the mode the registrar answered.
+fn sign_in(lab: &Lab, user: &str) -> (String, String) {
+    let out = client(lab, user, &["sign-in"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "sign-in of {user}: {text}{}",
+        stderr(&out)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("signed in"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let pool = line
+        .split(" at ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let mode = line
+        .rsplit(" in ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" mode");
+    (pool.to_string(), mode.to_string())
+}
+
+fn add_contact(lab: &Lab, user: &str, contact: &str) -> bool {
+    let out = client(lab, user, &["contacts", "add", contact]);
+    out.status.success() && stdout(&out).contains("\"saved\":true")
+}
+
+fn contacts(lab: &Lab, user: &str) -> Vec<String> {
+    let out = client(lab, user, &["contacts"]);
+    assert!(out.status.success(), "contacts of {user}: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sip_address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn runbook(lab: &Lab, server: &str, name: &str) -> String {
+    let path = format!("examples/runbooks/{name}");
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "--server",
+        server,
+        "--file",
+        &path,
+    ]);
+    assert!(
+        out.status.success(),
+        "{name} failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn state(lab: &Lab, pool: &str) -> serde_json::Value {
+    let v = lab.json(None, &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"));
+    v.as_array().map_or(v.clone(), |a| a[0].clone())
+}
+
+fn operation(lab: &Lab, server: Option<&str>, id: &str) -> serde_json::Value {
+    let v = lab.json(
+        server,
+        &format!("Get-CsDisasterRecoveryOperation -Identity {id}"),
+    );
+    v.as_array().map_or(v.clone(), |a| a[0].clone())
+}
+
+/// Waits until the pool's registrar serves `user` in `mode` at `pool` (clients retry).
+fn wait_signed_in(lab: &Lab, user: &str, pool: &str, mode: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = sign_in(lab, user);
+        if got == (pool.to_string(), mode.to_string()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{user}: {got:?}, wanted {pool} {mode}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const P1: &str = "pool1.contoso.com";
+const P2: &str = "pool2.contoso.com";
+
+#[test]
+fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_write() {
+    let lab = Lab::up_with(&["--users", "20"]);
+    let alice = user_of(&lab, P1);
+    assert_eq!(sign_in(&lab, &alice), (P1.into(), "full".into()));
+    // The failover is refused while Edge pool 1 uses pool1 as its next hop.
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "This Front-end pool \"pool1.contoso.com\" is specified in topology as the next hop for the Edge server. \
+             Failing over this pool may cause External access/Federation/Split-domain/XMPP features to stop working. \
+             Please use Topology Builder to change the Edge internal next hop setting to point to a different \
+             Front-end pool,  before you proceed."
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // A writer keeps saving contacts while the runbook runs; every acknowledged one counts.
+    let writer = {
+        let dir = lab.dir().to_string();
+        let alice = alice.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut acked = vec![];
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let c = format!("sip:planned{i}@contoso.com");
+                let out = run(&[
+                    "client", "--lab", &dir, "--user", &alice, "contacts", "add", &c,
+                ]);
+                if out.status.success() && stdout(&out).contains("\"saved\":true") {
+                    acked.push(c);
+                }
+            }
+            acked
+        });
+        (stop, handle)
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let out = runbook(&lab, "pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
+    assert!(out.contains("VERBOSE: Drain Done"), "{out}");
+    assert!(out.contains("Data lost: nothing"), "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    writer.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.1.join().unwrap();
+    assert!(acked.len() >= 2, "the writer saved too little: {acked:?}");
+    let s = state(&lab, P1);
+    assert_eq!(
+        (s["State"].as_str(), s["ServingPoolFqdn"].as_str()),
+        (Some("FailedOver"), Some(P2))
+    );
+    // Users sign in again at the backup pool, in full mode, with all their data.
+    wait_signed_in(&lab, &alice, P2, "full");
+    let during = contacts(&lab, &alice);
+    for c in &acked {
+        assert!(
+            during.contains(c),
+            "{c} was acknowledged before the failover and is missing at pool2"
+        );
+    }
+    assert!(add_contact(&lab, &alice, "sip:during-failover@contoso.com"));
+    // pool2 users are not affected, and pool2 cannot be failed over now (seed 004).
+    let bob = user_of(&lab, P2);
+    assert_eq!(sign_in(&lab, &bob), (P2.into(), "full".into()));
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com");
+    assert!(
+        stderr(&out).contains("Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
+    assert!(
+        stderr(&out).contains("already failed over"),
+        "{}",
+        stderr(&out)
+    );
+
+    runbook(&lab, "pool2-fe1.contoso.com", "pool1-planned-failback.ps1");
+    wait_signed_in(&lab, &alice, P1, "full");
+    let after = contacts(&lab, &alice);
+    for c in acked
+        .iter()
+        .chain([&"sip:during-failover@contoso.com".to_string()])
+    {
+        assert!(after.contains(c), "{c} was lost by the failback");
+    }
+    let ops = lab.json(None, "Get-CsDisasterRecoveryOperation");
+    let ops = ops.as_array().unwrap();
+    assert_eq!(ops.len(), 2);
+    for op in ops {
+        assert_eq!(op["State"], "Completed", "{op}");
+        assert_eq!(op["LostChanges"], 0, "{op}");
+    }
+    let s = state(&lab, P1);
+    assert_eq!(s["State"], "Normal");
+}
+
+#[test]
+fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes() {
+    let lab = Lab::up_with(&["--users", "10"]);
+    let bob = user_of(&lab, P2);
+    for i in 0..3 {
+        assert!(add_contact(
+            &lab,
+            &bob,
+            &format!("sip:shipped{i}@contoso.com")
+        ));
+    }
+    let out = lab.shell(
+        None,
+        "Invoke-CsStorageServiceFlush -PoolFqdn pool2.contoso.com -FlushType FullFlush",
+    );
+    assert!(
+        stdout(&out).contains("0 changes are still waiting"),
+        "{}",
+        stdout(&out)
+    );
+    // pool2's Backup Service stops: what is written now never reaches pool1.
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        let out = lab.shell(
+            None,
+            &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut unshipped = vec![];
+    for i in 0..4 {
+        let c = format!("sip:unshipped{i}@contoso.com");
+        assert!(add_contact(&lab, &bob, &c));
+        unshipped.push(c);
+    }
+    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without -DisasterMode the failover says to use it.
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+    );
+    assert!(stderr(&out).contains("-DisasterMode"), "{}", stderr(&out));
+
+    let out = runbook(&lab, "pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
+    assert!(out.contains("counted exactly by"), "{out}");
+    wait_signed_in(&lab, &bob, P1, "full");
+    let at_pool1 = contacts(&lab, &bob);
+    for i in 0..3 {
+        assert!(at_pool1.contains(&format!("sip:shipped{i}@contoso.com")));
+    }
+    let lost: Vec<_> = unshipped.iter().filter(|c| !at_pool1.contains(c)).collect();
+    assert_eq!(lost.len(), unshipped.len(), "{at_pool1:?}");
+    assert!(add_contact(&lab, &bob, "sip:made-on-pool1@contoso.com"));
+
+    // pool2 comes back; the failback counts the lost writes from pool2's own log.
+    let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    runbook(&lab, "pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
+    let failover = operation(&lab, None, "1");
+    assert_eq!(failover["Mode"], "Disaster");
+    assert_eq!(failover["LostChanges"], lost.len() as i64, "{failover}");
+    assert_eq!(failover["LossIsExact"], true);
+    assert_eq!(failover["LostUsers"], serde_json::json!([bob.clone()]));
+    wait_signed_in(&lab, &bob, P2, "full");
+    let back = contacts(&lab, &bob);
+    assert!(
+        back.contains(&"sip:made-on-pool1@contoso.com".to_string()),
+        "{back:?}"
+    );
+    for c in &unshipped {
+        assert!(
+            !back.contains(c),
+            "{c} was reported lost but is back: {back:?}"
+        );
+    }
+}
+
+#[test]
+fn seed_004_sequence_runs_in_the_documented_order() {
+    let lab = Lab::up_with(&["--users", "10"]);
+    let (alice, bob) = (user_of(&lab, P1), user_of(&lab, P2));
+    assert!(add_contact(&lab, &bob, "sip:kept@contoso.com"));
+    let out = runbook(&lab, "pool1-fe2.contoso.com", "seed-004-p1-p2.ps1");
+    assert!(out.contains("FailedOver"), "{out}");
+    let ops = lab.json(None, "Get-CsDisasterRecoveryOperation");
+    let kinds: Vec<_> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                o["Operation"].as_str().unwrap(),
+                o["PoolFqdn"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "FailOver pool1.contoso.com",
+            "FailBack pool1.contoso.com",
+            "FailOver pool2.contoso.com",
+            "FailBack pool2.contoso.com"
+        ]
+    );
+    assert_eq!(sign_in(&lab, &alice), (P1.into(), "full".into()));
+    wait_signed_in(&lab, &bob, P2, "full");
+    assert!(contacts(&lab, &bob).contains(&"sip:kept@contoso.com".to_string()));
+    // -WhatIf changes nothing and shows the plan.
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -WhatIf",
+    );
+    assert!(
+        stderr(&out).contains("next hop"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
+    );
+    assert!(out.status.success());
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -WhatIf",
+    );
+    let plan = stdout(&out);
+    assert!(
+        plan.contains("1. Freeze") && plan.contains("Data at risk: none"),
+        "{plan}"
+    );
+    assert_eq!(state(&lab, P1)["State"], "Normal");
+}
+
+/// Arms the test hook of one server: it exits when the engine reaches `step`.
+fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
+            .unwrap();
+    let s = lab_json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["fqdn"] == server)
+        .unwrap();
+    let url = format!(
+        "http://{}:{}{}",
+        s["address"].as_str().unwrap(),
+        s["management_port"],
+        server::failover::CRASH_PATH
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(url)
+            .header("authorization", format!("Bearer {}", lab.token()))
+            .json(&serde_json::json!({ "step": step, "when": when }))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "arming {server}: {status}");
+}
+
+#[test]
+fn a_crash_of_the_server_running_the_operation_at_every_step_resumes_cleanly() {
+    let lab = Lab::up_env(&["--users", "10"], &[("TANDEM_DR_FAULTS", "1")]);
+    let bob = user_of(&lab, P2);
+    let mut acked = vec![];
+    for i in 0..3 {
+        let c = format!("sip:before{i}@contoso.com");
+        assert!(add_contact(&lab, &bob, &c));
+        acked.push(c);
+    }
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success());
+    let runner = "pool2-fe1.contoso.com";
+    let cmdlets = ["Invoke-CsPoolFailOver", "Invoke-CsPoolFailBack"];
+    let failover = [
+        "Freeze", "Drain", "Verify", "Promote", "Switch", "Apply", "SignOut",
+    ];
+    let failback = [
+        "Freeze", "Drain", "Verify", "Promote", "Switch", "Apply", "SignOut", "Retire",
+    ];
+    // Alternate so that each resumed operation leaves the pool where the next one starts.
+    let mut crashes = vec![];
+    for (i, back) in failback.iter().enumerate() {
+        if let Some(s) = failover.get(i) {
+            crashes.push((0, *s));
+        }
+        crashes.push((1, *back));
+    }
+    let mut cycle = 0;
+    for (kind, step) in crashes {
+        // Bring the pool to the state the cmdlet starts from.
+        let want = if kind == 0 { "Normal" } else { "FailedOver" };
+        if state(&lab, P2)["State"] != want {
+            let other = cmdlets[1 - kind];
+            let out = lab.shell(
+                Some("pool1-fe1.contoso.com"),
+                &format!("{other} -PoolFqdn pool2.contoso.com"),
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+        let cmdlet = cmdlets[kind];
+        let when = if step == "Freeze" && kind == 0 {
+            "before"
+        } else {
+            "after"
+        };
+        arm_crash(&lab, runner, step, when);
+        let out = lab.shell(
+            Some(runner),
+            &format!("{cmdlet} -PoolFqdn pool2.contoso.com"),
+        );
+        assert!(
+            !out.status.success(),
+            "{cmdlet} should have crashed at {step}: {}",
+            stdout(&out)
+        );
+        // The runner is gone; the record says where it stopped.
+        let start = run_env(
+            &["lab", "start", runner, "--dir", lab.dir()],
+            &[("TANDEM_DR_FAULTS", "1")],
+        );
+        assert!(start.status.success(), "{}", stderr(&start));
+        let ops = lab.json(
+            Some("pool1-fe1.contoso.com"),
+            "Get-CsDisasterRecoveryOperation",
+        );
+        let last = ops
+            .as_array()
+            .map_or(ops.clone(), |a| a.last().unwrap().clone());
+        assert_ne!(last["State"], "Completed", "crash at {step}: {last}");
+        let id = last["Identity"].as_str().unwrap().to_string();
+        // Resume it: on odd cycles from another server, on even ones by running the cmdlet again.
+        let resume = if cycle % 2 == 0 {
+            lab.shell(
+                Some("pool1-fe1.contoso.com"),
+                &format!("Resume-CsDisasterRecoveryOperation -Identity {id}"),
+            )
+        } else {
+            lab.shell(
+                Some(runner),
+                &format!("{cmdlet} -PoolFqdn pool2.contoso.com"),
+            )
+        };
+        assert!(
+            resume.status.success(),
+            "resume after {step}: {}{}",
+            stdout(&resume),
+            stderr(&resume)
+        );
+        let op = operation(&lab, None, &id);
+        assert_eq!(op["State"], "Completed", "{op}");
+        assert_eq!(op["LostChanges"], 0, "{op}");
+        let expected = if kind == 0 { "FailedOver" } else { "Normal" };
+        assert_eq!(
+            state(&lab, P2)["State"],
+            expected,
+            "after a crash at {step}"
+        );
+        // Users are served by the right pool with every acknowledged write.
+        let serving = if kind == 0 { P1 } else { P2 };
+        wait_signed_in(&lab, &bob, serving, "full");
+        let c = format!("sip:cycle{cycle}@contoso.com");
+        assert!(add_contact(&lab, &bob, &c), "write after a crash at {step}");
+        acked.push(c);
+        let now = contacts(&lab, &bob);
+        for c in &acked {
+            assert!(
+                now.contains(c),
+                "{c} lost after a crash at {step} of {cmdlet}: {now:?}"
+            );
+        }
+        cycle += 1;
+    }
+    assert_eq!(
+        cycle,
+        failover.len() + failback.len(),
+        "every step crashed once"
+    );
+}
