@@ -39,7 +39,7 @@ fn contoso_on_free_block() -> anyhow::Result<String> {
 }
 
 /// Starts a lab with `users` users per pool, runs `work`, and always stops the lab.
-fn with_lab<T>(
+pub(crate) fn with_lab<T>(
     users: usize,
     work: impl FnOnce(&LabFile, Vec<LabUser>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
@@ -66,7 +66,7 @@ fn with_lab<T>(
 }
 
 /// Percentile of sorted samples.
-fn pct(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -75,12 +75,12 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// One full sign-in: REGISTER, 401, REGISTER with credentials, 200.
-async fn sign_in(
+pub(crate) async fn sign_in(
     endpoint: &Endpoint,
     dest: SocketAddr,
     user: &LabUser,
     n: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<sip::Response> {
     let aor = &user.sip_address;
     let username = aor.trim_start_matches("sip:");
     let realm = cms::directory::realm_of(aor);
@@ -120,7 +120,7 @@ async fn sign_in(
     if ok.status != 200 {
         bail!("sign-in refused: {} {}", ok.status, ok.reason);
     }
-    Ok(())
+    Ok(ok)
 }
 
 pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Result<()> {

@@ -617,9 +617,9 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
         let s = &lab.servers[i];
         if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
             signal(pid, Signal::SIGKILL);
-            println!("killed {} (pid {pid})", s.fqdn);
+            eprintln!("killed {} (pid {pid})", s.fqdn);
         } else {
-            println!("{} was not running", s.fqdn);
+            eprintln!("{} was not running", s.fqdn);
         }
     }
     Ok(())
@@ -633,7 +633,7 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     lab.save()?;
     runtime().block_on(wait_converged(&lab, &which, Duration::from_secs(60)))?;
     for i in which {
-        println!(
+        eprintln!(
             "{} running (pid {})",
             lab.servers[i].fqdn,
             lab.servers[i].pid.unwrap_or(0)
@@ -662,6 +662,6 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
         s.pid = None;
     }
     lab.save()?;
-    println!("lab in {} stopped; its data stays there", lab.dir.display());
+    eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
     Ok(())
 }

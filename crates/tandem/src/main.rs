@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_failover;
 mod bench_users;
 mod client;
 mod lab;
@@ -153,6 +154,18 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pool failover and failback: command times, time until the active users are signed
+    /// in again, and acknowledged writes lost (planned) or lost against reported (disaster).
+    Failover {
+        /// Users enabled per pool.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Users of the failed-over pool that are signed in and have saved data.
+        #[arg(long, default_value_t = 200)]
+        active: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Backup Service replication lag under a steady write load.
     Backup {
         /// Users per pool.
@@ -286,6 +299,11 @@ fn main() -> ExitCode {
             concurrency,
             json,
         }) => outcome(bench_users::signin(users, concurrency, json)),
+        Command::Bench(BenchCommand::Failover {
+            users,
+            active,
+            json,
+        }) => outcome(bench_failover::failover(users, active, json)),
         Command::Bench(BenchCommand::Backup {
             users,
             writes_per_sec,

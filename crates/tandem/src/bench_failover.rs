@@ -1,0 +1,319 @@
+//! `tandem bench failover`: pool failover and failback timed on a real lab.
+//!
+//! pool2 (the pool without the CMS) has `--users` users; `--active` of them each save one
+//! contact and are signed in. The bench then
+//!
+//! 1. fails pool2 over (planned) and times the command, and the time until every active
+//!    user has signed in again at pool1 in full mode;
+//! 2. counts the acknowledged writes that pool1 serves (the planned failover must lose 0);
+//! 3. fails pool2 back and times it, and counts again at pool2;
+//! 4. kills pool2 while a writer is saving contacts, fails it over in disaster mode (timed),
+//!    counts the acknowledged writes pool1 does not have, starts pool2 again, fails back,
+//!    and compares that count with what the operation reports as lost.
+//!
+//! Counts are read from the Back End files directly, as an auditor would, after the
+//! servers have committed them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use base64::Engine as _;
+use server::api::{InvokeRequest, InvokeResponse};
+use server::sipnet::Endpoint;
+
+use crate::bench_users::{pct, sign_in, with_lab};
+use crate::lab::{self, LabFile, LabUser};
+
+const HOME: &str = "pool2.contoso.com";
+const BACKUP: &str = "pool1.contoso.com";
+
+async fn invoke(lab: &LabFile, line: &str) -> anyhow::Result<InvokeResponse> {
+    let fe = lab
+        .servers
+        .iter()
+        .find(|s| s.pool == BACKUP)
+        .ok_or_else(|| anyhow!("no Front End of {BACKUP}"))?;
+    let mut words = line.split_whitespace().peekable();
+    let cmdlet = words.next().unwrap_or_default().to_string();
+    let mut parameters = serde_json::Map::new();
+    while let Some(name) = words.next() {
+        let name = name.trim_start_matches('-').to_string();
+        let value = match words.peek() {
+            Some(v) if !v.starts_with('-') => {
+                serde_json::Value::String(words.next().unwrap_or_default().to_string())
+            }
+            _ => serde_json::Value::Bool(true),
+        };
+        parameters.insert(name, value);
+    }
+    let request = InvokeRequest { cmdlet, parameters };
+    server::api::invoke(
+        &reqwest::Client::builder().no_proxy().build()?,
+        &fe.base_url(),
+        &lab.admin_token,
+        None,
+        &request,
+        Duration::from_secs(600),
+    )
+    .await
+    .map_err(|e| anyhow!("{line}: {e}"))
+}
+
+/// Saves contact `name` for `user` through the user services of `base`; true when acknowledged.
+async fn save(client: &reqwest::Client, bases: &[String], user: &LabUser, name: &str) -> bool {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        user.sip_address.trim_start_matches("sip:"),
+        user.password
+    ));
+    for base in bases {
+        let r = client
+            .put(format!("{base}/users/v1/contacts/sip:{name}@contoso.com"))
+            .header("authorization", format!("Basic {auth}"))
+            .header("content-type", "application/json")
+            .body("{\"group\":\"bench\"}")
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status().is_success() {
+                return r.text().await.is_ok_and(|t| t.contains("\"saved\":true"));
+            }
+            if r.status().is_redirection() {
+                continue;
+            }
+            return false;
+        }
+    }
+    false
+}
+
+/// How many contact items named `<prefix>*` the pool's Back End holds (the lab keeps
+/// each pool's Back End as `backend/<pool>.db`, the contoso topology's URL).
+async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64> {
+    let short = pool.split('.').next().unwrap_or(pool);
+    let url = format!("sqlite://backend/{short}.db");
+    let be = store::BackEnd::open(&url, &lab.dir)
+        .await
+        .with_context(|| format!("opening {url} under {}", lab.dir.display()))?;
+    let items = be.all_user_items(Some("PresenceFocus")).await?;
+    be.close().await;
+    Ok(items
+        .iter()
+        .filter(|i| i.key.starts_with(&format!("contacts/sip:{prefix}")))
+        .count() as i64)
+}
+
+/// Signs every user in at `dest` until each gets 200 in full mode; returns the time taken.
+async fn sign_in_all(
+    users: &[LabUser],
+    dest: SocketAddr,
+    concurrency: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let owned: Vec<LabUser> = users.to_vec();
+    let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter().enumerate()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (queue, endpoint) = (queue.clone(), endpoint.clone());
+        tasks.spawn(async move {
+            let mut samples = vec![];
+            loop {
+                let next = queue.lock().await.next();
+                let Some((n, user)) = next else { break };
+                let t0 = Instant::now();
+                loop {
+                    match sign_in(&endpoint, dest, &user, n as u64 + 1_000_000).await {
+                        Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => break,
+                        _ if t0.elapsed() > Duration::from_secs(60) => {
+                            anyhow::bail!("{} never signed in in full mode", user.sip_address)
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(samples)
+        });
+    }
+    let mut all = vec![];
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r??);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(all)
+}
+
+fn op_field(reply: &InvokeResponse, name: &str) -> Option<serde_json::Value> {
+    match &reply.output {
+        cmdlet::Output::Records(r) => r
+            .last()
+            .and_then(|rec| rec.get(name))
+            .map(|f| serde_json::to_value(f).unwrap_or_default()),
+        _ => None,
+    }
+}
+
+pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Result<()> {
+    let figures = with_lab(users, |lab, all| {
+        let rt = lab::runtime();
+        rt.block_on(run(lab, all, active))
+    })?;
+    if json {
+        println!("{figures}");
+    } else {
+        let f = &figures;
+        println!(
+            "pool failover of {HOME} ({} enabled users, {} active) to {BACKUP}:",
+            f["users"], f["active"]
+        );
+        println!(
+            "  planned failover: {:.3} s; all {} active users signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms per sign-in)",
+            f["planned_failover_s"].as_f64().unwrap_or(0.0),
+            f["active"],
+            f["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
+            f["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  acknowledged writes: {}; served by {BACKUP} after failover: {}; at {HOME} after failback: {} (lost in planned operations: {})",
+            f["acknowledged_writes"],
+            f["present_after_failover"],
+            f["present_after_failback"],
+            f["lost_planned"]
+        );
+        println!(
+            "  planned failback: {:.3} s",
+            f["planned_failback_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported lost after the failback counted them: {}",
+            f["disaster_failover_s"].as_f64().unwrap_or(0.0),
+            f["disaster_lost_observed"],
+            f["disaster_lost_reported"]
+        );
+    }
+    Ok(())
+}
+
+async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<serde_json::Value> {
+    let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == HOME).collect();
+    let enabled = mine.len();
+    let active_users: Vec<LabUser> = mine.iter().take(active.min(enabled)).cloned().collect();
+    let bases = |pool: &str| -> Vec<String> {
+        lab.servers
+            .iter()
+            .filter(|s| s.pool == pool && s.role == "FrontEnd")
+            .map(|s| format!("http://{}:{}", s.address, s.user_services_port))
+            .collect()
+    };
+    let sip_of = |pool: &str| -> anyhow::Result<SocketAddr> {
+        let s = lab
+            .servers
+            .iter()
+            .find(|s| s.pool == pool && s.role == "FrontEnd")
+            .ok_or_else(|| anyhow!("no Front End of {pool}"))?;
+        Ok(format!("{}:{}", s.address, s.sip_port).parse()?)
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // Each active user saves one contact and signs in at the home pool.
+    let home_bases = bases(HOME);
+    let mut acked = 0i64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, u) in active_users.iter().enumerate() {
+        let (client, b, u) = (client.clone(), home_bases.clone(), u.clone());
+        tasks.spawn(async move { save(&client, &b, &u, &format!("bench-{i}")).await });
+        if tasks.len() >= 64 {
+            acked += i64::from(tasks.join_next().await.context("join")??);
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        acked += i64::from(r?);
+    }
+    sign_in_all(&active_users, sip_of(HOME)?, 64).await?;
+    invoke(
+        lab,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    )
+    .await?;
+
+    let t0 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
+    let planned_failover = t0.elapsed();
+    let resign = sign_in_all(&active_users, sip_of(BACKUP)?, 64).await?;
+    let all_signed_in = t0.elapsed();
+    let present_after_failover = count_in(lab, BACKUP, "bench-").await?;
+
+    let t1 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let planned_failback = t1.elapsed();
+    let present_after_failback = count_in(lab, HOME, "bench-").await?;
+
+    // Disaster: a writer saves contacts while the pool is killed.
+    let writer_users = active_users.clone();
+    let writer_bases = home_bases.clone();
+    let writer_client = client.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut acked = 0i64;
+        let mut i = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let u = &writer_users[i % writer_users.len()];
+            if save(&writer_client, &writer_bases, u, &format!("disaster-{i}")).await {
+                acked += 1;
+            }
+            i += 1;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::kill_servers(&dir, HOME)).await??;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let disaster_acked = writer.await?;
+    let t2 = Instant::now();
+    invoke(
+        lab,
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
+    )
+    .await?;
+    let disaster_failover = t2.elapsed();
+    let at_backup = count_in(lab, BACKUP, "disaster-").await?;
+    let observed = disaster_acked - at_backup;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::start(&dir, HOME)).await??;
+    let t3 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let disaster_failback = t3.elapsed();
+    let ops = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
+    let reported = op_field(&ops, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
+
+    Ok(serde_json::json!({
+        "bench": "failover",
+        "users": enabled,
+        "active": active_users.len(),
+        "planned_failover_s": planned_failover.as_secs_f64(),
+        "all_signed_in_again_s": all_signed_in.as_secs_f64(),
+        "resign_in_ms": {
+            "p50": pct(&resign, 0.5),
+            "p99": pct(&resign, 0.99),
+            "max": resign.last().copied().unwrap_or(0.0),
+        },
+        "acknowledged_writes": acked,
+        "present_after_failover": present_after_failover,
+        "present_after_failback": present_after_failback,
+        "lost_planned": (acked - present_after_failover).max(acked - present_after_failback),
+        "planned_failback_s": planned_failback.as_secs_f64(),
+        "disaster_acknowledged_writes": disaster_acked,
+        "disaster_failover_s": disaster_failover.as_secs_f64(),
+        "disaster_lost_observed": observed,
+        "disaster_lost_reported": reported,
+        "disaster_failback_s": disaster_failback.as_secs_f64(),
+    }))
+}
