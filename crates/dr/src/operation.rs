@@ -189,6 +189,13 @@ pub struct StepRecord {
     pub attempts: u32,
 }
 
+impl StepRecord {
+    /// How long the step's last attempt took.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_ms? - self.started_ms?)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpState {
     Running,

@@ -104,7 +104,7 @@ fn maybe_crash(server: &Server, step: Step, when: &str) {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum CmsRequest {
-    /// Every `dr/` item.
+    /// Every `dr/` item, and the store's current version.
     Read,
     /// Writes `changes` as one version if every `expect`ed key still has that value.
     Write {
@@ -125,17 +125,19 @@ pub struct CmsReply {
 pub(crate) async fn on_master(master: &Master, request: CmsRequest) -> Result<CmsReply, ApiError> {
     match request {
         CmsRequest::Read => {
-            let items = master
-                .backend()
-                .items_with_prefix("dr/")
+            let backend = master.backend();
+            let items = backend.items_with_prefix("dr/").await.map_err(internal)?;
+            let version = backend
+                .current_version()
                 .await
-                .map_err(internal)?;
+                .map_err(internal)?
+                .map_or(0, |v| v.version);
             Ok(CmsReply {
                 items: items
                     .into_iter()
                     .filter_map(|i| Some((i.key, i.value?)))
                     .collect(),
-                version: 0,
+                version,
             })
         }
         CmsRequest::Write {
@@ -460,6 +462,34 @@ pub(crate) async fn pool_action(
     Ok(reply)
 }
 
+/// Runs `action` on one Front End: here, or over the management API.
+async fn on_front_end(
+    server: &Server,
+    fe: &topology::Server,
+    action: &PoolAction,
+    timeout: Duration,
+) -> Result<PoolActionReply, String> {
+    let result = if fe.fqdn.eq_ignore_ascii_case(&server.fqdn) {
+        Box::pin(pool_action(server, action.clone()))
+            .await
+            .map_err(|e| e.body.error)
+    } else {
+        let port = server.replica.topology().ports.management;
+        crate::api::call::<_, PoolActionReply>(
+            &server.client,
+            &format!("http://{}:{port}", fe.address),
+            POOL_ACTION_PATH,
+            &server.token,
+            Some(&server.fqdn),
+            action,
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    };
+    result.map_err(|e| format!("{}: {e}", fe.fqdn))
+}
+
 /// Asks a Front End of `pool` to run `action`, trying each in turn.
 async fn on_pool(
     server: &Server,
@@ -468,57 +498,46 @@ async fn on_pool(
     timeout: Duration,
 ) -> Result<PoolActionReply, String> {
     let topology = server.replica.topology();
-    let port = topology.ports.management;
     let mut last = format!("{pool} has no Front End");
-    for s in topology.front_end_servers(pool) {
-        if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
-            match Box::pin(pool_action(server, action.clone())).await {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    last = format!("{}: {}", s.fqdn, e.body.error);
-                    continue;
-                }
-            }
-        }
-        let base = format!("http://{}:{port}", s.address);
-        match crate::api::call::<_, PoolActionReply>(
-            &server.client,
-            &base,
-            POOL_ACTION_PATH,
-            &server.token,
-            Some(&server.fqdn),
-            action,
-            timeout,
-        )
-        .await
-        {
+    for fe in topology.front_end_servers(pool) {
+        match on_front_end(server, fe, action, timeout).await {
             Ok(r) => return Ok(r),
-            Err(e) => last = format!("{}: {e}", s.fqdn),
+            Err(e) => last = e,
         }
     }
     Err(last)
 }
 
+/// A server's `/health`, or why it did not answer.
+async fn health(server: &Server, fe: &topology::Server) -> Result<crate::api::Health, String> {
+    let port = server.replica.topology().ports.management;
+    let response = server
+        .client
+        .get(format!("http://{}:{port}/health", fe.address))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map_err(|e| format!("{} does not answer ({e})", fe.fqdn))?;
+    if !response.status().is_success() {
+        return Err(format!("{} answered {}", fe.fqdn, response.status()));
+    }
+    response
+        .json()
+        .await
+        .map_err(|e| format!("{} answered what is not a health report ({e})", fe.fqdn))
+}
+
 /// Whether any Front End of `pool` answers, and if not why.
 async fn reachable(server: &Server, pool: &str) -> Result<(), String> {
     let topology = server.replica.topology();
-    let port = topology.ports.management;
     let mut last = format!("{pool} has no Front End");
-    for s in topology.front_end_servers(pool) {
-        if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
+    for fe in topology.front_end_servers(pool) {
+        if fe.fqdn.eq_ignore_ascii_case(&server.fqdn) {
             return Ok(());
         }
-        let url = format!("http://{}:{port}/health", s.address);
-        match server
-            .client
-            .get(&url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("{} answered {}", s.fqdn, r.status()),
-            Err(e) => last = format!("{} does not answer ({e})", s.fqdn),
+        match health(server, fe).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
         }
     }
     Err(last)
@@ -628,10 +647,9 @@ fn op_record(op: &Operation) -> Record {
         .steps
         .iter()
         .map(|s| {
-            let ms = match (s.started_ms, s.finished_ms) {
-                (Some(a), Some(b)) => format!(" {} ms", b - a),
-                _ => String::new(),
-            };
+            let ms = s
+                .duration_ms()
+                .map_or(String::new(), |ms| format!(" {ms} ms"));
             let retries = if s.attempts > 1 {
                 format!(" ({} attempts)", s.attempts)
             } else {
@@ -976,10 +994,9 @@ async fn run_to_end(server: &Arc<Server>, op: Operation, verbose: bool) -> Reply
     let mut lines = String::new();
     if verbose {
         for s in op.steps.iter().skip(from_step) {
-            let ms = match (s.started_ms, s.finished_ms) {
-                (Some(a), Some(b)) => format!(" ({} ms)", b - a),
-                _ => String::new(),
-            };
+            let ms = s
+                .duration_ms()
+                .map_or(String::new(), |ms| format!(" ({ms} ms)"));
             lines.push_str(&format!(
                 "VERBOSE: {} {}{ms}: {}\n",
                 s.step.as_str(),
@@ -1126,7 +1143,6 @@ async fn run_step(
             };
             let view = read_view(server).await?;
             let current = view.state(&home, &op.backup_pool);
-            let extra = vec![];
             if !(current.phase == phase && current.operation == Some(op.id)) {
                 let next = current.with_phase(phase, op.mode(), now_ms(), op.id);
                 let key = pool_key(&home);
@@ -1151,17 +1167,11 @@ async fn run_step(
                 reason,
             };
             match on_pool(server, &source, &fence, timeout).await {
-                Ok(r) => Ok(StepOutcome {
-                    detail: format!("{}: {}", phase.as_str(), r.detail),
-                    extra,
-                }),
-                Err(e) if disaster => Ok(StepOutcome {
-                    detail: format!(
-                        "{}; {source} could not be fenced ({e}): its copy is left as it was lost",
-                        phase.as_str()
-                    ),
-                    extra,
-                }),
+                Ok(r) => done(format!("{}: {}", phase.as_str(), r.detail)),
+                Err(e) if disaster => done(format!(
+                    "{}; {source} could not be fenced ({e}): its copy is left as it was lost",
+                    phase.as_str()
+                )),
                 Err(e) => Err(step_failed(format!(
                     "{source} could not be made read-only: {e}. Nothing has moved; the users are still served by {source}, read-only."
                 ))),
@@ -1304,7 +1314,7 @@ async fn run_step(
             )
         }
         Step::Apply => {
-            let wanted = current_cms_version(server).await?;
+            let wanted = cms(server, CmsRequest::Read).await?.version;
             let (applied, missing) = wait_applied(server, &[&source, &target], wanted).await;
             done(if missing.is_empty() {
                 format!("{applied} servers of {source} and {target} applied version {wanted}")
@@ -1354,28 +1364,12 @@ async fn run_step(
         Step::StopServices => {
             let delay = op.options.services_stop_delay_mins.unwrap_or(0);
             let topology = server.replica.topology();
-            let port = topology.ports.management;
+            let action = PoolAction::StopServices { delay_mins: delay };
             let mut lines = vec![];
-            for s in topology.front_end_servers(&source) {
-                let action = PoolAction::StopServices { delay_mins: delay };
-                let result = if s.fqdn.eq_ignore_ascii_case(&server.fqdn) {
-                    pool_action(server, action).await.map_err(|e| e.body.error)
-                } else {
-                    crate::api::call::<_, PoolActionReply>(
-                        &server.client,
-                        &format!("http://{}:{port}", s.address),
-                        POOL_ACTION_PATH,
-                        &server.token,
-                        Some(&server.fqdn),
-                        &action,
-                        timeout,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-                };
-                lines.push(match result {
+            for fe in topology.front_end_servers(&source) {
+                lines.push(match on_front_end(server, fe, &action, timeout).await {
                     Ok(r) => r.detail,
-                    Err(e) => format!("{}: {e}", s.fqdn),
+                    Err(e) => e,
                 });
             }
             done(lines.join("; "))
@@ -1390,73 +1384,28 @@ fn done_with(
     Ok(StepOutcome { detail, extra })
 }
 
-/// The CMS version as the master reports it.
-async fn current_cms_version(server: &Server) -> Result<i64, ApiError> {
-    match locate_master(server).await {
-        Ok(MasterAt::Here(m)) => Ok(m
-            .backend()
-            .current_version()
-            .await
-            .map_err(internal)?
-            .map_or(0, |v| v.version)),
-        Ok(MasterAt::There(base)) => {
-            let health: crate::api::Health = server
-                .client
-                .get(format!("{base}/health"))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .map_err(internal)?
-                .json()
-                .await
-                .map_err(internal)?;
-            Ok(health.replica_version)
-        }
-        Err(detail) => Err(refused(Refusal::CmsUnavailable { detail })),
-    }
-}
-
 /// Waits until every server of `pools` that answers reports a replica at `version`.
 async fn wait_applied(server: &Server, pools: &[&str], version: i64) -> (usize, Vec<String>) {
     let topology = server.replica.topology();
-    let port = topology.ports.management;
-    let servers: Vec<_> = pools
-        .iter()
-        .flat_map(|p| topology.front_end_servers(p).iter().cloned())
-        .collect();
     let deadline = Instant::now() + APPLY_WAIT;
     let mut applied = 0;
     let mut missing = vec![];
-    for s in &servers {
+    for fe in pools.iter().flat_map(|p| topology.front_end_servers(p)) {
         loop {
-            let health = server
-                .client
-                .get(format!("http://{}:{port}/health", s.address))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            let v = match health {
-                Ok(r) => r
-                    .json::<crate::api::Health>()
-                    .await
-                    .ok()
-                    .map(|h| h.replica_version),
-                Err(_) => None,
-            };
-            match v {
-                Some(v) if v >= version => {
+            match health(server, fe).await.map(|h| h.replica_version) {
+                Ok(v) if v >= version => {
                     applied += 1;
                     break;
                 }
-                None => {
-                    missing.push(s.fqdn.clone());
+                Err(_) => {
+                    missing.push(fe.fqdn.clone());
                     break;
                 }
-                Some(_) if Instant::now() >= deadline => {
-                    missing.push(format!("{} (replica behind)", s.fqdn));
+                Ok(_) if Instant::now() >= deadline => {
+                    missing.push(format!("{} (replica behind)", fe.fqdn));
                     break;
                 }
-                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     }

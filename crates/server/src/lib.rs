@@ -92,23 +92,26 @@ pub struct Server {
 pub type FailoverStates = std::collections::BTreeMap<String, dr::PoolState>;
 
 impl Server {
-    /// How this server's pool treats a user homed on `home_pool` (None on an Edge).
-    pub async fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Option<Decision> {
+    /// How this server's pool treats a user homed on `home_pool`. An Edge serves no
+    /// user: it sends them to their home pool.
+    pub async fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Decision {
         if self.role != Role::FrontEnd {
-            return None;
+            return Decision::Redirect {
+                pool: home_pool.to_string(),
+            };
         }
         let states = self.failover_states().await;
         let failover = states
             .get(&home_pool.to_ascii_lowercase())
             .map(dr::PoolState::view)
             .unwrap_or_default();
-        Some(topology::serving::decide(
+        topology::serving::decide(
             topology,
             &self.pool,
             home_pool,
             self.partner_down.load(Ordering::SeqCst),
             &failover,
-        ))
+        )
     }
 
     /// The pools' failover states in this server's replica, read again only when the

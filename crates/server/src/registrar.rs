@@ -344,10 +344,7 @@ async fn register(server: &Server, request: &Request) -> Response {
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &user.registrar_pool)
-        .await
-        .unwrap_or(Decision::Redirect {
-            pool: user.registrar_pool.clone(),
-        });
+        .await;
     let mode = match decision {
         Decision::Serve(mode) => mode,
         Decision::Redirect { pool } => return redirect(request, &topology, &pool),
@@ -497,10 +494,7 @@ async fn message(
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &recipient.registrar_pool)
-        .await
-        .unwrap_or(Decision::Redirect {
-            pool: recipient.registrar_pool.clone(),
-        });
+        .await;
     let mut onward = request.clone();
     onward
         .headers

@@ -360,7 +360,7 @@ async fn pool_info(server: &Server, user: &UserRecord) -> Record {
         .cloned();
     let (serving, mode) = match (failover, server.serving_decision(&topology, home).await) {
         (Some(state), _) => (state.serving_pool().to_string(), state.phase.as_str()),
-        (None, Some(topology::serving::Decision::Serve(Mode::Resiliency))) => {
+        (None, topology::serving::Decision::Serve(Mode::Resiliency)) => {
             (server.pool.clone(), "Resiliency")
         }
         _ => (home.clone(), "Normal"),

@@ -97,10 +97,7 @@ async fn gate(State(server): State<Arc<Server>>, mut request: Request, next: Nex
     let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &user.registrar_pool)
-        .await
-        .unwrap_or(Decision::Redirect {
-            pool: user.registrar_pool.clone(),
-        });
+        .await;
     let mode = match decision {
         Decision::Serve(mode) => mode,
         Decision::Redirect { pool } => {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use base64::Engine as _;
-use server::api::{InvokeRequest, InvokeResponse};
+use server::api::InvokeResponse;
 use server::sipnet::Endpoint;
 
 use crate::bench_users::{pct, sign_in, with_lab};
@@ -35,20 +35,9 @@ async fn invoke(lab: &LabFile, line: &str) -> anyhow::Result<InvokeResponse> {
         .iter()
         .find(|s| s.pool == BACKUP)
         .ok_or_else(|| anyhow!("no Front End of {BACKUP}"))?;
-    let mut words = line.split_whitespace().peekable();
-    let cmdlet = words.next().unwrap_or_default().to_string();
-    let mut parameters = serde_json::Map::new();
-    while let Some(name) = words.next() {
-        let name = name.trim_start_matches('-').to_string();
-        let value = match words.peek() {
-            Some(v) if !v.starts_with('-') => {
-                serde_json::Value::String(words.next().unwrap_or_default().to_string())
-            }
-            _ => serde_json::Value::Bool(true),
-        };
-        parameters.insert(name, value);
-    }
-    let request = InvokeRequest { cmdlet, parameters };
+    // Bound by the shell's own binder, as `tandem shell -c` would send it.
+    let mut statements = cmdlet::parse_and_bind(line).map_err(|e| anyhow!("{line}: {e:?}"))?;
+    let request = crate::shell::request(&statements.remove(0).invocation);
     server::api::invoke(
         &reqwest::Client::builder().no_proxy().build()?,
         &fe.base_url(),

@@ -16,7 +16,7 @@ use std::path::Path;
 use cmdlet::{BoundStatement, BoundValue, Formatter, Invocation, Output, OutputFormat};
 
 pub(crate) use local::LocalExecutor;
-pub(crate) use remote::RemoteExecutor;
+pub(crate) use remote::{RemoteExecutor, request};
 
 use crate::Status;
 
