@@ -27,11 +27,14 @@ use crate::protocol::{SyncRequest, SyncResponse};
 use crate::{LEASE_TTL_MS, bearer, keys};
 
 /// The most items one push carries; a larger catch-up takes several pushes.
-const BATCH_LIMIT: i64 = 5_000;
+const BATCH_LIMIT: i64 = 2_000;
 /// How often the active master pushes when nothing changed.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long one push may take before the replica counts as unreachable this round.
+/// How long one push may take before the replica counts as unreachable this round, plus
+/// [`PUSH_TIMEOUT_PER_ITEM`] for each item it carries (a replica applying a large catch-up
+/// on a busy machine is slow, not gone).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+const PUSH_TIMEOUT_PER_ITEM: Duration = Duration::from_millis(2);
 /// A replica's status row is rewritten at least this often while it answers.
 const STATUS_REFRESH_MS: i64 = 5_000;
 
@@ -435,7 +438,7 @@ async fn push_one(
             .client
             .post(url)
             .header(crate::TOKEN_HEADER, bearer(&inner.token))
-            .timeout(PUSH_TIMEOUT)
+            .timeout(PUSH_TIMEOUT + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32)
             .json(&request)
             .send()
             .await?;

@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use store::Item;
 
+/// The largest push a replica accepts. A push carries at most one batch, except that a
+/// version larger than a batch travels whole; bulk enables are chunked so that stays small.
+pub const SYNC_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 /// A push from the master: the items written after `from_version`, up to `to_version`.
 /// With no items and `from_version == to_version` it is a heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]

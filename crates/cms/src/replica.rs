@@ -76,6 +76,11 @@ impl ReplicaAgent {
         *self.version.borrow()
     }
 
+    /// Wakes on every new version the replica reaches.
+    pub fn subscribe_version(&self) -> watch::Receiver<i64> {
+        self.version.subscribe()
+    }
+
     pub async fn state(&self) -> Result<ReplicaState, StoreError> {
         self.store.state().await
     }

@@ -67,6 +67,9 @@ pub struct Health {
     pub replica_version: i64,
     /// Whether this server is the active Central Management master.
     pub cms_master: bool,
+    /// The failover and failback operations this server is running now, by id.
+    #[serde(default)]
+    pub running_operations: Vec<u64>,
 }
 
 #[derive(Debug, OpenApi)]

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use backup::Module;
 use cmdlet::{BoundValue, Field, Invocation, Output, Record};
-use cms::directory::{USER_PREFIX, UserRecord};
 use cms::master::Master;
 use dr::operation::DEFAULT_WAIT_MS;
 use dr::rules::{check_failback, check_failover};
@@ -66,35 +65,55 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 // Fault injection (crash tests)
 // ---------------------------------------------------------------------------------------
 
-/// Where the test hook crashes this server: just before a step starts, or just after its
-/// work is done and before the record says so (the case that proves steps idempotent).
+/// What the test hook does to this server at a step: crash just before the step starts
+/// (`before`), crash just after its work is done and before the record says so (`after`,
+/// the case that proves steps idempotent), or pause before it for `hold_ms` (`hold`), so
+/// that a test can kill another process while the operation is at that step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrashPoint {
     pub step: String,
-    /// `before` or `after`.
+    /// `before`, `after` or `hold`.
     pub when: String,
+    /// How long a `hold` lasts.
+    #[serde(default)]
+    pub hold_ms: Option<u64>,
 }
 
 pub(crate) fn faults_enabled() -> bool {
     std::env::var("TANDEM_DR_FAULTS").is_ok_and(|v| v == "1")
 }
 
-fn maybe_crash(server: &Server, step: Step, when: &str) {
-    let hit = server
-        .crash_at
-        .lock()
-        .expect("crash point lock")
-        .as_ref()
-        .is_some_and(|c| c.step.eq_ignore_ascii_case(step.as_str()) && c.when == when);
-    if hit {
+/// Applies the armed fault, if it is for `step` at `when` (`before` or `after`).
+async fn fault(server: &Server, step: Step, when: &str) {
+    let hit = {
+        let mut armed = server.crash_at.lock().expect("crash point lock");
+        let matches = armed.as_ref().is_some_and(|c| {
+            c.step.eq_ignore_ascii_case(step.as_str())
+                && (c.when == when || (c.when == "hold" && when == "before"))
+        });
+        if matches { armed.take() } else { None }
+    };
+    let Some(point) = hit else { return };
+    if point.when == "hold" {
+        let ms = point.hold_ms.unwrap_or(1_000);
         eprintln!(
-            "TANDEM_DR_FAULTS: {} crashes {when} step {}",
+            "TANDEM_DR_FAULTS: {} holds before step {} for {ms} ms",
             server.fqdn,
             step.as_str()
         );
-        std::process::exit(86);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return;
     }
+    eprintln!(
+        "TANDEM_DR_FAULTS: {} crashes {when} step {}",
+        server.fqdn,
+        step.as_str()
+    );
+    // A real crash: nothing after this line runs, no handler flushes or answers (an
+    // orderly exit would let the runtime's other threads go on serving meanwhile).
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -189,6 +208,30 @@ async fn cms(server: &Server, request: CmsRequest) -> Result<CmsReply, ApiError>
         )
         .await
         .map_err(call_error),
+    }
+}
+
+/// How long a running operation waits for the CMS master to answer again before it stops:
+/// longer than a master lease, so that the master moving to the other Front End of its
+/// pool does not stop an operation.
+const CMS_PATIENCE: Duration = Duration::from_secs(12);
+
+/// [`cms`], riding over a master that is away for less than [`CMS_PATIENCE`].
+async fn cms_patient(server: &Server, request: CmsRequest) -> Result<CmsReply, ApiError> {
+    let deadline = Instant::now() + CMS_PATIENCE;
+    loop {
+        match cms(server, request.clone()).await {
+            Err(e)
+                if matches!(
+                    e.status,
+                    StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY
+                ) && Instant::now() < deadline =>
+            {
+                tracing::info!(error = %e.body.error, "the CMS master does not answer; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -289,18 +332,7 @@ pub struct PoolActionReply {
 
 /// The SIP addresses of the users homed on `home`, from this server's replica.
 async fn users_of(server: &Server, home: &str) -> Result<Vec<String>, ApiError> {
-    let items = server
-        .replica
-        .store()
-        .items_with_prefix(USER_PREFIX)
-        .await
-        .map_err(internal)?;
-    Ok(items
-        .iter()
-        .filter_map(|i| serde_json::from_str::<UserRecord>(i.value.as_deref()?).ok())
-        .filter(|u| u.registrar_pool.eq_ignore_ascii_case(home))
-        .map(|u| u.sip_address)
-        .collect())
+    server.users_homed_on(home).await.map_err(internal)
 }
 
 const USER_MODULES: [Module; 2] = [Module::PresenceFocus, Module::DataConf];
@@ -801,7 +833,8 @@ async fn start(server: &Arc<Server>, inv: &Invocation, kind: Kind) -> Reply {
         if inv.switch("WhatIf") {
             return Ok(text(what_if(server, &op, &view).await));
         }
-        return run_to_end(server, op, inv.switch("Verbose")).await;
+        let recorded = view.raw.get(&operation_key(op.id)).cloned();
+        return run_to_end(server, op, recorded, inv.switch("Verbose")).await;
     }
     let (backup, reconcile, undoes) = match kind {
         Kind::FailOver => (
@@ -846,16 +879,17 @@ async fn start(server: &Arc<Server>, inv: &Invocation, kind: Kind) -> Reply {
         return Ok(text(what_if(server, &op, &view).await));
     }
     let key = operation_key(id);
+    let recorded = op.to_json();
     cms(
         server,
         CmsRequest::Write {
             expect: vec![(key.clone(), None)],
-            changes: vec![(key, Some(op.to_json()))],
+            changes: vec![(key, Some(recorded.clone()))],
             description: format!("{} of {pool}: operation {id} starts", kind.as_str()),
         },
     )
     .await?;
-    run_to_end(server, op, inv.switch("Verbose")).await
+    run_to_end(server, op, Some(recorded), inv.switch("Verbose")).await
 }
 
 async fn resume(server: &Arc<Server>, inv: &Invocation) -> Reply {
@@ -873,7 +907,8 @@ async fn resume(server: &Arc<Server>, inv: &Invocation) -> Reply {
     if inv.switch("WhatIf") {
         return Ok(text(what_if(server, &op, &view).await));
     }
-    run_to_end(server, op, inv.switch("Verbose")).await
+    let recorded = view.raw.get(&operation_key(op.id)).cloned();
+    run_to_end(server, op, recorded, inv.switch("Verbose")).await
 }
 
 fn text(t: String) -> InvokeResponse {
@@ -979,14 +1014,23 @@ async fn backlog_text(server: &Server, pool: &str) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// Runs the operation in its own task (so that the caller going away does not stop it)
-/// and waits for the end.
-async fn run_to_end(server: &Arc<Server>, op: Operation, verbose: bool) -> Reply {
+/// and waits for the end. `recorded` is the operation's record as last read from the CMS.
+async fn run_to_end(
+    server: &Arc<Server>,
+    op: Operation,
+    recorded: Option<String>,
+    verbose: bool,
+) -> Reply {
     let started = Instant::now();
     let from_step = op.next_step().unwrap_or(op.steps.len());
+    let running = Running::claim(server, &op).await?;
     let s = server.clone();
-    let result = tokio::spawn(async move { run(&s, op).await })
-        .await
-        .map_err(internal)?;
+    let result = tokio::spawn(async move {
+        let _running = running;
+        run(&s, op, recorded).await
+    })
+    .await
+    .map_err(internal)?;
     let (op, failure) = match result {
         Ok(op) => (op, None),
         Err((op, e)) => (op, Some(e)),
@@ -1033,7 +1077,15 @@ async fn run_to_end(server: &Arc<Server>, op: Operation, verbose: bool) -> Reply
 }
 
 /// The step loop. On failure the record says which step stopped and why.
-async fn run(server: &Server, mut op: Operation) -> Result<Operation, (Operation, ApiError)> {
+///
+/// Every save of the record is a compare-and-set against the record this runner last
+/// read or wrote (`recorded`): if another server resumed the operation meanwhile, this one
+/// finds the record changed and stops, so that one runner carries an operation on.
+async fn run(
+    server: &Server,
+    mut op: Operation,
+    mut recorded: Option<String>,
+) -> Result<Operation, (Operation, ApiError)> {
     op.runner = server.fqdn.clone();
     if op.state == OpState::Stopped {
         op.state = OpState::Running;
@@ -1041,18 +1093,24 @@ async fn run(server: &Server, mut op: Operation) -> Result<Operation, (Operation
     }
     while let Some(i) = op.next_step() {
         let step = op.steps[i].step;
-        maybe_crash(server, step, "before");
+        fault(server, step, "before").await;
         op.steps[i].attempts += 1;
         op.steps[i].started_ms = Some(now_ms());
+        // Claim the step before doing it: if another server took the operation over, the
+        // record changed and this runner stops here instead of doing the step twice.
+        if let Err(e) = save(server, &op, &mut recorded, vec![]).await {
+            op.state = OpState::Stopped;
+            return Err((op, e));
+        }
         let outcome = run_step(server, &mut op, step).await;
-        maybe_crash(server, step, "after");
+        fault(server, step, "after").await;
         let record = &mut op.steps[i];
         record.finished_ms = Some(now_ms());
         match outcome {
             Ok(StepOutcome { detail, extra }) => {
                 record.state = StepState::Done;
                 record.detail = detail;
-                if let Err(e) = save(server, &op, extra).await {
+                if let Err(e) = save(server, &op, &mut recorded, extra).await {
                     return Err((op, e));
                 }
             }
@@ -1066,7 +1124,7 @@ async fn run(server: &Server, mut op: Operation) -> Result<Operation, (Operation
                     op.id,
                     step.as_str()
                 ));
-                let _ = save(server, &op, vec![]).await;
+                let _ = save(server, &op, &mut recorded, vec![]).await;
                 let message = op.error.clone().unwrap_or_default();
                 return Err((op, ApiError::new(e.status, message)));
             }
@@ -1074,24 +1132,100 @@ async fn run(server: &Server, mut op: Operation) -> Result<Operation, (Operation
     }
     op.state = OpState::Completed;
     op.finished_ms = Some(now_ms());
-    if let Err(e) = save(server, &op, vec![]).await {
+    if let Err(e) = save(server, &op, &mut recorded, vec![]).await {
         return Err((op, e));
     }
     Ok(op)
 }
 
-/// Writes the record, with `extra` changes (a pool state) in the same version.
+/// An operation this server's engine is running, listed in its `/health` until dropped.
+struct Running {
+    server: Arc<Server>,
+    id: u64,
+}
+
+impl Running {
+    /// Refuses to start an operation that is running here or on the server recorded as
+    /// its runner (a resume is for an operation nobody runs any more).
+    async fn claim(server: &Arc<Server>, op: &Operation) -> Result<Running, ApiError> {
+        let busy = |runner: &str| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "operation {} ({} of {}) is running on {runner} now, at step {}; \
+                     `Get-CsDisasterRecoveryOperation -Identity {}` shows its progress",
+                    op.id,
+                    op.kind.as_str(),
+                    op.pool,
+                    op.current_step().map_or("-", Step::as_str),
+                    op.id
+                ),
+            )
+        };
+        if op.state == OpState::Running && !op.runner.eq_ignore_ascii_case(&server.fqdn) {
+            let topology = server.replica.topology();
+            if let Some(runner) = topology
+                .servers()
+                .find(|s| s.server.fqdn.eq_ignore_ascii_case(&op.runner))
+                && let Ok(h) = health(server, runner.server).await
+                && h.running_operations.contains(&op.id)
+            {
+                return Err(busy(&op.runner));
+            }
+        }
+        if !server
+            .running
+            .lock()
+            .expect("running operations lock")
+            .insert(op.id)
+        {
+            return Err(busy(&server.fqdn));
+        }
+        Ok(Running {
+            server: server.clone(),
+            id: op.id,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server
+            .running
+            .lock()
+            .expect("running operations lock")
+            .remove(&self.id);
+    }
+}
+
+impl Server {
+    /// The ids of the operations this server is running now.
+    pub fn running_operations(&self) -> Vec<u64> {
+        self.running
+            .lock()
+            .expect("running operations lock")
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+/// Writes the record, with `extra` changes (a pool state) in the same version, if the
+/// CMS still holds `recorded`; then `recorded` is the new record.
 async fn save(
     server: &Server,
     op: &Operation,
+    recorded: &mut Option<String>,
     extra: Vec<(String, Option<String>)>,
 ) -> Result<i64, ApiError> {
-    let mut changes = vec![(operation_key(op.id), Some(op.to_json()))];
+    let key = operation_key(op.id);
+    let json = op.to_json();
+    let mut changes = vec![(key.clone(), Some(json.clone()))];
     changes.extend(extra);
-    let reply = cms(
+    let reply = cms_patient(
         server,
         CmsRequest::Write {
-            expect: vec![],
+            expect: vec![(key, recorded.clone())],
             changes,
             description: format!(
                 "{} of {}: operation {} at step {}",
@@ -1103,6 +1237,7 @@ async fn save(
         },
     )
     .await?;
+    *recorded = Some(json);
     Ok(reply.version)
 }
 

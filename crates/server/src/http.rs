@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -59,9 +59,15 @@ fn json_error(rejection: JsonRejection) -> ApiError {
 pub fn router(server: Arc<Server>) -> Router {
     let protected = Router::new()
         .route("/api/v1/invoke", post(invoke))
-        .route("/internal/v1/replica/sync", post(replica_sync))
+        .route(
+            "/internal/v1/replica/sync",
+            post(replica_sync).layer(DefaultBodyLimit::max(cms::protocol::SYNC_MAX_BODY_BYTES)),
+        )
         .route("/internal/v1/cms/role", get(cms_role))
-        .route(crate::users::BULK_PATH, post(users_bulk))
+        .route(
+            crate::users::BULK_PATH,
+            post(users_bulk).layer(DefaultBodyLimit::max(crate::users::BULK_MAX_BODY_BYTES)),
+        )
         .route(crate::failover::POOL_ACTION_PATH, post(dr_pool_action))
         .route(crate::failover::CMS_PATH, post(dr_cms));
     let protected = if crate::failover::faults_enabled() {
@@ -127,6 +133,7 @@ pub(crate) async fn health(State(server): State<Arc<Server>>) -> Json<Health> {
             .master
             .as_ref()
             .is_some_and(|m| matches!(m.role(), Role::Active { .. })),
+        running_operations: server.running_operations(),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod api;
 mod archive;
 mod exec;
 pub mod failover;
+mod homes;
 pub mod http;
 mod pooldata;
 pub mod records;
@@ -84,6 +85,10 @@ pub struct Server {
     pub registrar: std::sync::OnceLock<Arc<registrar::Registrar>>,
     /// Pools' failover states as of a replica version (see [`Server::failover_states`]).
     failover_cache: tokio::sync::Mutex<(i64, Arc<FailoverStates>)>,
+    /// Users by home pool (see [`Server::users_homed_on`]).
+    homes: tokio::sync::Mutex<homes::HomeIndex>,
+    /// The operations this server's engine is running (see [`failover`]).
+    pub(crate) running: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Test hook: crash when the operations engine reaches this step (`TANDEM_DR_FAULTS=1`).
     pub(crate) crash_at: std::sync::Mutex<Option<failover::CrashPoint>>,
 }
@@ -223,6 +228,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nonce_key,
         registrar: std::sync::OnceLock::new(),
         failover_cache: tokio::sync::Mutex::new((-1, Arc::default())),
+        homes: tokio::sync::Mutex::default(),
+        running: std::sync::Mutex::default(),
         crash_at: std::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(address)
@@ -268,6 +275,7 @@ async fn start_front_end_services(server: &Arc<Server>, topology: &Topology) -> 
         .await
         .with_context(|| format!("starting the registrar on {sip_at} (UDP and TCP)"))?;
     tokio::spawn(resiliency::watch_partner(server.clone()));
+    tokio::spawn(homes::follow(server.clone()));
     Ok(())
 }
 

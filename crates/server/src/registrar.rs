@@ -13,7 +13,7 @@
 //! token), so a client may be challenged by one Front End and answer another. Over UDP a
 //! retransmitted request gets the cached answer instead of being run twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,8 +49,60 @@ const TCP_IDLE: Duration = Duration::from_secs(300);
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
 const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 
-/// UDP server transactions: key → when, and the answer once there is one.
-type TransactionTable = HashMap<String, (Instant, Option<Vec<u8>>)>;
+/// UDP server transactions: their answers (once there is one) by key, remembered for
+/// [`TRANSACTION_MEMORY`] after the request first arrived so that a retransmission gets the
+/// same answer. Forgetting is in arrival order, so each request costs O(1) however many
+/// transactions a busy registrar remembers.
+#[derive(Debug, Default)]
+struct TransactionTable {
+    answers: HashMap<String, Option<Vec<u8>>>,
+    arrivals: VecDeque<(Instant, String)>,
+}
+
+/// What a registrar should do with a request it received over UDP.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// New: handle it.
+    New,
+    /// Being handled: drop the retransmission.
+    InProgress,
+    /// Answered: send this again.
+    Answered(Vec<u8>),
+}
+
+impl TransactionTable {
+    fn forget_before(&mut self, now: Instant) {
+        while let Some((at, _)) = self.arrivals.front() {
+            if now.duration_since(*at) < TRANSACTION_MEMORY {
+                break;
+            }
+            if let Some((_, key)) = self.arrivals.pop_front() {
+                self.answers.remove(&key);
+            }
+        }
+    }
+
+    /// Records the arrival of `key` and says what to do with it.
+    fn arrive(&mut self, key: &str, now: Instant) -> Seen {
+        self.forget_before(now);
+        match self.answers.get(key) {
+            Some(Some(bytes)) => Seen::Answered(bytes.clone()),
+            Some(None) => Seen::InProgress,
+            None => {
+                self.answers.insert(key.to_string(), None);
+                self.arrivals.push_back((now, key.to_string()));
+                Seen::New
+            }
+        }
+    }
+
+    /// Keeps the answer to `key` for retransmissions (unless it was already forgotten).
+    fn answer(&mut self, key: &str, bytes: Vec<u8>) {
+        if let Some(slot) = self.answers.get_mut(key) {
+            *slot = Some(bytes);
+        }
+    }
+}
 
 /// Shared registrar state.
 #[derive(Debug)]
@@ -65,7 +117,7 @@ pub(crate) async fn start(server: Arc<Server>, at: SocketAddr) -> io::Result<()>
     let tcp = TcpListener::bind(at).await?;
     let registrar = Arc::new(Registrar {
         endpoint,
-        transactions: Mutex::new(HashMap::new()),
+        transactions: Mutex::default(),
     });
     let _ = server.registrar.set(registrar.clone());
     let udp_server = server.clone();
@@ -101,31 +153,23 @@ async fn on_datagram(server: &Server, registrar: &Registrar, message: Incoming) 
                 return;
             }
             let key = transaction_key(&request, peer);
-            {
-                let mut table = registrar.transactions.lock().await;
-                let now = Instant::now();
-                if table.len() > 10_000 {
-                    table.retain(|_, (at, _)| now.duration_since(*at) < TRANSACTION_MEMORY);
-                }
-                match table.get(&key) {
-                    Some((_, Some(bytes))) => {
-                        let _ = registrar.endpoint.send(peer, bytes).await;
-                        return;
-                    }
-                    Some((_, None)) => return, // still working on it
-                    None => {
-                        table.insert(key.clone(), (now, None));
-                    }
+            let seen = registrar
+                .transactions
+                .lock()
+                .await
+                .arrive(&key, Instant::now());
+            match seen {
+                Seen::New => {}
+                Seen::InProgress => return,
+                Seen::Answered(bytes) => {
+                    let _ = registrar.endpoint.send(peer, &bytes).await;
+                    return;
                 }
             }
             let response = handle(server, registrar, &request, peer).await;
             let bytes = response.to_bytes();
             let _ = registrar.endpoint.send(peer, &bytes).await;
-            registrar
-                .transactions
-                .lock()
-                .await
-                .insert(key, (Instant::now(), Some(bytes)));
+            registrar.transactions.lock().await.answer(&key, bytes);
         }
         Incoming::Malformed(bytes, error, peer) => {
             if let Some(resp) = answer_malformed(&bytes, &error) {
@@ -615,6 +659,25 @@ pub async fn probe(endpoint: &Endpoint, dest: SocketAddr, from_host: &str) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retransmissions_get_the_same_answer_until_forgotten() {
+        let mut table = TransactionTable::default();
+        let t0 = Instant::now();
+        assert_eq!(table.arrive("a", t0), Seen::New);
+        assert_eq!(table.arrive("a", t0), Seen::InProgress);
+        table.answer("a", b"200".to_vec());
+        assert_eq!(table.arrive("a", t0), Seen::Answered(b"200".to_vec()));
+        assert_eq!(table.arrive("b", t0 + Duration::from_secs(1)), Seen::New);
+        // "a" is forgotten 32 s after it arrived; "b" a second later.
+        let later = t0 + TRANSACTION_MEMORY;
+        assert_eq!(table.arrive("c", later), Seen::New);
+        assert_eq!(table.answers.len(), 2);
+        assert_eq!(table.arrive("a", later), Seen::New);
+        // An answer to a forgotten transaction is not kept.
+        table.answer("zz", b"200".to_vec());
+        assert!(!table.answers.contains_key("zz"));
+    }
 
     #[test]
     fn malformed_requests_get_400_when_addressable() {

@@ -27,6 +27,14 @@ type Reply = Result<InvokeResponse, ApiError>;
 /// The route of the bulk enable call.
 pub const BULK_PATH: &str = "/api/v1/users/bulk";
 
+/// The most users one bulk enable takes; larger populations are enabled in chunks, one CMS
+/// version each, so that no version outgrows a replication push.
+pub const BULK_MAX_USERS: usize = 2_000;
+
+/// The largest bulk-enable body accepted: [`BULK_MAX_USERS`] users with generous room for
+/// long names.
+pub const BULK_MAX_BODY_BYTES: usize = BULK_MAX_USERS * 1_024;
+
 /// `POST /api/v1/users/bulk`: enable many users in one CMS version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +246,16 @@ pub(crate) async fn bulk_enable(
     master: &Master,
     request: &BulkEnableRequest,
 ) -> Result<BulkEnableResponse, ApiError> {
+    if request.users.len() > BULK_MAX_USERS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} users in one bulk enable; send at most {BULK_MAX_USERS} per call \
+                 (`tandem lab up --users N` splits them for you)",
+                request.users.len()
+            ),
+        ));
+    }
     let _guard = master.lock().await;
     let topology = master.topology().await.map_err(crate::exec::master_error)?;
     let mut changes = Vec::with_capacity(request.users.len());

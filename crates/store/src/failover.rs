@@ -70,19 +70,27 @@ async fn load_users(tx: &mut Transaction<'_, Sqlite>, path: &str, users: &[Strin
     .execute(&mut **tx)
     .await
     .at(path)?;
-    for chunk in users.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("(${i})")).collect();
-        let sql = format!(
-            "INSERT OR IGNORE INTO dr_users (sip) VALUES {}",
-            placeholders.join(",")
-        );
-        // Only numbered placeholders are formatted in; the values are bound.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for u in chunk {
-            q = q.bind(u);
-        }
-        q.execute(&mut **tx).await.at(path)?;
-    }
+    // A pool has many more users than users with data or registrations here: keep only
+    // those, so that the table (and every join on it) is as small as the data moved.
+    let present: Vec<(String,)> = sqlx::query_as(
+        "SELECT sip FROM user_item UNION SELECT sip FROM backup_item UNION SELECT aor FROM registration",
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .at(path)?;
+    let wanted: std::collections::HashSet<&str> = users.iter().map(String::as_str).collect();
+    let users: Vec<&str> = present
+        .iter()
+        .map(|(sip,)| sip.as_str())
+        .filter(|sip| wanted.contains(sip))
+        .collect();
+    // One statement for any number of users: the list travels as one JSON array.
+    let list = serde_json::Value::from(users).to_string();
+    sqlx::query("INSERT OR IGNORE INTO dr_users (sip) SELECT value FROM json_each($1)")
+        .bind(list)
+        .execute(&mut **tx)
+        .await
+        .at(path)?;
     Ok(())
 }
 

@@ -36,11 +36,18 @@ pub(crate) const BACKEND: &[Migration] = &[
     },
 ];
 
-pub(crate) const REPLICA: &[Migration] = &[Migration {
-    version: 1,
-    name: "local replica",
-    sql: include_str!("../migrations/replica/0001_replica.sql"),
-}];
+pub(crate) const REPLICA: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "local replica",
+        sql: include_str!("../migrations/replica/0001_replica.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "items by version",
+        sql: include_str!("../migrations/replica/0002_version_index.sql"),
+    },
+];
 
 /// Brings `pool` up to the last migration of `kind`.
 pub(crate) async fn run(

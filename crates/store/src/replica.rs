@@ -6,6 +6,8 @@
 //! how a fenced master is ignored.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::SqlitePool;
 
@@ -50,6 +52,9 @@ pub struct Batch<'a> {
 pub struct ReplicaStore {
     pool: SqlitePool,
     path: String,
+    /// Bumped by [`ReplicaStore::replace_all`]: a reader that follows changes by version
+    /// must start over after a replacement, which can drop items without a version.
+    replacements: Arc<AtomicU64>,
 }
 
 impl ReplicaStore {
@@ -57,7 +62,11 @@ impl ReplicaStore {
         let pool = open_sqlite(file).await?;
         let path = file.display().to_string();
         migrate::run(&pool, &path, "a local replica", migrate::REPLICA).await?;
-        Ok(ReplicaStore { pool, path })
+        Ok(ReplicaStore {
+            pool,
+            path,
+            replacements: Arc::default(),
+        })
     }
 
     pub async fn state(&self) -> Result<ReplicaState> {
@@ -171,7 +180,33 @@ impl ReplicaStore {
         .execute(&mut *tx)
         .await
         .at(&self.path)?;
-        tx.commit().await.at(&self.path)
+        tx.commit().await.at(&self.path)?;
+        self.replacements.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How many times the whole replica was replaced since it was opened.
+    pub fn replacements(&self) -> u64 {
+        self.replacements.load(Ordering::SeqCst)
+    }
+
+    /// The items (deletions included) under `prefix` written after `version`: how a
+    /// derived view catches up without reading everything again.
+    pub async fn changed_since(&self, version: i64, prefix: &str) -> Result<Vec<Item>> {
+        let end = format!("{prefix}\u{10FFFF}");
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            // The planner would rather range over the key (every user); the point is to
+            // range over the version (only what changed).
+            "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
+             WHERE version > $1 AND key >= $2 AND key < $3 ORDER BY version, key",
+        )
+        .bind(version)
+        .bind(prefix)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows.into_iter().map(crate::items::item).collect())
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>> {

@@ -7,6 +7,7 @@
 //! `D/lab.json` records the servers, their process ids and the admin token, so that
 //! `status`, `kill`, `start`, `down` and `tandem shell --lab D` work from any terminal.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -153,7 +154,8 @@ pub(crate) fn load_users(dir: &Path) -> anyhow::Result<Vec<LabUser>> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a users file", path.display()))
 }
 
-/// Makes up `per_pool` users on every Front End pool and enables them in one call.
+/// Makes up `per_pool` users on every Front End pool and enables them, a chunk (one CMS
+/// version) per call.
 pub(crate) async fn enable_users(
     lab: &LabFile,
     topology: &Topology,
@@ -188,17 +190,29 @@ pub(crate) async fn enable_users(
         .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
         .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
     let client = reqwest::Client::builder().no_proxy().build()?;
-    let _: server::users::BulkEnableResponse = server::api::call(
-        &client,
-        &via.base_url(),
-        server::users::BULK_PATH,
-        &lab.admin_token,
-        None,
-        &server::users::BulkEnableRequest { users: bulk },
-        Duration::from_secs(120),
-    )
-    .await
-    .map_err(|e| anyhow!("enabling the lab's users failed: {e}"))?;
+    let total = bulk.len();
+    for (i, chunk) in bulk.chunks(server::users::BULK_MAX_USERS).enumerate() {
+        let _: server::users::BulkEnableResponse = server::api::call(
+            &client,
+            &via.base_url(),
+            server::users::BULK_PATH,
+            &lab.admin_token,
+            None,
+            &server::users::BulkEnableRequest {
+                users: chunk.to_vec(),
+            },
+            Duration::from_secs(120),
+        )
+        .await
+        .map_err(|e| anyhow!("enabling the lab's users failed: {e}"))?;
+        let done = (i * server::users::BULK_MAX_USERS + chunk.len()).min(total);
+        if total > server::users::BULK_MAX_USERS && std::io::stderr().is_terminal() {
+            eprint!("\rEnabling users: {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
     let path = lab.dir.join("users.json");
     std::fs::write(&path, serde_json::to_string_pretty(&users)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
@@ -302,7 +316,9 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
     if options.users > 0 {
         let users = rt.block_on(enable_users(&lab, &topology, options.users))?;
-        rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+        // Every replica applies every user: allow for it on a big lab.
+        let allowance = Duration::from_secs(60) + Duration::from_millis(users.len() as u64);
+        rt.block_on(wait_converged(&lab, &all, allowance))?;
         if !options.quiet {
             println!(
                 "Enabled {} users ({} on each Front End pool); their passwords are in {}",
@@ -470,9 +486,10 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
             }
             if !alive(s.pid, &s.fqdn) {
                 bail!(
-                    "{} exited while starting; see its log {}",
+                    "{} exited while starting; the end of its log {}:\n{}",
                     s.fqdn,
-                    s.log.display()
+                    s.log.display(),
+                    log_tail(&s.log, 5)
                 );
             }
             if Instant::now() > deadline {
@@ -505,6 +522,17 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The last `n` lines of a server's log, indented, for an error message.
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn print_summary(lab: &LabFile, took: Duration) {

@@ -155,6 +155,8 @@ impl<E: Executor> Session<E> {
     fn format(&self, output: &Output, formatter: Option<&Formatter>) -> String {
         match output {
             Output::None => String::new(),
+            // A message ends its line, so that whatever is printed next starts on its own.
+            Output::Text(text) if !text.is_empty() && !text.ends_with('\n') => format!("{text}\n"),
             Output::Text(text) => text.clone(),
             Output::Records(records) => match formatter {
                 Some(Formatter::List { properties }) => {

@@ -368,6 +368,15 @@ fn seed_004_sequence_runs_in_the_documented_order() {
 
 /// Arms the test hook of one server: it exits when the engine reaches `step`.
 fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
+    arm(
+        lab,
+        server,
+        serde_json::json!({ "step": step, "when": when }),
+    );
+}
+
+/// Arms the test hook of one server with a fault point (see `server::failover::CrashPoint`).
+fn arm(lab: &Lab, server: &str, point: serde_json::Value) {
     let lab_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
             .unwrap();
@@ -394,7 +403,7 @@ fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
             .unwrap()
             .post(url)
             .header("authorization", format!("Bearer {}", lab.token()))
-            .json(&serde_json::json!({ "step": step, "when": when }))
+            .json(&point)
             .send()
             .await
             .unwrap()
@@ -506,17 +515,13 @@ fn a_crash_of_the_server_running_the_operation_at_every_step_resumes_cleanly() {
         );
         // Users are served by the right pool with every acknowledged write.
         let serving = if kind == 0 { P1 } else { P2 };
-        wait_signed_in(&lab, &bob, serving, "full");
-        let c = format!("sip:cycle{cycle}@contoso.com");
-        assert!(add_contact(&lab, &bob, &c), "write after a crash at {step}");
-        acked.push(c);
-        let now = contacts(&lab, &bob);
-        for c in &acked {
-            assert!(
-                now.contains(c),
-                "{c} lost after a crash at {step} of {cmdlet}: {now:?}"
-            );
-        }
+        served_with_every_write(
+            &lab,
+            &bob,
+            serving,
+            &mut acked,
+            &format!("a crash at {step} of {cmdlet}"),
+        );
         cycle += 1;
     }
     assert_eq!(
@@ -524,4 +529,253 @@ fn a_crash_of_the_server_running_the_operation_at_every_step_resumes_cleanly() {
         failover.len() + failback.len(),
         "every step crashed once"
     );
+}
+
+/// `user` signs in at `serving` in full mode, saves one more contact there, and finds
+/// every contact acknowledged so far (`acked`, which gains the new one).
+fn served_with_every_write(
+    lab: &Lab,
+    user: &str,
+    serving: &str,
+    acked: &mut Vec<String>,
+    after: &str,
+) {
+    wait_signed_in(lab, user, serving, "full");
+    let c = format!("sip:after{}@contoso.com", acked.len());
+    assert!(add_contact(lab, user, &c), "write after {after}");
+    acked.push(c);
+    let now = contacts(lab, user);
+    for c in acked.iter() {
+        assert!(now.contains(c), "{c} lost after {after}: {now:?}");
+    }
+}
+
+/// Starts `line` in a shell on `server` without waiting for it.
+fn spawn_shell(lab: &Lab, server: &str, line: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+        .args(["shell", "--lab", lab.dir(), "--server", server, "-c", line])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `runner` logged more fault lines than `seen`.
+fn wait_held(lab: &Lab, runner: &str, seen: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while holds_logged(lab, runner) == seen {
+        assert!(Instant::now() < deadline, "{runner} never reached the hold");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The process a kill test takes away while the operation holds at a step.
+#[derive(Clone, Copy, Debug)]
+enum Victim {
+    /// The shell that started the operation.
+    Shell,
+    /// A Front End of the backup pool (pool1, which also holds the CMS).
+    BackupPoolServer,
+    /// The other Front End of the home pool, beside the one running the operation.
+    HomePoolServer,
+}
+
+/// Counts the hold lines the runner has logged so far.
+fn holds_logged(lab: &Lab, runner: &str) -> usize {
+    std::fs::read_to_string(format!("{}/logs/{runner}.log", lab.dir()))
+        .unwrap_or_default()
+        .matches("TANDEM_DR_FAULTS: ")
+        .count()
+}
+
+/// At every step of failover and failback: the runner pauses there, `victim` is killed,
+/// the operation finishes or stops, the victim comes back, a stopped operation is resumed,
+/// and then the users are served by the right pool with every acknowledged write.
+fn kill_at_every_step(victim: Victim) {
+    let lab = Lab::up_env(&["--users", "10"], &[("TANDEM_DR_FAULTS", "1")]);
+    let bob = user_of(&lab, P2);
+    let mut acked = vec![];
+    assert!(add_contact(&lab, &bob, "sip:before@contoso.com"));
+    acked.push("sip:before@contoso.com".to_string());
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runner = "pool2-fe1.contoso.com";
+    // Never the victim: reads and resumes go through it.
+    let witness = "pool1-fe2.contoso.com";
+    let steps: [(&str, &[&str]); 2] = [
+        (
+            "Invoke-CsPoolFailOver",
+            &[
+                "Freeze", "Drain", "Verify", "Promote", "Switch", "Apply", "SignOut",
+            ],
+        ),
+        (
+            "Invoke-CsPoolFailBack",
+            &[
+                "Freeze", "Drain", "Verify", "Promote", "Switch", "Apply", "SignOut", "Retire",
+            ],
+        ),
+    ];
+    let mut rounds = 0;
+    for i in 0..8 {
+        for (kind, (cmdlet, names)) in steps.iter().enumerate() {
+            let Some(step) = names.get(i) else { continue };
+            // Bring the pool to the state the cmdlet starts from.
+            let want = if kind == 0 { "Normal" } else { "FailedOver" };
+            if state(&lab, P2)["State"] != want {
+                let other = steps[1 - kind].0;
+                let out = lab.shell(
+                    Some(witness),
+                    &format!("{other} -PoolFqdn pool2.contoso.com"),
+                );
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            let seen = holds_logged(&lab, runner);
+            arm(
+                &lab,
+                runner,
+                serde_json::json!({ "step": step, "when": "hold", "hold_ms": 1500 }),
+            );
+            let mut shell = spawn_shell(
+                &lab,
+                runner,
+                &format!("{cmdlet} -PoolFqdn pool2.contoso.com"),
+            );
+            wait_held(&lab, runner, seen);
+            let killed = match victim {
+                Victim::Shell => {
+                    shell.kill().unwrap();
+                    None
+                }
+                Victim::BackupPoolServer => Some("pool1-fe1.contoso.com"),
+                Victim::HomePoolServer => Some("pool2-fe2.contoso.com"),
+            };
+            if let Some(server) = killed {
+                let out = run(&["lab", "kill", server, "--dir", lab.dir()]);
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            let _ = shell.wait();
+            // The operation goes on without the victim, or stops where it could not.
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let op = loop {
+                let ops = lab.json(Some(witness), "Get-CsDisasterRecoveryOperation");
+                let last = ops
+                    .as_array()
+                    .map_or(ops.clone(), |a| a.last().unwrap().clone());
+                if last["State"] != "Running" {
+                    break last;
+                }
+                assert!(Instant::now() < deadline, "still running: {last}");
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if let Some(server) = killed {
+                let out = run_env(
+                    &["lab", "start", server, "--dir", lab.dir()],
+                    &[("TANDEM_DR_FAULTS", "1")],
+                );
+                assert!(out.status.success(), "{}", stderr(&out));
+            }
+            let id = op["Identity"].as_str().unwrap().to_string();
+            if op["State"] != "Completed" {
+                let out = lab.shell(
+                    Some(witness),
+                    &format!("Resume-CsDisasterRecoveryOperation -Identity {id}"),
+                );
+                assert!(
+                    out.status.success(),
+                    "resume after {victim:?} died at {step} of {cmdlet}: {}{}",
+                    stdout(&out),
+                    stderr(&out)
+                );
+            }
+            let op = operation(&lab, Some(witness), &id);
+            assert_eq!(op["State"], "Completed", "{op}");
+            assert_eq!(op["LostChanges"], 0, "{op}");
+            let (expected, serving) = if kind == 0 {
+                ("FailedOver", P1)
+            } else {
+                ("Normal", P2)
+            };
+            assert_eq!(state(&lab, P2)["State"], expected, "{victim:?} at {step}");
+            served_with_every_write(
+                &lab,
+                &bob,
+                serving,
+                &mut acked,
+                &format!("{victim:?} died at {step} of {cmdlet}"),
+            );
+            rounds += 1;
+        }
+    }
+    assert_eq!(
+        rounds, 15,
+        "every step of failover and failback was held once"
+    );
+}
+
+#[test]
+fn killing_the_shell_at_every_step_leaves_the_operation_running_to_the_end() {
+    kill_at_every_step(Victim::Shell);
+}
+
+#[test]
+fn killing_a_backup_pool_server_at_every_step_is_followed_by_a_clean_resume() {
+    kill_at_every_step(Victim::BackupPoolServer);
+}
+
+#[test]
+fn killing_another_home_pool_server_at_every_step_is_followed_by_a_clean_resume() {
+    kill_at_every_step(Victim::HomePoolServer);
+}
+
+#[test]
+fn an_operation_running_on_a_live_server_cannot_be_resumed_elsewhere() {
+    let lab = Lab::up_env(&["--users", "2"], &[("TANDEM_DR_FAULTS", "1")]);
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let runner = "pool2-fe1.contoso.com";
+    arm(
+        &lab,
+        runner,
+        serde_json::json!({ "step": "Promote", "when": "hold", "hold_ms": 3000 }),
+    );
+    let shell = spawn_shell(
+        &lab,
+        runner,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+    );
+    wait_held(&lab, runner, 0);
+    for (server, line) in [
+        (
+            "pool1-fe2.contoso.com",
+            "Resume-CsDisasterRecoveryOperation -Identity 1",
+        ),
+        (
+            "pool1-fe1.contoso.com",
+            "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+        ),
+        (runner, "Resume-CsDisasterRecoveryOperation -Identity 1"),
+    ] {
+        let out = lab.shell(Some(server), line);
+        assert!(
+            !out.status.success(),
+            "{line} on {server} ran a second runner"
+        );
+        assert!(
+            stderr(&out).contains("is running on pool2-fe1.contoso.com now, at step Promote"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = shell.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let op = operation(&lab, Some("pool1-fe2.contoso.com"), "1");
+    assert_eq!(op["State"], "Completed", "{op}");
+    assert_eq!(op["Runner"], runner, "{op}");
 }

@@ -337,6 +337,39 @@ fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
             "{body}: a reason is given"
         );
     }
+    // A bulk enable larger than one chunk is refused whole, with the limit named.
+    let users: Vec<serde_json::Value> = (0..2_001)
+        .map(|i| {
+            serde_json::json!({
+                "identity": format!("u{i}"),
+                "sip_address": format!("sip:u{i}@contoso.com"),
+                "registrar_pool": "pool1.contoso.com",
+                "ha1": "0123456789abcdef0123456789abcdef",
+            })
+        })
+        .collect();
+    let (status, reply) = rt.block_on(async {
+        let resp = client
+            .post(format!("{base}/api/v1/users/bulk"))
+            .header("authorization", format!("Bearer {}", lab.token))
+            .json(&serde_json::json!({ "users": users }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    });
+    assert_eq!(status, 413, "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 2000"),
+        "{reply}"
+    );
     assert_eq!(
         version(&rt),
         before,
@@ -499,4 +532,25 @@ fn publish_enable_export_and_import_work_against_the_store() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_lab_enables_more_users_than_one_call_takes_in_chunks() {
+    // 2 × 1,500 users are two bulk calls of at most 2,000, two CMS versions.
+    let lab = Lab::up_env(&["--users", "1500"], &[]);
+    let users = lab.json(
+        Some("pool2-fe2.contoso.com"),
+        "Get-CsUser | ConvertTo-Json -Compress",
+    );
+    let users = users.as_array().expect("a list of users");
+    assert_eq!(users.len(), 3_000);
+    let on_pool2 = users
+        .iter()
+        .filter(|u| u["RegistrarPool"] == "pool2.contoso.com")
+        .count();
+    assert_eq!(on_pool2, 1_500);
+    let file: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(lab.path.join("users.json")).unwrap())
+            .unwrap();
+    assert_eq!(file.len(), 3_000, "every user's password is in users.json");
 }
