@@ -106,6 +106,9 @@ pub struct ExportReport {
     pub applicable: bool,
     pub pending: i64,
     pub oldest_pending_ms: Option<i64>,
+    /// The users the pending changes belong to (the first 1,000, sorted).
+    #[serde(default)]
+    pub pending_users: Vec<String>,
     pub acked_seq: i64,
     pub head_seq: i64,
     pub last_sync_at: Option<i64>,

@@ -512,6 +512,11 @@ impl BackupService {
                 applicable,
                 pending: if applicable { backlog.count } else { 0 },
                 oldest_pending_ms: backlog.oldest_committed_at,
+                pending_users: if applicable {
+                    backlog.users
+                } else {
+                    Vec::new()
+                },
                 acked_seq: acked,
                 head_seq: backlog.head_seq,
                 last_sync_at: state.as_ref().and_then(|s| s.last_sync_at),

@@ -328,6 +328,9 @@ pub struct PoolActionReply {
     pub cut: BTreeMap<String, i64>,
     pub last_heard_ms: Option<i64>,
     pub loss: Option<Loss>,
+    /// Promote: what the source pool had not shipped here when it last answered.
+    #[serde(default)]
+    pub heard: Option<crate::heard::HeardBacklog>,
 }
 
 /// The SIP addresses of the users homed on `home`, from this server's replica.
@@ -434,6 +437,12 @@ pub(crate) async fn pool_action(
             reply.users = p.users;
             reply.cut = p.cut.iter().map(|(m, (s, _))| (m.clone(), *s)).collect();
             reply.last_heard_ms = p.cut.values().map(|(_, t)| *t).max();
+            reply.heard = server
+                .partner_backlog
+                .lock()
+                .expect("partner backlog lock")
+                .clone()
+                .filter(|h| h.pool.eq_ignore_ascii_case(&source));
             reply.detail = format!(
                 "{} serves {} users of {home} from the copy {source} shipped: {} items, {} changes queued for {source}",
                 server.pool, p.users, p.items, p.changes_logged
@@ -651,6 +660,47 @@ async fn failover_state(server: &Server, inv: &Invocation) -> Reply {
         warnings,
         cms_version: None,
     })
+}
+
+/// What a disaster failover may lose, before the lost pool can be asked: the changes it
+/// reported unshipped when it last answered (a lower bound), and everything it committed
+/// after its backup copy was last updated.
+fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str) -> Loss {
+    let updated = r.last_heard_ms.map_or("never".into(), format_timestamp);
+    let exactly =
+        format!("counted exactly by Invoke-CsPoolFailBack -PoolFqdn {home} once {source} is back");
+    match &r.heard {
+        Some(h) if h.changes > 0 => Loss {
+            changes: h.changes,
+            users: h.users.clone(),
+            from_ms: h.oldest_ms,
+            to_ms: Some(h.at_ms),
+            exact: false,
+            note: format!(
+                "at least {} changes of {} users: {source} reported them unshipped when it last answered ({}), \
+                 the oldest committed {}; anything it committed later is unknown until then — {exactly}",
+                h.changes,
+                h.users.len(),
+                format_timestamp(h.at_ms),
+                h.oldest_ms.map_or("-".into(), format_timestamp)
+            ),
+        },
+        heard => Loss {
+            exact: false,
+            from_ms: r.last_heard_ms,
+            note: format!(
+                "changes committed on {source} after its backup copy was last updated ({updated}){} — {exactly}",
+                match heard {
+                    Some(h) => format!(
+                        "; it reported nothing unshipped when it last answered ({})",
+                        format_timestamp(h.at_ms)
+                    ),
+                    None => String::new(),
+                }
+            ),
+            ..Loss::default()
+        },
+    }
 }
 
 fn loss_text(loss: &Option<Loss>, op: &Operation) -> String {
@@ -1406,16 +1456,7 @@ async fn run_step(
             if disaster && op.kind == Kind::FailOver {
                 op.cut = r.cut.clone();
                 op.last_heard_ms = r.last_heard_ms;
-                op.loss = Some(Loss {
-                    exact: false,
-                    from_ms: r.last_heard_ms,
-                    note: format!(
-                        "changes committed on {source} after its backup copy was last updated ({}) — counted exactly by \
-                         Invoke-CsPoolFailBack -PoolFqdn {home} once {source} is back",
-                        r.last_heard_ms.map_or("never".into(), format_timestamp)
-                    ),
-                    ..Loss::default()
-                });
+                op.loss = Some(loss_as_last_heard(&r, &source, &home));
             }
             if disaster && op.kind == Kind::FailBack {
                 op.loss = Some(Loss {

@@ -15,6 +15,7 @@ pub mod api;
 mod archive;
 mod exec;
 pub mod failover;
+pub mod heard;
 mod homes;
 pub mod http;
 mod pooldata;
@@ -87,6 +88,8 @@ pub struct Server {
     failover_cache: tokio::sync::Mutex<(i64, Arc<FailoverStates>)>,
     /// Users by home pool (see [`Server::users_homed_on`]).
     homes: tokio::sync::Mutex<homes::HomeIndex>,
+    /// The partner's unshipped user changes, as last heard (see [`heard`]).
+    pub(crate) partner_backlog: std::sync::Mutex<Option<heard::HeardBacklog>>,
     /// The operations this server's engine is running (see [`failover`]).
     pub(crate) running: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Test hook: crash when the operations engine reaches this step (`TANDEM_DR_FAULTS=1`).
@@ -230,6 +233,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         failover_cache: tokio::sync::Mutex::new((-1, Arc::default())),
         homes: tokio::sync::Mutex::default(),
         running: std::sync::Mutex::default(),
+        partner_backlog: std::sync::Mutex::default(),
         crash_at: std::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(address)
@@ -276,6 +280,7 @@ async fn start_front_end_services(server: &Arc<Server>, topology: &Topology) -> 
         .with_context(|| format!("starting the registrar on {sip_at} (UDP and TCP)"))?;
     tokio::spawn(resiliency::watch_partner(server.clone()));
     tokio::spawn(homes::follow(server.clone()));
+    tokio::spawn(heard::follow(server.clone()));
     Ok(())
 }
 

@@ -65,10 +65,24 @@ impl BackEnd {
     /// taken from `root`), creating it and applying migrations as needed.
     pub async fn open(url: &str, root: &Path) -> Result<BackEnd> {
         let file = sqlite_path(url, root)?;
-        let pool = open_sqlite(&file).await?;
         let path = file.display().to_string();
-        migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
-        Ok(BackEnd { pool, path })
+        // The Front Ends of a pool start together and open the same file: while one turns
+        // a new file to WAL, another can be told "locked" without waiting. Try again.
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = async {
+                let pool = open_sqlite(&file).await?;
+                migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
+                Ok::<_, crate::StoreError>(pool)
+            };
+            match attempt.await {
+                Ok(pool) => return Ok(BackEnd { pool, path }),
+                Err(e) if e.is_busy() && started.elapsed() < std::time::Duration::from_secs(10) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub fn path(&self) -> &str {

@@ -131,6 +131,22 @@ async fn open_sqlite(path: &Path) -> Result<sqlx::SqlitePool> {
         })
 }
 
+impl StoreError {
+    /// SQLite said the database is locked (`SQLITE_BUSY`): worth trying again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            StoreError::Database {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == 5), // SQLITE_BUSY and its extended codes
+            _ => false,
+        }
+    }
+}
+
 /// Attaches the database's path to an sqlx error.
 trait Context<T> {
     fn at(self, path: &str) -> Result<T>;

@@ -62,12 +62,17 @@ pub struct ExportState {
 type ExportRow = (String, String, i64, Option<i64>, Option<String>, i64);
 
 /// The changes of one module not yet acknowledged by the backup pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Backlog {
     pub count: i64,
     pub oldest_committed_at: Option<i64>,
     pub head_seq: i64,
+    /// The users the waiting changes belong to, sorted (at most [`BACKLOG_USERS_SHOWN`]).
+    pub users: Vec<String>,
 }
+
+/// The most users a backlog names; the count is always complete.
+pub(crate) const BACKLOG_USERS_SHOWN: i64 = 1_000;
 
 /// How far one module of one source pool has been imported into this backup copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,10 +283,21 @@ impl BackEnd {
         .fetch_one(&self.pool)
         .await
         .at(&self.path)?;
+        let users: Vec<(String,)> = sqlx::query_as(
+            "SELECT DISTINCT sip FROM change_log WHERE module = $1 AND seq > $2
+             ORDER BY sip LIMIT $3",
+        )
+        .bind(module)
+        .bind(acked_seq)
+        .bind(BACKLOG_USERS_SHOWN)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
         Ok(Backlog {
             count,
             oldest_committed_at: oldest,
             head_seq: head,
+            users: users.into_iter().map(|(u,)| u).collect(),
         })
     }
 
@@ -300,6 +316,7 @@ impl BackEnd {
             count,
             oldest_committed_at: oldest,
             head_seq: head,
+            users: Vec::new(),
         })
     }
 

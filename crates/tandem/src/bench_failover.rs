@@ -8,8 +8,9 @@
 //! 2. counts the acknowledged writes that pool1 serves (the planned failover must lose 0);
 //! 3. fails pool2 back and times it, and counts again at pool2;
 //! 4. kills pool2 while a writer is saving contacts, fails it over in disaster mode (timed),
-//!    counts the acknowledged writes pool1 does not have, starts pool2 again, fails back,
-//!    and compares that count with what the operation reports as lost.
+//!    counts the acknowledged writes pool1 does not have and what the operation reports at
+//!    once (what pool2 had not shipped when it last answered), starts pool2 again, fails
+//!    back, and compares that count with what the operation then reports as lost.
 //!
 //! Counts are read from the Back End files directly, as an auditor would, after the
 //! servers have committed them.
@@ -179,11 +180,17 @@ pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Resul
             f["planned_failback_s"].as_f64().unwrap_or(0.0)
         );
         println!(
-            "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported lost after the failback counted them: {}",
+            "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported at failover (unshipped when last heard, a lower bound): {}; reported lost after the failback counted them: {}",
             f["disaster_failover_s"].as_f64().unwrap_or(0.0),
             f["disaster_lost_observed"],
+            f["disaster_reported_at_failover"],
             f["disaster_lost_reported"]
         );
+        if f["disaster_lost_reported"] != f["disaster_lost_observed"] {
+            println!(
+                "  (the count after the failback includes writes pool2 committed as it was killed whose answer never reached the client: committed, so lost, but never acknowledged)"
+            );
+        }
     }
     Ok(())
 }
@@ -274,6 +281,11 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
     )
     .await?;
     let disaster_failover = t2.elapsed();
+    // Before the lost pool is back: what it reported unshipped when it last answered.
+    let at_failover = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
+    let reported_at_failover = op_field(&at_failover, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
     let at_backup = count_in(lab, BACKUP, "disaster-").await?;
     let observed = disaster_acked - at_backup;
     let dir = lab.dir.clone();
@@ -306,6 +318,7 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
         "disaster_failover_s": disaster_failover.as_secs_f64(),
         "disaster_lost_observed": observed,
         "disaster_lost_reported": reported,
+        "disaster_reported_at_failover": reported_at_failover,
         "disaster_failback_s": disaster_failback.as_secs_f64(),
     }))
 }

@@ -645,6 +645,12 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
         let s = &lab.servers[i];
         if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
             signal(pid, Signal::SIGKILL);
+            // The signal is delivered at once, the death a moment later: report it (and
+            // let a `lab start` that follows find it gone) only once it is over.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive(s.pid, &s.fqdn) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             eprintln!("killed {} (pid {pid})", s.fqdn);
         } else {
             eprintln!("{} was not running", s.fqdn);
@@ -657,9 +663,26 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
 pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
     let which = lab.select(selector)?;
-    spawn(&mut lab, &which)?;
-    lab.save()?;
-    runtime().block_on(wait_converged(&lab, &which, Duration::from_secs(60)))?;
+    let rt = runtime();
+    let mut tries = 0;
+    loop {
+        spawn(&mut lab, &which)?;
+        lab.save()?;
+        match rt.block_on(wait_converged(&lab, &which, Duration::from_secs(60))) {
+            Ok(()) => break,
+            // A server that crashed a moment ago can still have looked alive, and so not
+            // been started: start what is not running once more.
+            Err(_)
+                if tries == 0
+                    && which
+                        .iter()
+                        .any(|&i| !alive(lab.servers[i].pid, &lab.servers[i].fqdn)) =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
     for i in which {
         eprintln!(
             "{} running (pid {})",

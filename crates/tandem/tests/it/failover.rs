@@ -258,6 +258,27 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
         assert!(add_contact(&lab, &bob, &c));
         unshipped.push(c);
     }
+    // pool2's status shows them waiting; pool1 asks for it every half second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = lab.json(
+            Some("pool2-fe1.contoso.com"),
+            "Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com | ConvertTo-Json",
+        );
+        let pending: i64 = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["SourcePoolFqdn"] == P2)
+            .filter_map(|r| r["PendingChanges"].as_i64())
+            .sum();
+        if pending == unshipped.len() as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending {pending}: {rows}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1_500));
     let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Without -DisasterMode the failover says to use it.
@@ -274,6 +295,12 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
 
     let out = runbook(&lab, "pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
     assert!(out.contains("counted exactly by"), "{out}");
+    // What pool2 last reported unshipped is reported at once, as a lower bound.
+    assert!(out.contains("at least 4 changes of 1 users"), "{out}");
+    let failover = operation(&lab, Some("pool1-fe2.contoso.com"), "1");
+    assert_eq!(failover["LostChanges"], 4, "{failover}");
+    assert_eq!(failover["LossIsExact"], false, "{failover}");
+    assert_eq!(failover["LostUsers"], serde_json::json!([bob.clone()]));
     wait_signed_in(&lab, &bob, P1, "full");
     let at_pool1 = contacts(&lab, &bob);
     for i in 0..3 {
