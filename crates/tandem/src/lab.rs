@@ -693,6 +693,24 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The pids of `tandem server` processes started for the lab in `dir` (by their
+/// `--backend-root`), whatever lab.json says: what `down` must not leave behind.
+fn strays(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let root = format!("\0--backend-root\0{}\0", dir.display());
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("\0server\0") && format!("{c}\0").contains(&root)
+            })
+        })
+        .collect()
+}
+
 /// `tandem lab down`: SIGTERM, then SIGKILL for what is still there after 10 s.
 pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
@@ -711,6 +729,10 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
             eprintln!("{} did not stop within 10 s; killed", s.fqdn);
         }
         s.pid = None;
+    }
+    for pid in strays(&lab.dir) {
+        signal(pid, Signal::SIGKILL);
+        eprintln!("killed pid {pid}, a server of this lab that lab.json did not list");
     }
     lab.save()?;
     eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
