@@ -853,11 +853,23 @@ async fn import_to_cms(master: &Master, inv: &Invocation) -> Reply {
             changes.push((item.key, None));
         }
     }
+    write_config(
+        master,
+        &changes,
+        &format!("imported {}", inv.text("FileName").unwrap_or_default()),
+    )
+    .await
+}
+
+/// Writes `changes` as one CMS version: the answer of a cmdlet that only changes
+/// configuration (no output; the version, so the caller can wait for its replica).
+pub(crate) async fn write_config(
+    master: &Master,
+    changes: &[(String, Option<String>)],
+    description: &str,
+) -> Reply {
     let info = master
-        .write(
-            &changes,
-            &format!("imported {}", inv.text("FileName").unwrap_or_default()),
-        )
+        .write(changes, description)
         .await
         .map_err(master_error)?;
     Ok(InvokeResponse {

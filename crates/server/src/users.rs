@@ -183,18 +183,12 @@ pub(crate) async fn on_master(master: &Master, inv: &Invocation) -> Reply {
                 enabled: false,
                 ..user
             };
-            let info = master
-                .write(
-                    &[(user_key(&disabled.sip_address), Some(json(&disabled)))],
-                    &format!("Disable-CsUser {}", disabled.sip_address),
-                )
-                .await
-                .map_err(crate::exec::master_error)?;
-            Ok(InvokeResponse {
-                output: Output::None,
-                warnings: vec![],
-                cms_version: Some(info.version),
-            })
+            crate::exec::write_config(
+                master,
+                &[(user_key(&disabled.sip_address), Some(json(&disabled)))],
+                &format!("Disable-CsUser {}", disabled.sip_address),
+            )
+            .await
         }
         "Set-CsBackupServiceConfiguration" => {
             if let Some(identity) = inv.text("Identity")
@@ -224,18 +218,12 @@ pub(crate) async fn on_master(master: &Master, inv: &Invocation) -> Reply {
             let settings = BackupSettings {
                 sync_interval_secs: secs,
             };
-            let info = master
-                .write(
-                    &[(BACKUP_SETTINGS.to_string(), Some(json(&settings)))],
-                    &format!("Set-CsBackupServiceConfiguration -SyncInterval {secs}s"),
-                )
-                .await
-                .map_err(crate::exec::master_error)?;
-            Ok(InvokeResponse {
-                output: Output::None,
-                warnings: vec![],
-                cms_version: Some(info.version),
-            })
+            crate::exec::write_config(
+                master,
+                &[(BACKUP_SETTINGS.to_string(), Some(json(&settings)))],
+                &format!("Set-CsBackupServiceConfiguration -SyncInterval {secs}s"),
+            )
+            .await
         }
         other => Err(internal(format!("{other} is not a user cmdlet"))),
     }

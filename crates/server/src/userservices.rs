@@ -222,6 +222,15 @@ fn check_segment(what: &str, value: &str) -> Result<(), Response> {
     }
 }
 
+/// A JSON body, or the rejection with what the body should have been.
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, Response> {
+    body.map(|Json(b)| b)
+        .map_err(|e| error(e.status(), format!("{expected}: {}", e.body_text())))
+}
+
 fn backend(server: &Server) -> Result<&store::BackEnd, Response> {
     server
         .backend
@@ -383,17 +392,9 @@ async fn put_contact(
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let Json(entry) = match body {
+    let entry = match json_body(body, "the contact is not {\"group\", \"display_name\"}") {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                e.status(),
-                format!(
-                    "the contact is not {{\"group\", \"display_name\"}}: {}",
-                    e.body_text()
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     let value = serde_json::to_string(&entry).expect("contacts serialise");
     write(
@@ -464,17 +465,12 @@ async fn put_meeting(
     if let Err(r) = check_segment("meeting id", &id) {
         return r;
     }
-    let Json(meeting) = match body {
+    let meeting = match json_body(
+        body,
+        "the meeting is not {\"subject\", \"start\", \"end\", \"attendees\"}",
+    ) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                e.status(),
-                format!(
-                    "the meeting is not {{\"subject\", \"start\", \"end\", \"attendees\"}}: {}",
-                    e.body_text()
-                ),
-            );
-        }
+        Err(r) => return r,
     };
     let value = serde_json::to_string(&meeting).expect("meetings serialise");
     write(
@@ -654,14 +650,9 @@ async fn put_setting(
     if let Err(r) = check_segment("setting", &name) {
         return r;
     }
-    let Json(value) = match body {
+    let value = match json_body(body, "a setting is any JSON value") {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                e.status(),
-                format!("a setting is any JSON value: {}", e.body_text()),
-            );
-        }
+        Err(r) => return r,
     };
     write(
         &server,

@@ -96,11 +96,7 @@ impl BackEnd {
         items: &[(String, Option<String>)],
         description: &str,
     ) -> Result<bool> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_version")
             .fetch_one(&mut *tx)
             .await
@@ -118,11 +114,7 @@ impl BackEnd {
     /// epoch, which fences the previous master.
     pub async fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<(bool, Lease)> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let current = lease_in(&mut tx, &self.path).await?;
         let lease = match current {
             Some(l) if l.expires_at > now && l.holder != holder => {
@@ -193,11 +185,7 @@ impl BackEnd {
         changes: &[(String, Option<String>)],
         description: &str,
     ) -> Result<Result<VersionInfo, WriteRefused>> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let lease = lease_in(&mut tx, &self.path).await?;
         match &lease {
             Some(l) if l.holder == holder && l.epoch == epoch && l.expires_at > now_ms() => {}

@@ -141,11 +141,7 @@ impl BackEnd {
         users: &[String],
     ) -> Result<Promotion> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         load_users(&mut tx, &self.path, users).await?;
         let deleted = sqlx::query(
             "INSERT INTO change_log (module, sip, key, value, committed_at)
@@ -212,11 +208,7 @@ impl BackEnd {
     /// Drops the data of `users` from this pool (logged, so the partner's backup copy of
     /// this pool drops it too). Returns how many items went.
     pub async fn retire_users(&self, users: &[String]) -> Result<i64> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         load_users(&mut tx, &self.path, users).await?;
         sqlx::query(
             "INSERT INTO change_log (module, sip, key, value, committed_at)
@@ -238,11 +230,7 @@ impl BackEnd {
 
     /// Removes every registration of `users`. Returns how many bindings went.
     pub async fn unregister_users(&self, users: &[String]) -> Result<i64> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         load_users(&mut tx, &self.path, users).await?;
         let gone = sqlx::query("DELETE FROM registration WHERE aor IN (SELECT sip FROM dr_users)")
             .execute(&mut *tx)

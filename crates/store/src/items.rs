@@ -100,4 +100,18 @@ impl ItemTable {
             .at(path)?;
         Ok(())
     }
+
+    /// Writes items, each with its own version (inside the caller's transaction).
+    pub(crate) async fn upsert_items<'a>(
+        &self,
+        conn: &mut SqliteConnection,
+        path: &str,
+        items: impl IntoIterator<Item = &'a Item>,
+    ) -> Result<()> {
+        for item in items {
+            self.upsert(conn, path, &item.key, item.value.as_deref(), item.version)
+                .await?;
+        }
+        Ok(())
+    }
 }

@@ -147,6 +147,16 @@ impl StoreError {
     }
 }
 
+/// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`):
+/// a writer then waits its turn under the busy timeout, instead of failing when a read
+/// transaction would have to be upgraded.
+async fn begin_write<'a>(
+    pool: &'a sqlx::SqlitePool,
+    path: &str,
+) -> Result<sqlx::Transaction<'a, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await.at(path)
+}
+
 /// Attaches the database's path to an sqlx error.
 trait Context<T> {
     fn at(self, path: &str) -> Result<T>;

@@ -65,7 +65,7 @@ pub(crate) async fn run(
     .execute(pool)
     .await
     .at(path)?;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.at(path)?;
+    let mut tx = crate::begin_write(pool, path).await?;
     let (current,): (i64,) =
         sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM tandem_migrations")
             .fetch_one(&mut *tx)

@@ -94,11 +94,7 @@ impl ReplicaStore {
 
     /// Stores a batch of changes from the master (see [`ApplyOutcome`]).
     pub async fn apply(&self, batch: &Batch<'_>, now: i64) -> Result<ApplyOutcome> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let (version, epoch, master): (i64, i64, String) =
             sqlx::query_as("SELECT version, epoch, master_fqdn FROM replica_state WHERE id = 1")
                 .fetch_one(&mut *tx)
@@ -113,17 +109,8 @@ impl ReplicaStore {
         if batch.from_version > version {
             return Ok(ApplyOutcome::Gap { version });
         }
-        for item in batch.items.iter().filter(|i| i.version > version) {
-            REPLICA
-                .upsert(
-                    &mut tx,
-                    &self.path,
-                    &item.key,
-                    item.value.as_deref(),
-                    item.version,
-                )
-                .await?;
-        }
+        let newer: Vec<&Item> = batch.items.iter().filter(|i| i.version > version).collect();
+        REPLICA.upsert_items(&mut tx, &self.path, newer).await?;
         let (new_version, created) = if batch.to_version > version {
             (batch.to_version, Some(batch.to_version_created_at))
         } else {
@@ -152,26 +139,12 @@ impl ReplicaStore {
     /// Replaces the whole replica (seeding a server, `Import-CsConfiguration -LocalStore`).
     /// The epoch is kept: seeding must not let a fenced master back in.
     pub async fn replace_all(&self, version: i64, created_at: i64, items: &[Item]) -> Result<()> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         sqlx::query("DELETE FROM replica_item")
             .execute(&mut *tx)
             .await
             .at(&self.path)?;
-        for item in items {
-            REPLICA
-                .upsert(
-                    &mut tx,
-                    &self.path,
-                    &item.key,
-                    item.value.as_deref(),
-                    item.version,
-                )
-                .await?;
-        }
+        REPLICA.upsert_items(&mut tx, &self.path, items).await?;
         sqlx::query(
             "UPDATE replica_state SET version = $1, last_update_creation = $2 WHERE id = 1",
         )

@@ -179,11 +179,7 @@ impl BackEnd {
         changes: &[UserChange],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         crate::failover::check_fence(&mut tx, &self.path, home_pool).await?;
         let mut last = 0;
         for change in changes {
@@ -410,11 +406,7 @@ impl BackEnd {
     /// Takes or renews the Backup Service lease for `holder`: true when it holds it.
     pub async fn acquire_backup_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let current: Option<(String, i64)> =
             sqlx::query_as("SELECT holder, expires_at FROM backup_lease WHERE id = 1")
                 .fetch_optional(&mut *tx)
@@ -468,11 +460,7 @@ impl BackEnd {
         changes: &[Change],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let applied = import_seq_in(&mut tx, &self.path, source_pool, module).await?;
         let mut through = applied;
         for change in changes.iter().filter(|c| c.seq > applied) {
@@ -525,11 +513,7 @@ impl BackEnd {
         through_seq: i64,
     ) -> Result<()> {
         let now = now_ms();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         sqlx::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
             .bind(source_pool)
             .bind(module)
@@ -688,11 +672,7 @@ impl BackEnd {
     /// Applies CMS versions shipped from the active master to this standby copy, skipping
     /// any it already has. Returns the newest version held afterwards.
     pub async fn import_cms_versions(&self, versions: &[(VersionInfo, Vec<Item>)]) -> Result<i64> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .at(&self.path)?;
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let (mut have,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
                 .fetch_one(&mut *tx)
