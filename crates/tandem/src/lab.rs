@@ -103,12 +103,47 @@ impl LabFile {
     }
 }
 
-/// Whether `pid` is a live tandem server for `fqdn` (a recycled pid is not).
-fn alive(pid: Option<u32>, fqdn: &str) -> bool {
-    let Some(pid) = pid else { return false };
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains(fqdn))
-        .unwrap_or(false)
+impl LabServer {
+    /// Whether this server's recorded pid is still this server: a live process (not a
+    /// thread: `/proc` answers for thread ids too) whose command line names this server's
+    /// own data folder. Every lab uses the same server names, and pids and thread ids are
+    /// recycled within seconds when many labs run at once; matching only the name once let
+    /// one test's `lab down` stop another test's server.
+    pub(crate) fn alive(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        // A process that has only just been spawned shows an empty command line for a
+        // moment (its parent wakes while the kernel is still copying the arguments in), as
+        // a zombie does for good: wait out the first, never the second.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let cmdline = loop {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if field("Tgid:") != pid.to_string() || field("State:").starts_with('Z') {
+                return false;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            if !cmdline.is_empty() || Instant::now() > deadline {
+                break cmdline;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let data_dir = self.data_dir.as_os_str().as_encoded_bytes();
+        args.windows(2)
+            .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
+            && args.contains(&self.fqdn.as_bytes())
+    }
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -262,7 +297,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the lab folder {}", options.dir.display()))?;
     let dir = std::path::absolute(&options.dir)?;
     if let Ok(existing) = LabFile::load(&dir)
-        && existing.servers.iter().any(|s| alive(s.pid, &s.fqdn))
+        && existing.servers.iter().any(|s| s.alive())
     {
         bail!(
             "a lab is already running in {}; stop it with `tandem lab down --dir {}` or use another --dir",
@@ -382,7 +417,7 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     for &i in which {
         let s = &mut lab.servers[i];
-        if alive(s.pid, &s.fqdn) {
+        if s.alive() {
             continue;
         }
         let log = std::fs::OpenOptions::new()
@@ -439,7 +474,7 @@ pub(crate) async fn all_up_to_date(
     let via = lab
         .servers
         .iter()
-        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && alive(s.pid, &s.fqdn))
+        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && s.alive())
         .ok_or_else(|| anyhow!("no server of the CMS pool {} is running", lab.cms_pool))?;
     let reply = call(
         client,
@@ -484,7 +519,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
             if ok {
                 break;
             }
-            if !alive(s.pid, &s.fqdn) {
+            if !s.alive() {
                 bail!(
                     "{} exited while starting; the end of its log {}:\n{}",
                     s.fqdn,
@@ -505,7 +540,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
     if !lab
         .servers
         .iter()
-        .any(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && alive(s.pid, &s.fqdn))
+        .any(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && s.alive())
     {
         return Ok(());
     }
@@ -577,7 +612,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut rows = Vec::new();
     for s in &lab.servers {
-        let health: Option<server::api::Health> = if alive(s.pid, &s.fqdn) {
+        let health: Option<server::api::Health> = if s.alive() {
             rt.block_on(async {
                 client
                     .get(format!("{}/health", s.base_url()))
@@ -592,7 +627,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         } else {
             None
         };
-        let state = match (&health, alive(s.pid, &s.fqdn)) {
+        let state = match (&health, s.alive()) {
             (Some(_), _) => "running",
             (None, true) => "not answering",
             (None, false) => "stopped",
@@ -600,7 +635,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         rows.push(serde_json::json!({
             "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
             "address": format!("{}:{}", s.address, s.management_port),
-            "pid": if alive(s.pid, &s.fqdn) { s.pid } else { None },
+            "pid": if s.alive() { s.pid } else { None },
             "state": state,
             "replica_version": health.as_ref().map(|h| h.replica_version),
             "cms_master": health.as_ref().is_some_and(|h| h.cms_master),
@@ -643,12 +678,12 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
     let lab = LabFile::load(dir)?;
     for i in lab.select(selector)? {
         let s = &lab.servers[i];
-        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
             signal(pid, Signal::SIGKILL);
             // The signal is delivered at once, the death a moment later: report it (and
             // let a `lab start` that follows find it gone) only once it is over.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while alive(s.pid, &s.fqdn) && Instant::now() < deadline {
+            while s.alive() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             eprintln!("killed {} (pid {pid})", s.fqdn);
@@ -672,12 +707,7 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
             Ok(()) => break,
             // A server that crashed a moment ago can still have looked alive, and so not
             // been started: start what is not running once more.
-            Err(_)
-                if tries == 0
-                    && which
-                        .iter()
-                        .any(|&i| !alive(lab.servers[i].pid, &lab.servers[i].fqdn)) =>
-            {
+            Err(_) if tries == 0 && which.iter().any(|&i| !lab.servers[i].alive()) => {
                 tries += 1;
             }
             Err(e) => return Err(e),
@@ -715,16 +745,16 @@ fn strays(dir: &Path) -> Vec<u32> {
 pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
     for s in &lab.servers {
-        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
             signal(pid, Signal::SIGTERM);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.servers.iter().any(|s| alive(s.pid, &s.fqdn)) && Instant::now() < deadline {
+    while lab.servers.iter().any(|s| s.alive()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     for s in &mut lab.servers {
-        if let Some(pid) = s.pid.filter(|_| alive(s.pid, &s.fqdn)) {
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
             signal(pid, Signal::SIGKILL);
             eprintln!("{} did not stop within 10 s; killed", s.fqdn);
         }
@@ -737,4 +767,65 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     lab.save()?;
     eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(pid: u32, data_dir: &str) -> LabServer {
+        LabServer {
+            fqdn: "pool1-fe1.contoso.com".into(),
+            role: "FrontEnd".into(),
+            pool: "pool1.contoso.com".into(),
+            site: "Site1".into(),
+            address: "127.0.0.1".into(),
+            management_port: 4444,
+            pid: Some(pid),
+            data_dir: data_dir.into(),
+            log: "/dev/null".into(),
+            sip_port: 0,
+            user_services_port: 0,
+        }
+    }
+
+    #[test]
+    fn a_server_is_known_by_its_pid_name_and_own_data_folder_only() {
+        // A stand-in process whose command line reads like a server's.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "read line",
+                "server",
+                "--fqdn",
+                "pool1-fe1.contoso.com",
+                "--data-dir",
+                "/labs/a/servers/pool1-fe1.contoso.com",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(server(pid, "/labs/a/servers/pool1-fe1.contoso.com").alive());
+        // The same name in another lab's folder is another server.
+        assert!(!server(pid, "/labs/b/servers/pool1-fe1.contoso.com").alive());
+        // A thread id answers in /proc like a pid, but is no server.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let me = std::env::current_exe().unwrap();
+        let mut own = server(tid, me.to_str().unwrap());
+        own.fqdn = me.to_string_lossy().into_owned();
+        assert!(!own.alive());
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!server(pid, "/labs/a/servers/pool1-fe1.contoso.com").alive());
+        assert!(!server(u32::MAX, "/x").alive());
+    }
 }
