@@ -21,6 +21,9 @@ pub mod keys {
     pub const TOPOLOGY_ACTIVE: &str = "topology/active";
     /// The topology most recently published; `Enable-CsTopology` makes it active.
     pub const TOPOLOGY_PUBLISHED: &str = "topology/published";
+    /// The Location Information Service data (E9-1-1 locations, subnets, switches), under
+    /// this prefix: what `Export-/Import-CsLisConfiguration` move.
+    pub const LIS_PREFIX: &str = "lis/";
 }
 
 /// The HTTP header carrying the deployment's admin token.

@@ -37,6 +37,9 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const PUSH_TIMEOUT_PER_ITEM: Duration = Duration::from_millis(2);
 /// A replica's status row is rewritten at least this often while it answers.
 const STATUS_REFRESH_MS: i64 = 5_000;
+/// How long a master that has just taken the lease waits for its first push round (the
+/// check that no store of a later term is active) before it takes writes.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 /// This server's part in the master role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +116,9 @@ struct Inner {
     fta_running: AtomicBool,
     role: watch::Sender<Role>,
     wake: Notify,
+    /// Wakes the lease task before its period ends (a failover just gave this server the
+    /// lease).
+    lease_wake: Notify,
     rounds: watch::Sender<u64>,
     acked: Mutex<HashMap<String, Acked>>,
     /// Serialises read-modify-write changes made through this master.
@@ -138,6 +144,7 @@ impl Master {
             fta_running: AtomicBool::new(true),
             role: watch::Sender::new(Role::Standby { holder: None }),
             wake: Notify::new(),
+            lease_wake: Notify::new(),
             rounds: watch::Sender::new(0),
             acked: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
@@ -178,6 +185,11 @@ impl Master {
         if !running {
             step_down(&self.inner).await;
         }
+    }
+
+    /// Renews or takes the lease now rather than at the lease task's next turn.
+    pub fn claim_now(&self) {
+        self.inner.lease_wake.notify_one();
     }
 
     /// Starts or stops the `FTA` service.
@@ -273,16 +285,28 @@ async fn lease_task(inner: Arc<Inner>) {
                         Role::Active { epoch, .. } if epoch == lease.epoch
                     );
                     if !was_active {
-                        tracing::info!(
-                            epoch = lease.epoch,
-                            "became the active Central Management master"
-                        );
                         inner.acked.lock().await.clear();
-                        inner.role.send_replace(Role::Active {
-                            epoch: lease.epoch,
-                            since: lease.acquired_at,
-                        });
-                        inner.wake.notify_one();
+                        // Before taking a single write, push once: a replica that follows
+                        // a newer store (this one was failed over while it was away)
+                        // says so, and this store steps down instead.
+                        let probe = tokio::time::timeout(
+                            PROBE_TIMEOUT,
+                            push_round(&inner, lease.epoch, &mut None),
+                        )
+                        .await;
+                        if let Ok(Ok(Some(newer))) = probe {
+                            fence_self(&inner, newer).await;
+                        } else {
+                            tracing::info!(
+                                epoch = lease.epoch,
+                                "became the active Central Management master"
+                            );
+                            inner.role.send_replace(Role::Active {
+                                epoch: lease.epoch,
+                                since: lease.acquired_at,
+                            });
+                            inner.wake.notify_one();
+                        }
                     }
                 }
                 Ok((false, lease)) => {
@@ -290,7 +314,7 @@ async fn lease_task(inner: Arc<Inner>) {
                         tracing::warn!(holder = %lease.holder, "lost the master lease");
                     }
                     inner.role.send_replace(Role::Standby {
-                        holder: Some(lease.holder),
+                        holder: Some(lease.holder).filter(|h| !h.is_empty()),
                     });
                 }
                 Err(e) => {
@@ -301,6 +325,7 @@ async fn lease_task(inner: Arc<Inner>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
+            _ = inner.lease_wake.notified() => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -319,9 +344,12 @@ async fn push_task(inner: Arc<Inner>) {
         };
         if let Some(epoch) = epoch
             && inner.fta_running.load(Ordering::SeqCst)
-            && let Err(e) = push_round(&inner, epoch, &mut cached).await
         {
-            tracing::warn!(error = %e, "replication round failed");
+            match push_round(&inner, epoch, &mut cached).await {
+                Ok(Some(newer)) => fence_self(&inner, newer).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "replication round failed"),
+            }
         }
         inner.rounds.send_modify(|r| *r += 1);
         tokio::select! {
@@ -332,14 +360,79 @@ async fn push_task(inner: Arc<Inner>) {
     }
 }
 
+/// A replica's word that a store of a later term is active: its master and epoch.
+#[derive(Debug, Clone)]
+struct Newer {
+    master: String,
+    epoch: i64,
+}
+
+/// This store was failed over while its master was away or cut off: step down, ask the
+/// new master where its term started, and turn this store into a standby of it (the
+/// versions committed here after that are recorded as lost). If the new master cannot
+/// be asked, only step down: the lease task will try again, and never takes a write first.
+async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
+    tracing::warn!(
+        master = %newer.master,
+        epoch = newer.epoch,
+        "a Central Management store of a later term is active; this one steps down"
+    );
+    step_down(inner).await;
+    inner.role.send_replace(Role::Standby {
+        holder: Some(newer.master.clone()),
+    });
+    let report = async {
+        let text = inner.backend.get(keys::TOPOLOGY_ACTIVE).await.ok()??;
+        let topology = Topology::from_toml(&text).ok()?;
+        let server = topology.server(&newer.master)?;
+        let pool = server.pool_fqdn.to_string();
+        let base = format!(
+            "http://{}:{}",
+            server.server.address, topology.ports.management
+        );
+        let report =
+            crate::protocol::fetch_role(&inner.client, &base, &inner.token, PUSH_TIMEOUT).await?;
+        (report.active && store::term_of(report.epoch) > 0).then_some((pool, report))
+    }
+    .await;
+    let Some((pool, report)) = report else {
+        return;
+    };
+    match inner
+        .backend
+        .demote_cms(&pool, report.term_start, report.epoch)
+        .await
+    {
+        Ok(lost) if lost.is_empty() => {
+            tracing::warn!(active_pool = %pool, "this Central Management store is now a standby");
+        }
+        Ok(lost) => {
+            let versions: Vec<String> = lost
+                .iter()
+                .map(|l| format!("{} ({})", l.version, l.description))
+                .collect();
+            tracing::warn!(
+                active_pool = %pool,
+                lost = lost.len(),
+                versions = %versions.join(", "),
+                "this Central Management store is now a standby; the versions it committed after the failover never reached the new store and are lost"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not turn this store into a standby"),
+    }
+}
+
+/// One push to every server. Returns the newest store a replica says it follows, when
+/// that store is of a later term than this one.
 async fn push_round(
     inner: &Arc<Inner>,
     epoch: i64,
     cached: &mut Option<(i64, Arc<Vec<Target>>)>,
-) -> Result<(), MasterError> {
+) -> Result<Option<Newer>, MasterError> {
     let Some(current) = inner.backend.current_version().await? else {
-        return Ok(());
+        return Ok(None);
     };
+    let term_start = inner.backend.cms_role().await?.term_start;
     // The topology can only have changed with the version: parse it again only then.
     let targets = match cached {
         Some((v, t)) if *v == current.version => t.clone(),
@@ -364,13 +457,31 @@ async fn push_round(
         let current = current.clone();
         let batches = batches.clone();
         set.spawn(async move {
-            if let Err(e) = push_one(&inner, &batches, epoch, &current, &target).await {
-                tracing::debug!(replica = %target.fqdn, error = %e, "push failed");
+            match push_one(&inner, &batches, epoch, term_start, &current, &target).await {
+                Err(PushError::Fenced {
+                    master,
+                    epoch: theirs,
+                }) if store::term_of(theirs) > store::term_of(epoch) => Some(Newer {
+                    master,
+                    epoch: theirs,
+                }),
+                Err(e) => {
+                    tracing::debug!(replica = %target.fqdn, error = %e, "push failed");
+                    None
+                }
+                Ok(()) => None,
             }
         });
     }
-    while set.join_next().await.is_some() {}
-    Ok(())
+    let mut newest: Option<Newer> = None;
+    while let Some(joined) = set.join_next().await {
+        if let Ok(Some(n)) = joined
+            && newest.as_ref().is_none_or(|b| n.epoch > b.epoch)
+        {
+            newest = Some(n);
+        }
+    }
+    Ok(newest)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -395,15 +506,23 @@ async fn push_one(
     inner: &Inner,
     batches: &Batches,
     epoch: i64,
+    term_start: i64,
     current: &VersionInfo,
     target: &Target,
 ) -> Result<(), PushError> {
     let key = target.fqdn.to_ascii_lowercase();
     let known = inner.acked.lock().await.get(&key).copied();
     let mut from = known.map_or(current.version, |a| a.version);
+    let mut replace = false;
     for _ in 0..64 {
         let cached = batches.lock().await.get(&from).cloned();
         let batch = match cached {
+            // The whole configuration, for a replica that diverged.
+            _ if replace => Arc::new((
+                inner.backend.items().await?,
+                current.version,
+                current.created_at,
+            )),
             Some(b) => b,
             None => {
                 let (items, to) = batch(&inner.backend, from, current.version).await?;
@@ -429,6 +548,8 @@ async fn push_one(
             to_version: (*to).max(from),
             to_version_created_at: *to_created,
             items: items.clone(),
+            term_start,
+            replace,
         };
         let url = format!(
             "http://{}:{}/internal/v1/replica/sync",
@@ -447,6 +568,7 @@ async fn push_one(
         }
         match response.json::<SyncResponse>().await? {
             SyncResponse::Applied { version } => {
+                replace = false;
                 record(inner, &key, target, version, known).await?;
                 if version >= current.version {
                     return Ok(());
@@ -454,6 +576,14 @@ async fn push_one(
                 from = version;
             }
             SyncResponse::Gap { version } => from = version,
+            SyncResponse::Diverged { version } => {
+                tracing::info!(
+                    replica = %target.fqdn,
+                    version,
+                    "the replica holds versions of a fenced store; sending it the whole configuration"
+                );
+                replace = true;
+            }
             SyncResponse::Fenced { epoch, master_fqdn } => {
                 return Err(PushError::Fenced {
                     master: master_fqdn,

@@ -19,6 +19,14 @@ pub struct SyncRequest {
     /// When `to_version` was created (unix ms): the replica's `LastUpdateCreation`.
     pub to_version_created_at: i64,
     pub items: Vec<Item>,
+    /// The version the master's term started at: a replica of a new term that holds more
+    /// than this has versions of a fenced store and answers [`SyncResponse::Diverged`].
+    #[serde(default)]
+    pub term_start: i64,
+    /// The items are the whole configuration at `to_version`: the replica replaces
+    /// everything it holds.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// The replica's answer.
@@ -31,6 +39,9 @@ pub enum SyncResponse {
     Gap { version: i64 },
     /// The replica follows a newer master (`epoch`): the sender is fenced.
     Fenced { epoch: i64, master_fqdn: String },
+    /// The replica holds versions (up to `version`) that the master's store never had:
+    /// send the whole configuration.
+    Diverged { version: i64 },
 }
 
 /// What a Front End of the CMS pool says about its master role
@@ -43,4 +54,34 @@ pub struct RoleReport {
     pub epoch: i64,
     /// The lease holder this server last saw, when it knows one.
     pub holder: Option<String>,
+    /// The role of the CMS copy in this server's Back End (`Active`, `Moving`, `Backup`),
+    /// when it runs the Central Management services.
+    #[serde(default)]
+    pub store_mode: Option<String>,
+    /// The version the store's current term started at.
+    #[serde(default)]
+    pub term_start: i64,
+}
+
+/// The path of [`RoleReport`] on every server's management API.
+pub const ROLE_PATH: &str = "/internal/v1/cms/role";
+
+/// Asks the server at `base` (`http://address:port`) for its [`RoleReport`]; `None` when it
+/// does not answer in time or answers something else.
+pub async fn fetch_role(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    timeout: std::time::Duration,
+) -> Option<RoleReport> {
+    client
+        .get(format!("{base}{ROLE_PATH}"))
+        .header(crate::TOKEN_HEADER, crate::bearer(token))
+        .timeout(timeout)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }

@@ -106,6 +106,8 @@ impl ReplicaAgent {
             to_version: req.to_version,
             to_version_created_at: req.to_version_created_at,
             items: &req.items,
+            term_start: req.term_start,
+            replace: req.replace,
         };
         let outcome = self.store.apply(&batch, store::now_ms()).await?;
         Ok(match outcome {
@@ -114,6 +116,7 @@ impl ReplicaAgent {
                 SyncResponse::Applied { version }
             }
             ApplyOutcome::Gap { version } => SyncResponse::Gap { version },
+            ApplyOutcome::Diverged { version } => SyncResponse::Diverged { version },
             ApplyOutcome::Fenced { epoch, master_fqdn } => {
                 SyncResponse::Fenced { epoch, master_fqdn }
             }

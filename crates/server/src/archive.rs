@@ -108,6 +108,24 @@ pub(crate) fn read(path: &Path) -> Result<Configuration, String> {
     )
 }
 
+/// Reads an `Export-CsLisConfiguration` file: a configuration export holding only
+/// Location Information Service items.
+pub(crate) fn read_lis(path: &Path) -> Result<Configuration, String> {
+    let config = read(path)?;
+    if let Some(other) = config
+        .items
+        .iter()
+        .find(|i| !i.key.starts_with(cms::keys::LIS_PREFIX))
+    {
+        return Err(format!(
+            "{} is not an Export-CsLisConfiguration file (it holds {}); Import-CsConfiguration and -ConfigurationFileName take whole configurations",
+            path.display(),
+            other.key
+        ));
+    }
+    Ok(config)
+}
+
 /// Writes a user-data export with the files its content items refer to.
 pub(crate) fn write_user_data(
     path: &Path,

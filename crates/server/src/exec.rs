@@ -18,9 +18,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use cmdlet::catalogue::spec::Capability;
 use cmdlet::{Field, Invocation, Output, Record};
+use cms::keys;
 use cms::master::{Master, MasterError, Role, targets};
-use cms::protocol::RoleReport;
-use cms::{bearer, keys};
 use serde_json::Value;
 use store::{Item, WriteRefused, format_timestamp, now_ms};
 use topology::edit::{Edit, edge_pool_of};
@@ -35,9 +34,9 @@ use crate::{Server, records};
 /// How long a change waits for this server's replica before answering anyway.
 const OWN_REPLICA_WAIT: Duration = Duration::from_secs(3);
 
-type Reply = Result<InvokeResponse, ApiError>;
+pub(crate) type Reply = Result<InvokeResponse, ApiError>;
 
-fn output(output: Output) -> InvokeResponse {
+pub(crate) fn output(output: Output) -> InvokeResponse {
     InvokeResponse {
         output,
         warnings: Vec::new(),
@@ -45,11 +44,11 @@ fn output(output: Output) -> InvokeResponse {
     }
 }
 
-fn bad_request(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-fn conflict(message: impl Into<String>) -> ApiError {
+pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, message)
 }
 
@@ -76,6 +75,10 @@ pub(crate) async fn invoke(
         // The engine prints its own -WhatIf plan: steps, users, data at risk.
         return crate::failover::route(server, &inv).await;
     }
+    if name == "Invoke-CsManagementServerFailover" || name == "Get-CsDatabaseMirrorState" {
+        // -WhatIf shows which pool hosts the store and what would change.
+        return crate::cmsfailover::route(server, &request, &inv, forwarded).await;
+    }
     if inv.cmdlet.changes_state && inv.switch("WhatIf") {
         return Ok(output(Output::Text(format!(
             "What if: {} would run on {}. Nothing was changed.",
@@ -101,6 +104,8 @@ pub(crate) async fn invoke(
         | "Invoke-CsManagementStoreReplication"
         | "Export-CsConfiguration"
         | "Import-CsConfiguration"
+        | "Export-CsLisConfiguration"
+        | "Import-CsLisConfiguration"
         | "Publish-CsTopology"
         | "Enable-CsTopology"
         | "Set-CsEdgePoolNextHop"
@@ -125,6 +130,9 @@ pub(crate) async fn invoke(
         | "Debug-CsInterPoolReplication"
         | "Export-CsUserData"
         | "Import-CsUserData" => crate::pooldata::route(server, &request, &inv, forwarded).await,
+        _ if inv.cmdlet.capability == Capability::CmsFailover => {
+            crate::cmsfailover::route(server, &request, &inv, forwarded).await
+        }
         _ if inv.cmdlet.capability == Capability::Shell => Err(bad_request(format!(
             "{name} runs in the shell itself, not on a server; run it in `tandem shell`"
         ))),
@@ -214,38 +222,31 @@ pub(crate) enum MasterAt<'a> {
 /// Finds the active master: this server, or the Front End of the CMS pool that says it
 /// holds the lease with the highest epoch.
 pub(crate) async fn locate_master(server: &Server) -> Result<MasterAt<'_>, String> {
-    if let Some(m) = &server.master
+    if let Some(m) = server.master()
         && matches!(m.role(), Role::Active { .. })
     {
         return Ok(MasterAt::Here(m));
     }
     let topology = server.replica.topology();
     let cms_pool = topology.deployment.cms_pool.clone();
+    // The Front Ends of the CMS pool and of its partner, which holds the standby store:
+    // a replica that has not heard of a CMS failover yet still finds the new master.
     let candidates: Vec<_> = topology
-        .front_end_pool(&cms_pool)
-        .map(|p| p.servers.clone())
-        .unwrap_or_default()
-        .into_iter()
+        .front_end_pools
+        .iter()
+        .filter(|p| crate::hosts_cms_services(&topology, &p.fqdn))
+        .flat_map(|p| p.servers.clone())
         .filter(|s| !s.fqdn.eq_ignore_ascii_case(&server.fqdn))
         .collect();
     let port = topology.ports.management;
     let mut set = tokio::task::JoinSet::new();
     for s in &candidates {
         let client = server.client.clone();
-        let url = format!("http://{}:{port}/internal/v1/cms/role", s.address);
-        let auth = bearer(&server.token);
+        let token = server.token.clone();
         let base = format!("http://{}:{port}", s.address);
         set.spawn(async move {
-            let report: RoleReport = client
-                .get(url)
-                .header(cms::TOKEN_HEADER, auth)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let report =
+                cms::protocol::fetch_role(&client, &base, &token, Duration::from_secs(2)).await?;
             report.active.then_some((report.epoch, base))
         });
     }
@@ -281,6 +282,59 @@ pub(crate) async fn forward(server: &Server, base: &str, request: &InvokeRequest
     )
     .await
     .map_err(call_error)
+}
+
+/// Runs `here` when this server is a Front End of `pool`, or forwards the call to one.
+pub(crate) async fn on_front_end_of(
+    server: &Server,
+    pool: &str,
+    request: &InvokeRequest,
+    forwarded: bool,
+    here: impl std::future::Future<Output = Reply>,
+) -> Reply {
+    let topology = server.replica.topology();
+    let Some(fe_pool) = topology.front_end_pool(pool) else {
+        return Err(conflict(format!(
+            "{pool} is not a Front End pool of the topology; Get-CsPool lists the pools"
+        )));
+    };
+    if server.pool.eq_ignore_ascii_case(&fe_pool.fqdn) && server.backend.is_some() {
+        return here.await;
+    }
+    if forwarded {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} is not a Front End of {pool}", server.fqdn),
+        ));
+    }
+    forward_to_pool(server, &topology, fe_pool, request).await
+}
+
+/// Sends the call to the first Front End of `pool` that answers: what runs against a
+/// pool's Back End runs on one of its own servers.
+pub(crate) async fn forward_to_pool(
+    server: &Server,
+    topology: &Topology,
+    pool: &topology::FrontEndPool,
+    request: &InvokeRequest,
+) -> Reply {
+    let port = topology.ports.management;
+    let mut last = String::new();
+    for s in &pool.servers {
+        let base = format!("http://{}:{port}", s.address);
+        match forward(server, &base, request).await {
+            Err(e) if e.status == StatusCode::BAD_GATEWAY => last = e.body.error,
+            other => return other,
+        }
+    }
+    let name = &pool.fqdn;
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "no Front End of {name} answers ({last}); its Back End can only be reached through its own servers. \
+             If the pool is lost, fail it over with Invoke-CsPoolFailOver -PoolFqdn {name} -DisasterMode"
+        ),
+    ))
 }
 
 /// Another server's answer, passed on: a refusal keeps its status and reason; a server
@@ -369,7 +423,7 @@ async fn without_master(server: &Server, inv: &Invocation, unavailable: String) 
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
@@ -402,21 +456,10 @@ async fn on_master(master: &Master, inv: &Invocation) -> Reply {
             master.replicate_now(replica.as_deref()).await;
             Ok(output(Output::None))
         }
-        "Export-CsConfiguration" => {
-            let current = master.backend().current_version().await.map_err(internal)?;
-            let items = master.backend().items().await.map_err(internal)?;
-            let (version, created_at) = current.map_or((0, 0), |v| (v.version, v.created_at));
-            write_export(
-                inv,
-                Configuration {
-                    format: 1,
-                    version,
-                    created_at,
-                    items,
-                },
-            )
-        }
+        "Export-CsConfiguration" => export_from_master(master, inv, "").await,
         "Import-CsConfiguration" => import_to_cms(master, inv).await,
+        "Export-CsLisConfiguration" => export_from_master(master, inv, keys::LIS_PREFIX).await,
+        "Import-CsLisConfiguration" => import_lis(master, inv).await,
         "Enable-CsUser" | "Disable-CsUser" | "Set-CsBackupServiceConfiguration" => {
             crate::users::on_master(master, inv).await
         }
@@ -547,7 +590,7 @@ fn edit_for(inv: &Invocation, current: &Topology) -> Result<Edit, ApiError> {
 }
 
 /// Validates and writes a topology; `activate` writes it as both published and active.
-async fn write_topology(
+pub(crate) async fn write_topology(
     master: &Master,
     topology: &Topology,
     description: &str,
@@ -800,7 +843,7 @@ async fn export_local(server: &Server, inv: &Invocation) -> Reply {
     )
 }
 
-fn read_import(inv: &Invocation) -> Result<Configuration, ApiError> {
+pub(crate) fn read_import(inv: &Invocation) -> Result<Configuration, ApiError> {
     let file = inv.text("FileName").unwrap_or_default();
     let config = archive::read(Path::new(&file)).map_err(bad_request)?;
     let topology = config
@@ -836,6 +879,63 @@ async fn import_local(server: &Server, inv: &Invocation) -> Reply {
             config.items.len()
         )],
         cms_version: None,
+    })
+}
+
+/// `Export-CsConfiguration` (everything) or `Export-CsLisConfiguration` (the items under
+/// `prefix`), from the store itself.
+async fn export_from_master(master: &Master, inv: &Invocation, prefix: &str) -> Reply {
+    let current = master.backend().current_version().await.map_err(internal)?;
+    let items = if prefix.is_empty() {
+        master.backend().items().await
+    } else {
+        master.backend().items_with_prefix(prefix).await
+    }
+    .map_err(internal)?;
+    let (version, created_at) = current.map_or((0, 0), |v| (v.version, v.created_at));
+    write_export(
+        inv,
+        Configuration {
+            format: 1,
+            version,
+            created_at,
+            items,
+        },
+    )
+}
+
+/// `Import-CsLisConfiguration`: the file's Location Information Service items replace the
+/// store's.
+async fn import_lis(master: &Master, inv: &Invocation) -> Reply {
+    let file = inv.text("FileName").unwrap_or_default();
+    let config = archive::read_lis(Path::new(&file)).map_err(bad_request)?;
+    let _guard = master.lock().await;
+    let existing = master
+        .backend()
+        .items_with_prefix(keys::LIS_PREFIX)
+        .await
+        .map_err(internal)?;
+    let mut changes: Vec<(String, Option<String>)> = config
+        .items
+        .iter()
+        .map(|i| (i.key.clone(), i.value.clone()))
+        .collect();
+    for item in existing {
+        if !config.items.iter().any(|i| i.key == item.key) {
+            changes.push((item.key, None));
+        }
+    }
+    if changes.is_empty() {
+        return Ok(output(Output::None));
+    }
+    let info = master
+        .write(&changes, &format!("imported {file}"))
+        .await
+        .map_err(master_error)?;
+    Ok(InvokeResponse {
+        output: Output::None,
+        warnings: Vec::new(),
+        cms_version: Some(info.version),
     })
 }
 
@@ -951,12 +1051,12 @@ pub(crate) async fn set_service(server: &Server, name: &'static str, running: bo
     match name {
         REPLICA => server.replica.set_running(running),
         MASTER => {
-            if let Some(m) = &server.master {
+            if let Some(m) = server.master() {
                 m.set_master_running(running).await;
             }
         }
         FTA => {
-            if let Some(m) = &server.master {
+            if let Some(m) = server.master() {
                 m.set_fta_running(running);
             }
         }

@@ -84,12 +84,13 @@ pub(crate) fn faults_enabled() -> bool {
     std::env::var("TANDEM_DR_FAULTS").is_ok_and(|v| v == "1")
 }
 
-/// Applies the armed fault, if it is for `step` at `when` (`before` or `after`).
-async fn fault(server: &Server, step: Step, when: &str) {
+/// Applies the armed fault, if it is for `step` (a step of a pool operation or of a CMS
+/// failover) at `when` (`before` or `after`).
+pub(crate) async fn fault(server: &Server, step: &str, when: &str) {
     let hit = {
         let mut armed = server.crash_at.lock().expect("crash point lock");
         let matches = armed.as_ref().is_some_and(|c| {
-            c.step.eq_ignore_ascii_case(step.as_str())
+            c.step.eq_ignore_ascii_case(step)
                 && (c.when == when || (c.when == "hold" && when == "before"))
         });
         if matches { armed.take() } else { None }
@@ -98,17 +99,15 @@ async fn fault(server: &Server, step: Step, when: &str) {
     if point.when == "hold" {
         let ms = point.hold_ms.unwrap_or(1_000);
         eprintln!(
-            "TANDEM_DR_FAULTS: {} holds before step {} for {ms} ms",
+            "TANDEM_DR_FAULTS: {} holds before step {step} for {ms} ms",
             server.fqdn,
-            step.as_str()
         );
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return;
     }
     eprintln!(
-        "TANDEM_DR_FAULTS: {} crashes {when} step {}",
+        "TANDEM_DR_FAULTS: {} crashes {when} step {step}",
         server.fqdn,
-        step.as_str()
     );
     // A real crash: nothing after this line runs, no handler flushes or answers (an
     // orderly exit would let the runtime's other threads go on serving meanwhile).
@@ -1143,7 +1142,7 @@ async fn run(
     }
     while let Some(i) = op.next_step() {
         let step = op.steps[i].step;
-        fault(server, step, "before").await;
+        fault(server, step.as_str(), "before").await;
         op.steps[i].attempts += 1;
         op.steps[i].started_ms = Some(now_ms());
         // Claim the step before doing it: if another server took the operation over, the
@@ -1153,7 +1152,7 @@ async fn run(
             return Err((op, e));
         }
         let outcome = run_step(server, &mut op, step).await;
-        fault(server, step, "after").await;
+        fault(server, step.as_str(), "after").await;
         let record = &mut op.steps[i];
         record.finished_ms = Some(now_ms());
         match outcome {

@@ -33,6 +33,12 @@ pub struct HeardBacklog {
     pub users: Vec<String>,
     /// When the oldest of them was committed.
     pub oldest_ms: Option<i64>,
+    /// CMS versions the partner (when it hosts the active CMS) had not shipped to the
+    /// standby here, and when the oldest was created: what a CMS failover may lose.
+    #[serde(default)]
+    pub cms_versions: i64,
+    #[serde(default)]
+    pub cms_oldest_ms: Option<i64>,
 }
 
 impl HeardBacklog {
@@ -61,6 +67,14 @@ impl HeardBacklog {
         }
         heard.users.sort();
         heard.users.dedup();
+        if let Some(cms) = status
+            .exports
+            .iter()
+            .find(|e| e.applicable && e.module == Module::CmsMaster.short_name())
+        {
+            heard.cms_versions = cms.pending;
+            heard.cms_oldest_ms = cms.oldest_pending_ms;
+        }
         heard
     }
 }
@@ -105,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn user_modules_add_up_and_the_cms_standby_does_not_count() {
+    fn user_modules_add_up_and_the_cms_standby_counts_apart() {
         let status = PoolStatus {
             pool: "Pool2.contoso.com".into(),
             partner: Some("pool1.contoso.com".into()),
@@ -124,6 +138,8 @@ mod tests {
         assert_eq!(heard.changes, 4);
         assert_eq!(heard.users, vec!["sip:a@x", "sip:b@x"]);
         assert_eq!(heard.oldest_ms, Some(10));
+        // The CMS standby's backlog is kept apart, for a CMS failover.
+        assert_eq!((heard.cms_versions, heard.cms_oldest_ms), (7, Some(1)));
         assert_eq!(heard.at_ms, 100);
     }
 }

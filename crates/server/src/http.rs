@@ -63,13 +63,14 @@ pub fn router(server: Arc<Server>) -> Router {
             "/internal/v1/replica/sync",
             post(replica_sync).layer(DefaultBodyLimit::max(cms::protocol::SYNC_MAX_BODY_BYTES)),
         )
-        .route("/internal/v1/cms/role", get(cms_role))
+        .route(cms::protocol::ROLE_PATH, get(cms_role))
         .route(
             crate::users::BULK_PATH,
             post(users_bulk).layer(DefaultBodyLimit::max(crate::users::BULK_MAX_BODY_BYTES)),
         )
         .route(crate::failover::POOL_ACTION_PATH, post(dr_pool_action))
-        .route(crate::failover::CMS_PATH, post(dr_cms));
+        .route(crate::failover::CMS_PATH, post(dr_cms))
+        .route(crate::cmsfailover::STORE_PATH, post(cms_store));
     let protected = if crate::failover::faults_enabled() {
         protected.route(crate::failover::CRASH_PATH, post(dr_crash))
     } else {
@@ -130,8 +131,7 @@ pub(crate) async fn health(State(server): State<Arc<Server>>) -> Json<Health> {
         pool: server.pool.clone(),
         replica_version: server.replica.version(),
         cms_master: server
-            .master
-            .as_ref()
+            .master()
             .is_some_and(|m| matches!(m.role(), Role::Active { .. })),
         running_operations: server.running_operations(),
     })
@@ -210,7 +210,7 @@ async fn dr_cms(
     body: Result<Json<crate::failover::CmsRequest>, JsonRejection>,
 ) -> Result<Json<crate::failover::CmsReply>, ApiError> {
     let Json(request) = body.map_err(json_error)?;
-    match &server.master {
+    match server.master() {
         Some(m) if matches!(m.role(), Role::Active { .. }) => {
             crate::failover::on_master(m, request).await.map(Json)
         }
@@ -222,6 +222,17 @@ async fn dr_cms(
             ),
         )),
     }
+}
+
+/// What a CMS failover asks of the old store's Front End.
+async fn cms_store(
+    State(server): State<Arc<Server>>,
+    body: Result<Json<crate::cmsfailover::StoreAction>, JsonRejection>,
+) -> Result<Json<crate::cmsfailover::StoreReply>, ApiError> {
+    let Json(action) = body.map_err(json_error)?;
+    crate::cmsfailover::store_action(&server, action)
+        .await
+        .map(Json)
 }
 
 /// Test hook (`TANDEM_DR_FAULTS=1` only): crash when the engine reaches a step.
@@ -242,16 +253,22 @@ async fn dr_crash(
     security(("admin_token" = []))
 )]
 pub(crate) async fn cms_role(State(server): State<Arc<Server>>) -> Json<RoleReport> {
-    let (active, epoch, holder) = match server.master.as_ref().map(|m| m.role()) {
+    let (active, epoch, holder) = match server.master().map(|m| m.role()) {
         Some(Role::Active { epoch, .. }) => (true, epoch, Some(server.fqdn.clone())),
         Some(Role::Standby { holder }) => (false, 0, holder),
         None => (false, 0, None),
+    };
+    let store = match server.master() {
+        Some(m) => m.backend().cms_role().await.ok(),
+        None => None,
     };
     Json(RoleReport {
         fqdn: server.fqdn.clone(),
         active,
         epoch,
         holder,
+        store_mode: store.as_ref().map(|r| r.mode.as_str().to_string()),
+        term_start: store.map_or(0, |r| r.term_start),
     })
 }
 

@@ -13,6 +13,7 @@
 
 pub mod api;
 mod archive;
+pub mod cmsfailover;
 mod exec;
 pub mod failover;
 pub mod heard;
@@ -70,7 +71,10 @@ pub struct Server {
     pub token: String,
     pub replica: ReplicaAgent,
     pub backend: Option<BackEnd>,
-    pub master: Option<Master>,
+    /// The Central Management services (Master Replicator, File Transfer Agent), on Front
+    /// Ends of the CMS pool and of its partner, which holds the standby store; installed
+    /// later on others by `Move-CsManagementServer` and `Bootstrapper /Setup`.
+    master: std::sync::OnceLock<Master>,
     pub services: Arc<Services>,
     pub client: reqwest::Client,
     pub address: SocketAddr,
@@ -96,10 +100,46 @@ pub struct Server {
     pub(crate) crash_at: std::sync::Mutex<Option<failover::CrashPoint>>,
 }
 
+/// Whether the Front Ends of `pool` run the Central Management services: the pool that
+/// hosts the CMS, and its partner, which holds the standby store.
+pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
+    let cms = &topology.deployment.cms_pool;
+    cms.eq_ignore_ascii_case(pool)
+        || topology
+            .backup_pool_of(cms)
+            .is_some_and(|b| b.eq_ignore_ascii_case(pool))
+}
+
 /// Every pool's failover state, by lower-case pool FQDN.
 pub type FailoverStates = std::collections::BTreeMap<String, dr::PoolState>;
 
 impl Server {
+    /// This server's Central Management services, when installed.
+    pub fn master(&self) -> Option<&Master> {
+        self.master.get()
+    }
+
+    /// Installs the Central Management services here (`Bootstrapper /Setup`,
+    /// `Move-CsManagementServer`): a Front End only. Returns them, and whether they were
+    /// installed just now.
+    pub fn install_master(&self) -> Option<(&Master, bool)> {
+        if let Some(m) = self.master.get() {
+            return Some((m, false));
+        }
+        let be = self.backend.clone()?;
+        let mut fresh = false;
+        let m = self.master.get_or_init(|| {
+            fresh = true;
+            Master::spawn(
+                self.fqdn.clone(),
+                be,
+                self.token.clone(),
+                self.client.clone(),
+            )
+        });
+        Some((m, fresh))
+    }
+
     /// How this server's pool treats a user homed on `home_pool`. An Edge serves no
     /// user: it sends them to their home pool.
     pub async fn serving_decision(&self, topology: &Topology, home_pool: &str) -> Decision {
@@ -191,17 +231,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         Role::Edge => None,
     };
-    let master = match &backend {
-        Some(be) if topology.deployment.cms_pool.eq_ignore_ascii_case(&pool) => {
-            Some(Master::spawn(
-                fqdn.clone(),
-                be.clone(),
-                config.token.clone(),
-                client.clone(),
-            ))
-        }
-        _ => None,
-    };
+    let master = std::sync::OnceLock::new();
+    if let Some(be) = &backend
+        && hosts_cms_services(&topology, &pool)
+    {
+        let _ = master.set(Master::spawn(
+            fqdn.clone(),
+            be.clone(),
+            config.token.clone(),
+            client.clone(),
+        ));
+    }
     let services = Arc::new(Services::new(&topology, &fqdn));
     let backup = backend.as_ref().map(|be| {
         BackupService::spawn(
@@ -247,7 +287,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
-    if let Some(m) = &server.master {
+    if let Some(m) = server.master() {
         m.shutdown().await;
     }
     if let Some(b) = &server.backup {

@@ -46,38 +46,7 @@ pub(crate) async fn route(
     forwarded: bool,
 ) -> Reply {
     let pool = inv.text("PoolFqdn").unwrap_or_default();
-    let topology = server.replica.topology();
-    let Some(fe_pool) = topology.front_end_pool(&pool) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{pool} is not a Front End pool of the topology; Get-CsPool lists the pools"),
-        ));
-    };
-    if server.pool.eq_ignore_ascii_case(&fe_pool.fqdn) && server.backup.is_some() {
-        return here(server, inv).await;
-    }
-    if forwarded {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{} is not a Front End of {pool}", server.fqdn),
-        ));
-    }
-    let port = topology.ports.management;
-    let mut last = String::new();
-    for s in &fe_pool.servers {
-        let base = format!("http://{}:{port}", s.address);
-        match crate::exec::forward(server, &base, request).await {
-            Err(e) if e.status == StatusCode::BAD_GATEWAY => last = e.body.error,
-            other => return other,
-        }
-    }
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "no Front End of {pool} answers ({last}); its Back End can only be reached through its own servers. \
-             If the pool is lost, fail it over with Invoke-CsPoolFailOver -PoolFqdn {pool} -DisasterMode"
-        ),
-    ))
+    crate::exec::on_front_end_of(server, &pool, request, forwarded, here(server, inv)).await
 }
 
 async fn here(server: &Server, inv: &Invocation) -> Reply {

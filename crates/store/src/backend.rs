@@ -33,6 +33,10 @@ pub enum WriteRefused {
         "this server is not the active Central Management master (the lease is held by {holder:?} with epoch {epoch})"
     )]
     NotMaster { holder: Option<String>, epoch: i64 },
+    #[error(
+        "###50020:XDSForceReplication: This central management store is being moved to another location. No changes can be made until this move is complete (moving to {to_pool}; Invoke-CsManagementServerFailover -Restore on a Front End of this pool cancels the move)"
+    )]
+    Moving { to_pool: String },
 }
 
 /// One version of the CMS.
@@ -105,17 +109,44 @@ impl BackEnd {
             return Ok(false);
         }
         insert_version(&mut tx, &self.path, 1, 0, items, description).await?;
+        crate::cmsrole::set_role_in(
+            &mut tx,
+            &self.path,
+            &crate::cmsrole::CmsRole {
+                mode: crate::cmsrole::CmsMode::Active,
+                epoch_floor: 0,
+                term_start: 0,
+                other_pool: String::new(),
+                changed_at: now_ms(),
+                reason: "installed".into(),
+            },
+        )
+        .await?;
         tx.commit().await.at(&self.path)?;
         Ok(true)
     }
 
     /// Takes or renews the master lease for `holder`. Returns the lease as it stands
     /// afterwards and whether `holder` has it. Taking over an expired lease bumps the
-    /// epoch, which fences the previous master.
+    /// epoch, which fences the previous master. A standby store (see [`crate::cmsrole`])
+    /// gives no lease.
     pub async fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<(bool, Lease)> {
         let now = now_ms();
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let current = lease_in(&mut tx, &self.path).await?;
+        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
+        if role.mode == crate::cmsrole::CmsMode::Backup {
+            return Ok((
+                false,
+                current.filter(|l| l.expires_at > now).unwrap_or(Lease {
+                    holder: String::new(),
+                    epoch: 0,
+                    acquired_at: 0,
+                    renewed_at: 0,
+                    expires_at: 0,
+                }),
+            ));
+        }
         let lease = match current {
             Some(l) if l.expires_at > now && l.holder != holder => {
                 return Ok((false, l));
@@ -131,7 +162,11 @@ impl BackEnd {
                         .fetch_one(&mut *tx)
                         .await
                         .at(&self.path)?;
-                let epoch = other.map_or(0, |l| l.epoch).max(max_epoch) + 1;
+                let epoch = other
+                    .map_or(0, |l| l.epoch)
+                    .max(max_epoch)
+                    .max(role.epoch_floor)
+                    + 1;
                 Lease {
                     holder: holder.to_string(),
                     epoch,
@@ -193,6 +228,21 @@ impl BackEnd {
                 return Ok(Err(WriteRefused::NotMaster {
                     holder: other.as_ref().map(|l| l.holder.clone()),
                     epoch: other.as_ref().map_or(0, |l| l.epoch),
+                }));
+            }
+        }
+        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
+        match role.mode {
+            crate::cmsrole::CmsMode::Active => {}
+            crate::cmsrole::CmsMode::Moving => {
+                return Ok(Err(WriteRefused::Moving {
+                    to_pool: role.other_pool,
+                }));
+            }
+            crate::cmsrole::CmsMode::Backup => {
+                return Ok(Err(WriteRefused::NotMaster {
+                    holder: None,
+                    epoch: role.epoch_floor,
                 }));
             }
         }
@@ -322,7 +372,10 @@ fn version_info((version, epoch, created_at, description): (i64, i64, i64, Strin
     }
 }
 
-async fn lease_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<Option<Lease>> {
+pub(crate) async fn lease_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+) -> Result<Option<Lease>> {
     let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM cms_master_lease WHERE id = 1",
     )
@@ -340,7 +393,7 @@ async fn lease_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<Optio
     ))
 }
 
-async fn insert_version(
+pub(crate) async fn insert_version(
     conn: &mut sqlx::SqliteConnection,
     path: &str,
     version: i64,
@@ -389,6 +442,9 @@ mod tests {
     async fn one_lease_holder_at_a_time_and_takeover_bumps_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let be = backend(&dir).await;
+        // A store nobody installed is no CMS: it gives no lease.
+        assert!(!be.acquire_lease("fe1", 60_000).await.unwrap().0);
+        be.bootstrap(&[change("a", "1")], "install").await.unwrap();
         let (mine, lease) = be.acquire_lease("fe1", 60_000).await.unwrap();
         assert!(mine);
         assert_eq!(lease.epoch, 1);

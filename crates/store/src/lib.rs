@@ -14,6 +14,7 @@
 //! and recorded in the database (see [`migrate`]).
 
 mod backend;
+mod cmsrole;
 mod failover;
 mod items;
 mod migrate;
@@ -24,6 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backend::{BackEnd, Lease, ReplicaStatusRow, VersionInfo, WriteRefused};
+pub use cmsrole::{
+    CmsMode, CmsRole, LostVersion, RoleRefused, TERM_SHIFT, next_term_floor, term_of,
+};
 pub use failover::{Lost, Promotion};
 pub use migrate::Migration;
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
@@ -53,6 +57,10 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "the Central Management store in {path} is {mode}, not in backup mode: it takes no copy of another store"
+    )]
+    CmsNotStandby { path: String, mode: &'static str },
     #[error("the data of the users homed on {home_pool} is read-only here: {reason}")]
     Fenced { home_pool: String, reason: String },
 }

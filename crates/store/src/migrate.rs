@@ -34,6 +34,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "write fences for pool failover",
         sql: include_str!("../migrations/backend/0003_failover.sql"),
     },
+    Migration {
+        version: 4,
+        name: "central management store roles, lost versions and failovers",
+        sql: include_str!("../migrations/backend/0004_cms_role.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

@@ -35,6 +35,10 @@ pub enum ApplyOutcome {
     Gap { version: i64 },
     /// The sender's epoch is older than one this replica already follows.
     Fenced { epoch: i64, master_fqdn: String },
+    /// The sender starts a new term (a CMS failover) at a version below this replica's:
+    /// the replica holds versions of the old store that the new one never had, and must
+    /// be replaced whole.
+    Diverged { version: i64 },
 }
 
 /// A batch of changes from the master.
@@ -46,6 +50,10 @@ pub struct Batch<'a> {
     pub to_version: i64,
     pub to_version_created_at: i64,
     pub items: &'a [Item],
+    /// The version the sender's term started at (see `store::cmsrole`).
+    pub term_start: i64,
+    /// The items are the whole configuration at `to_version`: replace everything.
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -106,15 +114,29 @@ impl ReplicaStore {
                 master_fqdn: master,
             });
         }
-        if batch.from_version > version {
-            return Ok(ApplyOutcome::Gap { version });
-        }
-        let newer: Vec<&Item> = batch.items.iter().filter(|i| i.version > version).collect();
-        REPLICA.upsert_items(&mut tx, &self.path, newer).await?;
-        let (new_version, created) = if batch.to_version > version {
+        let (new_version, created) = if batch.replace {
+            sqlx::query("DELETE FROM replica_item")
+                .execute(&mut *tx)
+                .await
+                .at(&self.path)?;
+            REPLICA
+                .upsert_items(&mut tx, &self.path, batch.items)
+                .await?;
             (batch.to_version, Some(batch.to_version_created_at))
         } else {
-            (version, None)
+            if crate::term_of(batch.epoch) > crate::term_of(epoch) && version > batch.term_start {
+                return Ok(ApplyOutcome::Diverged { version });
+            }
+            if batch.from_version > version {
+                return Ok(ApplyOutcome::Gap { version });
+            }
+            let newer: Vec<&Item> = batch.items.iter().filter(|i| i.version > version).collect();
+            REPLICA.upsert_items(&mut tx, &self.path, newer).await?;
+            if batch.to_version > version {
+                (batch.to_version, Some(batch.to_version_created_at))
+            } else {
+                (version, None)
+            }
         };
         sqlx::query(
             "UPDATE replica_state SET version = $1, epoch = $2, master_fqdn = $3,
@@ -131,6 +153,9 @@ impl ReplicaStore {
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
+        if batch.replace {
+            self.replacements.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(ApplyOutcome::Applied {
             version: new_version,
         })
@@ -221,6 +246,8 @@ mod tests {
             to_version: to,
             to_version_created_at: 1000 + to,
             items,
+            term_start: 0,
+            replace: false,
         }
     }
 
@@ -254,6 +281,52 @@ mod tests {
         assert_eq!(
             (state.version, state.epoch, state.last_update_creation),
             (2, 2, 1002)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_term_below_what_the_replica_holds_replaces_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ReplicaStore::open(&dir.path().join("replica.db"))
+            .await
+            .unwrap();
+        let old = [item("a", "1", 1), item("b", "lost", 2)];
+        r.apply(&batch(3, 0, 2, &old), 5).await.unwrap();
+        // The new store took over at version 1: version 2 here never reached it.
+        let term = crate::next_term_floor(3) + 1;
+        let mut next = batch(term, 2, 2, &[]);
+        next.term_start = 1;
+        assert_eq!(
+            r.apply(&next, 6).await.unwrap(),
+            ApplyOutcome::Diverged { version: 2 }
+        );
+        let whole = [item("a", "1", 1), item("c", "new", 2)];
+        let mut replace = batch(term, 0, 2, &whole);
+        replace.replace = true;
+        assert_eq!(
+            r.apply(&replace, 7).await.unwrap(),
+            ApplyOutcome::Applied { version: 2 }
+        );
+        assert_eq!(r.get("b").await.unwrap(), None);
+        assert_eq!(r.get("c").await.unwrap().as_deref(), Some("new"));
+        // The old store, back with a takeover of its own, is fenced.
+        assert!(matches!(
+            r.apply(&batch(4, 2, 3, &[item("b", "x", 3)]), 8)
+                .await
+                .unwrap(),
+            ApplyOutcome::Fenced { .. }
+        ));
+        // A replica that never went past the new term's start simply follows it.
+        let dir2 = tempfile::tempdir().unwrap();
+        let r2 = ReplicaStore::open(&dir2.path().join("replica.db"))
+            .await
+            .unwrap();
+        r2.apply(&batch(3, 0, 1, &old[..1]), 5).await.unwrap();
+        let mut follow = batch(term, 1, 2, &whole[1..]);
+        follow.term_start = 1;
+        assert_eq!(
+            r2.apply(&follow, 6).await.unwrap(),
+            ApplyOutcome::Applied { version: 2 }
         );
     }
 }

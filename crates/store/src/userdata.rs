@@ -670,9 +670,18 @@ impl BackEnd {
     }
 
     /// Applies CMS versions shipped from the active master to this standby copy, skipping
-    /// any it already has. Returns the newest version held afterwards.
+    /// any it already has and stopping at a gap (the sender then resends from what is
+    /// held). Returns the newest version held afterwards. Refused unless this copy is a
+    /// standby: an active store is never overwritten by another.
     pub async fn import_cms_versions(&self, versions: &[(VersionInfo, Vec<Item>)]) -> Result<i64> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
+        if role.mode != crate::cmsrole::CmsMode::Backup {
+            return Err(StoreError::CmsNotStandby {
+                path: self.path.clone(),
+                mode: role.mode.as_str(),
+            });
+        }
         let (mut have,): (i64,) =
             sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
                 .fetch_one(&mut *tx)
@@ -681,6 +690,9 @@ impl BackEnd {
         for (info, items) in versions {
             if info.version <= have {
                 continue;
+            }
+            if info.version != have + 1 {
+                break;
             }
             sqlx::query(
                 "INSERT INTO cms_version (version, epoch, created_at, description)

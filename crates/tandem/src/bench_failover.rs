@@ -36,6 +36,20 @@ async fn invoke(lab: &LabFile, line: &str) -> anyhow::Result<InvokeResponse> {
         .iter()
         .find(|s| s.pool == BACKUP)
         .ok_or_else(|| anyhow!("no Front End of {BACKUP}"))?;
+    invoke_on(lab, &fe.fqdn, line).await
+}
+
+/// Runs one cmdlet line on the lab server `fqdn`, as `tandem shell -c` would.
+pub(crate) async fn invoke_on(
+    lab: &LabFile,
+    fqdn: &str,
+    line: &str,
+) -> anyhow::Result<InvokeResponse> {
+    let fe = lab
+        .servers
+        .iter()
+        .find(|s| s.fqdn == fqdn)
+        .ok_or_else(|| anyhow!("no server {fqdn} in the lab"))?;
     // Bound by the shell's own binder, as `tandem shell -c` would send it.
     let mut statements = cmdlet::parse_and_bind(line).map_err(|e| anyhow!("{line}: {e:?}"))?;
     let request = crate::shell::request(&statements.remove(0).invocation);

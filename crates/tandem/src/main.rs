@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_cms;
 mod bench_failover;
 mod bench_users;
 mod client;
@@ -166,6 +167,15 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Central Management store failover: planned and disaster, from the command to every
+    /// replica up to date under the new master; and the lost pool fenced when it returns.
+    CmsFailover {
+        /// Planned failovers to time, back and forth between the pools.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Backup Service replication lag under a steady write load.
     Backup {
         /// Users per pool.
@@ -304,6 +314,9 @@ fn main() -> ExitCode {
             active,
             json,
         }) => outcome(bench_failover::failover(users, active, json)),
+        Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
+            outcome(bench_cms::cms_failover(rounds as usize, json))
+        }
         Command::Bench(BenchCommand::Backup {
             users,
             writes_per_sec,

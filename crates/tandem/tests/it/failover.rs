@@ -8,7 +8,7 @@ use crate::lab::Lab;
 use crate::{run, run_env, stderr, stdout};
 
 /// The first user of each pool in the lab's users.json.
-fn user_of(lab: &Lab, pool: &str) -> String {
+pub(crate) fn user_of(lab: &Lab, pool: &str) -> String {
     let users: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
     )
@@ -56,12 +56,12 @@ fn sign_in(lab: &Lab, user: &str) -> (String, String) {
     (pool.to_string(), mode.to_string())
 }
 
-fn add_contact(lab: &Lab, user: &str, contact: &str) -> bool {
+pub(crate) fn add_contact(lab: &Lab, user: &str, contact: &str) -> bool {
     let out = client(lab, user, &["contacts", "add", contact]);
     out.status.success() && stdout(&out).contains("\"saved\":true")
 }
 
-fn contacts(lab: &Lab, user: &str) -> Vec<String> {
+pub(crate) fn contacts(lab: &Lab, user: &str) -> Vec<String> {
     let out = client(lab, user, &["contacts"]);
     assert!(out.status.success(), "contacts of {user}: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -72,7 +72,7 @@ fn contacts(lab: &Lab, user: &str) -> Vec<String> {
         .collect()
 }
 
-fn runbook(lab: &Lab, server: &str, name: &str) -> String {
+pub(crate) fn runbook(lab: &Lab, server: &str, name: &str) -> String {
     let path = format!("examples/runbooks/{name}");
     let out = run(&[
         "shell",
@@ -106,7 +106,7 @@ fn operation(lab: &Lab, server: Option<&str>, id: &str) -> serde_json::Value {
 }
 
 /// Waits until the pool's registrar serves `user` in `mode` at `pool` (clients retry).
-fn wait_signed_in(lab: &Lab, user: &str, pool: &str, mode: &str) {
+pub(crate) fn wait_signed_in(lab: &Lab, user: &str, pool: &str, mode: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = sign_in(lab, user);
@@ -394,7 +394,7 @@ fn seed_004_sequence_runs_in_the_documented_order() {
 }
 
 /// Arms the test hook of one server: it exits when the engine reaches `step`.
-fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
+pub(crate) fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
     arm(
         lab,
         server,

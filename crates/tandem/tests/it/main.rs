@@ -1,5 +1,6 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
+mod cms;
 mod failover;
 mod lab;
 mod shell;

@@ -76,19 +76,15 @@ fn a_misspelt_parameter_gets_a_suggestion_and_exit_2() {
 
 #[test]
 fn a_cmdlet_for_a_later_capability_says_so_and_changes_nothing() {
-    let out = shell_c(
-        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn pool2-be.contoso.com -BackupSqlInstanceName rtc -Force",
-    );
+    let out = shell_c("Invoke-CsServerSetup -ComputerName edgeserver2.contoso.com");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.starts_with(
-            "Invoke-CsManagementServerFailover: needs Central Management store failover"
-        ),
+        err.starts_with("Invoke-CsServerSetup: needs Edge pools, federation routes and DNS"),
         "{err}"
     );
     assert!(
-        err.contains("-BackupSqlServerFqdn pool2-be.contoso.com"),
+        err.contains("-ComputerName edgeserver2.contoso.com"),
         "{err}"
     );
     assert!(err.contains("Nothing was changed."), "{err}");

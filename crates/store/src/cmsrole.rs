@@ -1,0 +1,707 @@
+//! The role of the Central Management store held in a Back End, and the terms that fence
+//! an old master (migration 4).
+//!
+//! A deployment has one CMS; when its pool is paired, the partner's Back End holds a
+//! standby copy that the Backup Service keeps current. Each copy records its role here:
+//! `Active` (its Front Ends contend for the master lease), `Moving` (a failover is under
+//! way: the lease is kept, every write is refused) or `Backup` (no lease is ever taken).
+//!
+//! Epochs carry a *term* in their high bits ([`TERM_SHIFT`]). A lease takeover inside a
+//! store adds one to the epoch and stays in the term; a CMS failover starts the next term
+//! ([`next_term_floor`]). So an old master that comes back after a disaster failover can
+//! take over its own lease as often as it likes and still carries an epoch below every
+//! epoch of the new store: replicas refuse its pushes, and once it hears of the new term
+//! it demotes its store to standby ([`BackEnd::demote_cms`]). The versions it committed
+//! that never reached the new store are kept in `cms_lost_version` for the operator.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BackEnd, Context, Result, now_ms};
+
+/// Epochs of term `t` are `t << TERM_SHIFT` plus the takeovers within the term.
+pub const TERM_SHIFT: u32 = 32;
+
+/// The term an epoch belongs to.
+pub fn term_of(epoch: i64) -> i64 {
+    epoch >> TERM_SHIFT
+}
+
+/// The epoch floor of the term after the newest one `known_epoch` belongs to.
+pub fn next_term_floor(known_epoch: i64) -> i64 {
+    (term_of(known_epoch) + 1) << TERM_SHIFT
+}
+
+/// What the CMS copy in this Back End is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmsMode {
+    Active,
+    Moving,
+    Backup,
+}
+
+impl CmsMode {
+    fn parse(s: &str) -> CmsMode {
+        match s {
+            "Active" => CmsMode::Active,
+            "Moving" => CmsMode::Moving,
+            _ => CmsMode::Backup,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmsMode::Active => "Active",
+            CmsMode::Moving => "Moving",
+            CmsMode::Backup => "Backup",
+        }
+    }
+}
+
+/// The role row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmsRole {
+    pub mode: CmsMode,
+    pub epoch_floor: i64,
+    pub term_start: i64,
+    /// Moving: the pool the store moves to. Backup: the pool of the active store (when known).
+    pub other_pool: String,
+    pub changed_at: i64,
+    pub reason: String,
+}
+
+/// A version an old master committed that never reached the store that replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostVersion {
+    pub version: i64,
+    pub epoch: i64,
+    pub created_at: i64,
+    pub description: String,
+    pub keys: Vec<String>,
+    pub lost_at: i64,
+}
+
+type RoleRow = (String, i64, i64, String, i64, String);
+
+fn role((mode, epoch_floor, term_start, other_pool, changed_at, reason): RoleRow) -> CmsRole {
+    CmsRole {
+        mode: CmsMode::parse(&mode),
+        epoch_floor,
+        term_start,
+        other_pool,
+        changed_at,
+        reason,
+    }
+}
+
+pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<CmsRole> {
+    let row: Option<RoleRow> = sqlx::query_as(
+        "SELECT mode, epoch_floor, term_start, other_pool, changed_at, reason
+         FROM cms_role WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .at(path)?;
+    if let Some(row) = row {
+        return Ok(role(row));
+    }
+    // A store from before roles were recorded: the one where a master lease was ever
+    // taken is the active store.
+    let (leases,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_master_lease")
+        .fetch_one(&mut *conn)
+        .await
+        .at(path)?;
+    Ok(CmsRole {
+        mode: if leases > 0 {
+            CmsMode::Active
+        } else {
+            CmsMode::Backup
+        },
+        epoch_floor: 0,
+        term_start: 0,
+        other_pool: String::new(),
+        changed_at: 0,
+        reason: "recorded before CMS roles".into(),
+    })
+}
+
+pub(crate) async fn set_role_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    r: &CmsRole,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cms_role (id, mode, epoch_floor, term_start, other_pool, changed_at, reason)
+         VALUES (1, $1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET mode = $1, epoch_floor = $2, term_start = $3,
+             other_pool = $4, changed_at = $5, reason = $6",
+    )
+    .bind(r.mode.as_str())
+    .bind(r.epoch_floor)
+    .bind(r.term_start)
+    .bind(&r.other_pool)
+    .bind(r.changed_at)
+    .bind(&r.reason)
+    .execute(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(())
+}
+
+/// The newest epoch the store knows of: its lease, its versions, its floor.
+pub(crate) async fn max_epoch_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<i64> {
+    let (lease, versions): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(epoch), 0) FROM cms_master_lease),
+                (SELECT COALESCE(MAX(epoch), 0) FROM cms_version)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .at(path)?;
+    let floor = role_in(conn, path).await?.epoch_floor;
+    Ok(lease.max(versions).max(floor))
+}
+
+/// Gives the lease to `holder` with `epoch`, whoever held it before.
+async fn grant_lease_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    holder: &str,
+    epoch: i64,
+    ttl_ms: i64,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO cms_master_lease (id, holder, epoch, acquired_at, renewed_at, expires_at)
+         VALUES (1, $1, $2, $3, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET holder = $1, epoch = $2, acquired_at = $3,
+             renewed_at = $3, expires_at = $4",
+    )
+    .bind(holder)
+    .bind(epoch)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(())
+}
+
+/// The newest version of the store (0 when empty).
+async fn current_version_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<i64> {
+    let (current,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
+        .fetch_one(&mut *conn)
+        .await
+        .at(path)?;
+    Ok(current)
+}
+
+/// Why a role change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleRefused {
+    #[error("the Central Management store in {path} is {mode:?}, not {wanted}")]
+    WrongMode {
+        path: String,
+        mode: CmsMode,
+        wanted: &'static str,
+    },
+    #[error(
+        "the Central Management store in {path} is active; -Clean would drop the store every server replicates from"
+    )]
+    ActiveStore { path: String },
+    #[error(
+        "a Central Management store already exists in {path} (version {version}); add -Clean to drop it and install an empty one"
+    )]
+    Exists { path: String, version: i64 },
+}
+
+impl BackEnd {
+    /// The role of the CMS copy here.
+    pub async fn cms_role(&self) -> Result<CmsRole> {
+        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        role_in(&mut conn, &self.path).await
+    }
+
+    /// The newest epoch this store knows of (its lease, its versions, its floor).
+    pub async fn max_epoch(&self) -> Result<i64> {
+        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        max_epoch_in(&mut conn, &self.path).await
+    }
+
+    /// Marks the active store as moving to `to_pool`: the master keeps its lease and every
+    /// write is refused until the move completes or is undone. Idempotent.
+    pub async fn set_cms_moving(
+        &self,
+        to_pool: &str,
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut r = role_in(&mut tx, &self.path).await?;
+        match r.mode {
+            CmsMode::Moving if r.other_pool.eq_ignore_ascii_case(to_pool) => return Ok(Ok(r)),
+            CmsMode::Active => {}
+            mode => {
+                return Ok(Err(RoleRefused::WrongMode {
+                    path: self.path.clone(),
+                    mode,
+                    wanted: "Active",
+                }));
+            }
+        }
+        r.mode = CmsMode::Moving;
+        r.other_pool = to_pool.to_string();
+        r.changed_at = now_ms();
+        r.reason = format!("moving to {to_pool}");
+        set_role_in(&mut tx, &self.path, &r).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Ok(r))
+    }
+
+    /// Undoes [`BackEnd::set_cms_moving`]: the store takes writes again. Idempotent.
+    pub async fn set_cms_active_again(
+        &self,
+        reason: &str,
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut r = role_in(&mut tx, &self.path).await?;
+        match r.mode {
+            CmsMode::Active => return Ok(Ok(r)),
+            CmsMode::Moving => {}
+            mode => {
+                return Ok(Err(RoleRefused::WrongMode {
+                    path: self.path.clone(),
+                    mode,
+                    wanted: "Moving",
+                }));
+            }
+        }
+        r.mode = CmsMode::Active;
+        r.other_pool = String::new();
+        r.changed_at = now_ms();
+        r.reason = reason.to_string();
+        set_role_in(&mut tx, &self.path, &r).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Ok(r))
+    }
+
+    /// Makes this standby the active store, in a new term above `known_epoch` (the newest
+    /// epoch the caller heard of anywhere). Its versions so far are what it shares with
+    /// the store it replaces. Idempotent: a store already active in a term above
+    /// `known_epoch` is left as it is.
+    ///
+    /// The lease goes to `holder` (the server running the failover) with the term's first
+    /// epoch, so that the server that will publish the change is the master.
+    pub async fn promote_cms(
+        &self,
+        known_epoch: i64,
+        from_pool: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<CmsRole> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let r = role_in(&mut tx, &self.path).await?;
+        if r.mode == CmsMode::Active && term_of(r.epoch_floor) > term_of(known_epoch) {
+            return Ok(r);
+        }
+        let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
+        let current = current_version_in(&mut tx, &self.path).await?;
+        let r = CmsRole {
+            mode: CmsMode::Active,
+            epoch_floor: next_term_floor(known),
+            term_start: current,
+            other_pool: String::new(),
+            changed_at: now_ms(),
+            reason: format!("took over from {from_pool} at version {current}"),
+        };
+        set_role_in(&mut tx, &self.path, &r).await?;
+        grant_lease_in(&mut tx, &self.path, holder, r.epoch_floor + 1, ttl_ms).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(r)
+    }
+
+    /// Turns this store into a standby of the active store in `active_pool`, whose term
+    /// started at version `term_start`: the lease ends, every version here above
+    /// `term_start` is recorded as lost, and if there is any the whole copy is dropped so
+    /// that the Backup Service rebuilds it from the active store. Idempotent.
+    pub async fn demote_cms(
+        &self,
+        active_pool: &str,
+        term_start: i64,
+        active_epoch: i64,
+    ) -> Result<Vec<LostVersion>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let r = role_in(&mut tx, &self.path).await?;
+        if r.mode == CmsMode::Backup {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description FROM cms_version
+             WHERE version > $1 ORDER BY version",
+        )
+        .bind(term_start)
+        .fetch_all(&mut *tx)
+        .await
+        .at(&self.path)?;
+        let mut lost = Vec::with_capacity(versions.len());
+        for (version, epoch, created_at, description) in versions {
+            let keys: Vec<(String,)> =
+                sqlx::query_as("SELECT key FROM cms_item WHERE version = $1 ORDER BY key")
+                    .bind(version)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .at(&self.path)?;
+            let keys: Vec<String> = keys.into_iter().map(|(k,)| k).collect();
+            sqlx::query(
+                "INSERT OR IGNORE INTO cms_lost_version
+                     (version, epoch, created_at, description, keys, lost_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(version)
+            .bind(epoch)
+            .bind(created_at)
+            .bind(&description)
+            .bind(serde_json::to_string(&keys).unwrap_or_default())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+            lost.push(LostVersion {
+                version,
+                epoch,
+                created_at,
+                description,
+                keys,
+                lost_at: now,
+            });
+        }
+        if !lost.is_empty() {
+            // Values before the lost versions are gone from this copy: rebuild it whole.
+            sqlx::raw_sql("DELETE FROM cms_item; DELETE FROM cms_version;")
+                .execute(&mut *tx)
+                .await
+                .at(&self.path)?;
+        }
+        sqlx::query("DELETE FROM cms_replica_status")
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        sqlx::query("UPDATE cms_master_lease SET expires_at = $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+        let demoted = CmsRole {
+            mode: CmsMode::Backup,
+            epoch_floor: r.epoch_floor.max(active_epoch),
+            term_start: r.term_start,
+            other_pool: active_pool.to_string(),
+            changed_at: now,
+            reason: format!(
+                "fenced: the active store is in {active_pool} since version {term_start}"
+            ),
+        };
+        set_role_in(&mut tx, &self.path, &demoted).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(lost)
+    }
+
+    /// Moves the master lease of this active store to `holder` at once (the server running
+    /// a failover, which must publish it): a takeover within the term, so the previous
+    /// holder's writes are refused from now on. Returns the new epoch; `None` when the
+    /// store is not active. Keeps a lease `holder` already has.
+    pub async fn take_lease_over(&self, holder: &str, ttl_ms: i64) -> Result<Option<i64>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let r = role_in(&mut tx, &self.path).await?;
+        if r.mode != CmsMode::Active {
+            return Ok(None);
+        }
+        let lease = crate::backend::lease_in(&mut tx, &self.path).await?;
+        if let Some(l) = lease.filter(|l| l.holder == holder && l.expires_at > now_ms()) {
+            return Ok(Some(l.epoch));
+        }
+        let epoch = max_epoch_in(&mut tx, &self.path).await? + 1;
+        grant_lease_in(&mut tx, &self.path, holder, epoch, ttl_ms).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Some(epoch))
+    }
+
+    /// Versions recorded as lost when this store was fenced, oldest first.
+    pub async fn lost_cms_versions(&self) -> Result<Vec<LostVersion>> {
+        let rows: Vec<(i64, i64, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description, keys, lost_at
+             FROM cms_lost_version ORDER BY lost_at, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(version, epoch, created_at, description, keys, lost_at)| LostVersion {
+                    version,
+                    epoch,
+                    created_at,
+                    description,
+                    keys: serde_json::from_str(&keys).unwrap_or_default(),
+                    lost_at,
+                },
+            )
+            .collect())
+    }
+
+    /// `Install-CsDatabase -CentralManagementDatabase`: an empty standby store here. An
+    /// existing store is kept unless `clean`; the active store is never dropped.
+    pub async fn install_cms(
+        &self,
+        clean: bool,
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let r = role_in(&mut tx, &self.path).await?;
+        let current = current_version_in(&mut tx, &self.path).await?;
+        if r.mode != CmsMode::Backup {
+            return Ok(Err(RoleRefused::ActiveStore {
+                path: self.path.clone(),
+            }));
+        }
+        if current > 0 && !clean {
+            return Ok(Err(RoleRefused::Exists {
+                path: self.path.clone(),
+                version: current,
+            }));
+        }
+        sqlx::raw_sql(
+            "DELETE FROM cms_item; DELETE FROM cms_version; DELETE FROM cms_replica_status;",
+        )
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        let installed = CmsRole {
+            changed_at: now_ms(),
+            reason: "installed empty (Install-CsDatabase -CentralManagementDatabase)".into(),
+            ..r
+        };
+        set_role_in(&mut tx, &self.path, &installed).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Ok(installed))
+    }
+
+    /// `Move-CsManagementServer`: loads a whole configuration into the empty store
+    /// installed here and makes it the active store in a new term above `known_epoch`.
+    /// Refused unless the store is an empty standby.
+    pub async fn load_cms_and_activate(
+        &self,
+        items: &[(String, Option<String>)],
+        description: &str,
+        known_epoch: i64,
+        from_pool: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let r = role_in(&mut tx, &self.path).await?;
+        let current = current_version_in(&mut tx, &self.path).await?;
+        if r.mode != CmsMode::Backup {
+            return Ok(Err(RoleRefused::WrongMode {
+                path: self.path.clone(),
+                mode: r.mode,
+                wanted: "an empty standby (Install-CsDatabase -CentralManagementDatabase)",
+            }));
+        }
+        if current > 0 {
+            return Ok(Err(RoleRefused::Exists {
+                path: self.path.clone(),
+                version: current,
+            }));
+        }
+        let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
+        let floor = next_term_floor(known);
+        crate::backend::insert_version(&mut tx, &self.path, 1, floor, items, description).await?;
+        let activated = CmsRole {
+            mode: CmsMode::Active,
+            epoch_floor: floor,
+            term_start: 1,
+            other_pool: String::new(),
+            changed_at: now_ms(),
+            reason: format!("moved from {from_pool} (Move-CsManagementServer)"),
+        };
+        set_role_in(&mut tx, &self.path, &activated).await?;
+        grant_lease_in(&mut tx, &self.path, holder, floor + 1, ttl_ms).await?;
+        tx.commit().await.at(&self.path)?;
+        Ok(Ok(activated))
+    }
+
+    /// The newest CMS failover record whose target is this Back End.
+    pub async fn cms_failover_record(&self) -> Result<Option<(i64, String)>> {
+        sqlx::query_as("SELECT id, record FROM cms_failover ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .at(&self.path)
+    }
+
+    /// Stores a CMS failover record (a new one when `id` is `None`); returns its id.
+    pub async fn save_cms_failover_record(&self, id: Option<i64>, record: &str) -> Result<i64> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let (next,): (i64,) =
+                    sqlx::query_as("SELECT COALESCE(MAX(id), 0) + 1 FROM cms_failover")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .at(&self.path)?;
+                next
+            }
+        };
+        sqlx::query(
+            "INSERT INTO cms_failover (id, record, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET record = $2, updated_at = $3",
+        )
+        .bind(id)
+        .bind(record)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_epoch_of_a_later_term_is_above_every_epoch_of_an_earlier_one() {
+        let floor = next_term_floor(7);
+        assert_eq!(term_of(floor), 1);
+        assert!(floor > 7 + 1_000_000);
+        assert_eq!(next_term_floor(floor + 12), 2 << TERM_SHIFT);
+        assert_eq!(term_of(floor - 1), 0);
+    }
+
+    fn change(k: &str, v: &str) -> (String, Option<String>) {
+        (k.to_string(), Some(v.to_string()))
+    }
+
+    #[tokio::test]
+    async fn a_failover_moves_the_one_writable_store_and_fences_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = BackEnd::open("sqlite://pool1.db", dir.path())
+            .await
+            .unwrap();
+        let new = BackEnd::open("sqlite://pool2.db", dir.path())
+            .await
+            .unwrap();
+        old.bootstrap(&[change("a", "1")], "install").await.unwrap();
+        let (_, lease) = old.acquire_lease("fe1", 60_000).await.unwrap();
+        old.write("fe1", lease.epoch, &[change("a", "2")], "edit")
+            .await
+            .unwrap()
+            .unwrap();
+        // The standby took versions 1 and 2; the Backup Service ships them in order.
+        for v in 1..=2 {
+            let info = old.version(v).await.unwrap().unwrap();
+            let items = old.items_at_version(v).await.unwrap();
+            assert_eq!(new.import_cms_versions(&[(info, items)]).await.unwrap(), v);
+        }
+        // An active store takes no copy of another.
+        let info = new.version(1).await.unwrap().unwrap();
+        assert!(matches!(
+            old.import_cms_versions(&[(info, vec![])]).await,
+            Err(crate::StoreError::CmsNotStandby { .. })
+        ));
+        // A standby gives no lease and takes no write.
+        assert!(!new.acquire_lease("fe3", 60_000).await.unwrap().0);
+        // Moving: the master keeps its lease, writes are refused with the documented text.
+        old.set_cms_moving("pool2").await.unwrap().unwrap();
+        let refused = old
+            .write("fe1", lease.epoch, &[change("a", "3")], "during the move")
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("###50020:XDSForceReplication")
+        );
+        // A disaster instead: the old store takes writes again, one of them never shipped.
+        old.set_cms_active_again("restored").await.unwrap().unwrap();
+        old.write("fe1", lease.epoch, &[change("b", "lost")], "never shipped")
+            .await
+            .unwrap()
+            .unwrap();
+        let promoted = new
+            .promote_cms(lease.epoch, "pool1", "fe3", 60_000)
+            .await
+            .unwrap();
+        assert_eq!((promoted.mode, promoted.term_start), (CmsMode::Active, 2));
+        // The server that ran the promotion holds the lease; the other Front End waits.
+        assert!(!new.acquire_lease("fe4", 60_000).await.unwrap().0);
+        let (mine, new_lease) = new.acquire_lease("fe3", 60_000).await.unwrap();
+        assert!(mine);
+        assert_eq!(term_of(new_lease.epoch), 1);
+        // The old store's own takeovers stay below the new term.
+        old.release_lease("fe1").await.unwrap();
+        let (_, again) = old.acquire_lease("fe2", 60_000).await.unwrap();
+        assert!(again.epoch < new_lease.epoch);
+        // Fenced: the version it wrote after the cut is recorded lost, the copy dropped.
+        let lost = old.demote_cms("pool2", 2, new_lease.epoch).await.unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].keys, vec!["b".to_string()]);
+        assert_eq!(old.lost_cms_versions().await.unwrap(), lost);
+        assert_eq!(old.cms_role().await.unwrap().mode, CmsMode::Backup);
+        assert!(old.current_version().await.unwrap().is_none());
+        assert!(!old.acquire_lease("fe2", 60_000).await.unwrap().0);
+        // Idempotent.
+        assert!(
+            old.demote_cms("pool2", 2, new_lease.epoch)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            new.promote_cms(lease.epoch, "pool1", "fe3", 60_000)
+                .await
+                .unwrap()
+                .epoch_floor,
+            promoted.epoch_floor
+        );
+    }
+
+    #[tokio::test]
+    async fn install_keeps_what_exists_unless_clean_and_never_drops_the_active_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = BackEnd::open("sqlite://a.db", dir.path()).await.unwrap();
+        active
+            .bootstrap(&[change("a", "1")], "install")
+            .await
+            .unwrap();
+        assert!(matches!(
+            active.install_cms(true).await.unwrap(),
+            Err(RoleRefused::ActiveStore { .. })
+        ));
+        let standby = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
+        let info = active.version(1).await.unwrap().unwrap();
+        let items = active.items_at_version(1).await.unwrap();
+        standby.import_cms_versions(&[(info, items)]).await.unwrap();
+        assert!(matches!(
+            standby.install_cms(false).await.unwrap(),
+            Err(RoleRefused::Exists { version: 1, .. })
+        ));
+        standby.install_cms(true).await.unwrap().unwrap();
+        assert!(standby.current_version().await.unwrap().is_none());
+        let role = standby
+            .load_cms_and_activate(&[change("a", "1")], "moved", 5, "pool1", "fe1", 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(role.mode, CmsMode::Active);
+        assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("1"));
+        assert!(matches!(
+            standby
+                .load_cms_and_activate(&[], "again", 5, "pool1", "fe1", 60_000)
+                .await
+                .unwrap(),
+            Err(RoleRefused::WrongMode { .. })
+        ));
+    }
+}

@@ -1,0 +1,447 @@
+//! Central Management store failover against a real lab: the seeds' disaster runbook with
+//! the store on the lost pool (paired and unpaired), the old store fenced when it comes
+//! back, and a crash of the server running the failover at every step.
+
+use std::time::{Duration, Instant};
+
+use crate::failover::{add_contact, arm_crash, contacts, runbook, user_of, wait_signed_in};
+use crate::lab::Lab;
+use crate::{run, run_env, stderr, stdout};
+
+const P1: &str = "pool1.contoso.com";
+const P2: &str = "pool2.contoso.com";
+
+/// A pool's failover state, asked of pool2 (pool1 is the one lost in these tests).
+fn pool_state(lab: &Lab, pool: &str) -> serde_json::Value {
+    let v = lab.json(
+        Some("pool2-fe1.contoso.com"),
+        &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"),
+    );
+    v.as_array().map_or(v.clone(), |a| a[0].clone())
+}
+
+/// The CMS status record.
+fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
+    let v = lab.json(
+        Some(server),
+        "Get-CsManagementStoreReplicationStatus -CentralManagementStoreStatus",
+    );
+    v.as_array().map_or(v.clone(), |a| a[0].clone())
+}
+
+/// The servers `lab status` reports as the active master: never more than one.
+fn masters(lab: &Lab) -> Vec<String> {
+    let out = run(&["lab", "status", "--dir", lab.dir(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["cms_master"] == true)
+        .map(|r| r["fqdn"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The role of the store in `pool`'s Back End (`Active`, `Moving`, `Backup`) and its version.
+fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
+    let v = lab.json(
+        Some(via),
+        &format!("Get-CsDatabaseMirrorState -PoolFqdn {pool} -DatabaseType Centralmgmt"),
+    );
+    let xds = &v.as_array().unwrap()[0];
+    assert_eq!(xds["DatabaseName"], "xds");
+    (
+        xds["CentralManagementStore"].as_str().unwrap().to_string(),
+        xds["CentralManagementStoreVersion"].as_i64().unwrap(),
+    )
+}
+
+/// Waits until the standby in `standby_pool` holds every version of the active store.
+fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, standby_pool: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, active) = store_of(lab, via, active_pool);
+        let (mode, standby) = store_of(lab, via, standby_pool);
+        if mode == "Backup" && standby >= active && active > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby in {standby_pool} holds {standby} of {active}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every replica `UpToDate`, waited for.
+fn wait_all_up_to_date(lab: &Lab, via: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = lab.json(Some(via), "Get-CsManagementStoreReplicationStatus");
+        let rows = rows.as_array().unwrap();
+        if !rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every replica is up to date: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Backup Service sync interval as one server's local replica has it.
+fn sync_interval_at(lab: &Lab, server: &str) -> String {
+    let v = lab.json(Some(server), "Get-CsBackupServiceConfiguration");
+    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    v["SyncInterval"].as_str().unwrap().to_string()
+}
+
+fn set_sync_interval(lab: &Lab, server: &str, interval: &str) {
+    let out = lab.shell(
+        Some(server),
+        &format!("Set-CsBackupServiceConfiguration -SyncInterval {interval}"),
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// The old store comes back: its master steps down, its store becomes the standby of the
+/// new one, the changes made meanwhile are everywhere and nothing overwrote them.
+fn old_store_comes_back_fenced(lab: &Lab, old_pool: &str, new_pool: &str, interval: &str) {
+    let out = run(&["lab", "start", old_pool, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new_fe = format!("{}-fe1.contoso.com", new_pool.split('.').next().unwrap());
+    let old_fe = format!("{}-fe1.contoso.com", old_pool.split('.').next().unwrap());
+    wait_all_up_to_date(lab, &new_fe);
+    let prefix = format!("{}-", new_pool.split('.').next().unwrap());
+    let status = cms_status(lab, &old_fe);
+    assert!(
+        status["ActiveMasterFqdn"]
+            .as_str()
+            .unwrap()
+            .starts_with(&prefix),
+        "{status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while masters(lab).len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "one writable store: {:?}",
+            masters(lab)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(masters(lab)[0].starts_with(&prefix));
+    assert_eq!(store_of(lab, &new_fe, old_pool).0, "Backup");
+    for server in [
+        "pool1-fe1.contoso.com",
+        "pool1-fe2.contoso.com",
+        "pool2-fe2.contoso.com",
+        "edgeserver1.contoso.com",
+    ] {
+        assert_eq!(sync_interval_at(lab, server), interval, "{server}");
+    }
+    // A change through a server of the old pool reaches the new master and everyone.
+    set_sync_interval(lab, &old_fe, "00:02:10");
+    wait_all_up_to_date(lab, &new_fe);
+    assert_eq!(sync_interval_at(lab, "edgeserver2.contoso.com"), "00:02:10");
+    // The old store catches up as a standby of the new one.
+    wait_standby_current(lab, &new_fe, new_pool, old_pool);
+}
+
+#[test]
+fn disaster_runbook_with_the_cms_on_the_lost_pool_fails_the_store_over_first() {
+    let lab = Lab::up_env(&["--users", "10"], &[]);
+    let alice = user_of(&lab, P1);
+    assert!(add_contact(&lab, &alice, "sip:before@contoso.com"));
+    set_sync_interval(&lab, "pool2-fe1.contoso.com", "00:01:10");
+    wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
+    // Seeds 000/001: pool1, which hosts the store, is lost.
+    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = cms_status(&lab, "pool2-fe1.contoso.com");
+    assert_eq!(
+        status["ActiveMasterFqdn"], "",
+        "the store is down: {status}"
+    );
+    let text = runbook(
+        &lab,
+        "pool2-fe1.contoso.com",
+        "pool1-disaster-failover-with-cms.ps1",
+    );
+    assert!(
+        text.contains("Central Management Server Pool : pool1.contoso.com"),
+        "{text}"
+    );
+    assert!(text.contains("(Disaster): Completed"), "{text}");
+    let status = cms_status(&lab, "pool2-fe2.contoso.com");
+    assert!(
+        status["ActiveMasterFqdn"]
+            .as_str()
+            .unwrap()
+            .starts_with("pool2-"),
+        "{status}"
+    );
+    assert_eq!(
+        status["ActiveFileTransferAgents"],
+        status["ActiveMasterFqdn"]
+            .as_str()
+            .map(|m| serde_json::json!([m]))
+            .unwrap()
+    );
+    assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
+    // The configuration made before the loss survived the move.
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver1.contoso.com"),
+        "00:01:10"
+    );
+    // Alice is served by pool2 with her data.
+    wait_signed_in(&lab, &alice, P2, "full");
+    assert!(contacts(&lab, &alice).contains(&"sip:before@contoso.com".to_string()));
+    // A change on the new master, then pool1 comes back.
+    set_sync_interval(&lab, "pool2-fe1.contoso.com", "00:01:20");
+    old_store_comes_back_fenced(&lab, P1, P2, "00:01:20");
+}
+
+#[test]
+fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
+    let lab = Lab::up();
+    wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
+    // The Backup Service of pool1 stops: the next change reaches the replicas only.
+    for fe in ["pool1-fe1.contoso.com", "pool1-fe2.contoso.com"] {
+        let out = lab.shell(
+            Some(fe),
+            &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:00:50");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver1.contoso.com"),
+        "00:00:50"
+    );
+    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without naming the standby, the refusal says how.
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("-BackupSqlServerFqdn pool2-be.contoso.com -BackupSqlInstanceName rtc"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "--server",
+        "pool2-fe1.contoso.com",
+        "-c",
+        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn pool2-be.contoso.com -BackupSqlInstanceName rtc",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("at least 1 configuration version(s) committed in pool1.contoso.com"),
+        "{text}"
+    );
+    // The replicas that had the lost version were given the new store's configuration.
+    for server in [
+        "pool2-fe1.contoso.com",
+        "edgeserver1.contoso.com",
+        "edgeserver2.contoso.com",
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sync_interval_at(&lab, server) != "00:02:00" {
+            assert!(Instant::now() < deadline, "{server} keeps the lost version");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // pool1 comes back: its master steps down and records the lost version.
+    let out = run(&["lab", "start", P1, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(format!("{}/logs/pool1-fe1.contoso.com.log", lab.dir()))
+            .unwrap_or_default()
+            + &std::fs::read_to_string(format!("{}/logs/pool1-fe2.contoso.com.log", lab.dir()))
+                .unwrap_or_default();
+        if log.contains("are lost active_pool=pool2.contoso.com lost=1") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no loss recorded:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(log.contains("Set-CsBackupServiceConfiguration"), "{log}");
+    wait_all_up_to_date(&lab, "pool2-fe1.contoso.com");
+    assert_eq!(masters(&lab).len(), 1);
+    assert_eq!(sync_interval_at(&lab, "pool1-fe1.contoso.com"), "00:02:00");
+    wait_standby_current(&lab, "pool2-fe1.contoso.com", P2, P1);
+}
+
+#[test]
+fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_runs() {
+    let lab = Lab::up();
+    let files = std::path::Path::new(lab.dir()).join("exports");
+    std::fs::create_dir_all(&files).unwrap();
+    let config = files.join("CsConfigurationFile.zip");
+    let lis = files.join("CsLisConfigurationFile.zip");
+    for (cmdlet, file) in [
+        ("Export-CsConfiguration", &config),
+        ("Export-CsLisConfiguration", &lis),
+    ] {
+        let out = lab.shell(None, &format!("{cmdlet} -FileName {}", file.display()));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:01:30");
+    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The seed's runbook with its c:\ files where this test saved them.
+    let text =
+        std::fs::read_to_string("../../examples/runbooks/pool1-disaster-failover-unpaired-cms.ps1")
+            .or_else(|_| {
+                std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../examples/runbooks/pool1-disaster-failover-unpaired-cms.ps1"
+                ))
+            })
+            .unwrap()
+            .replace("c:\\", &format!("{}/", files.display()));
+    let script = files.join("runbook.ps1");
+    std::fs::write(&script, text).unwrap();
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "--server",
+        "pool2-fe1.contoso.com",
+        "--file",
+        script.to_str().unwrap(),
+    ]);
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}{}", stderr(&out));
+    assert!(
+        printed.contains("Installed an empty Central Management database in pool2-be.contoso.com"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Run Bootstrapper /Setup on these computers"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("pool2-fe2.contoso.com (installs"),
+        "{printed}"
+    );
+    let status = cms_status(&lab, "pool2-fe2.contoso.com");
+    assert_eq!(
+        status["ActiveMasterFqdn"], "pool2-fe1.contoso.com",
+        "{status}"
+    );
+    // The export was taken before the last change: the store holds what the file held.
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver2.contoso.com"),
+        "00:02:00"
+    );
+    let out = lab.shell(Some("pool2-fe2.contoso.com"), "Bootstrapper /Setup");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Central Management services"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
+    set_sync_interval(&lab, "pool2-fe2.contoso.com", "00:01:40");
+    old_store_comes_back_fenced(&lab, P1, P2, "00:01:40");
+}
+
+#[test]
+fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_restored() {
+    let lab = Lab::up_env(&[], &[("TANDEM_DR_FAULTS", "1")]);
+    let steps = server::cmsfailover::STEPS;
+    let mut expected = "00:02:00".to_string();
+    for (i, step) in steps.iter().enumerate() {
+        // The store is in `from`; the failover moves it to `to`, run on to's fe1.
+        let status = cms_status(&lab, "pool1-fe2.contoso.com");
+        let master = status["ActiveMasterFqdn"].as_str().unwrap().to_string();
+        let (from, to) = if master.starts_with("pool1") {
+            (P1, P2)
+        } else {
+            (P2, P1)
+        };
+        let runner = format!("{}-fe1.contoso.com", &to[..5]);
+        let witness = format!("{}-fe2.contoso.com", &from[..5]);
+        wait_standby_current(&lab, &witness, from, to);
+        arm_crash(&lab, &runner, step, "before");
+        let out = lab.shell(Some(&runner), "Invoke-CsManagementServerFailover");
+        assert!(
+            !out.status.success(),
+            "the runner should have crashed before {step}"
+        );
+        let log = std::fs::read_to_string(format!("{}/logs/{runner}.log", lab.dir())).unwrap();
+        assert!(
+            log.contains(&format!("crashes before step {step}")),
+            "{runner} did not crash before {step}"
+        );
+        assert!(
+            masters(&lab).len() <= 1,
+            "two writable stores after a crash before {step}"
+        );
+        let out = run_env(
+            &["lab", "start", &runner, "--dir", lab.dir()],
+            &[("TANDEM_DR_FAULTS", "1")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Even steps: run the cmdlet again (resume). Odd steps: -Restore on the runner's
+        // pool, then on the old pool.
+        if i % 2 == 0 {
+            let out = lab.shell(Some(&runner), "Invoke-CsManagementServerFailover");
+            assert!(
+                out.status.success(),
+                "resume after a crash before {step}: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        } else {
+            for server in [runner.as_str(), witness.as_str()] {
+                let out = lab.shell(Some(server), "Invoke-CsManagementServerFailover -Restore");
+                assert!(
+                    out.status.success(),
+                    "-Restore on {server} after a crash before {step}: {}{}",
+                    stdout(&out),
+                    stderr(&out)
+                );
+            }
+        }
+        // One writable store, which takes a change every server gets.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while masters(&lab).len() != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "no single master after {step}: {:?}",
+                masters(&lab)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let before = expected.clone();
+        expected = format!("00:0{}:1{i}", 1 + i % 2);
+        assert_ne!(before, expected);
+        set_sync_interval(&lab, &witness, &expected);
+        wait_all_up_to_date(&lab, &witness);
+        for server in [
+            "pool1-fe1.contoso.com",
+            "pool2-fe2.contoso.com",
+            "edgeserver1.contoso.com",
+        ] {
+            assert_eq!(
+                sync_interval_at(&lab, server),
+                expected,
+                "{server} after {step}"
+            );
+        }
+    }
+}
