@@ -576,12 +576,19 @@ fn check_can_fail_over(server: &Server, s: &Situation, inv: &Invocation) -> Resu
             }
         )));
     }
-    if s.local.mode != CmsMode::Backup || s.standby_version == 0 {
+    if s.local.mode != CmsMode::Backup {
         return Err(conflict(format!(
             "Cannot fail over the Central Management Server. The new Central Management Store located at \"{here}\" is not in backup mode \
-             (its store is {} at version {}); check Get-CsBackupServiceStatus -PoolFqdn {} -Category CMS",
+             (its store is {}); Invoke-CsManagementServerFailover -Restore on a Front End of {here} clears a half-done failover",
             s.local.mode.as_str(),
-            s.standby_version,
+        )));
+    }
+    // A planned failover drains the standby first; a disaster has only what it holds.
+    if s.standby_version == 0 && s.master.is_none() {
+        return Err(conflict(format!(
+            "the standby Central Management store in {here} is empty: the Backup Service never shipped it the store of {} \
+             (Get-CsBackupServiceStatus -PoolFqdn {here} -Category CMS). Rebuild the store from an export instead: \
+             Install-CsDatabase -CentralManagementDatabase and Move-CsManagementServer -ConfigurationFileName <file> -Force",
             s.cms_pool
         )));
     }

@@ -396,6 +396,19 @@ fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_rest
             &[("TANDEM_DR_FAULTS", "1")],
         );
         assert!(out.status.success(), "{}", stderr(&out));
+        if *step == "Drain" {
+            // Frozen: the old store refuses changes with the documented text.
+            let out = lab.shell(
+                Some(&witness),
+                "Set-CsBackupServiceConfiguration -SyncInterval 00:03:00",
+            );
+            assert!(!out.status.success());
+            assert!(
+                stderr(&out).contains("###50020:XDSForceReplication"),
+                "{}",
+                stderr(&out)
+            );
+        }
         // Even steps: run the cmdlet again (resume). Odd steps: -Restore on the runner's
         // pool, then on the old pool.
         if i % 2 == 0 {
