@@ -37,9 +37,9 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const PUSH_TIMEOUT_PER_ITEM: Duration = Duration::from_millis(2);
 /// A replica's status row is rewritten at least this often while it answers.
 const STATUS_REFRESH_MS: i64 = 5_000;
-/// How long a master that has just taken the lease waits for its first push round (the
-/// check that no store of a later term is active) before it takes writes.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// How long a master that has just taken the lease waits for each server's answer to its
+/// heartbeat (the check that no store of a later term is active) before it takes writes.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// This server's part in the master role.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,13 +228,7 @@ impl Master {
 
     /// The active topology, from the CMS.
     pub async fn topology(&self) -> Result<Topology, MasterError> {
-        let text = self
-            .inner
-            .backend
-            .get(keys::TOPOLOGY_ACTIVE)
-            .await?
-            .ok_or_else(|| MasterError::BadTopology("there is none".into()))?;
-        Topology::from_toml(&text).map_err(|e| MasterError::BadTopology(e.to_string()))
+        self.inner.topology_in_store().await
     }
 
     /// Pushes now (`Invoke-CsManagementStoreReplication`) and waits for the round to end.
@@ -258,6 +252,18 @@ impl Master {
         self.inner.master_running.store(false, Ordering::SeqCst);
         self.inner.shutdown.send_replace(true);
         step_down(&self.inner).await;
+    }
+}
+
+impl Inner {
+    /// The active topology in this server's store.
+    async fn topology_in_store(&self) -> Result<Topology, MasterError> {
+        let text = self
+            .backend
+            .get(keys::TOPOLOGY_ACTIVE)
+            .await?
+            .ok_or_else(|| MasterError::BadTopology("there is none".into()))?;
+        Topology::from_toml(&text).map_err(|e| MasterError::BadTopology(e.to_string()))
     }
 }
 
@@ -289,23 +295,23 @@ async fn lease_task(inner: Arc<Inner>) {
                         // Before taking a single write, push once: a replica that follows
                         // a newer store (this one was failed over while it was away)
                         // says so, and this store steps down instead.
-                        let probe = tokio::time::timeout(
-                            PROBE_TIMEOUT,
-                            push_round(&inner, lease.epoch, &mut None),
-                        )
-                        .await;
-                        if let Ok(Ok(Some(newer))) = probe {
-                            fence_self(&inner, newer).await;
-                        } else {
-                            tracing::info!(
-                                epoch = lease.epoch,
-                                "became the active Central Management master"
-                            );
-                            inner.role.send_replace(Role::Active {
-                                epoch: lease.epoch,
-                                since: lease.acquired_at,
-                            });
-                            inner.wake.notify_one();
+                        match probe(&inner, lease.epoch).await {
+                            Ok(Some(newer)) => fence_self(&inner, newer).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot check for a newer store; not taking writes yet");
+                                inner.role.send_replace(Role::Standby { holder: None });
+                            }
+                            Ok(None) => {
+                                tracing::info!(
+                                    epoch = lease.epoch,
+                                    "became the active Central Management master"
+                                );
+                                inner.role.send_replace(Role::Active {
+                                    epoch: lease.epoch,
+                                    since: lease.acquired_at,
+                                });
+                                inner.wake.notify_one();
+                            }
                         }
                     }
                 }
@@ -382,8 +388,7 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
         holder: Some(newer.master.clone()),
     });
     let report = async {
-        let text = inner.backend.get(keys::TOPOLOGY_ACTIVE).await.ok()??;
-        let topology = Topology::from_toml(&text).ok()?;
+        let topology = inner.topology_in_store().await.ok()?;
         let server = topology.server(&newer.master)?;
         let pool = server.pool_fqdn.to_string();
         let base = format!(
@@ -400,7 +405,7 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
     };
     match inner
         .backend
-        .demote_cms(&pool, report.term_start, report.epoch)
+        .demote_cms(&pool, report.shared_through, report.epoch)
         .await
     {
         Ok(lost) if lost.is_empty() => {
@@ -420,6 +425,66 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
         }
         Err(e) => tracing::warn!(error = %e, "could not turn this store into a standby"),
     }
+}
+
+/// A heartbeat (no items) to every server, each with [`PROBE_TIMEOUT`]: the first answer
+/// that a store of a later term is active is returned at once. A server that does not
+/// answer cannot say so, and does not hold the master back.
+async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterError> {
+    let Some(current) = inner.backend.current_version().await? else {
+        return Ok(None);
+    };
+    let term_start = inner.backend.cms_role().await?.term_start;
+    let topology = inner.topology_in_store().await?;
+    let mut set = JoinSet::new();
+    for target in targets(&topology) {
+        let request = SyncRequest {
+            master_fqdn: inner.fqdn.clone(),
+            epoch,
+            from_version: current.version,
+            to_version: current.version,
+            to_version_created_at: current.created_at,
+            items: Vec::new(),
+            term_start,
+            replace: false,
+        };
+        let client = inner.client.clone();
+        let token = inner.token.clone();
+        set.spawn(async move {
+            let url = format!(
+                "http://{}:{}/internal/v1/replica/sync",
+                target.address, target.port
+            );
+            let answer = client
+                .post(url)
+                .header(crate::TOKEN_HEADER, bearer(&token))
+                .timeout(PROBE_TIMEOUT)
+                .json(&request)
+                .send()
+                .await
+                .ok()?
+                .json::<SyncResponse>()
+                .await
+                .ok()?;
+            match answer {
+                SyncResponse::Fenced {
+                    epoch: theirs,
+                    master_fqdn,
+                } if store::term_of(theirs) > store::term_of(epoch) => Some(Newer {
+                    master: master_fqdn,
+                    epoch: theirs,
+                }),
+                _ => None,
+            }
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        if let Ok(Some(newer)) = joined {
+            set.abort_all();
+            return Ok(Some(newer));
+        }
+    }
+    Ok(None)
 }
 
 /// One push to every server. Returns the newest store a replica says it follows, when

@@ -61,6 +61,10 @@ pub struct RoleReport {
     /// The version the store's current term started at.
     #[serde(default)]
     pub term_start: i64,
+    /// The old store's versions up to here are in this store (what a fenced store did
+    /// not lose).
+    #[serde(default)]
+    pub shared_through: i64,
 }
 
 /// The path of [`RoleReport`] on every server's management API.

@@ -72,7 +72,7 @@ pub enum StoreAction {
     /// Become a standby of the store in `active_pool`.
     Demote {
         active_pool: String,
-        term_start: i64,
+        shared_through: i64,
         epoch: i64,
     },
     /// The whole configuration (a move without an export file).
@@ -87,6 +87,10 @@ pub struct StoreReply {
     pub version: i64,
     pub epoch: i64,
     pub lost_versions: i64,
+    /// The store's `shared_through` (see `store::cmsrole`).
+    pub shared_through: i64,
+    /// The state of the newest CMS failover whose target is this store, if any.
+    pub failover: Option<String>,
     #[serde(default)]
     pub items: Vec<Item>,
 }
@@ -120,11 +124,11 @@ pub(crate) async fn store_action(
         }
         StoreAction::Demote {
             active_pool,
-            term_start,
+            shared_through,
             epoch,
         } => {
             lost = be
-                .demote_cms(active_pool, *term_start, *epoch)
+                .demote_cms(active_pool, *shared_through, *epoch)
                 .await
                 .map_err(internal)?
                 .len() as i64;
@@ -147,6 +151,8 @@ pub(crate) async fn store_action(
             .map_or(0, |v| v.version),
         epoch: lease.map_or(0, |l| l.epoch).max(role.epoch_floor),
         lost_versions: lost,
+        shared_through: role.shared_through,
+        failover: latest(be).await?.map(|r| r.record.state),
         items: if matches!(action, StoreAction::Snapshot) {
             be.items().await.map_err(internal)?
         } else {
@@ -232,6 +238,23 @@ pub struct FailoverRecord {
     /// What may be lost (disaster).
     pub potential_loss: String,
     pub error: String,
+    /// The process running it (server and start-up token): a record whose runner is
+    /// another live process is not taken over.
+    #[serde(default)]
+    pub runner_boot: String,
+}
+
+/// A record as stored, with the token its next compare-and-set save expects.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) record: FailoverRecord,
+    pub(crate) token: i64,
+}
+
+/// This process's start-up token.
+fn boot() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| format!("{}-{}", std::process::id(), now_ms()))
 }
 
 impl FailoverRecord {
@@ -274,22 +297,40 @@ impl FailoverRecord {
     }
 }
 
-async fn save(be: &BackEnd, record: &mut FailoverRecord) -> Result<(), ApiError> {
-    let text = serde_json::to_string(record).map_err(internal)?;
-    record.id = be
-        .save_cms_failover_record(Some(record.id).filter(|i| *i > 0), &text)
+/// Saves the record if nobody else wrote it since this runner last did.
+async fn save(be: &BackEnd, stored: &mut Stored) -> Result<(), ApiError> {
+    let text = serde_json::to_string(&stored.record).map_err(internal)?;
+    let id = Some(stored.record.id).filter(|i| *i > 0);
+    match be
+        .save_cms_failover_record(id, &text, stored.token)
         .await
-        .map_err(internal)?;
-    Ok(())
+        .map_err(internal)?
+    {
+        Some((id, token)) => {
+            stored.record.id = id;
+            stored.token = token;
+            Ok(())
+        }
+        None => Err(conflict(format!(
+            "the Central Management store failover {} was taken over by another run; \
+             Invoke-CsManagementServerFailover -WhatIf shows where it stands",
+            stored.record.id
+        ))),
+    }
 }
 
-async fn latest(be: &BackEnd) -> Result<Option<FailoverRecord>, ApiError> {
-    let Some((id, text)) = be.cms_failover_record().await.map_err(internal)? else {
+async fn latest(be: &BackEnd) -> Result<Option<Stored>, ApiError> {
+    let Some((id, text, token)) = be.cms_failover_record().await.map_err(internal)? else {
         return Ok(None);
     };
-    let mut r: FailoverRecord = serde_json::from_str(&text).map_err(internal)?;
-    r.id = id;
-    Ok(Some(r))
+    let mut record: FailoverRecord = serde_json::from_str(&text).map_err(internal)?;
+    record.id = id;
+    Ok(Some(Stored { record, token }))
+}
+
+/// Whether a record still has work to do (a cancelled one has none).
+fn unfinished(r: &FailoverRecord) -> bool {
+    r.state == "Running" || r.state == "Failed"
 }
 
 /// One CMS failover or move at a time on this server.
@@ -371,6 +412,23 @@ async fn mirror_state(server: &Server, inv: &Invocation) -> Reply {
         .await
         .map_err(internal)?
         .map_or(0, |v| v.version);
+    // Versions a master of this store committed that never reached the store that
+    // replaced it (recorded when it was fenced).
+    let lost: Vec<String> = be
+        .lost_cms_versions()
+        .await
+        .map_err(internal)?
+        .iter()
+        .map(|l| {
+            format!(
+                "{} ({}, {}, keys {})",
+                l.version,
+                l.description,
+                format_timestamp(l.created_at),
+                l.keys.join(" ")
+            )
+        })
+        .collect();
     let rows = databases
         .into_iter()
         .map(|(name, kind)| {
@@ -398,7 +456,11 @@ async fn mirror_state(server: &Server, inv: &Invocation) -> Reply {
             if kind == "CentralMgmt" {
                 r = r
                     .with("CentralManagementStore", role.mode.as_str())
-                    .with("CentralManagementStoreVersion", version);
+                    .with("CentralManagementStoreVersion", version)
+                    .with(
+                        "LostVersions",
+                        cmdlet::Field::List(lost.iter().map(|l| l.clone().into()).collect()),
+                    );
             }
             r
         })
@@ -475,20 +537,35 @@ async fn failover(server: &Server, inv: &Invocation) -> Reply {
     if inv.switch("Restore") {
         return restore(server, &s, &be).await;
     }
-    let unfinished = latest(&be)
-        .await?
-        .filter(|r| r.state == "Running" || r.state == "Failed");
+    let pending = latest(&be).await?.filter(|r| unfinished(&r.record));
     if inv.switch("WhatIf") {
         return Ok(output(Output::Text(what_if(
             server,
             &s,
-            unfinished.as_ref(),
+            pending.as_ref().map(|p| &p.record),
         ))));
     }
     let report = inv.text("Report");
     let _one = one_at_a_time(server)?;
-    let mut record = match unfinished {
-        Some(r) => r,
+    let mut stored = match pending {
+        Some(p) => {
+            // A run of another live process (this server's own before a restart, or
+            // another Front End of this pool) is not taken over while it goes on.
+            let r = &p.record;
+            let recent = now_ms() - p.token < RUNNER_SILENCE_MS;
+            if r.state == "Running"
+                && r.runner_boot != boot()
+                && recent
+                && runner_alive(server, r).await
+            {
+                return Err(conflict(format!(
+                    "the Central Management store failover {} is running on {}; wait for it, or if that server is gone \
+                     run Invoke-CsManagementServerFailover -Restore",
+                    r.id, r.runner
+                )));
+            }
+            p
+        }
         None => {
             check_can_fail_over(server, &s, inv)?;
             let mode = if s.master.is_some() {
@@ -496,7 +573,7 @@ async fn failover(server: &Server, inv: &Invocation) -> Reply {
             } else {
                 "Disaster"
             };
-            let mut r = FailoverRecord {
+            let r = FailoverRecord {
                 id: 0,
                 from_pool: s.cms_pool.clone(),
                 to_pool: server.pool.clone(),
@@ -519,28 +596,36 @@ async fn failover(server: &Server, inv: &Invocation) -> Reply {
                 frozen_version: 0,
                 potential_loss: String::new(),
                 error: String::new(),
+                runner_boot: boot().into(),
             };
-            save(&be, &mut r).await?;
-            r
+            Stored {
+                record: r,
+                token: 0,
+            }
         }
     };
-    record.runner = server.fqdn.clone();
-    record.state = "Running".into();
-    record.error.clear();
-    let result = run(server, &s, &be, &mut record, inv.switch("Force")).await;
+    stored.record.runner = server.fqdn.clone();
+    stored.record.runner_boot = boot().into();
+    stored.record.state = "Running".into();
+    stored.record.error.clear();
+    save(&be, &mut stored).await?;
+    let result = run(server, &s, &be, &mut stored, inv.switch("Force")).await;
     match &result {
-        Ok(()) => record.state = "Completed".into(),
-        Err(e) => {
-            record.state = "Failed".into();
-            record.error = e.body.error.clone();
-        }
+        Ok(()) => stored.record.state = "Completed".into(),
+        // A cancelled failover stays cancelled: the old store takes changes again.
+        Err(_) if stored.record.state == "Cancelled" => {}
+        Err(_) => stored.record.state = "Failed".into(),
     }
-    record.finished_at = now_ms();
-    save(&be, &mut record).await?;
+    if let Err(e) = &result {
+        stored.record.error = e.body.error.clone();
+    }
+    stored.record.finished_at = now_ms();
+    save(&be, &mut stored).await?;
     if let Some(file) = report {
-        write_report(&file, &record)?;
+        write_report(&file, &stored.record)?;
     }
     result?;
+    let record = &stored.record;
     let mut reply = output(Output::Text(record.log()));
     if record.mode == "Disaster" {
         reply.warnings.push(format!(
@@ -549,6 +634,32 @@ async fn failover(server: &Server, inv: &Invocation) -> Reply {
         ));
     }
     Ok(reply)
+}
+
+/// How long a runner may stay silent (between two saves of its record) and still count
+/// as running.
+const RUNNER_SILENCE_MS: i64 = 60_000;
+
+/// Whether the runner named in the record still answers and is not this process.
+async fn runner_alive(server: &Server, r: &FailoverRecord) -> bool {
+    if r.runner.eq_ignore_ascii_case(&server.fqdn) {
+        // This server, restarted: the run of the process before is over.
+        return false;
+    }
+    let topology = server.replica.topology();
+    let Some(s) = topology.server(&r.runner) else {
+        return false;
+    };
+    server
+        .client
+        .get(format!(
+            "http://{}:{}/health",
+            s.server.address, topology.ports.management
+        ))
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 fn check_can_fail_over(server: &Server, s: &Situation, inv: &Invocation) -> Result<(), ApiError> {
@@ -710,17 +821,25 @@ async fn run(
     server: &Server,
     s: &Situation,
     be: &BackEnd,
-    record: &mut FailoverRecord,
+    stored: &mut Stored,
     force: bool,
 ) -> Result<(), ApiError> {
+    // Until the standby is promoted, a resumed planned failover freezes and drains again:
+    // the old store may have been unfrozen (a cancelled drain, a -Restore) and taken
+    // changes since.
+    if stored.record.mode == "Planned" && !stored.record.is_done("Promote") {
+        for name in ["Freeze", "Drain"] {
+            stored.record.step(name).state = "Pending".into();
+        }
+    }
     for name in STEPS {
-        if record.is_done(name) {
+        if stored.record.is_done(name) {
             continue;
         }
         crate::failover::fault(server, name, "before").await;
-        record.step(name).started_at = now_ms();
-        let outcome = step(server, s, be, record, name, force).await;
-        let st = record.step(name);
+        stored.record.step(name).started_at = now_ms();
+        let outcome = step(server, s, be, &mut stored.record, name, force).await;
+        let st = stored.record.step(name);
         st.finished_at = now_ms();
         match outcome {
             Ok((state, detail)) => {
@@ -730,11 +849,11 @@ async fn run(
             Err(e) => {
                 st.state = "Failed".into();
                 st.detail = e.body.error.clone();
-                save(be, record).await?;
+                save(be, stored).await?;
                 return Err(e);
             }
         }
-        save(be, record).await?;
+        save(be, stored).await?;
         crate::failover::fault(server, name, "after").await;
     }
     Ok(())
@@ -784,20 +903,34 @@ async fn step(
                 if have >= record.frozen_version {
                     return Ok(("Done", format!("the standby holds version {have}")));
                 }
-                if force {
+                if Instant::now() > deadline && force {
                     record.potential_loss = format!(
-                        "-Force: versions {}..{} of {from} had not reached the standby and are lost",
+                        "-Force: versions {}..{} of {from} had not reached the standby after {DRAIN_WAIT:?} and are lost",
                         have + 1,
                         record.frozen_version
                     );
                     return Ok(("Done", record.potential_loss.clone()));
                 }
                 if Instant::now() > deadline {
-                    let _ = on_pool_store(server, &s.topology, &from, &StoreAction::Unfreeze).await;
                     record.state = "Cancelled".into();
+                    let unfrozen = match on_pool_store(
+                        server,
+                        &s.topology,
+                        &from,
+                        &StoreAction::Unfreeze,
+                    )
+                    .await
+                    {
+                        Ok(_) => format!("the store in {from} takes changes again"),
+                        Err(e) => format!(
+                            "the store in {from} could not be told to take changes again ({e}); run \
+                             Invoke-CsManagementServerFailover -Restore on a Front End of {from}"
+                        ),
+                    };
                     return Err(unavailable(format!(
-                        "the standby in {to} holds version {have} of {} after {DRAIN_WAIT:?}; the store in {from} takes changes again. \
-                         Check Get-CsBackupServiceStatus -PoolFqdn {from} -Category CMS, then run the cmdlet again",
+                        "the standby in {to} holds version {have} of {} after {DRAIN_WAIT:?}, so the failover was cancelled; {unfrozen}. \
+                         Check Get-CsBackupServiceStatus -PoolFqdn {from} -Category CMS, then run the cmdlet again \
+                         (or add -Force to give the missing versions up)",
                         record.frozen_version
                     )));
                 }
@@ -808,7 +941,12 @@ async fn step(
             let role = be
                 .promote_cms(record.known_epoch, &from, &server.fqdn, cms::LEASE_TTL_MS)
                 .await
-                .map_err(internal)?;
+                .map_err(internal)?
+                .map_err(|e| {
+                    conflict(format!(
+                        "{e}; Invoke-CsManagementServerFailover -Restore on a Front End of {to} clears the failover"
+                    ))
+                })?;
             Ok((
                 "Done",
                 format!(
@@ -820,10 +958,7 @@ async fn step(
         }
         "Takeover" => {
             let fresh = server.master().is_none();
-            let master = ensure_master_here(server, be).await?;
-            let Role::Active { epoch, .. } = master.role() else {
-                unreachable!("ensure_master_here returns an active master")
-            };
+            let (_, epoch) = ensure_master_here(server, be).await?;
             Ok((
                 "Done",
                 format!(
@@ -838,7 +973,7 @@ async fn step(
             ))
         }
         "Publish" => {
-            let master = ensure_master_here(server, be).await?;
+            let (master, _) = ensure_master_here(server, be).await?;
             publish_cms_pool(&master, &to).await
         }
         "Demote" if !planned => Ok((
@@ -854,7 +989,7 @@ async fn step(
                 .map_or(role.epoch_floor, |l| l.epoch);
             let action = StoreAction::Demote {
                 active_pool: to.clone(),
-                term_start: role.term_start,
+                shared_through: role.shared_through,
                 epoch,
             };
             match on_pool_store(server, &s.topology, &from, &action).await {
@@ -871,7 +1006,7 @@ async fn step(
             }
         }
         "Replicate" => {
-            let master = ensure_master_here(server, be).await?;
+            let (master, _) = ensure_master_here(server, be).await?;
             replicate(server, &master).await
         }
         _ => unreachable!("every step is handled"),
@@ -884,7 +1019,7 @@ fn unavailable(message: String) -> ApiError {
 
 /// This server's master, holding the lease of this pool's (active) store: a failover
 /// resumed after a crash finds the lease with another Front End of the pool, or expired.
-async fn ensure_master_here(server: &Server, be: &BackEnd) -> Result<Master, ApiError> {
+async fn ensure_master_here(server: &Server, be: &BackEnd) -> Result<(Master, i64), ApiError> {
     let (master, _) = server.install_master().expect("a Front End has a Back End");
     master.set_master_running(true).await;
     let deadline = Instant::now() + TAKEOVER_WAIT;
@@ -895,7 +1030,7 @@ async fn ensure_master_here(server: &Server, be: &BackEnd) -> Result<Master, Api
                 l.holder == server.fqdn && l.epoch == epoch && l.expires_at > now_ms()
             })
         {
-            return Ok(master.clone());
+            return Ok((master.clone(), epoch));
         }
         be.take_lease_over(&server.fqdn, cms::LEASE_TTL_MS)
             .await
@@ -1051,19 +1186,17 @@ async fn restore(server: &Server, s: &Situation, be: &BackEnd) -> Reply {
     let _one = RUNNING.lock().await;
     let here = server.pool.clone();
     let mut done = Vec::new();
-    let unfinished = latest(be)
-        .await?
-        .filter(|r| r.state == "Running" || r.state == "Failed");
+    let pending = latest(be).await?.filter(|r| unfinished(&r.record));
     match s.local.mode {
         CmsMode::Moving => {
-            // Moving away: if the target already took over, become its standby; else
-            // take changes again.
+            // Frozen for a move to `target`: what the target's store is decides. Taking
+            // changes again without knowing could make two writable stores.
             let target = s.local.other_pool.clone();
-            let newer = newer_store_in(server, &s.topology, &target).await;
-            match newer {
-                Some(report) => {
+            let answer = on_pool_store(server, &s.topology, &target, &StoreAction::State).await;
+            match answer {
+                Ok(t) if t.mode == "Active" => {
                     let lost = be
-                        .demote_cms(&target, report.term_start, report.epoch)
+                        .demote_cms(&target, t.shared_through, t.epoch)
                         .await
                         .map_err(internal)?;
                     done.push(format!(
@@ -1071,7 +1204,13 @@ async fn restore(server: &Server, s: &Situation, be: &BackEnd) -> Reply {
                         lost.len()
                     ));
                 }
-                None => {
+                Ok(t)
+                    if t.mode == "Backup"
+                        && !t
+                            .failover
+                            .as_deref()
+                            .is_some_and(|f| f == "Running" || f == "Failed") =>
+                {
                     be.set_cms_active_again(
                         "restored (Invoke-CsManagementServerFailover -Restore)",
                     )
@@ -1082,42 +1221,73 @@ async fn restore(server: &Server, s: &Situation, be: &BackEnd) -> Reply {
                         "the move to {target} was cancelled: the store in {here} takes changes again"
                     ));
                 }
+                Ok(t) => {
+                    return Err(conflict(format!(
+                        "the failover to {target} is unfinished there (its store is {}, the failover {}); run \
+                         Invoke-CsManagementServerFailover -Restore on a Front End of {target} first: it cancels the \
+                         failover before the promotion or finishes it after",
+                        t.mode,
+                        t.failover.unwrap_or_default()
+                    )));
+                }
+                Err(e) => {
+                    return Err(unavailable(format!(
+                        "the store in {here} is frozen for a move to {target}, and {target} does not answer ({e}), so whether it \
+                         took over is unknown: the store stays read-only. Run -Restore again once {target} answers, or, if \
+                         {target} is lost, fail over to the standby"
+                    )));
+                }
             }
         }
         CmsMode::Active => {
-            if let Some(mut r) = unfinished {
+            if let Some(mut stored) = pending {
                 // This pool was the target and was promoted: finish the move.
-                r.state = "Running".into();
-                let result = run(server, s, be, &mut r, false).await;
-                r.state = if result.is_ok() {
+                stored.record.state = "Running".into();
+                stored.record.runner = server.fqdn.clone();
+                stored.record.runner_boot = boot().into();
+                let result = run(server, s, be, &mut stored, false).await;
+                stored.record.state = if result.is_ok() {
                     "Completed".into()
                 } else {
                     "Failed".into()
                 };
-                r.finished_at = now_ms();
-                save(be, &mut r).await?;
+                stored.record.finished_at = now_ms();
+                save(be, &mut stored).await?;
                 result?;
                 done.push(format!(
                     "the failover {} had promoted the store in {here}: its remaining steps ran\n{}",
-                    r.id,
-                    r.log()
+                    stored.record.id,
+                    stored.record.log()
                 ));
             }
             let (master, _) = server.install_master().expect("a Front End has a Back End");
             master.set_master_running(true).await;
         }
         CmsMode::Backup => {
-            if let Some(mut r) = unfinished {
-                // This pool was the target and was never promoted: cancel, and let the
-                // old store take changes again.
-                let _ =
-                    on_pool_store(server, &s.topology, &r.from_pool, &StoreAction::Unfreeze).await;
-                r.state = "Cancelled".into();
-                r.finished_at = now_ms();
-                save(be, &mut r).await?;
+            if let Some(mut stored) = pending {
+                // This pool was the target and was never promoted: cancel it first (the
+                // old store decides from this record), then let the old store take
+                // changes again.
+                stored.record.state = "Cancelled".into();
+                stored.record.finished_at = now_ms();
+                save(be, &mut stored).await?;
+                let from = stored.record.from_pool.clone();
+                let unfrozen = match on_pool_store(
+                    server,
+                    &s.topology,
+                    &from,
+                    &StoreAction::Unfreeze,
+                )
+                .await
+                {
+                    Ok(_) => format!("the store in {from} takes changes again"),
+                    Err(e) => format!(
+                        "the store in {from} did not answer ({e}); run Invoke-CsManagementServerFailover -Restore on a Front End of {from} when it does"
+                    ),
+                };
                 done.push(format!(
-                    "the failover {} from {} was cancelled before the standby in {here} was promoted; the store in {} takes changes again",
-                    r.id, r.from_pool, r.from_pool
+                    "the failover {} from {from} was cancelled before the standby in {here} was promoted; {unfrozen}",
+                    stored.record.id
                 ));
             }
         }
@@ -1132,20 +1302,6 @@ async fn restore(server: &Server, s: &Situation, be: &BackEnd) -> Reply {
         ));
     }
     Ok(output(Output::Text(done.join("\n"))))
-}
-
-/// A Front End of `pool` reporting an active store, when one answers.
-async fn newer_store_in(server: &Server, topology: &Topology, pool: &str) -> Option<RoleReport> {
-    let fe = topology.front_end_pool(pool)?;
-    for s in &fe.servers {
-        let base = format!("http://{}:{}", s.address, topology.ports.management);
-        if let Some(r) = role_of(server, &base).await
-            && r.store_mode.as_deref() == Some("Active")
-        {
-            return Some(r);
-        }
-    }
-    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1230,96 +1386,125 @@ async fn move_management_server(server: &Server, inv: &Invocation) -> Reply {
     let be = server.backend.clone().expect("checked by situation");
     let force = inv.switch("Force");
     let _one = one_at_a_time(server)?;
-    // The configuration: from the export file, or from the old store while it answers.
-    let old_answers = s.master.is_some();
-    if !old_answers && !force {
-        return Err(conflict(format!(
-            "the Central Management store in {} is unreachable: a move without it needs -Force and \
-             -ConfigurationFileName <the file Export-CsConfiguration wrote>",
-            s.cms_pool
-        )));
-    }
-    let items: Vec<Item> = match inv.text("ConfigurationFileName") {
-        Some(file) => {
-            crate::archive::read(std::path::Path::new(&file))
-                .map_err(bad_request)?
-                .items
-        }
-        None if old_answers => Vec::new(),
-        None => {
-            return Err(conflict(
-                "-ConfigurationFileName is needed when the old store is unreachable: the file Export-CsConfiguration wrote",
-            ));
-        }
-    };
-    // A normal move: the old store stops taking changes first.
-    let mut known_epoch = server.replica.state().await.map_err(internal)?.epoch;
-    let mut items = items;
-    if old_answers {
-        let frozen = on_pool_store(
-            server,
-            &s.topology,
-            &s.cms_pool,
-            &StoreAction::Freeze {
-                to_pool: here.clone(),
-            },
-        )
-        .await
-        .map_err(unavailable)?;
-        known_epoch = known_epoch.max(frozen.epoch);
-        if inv.text("ConfigurationFileName").is_none() {
-            items = on_pool_store(server, &s.topology, &s.cms_pool, &StoreAction::Snapshot)
-                .await
-                .map_err(unavailable)?
-                .items;
-        }
-    }
-    if let Some(lis) = inv.text("LisConfigurationFileName") {
-        let config = crate::archive::read_lis(std::path::Path::new(&lis)).map_err(|e| {
-            bad_request(format!("-LisConfigurationFileName: {e}; nothing was moved"))
-        })?;
-        items.retain(|i| !i.key.starts_with(keys::LIS_PREFIX));
-        items.extend(config.items);
-    }
-    if !items
-        .iter()
-        .any(|i| i.key == keys::TOPOLOGY_ACTIVE && i.value.is_some())
-    {
-        return Err(bad_request(
-            "the configuration holds no active topology; nothing was moved",
-        ));
-    }
-    let changes: Vec<(String, Option<String>)> = items
-        .into_iter()
-        .filter(|i| i.value.is_some())
-        .map(|i| (i.key, i.value))
-        .collect();
     let fe = s
         .topology
         .front_end_pool(&here)
         .expect("this server's pool is in its topology");
-    be.load_cms_and_activate(
-        &changes,
-        &format!("moved from {}", s.cms_pool),
-        known_epoch,
-        &s.cms_pool,
-        &server.fqdn,
-        cms::LEASE_TTL_MS,
-    )
+    let old_answers = s.master.is_some();
+    let mut notes = Vec::new();
+    // A move that loaded the store here and stopped before it was published is finished;
+    // anything else needs the empty store Install-CsDatabase made.
+    let resuming = s.local.mode == CmsMode::Active;
+    if !resuming {
+        if s.local.mode != CmsMode::Backup || s.standby_version > 0 {
+            return Err(conflict(format!(
+                "the Central Management database in {} is not empty (its store is {} at version {}): first run \
+                 Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn {} -SqlInstanceName {}",
+                fe.back_end.server_fqdn,
+                s.local.mode.as_str(),
+                s.standby_version,
+                fe.back_end.server_fqdn,
+                fe.back_end.instance
+            )));
+        }
+        if !old_answers && !force {
+            return Err(conflict(format!(
+                "the Central Management store in {} is unreachable: a move without it needs -Force and \
+                 -ConfigurationFileName <the file Export-CsConfiguration wrote>",
+                s.cms_pool
+            )));
+        }
+        // Every file is read and checked before the old store is touched.
+        let from_file = match inv.text("ConfigurationFileName") {
+            Some(file) => {
+                let config =
+                    crate::archive::read(std::path::Path::new(&file)).map_err(bad_request)?;
+                if !config
+                    .items
+                    .iter()
+                    .any(|i| i.key == keys::TOPOLOGY_ACTIVE && i.value.is_some())
+                {
+                    return Err(bad_request(format!(
+                        "{file} holds no active topology; nothing was moved"
+                    )));
+                }
+                Some(config)
+            }
+            None if old_answers => None,
+            None => {
+                return Err(conflict(
+                    "-ConfigurationFileName is needed when the old store is unreachable: the file Export-CsConfiguration wrote",
+                ));
+            }
+        };
+        let lis = match inv.text("LisConfigurationFileName") {
+            Some(file) => Some(
+                crate::archive::read_lis(std::path::Path::new(&file)).map_err(|e| {
+                    bad_request(format!("-LisConfigurationFileName: {e}; nothing was moved"))
+                })?,
+            ),
+            None => None,
+        };
+        let mut known_epoch = server.replica.state().await.map_err(internal)?.epoch;
+        // With the old store up, it stops taking changes and its own content moves: an
+        // export file would miss what changed after it was written.
+        let (mut items, shared_through) = if old_answers {
+            let frozen = on_pool_store(
+                server,
+                &s.topology,
+                &s.cms_pool,
+                &StoreAction::Freeze {
+                    to_pool: here.clone(),
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+            known_epoch = known_epoch.max(frozen.epoch);
+            let snapshot = on_pool_store(server, &s.topology, &s.cms_pool, &StoreAction::Snapshot)
+                .await
+                .map_err(unavailable)?;
+            if from_file.is_some() {
+                notes.push(format!(
+                    "The store in {} answered: its own content (version {}) was moved, not the export file.",
+                    s.cms_pool, snapshot.version
+                ));
+            }
+            (snapshot.items, snapshot.version)
+        } else {
+            let config = from_file.expect("checked above");
+            (config.items, config.version)
+        };
+        if let Some(config) = lis {
+            items.retain(|i| !i.key.starts_with(keys::LIS_PREFIX));
+            items.extend(config.items);
+        }
+        let changes: Vec<(String, Option<String>)> = items
+            .into_iter()
+            .filter(|i| i.value.is_some())
+            .map(|i| (i.key, i.value))
+            .collect();
+        be.load_cms_and_activate(
+            &changes,
+            &format!("moved from {}", s.cms_pool),
+            shared_through,
+            known_epoch,
+            &s.cms_pool,
+            &server.fqdn,
+            cms::LEASE_TTL_MS,
+        )
         .await
         .map_err(internal)?
-        .map_err(|e| {
-            conflict(format!(
-                "{e}. First run Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn {} -SqlInstanceName {}",
-                fe.back_end.server_fqdn, fe.back_end.instance
-            ))
-        })?;
-    let master = ensure_master_here(server, &be).await?;
+        .map_err(|e| conflict(e.to_string()))?;
+    }
+    let (master, _) = ensure_master_here(server, &be).await?;
     let (_, detail) = publish_cms_pool(&master, &here).await?;
-    let mut notes = vec![format!(
-        "The Central Management store is now hosted by {here} ({}); {detail}.",
-        back_end_name(&s.topology, &here)
-    )];
+    notes.insert(
+        0,
+        format!(
+            "The Central Management store is now hosted by {here} ({}); {detail}.",
+            back_end_name(&s.topology, &here)
+        ),
+    );
     if old_answers {
         let role = be.cms_role().await.map_err(internal)?;
         let epoch = be
@@ -1333,7 +1518,7 @@ async fn move_management_server(server: &Server, inv: &Invocation) -> Reply {
             &s.cms_pool,
             &StoreAction::Demote {
                 active_pool: here.clone(),
-                term_start: role.term_start,
+                shared_through: role.shared_through,
                 epoch,
             },
         )

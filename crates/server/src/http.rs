@@ -268,7 +268,8 @@ pub(crate) async fn cms_role(State(server): State<Arc<Server>>) -> Json<RoleRepo
         epoch,
         holder,
         store_mode: store.as_ref().map(|r| r.mode.as_str().to_string()),
-        term_start: store.map_or(0, |r| r.term_start),
+        term_start: store.as_ref().map_or(0, |r| r.term_start),
+        shared_through: store.map_or(0, |r| r.shared_through),
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The names are the product's, so the seeds' lines work unchanged. Which services a
 //! server has follows its role and the topology: `MASTER` and `FTA` only on Front Ends of
-//! the CMS pool, `LYNCBACKUP` only on paired pools, `RTCXMPPTGWPX` only on Edge pools with
+//! the CMS pool and of its partner (the standby store), `LYNCBACKUP` only on paired pools, `RTCXMPPTGWPX` only on Edge pools with
 //! XMPP. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
 //! `set_service`); the state of the others is what the registrar, Backup Service and Edge
 //! listeners obey as they arrive.
@@ -45,11 +45,7 @@ pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static
             if pool.is_some_and(|p| p.backup_pool.is_some()) {
                 list.push((LYNCBACKUP, "Skype for Business Server Backup Service"));
             }
-            if topology
-                .deployment
-                .cms_pool
-                .eq_ignore_ascii_case(server.pool_fqdn)
-            {
+            if crate::hosts_cms_services(topology, server.pool_fqdn) {
                 list.push((MASTER, "Skype for Business Server Master Replicator Agent"));
                 list.push((FTA, "Skype for Business Server File Transfer Agent"));
             }
@@ -137,9 +133,10 @@ mod tests {
             names("pool1-fe1.contoso.com"),
             [RTCSRV, LYNCBACKUP, MASTER, FTA, REPLICA]
         );
+        // pool2 holds the standby store: the Central Management services run there too.
         assert_eq!(
             names("pool2-fe1.contoso.com"),
-            [RTCSRV, LYNCBACKUP, REPLICA]
+            [RTCSRV, LYNCBACKUP, MASTER, FTA, REPLICA]
         );
         assert_eq!(
             names("edgeserver1.contoso.com"),

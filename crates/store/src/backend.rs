@@ -34,7 +34,7 @@ pub enum WriteRefused {
     )]
     NotMaster { holder: Option<String>, epoch: i64 },
     #[error(
-        "###50020:XDSForceReplication: This central management store is being moved to another location. No changes can be made until this move is complete (moving to {to_pool}; Invoke-CsManagementServerFailover -Restore on a Front End of this pool cancels the move)"
+        "###50020:XDSForceReplication: This central management store is being moved to another location. No changes can be made until this move is complete (moving to {to_pool}; Invoke-CsManagementServerFailover -Restore on a Front End of {to_pool} cancels the move)"
     )]
     Moving { to_pool: String },
 }
@@ -116,6 +116,7 @@ impl BackEnd {
                 mode: crate::cmsrole::CmsMode::Active,
                 epoch_floor: 0,
                 term_start: 0,
+                shared_through: 0,
                 other_pool: String::new(),
                 changed_at: now_ms(),
                 reason: "installed".into(),

@@ -63,6 +63,8 @@ pub struct CmsRole {
     pub mode: CmsMode,
     pub epoch_floor: i64,
     pub term_start: i64,
+    /// The old store's versions up to here are in this store (see migration 5).
+    pub shared_through: i64,
     /// Moving: the pool the store moves to. Backup: the pool of the active store (when known).
     pub other_pool: String,
     pub changed_at: i64,
@@ -80,13 +82,20 @@ pub struct LostVersion {
     pub lost_at: i64,
 }
 
-type RoleRow = (String, i64, i64, String, i64, String);
+type RoleRow = (String, i64, i64, i64, String, i64, String);
 
-fn role((mode, epoch_floor, term_start, other_pool, changed_at, reason): RoleRow) -> CmsRole {
+fn role(
+    (mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason): RoleRow,
+) -> CmsRole {
     CmsRole {
         mode: CmsMode::parse(&mode),
         epoch_floor,
         term_start,
+        shared_through: if shared_through < 0 {
+            term_start
+        } else {
+            shared_through
+        },
         other_pool,
         changed_at,
         reason,
@@ -95,7 +104,7 @@ fn role((mode, epoch_floor, term_start, other_pool, changed_at, reason): RoleRow
 
 pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<CmsRole> {
     let row: Option<RoleRow> = sqlx::query_as(
-        "SELECT mode, epoch_floor, term_start, other_pool, changed_at, reason
+        "SELECT mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason
          FROM cms_role WHERE id = 1",
     )
     .fetch_optional(&mut *conn)
@@ -118,6 +127,7 @@ pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Re
         },
         epoch_floor: 0,
         term_start: 0,
+        shared_through: 0,
         other_pool: String::new(),
         changed_at: 0,
         reason: "recorded before CMS roles".into(),
@@ -130,10 +140,11 @@ pub(crate) async fn set_role_in(
     r: &CmsRole,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO cms_role (id, mode, epoch_floor, term_start, other_pool, changed_at, reason)
-         VALUES (1, $1, $2, $3, $4, $5, $6)
+        "INSERT INTO cms_role
+             (id, mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason)
+         VALUES (1, $1, $2, $3, $7, $4, $5, $6)
          ON CONFLICT (id) DO UPDATE SET mode = $1, epoch_floor = $2, term_start = $3,
-             other_pool = $4, changed_at = $5, reason = $6",
+             other_pool = $4, changed_at = $5, reason = $6, shared_through = $7",
     )
     .bind(r.mode.as_str())
     .bind(r.epoch_floor)
@@ -141,6 +152,7 @@ pub(crate) async fn set_role_in(
     .bind(&r.other_pool)
     .bind(r.changed_at)
     .bind(&r.reason)
+    .bind(r.shared_through)
     .execute(&mut *conn)
     .await
     .at(path)?;
@@ -294,11 +306,18 @@ impl BackEnd {
         from_pool: &str,
         holder: &str,
         ttl_ms: i64,
-    ) -> Result<CmsRole> {
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Active && term_of(r.epoch_floor) > term_of(known_epoch) {
-            return Ok(r);
+            return Ok(Ok(r));
+        }
+        if r.mode != CmsMode::Backup {
+            return Ok(Err(RoleRefused::WrongMode {
+                path: self.path.clone(),
+                mode: r.mode,
+                wanted: "Backup (a standby)",
+            }));
         }
         let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
         let current = current_version_in(&mut tx, &self.path).await?;
@@ -306,6 +325,7 @@ impl BackEnd {
             mode: CmsMode::Active,
             epoch_floor: next_term_floor(known),
             term_start: current,
+            shared_through: current,
             other_pool: String::new(),
             changed_at: now_ms(),
             reason: format!("took over from {from_pool} at version {current}"),
@@ -313,19 +333,20 @@ impl BackEnd {
         set_role_in(&mut tx, &self.path, &r).await?;
         grant_lease_in(&mut tx, &self.path, holder, r.epoch_floor + 1, ttl_ms).await?;
         tx.commit().await.at(&self.path)?;
-        Ok(r)
+        Ok(Ok(r))
     }
 
-    /// Turns this store into a standby of the active store in `active_pool`, whose term
-    /// started at version `term_start`: the lease ends, every version here above
-    /// `term_start` is recorded as lost, and if there is any the whole copy is dropped so
-    /// that the Backup Service rebuilds it from the active store. Idempotent.
+    /// Turns this store into a standby of the active store in `active_pool`, which holds
+    /// this store's versions up to `shared_through`: the lease ends, every version here
+    /// above it is recorded as lost, and if there is any the whole copy is dropped so that
+    /// the Backup Service rebuilds it from the active store. Idempotent.
     pub async fn demote_cms(
         &self,
         active_pool: &str,
-        term_start: i64,
+        shared_through: i64,
         active_epoch: i64,
     ) -> Result<Vec<LostVersion>> {
+        let term_start = shared_through;
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Backup {
@@ -392,6 +413,7 @@ impl BackEnd {
             mode: CmsMode::Backup,
             epoch_floor: r.epoch_floor.max(active_epoch),
             term_start: r.term_start,
+            shared_through: r.shared_through,
             other_pool: active_pool.to_string(),
             changed_at: now,
             reason: format!(
@@ -468,7 +490,8 @@ impl BackEnd {
             }));
         }
         sqlx::raw_sql(
-            "DELETE FROM cms_item; DELETE FROM cms_version; DELETE FROM cms_replica_status;",
+            "DELETE FROM cms_item; DELETE FROM cms_version; DELETE FROM cms_replica_status;
+             DELETE FROM cms_failover;",
         )
         .execute(&mut *tx)
         .await
@@ -483,13 +506,17 @@ impl BackEnd {
         Ok(Ok(installed))
     }
 
-    /// `Move-CsManagementServer`: loads a whole configuration into the empty store
-    /// installed here and makes it the active store in a new term above `known_epoch`.
-    /// Refused unless the store is an empty standby.
+    /// `Move-CsManagementServer`: loads a whole configuration (the old store's at version
+    /// `shared_through`) into the empty store installed here and makes it the active store
+    /// in a new term above `known_epoch`. Its versions start again at 1, so every replica
+    /// of an older term is replaced whole (`term_start` 0). Refused unless the store is an
+    /// empty standby.
+    #[allow(clippy::too_many_arguments)]
     pub async fn load_cms_and_activate(
         &self,
         items: &[(String, Option<String>)],
         description: &str,
+        shared_through: i64,
         known_epoch: i64,
         from_pool: &str,
         holder: &str,
@@ -517,7 +544,8 @@ impl BackEnd {
         let activated = CmsRole {
             mode: CmsMode::Active,
             epoch_floor: floor,
-            term_start: 1,
+            term_start: 0,
+            shared_through,
             other_pool: String::new(),
             changed_at: now_ms(),
             reason: format!("moved from {from_pool} (Move-CsManagementServer)"),
@@ -528,40 +556,61 @@ impl BackEnd {
         Ok(Ok(activated))
     }
 
-    /// The newest CMS failover record whose target is this Back End.
-    pub async fn cms_failover_record(&self) -> Result<Option<(i64, String)>> {
-        sqlx::query_as("SELECT id, record FROM cms_failover ORDER BY id DESC LIMIT 1")
+    /// The newest CMS failover record whose target is this Back End: its id, its JSON and
+    /// when it was last written (the token of [`BackEnd::save_cms_failover_record`]).
+    pub async fn cms_failover_record(&self) -> Result<Option<(i64, String, i64)>> {
+        sqlx::query_as("SELECT id, record, updated_at FROM cms_failover ORDER BY id DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await
             .at(&self.path)
     }
 
-    /// Stores a CMS failover record (a new one when `id` is `None`); returns its id.
-    pub async fn save_cms_failover_record(&self, id: Option<i64>, record: &str) -> Result<i64> {
+    /// Stores a CMS failover record: a new one when `id` is `None`, else only if it was
+    /// last written at `expected` (compare-and-set: two runners of one record cannot both
+    /// go on). Returns its id and new token, or `None` when someone else wrote it since.
+    pub async fn save_cms_failover_record(
+        &self,
+        id: Option<i64>,
+        record: &str,
+        expected: i64,
+    ) -> Result<Option<(i64, i64)>> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let id = match id {
-            Some(id) => id,
+        let (id, previous) = match id {
+            Some(id) => {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("SELECT updated_at FROM cms_failover WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .at(&self.path)?;
+                match row {
+                    Some((at,)) if at == expected => (id, at),
+                    _ => return Ok(None),
+                }
+            }
             None => {
                 let (next,): (i64,) =
                     sqlx::query_as("SELECT COALESCE(MAX(id), 0) + 1 FROM cms_failover")
                         .fetch_one(&mut *tx)
                         .await
                         .at(&self.path)?;
-                next
+                (next, 0)
             }
         };
+        // Strictly increasing, so that two writes in one millisecond differ.
+        let at = now_ms().max(previous + 1);
         sqlx::query(
             "INSERT INTO cms_failover (id, record, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET record = $2, updated_at = $3",
         )
         .bind(id)
         .bind(record)
-        .bind(now_ms())
+        .bind(at)
         .execute(&mut *tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
-        Ok(id)
+        Ok(Some((id, at)))
     }
 }
 
@@ -629,9 +678,20 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        // Only a standby is promoted: the active store is not.
+        assert!(matches!(
+            old.promote_cms(lease.epoch, "pool2", "fe1", 60_000)
+                .await
+                .unwrap(),
+            Err(RoleRefused::WrongMode {
+                mode: CmsMode::Active,
+                ..
+            })
+        ));
         let promoted = new
             .promote_cms(lease.epoch, "pool1", "fe3", 60_000)
             .await
+            .unwrap()
             .unwrap();
         assert_eq!((promoted.mode, promoted.term_start), (CmsMode::Active, 2));
         // The server that ran the promotion holds the lease; the other Front End waits.
@@ -662,6 +722,7 @@ mod tests {
             new.promote_cms(lease.epoch, "pool1", "fe3", 60_000)
                 .await
                 .unwrap()
+                .unwrap()
                 .epoch_floor,
             promoted.epoch_floor
         );
@@ -690,7 +751,7 @@ mod tests {
         standby.install_cms(true).await.unwrap().unwrap();
         assert!(standby.current_version().await.unwrap().is_none());
         let role = standby
-            .load_cms_and_activate(&[change("a", "1")], "moved", 5, "pool1", "fe1", 60_000)
+            .load_cms_and_activate(&[change("a", "1")], "moved", 1, 5, "pool1", "fe1", 60_000)
             .await
             .unwrap()
             .unwrap();
@@ -698,7 +759,7 @@ mod tests {
         assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("1"));
         assert!(matches!(
             standby
-                .load_cms_and_activate(&[], "again", 5, "pool1", "fe1", 60_000)
+                .load_cms_and_activate(&[], "again", 1, 5, "pool1", "fe1", 60_000)
                 .await
                 .unwrap(),
             Err(RoleRefused::WrongMode { .. })

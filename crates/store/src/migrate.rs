@@ -39,6 +39,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "central management store roles, lost versions and failovers",
         sql: include_str!("../migrations/backend/0004_cms_role.sql"),
     },
+    Migration {
+        version: 5,
+        name: "what a central management store shares with the one it replaced",
+        sql: include_str!("../migrations/backend/0005_cms_shared_through.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

@@ -278,6 +278,13 @@ fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(log.contains("Set-CsBackupServiceConfiguration"), "{log}");
+    // The operator sees it with the store's state.
+    let v = lab.json(
+        Some("pool1-fe2.contoso.com"),
+        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
+    );
+    let lost = v.as_array().unwrap()[0]["LostVersions"].to_string();
+    assert!(lost.contains("Set-CsBackupServiceConfiguration"), "{lost}");
     wait_all_up_to_date(&lab, "pool2-fe1.contoso.com");
     assert_eq!(masters(&lab).len(), 1);
     assert_eq!(sync_interval_at(&lab, "pool1-fe1.contoso.com"), "00:02:00");
@@ -457,4 +464,81 @@ fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_rest
             );
         }
     }
+}
+
+#[test]
+fn restore_never_unfreezes_the_old_store_without_word_from_the_target() {
+    let lab = Lab::up_env(&[], &[("TANDEM_DR_FAULTS", "1")]);
+    wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
+    // The failover froze pool1's store and stopped before the promotion.
+    arm_crash(&lab, "pool2-fe1.contoso.com", "Promote", "before");
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover",
+    );
+    assert!(!out.status.success());
+    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // pool2 cannot say whether it took over: pool1 stays read-only.
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover -Restore",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not answer"), "{}", stderr(&out));
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Set-CsBackupServiceConfiguration -SyncInterval 00:03:00",
+    );
+    assert!(stderr(&out).contains("###50020"), "{}", stderr(&out));
+    // pool2 back: -Restore there cancels the failover and unfreezes pool1.
+    let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover -Restore",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("was cancelled"), "{}", stdout(&out));
+    set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:03:00");
+    assert_eq!(masters(&lab), vec!["pool1-fe1.contoso.com".to_string()]);
+    // The cancelled failover is not resumed as if pool1 were still frozen: running the
+    // cmdlet again starts a new one, which freezes and drains again.
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    wait_all_up_to_date(&lab, "pool2-fe1.contoso.com");
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver2.contoso.com"),
+        "00:03:00"
+    );
+}
+
+#[test]
+fn a_normal_move_takes_the_old_stores_own_content_and_loses_nothing() {
+    let lab = Lab::up();
+    set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:01:50");
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn pool2-be.contoso.com -SqlInstanceName rtc",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.shell(Some("pool2-fe1.contoso.com"), "Move-CsManagementServer");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("is now inactive"), "{}", stdout(&out));
+    wait_all_up_to_date(&lab, "pool2-fe1.contoso.com");
+    assert_eq!(masters(&lab), vec!["pool2-fe1.contoso.com".to_string()]);
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver1.contoso.com"),
+        "00:01:50"
+    );
+    let v = lab.json(
+        Some("pool1-fe1.contoso.com"),
+        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
+    );
+    let xds = &v.as_array().unwrap()[0];
+    assert_eq!(xds["CentralManagementStore"], "Backup");
+    assert_eq!(xds["LostVersions"], serde_json::json!([]), "{xds}");
 }
