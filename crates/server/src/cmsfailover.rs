@@ -161,7 +161,8 @@ pub(crate) async fn store_action(
     })
 }
 
-/// Calls [`STORE_PATH`] on the first Front End of `pool` that answers.
+/// Calls [`STORE_PATH`] on the first Front End of `pool` that answers; a demotion goes to
+/// every one of them, so that whichever holds the lease steps down at once.
 async fn on_pool_store(
     server: &Server,
     topology: &Topology,
@@ -172,6 +173,8 @@ async fn on_pool_store(
         return Err(format!("{pool} is not a Front End pool of the topology"));
     };
     let mut last = format!("{pool} has no Front End");
+    let every = matches!(action, StoreAction::Demote { .. });
+    let mut first: Option<StoreReply> = None;
     for s in &fe.servers {
         let url = format!(
             "http://{}:{}{STORE_PATH}",
@@ -187,7 +190,11 @@ async fn on_pool_store(
             .await;
         match answer {
             Ok(r) if r.status().is_success() => {
-                return r.json().await.map_err(|e| e.to_string());
+                let reply: StoreReply = r.json().await.map_err(|e| e.to_string())?;
+                if !every {
+                    return Ok(reply);
+                }
+                first.get_or_insert(reply);
             }
             Ok(r) => {
                 let status = r.status();
@@ -200,7 +207,7 @@ async fn on_pool_store(
             Err(e) => last = format!("{}: {e}", s.fqdn),
         }
     }
-    Err(last)
+    first.ok_or(last)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -913,20 +920,7 @@ async fn step(
                 }
                 if Instant::now() > deadline {
                     record.state = "Cancelled".into();
-                    let unfrozen = match on_pool_store(
-                        server,
-                        &s.topology,
-                        &from,
-                        &StoreAction::Unfreeze,
-                    )
-                    .await
-                    {
-                        Ok(_) => format!("the store in {from} takes changes again"),
-                        Err(e) => format!(
-                            "the store in {from} could not be told to take changes again ({e}); run \
-                             Invoke-CsManagementServerFailover -Restore on a Front End of {from}"
-                        ),
-                    };
+                    let unfrozen = unfreeze(server, &s.topology, &from).await;
                     return Err(unavailable(format!(
                         "the standby in {to} holds version {have} of {} after {DRAIN_WAIT:?}, so the failover was cancelled; {unfrozen}. \
                          Check Get-CsBackupServiceStatus -PoolFqdn {from} -Category CMS, then run the cmdlet again \
@@ -1010,6 +1004,17 @@ async fn step(
             replicate(server, &master).await
         }
         _ => unreachable!("every step is handled"),
+    }
+}
+
+/// Lets the old store in `from` take changes again; says how that went.
+async fn unfreeze(server: &Server, topology: &Topology, from: &str) -> String {
+    match on_pool_store(server, topology, from, &StoreAction::Unfreeze).await {
+        Ok(_) => format!("the store in {from} takes changes again"),
+        Err(e) => format!(
+            "the store in {from} could not be told to take changes again ({e}); run \
+             Invoke-CsManagementServerFailover -Restore on a Front End of {from} when it answers"
+        ),
     }
 }
 
@@ -1272,19 +1277,7 @@ async fn restore(server: &Server, s: &Situation, be: &BackEnd) -> Reply {
                 stored.record.finished_at = now_ms();
                 save(be, &mut stored).await?;
                 let from = stored.record.from_pool.clone();
-                let unfrozen = match on_pool_store(
-                    server,
-                    &s.topology,
-                    &from,
-                    &StoreAction::Unfreeze,
-                )
-                .await
-                {
-                    Ok(_) => format!("the store in {from} takes changes again"),
-                    Err(e) => format!(
-                        "the store in {from} did not answer ({e}); run Invoke-CsManagementServerFailover -Restore on a Front End of {from} when it does"
-                    ),
-                };
+                let unfrozen = unfreeze(server, &s.topology, &from).await;
                 done.push(format!(
                     "the failover {} from {from} was cancelled before the standby in {here} was promoted; {unfrozen}",
                     stored.record.id
