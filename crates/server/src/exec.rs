@@ -148,7 +148,7 @@ pub(crate) async fn invoke(
 
 /// The call as a shell line, so that the shell's binder checks it. Values are quoted, so
 /// nothing in them can be read as syntax.
-fn request_line(request: &InvokeRequest) -> Result<String, ApiError> {
+pub(crate) fn request_line(request: &InvokeRequest) -> Result<String, ApiError> {
     let word = |s: &str| {
         !s.is_empty()
             && s.chars()

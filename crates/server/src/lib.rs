@@ -14,6 +14,7 @@
 pub mod api;
 mod archive;
 pub mod cmsfailover;
+pub mod dnsserver;
 mod exec;
 pub mod failover;
 pub mod heard;

@@ -344,6 +344,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             })
             .collect(),
     };
+    lab.servers.push(dns_server(&topology, &dir)?);
     let all: Vec<usize> = (0..lab.servers.len()).collect();
     spawn(&mut lab, &all)?;
     lab.save()?;
@@ -412,6 +413,51 @@ async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<
     Ok(())
 }
 
+/// The lab's DNS server: `dns.<zone>` on `127.B.0.153` (B, the block of the deployment's
+/// addresses), port 53, its management API on the usual port; its zone written from the
+/// topology into its data folder.
+fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
+    let first = topology
+        .servers()
+        .next()
+        .map(|s| s.server.address.octets())
+        .unwrap_or([127, 0, 0, 1]);
+    // Not .53: systemd-resolved listens on 127.0.0.53 on many machines.
+    let address = std::net::Ipv4Addr::new(127, first[1], 0, 153);
+    let fqdn = format!("dns.{}", topology.deployment.dns_zone);
+    let data_dir = dir.join("servers").join(&fqdn);
+    std::fs::create_dir_all(&data_dir)?;
+    let zone = dns::Zone::from_topology(topology, address);
+    server::dnsserver::save_zone(&data_dir.join(DNS_ZONE_FILE), &zone)?;
+    Ok(LabServer {
+        fqdn: fqdn.clone(),
+        role: DNS_ROLE.into(),
+        pool: fqdn,
+        site: String::new(),
+        address: address.to_string(),
+        management_port: topology.ports.management,
+        pid: None,
+        data_dir,
+        log: dir
+            .join("logs")
+            .join(format!("dns.{}.log", topology.deployment.dns_zone)),
+        sip_port: topology.ports.dns,
+        user_services_port: 0,
+    })
+}
+
+/// The role of the lab's DNS server in lab.json.
+pub(crate) const DNS_ROLE: &str = "Dns";
+/// The zone file in the DNS server's data folder.
+pub(crate) const DNS_ZONE_FILE: &str = "zone.json";
+
+impl LabFile {
+    /// The lab's DNS server: its address and port (`sip_port` holds the DNS port).
+    pub(crate) fn dns(&self) -> Option<&LabServer> {
+        self.servers.iter().find(|s| s.role == DNS_ROLE)
+    }
+}
+
 fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
@@ -424,11 +470,25 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
             .create(true)
             .append(true)
             .open(&s.log)?;
-        let child = std::process::Command::new(&exe)
-            .args(["server", "--fqdn", &s.fqdn, "--data-dir"])
-            .arg(&s.data_dir)
-            .arg("--backend-root")
-            .arg(&lab.dir)
+        let mut command = std::process::Command::new(&exe);
+        if s.role == DNS_ROLE {
+            command
+                .args(["dns", "serve", "--fqdn", &s.fqdn, "--data-dir"])
+                .arg(&s.data_dir)
+                .arg("--listen")
+                .arg(format!("{}:{}", s.address, s.sip_port))
+                .arg("--api")
+                .arg(format!("{}:{}", s.address, s.management_port))
+                .arg("--backend-root")
+                .arg(&lab.dir);
+        } else {
+            command
+                .args(["server", "--fqdn", &s.fqdn, "--data-dir"])
+                .arg(&s.data_dir)
+                .arg("--backend-root")
+                .arg(&lab.dir);
+        }
+        let child = command
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
@@ -612,6 +672,26 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().no_proxy().build()?;
     let mut rows = Vec::new();
     for s in &lab.servers {
+        if s.role == DNS_ROLE {
+            let answers = s.alive()
+                && rt.block_on(async {
+                    client
+                        .get(format!("{}/health", s.base_url()))
+                        .timeout(Duration::from_secs(1))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                });
+            rows.push(serde_json::json!({
+                "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
+                "address": format!("{}:{}", s.address, s.sip_port),
+                "pid": if s.alive() { s.pid } else { None },
+                "state": if answers { "running" } else if s.alive() { "not answering" } else { "stopped" },
+                "replica_version": null,
+                "cms_master": false,
+            }));
+            continue;
+        }
         let health: Option<server::api::Health> = if s.alive() {
             rt.block_on(async {
                 client
@@ -735,7 +815,8 @@ fn strays(dir: &Path) -> Vec<u32> {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let c = String::from_utf8_lossy(&c);
-                c.contains("\0server\0") && format!("{c}\0").contains(&root)
+                (c.contains("\0server\0") || c.contains("\0dns\0"))
+                    && format!("{c}\0").contains(&root)
             })
         })
         .collect()

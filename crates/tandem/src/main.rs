@@ -10,6 +10,7 @@ mod bench_cms;
 mod bench_failover;
 mod bench_users;
 mod client;
+mod dns_cmd;
 mod lab;
 mod shell;
 mod topology_cmd;
@@ -60,6 +61,9 @@ enum Command {
     /// Measure: prints figures, or JSON with --json.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The lab's DNS server, and dig-style queries to it.
+    #[command(subcommand)]
+    Dns(dns_cmd::DnsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -260,6 +264,12 @@ fn main() -> ExitCode {
             via,
             command,
         } => outcome(client::run(&lab, &user, password, via.as_deref(), command)),
+        Command::Dns(command) => {
+            if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {
+                init_tracing();
+            }
+            outcome(dns_cmd::run(command))
+        }
         Command::Server(args) => {
             init_tracing();
             let config = server::Config {

@@ -13,7 +13,7 @@ mod validate;
 pub use model::*;
 pub use validate::{
     DETECTION_INTERVAL_SECS, DETECTION_INTERVAL_WARN_BELOW_SECS, MAX_EDGE_SERVERS,
-    MAX_FRONT_END_SERVERS, Problem, Report, Severity, is_valid_fqdn, validate,
+    MAX_FRONT_END_SERVERS, Problem, Report, Severity, is_valid_fqdn, route_target, validate,
 };
 
 use std::fmt;

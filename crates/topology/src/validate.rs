@@ -632,8 +632,9 @@ fn check_federation(c: &mut Checker<'_>) {
     }
 }
 
-/// Strips the optional `EdgeServer:` prefix of a route value.
-fn route_target(value: &str) -> &str {
+/// Strips the optional `EdgeServer:` prefix of a route value (`Set-CsSite
+/// -FederationRoute EdgeServer:edgepool1.contoso.com`).
+pub fn route_target(value: &str) -> &str {
     match value.split_once(':') {
         Some((prefix, rest)) if prefix.eq_ignore_ascii_case("EdgeServer") => rest,
         _ => value,

@@ -1504,10 +1504,10 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("DomainName", Fqdn, "The host the SRV record points to.")
                     .mandatory()
                     .sets(&["Srv"]),
-                param("Priority", UInt16, "SRV priority; the lowest number is tried first.")
+                param("Priority", Int32, "SRV priority; the lowest number is tried first.")
                     .mandatory()
                     .sets(&["Srv"]),
-                param("Weight", UInt16, "SRV weight among records of equal priority; the highest is preferred.")
+                param("Weight", Int32, "SRV weight among records of equal priority; the highest is preferred.")
                     .mandatory()
                     .sets(&["Srv"]),
                 param("Port", UInt16, "The port the SRV record announces, 5269 for XMPP federation.")
@@ -1551,8 +1551,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("IPv4Address", Ipv4, "New address of an A record."),
                 param("DomainName", Fqdn, "New target of an SRV record."),
                 param("HostNameAlias", Fqdn, "New target of a CNAME record."),
-                param("Priority", UInt16, "New SRV priority; the lowest number is tried first."),
-                param("Weight", UInt16, "New SRV weight."),
+                param("Priority", Int32, "New SRV priority; the lowest number is tried first."),
+                param("Weight", Int32, "New SRV weight."),
                 param("Port", UInt16, "New SRV port."),
                 param("TimeToLive", TimeSpan, "New time resolvers may cache the record."),
                 param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),

@@ -169,10 +169,28 @@ impl Executor for RemoteExecutor {
                 "not confirmed; nothing was changed (answer Y to go on)",
             ));
         }
+        if inv.cmdlet.name == "Test-NetConnection" {
+            return test_net_connection(&self.lab_dir, inv);
+        }
+        // The DnsServer cmdlets go to the lab's DNS server, as the Windows module talks to
+        // the company's DNS server rather than to a Skype for Business server.
+        let base_url = if inv.cmdlet.name.contains("DnsServer") {
+            let lab = crate::lab::LabFile::load(std::path::Path::new(&self.lab_dir))
+                .map_err(|e| Failure::new(e.to_string()))?;
+            let dns = lab.dns().ok_or_else(|| {
+                Failure::new(format!(
+                    "the lab in {} runs no DNS server; start it with `tandem lab up`",
+                    self.lab_dir
+                ))
+            })?;
+            format!("http://{}:{}", dns.address, dns.management_port)
+        } else {
+            self.base_url.clone()
+        };
         let body = request(inv);
         let call = server::api::invoke(
             &self.client,
-            &self.base_url,
+            &base_url,
             &self.token,
             None,
             &body,
@@ -209,4 +227,47 @@ impl Executor for RemoteExecutor {
             ))),
         }
     }
+}
+
+/// `Test-NetConnection -ComputerName <fqdn> -Port <n>`, run where the shell runs: the name
+/// is looked up in the lab's DNS (A record), then a TCP connection is tried.
+fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failure> {
+    let name = inv.text("ComputerName").unwrap_or_default();
+    let port: u16 = inv
+        .text("Port")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Failure::new("-Port must be a TCP port number"))?;
+    let address: std::net::Ipv4Addr = match name.parse() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let server = crate::dns_cmd::lab_dns(std::path::Path::new(lab_dir))
+                .map_err(|e| Failure::new(e.to_string()))?;
+            let answer = crate::dns_cmd::query(server, &name, dns::RecordType::A)
+                .map_err(|e| Failure::new(e.to_string()))?;
+            answer
+                .answers
+                .iter()
+                .find_map(|r| match r.data {
+                    dns::RecordData::A { address } => Some(address),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    Failure::new(format!(
+                        "Name resolution of {name} failed: the lab's DNS has no A record for it \
+                         (Get-DnsServerResourceRecord -ZoneName <zone> -Name <name> shows what it has)"
+                    ))
+                })?
+        }
+    };
+    let target = std::net::SocketAddr::from((address, port));
+    let open =
+        std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2)).is_ok();
+    Ok(Output::Records(vec![
+        cmdlet::Record::new()
+            .with("ComputerName", name)
+            .with("RemoteAddress", address.to_string())
+            .with("RemotePort", i64::from(port))
+            .with("TcpTestSucceeded", open),
+    ]))
 }

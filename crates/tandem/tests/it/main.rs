@@ -1,6 +1,7 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
 mod cms;
+mod dns;
 mod failover;
 mod lab;
 mod shell;

@@ -1,0 +1,148 @@
+//! The lab's DNS server: the records the topology gives, the DnsServer cmdlets, dig-style
+//! queries, and bad input that gets an error without stopping the server.
+
+use crate::lab::Lab;
+use crate::{run, stderr, stdout};
+
+/// `tandem dns query --json`: the status and the answer records.
+fn query(lab: &Lab, name: &str, rtype: &str) -> serde_json::Value {
+    let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, rtype]);
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)))
+}
+
+fn dns_address(lab: &Lab) -> std::net::SocketAddr {
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
+            .unwrap();
+    let dns = lab_json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "Dns")
+        .unwrap()
+        .clone();
+    format!("{}:{}", dns["address"].as_str().unwrap(), dns["sip_port"])
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
+    let lab = Lab::up();
+    let fed = query(&lab, "_sipfederationtls._tcp.contoso.com", "SRV");
+    assert_eq!(fed["status"], "NOERROR");
+    assert_eq!(fed["answer"][0]["target"], "sip.contoso.com", "{fed}");
+    assert_eq!(fed["answer"][0]["port"], 5061);
+    let internal = query(&lab, "_sipinternaltls._tcp.contoso.com", "SRV");
+    assert_eq!(
+        internal["answer"].as_array().unwrap().len(),
+        2,
+        "{internal}"
+    );
+    let pool = query(&lab, "pool1.contoso.com", "A");
+    assert_eq!(pool["answer"].as_array().unwrap().len(), 2, "{pool}");
+
+    // The XMPP procedure's DNS steps: a second SRV record, the A record moved.
+    let out = lab.shell(
+        None,
+        "Add-DnsServerResourceRecord -Srv -ZoneName contoso.com -Name _xmpp-server._tcp -DomainName edgeserver2-ext.contoso.com -Priority 10 -Weight 0 -Port 5269",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let xmpp = query(&lab, "_xmpp-server._tcp.contoso.com", "SRV");
+    assert_eq!(xmpp["answer"].as_array().unwrap().len(), 2, "{xmpp}");
+    let out = lab.shell(
+        None,
+        "Set-DnsServerResourceRecord -ZoneName contoso.com -Name xmpp -RRType A -IPv4Address 127.0.9.9",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = query(&lab, "xmpp.contoso.com", "A");
+    assert_eq!(a["answer"][0]["address"], "127.0.9.9", "{a}");
+    let out = lab.shell(
+        None,
+        "Remove-DnsServerResourceRecord -ZoneName contoso.com -Name _xmpp-server._tcp -RRType SRV -RecordData edgeserver2-ext.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = lab.json(
+        None,
+        "Get-DnsServerResourceRecord -ZoneName contoso.com -Name _xmpp-server._tcp -RRType SRV",
+    );
+    let rows = rows.as_array().map_or(vec![rows.clone()], |a| a.clone());
+    assert_eq!(rows.len(), 1, "{rows:?}");
+
+    // Bad input: names out of the zone, another zone, a target outside the zone.
+    for (line, says) in [
+        (
+            "Add-DnsServerResourceRecordA -ZoneName contoso.com -Name xmpp.example.org -IPv4Address 127.0.9.9",
+            "is not in the zone contoso.com",
+        ),
+        (
+            "Add-DnsServerResourceRecordA -ZoneName example.org -Name xmpp -IPv4Address 127.0.9.9",
+            "holds the zone contoso.com only",
+        ),
+        (
+            "Add-DnsServerResourceRecord -Srv -ZoneName contoso.com -Name _xmpp-server._tcp -DomainName xmpp.example.org -Priority 0 -Weight 0 -Port 5269",
+            "must be an A record of the zone",
+        ),
+        (
+            "Remove-DnsServerResourceRecord -ZoneName contoso.com -Name nothing -RRType A",
+            "no A record nothing.contoso.com",
+        ),
+    ] {
+        let out = lab.shell(None, line);
+        assert_eq!(out.status.code(), Some(1), "{line}");
+        assert!(stderr(&out).contains(says), "{line}: {}", stderr(&out));
+    }
+    let outside = run(&[
+        "dns",
+        "query",
+        "--lab",
+        lab.dir(),
+        "--json",
+        "example.org",
+        "A",
+    ]);
+    assert!(!outside.status.success());
+    assert!(stdout(&outside).contains("REFUSED"), "{}", stdout(&outside));
+    // Garbage on the DNS port: FORMERR when it has a header, nothing otherwise, and the
+    // server goes on answering.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .unwrap();
+    socket
+        .send_to(
+            &[
+                0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1,
+            ],
+            dns_address(&lab),
+        )
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..2], &[0x12, 0x34]);
+    assert_eq!(buf[3] & 0x0F, 1, "FORMERR: {:?}", &buf[..n]);
+    socket.send_to(b"x", dns_address(&lab)).unwrap();
+    assert_eq!(query(&lab, "xmpp.contoso.com", "A")["status"], "NOERROR");
+
+    // Changes are kept: the server restarted serves them.
+    let out = run(&["lab", "kill", "dns.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["lab", "start", "dns.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = query(&lab, "xmpp.contoso.com", "A");
+    assert_eq!(a["answer"][0]["address"], "127.0.9.9", "{a}");
+    // Test-NetConnection looks the name up there and tries the port.
+    let v = lab.json(
+        None,
+        "Test-NetConnection -ComputerName pool1.contoso.com -Port 4444",
+    );
+    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    assert_eq!(v["TcpTestSucceeded"], true, "{v}");
+    let v = lab.json(
+        None,
+        "Test-NetConnection -ComputerName xmpp.contoso.com -Port 5269",
+    );
+    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    assert_eq!(v["TcpTestSucceeded"], false, "{v}");
+}
