@@ -90,6 +90,41 @@ pub(crate) async fn invoke(
         "Get-CsWindowsService" | "Start-CsWindowsService" | "Stop-CsWindowsService" => {
             windows_service(server, &request, &inv, forwarded).await
         }
+        "Invoke-CsServerSetup" => match on_computer(server, &request, &inv, forwarded).await {
+            Some(reply) => reply,
+            None => {
+                // Run Again applies the published topology as the store holds it now: ask
+                // the master for this server's replica first.
+                let refresh = InvokeRequest {
+                    cmdlet: "Invoke-CsManagementStoreReplication".into(),
+                    parameters: serde_json::json!({ "ReplicaFqdn": server.fqdn })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                let mut warnings = Vec::new();
+                match locate_master(server).await {
+                    Ok(MasterAt::Here(m)) => m.replicate_now(Some(&server.fqdn)).await,
+                    Ok(MasterAt::There(base)) => {
+                        if let Err(e) = forward(server, &base, &refresh).await {
+                            warnings.push(format!(
+                                "could not refresh the configuration: {}",
+                                e.body.error
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        warnings.push(format!("applied the configuration this server has; {e}"))
+                    }
+                }
+                if server.role == topology::Role::Edge {
+                    crate::edge::settle(server).await;
+                }
+                let mut reply = output(Output::Records(crate::edge::setup_report(server)));
+                reply.warnings = warnings;
+                Ok(reply)
+            }
+        },
         "Get-CsTopology" | "Get-CsPoolBackupRelationship" | "Get-CsService"
             if !inv.switch("LocalStore") =>
         {
@@ -139,7 +174,8 @@ pub(crate) async fn invoke(
         _ => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
-                "{name} needs {}, which this build of tandem does not include. Nothing was changed.",
+                "{name} is not run by a tandem server ({}): `tandem shell --lab <dir>` sends the DnsServer cmdlets \
+                 to the lab's DNS server and runs Test-NetConnection itself. Nothing was changed.",
                 inv.cmdlet.capability.describe()
             ),
         )),
@@ -983,32 +1019,45 @@ pub(crate) async fn write_config(
 // Services
 // ---------------------------------------------------------------------------------------
 
+/// The call sent on to the server `-ComputerName` names, when that is not this one;
+/// `None` when it runs here.
+async fn on_computer(
+    server: &Server,
+    request: &InvokeRequest,
+    inv: &Invocation,
+    forwarded: bool,
+) -> Option<Reply> {
+    let computer = inv.text("ComputerName")?;
+    if computer.eq_ignore_ascii_case(&server.fqdn) {
+        return None;
+    }
+    if forwarded {
+        return Some(Err(bad_request(format!(
+            "this is {}, not {computer}",
+            server.fqdn
+        ))));
+    }
+    let topology = server.replica.topology();
+    let Some(target) = topology.server(&computer) else {
+        return Some(Err(bad_request(format!(
+            "{computer} is not a server of the topology; Get-CsTopology lists the computers"
+        ))));
+    };
+    let base = format!(
+        "http://{}:{}",
+        target.server.address, topology.ports.management
+    );
+    Some(forward(server, &base, request).await)
+}
+
 async fn windows_service(
     server: &Server,
     request: &InvokeRequest,
     inv: &Invocation,
     forwarded: bool,
 ) -> Reply {
-    if let Some(computer) = inv.text("ComputerName")
-        && !computer.eq_ignore_ascii_case(&server.fqdn)
-    {
-        if forwarded {
-            return Err(bad_request(format!(
-                "this is {}, not {computer}",
-                server.fqdn
-            )));
-        }
-        let topology = server.replica.topology();
-        let Some(target) = topology.server(&computer) else {
-            return Err(bad_request(format!(
-                "{computer} is not a server of the topology; Get-CsTopology lists the computers"
-            )));
-        };
-        let base = format!(
-            "http://{}:{}",
-            target.server.address, topology.ports.management
-        );
-        return forward(server, &base, request).await;
+    if let Some(reply) = on_computer(server, request, inv, forwarded).await {
+        return reply;
     }
     let name = inv.text("Name");
     let listed = server.services.list(name.as_deref());
@@ -1029,6 +1078,10 @@ async fn windows_service(
     if let Some(running) = start {
         for s in &listed {
             set_service(server, s.name, running).await;
+        }
+        if server.role == topology::Role::Edge {
+            // The Edge's listeners open or close before the cmdlet answers.
+            crate::edge::settle(server).await;
         }
         return Ok(output(Output::None));
     }

@@ -15,6 +15,7 @@ pub mod api;
 mod archive;
 pub mod cmsfailover;
 pub mod dnsserver;
+pub mod edge;
 mod exec;
 pub mod failover;
 pub mod heard;
@@ -99,6 +100,9 @@ pub struct Server {
     pub(crate) running: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Test hook: crash when the operations engine reaches this step (`TANDEM_DR_FAULTS=1`).
     pub(crate) crash_at: std::sync::Mutex<Option<failover::CrashPoint>>,
+    /// Edge servers: wakes the listener supervisor, and counts its passes (see [`edge`]).
+    pub(crate) edge_wake: tokio::sync::Notify,
+    pub(crate) edge_passes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Whether the Front Ends of `pool` run the Central Management services: the pool that
@@ -276,12 +280,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         running: std::sync::Mutex::default(),
         partner_backlog: std::sync::Mutex::default(),
         crash_at: std::sync::Mutex::new(None),
+        edge_wake: tokio::sync::Notify::new(),
+        edge_passes: tokio::sync::watch::Sender::new(0),
     });
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the management API on {address}"))?;
     if server.role == Role::FrontEnd {
         start_front_end_services(&server, &topology).await?;
+    } else {
+        tokio::spawn(edge::supervise(server.clone()));
     }
     tracing::info!(%address, fqdn = %server.fqdn, role = ?server.role, "server started");
     axum::serve(listener, http::router(server.clone()))

@@ -505,7 +505,13 @@ async fn message(
         .headers
         .get(RELAY_HEADER)
         .is_some_and(|p| p == relay_proof(server, request));
-    if !relayed {
+    // From a federated partner through an Edge of the deployment: the sender is not one
+    // of our users, the Edge vouches for the route.
+    let federated = request
+        .headers
+        .get(crate::edge::FEDERATION_HEADER)
+        .is_some_and(|p| p == crate::edge::federation_proof(&server.token, request));
+    if !relayed && !federated {
         let sender = match user_of(server, request, "From").await {
             Ok((_, u)) => u,
             Err(r) => return r,
@@ -543,6 +549,7 @@ async fn message(
     onward
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
+    onward.headers.remove(crate::edge::FEDERATION_HEADER);
     match decision {
         Decision::Serve(_) => deliver(server, registrar, request, onward, &aor).await,
         Decision::Redirect { pool } if !relayed => {

@@ -1,7 +1,8 @@
 //! `tandem client`: acts as one user's client against a lab.
 //!
-//! It signs in the way a client does: it asks a registrar (any Front End, in the order the
-//! lab lists them, skipping those that refuse a connection), follows 301 redirects to the
+//! It signs in the way a client does: it asks a registrar (those the lab's DNS names in the
+//! `_sipinternaltls._tcp` SRV records, lowest priority first — or the lab's list when its
+//! DNS does not answer — skipping those that refuse a connection), follows 301 redirects to the
 //! registrars of the pool that serves the user, answers digest challenges, and reports
 //! the mode (`full` or `resiliency`). Stored data goes through the user-services API of
 //! the serving pool, following its 307 redirects. Messages are SIP MESSAGEs over UDP;
@@ -108,6 +109,43 @@ struct Session {
     incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
     cseq: u32,
     call_id: String,
+    /// `--via`: the registrar to ask first, instead of the ones DNS names.
+    via: bool,
+}
+
+/// The registrars of a domain from the lab's DNS: `_sipinternaltls._tcp.<domain>` SRV
+/// records by priority, each target's A records. `None` when the DNS does not answer.
+fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
+    let server = crate::dns_cmd::lab_dns(dir).ok()?;
+    let answer = crate::dns_cmd::query(
+        server,
+        &format!("_sipinternaltls._tcp.{domain}"),
+        dns::RecordType::Srv,
+    )
+    .ok()?;
+    let mut srvs: Vec<(u16, u16, String)> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            dns::RecordData::Srv {
+                priority,
+                port,
+                target,
+                ..
+            } => Some((*priority, *port, target.clone())),
+            _ => None,
+        })
+        .collect();
+    srvs.sort();
+    let mut out = Vec::new();
+    for (_, port, target) in srvs {
+        let a = crate::dns_cmd::query(server, &target, dns::RecordType::A).ok()?;
+        out.extend(a.answers.iter().filter_map(|r| match r.data {
+            dns::RecordData::A { address } => Some(SocketAddr::from((address, port))),
+            _ => None,
+        }));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Where and how the user is served.
@@ -176,6 +214,7 @@ async fn run_async(
         incoming: Some(incoming),
         cseq: 0,
         call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
+        via: via.is_some(),
     };
     match command {
         ClientCommand::SignIn { expires } => {
@@ -382,13 +421,26 @@ impl Session {
 
     /// Finds the serving registrar and registers (`expires` Some) or only asks (None).
     async fn sign_in(&mut self, expires: Option<u32>) -> anyhow::Result<SignedIn> {
-        let mut candidates: Vec<SocketAddr> = self
-            .lab
-            .servers
-            .iter()
-            .filter(|s| s.role == "FrontEnd" && s.sip_port != 0)
-            .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
-            .collect();
+        // As a client does: the registrars the domain's _sipinternaltls._tcp SRV records
+        // name, lowest priority first; the lab's list when its DNS does not answer.
+        let from_dns = if self.via {
+            None
+        } else {
+            let domain = self.sip.rsplit('@').next().unwrap_or_default().to_string();
+            let dir = self.lab.dir.clone();
+            tokio::task::spawn_blocking(move || registrars_from_dns(&dir, &domain))
+                .await
+                .ok()
+                .flatten()
+        };
+        let mut candidates: Vec<SocketAddr> = from_dns.unwrap_or_else(|| {
+            self.lab
+                .servers
+                .iter()
+                .filter(|s| s.role == "FrontEnd" && s.sip_port != 0)
+                .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+                .collect()
+        });
         let mut tried = Vec::new();
         let mut redirects = 0;
         while let Some(dest) = (!candidates.is_empty()).then(|| candidates.remove(0)) {

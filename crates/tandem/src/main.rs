@@ -12,6 +12,7 @@ mod bench_users;
 mod client;
 mod dns_cmd;
 mod lab;
+mod partner;
 mod shell;
 mod topology_cmd;
 
@@ -64,6 +65,14 @@ enum Command {
     /// The lab's DNS server, and dig-style queries to it.
     #[command(subcommand)]
     Dns(dns_cmd::DnsCommand),
+    /// A federated partner (fabrikam.com) reaching the lab from outside: SIP or XMPP.
+    Partner {
+        /// The lab's folder.
+        #[arg(long, default_value = "tandem-lab")]
+        lab: PathBuf,
+        #[command(subcommand)]
+        command: partner::PartnerCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -264,6 +273,7 @@ fn main() -> ExitCode {
             via,
             command,
         } => outcome(client::run(&lab, &user, password, via.as_deref(), command)),
+        Command::Partner { lab, command } => outcome(partner::run(&lab, command)),
         Command::Dns(command) => {
             if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {
                 init_tracing();

@@ -99,11 +99,6 @@ pub enum Capability {
 
 impl Capability {
     /// How an operator would describe the part of tandem that carries this out.
-    /// Whether this build of tandem carries the capability out (on a deployment).
-    pub fn is_built(self) -> bool {
-        !matches!(self, Capability::EdgeAndDns)
-    }
-
     pub fn describe(self) -> &'static str {
         match self {
             Capability::Shell => "the shell itself",

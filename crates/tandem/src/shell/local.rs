@@ -93,17 +93,9 @@ fn needs_capability(inv: &Invocation) -> Failure {
     } else {
         format!(" (with {args})")
     };
-    if spec.capability.is_built() {
-        return Failure::new(format!(
-            "needs a running deployment: start one with `tandem lab up` and run it in `tandem shell --lab <dir>`. \
-             What it does: {}{with}. Nothing was changed.",
-            spec.synopsis.trim_end_matches('.'),
-        ));
-    }
     Failure::new(format!(
-        "needs {}, which this build of tandem does not include, so the shell cannot run it yet. \
+        "needs a running deployment: start one with `tandem lab up` and run it in `tandem shell --lab <dir>`. \
          What it does: {}{with}. Nothing was changed.",
-        spec.capability.describe(),
         spec.synopsis.trim_end_matches('.'),
     ))
 }

@@ -2,6 +2,7 @@
 
 mod cms;
 mod dns;
+mod edge;
 mod failover;
 mod lab;
 mod shell;

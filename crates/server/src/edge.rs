@@ -1,0 +1,605 @@
+//! An Edge server's listeners on its external address: the Access Edge's SIP federation
+//! listener (TCP, the `edge_federation_sip` port) and the XMPP federation listener (the
+//! `xmpp_federation` port).
+//!
+//! A supervisor opens and closes them as the topology and the services say, so that a
+//! change published and replicated (federation moved to another Edge pool, the site's
+//! XMPP route moved, a new next hop) takes effect here, and a stopped service really
+//! stops listening:
+//!
+//! - federation: open while `RTCSRV` runs. An Edge pool with federation enabled routes a
+//!   federated request to its next-hop pool (UDP to the pool's registrars, with a proof
+//!   that it came through the Edge), which delivers it to the user's serving pool; an
+//!   Edge pool without federation refuses with 403 and names the pool that has it; a
+//!   next hop that does not answer gets 504 naming the command that moves it.
+//! - XMPP: open while `RTCXMPPTGWPX` runs on the Edge server a site's XMPP route names. It
+//!   answers a server-to-server stream header with its own and its features; a malformed
+//!   header gets a `bad-format` stream error.
+//!
+//! Nothing a peer sends stops the server: what does not parse gets an answer (or the
+//! connection is closed) and the listener goes on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sip::{Message, Method, Request, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use topology::{Role, Topology};
+
+use crate::Server;
+use crate::services::{RTCSRV, RTCXMPPTGWPX};
+use crate::sipnet::Endpoint;
+
+/// Proves that a request came from a federated peer through an Edge of the deployment.
+pub const FEDERATION_HEADER: &str = "X-Tandem-Federation";
+/// How often the supervisor looks at the topology and the services.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// How long the next hop may take to answer a routed request.
+const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection may stay silent.
+const IDLE: Duration = Duration::from_secs(120);
+/// The XMPP namespace of server-to-server streams.
+const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+
+/// The federation proof of a request: a hash of the deployment token and the transaction.
+pub fn federation_proof(token: &str, request: &Request) -> String {
+    sip::digest::md5_hex(
+        format!(
+            "{token}:federation:{}:{}",
+            request.call_id().unwrap_or(""),
+            request.headers.get("CSeq").unwrap_or("")
+        )
+        .as_bytes(),
+    )
+}
+
+/// What this Edge server applies now, from its topology: what `Invoke-CsServerSetup`
+/// reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSetup {
+    pub edge_pool: String,
+    pub federation_enabled: bool,
+    pub next_hop: String,
+    pub federation_address: SocketAddr,
+    /// The sites whose XMPP route is this server.
+    pub xmpp_route_of: Vec<String>,
+    pub xmpp_address: SocketAddr,
+}
+
+impl EdgeSetup {
+    pub fn of(topology: &Topology, fqdn: &str) -> Option<EdgeSetup> {
+        let me = topology.server(fqdn).filter(|s| s.role == Role::Edge)?;
+        let pool = topology.edge_pool(me.pool_fqdn)?;
+        let external = me.server.external_address();
+        Some(EdgeSetup {
+            edge_pool: pool.fqdn.clone(),
+            federation_enabled: pool.federation_enabled,
+            next_hop: pool.next_hop.clone(),
+            federation_address: SocketAddr::from((external, topology.ports.edge_federation_sip)),
+            xmpp_route_of: if pool.xmpp_enabled {
+                topology
+                    .sites
+                    .iter()
+                    .filter(|s| {
+                        s.xmpp_federation_route
+                            .as_deref()
+                            .is_some_and(|r| topology::route_target(r).eq_ignore_ascii_case(fqdn))
+                    })
+                    .map(|s| s.name.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            xmpp_address: SocketAddr::from((external, topology.ports.xmpp_federation)),
+        })
+    }
+}
+
+/// `Invoke-CsServerSetup` (the Deployment Wizard's Run Again): what this server applies
+/// now. An Edge applies a published and replicated change by itself; this reports it,
+/// with whether each listener is open.
+pub fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
+    let topology = server.replica.topology();
+    let row = |component: &str, state: &str, detail: String| {
+        cmdlet::Record::new()
+            .with("Computer", server.fqdn.clone())
+            .with("Component", component)
+            .with("State", state)
+            .with("Detail", detail)
+    };
+    let version = format!("configuration version {}", server.replica.version());
+    let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
+        return vec![row(
+            "Front End",
+            "Applied",
+            format!("{version}; a Front End has no Edge listeners"),
+        )];
+    };
+    let open = |address: SocketAddr| {
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
+    };
+    let federation_open = open(setup.federation_address);
+    let xmpp_open = open(setup.xmpp_address);
+    vec![
+        row(
+            "Edge pool",
+            "Applied",
+            format!("{} ({version})", setup.edge_pool),
+        ),
+        row(
+            "Federation (Access Edge)",
+            if setup.federation_enabled {
+                "Enabled"
+            } else {
+                "Disabled"
+            },
+            format!(
+                "listener on {} {}; {}",
+                setup.federation_address,
+                if federation_open {
+                    "open"
+                } else {
+                    "closed (RTCSRV stopped)"
+                },
+                if setup.federation_enabled {
+                    "federated traffic is routed to the next hop".to_string()
+                } else {
+                    "federated traffic is refused with 403".to_string()
+                }
+            ),
+        ),
+        row("Next hop", "Applied", setup.next_hop.clone()),
+        row(
+            "XMPP federation",
+            if setup.xmpp_route_of.is_empty() {
+                "NotRouted"
+            } else {
+                "Routed"
+            },
+            if setup.xmpp_route_of.is_empty() {
+                "no site's XMPP route names this server".to_string()
+            } else {
+                format!(
+                    "the XMPP route of {}; listener on {} {}",
+                    setup.xmpp_route_of.join(", "),
+                    setup.xmpp_address,
+                    if xmpp_open {
+                        "open"
+                    } else {
+                        "closed (RTCXMPPTGWPX stopped)"
+                    }
+                )
+            },
+        ),
+    ]
+}
+
+struct Listener {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Opens and closes the Edge's listeners as the topology and the services say.
+pub(crate) async fn supervise(server: Arc<Server>) {
+    let Ok((endpoint, _incoming)) = Endpoint::bind(SocketAddr::new(server.address.ip(), 0)).await
+    else {
+        tracing::error!("cannot bind the Edge's SIP endpoint toward the next hop");
+        return;
+    };
+    let mut federation: Option<Listener> = None;
+    let mut xmpp: Option<Listener> = None;
+    loop {
+        let topology = server.replica.topology();
+        if let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) {
+            let want_federation = server.services.is_running(RTCSRV);
+            let want_xmpp =
+                !setup.xmpp_route_of.is_empty() && server.services.is_running(RTCXMPPTGWPX);
+            let s = server.clone();
+            let ep = endpoint.clone();
+            reconcile(
+                &mut federation,
+                want_federation,
+                setup.federation_address,
+                "federation",
+                move |stream, peer| {
+                    let (s, ep) = (s.clone(), ep.clone());
+                    tokio::spawn(async move { federation_connection(&s, &ep, stream, peer).await });
+                },
+            )
+            .await;
+            let s = server.clone();
+            reconcile(
+                &mut xmpp,
+                want_xmpp,
+                setup.xmpp_address,
+                "XMPP",
+                move |stream, _| {
+                    let s = s.clone();
+                    tokio::spawn(async move { xmpp_connection(&s, stream).await });
+                },
+            )
+            .await;
+        }
+        server.edge_passes.send_modify(|n| *n += 1);
+        tokio::select! {
+            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+            _ = server.edge_wake.notified() => {}
+        }
+    }
+}
+
+/// Waits until the supervisor has looked at the services and topology as they are now
+/// (a service just started or stopped): its listeners then follow them.
+pub(crate) async fn settle(server: &Server) {
+    let mut passes = server.edge_passes.subscribe();
+    let seen = *passes.borrow_and_update();
+    server.edge_wake.notify_one();
+    let _ = tokio::time::timeout(Duration::from_secs(2), passes.wait_for(|n| *n >= seen + 2)).await;
+}
+
+async fn reconcile(
+    slot: &mut Option<Listener>,
+    wanted: bool,
+    address: SocketAddr,
+    what: &'static str,
+    on_connection: impl Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
+) {
+    if slot
+        .as_ref()
+        .is_some_and(|l| !wanted || l.address != address || l.task.is_finished())
+    {
+        let l = slot.take().expect("checked");
+        l.task.abort();
+        tracing::info!(%address, "{what} listener closed");
+    }
+    if wanted && slot.is_none() {
+        match TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(%address, "{what} listener open");
+                let task = tokio::spawn(async move {
+                    loop {
+                        if let Ok((stream, peer)) = listener.accept().await {
+                            on_connection(stream, peer);
+                        }
+                    }
+                });
+                *slot = Some(Listener { address, task });
+            }
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cannot open the {what} listener; trying again")
+            }
+        }
+    }
+}
+
+fn reply(request: &Request, status: u16, reason: &str) -> Response {
+    let mut r = Response::for_request(
+        request,
+        status,
+        reason,
+        Some(&format!("{:x}", store::now_ms())),
+    );
+    r.headers.push("Server", "tandem Access Edge");
+    r
+}
+
+async fn federation_connection(
+    server: &Server,
+    endpoint: &Endpoint,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let frame = match crate::sipnet::next_frame(&mut stream, &mut buf, IDLE).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return,
+        };
+        let answer = match frame {
+            Ok(bytes) => match Message::parse(&bytes) {
+                Ok(Message::Request(r)) if r.method == Method::Ack => continue,
+                Ok(Message::Request(r)) => Some(route(server, endpoint, &r, peer).await.to_bytes()),
+                Ok(Message::Response(_)) => None,
+                Err(e) => crate::registrar::answer_malformed(&bytes, &e),
+            },
+            Err(e) => {
+                if let Some(bytes) = crate::registrar::answer_malformed(&buf, &e) {
+                    let _ = stream.write_all(&bytes).await;
+                }
+                return;
+            }
+        };
+        if let Some(bytes) = answer
+            && stream.write_all(&bytes).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Routes one federated request.
+async fn route(
+    server: &Server,
+    endpoint: &Endpoint,
+    request: &Request,
+    _peer: SocketAddr,
+) -> Response {
+    let topology = server.replica.topology();
+    let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
+        return reply(
+            request,
+            500,
+            "Server Internal Error (this server is not an Edge of the topology)",
+        );
+    };
+    if !setup.federation_enabled {
+        let other = topology
+            .federation_edge_pool()
+            .map_or("no Edge pool".to_string(), |p| p.fqdn.clone());
+        return reply(
+            request,
+            403,
+            &format!(
+                "Forbidden (federation is not enabled on {}; federated traffic goes through {other})",
+                setup.edge_pool
+            ),
+        );
+    }
+    match request.method {
+        Method::Options => return reply(request, 200, "OK"),
+        Method::Message => {}
+        _ => {
+            let mut r = reply(
+                request,
+                405,
+                "Method Not Allowed (federation carries MESSAGE and OPTIONS)",
+            );
+            r.headers.push("Allow", "MESSAGE, OPTIONS");
+            return r;
+        }
+    }
+    let max_forwards = request
+        .headers
+        .get("Max-Forwards")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(70);
+    if max_forwards == 0 {
+        return reply(request, 483, "Too Many Hops");
+    }
+    let mut onward = request.clone();
+    onward
+        .headers
+        .set("Max-Forwards", (max_forwards - 1).to_string());
+    onward
+        .headers
+        .set(FEDERATION_HEADER, federation_proof(&server.token, request));
+    let hop = &setup.next_hop;
+    for s in topology.front_end_servers(hop) {
+        let dest = SocketAddr::from((s.address, topology.ports.sip));
+        if let Ok(resp) = endpoint
+            .request(dest, onward.clone(), NEXT_HOP_TIMEOUT)
+            .await
+        {
+            return reply(request, resp.status, &resp.reason);
+        }
+    }
+    let other = topology
+        .front_end_pools
+        .iter()
+        .find(|p| !p.fqdn.eq_ignore_ascii_case(hop))
+        .map_or("<pool>".to_string(), |p| p.fqdn.clone());
+    reply(
+        request,
+        504,
+        &format!(
+            "Server Time-out (the next hop {hop} of {} does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:{} -Registrar Registrar:{other})",
+            setup.edge_pool, setup.edge_pool
+        ),
+    )
+}
+
+/// What an XMPP stream header said, or why it is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamHeader {
+    /// A server-to-server stream to `to` (empty when not said).
+    Open { to: String, from: String },
+    /// Not a stream header: the reason.
+    Bad(String),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Reads an XMPP stream header (`<?xml ...?>` optional, then `<stream:stream ...>`) from
+/// the start of `bytes`. Pure, bounded, never panics.
+pub fn parse_stream_header(bytes: &[u8]) -> StreamHeader {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return StreamHeader::Bad("the stream is not UTF-8".into());
+    };
+    let mut rest = text.trim_start();
+    if rest.starts_with("<?xml") {
+        match rest.find("?>") {
+            Some(end) => rest = rest[end + 2..].trim_start(),
+            None if rest.len() > 1024 => {
+                return StreamHeader::Bad("an endless XML declaration".into());
+            }
+            None => return StreamHeader::Incomplete,
+        }
+    }
+    if rest.is_empty() {
+        return StreamHeader::Incomplete;
+    }
+    if !rest.starts_with('<') {
+        return StreamHeader::Bad("text before the stream header".into());
+    }
+    let Some(end) = rest.find('>') else {
+        return if rest.len() > 4096 {
+            StreamHeader::Bad("an endless stream header".into())
+        } else {
+            StreamHeader::Incomplete
+        };
+    };
+    let tag = &rest[1..end];
+    let mut parts = tag.split_whitespace();
+    let name = parts.next().unwrap_or_default();
+    if name != "stream:stream" {
+        return StreamHeader::Bad(format!(
+            "the first element is <{name}>, not <stream:stream>"
+        ));
+    }
+    let mut attributes = std::collections::BTreeMap::new();
+    let mut attrs = tag[name.len()..].trim();
+    while !attrs.is_empty() && attrs != "/" {
+        let Some(eq) = attrs.find('=') else {
+            return StreamHeader::Bad("an attribute without a value".into());
+        };
+        let key = attrs[..eq].trim().to_string();
+        let after = attrs[eq + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            return StreamHeader::Bad(format!("the value of {key} is not quoted"));
+        };
+        let Some(close) = after[1..].find(quote) else {
+            return StreamHeader::Bad(format!("the value of {key} is not closed"));
+        };
+        attributes.insert(key, after[1..1 + close].to_string());
+        attrs = after[1 + close + 1..].trim_start();
+    }
+    if attributes.get("xmlns:stream").map(String::as_str) != Some(STREAMS_NS) {
+        return StreamHeader::Bad(format!("xmlns:stream is not {STREAMS_NS}"));
+    }
+    if attributes.get("xmlns").map(String::as_str) != Some("jabber:server") {
+        return StreamHeader::Bad(
+            "not a server-to-server stream (xmlns is not jabber:server)".into(),
+        );
+    }
+    StreamHeader::Open {
+        to: attributes.get("to").cloned().unwrap_or_default(),
+        from: attributes.get("from").cloned().unwrap_or_default(),
+    }
+}
+
+async fn xmpp_connection(server: &Server, mut stream: TcpStream) {
+    let domain = server.replica.topology().deployment.sip_domain.clone();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let header = loop {
+        match parse_stream_header(&buf) {
+            StreamHeader::Incomplete => {}
+            done => break done,
+        }
+        let read = tokio::time::timeout(IDLE, stream.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+        if buf.len() > 8192 {
+            break StreamHeader::Bad("a stream header longer than 8 KB".into());
+        }
+    };
+    let id = format!("{:x}", store::now_ms());
+    let open = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{STREAMS_NS}' xmlns:db='jabber:server:dialback' from='{domain}' id='{id}' version='1.0'>"
+    );
+    let answer = match header {
+        StreamHeader::Open { to, .. } if !to.is_empty() && !to.eq_ignore_ascii_case(&domain) => {
+            format!(
+                "{open}<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>this server serves {domain}, not {to}</text></stream:error></stream:stream>"
+            )
+        }
+        StreamHeader::Open { .. } => format!(
+            "{open}<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>"
+        ),
+        StreamHeader::Bad(why) => format!(
+            "{open}<stream:error><bad-format xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{}</text></stream:error></stream:stream>",
+            why.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        ),
+        StreamHeader::Incomplete => return,
+    };
+    if stream.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    // Keep an open stream until the peer closes it or goes quiet.
+    if answer.ends_with("</stream:stream>") {
+        return;
+    }
+    loop {
+        match tokio::time::timeout(IDLE, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if String::from_utf8_lossy(&chunk[..n]).contains("</stream:stream>") {
+                    let _ = stream.write_all(b"</stream:stream>").await;
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_headers_are_read_or_refused_with_a_reason() {
+        let ok = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='contoso.com' from='fabrikam.com' version='1.0'>";
+        assert_eq!(
+            parse_stream_header(ok.as_bytes()),
+            StreamHeader::Open {
+                to: "contoso.com".into(),
+                from: "fabrikam.com".into()
+            }
+        );
+        assert_eq!(
+            parse_stream_header(&ok.as_bytes()[..20]),
+            StreamHeader::Incomplete
+        );
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"<html>"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"hello"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(&[0xff, 0xfe]),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream to=contoso.com>"),
+            StreamHeader::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn the_setup_follows_the_topology() {
+        let t = topology::contoso();
+        let one = EdgeSetup::of(&t, "edgeserver1.contoso.com").unwrap();
+        assert!(one.federation_enabled);
+        assert_eq!(one.next_hop, "pool1.contoso.com");
+        assert_eq!(one.xmpp_route_of, vec!["Site1".to_string()]);
+        let two = EdgeSetup::of(&t, "edgeserver2.contoso.com").unwrap();
+        assert!(!two.federation_enabled);
+        assert!(EdgeSetup::of(&t, "pool1-fe1.contoso.com").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stream_header_parsing_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_stream_header(&bytes);
+        }
+
+        #[test]
+        fn stream_header_text_never_panics(text in "[<>'\"=a-z: /?]{0,120}") {
+            let _ = parse_stream_header(text.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Edge pools against a real lab: a federated partner (`tandem partner`) reaches a
+//! signed-in user through the Access Edge found in the lab's DNS, before, during and
+//! after each procedure of seeds 000 and 002; XMPP streams; service control; bad input.
+
+use std::io::{Read, Write};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use crate::failover::user_of;
+use crate::lab::Lab;
+use crate::{run, stderr, stdout, tandem};
+
+/// The lab's loopback block ("127.B."), for the addresses the runbooks name.
+fn block(lab: &Lab) -> String {
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
+            .unwrap();
+    let address = lab_json["servers"][0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = address.split('.').collect();
+    format!("127.{}.", parts[1])
+}
+
+/// Runs a runbook from `examples/runbooks/` with the lab's addresses.
+fn runbook(lab: &Lab, server: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(format!(
+        "{}/../../examples/runbooks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("127.0.", &block(lab));
+    let file = format!("{}/{name}", lab.dir());
+    std::fs::write(&file, text).unwrap();
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "--server",
+        server,
+        "--file",
+        &file,
+    ]);
+    assert!(
+        out.status.success(),
+        "{name}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// A user listening for messages (signed in), until `count` arrive.
+fn listen(lab: &Lab, user: &str, count: usize) -> Child {
+    let mut cmd = std::process::Command::new(tandem().get_program());
+    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .args([
+            "client",
+            "--lab",
+            lab.dir(),
+            "--user",
+            user,
+            "listen",
+            "--seconds",
+            "60",
+            "--count",
+            &count.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    child
+}
+
+/// A federated message from fabrikam.com: the status line, or the error.
+fn federate(lab: &Lab, to: &str, text: &str) -> (bool, String) {
+    let out = run(&["partner", "--lab", lab.dir(), "message", "--to", to, text]);
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+/// Sends until one is delivered (the DNS answer may be cached for its TTL, a replica may
+/// still be applying the change).
+fn federate_until_delivered(lab: &Lab, to: &str, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, said) = federate(lab, to, text);
+        if ok {
+            return said;
+        }
+        assert!(Instant::now() < deadline, "{text} never delivered: {said}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn dns_a(lab: &Lab, name: &str) -> String {
+    let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, "A"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["answer"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn received(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, "pool1.contoso.com");
+    let b = block(&lab);
+    let listener = listen(&lab, &alice, 4);
+    let said = federate_until_delivered(&lab, &alice, "before");
+    assert!(said.contains(&format!("via {b}1.22:5061")), "{said}");
+    // Edge pool 1 is lost: federated traffic fails with a clear error.
+    let out = run(&["lab", "kill", "edgepool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ok, said) = federate(&lab, &alice, "lost");
+    assert!(!ok);
+    assert!(
+        said.contains("sending to the Access Edge") && said.contains("refused"),
+        "{said}"
+    );
+    // Edge pool 2 without federation refuses, naming the pool that has it.
+    let out = run(&[
+        "partner",
+        "--lab",
+        lab.dir(),
+        "message",
+        "--to",
+        &alice,
+        "wrong edge",
+        "--via",
+        &format!("{b}2.22:5061"),
+    ]);
+    assert!(
+        stdout(&out).contains("403 Forbidden (federation is not enabled on edgepool2.contoso.com"),
+        "{}",
+        stdout(&out)
+    );
+    let text = runbook(
+        &lab,
+        "pool1-fe1.contoso.com",
+        "edge-federation-failover.ps1",
+    );
+    assert!(text.contains("Enabled"), "{text}");
+    assert_eq!(dns_a(&lab, "sip.contoso.com"), format!("{b}2.22"));
+    let said = federate_until_delivered(&lab, &alice, "during");
+    assert!(said.contains(&format!("via {b}2.22:5061")), "{said}");
+    // Edge pool 1 is back: fail back.
+    let out = run(&["lab", "start", "edgepool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    runbook(
+        &lab,
+        "pool1-fe1.contoso.com",
+        "edge-federation-failback.ps1",
+    );
+    assert_eq!(dns_a(&lab, "sip.contoso.com"), format!("{b}1.22"));
+    let said = federate_until_delivered(&lab, &alice, "after");
+    assert!(said.contains(&format!("via {b}1.22:5061")), "{said}");
+    let _ = federate(&lab, &alice, "last");
+    let got = received(listener);
+    for text in ["before", "during", "after"] {
+        assert!(
+            got.contains(&format!("sip:bob@fabrikam.com: {text}")),
+            "{text}: {got}"
+        );
+    }
+    assert!(!got.contains(": lost"), "{got}");
+}
+
+/// Opens an XMPP stream at `via` (or where DNS says) and returns the answer.
+fn xmpp(lab: &Lab, raw: Option<&str>) -> (bool, String) {
+    let mut args = vec!["partner", "--lab", lab.dir(), "xmpp"];
+    if let Some(r) = raw {
+        args.extend(["--raw", r]);
+    }
+    let out = run(&args);
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+#[test]
+fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
+    let lab = Lab::up();
+    let b = block(&lab);
+    let (ok, said) = xmpp(&lab, None);
+    assert!(ok && said.contains("<stream:features>"), "{said}");
+    let out = run(&["lab", "kill", "edgepool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ok, said) = xmpp(&lab, None);
+    assert!(
+        !ok && said.contains("connecting to the XMPP gateway"),
+        "{said}"
+    );
+    let text = runbook(&lab, "pool1-fe1.contoso.com", "edge-xmpp-failover.ps1");
+    assert!(text.contains("TcpTestSucceeded : True"), "{text}");
+    assert!(text.contains("the XMPP route of Site2"), "{text}");
+    assert_eq!(dns_a(&lab, "xmpp.contoso.com"), format!("{b}2.22"));
+    let (ok, said) = xmpp(&lab, None);
+    assert!(ok && said.contains("<stream:features>"), "{said}");
+    // Edge pool 1 is back; XMPP returns to it.
+    let out = run(&["lab", "start", "edgepool1.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = runbook(&lab, "pool1-fe1.contoso.com", "edge-xmpp-failback.ps1");
+    assert!(text.contains("TcpTestSucceeded : True"), "{text}");
+    assert_eq!(dns_a(&lab, "xmpp.contoso.com"), format!("{b}1.22"));
+    let (ok, said) = xmpp(&lab, None);
+    assert!(ok && said.contains("<stream:features>"), "{said}");
+    // A stopped RTCXMPPTGWPX stops listening; started again, it listens.
+    let out = lab.shell(
+        None,
+        "Stop-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while xmpp(&lab, None).0 {
+        assert!(Instant::now() < deadline, "the XMPP listener is still open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = lab.shell(
+        None,
+        "Start-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !xmpp(&lab, None).0 {
+        assert!(
+            Instant::now() < deadline,
+            "the XMPP listener did not open again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Malformed stream headers get a stream error; the gateway goes on.
+    for bad in [
+        "<html>",
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        "\u{1}\u{2}",
+    ] {
+        let (ok, said) = xmpp(&lab, Some(bad));
+        assert!(!ok && said.contains("bad-format"), "{bad}: {said}");
+    }
+    assert!(xmpp(&lab, None).0);
+}
+
+#[test]
+fn the_next_hop_moves_before_pool1_fails_over_and_media_moves_with_the_edge() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, "pool1.contoso.com");
+    // Failing pool1 over while Edge pool 1 uses it as next hop: the documented error.
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -Force",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is specified in topology as the next hop for the Edge server"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let setup = lab.shell(
+        None,
+        "Invoke-CsServerSetup -ComputerName edgeserver1.contoso.com",
+    );
+    assert!(
+        stdout(&setup).contains("pool2.contoso.com"),
+        "{}",
+        stdout(&setup)
+    );
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // Federated messages reach Alice, now at pool2, through Edge pool 1 and its new next hop.
+    let listener = listen(&lab, &alice, 1);
+    federate_until_delivered(&lab, &alice, "after the failover");
+    assert!(received(listener).contains("after the failover"));
+    // Media: pool1's Edge association moves to Edge pool 2 and back.
+    let text = runbook(&lab, "pool1-fe2.contoso.com", "edge-media-association.ps1");
+    assert!(text.contains("edgepool2.contoso.com"), "{text}");
+    let text = runbook(
+        &lab,
+        "pool1-fe2.contoso.com",
+        "edge-media-association-back.ps1",
+    );
+    assert!(text.contains("edgepool1.contoso.com"), "{text}");
+}
+
+#[test]
+fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
+    let lab = Lab::up();
+    let b = block(&lab);
+    let edge = format!("{b}1.22:5061");
+    // Malformed but addressable: 400. Unframeable: the connection is closed.
+    let bad = "MESSAGE sip:a@contoso.com SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:b@fabrikam.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: x\r\nCSeq: one MESSAGE\r\nContent-Length: 0\r\n\r\n";
+    let mut s = std::net::TcpStream::connect(&edge).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(bad.as_bytes()).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 400"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let mut s = std::net::TcpStream::connect(&edge).unwrap();
+    s.write_all(&[0xff; 100_000]).unwrap_or(());
+    drop(s);
+    // The Edge still answers, and a stopped RTCSRV really stops listening.
+    let out = run(&[
+        "partner",
+        "--lab",
+        lab.dir(),
+        "message",
+        "--to",
+        "sip:nobody@contoso.com",
+        "hi",
+    ]);
+    assert!(
+        stdout(&out).contains("404"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = lab.shell(
+        None,
+        "Stop-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&edge).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the federation listener is still open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = lab.shell(
+        None,
+        "Start-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(&edge).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the federation listener did not open again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
