@@ -361,3 +361,41 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, "pool1.contoso.com");
+    let b = block(&lab);
+    // Federation through Edge pool 2, whose next hop is pool2.
+    for line in [
+        "Disable-CsEdgePoolFederation -Identity edgepool1.contoso.com",
+        "Enable-CsEdgePoolFederation -Identity edgepool2.contoso.com",
+        &format!(
+            "Set-DnsServerResourceRecord -ZoneName contoso.com -Name sip -RRType A -IPv4Address {b}2.22"
+        ),
+    ] {
+        let out = lab.shell(None, line);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+    }
+    let listener = listen(&lab, &alice, 1);
+    let out = run(&["lab", "kill", "pool2.contoso.com", "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ok, said) = federate(&lab, &alice, "lost");
+    assert!(!ok);
+    assert!(
+        said.contains("504 Server Time-out (the next hop pool2.contoso.com of edgepool2.contoso.com does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com)"),
+        "{said}"
+    );
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    federate_until_delivered(&lab, &alice, "through pool1");
+    let got = received(listener);
+    assert!(
+        got.contains("through pool1") && !got.contains(": lost"),
+        "{got}"
+    );
+}
