@@ -146,3 +146,29 @@ fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
     let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
     assert_eq!(v["TcpTestSucceeded"], false, "{v}");
 }
+
+#[test]
+fn an_ordinary_dns_tool_gets_the_answers() {
+    let lab = Lab::up();
+    let at = dns_address(&lab);
+    let dig = |args: &[&str]| {
+        let out = std::process::Command::new("dig")
+            .arg(format!("@{}", at.ip()))
+            .args(["-p", &at.port().to_string(), "+time=2", "+tries=2"])
+            .args(args)
+            .output()
+            .expect("dig runs: install Debian's bind9-dnsutils (.ci/run does)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let srv = dig(&["_sipfederationtls._tcp.contoso.com", "SRV", "+short"]);
+    assert_eq!(srv.trim(), "0 0 5061 sip.contoso.com.", "{srv}");
+    let tcp = dig(&["+tcp", "pool2.contoso.com", "A", "+short"]);
+    assert_eq!(tcp.lines().count(), 2, "{tcp}");
+    let outside = dig(&["example.org", "A"]);
+    assert!(outside.contains("status: REFUSED"), "{outside}");
+    let missing = dig(&["nothing.contoso.com", "A"]);
+    assert!(
+        missing.contains("status: NXDOMAIN") && missing.contains("flags: qr aa"),
+        "{missing}"
+    );
+}
