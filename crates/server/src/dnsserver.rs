@@ -130,6 +130,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// Looks `name` up in the deployment's DNS server at `dns` (A records); `None` when it does
+/// not answer within half a second or has no such name.
+pub async fn resolve_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .ok()?;
+    let id = (store::now_ms() as u16) ^ 0x5a5a;
+    socket
+        .send_to(&dns::build_query(id, name, RecordType::A), dns)
+        .await
+        .ok()?;
+    let mut buf = [0u8; 1024];
+    let (n, _) = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        socket.recv_from(&mut buf),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let answer = dns::parse_response(&buf[..n]).ok().filter(|a| a.id == id)?;
+    let addresses: Vec<Ipv4Addr> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match r.data {
+            RecordData::A { address } => Some(address),
+            _ => None,
+        })
+        .collect();
+    (!addresses.is_empty()).then_some(addresses)
+}
+
 fn answer(state: &DnsState, bytes: &[u8]) -> Option<Vec<u8>> {
     match parse_query(bytes) {
         Ok(q) => Some(state.zone.read().expect("zone lock").answer(&q)),

@@ -8,7 +8,8 @@
 //! stops listening:
 //!
 //! - federation: open while `RTCSRV` runs. An Edge pool with federation enabled routes a
-//!   federated request to its next-hop pool (UDP to the pool's registrars, with a proof
+//!   federated request to its next-hop pool (UDP to the pool's registrars, found by the
+//!   pool's A records in the deployment's DNS when there is one, with a proof
 //!   that it came through the Edge), which delivers it to the user's serving pool; an
 //!   Edge pool without federation refuses with 403 and names the pool that has it; a
 //!   next hop that does not answer gets 504 naming the command that moves it.
@@ -377,8 +378,24 @@ async fn route(
         .headers
         .set(FEDERATION_HEADER, federation_proof(&server.token, request));
     let hop = &setup.next_hop;
-    for s in topology.front_end_servers(hop) {
-        let dest = SocketAddr::from((s.address, topology.ports.sip));
+    // The next hop's registrars: the pool's A records in the deployment's DNS, as the
+    // product finds them; the topology's addresses when there is no DNS to ask.
+    let from_dns = match server.dns {
+        Some(dns) => crate::dnsserver::resolve_a(dns, hop).await,
+        None => None,
+    };
+    let registrars: Vec<SocketAddr> = match from_dns {
+        Some(addresses) => addresses
+            .into_iter()
+            .map(|a| SocketAddr::from((a, topology.ports.sip)))
+            .collect(),
+        None => topology
+            .front_end_servers(hop)
+            .iter()
+            .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
+            .collect(),
+    };
+    for dest in registrars {
         if let Ok(resp) = endpoint
             .request(dest, onward.clone(), NEXT_HOP_TIMEOUT)
             .await

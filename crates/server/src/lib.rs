@@ -57,6 +57,9 @@ pub struct Config {
     pub backend_root: PathBuf,
     /// The deployment's admin token.
     pub token: String,
+    /// The deployment's DNS server, when there is one: the Edge finds its next hop's
+    /// registrars there (the topology's addresses otherwise).
+    pub dns: Option<SocketAddr>,
 }
 
 /// The path of a server's local replica inside its data folder.
@@ -100,6 +103,8 @@ pub struct Server {
     pub(crate) running: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Test hook: crash when the operations engine reaches this step (`TANDEM_DR_FAULTS=1`).
     pub(crate) crash_at: std::sync::Mutex<Option<failover::CrashPoint>>,
+    /// The deployment's DNS server (see [`Config::dns`]).
+    pub dns: Option<SocketAddr>,
     /// Edge servers: wakes the listener supervisor, and counts its passes (see [`edge`]).
     pub(crate) edge_wake: tokio::sync::Notify,
     pub(crate) edge_passes: tokio::sync::watch::Sender<u64>,
@@ -280,6 +285,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         running: std::sync::Mutex::default(),
         partner_backlog: std::sync::Mutex::default(),
         crash_at: std::sync::Mutex::new(None),
+        dns: config.dns,
         edge_wake: tokio::sync::Notify::new(),
         edge_passes: tokio::sync::watch::Sender::new(0),
     });

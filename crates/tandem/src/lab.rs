@@ -461,6 +461,7 @@ impl LabFile {
 fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
+    let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.sip_port));
     for &i in which {
         let s = &mut lab.servers[i];
         if s.alive() {
@@ -487,6 +488,9 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
                 .arg(&s.data_dir)
                 .arg("--backend-root")
                 .arg(&lab.dir);
+            if let Some(dns) = &dns {
+                command.arg("--dns").arg(dns);
+            }
         }
         let child = command
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)

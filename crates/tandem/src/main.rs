@@ -89,6 +89,9 @@ struct ServerArgs {
     /// The deployment's admin token.
     #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: String,
+    /// The deployment's DNS server (address:port); the lab passes its own.
+    #[arg(long)]
+    dns: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +290,7 @@ fn main() -> ExitCode {
                 data_dir: args.data_dir,
                 backend_root: args.backend_root,
                 token: args.admin_token,
+                dns: args.dns,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -399,3 +399,28 @@ fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
         "{got}"
     );
 }
+
+#[test]
+fn the_edge_finds_its_next_hop_through_the_deployments_dns() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, "pool1.contoso.com");
+    let b = block(&lab);
+    let listener = listen(&lab, &alice, 1);
+    // pool1's name now points where nothing listens: the Edge, which asks DNS, cannot
+    // reach its next hop.
+    let out = lab.shell(
+        None,
+        &format!("Set-DnsServerResourceRecord -ZoneName contoso.com -Name pool1 -RRType A -IPv4Address {b}9.9"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (ok, said) = federate(&lab, &alice, "lost");
+    assert!(!ok && said.contains("504"), "{said}");
+    // Back to a registrar of pool1: delivered.
+    let out = lab.shell(
+        None,
+        &format!("Set-DnsServerResourceRecord -ZoneName contoso.com -Name pool1 -RRType A -IPv4Address {b}1.11"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    federate_until_delivered(&lab, &alice, "found");
+    assert!(received(listener).contains("found"));
+}
