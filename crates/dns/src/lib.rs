@@ -6,7 +6,7 @@ pub mod message;
 pub mod zone;
 
 pub use message::{
-    Answer, ParseError, Query, Rcode, Record, RecordData, RecordType, build_query, build_response,
-    error_response, parse_query, parse_response,
+    Answer, MAX_MESSAGE, ParseError, Query, Rcode, Record, RecordData, RecordType, build_query,
+    build_response, error_response, parse_query, parse_response,
 };
 pub use zone::{TTL, Zone, ZoneError};

@@ -145,6 +145,9 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub id: u16,
+    /// The question section as it arrived, echoed back as is (resolvers that randomise
+    /// the case of names check it).
+    pub question: Vec<u8>,
     pub recursion_desired: bool,
     /// Lower case, without the final dot.
     pub name: String,
@@ -161,6 +164,8 @@ pub enum ParseError {
     TooLong,
     #[error("not a query")]
     NotAQuery,
+    #[error("an operation other than a standard query")]
+    NotImplemented,
     #[error("{0} questions; exactly one is answered")]
     QuestionCount(u16),
     #[error("bad name: {0}")]
@@ -235,8 +240,11 @@ pub fn parse_query(bytes: &[u8]) -> Result<Query, ParseError> {
     }
     let id = u16::from_be_bytes([bytes[0], bytes[1]]);
     let flags = u16::from_be_bytes([bytes[2], bytes[3]]);
-    if flags & 0x8000 != 0 || (flags >> 11) & 0xF != 0 {
+    if flags & 0x8000 != 0 {
         return Err(ParseError::NotAQuery);
+    }
+    if (flags >> 11) & 0xF != 0 {
+        return Err(ParseError::NotImplemented);
     }
     let qdcount = u16::from_be_bytes([bytes[4], bytes[5]]);
     if qdcount != 1 {
@@ -246,6 +254,7 @@ pub fn parse_query(bytes: &[u8]) -> Result<Query, ParseError> {
     let rest = bytes.get(pos..pos + 4).ok_or(ParseError::Truncated)?;
     Ok(Query {
         id,
+        question: bytes[12..pos + 4].to_vec(),
         recursion_desired: flags & 0x0100 != 0,
         name,
         qtype: RecordType::from_code(u16::from_be_bytes([rest[0], rest[1]])),
@@ -301,13 +310,15 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
 
 /// An authoritative answer to `query`: the answer records, the authority records (the
 /// SOA with no data or NXDOMAIN) and the additional ones (A records of SRV targets).
-/// Records that would not fit in [`MAX_MESSAGE`] are left out and TC is set.
+/// Records that would not fit in `limit` bytes ([`MAX_MESSAGE`] over UDP, 65535 over
+/// TCP) are left out, and TC is set when an answer record was.
 pub fn build_response(
     query: &Query,
     rcode: Rcode,
     answers: &[Record],
     authority: &[Record],
     additional: &[Record],
+    limit: usize,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAX_MESSAGE);
     out.extend_from_slice(&query.id.to_be_bytes());
@@ -319,16 +330,20 @@ pub fn build_response(
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(&1u16.to_be_bytes());
     out.extend_from_slice(&[0; 6]);
-    write_name(&mut out, &query.name);
-    out.extend_from_slice(&query.qtype.code().to_be_bytes());
-    out.extend_from_slice(&query.qclass.to_be_bytes());
+    if query.question.is_empty() {
+        write_name(&mut out, &query.name);
+        out.extend_from_slice(&query.qtype.code().to_be_bytes());
+        out.extend_from_slice(&query.qclass.to_be_bytes());
+    } else {
+        out.extend_from_slice(&query.question);
+    }
     let mut counts = [0u16; 3];
     let mut truncated = false;
     for (i, section) in [answers, authority, additional].iter().enumerate() {
         for r in section.iter() {
             let mut one = Vec::new();
             write_record(&mut one, r);
-            if out.len() + one.len() > MAX_MESSAGE {
+            if out.len() + one.len() > limit {
                 truncated |= i == 0;
                 break;
             }
@@ -486,12 +501,24 @@ mod tests {
             std::slice::from_ref(&srv),
             &[],
             std::slice::from_ref(&a),
+            MAX_MESSAGE,
         );
         let answer = parse_response(&bytes).unwrap();
         assert_eq!(answer.id, 7);
         assert!(answer.authoritative);
         assert_eq!(answer.answers, vec![srv]);
         assert_eq!(answer.additional, vec![a]);
+    }
+
+    #[test]
+    fn the_question_is_echoed_as_it_came_and_other_opcodes_are_not_implemented() {
+        let bytes = build_query(3, "Pool1.CONTOSO.com", RecordType::A);
+        let q = parse_query(&bytes).unwrap();
+        let answer = build_response(&q, Rcode::NoError, &[], &[], &[], MAX_MESSAGE);
+        assert_eq!(&answer[12..], &bytes[12..]);
+        let mut notify = bytes.clone();
+        notify[2] |= 4 << 3;
+        assert_eq!(parse_query(&notify), Err(ParseError::NotImplemented));
     }
 
     #[test]

@@ -201,12 +201,18 @@ impl Zone {
         } else {
             format!("{name}.{}", self.origin)
         };
+        if !valid_name(&full) {
+            return Err(ZoneError::BadName(full));
+        }
         Ok(full)
     }
 
     /// Checks an absolute name (for names given absolute, which must end in the zone).
     pub fn check_in_zone(&self, name: &str) -> Result<String, ZoneError> {
         let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !valid_name(&name) {
+            return Err(ZoneError::BadName(name));
+        }
         if !self.contains(&name) {
             return Err(ZoneError::OutOfZone {
                 name,
@@ -241,7 +247,7 @@ impl Zone {
             )));
         }
         self.records.push(record);
-        self.serial += 1;
+        self.serial = self.serial.wrapping_add(1);
         Ok(())
     }
 
@@ -268,18 +274,18 @@ impl Zone {
                 detail: data.map_or(String::new(), |d| format!(" with data {d}")),
             });
         }
-        self.serial += 1;
+        self.serial = self.serial.wrapping_add(1);
         Ok(removed)
     }
 
     /// The answer to one query: authoritative data, NXDOMAIN with the SOA for a name the
     /// zone does not have, REFUSED for a name outside the zone.
-    pub fn answer(&self, query: &Query) -> Vec<u8> {
+    pub fn answer(&self, query: &Query, limit: usize) -> Vec<u8> {
         if query.qclass != 1 && query.qclass != 255 {
-            return build_response(query, Rcode::Refused, &[], &[], &[]);
+            return build_response(query, Rcode::Refused, &[], &[], &[], limit);
         }
         if !self.contains(&query.name) {
-            return build_response(query, Rcode::Refused, &[], &[], &[]);
+            return build_response(query, Rcode::Refused, &[], &[], &[], limit);
         }
         let soa: Vec<Record> = self
             .lookup(&self.origin, RecordType::Soa)
@@ -292,8 +298,15 @@ impl Zone {
                 r
             })
             .collect();
-        if !self.records.iter().any(|r| r.name == query.name) {
-            return build_response(query, Rcode::NxDomain, &[], &soa, &[]);
+        // A name exists if it has records or names below it do (`_tcp.contoso.com` under
+        // `_sipfederationtls._tcp.contoso.com`): NOERROR with no data then, not NXDOMAIN.
+        let below = format!(".{}", query.name);
+        if !self
+            .records
+            .iter()
+            .any(|r| r.name == query.name || r.name.ends_with(&below))
+        {
+            return build_response(query, Rcode::NxDomain, &[], &soa, &[], limit);
         }
         let answers: Vec<Record> = self
             .lookup(&query.name, query.qtype)
@@ -301,7 +314,7 @@ impl Zone {
             .cloned()
             .collect();
         if answers.is_empty() {
-            return build_response(query, Rcode::NoError, &[], &soa, &[]);
+            return build_response(query, Rcode::NoError, &[], &soa, &[], limit);
         }
         let mut additional = Vec::new();
         for r in &answers {
@@ -309,8 +322,19 @@ impl Zone {
                 additional.extend(self.lookup(target, RecordType::A).into_iter().cloned());
             }
         }
-        build_response(query, Rcode::NoError, &answers, &[], &additional)
+        build_response(query, Rcode::NoError, &answers, &[], &additional, limit)
     }
+}
+
+/// Labels of 1 to 63 letters, digits, `-` or `_`; at most 253 characters in all.
+fn valid_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 /// Whether `text` names this record's data: the whole of it as dig prints it, or for an
@@ -328,7 +352,7 @@ mod tests {
 
     fn ask(zone: &Zone, name: &str, t: RecordType) -> crate::message::Answer {
         let q = parse_query(&build_query(1, name, t)).unwrap();
-        parse_response(&zone.answer(&q)).unwrap()
+        parse_response(&zone.answer(&q, crate::message::MAX_MESSAGE)).unwrap()
     }
 
     #[test]
@@ -355,6 +379,9 @@ mod tests {
         assert_eq!(missing.authority.len(), 1);
         let outside = ask(&zone, "example.org", RecordType::A);
         assert_eq!(outside.rcode, 5);
+        // A name with names below it exists, with no data.
+        let parent = ask(&zone, "_tcp.contoso.com", RecordType::A);
+        assert_eq!((parent.rcode, parent.answers.len()), (0, 0));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub async fn serve(
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                if let Some(answer) = answer(&state, &buf[..n]) {
+                if let Some(answer) = answer(&state, &buf[..n], dns::MAX_MESSAGE) {
                     let _ = udp.send_to(&answer, peer).await;
                 }
             }
@@ -86,35 +86,44 @@ pub async fn serve(
     {
         let state = state.clone();
         tokio::spawn(async move {
+            // At most this many TCP clients at once; each exchange must finish in time.
+            let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CLIENTS));
             loop {
-                let Ok((mut stream, _)) = tcp.accept().await else {
-                    continue;
+                let (mut stream, _) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue; // dropped: the client retries or uses UDP
                 };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    // RFC 1035 §4.2.2: a two-byte length, then the message.
+                    let _slot = slot;
+                    // RFC 1035 section 4.2.2: a two-byte length, then the message.
                     loop {
-                        let mut len = [0u8; 2];
-                        let read = tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
-                            stream.read_exact(&mut len),
-                        )
-                        .await;
-                        if !matches!(read, Ok(Ok(_))) {
-                            return;
-                        }
-                        let n = u16::from_be_bytes(len) as usize;
-                        let mut msg = vec![0u8; n];
-                        if stream.read_exact(&mut msg).await.is_err() {
-                            return;
-                        }
-                        let Some(answer) = answer(&state, &msg) else {
-                            return;
+                        let exchange = async {
+                            let mut len = [0u8; 2];
+                            stream.read_exact(&mut len).await.ok()?;
+                            let n = u16::from_be_bytes(len) as usize;
+                            if n == 0 || n > dns::MAX_MESSAGE {
+                                return None;
+                            }
+                            let mut msg = vec![0u8; n];
+                            stream.read_exact(&mut msg).await.ok()?;
+                            let answer = answer(&state, &msg, u16::MAX as usize)?;
+                            let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+                            out.extend_from_slice(&answer);
+                            stream.write_all(&out).await.ok()
                         };
-                        let mut out = (answer.len() as u16).to_be_bytes().to_vec();
-                        out.extend_from_slice(&answer);
-                        if stream.write_all(&out).await.is_err() {
-                            return;
+                        match tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+                            .await
+                        {
+                            Ok(Some(())) => {}
+                            _ => return,
                         }
                     }
                 });
@@ -136,19 +145,20 @@ pub async fn resolve_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .ok()?;
-    let id = (store::now_ms() as u16) ^ 0x5a5a;
+    let mut id = [0u8; 2];
+    getrandom::fill(&mut id).ok()?;
+    let id = u16::from_be_bytes(id);
     socket
         .send_to(&dns::build_query(id, name, RecordType::A), dns)
         .await
         .ok()?;
+    // Only the server's own answer counts (a reply from elsewhere is ignored).
+    socket.connect(dns).await.ok()?;
     let mut buf = [0u8; 1024];
-    let (n, _) = tokio::time::timeout(
-        std::time::Duration::from_millis(500),
-        socket.recv_from(&mut buf),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let n = tokio::time::timeout(std::time::Duration::from_millis(500), socket.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     let answer = dns::parse_response(&buf[..n]).ok().filter(|a| a.id == id)?;
     let addresses: Vec<Ipv4Addr> = answer
         .answers
@@ -161,10 +171,22 @@ pub async fn resolve_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     (!addresses.is_empty()).then_some(addresses)
 }
 
-fn answer(state: &DnsState, bytes: &[u8]) -> Option<Vec<u8>> {
+/// How many TCP clients are served at once.
+const TCP_CLIENTS: usize = 256;
+
+fn answer(state: &DnsState, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     match parse_query(bytes) {
-        Ok(q) => Some(state.zone.read().expect("zone lock").answer(&q)),
+        Ok(q) => Some(
+            state
+                .zone
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .answer(&q, limit),
+        ),
         Err(dns::ParseError::NotAQuery) => None,
+        Err(dns::ParseError::NotImplemented) => {
+            dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::NotImp))
+        }
         Err(e) => {
             tracing::debug!(error = %e, "a DNS message that is not a query this server answers");
             dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::FormErr))
@@ -181,7 +203,10 @@ async fn invoke(
         .get(cms::TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-    if given.as_deref() != Some(state.token.as_str()) {
+    if !given
+        .as_deref()
+        .is_some_and(|g| crate::http::constant_time_eq(g.as_bytes(), state.token.as_bytes()))
+    {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this call needs the deployment's admin token; `tandem shell --lab <dir>` sends it",
@@ -241,7 +266,13 @@ fn ttl(inv: &Invocation) -> u32 {
 /// Runs one DnsServer cmdlet against the zone.
 fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
     let name = inv.cmdlet.name;
-    let mut zone = state.zone.write().expect("zone lock");
+    let mut live = state
+        .zone
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Changes are made on a copy, saved, then served: a change that could not be saved is
+    // neither served nor lost on a restart.
+    let mut zone = live.clone();
     if let Some(z) = inv.text("ZoneName")
         && !z.trim_end_matches('.').eq_ignore_ascii_case(&zone.origin)
     {
@@ -387,6 +418,7 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
             "the change could not be saved ({e}); it is not served either"
         ));
     }
+    *live = zone;
     Ok(output)
 }
 

@@ -45,16 +45,37 @@ const IDLE: Duration = Duration::from_secs(120);
 /// The XMPP namespace of server-to-server streams.
 const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 
-/// The federation proof of a request: a hash of the deployment token and the transaction.
+/// The federation proof of a request: a keyed hash (the deployment token) of what the Edge
+/// vouched for (the request URI, From, To, Call-ID and CSeq) under a label of its own, so
+/// that it is never the relay proof of another request.
 pub fn federation_proof(token: &str, request: &Request) -> String {
-    sip::digest::md5_hex(
+    let h = |name: &str| request.headers.get(name).unwrap_or("").to_string();
+    store::hex_sha256(
         format!(
-            "{token}:federation:{}:{}",
+            "{token}\0tandem-federation-v1\0{}\0{}\0{}\0{}\0{}",
+            request.uri,
+            h("From"),
+            h("To"),
             request.call_id().unwrap_or(""),
-            request.headers.get("CSeq").unwrap_or("")
+            h("CSeq")
         )
         .as_bytes(),
     )
+}
+
+/// The domain of a From/To header value (`"Bob" <sip:bob@fabrikam.com>;tag=1`).
+pub fn header_domain(value: &str) -> Option<String> {
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value),
+    };
+    let host = uri.trim().rsplit('@').next()?;
+    let host = host
+        .split([';', ':', '>'])
+        .next()?
+        .trim()
+        .to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
 }
 
 /// What this Edge server applies now, from its topology: what `Invoke-CsServerSetup`
@@ -102,7 +123,7 @@ impl EdgeSetup {
 /// `Invoke-CsServerSetup` (the Deployment Wizard's Run Again): what this server applies
 /// now. An Edge applies a published and replicated change by itself; this reports it,
 /// with whether each listener is open.
-pub fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
+pub async fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
     let topology = server.replica.topology();
     let row = |component: &str, state: &str, detail: String| {
         cmdlet::Record::new()
@@ -119,11 +140,13 @@ pub fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
             format!("{version}; a Front End has no Edge listeners"),
         )];
     };
-    let open = |address: SocketAddr| {
-        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300)).is_ok()
+    let open = |address: SocketAddr| async move {
+        tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(address))
+            .await
+            .is_ok_and(|r| r.is_ok())
     };
-    let federation_open = open(setup.federation_address);
-    let xmpp_open = open(setup.xmpp_address);
+    let federation_open = open(setup.federation_address).await;
+    let xmpp_open = open(setup.xmpp_address).await;
     vec![
         row(
             "Edge pool",
@@ -194,36 +217,37 @@ pub(crate) async fn supervise(server: Arc<Server>) {
     let mut xmpp: Option<Listener> = None;
     loop {
         let topology = server.replica.topology();
-        if let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) {
-            let want_federation = server.services.is_running(RTCSRV);
-            let want_xmpp =
-                !setup.xmpp_route_of.is_empty() && server.services.is_running(RTCXMPPTGWPX);
-            let s = server.clone();
-            let ep = endpoint.clone();
-            reconcile(
-                &mut federation,
-                want_federation,
-                setup.federation_address,
-                "federation",
-                move |stream, peer| {
-                    let (s, ep) = (s.clone(), ep.clone());
-                    tokio::spawn(async move { federation_connection(&s, &ep, stream, peer).await });
-                },
-            )
-            .await;
-            let s = server.clone();
-            reconcile(
-                &mut xmpp,
-                want_xmpp,
-                setup.xmpp_address,
-                "XMPP",
-                move |stream, _| {
-                    let s = s.clone();
-                    tokio::spawn(async move { xmpp_connection(&s, stream).await });
-                },
-            )
-            .await;
-        }
+        // A server that is no Edge of the topology (any more) listens for nothing.
+        let setup = EdgeSetup::of(&topology, &server.fqdn);
+        let want_federation = setup.is_some() && server.services.is_running(RTCSRV);
+        let want_xmpp = setup.as_ref().is_some_and(|s| !s.xmpp_route_of.is_empty())
+            && server.services.is_running(RTCXMPPTGWPX);
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let s = server.clone();
+        let ep = endpoint.clone();
+        reconcile(
+            &mut federation,
+            want_federation,
+            setup.as_ref().map_or(unspecified, |x| x.federation_address),
+            "federation",
+            move |stream, peer| {
+                let (s, ep) = (s.clone(), ep.clone());
+                async move { federation_connection(&s, &ep, stream, peer).await }
+            },
+        )
+        .await;
+        let s = server.clone();
+        reconcile(
+            &mut xmpp,
+            want_xmpp,
+            setup.as_ref().map_or(unspecified, |x| x.xmpp_address),
+            "XMPP",
+            move |stream, _| {
+                let s = s.clone();
+                async move { xmpp_connection(&s, stream).await }
+            },
+        )
+        .await;
         server.edge_passes.send_modify(|n| *n += 1);
         tokio::select! {
             _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
@@ -241,29 +265,43 @@ pub(crate) async fn settle(server: &Server) {
     let _ = tokio::time::timeout(Duration::from_secs(2), passes.wait_for(|n| *n >= seen + 2)).await;
 }
 
-async fn reconcile(
+/// Opens or closes one listener. The accept task owns its connections: closing it
+/// (aborting and awaiting the task) ends them too, so a stopped service serves no one.
+async fn reconcile<F, Fut>(
     slot: &mut Option<Listener>,
     wanted: bool,
     address: SocketAddr,
     what: &'static str,
-    on_connection: impl Fn(TcpStream, SocketAddr) + Send + Sync + 'static,
-) {
+    on_connection: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     if slot
         .as_ref()
         .is_some_and(|l| !wanted || l.address != address || l.task.is_finished())
     {
         let l = slot.take().expect("checked");
         l.task.abort();
-        tracing::info!(%address, "{what} listener closed");
+        let _ = l.task.await;
+        tracing::info!(address = %l.address, "{what} listener closed");
     }
     if wanted && slot.is_none() {
         match TcpListener::bind(address).await {
             Ok(listener) => {
                 tracing::info!(%address, "{what} listener open");
                 let task = tokio::spawn(async move {
+                    let mut connections = tokio::task::JoinSet::new();
                     loop {
-                        if let Ok((stream, peer)) = listener.accept().await {
-                            on_connection(stream, peer);
+                        tokio::select! {
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, peer)) => {
+                                    connections.spawn(on_connection(stream, peer));
+                                }
+                                // Out of descriptors, say: wait rather than spin.
+                                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            },
+                            Some(_) = connections.join_next(), if !connections.is_empty() => {}
                         }
                     }
                 });
@@ -347,6 +385,20 @@ async fn route(
                 "Forbidden (federation is not enabled on {}; federated traffic goes through {other})",
                 setup.edge_pool
             ),
+        );
+    }
+    // A federated peer speaks for its own domain only: a From in the deployment's domain
+    // would let it pass for one of our users.
+    let ours = topology.deployment.sip_domain.to_ascii_lowercase();
+    let from_domain = request.headers.get("From").and_then(header_domain);
+    if from_domain
+        .as_deref()
+        .is_none_or(|d| d == ours || d.ends_with(&format!(".{ours}")))
+    {
+        return reply(
+            request,
+            403,
+            &format!("Forbidden (a federated peer cannot send as a user of {ours})"),
         );
     }
     match request.method {
@@ -459,15 +511,25 @@ pub fn parse_stream_header(bytes: &[u8]) -> StreamHeader {
         };
     };
     let tag = &rest[1..end];
-    let mut parts = tag.split_whitespace();
-    let name = parts.next().unwrap_or_default();
-    if name != "stream:stream" {
+    let Some(after_name) = tag.strip_prefix("stream:stream") else {
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .take(40)
+            .collect();
         return StreamHeader::Bad(format!(
             "the first element is <{name}>, not <stream:stream>"
         ));
+    };
+    if after_name
+        .chars()
+        .next()
+        .is_some_and(|c| !c.is_ascii_whitespace() && c != '/')
+    {
+        return StreamHeader::Bad("the first element is not <stream:stream>".into());
     }
     let mut attributes = std::collections::BTreeMap::new();
-    let mut attrs = tag[name.len()..].trim();
+    let mut attrs = after_name.trim();
     while !attrs.is_empty() && attrs != "/" {
         let Some(eq) = attrs.find('=') else {
             return StreamHeader::Bad("an attribute without a value".into());
@@ -497,6 +559,14 @@ pub fn parse_stream_header(bytes: &[u8]) -> StreamHeader {
     }
 }
 
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
 async fn xmpp_connection(server: &Server, mut stream: TcpStream) {
     let domain = server.replica.topology().deployment.sip_domain.clone();
     let mut buf = Vec::new();
@@ -522,7 +592,8 @@ async fn xmpp_connection(server: &Server, mut stream: TcpStream) {
     let answer = match header {
         StreamHeader::Open { to, .. } if !to.is_empty() && !to.eq_ignore_ascii_case(&domain) => {
             format!(
-                "{open}<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>this server serves {domain}, not {to}</text></stream:error></stream:stream>"
+                "{open}<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>this server serves {domain}, not {}</text></stream:error></stream:stream>",
+                xml_escape(&to)
             )
         }
         StreamHeader::Open { .. } => format!(
@@ -530,9 +601,7 @@ async fn xmpp_connection(server: &Server, mut stream: TcpStream) {
         ),
         StreamHeader::Bad(why) => format!(
             "{open}<stream:error><bad-format xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{}</text></stream:error></stream:stream>",
-            why.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
+            xml_escape(&why)
         ),
         StreamHeader::Incomplete => return,
     };
@@ -590,6 +659,20 @@ mod tests {
             parse_stream_header(&[0xff, 0xfe]),
             StreamHeader::Bad(_)
         ));
+        // Unicode whitespace is not XML whitespace: no panic, a refusal.
+        let odd = format!("<{}stream:stream>", "\u{85}".repeat(7));
+        assert!(matches!(
+            parse_stream_header(odd.as_bytes()),
+            StreamHeader::Bad(_)
+        ));
+        assert_eq!(
+            header_domain("\"Bob\" <sip:bob@Fabrikam.com>;tag=1").as_deref(),
+            Some("fabrikam.com")
+        );
+        assert_eq!(
+            header_domain("sip:a@contoso.com;tag=2").as_deref(),
+            Some("contoso.com")
+        );
         assert!(matches!(
             parse_stream_header(b"<stream:stream to=contoso.com>"),
             StreamHeader::Bad(_)
@@ -615,8 +698,14 @@ mod tests {
         }
 
         #[test]
-        fn stream_header_text_never_panics(text in "[<>'\"=a-z: /?]{0,120}") {
+        fn stream_header_text_never_panics(text in "[<>'\"=a-z: /?\u{85}\u{a0}\u{2028}é]{0,120}") {
             let _ = parse_stream_header(text.as_bytes());
+        }
+
+        #[test]
+        fn any_unicode_in_a_tag_never_panics(text in "\\PC{0,80}") {
+            let _ = parse_stream_header(format!("<{text}>").as_bytes());
+            let _ = parse_stream_header(format!("<stream:stream{text}>").as_bytes());
         }
     }
 }

@@ -120,7 +120,7 @@ pub(crate) async fn invoke(
                 if server.role == topology::Role::Edge {
                     crate::edge::settle(server).await;
                 }
-                let mut reply = output(Output::Records(crate::edge::setup_report(server)));
+                let mut reply = output(Output::Records(crate::edge::setup_report(server).await));
                 reply.warnings = warnings;
                 Ok(reply)
             }

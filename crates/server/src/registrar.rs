@@ -511,6 +511,26 @@ async fn message(
         .headers
         .get(crate::edge::FEDERATION_HEADER)
         .is_some_and(|p| p == crate::edge::federation_proof(&server.token, request));
+    if federated {
+        // The Edge vouches for a sender of another domain, never for one of ours.
+        let ours = server
+            .replica
+            .topology()
+            .deployment
+            .sip_domain
+            .to_ascii_lowercase();
+        let from = request
+            .headers
+            .get("From")
+            .and_then(crate::edge::header_domain);
+        if from.is_none_or(|d| d == ours || d.ends_with(&format!(".{ours}"))) {
+            return reply(
+                request,
+                403,
+                &format!("Forbidden (a federated sender cannot be a user of {ours})"),
+            );
+        }
+    }
     if !relayed && !federated {
         let sender = match user_of(server, request, "From").await {
             Ok((_, u)) => u,

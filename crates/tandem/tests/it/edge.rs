@@ -318,6 +318,25 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
     let mut s = std::net::TcpStream::connect(&edge).unwrap();
     s.write_all(&[0xff; 100_000]).unwrap_or(());
     drop(s);
+    // A peer cannot pass for one of our users.
+    let out = run(&[
+        "partner",
+        "--lab",
+        lab.dir(),
+        "message",
+        "--from",
+        "sip:ceo@contoso.com",
+        "--to",
+        "sip:nobody@contoso.com",
+        "hi",
+    ]);
+    assert!(
+        stdout(&out)
+            .contains("403 Forbidden (a federated peer cannot send as a user of contoso.com)"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     // The Edge still answers, and a stopped RTCSRV really stops listening.
     let out = run(&[
         "partner",
@@ -334,6 +353,11 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         stdout(&out),
         stderr(&out)
     );
+    // A peer connected before the stop is cut off too.
+    let mut connected = std::net::TcpStream::connect(&edge).unwrap();
+    connected
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let out = lab.shell(
         None,
         "Stop-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
@@ -347,6 +371,11 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(connected.read(&mut byte), Ok(0) | Err(_)),
+        "a connection made before the stop is still served"
+    );
     let out = lab.shell(
         None,
         "Start-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",

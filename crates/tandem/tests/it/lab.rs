@@ -24,9 +24,13 @@ fn topology_on_free_block() -> String {
         let block = 100 + ((seed + k * 13) % 150) as u8;
         let mut t = topology::contoso();
         t.move_to_loopback_block(block);
+        // The lab's DNS server listens on 127.B.0.153 (port 53 and the management port).
+        let dns = std::net::Ipv4Addr::new(127, block, 0, 153);
         let free = t
             .servers()
-            .all(|s| std::net::TcpListener::bind((s.server.address, 4444)).is_ok());
+            .all(|s| std::net::TcpListener::bind((s.server.address, 4444)).is_ok())
+            && std::net::TcpListener::bind((dns, 4444)).is_ok()
+            && std::net::UdpSocket::bind((dns, 53)).is_ok();
         if !free {
             continue;
         }
