@@ -67,6 +67,10 @@ pub struct Health {
     pub replica_version: i64,
     /// Whether this server is the active Central Management master.
     pub cms_master: bool,
+    /// Whether it is the active master of a store that takes changes (not one being moved
+    /// away, or fenced): there is never more than one.
+    #[serde(default)]
+    pub cms_writable: bool,
     /// The failover and failback operations this server is running now, by id.
     #[serde(default)]
     pub running_operations: Vec<u64>,

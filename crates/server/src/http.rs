@@ -125,7 +125,16 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Liveness and identity; no token needed.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 pub(crate) async fn health(State(server): State<Arc<Server>>) -> Json<Health> {
+    let cms_writable = match server.master() {
+        Some(m) if matches!(m.role(), Role::Active { .. }) => m
+            .backend()
+            .cms_role()
+            .await
+            .is_ok_and(|r| r.mode == store::CmsMode::Active),
+        _ => false,
+    };
     Json(Health {
+        cms_writable,
         fqdn: server.fqdn.clone(),
         role: format!("{:?}", server.role),
         pool: server.pool.clone(),

@@ -693,6 +693,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
                 "state": if answers { "running" } else if s.alive() { "not answering" } else { "stopped" },
                 "replica_version": null,
                 "cms_master": false,
+                "cms_writable": false,
             }));
             continue;
         }
@@ -723,6 +724,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             "state": state,
             "replica_version": health.as_ref().map(|h| h.replica_version),
             "cms_master": health.as_ref().is_some_and(|h| h.cms_master),
+            "cms_writable": health.as_ref().is_some_and(|h| h.cms_writable),
         }));
     }
     if json {

@@ -29,7 +29,8 @@ fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
     v.as_array().map_or(v.clone(), |a| a[0].clone())
 }
 
-/// The servers `lab status` reports as the active master: never more than one.
+/// The servers `lab status` reports as the active master of a store that takes changes:
+/// never more than one (a store being moved away keeps its master, read-only).
 fn masters(lab: &Lab) -> Vec<String> {
     let out = run(&["lab", "status", "--dir", lab.dir(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -37,7 +38,7 @@ fn masters(lab: &Lab) -> Vec<String> {
     rows.as_array()
         .unwrap()
         .iter()
-        .filter(|r| r["cms_master"] == true)
+        .filter(|r| r["cms_writable"] == true)
         .map(|r| r["fqdn"].as_str().unwrap().to_string())
         .collect()
 }
