@@ -435,6 +435,7 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
         return Ok(None);
     };
     let term_start = inner.backend.cms_role().await?.term_start;
+    let term_starts = inner.backend.term_starts().await?;
     let topology = inner.topology_in_store().await?;
     let mut set = JoinSet::new();
     for target in targets(&topology) {
@@ -446,6 +447,7 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
             to_version_created_at: current.created_at,
             items: Vec::new(),
             term_start,
+            term_starts: term_starts.clone(),
             replace: false,
         };
         let client = inner.client.clone();
@@ -498,6 +500,7 @@ async fn push_round(
         return Ok(None);
     };
     let term_start = inner.backend.cms_role().await?.term_start;
+    let term_starts = Arc::new(inner.backend.term_starts().await?);
     // The topology can only have changed with the version: parse it again only then.
     let targets = match cached {
         Some((v, t)) if *v == current.version => t.clone(),
@@ -521,8 +524,18 @@ async fn push_round(
         let inner = inner.clone();
         let current = current.clone();
         let batches = batches.clone();
+        let term_starts = term_starts.clone();
         set.spawn(async move {
-            match push_one(&inner, &batches, epoch, term_start, &current, &target).await {
+            match push_one(
+                &inner,
+                &batches,
+                epoch,
+                (term_start, &term_starts),
+                &current,
+                &target,
+            )
+            .await
+            {
                 Err(PushError::Fenced {
                     master,
                     epoch: theirs,
@@ -571,7 +584,7 @@ async fn push_one(
     inner: &Inner,
     batches: &Batches,
     epoch: i64,
-    term_start: i64,
+    (term_start, term_starts): (i64, &[(i64, i64)]),
     current: &VersionInfo,
     target: &Target,
 ) -> Result<(), PushError> {
@@ -614,6 +627,7 @@ async fn push_one(
             to_version_created_at: *to_created,
             items: items.clone(),
             term_start,
+            term_starts: term_starts.to_vec(),
             replace,
         };
         let url = format!(

@@ -23,6 +23,9 @@ pub struct SyncRequest {
     /// than this has versions of a fenced store and answers [`SyncResponse::Diverged`].
     #[serde(default)]
     pub term_start: i64,
+    /// Where every term the master's store knows started: `(term, start)`.
+    #[serde(default)]
+    pub term_starts: Vec<(i64, i64)>,
     /// The items are the whole configuration at `to_version`: the replica replaces
     /// everything it holds.
     #[serde(default)]

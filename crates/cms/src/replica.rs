@@ -107,6 +107,7 @@ impl ReplicaAgent {
             to_version_created_at: req.to_version_created_at,
             items: &req.items,
             term_start: req.term_start,
+            term_starts: &req.term_starts,
             replace: req.replace,
         };
         let outcome = self.store.apply(&batch, store::now_ms()).await?;

@@ -445,6 +445,27 @@ impl BackEnd {
         Ok(Some(epoch))
     }
 
+    /// Where each term this store holds versions of started: `(term, start)`, the version
+    /// before the term's first, with the current term (which may have none yet) at its
+    /// `term_start`. A replica of an older term that holds more than the start of the next
+    /// term after its own has versions no later store has.
+    pub async fn term_starts(&self) -> Result<Vec<(i64, i64)>> {
+        let mut rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT epoch >> 32 AS term, MIN(version) - 1 FROM cms_version
+             GROUP BY term ORDER BY term",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        let role = self.cms_role().await?;
+        let current = term_of(role.epoch_floor);
+        match rows.iter_mut().find(|(t, _)| *t == current) {
+            Some(row) => row.1 = row.1.min(role.term_start),
+            None => rows.push((current, role.term_start)),
+        }
+        Ok(rows)
+    }
+
     /// Versions recorded as lost when this store was fenced, oldest first.
     pub async fn lost_cms_versions(&self) -> Result<Vec<LostVersion>> {
         let rows: Vec<(i64, i64, i64, String, String, i64)> = sqlx::query_as(
@@ -703,6 +724,8 @@ mod tests {
         old.release_lease("fe1").await.unwrap();
         let (_, again) = old.acquire_lease("fe2", 60_000).await.unwrap();
         assert!(again.epoch < new_lease.epoch);
+        // Where the terms started, as the new store tells replicas.
+        assert_eq!(new.term_starts().await.unwrap(), vec![(0, 0), (1, 2)]);
         // Fenced: the version it wrote after the cut is recorded lost, the copy dropped.
         let lost = old.demote_cms("pool2", 2, new_lease.epoch).await.unwrap();
         assert_eq!(lost.len(), 1);

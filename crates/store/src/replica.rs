@@ -52,6 +52,9 @@ pub struct Batch<'a> {
     pub items: &'a [Item],
     /// The version the sender's term started at (see `store::cmsrole`).
     pub term_start: i64,
+    /// Where every term the sender's store knows started (`(term, start)`): a replica
+    /// that missed several failovers is checked against the first term after its own.
+    pub term_starts: &'a [(i64, i64)],
     /// The items are the whole configuration at `to_version`: replace everything.
     pub replace: bool,
 }
@@ -124,8 +127,19 @@ impl ReplicaStore {
                 .await?;
             (batch.to_version, Some(batch.to_version_created_at))
         } else {
-            if crate::term_of(batch.epoch) > crate::term_of(epoch) && version > batch.term_start {
-                return Ok(ApplyOutcome::Diverged { version });
+            let mine = crate::term_of(epoch);
+            if crate::term_of(batch.epoch) > mine {
+                // The first later term started where the replica's history and the
+                // sender's part; anything the replica holds beyond it was lost.
+                let cut = batch
+                    .term_starts
+                    .iter()
+                    .filter(|(t, _)| *t > mine)
+                    .map(|(_, s)| *s)
+                    .fold(batch.term_start, i64::min);
+                if version > cut {
+                    return Ok(ApplyOutcome::Diverged { version });
+                }
             }
             if batch.from_version > version {
                 return Ok(ApplyOutcome::Gap { version });
@@ -247,6 +261,7 @@ mod tests {
             to_version_created_at: 1000 + to,
             items,
             term_start: 0,
+            term_starts: &[],
             replace: false,
         }
     }
@@ -327,6 +342,33 @@ mod tests {
         assert_eq!(
             r2.apply(&follow, 6).await.unwrap(),
             ApplyOutcome::Applied { version: 2 }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_missed_two_failovers_is_checked_against_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ReplicaStore::open(&dir.path().join("replica.db"))
+            .await
+            .unwrap();
+        // Term 0: versions 1..3; version 3 never reached term 1's store (started at 2).
+        let old = [item("a", "1", 1), item("b", "2", 2), item("c", "lost", 3)];
+        r.apply(&batch(1, 0, 3, &old), 5).await.unwrap();
+        // Term 2's store started at 5; it knows term 1 started at 2.
+        let epoch = (2 << crate::TERM_SHIFT) + 1;
+        let starts = [(0, 0), (1, 2), (2, 5)];
+        let mut next = batch(epoch, 3, 3, &[]);
+        next.term_start = 5;
+        next.term_starts = &starts;
+        assert_eq!(
+            r.apply(&next, 6).await.unwrap(),
+            ApplyOutcome::Diverged { version: 3 }
+        );
+        // Without the history only term 2's start is known: 3 <= 5 looks shared.
+        next.term_starts = &[];
+        assert_eq!(
+            r.apply(&next, 7).await.unwrap(),
+            ApplyOutcome::Applied { version: 3 }
         );
     }
 }
