@@ -430,23 +430,7 @@ async fn route(
         .headers
         .set(FEDERATION_HEADER, federation_proof(&server.token, request));
     let hop = &setup.next_hop;
-    // The next hop's registrars: the pool's A records in the deployment's DNS, as the
-    // product finds them; the topology's addresses when there is no DNS to ask.
-    let from_dns = match server.dns {
-        Some(dns) => crate::dnsserver::resolve_a(dns, hop).await,
-        None => None,
-    };
-    let registrars: Vec<SocketAddr> = match from_dns {
-        Some(addresses) => addresses
-            .into_iter()
-            .map(|a| SocketAddr::from((a, topology.ports.sip)))
-            .collect(),
-        None => topology
-            .front_end_servers(hop)
-            .iter()
-            .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
-            .collect(),
-    };
+    let registrars = crate::registrars_of(server, &topology, hop).await;
     for dest in registrars {
         if let Ok(resp) = endpoint
             .request(dest, onward.clone(), NEXT_HOP_TIMEOUT)

@@ -110,6 +110,31 @@ pub struct Server {
     pub(crate) edge_passes: tokio::sync::watch::Sender<u64>,
 }
 
+/// The registrars of a Front End pool: the pool's A records in the deployment's DNS, as
+/// the product finds them, or the topology's addresses when there is no DNS to ask (or it
+/// does not know the pool).
+pub(crate) async fn registrars_of(
+    server: &Server,
+    topology: &Topology,
+    pool: &str,
+) -> Vec<SocketAddr> {
+    let from_dns = match server.dns {
+        Some(dns) => dnsserver::resolve_a(dns, pool).await,
+        None => None,
+    };
+    match from_dns {
+        Some(addresses) => addresses
+            .into_iter()
+            .map(|a| SocketAddr::from((a, topology.ports.sip)))
+            .collect(),
+        None => topology
+            .front_end_servers(pool)
+            .iter()
+            .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
+            .collect(),
+    }
+}
+
 /// Whether the Front Ends of `pool` run the Central Management services: the pool that
 /// hosts the CMS, and its partner, which holds the standby store.
 pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {

@@ -576,7 +576,7 @@ async fn message(
             onward
                 .headers
                 .set(RELAY_HEADER, relay_proof(server, request));
-            relay(registrar, request, onward, &topology, &pool).await
+            relay(server, registrar, request, onward, &topology, &pool).await
         }
         Decision::Redirect { pool } => reply(
             request,
@@ -627,14 +627,14 @@ async fn deliver(
 }
 
 async fn relay(
+    server: &Server,
     registrar: &Registrar,
     request: &Request,
     onward: Request,
     topology: &topology::Topology,
     pool: &str,
 ) -> Response {
-    for s in topology.front_end_servers(pool) {
-        let dest = SocketAddr::from((s.address, topology.ports.sip));
+    for dest in crate::registrars_of(server, topology, pool).await {
         if let Ok(resp) = registrar
             .endpoint
             .request(dest, onward.clone(), DELIVERY_TIMEOUT)
