@@ -192,6 +192,12 @@ impl Master {
         self.inner.lease_wake.notify_one();
     }
 
+    /// Gives the lease up now (the store just became a standby): the lease task takes it
+    /// again only where the store allows.
+    pub async fn step_down(&self) {
+        step_down(&self.inner).await;
+    }
+
     /// Starts or stops the `FTA` service.
     pub fn set_fta_running(&self, running: bool) {
         self.inner.fta_running.store(running, Ordering::SeqCst);

@@ -133,8 +133,7 @@ pub(crate) async fn store_action(
                 .map_err(internal)?
                 .len() as i64;
             // Step down now rather than at the lease task's next turn.
-            master.set_master_running(false).await;
-            master.set_master_running(true).await;
+            master.step_down().await;
         }
     }
     if let Some(b) = &server.backup {

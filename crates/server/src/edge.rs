@@ -120,10 +120,45 @@ impl EdgeSetup {
     }
 }
 
+/// `Invoke-CsServerSetup` on this server (the Deployment Wizard's Run Again): the published
+/// topology as the store holds it now is asked of the master for this server's replica,
+/// the listeners follow it, and the report says what the server applies.
+pub(crate) async fn run_again(server: &Server) -> crate::api::InvokeResponse {
+    use crate::exec::{MasterAt, forward, locate_master};
+    let refresh = crate::api::InvokeRequest {
+        cmdlet: "Invoke-CsManagementStoreReplication".into(),
+        parameters: serde_json::json!({ "ReplicaFqdn": server.fqdn })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    let mut warnings = Vec::new();
+    match locate_master(server).await {
+        Ok(MasterAt::Here(m)) => m.replicate_now(Some(&server.fqdn)).await,
+        Ok(MasterAt::There(base)) => {
+            if let Err(e) = forward(server, &base, &refresh).await {
+                warnings.push(format!(
+                    "could not refresh the configuration: {}",
+                    e.body.error
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("applied the configuration this server has; {e}")),
+    }
+    if server.role == Role::Edge {
+        settle(server).await;
+    }
+    crate::api::InvokeResponse {
+        output: cmdlet::Output::Records(setup_report(server).await),
+        warnings,
+        cms_version: None,
+    }
+}
+
 /// `Invoke-CsServerSetup` (the Deployment Wizard's Run Again): what this server applies
 /// now. An Edge applies a published and replicated change by itself; this reports it,
 /// with whether each listener is open.
-pub async fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
+async fn setup_report(server: &Server) -> Vec<cmdlet::Record> {
     let topology = server.replica.topology();
     let row = |component: &str, state: &str, detail: String| {
         cmdlet::Record::new()
@@ -414,11 +449,7 @@ async fn route(
             return r;
         }
     }
-    let max_forwards = request
-        .headers
-        .get("Max-Forwards")
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(70);
+    let max_forwards = request.max_forwards();
     if max_forwards == 0 {
         return reply(request, 483, "Too Many Hops");
     }

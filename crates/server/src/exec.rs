@@ -75,7 +75,7 @@ pub(crate) async fn invoke(
         // The engine prints its own -WhatIf plan: steps, users, data at risk.
         return crate::failover::route(server, &inv).await;
     }
-    if name == "Invoke-CsManagementServerFailover" || name == "Get-CsDatabaseMirrorState" {
+    if name == "Invoke-CsManagementServerFailover" {
         // -WhatIf shows which pool hosts the store and what would change.
         return crate::cmsfailover::route(server, &request, &inv, forwarded).await;
     }
@@ -92,38 +92,7 @@ pub(crate) async fn invoke(
         }
         "Invoke-CsServerSetup" => match on_computer(server, &request, &inv, forwarded).await {
             Some(reply) => reply,
-            None => {
-                // Run Again applies the published topology as the store holds it now: ask
-                // the master for this server's replica first.
-                let refresh = InvokeRequest {
-                    cmdlet: "Invoke-CsManagementStoreReplication".into(),
-                    parameters: serde_json::json!({ "ReplicaFqdn": server.fqdn })
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                };
-                let mut warnings = Vec::new();
-                match locate_master(server).await {
-                    Ok(MasterAt::Here(m)) => m.replicate_now(Some(&server.fqdn)).await,
-                    Ok(MasterAt::There(base)) => {
-                        if let Err(e) = forward(server, &base, &refresh).await {
-                            warnings.push(format!(
-                                "could not refresh the configuration: {}",
-                                e.body.error
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        warnings.push(format!("applied the configuration this server has; {e}"))
-                    }
-                }
-                if server.role == topology::Role::Edge {
-                    crate::edge::settle(server).await;
-                }
-                let mut reply = output(Output::Records(crate::edge::setup_report(server).await));
-                reply.warnings = warnings;
-                Ok(reply)
-            }
+            None => Ok(crate::edge::run_again(server).await),
         },
         "Get-CsTopology" | "Get-CsPoolBackupRelationship" | "Get-CsService"
             if !inv.switch("LocalStore") =>

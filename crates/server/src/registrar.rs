@@ -553,11 +553,7 @@ async fn message(
     if !recipient.enabled {
         return reply(request, 404, "Not Found (user disabled)");
     }
-    let max_forwards = request
-        .headers
-        .get("Max-Forwards")
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(70);
+    let max_forwards = request.max_forwards();
     if max_forwards == 0 {
         return reply(request, 483, "Too Many Hops");
     }

@@ -541,6 +541,14 @@ impl Request {
         parse_cseq(self.headers.get("CSeq")?).ok()
     }
 
+    /// The Max-Forwards header (70, RFC 3261's initial value, when absent or unreadable).
+    pub fn max_forwards(&self) -> u32 {
+        self.headers
+            .get("Max-Forwards")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(70)
+    }
+
     pub fn call_id(&self) -> Option<&str> {
         self.headers.get("Call-ID")
     }

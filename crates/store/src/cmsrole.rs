@@ -244,26 +244,13 @@ impl BackEnd {
         &self,
         to_pool: &str,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let mut r = role_in(&mut tx, &self.path).await?;
-        match r.mode {
-            CmsMode::Moving if r.other_pool.eq_ignore_ascii_case(to_pool) => return Ok(Ok(r)),
-            CmsMode::Active => {}
-            mode => {
-                return Ok(Err(RoleRefused::WrongMode {
-                    path: self.path.clone(),
-                    mode,
-                    wanted: "Active",
-                }));
-            }
-        }
-        r.mode = CmsMode::Moving;
-        r.other_pool = to_pool.to_string();
-        r.changed_at = now_ms();
-        r.reason = format!("moving to {to_pool}");
-        set_role_in(&mut tx, &self.path, &r).await?;
-        tx.commit().await.at(&self.path)?;
-        Ok(Ok(r))
+        self.switch_mode(
+            CmsMode::Active,
+            CmsMode::Moving,
+            to_pool,
+            format!("moving to {to_pool}"),
+        )
+        .await
     }
 
     /// Undoes [`BackEnd::set_cms_moving`]: the store takes writes again. Idempotent.
@@ -271,23 +258,35 @@ impl BackEnd {
         &self,
         reason: &str,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
+        self.switch_mode(CmsMode::Moving, CmsMode::Active, "", reason.to_string())
+            .await
+    }
+
+    /// Moves the role from `from` to `to` (with `other_pool`); a store already there is
+    /// left as it is, one in any other mode is refused.
+    async fn switch_mode(
+        &self,
+        from: CmsMode,
+        to: CmsMode,
+        other_pool: &str,
+        reason: String,
+    ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let mut r = role_in(&mut tx, &self.path).await?;
-        match r.mode {
-            CmsMode::Active => return Ok(Ok(r)),
-            CmsMode::Moving => {}
-            mode => {
-                return Ok(Err(RoleRefused::WrongMode {
-                    path: self.path.clone(),
-                    mode,
-                    wanted: "Moving",
-                }));
-            }
+        if r.mode == to && r.other_pool.eq_ignore_ascii_case(other_pool) {
+            return Ok(Ok(r));
         }
-        r.mode = CmsMode::Active;
-        r.other_pool = String::new();
+        if r.mode != from {
+            return Ok(Err(RoleRefused::WrongMode {
+                path: self.path.clone(),
+                mode: r.mode,
+                wanted: from.as_str(),
+            }));
+        }
+        r.mode = to;
+        r.other_pool = other_pool.to_string();
         r.changed_at = now_ms();
-        r.reason = reason.to_string();
+        r.reason = reason;
         set_role_in(&mut tx, &self.path, &r).await?;
         tx.commit().await.at(&self.path)?;
         Ok(Ok(r))
