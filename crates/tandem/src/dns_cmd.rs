@@ -142,7 +142,7 @@ pub(crate) fn lab_dns(dir: &Path) -> anyhow::Result<SocketAddr> {
             dir.display()
         )
     })?;
-    format!("{}:{}", dns.address, dns.sip_port)
+    format!("{}:{}", dns.address, dns.dns_port)
         .parse()
         .context("the DNS server's address in lab.json")
 }

@@ -45,6 +45,9 @@ pub(crate) struct LabServer {
     /// The user-services port, Front Ends only.
     #[serde(default)]
     pub(crate) user_services_port: u16,
+    /// The DNS port, the lab's DNS server only.
+    #[serde(default)]
+    pub(crate) dns_port: u16,
 }
 
 impl LabServer {
@@ -341,6 +344,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
                 log: dir.join("logs").join(format!("{}.log", s.server.fqdn)),
                 sip_port: topology.ports.sip,
                 user_services_port: topology.ports.user_services,
+                dns_port: 0,
             })
             .collect(),
     };
@@ -441,8 +445,9 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
         log: dir
             .join("logs")
             .join(format!("dns.{}.log", topology.deployment.dns_zone)),
-        sip_port: topology.ports.dns,
+        sip_port: 0,
         user_services_port: 0,
+        dns_port: topology.ports.dns,
     })
 }
 
@@ -452,7 +457,7 @@ pub(crate) const DNS_ROLE: &str = "Dns";
 pub(crate) const DNS_ZONE_FILE: &str = "zone.json";
 
 impl LabFile {
-    /// The lab's DNS server: its address and port (`sip_port` holds the DNS port).
+    /// The lab's DNS server.
     pub(crate) fn dns(&self) -> Option<&LabServer> {
         self.servers.iter().find(|s| s.role == DNS_ROLE)
     }
@@ -461,7 +466,7 @@ impl LabFile {
 fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
-    let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.sip_port));
+    let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.dns_port));
     for &i in which {
         let s = &mut lab.servers[i];
         if s.alive() {
@@ -477,7 +482,7 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
                 .args(["dns", "serve", "--fqdn", &s.fqdn, "--data-dir"])
                 .arg(&s.data_dir)
                 .arg("--listen")
-                .arg(format!("{}:{}", s.address, s.sip_port))
+                .arg(format!("{}:{}", s.address, s.dns_port))
                 .arg("--api")
                 .arg(format!("{}:{}", s.address, s.management_port))
                 .arg("--backend-root")
@@ -688,7 +693,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
                 });
             rows.push(serde_json::json!({
                 "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
-                "address": format!("{}:{}", s.address, s.sip_port),
+                "address": format!("{}:{}", s.address, s.dns_port),
                 "pid": if s.alive() { s.pid } else { None },
                 "state": if answers { "running" } else if s.alive() { "not answering" } else { "stopped" },
                 "replica_version": null,
@@ -873,6 +878,7 @@ mod tests {
             log: "/dev/null".into(),
             sip_port: 0,
             user_services_port: 0,
+            dns_port: 0,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::failover::{add_contact, arm_crash, contacts, runbook, user_of, wait_signed_in};
+use crate::failover::{add_contact, arm_crash, contacts, user_of, wait_signed_in};
 use crate::lab::Lab;
 use crate::{run, run_env, stderr, stdout};
 
@@ -165,8 +165,7 @@ fn disaster_runbook_with_the_cms_on_the_lost_pool_fails_the_store_over_first() {
         status["ActiveMasterFqdn"], "",
         "the store is down: {status}"
     );
-    let text = runbook(
-        &lab,
+    let text = lab.runbook(
         "pool2-fe1.contoso.com",
         "pool1-disaster-failover-with-cms.ps1",
     );

@@ -29,7 +29,7 @@ fn dns_address(lab: &Lab) -> std::net::SocketAddr {
         .find(|s| s["role"] == "Dns")
         .unwrap()
         .clone();
-    format!("{}:{}", dns["address"].as_str().unwrap(), dns["sip_port"])
+    format!("{}:{}", dns["address"].as_str().unwrap(), dns["dns_port"])
         .parse()
         .unwrap()
 }

@@ -4,75 +4,11 @@
 
 use std::io::{Read, Write};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::failover::user_of;
 use crate::lab::Lab;
-use crate::{run, stderr, stdout, tandem};
-
-/// The lab's loopback block ("127.B."), for the addresses the runbooks name.
-fn block(lab: &Lab) -> String {
-    let lab_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
-            .unwrap();
-    let address = lab_json["servers"][0]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let parts: Vec<&str> = address.split('.').collect();
-    format!("127.{}.", parts[1])
-}
-
-/// Runs a runbook from `examples/runbooks/` with the lab's addresses.
-fn runbook(lab: &Lab, server: &str, name: &str) -> String {
-    let text = std::fs::read_to_string(format!(
-        "{}/../../examples/runbooks/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .replace("127.0.", &block(lab));
-    let file = format!("{}/{name}", lab.dir());
-    std::fs::write(&file, text).unwrap();
-    let out = run(&[
-        "shell",
-        "--lab",
-        lab.dir(),
-        "--server",
-        server,
-        "--file",
-        &file,
-    ]);
-    assert!(
-        out.status.success(),
-        "{name}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// A user listening for messages (signed in), until `count` arrive.
-fn listen(lab: &Lab, user: &str, count: usize) -> Child {
-    let mut cmd = std::process::Command::new(tandem().get_program());
-    cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .args([
-            "client",
-            "--lab",
-            lab.dir(),
-            "--user",
-            user,
-            "listen",
-            "--seconds",
-            "60",
-            "--count",
-            &count.to_string(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    child
-}
+use crate::{eventually, run, stderr, stdout};
 
 /// A federated message from fabrikam.com: the status line, or the error.
 fn federate(lab: &Lab, to: &str, text: &str) -> (bool, String) {
@@ -86,15 +22,10 @@ fn federate(lab: &Lab, to: &str, text: &str) -> (bool, String) {
 /// Sends until one is delivered (the DNS answer may be cached for its TTL, a replica may
 /// still be applying the change).
 fn federate_until_delivered(lab: &Lab, to: &str, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(20, &format!("{text} to be delivered"), || {
         let (ok, said) = federate(lab, to, text);
-        if ok {
-            return said;
-        }
-        assert!(Instant::now() < deadline, "{text} never delivered: {said}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        ok.then_some(said)
+    })
 }
 
 fn dns_a(lab: &Lab, name: &str) -> String {
@@ -115,8 +46,8 @@ fn received(child: Child) -> String {
 fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
     let lab = Lab::up_env(&["--users", "2"], &[]);
     let alice = user_of(&lab, "pool1.contoso.com");
-    let b = block(&lab);
-    let listener = listen(&lab, &alice, 4);
+    let b = lab.block();
+    let listener = lab.listen(&alice, 4, 60);
     let said = federate_until_delivered(&lab, &alice, "before");
     assert!(said.contains(&format!("via {b}1.22:5061")), "{said}");
     // Edge pool 1 is lost: federated traffic fails with a clear error.
@@ -145,11 +76,7 @@ fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
         "{}",
         stdout(&out)
     );
-    let text = runbook(
-        &lab,
-        "pool1-fe1.contoso.com",
-        "edge-federation-failover.ps1",
-    );
+    let text = lab.runbook("pool1-fe1.contoso.com", "edge-federation-failover.ps1");
     assert!(text.contains("Enabled"), "{text}");
     assert_eq!(dns_a(&lab, "sip.contoso.com"), format!("{b}2.22"));
     let said = federate_until_delivered(&lab, &alice, "during");
@@ -157,11 +84,7 @@ fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
     // Edge pool 1 is back: fail back.
     let out = run(&["lab", "start", "edgepool1.contoso.com", "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    runbook(
-        &lab,
-        "pool1-fe1.contoso.com",
-        "edge-federation-failback.ps1",
-    );
+    lab.runbook("pool1-fe1.contoso.com", "edge-federation-failback.ps1");
     assert_eq!(dns_a(&lab, "sip.contoso.com"), format!("{b}1.22"));
     let said = federate_until_delivered(&lab, &alice, "after");
     assert!(said.contains(&format!("via {b}1.22:5061")), "{said}");
@@ -192,7 +115,7 @@ fn xmpp(lab: &Lab, raw: Option<&str>) -> (bool, String) {
 #[test]
 fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
     let lab = Lab::up();
-    let b = block(&lab);
+    let b = lab.block();
     let (ok, said) = xmpp(&lab, None);
     assert!(ok && said.contains("<stream:features>"), "{said}");
     let out = run(&["lab", "kill", "edgepool1.contoso.com", "--dir", lab.dir()]);
@@ -202,7 +125,7 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
         !ok && said.contains("connecting to the XMPP gateway"),
         "{said}"
     );
-    let text = runbook(&lab, "pool1-fe1.contoso.com", "edge-xmpp-failover.ps1");
+    let text = lab.runbook("pool1-fe1.contoso.com", "edge-xmpp-failover.ps1");
     assert!(text.contains("TcpTestSucceeded : True"), "{text}");
     assert!(text.contains("the XMPP route of Site2"), "{text}");
     assert_eq!(dns_a(&lab, "xmpp.contoso.com"), format!("{b}2.22"));
@@ -211,7 +134,7 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
     // Edge pool 1 is back; XMPP returns to it.
     let out = run(&["lab", "start", "edgepool1.contoso.com", "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = runbook(&lab, "pool1-fe1.contoso.com", "edge-xmpp-failback.ps1");
+    let text = lab.runbook("pool1-fe1.contoso.com", "edge-xmpp-failback.ps1");
     assert!(text.contains("TcpTestSucceeded : True"), "{text}");
     assert_eq!(dns_a(&lab, "xmpp.contoso.com"), format!("{b}1.22"));
     let (ok, said) = xmpp(&lab, None);
@@ -222,24 +145,17 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
         "Stop-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while xmpp(&lab, None).0 {
-        assert!(Instant::now() < deadline, "the XMPP listener is still open");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(5, "the XMPP listener to close", || {
+        (!xmpp(&lab, None).0).then_some(())
+    });
     let out = lab.shell(
         None,
         "Start-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !xmpp(&lab, None).0 {
-        assert!(
-            Instant::now() < deadline,
-            "the XMPP listener did not open again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(5, "the XMPP listener to open again", || {
+        xmpp(&lab, None).0.then_some(())
+    });
     // Malformed stream headers get a stream error; the gateway goes on.
     for bad in [
         "<html>",
@@ -284,24 +200,20 @@ fn the_next_hop_moves_before_pool1_fails_over_and_media_moves_with_the_edge() {
     let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     // Federated messages reach Alice, now at pool2, through Edge pool 1 and its new next hop.
-    let listener = listen(&lab, &alice, 1);
+    let listener = lab.listen(&alice, 1, 60);
     federate_until_delivered(&lab, &alice, "after the failover");
     assert!(received(listener).contains("after the failover"));
     // Media: pool1's Edge association moves to Edge pool 2 and back.
-    let text = runbook(&lab, "pool1-fe2.contoso.com", "edge-media-association.ps1");
+    let text = lab.runbook("pool1-fe2.contoso.com", "edge-media-association.ps1");
     assert!(text.contains("edgepool2.contoso.com"), "{text}");
-    let text = runbook(
-        &lab,
-        "pool1-fe2.contoso.com",
-        "edge-media-association-back.ps1",
-    );
+    let text = lab.runbook("pool1-fe2.contoso.com", "edge-media-association-back.ps1");
     assert!(text.contains("edgepool1.contoso.com"), "{text}");
 }
 
 #[test]
 fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
     let lab = Lab::up();
-    let b = block(&lab);
+    let b = lab.block();
     let edge = format!("{b}1.22:5061");
     // Malformed but addressable: 400. Unframeable: the connection is closed.
     let bad = "MESSAGE sip:a@contoso.com SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:b@fabrikam.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: x\r\nCSeq: one MESSAGE\r\nContent-Length: 0\r\n\r\n";
@@ -363,14 +275,9 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         "Stop-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(&edge).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the federation listener is still open"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(5, "the federation listener to close", || {
+        std::net::TcpStream::connect(&edge).is_err().then_some(())
+    });
     let mut byte = [0u8; 1];
     assert!(
         matches!(connected.read(&mut byte), Ok(0) | Err(_)),
@@ -381,21 +288,16 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         "Start-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(&edge).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the federation listener did not open again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(5, "the federation listener to open again", || {
+        std::net::TcpStream::connect(&edge).is_ok().then_some(())
+    });
 }
 
 #[test]
 fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
     let lab = Lab::up_env(&["--users", "2"], &[]);
     let alice = user_of(&lab, "pool1.contoso.com");
-    let b = block(&lab);
+    let b = lab.block();
     // Federation through Edge pool 2, whose next hop is pool2.
     for line in [
         "Disable-CsEdgePoolFederation -Identity edgepool1.contoso.com",
@@ -407,7 +309,7 @@ fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
         let out = lab.shell(None, line);
         assert!(out.status.success(), "{line}: {}", stderr(&out));
     }
-    let listener = listen(&lab, &alice, 1);
+    let listener = lab.listen(&alice, 1, 60);
     let out = run(&["lab", "kill", "pool2.contoso.com", "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (ok, said) = federate(&lab, &alice, "lost");
@@ -433,8 +335,8 @@ fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
 fn the_edge_finds_its_next_hop_through_the_deployments_dns() {
     let lab = Lab::up_env(&["--users", "2"], &[]);
     let alice = user_of(&lab, "pool1.contoso.com");
-    let b = block(&lab);
-    let listener = listen(&lab, &alice, 1);
+    let b = lab.block();
+    let listener = lab.listen(&alice, 1, 60);
     // pool1's name now points where nothing listens: the Edge, which asks DNS, cannot
     // reach its next hop.
     let out = lab.shell(

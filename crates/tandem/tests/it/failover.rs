@@ -72,26 +72,6 @@ pub(crate) fn contacts(lab: &Lab, user: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn runbook(lab: &Lab, server: &str, name: &str) -> String {
-    let path = format!("examples/runbooks/{name}");
-    let out = run(&[
-        "shell",
-        "--lab",
-        lab.dir(),
-        "--server",
-        server,
-        "--file",
-        &path,
-    ]);
-    assert!(
-        out.status.success(),
-        "{name} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 fn state(lab: &Lab, pool: &str) -> serde_json::Value {
     let v = lab.json(None, &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"));
     v.as_array().map_or(v.clone(), |a| a[0].clone())
@@ -166,7 +146,7 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
         (stop, handle)
     };
     std::thread::sleep(Duration::from_millis(500));
-    let out = runbook(&lab, "pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
+    let out = lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
     assert!(out.contains("VERBOSE: Drain Done"), "{out}");
     assert!(out.contains("Data lost: nothing"), "{out}");
     std::thread::sleep(Duration::from_millis(500));
@@ -204,7 +184,7 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
         stderr(&out)
     );
 
-    runbook(&lab, "pool2-fe1.contoso.com", "pool1-planned-failback.ps1");
+    lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failback.ps1");
     wait_signed_in(&lab, &alice, P1, "full");
     let after = contacts(&lab, &alice);
     for c in acked
@@ -293,7 +273,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     );
     assert!(stderr(&out).contains("-DisasterMode"), "{}", stderr(&out));
 
-    let out = runbook(&lab, "pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
+    let out = lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
     assert!(out.contains("counted exactly by"), "{out}");
     // What pool2 last reported unshipped is reported at once, as a lower bound.
     assert!(out.contains("at least 4 changes of 1 users"), "{out}");
@@ -313,7 +293,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     // pool2 comes back; the failback counts the lost writes from pool2's own log.
     let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    runbook(&lab, "pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
+    lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
     let failover = operation(&lab, None, "1");
     assert_eq!(failover["Mode"], "Disaster");
     assert_eq!(failover["LostChanges"], lost.len() as i64, "{failover}");
@@ -338,7 +318,7 @@ fn seed_004_sequence_runs_in_the_documented_order() {
     let lab = Lab::up_with(&["--users", "10"]);
     let (alice, bob) = (user_of(&lab, P1), user_of(&lab, P2));
     assert!(add_contact(&lab, &bob, "sip:kept@contoso.com"));
-    let out = runbook(&lab, "pool1-fe2.contoso.com", "seed-004-p1-p2.ps1");
+    let out = lab.runbook("pool1-fe2.contoso.com", "seed-004-p1-p2.ps1");
     assert!(out.contains("FailedOver"), "{out}");
     let ops = lab.json(None, "Get-CsDisasterRecoveryOperation");
     let kinds: Vec<_> = ops

@@ -40,6 +40,67 @@ fn topology_on_free_block() -> String {
 }
 
 impl Lab {
+    /// The lab's loopback block ("127.B."): the addresses the runbooks name as 127.0.x.y
+    /// are 127.B.x.y here.
+    pub(crate) fn block(&self) -> String {
+        let lab_json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
+                .unwrap();
+        let address = lab_json["servers"][0]["address"].as_str().unwrap();
+        let second = address.split('.').nth(1).unwrap();
+        format!("127.{second}.")
+    }
+
+    /// Runs a runbook of `examples/runbooks/` on `server`, with the lab's addresses;
+    /// returns what it printed.
+    pub(crate) fn runbook(&self, server: &str, name: &str) -> String {
+        let text = std::fs::read_to_string(format!(
+            "{}/../../examples/runbooks/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+        .replace("127.0.", &self.block());
+        let file = self.path.join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = run(&[
+            "shell",
+            "--lab",
+            self.dir(),
+            "--server",
+            server,
+            "--file",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{name} failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// A user's client, signed in and printing the messages that arrive, until `count`
+    /// did or `seconds` passed.
+    pub(crate) fn listen(&self, user: &str, count: usize, seconds: u64) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+            .args([
+                "client",
+                "--lab",
+                self.dir(),
+                "--user",
+                user,
+                "listen",
+                "--seconds",
+                &seconds.to_string(),
+                "--count",
+                &count.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
     pub(crate) fn up() -> Lab {
         Lab::up_with(&[])
     }

@@ -1,10 +1,10 @@
 //! Users against a real lab: sign-in over SIP with digest, user services, the Backup
 //! Service between the paired pools, and resiliency mode when the home pool is lost.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::lab::Lab;
-use crate::{run, stderr, stdout};
+use crate::{eventually, run, stderr, stdout};
 
 const ALICE: &str = "sip:user0001.pool1@contoso.com";
 const BOB: &str = "sip:user0002.pool1@contoso.com";
@@ -24,39 +24,6 @@ fn ok(out: &std::process::Output, what: &str) -> String {
         stderr(out)
     );
     stdout(out)
-}
-
-/// Bob's client, signed in and waiting for one message (20 s at most).
-fn listen(lab: &Lab, user: &str) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
-        .args([
-            "client",
-            "--lab",
-            lab.dir(),
-            "--user",
-            user,
-            "listen",
-            "--seconds",
-            "20",
-            "--count",
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Retries `check` until it returns Some or `secs` pass.
-fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn rows(v: serde_json::Value) -> Vec<serde_json::Value> {
@@ -171,7 +138,7 @@ fn users_sign_in_keep_their_data_backed_up_and_survive_losing_their_pool() {
     }
 
     // Messages between users of both pools.
-    let listener = listen(&lab, BOB);
+    let listener = lab.listen(BOB, 1, 20);
     eventually(10, "Bob signed in", || {
         let out = client(&lab, CAROL, &["send", "--to", BOB, "hello Bob"]);
         out.status.success().then_some(())
@@ -214,7 +181,7 @@ fn users_sign_in_keep_their_data_backed_up_and_survive_losing_their_pool() {
         stderr(&out)
     );
     // Two users of the lost pool can still message each other.
-    let listener = listen(&lab, BOB);
+    let listener = lab.listen(BOB, 1, 20);
     eventually(10, "Bob signed in at pool2", || {
         let out = client(&lab, ALICE, &["send", "--to", BOB, "still here"]);
         out.status.success().then_some(())
