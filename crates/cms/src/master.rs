@@ -119,7 +119,9 @@ struct Inner {
     /// Wakes the lease task before its period ends (a failover just gave this server the
     /// lease).
     lease_wake: Notify,
+    /// Push rounds completed, and started: a round is numbered by the count it started.
     rounds: watch::Sender<u64>,
+    rounds_started: std::sync::atomic::AtomicU64,
     acked: Mutex<HashMap<String, Acked>>,
     /// Serialises read-modify-write changes made through this master.
     write_lock: Mutex<()>,
@@ -146,6 +148,7 @@ impl Master {
             wake: Notify::new(),
             lease_wake: Notify::new(),
             rounds: watch::Sender::new(0),
+            rounds_started: std::sync::atomic::AtomicU64::new(0),
             acked: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
             shutdown: watch::Sender::new(false),
@@ -247,10 +250,13 @@ impl Master {
                 .await
                 .remove(&fqdn.to_ascii_lowercase());
         }
+        // The first round to start after this point: the next one, or the one after the
+        // round in progress (which may have read what it pushes before now). It starts
+        // at once, woken here, rather than at the next heartbeat.
         let mut rounds = self.inner.rounds.subscribe();
-        let seen = *rounds.borrow_and_update();
+        let target = self.inner.rounds_started.load(Ordering::SeqCst) + 1;
         self.inner.wake.notify_one();
-        let _ = tokio::time::timeout(PUSH_TIMEOUT * 3, rounds.wait_for(|r| *r > seen + 1)).await;
+        let _ = tokio::time::timeout(PUSH_TIMEOUT * 3, rounds.wait_for(|r| *r >= target)).await;
     }
 
     /// Gives the lease up and stops both tasks (graceful shutdown).
@@ -350,6 +356,7 @@ async fn push_task(inner: Arc<Inner>) {
         if *shutdown.borrow() {
             return;
         }
+        inner.rounds_started.fetch_add(1, Ordering::SeqCst);
         let epoch = match *inner.role.borrow() {
             Role::Active { epoch, .. } => Some(epoch),
             Role::Standby { .. } => None,
