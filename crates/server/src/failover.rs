@@ -306,8 +306,9 @@ pub enum PoolAction {
     Verify { home: String },
     /// Make the backup copy from `source` the writable copy of `home`'s users.
     Promote { source: String, home: String },
-    /// Remove the registrations of `home`'s users.
-    SignOut { home: String },
+    /// Remove the registrations of `home`'s users and tell their endpoints that `to`
+    /// is their registrar now.
+    SignOut { home: String, to: String },
     /// Drop the data of `home`'s users (they are served elsewhere now).
     Retire { home: String },
     /// The changes committed here after `cut`.
@@ -448,12 +449,14 @@ pub(crate) async fn pool_action(
             );
             service.wake();
         }
-        PoolAction::SignOut { home } => {
+        PoolAction::SignOut { home, to } => {
             let users = users_of(server, &home).await?;
-            let n = be.unregister_users(&users).await.map_err(internal)?;
+            let gone = be.unregister_users(&users).await.map_err(internal)?;
+            let removed = gone.len();
+            let told = crate::registrar::tell_signed_out(server, gone, &to);
             reply.users = users.len() as i64;
             reply.detail = format!(
-                "{n} registrations of {home}'s users removed from {}",
+                "{removed} registrations of {home}'s users removed from {}; {told} endpoints told to sign in at {to}",
                 server.pool
             );
         }
@@ -1504,7 +1507,10 @@ async fn run_step(
             match on_pool(
                 server,
                 &source,
-                &PoolAction::SignOut { home: home.clone() },
+                &PoolAction::SignOut {
+                    home: home.clone(),
+                    to: target.clone(),
+                },
                 timeout,
             )
             .await

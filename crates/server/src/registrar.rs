@@ -646,6 +646,102 @@ async fn relay(
     )
 }
 
+/// The `text/registration-event` body (MS-SIPREGE §2.2.1.13) that tells an endpoint its
+/// registrar has changed; `P-Preferred-Registrar` names the new one.
+pub const REGISTRAR_CHANGED: &str = "deregistered;event=preferred-registrar-change";
+/// The event package of registration notifications.
+pub const REGISTRATION_NOTIFY: &str = "registration-notify";
+/// How many sign-out notifications may wait for their answers at once.
+const SIGN_OUT_IN_FLIGHT: usize = 256;
+/// How long one sign-out notification is retransmitted before the endpoint is given up.
+const SIGN_OUT_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Tells the endpoints behind `bindings`, which a failover or failback has just removed,
+/// that they are signed out and that `serving_pool` is their registrar now: one NOTIFY
+/// (`Event: registration-notify`, body [`REGISTRAR_CHANGED`]) to each contact that has not
+/// expired. Without it a client would learn of the move only at its next refresh, minutes
+/// later. The notifications go out in the background, so that the step that removed the
+/// bindings does not wait for clients; an endpoint that does not answer still finds its
+/// way at its next refresh (the old pool answers 301). Returns how many are sent.
+pub(crate) fn tell_signed_out(
+    server: &Server,
+    bindings: Vec<Binding>,
+    serving_pool: &str,
+) -> usize {
+    let Some(registrar) = server.registrar.get() else {
+        return 0;
+    };
+    let now = now_ms();
+    let targets: Vec<(Binding, SocketAddr)> = bindings
+        .into_iter()
+        .filter(|b| b.expires_at > now)
+        .filter_map(|b| contact_address(&b.contact).map(|dest| (b, dest)))
+        .collect();
+    let sent = targets.len();
+    if sent == 0 {
+        return 0;
+    }
+    let endpoint = registrar.endpoint.clone();
+    let (pool, fqdn, serving) = (
+        server.pool.clone(),
+        server.fqdn.clone(),
+        serving_pool.to_string(),
+    );
+    tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(SIGN_OUT_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (binding, dest) in targets {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let notify = sign_out_notify(&endpoint, &binding, &pool, &fqdn, &serving);
+            let endpoint = endpoint.clone();
+            tasks.spawn(async move {
+                let answered = endpoint.request(dest, notify, SIGN_OUT_TIMEOUT).await;
+                drop(slot);
+                matches!(answered, Ok(r) if (200..300).contains(&r.status))
+            });
+        }
+        let mut answered = 0;
+        while let Some(r) = tasks.join_next().await {
+            answered += usize::from(r.unwrap_or(false));
+        }
+        tracing::info!(
+            sent,
+            answered,
+            %serving,
+            "endpoints told to sign in at their new registrar"
+        );
+    });
+    sent
+}
+
+/// The NOTIFY that tells one endpoint of `binding` to sign in at `serving`.
+fn sign_out_notify(
+    endpoint: &Endpoint,
+    binding: &Binding,
+    pool: &str,
+    fqdn: &str,
+    serving: &str,
+) -> Request {
+    let mut headers = sip::Headers::new();
+    headers.push("Max-Forwards", "70");
+    headers.push("From", format!("<sip:{pool}>;tag={:x}", now_ms()));
+    headers.push("To", format!("<{}>", binding.aor));
+    headers.push("Call-ID", format!("signout-{}@{fqdn}", endpoint.branch()));
+    headers.push("CSeq", "1 NOTIFY");
+    headers.push("Event", REGISTRATION_NOTIFY);
+    headers.push("Subscription-State", "terminated");
+    headers.push("P-Preferred-Registrar", format!("<sip:{serving}>"));
+    headers.push("Content-Type", "text/registration-event");
+    Request {
+        method: Method::Other("NOTIFY".into()),
+        uri: binding.contact.clone(),
+        headers,
+        body: REGISTRAR_CHANGED.as_bytes().to_vec(),
+    }
+}
+
 /// The socket address of a contact URI with a numeric host.
 pub fn contact_address(contact: &str) -> Option<SocketAddr> {
     let uri = Uri::parse(contact).ok()?;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{Sqlite, Transaction};
 
-use crate::userdata::Change;
+use crate::userdata::{Binding, BindingRow, Change};
 use crate::{BackEnd, Context, Result, StoreError, now_ms};
 
 /// What a promotion did.
@@ -228,17 +228,20 @@ impl BackEnd {
         Ok(gone as i64)
     }
 
-    /// Removes every registration of `users`. Returns how many bindings went.
-    pub async fn unregister_users(&self, users: &[String]) -> Result<i64> {
+    /// Removes every registration of `users` and returns them, so that the endpoints
+    /// behind them can be told to sign in elsewhere.
+    pub async fn unregister_users(&self, users: &[String]) -> Result<Vec<Binding>> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         load_users(&mut tx, &self.path, users).await?;
-        let gone = sqlx::query("DELETE FROM registration WHERE aor IN (SELECT sip FROM dr_users)")
-            .execute(&mut *tx)
-            .await
-            .at(&self.path)?
-            .rows_affected();
+        let gone: Vec<BindingRow> = sqlx::query_as(
+            "DELETE FROM registration WHERE aor IN (SELECT sip FROM dr_users)
+             RETURNING aor, contact, expires_at, mode, server",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
-        Ok(gone as i64)
+        Ok(gone.into_iter().map(Binding::from).collect())
     }
 
     /// The change-log rows after `cut` (per module), oldest first: what a disaster
@@ -301,6 +304,50 @@ mod tests {
         be.write_user(P1, &alice, &[put("contacts/carol", Some("{}"))])
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unregistering_users_returns_exactly_their_bindings() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://p.db", dir.path()).await.unwrap();
+        let binding = |aor: &str, contact: &str| Binding {
+            aor: aor.into(),
+            contact: contact.into(),
+            expires_at: now_ms() + 60_000,
+            mode: "full".into(),
+            server: "pool1-fe1.contoso.com".into(),
+        };
+        for b in [
+            binding("sip:alice@contoso.com", "sip:alice@127.0.0.1:5070"),
+            binding("sip:alice@contoso.com", "sip:alice@127.0.0.1:5071"),
+            binding("sip:bob@contoso.com", "sip:bob@127.0.0.1:5072"),
+        ] {
+            be.register(&b).await.unwrap();
+        }
+        let mut gone = be
+            .unregister_users(&["sip:alice@contoso.com".to_string()])
+            .await
+            .unwrap();
+        gone.sort_by(|a, b| a.contact.cmp(&b.contact));
+        let contacts: Vec<&str> = gone.iter().map(|b| b.contact.as_str()).collect();
+        assert_eq!(
+            contacts,
+            ["sip:alice@127.0.0.1:5070", "sip:alice@127.0.0.1:5071"]
+        );
+        assert!(
+            be.bindings("sip:alice@contoso.com")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(be.bindings("sip:bob@contoso.com").await.unwrap().len(), 1);
+        // Running it again (a resumed step) finds nothing more to remove.
+        assert!(
+            be.unregister_users(&["sip:alice@contoso.com".to_string()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -104,6 +104,21 @@ pub struct Binding {
     pub server: String,
 }
 
+/// A `registration` row as selected: aor, contact, expires_at, mode, server.
+pub(crate) type BindingRow = (String, String, i64, String, String);
+
+impl From<BindingRow> for Binding {
+    fn from((aor, contact, expires_at, mode, server): BindingRow) -> Binding {
+        Binding {
+            aor,
+            contact,
+            expires_at,
+            mode,
+            server,
+        }
+    }
+}
+
 impl BackEnd {
     /// The pool's file store (meeting content), a folder beside the database.
     pub fn file_store(&self) -> PathBuf {
@@ -625,7 +640,7 @@ impl BackEnd {
 
     /// The unexpired bindings of `aor`.
     pub async fn bindings(&self, aor: &str) -> Result<Vec<Binding>> {
-        let rows: Vec<(String, String, i64, String, String)> = sqlx::query_as(
+        let rows: Vec<BindingRow> = sqlx::query_as(
             "SELECT aor, contact, expires_at, mode, server FROM registration
              WHERE aor = $1 AND expires_at > $2 ORDER BY contact",
         )
@@ -634,16 +649,7 @@ impl BackEnd {
         .fetch_all(&self.pool)
         .await
         .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(|(aor, contact, expires_at, mode, server)| Binding {
-                aor,
-                contact,
-                expires_at,
-                mode,
-                server,
-            })
-            .collect())
+        Ok(rows.into_iter().map(Binding::from).collect())
     }
 
     /// Versions of the CMS after `version`, oldest first, at most `limit` (what the

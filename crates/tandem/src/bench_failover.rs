@@ -4,7 +4,9 @@
 //! contact and are signed in. The bench then
 //!
 //! 1. fails pool2 over (planned) and times the command, and the time until every active
-//!    user has signed in again at pool1 in full mode;
+//!    user has signed in again at pool1 in full mode. The clients do so when pool2's
+//!    notification signs them out (`registration-notify`, naming pool1 as their registrar
+//!    now), as a signed-in client does: the time includes pool2 telling 40,000 endpoints;
 //! 2. counts the acknowledged writes that pool1 serves (the planned failover must lose 0);
 //! 3. fails pool2 back and times it, and counts again at pool2;
 //! 4. kills pool2 while a writer is saving contacts, fails it over in disaster mode (timed),
@@ -22,9 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use base64::Engine as _;
 use server::api::InvokeResponse;
-use server::sipnet::Endpoint;
+use server::sipnet::{Endpoint, Incoming};
 
 use crate::bench_users::{pct, sign_in, with_lab};
+use crate::client::{RegistrationNotice, registration_notice};
 use crate::lab::{self, LabFile, LabUser};
 
 const HOME: &str = "pool2.contoso.com";
@@ -109,44 +112,141 @@ async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64
         .count() as i64)
 }
 
-/// Signs every user in at `dest` until each gets 200 in full mode; returns the time taken.
+/// Signs `user` in at `dest` until the registrar answers 200 in full mode (a minute at most).
+async fn sign_in_full(
+    endpoint: &Endpoint,
+    dest: SocketAddr,
+    user: &LabUser,
+    n: u64,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        match sign_in(endpoint, dest, user, n).await {
+            Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => return Ok(()),
+            _ if t0.elapsed() > Duration::from_secs(60) => {
+                anyhow::bail!("{} never signed in in full mode", user.sip_address)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Signs every user in at `dest` from `endpoint` until each gets 200 in full mode.
 async fn sign_in_all(
+    endpoint: &Arc<Endpoint>,
     users: &[LabUser],
     dest: SocketAddr,
     concurrency: usize,
-) -> anyhow::Result<Vec<f64>> {
-    let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+) -> anyhow::Result<()> {
     let owned: Vec<LabUser> = users.to_vec();
     let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter().enumerate()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let (queue, endpoint) = (queue.clone(), endpoint.clone());
         tasks.spawn(async move {
-            let mut samples = vec![];
             loop {
                 let next = queue.lock().await.next();
                 let Some((n, user)) = next else { break };
-                let t0 = Instant::now();
-                loop {
-                    match sign_in(&endpoint, dest, &user, n as u64 + 1_000_000).await {
-                        Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => break,
-                        _ if t0.elapsed() > Duration::from_secs(60) => {
-                            anyhow::bail!("{} never signed in in full mode", user.sip_address)
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-                samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                sign_in_full(&endpoint, dest, &user, n as u64 + 1_000_000).await?;
             }
-            anyhow::Ok(samples)
+            anyhow::Ok(())
         });
     }
-    let mut all = vec![];
     while let Some(r) = tasks.join_next().await {
-        all.extend(r??);
+        r??;
     }
-    all.sort_by(f64::total_cmp);
-    Ok(all)
+    Ok(())
+}
+
+/// A user a registration notification signed out: who, the registrar pool it named, and
+/// when it arrived.
+type Told = (String, Option<String>, Instant);
+
+/// Answers every NOTIFY that reaches the clients' endpoint, as each client would, and
+/// passes on each sign-out once per user and pool.
+fn answer_notifications(
+    endpoint: Arc<Endpoint>,
+    mut incoming: tokio::sync::mpsc::Receiver<Incoming>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Told> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(message) = incoming.recv().await {
+            let Incoming::Request(request, peer) = message else {
+                continue;
+            };
+            let answer = sip::Response::for_request(&request, 200, "OK", Some("bench"));
+            let _ = endpoint.send(peer, &answer.to_bytes()).await;
+            let Some(RegistrationNotice::SignInAgain { at, .. }) = registration_notice(&request)
+            else {
+                continue;
+            };
+            let Some(aor) = request
+                .headers
+                .get("To")
+                .and_then(|t| sip::NameAddr::parse(t).ok())
+                .map(|n| n.uri.aor())
+            else {
+                continue;
+            };
+            if seen.insert((aor.clone(), at.clone())) {
+                let _ = tx.send((aor, at, Instant::now()));
+            }
+        }
+    });
+    rx
+}
+
+/// Signs in again each of `expected` users as its sign-out notification arrives, at the
+/// registrars of the pool it names (spread over them, as DNS would); returns, per user,
+/// the time from the notification to the 200 in full mode. Fails when some users are not
+/// told within a minute.
+async fn sign_in_when_told(
+    endpoint: &Arc<Endpoint>,
+    told: &mut tokio::sync::mpsc::UnboundedReceiver<Told>,
+    users: &[LabUser],
+    registrars: impl Fn(&str) -> Vec<SocketAddr>,
+    concurrency: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let by_aor: std::collections::HashMap<&str, &LabUser> =
+        users.iter().map(|u| (u.sip_address.as_str(), u)).collect();
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut received = 0usize;
+    while received < users.len() {
+        let next = tokio::time::timeout_at(deadline, told.recv()).await;
+        let Ok(Some((aor, at, when))) = next else {
+            anyhow::bail!(
+                "{} of {} signed-in users were never told to sign in again",
+                users.len() - received,
+                users.len()
+            );
+        };
+        let Some(user) = by_aor.get(aor.as_str()).map(|u| (*u).clone()) else {
+            continue;
+        };
+        let pool =
+            at.ok_or_else(|| anyhow!("{aor} was signed out without a registrar to go to"))?;
+        let candidates = registrars(&pool);
+        let dest = *candidates
+            .get(received % candidates.len().max(1))
+            .ok_or_else(|| anyhow!("no registrar of {pool} in the lab"))?;
+        received += 1;
+        let slot = slots.clone().acquire_owned().await?;
+        let (endpoint, n) = (endpoint.clone(), received as u64 + 2_000_000);
+        tasks.spawn(async move {
+            sign_in_full(&endpoint, dest, &user, n).await?;
+            drop(slot);
+            anyhow::Ok(when.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut samples = vec![];
+    while let Some(r) = tasks.join_next().await {
+        samples.push(r??);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
 }
 
 fn op_field(reply: &InvokeResponse, name: &str) -> Option<serde_json::Value> {
@@ -176,7 +276,7 @@ pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Resul
             f["users"], f["active"]
         );
         println!(
-            "  planned failover: {:.3} s; all {} active users signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms per sign-in)",
+            "  planned failover: {:.3} s; all {} active users, signed out by {HOME}, signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms from the notification to the sign-in)",
             f["planned_failover_s"].as_f64().unwrap_or(0.0),
             f["active"],
             f["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
@@ -246,7 +346,11 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
     while let Some(r) = tasks.join_next().await {
         acked += i64::from(r?);
     }
-    sign_in_all(&active_users, sip_of(HOME)?, 64).await?;
+    // One endpoint stands for the active users' clients: they sign in from it, and the
+    // notifications that sign them out arrive at it.
+    let (clients, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let mut told = answer_notifications(clients.clone(), incoming);
+    sign_in_all(&clients, &active_users, sip_of(HOME)?, 64).await?;
     invoke(
         lab,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
@@ -256,7 +360,14 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
     let t0 = Instant::now();
     invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
     let planned_failover = t0.elapsed();
-    let resign = sign_in_all(&active_users, sip_of(BACKUP)?, 64).await?;
+    let registrars = |pool: &str| -> Vec<SocketAddr> {
+        lab.servers
+            .iter()
+            .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
+            .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+            .collect()
+    };
+    let resign = sign_in_when_told(&clients, &mut told, &active_users, registrars, 64).await?;
     let all_signed_in = t0.elapsed();
     let present_after_failover = count_in(lab, BACKUP, "bench-").await?;
 

@@ -111,6 +111,9 @@ struct Session {
     call_id: String,
     /// `--via`: the registrar to ask first, instead of the ones DNS names.
     via: bool,
+    /// The pool a registration notification named as the new registrar: asked first at
+    /// the next sign-in.
+    prefer: Option<String>,
 }
 
 /// The registrars of a domain from the lab's DNS: `_sipinternaltls._tcp.<domain>` SRV
@@ -146,6 +149,72 @@ fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
         }));
     }
     (!out.is_empty()).then_some(out)
+}
+
+/// The registrars of one pool: its A records in the lab's DNS (as the server's
+/// `P-Preferred-Registrar` names it), the lab's list when the DNS does not answer; each
+/// at the SIP port the lab gives that address.
+fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
+    let port_of = |ip: std::net::IpAddr| {
+        lab.servers
+            .iter()
+            .find(|s| s.address.parse() == Ok(ip) && s.sip_port != 0)
+            .map_or(5060, |s| s.sip_port)
+    };
+    let from_dns: Vec<SocketAddr> = crate::dns_cmd::lab_dns(&lab.dir)
+        .and_then(|dns| crate::dns_cmd::query(dns, pool, dns::RecordType::A))
+        .map(|a| {
+            a.answers
+                .iter()
+                .filter_map(|r| match r.data {
+                    dns::RecordData::A { address } => {
+                        Some(SocketAddr::from((address, port_of(address.into()))))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !from_dns.is_empty() {
+        return from_dns;
+    }
+    lab.servers
+        .iter()
+        .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd" && s.sip_port != 0)
+        .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+        .collect()
+}
+
+/// What a registration notification (MS-SIPREGE `registration-notify`) asks of a client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RegistrationNotice {
+    /// Signed out: sign in again, at this pool first when the server named one.
+    SignInAgain { reason: String, at: Option<String> },
+    /// Any other state: nothing to do.
+    Other(String),
+}
+
+/// Reads a NOTIFY; None when it is not a registration notification.
+pub(crate) fn registration_notice(request: &Request) -> Option<RegistrationNotice> {
+    let event = request.headers.get("Event")?;
+    let package = event.split(';').next().unwrap_or("").trim();
+    if !package.eq_ignore_ascii_case(server::registrar::REGISTRATION_NOTIFY) {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&request.body).trim().to_string();
+    if !body
+        .split(';')
+        .next()
+        .is_some_and(|state| state.trim().eq_ignore_ascii_case("deregistered"))
+    {
+        return Some(RegistrationNotice::Other(body));
+    }
+    let at = request
+        .headers
+        .get("P-Preferred-Registrar")
+        .and_then(|v| sip::NameAddr::parse(v).ok())
+        .map(|n| n.uri.host.to_ascii_lowercase());
+    Some(RegistrationNotice::SignInAgain { reason: body, at })
 }
 
 /// Where and how the user is served.
@@ -215,6 +284,7 @@ async fn run_async(
         cseq: 0,
         call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
         via: via.is_some(),
+        prefer: None,
     };
     match command {
         ClientCommand::SignIn { expires } => {
@@ -309,9 +379,11 @@ async fn run_async(
             }
         }
         ClientCommand::Listen { seconds, count } => {
-            let signed = session.sign_in(Some(seconds as u32 + 30)).await?;
+            let mut signed = session.sign_in(Some(seconds as u32 + 30)).await?;
             print_signed_in(&session.sip, &signed);
-            let received = session.listen(Duration::from_secs(seconds), count).await;
+            let received = session
+                .listen(&mut signed, Duration::from_secs(seconds), count)
+                .await;
             let _ = session.register_at(signed.registrar, None, true).await;
             received?;
         }
@@ -441,6 +513,15 @@ impl Session {
                 .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
                 .collect()
         });
+        // The registrar a notification named goes first; the others stay behind it.
+        if let Some(pool) = self.prefer.take() {
+            let lab = self.lab.clone();
+            let preferred = tokio::task::spawn_blocking(move || registrars_of_pool(&lab, &pool))
+                .await
+                .unwrap_or_default();
+            candidates.retain(|c| !preferred.contains(c));
+            candidates.splice(0..0, preferred);
+        }
         let mut tried = Vec::new();
         let mut redirects = 0;
         while let Some(dest) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
@@ -539,11 +620,21 @@ impl Session {
         .await
     }
 
-    async fn listen(&mut self, for_how_long: Duration, count: Option<usize>) -> anyhow::Result<()> {
+    /// Prints the messages that arrive; signs in again where the registrar says when it
+    /// signs this client out (a failover or failback moved the user).
+    async fn listen(
+        &mut self,
+        signed: &mut SignedIn,
+        for_how_long: Duration,
+        count: Option<usize>,
+    ) -> anyhow::Result<()> {
         use std::io::Write as _;
         let mut incoming = self.incoming.take().expect("listen runs once");
         let deadline = tokio::time::Instant::now() + for_how_long;
         let mut received = 0;
+        // Notifications acted on, by Call-ID: a retransmission (our 200 was lost) is
+        // answered again, not acted on twice.
+        let mut handled = std::collections::HashSet::new();
         loop {
             let next = tokio::time::timeout_at(deadline, incoming.recv()).await;
             let Ok(Some(Incoming::Request(request, peer))) = next else {
@@ -552,6 +643,39 @@ impl Session {
                 }
                 continue;
             };
+            if request.method.as_str() == "NOTIFY"
+                && let Some(notice) = registration_notice(&request)
+            {
+                let call_id = request.call_id().unwrap_or_default().to_string();
+                // Only the pool this client is signed in at may sign it out.
+                let from_its_pool = handled.contains(&call_id)
+                    || self.lab.servers.iter().any(|s| {
+                        s.pool.eq_ignore_ascii_case(&signed.pool)
+                            && s.address.parse() == Ok(peer.ip())
+                    });
+                let status = if from_its_pool {
+                    (200, "OK")
+                } else {
+                    (403, "Forbidden (not from the registrar of this client)")
+                };
+                let answer = Response::for_request(&request, status.0, status.1, Some("listener"));
+                let _ = self.endpoint.send(peer, &answer.to_bytes()).await;
+                if let (true, RegistrationNotice::SignInAgain { reason, at }) =
+                    (from_its_pool && handled.insert(call_id), notice)
+                {
+                    println!(
+                        "signed out by {} ({reason}); signing in again{}",
+                        signed.pool,
+                        at.as_deref().map_or(String::new(), |p| format!(" at {p}"))
+                    );
+                    self.prefer = at;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
+                    print_signed_in(&self.sip, signed);
+                    let _ = std::io::stdout().flush();
+                }
+                continue;
+            }
             let ok = Response::for_request(&request, 200, "OK", Some("listener"));
             let _ = self.endpoint.send(peer, &ok.to_bytes()).await;
             if request.method == Method::Message {
@@ -683,4 +807,70 @@ fn reason(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify(headers: &[(&str, &str)], body: &str) -> Request {
+        let mut h = sip::Headers::new();
+        for (name, value) in headers {
+            h.push(*name, *value);
+        }
+        Request {
+            method: Method::Other("NOTIFY".into()),
+            uri: "sip:alice@127.0.0.1:5070".into(),
+            headers: h,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_registrar_change_signs_in_again_at_the_pool_it_names() {
+        let n = notify(
+            &[
+                ("Event", "registration-notify"),
+                ("P-Preferred-Registrar", "<sip:Pool1.contoso.com>"),
+            ],
+            " deregistered;event=preferred-registrar-change\r\n",
+        );
+        assert_eq!(
+            registration_notice(&n),
+            Some(RegistrationNotice::SignInAgain {
+                reason: "deregistered;event=preferred-registrar-change".into(),
+                at: Some("pool1.contoso.com".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn other_notifications_ask_nothing_and_other_events_are_not_ours() {
+        // Signed out without a registrar named: discover again.
+        let n = notify(
+            &[("Event", "Registration-Notify;id=1")],
+            "deregistered;event=deactivated",
+        );
+        assert_eq!(
+            registration_notice(&n),
+            Some(RegistrationNotice::SignInAgain {
+                reason: "deregistered;event=deactivated".into(),
+                at: None,
+            })
+        );
+        let n = notify(
+            &[("Event", "registration-notify")],
+            "registered;event=userservices-unavailable",
+        );
+        assert!(matches!(
+            registration_notice(&n),
+            Some(RegistrationNotice::Other(_))
+        ));
+        // A presence notification, or none at all, is not a registration notice.
+        assert_eq!(
+            registration_notice(&notify(&[("Event", "presence")], "")),
+            None
+        );
+        assert_eq!(registration_notice(&notify(&[], "deregistered")), None);
+    }
 }

@@ -204,6 +204,64 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
     assert_eq!(s["State"], "Normal");
 }
 
+/// Sends `text` from `from` to `to` until it is delivered (the recipient's client may
+/// still be signing in again); returns how many attempts it took.
+fn send_until_delivered(lab: &Lab, from: &str, to: &str, text: &str) -> usize {
+    let mut attempts = 0;
+    crate::eventually(30, &format!("{text:?} delivered to {to}"), || {
+        attempts += 1;
+        let out = client(lab, from, &["send", "--to", to, text]);
+        out.status.success().then_some(())
+    });
+    attempts
+}
+
+#[test]
+fn a_signed_in_client_is_told_to_sign_in_at_the_backup_pool_and_back_and_keeps_its_messages() {
+    let lab = Lab::up_with(&["--users", "4"]);
+    let (alice, bob) = (user_of(&lab, P1), user_of(&lab, P2));
+    // Alice's client stays signed in at pool1 through both operations.
+    let listener = lab.listen(&alice, 3, 120);
+    send_until_delivered(&lab, &bob, &alice, "before the failover");
+    let out = lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
+    assert!(
+        out.contains("endpoints told to sign in at pool2.contoso.com"),
+        "{out}"
+    );
+    // pool1 signed her out and named pool2; her client signed in there on its own.
+    send_until_delivered(&lab, &bob, &alice, "after the failover");
+    lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failback.ps1");
+    send_until_delivered(&lab, &bob, &alice, "after the failback");
+    let out = listener.wait_with_output().unwrap();
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    let expect = [
+        format!("signed in {alice} at {P1}"),
+        "message from sip:".to_string(),
+        format!(
+            "signed out by {P1} (deregistered;event=preferred-registrar-change); signing in again at {P2}"
+        ),
+        format!("signed in {alice} at {P2}"),
+        ": after the failover".to_string(),
+        format!(
+            "signed out by {P2} (deregistered;event=preferred-registrar-change); signing in again at {P1}"
+        ),
+        format!("signed in {alice} at {P1}"),
+        ": after the failback".to_string(),
+    ];
+    // In this order, each in full mode.
+    let mut rest = said.as_str();
+    for e in &expect {
+        let at = rest
+            .find(e.as_str())
+            .unwrap_or_else(|| panic!("{e:?} missing (in order) from:\n{said}"));
+        rest = &rest[at + e.len()..];
+    }
+    for line in said.lines().filter(|l| l.starts_with("signed in")) {
+        assert!(line.ends_with("in full mode"), "{said}");
+    }
+}
+
 #[test]
 fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes() {
     let lab = Lab::up_with(&["--users", "10"]);
