@@ -343,6 +343,33 @@ impl Operation {
             .or_else(|| self.steps.last().map(|s| s.step))
     }
 
+    /// Carries an unfinished planned operation on in disaster mode: its source was lost on
+    /// the way (a pool that dies during its maintenance failover). The steps that need the
+    /// source and have not run yet (Drain, Verify) are skipped, as a disaster operation
+    /// started afresh would skip them; what is done stays done. Returns false when the
+    /// operation already was in disaster mode.
+    pub fn go_on_in_disaster_mode(&mut self) -> bool {
+        if self.options.disaster {
+            return false;
+        }
+        self.options.disaster = true;
+        let reconcile = self
+            .steps
+            .iter()
+            .any(|s| s.step == Step::Reconcile && s.state != StepState::Skipped);
+        let needed = plan(self.kind, &self.options, reconcile);
+        for record in &mut self.steps {
+            let still_needed = needed
+                .iter()
+                .any(|(step, run)| *step == record.step && *run);
+            if !still_needed && record.state != StepState::Done {
+                record.state = StepState::Skipped;
+                record.detail = "skipped: carried on in disaster mode (-DisasterMode)".into();
+            }
+        }
+        true
+    }
+
     pub fn is_finished(&self) -> bool {
         self.state == OpState::Completed
     }
@@ -401,6 +428,35 @@ mod tests {
         let p = plan(Kind::FailOver, &o, false);
         let skipped: Vec<_> = p.iter().filter(|(_, r)| !r).map(|(s, _)| *s).collect();
         assert_eq!(skipped, [Step::Drain, Step::Verify, Step::StopServices]);
+    }
+
+    #[test]
+    fn a_planned_operation_stopped_at_drain_goes_on_in_disaster_mode() {
+        let mut op = Operation::new(
+            7,
+            Kind::FailOver,
+            "pool2.contoso.com",
+            "pool1.contoso.com",
+            Options::default(),
+            false,
+            0,
+        );
+        op.steps[0].state = StepState::Done;
+        op.steps[1].state = StepState::Failed;
+        assert!(op.go_on_in_disaster_mode());
+        assert_eq!(op.mode(), FailMode::Disaster);
+        let states: Vec<_> = op.steps.iter().map(|s| (s.step, s.state)).collect();
+        assert_eq!(
+            states[..4],
+            [
+                (Step::Freeze, StepState::Done),
+                (Step::Drain, StepState::Skipped),
+                (Step::Verify, StepState::Skipped),
+                (Step::Promote, StepState::Pending),
+            ]
+        );
+        // Once is enough.
+        assert!(!op.go_on_in_disaster_mode());
     }
 
     #[test]

@@ -43,7 +43,11 @@ pub enum Refusal {
     /// The pool to leave cannot be reached, and the operation is not in disaster mode.
     Unreachable {
         kind: Kind,
+        /// The pool that cannot be reached: the home pool of a failover, the backup pool
+        /// of a failback.
         pool: String,
+        /// The users' home pool (`-PoolFqdn`).
+        home: String,
         detail: String,
     },
     /// The pool that must take the users cannot be reached.
@@ -97,7 +101,7 @@ impl fmt::Display for Refusal {
                 step,
             } => write!(
                 f,
-                "operation {id} ({} of {pool}) is not finished: it stopped at step {step}. \
+                "operation {id} ({} of {pool}) is not finished: it is at step {step}. \
                  Resume it with Resume-CsDisasterRecoveryOperation -Identity {id} (or run {} -PoolFqdn {pool} again); \
                  Get-CsDisasterRecoveryOperation -Identity {id} shows where it stands",
                 kind.as_str(),
@@ -107,6 +111,7 @@ impl fmt::Display for Refusal {
                 kind: Kind::FailOver,
                 pool,
                 detail,
+                ..
             } => write!(
                 f,
                 "{pool} cannot be reached ({detail}), so a planned failover cannot drain and verify its data. \
@@ -116,11 +121,12 @@ impl fmt::Display for Refusal {
             Refusal::Unreachable {
                 kind: Kind::FailBack,
                 pool,
+                home,
                 detail,
             } => write!(
                 f,
                 "the backup pool {pool} cannot be reached ({detail}), so the changes made there cannot be copied back. \
-                 Bring it back, or run Invoke-CsPoolFailBack with -DisasterMode to fail back without them \
+                 Bring it back, or run Invoke-CsPoolFailBack -PoolFqdn {home} -DisasterMode to fail back without them \
                  (they are reported as lost)"
             ),
             Refusal::TargetUnreachable { pool, detail } => write!(
@@ -311,6 +317,57 @@ mod tests {
             e.to_string()
                 .contains("Resume-CsDisasterRecoveryOperation -Identity 3")
         );
+    }
+
+    #[test]
+    fn refusals_name_the_command_that_fixes_them() {
+        let texts = [
+            (
+                Refusal::NoBackupPool { pool: P1.into() },
+                "Set-CsPoolBackupRelationship -PoolFqdn pool1.contoso.com -BackupPoolFqdn",
+            ),
+            (
+                Refusal::CmsUnavailable {
+                    detail: "no Central Management master answers.".into(),
+                },
+                "fail the store over first with Invoke-CsManagementServerFailover",
+            ),
+            (
+                Refusal::Unreachable {
+                    kind: Kind::FailOver,
+                    pool: P1.into(),
+                    home: P1.into(),
+                    detail: "connection refused".into(),
+                },
+                "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -DisasterMode",
+            ),
+            (
+                Refusal::Unreachable {
+                    kind: Kind::FailBack,
+                    pool: P2.into(),
+                    home: P1.into(),
+                    detail: "connection refused".into(),
+                },
+                "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com -DisasterMode",
+            ),
+            (
+                Refusal::TargetUnreachable {
+                    pool: P2.into(),
+                    detail: "connection refused".into(),
+                },
+                "tandem lab start pool2.contoso.com",
+            ),
+            (
+                Refusal::AlreadyFailedOver {
+                    pool: P1.into(),
+                    backup_pool: P2.into(),
+                },
+                "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com",
+            ),
+        ];
+        for (refusal, fix) in texts {
+            assert!(refusal.to_string().contains(fix), "{refusal}");
+        }
     }
 
     #[test]

@@ -315,6 +315,9 @@ pub enum PoolAction {
     Lost { cut: BTreeMap<String, i64> },
     /// Stop RTCSRV after `delay_mins`.
     StopServices { delay_mins: u32 },
+    /// Start RTCSRV (a failback, before the users come home), dropping any stop a
+    /// failover scheduled.
+    StartServices,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -331,6 +334,9 @@ pub struct PoolActionReply {
     /// Promote: what the source pool had not shipped here when it last answered.
     #[serde(default)]
     pub heard: Option<crate::heard::HeardBacklog>,
+    /// Verify: the users whose copies differ.
+    #[serde(default)]
+    pub affected: Vec<String>,
 }
 
 /// The SIP addresses of the users homed on `home`, from this server's replica.
@@ -416,6 +422,7 @@ pub(crate) async fn pool_action(
             bad.sort();
             bad.dedup();
             reply.left = bad.len() as i64;
+            reply.affected = bad.clone();
             reply.users = users.len() as i64;
             reply.detail = if bad.is_empty() {
                 format!("{} users: the copy on {partner} matches", users.len())
@@ -495,11 +502,27 @@ pub(crate) async fn pool_action(
             // The server's own services are addressed through the same flag the
             // Stop-CsWindowsService cmdlet sets.
             let services = server.services.clone();
+            let seen = services
+                .list(Some(crate::services::RTCSRV))
+                .first()
+                .map_or(0, |s| s.changes);
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(u64::from(delay_mins) * 60)).await;
-                services.set(crate::services::RTCSRV, false);
-                tracing::info!(%pool, %fqdn, "RTCSRV stopped after the failover's ServicesStopDelayMins");
+                // A failback (or an operator) that started or stopped it since has the
+                // last word.
+                if services.stop_unless_changed(crate::services::RTCSRV, seen) {
+                    tracing::info!(%pool, %fqdn, "RTCSRV stopped after the failover's ServicesStopDelayMins");
+                }
             });
+        }
+        PoolAction::StartServices => {
+            let was = server.services.is_running(crate::services::RTCSRV);
+            server.services.set(crate::services::RTCSRV, true);
+            reply.detail = format!(
+                "RTCSRV on {} {}",
+                server.fqdn,
+                if was { "runs" } else { "started" }
+            );
         }
     }
     Ok(reply)
@@ -872,6 +895,10 @@ async fn start(server: &Arc<Server>, inv: &Invocation, kind: Kind) -> Reply {
         .find(|o| !o.is_finished() && o.kind == kind && o.pool == pool)
     {
         let mut op = op.clone();
+        // A planned operation whose source was lost on the way goes on from the backup copy.
+        if options.disaster && op.go_on_in_disaster_mode() {
+            tracing::warn!(id = op.id, pool = %op.pool, "operation carried on in disaster mode");
+        }
         op.options.force |= options.force;
         op.options.skip_verification |= options.skip_verification;
         op.options.wait_ms = options.wait_ms;
@@ -914,6 +941,7 @@ async fn start(server: &Arc<Server>, inv: &Invocation, kind: Kind) -> Reply {
         return Err(refused(Refusal::Unreachable {
             kind,
             pool: source,
+            home: pool.clone(),
             detail,
         }));
     }
@@ -1013,7 +1041,7 @@ async fn what_if(server: &Server, op: &Operation, view: &DrView) -> String {
             "Data at risk: changes committed on {} that its Backup Service had not shipped to {} when it was lost ({}).",
             op.source(),
             op.target(),
-            backlog_text(server, op.target()).await
+            last_heard_text(server, op.source(), op.target())
         ),
         (Kind::FailBack, true) => format!(
             "Data at risk: changes the users made on {} during the failover that had not reached {}.",
@@ -1024,6 +1052,31 @@ async fn what_if(server: &Server, op: &Operation, view: &DrView) -> String {
     out.push_str(&at_risk);
     out.push_str("\nNothing was changed.\n");
     out
+}
+
+/// What a lost pool's Backup Service last reported unshipped, as this server heard it (a
+/// Front End of the backup pool asks its partner every half second).
+fn last_heard_text(server: &Server, source: &str, target: &str) -> String {
+    let heard = server
+        .partner_backlog
+        .lock()
+        .expect("partner backlog lock")
+        .clone()
+        .filter(|h| h.pool.eq_ignore_ascii_case(source));
+    match heard {
+        Some(h) => format!(
+            "when {source} last answered, {}, it had {} changes of {} users not yet shipped; anything it committed later is lost too",
+            format_timestamp(h.at_ms),
+            h.changes,
+            h.users.len()
+        ),
+        None if server.pool.eq_ignore_ascii_case(target) => {
+            format!("{source} has not answered {target}'s Backup Service since this server started")
+        }
+        None => format!(
+            "run the command with -WhatIf on a Front End of {target} to see what {source} last reported"
+        ),
+    }
 }
 
 /// A pool's Backup Service backlog in words, when it answers.
@@ -1306,6 +1359,25 @@ fn done(detail: impl Into<String>) -> Result<StepOutcome, ApiError> {
     })
 }
 
+/// What to do when a step cannot reach the pool the users leave: carry on from the backup
+/// copy, in disaster mode.
+fn lost_source_hint(op: &Operation) -> String {
+    let source = op.source();
+    if op.options.disaster {
+        return format!(
+            "Run {} -PoolFqdn {} again once {source} answers.",
+            op.kind.cmdlet(),
+            op.pool
+        );
+    }
+    format!(
+        "Run {} -PoolFqdn {} again once {source} answers, or with -DisasterMode if {source} is lost \
+         (the operation goes on from the backup copy; what {source} had not shipped is reported lost).",
+        op.kind.cmdlet(),
+        op.pool
+    )
+}
+
 fn step_failed(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, message)
 }
@@ -1360,7 +1432,8 @@ async fn run_step(
                     phase.as_str()
                 )),
                 Err(e) => Err(step_failed(format!(
-                    "{source} could not be made read-only: {e}. Nothing has moved; the users are still served by {source}, read-only."
+                    "{source} could not be made read-only: {e}. No data has moved and {source} still serves the users;                      run {} -PoolFqdn {home} again once it answers, or with -DisasterMode if {source} is lost                      (what it had not shipped to {target} is then reported lost).",
+                    op.kind.cmdlet()
                 ))),
             }
         }
@@ -1373,9 +1446,21 @@ async fn run_step(
                 timeout + Duration::from_millis(wait_ms),
             )
             .await
-            .map_err(|e| step_failed(format!("{source} did not drain: {e}")))?;
+            .map_err(|e| {
+                step_failed(format!(
+                    "{source} did not drain: {e}. {}",
+                    lost_source_hint(op)
+                ))
+            })?;
+            // Every acknowledged write is committed to the Back End before it is
+            // acknowledged: the storage service holds nothing back to flush.
+            let flushed = if op.options.flush {
+                "-FlushStorageService: nothing was held back (writes are committed when acknowledged); "
+            } else {
+                ""
+            };
             if r.left == 0 {
-                return done(r.detail);
+                return done(format!("{flushed}{}", r.detail));
             }
             if op.options.force {
                 op.loss = Some(Loss {
@@ -1385,7 +1470,7 @@ async fn run_step(
                     ..Loss::default()
                 });
                 return done(format!(
-                    "{}; went on anyway (-Force): they are lost",
+                    "{flushed}{}; went on anyway (-Force): they are lost",
                     r.detail
                 ));
             }
@@ -1406,9 +1491,24 @@ async fn run_step(
                 timeout,
             )
             .await
-            .map_err(|e| step_failed(format!("the data could not be verified: {e}")))?;
+            .map_err(|e| {
+                step_failed(format!(
+                    "the data could not be verified: {e}. {}",
+                    lost_source_hint(op)
+                ))
+            })?;
             if r.left == 0 {
                 done(r.detail)
+            } else if op.options.force {
+                // -Force went on without the changes Drain could not ship: the users whose
+                // copy differs are the ones who lose them.
+                let loss = op.loss.get_or_insert_with(Loss::default);
+                loss.users = r.affected.clone();
+                loss.note = format!("{}; {}", loss.note, r.detail);
+                done(format!(
+                    "{}; went on anyway (-Force): their unshipped changes are lost",
+                    r.detail
+                ))
             } else {
                 Err(step_failed(format!(
                     "{}. Debug-CsInterPoolReplication -PoolFqdn {source} lists them; Invoke-CsBackupServiceSync -PoolFqdn {source} resynchronises, \
@@ -1443,7 +1543,7 @@ async fn run_step(
             )
         }
         Step::Promote => {
-            let r = on_pool(
+            let mut r = on_pool(
                 server,
                 &target,
                 &PoolAction::Promote {
@@ -1459,6 +1559,21 @@ async fn run_step(
                 op.cut = r.cut.clone();
                 op.last_heard_ms = r.last_heard_ms;
                 op.loss = Some(loss_as_last_heard(&r, &source, &home));
+            }
+            if op.kind == Kind::FailBack {
+                // The home pool's Front Ends take their users back: a failover's
+                // -ServicesStopDelayMins may have stopped their RTCSRV.
+                let topology = server.replica.topology();
+                let mut started = vec![];
+                for fe in topology.front_end_servers(&target) {
+                    started.push(
+                        match on_front_end(server, fe, &PoolAction::StartServices, timeout).await {
+                            Ok(r) => r.detail,
+                            Err(e) => format!("{}: {e}", fe.fqdn),
+                        },
+                    );
+                }
+                r.detail = format!("{}; {}", r.detail, started.join("; "));
             }
             if disaster && op.kind == Kind::FailBack {
                 op.loss = Some(Loss {

@@ -18,6 +18,9 @@ pub struct ServiceState {
     pub name: &'static str,
     pub display_name: &'static str,
     pub running: bool,
+    /// How many times it was started or stopped: a stop scheduled earlier (a failover's
+    /// `-ServicesStopDelayMins`) is dropped when the service changed since.
+    pub changes: u64,
 }
 
 #[derive(Debug)]
@@ -82,6 +85,7 @@ impl Services {
                         name,
                         display_name,
                         running: true,
+                        changes: 0,
                     },
                 )
             })
@@ -117,13 +121,44 @@ impl Services {
             .values_mut()
             .find(|s| s.name.eq_ignore_ascii_case(name))?;
         state.running = running;
+        state.changes += 1;
         Some(state.name)
+    }
+
+    /// Stops `name` if it has not been started or stopped since it showed `changes`;
+    /// true when it was stopped.
+    pub fn stop_unless_changed(&self, name: &str, changes: u64) -> bool {
+        let mut states = self.states.lock().expect("services lock");
+        match states
+            .values_mut()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+        {
+            Some(state) if state.changes == changes => {
+                state.running = false;
+                state.changes += 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_stop_does_not_undo_a_later_start() {
+        let services = Services::new(&topology::contoso(), "pool2-fe1.contoso.com");
+        let seen = services.list(Some(RTCSRV))[0].changes;
+        // A failback starts the service before the failover's delayed stop comes due.
+        services.set(RTCSRV, true);
+        assert!(!services.stop_unless_changed(RTCSRV, seen));
+        assert!(services.is_running(RTCSRV));
+        let seen = services.list(Some(RTCSRV))[0].changes;
+        assert!(services.stop_unless_changed(RTCSRV, seen));
+        assert!(!services.is_running(RTCSRV));
+    }
 
     #[test]
     fn services_follow_role_and_topology() {

@@ -165,6 +165,17 @@ fn disaster_runbook_with_the_cms_on_the_lost_pool_fails_the_store_over_first() {
         status["ActiveMasterFqdn"], "",
         "the store is down: {status}"
     );
+    // Out of order, the pool failover is refused, naming the step that comes first.
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -DisasterMode",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("fail the store over first with Invoke-CsManagementServerFailover"),
+        "{}",
+        stderr(&out)
+    );
     let text = lab.runbook(
         "pool2-fe1.contoso.com",
         "pool1-disaster-failover-with-cms.ps1",

@@ -148,6 +148,10 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
     std::thread::sleep(Duration::from_millis(500));
     let out = lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
     assert!(out.contains("VERBOSE: Drain Done"), "{out}");
+    assert!(
+        out.contains("-FlushStorageService: nothing was held back"),
+        "{out}"
+    );
     assert!(out.contains("Data lost: nothing"), "{out}");
     std::thread::sleep(Duration::from_millis(500));
     writer.0.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -320,16 +324,24 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Without -DisasterMode the failover says to use it.
-    let out = lab.shell(
-        Some("pool1-fe1.contoso.com"),
-        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    edgepool2_next_hop_to_pool1(&lab, Some("pool1-fe1.contoso.com"));
     let out = lab.shell(
         Some("pool1-fe1.contoso.com"),
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
     );
     assert!(stderr(&out).contains("-DisasterMode"), "{}", stderr(&out));
+    // -WhatIf shows what pool2 last reported unshipped, and changes nothing.
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -DisasterMode -WhatIf",
+    );
+    assert!(
+        stdout(&out).contains("it had 4 changes of 1 users not yet shipped"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(state(&lab, P2)["State"], "Normal");
 
     let out = lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
     assert!(out.contains("counted exactly by"), "{out}");
@@ -625,6 +637,34 @@ fn spawn_shell(lab: &Lab, server: &str, line: &str) -> std::process::Child {
         .unwrap()
 }
 
+/// Edge pool 2 relays through pool1, so that pool2 may be failed over (the seeds' first step).
+fn edgepool2_next_hop_to_pool1(lab: &Lab, via: Option<&str>) {
+    let out = lab.shell(
+        via,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Starts `line` in a shell on `runner`, armed to pause before `step` for `hold_ms`, and
+/// returns once the runner holds there.
+fn start_held(
+    lab: &Lab,
+    runner: &str,
+    (step, hold_ms): (&str, u64),
+    line: &str,
+) -> std::process::Child {
+    let seen = holds_logged(lab, runner);
+    arm(
+        lab,
+        runner,
+        serde_json::json!({ "step": step, "when": "hold", "hold_ms": hold_ms }),
+    );
+    let shell = spawn_shell(lab, runner, line);
+    wait_held(lab, runner, seen);
+    shell
+}
+
 /// Waits until `runner` logged more fault lines than `seen`.
 fn wait_held(lab: &Lab, runner: &str, seen: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -632,6 +672,164 @@ fn wait_held(lab: &Lab, runner: &str, seen: usize) {
         assert!(Instant::now() < deadline, "{runner} never reached the hold");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_pool_lost_during_its_planned_failover_is_failed_over_in_disaster_mode() {
+    let lab = Lab::up_env(&["--users", "10"], &[("TANDEM_DR_FAULTS", "1")]);
+    let bob = user_of(&lab, P2);
+    assert!(add_contact(&lab, &bob, "sip:shipped@contoso.com"));
+    edgepool2_next_hop_to_pool1(&lab, None);
+    // The planned failover pauses before Drain, and pool2 is lost meanwhile.
+    let runner = "pool1-fe2.contoso.com";
+    let shell = start_held(
+        &lab,
+        runner,
+        ("Drain", 1500),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+    );
+    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("pool2.contoso.com did not drain")
+            && said.contains(
+                "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com again once pool2.contoso.com answers, or with -DisasterMode"
+            ),
+        "{said}"
+    );
+    assert_eq!(state(&lab, P2)["State"], "FailingOver");
+    // Resuming as it was cannot get past Drain; -DisasterMode carries the same operation on.
+    let out = lab.shell(
+        Some(runner),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+    );
+    assert!(stderr(&out).contains("-DisasterMode"), "{}", stderr(&out));
+    let out = lab.shell(
+        Some(runner),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -DisasterMode",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // The same operation went on: there is only the one.
+    let op = lab.json(Some(runner), "Get-CsDisasterRecoveryOperation");
+    assert!(op.is_object(), "one operation, not several: {op}");
+    let steps = op["Steps"].to_string();
+    assert!(steps.contains("carried on in disaster mode"), "{steps}");
+    assert_eq!(
+        (op["State"].as_str(), op["Mode"].as_str()),
+        (Some("Completed"), Some("Disaster")),
+        "{op}"
+    );
+    let s = state(&lab, P2);
+    assert_eq!(
+        (
+            s["State"].as_str(),
+            s["Mode"].as_str(),
+            s["ServingPoolFqdn"].as_str()
+        ),
+        (Some("FailedOver"), Some("Disaster"), Some(P1))
+    );
+    // Bob is served by pool1 in full mode with what pool2 had shipped.
+    wait_signed_in(&lab, &bob, P1, "full");
+    assert!(contacts(&lab, &bob).contains(&"sip:shipped@contoso.com".to_string()));
+}
+
+#[test]
+fn a_drain_that_times_out_stops_the_failover_and_force_goes_on_reporting_the_loss() {
+    let lab = Lab::up_with(&["--users", "10"]);
+    let bob = user_of(&lab, P2);
+    assert!(add_contact(&lab, &bob, "sip:shipped@contoso.com"));
+    edgepool2_next_hop_to_pool1(&lab, None);
+    // pool2's Backup Service stops: what bob writes now cannot drain.
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        let out = lab.shell(
+            None,
+            &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(add_contact(&lab, &bob, "sip:stuck@contoso.com"));
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -WaitTime 00:00:01",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains(
+            "still has 1 changes to ship to pool1.contoso.com after 00:00:01 (-WaitTime)"
+        ) && said.contains("Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com")
+            && said.contains("-Force"),
+        "{said}"
+    );
+    // Users are read-only meanwhile: a write is refused with the reason, not lost.
+    assert!(!add_contact(&lab, &bob, "sip:refused@contoso.com"));
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -WaitTime 00:00:01 -Force",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let op = operation(&lab, None, "1");
+    assert_eq!(op["State"], "Completed", "{op}");
+    assert_eq!(op["LostChanges"], 1, "{op}");
+    assert_eq!(op["LostUsers"], serde_json::json!([bob.clone()]), "{op}");
+    wait_signed_in(&lab, &bob, P1, "full");
+    let now = contacts(&lab, &bob);
+    assert!(
+        now.contains(&"sip:shipped@contoso.com".to_string()),
+        "{now:?}"
+    );
+    assert!(
+        !now.contains(&"sip:stuck@contoso.com".to_string()),
+        "{now:?}"
+    );
+    assert!(
+        !now.contains(&"sip:refused@contoso.com".to_string()),
+        "{now:?}"
+    );
+}
+
+/// RTCSRV's status on `server`.
+fn rtcsrv(lab: &Lab, server: &str) -> String {
+    let v = lab.json(
+        None,
+        &format!("Get-CsWindowsService -Name RTCSRV -ComputerName {server}"),
+    );
+    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    v["Status"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn services_stopped_after_a_failover_start_again_when_the_users_come_home() {
+    let lab = Lab::up_with(&["--users", "4"]);
+    let bob = user_of(&lab, P2);
+    edgepool2_next_hop_to_pool1(&lab, None);
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -ServicesStopDelayMins 0",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        crate::eventually(10, &format!("RTCSRV stopped on {fe}"), || {
+            (rtcsrv(&lab, fe) == "Stopped").then_some(())
+        });
+    }
+    wait_signed_in(&lab, &bob, P1, "full");
+    let out = lab.shell(None, "Invoke-CsPoolFailBack -PoolFqdn pool2.contoso.com");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        assert_eq!(rtcsrv(&lab, fe), "Running", "{fe}");
+    }
+    let op = operation(&lab, None, "2");
+    assert!(
+        op["Steps"]
+            .to_string()
+            .contains("RTCSRV on pool2-fe1.contoso.com started"),
+        "{op}"
+    );
+    wait_signed_in(&lab, &bob, P2, "full");
 }
 
 /// The process a kill test takes away while the operation holds at a step.
@@ -662,11 +860,7 @@ fn kill_at_every_step(victim: Victim) {
     let mut acked = vec![];
     assert!(add_contact(&lab, &bob, "sip:before@contoso.com"));
     acked.push("sip:before@contoso.com".to_string());
-    let out = lab.shell(
-        Some("pool2-fe1.contoso.com"),
-        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    edgepool2_next_hop_to_pool1(&lab, Some("pool2-fe1.contoso.com"));
     let runner = "pool2-fe1.contoso.com";
     // Never the victim: reads and resumes go through it.
     let witness = "pool1-fe2.contoso.com";
@@ -698,18 +892,12 @@ fn kill_at_every_step(victim: Victim) {
                 );
                 assert!(out.status.success(), "{}", stderr(&out));
             }
-            let seen = holds_logged(&lab, runner);
-            arm(
+            let mut shell = start_held(
                 &lab,
                 runner,
-                serde_json::json!({ "step": step, "when": "hold", "hold_ms": 1500 }),
-            );
-            let mut shell = spawn_shell(
-                &lab,
-                runner,
+                (step, 1500),
                 &format!("{cmdlet} -PoolFqdn pool2.contoso.com"),
             );
-            wait_held(&lab, runner, seen);
             let killed = match victim {
                 Victim::Shell => {
                     shell.kill().unwrap();
@@ -799,23 +987,14 @@ fn killing_another_home_pool_server_at_every_step_is_followed_by_a_clean_resume(
 #[test]
 fn an_operation_running_on_a_live_server_cannot_be_resumed_elsewhere() {
     let lab = Lab::up_env(&["--users", "2"], &[("TANDEM_DR_FAULTS", "1")]);
-    let out = lab.shell(
-        None,
-        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    edgepool2_next_hop_to_pool1(&lab, None);
     let runner = "pool2-fe1.contoso.com";
-    arm(
+    let shell = start_held(
         &lab,
         runner,
-        serde_json::json!({ "step": "Promote", "when": "hold", "hold_ms": 3000 }),
-    );
-    let shell = spawn_shell(
-        &lab,
-        runner,
+        ("Promote", 3000),
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
     );
-    wait_held(&lab, runner, 0);
     for (server, line) in [
         (
             "pool1-fe2.contoso.com",
