@@ -443,6 +443,11 @@ pub(crate) async fn pool_action(
                 .map_err(internal)?;
             reply.users = p.users;
             reply.cut = p.cut.iter().map(|(m, (s, _))| (m.clone(), *s)).collect();
+            // A module the source never shipped a change of is cut at its start: every
+            // change it holds there is lost, and the failback must count them.
+            for m in USER_MODULES {
+                reply.cut.entry(m.short_name().to_string()).or_insert(0);
+            }
             reply.last_heard_ms = p.cut.values().map(|(_, t)| *t).max();
             reply.heard = server
                 .partner_backlog

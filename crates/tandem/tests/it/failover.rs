@@ -300,6 +300,28 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
         assert!(add_contact(&lab, &bob, &c));
         unshipped.push(c);
     }
+    // A meeting with content: the content is the first change of its module
+    // (ConfServices.DataConf) pool2 ever made, so pool1 never heard of that module.
+    let out = client(
+        &lab,
+        &bob,
+        &[
+            "meetings",
+            "add",
+            "lost",
+            "--subject",
+            "Lost",
+            "--start",
+            "2026-12-01T10:00Z",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deck = std::path::Path::new(lab.dir()).join("deck.pptx");
+    std::fs::write(&deck, b"slides that never left pool2").unwrap();
+    let out = client(&lab, &bob, &["upload", "lost", deck.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The four contacts, the meeting and its content.
+    let unshipped_changes = unshipped.len() as i64 + 2;
     // pool2's status shows them waiting; pool1 asks for it every half second.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -314,7 +336,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
             .filter(|r| r["SourcePoolFqdn"] == P2)
             .filter_map(|r| r["PendingChanges"].as_i64())
             .sum();
-        if pending == unshipped.len() as i64 {
+        if pending == unshipped_changes {
             break;
         }
         assert!(Instant::now() < deadline, "pending {pending}: {rows}");
@@ -336,7 +358,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -DisasterMode -WhatIf",
     );
     assert!(
-        stdout(&out).contains("it had 4 changes of 1 users not yet shipped"),
+        stdout(&out).contains("it had 6 changes of 1 users not yet shipped"),
         "{}{}",
         stdout(&out),
         stderr(&out)
@@ -346,9 +368,9 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     let out = lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
     assert!(out.contains("counted exactly by"), "{out}");
     // What pool2 last reported unshipped is reported at once, as a lower bound.
-    assert!(out.contains("at least 4 changes of 1 users"), "{out}");
+    assert!(out.contains("at least 6 changes of 1 users"), "{out}");
     let failover = operation(&lab, Some("pool1-fe2.contoso.com"), "1");
-    assert_eq!(failover["LostChanges"], 4, "{failover}");
+    assert_eq!(failover["LostChanges"], unshipped_changes, "{failover}");
     assert_eq!(failover["LossIsExact"], false, "{failover}");
     assert_eq!(failover["LostUsers"], serde_json::json!([bob.clone()]));
     wait_signed_in(&lab, &bob, P1, "full");
@@ -366,7 +388,8 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
     let failover = operation(&lab, None, "1");
     assert_eq!(failover["Mode"], "Disaster");
-    assert_eq!(failover["LostChanges"], lost.len() as i64, "{failover}");
+    assert_eq!(lost.len(), 4);
+    assert_eq!(failover["LostChanges"], unshipped_changes, "{failover}");
     assert_eq!(failover["LossIsExact"], true);
     assert_eq!(failover["LostUsers"], serde_json::json!([bob.clone()]));
     wait_signed_in(&lab, &bob, P2, "full");
