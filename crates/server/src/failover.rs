@@ -695,10 +695,16 @@ async fn failover_state(server: &Server, inv: &Invocation) -> Reply {
 /// What a disaster failover may lose, before the lost pool can be asked: the changes it
 /// reported unshipped when it last answered (a lower bound), and everything it committed
 /// after its backup copy was last updated.
-fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str) -> Loss {
+fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str, kind: Kind) -> Loss {
     let updated = r.last_heard_ms.map_or("never".into(), format_timestamp);
-    let exactly =
-        format!("counted exactly by Invoke-CsPoolFailBack -PoolFqdn {home} once {source} is back");
+    let exactly = match kind {
+        Kind::FailOver => format!(
+            "counted exactly by Invoke-CsPoolFailBack -PoolFqdn {home} once {source} is back"
+        ),
+        // Nothing comes after a failback to count them: the users start again from the
+        // copy their home pool holds.
+        Kind::FailBack => format!("their users continue on {home} without them"),
+    };
     match &r.heard {
         Some(h) if h.changes > 0 => Loss {
             changes: h.changes,
@@ -1563,7 +1569,7 @@ async fn run_step(
             if disaster && op.kind == Kind::FailOver {
                 op.cut = r.cut.clone();
                 op.last_heard_ms = r.last_heard_ms;
-                op.loss = Some(loss_as_last_heard(&r, &source, &home));
+                op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind));
             }
             if op.kind == Kind::FailBack {
                 // The home pool's Front Ends take their users back: a failover's
@@ -1581,13 +1587,9 @@ async fn run_step(
                 r.detail = format!("{}; {}", r.detail, started.join("; "));
             }
             if disaster && op.kind == Kind::FailBack {
-                op.loss = Some(Loss {
-                    exact: false,
-                    note: format!(
-                        "changes made on {source} during the failover that had not reached {target} when it was unreachable"
-                    ),
-                    ..Loss::default()
-                });
+                // What the backup pool had not shipped home when it was last heard from.
+                op.last_heard_ms = r.last_heard_ms;
+                op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind));
             }
             done(r.detail)
         }

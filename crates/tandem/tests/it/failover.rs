@@ -266,6 +266,25 @@ fn a_signed_in_client_is_told_to_sign_in_at_the_backup_pool_and_back_and_keeps_i
     }
 }
 
+/// Waits until `pool`'s Backup Service shows `changes` of its own waiting to ship.
+fn wait_pending(lab: &Lab, pool: &str, changes: i64) {
+    let fe = format!("{}-fe1.contoso.com", pool.split('.').next().unwrap());
+    crate::eventually(10, &format!("{changes} changes pending on {pool}"), || {
+        let rows = lab.json(
+            Some(&fe),
+            &format!("Get-CsBackupServiceStatus -PoolFqdn {pool} | ConvertTo-Json"),
+        );
+        let pending: i64 = rows
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["SourcePoolFqdn"] == pool)
+            .filter_map(|r| r["PendingChanges"].as_i64())
+            .sum();
+        (pending == changes).then_some(())
+    });
+}
+
 #[test]
 fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes() {
     let lab = Lab::up_with(&["--users", "10"]);
@@ -323,25 +342,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     // The four contacts, the meeting and its content.
     let unshipped_changes = unshipped.len() as i64 + 2;
     // pool2's status shows them waiting; pool1 asks for it every half second.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let rows = lab.json(
-            Some("pool2-fe1.contoso.com"),
-            "Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com | ConvertTo-Json",
-        );
-        let pending: i64 = rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["SourcePoolFqdn"] == P2)
-            .filter_map(|r| r["PendingChanges"].as_i64())
-            .sum();
-        if pending == unshipped_changes {
-            break;
-        }
-        assert!(Instant::now() < deadline, "pending {pending}: {rows}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_pending(&lab, P2, unshipped_changes);
     std::thread::sleep(Duration::from_millis(1_500));
     let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -812,6 +813,71 @@ fn a_drain_that_times_out_stops_the_failover_and_force_goes_on_reporting_the_los
         !now.contains(&"sip:refused@contoso.com".to_string()),
         "{now:?}"
     );
+}
+
+#[test]
+fn a_disaster_failback_reports_what_the_lost_backup_pool_had_not_shipped_home() {
+    let lab = Lab::up_with(&["--users", "4"]);
+    let alice = user_of(&lab, P1);
+    assert!(add_contact(&lab, &alice, "sip:kept@contoso.com"));
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    wait_signed_in(&lab, &alice, P2, "full");
+    // pool2 serves alice now; its Backup Service stops, so what she writes stays there.
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        let out = lab.shell(
+            None,
+            &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    for c in ["sip:stranded1@contoso.com", "sip:stranded2@contoso.com"] {
+        assert!(add_contact(&lab, &alice, c));
+    }
+    // pool1's Front Ends hear of the backlog (they ask every half second), then pool2 is lost.
+    wait_pending(&lab, P2, 2);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = lab.shell(None, "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com");
+    assert!(
+        stderr(&out).contains("Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com -DisasterMode"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com -DisasterMode",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let op = operation(&lab, None, "2");
+    assert_eq!(
+        (op["State"].as_str(), op["Mode"].as_str()),
+        (Some("Completed"), Some("Disaster")),
+        "{op}"
+    );
+    assert_eq!(op["LostChanges"], 2, "{op}");
+    assert_eq!(op["LostUsers"], serde_json::json!([alice.clone()]), "{op}");
+    assert!(
+        op["DataLost"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("continue on pool1.contoso.com without them"),
+        "{op}"
+    );
+    wait_signed_in(&lab, &alice, P1, "full");
+    let now = contacts(&lab, &alice);
+    assert!(now.contains(&"sip:kept@contoso.com".to_string()), "{now:?}");
+    assert!(
+        !now.contains(&"sip:stranded1@contoso.com".to_string()),
+        "{now:?}"
+    );
+    assert_eq!(state(&lab, P1)["State"], "Normal");
 }
 
 /// RTCSRV's status on `server`.
