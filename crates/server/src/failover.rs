@@ -705,29 +705,41 @@ fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str, kind: Kind)
         // copy their home pool holds.
         Kind::FailBack => format!("their users continue on {home} without them"),
     };
-    match &r.heard {
-        Some(h) if h.changes > 0 => Loss {
-            changes: h.changes,
-            users: h.users.clone(),
+    // What the report says was waiting, less what reached the copy after it.
+    let known = r.heard.as_ref().map(|h| (h, h.known_unshipped(&r.cut)));
+    match known {
+        Some((h, k)) if k.changes > 0 => Loss {
+            changes: k.changes,
+            users: k.users.clone(),
             from_ms: h.oldest_ms,
             to_ms: Some(h.at_ms),
             exact: false,
             note: format!(
                 "at least {} changes of {} users: {source} reported them unshipped when it last answered ({}), \
-                 the oldest committed {}; anything it committed later is unknown until then — {exactly}",
-                h.changes,
-                h.users.len(),
+                 the oldest committed {}, and the backup copy does not hold them{}; anything it committed later is unknown until then — {exactly}",
+                k.changes,
+                k.users.len(),
                 format_timestamp(h.at_ms),
-                h.oldest_ms.map_or("-".into(), format_timestamp)
+                h.oldest_ms.map_or("-".into(), format_timestamp),
+                if k.partly {
+                    " (some arrived after the report: one change of that part is counted)"
+                } else {
+                    ""
+                }
             ),
         },
-        heard => Loss {
+        known => Loss {
             exact: false,
             from_ms: r.last_heard_ms,
             note: format!(
                 "changes committed on {source} after its backup copy was last updated ({updated}){} — {exactly}",
-                match heard {
-                    Some(h) => format!(
+                match known {
+                    Some((h, _)) if h.changes > 0 => format!(
+                        "; the {} changes it reported unshipped when it last answered ({}) all reached the copy",
+                        h.changes,
+                        format_timestamp(h.at_ms)
+                    ),
+                    Some((h, _)) => format!(
                         "; it reported nothing unshipped when it last answered ({})",
                         format_timestamp(h.at_ms)
                     ),
