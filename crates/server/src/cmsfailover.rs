@@ -974,17 +974,7 @@ async fn step(
             format!("{from} is unreachable; its master steps down when it comes back"),
         )),
         "Demote" => {
-            let role = be.cms_role().await.map_err(internal)?;
-            let epoch = be
-                .lease()
-                .await
-                .map_err(internal)?
-                .map_or(role.epoch_floor, |l| l.epoch);
-            let action = StoreAction::Demote {
-                active_pool: to.clone(),
-                shared_through: role.shared_through,
-                epoch,
-            };
+            let action = demotion(be, &to).await?;
             match on_pool_store(server, &s.topology, &from, &action).await {
                 Ok(r) => Ok((
                     "Done",
@@ -1004,6 +994,23 @@ async fn step(
         }
         _ => unreachable!("every step is handled"),
     }
+}
+
+/// What the old store is told once the store in `active_pool` (this Back End) is active:
+/// to become its standby, losing what it committed after `shared_through`, fenced by the
+/// new store's current epoch.
+async fn demotion(be: &store::BackEnd, active_pool: &str) -> Result<StoreAction, ApiError> {
+    let role = be.cms_role().await.map_err(internal)?;
+    let epoch = be
+        .lease()
+        .await
+        .map_err(internal)?
+        .map_or(role.epoch_floor, |l| l.epoch);
+    Ok(StoreAction::Demote {
+        active_pool: active_pool.to_string(),
+        shared_through: role.shared_through,
+        epoch,
+    })
 }
 
 /// Lets the old store in `from` take changes again; says how that went.
@@ -1498,23 +1505,8 @@ async fn move_management_server(server: &Server, inv: &Invocation) -> Reply {
         ),
     );
     if old_answers {
-        let role = be.cms_role().await.map_err(internal)?;
-        let epoch = be
-            .lease()
-            .await
-            .map_err(internal)?
-            .map_or(role.epoch_floor, |l| l.epoch);
-        let demoted = on_pool_store(
-            server,
-            &s.topology,
-            &s.cms_pool,
-            &StoreAction::Demote {
-                active_pool: here.clone(),
-                shared_through: role.shared_through,
-                epoch,
-            },
-        )
-        .await;
+        let action = demotion(&be, &here).await?;
+        let demoted = on_pool_store(server, &s.topology, &s.cms_pool, &action).await;
         notes.push(match demoted {
             Ok(_) => format!("The store in {} is now inactive.", s.cms_pool),
             Err(e) => format!("The store in {} did not answer ({e}); it stays read-only and steps down when it hears of the new store.", s.cms_pool),

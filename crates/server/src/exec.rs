@@ -920,44 +920,33 @@ async fn import_lis(master: &Master, inv: &Invocation) -> Reply {
         .items_with_prefix(keys::LIS_PREFIX)
         .await
         .map_err(internal)?;
-    let mut changes: Vec<(String, Option<String>)> = config
-        .items
+    let changes = replacement(&config.items, existing);
+    if changes.is_empty() {
+        return Ok(output(Output::None));
+    }
+    write_config(master, &changes, &format!("imported {file}")).await
+}
+
+/// The changes that make a store's `existing` items exactly `items`: each of `items`
+/// written, each existing key they lack deleted.
+fn replacement(items: &[Item], existing: Vec<Item>) -> Vec<(String, Option<String>)> {
+    let mut changes: Vec<(String, Option<String>)> = items
         .iter()
         .map(|i| (i.key.clone(), i.value.clone()))
         .collect();
     for item in existing {
-        if !config.items.iter().any(|i| i.key == item.key) {
+        if !items.iter().any(|i| i.key == item.key) {
             changes.push((item.key, None));
         }
     }
-    if changes.is_empty() {
-        return Ok(output(Output::None));
-    }
-    let info = master
-        .write(&changes, &format!("imported {file}"))
-        .await
-        .map_err(master_error)?;
-    Ok(InvokeResponse {
-        output: Output::None,
-        warnings: Vec::new(),
-        cms_version: Some(info.version),
-    })
+    changes
 }
 
 async fn import_to_cms(master: &Master, inv: &Invocation) -> Reply {
     let config = read_import(inv)?;
     let _guard = master.lock().await;
     let existing = master.backend().items().await.map_err(internal)?;
-    let mut changes: Vec<(String, Option<String>)> = config
-        .items
-        .iter()
-        .map(|Item { key, value, .. }| (key.clone(), value.clone()))
-        .collect();
-    for item in existing {
-        if !config.items.iter().any(|i| i.key == item.key) {
-            changes.push((item.key, None));
-        }
-    }
+    let changes = replacement(&config.items, existing);
     write_config(
         master,
         &changes,

@@ -158,8 +158,7 @@ fn disaster_runbook_with_the_cms_on_the_lost_pool_fails_the_store_over_first() {
     set_sync_interval(&lab, "pool2-fe1.contoso.com", "00:01:10");
     wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
     // Seeds 000/001: pool1, which hosts the store, is lost.
-    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P1);
     let status = cms_status(&lab, "pool2-fe1.contoso.com");
     assert_eq!(
         status["ActiveMasterFqdn"], "",
@@ -220,11 +219,10 @@ fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
     wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
     // The Backup Service of pool1 stops: the next change reaches the replicas only.
     for fe in ["pool1-fe1.contoso.com", "pool1-fe2.contoso.com"] {
-        let out = lab.shell(
+        lab.ok(
             Some(fe),
             &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
         );
-        assert!(out.status.success(), "{}", stderr(&out));
     }
     set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:00:50");
     std::thread::sleep(Duration::from_millis(1200));
@@ -232,8 +230,7 @@ fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
         sync_interval_at(&lab, "edgeserver1.contoso.com"),
         "00:00:50"
     );
-    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P1);
     // Without naming the standby, the refusal says how.
     let out = lab.shell(
         Some("pool2-fe1.contoso.com"),
@@ -313,12 +310,10 @@ fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_
         ("Export-CsConfiguration", &config),
         ("Export-CsLisConfiguration", &lis),
     ] {
-        let out = lab.shell(None, &format!("{cmdlet} -FileName {}", file.display()));
-        assert!(out.status.success(), "{}", stderr(&out));
+        lab.ok(None, &format!("{cmdlet} -FileName {}", file.display()));
     }
     set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:01:30");
-    let out = run(&["lab", "kill", P1, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P1);
     // The seed's runbook with its c:\ files where this test saved them.
     let text =
         std::fs::read_to_string("../../examples/runbooks/pool1-disaster-failover-unpaired-cms.ps1")
@@ -488,8 +483,7 @@ fn restore_never_unfreezes_the_old_store_without_word_from_the_target() {
         "Invoke-CsManagementServerFailover",
     );
     assert!(!out.status.success());
-    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P2);
     // pool2 cannot say whether it took over: pool1 stays read-only.
     let out = lab.shell(
         Some("pool1-fe1.contoso.com"),
@@ -532,11 +526,10 @@ fn restore_never_unfreezes_the_old_store_without_word_from_the_target() {
 fn a_normal_move_takes_the_old_stores_own_content_and_loses_nothing() {
     let lab = Lab::up();
     set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:01:50");
-    let out = lab.shell(
+    lab.ok(
         Some("pool2-fe1.contoso.com"),
         "Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn pool2-be.contoso.com -SqlInstanceName rtc",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = lab.shell(Some("pool2-fe1.contoso.com"), "Move-CsManagementServer");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("is now inactive"), "{}", stdout(&out));

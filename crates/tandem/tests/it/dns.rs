@@ -51,18 +51,16 @@ fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
     assert_eq!(pool["answer"].as_array().unwrap().len(), 2, "{pool}");
 
     // The XMPP procedure's DNS steps: a second SRV record, the A record moved.
-    let out = lab.shell(
+    lab.ok(
         None,
         "Add-DnsServerResourceRecord -Srv -ZoneName contoso.com -Name _xmpp-server._tcp -DomainName edgeserver2-ext.contoso.com -Priority 10 -Weight 0 -Port 5269",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let xmpp = query(&lab, "_xmpp-server._tcp.contoso.com", "SRV");
     assert_eq!(xmpp["answer"].as_array().unwrap().len(), 2, "{xmpp}");
-    let out = lab.shell(
+    lab.ok(
         None,
         &format!("Set-DnsServerResourceRecord -ZoneName contoso.com -Name xmpp -RRType A -IPv4Address {}9.9", block(&lab)),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let a = query(&lab, "xmpp.contoso.com", "A");
     assert_eq!(
         a["answer"][0]["address"],
@@ -137,8 +135,7 @@ fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
     assert_eq!(query(&lab, "xmpp.contoso.com", "A")["status"], "NOERROR");
 
     // Changes are kept: the server restarted serves them.
-    let out = run(&["lab", "kill", "dns.contoso.com", "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill("dns.contoso.com");
     let out = run(&["lab", "start", "dns.contoso.com", "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let a = query(&lab, "xmpp.contoso.com", "A");

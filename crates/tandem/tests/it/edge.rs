@@ -51,8 +51,7 @@ fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
     let said = federate_until_delivered(&lab, &alice, "before");
     assert!(said.contains(&format!("via {b}1.22:5061")), "{said}");
     // Edge pool 1 is lost: federated traffic fails with a clear error.
-    let out = run(&["lab", "kill", "edgepool1.contoso.com", "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill("edgepool1.contoso.com");
     let (ok, said) = federate(&lab, &alice, "lost");
     assert!(!ok);
     assert!(
@@ -118,8 +117,7 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
     let b = lab.block();
     let (ok, said) = xmpp(&lab, None);
     assert!(ok && said.contains("<stream:features>"), "{said}");
-    let out = run(&["lab", "kill", "edgepool1.contoso.com", "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill("edgepool1.contoso.com");
     let (ok, said) = xmpp(&lab, None);
     assert!(
         !ok && said.contains("connecting to the XMPP gateway"),
@@ -140,19 +138,17 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
     let (ok, said) = xmpp(&lab, None);
     assert!(ok && said.contains("<stream:features>"), "{said}");
     // A stopped RTCXMPPTGWPX stops listening; started again, it listens.
-    let out = lab.shell(
+    lab.ok(
         None,
         "Stop-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     eventually(5, "the XMPP listener to close", || {
         (!xmpp(&lab, None).0).then_some(())
     });
-    let out = lab.shell(
+    lab.ok(
         None,
         "Start-CsWindowsService -Name RTCXMPPTGWPX -ComputerName edgeserver1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     eventually(5, "the XMPP listener to open again", || {
         xmpp(&lab, None).0.then_some(())
     });
@@ -183,11 +179,10 @@ fn the_next_hop_moves_before_pool1_fails_over_and_media_moves_with_the_edge() {
         "{}",
         stderr(&out)
     );
-    let out = lab.shell(
+    lab.ok(
         None,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let setup = lab.shell(
         None,
         "Invoke-CsServerSetup -ComputerName edgeserver1.contoso.com",
@@ -270,11 +265,10 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
     connected
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    let out = lab.shell(
+    lab.ok(
         None,
         "Stop-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     eventually(5, "the federation listener to close", || {
         std::net::TcpStream::connect(&edge).is_err().then_some(())
     });
@@ -283,11 +277,10 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         matches!(connected.read(&mut byte), Ok(0) | Err(_)),
         "a connection made before the stop is still served"
     );
-    let out = lab.shell(
+    lab.ok(
         None,
         "Start-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     eventually(5, "the federation listener to open again", || {
         std::net::TcpStream::connect(&edge).is_ok().then_some(())
     });
@@ -318,11 +311,10 @@ fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
         said.contains("504 Server Time-out (the next hop pool2.contoso.com of edgepool2.contoso.com does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com)"),
         "{said}"
     );
-    let out = lab.shell(
+    lab.ok(
         None,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     federate_until_delivered(&lab, &alice, "through pool1");
     let got = received(listener);
     assert!(
@@ -339,19 +331,17 @@ fn the_edge_finds_its_next_hop_through_the_deployments_dns() {
     let listener = lab.listen(&alice, 1, 60);
     // pool1's name now points where nothing listens: the Edge, which asks DNS, cannot
     // reach its next hop.
-    let out = lab.shell(
+    lab.ok(
         None,
         &format!("Set-DnsServerResourceRecord -ZoneName contoso.com -Name pool1 -RRType A -IPv4Address {b}9.9"),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let (ok, said) = federate(&lab, &alice, "lost");
     assert!(!ok && said.contains("504"), "{said}");
     // Back to a registrar of pool1: delivered.
-    let out = lab.shell(
+    lab.ok(
         None,
         &format!("Set-DnsServerResourceRecord -ZoneName contoso.com -Name pool1 -RRType A -IPv4Address {b}1.11"),
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     federate_until_delivered(&lab, &alice, "found");
     assert!(received(listener).contains("found"));
 }

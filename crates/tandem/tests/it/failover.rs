@@ -307,11 +307,10 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     );
     // pool2's Backup Service stops: what is written now never reaches pool1.
     for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
-        let out = lab.shell(
+        lab.ok(
             None,
             &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
         );
-        assert!(out.status.success(), "{}", stderr(&out));
     }
     let mut unshipped = vec![];
     for i in 0..4 {
@@ -344,8 +343,7 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     // pool2's status shows them waiting; pool1 asks for it every half second.
     wait_pending(&lab, P2, unshipped_changes);
     std::thread::sleep(Duration::from_millis(1_500));
-    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P2);
     // Without -DisasterMode the failover says to use it.
     edgepool2_next_hop_to_pool1(&lab, Some("pool1-fe1.contoso.com"));
     let out = lab.shell(
@@ -523,11 +521,7 @@ fn a_crash_of_the_server_running_the_operation_at_every_step_resumes_cleanly() {
         assert!(add_contact(&lab, &bob, &c));
         acked.push(c);
     }
-    let out = lab.shell(
-        None,
-        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
-    );
-    assert!(out.status.success());
+    edgepool2_next_hop_to_pool1(&lab, None);
     let runner = "pool2-fe1.contoso.com";
     let cmdlets = ["Invoke-CsPoolFailOver", "Invoke-CsPoolFailBack"];
     let failover = [
@@ -550,11 +544,10 @@ fn a_crash_of_the_server_running_the_operation_at_every_step_resumes_cleanly() {
         let want = if kind == 0 { "Normal" } else { "FailedOver" };
         if state(&lab, P2)["State"] != want {
             let other = cmdlets[1 - kind];
-            let out = lab.shell(
+            lab.ok(
                 Some("pool1-fe1.contoso.com"),
                 &format!("{other} -PoolFqdn pool2.contoso.com"),
             );
-            assert!(out.status.success(), "{}", stderr(&out));
         }
         let cmdlet = cmdlets[kind];
         let when = if step == "Freeze" && kind == 0 {
@@ -663,11 +656,10 @@ fn spawn_shell(lab: &Lab, server: &str, line: &str) -> std::process::Child {
 
 /// Edge pool 2 relays through pool1, so that pool2 may be failed over (the seeds' first step).
 fn edgepool2_next_hop_to_pool1(lab: &Lab, via: Option<&str>) {
-    let out = lab.shell(
+    lab.ok(
         via,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Starts `line` in a shell on `runner`, armed to pause before `step` for `hold_ms`, and
@@ -712,8 +704,7 @@ fn a_pool_lost_during_its_planned_failover_is_failed_over_in_disaster_mode() {
         ("Drain", 1500),
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
     );
-    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P2);
     let out = shell.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let said = stderr(&out);
@@ -768,11 +759,10 @@ fn a_drain_that_times_out_stops_the_failover_and_force_goes_on_reporting_the_los
     edgepool2_next_hop_to_pool1(&lab, None);
     // pool2's Backup Service stops: what bob writes now cannot drain.
     for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
-        let out = lab.shell(
+        lab.ok(
             None,
             &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
         );
-        assert!(out.status.success(), "{}", stderr(&out));
     }
     assert!(add_contact(&lab, &bob, "sip:stuck@contoso.com"));
     let out = lab.shell(
@@ -820,21 +810,19 @@ fn a_disaster_failback_reports_what_the_lost_backup_pool_had_not_shipped_home() 
     let lab = Lab::up_with(&["--users", "4"]);
     let alice = user_of(&lab, P1);
     assert!(add_contact(&lab, &alice, "sip:kept@contoso.com"));
-    let out = lab.shell(
+    lab.ok(
         None,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     wait_signed_in(&lab, &alice, P2, "full");
     // pool2 serves alice now; its Backup Service stops, so what she writes stays there.
     for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
-        let out = lab.shell(
+        lab.ok(
             None,
             &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
         );
-        assert!(out.status.success(), "{}", stderr(&out));
     }
     for c in ["sip:stranded1@contoso.com", "sip:stranded2@contoso.com"] {
         assert!(add_contact(&lab, &alice, c));
@@ -842,8 +830,7 @@ fn a_disaster_failback_reports_what_the_lost_backup_pool_had_not_shipped_home() 
     // pool1's Front Ends hear of the backlog (they ask every half second), then pool2 is lost.
     wait_pending(&lab, P2, 2);
     std::thread::sleep(Duration::from_millis(1_500));
-    let out = run(&["lab", "kill", P2, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    lab.kill(P2);
     let out = lab.shell(None, "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com");
     assert!(
         stderr(&out).contains("Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com -DisasterMode"),
@@ -975,11 +962,10 @@ fn kill_at_every_step(victim: Victim) {
             let want = if kind == 0 { "Normal" } else { "FailedOver" };
             if state(&lab, P2)["State"] != want {
                 let other = steps[1 - kind].0;
-                let out = lab.shell(
+                lab.ok(
                     Some(witness),
                     &format!("{other} -PoolFqdn pool2.contoso.com"),
                 );
-                assert!(out.status.success(), "{}", stderr(&out));
             }
             let mut shell = start_held(
                 &lab,
@@ -996,8 +982,7 @@ fn kill_at_every_step(victim: Victim) {
                 Victim::HomePoolServer => Some("pool2-fe2.contoso.com"),
             };
             if let Some(server) = killed {
-                let out = run(&["lab", "kill", server, "--dir", lab.dir()]);
-                assert!(out.status.success(), "{}", stderr(&out));
+                lab.kill(server);
             }
             let _ = shell.wait();
             // The operation goes on without the victim, or stops where it could not.

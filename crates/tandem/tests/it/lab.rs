@@ -165,6 +165,18 @@ impl Lab {
         run(&args)
     }
 
+    /// Runs `line` and asserts that it succeeds.
+    pub(crate) fn ok(&self, server: Option<&str>, line: &str) {
+        let out = self.shell(server, line);
+        assert!(out.status.success(), "{line}: {}", stderr(&out));
+    }
+
+    /// `tandem lab kill`: a server, a pool or a site, gone when this returns.
+    pub(crate) fn kill(&self, what: &str) {
+        let out = run(&["lab", "kill", what, "--dir", self.dir()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     pub(crate) fn json(&self, server: Option<&str>, line: &str) -> serde_json::Value {
         let out = self.shell(server, line);
         assert!(
@@ -243,11 +255,10 @@ fn a_lab_replicates_changes_everywhere_and_survives_losing_its_master() {
     );
 
     // A change reaches every replica, Edge servers included.
-    let out = lab.shell(
+    lab.ok(
         None,
         "Set-CsSite -Identity Site2 -FederationRoute EdgeServer:edgepool1.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     lab.wait_all_up_to_date(None);
     let out = lab.shell(
         Some("edgeserver2.contoso.com"),
@@ -271,11 +282,10 @@ fn a_lab_replicates_changes_everywhere_and_survives_losing_its_master() {
     assert!(out.status.success());
     let survivor = lab.wait_for_master("pool2-fe1.contoso.com", &master);
     assert!(survivor.starts_with("pool1-fe"));
-    let out = lab.shell(
+    lab.ok(
         Some("pool2-fe1.contoso.com"),
         "Set-CsRegistrar -Identity Registrar:pool2.contoso.com -FailureDetectionInterval 90",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let reg = lab.json(
         Some("edgeserver1.contoso.com"),
         "Get-CsService -Registrar -PoolFqdn pool2.contoso.com",
@@ -453,11 +463,10 @@ fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
     assert!(doc["paths"]["/api/v1/invoke"].is_object(), "{doc}");
 
     // A stopped REPLICA applies nothing and shows UpToDate False after the next change.
-    let out = lab.shell(
+    lab.ok(
         None,
         "Stop-CsWindowsService -Name REPLICA -ComputerName edgeserver2.contoso.com",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let services = lab.json(
         None,
         "Get-CsWindowsService -ComputerName edgeserver2.contoso.com",
