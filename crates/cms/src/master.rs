@@ -351,7 +351,7 @@ async fn lease_task(inner: Arc<Inner>) {
 
 async fn push_task(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
-    let mut cached: Option<(i64, Arc<Vec<Target>>)> = None;
+    let mut cached: Option<RoundCache> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -502,21 +502,37 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
     Ok(None)
 }
 
+/// What a push round reads from the store that changes only with its version.
+#[derive(Debug, Clone)]
+struct RoundCache {
+    /// The lease epoch it was read under: a promotion starts a new term without a version.
+    epoch: i64,
+    version: i64,
+    created_at: i64,
+    targets: Arc<Vec<Target>>,
+    term_start: i64,
+    term_starts: Arc<Vec<(i64, i64)>>,
+}
+
 /// One push to every server. Returns the newest store a replica says it follows, when
 /// that store is of a later term than this one.
 async fn push_round(
     inner: &Arc<Inner>,
     epoch: i64,
-    cached: &mut Option<(i64, Arc<Vec<Target>>)>,
+    cached: &mut Option<RoundCache>,
 ) -> Result<Option<Newer>, MasterError> {
     let Some(current) = inner.backend.current_version().await? else {
         return Ok(None);
     };
-    let term_start = inner.backend.cms_role().await?.term_start;
-    let term_starts = Arc::new(inner.backend.term_starts().await?);
-    // The topology can only have changed with the version: parse it again only then.
-    let targets = match cached {
-        Some((v, t)) if *v == current.version => t.clone(),
+    // The topology and the terms can only have changed with the version or the epoch: read
+    // them again only then, not at every heartbeat.
+    let round = match cached {
+        Some(c)
+            if (c.epoch, c.version, c.created_at)
+                == (epoch, current.version, current.created_at) =>
+        {
+            c.clone()
+        }
         _ => {
             let text = inner
                 .backend
@@ -525,11 +541,19 @@ async fn push_round(
                 .unwrap_or_default();
             let topology =
                 Topology::from_toml(&text).map_err(|e| MasterError::BadTopology(e.to_string()))?;
-            let t = Arc::new(targets(&topology));
-            *cached = Some((current.version, t.clone()));
-            t
+            let c = RoundCache {
+                epoch,
+                version: current.version,
+                created_at: current.created_at,
+                targets: Arc::new(targets(&topology)),
+                term_start: inner.backend.cms_role().await?.term_start,
+                term_starts: Arc::new(inner.backend.term_starts().await?),
+            };
+            *cached = Some(c.clone());
+            c
         }
     };
+    let (targets, term_start, term_starts) = (round.targets, round.term_start, round.term_starts);
     // Replicas at the same version get the same batch: read it from the Back End once.
     let batches: Arc<Batches> = Arc::default();
     let mut set = JoinSet::new();
@@ -593,6 +617,10 @@ enum PushError {
 /// version they lead to and when that version was created.
 type Batches = Mutex<HashMap<i64, Arc<(Vec<Item>, i64, i64)>>>;
 
+/// The key of [`Batches`] under which the whole configuration is kept: after a failover
+/// every replica of the old term diverges at once and gets the same one.
+const WHOLE: i64 = i64::MIN;
+
 async fn push_one(
     inner: &Inner,
     batches: &Batches,
@@ -606,15 +634,20 @@ async fn push_one(
     let mut from = known.map_or(current.version, |a| a.version);
     let mut replace = false;
     for _ in 0..64 {
-        let cached = batches.lock().await.get(&from).cloned();
+        let batch_key = if replace { WHOLE } else { from };
+        let cached = batches.lock().await.get(&batch_key).cloned();
         let batch = match cached {
-            // The whole configuration, for a replica that diverged.
-            _ if replace => Arc::new((
-                inner.backend.items().await?,
-                current.version,
-                current.created_at,
-            )),
             Some(b) => b,
+            // The whole configuration, for a replica that diverged.
+            None if replace => {
+                let b = Arc::new((
+                    inner.backend.items().await?,
+                    current.version,
+                    current.created_at,
+                ));
+                batches.lock().await.insert(WHOLE, b.clone());
+                b
+            }
             None => {
                 let (items, to) = batch(&inner.backend, from, current.version).await?;
                 let to_created = if to == current.version {

@@ -758,11 +758,7 @@ fn check_can_fail_over(server: &Server, s: &Situation, inv: &Invocation) -> Resu
 
 fn what_if(server: &Server, s: &Situation, unfinished: Option<&FailoverRecord>) -> String {
     let here = &server.pool;
-    let backlog = server
-        .partner_backlog
-        .lock()
-        .expect("partner backlog lock")
-        .clone();
+    let backlog = server.partner_heard(None);
     let mut text = format!(
         "What if: Invoke-CsManagementServerFailover on {}.\n\
          Current State:\n\
@@ -890,11 +886,7 @@ async fn step(
             ))
         }
         "Drain" if !planned => {
-            let heard = server
-                .partner_backlog
-                .lock()
-                .expect("partner backlog lock")
-                .clone();
+            let heard = server.partner_heard(None);
             record.potential_loss = potential_loss(heard.as_ref(), &from);
             Ok(("Done", record.potential_loss.clone()))
         }

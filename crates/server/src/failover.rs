@@ -449,12 +449,7 @@ pub(crate) async fn pool_action(
                 reply.cut.entry(m.short_name().to_string()).or_insert(0);
             }
             reply.last_heard_ms = p.cut.values().map(|(_, t)| *t).max();
-            reply.heard = server
-                .partner_backlog
-                .lock()
-                .expect("partner backlog lock")
-                .clone()
-                .filter(|h| h.pool.eq_ignore_ascii_case(&source));
+            reply.heard = server.partner_heard(Some(&source));
             reply.detail = format!(
                 "{} serves {} users of {home} from the copy {source} shipped: {} items, {} changes queued for {source}",
                 server.pool, p.users, p.items, p.changes_logged
@@ -1080,13 +1075,7 @@ async fn what_if(server: &Server, op: &Operation, view: &DrView) -> String {
 /// What a lost pool's Backup Service last reported unshipped, as this server heard it (a
 /// Front End of the backup pool asks its partner every half second).
 fn last_heard_text(server: &Server, source: &str, target: &str) -> String {
-    let heard = server
-        .partner_backlog
-        .lock()
-        .expect("partner backlog lock")
-        .clone()
-        .filter(|h| h.pool.eq_ignore_ascii_case(source));
-    match heard {
+    match server.partner_heard(Some(source)) {
         Some(h) => format!(
             "when {source} last answered, {}, it had {} changes of {} users not yet shipped; anything it committed later is lost too",
             format_timestamp(h.at_ms),
@@ -1455,8 +1444,8 @@ async fn run_step(
                     phase.as_str()
                 )),
                 Err(e) => Err(step_failed(format!(
-                    "{source} could not be made read-only: {e}. No data has moved and {source} still serves the users;                      run {} -PoolFqdn {home} again once it answers, or with -DisasterMode if {source} is lost                      (what it had not shipped to {target} is then reported lost).",
-                    op.kind.cmdlet()
+                    "{source} could not be made read-only: {e}. No data has moved and {source} still serves the users. {}",
+                    lost_source_hint(op)
                 ))),
             }
         }
@@ -1586,17 +1575,9 @@ async fn run_step(
             if op.kind == Kind::FailBack {
                 // The home pool's Front Ends take their users back: a failover's
                 // -ServicesStopDelayMins may have stopped their RTCSRV.
-                let topology = server.replica.topology();
-                let mut started = vec![];
-                for fe in topology.front_end_servers(&target) {
-                    started.push(
-                        match on_front_end(server, fe, &PoolAction::StartServices, timeout).await {
-                            Ok(r) => r.detail,
-                            Err(e) => format!("{}: {e}", fe.fqdn),
-                        },
-                    );
-                }
-                r.detail = format!("{}; {}", r.detail, started.join("; "));
+                let started =
+                    on_every_front_end(server, &target, &PoolAction::StartServices, timeout).await;
+                r.detail = format!("{}; {started}", r.detail);
             }
             if disaster && op.kind == Kind::FailBack {
                 // What the backup pool had not shipped home when it was last heard from.
@@ -1678,18 +1659,29 @@ async fn run_step(
         }
         Step::StopServices => {
             let delay = op.options.services_stop_delay_mins.unwrap_or(0);
-            let topology = server.replica.topology();
             let action = PoolAction::StopServices { delay_mins: delay };
-            let mut lines = vec![];
-            for fe in topology.front_end_servers(&source) {
-                lines.push(match on_front_end(server, fe, &action, timeout).await {
-                    Ok(r) => r.detail,
-                    Err(e) => e,
-                });
-            }
-            done(lines.join("; "))
+            done(on_every_front_end(server, &source, &action, timeout).await)
         }
     }
+}
+
+/// Runs `action` on each Front End of `pool` (each its own server's part, as services
+/// are); what each said, or why it could not, in one line.
+async fn on_every_front_end(
+    server: &Server,
+    pool: &str,
+    action: &PoolAction,
+    timeout: Duration,
+) -> String {
+    let topology = server.replica.topology();
+    let mut lines = vec![];
+    for fe in topology.front_end_servers(pool) {
+        lines.push(match on_front_end(server, fe, action, timeout).await {
+            Ok(r) => r.detail,
+            Err(e) => e,
+        });
+    }
+    lines.join("; ")
 }
 
 fn done_with(

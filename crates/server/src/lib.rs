@@ -149,6 +149,16 @@ pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
 pub type FailoverStates = std::collections::BTreeMap<String, dr::PoolState>;
 
 impl Server {
+    /// The partner pool's backlog as last heard (see [`heard`]); with `pool`, only when
+    /// it is that pool's.
+    pub(crate) fn partner_heard(&self, pool: Option<&str>) -> Option<heard::HeardBacklog> {
+        self.partner_backlog
+            .lock()
+            .expect("partner backlog lock")
+            .clone()
+            .filter(|h| pool.is_none_or(|p| h.pool.eq_ignore_ascii_case(p)))
+    }
+
     /// This server's Central Management services, when installed.
     pub fn master(&self) -> Option<&Master> {
         self.master.get()

@@ -157,17 +157,9 @@ impl BackEnd {
                 expires_at: now + ttl_ms,
                 ..l
             },
-            other => {
-                let (max_epoch,): (i64,) =
-                    sqlx::query_as("SELECT COALESCE(MAX(epoch), 0) FROM cms_version")
-                        .fetch_one(&mut *tx)
-                        .await
-                        .at(&self.path)?;
-                let epoch = other
-                    .map_or(0, |l| l.epoch)
-                    .max(max_epoch)
-                    .max(role.epoch_floor)
-                    + 1;
+            _ => {
+                // Above every epoch the store knows: the lease's, its versions', its floor.
+                let epoch = crate::cmsrole::max_epoch_in(&mut tx, &self.path).await? + 1;
                 Lease {
                     holder: holder.to_string(),
                     epoch,
@@ -247,10 +239,7 @@ impl BackEnd {
                 }));
             }
         }
-        let (last,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
-            .fetch_one(&mut *tx)
-            .await
-            .at(&self.path)?;
+        let last = crate::cmsrole::current_version_in(&mut tx, &self.path).await?;
         let info =
             insert_version(&mut tx, &self.path, last + 1, epoch, changes, description).await?;
         tx.commit().await.at(&self.path)?;
