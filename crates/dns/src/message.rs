@@ -393,6 +393,41 @@ pub struct Answer {
     pub additional: Vec<Record>,
 }
 
+impl Answer {
+    /// The IPv4 addresses among the answers, in their order.
+    pub fn addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        self.answers
+            .iter()
+            .filter_map(|r| match r.data {
+                RecordData::A { address } => Some(address),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The SRV answers as (port, target): the lowest priority first and, within one, the
+    /// highest weight first (RFC 2782's order, without its random draw).
+    pub fn srv_targets(&self) -> Vec<(u16, String)> {
+        let mut srvs: Vec<(u16, u16, u16, String)> = self
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RecordData::Srv {
+                    priority,
+                    weight,
+                    port,
+                    target,
+                } => Some((*priority, u16::MAX - *weight, *port, target.clone())),
+                _ => None,
+            })
+            .collect();
+        srvs.sort();
+        srvs.into_iter()
+            .map(|(_, _, port, target)| (port, target))
+            .collect()
+    }
+}
+
 /// Parses a response (the client side). Records of types tandem does not serve are skipped.
 pub fn parse_response(bytes: &[u8]) -> Result<Answer, ParseError> {
     if bytes.len() < 12 {
@@ -467,6 +502,56 @@ pub fn parse_response(bytes: &[u8]) -> Result<Answer, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srv_targets_come_by_priority_then_weight_and_addresses_keep_their_order() {
+        let srv = |priority, weight, port, target: &str| Record {
+            name: "_sip._tcp.contoso.com".into(),
+            ttl: 5,
+            data: RecordData::Srv {
+                priority,
+                weight,
+                port,
+                target: target.into(),
+            },
+        };
+        let a = |address: [u8; 4]| Record {
+            name: "pool1.contoso.com".into(),
+            ttl: 5,
+            data: RecordData::A {
+                address: address.into(),
+            },
+        };
+        let answer = Answer {
+            id: 1,
+            rcode: 0,
+            authoritative: true,
+            answers: vec![
+                srv(20, 0, 5061, "pool2.contoso.com"),
+                srv(10, 5, 5062, "light.contoso.com"),
+                a([127, 0, 0, 2]),
+                srv(10, 50, 5063, "heavy.contoso.com"),
+                a([127, 0, 0, 1]),
+            ],
+            authority: vec![],
+            additional: vec![],
+        };
+        assert_eq!(
+            answer.srv_targets(),
+            [
+                (5063, "heavy.contoso.com".to_string()),
+                (5062, "light.contoso.com".to_string()),
+                (5061, "pool2.contoso.com".to_string()),
+            ]
+        );
+        assert_eq!(
+            answer.addresses(),
+            [
+                [127, 0, 0, 2].into(),
+                std::net::Ipv4Addr::from([127, 0, 0, 1])
+            ]
+        );
+    }
 
     #[test]
     fn a_query_round_trips_through_an_answer() {

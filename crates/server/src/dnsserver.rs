@@ -160,14 +160,7 @@ pub async fn resolve_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
         .ok()?
         .ok()?;
     let answer = dns::parse_response(&buf[..n]).ok().filter(|a| a.id == id)?;
-    let addresses: Vec<Ipv4Addr> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match r.data {
-            RecordData::A { address } => Some(address),
-            _ => None,
-        })
-        .collect();
+    let addresses = answer.addresses();
     (!addresses.is_empty()).then_some(addresses)
 }
 
@@ -199,48 +192,17 @@ async fn invoke(
     headers: axum::http::HeaderMap,
     body: Result<Json<InvokeRequest>, JsonRejection>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let given = headers
-        .get(cms::TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
-    if !given
-        .as_deref()
-        .is_some_and(|g| crate::http::constant_time_eq(g.as_bytes(), state.token.as_bytes()))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this call needs the deployment's admin token; `tandem shell --lab <dir>` sends it",
-        ));
-    }
+    crate::http::check_token(&headers, &state.token)?;
     let Json(request) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let line = crate::exec::request_line(&request)?;
-    let mut statements = cmdlet::parse_and_bind(&line).map_err(|errors| {
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, text.join("; "))
-    })?;
-    if statements.len() != 1 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "one call runs one cmdlet",
-        ));
-    }
-    let inv = statements.remove(0).invocation;
+    let inv = crate::exec::bind_one(&request)?;
     if inv.cmdlet.changes_state && inv.switch("WhatIf") {
-        return Ok(Json(InvokeResponse {
-            output: Output::Text(format!(
-                "What if: {} would change the zone. Nothing was changed.",
-                inv.canonical_line()
-            )),
-            warnings: Vec::new(),
-            cms_version: None,
-        }));
+        return Ok(Json(crate::exec::output(Output::Text(format!(
+            "What if: {} would change the zone. Nothing was changed.",
+            inv.canonical_line()
+        )))));
     }
     let output = run(&state, &inv).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
-    Ok(Json(InvokeResponse {
-        output,
-        warnings: Vec::new(),
-        cms_version: None,
-    }))
+    Ok(Json(crate::exec::output(output)))
 }
 
 fn number(inv: &Invocation, name: &str, default: u16) -> Result<u16, String> {

@@ -63,19 +63,27 @@ pub fn federation_proof(token: &str, request: &Request) -> String {
     )
 }
 
-/// The domain of a From/To header value (`"Bob" <sip:bob@fabrikam.com>;tag=1`).
+/// The domain of a From/To header value (`"Bob" <sip:bob@fabrikam.com>;tag=1`), as the
+/// SIP parser reads it.
 pub fn header_domain(value: &str) -> Option<String> {
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => &value[a + 1..b],
-        _ => value.split(';').next().unwrap_or(value),
-    };
-    let host = uri.trim().rsplit('@').next()?;
-    let host = host
-        .split([';', ':', '>'])
-        .next()?
-        .trim()
+    let host = sip::NameAddr::parse(value)
+        .ok()?
+        .uri
+        .host
         .to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
+}
+
+/// Whether `request` comes from a domain other than the deployment's `ours` (or one
+/// below it): the only senders a federated peer may speak for. A From without a domain
+/// is not.
+pub fn from_foreign_domain(request: &Request, ours: &str) -> bool {
+    let ours = ours.to_ascii_lowercase();
+    request
+        .headers
+        .get("From")
+        .and_then(header_domain)
+        .is_some_and(|d| d != ours && !d.ends_with(&format!(".{ours}")))
 }
 
 /// What this Edge server applies now, from its topology: what `Invoke-CsServerSetup`
@@ -424,12 +432,8 @@ async fn route(
     }
     // A federated peer speaks for its own domain only: a From in the deployment's domain
     // would let it pass for one of our users.
-    let ours = topology.deployment.sip_domain.to_ascii_lowercase();
-    let from_domain = request.headers.get("From").and_then(header_domain);
-    if from_domain
-        .as_deref()
-        .is_none_or(|d| d == ours || d.ends_with(&format!(".{ours}")))
-    {
+    let ours = &topology.deployment.sip_domain;
+    if !from_foreign_domain(request, ours) {
         return reply(
             request,
             403,

@@ -52,13 +52,9 @@ pub(crate) fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, message)
 }
 
-/// Runs one call.
-pub(crate) async fn invoke(
-    server: &std::sync::Arc<Server>,
-    request: InvokeRequest,
-    forwarded: bool,
-) -> Reply {
-    let line = request_line(&request)?;
+/// The one cmdlet a call carries, parsed and bound.
+pub(crate) fn bind_one(request: &InvokeRequest) -> Result<Invocation, ApiError> {
+    let line = request_line(request)?;
     let mut statements = cmdlet::parse_and_bind(&line).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         ApiError::new(
@@ -69,7 +65,16 @@ pub(crate) async fn invoke(
     if statements.len() != 1 {
         return Err(bad_request("one call runs one cmdlet"));
     }
-    let inv = statements.remove(0).invocation;
+    Ok(statements.remove(0).invocation)
+}
+
+/// Runs one call.
+pub(crate) async fn invoke(
+    server: &std::sync::Arc<Server>,
+    request: InvokeRequest,
+    forwarded: bool,
+) -> Reply {
+    let inv = bind_one(&request)?;
     let name = inv.cmdlet.name;
     if inv.cmdlet.capability == Capability::PoolFailover {
         // The engine prints its own -WhatIf plan: steps, users, data at risk.

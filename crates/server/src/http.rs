@@ -95,8 +95,14 @@ async fn authenticate(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let given = request
-        .headers()
+    check_token(request.headers(), &server.token)?;
+    Ok(next.run(request).await)
+}
+
+/// Checks the deployment's admin token (`Authorization: Bearer <token>`, compared in
+/// constant time): the management API's and the lab DNS server's.
+pub(crate) fn check_token(headers: &axum::http::HeaderMap, token: &str) -> Result<(), ApiError> {
+    let given = headers
         .get(cms::TOKEN_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim());
@@ -106,9 +112,7 @@ async fn authenticate(
             "this call needs the deployment's admin token as `Authorization: Bearer <token>`; \
              `tandem shell --lab <dir>` sends the one in <dir>/lab.json",
         )),
-        Some(token) if constant_time_eq(token.as_bytes(), server.token.as_bytes()) => {
-            Ok(next.run(request).await)
-        }
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the admin token is wrong; use the one in the lab's lab.json",

@@ -513,17 +513,8 @@ async fn message(
         .is_some_and(|p| p == crate::edge::federation_proof(&server.token, request));
     if federated {
         // The Edge vouches for a sender of another domain, never for one of ours.
-        let ours = server
-            .replica
-            .topology()
-            .deployment
-            .sip_domain
-            .to_ascii_lowercase();
-        let from = request
-            .headers
-            .get("From")
-            .and_then(crate::edge::header_domain);
-        if from.is_none_or(|d| d == ours || d.ends_with(&format!(".{ours}"))) {
+        let ours = server.replica.topology().deployment.sip_domain.clone();
+        if !crate::edge::from_foreign_domain(request, &ours) {
             return reply(
                 request,
                 403,

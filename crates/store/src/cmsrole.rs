@@ -198,7 +198,10 @@ async fn grant_lease_in(
 }
 
 /// The newest version of the store (0 when empty).
-pub(crate) async fn current_version_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<i64> {
+pub(crate) async fn current_version_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+) -> Result<i64> {
     let (current,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
         .fetch_one(&mut *conn)
         .await

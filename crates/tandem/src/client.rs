@@ -126,27 +126,14 @@ fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
         dns::RecordType::Srv,
     )
     .ok()?;
-    let mut srvs: Vec<(u16, u16, String)> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            dns::RecordData::Srv {
-                priority,
-                port,
-                target,
-                ..
-            } => Some((*priority, *port, target.clone())),
-            _ => None,
-        })
-        .collect();
-    srvs.sort();
     let mut out = Vec::new();
-    for (_, port, target) in srvs {
+    for (port, target) in answer.srv_targets() {
         let a = crate::dns_cmd::query(server, &target, dns::RecordType::A).ok()?;
-        out.extend(a.answers.iter().filter_map(|r| match r.data {
-            dns::RecordData::A { address } => Some(SocketAddr::from((address, port))),
-            _ => None,
-        }));
+        out.extend(
+            a.addresses()
+                .into_iter()
+                .map(|address| SocketAddr::from((address, port))),
+        );
     }
     (!out.is_empty()).then_some(out)
 }
@@ -164,14 +151,9 @@ fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
     let from_dns: Vec<SocketAddr> = crate::dns_cmd::lab_dns(&lab.dir)
         .and_then(|dns| crate::dns_cmd::query(dns, pool, dns::RecordType::A))
         .map(|a| {
-            a.answers
-                .iter()
-                .filter_map(|r| match r.data {
-                    dns::RecordData::A { address } => {
-                        Some(SocketAddr::from((address, port_of(address.into()))))
-                    }
-                    _ => None,
-                })
+            a.addresses()
+                .into_iter()
+                .map(|address| SocketAddr::from((address, port_of(address.into()))))
                 .collect()
         })
         .unwrap_or_default();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use dns::{RecordData, RecordType};
+use dns::RecordType;
 use sip::{Method, Request};
 
 #[derive(Debug, clap::Subcommand)]
@@ -43,33 +43,16 @@ pub(crate) enum PartnerCommand {
 fn resolve_srv(lab: &Path, name: &str) -> anyhow::Result<SocketAddr> {
     let server = crate::dns_cmd::lab_dns(lab)?;
     let answer = crate::dns_cmd::query(server, name, RecordType::Srv)?;
-    let mut srvs: Vec<(u16, u16, u16, String)> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RecordData::Srv {
-                priority,
-                weight,
-                port,
-                target,
-            } => Some((*priority, u16::MAX - *weight, *port, target.clone())),
-            _ => None,
-        })
-        .collect();
-    // RFC 2782: the lowest priority first, then the highest weight.
-    srvs.sort();
-    let (_, _, port, target) = srvs
+    let (port, target) = answer
+        .srv_targets()
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("the lab's DNS has no SRV record {name}"))?;
     let a = crate::dns_cmd::query(server, &target, RecordType::A)?;
     let address = a
-        .answers
-        .iter()
-        .find_map(|r| match r.data {
-            RecordData::A { address } => Some(address),
-            _ => None,
-        })
+        .addresses()
+        .into_iter()
+        .next()
         .ok_or_else(|| anyhow!("{name} points at {target}, which has no A record"))?;
     Ok(SocketAddr::from((address, port)))
 }

@@ -246,12 +246,9 @@ fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failur
             let answer = crate::dns_cmd::query(server, &name, dns::RecordType::A)
                 .map_err(|e| Failure::new(e.to_string()))?;
             answer
-                .answers
-                .iter()
-                .find_map(|r| match r.data {
-                    dns::RecordData::A { address } => Some(address),
-                    _ => None,
-                })
+                .addresses()
+                .into_iter()
+                .next()
                 .ok_or_else(|| {
                     Failure::new(format!(
                         "Name resolution of {name} failed: the lab's DNS has no A record for it \
