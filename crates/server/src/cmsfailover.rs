@@ -656,16 +656,13 @@ async fn runner_alive(server: &Server, r: &FailoverRecord) -> bool {
     let Some(s) = topology.server(&r.runner) else {
         return false;
     };
-    server
-        .client
-        .get(format!(
-            "http://{}:{}/health",
-            s.server.address, topology.ports.management
-        ))
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+    health_answers(
+        server,
+        &s.server.address,
+        topology.ports.management,
+        Duration::from_secs(1),
+    )
+    .await
 }
 
 fn check_can_fail_over(server: &Server, s: &Situation, inv: &Invocation) -> Result<(), ApiError> {
@@ -1129,10 +1126,20 @@ async fn replicate(server: &Server, master: &Master) -> Result<(&'static str, St
 }
 
 async fn answers(server: &Server, t: &cms::master::Target) -> bool {
+    health_answers(server, &t.address, t.port, Duration::from_millis(500)).await
+}
+
+/// Whether the server at `address:port` answers its `/health` within `timeout`.
+async fn health_answers(
+    server: &Server,
+    address: &std::net::Ipv4Addr,
+    port: u16,
+    timeout: Duration,
+) -> bool {
     server
         .client
-        .get(format!("http://{}:{}/health", t.address, t.port))
-        .timeout(Duration::from_millis(500))
+        .get(format!("http://{address}:{port}/health"))
+        .timeout(timeout)
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
