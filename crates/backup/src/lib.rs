@@ -12,7 +12,11 @@
 //! - [`status`]: the documented export/import states, computed from numbers.
 //! - [`protocol`]: what crosses the link.
 //! - [`service`]: the exporter loop and the importer.
+//! - [`link`]: the backup link's listener, which the partner's exporter calls.
+//! - [`heard`]: what the partner last said it had not shipped here (a disaster's loss).
 
+pub mod heard;
+pub mod link;
 pub mod module;
 pub mod protocol;
 pub mod service;

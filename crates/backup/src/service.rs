@@ -13,17 +13,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
+use clock::Clock;
 use store::{BackEnd, ReplicaStore, StoreError, UserItem};
 use tokio::sync::{Mutex, Notify, watch};
+use tokio_util::task::TaskTracker;
 use topology::Topology;
 
 use crate::Module;
-use crate::protocol::{CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse};
+use crate::heard::HeardBacklog;
+use crate::protocol::{
+    CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse, PoolStatus, STATUS_PATH,
+};
 
 /// How often the active exporter looks for new changes.
 pub const POLL: Duration = Duration::from_millis(50);
 /// How long the exporter lease lasts without renewal.
 pub const LEASE_TTL_MS: i64 = 3_000;
+/// How long a question to the partner over the backup link may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many change-log rows per shipment (MaxBatchesPerUserStoreSync).
 pub const MAX_BATCH: i64 = 500;
 
@@ -53,9 +60,13 @@ struct Inner {
     backend: BackEnd,
     replica: ReplicaStore,
     topology: watch::Receiver<Arc<Topology>>,
-    token: String,
-    client: reqwest::Client,
+    api: api::Client,
+    clock: Clock,
     wake: Notify,
+    /// What the partner's Backup Service had not shipped here when it last answered.
+    heard: std::sync::Mutex<Option<HeardBacklog>>,
+    /// Wakes the partner watch at shutdown.
+    wake_followers: Notify,
     running: AtomicBool,
     /// Serialises shipping rounds on this server.
     round: Mutex<()>,
@@ -63,15 +74,18 @@ struct Inner {
 }
 
 impl BackupService {
-    /// Starts the service's loop.
+    /// Starts the service's loops (the exporter, and the watch of the partner's backlog)
+    /// as tasks of `tasks`; [`BackupService::shutdown`] ends them.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         fqdn: String,
         pool: String,
         backend: BackEnd,
         replica: ReplicaStore,
         topology: watch::Receiver<Arc<Topology>>,
-        token: String,
-        client: reqwest::Client,
+        api: api::Client,
+        clock: Clock,
+        tasks: &TaskTracker,
     ) -> BackupService {
         let service = BackupService {
             inner: Arc::new(Inner {
@@ -80,15 +94,18 @@ impl BackupService {
                 backend,
                 replica,
                 topology,
-                token,
-                client,
+                api,
+                clock,
+                heard: std::sync::Mutex::new(None),
+                wake_followers: Notify::new(),
                 wake: Notify::new(),
                 running: AtomicBool::new(true),
                 round: Mutex::new(()),
                 stopped: AtomicBool::new(false),
             }),
         };
-        tokio::spawn(service.clone().run());
+        tasks.spawn(service.clone().run());
+        tasks.spawn(service.clone().follow_partner());
         service
     }
 
@@ -131,6 +148,58 @@ impl BackupService {
             .release_backup_lease(&self.inner.fqdn)
             .await;
         self.wake();
+        self.inner.wake_followers.notify_one();
+    }
+
+    /// Applies a shipment from the partner to this pool's backup copy (see [`import`]).
+    pub async fn import(&self, request: ImportRequest) -> Result<ImportResponse, BackupError> {
+        let topology = self.inner.topology.borrow().clone();
+        import(&self.inner.backend, &topology, &self.inner.pool, request).await
+    }
+
+    /// Asks a Front End of `pool` over the backup link (`GET`, JSON answer).
+    pub async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        pool: &str,
+        path_and_query: &str,
+    ) -> Result<T, String> {
+        let targets = backup_endpoints(&self.inner.topology.borrow(), pool);
+        let mut last = format!("{pool} has no Front End servers");
+        for base in targets {
+            match self.inner.api.get(&base, path_and_query, ASK_TIMEOUT).await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = format!("{base}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// The partner's backlog toward this pool as last heard (see [`crate::heard`]); with
+    /// `pool`, only when it is that pool's.
+    pub fn partner_heard(&self, pool: Option<&str>) -> Option<HeardBacklog> {
+        self.inner
+            .heard
+            .lock()
+            .expect("partner backlog lock")
+            .clone()
+            .filter(|h| pool.is_none_or(|p| h.pool.eq_ignore_ascii_case(p)))
+    }
+
+    /// Keeps [`BackupService::partner_heard`] current while the partner answers, asking
+    /// every [`crate::heard::PERIOD`]; ends at shutdown.
+    async fn follow_partner(self) {
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            if let Some(partner) = self.partner()
+                && let Ok(status) = self.ask::<PoolStatus>(&partner, STATUS_PATH).await
+            {
+                let heard = HeardBacklog::from_status(&status, self.inner.clock.now_ms());
+                *self.inner.heard.lock().expect("partner backlog lock") = Some(heard);
+            }
+            tokio::select! {
+                _ = self.inner.clock.sleep(crate::heard::PERIOD) => {}
+                _ = self.inner.wake_followers.notified() => {}
+            }
+        }
     }
 
     /// The partner pool, from the live topology.
@@ -169,7 +238,7 @@ impl BackupService {
         let mut holder = false;
         while !self.inner.stopped.load(Ordering::SeqCst) {
             if self.is_running() && self.partner().is_some() {
-                let now = store::now_ms();
+                let now = self.inner.clock.now_ms();
                 // Holders renew, others try to take over, once a third of a lease: a
                 // write transaction every 50 ms would compete with users' writes.
                 if now - last_renew > LEASE_TTL_MS / 3 {
@@ -183,14 +252,14 @@ impl BackupService {
                 }
                 if holder && let Err(e) = self.ship_all().await {
                     tracing::debug!(error = %e, "backup shipment failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    self.inner.clock.sleep(Duration::from_millis(250)).await;
                 }
             } else {
                 holder = false;
             }
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
+                _ = self.inner.clock.sleep(POLL) => {}
             }
         }
     }
@@ -329,26 +398,17 @@ impl BackupService {
         for base in targets {
             let result = self
                 .inner
-                .client
-                .post(format!("{base}{IMPORT_PATH}"))
-                .header(cms::TOKEN_HEADER, cms::bearer(&self.inner.token))
-                .timeout(Duration::from_secs(30))
-                .json(request)
-                .send()
+                .api
+                .post(&base, IMPORT_PATH, request, Duration::from_secs(30))
                 .await;
             match result {
-                Ok(resp) if resp.status().is_success() => match resp.json().await {
-                    Ok(r) => return Ok(r),
-                    Err(e) => reason = format!("{base}: unreadable answer: {e}"),
-                },
-                Ok(resp) if resp.status().is_client_error() => {
-                    let status = resp.status();
-                    let body = resp.text().await.unwrap_or_default();
+                Ok(r) => return Ok(r),
+                Err(api::CallError::Refused { status, body }) if (400..500).contains(&status) => {
                     return Err(BackupError::Refused(format!(
-                        "{base} answered {status}: {body}"
+                        "{base} answered {status}: {}",
+                        body.error
                     )));
                 }
-                Ok(resp) => reason = format!("{base} answered {}", resp.status()),
                 Err(e) => reason = format!("{base}: {e}"),
             }
         }
@@ -565,7 +625,7 @@ impl BackupService {
             sync_interval_secs: self.sync_interval_secs().await,
             exports,
             imports,
-            at_ms: store::now_ms(),
+            at_ms: self.inner.clock.now_ms(),
             active_exporter: be.backup_lease_holder().await?,
         })
     }

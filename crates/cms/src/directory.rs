@@ -82,6 +82,55 @@ impl Default for BackupSettings {
     }
 }
 
+/// The users in a replica.
+pub async fn all_users(
+    replica: &store::ReplicaStore,
+) -> Result<Vec<UserRecord>, store::StoreError> {
+    let items = replica.items_with_prefix(USER_PREFIX).await?;
+    Ok(items
+        .into_iter()
+        .filter_map(|i| serde_json::from_str(i.value.as_deref()?).ok())
+        .collect())
+}
+
+/// One user, by SIP address.
+pub async fn lookup(replica: &store::ReplicaStore, sip: &str) -> Option<UserRecord> {
+    let value = replica.get(&user_key(sip)).await.ok()??;
+    serde_json::from_str(&value).ok()
+}
+
+/// Checks a SIP address: `sip:user@domain`, no spaces or parameters; the normal form.
+pub fn check_sip_address(sip: &str) -> Result<String, String> {
+    let normal = normalize_sip(sip);
+    let rest = &normal[4..];
+    let valid = rest.split_once('@').is_some_and(|(u, d)| {
+        !u.is_empty()
+            && !d.is_empty()
+            && !d.contains('@')
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@.-_+".contains(c))
+    });
+    if valid {
+        Ok(normal)
+    } else {
+        Err(format!(
+            "{sip:?} is not a SIP address; write it as sip:alice@contoso.com"
+        ))
+    }
+}
+
+/// Twelve random letters and digits: a password `Enable-CsUser` and the lab make up.
+pub fn new_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +143,24 @@ mod tests {
             "users/sip:alice@contoso.com"
         );
         assert_eq!(realm_of("sip:alice@contoso.com"), "contoso.com");
+    }
+
+    #[test]
+    fn sip_addresses_are_checked_and_normalised() {
+        assert_eq!(
+            check_sip_address("Alice@Contoso.com").unwrap(),
+            "sip:alice@contoso.com"
+        );
+        assert!(check_sip_address("sip:alice").is_err());
+        assert!(check_sip_address("sip:a b@contoso.com").is_err());
+        assert!(check_sip_address("sip:a@b@c").is_err());
+        assert!(check_sip_address("sip:@contoso.com").is_err());
+    }
+
+    #[test]
+    fn passwords_differ() {
+        let a = new_password();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, new_password());
     }
 }

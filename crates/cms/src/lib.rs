@@ -26,14 +26,6 @@ pub mod keys {
     pub const LIS_PREFIX: &str = "lis/";
 }
 
-/// The HTTP header carrying the deployment's admin token.
-pub const TOKEN_HEADER: &str = "authorization";
-
-/// `Bearer <token>`, the value of [`TOKEN_HEADER`].
-pub fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 /// How long a master lease lasts without renewal: a crashed master is replaced within
 /// about this long.
 pub const LEASE_TTL_MS: i64 = 3_000;

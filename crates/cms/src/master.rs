@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use store::{BackEnd, Item, ReplicaStatusRow, StoreError, VersionInfo, WriteRefused, now_ms};
+use clock::Clock;
+use store::{BackEnd, Item, ReplicaStatusRow, StoreError, VersionInfo, WriteRefused};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinSet;
 use topology::{Role as ServerRole, Topology};
 
 use crate::protocol::{SyncRequest, SyncResponse};
-use crate::{LEASE_TTL_MS, bearer, keys};
+use crate::{LEASE_TTL_MS, keys};
 
 /// The most items one push carries; a larger catch-up takes several pushes.
 const BATCH_LIMIT: i64 = 2_000;
@@ -59,6 +60,16 @@ pub enum MasterError {
     Store(#[from] StoreError),
     #[error("the active topology in the Central Management store does not parse: {0}")]
     BadTopology(String),
+    /// A change would leave a topology with errors; nothing was written.
+    #[error("the change would leave an invalid topology ({}); nothing was published", .0.summary())]
+    InvalidTopology(topology::Report),
+}
+
+/// A topology written to the store: its version, and the warnings validation found.
+#[derive(Debug, Clone)]
+pub struct TopologyWritten {
+    pub version: i64,
+    pub warnings: Vec<String>,
 }
 
 /// One server of the topology, as the master pushes to it.
@@ -108,8 +119,8 @@ struct Acked {
 struct Inner {
     fqdn: String,
     backend: BackEnd,
-    token: String,
-    client: reqwest::Client,
+    api: api::Client,
+    clock: Clock,
     /// The `MASTER` service: off means give the lease up and stay standby.
     master_running: AtomicBool,
     /// The `FTA` service: off means no pushes.
@@ -136,12 +147,12 @@ pub struct Master {
 
 impl Master {
     /// Starts the lease and push tasks.
-    pub fn spawn(fqdn: String, backend: BackEnd, token: String, client: reqwest::Client) -> Master {
+    pub fn spawn(fqdn: String, backend: BackEnd, api: api::Client, clock: Clock) -> Master {
         let inner = Arc::new(Inner {
             fqdn,
             backend,
-            token,
-            client,
+            api,
+            clock,
             master_running: AtomicBool::new(true),
             fta_running: AtomicBool::new(true),
             role: watch::Sender::new(Role::Standby { holder: None }),
@@ -235,6 +246,34 @@ impl Master {
         Ok(info)
     }
 
+    /// Validates `topology` and writes it as the published topology, and as the active one
+    /// too when `activate`. A topology with errors is never written.
+    pub async fn write_topology(
+        &self,
+        topology: &Topology,
+        description: &str,
+        activate: bool,
+    ) -> Result<TopologyWritten, MasterError> {
+        let report = topology::validate(topology);
+        if !report.is_valid() {
+            return Err(MasterError::InvalidTopology(report));
+        }
+        let text = topology.to_toml();
+        let mut changes = vec![(keys::TOPOLOGY_PUBLISHED.to_string(), Some(text.clone()))];
+        if activate {
+            changes.push((keys::TOPOLOGY_ACTIVE.to_string(), Some(text)));
+        }
+        let info = self.write(&changes, description).await?;
+        Ok(TopologyWritten {
+            version: info.version,
+            warnings: report
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.element, p.message))
+                .collect(),
+        })
+    }
+
     /// The active topology, from the CMS.
     pub async fn topology(&self) -> Result<Topology, MasterError> {
         self.inner.topology_in_store().await
@@ -281,7 +320,10 @@ impl Inner {
 
 async fn step_down(inner: &Inner) {
     if matches!(*inner.role.borrow(), Role::Active { .. })
-        && let Err(e) = inner.backend.release_lease(&inner.fqdn).await
+        && let Err(e) = inner
+            .backend
+            .release_lease(&inner.fqdn, inner.clock.now_ms())
+            .await
     {
         tracing::warn!(error = %e, "could not release the master lease; it will expire");
     }
@@ -296,7 +338,11 @@ async fn lease_task(inner: Arc<Inner>) {
             return;
         }
         if inner.master_running.load(Ordering::SeqCst) {
-            match inner.backend.acquire_lease(&inner.fqdn, LEASE_TTL_MS).await {
+            match inner
+                .backend
+                .acquire_lease(&inner.fqdn, LEASE_TTL_MS, inner.clock.now_ms())
+                .await
+            {
                 Ok((true, lease)) => {
                     let was_active = matches!(
                         *inner.role.borrow(),
@@ -342,7 +388,7 @@ async fn lease_task(inner: Arc<Inner>) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = inner.clock.sleep(period) => {}
             _ = inner.lease_wake.notified() => {}
             _ = shutdown.changed() => {}
         }
@@ -372,7 +418,7 @@ async fn push_task(inner: Arc<Inner>) {
         }
         inner.rounds.send_modify(|r| *r += 1);
         tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = inner.clock.sleep(HEARTBEAT) => {}
             _ = inner.wake.notified() => {}
             _ = shutdown.changed() => {}
         }
@@ -404,12 +450,8 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
         let topology = inner.topology_in_store().await.ok()?;
         let server = topology.server(&newer.master)?;
         let pool = server.pool_fqdn.to_string();
-        let base = format!(
-            "http://{}:{}",
-            server.server.address, topology.ports.management
-        );
-        let report =
-            crate::protocol::fetch_role(&inner.client, &base, &inner.token, PUSH_TIMEOUT).await?;
+        let base = api::base(server.server.address, topology.ports.management);
+        let report = crate::protocol::fetch_role(&inner.api, &base, PUSH_TIMEOUT).await?;
         (report.active && store::term_of(report.epoch) > 0).then_some((pool, report))
     }
     .await;
@@ -463,22 +505,11 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
             term_starts: term_starts.clone(),
             replace: false,
         };
-        let client = inner.client.clone();
-        let token = inner.token.clone();
+        let client = inner.api.clone();
         set.spawn(async move {
-            let url = format!(
-                "http://{}:{}/internal/v1/replica/sync",
-                target.address, target.port
-            );
-            let answer = client
-                .post(url)
-                .header(crate::TOKEN_HEADER, bearer(&token))
-                .timeout(PROBE_TIMEOUT)
-                .json(&request)
-                .send()
-                .await
-                .ok()?
-                .json::<SyncResponse>()
+            let base = api::base(target.address, target.port);
+            let answer: SyncResponse = client
+                .post(&base, api::paths::REPLICA_SYNC, &request, PROBE_TIMEOUT)
                 .await
                 .ok()?;
             match answer {
@@ -602,9 +633,7 @@ async fn push_round(
 #[derive(Debug, thiserror::Error)]
 enum PushError {
     #[error(transparent)]
-    Http(#[from] reqwest::Error),
-    #[error("replica answered {0}")]
-    Status(reqwest::StatusCode),
+    Call(#[from] api::CallError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("replica follows a newer master {master} (epoch {epoch})")]
@@ -676,22 +705,13 @@ async fn push_one(
             term_starts: term_starts.to_vec(),
             replace,
         };
-        let url = format!(
-            "http://{}:{}/internal/v1/replica/sync",
-            target.address, target.port
-        );
-        let response = inner
-            .client
-            .post(url)
-            .header(crate::TOKEN_HEADER, bearer(&inner.token))
-            .timeout(PUSH_TIMEOUT + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32)
-            .json(&request)
-            .send()
+        let base = api::base(target.address, target.port);
+        let timeout = PUSH_TIMEOUT + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32;
+        let response: SyncResponse = inner
+            .api
+            .post(&base, api::paths::REPLICA_SYNC, &request, timeout)
             .await?;
-        if !response.status().is_success() {
-            return Err(PushError::Status(response.status()));
-        }
-        match response.json::<SyncResponse>().await? {
+        match response {
             SyncResponse::Applied { version } => {
                 replace = false;
                 record(inner, &key, target, version, known).await?;
@@ -746,7 +766,7 @@ async fn record(
     version: i64,
     known: Option<Acked>,
 ) -> Result<(), StoreError> {
-    let now = now_ms();
+    let now = inner.clock.now_ms();
     let stale = known
         .is_none_or(|a| a.recorded_version != version || now - a.recorded_at >= STATUS_REFRESH_MS);
     let mut acked = Acked {

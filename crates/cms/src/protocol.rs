@@ -71,24 +71,14 @@ pub struct RoleReport {
 }
 
 /// The path of [`RoleReport`] on every server's management API.
-pub const ROLE_PATH: &str = "/internal/v1/cms/role";
+pub const ROLE_PATH: &str = api::paths::CMS_ROLE;
 
 /// Asks the server at `base` (`http://address:port`) for its [`RoleReport`]; `None` when it
 /// does not answer in time or answers something else.
 pub async fn fetch_role(
-    client: &reqwest::Client,
+    client: &api::Client,
     base: &str,
-    token: &str,
     timeout: std::time::Duration,
 ) -> Option<RoleReport> {
-    client
-        .get(format!("{base}{ROLE_PATH}"))
-        .header(crate::TOKEN_HEADER, crate::bearer(token))
-        .timeout(timeout)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
+    client.get(base, ROLE_PATH, timeout).await.ok()
 }

@@ -171,3 +171,8 @@ impl ReplicaAgent {
         });
     }
 }
+
+/// The path of a server's local replica inside its data folder.
+pub fn replica_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("replica.db")
+}

@@ -6,10 +6,15 @@
 //! rule of seed 004, the Edge next-hop refusal and the step plans are tested without a
 //! single socket.
 
+pub mod cms;
 pub mod operation;
+pub mod progress;
 pub mod rules;
 pub mod state;
 
-pub use operation::{Kind, Loss, OpState, Operation, Options, Step, StepRecord, StepState};
+pub use operation::{Kind, Loss, Operation, Options, Step, StepRecord};
+pub use progress::{OpState, Progress, StepName, StepState};
 pub use rules::Refusal;
 pub use state::{FailMode, Phase, PoolState};
+
+pub use clock::format_timestamp;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::progress::{OpState, StepState};
+use crate::progress::{Progress, StepName};
 use crate::state::FailMode;
 
 /// Failover or failback.
@@ -61,6 +63,12 @@ pub enum Step {
     Retire,
     /// `-ServicesStopDelayMins`: the failed-over pool's user-facing services stop.
     StopServices,
+}
+
+impl StepName for Step {
+    fn as_str(self) -> &'static str {
+        Step::as_str(self)
+    }
 }
 
 impl Step {
@@ -155,64 +163,8 @@ pub struct Options {
 /// default the documentation does not state.
 pub const DEFAULT_WAIT_MS: u64 = 15_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StepState {
-    Pending,
-    Done,
-    /// Not needed for this operation (a planned-only step in disaster mode, say).
-    Skipped,
-    /// Stopped here; a resume runs it again.
-    Failed,
-}
-
-impl StepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Pending => "Pending",
-            StepState::Done => "Done",
-            StepState::Skipped => "Skipped",
-            StepState::Failed => "Failed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepRecord {
-    pub step: Step,
-    pub state: StepState,
-    pub started_ms: Option<i64>,
-    pub finished_ms: Option<i64>,
-    /// What the step found or did, in words and numbers.
-    pub detail: String,
-    /// How many times it was started (more than once after a crash or a retry).
-    pub attempts: u32,
-}
-
-impl StepRecord {
-    /// How long the step's last attempt took.
-    pub fn duration_ms(&self) -> Option<i64> {
-        Some(self.finished_ms? - self.started_ms?)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum OpState {
-    Running,
-    /// A step failed; the operation waits for a resume.
-    Stopped,
-    Completed,
-}
-
-impl OpState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpState::Running => "Running",
-            OpState::Stopped => "Stopped",
-            OpState::Completed => "Completed",
-        }
-    }
-}
+/// One step of a pool operation.
+pub type StepRecord = crate::progress::StepRecord<Step>;
 
 /// What a disaster-mode operation lost, or may have lost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +183,6 @@ pub struct Loss {
 
 /// One failover or failback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Operation {
     pub id: u64,
     pub kind: Kind,
@@ -239,14 +190,9 @@ pub struct Operation {
     pub pool: String,
     pub backup_pool: String,
     pub options: Options,
-    pub state: OpState,
-    pub steps: Vec<StepRecord>,
-    pub started_ms: i64,
-    pub finished_ms: Option<i64>,
-    /// The server that last ran it.
-    pub runner: String,
-    /// Why it stopped, with the command that carries on.
-    pub error: Option<String>,
+    /// Its steps and state, as the engine keeps them for every kind of operation.
+    #[serde(flatten)]
+    pub progress: Progress<Step>,
     /// The users moved.
     pub users: i64,
     /// Disaster mode: per module, the last change of the lost pool that the backup copy
@@ -270,33 +216,14 @@ impl Operation {
         reconcile: bool,
         now_ms: i64,
     ) -> Operation {
-        let steps = plan(kind, &options, reconcile)
-            .into_iter()
-            .map(|(step, needed)| StepRecord {
-                step,
-                state: if needed {
-                    StepState::Pending
-                } else {
-                    StepState::Skipped
-                },
-                started_ms: None,
-                finished_ms: None,
-                detail: String::new(),
-                attempts: 0,
-            })
-            .collect();
+        let progress = Progress::new(plan(kind, &options, reconcile), now_ms);
         Operation {
             id,
             kind,
             pool: pool.to_ascii_lowercase(),
             backup_pool: backup_pool.to_ascii_lowercase(),
             options,
-            state: OpState::Running,
-            steps,
-            started_ms: now_ms,
-            finished_ms: None,
-            runner: String::new(),
-            error: None,
+            progress,
             users: 0,
             cut: BTreeMap::new(),
             last_heard_ms: None,
@@ -331,16 +258,12 @@ impl Operation {
 
     /// The index of the first step to run: the first that is pending or failed.
     pub fn next_step(&self) -> Option<usize> {
-        self.steps
-            .iter()
-            .position(|s| matches!(s.state, StepState::Pending | StepState::Failed))
+        self.progress.next_step()
     }
 
     /// The step a reader should look at: the next one, or the last one done.
     pub fn current_step(&self) -> Option<Step> {
-        self.next_step()
-            .map(|i| self.steps[i].step)
-            .or_else(|| self.steps.last().map(|s| s.step))
+        self.progress.current_step()
     }
 
     /// Carries an unfinished planned operation on in disaster mode: its source was lost on
@@ -354,11 +277,12 @@ impl Operation {
         }
         self.options.disaster = true;
         let reconcile = self
+            .progress
             .steps
             .iter()
             .any(|s| s.step == Step::Reconcile && s.state != StepState::Skipped);
         let needed = plan(self.kind, &self.options, reconcile);
-        for record in &mut self.steps {
+        for record in &mut self.progress.steps {
             let still_needed = needed
                 .iter()
                 .any(|(step, run)| *step == record.step && *run);
@@ -371,7 +295,30 @@ impl Operation {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.state == OpState::Completed
+        self.progress.is_finished()
+    }
+
+    /// What it lost, in words: exact counts once known, the note of a lower bound until
+    /// then, "nothing" for a finished operation that lost nothing.
+    pub fn loss_text(&self) -> String {
+        match &self.loss {
+            Some(l) if l.exact => format!(
+                "{} changes of {} users{}",
+                l.changes,
+                l.users.len(),
+                match (l.from_ms, l.to_ms) {
+                    (Some(a), Some(b)) => format!(
+                        ", committed {} to {}",
+                        crate::format_timestamp(a),
+                        crate::format_timestamp(b)
+                    ),
+                    _ => String::new(),
+                }
+            ),
+            Some(l) => l.note.clone(),
+            None if self.progress.state == OpState::Completed => "nothing".into(),
+            None => String::new(),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -441,11 +388,16 @@ mod tests {
             false,
             0,
         );
-        op.steps[0].state = StepState::Done;
-        op.steps[1].state = StepState::Failed;
+        op.progress.steps[0].state = StepState::Done;
+        op.progress.steps[1].state = StepState::Failed;
         assert!(op.go_on_in_disaster_mode());
         assert_eq!(op.mode(), FailMode::Disaster);
-        let states: Vec<_> = op.steps.iter().map(|s| (s.step, s.state)).collect();
+        let states: Vec<_> = op
+            .progress
+            .steps
+            .iter()
+            .map(|s| (s.step, s.state))
+            .collect();
         assert_eq!(
             states[..4],
             [
@@ -495,11 +447,11 @@ mod tests {
             0,
         );
         assert_eq!(op.next_step(), Some(0));
-        op.steps[0].state = StepState::Done;
-        op.steps[1].state = StepState::Failed;
+        op.progress.steps[0].state = StepState::Done;
+        op.progress.steps[1].state = StepState::Failed;
         assert_eq!(op.next_step(), Some(1));
         assert_eq!(op.current_step(), Some(Step::Drain));
-        for s in &mut op.steps {
+        for s in &mut op.progress.steps {
             if s.state != StepState::Skipped {
                 s.state = StepState::Done;
             }

@@ -6,6 +6,7 @@
 //! everything protocol-shaped can be unit-tested and fuzzed in isolation.
 
 pub mod digest;
+pub mod federation;
 pub mod message;
 mod syntax;
 pub mod uri;

@@ -26,6 +26,46 @@ pub struct Lease {
     pub expires_at: i64,
 }
 
+impl Lease {
+    /// A lease `holder` takes at `now` with `epoch`.
+    pub fn new(holder: &str, epoch: i64, now: i64, ttl_ms: i64) -> Lease {
+        Lease {
+            holder: holder.to_string(),
+            epoch,
+            acquired_at: now,
+            renewed_at: now,
+            expires_at: now + ttl_ms,
+        }
+    }
+}
+
+/// What a claim of the master lease does (see [`claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Another holder's lease still lasts: the claim is refused.
+    HeldByAnother(Lease),
+    /// The claimant holds it: it lasts a TTL longer, in the same epoch.
+    Renewed(Lease),
+    /// It expired, was released or was never taken: the claimant takes a new one, in an
+    /// epoch above every epoch the store knows, which fences the previous holder.
+    New,
+}
+
+/// The lease rule, as a pure function of the lease as it stands and the time: the
+/// transaction in [`BackEnd::acquire_lease`] applies it. At any `now` at most one holder
+/// has a lease that has not expired, and a takeover always moves to a new epoch.
+pub fn claim(current: Option<&Lease>, holder: &str, now: i64, ttl_ms: i64) -> Claim {
+    match current {
+        Some(l) if l.expires_at > now && l.holder != holder => Claim::HeldByAnother(l.clone()),
+        Some(l) if l.expires_at > now => Claim::Renewed(Lease {
+            renewed_at: now,
+            expires_at: now + ttl_ms,
+            ..l.clone()
+        }),
+        _ => Claim::New,
+    }
+}
+
 /// Why the CMS refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteRefused {
@@ -131,8 +171,12 @@ impl BackEnd {
     /// afterwards and whether `holder` has it. Taking over an expired lease bumps the
     /// epoch, which fences the previous master. A standby store (see [`crate::cmsrole`])
     /// gives no lease.
-    pub async fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<(bool, Lease)> {
-        let now = now_ms();
+    pub async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Result<(bool, Lease)> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let current = lease_in(&mut tx, &self.path).await?;
         let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
@@ -148,25 +192,13 @@ impl BackEnd {
                 }),
             ));
         }
-        let lease = match current {
-            Some(l) if l.expires_at > now && l.holder != holder => {
-                return Ok((false, l));
-            }
-            Some(l) if l.expires_at > now => Lease {
-                renewed_at: now,
-                expires_at: now + ttl_ms,
-                ..l
-            },
-            _ => {
+        let lease = match claim(current.as_ref(), holder, now, ttl_ms) {
+            Claim::HeldByAnother(l) => return Ok((false, l)),
+            Claim::Renewed(l) => l,
+            Claim::New => {
                 // Above every epoch the store knows: the lease's, its versions', its floor.
                 let epoch = crate::cmsrole::max_epoch_in(&mut tx, &self.path).await? + 1;
-                Lease {
-                    holder: holder.to_string(),
-                    epoch,
-                    acquired_at: now,
-                    renewed_at: now,
-                    expires_at: now + ttl_ms,
-                }
+                Lease::new(holder, epoch, now, ttl_ms)
             }
         };
         sqlx::query(
@@ -189,9 +221,9 @@ impl BackEnd {
 
     /// Gives the lease up at once (graceful shutdown, MASTER service stopped), so that
     /// another Front End takes over without waiting for it to expire.
-    pub async fn release_lease(&self, holder: &str) -> Result<()> {
+    pub async fn release_lease(&self, holder: &str, now: i64) -> Result<()> {
         sqlx::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
-            .bind(now_ms())
+            .bind(now)
             .bind(holder)
             .execute(&self.pool)
             .await
@@ -418,6 +450,58 @@ pub(crate) async fn insert_version(
 mod tests {
     use super::*;
 
+    /// Two Front Ends claim the lease on a simulated clock: each renews every quarter
+    /// TTL while alive; the first is cut off at 10 s. At every millisecond at most one
+    /// holds an unexpired lease, the second takes over within one TTL of the last renewal,
+    /// and the takeover moves to a new epoch.
+    #[test]
+    fn the_lease_has_one_holder_at_a_time_and_a_takeover_fences_the_old_one() {
+        const TTL: i64 = 3_000;
+        let mut lease: Option<Lease> = None;
+        let mut epoch = 0;
+        let mut takeover_at = None;
+        let mut holders_seen = vec![];
+        for now in (0..20_000).step_by(50) {
+            for (who, alive) in [("fe1", now < 10_000), ("fe2", true)] {
+                // Each claims every 750 ms, fe2 a little later in the period.
+                let offset = if who == "fe1" { 0 } else { 400 };
+                if !alive || (now - offset) % (TTL / 4) != 0 {
+                    continue;
+                }
+                match claim(lease.as_ref(), who, now, TTL) {
+                    Claim::HeldByAnother(_) => {}
+                    Claim::Renewed(l) => lease = Some(l),
+                    Claim::New => {
+                        epoch += 1;
+                        if lease.as_ref().is_some_and(|l| l.holder != who) {
+                            takeover_at = Some(now);
+                        }
+                        lease = Some(Lease::new(who, epoch, now, TTL));
+                    }
+                }
+            }
+            let valid: Vec<_> = lease
+                .iter()
+                .filter(|l| l.expires_at > now)
+                .map(|l| (l.holder.clone(), l.epoch))
+                .collect();
+            assert!(valid.len() <= 1);
+            if let Some(v) = valid.first()
+                && holders_seen.last() != Some(v)
+            {
+                holders_seen.push(v.clone());
+            }
+        }
+        assert_eq!(
+            holders_seen,
+            [("fe1".to_string(), 1), ("fe2".to_string(), 2)]
+        );
+        // fe1 last renewed at 9 750 ms; its lease ran to 12 750, and fe2 took over at its
+        // first claim after that.
+        let at = takeover_at.expect("fe2 took the lease over");
+        assert!((12_750..12_750 + TTL / 4).contains(&at), "{at}");
+    }
+
     async fn backend(dir: &tempfile::TempDir) -> BackEnd {
         BackEnd::open("sqlite://be/pool1.db", dir.path())
             .await
@@ -433,16 +517,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let be = backend(&dir).await;
         // A store nobody installed is no CMS: it gives no lease.
-        assert!(!be.acquire_lease("fe1", 60_000).await.unwrap().0);
+        assert!(!be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap().0);
         be.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (mine, lease) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        let (mine, lease) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
         assert!(mine);
         assert_eq!(lease.epoch, 1);
-        let (mine, lease) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
         assert!(!mine, "fe2 must not take an unexpired lease");
         assert_eq!(lease.holder, "fe1");
-        be.release_lease("fe1").await.unwrap();
-        let (mine, lease) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        be.release_lease("fe1", now_ms()).await.unwrap();
+        let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
         assert!(mine);
         assert_eq!(lease.epoch, 2);
     }
@@ -452,13 +536,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let be = backend(&dir).await;
         be.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (_, old) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        let (_, old) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
         be.write("fe1", old.epoch, &[change("a", "2")], "edit")
             .await
             .unwrap()
             .unwrap();
-        be.release_lease("fe1").await.unwrap();
-        let (_, new) = be.acquire_lease("fe2", 60_000).await.unwrap();
+        be.release_lease("fe1", now_ms()).await.unwrap();
+        let (_, new) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
         let refused = be
             .write("fe1", old.epoch, &[change("a", "3")], "stale")
             .await
@@ -481,7 +565,7 @@ mod tests {
             .map(|i| change(&format!("user/{i}"), "x"))
             .collect();
         be.bootstrap(&many, "install").await.unwrap();
-        let (_, l) = be.acquire_lease("fe1", 60_000).await.unwrap();
+        let (_, l) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
         be.write("fe1", l.epoch, &[change("user/7", "y")], "one line")
             .await
             .unwrap()

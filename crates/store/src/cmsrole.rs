@@ -664,7 +664,7 @@ mod tests {
             .await
             .unwrap();
         old.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (_, lease) = old.acquire_lease("fe1", 60_000).await.unwrap();
+        let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
         old.write("fe1", lease.epoch, &[change("a", "2")], "edit")
             .await
             .unwrap()
@@ -682,7 +682,7 @@ mod tests {
             Err(crate::StoreError::CmsNotStandby { .. })
         ));
         // A standby gives no lease and takes no write.
-        assert!(!new.acquire_lease("fe3", 60_000).await.unwrap().0);
+        assert!(!new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap().0);
         // Moving: the master keeps its lease, writes are refused with the documented text.
         old.set_cms_moving("pool2").await.unwrap().unwrap();
         let refused = old
@@ -718,13 +718,13 @@ mod tests {
             .unwrap();
         assert_eq!((promoted.mode, promoted.term_start), (CmsMode::Active, 2));
         // The server that ran the promotion holds the lease; the other Front End waits.
-        assert!(!new.acquire_lease("fe4", 60_000).await.unwrap().0);
-        let (mine, new_lease) = new.acquire_lease("fe3", 60_000).await.unwrap();
+        assert!(!new.acquire_lease("fe4", 60_000, now_ms()).await.unwrap().0);
+        let (mine, new_lease) = new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap();
         assert!(mine);
         assert_eq!(term_of(new_lease.epoch), 1);
         // The old store's own takeovers stay below the new term.
-        old.release_lease("fe1").await.unwrap();
-        let (_, again) = old.acquire_lease("fe2", 60_000).await.unwrap();
+        old.release_lease("fe1", now_ms()).await.unwrap();
+        let (_, again) = old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
         assert!(again.epoch < new_lease.epoch);
         // Where the terms started, as the new store tells replicas.
         assert_eq!(new.term_starts().await.unwrap(), vec![(0, 0), (1, 2)]);
@@ -735,7 +735,7 @@ mod tests {
         assert_eq!(old.lost_cms_versions().await.unwrap(), lost);
         assert_eq!(old.cms_role().await.unwrap().mode, CmsMode::Backup);
         assert!(old.current_version().await.unwrap().is_none());
-        assert!(!old.acquire_lease("fe2", 60_000).await.unwrap().0);
+        assert!(!old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap().0);
         // Idempotent.
         assert!(
             old.demote_cms("pool2", 2, new_lease.epoch)

@@ -24,7 +24,8 @@ mod userdata;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use backend::{BackEnd, Lease, ReplicaStatusRow, VersionInfo, WriteRefused};
+pub use backend::{BackEnd, Claim, Lease, ReplicaStatusRow, VersionInfo, WriteRefused, claim};
+pub use clock::format_timestamp;
 pub use cmsrole::{
     CmsMode, CmsRole, LostVersion, RoleRefused, TERM_SHIFT, next_term_floor, term_of,
 };
@@ -196,52 +197,5 @@ mod tests {
         );
         assert!(sqlite_path("postgres://db/pool1", root).is_err());
         assert!(sqlite_path("sqlite://", root).is_err());
-    }
-}
-
-/// A unix-milliseconds timestamp as an ISO 8601 UTC date and time, as the status cmdlets
-/// print their `DateTime` fields. Zero (never) prints as an empty string.
-pub fn format_timestamp(ms: i64) -> String {
-    if ms <= 0 {
-        return String::new();
-    }
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod timestamp_tests {
-    use super::format_timestamp;
-
-    #[test]
-    fn formats_known_instants() {
-        assert_eq!(format_timestamp(0), "");
-        assert_eq!(format_timestamp(1), "1970-01-01T00:00:00.001Z");
-        assert_eq!(
-            format_timestamp(951_782_400_000),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            format_timestamp(1_795_435_200_500),
-            "2026-11-23T12:00:00.500Z"
-        );
     }
 }

@@ -165,6 +165,17 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn every_cmdlet_id_has_exactly_one_entry_with_its_name() {
+        let entries = catalogue().entries();
+        assert_eq!(entries.len(), spec::CmdletId::ALL.len());
+        for id in spec::CmdletId::ALL {
+            let matching: Vec<_> = entries.iter().filter(|e| e.spec.id == *id).collect();
+            assert_eq!(matching.len(), 1, "{id:?}");
+            assert_eq!(matching[0].spec.name, id.name());
+        }
+    }
+
+    #[test]
     fn names_and_aliases_are_unique() {
         let mut seen = HashSet::new();
         for e in catalogue().entries() {

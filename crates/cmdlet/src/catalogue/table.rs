@@ -11,7 +11,7 @@
 //! parameters (`-Verbose`, `-ErrorAction`, …) and, on cmdlets that change state, `-WhatIf`,
 //! `-Confirm` and `-Force`.
 
-use super::spec::{Capability, CmdletSpec, IdentityKind, ParamType::*, cmdlet, param};
+use super::spec::{Capability, CmdletId, CmdletSpec, IdentityKind, ParamType::*, cmdlet, param};
 
 /// Backup Service module names, long (dotted), short and `All`: the runbooks use both
 /// spellings and `CMDLETS.md` accepts both.
@@ -75,7 +75,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-CsTopology",
+            CmdletId::GetCsTopology,
             Capability::Deployment,
             "Returns the topology currently published in the Central Management store.",
             &[
@@ -105,7 +105,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Publishes the topology in c:\\topology.xml.",
         )],
         ..cmdlet(
-            "Publish-CsTopology",
+            CmdletId::PublishCsTopology,
             Capability::Deployment,
             "Publishes a topology document to the Central Management store.",
             &[
@@ -123,7 +123,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         changes_state: true,
         examples: &[("Enable-CsTopology", "Activates the topology published last.")],
         ..cmdlet(
-            "Enable-CsTopology",
+            CmdletId::EnableCsTopology,
             Capability::Deployment,
             "Activates the most recently published topology.",
             &[param("Report", Path, "Path of a log file describing what was done.")],
@@ -141,7 +141,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Validates the seeds' deployment and lists every problem found.",
         )],
         ..cmdlet(
-            "Test-CsTopology",
+            CmdletId::TestCsTopology,
             Capability::Shell,
             "Validates a topology document without publishing it.",
             &[param("FileName", Path, "Path of the topology document to validate.")
@@ -163,7 +163,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Makes pool2 the next hop of edgepool1 so that pool1 can be failed over.",
         )],
         ..cmdlet(
-            "Set-CsEdgePoolNextHop",
+            CmdletId::SetCsEdgePoolNextHop,
             Capability::Deployment,
             "Sets the next hop pool of an Edge pool and publishes the topology.",
             &[
@@ -192,7 +192,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Makes edgepool2 the Edge pool used for federation after edgepool1 was disabled.",
         )],
         ..cmdlet(
-            "Enable-CsEdgePoolFederation",
+            CmdletId::EnableCsEdgePoolFederation,
             Capability::Deployment,
             "Enables SIP federation on an Edge pool and publishes the topology.",
             &[param("Identity", Fqdn, "The Edge pool that will carry federation traffic.")
@@ -211,7 +211,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Stops using the failed edgepool1 for federation.",
         )],
         ..cmdlet(
-            "Disable-CsEdgePoolFederation",
+            CmdletId::DisableCsEdgePoolFederation,
             Capability::Deployment,
             "Disables SIP federation on an Edge pool and publishes the topology.",
             &[param("Identity", Fqdn, "The Edge pool that stops carrying federation traffic.")
@@ -230,7 +230,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Sends pool1's media through edgepool2 while edgepool1 is down.",
         )],
         ..cmdlet(
-            "Set-CsPoolEdgeAssociation",
+            CmdletId::SetCsPoolEdgeAssociation,
             Capability::Deployment,
             "Sets the Edge pool a Front End pool uses for media and publishes the topology.",
             &[
@@ -257,7 +257,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Pairs pool1 and pool2 as each other's backup pool.",
         )],
         ..cmdlet(
-            "Set-CsPoolBackupRelationship",
+            CmdletId::SetCsPoolBackupRelationship,
             Capability::Deployment,
             "Pairs a Front End pool with its backup pool and publishes the topology.",
             &[
@@ -277,7 +277,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Saves the whole configuration to c:\\CsConfigurationFile.zip.",
         )],
         ..cmdlet(
-            "Export-CsConfiguration",
+            CmdletId::ExportCsConfiguration,
             Capability::Deployment,
             "Exports the topology and configuration settings to a ZIP file.",
             &[
@@ -304,7 +304,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Loads the configuration into this server's local replica.",
         )],
         ..cmdlet(
-            "Import-CsConfiguration",
+            CmdletId::ImportCsConfiguration,
             Capability::Deployment,
             "Imports topology and configuration settings from a ZIP file.",
             &[
@@ -328,7 +328,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Saves the location data to c:\\CsLisConfigurationFile.zip.",
         )],
         ..cmdlet(
-            "Export-CsLisConfiguration",
+            CmdletId::ExportCsLisConfiguration,
             Capability::CmsFailover,
             "Exports the Location Information Service configuration to a ZIP file.",
             &[param("FileName", Path, "Path of the ZIP file to write.")
@@ -346,7 +346,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Restores the location data after the Central Management store moved.",
         )],
         ..cmdlet(
-            "Import-CsLisConfiguration",
+            CmdletId::ImportCsLisConfiguration,
             Capability::CmsFailover,
             "Imports the Location Information Service configuration from a ZIP file.",
             &[param("FileName", Path, "Path of the ZIP file to import.")
@@ -369,7 +369,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-CsService",
+            CmdletId::GetCsService,
             Capability::Deployment,
             "Returns the services configured in the topology.",
             &[
@@ -415,7 +415,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows that pool2 is pool1's backup pool.",
         )],
         ..cmdlet(
-            "Get-CsPoolBackupRelationship",
+            CmdletId::GetCsPoolBackupRelationship,
             Capability::Deployment,
             "Returns the backup pool associated with a Front End pool.",
             &[
@@ -442,7 +442,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Turns on automatic failover for pool1 with the Topology Builder default intervals.",
         )],
         ..cmdlet(
-            "Set-CsRegistrar",
+            CmdletId::SetCsRegistrar,
             Capability::Deployment,
             "Changes a Registrar's automatic failover and detection settings.",
             &[
@@ -482,7 +482,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Makes pool2 (in Site2) the next hop of edgepool1 (in Site1).",
         )],
         ..cmdlet(
-            "Set-CsEdgeServer",
+            CmdletId::SetCsEdgeServer,
             Capability::Deployment,
             "Changes an Edge pool's next hop Registrar and ports.",
             &[
@@ -546,7 +546,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Set-CsSite",
+            CmdletId::SetCsSite,
             Capability::Deployment,
             "Changes a site's federation routes and descriptive settings.",
             &[
@@ -597,7 +597,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-CsManagementStoreReplicationStatus",
+            CmdletId::GetCsManagementStoreReplicationStatus,
             Capability::Deployment,
             "Returns the replication status of the Central Management store.",
             &[
@@ -623,7 +623,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Invoke-CsManagementStoreReplication",
+            CmdletId::InvokeCsManagementStoreReplication,
             Capability::Deployment,
             "Forces Central Management store replication to one or all replicas.",
             &[param("ReplicaFqdn", Fqdn, "The computer to replicate to; omitted means every computer.").at(0)],
@@ -656,7 +656,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Invoke-CsManagementServerFailover",
+            CmdletId::InvokeCsManagementServerFailover,
             Capability::CmsFailover,
             "Fails the Central Management store over to the backup pool's database.",
             &[
@@ -716,7 +716,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows whether pool2-be or pool2-be-mirror holds the principal Central Management store.",
         )],
         ..cmdlet(
-            "Get-CsDatabaseMirrorState",
+            CmdletId::GetCsDatabaseMirrorState,
             Capability::CmsFailover,
             "Returns the mirroring state of a pool's Back End databases.",
             &[
@@ -747,7 +747,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Creates a new Central Management store on pool2's Back End.",
         )],
         ..cmdlet(
-            "Install-CsDatabase",
+            CmdletId::InstallCsDatabase,
             Capability::CmsFailover,
             "Installs Skype for Business Server databases on a SQL Server.",
             &[
@@ -823,7 +823,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Rebuilds the Central Management store on pool2 from the exported files.",
         )],
         ..cmdlet(
-            "Move-CsManagementServer",
+            CmdletId::MoveCsManagementServer,
             Capability::CmsFailover,
             "Moves the Central Management server and store to this computer's pool.",
             &[
@@ -859,7 +859,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Installs the Central Management service on this Front End server.",
         )],
         ..cmdlet(
-            "Bootstrapper",
+            CmdletId::Bootstrapper,
             Capability::CmsFailover,
             "Installs the server components this Front End needs, such as the Central Management service.",
             &[param("Setup", Switch, "Install the Central Management service on this Front End server.")],
@@ -878,7 +878,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Homes Alice on pool1.",
         )],
         ..cmdlet(
-            "Enable-CsUser",
+            CmdletId::EnableCsUser,
             Capability::UsersAndBackup,
             "Enables a user and homes them on a Front End pool.",
             &[
@@ -899,7 +899,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ("Get-CsUser -Identity sip:alice@contoso.com", "Shows Alice's home pool."),
         ],
         ..cmdlet(
-            "Get-CsUser",
+            CmdletId::GetCsUser,
             Capability::UsersAndBackup,
             "Returns users enabled for Skype for Business.",
             &[param(
@@ -917,7 +917,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         changes_state: true,
         examples: &[("Disable-CsUser -Identity sip:alice@contoso.com", "Disables Alice.")],
         ..cmdlet(
-            "Disable-CsUser",
+            CmdletId::DisableCsUser,
             Capability::UsersAndBackup,
             "Disables a user for Skype for Business.",
             &[param("Identity", String, "The user: account name or SIP address.")
@@ -944,7 +944,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows that Alice is homed on pool1, backed up on pool2, and which serves her now.",
         )],
         ..cmdlet(
-            "Get-CsUserPoolInfo",
+            CmdletId::GetCsUserPoolInfo,
             Capability::UsersAndBackup,
             "Returns a user's home pool, backup pool and serving pool.",
             &[
@@ -983,7 +983,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-CsBackupServiceStatus",
+            CmdletId::GetCsBackupServiceStatus,
             Capability::UsersAndBackup,
             "Returns the Backup Service synchronisation status of a pool.",
             &[
@@ -1013,7 +1013,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Copies conference content between pool2 and pool1.",
         )],
         ..cmdlet(
-            "Invoke-CsBackupServiceSync",
+            CmdletId::InvokeCsBackupServiceSync,
             Capability::UsersAndBackup,
             "Synchronises a pool with its backup pool now.",
             &[
@@ -1041,7 +1041,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         ],
         examples: &[("Get-CsBackupServiceConfiguration", "Shows the global Backup Service settings.")],
         ..cmdlet(
-            "Get-CsBackupServiceConfiguration",
+            CmdletId::GetCsBackupServiceConfiguration,
             Capability::UsersAndBackup,
             "Returns the Backup Service configuration.",
             &[
@@ -1066,7 +1066,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Synchronises paired pools every minute.",
         )],
         ..cmdlet(
-            "Set-CsBackupServiceConfiguration",
+            CmdletId::SetCsBackupServiceConfiguration,
             Capability::UsersAndBackup,
             "Changes the Backup Service synchronisation interval.",
             &[
@@ -1093,7 +1093,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Writes everything pool1's Storage Service holds to its Back End.",
         )],
         ..cmdlet(
-            "Invoke-CsStorageServiceFlush",
+            CmdletId::InvokeCsStorageServiceFlush,
             Capability::UsersAndBackup,
             "Flushes the Storage Service data of every Front End in a pool.",
             &[
@@ -1117,7 +1117,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Checks that pool2 holds the same user data as pool1.",
         )],
         ..cmdlet(
-            "Debug-CsInterPoolReplication",
+            CmdletId::DebugCsInterPoolReplication,
             Capability::UsersAndBackup,
             "Compares a pool's data with its backup copy.",
             &[
@@ -1139,7 +1139,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Saves pool1's user data.",
         )],
         ..cmdlet(
-            "Export-CsUserData",
+            CmdletId::ExportCsUserData,
             Capability::UsersAndBackup,
             "Exports a pool's user data to a ZIP file.",
             &[
@@ -1157,7 +1157,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Restores pool1's user data from the export.",
         )],
         ..cmdlet(
-            "Import-CsUserData",
+            CmdletId::ImportCsUserData,
             Capability::UsersAndBackup,
             "Imports user data from a ZIP file into a pool.",
             &[
@@ -1190,7 +1190,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Invoke-CsPoolFailOver",
+            CmdletId::InvokeCsPoolFailOver,
             Capability::PoolFailover,
             "Fails the users homed on a Front End pool over to its backup pool.",
             &[
@@ -1236,7 +1236,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Returns pool1's users from pool2 to pool1.",
         )],
         ..cmdlet(
-            "Invoke-CsPoolFailBack",
+            CmdletId::InvokeCsPoolFailBack,
             Capability::PoolFailover,
             "Fails a pool's users back to it from its backup pool.",
             &[
@@ -1276,7 +1276,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows whether pool1's users are served by pool1 or pool2.",
         )],
         ..cmdlet(
-            "Get-CsPoolFailoverState",
+            CmdletId::GetCsPoolFailoverState,
             Capability::PoolFailover,
             "Returns the failover state of Front End pools.",
             &[param("PoolFqdn", Fqdn, "The pool to report on; omitted means every Front End pool.").at(0)],
@@ -1306,7 +1306,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-CsDisasterRecoveryOperation",
+            CmdletId::GetCsDisasterRecoveryOperation,
             Capability::PoolFailover,
             "Returns pool failover and failback operations, past and in progress.",
             &[param("Identity", String, "The operation to show; omitted means every operation.").at(0)],
@@ -1322,7 +1322,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Finishes operation 7, which stopped when a server restarted.",
         )],
         ..cmdlet(
-            "Resume-CsDisasterRecoveryOperation",
+            CmdletId::ResumeCsDisasterRecoveryOperation,
             Capability::PoolFailover,
             "Resumes an interrupted pool failover or failback.",
             &[param("Identity", String, "The operation to resume, as shown by Get-CsDisasterRecoveryOperation.")
@@ -1344,7 +1344,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows which services run on edgeserver2.",
         )],
         ..cmdlet(
-            "Get-CsWindowsService",
+            CmdletId::GetCsWindowsService,
             Capability::Deployment,
             "Returns the Skype for Business services of a server.",
             &[
@@ -1371,7 +1371,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Start-CsWindowsService",
+            CmdletId::StartCsWindowsService,
             Capability::Deployment,
             "Starts Skype for Business services on a server.",
             &[
@@ -1401,7 +1401,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Stop-CsWindowsService",
+            CmdletId::StopCsWindowsService,
             Capability::Deployment,
             "Stops Skype for Business services on a server.",
             &[
@@ -1429,7 +1429,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Applies the new federation setting to edgeserver2.",
         )],
         ..cmdlet(
-            "Invoke-CsServerSetup",
+            CmdletId::InvokeCsServerSetup,
             Capability::EdgeAndDns,
             "Applies the published topology to a server, as the Deployment Wizard's Run Again does.",
             &[param(
@@ -1449,7 +1449,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows the XMPP federation SRV records and their priorities.",
         )],
         ..cmdlet(
-            "Get-DnsServerResourceRecord",
+            CmdletId::GetDnsServerResourceRecord,
             Capability::EdgeAndDns,
             "Returns DNS resource records of a zone.",
             &[
@@ -1468,7 +1468,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Points xmpp.contoso.com at edgeserver2's external address.",
         )],
         ..cmdlet(
-            "Add-DnsServerResourceRecordA",
+            CmdletId::AddDnsServerResourceRecordA,
             Capability::EdgeAndDns,
             "Adds a DNS A record.",
             &[
@@ -1491,7 +1491,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Publishes edgeserver2 as the XMPP federation target.",
         )],
         ..cmdlet(
-            "Add-DnsServerResourceRecord",
+            CmdletId::AddDnsServerResourceRecord,
             Capability::EdgeAndDns,
             "Adds a DNS resource record.",
             &[
@@ -1536,7 +1536,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Points the XMPP federation A record at edgeserver2's external address.",
         )],
         ..cmdlet(
-            "Set-DnsServerResourceRecord",
+            CmdletId::SetDnsServerResourceRecord,
             Capability::EdgeAndDns,
             "Changes a DNS resource record.",
             &[
@@ -1568,7 +1568,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Removes the XMPP SRV record pointing at edgeserver1.",
         )],
         ..cmdlet(
-            "Remove-DnsServerResourceRecord",
+            CmdletId::RemoveDnsServerResourceRecord,
             Capability::EdgeAndDns,
             "Removes DNS resource records.",
             &[
@@ -1589,7 +1589,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Checks that edgeserver2 accepts XMPP federation connections.",
         )],
         ..cmdlet(
-            "Test-NetConnection",
+            CmdletId::TestNetConnection,
             Capability::EdgeAndDns,
             "Tests whether a TCP port on a computer is open.",
             &[
@@ -1610,7 +1610,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ("Get-Command *-CsPool*", "Lists the pool cmdlets."),
         ],
         ..cmdlet(
-            "Get-Command",
+            CmdletId::GetCommand,
             Capability::Shell,
             "Lists the cmdlets the shell accepts.",
             &[param("Name", String, "Cmdlet name to look for; wildcards allowed.").at(0)],
@@ -1627,7 +1627,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ),
         ],
         ..cmdlet(
-            "Get-Help",
+            CmdletId::GetHelp,
             Capability::Shell,
             "Shows help for a cmdlet.",
             &[
@@ -1646,7 +1646,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows the store status one field per line.",
         )],
         ..cmdlet(
-            "Format-List",
+            CmdletId::FormatList,
             Capability::Shell,
             "Formats piped output as a list of properties.",
             &[param("Property", StringArray, "The properties to show, in this order.").at(0)],
@@ -1660,7 +1660,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Shows one line per replica with whether it is up to date.",
         )],
         ..cmdlet(
-            "Format-Table",
+            CmdletId::FormatTable,
             Capability::Shell,
             "Formats piped output as a table.",
             &[param("Property", StringArray, "The columns to show, in this order.").at(0)],
@@ -1673,7 +1673,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "Prints the failover state of every pool as one line of JSON.",
         )],
         ..cmdlet(
-            "ConvertTo-Json",
+            CmdletId::ConvertToJson,
             Capability::Shell,
             "Converts piped output to JSON.",
             &[

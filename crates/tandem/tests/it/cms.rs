@@ -375,7 +375,7 @@ fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_
 #[test]
 fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_restored() {
     let lab = Lab::up_env(&[], &[("TANDEM_DR_FAULTS", "1")]);
-    let steps = server::cmsfailover::STEPS;
+    let steps = dr::cms::CMS_STEPS.map(dr::StepName::as_str);
     let mut expected = "00:02:00".to_string();
     for (i, step) in steps.iter().enumerate() {
         // The store is in `from`; the failover moves it to `to`, run on to's fe1.

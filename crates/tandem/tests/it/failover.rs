@@ -474,7 +474,7 @@ pub(crate) fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
     );
 }
 
-/// Arms the test hook of one server with a fault point (see `server::failover::CrashPoint`).
+/// Arms the test hook of one server with a fault point (see `api::faults::FaultPoint`).
 fn arm(lab: &Lab, server: &str, point: serde_json::Value) {
     let lab_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
@@ -489,7 +489,7 @@ fn arm(lab: &Lab, server: &str, point: serde_json::Value) {
         "http://{}:{}{}",
         s["address"].as_str().unwrap(),
         s["management_port"],
-        server::failover::CRASH_PATH
+        api::paths::DR_FAULT
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -757,7 +757,9 @@ fn a_drain_that_times_out_stops_the_failover_and_force_goes_on_reporting_the_los
     let bob = user_of(&lab, P2);
     assert!(add_contact(&lab, &bob, "sip:shipped@contoso.com"));
     edgepool2_next_hop_to_pool1(&lab, None);
-    // pool2's Backup Service stops: what bob writes now cannot drain.
+    // The first contact is shipped before pool2's Backup Service stops; what bob writes
+    // after that cannot drain.
+    wait_pending(&lab, P2, 0);
     for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
         lab.ok(
             None,

@@ -1,0 +1,284 @@
+//! Topology as cmdlet output: `Get-CsService`, `Get-CsPoolBackupRelationship`, the
+//! forms of `Get-CsTopology` and validation problems. Pure functions of a topology.
+
+use cmdlet::{Field, Record};
+use topology::Topology;
+
+/// A validation report as `Test-CsTopology` rows: one per problem.
+pub fn problems(report: &topology::Report) -> Vec<Record> {
+    report
+        .problems
+        .iter()
+        .map(|p| {
+            Record::new()
+                .with("Severity", p.severity.to_string())
+                .with("Element", p.element.clone())
+                .with("Message", p.message.clone())
+        })
+        .collect()
+}
+
+fn site_id(site: &str) -> String {
+    format!("Site:{site}")
+}
+
+/// Every service of the topology, in the reference's identity form (`Registrar:pool1…`),
+/// with a `Role` matching the `Get-CsService` role switch that selects it.
+pub fn services(t: &Topology) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (i, p) in t.front_end_pools.iter().enumerate() {
+        let n = i + 1;
+        let base = |role: &str| {
+            Record::new()
+                .with("Identity", format!("{role}:{}", p.fqdn))
+                .with("ServiceId", format!("{n}-{role}-1"))
+                .with("SiteId", site_id(&p.site))
+                .with("PoolFqdn", p.fqdn.clone())
+                .with("Role", role.to_string())
+                .with("Version", p.product_version.build())
+        };
+        out.push(
+            base("Registrar")
+                .with("BackupPoolFqdn", opt(p.backup_pool.as_deref()))
+                .with(
+                    "FailureDetectionInterval",
+                    i64::from(p.registrar.failure_detection_interval_secs),
+                )
+                .with(
+                    "FailbackDetectionInterval",
+                    i64::from(p.registrar.failback_detection_interval_secs),
+                )
+                .with("EnableAutomaticFailover", p.registrar.automatic_failover)
+                .with("EdgePoolFqdn", opt(p.edge_pool.as_deref()))
+                .with(
+                    "DependentServiceList",
+                    Field::List(vec![format!("UserServer:{}", p.fqdn).into()]),
+                ),
+        );
+        out.push(
+            base("UserServer")
+                .with(
+                    "UserDatabase",
+                    format!("UserDatabase:{}", p.back_end.server_fqdn),
+                )
+                .with("DependentServiceList", Field::List(vec![])),
+        );
+        if let Some(backup) = &p.backup_pool {
+            out.push(
+                base("BackupServer")
+                    .with("BackupPoolFqdn", backup.clone())
+                    .with("DependentServiceList", Field::List(vec![])),
+            );
+        }
+        if p.fqdn.eq_ignore_ascii_case(&t.deployment.cms_pool) {
+            out.push(
+                base("CentralManagement")
+                    .with(
+                        "CentralManagementDatabase",
+                        format!("CentralManagementDatabase:{}", p.back_end.server_fqdn),
+                    )
+                    .with("DependentServiceList", Field::List(vec![])),
+            );
+            out.push(
+                Record::new()
+                    .with(
+                        "Identity",
+                        format!("CentralManagementDatabase:{}", p.back_end.server_fqdn),
+                    )
+                    .with("ServiceId", format!("{n}-CentralManagementDatabase-1"))
+                    .with("SiteId", site_id(&p.site))
+                    .with("PoolFqdn", p.back_end.server_fqdn.clone())
+                    .with("Role", "CentralManagementDatabase")
+                    .with("Version", p.product_version.build())
+                    .with("SqlInstanceName", p.back_end.instance.clone())
+                    .with("IsSqlBackendMirrored", p.back_end.mirror.is_some())
+                    .with(
+                        "MirrorSqlServerFqdn",
+                        opt(p.back_end.mirror.as_ref().map(|m| m.server_fqdn.as_str())),
+                    ),
+            );
+        }
+    }
+    for (i, e) in t.edge_pools.iter().enumerate() {
+        let version = t
+            .front_end_pool(&e.next_hop)
+            .map_or("", |p| p.product_version.build());
+        out.push(
+            Record::new()
+                .with("Identity", format!("EdgeServer:{}", e.fqdn))
+                .with("ServiceId", format!("{}-EdgeServer-1", i + 1))
+                .with("SiteId", site_id(&e.site))
+                .with("PoolFqdn", e.fqdn.clone())
+                .with("Role", "EdgeServer")
+                .with("Version", version)
+                .with("Registrar", format!("Registrar:{}", e.next_hop))
+                .with(
+                    "AccessEdgeInternalSipPort",
+                    i64::from(t.ports.edge_internal_sip),
+                )
+                .with(
+                    "AccessEdgeExternalSipPort",
+                    i64::from(t.ports.edge_federation_sip),
+                )
+                .with("XmppListeningPort", i64::from(t.ports.xmpp_federation))
+                .with("FederationEnabled", e.federation_enabled)
+                .with("XmppEnabled", e.xmpp_enabled)
+                .with(
+                    "DependentServiceList",
+                    Field::List(vec![format!("Registrar:{}", e.next_hop).into()]),
+                ),
+        );
+    }
+    out
+}
+
+fn opt(value: Option<&str>) -> Field {
+    value.map_or(Field::Null, |v| Field::Text(v.to_string()))
+}
+
+/// `Get-CsPoolBackupRelationship -PoolFqdn`.
+pub fn backup_relationship(t: &Topology, pool: &str) -> Result<Record, String> {
+    let p = t.front_end_pool(pool).ok_or_else(|| {
+        format!("there is no Front End pool {pool} in the topology; Get-CsService -Registrar lists the pools")
+    })?;
+    Ok(Record::new()
+        .with("PoolFqdn", p.fqdn.clone())
+        .with("BackupPoolFqdn", opt(p.backup_pool.as_deref())))
+}
+
+/// `Get-CsTopology` without a switch: one record per pool.
+pub fn topology_summary(t: &Topology) -> Vec<Record> {
+    let mut out = Vec::new();
+    for p in &t.front_end_pools {
+        out.push(
+            Record::new()
+                .with("Identity", p.fqdn.clone())
+                .with("Kind", "FrontEndPool")
+                .with("SiteId", site_id(&p.site))
+                .with(
+                    "Computers",
+                    Field::List(p.servers.iter().map(|s| s.fqdn.clone().into()).collect()),
+                )
+                .with("BackupPoolFqdn", opt(p.backup_pool.as_deref()))
+                .with(
+                    "BackEnd",
+                    format!("{}\\{}", p.back_end.server_fqdn, p.back_end.instance),
+                )
+                .with(
+                    "CentralManagementStore",
+                    p.fqdn.eq_ignore_ascii_case(&t.deployment.cms_pool),
+                ),
+        );
+    }
+    for e in &t.edge_pools {
+        out.push(
+            Record::new()
+                .with("Identity", e.fqdn.clone())
+                .with("Kind", "EdgePool")
+                .with("SiteId", site_id(&e.site))
+                .with(
+                    "Computers",
+                    Field::List(e.servers.iter().map(|s| s.fqdn.clone().into()).collect()),
+                )
+                .with("NextHop", e.next_hop.clone())
+                .with("FederationEnabled", e.federation_enabled)
+                .with("XmppEnabled", e.xmpp_enabled),
+        );
+    }
+    for s in &t.sites {
+        out.push(
+            Record::new()
+                .with("Identity", site_id(&s.name))
+                .with("Kind", "Site")
+                .with("FederationRoute", opt(s.federation_route.as_deref()))
+                .with(
+                    "XmppFederationRoute",
+                    opt(s.xmpp_federation_route.as_deref()),
+                ),
+        );
+    }
+    out
+}
+
+/// `Get-CsTopology -AsXml`: the same document as `-AsToml`, element per field.
+pub fn topology_xml(t: &Topology) -> String {
+    let value = serde_json::to_value(t).expect("a topology serialises");
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
+    xml_element("Topology", &value, 0, &mut out);
+    out
+}
+
+fn xml_element(name: &str, value: &serde_json::Value, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = "  ".repeat(depth);
+    match value {
+        Value::Null => {}
+        Value::Array(items) => {
+            for item in items {
+                xml_element(name, item, depth, out);
+            }
+        }
+        Value::Object(fields) => {
+            out.push_str(&format!("{pad}<{name}>\n"));
+            for (k, v) in fields {
+                xml_element(k, v, depth + 1, out);
+            }
+            out.push_str(&format!("{pad}</{name}>\n"));
+        }
+        Value::String(s) => out.push_str(&format!("{pad}<{name}>{}</{name}>\n", xml_escape(s))),
+        other => out.push_str(&format!("{pad}<{name}>{other}</{name}>\n")),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contoso_services_cover_every_role_switch() {
+        let records = services(&topology::contoso());
+        let role = |r: &Record| {
+            r.fields
+                .iter()
+                .find(|(k, _)| k == "Role")
+                .unwrap()
+                .1
+                .display()
+        };
+        let roles: Vec<String> = records.iter().map(role).collect();
+        for wanted in [
+            "Registrar",
+            "UserServer",
+            "BackupServer",
+            "CentralManagement",
+            "CentralManagementDatabase",
+            "EdgeServer",
+        ] {
+            assert!(
+                roles.iter().any(|r| r == wanted),
+                "{wanted} missing from {roles:?}"
+            );
+        }
+        let xml = topology_xml(&topology::contoso());
+        assert!(xml.contains("<fqdn>pool1.contoso.com</fqdn>"));
+    }
+
+    #[test]
+    fn backup_relationship_names_the_partner_or_the_fix() {
+        let t = topology::contoso();
+        let r = backup_relationship(&t, "pool1.contoso.com").unwrap();
+        assert_eq!(r.fields[1].1.display(), "pool2.contoso.com");
+        assert!(
+            backup_relationship(&t, "pool9.contoso.com")
+                .unwrap_err()
+                .contains("Get-CsService")
+        );
+    }
+}

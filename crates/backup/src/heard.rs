@@ -1,0 +1,234 @@
+//! What the partner pool's Backup Service had not shipped here yet, as last heard.
+//!
+//! A disaster failover cannot ask the lost pool what it never shipped. What it can say is
+//! what the partner reported the last time it answered: each Front End asks its partner's
+//! Backup Service for its status every [`PERIOD`] and keeps the answer, so that the
+//! promotion can report the changes (count, users, time window) that were known to be
+//! waiting — a lower bound; anything committed after that moment is counted exactly by the
+//! failback once the pool is back.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Module;
+use crate::protocol::PoolStatus;
+
+/// How often the partner's backlog is asked for.
+pub const PERIOD: Duration = Duration::from_millis(500);
+
+/// The partner's user-data backlog toward this pool, as reported at `at_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeardBacklog {
+    pub pool: String,
+    /// When the partner answered (unix ms).
+    pub at_ms: i64,
+    /// Changes it had committed and not shipped.
+    pub changes: i64,
+    /// Their users (the first 1,000 per module, sorted, without repeats).
+    pub users: Vec<String>,
+    /// When the oldest of them was committed.
+    pub oldest_ms: Option<i64>,
+    /// CMS versions the partner (when it hosts the active CMS) had not shipped to the
+    /// standby here, and when the oldest was created: what a CMS failover may lose.
+    #[serde(default)]
+    pub cms_versions: i64,
+    #[serde(default)]
+    pub cms_oldest_ms: Option<i64>,
+    /// The same, per user module, with where the partner's log stood: what a promotion
+    /// compares with the copy it actually holds.
+    #[serde(default)]
+    pub modules: Vec<HeardModule>,
+}
+
+/// One user module of a partner's backlog: its changes after `acked_seq`, up to
+/// `head_seq`, were not yet shipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeardModule {
+    pub module: String,
+    pub pending: i64,
+    pub acked_seq: i64,
+    pub head_seq: i64,
+    pub users: Vec<String>,
+}
+
+/// What a lost partner had certainly not shipped, once the copy's cut is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownUnshipped {
+    /// A lower bound: changes the partner held that the copy does not.
+    pub changes: i64,
+    /// Users of the modules with changes the copy does not hold.
+    pub users: Vec<String>,
+    /// True when some module was shipped in part after the report, so that only one of
+    /// its changes is counted for sure.
+    pub partly: bool,
+}
+
+impl HeardBacklog {
+    /// Compares the report with the copy: per module, `cut` is the last change of the
+    /// partner the copy holds. A module whose reported changes all reached the copy after
+    /// the report counts nothing; one the copy holds none of counts them all; one in
+    /// between counts one (the change at its head certainly did not arrive). Without
+    /// per-module figures (an older server), the reported total.
+    pub fn known_unshipped(&self, cut: &std::collections::BTreeMap<String, i64>) -> KnownUnshipped {
+        if self.modules.is_empty() {
+            return KnownUnshipped {
+                changes: self.changes,
+                users: self.users.clone(),
+                partly: false,
+            };
+        }
+        let mut known = KnownUnshipped::default();
+        for m in self.modules.iter().filter(|m| m.pending > 0) {
+            let held = cut.get(&m.module).copied().unwrap_or(0);
+            if held >= m.head_seq {
+                continue;
+            }
+            if held <= m.acked_seq {
+                known.changes += m.pending;
+            } else {
+                known.changes += 1;
+                known.partly = true;
+            }
+            known.users.extend(m.users.iter().cloned());
+        }
+        known.users.sort();
+        known.users.dedup();
+        known
+    }
+}
+
+impl HeardBacklog {
+    /// The user-data part of a partner's status (the CMS standby is not user data).
+    pub fn from_status(status: &PoolStatus, at_ms: i64) -> HeardBacklog {
+        let user_modules: Vec<&str> = [Module::PresenceFocus, Module::DataConf]
+            .iter()
+            .map(|m| m.short_name())
+            .collect();
+        let mut heard = HeardBacklog {
+            pool: status.pool.to_ascii_lowercase(),
+            at_ms,
+            ..HeardBacklog::default()
+        };
+        for e in status
+            .exports
+            .iter()
+            .filter(|e| e.applicable && user_modules.contains(&e.module.as_str()))
+        {
+            heard.changes += e.pending;
+            heard.users.extend(e.pending_users.iter().cloned());
+            heard.modules.push(HeardModule {
+                module: e.module.clone(),
+                pending: e.pending,
+                acked_seq: e.acked_seq,
+                head_seq: e.head_seq,
+                users: e.pending_users.clone(),
+            });
+            heard.oldest_ms = match (heard.oldest_ms, e.oldest_pending_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        heard.users.sort();
+        heard.users.dedup();
+        if let Some(cms) = status
+            .exports
+            .iter()
+            .find(|e| e.applicable && e.module == Module::CmsMaster.short_name())
+        {
+            heard.cms_versions = cms.pending;
+            heard.cms_oldest_ms = cms.oldest_pending_ms;
+        }
+        heard
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ExportReport;
+
+    fn export(module: &str, pending: i64, oldest: Option<i64>, users: &[&str]) -> ExportReport {
+        ExportReport {
+            module: module.into(),
+            applicable: true,
+            pending,
+            oldest_pending_ms: oldest,
+            pending_users: users.iter().map(|u| u.to_string()).collect(),
+            acked_seq: 0,
+            head_seq: pending,
+            last_sync_at: None,
+            last_error: None,
+            resync: false,
+        }
+    }
+
+    #[test]
+    fn what_reached_the_copy_after_the_report_is_not_counted_lost() {
+        let mut pf = export("PresenceFocus", 3, Some(20), &["sip:b@x"]);
+        pf.acked_seq = 10;
+        pf.head_seq = 13;
+        let mut dc = export("DataConf", 2, Some(10), &["sip:a@x"]);
+        dc.acked_seq = 4;
+        dc.head_seq = 6;
+        let status = PoolStatus {
+            pool: "pool2.contoso.com".into(),
+            partner: None,
+            sync_interval_secs: 120,
+            exports: vec![pf, dc],
+            imports: vec![],
+            at_ms: 1,
+            active_exporter: None,
+        };
+        let heard = HeardBacklog::from_status(&status, 1);
+        let cut = |pf: i64, dc: i64| {
+            std::collections::BTreeMap::from([
+                ("PresenceFocus".to_string(), pf),
+                ("DataConf".to_string(), dc),
+            ])
+        };
+        // The copy holds nothing past the report's acknowledgements: all 5 are lost.
+        let k = heard.known_unshipped(&cut(10, 4));
+        assert_eq!((k.changes, k.partly), (5, false));
+        assert_eq!(k.users, vec!["sip:a@x", "sip:b@x"]);
+        // Everything reported arrived before the pool was lost: nothing is known lost.
+        assert_eq!(
+            heard.known_unshipped(&cut(13, 6)),
+            KnownUnshipped::default()
+        );
+        // PresenceFocus arrived in part: one of it is certain; DataConf never arrived
+        // (a module the copy never heard of is cut at 0).
+        let k = heard.known_unshipped(&std::collections::BTreeMap::from([(
+            "PresenceFocus".to_string(),
+            12,
+        )]));
+        assert_eq!((k.changes, k.partly), (3, true));
+    }
+
+    #[test]
+    fn user_modules_add_up_and_the_cms_standby_counts_apart() {
+        let status = PoolStatus {
+            pool: "Pool2.contoso.com".into(),
+            partner: Some("pool1.contoso.com".into()),
+            sync_interval_secs: 120,
+            exports: vec![
+                export("PresenceFocus", 3, Some(20), &["sip:b@x", "sip:a@x"]),
+                export("DataConf", 1, Some(10), &["sip:a@x"]),
+                export("CMSMaster", 7, Some(1), &[]),
+            ],
+            imports: vec![],
+            at_ms: 99,
+            active_exporter: None,
+        };
+        let heard = HeardBacklog::from_status(&status, 100);
+        assert_eq!(heard.pool, "pool2.contoso.com");
+        assert_eq!(heard.changes, 4);
+        assert_eq!(heard.users, vec!["sip:a@x", "sip:b@x"]);
+        assert_eq!(heard.oldest_ms, Some(10));
+        // The CMS standby's backlog is kept apart, for a CMS failover.
+        assert_eq!((heard.cms_versions, heard.cms_oldest_ms), (7, Some(1)));
+        assert_eq!(heard.at_ms, 100);
+    }
+}

@@ -1,0 +1,443 @@
+//! `tandem bench failover`: pool failover and failback timed on a real lab.
+//!
+//! pool2 (the pool without the CMS) has `--users` users; `--active` of them each save one
+//! contact and are signed in. The bench then
+//!
+//! 1. fails pool2 over (planned) and times the command, and the time until every active
+//!    user has signed in again at pool1 in full mode. The clients do so when pool2's
+//!    notification signs them out (`registration-notify`, naming pool1 as their registrar
+//!    now), as a signed-in client does: the time includes pool2 telling 40,000 endpoints;
+//! 2. counts the acknowledged writes that pool1 serves (the planned failover must lose 0);
+//! 3. fails pool2 back and times it, and counts again at pool2;
+//! 4. kills pool2 while a writer is saving contacts, fails it over in disaster mode (timed),
+//!    counts the acknowledged writes pool1 does not have and what the operation reports at
+//!    once (what pool2 had not shipped when it last answered), starts pool2 again, fails
+//!    back, and compares that count with what the operation then reports as lost.
+//!
+//! Counts are read from the Back End files directly, as an auditor would, after the
+//! servers have committed them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use api::InvokeResponse;
+use base64::Engine as _;
+use sipnet::{Endpoint, Incoming};
+
+use crate::bench_users::{pct, sign_in, with_lab};
+use crate::client::{RegistrationNotice, registration_notice};
+use crate::lab::{self, LabFile, LabUser};
+
+const HOME: &str = "pool2.contoso.com";
+const BACKUP: &str = "pool1.contoso.com";
+
+async fn invoke(lab: &LabFile, line: &str) -> anyhow::Result<InvokeResponse> {
+    let fe = lab
+        .servers
+        .iter()
+        .find(|s| s.pool == BACKUP)
+        .ok_or_else(|| anyhow!("no Front End of {BACKUP}"))?;
+    invoke_on(lab, &fe.fqdn, line).await
+}
+
+/// Runs one cmdlet line on the lab server `fqdn`, as `tandem shell -c` would.
+pub(crate) async fn invoke_on(
+    lab: &LabFile,
+    fqdn: &str,
+    line: &str,
+) -> anyhow::Result<InvokeResponse> {
+    let fe = lab
+        .servers
+        .iter()
+        .find(|s| s.fqdn == fqdn)
+        .ok_or_else(|| anyhow!("no server {fqdn} in the lab"))?;
+    // Bound by the shell's own binder, as `tandem shell -c` would send it.
+    let mut statements = cmdlet::parse_and_bind(line).map_err(|e| anyhow!("{line}: {e:?}"))?;
+    let request = crate::shell::request(&statements.remove(0).invocation);
+    api::Client::new(lab.admin_token.clone())
+        .invoke(&fe.base_url(), &request, Duration::from_secs(600))
+        .await
+        .map_err(|e| anyhow!("{line}: {e}"))
+}
+
+/// Saves contact `name` for `user` through the user services of `base`; true when acknowledged.
+async fn save(client: &reqwest::Client, bases: &[String], user: &LabUser, name: &str) -> bool {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        user.sip_address.trim_start_matches("sip:"),
+        user.password
+    ));
+    for base in bases {
+        let r = client
+            .put(format!("{base}/users/v1/contacts/sip:{name}@contoso.com"))
+            .header("authorization", format!("Basic {auth}"))
+            .header("content-type", "application/json")
+            .body("{\"group\":\"bench\"}")
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status().is_success() {
+                return r.text().await.is_ok_and(|t| t.contains("\"saved\":true"));
+            }
+            if r.status().is_redirection() {
+                continue;
+            }
+            return false;
+        }
+    }
+    false
+}
+
+/// How many contact items named `<prefix>*` the pool's Back End holds (the lab keeps
+/// each pool's Back End as `backend/<pool>.db`, the contoso topology's URL).
+async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64> {
+    let short = pool.split('.').next().unwrap_or(pool);
+    let url = format!("sqlite://backend/{short}.db");
+    let be = store::BackEnd::open(&url, &lab.dir)
+        .await
+        .with_context(|| format!("opening {url} under {}", lab.dir.display()))?;
+    let items = be.all_user_items(Some("PresenceFocus")).await?;
+    be.close().await;
+    Ok(items
+        .iter()
+        .filter(|i| i.key.starts_with(&format!("contacts/sip:{prefix}")))
+        .count() as i64)
+}
+
+/// Signs `user` in at `dest` until the registrar answers 200 in full mode (a minute at most).
+async fn sign_in_full(
+    endpoint: &Endpoint,
+    dest: SocketAddr,
+    user: &LabUser,
+    n: u64,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        match sign_in(endpoint, dest, user, n).await {
+            Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => return Ok(()),
+            _ if t0.elapsed() > Duration::from_secs(60) => {
+                anyhow::bail!("{} never signed in in full mode", user.sip_address)
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Signs every user in at `dest` from `endpoint` until each gets 200 in full mode.
+async fn sign_in_all(
+    endpoint: &Arc<Endpoint>,
+    users: &[LabUser],
+    dest: SocketAddr,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let owned: Vec<LabUser> = users.to_vec();
+    let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter().enumerate()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (queue, endpoint) = (queue.clone(), endpoint.clone());
+        tasks.spawn(async move {
+            loop {
+                let next = queue.lock().await.next();
+                let Some((n, user)) = next else { break };
+                sign_in_full(&endpoint, dest, &user, n as u64 + 1_000_000).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+/// A user a registration notification signed out: who, the registrar pool it named, and
+/// when it arrived.
+type Told = (String, Option<String>, Instant);
+
+/// Answers every NOTIFY that reaches the clients' endpoint, as each client would, and
+/// passes on each sign-out once per user and pool.
+fn answer_notifications(
+    endpoint: Arc<Endpoint>,
+    mut incoming: tokio::sync::mpsc::Receiver<Incoming>,
+) -> tokio::sync::mpsc::UnboundedReceiver<Told> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(message) = incoming.recv().await {
+            let Incoming::Request(request, peer) = message else {
+                continue;
+            };
+            let answer = sip::Response::for_request(&request, 200, "OK", Some("bench"));
+            let _ = endpoint.send(peer, &answer.to_bytes()).await;
+            let Some(RegistrationNotice::SignInAgain { at, .. }) = registration_notice(&request)
+            else {
+                continue;
+            };
+            let Some(aor) = request
+                .headers
+                .get("To")
+                .and_then(|t| sip::NameAddr::parse(t).ok())
+                .map(|n| n.uri.aor())
+            else {
+                continue;
+            };
+            if seen.insert((aor.clone(), at.clone())) {
+                let _ = tx.send((aor, at, Instant::now()));
+            }
+        }
+    });
+    rx
+}
+
+/// Signs in again each of `expected` users as its sign-out notification arrives, at the
+/// registrars of the pool it names (spread over them, as DNS would); returns, per user,
+/// the time from the notification to the 200 in full mode. Fails when some users are not
+/// told within a minute.
+async fn sign_in_when_told(
+    endpoint: &Arc<Endpoint>,
+    told: &mut tokio::sync::mpsc::UnboundedReceiver<Told>,
+    users: &[LabUser],
+    registrars: impl Fn(&str) -> Vec<SocketAddr>,
+    concurrency: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let by_aor: std::collections::HashMap<&str, &LabUser> =
+        users.iter().map(|u| (u.sip_address.as_str(), u)).collect();
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut received = 0usize;
+    while received < users.len() {
+        let next = tokio::time::timeout_at(deadline, told.recv()).await;
+        let Ok(Some((aor, at, when))) = next else {
+            anyhow::bail!(
+                "{} of {} signed-in users were never told to sign in again",
+                users.len() - received,
+                users.len()
+            );
+        };
+        let Some(user) = by_aor.get(aor.as_str()).map(|u| (*u).clone()) else {
+            continue;
+        };
+        let pool =
+            at.ok_or_else(|| anyhow!("{aor} was signed out without a registrar to go to"))?;
+        let candidates = registrars(&pool);
+        let dest = *candidates
+            .get(received % candidates.len().max(1))
+            .ok_or_else(|| anyhow!("no registrar of {pool} in the lab"))?;
+        received += 1;
+        let slot = slots.clone().acquire_owned().await?;
+        let (endpoint, n) = (endpoint.clone(), received as u64 + 2_000_000);
+        tasks.spawn(async move {
+            sign_in_full(&endpoint, dest, &user, n).await?;
+            drop(slot);
+            anyhow::Ok(when.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut samples = vec![];
+    while let Some(r) = tasks.join_next().await {
+        samples.push(r??);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
+fn op_field(reply: &InvokeResponse, name: &str) -> Option<serde_json::Value> {
+    match &reply.output {
+        cmdlet::Output::Records(r) => r
+            .last()
+            .and_then(|rec| rec.get(name))
+            .map(|f| serde_json::to_value(f).unwrap_or_default()),
+        _ => None,
+    }
+}
+
+pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Result<()> {
+    let figures = with_lab(users, |lab, all| {
+        // The clients hash digests and parse SIP: give them both cores, as `bench signin` does.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(run(lab, all, active))
+    })?;
+    if json {
+        println!("{figures}");
+    } else {
+        let f = &figures;
+        println!(
+            "pool failover of {HOME} ({} enabled users, {} active) to {BACKUP}:",
+            f["users"], f["active"]
+        );
+        println!(
+            "  planned failover: {:.3} s; all {} active users, signed out by {HOME}, signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms from the notification to the sign-in)",
+            f["planned_failover_s"].as_f64().unwrap_or(0.0),
+            f["active"],
+            f["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
+            f["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  acknowledged writes: {}; served by {BACKUP} after failover: {}; at {HOME} after failback: {} (lost in planned operations: {})",
+            f["acknowledged_writes"],
+            f["present_after_failover"],
+            f["present_after_failback"],
+            f["lost_planned"]
+        );
+        println!(
+            "  planned failback: {:.3} s",
+            f["planned_failback_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported at failover (unshipped when last heard, a lower bound): {}; reported lost after the failback counted them: {}",
+            f["disaster_failover_s"].as_f64().unwrap_or(0.0),
+            f["disaster_lost_observed"],
+            f["disaster_reported_at_failover"],
+            f["disaster_lost_reported"]
+        );
+        if f["disaster_lost_reported"] != f["disaster_lost_observed"] {
+            println!(
+                "  (the count after the failback includes writes pool2 committed as it was killed whose answer never reached the client: committed, so lost, but never acknowledged)"
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<serde_json::Value> {
+    let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == HOME).collect();
+    let enabled = mine.len();
+    let active_users: Vec<LabUser> = mine.iter().take(active.min(enabled)).cloned().collect();
+    let bases = |pool: &str| -> Vec<String> {
+        lab.servers
+            .iter()
+            .filter(|s| s.pool == pool && s.role == "FrontEnd")
+            .map(|s| format!("http://{}:{}", s.address, s.user_services_port))
+            .collect()
+    };
+    let sip_of = |pool: &str| -> anyhow::Result<SocketAddr> {
+        let s = lab
+            .servers
+            .iter()
+            .find(|s| s.pool == pool && s.role == "FrontEnd")
+            .ok_or_else(|| anyhow!("no Front End of {pool}"))?;
+        Ok(format!("{}:{}", s.address, s.sip_port).parse()?)
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // Each active user saves one contact and signs in at the home pool.
+    let home_bases = bases(HOME);
+    let mut acked = 0i64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, u) in active_users.iter().enumerate() {
+        let (client, b, u) = (client.clone(), home_bases.clone(), u.clone());
+        tasks.spawn(async move { save(&client, &b, &u, &format!("bench-{i}")).await });
+        if tasks.len() >= 64 {
+            acked += i64::from(tasks.join_next().await.context("join")??);
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        acked += i64::from(r?);
+    }
+    // One endpoint stands for the active users' clients: they sign in from it, and the
+    // notifications that sign them out arrive at it.
+    let (clients, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let mut told = answer_notifications(clients.clone(), incoming);
+    sign_in_all(&clients, &active_users, sip_of(HOME)?, 64).await?;
+    invoke(
+        lab,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
+    )
+    .await?;
+
+    let t0 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
+    let planned_failover = t0.elapsed();
+    let registrars = |pool: &str| -> Vec<SocketAddr> {
+        lab.servers
+            .iter()
+            .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
+            .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+            .collect()
+    };
+    let resign = sign_in_when_told(&clients, &mut told, &active_users, registrars, 64).await?;
+    let all_signed_in = t0.elapsed();
+    let present_after_failover = count_in(lab, BACKUP, "bench-").await?;
+
+    let t1 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let planned_failback = t1.elapsed();
+    let present_after_failback = count_in(lab, HOME, "bench-").await?;
+
+    // Disaster: a writer saves contacts while the pool is killed.
+    let writer_users = active_users.clone();
+    let writer_bases = home_bases.clone();
+    let writer_client = client.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut acked = 0i64;
+        let mut i = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let u = &writer_users[i % writer_users.len()];
+            if save(&writer_client, &writer_bases, u, &format!("disaster-{i}")).await {
+                acked += 1;
+            }
+            i += 1;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::kill_servers(&dir, HOME)).await??;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let disaster_acked = writer.await?;
+    let t2 = Instant::now();
+    invoke(
+        lab,
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
+    )
+    .await?;
+    let disaster_failover = t2.elapsed();
+    // Before the lost pool is back: what it reported unshipped when it last answered.
+    let at_failover = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
+    let reported_at_failover = op_field(&at_failover, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
+    let at_backup = count_in(lab, BACKUP, "disaster-").await?;
+    let observed = disaster_acked - at_backup;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::start(&dir, HOME)).await??;
+    let t3 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let disaster_failback = t3.elapsed();
+    let ops = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
+    let reported = op_field(&ops, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
+
+    Ok(serde_json::json!({
+        "bench": "failover",
+        "users": enabled,
+        "active": active_users.len(),
+        "planned_failover_s": planned_failover.as_secs_f64(),
+        "all_signed_in_again_s": all_signed_in.as_secs_f64(),
+        "resign_in_ms": {
+            "p50": pct(&resign, 0.5),
+            "p99": pct(&resign, 0.99),
+            "max": resign.last().copied().unwrap_or(0.0),
+        },
+        "acknowledged_writes": acked,
+        "present_after_failover": present_after_failover,
+        "present_after_failback": present_after_failback,
+        "lost_planned": (acked - present_after_failover).max(acked - present_after_failback),
+        "planned_failback_s": planned_failback.as_secs_f64(),
+        "disaster_acknowledged_writes": disaster_acked,
+        "disaster_failover_s": disaster_failover.as_secs_f64(),
+        "disaster_lost_observed": observed,
+        "disaster_lost_reported": reported,
+        "disaster_reported_at_failover": reported_at_failover,
+        "disaster_failback_s": disaster_failback.as_secs_f64(),
+    }))
+}

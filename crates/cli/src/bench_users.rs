@@ -1,0 +1,361 @@
+//! `tandem bench signin` and `tandem bench backup`: figures for users, measured on a real
+//! lab (the contoso topology moved to a free loopback block).
+//!
+//! - `signin`: every user signs in once at one Front End over UDP — REGISTER, 401
+//!   challenge, REGISTER with digest credentials, 200 — with many clients at once; it
+//!   reports sign-ins and REGISTER transactions per second and the latency distribution.
+//! - `backup`: writes to users' contact lists through user services at a steady rate,
+//!   then reads the backup copy in the partner pool's Back End and reports, for every
+//!   write, the time from its commit in the home pool to its arrival in the backup copy
+//!   (replication lag), and how many changes were shipped per second.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use sip::{Method, Request};
+use sipnet::Endpoint;
+
+use crate::lab::{self, LabFile, LabUser, UpOptions};
+
+/// The contoso topology moved to 127.B.x.y, where nothing listens.
+fn contoso_on_free_block() -> anyhow::Result<String> {
+    let seed = std::process::id() as usize;
+    for k in 0..100 {
+        let block = 150 + ((seed + k * 11) % 100) as u8;
+        let mut t = topology::contoso();
+        t.move_to_loopback_block(block);
+        let free = t
+            .servers()
+            .all(|s| std::net::TcpListener::bind((s.server.address, t.ports.management)).is_ok());
+        if !free {
+            continue;
+        }
+        return Ok(t.to_toml());
+    }
+    bail!("no free loopback block found for the benchmark lab")
+}
+
+/// Starts a lab with `users` users per pool, runs `work`, and always stops the lab.
+pub(crate) fn with_lab<T>(
+    users: usize,
+    work: impl FnOnce(&LabFile, Vec<LabUser>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = std::env::temp_dir().join(format!("tandem-bench-users-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let topology_file = dir.join("topology.toml");
+    std::fs::write(&topology_file, contoso_on_free_block()?)?;
+    let up = lab::up(UpOptions {
+        topology: Some(topology_file),
+        dir: dir.clone(),
+        detach: true,
+        quiet: true,
+        users,
+        detection_secs: None,
+    });
+    let result = up.and_then(|()| {
+        let lab = LabFile::load(&dir)?;
+        let users = lab::load_users(&dir)?;
+        work(&lab, users)
+    });
+    let _ = lab::down(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Percentile of sorted samples.
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One full sign-in: REGISTER, 401, REGISTER with credentials, 200.
+pub(crate) async fn sign_in(
+    endpoint: &Endpoint,
+    dest: SocketAddr,
+    user: &LabUser,
+    n: u64,
+) -> anyhow::Result<sip::Response> {
+    let aor = &user.sip_address;
+    let username = aor.trim_start_matches("sip:");
+    let realm = cms::directory::realm_of(aor);
+    let build = |cseq: u32| {
+        let mut h = sip::Headers::new();
+        h.push("Max-Forwards", "70");
+        h.push("From", format!("<{aor}>;tag=b{n}"));
+        h.push("To", format!("<{aor}>"));
+        h.push("Call-ID", format!("bench-{n}-{}", std::process::id()));
+        h.push("CSeq", format!("{cseq} REGISTER"));
+        h.push("Contact", format!("<sip:bench@{}>", endpoint.local_addr()));
+        h.push("Expires", "600");
+        Request {
+            method: Method::Register,
+            uri: format!("sip:{realm}"),
+            headers: h,
+            body: Vec::new(),
+        }
+    };
+    let first = endpoint
+        .request(dest, build(1), Duration::from_secs(5))
+        .await?;
+    if first.status != 401 {
+        bail!(
+            "expected a 401 challenge, got {} {}",
+            first.status,
+            first.reason
+        );
+    }
+    let mut second = build(2);
+    let ha1 = sip::digest::ha1(username, &realm, &user.password);
+    sip::digest::authorize(&mut second, &first, username, &ha1, &format!("{n:x}"))
+        .map_err(|e| anyhow!("bad challenge: {e}"))?;
+    let ok = endpoint
+        .request(dest, second, Duration::from_secs(5))
+        .await?;
+    if ok.status != 200 {
+        bail!("sign-in refused: {} {}", ok.status, ok.reason);
+    }
+    Ok(ok)
+}
+
+pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Result<()> {
+    let (elapsed, mut latencies, front_end) = with_lab(users, |lab, all| {
+        let fe = lab
+            .servers
+            .iter()
+            .find(|s| s.role == "FrontEnd")
+            .ok_or_else(|| anyhow!("the lab has no Front End"))?;
+        let dest: SocketAddr = format!("{}:{}", fe.address, fe.sip_port).parse()?;
+        let pool = fe.pool.clone();
+        let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == pool).collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let (elapsed, latencies) = rt.block_on(async {
+            let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+            let queue = Arc::new(tokio::sync::Mutex::new(mine.into_iter().enumerate()));
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..concurrency.max(1) {
+                let queue = queue.clone();
+                let endpoint = endpoint.clone();
+                tasks.spawn(async move {
+                    let mut samples = Vec::new();
+                    loop {
+                        let next = queue.lock().await.next();
+                        let Some((n, user)) = next else { break };
+                        let t0 = Instant::now();
+                        sign_in(&endpoint, dest, &user, n as u64).await?;
+                        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    anyhow::Ok(samples)
+                });
+            }
+            let mut latencies = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                latencies.extend(done??);
+            }
+            anyhow::Ok((started.elapsed(), latencies))
+        })?;
+        Ok((elapsed, latencies, fe.fqdn.clone()))
+    })?;
+    latencies.sort_by(f64::total_cmp);
+    let n = latencies.len();
+    let per_sec = n as f64 / elapsed.as_secs_f64();
+    let figures = serde_json::json!({
+        "bench": "signin",
+        "front_end": front_end,
+        "sign_ins": n,
+        "concurrency": concurrency,
+        "seconds": elapsed.as_secs_f64(),
+        "sign_ins_per_second": per_sec,
+        "registers_per_second": per_sec * 2.0,
+        "latency_ms": {
+            "p50": pct(&latencies, 0.5),
+            "p90": pct(&latencies, 0.9),
+            "p99": pct(&latencies, 0.99),
+            "max": latencies.last().copied().unwrap_or(0.0),
+        },
+    });
+    if json {
+        println!("{figures}");
+    } else {
+        println!(
+            "sign-in with digest on {front_end}: {n} users, {concurrency} at a time, {:.2} s",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  {per_sec:.0} sign-ins/s ({:.0} REGISTERs/s: challenge + authenticated)",
+            per_sec * 2.0
+        );
+        println!(
+            "  latency per sign-in: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.9),
+            pct(&latencies, 0.99),
+            latencies.last().copied().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn backup(
+    users: usize,
+    writes_per_sec: u32,
+    seconds: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let (written, mut lags, span, errors) = with_lab(users, |lab, all| {
+        let home = lab
+            .servers
+            .iter()
+            .find(|s| s.role == "FrontEnd")
+            .ok_or_else(|| anyhow!("no Front End"))?
+            .pool
+            .clone();
+        let fes: Vec<String> = lab
+            .servers
+            .iter()
+            .filter(|s| s.pool == home)
+            .map(|s| format!("http://{}:{}", s.address, s.user_services_port))
+            .collect();
+        let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == home).collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let (written, errors, started_ms) = rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(64)
+                .build()?;
+            let total = writes_per_sec as u64 * seconds;
+            let interval = Duration::from_secs_f64(1.0 / f64::from(writes_per_sec.max(1)));
+            let started_ms = store::now_ms();
+            let started = tokio::time::Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..total {
+                tokio::time::sleep_until(started + interval * i as u32).await;
+                let user = mine[i as usize % mine.len()].clone();
+                let url = format!(
+                    "{}/users/v1/contacts/sip:bench{i}@contoso.com",
+                    fes[i as usize % fes.len()]
+                );
+                let client = client.clone();
+                tasks.spawn(async move {
+                    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+                        "{}:{}",
+                        user.sip_address.trim_start_matches("sip:"),
+                        user.password
+                    ));
+                    client
+                        .put(url)
+                        .header("authorization", format!("Basic {auth}"))
+                        .header("content-type", "application/json")
+                        .body("{\"group\":\"bench\"}")
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                });
+            }
+            let mut written = 0u64;
+            let mut errors = 0u64;
+            while let Some(done) = tasks.join_next().await {
+                if done.unwrap_or(false) {
+                    written += 1;
+                } else {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((written, errors, started_ms))
+        })?;
+        // Let the Backup Service finish, then read the backup copy in the partner's Back End.
+        let partner = lab
+            .servers
+            .iter()
+            .find(|s| s.role == "FrontEnd" && s.pool != home)
+            .ok_or_else(|| anyhow!("no partner pool"))?
+            .pool
+            .clone();
+        let text = std::fs::read_to_string(lab.dir.join("topology.toml"))
+            .context("reading the bench topology")?;
+        let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
+        let url = topology
+            .front_end_pool(&partner)
+            .map(|p| p.back_end.database_url.clone())
+            .ok_or_else(|| anyhow!("no Back End for {partner}"))?;
+        let rt = lab::runtime();
+        let (lags, span) = rt.block_on(async {
+            let be = store::BackEnd::open(&url, &lab.dir).await?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let items = be.backup_items(&home, Some("PresenceFocus"), None).await?;
+                let rows: Vec<_> = items
+                    .iter()
+                    .filter(|i| {
+                        i.key.starts_with("contacts/sip:bench") && i.committed_at >= started_ms
+                    })
+                    .collect();
+                if rows.len() as u64 >= written || Instant::now() > deadline {
+                    let lags: Vec<f64> = rows
+                        .iter()
+                        .map(|i| (i.imported_at - i.committed_at) as f64 / 1000.0)
+                        .collect();
+                    let first = rows.iter().map(|i| i.committed_at).min().unwrap_or(0);
+                    let last = rows.iter().map(|i| i.imported_at).max().unwrap_or(0);
+                    be.close().await;
+                    return anyhow::Ok((lags, (last - first) as f64 / 1000.0));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })?;
+        Ok((written, lags, span, errors))
+    })?;
+    lags.sort_by(f64::total_cmp);
+    let shipped = lags.len();
+    let per_sec = if span > 0.0 {
+        shipped as f64 / span
+    } else {
+        0.0
+    };
+    let figures = serde_json::json!({
+        "bench": "backup",
+        "users": users,
+        "writes_per_second_asked": writes_per_sec,
+        "seconds": seconds,
+        "writes_acknowledged": written,
+        "writes_failed": errors,
+        "changes_in_backup_copy": shipped,
+        "changes_shipped_per_second": per_sec,
+        "lag_seconds": {
+            "p50": pct(&lags, 0.5),
+            "p99": pct(&lags, 0.99),
+            "max": lags.last().copied().unwrap_or(0.0),
+        },
+    });
+    if json {
+        println!("{figures}");
+    } else {
+        println!(
+            "backup of {written} acknowledged writes ({writes_per_sec}/s for {seconds} s, {users} users per pool; {errors} failed)"
+        );
+        println!("  {shipped} reached the backup copy; {per_sec:.0} changes shipped per second");
+        println!(
+            "  replication lag (commit → backup copy): p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            pct(&lags, 0.5),
+            pct(&lags, 0.99),
+            lags.last().copied().unwrap_or(0.0)
+        );
+    }
+    if (shipped as u64) < written {
+        bail!(
+            "{} acknowledged writes never reached the backup copy",
+            written - shipped as u64
+        );
+    }
+    Ok(())
+}

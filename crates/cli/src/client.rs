@@ -1,0 +1,857 @@
+//! `tandem client`: acts as one user's client against a lab.
+//!
+//! It signs in the way a client does: it asks a registrar (those the lab's DNS names in the
+//! `_sipinternaltls._tcp` SRV records, lowest priority first — or the lab's list when its
+//! DNS does not answer — skipping those that refuse a connection), follows 301 redirects to the
+//! registrars of the pool that serves the user, answers digest challenges, and reports
+//! the mode (`full` or `resiliency`). Stored data goes through the user-services API of
+//! the serving pool, following its 307 redirects. Messages are SIP MESSAGEs over UDP;
+//! `listen` registers a UDP contact and prints what arrives.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine as _;
+use sip::{Method, Request, Response};
+use sipnet::{Endpoint, Incoming, MODE_HEADER, SERVING_POOL_HEADER, contact_address, tcp_request};
+
+use crate::lab::{LabFile, load_users};
+
+/// What the client was asked to do.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum ClientCommand {
+    /// Sign in (REGISTER) and print where and in which mode; `--expires 0` signs the
+    /// user out everywhere (`Contact: *`).
+    SignIn {
+        #[arg(long, default_value_t = 3600)]
+        expires: u32,
+    },
+    /// The contact list.
+    Contacts {
+        #[command(subcommand)]
+        action: Option<ListAction>,
+    },
+    /// Scheduled meetings.
+    Meetings {
+        #[command(subcommand)]
+        action: Option<MeetingAction>,
+    },
+    /// Upload a file as meeting content.
+    Upload {
+        meeting: String,
+        file: std::path::PathBuf,
+    },
+    /// Download meeting content to a file.
+    Download {
+        meeting: String,
+        name: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Send an instant message.
+    Send {
+        #[arg(long)]
+        to: String,
+        text: String,
+    },
+    /// Sign in with a contact and print the messages that arrive.
+    Listen {
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum ListAction {
+    List,
+    Add {
+        sip: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    Remove {
+        sip: String,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub(crate) enum MeetingAction {
+    List,
+    Add {
+        id: String,
+        #[arg(long)]
+        subject: String,
+        #[arg(long)]
+        start: String,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+/// A signed-in user's session.
+#[derive(Debug)]
+struct Session {
+    sip: String,
+    username: String,
+    realm: String,
+    password: String,
+    lab: LabFile,
+    endpoint: Arc<Endpoint>,
+    incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
+    cseq: u32,
+    call_id: String,
+    /// `--via`: the registrar to ask first, instead of the ones DNS names.
+    via: bool,
+    /// The pool a registration notification named as the new registrar: asked first at
+    /// the next sign-in.
+    prefer: Option<String>,
+}
+
+/// The registrars of a domain from the lab's DNS: `_sipinternaltls._tcp.<domain>` SRV
+/// records by priority, each target's A records. `None` when the DNS does not answer.
+fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
+    let server = crate::dns_cmd::lab_dns(dir).ok()?;
+    let answer = crate::dns_cmd::query(
+        server,
+        &format!("_sipinternaltls._tcp.{domain}"),
+        dns::RecordType::Srv,
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    for (port, target) in answer.srv_targets() {
+        let a = crate::dns_cmd::query(server, &target, dns::RecordType::A).ok()?;
+        out.extend(
+            a.addresses()
+                .into_iter()
+                .map(|address| SocketAddr::from((address, port))),
+        );
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The registrars of one pool: its A records in the lab's DNS (as the server's
+/// `P-Preferred-Registrar` names it), the lab's list when the DNS does not answer; each
+/// at the SIP port the lab gives that address.
+fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
+    let port_of = |ip: std::net::IpAddr| {
+        lab.servers
+            .iter()
+            .find(|s| s.address.parse() == Ok(ip) && s.sip_port != 0)
+            .map_or(5060, |s| s.sip_port)
+    };
+    let from_dns: Vec<SocketAddr> = crate::dns_cmd::lab_dns(&lab.dir)
+        .and_then(|dns| crate::dns_cmd::query(dns, pool, dns::RecordType::A))
+        .map(|a| {
+            a.addresses()
+                .into_iter()
+                .map(|address| SocketAddr::from((address, port_of(address.into()))))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !from_dns.is_empty() {
+        return from_dns;
+    }
+    lab.servers
+        .iter()
+        .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd" && s.sip_port != 0)
+        .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+        .collect()
+}
+
+/// What a registration notification (MS-SIPREGE `registration-notify`) asks of a client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RegistrationNotice {
+    /// Signed out: sign in again, at this pool first when the server named one.
+    SignInAgain { reason: String, at: Option<String> },
+    /// Any other state: nothing to do.
+    Other(String),
+}
+
+/// Reads a NOTIFY; None when it is not a registration notification.
+pub(crate) fn registration_notice(request: &Request) -> Option<RegistrationNotice> {
+    let event = request.headers.get("Event")?;
+    let package = event.split(';').next().unwrap_or("").trim();
+    if !package.eq_ignore_ascii_case(sipnet::REGISTRATION_NOTIFY) {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&request.body).trim().to_string();
+    if !body
+        .split(';')
+        .next()
+        .is_some_and(|state| state.trim().eq_ignore_ascii_case("deregistered"))
+    {
+        return Some(RegistrationNotice::Other(body));
+    }
+    let at = request
+        .headers
+        .get("P-Preferred-Registrar")
+        .and_then(|v| sip::NameAddr::parse(v).ok())
+        .map(|n| n.uri.host.to_ascii_lowercase());
+    Some(RegistrationNotice::SignInAgain { reason: body, at })
+}
+
+/// Where and how the user is served.
+#[derive(Debug)]
+struct SignedIn {
+    registrar: SocketAddr,
+    pool: String,
+    mode: String,
+    bindings: Vec<String>,
+}
+
+pub(crate) fn run(
+    dir: &Path,
+    user: &str,
+    password: Option<String>,
+    via: Option<&str>,
+    command: ClientCommand,
+) -> anyhow::Result<()> {
+    let rt = crate::lab::runtime();
+    rt.block_on(run_async(dir, user, password, via, command))
+}
+
+async fn run_async(
+    dir: &Path,
+    user: &str,
+    password: Option<String>,
+    via: Option<&str>,
+    command: ClientCommand,
+) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    if let Some(via) = via {
+        let Some(first) = lab
+            .servers
+            .iter()
+            .position(|s| s.fqdn.eq_ignore_ascii_case(via))
+        else {
+            bail!("{via} is not a server of the lab in {}", dir.display());
+        };
+        let server = lab.servers.remove(first);
+        lab.servers.insert(0, server);
+    }
+    let sip = cms::directory::normalize_sip(user);
+    let password = match password {
+        Some(p) => p,
+        None => load_users(dir)?
+            .into_iter()
+            .find(|u| u.sip_address == sip)
+            .map(|u| u.password)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{sip} is not in {}/users.json; pass --password",
+                    dir.display()
+                )
+            })?,
+    };
+    let (endpoint, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let username = sip.trim_start_matches("sip:").to_string();
+    let realm = cms::directory::realm_of(&sip);
+    let mut session = Session {
+        sip,
+        username,
+        realm,
+        password,
+        lab,
+        endpoint,
+        incoming: Some(incoming),
+        cseq: 0,
+        call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
+        via: via.is_some(),
+        prefer: None,
+    };
+    match command {
+        ClientCommand::SignIn { expires } => {
+            let s = session.sign_in(Some(expires)).await?;
+            print_signed_in(&session.sip, &s);
+        }
+        ClientCommand::Contacts { action } => {
+            let action = action.unwrap_or(ListAction::List);
+            match action {
+                ListAction::List => session.print_get("/users/v1/contacts").await?,
+                ListAction::Add { sip, group } => {
+                    let sip = cms::directory::normalize_sip(&sip);
+                    let body = serde_json::json!({ "group": group });
+                    session
+                        .send_data(
+                            reqwest::Method::PUT,
+                            &format!("/users/v1/contacts/{sip}"),
+                            body.to_string().into_bytes(),
+                        )
+                        .await?;
+                }
+                ListAction::Remove { sip } => {
+                    let sip = cms::directory::normalize_sip(&sip);
+                    session
+                        .send_data(
+                            reqwest::Method::DELETE,
+                            &format!("/users/v1/contacts/{sip}"),
+                            Vec::new(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        ClientCommand::Meetings { action } => match action.unwrap_or(MeetingAction::List) {
+            MeetingAction::List => session.print_get("/users/v1/meetings").await?,
+            MeetingAction::Add { id, subject, start } => {
+                let body = serde_json::json!({ "subject": subject, "start": start });
+                session
+                    .send_data(
+                        reqwest::Method::PUT,
+                        &format!("/users/v1/meetings/{id}"),
+                        body.to_string().into_bytes(),
+                    )
+                    .await?;
+            }
+            MeetingAction::Remove { id } => {
+                session
+                    .send_data(
+                        reqwest::Method::DELETE,
+                        &format!("/users/v1/meetings/{id}"),
+                        Vec::new(),
+                    )
+                    .await?;
+            }
+        },
+        ClientCommand::Upload { meeting, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| anyhow!("{} has no file name", file.display()))?
+                .to_string();
+            session
+                .send_data(
+                    reqwest::Method::PUT,
+                    &format!("/users/v1/meetings/{meeting}/content/{name}"),
+                    bytes,
+                )
+                .await?;
+        }
+        ClientCommand::Download { meeting, name, out } => {
+            let bytes = session
+                .get(&format!("/users/v1/meetings/{meeting}/content/{name}"))
+                .await?;
+            std::fs::write(&out, &bytes)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("saved {} bytes to {}", bytes.len(), out.display());
+        }
+        ClientCommand::Send { to, text } => {
+            let signed = session.sign_in(None).await?;
+            let to = cms::directory::normalize_sip(&to);
+            let response = session.message(signed.registrar, &to, &text).await?;
+            if (200..300).contains(&response.status) {
+                println!("delivered to {to}");
+            } else {
+                bail!(
+                    "not delivered to {to}: {} {}",
+                    response.status,
+                    response.reason
+                );
+            }
+        }
+        ClientCommand::Listen { seconds, count } => {
+            let mut signed = session.sign_in(Some(seconds as u32 + 30)).await?;
+            print_signed_in(&session.sip, &signed);
+            let received = session
+                .listen(&mut signed, Duration::from_secs(seconds), count)
+                .await;
+            let _ = session.register_at(signed.registrar, None, true).await;
+            received?;
+        }
+    }
+    Ok(())
+}
+
+fn print_signed_in(sip: &str, s: &SignedIn) {
+    println!(
+        "signed in {sip} at {} ({}) in {} mode",
+        s.pool, s.registrar, s.mode
+    );
+    for b in &s.bindings {
+        println!("  contact {b}");
+    }
+}
+
+impl Session {
+    fn headers(&mut self, method: &Method, to: &str) -> sip::Headers {
+        self.cseq += 1;
+        let mut h = sip::Headers::new();
+        h.push("Max-Forwards", "70");
+        h.push(
+            "From",
+            format!("<{}>;tag={:x}", self.sip, std::process::id()),
+        );
+        h.push("To", format!("<{to}>"));
+        h.push("Call-ID", self.call_id.clone());
+        h.push("CSeq", format!("{} {method}", self.cseq));
+        h.push("User-Agent", "tandem client");
+        h
+    }
+
+    fn ha1(&self) -> String {
+        sip::digest::ha1(&self.username, &self.realm, &self.password)
+    }
+
+    /// Sends a request built by `build`, answering one digest challenge.
+    async fn authed(
+        &mut self,
+        dest: SocketAddr,
+        tcp: bool,
+        build: impl Fn(&mut Session) -> Request,
+    ) -> anyhow::Result<Response> {
+        let send = |req: Request, endpoint: Arc<Endpoint>| async move {
+            if tcp {
+                tcp_request(dest, &req, Duration::from_secs(3)).await
+            } else {
+                endpoint.request(dest, req, Duration::from_secs(3)).await
+            }
+        };
+        let first = build(self);
+        let response = send(first.clone(), self.endpoint.clone()).await?;
+        if response.status != 401 {
+            return Ok(response);
+        }
+        let mut second = build(self);
+        let cnonce = format!("{:x}", store::now_ms());
+        sip::digest::authorize(&mut second, &response, &self.username, &self.ha1(), &cnonce)
+            .map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
+        Ok(send(second, self.endpoint.clone()).await?)
+    }
+
+    /// REGISTER at `dest`: bind this client's contact for `expires` seconds (0: remove every
+    /// binding), or with None only ask — or, with `own_only`, remove this client's contact.
+    async fn register_at(
+        &mut self,
+        dest: SocketAddr,
+        expires: Option<u32>,
+        own_only: bool,
+    ) -> anyhow::Result<Response> {
+        let domain = self.realm.clone();
+        let contact = format!(
+            "<sip:{}@{}>",
+            self.username.split('@').next().unwrap_or(""),
+            self.endpoint.local_addr()
+        );
+        let tcp = expires.is_none() && !own_only;
+        self.authed(dest, tcp, |s| {
+            let to = s.sip.clone();
+            let mut headers = s.headers(&Method::Register, &to);
+            match expires {
+                // Signing out removes every binding of the user (RFC 3261 §10.2.2).
+                Some(0) => {
+                    headers.push("Contact", "*");
+                    headers.push("Expires", "0");
+                }
+                Some(e) => {
+                    headers.push("Contact", contact.clone());
+                    headers.push("Expires", e.to_string());
+                }
+                None if own_only => {
+                    headers.push("Contact", contact.clone());
+                    headers.push("Expires", "0");
+                }
+                None => {}
+            }
+            Request {
+                method: Method::Register,
+                uri: format!("sip:{domain}"),
+                headers,
+                body: Vec::new(),
+            }
+        })
+        .await
+    }
+
+    /// Finds the serving registrar and registers (`expires` Some) or only asks (None).
+    async fn sign_in(&mut self, expires: Option<u32>) -> anyhow::Result<SignedIn> {
+        // As a client does: the registrars the domain's _sipinternaltls._tcp SRV records
+        // name, lowest priority first; the lab's list when its DNS does not answer.
+        let from_dns = if self.via {
+            None
+        } else {
+            let domain = self.sip.rsplit('@').next().unwrap_or_default().to_string();
+            let dir = self.lab.dir.clone();
+            tokio::task::spawn_blocking(move || registrars_from_dns(&dir, &domain))
+                .await
+                .ok()
+                .flatten()
+        };
+        let mut candidates: Vec<SocketAddr> = from_dns.unwrap_or_else(|| {
+            self.lab
+                .servers
+                .iter()
+                .filter(|s| s.role == "FrontEnd" && s.sip_port != 0)
+                .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+                .collect()
+        });
+        // The registrar a notification named goes first; the others stay behind it.
+        if let Some(pool) = self.prefer.take() {
+            let lab = self.lab.clone();
+            let preferred = tokio::task::spawn_blocking(move || registrars_of_pool(&lab, &pool))
+                .await
+                .unwrap_or_default();
+            candidates.retain(|c| !preferred.contains(c));
+            candidates.splice(0..0, preferred);
+        }
+        let mut tried = Vec::new();
+        let mut redirects = 0;
+        while let Some(dest) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
+            // A registrar that refuses TCP is down: skip it at once, as a client would.
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(dest),
+            )
+            .await
+            .map_or(true, |r| r.is_err())
+            {
+                tried.push(format!("{dest} (not answering)"));
+                continue;
+            }
+            let response = match self.register_at(dest, expires, false).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tried.push(format!("{dest} ({e})"));
+                    continue;
+                }
+            };
+            match response.status {
+                200 => {
+                    return Ok(SignedIn {
+                        registrar: dest,
+                        pool: response
+                            .headers
+                            .get(SERVING_POOL_HEADER)
+                            .unwrap_or("")
+                            .to_string(),
+                        mode: response
+                            .headers
+                            .get(MODE_HEADER)
+                            .unwrap_or("full")
+                            .to_string(),
+                        bindings: response
+                            .headers
+                            .get_all("Contact")
+                            .into_iter()
+                            .map(str::to_string)
+                            .collect(),
+                    });
+                }
+                301 | 302 if redirects < 3 => {
+                    redirects += 1;
+                    let pool = response
+                        .headers
+                        .get(SERVING_POOL_HEADER)
+                        .unwrap_or("another pool");
+                    println!("redirected by {dest} to {pool}");
+                    candidates = response
+                        .headers
+                        .get_all("Contact")
+                        .into_iter()
+                        .filter_map(|c| sip::NameAddr::parse(c).ok())
+                        .filter_map(|n| contact_address(&n.uri.to_string()))
+                        .collect();
+                    tried.push(format!("{dest} (redirected to {pool})"));
+                }
+                status => bail!(
+                    "sign-in of {} refused by {dest}: {status} {}",
+                    self.sip,
+                    response.reason
+                ),
+            }
+        }
+        bail!(
+            "no registrar signed {} in; tried {}",
+            self.sip,
+            if tried.is_empty() {
+                "none".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )
+    }
+
+    async fn message(
+        &mut self,
+        registrar: SocketAddr,
+        to: &str,
+        text: &str,
+    ) -> anyhow::Result<Response> {
+        let to = to.to_string();
+        let body = text.as_bytes().to_vec();
+        self.authed(registrar, false, |s| {
+            let mut headers = s.headers(&Method::Message, &to);
+            headers.push("Content-Type", "text/plain");
+            Request {
+                method: Method::Message,
+                uri: to.clone(),
+                headers,
+                body: body.clone(),
+            }
+        })
+        .await
+    }
+
+    /// Prints the messages that arrive; signs in again where the registrar says when it
+    /// signs this client out (a failover or failback moved the user).
+    async fn listen(
+        &mut self,
+        signed: &mut SignedIn,
+        for_how_long: Duration,
+        count: Option<usize>,
+    ) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut incoming = self.incoming.take().expect("listen runs once");
+        let deadline = tokio::time::Instant::now() + for_how_long;
+        let mut received = 0;
+        // Notifications acted on, by Call-ID: a retransmission (our 200 was lost) is
+        // answered again, not acted on twice.
+        let mut handled = std::collections::HashSet::new();
+        loop {
+            let next = tokio::time::timeout_at(deadline, incoming.recv()).await;
+            let Ok(Some(Incoming::Request(request, peer))) = next else {
+                if next.is_err() {
+                    return Ok(());
+                }
+                continue;
+            };
+            if request.method.as_str() == "NOTIFY"
+                && let Some(notice) = registration_notice(&request)
+            {
+                let call_id = request.call_id().unwrap_or_default().to_string();
+                // Only the pool this client is signed in at may sign it out.
+                let from_its_pool = handled.contains(&call_id)
+                    || self.lab.servers.iter().any(|s| {
+                        s.pool.eq_ignore_ascii_case(&signed.pool)
+                            && s.address.parse() == Ok(peer.ip())
+                    });
+                let status = if from_its_pool {
+                    (200, "OK")
+                } else {
+                    (403, "Forbidden (not from the registrar of this client)")
+                };
+                let answer = Response::for_request(&request, status.0, status.1, Some("listener"));
+                let _ = self.endpoint.send(peer, &answer.to_bytes()).await;
+                if let (true, RegistrationNotice::SignInAgain { reason, at }) =
+                    (from_its_pool && handled.insert(call_id), notice)
+                {
+                    println!(
+                        "signed out by {} ({reason}); signing in again{}",
+                        signed.pool,
+                        at.as_deref().map_or(String::new(), |p| format!(" at {p}"))
+                    );
+                    self.prefer = at;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
+                    print_signed_in(&self.sip, signed);
+                    let _ = std::io::stdout().flush();
+                }
+                continue;
+            }
+            let ok = Response::for_request(&request, 200, "OK", Some("listener"));
+            let _ = self.endpoint.send(peer, &ok.to_bytes()).await;
+            if request.method == Method::Message {
+                let from = request
+                    .headers
+                    .get("From")
+                    .and_then(|f| sip::NameAddr::parse(f).ok())
+                    .map(|n| n.uri.aor())
+                    .unwrap_or_default();
+                println!(
+                    "message from {from}: {}",
+                    String::from_utf8_lossy(&request.body)
+                );
+                let _ = std::io::stdout().flush();
+                received += 1;
+                if count.is_some_and(|c| received >= c) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            // 307s are followed by hand: reqwest drops the Authorization header when a
+            // redirect changes host, and every Front End is its own host.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?)
+    }
+
+    fn authorization(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    /// The user-services base URL of the first Front End that answers.
+    async fn base(&self) -> anyhow::Result<String> {
+        for s in self
+            .lab
+            .servers
+            .iter()
+            .filter(|s| s.role == "FrontEnd" && s.user_services_port != 0)
+        {
+            let base = format!("http://{}:{}", s.address, s.user_services_port);
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect((s.address.as_str(), s.user_services_port)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok())
+            {
+                return Ok(base);
+            }
+        }
+        bail!("no Front End of the lab answers on its user-services port")
+    }
+
+    /// One user-services call, following the serving pool's 307s with the credentials.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Vec<u8>)> {
+        let http = self.http()?;
+        let mut url = format!("{}{path}", self.base().await?);
+        for _ in 0..4 {
+            let mut request = http
+                .request(method.clone(), &url)
+                .header("authorization", self.authorization());
+            if let Some(b) = &body {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(b.clone());
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            if status == reqwest::StatusCode::TEMPORARY_REDIRECT
+                && let Some(location) = response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+            {
+                url = location.to_string();
+                continue;
+            }
+            return Ok((status, response.bytes().await?.to_vec()));
+        }
+        bail!("too many redirects for {path} (last: {url})")
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await?;
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&body));
+        }
+        Ok(body)
+    }
+
+    async fn print_get(&self, path: &str) -> anyhow::Result<()> {
+        let body = self.get(path).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        Ok(())
+    }
+
+    async fn send_data(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let (status, body) = self.call(method, path, Some(body)).await?;
+        if !status.is_success() {
+            bail!("{status}: {}", reason(&body));
+        }
+        println!("saved ({})", String::from_utf8_lossy(&body));
+        Ok(())
+    }
+}
+
+fn reason(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify(headers: &[(&str, &str)], body: &str) -> Request {
+        let mut h = sip::Headers::new();
+        for (name, value) in headers {
+            h.push(*name, *value);
+        }
+        Request {
+            method: Method::Other("NOTIFY".into()),
+            uri: "sip:alice@127.0.0.1:5070".into(),
+            headers: h,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_registrar_change_signs_in_again_at_the_pool_it_names() {
+        let n = notify(
+            &[
+                ("Event", "registration-notify"),
+                ("P-Preferred-Registrar", "<sip:Pool1.contoso.com>"),
+            ],
+            " deregistered;event=preferred-registrar-change\r\n",
+        );
+        assert_eq!(
+            registration_notice(&n),
+            Some(RegistrationNotice::SignInAgain {
+                reason: "deregistered;event=preferred-registrar-change".into(),
+                at: Some("pool1.contoso.com".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn other_notifications_ask_nothing_and_other_events_are_not_ours() {
+        // Signed out without a registrar named: discover again.
+        let n = notify(
+            &[("Event", "Registration-Notify;id=1")],
+            "deregistered;event=deactivated",
+        );
+        assert_eq!(
+            registration_notice(&n),
+            Some(RegistrationNotice::SignInAgain {
+                reason: "deregistered;event=deactivated".into(),
+                at: None,
+            })
+        );
+        let n = notify(
+            &[("Event", "registration-notify")],
+            "registered;event=userservices-unavailable",
+        );
+        assert!(matches!(
+            registration_notice(&n),
+            Some(RegistrationNotice::Other(_))
+        ));
+        // A presence notification, or none at all, is not a registration notice.
+        assert_eq!(
+            registration_notice(&notify(&[("Event", "presence")], "")),
+            None
+        );
+        assert_eq!(registration_notice(&notify(&[], "deregistered")), None);
+    }
+}

@@ -1,0 +1,909 @@
+//! `tandem lab`: a whole deployment on one machine.
+//!
+//! `up` installs the Central Management store in the CMS pool's Back End (the first
+//! version of the configuration is the topology), seeds every server's local replica
+//! with it (as `Import-CsConfiguration -LocalStore` would), starts each server as a child
+//! process on its own loopback address, and waits until every replica reports up to date.
+//! `D/lab.json` records the servers, their process ids and the admin token, so that
+//! `status`, `kill`, `start`, `down` and `tandem shell --lab D` work from any terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use api::{InvokeRequest, InvokeResponse};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use store::{BackEnd, ReplicaStore};
+use topology::{Role, Topology, validate};
+
+/// `D/lab.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabFile {
+    pub(crate) dir: PathBuf,
+    pub(crate) admin_token: String,
+    pub(crate) cms_pool: String,
+    pub(crate) servers: Vec<LabServer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabServer {
+    pub(crate) fqdn: String,
+    pub(crate) role: String,
+    pub(crate) pool: String,
+    pub(crate) site: String,
+    pub(crate) address: String,
+    pub(crate) management_port: u16,
+    pub(crate) pid: Option<u32>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log: PathBuf,
+    /// The registrar's port (SIP over UDP and TCP), Front Ends only.
+    #[serde(default)]
+    pub(crate) sip_port: u16,
+    /// The user-services port, Front Ends only.
+    #[serde(default)]
+    pub(crate) user_services_port: u16,
+    /// The DNS port, the lab's DNS server only.
+    #[serde(default)]
+    pub(crate) dns_port: u16,
+}
+
+impl LabServer {
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://{}:{}", self.address, self.management_port)
+    }
+}
+
+impl LabFile {
+    pub(crate) fn load(dir: &Path) -> anyhow::Result<LabFile> {
+        let path = dir.join("lab.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no lab in {} (cannot read {}); start one with `tandem lab up --dir {}`",
+                dir.display(),
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a lab file", path.display()))
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let path = self.dir.join("lab.json");
+        let tmp = self.dir.join("lab.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+
+    /// The servers a selector names: a site, a pool or a server (case-insensitive).
+    fn select(&self, selector: &str) -> anyhow::Result<Vec<usize>> {
+        let picked: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| {
+                let s = &self.servers[i];
+                [&s.site, &s.pool, &s.fqdn]
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(selector))
+            })
+            .collect();
+        if picked.is_empty() {
+            let mut names: Vec<&str> = Vec::new();
+            for s in &self.servers {
+                for n in [&s.site, &s.pool, &s.fqdn] {
+                    if !names.contains(&n.as_str()) {
+                        names.push(n);
+                    }
+                }
+            }
+            bail!(
+                "'{selector}' is not a site, pool or server of this lab; choose one of: {}",
+                names.join(", ")
+            );
+        }
+        Ok(picked)
+    }
+}
+
+impl LabServer {
+    /// Whether this server's recorded pid is still this server: a live process (not a
+    /// thread: `/proc` answers for thread ids too) whose command line names this server's
+    /// own data folder. Every lab uses the same server names, and pids and thread ids are
+    /// recycled within seconds when many labs run at once; matching only the name once let
+    /// one test's `lab down` stop another test's server.
+    pub(crate) fn alive(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        // A process that has only just been spawned shows an empty command line for a
+        // moment (its parent wakes while the kernel is still copying the arguments in), as
+        // a zombie does for good: wait out the first, never the second.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let cmdline = loop {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if field("Tgid:") != pid.to_string() || field("State:").starts_with('Z') {
+                return false;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            if !cmdline.is_empty() || Instant::now() > deadline {
+                break cmdline;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let data_dir = self.data_dir.as_os_str().as_encoded_bytes();
+        args.windows(2)
+            .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
+            && args.contains(&self.fqdn.as_bytes())
+    }
+}
+
+fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub(crate) struct UpOptions {
+    pub(crate) topology: Option<PathBuf>,
+    pub(crate) dir: PathBuf,
+    pub(crate) detach: bool,
+    pub(crate) quiet: bool,
+    /// Users to enable on each Front End pool.
+    pub(crate) users: usize,
+    /// Registrar failure and failback detection intervals for every pool (seconds).
+    pub(crate) detection_secs: Option<(u32, u32)>,
+}
+
+/// One user the lab enabled, with the password it made up: `D/users.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabUser {
+    pub(crate) sip_address: String,
+    pub(crate) password: String,
+    pub(crate) home_pool: String,
+}
+
+/// The users of a lab, from `D/users.json`.
+pub(crate) fn load_users(dir: &Path) -> anyhow::Result<Vec<LabUser>> {
+    let path = dir.join("users.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no users in {} (cannot read {}); start the lab with `tandem lab up --users N`",
+            dir.display(),
+            path.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a users file", path.display()))
+}
+
+/// Makes up `per_pool` users on every Front End pool and enables them, a chunk (one CMS
+/// version) per call.
+pub(crate) async fn enable_users(
+    lab: &LabFile,
+    topology: &Topology,
+    per_pool: usize,
+) -> anyhow::Result<Vec<LabUser>> {
+    let domain = &topology.deployment.sip_domain;
+    let mut users = Vec::new();
+    let mut bulk = Vec::new();
+    for pool in &topology.front_end_pools {
+        let short = pool.fqdn.split('.').next().unwrap_or(&pool.fqdn);
+        for i in 1..=per_pool {
+            let name = format!("user{i:04}.{short}");
+            let sip = format!("sip:{name}@{domain}").to_ascii_lowercase();
+            let password = cms::directory::new_password();
+            let username = &sip[4..];
+            bulk.push(api::users::BulkUser {
+                identity: name,
+                sip_address: sip.clone(),
+                registrar_pool: pool.fqdn.clone(),
+                ha1: sip::digest::ha1(username, domain, &password),
+            });
+            users.push(LabUser {
+                sip_address: sip,
+                password,
+                home_pool: pool.fqdn.clone(),
+            });
+        }
+    }
+    let via = lab
+        .servers
+        .iter()
+        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
+        .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
+    let client = api::Client::new(lab.admin_token.clone());
+    let total = bulk.len();
+    for (i, chunk) in bulk.chunks(api::users::BULK_MAX_USERS).enumerate() {
+        let _: api::users::BulkEnableResponse = client
+            .post(
+                &via.base_url(),
+                api::paths::USERS_BULK,
+                &api::users::BulkEnableRequest {
+                    users: chunk.to_vec(),
+                },
+                Duration::from_secs(120),
+            )
+            .await
+            .map_err(|e| anyhow!("enabling the lab's users failed: {e}"))?;
+        let done = (i * api::users::BULK_MAX_USERS + chunk.len()).min(total);
+        if total > api::users::BULK_MAX_USERS && std::io::stderr().is_terminal() {
+            eprint!("\rEnabling users: {done}/{total}");
+            if done == total {
+                eprintln!();
+            }
+        }
+    }
+    let path = lab.dir.join("users.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&users)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(users)
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// `tandem lab up`.
+pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
+    let (text, source) = match &options.topology {
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the topology {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        None => (
+            topology::CONTOSO_TOML.to_string(),
+            "the built-in contoso topology".to_string(),
+        ),
+    };
+    let mut topology = Topology::from_toml(&text)
+        .map_err(|e| anyhow!("{source} is not a topology document: {e}; check it with `tandem topology check {source}`"))?;
+    let text = match options.detection_secs {
+        Some((failure, failback)) => {
+            for pool in &mut topology.front_end_pools {
+                pool.registrar.failure_detection_interval_secs = failure;
+                pool.registrar.failback_detection_interval_secs = failback;
+            }
+            topology.to_toml()
+        }
+        None => text,
+    };
+    let report = validate(&topology);
+    if !report.is_valid() {
+        bail!(
+            "{source} is not a valid topology ({}); `tandem topology check {source}` lists the problems",
+            report.summary()
+        );
+    }
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("cannot create the lab folder {}", options.dir.display()))?;
+    let dir = std::path::absolute(&options.dir)?;
+    if let Ok(existing) = LabFile::load(&dir)
+        && existing.servers.iter().any(|s| s.alive())
+    {
+        bail!(
+            "a lab is already running in {}; stop it with `tandem lab down --dir {}` or use another --dir",
+            dir.display(),
+            dir.display()
+        );
+    }
+    for s in topology.servers() {
+        let addr = (s.server.address, topology.ports.management);
+        std::net::TcpListener::bind(addr).map_err(|e| {
+            anyhow!(
+                "{} cannot have its management API on {}:{}: {e}; another lab or program uses it (`tandem lab status`)",
+                s.server.fqdn,
+                addr.0,
+                addr.1
+            )
+        })?;
+    }
+    let rt = runtime();
+    let token = random_token()?;
+    rt.block_on(install(&topology, &text, &dir))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let mut lab = LabFile {
+        dir: dir.clone(),
+        admin_token: token,
+        cms_pool: topology.deployment.cms_pool.clone(),
+        servers: topology
+            .servers()
+            .map(|s| LabServer {
+                fqdn: s.server.fqdn.clone(),
+                role: match s.role {
+                    Role::FrontEnd => "FrontEnd".into(),
+                    Role::Edge => "Edge".into(),
+                },
+                pool: s.pool_fqdn.to_string(),
+                site: s.site.to_string(),
+                address: s.server.address.to_string(),
+                management_port: topology.ports.management,
+                pid: None,
+                data_dir: dir.join("servers").join(&s.server.fqdn),
+                log: dir.join("logs").join(format!("{}.log", s.server.fqdn)),
+                sip_port: topology.ports.sip,
+                user_services_port: topology.ports.user_services,
+                dns_port: 0,
+            })
+            .collect(),
+    };
+    lab.servers.push(dns_server(&topology, &dir)?);
+    let all: Vec<usize> = (0..lab.servers.len()).collect();
+    spawn(&mut lab, &all)?;
+    lab.save()?;
+    let started = Instant::now();
+    rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+    if options.users > 0 {
+        let users = rt.block_on(enable_users(&lab, &topology, options.users))?;
+        // Every replica applies every user: allow for it on a big lab.
+        let allowance = Duration::from_secs(60) + Duration::from_millis(users.len() as u64);
+        rt.block_on(wait_converged(&lab, &all, allowance))?;
+        if !options.quiet {
+            println!(
+                "Enabled {} users ({} on each Front End pool); their passwords are in {}",
+                users.len(),
+                options.users,
+                dir.join("users.json").display()
+            );
+        }
+    }
+    if !options.quiet {
+        print_summary(&lab, started.elapsed());
+    }
+    if options.detach {
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop the lab.");
+    rt.block_on(async { tokio::signal::ctrl_c().await })?;
+    down(&dir)
+}
+
+/// Installs the CMS (first version = the topology) and seeds each server's replica.
+async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<()> {
+    let cms_pool = topology
+        .front_end_pool(&topology.deployment.cms_pool)
+        .ok_or_else(|| anyhow!("the CMS pool is not in the topology"))?;
+    let backend = BackEnd::open(&cms_pool.back_end.database_url, dir).await?;
+    let items = vec![
+        (
+            cms::keys::TOPOLOGY_ACTIVE.to_string(),
+            Some(text.to_string()),
+        ),
+        (
+            cms::keys::TOPOLOGY_PUBLISHED.to_string(),
+            Some(text.to_string()),
+        ),
+    ];
+    backend
+        .bootstrap(&items, "installed by tandem lab up")
+        .await?;
+    let current = backend
+        .current_version()
+        .await?
+        .ok_or_else(|| anyhow!("the CMS has no version after installation"))?;
+    let snapshot = backend.items().await?;
+    backend.close().await;
+    for s in topology.servers() {
+        let data = dir.join("servers").join(&s.server.fqdn);
+        let replica = ReplicaStore::open(&cms::replica::replica_path(&data)).await?;
+        if replica.get(cms::keys::TOPOLOGY_ACTIVE).await?.is_none() {
+            replica
+                .replace_all(current.version, current.created_at, &snapshot)
+                .await?;
+        }
+        replica.close().await;
+    }
+    Ok(())
+}
+
+/// The lab's DNS server: `dns.<zone>` on `127.B.0.153` (B, the block of the deployment's
+/// addresses), port 53, its management API on the usual port; its zone written from the
+/// topology into its data folder.
+fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
+    let first = topology
+        .servers()
+        .next()
+        .map(|s| s.server.address.octets())
+        .unwrap_or([127, 0, 0, 1]);
+    // Not .53: systemd-resolved listens on 127.0.0.53 on many machines.
+    let address = std::net::Ipv4Addr::new(127, first[1], 0, 153);
+    let fqdn = format!("dns.{}", topology.deployment.dns_zone);
+    let data_dir = dir.join("servers").join(&fqdn);
+    std::fs::create_dir_all(&data_dir)?;
+    let zone = dns::Zone::from_topology(topology, address);
+    dnsserver::save_zone(&data_dir.join(DNS_ZONE_FILE), &zone)?;
+    Ok(LabServer {
+        fqdn: fqdn.clone(),
+        role: DNS_ROLE.into(),
+        pool: fqdn,
+        site: String::new(),
+        address: address.to_string(),
+        management_port: topology.ports.management,
+        pid: None,
+        data_dir,
+        log: dir
+            .join("logs")
+            .join(format!("dns.{}.log", topology.deployment.dns_zone)),
+        sip_port: 0,
+        user_services_port: 0,
+        dns_port: topology.ports.dns,
+    })
+}
+
+/// The role of the lab's DNS server in lab.json.
+pub(crate) const DNS_ROLE: &str = "Dns";
+/// The zone file in the DNS server's data folder.
+pub(crate) const DNS_ZONE_FILE: &str = "zone.json";
+
+impl LabFile {
+    /// The lab's DNS server.
+    pub(crate) fn dns(&self) -> Option<&LabServer> {
+        self.servers.iter().find(|s| s.role == DNS_ROLE)
+    }
+}
+
+fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.dns_port));
+    for &i in which {
+        let s = &mut lab.servers[i];
+        if s.alive() {
+            continue;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&s.log)?;
+        let mut command = std::process::Command::new(&exe);
+        if s.role == DNS_ROLE {
+            command
+                .args(["dns", "serve", "--fqdn", &s.fqdn, "--data-dir"])
+                .arg(&s.data_dir)
+                .arg("--listen")
+                .arg(format!("{}:{}", s.address, s.dns_port))
+                .arg("--api")
+                .arg(format!("{}:{}", s.address, s.management_port))
+                .arg("--backend-root")
+                .arg(&lab.dir);
+        } else {
+            command
+                .args(["server", "--fqdn", &s.fqdn, "--data-dir"])
+                .arg(&s.data_dir)
+                .arg("--backend-root")
+                .arg(&lab.dir);
+            if let Some(dns) = &dns {
+                command.arg("--dns").arg(dns);
+            }
+        }
+        let child = command
+            .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", s.fqdn))?;
+        s.pid = Some(child.id());
+    }
+    Ok(())
+}
+
+/// Calls a cmdlet on one lab server.
+pub(crate) async fn call(
+    client: &api::Client,
+    lab: &LabFile,
+    server: &LabServer,
+    cmdlet: &str,
+    parameters: serde_json::Value,
+) -> anyhow::Result<InvokeResponse> {
+    let request = InvokeRequest {
+        cmdlet: cmdlet.into(),
+        parameters: parameters.as_object().cloned().unwrap_or_default(),
+    };
+    let _ = lab;
+    client
+        .invoke(&server.base_url(), &request, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow!("{cmdlet} on {}: {e}", server.fqdn))
+}
+
+/// Every replica `UpToDate`, per the master's status (read through any live CMS-pool server).
+pub(crate) async fn all_up_to_date(
+    client: &api::Client,
+    lab: &LabFile,
+) -> anyhow::Result<(bool, i64)> {
+    let via = lab
+        .servers
+        .iter()
+        .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && s.alive())
+        .ok_or_else(|| anyhow!("no server of the CMS pool {} is running", lab.cms_pool))?;
+    let reply = call(
+        client,
+        lab,
+        via,
+        "Get-CsManagementStoreReplicationStatus",
+        serde_json::json!({}),
+    )
+    .await?;
+    let cmdlet::Output::Records(rows) = reply.output else {
+        bail!("unexpected status output");
+    };
+    let mut min_version = i64::MAX;
+    let mut all = !rows.is_empty();
+    for r in &rows {
+        let get = |k: &str| {
+            r.fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+        };
+        all &= matches!(get("UpToDate"), Some(cmdlet::Field::Bool(true)));
+        if let Some(cmdlet::Field::Int(v)) = get("Version") {
+            min_version = min_version.min(v);
+        }
+    }
+    Ok((all, min_version))
+}
+
+async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> anyhow::Result<()> {
+    let client = api::Client::new(lab.admin_token.clone());
+    let deadline = Instant::now() + timeout;
+    for &i in which {
+        let s = &lab.servers[i];
+        loop {
+            let ok = answers(&client, s, Duration::from_millis(500)).await;
+            if ok {
+                break;
+            }
+            if !s.alive() {
+                bail!(
+                    "{} exited while starting; the end of its log {}:\n{}",
+                    s.fqdn,
+                    s.log.display(),
+                    log_tail(&s.log, 5)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not answer within {timeout:?}; see its log {}",
+                    s.fqdn,
+                    s.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if !lab
+        .servers
+        .iter()
+        .any(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool) && s.alive())
+    {
+        return Ok(());
+    }
+    loop {
+        match all_up_to_date(&client, lab).await {
+            Ok((true, _)) => return Ok(()),
+            Ok((false, _)) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok((false, _)) => bail!(
+                "not every replica is up to date after {timeout:?}; `tandem shell --lab {} -c Get-CsManagementStoreReplicationStatus` shows which",
+                lab.dir.display()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The last `n` lines of a server's log, indented, for an error message.
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn print_summary(lab: &LabFile, took: Duration) {
+    println!(
+        "tandem lab up in {}: {} servers, every replica up to date ({:.1} s)",
+        lab.dir.display(),
+        lab.servers.len(),
+        took.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<28} {:<9} {:<24} {:<7} {:<22} pid",
+        "server", "role", "pool", "site", "management API"
+    );
+    for s in &lab.servers {
+        println!(
+            "{:<28} {:<9} {:<24} {:<7} {:<22} {}",
+            s.fqdn,
+            s.role,
+            s.pool,
+            s.site,
+            format!("{}:{}", s.address, s.management_port),
+            s.pid.map_or("-".into(), |p| p.to_string())
+        );
+    }
+    println!();
+    println!(
+        "Admin token and addresses: {}",
+        lab.dir.join("lab.json").display()
+    );
+    println!("Logs: {}", lab.dir.join("logs").display());
+    println!(
+        "Open the management shell: tandem shell --lab {}",
+        lab.dir.display()
+    );
+}
+
+/// Whether a lab process answers its `/health` in time: a server with its health
+/// report, the DNS server with its plain "ok".
+async fn answers(client: &api::Client, s: &LabServer, timeout: Duration) -> bool {
+    if s.role == DNS_ROLE {
+        return client
+            .http()
+            .get(format!("{}/health", s.base_url()))
+            .timeout(timeout)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+    }
+    client.health(&s.base_url(), timeout).await.is_ok()
+}
+
+/// `tandem lab status`.
+pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let lab = LabFile::load(dir)?;
+    let rt = runtime();
+    let client = api::Client::new(lab.admin_token.clone());
+    let mut rows = Vec::new();
+    for s in &lab.servers {
+        if s.role == DNS_ROLE {
+            let answers = s.alive() && rt.block_on(answers(&client, s, Duration::from_secs(1)));
+            rows.push(serde_json::json!({
+                "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
+                "address": format!("{}:{}", s.address, s.dns_port),
+                "pid": if s.alive() { s.pid } else { None },
+                "state": if answers { "running" } else if s.alive() { "not answering" } else { "stopped" },
+                "replica_version": null,
+                "cms_master": false,
+                "cms_writable": false,
+            }));
+            continue;
+        }
+        let health: Option<api::Health> = if s.alive() {
+            rt.block_on(client.health(&s.base_url(), Duration::from_secs(1)))
+                .ok()
+        } else {
+            None
+        };
+        let state = match (&health, s.alive()) {
+            (Some(_), _) => "running",
+            (None, true) => "not answering",
+            (None, false) => "stopped",
+        };
+        rows.push(serde_json::json!({
+            "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
+            "address": format!("{}:{}", s.address, s.management_port),
+            "pid": if s.alive() { s.pid } else { None },
+            "state": state,
+            "replica_version": health.as_ref().map(|h| h.replica_version),
+            "cms_master": health.as_ref().is_some_and(|h| h.cms_master),
+            "cms_writable": health.as_ref().is_some_and(|h| h.cms_writable),
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} master",
+        "server", "role", "pool", "state", "pid", "version"
+    );
+    for r in rows {
+        let text = |k: &str| match &r[k] {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        println!(
+            "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} {}",
+            text("fqdn"),
+            text("role"),
+            text("pool"),
+            text("state"),
+            text("pid"),
+            text("replica_version"),
+            if r["cms_master"] == true {
+                "active"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `tandem lab kill`: SIGKILL, a disaster.
+pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
+    let lab = LabFile::load(dir)?;
+    for i in lab.select(selector)? {
+        let s = &lab.servers[i];
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            signal(pid, Signal::SIGKILL);
+            // The signal is delivered at once, the death a moment later: report it (and
+            // let a `lab start` that follows find it gone) only once it is over.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while s.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            eprintln!("killed {} (pid {pid})", s.fqdn);
+        } else {
+            eprintln!("{} was not running", s.fqdn);
+        }
+    }
+    Ok(())
+}
+
+/// `tandem lab start`.
+pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    let which = lab.select(selector)?;
+    let rt = runtime();
+    let mut tries = 0;
+    loop {
+        spawn(&mut lab, &which)?;
+        lab.save()?;
+        match rt.block_on(wait_converged(&lab, &which, Duration::from_secs(60))) {
+            Ok(()) => break,
+            // A server that crashed a moment ago can still have looked alive, and so not
+            // been started: start what is not running once more.
+            Err(_) if tries == 0 && which.iter().any(|&i| !lab.servers[i].alive()) => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for i in which {
+        eprintln!(
+            "{} running (pid {})",
+            lab.servers[i].fqdn,
+            lab.servers[i].pid.unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// The pids of `tandem server` processes started for the lab in `dir` (by their
+/// `--backend-root`), whatever lab.json says: what `down` must not leave behind.
+fn strays(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let root = format!("\0--backend-root\0{}\0", dir.display());
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                (c.contains("\0server\0") || c.contains("\0dns\0"))
+                    && format!("{c}\0").contains(&root)
+            })
+        })
+        .collect()
+}
+
+/// `tandem lab down`: SIGTERM, then SIGKILL for what is still there after 10 s.
+pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
+    let mut lab = LabFile::load(dir)?;
+    for s in &lab.servers {
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            signal(pid, Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.servers.iter().any(|s| s.alive()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in &mut lab.servers {
+        if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            signal(pid, Signal::SIGKILL);
+            eprintln!("{} did not stop within 10 s; killed", s.fqdn);
+        }
+        s.pid = None;
+    }
+    for pid in strays(&lab.dir) {
+        signal(pid, Signal::SIGKILL);
+        eprintln!("killed pid {pid}, a server of this lab that lab.json did not list");
+    }
+    lab.save()?;
+    eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(pid: u32, data_dir: &str) -> LabServer {
+        LabServer {
+            fqdn: "pool1-fe1.contoso.com".into(),
+            role: "FrontEnd".into(),
+            pool: "pool1.contoso.com".into(),
+            site: "Site1".into(),
+            address: "127.0.0.1".into(),
+            management_port: 4444,
+            pid: Some(pid),
+            data_dir: data_dir.into(),
+            log: "/dev/null".into(),
+            sip_port: 0,
+            user_services_port: 0,
+            dns_port: 0,
+        }
+    }
+
+    #[test]
+    fn a_server_is_known_by_its_pid_name_and_own_data_folder_only() {
+        // A stand-in process whose command line reads like a server's.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "read line",
+                "server",
+                "--fqdn",
+                "pool1-fe1.contoso.com",
+                "--data-dir",
+                "/labs/a/servers/pool1-fe1.contoso.com",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(server(pid, "/labs/a/servers/pool1-fe1.contoso.com").alive());
+        // The same name in another lab's folder is another server.
+        assert!(!server(pid, "/labs/b/servers/pool1-fe1.contoso.com").alive());
+        // A thread id answers in /proc like a pid, but is no server.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let me = std::env::current_exe().unwrap();
+        let mut own = server(tid, me.to_str().unwrap());
+        own.fqdn = me.to_string_lossy().into_owned();
+        assert!(!own.alive());
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!server(pid, "/labs/a/servers/pool1-fe1.contoso.com").alive());
+        assert!(!server(u32::MAX, "/x").alive());
+    }
+}

@@ -1,0 +1,437 @@
+//! The `tandem` command line, except the server: the shell, the lab, the client, the
+//! federated partner, the DNS tools and the benchmarks. It reaches servers only through
+//! their API (`api`) and SIP (`sipnet`); the `tandem` binary runs `tandem server` with the
+//! `server` crate and hands every other command to [`run`].
+//!
+//! Subcommands follow clap conventions (`--help` everywhere). Exit codes are the same
+//! everywhere: 0 success, 1 an operation failed, 2 a usage or parse error.
+
+mod bench;
+mod bench_cms;
+mod bench_failover;
+mod bench_users;
+mod client;
+mod dns_cmd;
+mod lab;
+mod partner;
+mod shell;
+mod topology_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// tandem: two Front End pools, paired across sites, failed over and back from a shell.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The management shell: run cmdlets interactively, from -c, or from a runbook.
+    Shell(ShellArgs),
+    /// Act as one user's client against a lab: sign in, contacts, meetings, content, messages.
+    Client {
+        /// The lab's folder.
+        #[arg(long, default_value = "tandem-lab")]
+        lab: PathBuf,
+        /// The user's SIP address, e.g. sip:user0001.pool1@contoso.com.
+        #[arg(long)]
+        user: String,
+        /// The password; default: the one in the lab's users.json.
+        #[arg(long)]
+        password: Option<String>,
+        /// Ask this server's registrar first (a client's cached registrar); default: the
+        /// Front Ends in the order the lab lists them.
+        #[arg(long, value_name = "FQDN")]
+        via: Option<String>,
+        #[command(subcommand)]
+        command: client::ClientCommand,
+    },
+    /// Work with topology documents.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Run one server of a deployment (the lab starts these for you).
+    Server(ServerArgs),
+    /// A whole deployment on this machine: start, inspect, break and stop it.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Measure: prints figures, or JSON with --json.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// The lab's DNS server, and dig-style queries to it.
+    #[command(subcommand)]
+    Dns(dns_cmd::DnsCommand),
+    /// A federated partner (fabrikam.com) reaching the lab from outside: SIP or XMPP.
+    Partner {
+        /// The lab's folder.
+        #[arg(long, default_value = "tandem-lab")]
+        lab: PathBuf,
+        #[command(subcommand)]
+        command: partner::PartnerCommand,
+    },
+}
+
+/// `tandem server`: what the binary hands to the `server` crate.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// This server's FQDN, as the topology names it.
+    #[arg(long)]
+    pub fqdn: String,
+    /// Where the server keeps its local replica of the Central Management store.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// What relative sqlite:// Back End URLs of the topology are relative to.
+    #[arg(long, default_value = ".")]
+    pub backend_root: PathBuf,
+    /// The deployment's admin token.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// The deployment's DNS server (address:port); the lab passes its own.
+    #[arg(long)]
+    pub dns: Option<std::net::SocketAddr>,
+    /// Seconds an operation whose runner died waits before the active master's
+    /// reconciler carries it on (an operator who resumes it sooner does it himself).
+    #[arg(long, default_value_t = 20)]
+    pub reconcile_after_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Install the Central Management store, start every server, wait until every replica
+    /// is up to date. Stays in the foreground (Ctrl-C stops the lab) unless --detach.
+    Up {
+        /// The topology (TOML); default: the seeds' contoso deployment.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// The lab's folder: databases, replicas, logs, lab.json.
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        /// Return once the lab is up, leaving the servers running.
+        #[arg(long)]
+        detach: bool,
+        /// Enable this many users on each Front End pool; passwords go to D/users.json.
+        #[arg(long, default_value_t = 0)]
+        users: usize,
+        /// Registrar failure detection interval for every pool, in seconds (the lab's is short;
+        /// the product's default is 120).
+        #[arg(long, default_value_t = 5)]
+        failure_detection_secs: u32,
+        /// Registrar failback detection interval for every pool, in seconds (product default 240).
+        #[arg(long, default_value_t = 10)]
+        failback_detection_secs: u32,
+    },
+    /// Every server: running or not, its replica's version, which one is the CMS master.
+    Status {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill (SIGKILL, a disaster) every server of a site, a pool, or one server.
+    Kill {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Start again the servers of a site, a pool, or one server.
+    Start {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Stop every server gracefully; the data stays.
+    Down {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time from a configuration change to every replica up to date.
+    Replication {
+        /// How many replicas (servers), 2 to 200.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=200))]
+        replicas: u32,
+        /// How many changes to time.
+        #[arg(long, default_value_t = 10)]
+        changes: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign-ins with digest authentication on one Front End: rate and latency.
+    Signin {
+        /// Users per pool; each signs in once.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Clients signing in at once.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pool failover and failback: command times, time until the active users are signed
+    /// in again, and acknowledged writes lost (planned) or lost against reported (disaster).
+    Failover {
+        /// Users enabled per pool.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Users of the failed-over pool that are signed in and have saved data.
+        #[arg(long, default_value_t = 200)]
+        active: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Central Management store failover: planned and disaster, from the command to every
+    /// replica up to date under the new master; and the lost pool fenced when it returns.
+    CmsFailover {
+        /// Planned failovers to time, back and forth between the pools.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Backup Service replication lag under a steady write load.
+    Backup {
+        /// Users per pool.
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Writes per second to users' contact lists.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20000))]
+        writes_per_sec: u32,
+        /// How long to write.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ShellArgs {
+    /// Run these command lines and exit.
+    #[arg(short = 'c', long = "command", value_name = "LINE", conflicts_with_all = ["file", "check"])]
+    command: Option<String>,
+    /// Run a runbook (a file of command lines); stops at the first failing line.
+    #[arg(long, value_name = "RUNBOOK", conflicts_with = "check")]
+    file: Option<PathBuf>,
+    /// Parse and bind every line of a runbook without running anything.
+    #[arg(long, value_name = "RUNBOOK")]
+    check: Option<PathBuf>,
+    /// Connect to a server of the lab in this folder (default: a Front End of the CMS pool).
+    #[arg(long, value_name = "DIR")]
+    lab: Option<PathBuf>,
+    /// The server to connect to, with --lab.
+    #[arg(long, value_name = "FQDN", requires = "lab")]
+    server: Option<String>,
+    /// How objects print when the line does not pipe them to a formatter.
+    #[arg(long, value_enum, default_value_t = OutputArg::List)]
+    output: OutputArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputArg {
+    List,
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopologyCommand {
+    /// Validate a topology document: every problem at once, errors apart from warnings.
+    Check {
+        /// The topology document (TOML).
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line and runs it; `tandem server` is handed to `serve`.
+pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Shell(args) => {
+            let format = match args.output {
+                OutputArg::List => cmdlet::OutputFormat::List,
+                OutputArg::Table => cmdlet::OutputFormat::Table,
+                OutputArg::Json => cmdlet::OutputFormat::Json,
+            };
+            match &args.lab {
+                Some(dir) => match remote_executor(dir, args.server.as_deref()) {
+                    Ok(executor) => run_shell(shell::Session::new(executor, format), args),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        Status::Usage
+                    }
+                },
+                None => run_shell(shell::Session::new(shell::LocalExecutor, format), args),
+            }
+        }
+        Command::Client {
+            lab,
+            user,
+            password,
+            via,
+            command,
+        } => outcome(client::run(&lab, &user, password, via.as_deref(), command)),
+        Command::Partner { lab, command } => outcome(partner::run(&lab, command)),
+        Command::Dns(command) => {
+            if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {
+                init_tracing();
+            }
+            outcome(dns_cmd::run(command))
+        }
+        Command::Server(args) => serve(args),
+        Command::Lab(command) => outcome(match command {
+            LabCommand::Up {
+                topology,
+                dir,
+                detach,
+                users,
+                failure_detection_secs,
+                failback_detection_secs,
+            } => lab::up(lab::UpOptions {
+                topology,
+                dir,
+                detach,
+                quiet: false,
+                users,
+                detection_secs: Some((failure_detection_secs, failback_detection_secs)),
+            }),
+            LabCommand::Status { dir, json } => lab::status(&dir, json),
+            LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),
+            LabCommand::Start { target, dir } => lab::start(&dir, &target),
+            LabCommand::Down { dir } => lab::down(&dir),
+        }),
+        Command::Bench(BenchCommand::Replication {
+            replicas,
+            changes,
+            json,
+        }) => outcome(bench::replication(
+            replicas as usize,
+            changes as usize,
+            json,
+        )),
+        Command::Bench(BenchCommand::Signin {
+            users,
+            concurrency,
+            json,
+        }) => outcome(bench_users::signin(users, concurrency, json)),
+        Command::Bench(BenchCommand::Failover {
+            users,
+            active,
+            json,
+        }) => outcome(bench_failover::failover(users, active, json)),
+        Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
+            outcome(bench_cms::cms_failover(rounds as usize, json))
+        }
+        Command::Bench(BenchCommand::Backup {
+            users,
+            writes_per_sec,
+            seconds,
+            json,
+        }) => outcome(bench_users::backup(users, writes_per_sec, seconds, json)),
+        Command::Topology(TopologyCommand::Check { file, json }) => {
+            topology_cmd::check(&file, json)
+        }
+    };
+    status.into()
+}
+
+fn run_shell<E: shell::Executor>(mut session: shell::Session<E>, args: ShellArgs) -> Status {
+    if let Some(line) = args.command {
+        session.run_source("-c", &line, shell::Mode::Command)
+    } else if let Some(path) = args.file {
+        session.run_file(&path, shell::Mode::Runbook)
+    } else if let Some(path) = args.check {
+        session.run_file(&path, shell::Mode::Check)
+    } else {
+        shell::repl::run(&mut session)
+    }
+}
+
+/// The shell's connection to a lab server: the one named, or a Front End of the CMS pool.
+fn remote_executor(
+    dir: &std::path::Path,
+    fqdn: Option<&str>,
+) -> anyhow::Result<shell::RemoteExecutor> {
+    let lab = lab::LabFile::load(dir)?;
+    let server = match fqdn {
+        Some(f) => lab
+            .servers
+            .iter()
+            .find(|s| s.fqdn.eq_ignore_ascii_case(f))
+            .ok_or_else(|| {
+                let names: Vec<_> = lab.servers.iter().map(|s| s.fqdn.as_str()).collect();
+                anyhow::anyhow!(
+                    "{f} is not a server of the lab in {}; choose one of {}",
+                    dir.display(),
+                    names.join(", ")
+                )
+            })?,
+        None => lab
+            .servers
+            .iter()
+            .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
+            .ok_or_else(|| {
+                anyhow::anyhow!("the lab has no server in the CMS pool {}", lab.cms_pool)
+            })?,
+    };
+    Ok(shell::RemoteExecutor::new(
+        server.base_url(),
+        server.fqdn.clone(),
+        lab.admin_token.clone(),
+        dir.display().to_string(),
+    ))
+}
+
+/// Logs to standard error, filtered by `TANDEM_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .init();
+}
+
+/// An operation's result as an exit status, with the error printed.
+pub fn outcome(result: anyhow::Result<()>) -> Status {
+    match result {
+        Ok(()) => Status::Success,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Status::Failed
+        }
+    }
+}
+
+/// The outcome of a command, as an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 0
+    Success,
+    /// 1: an operation (cmdlet, check) failed.
+    Failed,
+    /// 2: the input could not be understood.
+    Usage,
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> Self {
+        ExitCode::from(match s {
+            Status::Success => 0,
+            Status::Failed => 1,
+            Status::Usage => 2,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! Running cmdlets on a server of a deployment, through its management API.
+//!
+//! The shell binds every line itself (so errors point at the text), runs the cmdlets that
+//! need no deployment locally, and sends the others to the server it is connected to, as
+//! an administrator opens the Management Shell on one server. Relative file paths are made
+//! absolute first: the server reads and writes them on this machine's filesystem.
+
+use api::{CallError, InvokeRequest};
+use cmdlet::catalogue::spec::{Capability, ParamType};
+use cmdlet::{BoundValue, Invocation, Output};
+use serde_json::Value;
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::{Executor, Failure, LocalExecutor};
+
+/// PowerShell's `-Confirm` prompt; anything but Y (or end of input) declines.
+fn confirmed(inv: &Invocation) -> bool {
+    eprint!(
+        "Confirm\nAre you sure you want to perform this action?\nPerforming \"{}\".\n[Y] Yes  [N] No  (default is \"N\"): ",
+        inv.canonical_line()
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "A" | "a")
+}
+
+/// Waits for a long operation while a progress line on the terminal shows its step,
+/// read from the operation records every half second.
+async fn with_progress<F: std::future::Future>(
+    call: F,
+    client: &api::Client,
+    base: &str,
+) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = &mut call => {
+                eprint!("\r\x1b[K");
+                return r;
+            }
+            _ = tick.tick() => {
+                if let Some(line) = progress_line(client, base).await {
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+        }
+    }
+}
+
+async fn progress_line(client: &api::Client, base: &str) -> Option<String> {
+    let request = InvokeRequest {
+        cmdlet: "Get-CsDisasterRecoveryOperation".into(),
+        parameters: Default::default(),
+    };
+    let reply = client
+        .invoke(base, &request, std::time::Duration::from_secs(2))
+        .await
+        .ok()?;
+    let Output::Records(records) = reply.output else {
+        return None;
+    };
+    let op = records.last()?;
+    let field = |name: &str| op.get(name).map(cmdlet::Field::display).unwrap_or_default();
+    let steps = match op.get("Steps") {
+        Some(cmdlet::Field::List(l)) => l.iter().map(cmdlet::Field::display).collect::<Vec<_>>(),
+        _ => vec![],
+    };
+    let done = steps
+        .iter()
+        .filter(|s| s.contains(" Done") || s.contains(" Skipped"))
+        .count();
+    let width = 20;
+    let filled = if steps.is_empty() {
+        0
+    } else {
+        done * width / steps.len()
+    };
+    Some(format!(
+        "{} {} of {} [{}{}] {done}/{} {}",
+        field("Identity"),
+        field("Operation"),
+        field("PoolFqdn"),
+        "#".repeat(filled),
+        " ".repeat(width - filled),
+        steps.len(),
+        field("CurrentStep")
+    ))
+}
+
+#[derive(Debug)]
+pub(crate) struct RemoteExecutor {
+    pub(crate) base_url: String,
+    pub(crate) fqdn: String,
+    pub(crate) lab_dir: String,
+    runtime: tokio::runtime::Runtime,
+    client: api::Client,
+}
+
+impl RemoteExecutor {
+    pub(crate) fn new(base_url: String, fqdn: String, token: String, lab_dir: String) -> Self {
+        RemoteExecutor {
+            client: api::Client::new(token.clone()),
+            base_url,
+            fqdn,
+            lab_dir,
+            runtime: crate::lab::runtime(),
+        }
+    }
+}
+
+/// A bound argument as the API's JSON.
+fn json_value(value: &BoundValue, ty: Option<ParamType>) -> Value {
+    match value {
+        BoundValue::Switch(b) | BoundValue::Bool(b) => Value::Bool(*b),
+        BoundValue::Int(i) => Value::from(*i),
+        BoundValue::Array(items) => items.iter().map(|v| json_value(v, None)).collect(),
+        BoundValue::Text(path) if ty == Some(ParamType::Path) => Value::String(
+            std::path::absolute(path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| path.clone()),
+        ),
+        other => Value::String(other.to_text()),
+    }
+}
+
+pub(crate) fn request(inv: &Invocation) -> InvokeRequest {
+    let parameters = inv
+        .args
+        .iter()
+        .map(|(name, value)| {
+            let ty = inv
+                .cmdlet
+                .params
+                .iter()
+                .find(|p| p.name == *name)
+                .map(|p| p.ty);
+            (name.to_string(), json_value(value, ty))
+        })
+        .collect();
+    InvokeRequest {
+        cmdlet: inv.cmdlet.name.to_string(),
+        parameters,
+    }
+}
+
+impl Executor for RemoteExecutor {
+    fn execute(&mut self, inv: &Invocation) -> Result<Output, Failure> {
+        if inv.cmdlet.capability == Capability::Shell {
+            return LocalExecutor.execute(inv);
+        }
+        if inv.cmdlet.changes_state && inv.switch("Confirm") && !confirmed(inv) {
+            return Err(Failure::new(
+                "not confirmed; nothing was changed (answer Y to go on)",
+            ));
+        }
+        if inv.cmdlet.name == "Test-NetConnection" {
+            return test_net_connection(&self.lab_dir, inv);
+        }
+        // The DnsServer cmdlets go to the lab's DNS server, as the Windows module talks to
+        // the company's DNS server rather than to a Skype for Business server.
+        let base_url = if inv.cmdlet.name.contains("DnsServer") {
+            let lab = crate::lab::LabFile::load(std::path::Path::new(&self.lab_dir))
+                .map_err(|e| Failure::new(e.to_string()))?;
+            let dns = lab.dns().ok_or_else(|| {
+                Failure::new(format!(
+                    "the lab in {} runs no DNS server; start it with `tandem lab up`",
+                    self.lab_dir
+                ))
+            })?;
+            format!("http://{}:{}", dns.address, dns.management_port)
+        } else {
+            self.base_url.clone()
+        };
+        let body = request(inv);
+        let call = self
+            .client
+            .invoke(&base_url, &body, std::time::Duration::from_secs(3600));
+        let long = inv.cmdlet.capability == Capability::PoolFailover
+            && inv.cmdlet.changes_state
+            && !inv.switch("WhatIf");
+        let reply = if long && std::io::stderr().is_terminal() {
+            self.runtime
+                .block_on(with_progress(call, &self.client, &self.base_url))
+        } else {
+            self.runtime.block_on(call)
+        };
+        match reply {
+            Ok(reply) => {
+                for w in &reply.warnings {
+                    eprintln!("WARNING: {w}");
+                }
+                Ok(reply.output)
+            }
+            Err(CallError::Refused { body, .. }) => Err(Failure {
+                message: body.error,
+                output: body.output,
+            }),
+            Err(e @ CallError::Unreachable { .. }) => Err(Failure::new(format!(
+                "{}: {e}. Is it running? `tandem lab status --dir {}` shows the servers; \
+                 `tandem shell --lab {} --server <fqdn>` opens the shell on another one",
+                self.fqdn, self.lab_dir, self.lab_dir
+            ))),
+        }
+    }
+}
+
+/// `Test-NetConnection -ComputerName <fqdn> -Port <n>`, run where the shell runs: the name
+/// is looked up in the lab's DNS (A record), then a TCP connection is tried.
+fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failure> {
+    let name = inv.text("ComputerName").unwrap_or_default();
+    let port: u16 = inv
+        .text("Port")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| Failure::new("-Port must be a TCP port number"))?;
+    let address: std::net::Ipv4Addr = match name.parse() {
+        Ok(ip) => ip,
+        Err(_) => {
+            let server = crate::dns_cmd::lab_dns(std::path::Path::new(lab_dir))
+                .map_err(|e| Failure::new(e.to_string()))?;
+            let answer = crate::dns_cmd::query(server, &name, dns::RecordType::A)
+                .map_err(|e| Failure::new(e.to_string()))?;
+            answer
+                .addresses()
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    Failure::new(format!(
+                        "Name resolution of {name} failed: the lab's DNS has no A record for it \
+                         (Get-DnsServerResourceRecord -ZoneName <zone> -Name <name> shows what it has)"
+                    ))
+                })?
+        }
+    };
+    let target = std::net::SocketAddr::from((address, port));
+    let open =
+        std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2)).is_ok();
+    Ok(Output::Records(vec![
+        cmdlet::Record::new()
+            .with("ComputerName", name)
+            .with("RemoteAddress", address.to_string())
+            .with("RemotePort", i64::from(port))
+            .with("TcpTestSucceeded", open),
+    ]))
+}

@@ -1,0 +1,389 @@
+//! The lab's DNS server: the deployment's zone (`dns::Zone`) answered on UDP and TCP, and
+//! the Windows DnsServer cmdlets (`Get-/Add-/Set-/Remove-DnsServerResourceRecord*`) on a
+//! management API of its own, as an operator changes the company's DNS during a failover.
+//!
+//! The zone is kept in a JSON file beside the lab; every change is written there (to a
+//! temporary file, then renamed) before it is answered, so a restarted server serves what
+//! was last changed. A query it cannot parse gets FORMERR (or nothing, when not even the
+//! header is there); a name outside the zone gets REFUSED. Nothing stops the server.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cmdlet::{BoundValue, Field, Invocation, Output, Record as OutRecord};
+use dns::{Rcode, Record, RecordData, RecordType, Zone, error_response, parse_query};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use api::{ApiError, InvokeRequest, InvokeResponse};
+
+struct DnsState {
+    zone: RwLock<Zone>,
+    file: PathBuf,
+    token: String,
+}
+
+/// Loads the zone file.
+pub fn load_zone(file: &Path) -> anyhow::Result<Zone> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read the zone file {}: {e}", file.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a zone file: {e}", file.display()))
+}
+
+/// Writes the zone file (atomically).
+pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
+    let tmp = file.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(zone)?)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`.
+pub async fn serve(
+    file: PathBuf,
+    dns: SocketAddr,
+    api: SocketAddr,
+    token: String,
+) -> anyhow::Result<()> {
+    let zone = load_zone(&file)?;
+    let state = Arc::new(DnsState {
+        zone: RwLock::new(zone),
+        file,
+        token,
+    });
+    let udp = Arc::new(
+        tokio::net::UdpSocket::bind(dns)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding DNS on UDP {dns}: {e}"))?,
+    );
+    let tcp = tokio::net::TcpListener::bind(dns)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding DNS on TCP {dns}: {e}"))?;
+    let http = tokio::net::TcpListener::bind(api)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the DNS management API on {api}: {e}"))?;
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            loop {
+                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                    continue;
+                };
+                if let Some(answer) = answer(&state, &buf[..n], dns::MAX_MESSAGE) {
+                    let _ = udp.send_to(&answer, peer).await;
+                }
+            }
+        });
+    }
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            // At most this many TCP clients at once; each exchange must finish in time.
+            let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CLIENTS));
+            loop {
+                let (mut stream, _) = match tcp.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        // Out of descriptors, say: wait rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue; // dropped: the client retries or uses UDP
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    // RFC 1035 section 4.2.2: a two-byte length, then the message.
+                    loop {
+                        let exchange = async {
+                            let mut len = [0u8; 2];
+                            stream.read_exact(&mut len).await.ok()?;
+                            let n = u16::from_be_bytes(len) as usize;
+                            if n == 0 || n > dns::MAX_MESSAGE {
+                                return None;
+                            }
+                            let mut msg = vec![0u8; n];
+                            stream.read_exact(&mut msg).await.ok()?;
+                            let answer = answer(&state, &msg, u16::MAX as usize)?;
+                            let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+                            out.extend_from_slice(&answer);
+                            stream.write_all(&out).await.ok()
+                        };
+                        match tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+                            .await
+                        {
+                            Ok(Some(())) => {}
+                            _ => return,
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/api/v1/invoke", post(invoke))
+        .with_state(state);
+    tracing::info!(%dns, %api, "DNS server started");
+    axum::serve(http, app).await?;
+    Ok(())
+}
+
+/// How many TCP clients are served at once.
+const TCP_CLIENTS: usize = 256;
+
+fn answer(state: &DnsState, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
+    match parse_query(bytes) {
+        Ok(q) => Some(
+            state
+                .zone
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .answer(&q, limit),
+        ),
+        Err(dns::ParseError::NotAQuery) => None,
+        Err(dns::ParseError::NotImplemented) => {
+            dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::NotImp))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "a DNS message that is not a query this server answers");
+            dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::FormErr))
+        }
+    }
+}
+
+async fn invoke(
+    State(state): State<Arc<DnsState>>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<InvokeRequest>, JsonRejection>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    api::check_token(&headers, &state.token)?;
+    let Json(request) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let inv = api::bind::bind_one(&request)?;
+    if inv.cmdlet.changes_state && inv.switch("WhatIf") {
+        return Ok(Json(InvokeResponse::text(format!(
+            "What if: {} would change the zone. Nothing was changed.",
+            inv.canonical_line()
+        ))));
+    }
+    let output = run(&state, &inv).map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    Ok(Json(InvokeResponse::of(output)))
+}
+
+fn number(inv: &Invocation, name: &str, default: u16) -> Result<u16, String> {
+    match inv.get(name) {
+        None => Ok(default),
+        Some(BoundValue::Int(i)) => {
+            u16::try_from(*i).map_err(|_| format!("-{name} {i} is out of range (0 to 65535)"))
+        }
+        Some(other) => other
+            .to_text()
+            .parse()
+            .map_err(|_| format!("-{name} must be a number from 0 to 65535")),
+    }
+}
+
+fn ttl(inv: &Invocation) -> u32 {
+    match inv.get("TimeToLive") {
+        Some(BoundValue::TimeSpan(d)) => d.as_secs().min(u32::MAX as u64) as u32,
+        _ => dns::TTL,
+    }
+}
+
+/// Runs one DnsServer cmdlet against the zone.
+fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
+    let name = inv.cmdlet.name;
+    let mut live = state
+        .zone
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Changes are made on a copy, saved, then served: a change that could not be saved is
+    // neither served nor lost on a restart.
+    let mut zone = live.clone();
+    if let Some(z) = inv.text("ZoneName")
+        && !z.trim_end_matches('.').eq_ignore_ascii_case(&zone.origin)
+    {
+        return Err(format!(
+            "this DNS server holds the zone {} only, not {z}",
+            zone.origin
+        ));
+    }
+    let rtype = inv
+        .text("RRType")
+        .map(|t| {
+            RecordType::parse(&t).ok_or(format!(
+                "-RRType {t}: this server keeps A, NS, SOA and SRV records"
+            ))
+        })
+        .transpose()?;
+    let output = match name {
+        "Get-DnsServerResourceRecord" => {
+            let wanted = inv
+                .text("Name")
+                .map(|n| zone.absolute(&n))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let rows = zone
+                .records
+                .iter()
+                .filter(|r| wanted.as_ref().is_none_or(|w| &r.name == w))
+                .filter(|r| rtype.is_none_or(|t| t == RecordType::Any || r.data.record_type() == t))
+                .map(|r| row(&zone.origin, r))
+                .collect();
+            return Ok(Output::Records(rows));
+        }
+        "Add-DnsServerResourceRecordA" => {
+            let n = zone
+                .absolute(&inv.text("Name").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let address = ipv4(inv)?;
+            let record = Record {
+                name: n,
+                ttl: ttl(inv),
+                data: RecordData::A { address },
+            };
+            zone.add(record.clone()).map_err(|e| e.to_string())?;
+            Output::Records(vec![row(&zone.origin, &record)])
+        }
+        "Add-DnsServerResourceRecord" => {
+            let n = zone
+                .absolute(&inv.text("Name").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let record = if inv.switch("Srv") {
+                let target = inv
+                    .text("DomainName")
+                    .ok_or("-Srv needs -DomainName <target host>")?;
+                Record {
+                    name: n,
+                    ttl: ttl(inv),
+                    data: RecordData::Srv {
+                        priority: number(inv, "Priority", 0)?,
+                        weight: number(inv, "Weight", 0)?,
+                        port: number(inv, "Port", 0).and_then(|p| {
+                            if p == 0 {
+                                Err("-Srv needs -Port".to_string())
+                            } else {
+                                Ok(p)
+                            }
+                        })?,
+                        target: zone.check_in_zone(&target).map_err(|e| {
+                            format!("{e} (an SRV record's target must be an A record of the zone)")
+                        })?,
+                    },
+                }
+            } else if inv.switch("A") {
+                Record {
+                    name: n,
+                    ttl: ttl(inv),
+                    data: RecordData::A {
+                        address: ipv4(inv)?,
+                    },
+                }
+            } else {
+                return Err(
+                    "name the record type: -Srv or -A (CNAME records are not kept here)".into(),
+                );
+            };
+            zone.add(record.clone()).map_err(|e| e.to_string())?;
+            Output::Records(vec![row(&zone.origin, &record)])
+        }
+        "Set-DnsServerResourceRecord" => {
+            // The records of that name and type are replaced by the new data.
+            let n = zone
+                .absolute(&inv.text("Name").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let t = rtype.ok_or("-RRType A or SRV says which records change")?;
+            let record = match t {
+                RecordType::A => Record {
+                    name: n.clone(),
+                    ttl: ttl(inv),
+                    data: RecordData::A {
+                        address: ipv4(inv)?,
+                    },
+                },
+                RecordType::Srv => Record {
+                    name: n.clone(),
+                    ttl: ttl(inv),
+                    data: RecordData::Srv {
+                        priority: number(inv, "Priority", 0)?,
+                        weight: number(inv, "Weight", 0)?,
+                        port: number(inv, "Port", 0)?,
+                        target: zone
+                            .check_in_zone(
+                                &inv.text("DomainName")
+                                    .ok_or("SRV records need -DomainName")?,
+                            )
+                            .map_err(|e| e.to_string())?,
+                    },
+                },
+                other => {
+                    return Err(format!(
+                        "{} records are not changed with Set-DnsServerResourceRecord here",
+                        other.name()
+                    ));
+                }
+            };
+            zone.remove(&n, t, None).map_err(|e| e.to_string())?;
+            zone.add(record.clone()).map_err(|e| e.to_string())?;
+            Output::Records(vec![row(&zone.origin, &record)])
+        }
+        "Remove-DnsServerResourceRecord" => {
+            let n = zone
+                .absolute(&inv.text("Name").unwrap_or_default())
+                .map_err(|e| e.to_string())?;
+            let t = rtype.ok_or("-RRType says which records go")?;
+            let data = inv.text("RecordData");
+            let removed = zone
+                .remove(&n, t, data.as_deref())
+                .map_err(|e| e.to_string())?;
+            Output::Text(format!("removed {removed} {} record(s) of {n}", t.name()))
+        }
+        other => return Err(format!("{other} is not a DnsServer cmdlet")),
+    };
+    if let Err(e) = save_zone(&state.file, &zone) {
+        return Err(format!(
+            "the change could not be saved ({e}); it is not served either"
+        ));
+    }
+    *live = zone;
+    Ok(output)
+}
+
+fn ipv4(inv: &Invocation) -> Result<Ipv4Addr, String> {
+    match inv.get("IPv4Address") {
+        Some(BoundValue::Ipv4(a)) => Ok(*a),
+        Some(other) => other
+            .to_text()
+            .parse()
+            .map_err(|_| "-IPv4Address must be an IPv4 address".to_string()),
+        None => Err("-IPv4Address is needed".into()),
+    }
+}
+
+/// A record as `Get-DnsServerResourceRecord` shows it.
+fn row(origin: &str, r: &Record) -> OutRecord {
+    let host = if r.name == origin {
+        "@".to_string()
+    } else {
+        r.name
+            .strip_suffix(&format!(".{origin}"))
+            .unwrap_or(&r.name)
+            .to_string()
+    };
+    OutRecord::new()
+        .with("HostName", host)
+        .with("RecordType", r.data.record_type().name())
+        .with("Type", i64::from(r.data.record_type().code()))
+        .with("TimeToLive", format!("00:00:{:02}", r.ttl.min(59)))
+        .with("RecordData", r.data.text())
+        .with("Fqdn", Field::from(format!("{}.", r.name)))
+}

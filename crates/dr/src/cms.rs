@@ -1,0 +1,262 @@
+//! A Central Management store failover as a durable record: its plan, its resume rule, and
+//! what it reports. The engine runs it like every other operation; the record lives in the
+//! Back End of the pool that will host the store (the store itself may be lost).
+//!
+//! The steps, in order:
+//!
+//! - `Freeze`: the old store stops taking changes (planned only; it keeps its lease).
+//! - `Drain`: the Backup Service ships the standby every version (planned), or the loss is
+//!   estimated from what the old pool's Backup Service last said it had not shipped.
+//! - `Promote`: the standby becomes the active store in a new term — the point of no
+//!   return: before it a failover can be cancelled, after it only finished.
+//! - `Takeover`: a Front End of this pool takes the master lease.
+//! - `Publish`: the topology names this pool as the CMS pool.
+//! - `Demote`: the old store becomes a standby (planned; in a disaster the old master
+//!   steps down by itself when it comes back and hears of the new term).
+//! - `Replicate`: every reachable server is up to date under the new master.
+
+use serde::{Deserialize, Serialize};
+
+use crate::progress::{OpState, Progress, StepName, StepState};
+use crate::state::FailMode;
+
+/// The named steps of a CMS failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmsStep {
+    Freeze,
+    Drain,
+    Promote,
+    Takeover,
+    Publish,
+    Demote,
+    Replicate,
+}
+
+/// The steps, in order.
+pub const CMS_STEPS: [CmsStep; 7] = [
+    CmsStep::Freeze,
+    CmsStep::Drain,
+    CmsStep::Promote,
+    CmsStep::Takeover,
+    CmsStep::Publish,
+    CmsStep::Demote,
+    CmsStep::Replicate,
+];
+
+impl StepName for CmsStep {
+    fn as_str(self) -> &'static str {
+        match self {
+            CmsStep::Freeze => "Freeze",
+            CmsStep::Drain => "Drain",
+            CmsStep::Promote => "Promote",
+            CmsStep::Takeover => "Takeover",
+            CmsStep::Publish => "Publish",
+            CmsStep::Demote => "Demote",
+            CmsStep::Replicate => "Replicate",
+        }
+    }
+}
+
+/// One CMS failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmsFailover {
+    /// Numbered by the Back End that keeps it (0 until first saved).
+    pub id: i64,
+    pub from_pool: String,
+    pub to_pool: String,
+    /// Planned (the old store answered when it started) or Disaster.
+    pub mode: FailMode,
+    #[serde(flatten)]
+    pub progress: Progress<CmsStep>,
+    /// The newest epoch heard of when the failover started: the new term starts above it.
+    pub known_epoch: i64,
+    /// The old store's version when it was frozen (planned).
+    pub frozen_version: i64,
+    /// What may be lost (disaster, or a forced drain).
+    pub potential_loss: String,
+}
+
+impl CmsFailover {
+    pub fn new(
+        from_pool: &str,
+        to_pool: &str,
+        mode: FailMode,
+        known_epoch: i64,
+        now_ms: i64,
+    ) -> CmsFailover {
+        CmsFailover {
+            id: 0,
+            from_pool: from_pool.to_ascii_lowercase(),
+            to_pool: to_pool.to_ascii_lowercase(),
+            mode,
+            progress: Progress::new(CMS_STEPS.map(|s| (s, true)), now_ms),
+            known_epoch,
+            frozen_version: 0,
+            potential_loss: String::new(),
+        }
+    }
+
+    /// The key a runner lists it under in its `/health`.
+    pub fn key(&self) -> String {
+        cms_key(&self.to_pool, self.id)
+    }
+
+    /// Whether the standby was promoted: from here on the failover can only be finished.
+    pub fn past_point_of_no_return(&self) -> bool {
+        self.progress.is_done(CmsStep::Promote)
+    }
+
+    /// What a resume must do again. Until the standby is promoted, a planned failover
+    /// freezes and drains again: the old store may have been unfrozen meanwhile (a
+    /// cancelled drain, a `-Restore`) and taken changes.
+    pub fn prepare_resume(&mut self) {
+        if self.mode == FailMode::Planned && !self.past_point_of_no_return() {
+            for step in [CmsStep::Freeze, CmsStep::Drain] {
+                if let Some(s) = self.progress.step_mut(step) {
+                    s.state = StepState::Pending;
+                }
+            }
+        }
+    }
+
+    /// The record as the cmdlet prints it: a heading, a line per step, the loss and the
+    /// error.
+    pub fn log(&self) -> String {
+        let mut text = format!(
+            "Central Management store failover {} from {} to {} ({}): {}\n",
+            self.id,
+            self.from_pool,
+            self.to_pool,
+            self.mode.as_str(),
+            self.progress.state.as_str()
+        );
+        for line in self.progress.step_lines() {
+            text.push_str(&format!("  {line}\n"));
+        }
+        if !self.potential_loss.is_empty() {
+            text.push_str(&format!("  Potential loss: {}\n", self.potential_loss));
+        }
+        if let Some(e) = &self.progress.error {
+            text.push_str(&format!("  Error: {e}\n"));
+        }
+        text
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a CMS failover record serialises")
+    }
+
+    pub fn from_json(text: &str) -> Option<CmsFailover> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The `/health` key of CMS failover `id` kept by the Back End of `to_pool`.
+pub fn cms_key(to_pool: &str, id: i64) -> String {
+    format!("cms/{}/{id}", to_pool.to_ascii_lowercase())
+}
+
+/// What the old pool's Backup Service said about the standby when it last answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeardCms {
+    pub at_ms: i64,
+    /// Versions it had not shipped to the standby.
+    pub versions: i64,
+    pub oldest_ms: Option<i64>,
+}
+
+/// What a disaster CMS failover from `pool` may lose, as last heard.
+pub fn potential_loss(heard: Option<HeardCms>, pool: &str) -> String {
+    match heard {
+        Some(h) if h.versions > 0 => format!(
+            "at least {} configuration version(s) committed in {pool} from {} had not reached the standby when {pool} last answered at {}",
+            h.versions,
+            h.oldest_ms.map_or("-".into(), crate::format_timestamp),
+            crate::format_timestamp(h.at_ms)
+        ),
+        Some(h) => format!(
+            "{pool}'s Backup Service had shipped every configuration version when it last answered at {}; \
+             changes made after that are lost (the old store records them when it comes back)",
+            crate::format_timestamp(h.at_ms)
+        ),
+        None => format!("{pool} was not heard from; what it had not shipped is unknown"),
+    }
+}
+
+/// Whether an operation in `state` still has work a resume would do.
+pub fn unfinished(state: OpState) -> bool {
+    state.is_unfinished()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planned_failover_freezes_and_drains_again_until_it_promoted() {
+        let mut f = CmsFailover::new(
+            "Pool1.contoso.com",
+            "pool2.contoso.com",
+            FailMode::Planned,
+            5,
+            0,
+        );
+        for s in &mut f.progress.steps[..2] {
+            s.state = StepState::Done;
+        }
+        f.prepare_resume();
+        assert_eq!(f.progress.next_step(), Some(0));
+        for s in &mut f.progress.steps[..3] {
+            s.state = StepState::Done;
+        }
+        assert!(f.past_point_of_no_return());
+        f.prepare_resume();
+        assert_eq!(f.progress.current_step(), Some(CmsStep::Takeover));
+        // A disaster failover never had a freeze to do again.
+        let mut d = CmsFailover::new(
+            "pool1.contoso.com",
+            "pool2.contoso.com",
+            FailMode::Disaster,
+            5,
+            0,
+        );
+        d.progress.steps[0].state = StepState::Skipped;
+        d.progress.steps[1].state = StepState::Done;
+        d.prepare_resume();
+        assert_eq!(d.progress.current_step(), Some(CmsStep::Promote));
+        assert_eq!(d.key(), "cms/pool2.contoso.com/0");
+        assert_eq!(CmsFailover::from_json(&d.to_json()), Some(d));
+    }
+
+    #[test]
+    fn the_loss_says_what_was_heard() {
+        let heard = HeardCms {
+            at_ms: 1_000,
+            versions: 2,
+            oldest_ms: Some(900),
+        };
+        assert!(
+            potential_loss(Some(heard), "pool1").starts_with("at least 2 configuration version(s)")
+        );
+        let none = HeardCms {
+            versions: 0,
+            ..heard
+        };
+        assert!(
+            potential_loss(Some(none), "pool1").contains("had shipped every configuration version")
+        );
+        assert!(potential_loss(None, "pool1").contains("unknown"));
+    }
+
+    #[test]
+    fn the_log_has_a_line_per_step() {
+        let mut f = CmsFailover::new("pool1", "pool2", FailMode::Disaster, 0, 0);
+        f.id = 3;
+        f.progress.state = OpState::Completed;
+        let log = f.log();
+        assert!(log.starts_with(
+            "Central Management store failover 3 from pool1 to pool2 (Disaster): Completed"
+        ));
+        assert_eq!(log.lines().count(), 8);
+    }
+}

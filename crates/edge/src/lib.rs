@@ -1,0 +1,688 @@
+//! An Edge server's listeners on its external address: the Access Edge's SIP federation
+//! listener (TCP, the `edge_federation_sip` port) and the XMPP federation listener (the
+//! `xmpp_federation` port).
+//!
+//! A supervisor opens and closes them as the topology and the services say, so that a
+//! change published and replicated (federation moved to another Edge pool, the site's
+//! XMPP route moved, a new next hop) takes effect here, and a stopped service really
+//! stops listening:
+//!
+//! - federation: open while `RTCSRV` runs. An Edge pool with federation enabled routes a
+//!   federated request to its next-hop pool (UDP to the pool's registrars, found by the
+//!   pool's A records in the deployment's DNS when there is one, with a proof
+//!   that it came through the Edge), which delivers it to the user's serving pool; an
+//!   Edge pool without federation refuses with 403 and names the pool that has it; a
+//!   next hop that does not answer gets 504 naming the command that moves it.
+//! - XMPP: open while `RTCXMPPTGWPX` runs on the Edge server a site's XMPP route names. It
+//!   answers a server-to-server stream header with its own and its features; a malformed
+//!   header gets a `bad-format` stream error.
+//!
+//! Nothing a peer sends stops the server: what does not parse gets an answer (or the
+//! connection is closed) and the listener goes on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use node::Node;
+use node::services::{RTCSRV, RTCXMPPTGWPX};
+use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
+use sip::{Message, Method, Request, Response};
+use sipnet::{Endpoint, answer_malformed};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use topology::{Role, Topology};
+/// How often the supervisor looks at the topology and the services.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
+/// How long the next hop may take to answer a routed request.
+const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a connection may stay silent.
+const IDLE: Duration = Duration::from_secs(120);
+/// The XMPP namespace of server-to-server streams.
+const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+
+/// What this Edge server applies now, from its topology: what `Invoke-CsServerSetup`
+/// reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSetup {
+    pub edge_pool: String,
+    pub federation_enabled: bool,
+    pub next_hop: String,
+    pub federation_address: SocketAddr,
+    /// The sites whose XMPP route is this server.
+    pub xmpp_route_of: Vec<String>,
+    pub xmpp_address: SocketAddr,
+}
+
+impl EdgeSetup {
+    pub fn of(topology: &Topology, fqdn: &str) -> Option<EdgeSetup> {
+        let me = topology.server(fqdn).filter(|s| s.role == Role::Edge)?;
+        let pool = topology.edge_pool(me.pool_fqdn)?;
+        let external = me.server.external_address();
+        Some(EdgeSetup {
+            edge_pool: pool.fqdn.clone(),
+            federation_enabled: pool.federation_enabled,
+            next_hop: pool.next_hop.clone(),
+            federation_address: SocketAddr::from((external, topology.ports.edge_federation_sip)),
+            xmpp_route_of: if pool.xmpp_enabled {
+                topology
+                    .sites
+                    .iter()
+                    .filter(|s| {
+                        s.xmpp_federation_route
+                            .as_deref()
+                            .is_some_and(|r| topology::route_target(r).eq_ignore_ascii_case(fqdn))
+                    })
+                    .map(|s| s.name.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            xmpp_address: SocketAddr::from((external, topology.ports.xmpp_federation)),
+        })
+    }
+}
+
+/// `Invoke-CsServerSetup` (the Deployment Wizard's Run Again): what this server applies
+/// now. An Edge applies a published and replicated change by itself; this reports it,
+/// with whether each listener is open.
+pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
+    let topology = server.replica.topology();
+    let row = |component: &str, state: &str, detail: String| {
+        cmdlet::Record::new()
+            .with("Computer", server.fqdn.clone())
+            .with("Component", component)
+            .with("State", state)
+            .with("Detail", detail)
+    };
+    let version = format!("configuration version {}", server.replica.version());
+    let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
+        return vec![row(
+            "Front End",
+            "Applied",
+            format!("{version}; a Front End has no Edge listeners"),
+        )];
+    };
+    let open = |address: SocketAddr| async move {
+        tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(address))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    };
+    let federation_open = open(setup.federation_address).await;
+    let xmpp_open = open(setup.xmpp_address).await;
+    vec![
+        row(
+            "Edge pool",
+            "Applied",
+            format!("{} ({version})", setup.edge_pool),
+        ),
+        row(
+            "Federation (Access Edge)",
+            if setup.federation_enabled {
+                "Enabled"
+            } else {
+                "Disabled"
+            },
+            format!(
+                "listener on {} {}; {}",
+                setup.federation_address,
+                if federation_open {
+                    "open"
+                } else {
+                    "closed (RTCSRV stopped)"
+                },
+                if setup.federation_enabled {
+                    "federated traffic is routed to the next hop".to_string()
+                } else {
+                    "federated traffic is refused with 403".to_string()
+                }
+            ),
+        ),
+        row("Next hop", "Applied", setup.next_hop.clone()),
+        row(
+            "XMPP federation",
+            if setup.xmpp_route_of.is_empty() {
+                "NotRouted"
+            } else {
+                "Routed"
+            },
+            if setup.xmpp_route_of.is_empty() {
+                "no site's XMPP route names this server".to_string()
+            } else {
+                format!(
+                    "the XMPP route of {}; listener on {} {}",
+                    setup.xmpp_route_of.join(", "),
+                    setup.xmpp_address,
+                    if xmpp_open {
+                        "open"
+                    } else {
+                        "closed (RTCXMPPTGWPX stopped)"
+                    }
+                )
+            },
+        ),
+    ]
+}
+
+struct Listener {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// The Edge's listeners and the supervisor that opens and closes them.
+#[derive(Debug, Clone)]
+pub struct EdgeService {
+    node: Arc<Node>,
+    /// Wakes the supervisor before its period ends (a service started or stopped).
+    wake: Arc<Notify>,
+    /// How many passes the supervisor has made.
+    passes: watch::Sender<u64>,
+}
+
+impl EdgeService {
+    /// Starts the supervisor, as a task of the node that ends when it shuts down (and
+    /// closes the listeners and their connections).
+    pub fn start(node: Arc<Node>) -> EdgeService {
+        let service = EdgeService {
+            node: node.clone(),
+            wake: Arc::new(Notify::new()),
+            passes: watch::Sender::new(0),
+        };
+        node.spawn(service.clone().supervise());
+        service
+    }
+
+    /// Waits until the supervisor has looked at the services and topology as they are
+    /// now (a service just started or stopped): its listeners then follow them.
+    pub async fn settle(&self) {
+        let mut passes = self.passes.subscribe();
+        let seen = *passes.borrow_and_update();
+        self.wake.notify_one();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), passes.wait_for(|n| *n >= seen + 2)).await;
+    }
+
+    /// Opens and closes the Edge's listeners as the topology and the services say.
+    async fn supervise(self) {
+        let server = self.node.clone();
+        let Ok((endpoint, _incoming)) =
+            Endpoint::bind(SocketAddr::new(server.address.ip(), 0)).await
+        else {
+            tracing::error!("cannot bind the Edge's SIP endpoint toward the next hop");
+            return;
+        };
+        let mut federation: Option<Listener> = None;
+        let mut xmpp: Option<Listener> = None;
+        loop {
+            let topology = server.replica.topology();
+            // A server that is no Edge of the topology (any more) listens for nothing;
+            // one that shuts down closes both.
+            let setup = EdgeSetup::of(&topology, &server.fqdn);
+            let stopping = server.shutdown.is_cancelled();
+            let want_federation =
+                !stopping && setup.is_some() && server.services.is_running(RTCSRV);
+            let want_xmpp = !stopping
+                && setup.as_ref().is_some_and(|s| !s.xmpp_route_of.is_empty())
+                && server.services.is_running(RTCXMPPTGWPX);
+            let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+            let s = server.clone();
+            let ep = endpoint.clone();
+            reconcile(
+                &mut federation,
+                want_federation,
+                setup.as_ref().map_or(unspecified, |x| x.federation_address),
+                "federation",
+                move |stream, peer| {
+                    let (s, ep) = (s.clone(), ep.clone());
+                    async move { federation_connection(&s, &ep, stream, peer).await }
+                },
+            )
+            .await;
+            let s = server.clone();
+            reconcile(
+                &mut xmpp,
+                want_xmpp,
+                setup.as_ref().map_or(unspecified, |x| x.xmpp_address),
+                "XMPP",
+                move |stream, _| {
+                    let s = s.clone();
+                    async move { xmpp_connection(&s, stream).await }
+                },
+            )
+            .await;
+            self.passes.send_modify(|n| *n += 1);
+            if stopping {
+                return;
+            }
+            tokio::select! {
+                () = server.clock.sleep(SUPERVISE_EVERY) => {}
+                () = self.wake.notified() => {}
+                () = server.shutdown.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// Opens or closes one listener. The accept task owns its connections: closing it
+/// (aborting and awaiting the task) ends them too, so a stopped service serves no one.
+async fn reconcile<F, Fut>(
+    slot: &mut Option<Listener>,
+    wanted: bool,
+    address: SocketAddr,
+    what: &'static str,
+    on_connection: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    if slot
+        .as_ref()
+        .is_some_and(|l| !wanted || l.address != address || l.task.is_finished())
+    {
+        let l = slot.take().expect("checked");
+        l.task.abort();
+        let _ = l.task.await;
+        tracing::info!(address = %l.address, "{what} listener closed");
+    }
+    if wanted && slot.is_none() {
+        match TcpListener::bind(address).await {
+            Ok(listener) => {
+                tracing::info!(%address, "{what} listener open");
+                let task = tokio::spawn(async move {
+                    let mut connections = tokio::task::JoinSet::new();
+                    loop {
+                        tokio::select! {
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, peer)) => {
+                                    connections.spawn(on_connection(stream, peer));
+                                }
+                                // Out of descriptors, say: wait rather than spin.
+                                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            },
+                            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                        }
+                    }
+                });
+                *slot = Some(Listener { address, task });
+            }
+            Err(e) => {
+                tracing::warn!(%address, error = %e, "cannot open the {what} listener; trying again")
+            }
+        }
+    }
+}
+
+/// A number no earlier answer of this process used, for To tags.
+fn fresh_tag() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn reply(request: &Request, status: u16, reason: &str) -> Response {
+    let mut r = Response::for_request(request, status, reason, Some(&format!("{:x}", fresh_tag())));
+    r.headers.push("Server", "tandem Access Edge");
+    r
+}
+
+async fn federation_connection(
+    server: &Node,
+    endpoint: &Endpoint,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let frame = match sipnet::next_frame(&mut stream, &mut buf, IDLE).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return,
+        };
+        let answer = match frame {
+            Ok(bytes) => match Message::parse(&bytes) {
+                Ok(Message::Request(r)) if r.method == Method::Ack => continue,
+                Ok(Message::Request(r)) => Some(route(server, endpoint, &r, peer).await.to_bytes()),
+                Ok(Message::Response(_)) => None,
+                Err(e) => answer_malformed(&bytes, &e),
+            },
+            Err(e) => {
+                if let Some(bytes) = answer_malformed(&buf, &e) {
+                    let _ = stream.write_all(&bytes).await;
+                }
+                return;
+            }
+        };
+        if let Some(bytes) = answer
+            && stream.write_all(&bytes).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Routes one federated request.
+async fn route(
+    server: &Node,
+    endpoint: &Endpoint,
+    request: &Request,
+    _peer: SocketAddr,
+) -> Response {
+    let topology = server.replica.topology();
+    let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
+        return reply(
+            request,
+            500,
+            "Server Internal Error (this server is not an Edge of the topology)",
+        );
+    };
+    if !setup.federation_enabled {
+        let other = topology
+            .federation_edge_pool()
+            .map_or("no Edge pool".to_string(), |p| p.fqdn.clone());
+        return reply(
+            request,
+            403,
+            &format!(
+                "Forbidden (federation is not enabled on {}; federated traffic goes through {other})",
+                setup.edge_pool
+            ),
+        );
+    }
+    // A federated peer speaks for its own domain only: a From in the deployment's domain
+    // would let it pass for one of our users.
+    let ours = &topology.deployment.sip_domain;
+    if !from_foreign_domain(request, ours) {
+        return reply(
+            request,
+            403,
+            &format!("Forbidden (a federated peer cannot send as a user of {ours})"),
+        );
+    }
+    match request.method {
+        Method::Options => return reply(request, 200, "OK"),
+        Method::Message => {}
+        _ => {
+            let mut r = reply(
+                request,
+                405,
+                "Method Not Allowed (federation carries MESSAGE and OPTIONS)",
+            );
+            r.headers.push("Allow", "MESSAGE, OPTIONS");
+            return r;
+        }
+    }
+    let max_forwards = request.max_forwards();
+    if max_forwards == 0 {
+        return reply(request, 483, "Too Many Hops");
+    }
+    let mut onward = request.clone();
+    onward
+        .headers
+        .set("Max-Forwards", (max_forwards - 1).to_string());
+    onward
+        .headers
+        .set(FEDERATION_HEADER, federation_proof(&server.token, request));
+    let hop = &setup.next_hop;
+    let registrars = server.registrars_of(&topology, hop).await;
+    for dest in registrars {
+        if let Ok(resp) = endpoint
+            .request(dest, onward.clone(), NEXT_HOP_TIMEOUT)
+            .await
+        {
+            return reply(request, resp.status, &resp.reason);
+        }
+    }
+    let other = topology
+        .front_end_pools
+        .iter()
+        .find(|p| !p.fqdn.eq_ignore_ascii_case(hop))
+        .map_or("<pool>".to_string(), |p| p.fqdn.clone());
+    reply(
+        request,
+        504,
+        &format!(
+            "Server Time-out (the next hop {hop} of {} does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:{} -Registrar Registrar:{other})",
+            setup.edge_pool, setup.edge_pool
+        ),
+    )
+}
+
+/// What an XMPP stream header said, or why it is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamHeader {
+    /// A server-to-server stream to `to` (empty when not said).
+    Open { to: String, from: String },
+    /// Not a stream header: the reason.
+    Bad(String),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Reads an XMPP stream header (`<?xml ...?>` optional, then `<stream:stream ...>`) from
+/// the start of `bytes`. Pure, bounded, never panics.
+pub fn parse_stream_header(bytes: &[u8]) -> StreamHeader {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return StreamHeader::Bad("the stream is not UTF-8".into());
+    };
+    let mut rest = text.trim_start();
+    if rest.starts_with("<?xml") {
+        match rest.find("?>") {
+            Some(end) => rest = rest[end + 2..].trim_start(),
+            None if rest.len() > 1024 => {
+                return StreamHeader::Bad("an endless XML declaration".into());
+            }
+            None => return StreamHeader::Incomplete,
+        }
+    }
+    if rest.is_empty() {
+        return StreamHeader::Incomplete;
+    }
+    if !rest.starts_with('<') {
+        return StreamHeader::Bad("text before the stream header".into());
+    }
+    let Some(end) = rest.find('>') else {
+        return if rest.len() > 4096 {
+            StreamHeader::Bad("an endless stream header".into())
+        } else {
+            StreamHeader::Incomplete
+        };
+    };
+    let tag = &rest[1..end];
+    let Some(after_name) = tag.strip_prefix("stream:stream") else {
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .take(40)
+            .collect();
+        return StreamHeader::Bad(format!(
+            "the first element is <{name}>, not <stream:stream>"
+        ));
+    };
+    if after_name
+        .chars()
+        .next()
+        .is_some_and(|c| !c.is_ascii_whitespace() && c != '/')
+    {
+        return StreamHeader::Bad("the first element is not <stream:stream>".into());
+    }
+    let mut attributes = std::collections::BTreeMap::new();
+    let mut attrs = after_name.trim();
+    while !attrs.is_empty() && attrs != "/" {
+        let Some(eq) = attrs.find('=') else {
+            return StreamHeader::Bad("an attribute without a value".into());
+        };
+        let key = attrs[..eq].trim().to_string();
+        let after = attrs[eq + 1..].trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            return StreamHeader::Bad(format!("the value of {key} is not quoted"));
+        };
+        let Some(close) = after[1..].find(quote) else {
+            return StreamHeader::Bad(format!("the value of {key} is not closed"));
+        };
+        attributes.insert(key, after[1..1 + close].to_string());
+        attrs = after[1 + close + 1..].trim_start();
+    }
+    if attributes.get("xmlns:stream").map(String::as_str) != Some(STREAMS_NS) {
+        return StreamHeader::Bad(format!("xmlns:stream is not {STREAMS_NS}"));
+    }
+    if attributes.get("xmlns").map(String::as_str) != Some("jabber:server") {
+        return StreamHeader::Bad(
+            "not a server-to-server stream (xmlns is not jabber:server)".into(),
+        );
+    }
+    StreamHeader::Open {
+        to: attributes.get("to").cloned().unwrap_or_default(),
+        from: attributes.get("from").cloned().unwrap_or_default(),
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+async fn xmpp_connection(server: &Node, mut stream: TcpStream) {
+    let domain = server.replica.topology().deployment.sip_domain.clone();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let header = loop {
+        match parse_stream_header(&buf) {
+            StreamHeader::Incomplete => {}
+            done => break done,
+        }
+        let read = tokio::time::timeout(IDLE, stream.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+        if buf.len() > 8192 {
+            break StreamHeader::Bad("a stream header longer than 8 KB".into());
+        }
+    };
+    let id = format!("{:x}", server.clock.now_ms());
+    let open = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{STREAMS_NS}' xmlns:db='jabber:server:dialback' from='{domain}' id='{id}' version='1.0'>"
+    );
+    let answer = match header {
+        StreamHeader::Open { to, .. } if !to.is_empty() && !to.eq_ignore_ascii_case(&domain) => {
+            format!(
+                "{open}<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>this server serves {domain}, not {}</text></stream:error></stream:stream>",
+                xml_escape(&to)
+            )
+        }
+        StreamHeader::Open { .. } => format!(
+            "{open}<stream:features><dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>"
+        ),
+        StreamHeader::Bad(why) => format!(
+            "{open}<stream:error><bad-format xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{}</text></stream:error></stream:stream>",
+            xml_escape(&why)
+        ),
+        StreamHeader::Incomplete => return,
+    };
+    if stream.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    // Keep an open stream until the peer closes it or goes quiet.
+    if answer.ends_with("</stream:stream>") {
+        return;
+    }
+    loop {
+        match tokio::time::timeout(IDLE, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if String::from_utf8_lossy(&chunk[..n]).contains("</stream:stream>") {
+                    let _ = stream.write_all(b"</stream:stream>").await;
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_headers_are_read_or_refused_with_a_reason() {
+        let ok = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='contoso.com' from='fabrikam.com' version='1.0'>";
+        assert_eq!(
+            parse_stream_header(ok.as_bytes()),
+            StreamHeader::Open {
+                to: "contoso.com".into(),
+                from: "fabrikam.com".into()
+            }
+        );
+        assert_eq!(
+            parse_stream_header(&ok.as_bytes()[..20]),
+            StreamHeader::Incomplete
+        );
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"<html>"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"hello"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(&[0xff, 0xfe]),
+            StreamHeader::Bad(_)
+        ));
+        // Unicode whitespace is not XML whitespace: no panic, a refusal.
+        let odd = format!("<{}stream:stream>", "\u{85}".repeat(7));
+        assert!(matches!(
+            parse_stream_header(odd.as_bytes()),
+            StreamHeader::Bad(_)
+        ));
+        assert_eq!(
+            sip::federation::header_domain("\"Bob\" <sip:bob@Fabrikam.com>;tag=1").as_deref(),
+            Some("fabrikam.com")
+        );
+        assert_eq!(
+            sip::federation::header_domain("sip:a@contoso.com;tag=2").as_deref(),
+            Some("contoso.com")
+        );
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream to=contoso.com>"),
+            StreamHeader::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn the_setup_follows_the_topology() {
+        let t = topology::contoso();
+        let one = EdgeSetup::of(&t, "edgeserver1.contoso.com").unwrap();
+        assert!(one.federation_enabled);
+        assert_eq!(one.next_hop, "pool1.contoso.com");
+        assert_eq!(one.xmpp_route_of, vec!["Site1".to_string()]);
+        let two = EdgeSetup::of(&t, "edgeserver2.contoso.com").unwrap();
+        assert!(!two.federation_enabled);
+        assert!(EdgeSetup::of(&t, "pool1-fe1.contoso.com").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stream_header_parsing_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_stream_header(&bytes);
+        }
+
+        #[test]
+        fn stream_header_text_never_panics(text in "[<>'\"=a-z: /?\u{85}\u{a0}\u{2028}é]{0,120}") {
+            let _ = parse_stream_header(text.as_bytes());
+        }
+
+        #[test]
+        fn any_unicode_in_a_tag_never_panics(text in "\\PC{0,80}") {
+            let _ = parse_stream_header(format!("<{text}>").as_bytes());
+            let _ = parse_stream_header(format!("<stream:stream{text}>").as_bytes());
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Durable operations: pool failover and failback, and Central Management store failover,
+//! run by one engine.
+//!
+//! The decisions — which requests are refused, which steps an operation takes, what a
+//! step must do given what it observes, how a record resumes — are pure functions in `dr`.
+//! This crate does the I/O around them:
+//!
+//! - [`runner`]: the one step loop. Each kind says what its steps do and where its record
+//!   is saved; the runner claims each step, does it, meets the fault points and saves the
+//!   outcome by compare-and-set, the same way for every kind.
+//! - [`pool`]: pool failover and failback (records in the CMS), and [`agent`], the part of
+//!   a step a Front End does on its own pool's Back End when the runner asks it.
+//! - [`cms_failover`]: moving the Central Management store (records in the Back End of the pool
+//!   that will host it), and what the old store's Front End does when asked.
+//! - [`reconcile`]: on the active master, an operation whose runner died is carried on
+//!   without an operator.
+//!
+//! An operation's runner lists it in its `/health`; that is the one way every server
+//! decides whether a runner is still at work ([`Engine::runner_alive`]).
+
+pub mod agent;
+pub mod cms_failover;
+pub mod faults;
+pub mod pool;
+pub mod reconcile;
+pub mod runner;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use cms::master::MasterError;
+use node::Node;
+use store::{Binding, StoreError, WriteRefused};
+
+use crate::faults::Faults;
+
+/// How long a `/health` probe of a runner may take.
+const RUNNER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Tells signed-out users' endpoints where to sign in again: the registrar does it, the
+/// engine asks through this when a step signs users out.
+pub trait SignOut: Send + Sync + std::fmt::Debug {
+    /// Notifies the endpoints of `bindings` that `serving_pool` serves them now; returns
+    /// how many were told.
+    fn tell_signed_out(&self, bindings: Vec<Binding>, serving_pool: &str) -> usize;
+}
+
+/// What kind of failure an [`Error`] is, by what the operator does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The request itself is wrong.
+    Invalid,
+    NotFound,
+    /// The state of the deployment does not allow it now (another runner, a step that
+    /// found a problem).
+    Conflict,
+    /// A part of the deployment it needs does not answer now.
+    Unavailable,
+    /// A bug or a broken store.
+    Internal,
+}
+
+/// Why an operation or an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The rules refuse it (see `dr::rules`).
+    #[error(transparent)]
+    Refused(#[from] dr::Refusal),
+    /// Another server's answer, passed on.
+    #[error(transparent)]
+    Remote(#[from] api::CallError),
+    /// The CMS master refused or failed.
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    #[error("{message}")]
+    Failed {
+        kind: Failure,
+        message: String,
+        /// Lines produced before the failure (`-Verbose` step lines).
+        output: Option<String>,
+    },
+}
+
+impl Error {
+    fn failed(kind: Failure, message: impl Into<String>) -> Error {
+        Error::Failed {
+            kind,
+            message: message.into(),
+            output: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Error {
+        Error::failed(Failure::Invalid, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Error {
+        Error::failed(Failure::NotFound, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Error {
+        Error::failed(Failure::Conflict, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Error {
+        Error::failed(Failure::Unavailable, message)
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Error {
+        Error::failed(Failure::Internal, e.to_string())
+    }
+
+    /// What kind of failure it is.
+    pub fn kind(&self) -> Failure {
+        match self {
+            Error::Refused(
+                dr::Refusal::CmsUnavailable { .. } | dr::Refusal::TargetUnreachable { .. },
+            ) => Failure::Unavailable,
+            Error::Refused(dr::Refusal::NotAPool { .. }) => Failure::Conflict,
+            Error::Refused(_) => Failure::Conflict,
+            Error::Remote(api::CallError::Unreachable { .. }) => Failure::Unavailable,
+            Error::Remote(api::CallError::Refused { status, .. }) => match status {
+                400 | 422 => Failure::Invalid,
+                404 => Failure::NotFound,
+                409 => Failure::Conflict,
+                502..=504 => Failure::Unavailable,
+                _ => Failure::Internal,
+            },
+            Error::Master(MasterError::Refused(WriteRefused::NotMaster { .. })) => {
+                Failure::Unavailable
+            }
+            Error::Master(MasterError::Refused(WriteRefused::Moving { .. })) => Failure::Conflict,
+            Error::Master(_) => Failure::Internal,
+            Error::Failed { kind, .. } => *kind,
+        }
+    }
+
+    /// Whether trying again later may succeed (a master moving, a server restarting).
+    pub fn is_unavailable(&self) -> bool {
+        self.kind() == Failure::Unavailable
+    }
+
+    /// The same kind of failure with another message.
+    pub fn with_message(self, message: String) -> Error {
+        let output = self.output().map(str::to_string);
+        Error::Failed {
+            kind: self.kind(),
+            message,
+            output,
+        }
+    }
+
+    /// The same failure with lines produced before it.
+    pub fn with_output(self, text: String) -> Error {
+        let message = self.to_string();
+        Error::Failed {
+            kind: self.kind(),
+            message,
+            output: Some(text),
+        }
+    }
+
+    pub fn output(&self) -> Option<&str> {
+        match self {
+            Error::Failed { output, .. } => output.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::internal(e)
+    }
+}
+
+/// The operations engine of one server.
+#[derive(Debug)]
+pub struct Engine {
+    node: Arc<Node>,
+    faults: Faults,
+    /// The operations this server runs now, by key (see [`Engine::running_operations`]).
+    running: Arc<Mutex<BTreeSet<String>>>,
+    sign_out: OnceLock<Arc<dyn SignOut>>,
+    /// How long an operation whose runner died waits before the reconciler carries it on
+    /// (an operator who resumes it sooner does it himself).
+    reconcile_after: Duration,
+}
+
+impl Engine {
+    pub fn new(node: Arc<Node>, reconcile_after: Duration) -> Arc<Engine> {
+        Arc::new(Engine {
+            faults: Faults::from_env(&node.fqdn),
+            node,
+            running: Arc::default(),
+            sign_out: OnceLock::new(),
+            reconcile_after,
+        })
+    }
+
+    /// Wires the registrar that tells signed-out endpoints where to go (Front Ends).
+    pub fn set_sign_out(&self, sign_out: Arc<dyn SignOut>) {
+        let _ = self.sign_out.set(sign_out);
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The keys of the operations this server runs now, for its `/health`.
+    pub fn running_operations(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .expect("running operations lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Lists `key` as running here until the guard is dropped; refuses when it already is.
+    fn claim(&self, key: &str) -> Option<Running> {
+        self.running
+            .lock()
+            .expect("running operations lock")
+            .insert(key.to_string())
+            .then(|| Running {
+                set: self.running.clone(),
+                key: key.to_string(),
+            })
+    }
+
+    /// Whether `runner` is at work on the operation `key` now: it is this server and runs
+    /// it, or its `/health` lists it. A runner that does not answer, or answers without
+    /// it (it restarted), is gone.
+    pub async fn runner_alive(&self, runner: &str, key: &str) -> bool {
+        if runner.eq_ignore_ascii_case(&self.node.fqdn) {
+            return self
+                .running
+                .lock()
+                .expect("running operations lock")
+                .contains(key);
+        }
+        let topology = self.node.topology();
+        let Some(s) = topology.server(runner) else {
+            return false;
+        };
+        let base = Node::base_of(&topology, s.server);
+        self.node
+            .api
+            .health(&base, RUNNER_PROBE_TIMEOUT)
+            .await
+            .is_ok_and(|h| h.running_operations.iter().any(|k| k == key))
+    }
+}
+
+/// An operation listed as running on this server, until dropped.
+#[derive(Debug)]
+struct Running {
+    set: Arc<Mutex<BTreeSet<String>>>,
+    key: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("running operations lock")
+            .remove(&self.key);
+    }
+}

@@ -1,0 +1,234 @@
+//! The ZIP files operators keep: `Export-CsConfiguration` (one `configuration.json` entry
+//! holding every configuration item and the CMS version it was taken at) and
+//! `Export-CsUserData` (`userdata.json` plus the pool's meeting content under `files/`,
+//! each named by its SHA-256 and checked on the way back in).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use store::{Item, UserItem};
+
+const ENTRY: &str = "configuration.json";
+const USERDATA_ENTRY: &str = "userdata.json";
+
+/// What a configuration export holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configuration {
+    pub format: u32,
+    pub version: i64,
+    pub created_at: i64,
+    pub items: Vec<Item>,
+}
+
+/// What a user-data export holds, besides its files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserData {
+    pub format: u32,
+    pub pool: String,
+    pub created_at: i64,
+    pub items: Vec<UserItem>,
+}
+
+/// Writes `entries` (name, bytes) as a new ZIP at `path`.
+fn write_entries<'a>(
+    path: &Path,
+    entries: impl Iterator<Item = (String, &'a [u8])>,
+) -> Result<(), String> {
+    let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let file = std::fs::File::create(path).map_err(|e| io(&e))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default();
+    for (name, bytes) in entries {
+        zip.start_file(name, options).map_err(|e| io(&e))?;
+        zip.write_all(bytes).map_err(|e| io(&e))?;
+    }
+    zip.finish().map_err(|e| io(&e))?;
+    Ok(())
+}
+
+/// Every entry of the ZIP at `path`; `not_what` names the kind of file in the error when
+/// it is not one ("a configuration written by Export-CsConfiguration").
+fn read_entries(path: &Path, not_what: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let not_export =
+        |e: &dyn std::fmt::Display| format!("{} is not {not_what} ({e})", path.display());
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| not_export(&e))?;
+    let mut entries = BTreeMap::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| not_export(&e))?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(|e| not_export(&e))?;
+        entries.insert(entry.name().to_string(), bytes);
+    }
+    Ok(entries)
+}
+
+/// The JSON entry `name` of a read archive, checked to be format 1.
+fn json_entry<T: serde::de::DeserializeOwned>(
+    entries: &BTreeMap<String, Vec<u8>>,
+    name: &str,
+    format: impl Fn(&T) -> u32,
+    not_export: impl Fn(&dyn std::fmt::Display) -> String,
+) -> Result<T, String> {
+    let bytes = entries
+        .get(name)
+        .ok_or_else(|| not_export(&format!("it has no {name}")))?;
+    let value: T = serde_json::from_slice(bytes).map_err(|e| not_export(&e))?;
+    match format(&value) {
+        1 => Ok(value),
+        other => Err(not_export(&format!("format {other} is unknown"))),
+    }
+}
+
+pub fn write(path: &Path, config: &Configuration, overwrite: bool) -> Result<(), String> {
+    if path.exists() && !overwrite {
+        return Err(format!(
+            "{} already exists; add -Force to overwrite it or choose another -FileName",
+            path.display()
+        ));
+    }
+    let json = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+    write_entries(path, std::iter::once((ENTRY.to_string(), json.as_slice())))
+}
+
+const NOT_CONFIGURATION: &str = "a configuration written by Export-CsConfiguration";
+
+pub fn read(path: &Path) -> Result<Configuration, String> {
+    let entries = read_entries(path, NOT_CONFIGURATION)?;
+    json_entry(
+        &entries,
+        ENTRY,
+        |c: &Configuration| c.format,
+        |e| format!("{} is not {NOT_CONFIGURATION} ({e})", path.display()),
+    )
+}
+
+/// Reads an `Export-CsLisConfiguration` file: a configuration export holding only
+/// Location Information Service items.
+pub fn read_lis(path: &Path) -> Result<Configuration, String> {
+    let config = read(path)?;
+    if let Some(other) = config
+        .items
+        .iter()
+        .find(|i| !i.key.starts_with(cms::keys::LIS_PREFIX))
+    {
+        return Err(format!(
+            "{} is not an Export-CsLisConfiguration file (it holds {}); Import-CsConfiguration and -ConfigurationFileName take whole configurations",
+            path.display(),
+            other.key
+        ));
+    }
+    Ok(config)
+}
+
+/// Writes a user-data export with the files its content items refer to.
+pub fn write_user_data(
+    path: &Path,
+    export: &UserData,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(export).map_err(|e| e.to_string())?;
+    let entries = std::iter::once((USERDATA_ENTRY.to_string(), json.as_slice())).chain(
+        files
+            .iter()
+            .map(|(sha, bytes)| (format!("files/{sha}"), bytes.as_slice())),
+    );
+    write_entries(path, entries)
+}
+
+const NOT_USER_DATA: &str = "a file written by Export-CsUserData";
+
+/// Reads a user-data export and its files, each checked against its SHA-256.
+pub fn read_user_data(path: &Path) -> Result<(UserData, BTreeMap<String, Vec<u8>>), String> {
+    let not_export =
+        |e: &dyn std::fmt::Display| format!("{} is not {NOT_USER_DATA} ({e})", path.display());
+    let entries = read_entries(path, NOT_USER_DATA)?;
+    let export = json_entry(
+        &entries,
+        USERDATA_ENTRY,
+        |u: &UserData| u.format,
+        not_export,
+    )?;
+    let mut files = BTreeMap::new();
+    for (name, bytes) in entries {
+        if let Some(sha) = name.strip_prefix("files/") {
+            if store::hex_sha256(&bytes) != sha {
+                return Err(not_export(&format!(
+                    "file {sha} does not match its checksum"
+                )));
+            }
+            files.insert(sha.to_string(), bytes);
+        }
+    }
+    Ok((export, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.zip");
+        let config = Configuration {
+            format: 1,
+            version: 7,
+            created_at: 1,
+            items: vec![Item {
+                key: "k".into(),
+                value: Some("v".into()),
+                version: 3,
+            }],
+        };
+        write(&path, &config, false).unwrap();
+        assert!(write(&path, &config, false).unwrap_err().contains("-Force"));
+        assert_eq!(read(&path).unwrap(), config);
+        std::fs::write(&path, b"not a zip").unwrap();
+        assert!(read(&path).unwrap_err().contains("Export-CsConfiguration"));
+    }
+
+    #[test]
+    fn user_data_round_trips_with_its_files_and_refuses_tampered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.zip");
+        let export = UserData {
+            format: 1,
+            pool: "pool1.contoso.com".into(),
+            created_at: 1,
+            items: vec![],
+        };
+        let sha = store::hex_sha256(b"slides");
+        let files = BTreeMap::from([(sha.clone(), b"slides".to_vec())]);
+        write_user_data(&path, &export, &files).unwrap();
+        assert_eq!(read_user_data(&path).unwrap(), (export.clone(), files));
+        let bad = BTreeMap::from([(sha, b"changed".to_vec())]);
+        write_user_data(&path, &export, &bad).unwrap();
+        assert!(
+            read_user_data(&path)
+                .unwrap_err()
+                .contains("does not match its checksum")
+        );
+        write(
+            &dir.path().join("c.zip"),
+            &Configuration {
+                format: 1,
+                version: 1,
+                created_at: 1,
+                items: vec![],
+            },
+            false,
+        )
+        .unwrap();
+        assert!(
+            read_user_data(&dir.path().join("c.zip"))
+                .unwrap_err()
+                .contains("Export-CsUserData")
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! The Central Management store cmdlets: `Invoke-CsManagementServerFailover` (the engine
+//! runs it), `Get-CsDatabaseMirrorState`, and the unpaired path's
+//! `Install-CsDatabase -CentralManagementDatabase`, `Move-CsManagementServer` and
+//! `Bootstrapper /Setup`.
+
+use std::path::Path;
+
+use ::cms::keys;
+use api::InvokeResponse;
+use cmdlet::{Field, Invocation, Output, Record};
+use engine::cms_failover::{CmsFailoverRequest, MoveRequest, Said};
+use store::format_timestamp;
+use topology::Topology;
+
+use crate::Refused;
+use crate::archive;
+use crate::dispatch::{Call, Reply};
+
+/// The documented value when a database has no mirror.
+pub const NOT_MIRRORED: &str = "DatabaseInaccessibleOrMirroringNotEnabled";
+
+fn said(s: Said) -> InvokeResponse {
+    InvokeResponse {
+        warnings: s.warnings,
+        ..InvokeResponse::text(s.text)
+    }
+}
+
+/// `Invoke-CsManagementServerFailover`.
+pub async fn failover(call: &Call<'_>) -> Reply {
+    let inv = call.inv;
+    let request = CmsFailoverRequest {
+        restore: inv.switch("Restore"),
+        what_if: inv.switch("WhatIf"),
+        force: inv.switch("Force"),
+        report: inv.text("Report"),
+        backup_sql_fqdn: inv.text("BackupSqlServerFqdn"),
+        backup_sql_instance: inv.text("BackupSqlInstanceName"),
+        backup_mirror_fqdn: inv.text("BackupMirrorSqlServerFqdn"),
+    };
+    Ok(said(call.mgmt.engine.cms_failover(request).await?))
+}
+
+/// `Get-CsDatabaseMirrorState`, on a Front End of the pool: tandem keeps no mirror yet,
+/// so the primary is the principal; the CMS copy's role, version and lost versions too.
+pub async fn mirror_state(call: &Call<'_>) -> Reply {
+    let node = call.node();
+    let topology = node.topology();
+    let pool = topology
+        .front_end_pool(&node.pool)
+        .expect("a Front End's pool is in its topology");
+    let kind = call
+        .inv
+        .text("DatabaseType")
+        .unwrap_or_else(|| "All".into())
+        .to_ascii_lowercase();
+    let mut databases: Vec<(&str, &str)> = Vec::new();
+    if kind == "all" || kind == "centralmgmt" || kind == "cms" {
+        databases.push(("xds", "CentralMgmt"));
+        databases.push(("lis", "CentralMgmt"));
+    }
+    if kind == "all" || kind == "user" {
+        databases.push(("rtcxds", "User"));
+    }
+    if databases.is_empty() {
+        return Err(Refused::Conflict(format!(
+            "{} keeps no {kind} database: tandem's Back End holds the CentralMgmt and User databases",
+            pool.back_end.server_fqdn
+        ))
+        .into());
+    }
+    let be = node
+        .backend
+        .as_ref()
+        .ok_or_else(|| Refused::Conflict(format!("{} is not a Front End", node.fqdn)))?;
+    let role = be.cms_role().await?;
+    let version = be.current_version().await?.map_or(0, |v| v.version);
+    // Versions a master of this store committed that never reached the store that
+    // replaced it (recorded when it was fenced).
+    let lost: Vec<String> = be
+        .lost_cms_versions()
+        .await?
+        .iter()
+        .map(|l| {
+            format!(
+                "{} ({}, {}, keys {})",
+                l.version,
+                l.description,
+                format_timestamp(l.created_at),
+                l.keys.join(" ")
+            )
+        })
+        .collect();
+    let rows = databases
+        .into_iter()
+        .map(|(name, kind)| {
+            // tandem does not mirror Back Ends yet: the primary always holds the
+            // principal copy, and a declared mirror holds nothing.
+            let (on_primary, on_mirror) = match &pool.back_end.mirror {
+                Some(_) => ("Principal", NOT_MIRRORED),
+                None => (NOT_MIRRORED, NOT_MIRRORED),
+            };
+            let mut r = Record::new()
+                .with("DatabaseName", name)
+                .with("StateOnPrimary", on_primary)
+                .with("StateOnMirror", on_mirror)
+                .with("MirroringStatusOnPrimary", "")
+                .with("MirroringStatusOnSecondary", "")
+                .with("PrincipalSqlServerFqdn", pool.back_end.server_fqdn.clone())
+                .with("PrincipalSqlInstanceName", pool.back_end.instance.clone())
+                .with(
+                    "MirrorSqlServerFqdn",
+                    pool.back_end
+                        .mirror
+                        .as_ref()
+                        .map_or(String::new(), |m| m.server_fqdn.clone()),
+                );
+            if kind == "CentralMgmt" {
+                r = r
+                    .with("CentralManagementStore", role.mode.as_str())
+                    .with("CentralManagementStoreVersion", version)
+                    .with(
+                        "LostVersions",
+                        Field::List(lost.iter().map(|l| l.clone().into()).collect()),
+                    );
+            }
+            r
+        })
+        .collect();
+    Ok(InvokeResponse::records(rows))
+}
+
+/// Where `Install-CsDatabase` runs: a Front End of the pool whose Back End is
+/// `-SqlServerFqdn` (the dispatcher sends it there).
+pub fn pool_of_database(topology: &Topology, inv: &Invocation) -> Result<String, Refused> {
+    if !inv.switch("CentralManagementDatabase") {
+        return Err(Refused::Conflict(
+            "a pool's Back End databases are created by its Front Ends when they first start; \
+             Install-CsDatabase changes something only with -CentralManagementDatabase"
+                .into(),
+        ));
+    }
+    let sql = inv.text("SqlServerFqdn").unwrap_or_default();
+    let pool = topology.front_end_pools.iter().find(|p| {
+        p.back_end.server_fqdn.eq_ignore_ascii_case(&sql)
+            || p.back_end
+                .mirror
+                .as_ref()
+                .is_some_and(|m| m.server_fqdn.eq_ignore_ascii_case(&sql))
+    });
+    let Some(pool) = pool else {
+        return Err(Refused::Conflict(format!(
+            "{sql} is not the Back End of a Front End pool of the topology; Get-CsService -CentralManagementDatabase lists them"
+        )));
+    };
+    if !pool.back_end.server_fqdn.eq_ignore_ascii_case(&sql) {
+        return Err(Refused::Conflict(format!(
+            "{sql} is the mirror of {}'s Back End, and tandem does not mirror Back Ends: install on the primary, {}",
+            pool.fqdn, pool.back_end.server_fqdn
+        )));
+    }
+    if let Some(instance) = inv.text("SqlInstanceName")
+        && !instance.eq_ignore_ascii_case(&pool.back_end.instance)
+    {
+        return Err(Refused::Conflict(format!(
+            "{sql} has no instance {instance}: its instance is {}",
+            pool.back_end.instance
+        )));
+    }
+    Ok(pool.fqdn.clone())
+}
+
+/// `Install-CsDatabase -CentralManagementDatabase`, on a Front End of the pool whose Back
+/// End it names: an empty store, never over the active one.
+pub async fn install_database(call: &Call<'_>) -> Reply {
+    let node = call.node();
+    let inv = call.inv;
+    let be = node
+        .backend
+        .as_ref()
+        .ok_or_else(|| Refused::Conflict(format!("{} is not a Front End", node.fqdn)))?;
+    let sql = inv.text("SqlServerFqdn").unwrap_or_default();
+    let role = be
+        .install_cms(inv.switch("Clean"))
+        .await?
+        .map_err(|e| Refused::Conflict(e.to_string()))?;
+    Ok(InvokeResponse::text(format!(
+        "Installed an empty Central Management database in {sql}\\{} ({}); it is a {} store. \
+         Next, on a Front End of {}: Move-CsManagementServer -ConfigurationFileName <Export-CsConfiguration zip> -Force",
+        inv.text("SqlInstanceName")
+            .unwrap_or_else(|| "default instance".into()),
+        node.pool,
+        role.mode.as_str(),
+        node.pool
+    )))
+}
+
+/// `Move-CsManagementServer`: every file is read and checked before the engine touches
+/// anything.
+pub async fn move_management_server(call: &Call<'_>) -> Reply {
+    let inv = call.inv;
+    let from_file = match inv.text("ConfigurationFileName") {
+        Some(file) => {
+            let config = archive::read(Path::new(&file)).map_err(Refused::BadRequest)?;
+            if !config
+                .items
+                .iter()
+                .any(|i| i.key == keys::TOPOLOGY_ACTIVE && i.value.is_some())
+            {
+                return Err(Refused::BadRequest(format!(
+                    "{file} holds no active topology; nothing was moved"
+                ))
+                .into());
+            }
+            Some((config.items, config.version))
+        }
+        None => None,
+    };
+    let lis = match inv.text("LisConfigurationFileName") {
+        Some(file) => Some(
+            archive::read_lis(Path::new(&file))
+                .map_err(|e| {
+                    Refused::BadRequest(format!(
+                        "-LisConfigurationFileName: {e}; nothing was moved"
+                    ))
+                })?
+                .items,
+        ),
+        None => None,
+    };
+    let request = MoveRequest {
+        target: inv.text("TargetFqdn"),
+        force: inv.switch("Force"),
+        from_file,
+        lis,
+    };
+    Ok(said(
+        call.mgmt.engine.move_management_server(request).await?,
+    ))
+}
+
+/// `Bootstrapper [/Setup]`: the Central Management services where the topology needs them,
+/// removed elsewhere.
+pub async fn bootstrapper(call: &Call<'_>) -> Reply {
+    let node = call.node();
+    let topology = node.topology();
+    let mut rows = Vec::new();
+    let component = |name: &str, state: &str, detail: String| {
+        Record::new()
+            .with("Computer", node.fqdn.clone())
+            .with("Component", name)
+            .with("State", state)
+            .with("Detail", detail)
+    };
+    rows.push(component(
+        "Replica Replicator Agent",
+        "Installed",
+        format!("local replica at version {}", node.replica.version()),
+    ));
+    if !call.inv.switch("Setup") {
+        rows.push(component(
+            "Central Management services",
+            if node.master().is_some() {
+                "Installed"
+            } else {
+                "NotInstalled"
+            },
+            "add /Setup to install what this server's role needs".into(),
+        ));
+        return Ok(InvokeResponse::records(rows));
+    }
+    let wanted = node.backend.is_some() && node::hosts_cms_services(&topology, &node.pool);
+    match (wanted, node.master()) {
+        (true, _) => {
+            let (m, fresh) = node.install_master().expect("a Front End has a Back End");
+            m.set_master_running(true).await;
+            let mode = m.backend().cms_role().await?.mode;
+            rows.push(component(
+                "Central Management services",
+                if fresh { "InstalledNow" } else { "Installed" },
+                format!(
+                    "Master Replicator and File Transfer Agent on {} ({} store)",
+                    node.pool,
+                    mode.as_str()
+                ),
+            ));
+        }
+        (false, Some(m)) => {
+            m.set_master_running(false).await;
+            rows.push(component(
+                "Central Management services",
+                "Removed",
+                format!(
+                    "{} neither hosts the Central Management store ({}) nor holds its standby",
+                    node.pool, topology.deployment.cms_pool
+                ),
+            ));
+        }
+        (false, None) => rows.push(component(
+            "Central Management services",
+            "NotNeeded",
+            format!(
+                "{} neither hosts the Central Management store ({}) nor holds its standby",
+                node.fqdn, topology.deployment.cms_pool
+            ),
+        )),
+    }
+    Ok(InvokeResponse {
+        output: Output::Records(rows),
+        ..InvokeResponse::of(Output::None)
+    })
+}

@@ -1,0 +1,343 @@
+//! One server's shared parts, and nothing that serves anyone.
+//!
+//! A tandem server runs services (the registrar, the Edge listeners, the management API,
+//! the operations engine), each in a crate of its own. What they all need — who this
+//! server is, its local replica of the Central Management store, its pool's Back End, its
+//! Central Management services, the state of its "Windows services", the way to reach the
+//! active master, another pool's registrars or a user's serving pool — is here, in one
+//! [`Node`] the `server` crate builds and hands to each service. Services never reach
+//! each other through it: a service that needs another's work takes a narrow interface
+//! when it is wired.
+//!
+//! Every task a service spawns belongs to the node's [`TaskTracker`] and stops on its
+//! [`CancellationToken`], so a server that shuts down stops accepting, lets what is in
+//! flight end, and exits with nothing detached.
+
+pub mod homes;
+pub mod lookup;
+pub mod services;
+pub mod serving;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use backup::service::BackupService;
+use clock::Clock;
+use cms::master::{Master, Role as MasterRole};
+use cms::replica::ReplicaAgent;
+use store::BackEnd;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use topology::{Role, Topology};
+
+use crate::services::{FTA, LYNCBACKUP, MASTER, REPLICA, Services};
+
+/// How long a probe of a Front End's master role may take before it counts as silent.
+const ROLE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a server is and the parts its services share.
+#[derive(Debug)]
+pub struct Node {
+    pub fqdn: String,
+    pub role: Role,
+    /// The pool this server belongs to (a Front End pool or an Edge pool).
+    pub pool: String,
+    /// The management API's address (the server's own address, internal side).
+    pub address: SocketAddr,
+    /// The deployment's admin token.
+    pub token: String,
+    /// The one client of the management API, marking forwarded calls as this server's.
+    pub api: api::Client,
+    pub replica: ReplicaAgent,
+    /// The pool's Back End (Front Ends only): no server opens another pool's.
+    pub backend: Option<BackEnd>,
+    /// The Backup Service (Front Ends only).
+    pub backup: Option<BackupService>,
+    pub services: Arc<Services>,
+    /// The deployment's DNS server, when there is one (the lab runs one).
+    pub dns: Option<SocketAddr>,
+    pub clock: Clock,
+    /// The Central Management services (Master Replicator, File Transfer Agent), on Front
+    /// Ends of the CMS pool and of its partner, which holds the standby store; installed
+    /// later on others by `Move-CsManagementServer` and `Bootstrapper /Setup`.
+    master: OnceLock<Master>,
+    /// Whose users this pool serves and how (see [`serving`]).
+    pub serving: serving::Serving,
+    /// Users by home pool (see [`homes`]).
+    pub homes: homes::Homes,
+    /// Every task of every service; awaited at shutdown.
+    pub tasks: TaskTracker,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// The parts a [`Node`] is made of; the `server` crate opens them.
+#[derive(Debug)]
+pub struct Parts {
+    pub fqdn: String,
+    pub role: Role,
+    pub pool: String,
+    pub address: SocketAddr,
+    pub token: String,
+    pub replica: ReplicaAgent,
+    pub backend: Option<BackEnd>,
+    pub backup: Option<BackupService>,
+    pub dns: Option<SocketAddr>,
+    pub clock: Clock,
+    /// The tracker the Backup Service's tasks were already spawned on.
+    pub tasks: TaskTracker,
+}
+
+/// Where the active Central Management master is.
+#[derive(Debug, Clone)]
+pub enum MasterAt {
+    /// This server.
+    Here(Master),
+    /// Another server, at this management API base.
+    There(String),
+}
+
+/// No Front End answers as the active master; the text says what that means and what to
+/// run.
+#[derive(Debug, Clone)]
+pub struct MasterUnavailable(pub String);
+
+impl std::fmt::Display for MasterUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MasterUnavailable {}
+
+impl Node {
+    pub fn new(parts: Parts) -> Node {
+        let topology = parts.replica.topology();
+        let services = Arc::new(Services::new(&topology, &parts.fqdn));
+        let master = OnceLock::new();
+        if let Some(be) = &parts.backend
+            && hosts_cms_services(&topology, &parts.pool)
+        {
+            let _ = master.set(Master::spawn(
+                parts.fqdn.clone(),
+                be.clone(),
+                api::Client::new(parts.token.clone()),
+                parts.clock,
+            ));
+        }
+        Node {
+            api: api::Client::new(parts.token.clone()).on_behalf_of(parts.fqdn.clone()),
+            fqdn: parts.fqdn,
+            role: parts.role,
+            pool: parts.pool,
+            address: parts.address,
+            token: parts.token,
+            replica: parts.replica,
+            backend: parts.backend,
+            backup: parts.backup,
+            services,
+            dns: parts.dns,
+            clock: parts.clock,
+            master,
+            serving: serving::Serving::default(),
+            homes: homes::Homes::default(),
+            tasks: parts.tasks,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The live topology, as this server's replica holds it.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.replica.topology()
+    }
+
+    /// This server's management API base (`http://address:port`).
+    pub fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// The management API base of another server of the topology.
+    pub fn base_of(topology: &Topology, server: &topology::Server) -> String {
+        api::base(server.address, topology.ports.management)
+    }
+
+    /// This server's Central Management services, when installed.
+    pub fn master(&self) -> Option<&Master> {
+        self.master.get()
+    }
+
+    /// Whether this server is the active master now.
+    pub fn is_active_master(&self) -> bool {
+        self.master()
+            .is_some_and(|m| matches!(m.role(), MasterRole::Active { .. }))
+    }
+
+    /// Installs the Central Management services here (`Bootstrapper /Setup`,
+    /// `Move-CsManagementServer`): a Front End only. Returns them, and whether they were
+    /// installed just now.
+    pub fn install_master(&self) -> Option<(&Master, bool)> {
+        if let Some(m) = self.master.get() {
+            return Some((m, false));
+        }
+        let be = self.backend.clone()?;
+        let mut fresh = false;
+        let m = self.master.get_or_init(|| {
+            fresh = true;
+            Master::spawn(
+                self.fqdn.clone(),
+                be,
+                api::Client::new(self.token.clone()),
+                self.clock,
+            )
+        });
+        Some((m, fresh))
+    }
+
+    /// Starts or stops one of this server's services for real: the flag every service
+    /// obeys, and the work the Central Management and Backup services stop at once.
+    pub async fn set_service(&self, name: &'static str, running: bool) {
+        self.services.set(name, running);
+        match name {
+            REPLICA => self.replica.set_running(running),
+            MASTER => {
+                if let Some(m) = self.master() {
+                    m.set_master_running(running).await;
+                }
+            }
+            FTA => {
+                if let Some(m) = self.master() {
+                    m.set_fta_running(running);
+                }
+            }
+            LYNCBACKUP => {
+                if let Some(b) = &self.backup {
+                    b.set_running(running).await;
+                }
+            }
+            _ => {}
+        }
+        tracing::info!(service = name, running, "service state changed");
+    }
+
+    /// Finds the active master: this server, or the Front End of the CMS pool (or of its
+    /// partner, which holds the standby store) that says it holds the lease with the
+    /// highest epoch.
+    pub async fn locate_master(&self) -> Result<MasterAt, MasterUnavailable> {
+        if let Some(m) = self.master()
+            && matches!(m.role(), MasterRole::Active { .. })
+        {
+            return Ok(MasterAt::Here(m.clone()));
+        }
+        let topology = self.topology();
+        let cms_pool = topology.deployment.cms_pool.clone();
+        // A replica that has not heard of a CMS failover yet still finds the new master.
+        let candidates: Vec<_> = topology
+            .front_end_pools
+            .iter()
+            .filter(|p| hosts_cms_services(&topology, &p.fqdn))
+            .flat_map(|p| p.servers.clone())
+            .filter(|s| !s.fqdn.eq_ignore_ascii_case(&self.fqdn))
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for s in &candidates {
+            let api = self.api.clone();
+            let base = Node::base_of(&topology, s);
+            set.spawn(async move {
+                let report = cms::protocol::fetch_role(&api, &base, ROLE_PROBE_TIMEOUT).await?;
+                report.active.then_some((report.epoch, base))
+            });
+        }
+        let mut best: Option<(i64, String)> = None;
+        while let Some(joined) = set.join_next().await {
+            if let Ok(Some((epoch, base))) = joined
+                && best.as_ref().is_none_or(|(e, _)| epoch > *e)
+            {
+                best = Some((epoch, base));
+            }
+        }
+        best.map(|(_, base)| MasterAt::There(base)).ok_or_else(|| {
+            let tried: Vec<_> = candidates.iter().map(|s| s.fqdn.as_str()).collect();
+            MasterUnavailable(format!(
+                "the Central Management store is unavailable: no Front End of {cms_pool} holds the master role (asked {}). \
+                 Every server keeps running on its local replica, but configuration cannot be read from or changed in the store \
+                 until a Front End of {cms_pool} is back, or until the store is moved with Invoke-CsManagementServerFailover.",
+                if tried.is_empty() {
+                    "none".to_string()
+                } else {
+                    tried.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The registrars of a Front End pool: the pool's A records in the deployment's DNS,
+    /// as the product finds them, or the topology's addresses when there is no DNS to
+    /// ask (or it does not know the pool).
+    pub async fn registrars_of(&self, topology: &Topology, pool: &str) -> Vec<SocketAddr> {
+        let from_dns = match self.dns {
+            Some(dns) => lookup::resolve_a(dns, pool).await,
+            None => None,
+        };
+        match from_dns {
+            Some(addresses) => addresses
+                .into_iter()
+                .map(|a| SocketAddr::from((a, topology.ports.sip)))
+                .collect(),
+            None => topology
+                .front_end_servers(pool)
+                .iter()
+                .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
+                .collect(),
+        }
+    }
+
+    /// How this server's pool treats a user homed on `home_pool` (see [`serving`]).
+    pub async fn serving_decision(
+        &self,
+        topology: &Topology,
+        home_pool: &str,
+    ) -> topology::serving::Decision {
+        if self.role != Role::FrontEnd {
+            return topology::serving::Decision::Redirect {
+                pool: home_pool.to_string(),
+            };
+        }
+        let states = self.serving.failover_states(&self.replica).await;
+        let failover = states
+            .get(&home_pool.to_ascii_lowercase())
+            .map(dr::PoolState::view)
+            .unwrap_or_default();
+        topology::serving::decide(
+            topology,
+            &self.pool,
+            home_pool,
+            self.serving.partner_down(),
+            &failover,
+        )
+    }
+
+    /// The SIP addresses of the users homed on `pool`, sorted.
+    pub async fn users_homed_on(&self, pool: &str) -> Result<Vec<String>, store::StoreError> {
+        self.homes.homed_on(&self.replica, pool).await
+    }
+
+    /// Spawns a task of this server, tracked for shutdown.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+}
+
+/// Whether the Front Ends of `pool` run the Central Management services: the pool that
+/// hosts the CMS, and its partner, which holds the standby store.
+pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
+    let cms = &topology.deployment.cms_pool;
+    cms.eq_ignore_ascii_case(pool)
+        || topology
+            .backup_pool_of(cms)
+            .is_some_and(|b| b.eq_ignore_ascii_case(pool))
+}

@@ -1,0 +1,667 @@
+//! User services: the HTTP/JSON API a client uses for a user's stored data — contact list,
+//! scheduled meetings, settings and meeting content — on every Front End's user-services
+//! port, authenticated with the user's own credentials (HTTP Basic, checked against the
+//! stored digest hash, so the password is never kept).
+//!
+//! Only the pool that serves the user in full mode reads or writes the data, in its own
+//! Back End; any other pool answers 307 to it. In resiliency mode the data is unavailable:
+//! reads get 503 and writes 403, each with the reason, as the documentation describes.
+//! Every acknowledged write is committed together with its change-log row, so the Backup
+//! Service cannot miss it.
+
+// Handlers return a finished HTTP answer as their error: it goes straight back to the
+// client, once per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use cms::directory::UserRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use store::UserChange;
+use topology::serving::{Decision, Mode};
+
+use node::Node;
+use node::services::RTCSRV;
+
+/// The largest meeting content file accepted.
+pub const MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The routes, mounted on the user-services port.
+pub fn router(server: Arc<Node>) -> Router {
+    Router::new()
+        .route("/users/v1/me", get(me))
+        .route("/users/v1/contacts", get(list_contacts))
+        .route(
+            "/users/v1/contacts/{contact}",
+            get(get_contact).put(put_contact).delete(delete_contact),
+        )
+        .route("/users/v1/meetings", get(list_meetings))
+        .route(
+            "/users/v1/meetings/{id}",
+            get(get_meeting).put(put_meeting).delete(delete_meeting),
+        )
+        .route("/users/v1/meetings/{id}/content", get(list_content))
+        .route(
+            "/users/v1/meetings/{id}/content/{name}",
+            get(get_content).put(put_content).delete(delete_content),
+        )
+        .route("/users/v1/settings", get(list_settings))
+        .route(
+            "/users/v1/settings/{name}",
+            get(get_setting).put(put_setting),
+        )
+        .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
+        .layer(middleware::from_fn_with_state(server.clone(), gate))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such user-services route; see /users/v1/me",
+            )
+        })
+        .with_state(server)
+}
+
+/// An error answer with a reason.
+fn error(status: StatusCode, reason: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": reason.into() }))).into_response()
+}
+
+/// Who is calling and how this pool serves them.
+#[derive(Debug, Clone)]
+struct Caller {
+    user: UserRecord,
+    mode: Mode,
+}
+
+/// Authenticates the caller, then serves, redirects (307) or refuses (resiliency mode).
+async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
+    if !server.services.is_running(RTCSRV) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the RTCSRV service of {} is stopped", server.fqdn),
+        );
+    }
+    let user = match authenticate(&server, request.headers()).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let topology = server.replica.topology();
+    let decision = server
+        .serving_decision(&topology, &user.registrar_pool)
+        .await;
+    let mode = match decision {
+        Decision::Serve(mode) => mode,
+        Decision::Redirect { pool } => {
+            let Some(target) = topology.front_end_servers(&pool).first() else {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{pool} has no Front End"),
+                );
+            };
+            let location = format!(
+                "http://{}:{}{}",
+                target.address,
+                topology.ports.user_services,
+                request.uri().path_and_query().map_or("/", |p| p.as_str())
+            );
+            let mut response = (
+                StatusCode::TEMPORARY_REDIRECT,
+                Json(json!({
+                    "error": format!("{} is served by {pool}", user.sip_address),
+                    "serving_pool": pool,
+                })),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, v);
+            }
+            return response;
+        }
+    };
+    let is_me = request.uri().path() == "/users/v1/me";
+    if mode == Mode::ReadOnly && request.method() != Method::GET {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}'s data is read-only while the users of {} move between pools (a failover or failback is running); \
+                 the change was not saved. Get-CsPoolFailoverState -PoolFqdn {} shows the progress; try again once it ends",
+                user.sip_address, user.registrar_pool, user.registrar_pool
+            ),
+        );
+    }
+    if mode == Mode::Resiliency && !is_me {
+        let reason = format!(
+            "{} is served by {} in resiliency mode because the home pool {} is unreachable: \
+             contacts, meetings, settings and meeting content are unavailable and no change can be saved \
+             until the home pool is back or is failed over (Invoke-CsPoolFailOver -PoolFqdn {} -DisasterMode)",
+            user.sip_address, server.pool, user.registrar_pool, user.registrar_pool
+        );
+        let status = if request.method() == Method::GET {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return error(status, reason);
+    }
+    request.extensions_mut().insert(Caller { user, mode });
+    next.run(request).await
+}
+
+async fn authenticate(server: &Node, headers: &HeaderMap) -> Result<UserRecord, Response> {
+    let challenge = |reason: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, reason);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tandem user services\""),
+        );
+        r
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(challenge(
+            "sign in with the user's SIP address and password (HTTP Basic)",
+        ));
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return Err(challenge("only Basic authorization is accepted here"));
+    };
+    let Some((name, password)) = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+    else {
+        return Err(challenge(
+            "the Basic credentials are not base64 of user:password",
+        ));
+    };
+    let Some(user) = cms::directory::lookup(server.replica.store(), &name).await else {
+        return Err(challenge("unknown user or wrong password"));
+    };
+    if !user.enabled {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("{} is disabled", user.sip_address),
+        ));
+    }
+    let ha1 = sip::digest::ha1(user.username(), &user.realm, &password);
+    if ha1 != user.ha1 {
+        return Err(challenge("unknown user or wrong password"));
+    }
+    Ok(user)
+}
+
+/// A key segment: letters, digits, `.`, `-`, `_`, `@`, `:`, `+`; 1 to 200 characters.
+fn check_segment(what: &str, value: &str) -> Result<(), Response> {
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@:+".contains(c));
+    if ok && value != "." && value != ".." {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{what} {value:?} must be 1-200 letters, digits or . - _ @ : +"),
+        ))
+    }
+}
+
+/// A JSON body, or the rejection with what the body should have been.
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    expected: &str,
+) -> Result<T, Response> {
+    body.map(|Json(b)| b)
+        .map_err(|e| error(e.status(), format!("{expected}: {}", e.body_text())))
+}
+
+fn backend(server: &Node) -> Result<&store::BackEnd, Response> {
+    server
+        .backend
+        .as_ref()
+        .ok_or_else(|| error(StatusCode::INTERNAL_SERVER_ERROR, "no Back End"))
+}
+
+fn store_error(e: store::StoreError) -> Response {
+    if e.fenced_reason().is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{e}; the change was not saved"),
+        );
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the pool's Back End did not take the request: {e}"),
+    )
+}
+
+/// One change to one item.
+fn one(module: &str, key: String, value: Option<String>) -> Vec<UserChange> {
+    vec![UserChange {
+        module: module.into(),
+        key,
+        value,
+    }]
+}
+
+/// The items under `prefix` as a JSON array, each with its key in `id_field`.
+async fn list_keyed(server: &Node, sip: &str, prefix: &str, id_field: &str) -> Response {
+    match items_under(server, sip, prefix).await {
+        Ok(items) => Json(
+            items
+                .into_iter()
+                .map(|(k, mut v)| {
+                    if let Value::Object(m) = &mut v {
+                        m.insert(id_field.into(), Value::String(k));
+                    }
+                    v
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Writes and acknowledges; the acknowledgement means committed and queued for backup.
+async fn write(server: &Node, caller: &Caller, changes: Vec<UserChange>) -> Response {
+    let sip = caller.user.sip_address.as_str();
+    let be = match backend(server) {
+        Ok(be) => be,
+        Err(r) => return r,
+    };
+    match be
+        .write_user(&caller.user.registrar_pool, sip, &changes)
+        .await
+    {
+        Ok(seq) => {
+            if let Some(b) = &server.backup {
+                b.wake();
+            }
+            Json(json!({ "saved": true, "change": seq })).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn items_under(
+    server: &Node,
+    sip: &str,
+    prefix: &str,
+) -> Result<Vec<(String, Value)>, Response> {
+    let items = backend(server)?
+        .user_items(sip)
+        .await
+        .map_err(store_error)?;
+    Ok(items
+        .into_iter()
+        .filter_map(|i| {
+            let rest = i.key.strip_prefix(prefix)?.to_string();
+            Some((rest, serde_json::from_str(&i.value).unwrap_or(Value::Null)))
+        })
+        .collect())
+}
+
+async fn me(State(server): State<Arc<Node>>, Extension(caller): Extension<Caller>) -> Response {
+    Json(json!({
+        "sip_address": caller.user.sip_address,
+        "home_pool": caller.user.registrar_pool,
+        "serving_pool": server.pool,
+        "mode": caller.mode.as_str(),
+    }))
+    .into_response()
+}
+
+/// A contact list entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+async fn list_contacts(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    list_keyed(
+        &server,
+        &caller.user.sip_address,
+        "contacts/",
+        "sip_address",
+    )
+    .await
+}
+
+async fn get_one(server: &Node, sip: &str, key: &str, what: &str) -> Response {
+    let be = match backend(server) {
+        Ok(be) => be,
+        Err(r) => return r,
+    };
+    match be.user_items(sip).await {
+        Ok(items) => match items.into_iter().find(|i| i.key == key) {
+            Some(i) => {
+                Json(serde_json::from_str::<Value>(&i.value).unwrap_or(Value::Null)).into_response()
+            }
+            None => error(StatusCode::NOT_FOUND, format!("no {what}")),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_contact(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(contact): Path<String>,
+) -> Response {
+    let contact = cms::directory::normalize_sip(&contact);
+    get_one(
+        &server,
+        &caller.user.sip_address,
+        &format!("contacts/{contact}"),
+        &format!("contact {contact}"),
+    )
+    .await
+}
+
+async fn put_contact(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(contact): Path<String>,
+    body: Result<Json<Contact>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let contact = match cms::directory::check_sip_address(&contact) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let entry = match json_body(body, "the contact is not {\"group\", \"display_name\"}") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let value = serde_json::to_string(&entry).expect("contacts serialise");
+    write(
+        &server,
+        &caller,
+        one("PresenceFocus", format!("contacts/{contact}"), Some(value)),
+    )
+    .await
+}
+
+async fn delete_contact(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(contact): Path<String>,
+) -> Response {
+    let contact = cms::directory::normalize_sip(&contact);
+    write(
+        &server,
+        &caller,
+        one("PresenceFocus", format!("contacts/{contact}"), None),
+    )
+    .await
+}
+
+/// A scheduled meeting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meeting {
+    pub subject: String,
+    /// ISO 8601 start time, as the organiser wrote it.
+    pub start: String,
+    #[serde(default)]
+    pub end: Option<String>,
+    #[serde(default)]
+    pub attendees: Vec<String>,
+}
+
+async fn list_meetings(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    list_keyed(&server, &caller.user.sip_address, "meetings/", "id").await
+}
+
+async fn get_meeting(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id) {
+        return r;
+    }
+    get_one(
+        &server,
+        &caller.user.sip_address,
+        &format!("meetings/{id}"),
+        &format!("meeting {id}"),
+    )
+    .await
+}
+
+async fn put_meeting(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<Meeting>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id) {
+        return r;
+    }
+    let meeting = match json_body(
+        body,
+        "the meeting is not {\"subject\", \"start\", \"end\", \"attendees\"}",
+    ) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let value = serde_json::to_string(&meeting).expect("meetings serialise");
+    write(
+        &server,
+        &caller,
+        one("PresenceFocus", format!("meetings/{id}"), Some(value)),
+    )
+    .await
+}
+
+async fn delete_meeting(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id) {
+        return r;
+    }
+    let content =
+        match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+    let mut changes = one("PresenceFocus", format!("meetings/{id}"), None);
+    changes.extend(content.into_iter().map(|(name, _)| UserChange {
+        module: "DataConf".into(),
+        key: format!("content/{id}/{name}"),
+        value: None,
+    }));
+    write(&server, &caller, changes).await
+}
+
+async fn list_content(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id) {
+        return r;
+    }
+    match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
+        Ok(items) => Json(items.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn put_content(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
+        return r;
+    }
+    let be = match backend(&server) {
+        Ok(be) => be,
+        Err(r) => return r,
+    };
+    let sha = match be.put_file(&body).await {
+        Ok(sha) => sha,
+        Err(e) => return store_error(e),
+    };
+    let value = json!({
+        "meeting": id,
+        "name": name,
+        "size": body.len(),
+        "sha256": sha,
+        "uploaded_at": server.clock.now_ms(),
+    });
+    write(
+        &server,
+        &caller,
+        one(
+            "DataConf",
+            format!("content/{id}/{name}"),
+            Some(value.to_string()),
+        ),
+    )
+    .await
+}
+
+async fn get_content(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
+        return r;
+    }
+    let be = match backend(&server) {
+        Ok(be) => be,
+        Err(r) => return r,
+    };
+    let key = format!("content/{id}/{name}");
+    let item = match be.user_items(&caller.user.sip_address).await {
+        Ok(items) => items.into_iter().find(|i| i.key == key),
+        Err(e) => return store_error(e),
+    };
+    let Some(item) = item else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("meeting {id} has no content {name}"),
+        );
+    };
+    let Some(sha) = backup::service::content_sha(&item.value) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the content record names no file",
+        );
+    };
+    match be.get_file(&sha).await {
+        Some(bytes) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the file store of {} has no file {sha}", server.pool),
+        ),
+    }
+}
+
+async fn delete_content(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
+        return r;
+    }
+    write(
+        &server,
+        &caller,
+        one("DataConf", format!("content/{id}/{name}"), None),
+    )
+    .await
+}
+
+async fn list_settings(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    match items_under(&server, &caller.user.sip_address, "settings/").await {
+        Ok(items) => Json(
+            items
+                .into_iter()
+                .collect::<serde_json::Map<String, Value>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_setting(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(r) = check_segment("setting", &name) {
+        return r;
+    }
+    get_one(
+        &server,
+        &caller.user.sip_address,
+        &format!("settings/{name}"),
+        &format!("setting {name}"),
+    )
+    .await
+}
+
+async fn put_setting(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = check_segment("setting", &name) {
+        return r;
+    }
+    let value = match json_body(body, "a setting is any JSON value") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    write(
+        &server,
+        &caller,
+        one(
+            "PresenceFocus",
+            format!("settings/{name}"),
+            Some(value.to_string()),
+        ),
+    )
+    .await
+}
