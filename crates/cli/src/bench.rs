@@ -71,6 +71,7 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
         quiet: true,
         users: 0,
         detection_secs: None,
+        reconcile_after_secs: lab::DEFAULT_RECONCILE_AFTER_SECS,
     });
     let result = up.and_then(|()| {
         let lab_up = started.elapsed();

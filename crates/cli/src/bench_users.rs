@@ -54,6 +54,7 @@ pub(crate) fn with_lab<T>(
         quiet: true,
         users,
         detection_secs: None,
+        reconcile_after_secs: lab::DEFAULT_RECONCILE_AFTER_SECS,
     });
     let result = up.and_then(|()| {
         let lab = LabFile::load(&dir)?;

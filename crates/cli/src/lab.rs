@@ -26,7 +26,18 @@ pub(crate) struct LabFile {
     pub(crate) admin_token: String,
     pub(crate) cms_pool: String,
     pub(crate) servers: Vec<LabServer>,
+    /// Seconds an operation whose runner died waits before the active master's
+    /// reconciler carries it on (every server is started with it).
+    #[serde(default = "default_reconcile_after_secs")]
+    pub(crate) reconcile_after_secs: u64,
 }
+
+fn default_reconcile_after_secs() -> u64 {
+    DEFAULT_RECONCILE_AFTER_SECS
+}
+
+/// The servers' own default (see `tandem server --reconcile-after-secs`).
+pub(crate) const DEFAULT_RECONCILE_AFTER_SECS: u64 = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LabServer {
@@ -169,6 +180,8 @@ pub(crate) struct UpOptions {
     pub(crate) users: usize,
     /// Registrar failure and failback detection intervals for every pool (seconds).
     pub(crate) detection_secs: Option<(u32, u32)>,
+    /// How long an orphaned operation waits for an operator before the reconciler goes on.
+    pub(crate) reconcile_after_secs: u64,
 }
 
 /// One user the lab enabled, with the password it made up: `D/users.json`.
@@ -325,6 +338,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         dir: dir.clone(),
         admin_token: token,
         cms_pool: topology.deployment.cms_pool.clone(),
+        reconcile_after_secs: options.reconcile_after_secs,
         servers: topology
             .servers()
             .map(|s| LabServer {
@@ -494,6 +508,9 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
             if let Some(dns) = &dns {
                 command.arg("--dns").arg(dns);
             }
+            command
+                .arg("--reconcile-after-secs")
+                .arg(lab.reconcile_after_secs.to_string());
         }
         let child = command
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)

@@ -124,6 +124,10 @@ enum LabCommand {
         /// Registrar failback detection interval for every pool, in seconds (product default 240).
         #[arg(long, default_value_t = 10)]
         failback_detection_secs: u32,
+        /// Seconds a failover whose runner died waits for an operator before the active
+        /// master's reconciler carries it on.
+        #[arg(long, default_value_t = lab::DEFAULT_RECONCILE_AFTER_SECS)]
+        reconcile_after_secs: u64,
     },
     /// Every server: running or not, its replica's version, which one is the CMS master.
     Status {
@@ -299,6 +303,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 users,
                 failure_detection_secs,
                 failback_detection_secs,
+                reconcile_after_secs,
             } => lab::up(lab::UpOptions {
                 topology,
                 dir,
@@ -306,6 +311,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 quiet: false,
                 users,
                 detection_secs: Some((failure_detection_secs, failback_detection_secs)),
+                reconcile_after_secs,
             }),
             LabCommand::Status { dir, json } => lab::status(&dir, json),
             LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),

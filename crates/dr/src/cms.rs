@@ -106,11 +106,19 @@ impl CmsFailover {
         self.progress.is_done(CmsStep::Promote)
     }
 
+    /// Whether a failover left by its runner may be finished without an operator: only
+    /// past its point of no return, which the record shows, or the target store shows by
+    /// being active (a runner that died between the promotion and its record).
+    pub fn may_finish_alone(&self, target_store_active: bool) -> bool {
+        self.past_point_of_no_return() || target_store_active
+    }
+
     /// What a resume must do again. Until the standby is promoted, a planned failover
     /// freezes and drains again: the old store may have been unfrozen meanwhile (a
-    /// cancelled drain, a `-Restore`) and taken changes.
-    pub fn prepare_resume(&mut self) {
-        if self.mode == FailMode::Planned && !self.past_point_of_no_return() {
+    /// cancelled drain, a `-Restore`) and taken changes. Once it is — as the record says,
+    /// or the target store by being active — the old store is not asked again.
+    pub fn prepare_resume(&mut self, target_store_active: bool) {
+        if self.mode == FailMode::Planned && !self.may_finish_alone(target_store_active) {
             for step in [CmsStep::Freeze, CmsStep::Drain] {
                 if let Some(s) = self.progress.step_mut(step) {
                     s.state = StepState::Pending;
@@ -204,13 +212,13 @@ mod tests {
         for s in &mut f.progress.steps[..2] {
             s.state = StepState::Done;
         }
-        f.prepare_resume();
+        f.prepare_resume(false);
         assert_eq!(f.progress.next_step(), Some(0));
         for s in &mut f.progress.steps[..3] {
             s.state = StepState::Done;
         }
         assert!(f.past_point_of_no_return());
-        f.prepare_resume();
+        f.prepare_resume(false);
         assert_eq!(f.progress.current_step(), Some(CmsStep::Takeover));
         // A disaster failover never had a freeze to do again.
         let mut d = CmsFailover::new(
@@ -222,10 +230,24 @@ mod tests {
         );
         d.progress.steps[0].state = StepState::Skipped;
         d.progress.steps[1].state = StepState::Done;
-        d.prepare_resume();
+        d.prepare_resume(false);
         assert_eq!(d.progress.current_step(), Some(CmsStep::Promote));
         assert_eq!(d.key(), "cms/pool2.contoso.com/0");
+        // Promoted but not recorded: the store being active says so.
+        assert!(!d.may_finish_alone(false));
+        assert!(d.may_finish_alone(true));
         assert_eq!(CmsFailover::from_json(&d.to_json()), Some(d));
+    }
+
+    #[test]
+    fn a_store_promoted_before_its_record_is_not_frozen_again() {
+        let mut f = CmsFailover::new("pool1", "pool2", FailMode::Planned, 5, 0);
+        for s in &mut f.progress.steps[..2] {
+            s.state = StepState::Done;
+        }
+        // The runner died between Promote's work and its record: the store is active.
+        f.prepare_resume(true);
+        assert_eq!(f.progress.current_step(), Some(CmsStep::Promote));
     }
 
     #[test]

@@ -385,9 +385,10 @@ impl Engine {
                 self.node.fqdn
             )));
         };
-        stored.record.prepare_resume();
-        let engine = self.clone();
         let be = self.backend()?.clone();
+        let target_active = be.cms_role().await?.mode == CmsMode::Active;
+        stored.record.prepare_resume(target_active);
+        let engine = self.clone();
         let (record, result) = self
             .node
             .spawn(async move {

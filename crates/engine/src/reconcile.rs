@@ -9,7 +9,8 @@
 //!   orphaned for the engine's grace period — long enough that an operator who resumes it
 //!   right away does so himself;
 //! - a CMS failover recorded in this pool's Back End is finished the same way once it is
-//!   past its point of no return (the standby was promoted: finishing is the only way on).
+//!   past its point of no return (the standby was promoted — the record or the store
+//!   says so — and finishing is the only way on).
 //!   Before that it waits for the operator, who chooses between a resume and `-Restore`,
 //!   and the reconciler says so in the log once.
 //!
@@ -114,7 +115,11 @@ impl Engine {
             let runner = stored.record.progress.runner.clone();
             if !self.runner_alive(&runner, &key).await {
                 seen.push(key.clone());
-                if !stored.record.past_point_of_no_return() {
+                let target_active = be
+                    .cms_role()
+                    .await
+                    .is_ok_and(|r| r.mode == store::CmsMode::Active);
+                if !stored.record.may_finish_alone(target_active) {
                     if orphans.told.insert(key.clone()) {
                         tracing::warn!(
                             id = stored.record.id,

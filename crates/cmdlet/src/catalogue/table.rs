@@ -962,8 +962,11 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             pool and back): ExportStatus (FinalState, SteadyState, NonSteadyState, \
             NotInitialized, ErrorState), ImportStatus (NormalState, ErrorState), and tandem's \
             PendingChanges, LagSeconds, LastSyncTime and EstimatedRpoSeconds. FinalState means \
-            nothing is left to copy. -Category and -BackupModule are both accepted; module \
-            names may be long (UserServices.PresenceFocus), short (PresenceFocus) or All.",
+            nothing is left to copy. On the rows from the backup pool to this one, \
+            PendingWhenLastHeard and LastHeard say what the backup pool last reported it had \
+            not shipped here: what a disaster failover reports at once if it is lost now. \
+            -Category and -BackupModule are both accepted; module names may be long \
+            (UserServices.PresenceFocus), short (PresenceFocus) or All.",
         outputs: &[
             "BackupModule",
             "SourcePoolFqdn",
@@ -974,6 +977,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             "LagSeconds",
             "LastSyncTime",
             "EstimatedRpoSeconds",
+            "PendingWhenLastHeard",
+            "LastHeard",
         ],
         examples: &[
             ("Get-CsBackupServiceStatus -PoolFqdn pool1.contoso.com", "Shows how far pool1 and pool2 are in sync."),

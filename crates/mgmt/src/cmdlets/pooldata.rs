@@ -192,6 +192,9 @@ pub async fn status(call: &Call<'_>) -> Reply {
         }
         return Ok(records(rows));
     };
+    // What the partner last said it had not shipped here, kept for a disaster (its loss
+    // is reported from it).
+    let heard = service.partner_heard(Some(&partner_pool));
     for m in modules {
         // This pool to the partner.
         let import = theirs.as_ref().ok().and_then(|t| {
@@ -215,11 +218,25 @@ pub async fn status(call: &Call<'_>) -> Reply {
         }
         rows.push(row);
         // The partner to this pool.
+        let heard_pending = heard.as_ref().map(|h| match m {
+            Module::CmsMaster => h.cms_versions,
+            _ => h
+                .modules
+                .iter()
+                .find(|x| x.module == m.short_name())
+                .map_or(0, |x| x.pending),
+        });
+        let with_heard = |row: Record| match (&heard, heard_pending) {
+            (Some(h), Some(pending)) => row
+                .with("PendingWhenLastHeard", pending)
+                .with("LastHeard", format_timestamp(h.at_ms)),
+            _ => row.with("PendingWhenLastHeard", "").with("LastHeard", ""),
+        };
         match &theirs {
             Ok(t) => {
                 let export = t.exports.iter().find(|e| e.module == m.short_name());
                 let imported = mine.imports.iter().any(|i| i.module == m.short_name());
-                rows.push(status_row(
+                rows.push(with_heard(status_row(
                     now,
                     m,
                     &partner_pool,
@@ -227,9 +244,9 @@ pub async fn status(call: &Call<'_>) -> Reply {
                     export,
                     Some(imported),
                     mine.sync_interval_secs,
-                ));
+                )));
             }
-            Err(e) => rows.push(
+            Err(e) => rows.push(with_heard(
                 status_row(
                     now,
                     m,
@@ -241,7 +258,7 @@ pub async fn status(call: &Call<'_>) -> Reply {
                 )
                 .with("ExportStatus", "ErrorState")
                 .with("Error", format!("{partner_pool} does not answer: {e}")),
-            ),
+            )),
         }
     }
     Ok(records(rows))

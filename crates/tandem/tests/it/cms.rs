@@ -2,8 +2,6 @@
 //! the store on the lost pool (paired and unpaired), the old store fenced when it comes
 //! back, and a crash of the server running the failover at every step.
 
-use std::time::{Duration, Instant};
-
 use crate::failover::{add_contact, arm_crash, contacts, user_of, wait_signed_in};
 use crate::lab::Lab;
 use crate::{run, run_env, stderr, stdout};
@@ -59,36 +57,24 @@ fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
 
 /// Waits until the standby in `standby_pool` holds every version of the active store.
 fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, standby_pool: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, active) = store_of(lab, via, active_pool);
-        let (mode, standby) = store_of(lab, via, standby_pool);
-        if mode == "Backup" && standby >= active && active > 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby in {standby_pool} holds {standby} of {active}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::eventually(
+        20,
+        &format!("the standby in {standby_pool} to hold every version"),
+        || {
+            let (_, active) = store_of(lab, via, active_pool);
+            let (mode, standby) = store_of(lab, via, standby_pool);
+            (mode == "Backup" && standby >= active && active > 0).then_some(())
+        },
+    );
 }
 
 /// Every replica `UpToDate`, waited for.
 fn wait_all_up_to_date(lab: &Lab, via: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    crate::eventually(20, "every replica to be up to date", || {
         let rows = lab.json(Some(via), "Get-CsManagementStoreReplicationStatus");
-        let rows = rows.as_array().unwrap();
-        if !rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every replica is up to date: {rows:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        (!rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true)).then_some(())
+    });
 }
 
 /// The Backup Service sync interval as one server's local replica has it.
@@ -123,15 +109,9 @@ fn old_store_comes_back_fenced(lab: &Lab, old_pool: &str, new_pool: &str, interv
             .starts_with(&prefix),
         "{status}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while masters(lab).len() != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "one writable store: {:?}",
-            masters(lab)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::eventually(10, "one writable store", || {
+        (masters(lab).len() == 1).then_some(())
+    });
     assert!(masters(lab)[0].starts_with(&prefix));
     assert_eq!(store_of(lab, &new_fe, old_pool).0, "Backup");
     for server in [
@@ -225,11 +205,21 @@ fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
         );
     }
     set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:00:50");
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(
-        sync_interval_at(&lab, "edgeserver1.contoso.com"),
-        "00:00:50"
-    );
+    crate::eventually(10, "the change on edgeserver1", || {
+        (sync_interval_at(&lab, "edgeserver1.contoso.com") == "00:00:50").then_some(())
+    });
+    // pool2 heard pool1 say it holds a version it did not ship to the standby.
+    crate::eventually(10, "pool2 to hear of the unshipped version", || {
+        let rows = lab.json(
+            Some("pool2-fe1.contoso.com"),
+            "Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com -Category CMS | ConvertTo-Json",
+        );
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["SourcePoolFqdn"] == P1 && r["PendingWhenLastHeard"].as_i64() >= Some(1))
+            .then_some(())
+    });
     lab.kill(P1);
     // Without naming the standby, the refusal says how.
     let out = lab.shell(
@@ -264,27 +254,21 @@ fn a_version_the_lost_master_never_shipped_is_reported_and_never_comes_back() {
         "edgeserver1.contoso.com",
         "edgeserver2.contoso.com",
     ] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sync_interval_at(&lab, server) != "00:02:00" {
-            assert!(Instant::now() < deadline, "{server} keeps the lost version");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually(10, &format!("{server} to drop the lost version"), || {
+            (sync_interval_at(&lab, server) == "00:02:00").then_some(())
+        });
     }
     // pool1 comes back: its master steps down and records the lost version.
     let out = run(&["lab", "start", P1, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let log = loop {
+    let log = crate::eventually(20, "the lost version to be recorded", || {
         let log = std::fs::read_to_string(format!("{}/logs/pool1-fe1.contoso.com.log", lab.dir()))
             .unwrap_or_default()
             + &std::fs::read_to_string(format!("{}/logs/pool1-fe2.contoso.com.log", lab.dir()))
                 .unwrap_or_default();
-        if log.contains("are lost active_pool=pool2.contoso.com lost=1") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "no loss recorded:\n{log}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        log.contains("are lost active_pool=pool2.contoso.com lost=1")
+            .then_some(log)
+    });
     assert!(log.contains("Set-CsBackupServiceConfiguration"), "{log}");
     // The operator sees it with the store's state.
     let v = lab.json(
@@ -375,9 +359,19 @@ fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_
 #[test]
 fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_restored() {
     let lab = Lab::up_env(&[], &[("TANDEM_DR_FAULTS", "1")]);
-    let steps = dr::cms::CMS_STEPS.map(dr::StepName::as_str);
+    // Every step twice: a crash before it, and a crash after its work and before its
+    // record (the step runs again on the resume, and must be safe to).
+    let crashes: Vec<(&str, &str)> = dr::cms::CMS_STEPS
+        .iter()
+        .flat_map(|s| {
+            [
+                (dr::StepName::as_str(*s), "before"),
+                (dr::StepName::as_str(*s), "after"),
+            ]
+        })
+        .collect();
     let mut expected = "00:02:00".to_string();
-    for (i, step) in steps.iter().enumerate() {
+    for (i, (step, when)) in crashes.iter().enumerate() {
         // The store is in `from`; the failover moves it to `to`, run on to's fe1.
         let status = cms_status(&lab, "pool1-fe2.contoso.com");
         let master = status["ActiveMasterFqdn"].as_str().unwrap().to_string();
@@ -389,27 +383,27 @@ fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_rest
         let runner = format!("{}-fe1.contoso.com", &to[..5]);
         let witness = format!("{}-fe2.contoso.com", &from[..5]);
         wait_standby_current(&lab, &witness, from, to);
-        arm_crash(&lab, &runner, step, "before");
+        arm_crash(&lab, &runner, step, when);
         let out = lab.shell(Some(&runner), "Invoke-CsManagementServerFailover");
         assert!(
             !out.status.success(),
-            "the runner should have crashed before {step}"
+            "the runner should have crashed {when} {step}"
         );
         let log = std::fs::read_to_string(format!("{}/logs/{runner}.log", lab.dir())).unwrap();
         assert!(
-            log.contains(&format!("crashes before step {step}")),
-            "{runner} did not crash before {step}"
+            log.contains(&format!("crashes {when} step {step}")),
+            "{runner} did not crash {when} {step}"
         );
         assert!(
             masters(&lab).len() <= 1,
-            "two writable stores after a crash before {step}"
+            "two writable stores after a crash {when} {step}"
         );
         let out = run_env(
             &["lab", "start", &runner, "--dir", lab.dir()],
             &[("TANDEM_DR_FAULTS", "1")],
         );
         assert!(out.status.success(), "{}", stderr(&out));
-        if *step == "Drain" {
+        if *step == "Drain" && *when == "before" {
             // Frozen: the old store refuses changes with the documented text.
             let out = lab.shell(
                 Some(&witness),
@@ -422,13 +416,13 @@ fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_rest
                 stderr(&out)
             );
         }
-        // Even steps: run the cmdlet again (resume). Odd steps: -Restore on the runner's
-        // pool, then on the old pool.
-        if i % 2 == 0 {
+        // Each step once by running the cmdlet again (resume), once by -Restore on the
+        // runner's pool, then on the old pool; before and after take turns.
+        if (i + i / 2) % 2 == 0 {
             let out = lab.shell(Some(&runner), "Invoke-CsManagementServerFailover");
             assert!(
                 out.status.success(),
-                "resume after a crash before {step}: {}{}",
+                "resume after a crash {when} {step}: {}{}",
                 stdout(&out),
                 stderr(&out)
             );
@@ -437,24 +431,18 @@ fn a_crash_of_the_server_running_a_cms_failover_at_every_step_is_resumed_or_rest
                 let out = lab.shell(Some(server), "Invoke-CsManagementServerFailover -Restore");
                 assert!(
                     out.status.success(),
-                    "-Restore on {server} after a crash before {step}: {}{}",
+                    "-Restore on {server} after a crash {when} {step}: {}{}",
                     stdout(&out),
                     stderr(&out)
                 );
             }
         }
         // One writable store, which takes a change every server gets.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while masters(&lab).len() != 1 {
-            assert!(
-                Instant::now() < deadline,
-                "no single master after {step}: {:?}",
-                masters(&lab)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::eventually(15, &format!("a single master after {when} {step}"), || {
+            (masters(&lab).len() == 1).then_some(())
+        });
         let before = expected.clone();
-        expected = format!("00:0{}:1{i}", 1 + i % 2);
+        expected = format!("00:{:02}:{:02}", 1 + i % 2, 10 + i);
         assert_ne!(before, expected);
         set_sync_interval(&lab, &witness, &expected);
         wait_all_up_to_date(&lab, &witness);
@@ -546,4 +534,62 @@ fn a_normal_move_takes_the_old_stores_own_content_and_loses_nothing() {
     let xds = &v.as_array().unwrap()[0];
     assert_eq!(xds["CentralManagementStore"], "Backup");
     assert_eq!(xds["LostVersions"], serde_json::json!([]), "{xds}");
+}
+
+#[test]
+fn a_cms_failover_its_runner_left_after_the_promotion_is_finished_by_the_reconciler() {
+    let lab = Lab::up_env(
+        &["--reconcile-after-secs", "1"],
+        &[("TANDEM_DR_FAULTS", "1")],
+    );
+    wait_standby_current(&lab, "pool2-fe1.contoso.com", P1, P2);
+    // The runner dies right after promoting the standby, and stays dead.
+    arm_crash(&lab, "pool2-fe1.contoso.com", "Promote", "after");
+    let out = lab.shell(
+        Some("pool2-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover",
+    );
+    assert!(!out.status.success());
+    // The other Front End of pool2 takes the promoted store's lease and finishes the move:
+    // the topology names pool2, the old store is its standby, and a change reaches every
+    // server that answers.
+    crate::eventually(30, "pool2-fe2 to master the store in pool2", || {
+        (masters(&lab) == ["pool2-fe2.contoso.com"]).then_some(())
+    });
+    crate::eventually(30, "the old store to become the standby", || {
+        (store_of(&lab, "pool2-fe2.contoso.com", P1).0 == "Backup").then_some(())
+    });
+    crate::eventually(30, "the reconciler to finish the failover", || {
+        std::fs::read_to_string(format!("{}/logs/pool2-fe2.contoso.com.log", lab.dir()))
+            .unwrap_or_default()
+            .contains("reconciler finished the CMS failover")
+            .then_some(())
+    });
+    // The record says so too: nothing is left to resume.
+    let out = lab.shell(
+        Some("pool2-fe2.contoso.com"),
+        "Invoke-CsManagementServerFailover -WhatIf",
+    );
+    assert!(
+        !stdout(&out).contains("An unfinished failover"),
+        "{}",
+        stdout(&out)
+    );
+    set_sync_interval(&lab, "pool1-fe2.contoso.com", "00:01:30");
+    crate::eventually(20, "every live replica to be up to date", || {
+        let rows = lab.json(
+            Some("pool1-fe2.contoso.com"),
+            "Get-CsManagementStoreReplicationStatus",
+        );
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["ReplicaFqdn"] != "pool2-fe1.contoso.com")
+            .all(|r| r["UpToDate"] == true)
+            .then_some(())
+    });
+    assert_eq!(
+        sync_interval_at(&lab, "edgeserver1.contoso.com"),
+        "00:01:30"
+    );
 }

@@ -2,8 +2,6 @@
 //! checked with SIP sign-ins and the user services; a crash of the server running the
 //! operation at every step; counts of acknowledged writes before and after.
 
-use std::time::{Duration, Instant};
-
 use crate::lab::Lab;
 use crate::{run, run_env, stderr, stdout};
 
@@ -87,18 +85,11 @@ fn operation(lab: &Lab, server: Option<&str>, id: &str) -> serde_json::Value {
 
 /// Waits until the pool's registrar serves `user` in `mode` at `pool` (clients retry).
 pub(crate) fn wait_signed_in(lab: &Lab, user: &str, pool: &str, mode: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = sign_in(lab, user);
-        if got == (pool.to_string(), mode.to_string()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user}: {got:?}, wanted {pool} {mode}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    crate::eventually(
+        20,
+        &format!("{user} signed in at {pool} in {mode} mode"),
+        || (sign_in(lab, user) == (pool.to_string(), mode.to_string())).then_some(()),
+    );
 }
 
 const P1: &str = "pool1.contoso.com";
@@ -127,7 +118,8 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
         let dir = lab.dir().to_string();
         let alice = alice.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let saved = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), saved.clone());
         let handle = std::thread::spawn(move || {
             let mut acked = vec![];
             let mut i = 0;
@@ -139,13 +131,20 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
                 ]);
                 if out.status.success() && stdout(&out).contains("\"saved\":true") {
                     acked.push(c);
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
             acked
         });
-        (stop, handle)
+        (stop, handle, saved)
     };
-    std::thread::sleep(Duration::from_millis(500));
+    let saved = |w: &(_, _, std::sync::Arc<std::sync::atomic::AtomicUsize>)| {
+        w.2.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // The writer is at work before the runbook starts.
+    crate::eventually(20, "the writer's first saved contact", || {
+        (saved(&writer) > 0).then_some(())
+    });
     let out = lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
     assert!(out.contains("VERBOSE: Drain Done"), "{out}");
     assert!(
@@ -153,7 +152,11 @@ fn planned_failover_and_failback_runbooks_move_users_and_lose_no_acknowledged_wr
         "{out}"
     );
     assert!(out.contains("Data lost: nothing"), "{out}");
-    std::thread::sleep(Duration::from_millis(500));
+    // And saves at least once more, at the backup pool, after it.
+    let before = saved(&writer);
+    crate::eventually(20, "a contact saved after the failover", || {
+        (saved(&writer) > before).then_some(())
+    });
     writer.0.store(true, std::sync::atomic::Ordering::SeqCst);
     let acked = writer.1.join().unwrap();
     assert!(acked.len() >= 2, "the writer saved too little: {acked:?}");
@@ -285,6 +288,33 @@ fn wait_pending(lab: &Lab, pool: &str, changes: i64) {
     });
 }
 
+/// Waits until both Front Ends of `pool` last heard `source` report `changes` of its
+/// users' changes not yet shipped to them (what a disaster failover reports at once).
+pub(crate) fn wait_heard(lab: &Lab, pool: &str, source: &str, changes: i64) {
+    let short = pool.split('.').next().unwrap();
+    for fe in [
+        format!("{short}-fe1.contoso.com"),
+        format!("{short}-fe2.contoso.com"),
+    ] {
+        crate::eventually(10, &format!("{fe} to hear {changes} unshipped"), || {
+            let rows = lab.json(
+                Some(&fe),
+                &format!(
+                    "Get-CsBackupServiceStatus -PoolFqdn {pool} -Category UserData | ConvertTo-Json"
+                ),
+            );
+            let heard: i64 = rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["SourcePoolFqdn"] == source)
+                .filter_map(|r| r["PendingWhenLastHeard"].as_i64())
+                .sum();
+            (heard == changes).then_some(())
+        });
+    }
+}
+
 #[test]
 fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes() {
     let lab = Lab::up_with(&["--users", "10"]);
@@ -340,9 +370,9 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     assert!(out.status.success(), "{}", stderr(&out));
     // The four contacts, the meeting and its content.
     let unshipped_changes = unshipped.len() as i64 + 2;
-    // pool2's status shows them waiting; pool1 asks for it every half second.
+    // pool2's status shows them waiting, and pool1 has heard so.
     wait_pending(&lab, P2, unshipped_changes);
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_heard(&lab, P1, P2, unshipped_changes);
     lab.kill(P2);
     // Without -DisasterMode the failover says to use it.
     edgepool2_next_hop_to_pool1(&lab, Some("pool1-fe1.contoso.com"));
@@ -662,19 +692,14 @@ fn edgepool2_next_hop_to_pool1(lab: &Lab, via: Option<&str>) {
     );
 }
 
-/// Starts `line` in a shell on `runner`, armed to pause before `step` for `hold_ms`, and
-/// returns once the runner holds there.
-fn start_held(
-    lab: &Lab,
-    runner: &str,
-    (step, hold_ms): (&str, u64),
-    line: &str,
-) -> std::process::Child {
+/// Starts `line` in a shell on `runner`, armed to pause before `step` until [`release`]d,
+/// and returns once the runner holds there.
+fn start_held(lab: &Lab, runner: &str, step: &str, line: &str) -> std::process::Child {
     let seen = holds_logged(lab, runner);
     arm(
         lab,
         runner,
-        serde_json::json!({ "step": step, "when": "hold", "hold_ms": hold_ms }),
+        serde_json::json!({ "step": step, "when": "hold", "hold_ms": 60_000 }),
     );
     let shell = spawn_shell(lab, runner, line);
     wait_held(lab, runner, seen);
@@ -683,11 +708,14 @@ fn start_held(
 
 /// Waits until `runner` logged more fault lines than `seen`.
 fn wait_held(lab: &Lab, runner: &str, seen: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while holds_logged(lab, runner) == seen {
-        assert!(Instant::now() < deadline, "{runner} never reached the hold");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::eventually(20, &format!("{runner} to reach the hold"), || {
+        (holds_logged(lab, runner) > seen).then_some(())
+    });
+}
+
+/// Ends the hold `runner` is in: the operation goes on.
+fn release(lab: &Lab, runner: &str) {
+    arm(lab, runner, serde_json::json!({ "release": true }));
 }
 
 #[test]
@@ -701,10 +729,11 @@ fn a_pool_lost_during_its_planned_failover_is_failed_over_in_disaster_mode() {
     let shell = start_held(
         &lab,
         runner,
-        ("Drain", 1500),
+        "Drain",
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
     );
     lab.kill(P2);
+    release(&lab, runner);
     let out = shell.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let said = stderr(&out);
@@ -831,7 +860,7 @@ fn a_disaster_failback_reports_what_the_lost_backup_pool_had_not_shipped_home() 
     }
     // pool1's Front Ends hear of the backlog (they ask every half second), then pool2 is lost.
     wait_pending(&lab, P2, 2);
-    std::thread::sleep(Duration::from_millis(1_500));
+    wait_heard(&lab, P1, P2, 2);
     lab.kill(P2);
     let out = lab.shell(None, "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com");
     assert!(
@@ -972,7 +1001,7 @@ fn kill_at_every_step(victim: Victim) {
             let mut shell = start_held(
                 &lab,
                 runner,
-                (step, 1500),
+                step,
                 &format!("{cmdlet} -PoolFqdn pool2.contoso.com"),
             );
             let killed = match victim {
@@ -986,20 +1015,16 @@ fn kill_at_every_step(victim: Victim) {
             if let Some(server) = killed {
                 lab.kill(server);
             }
+            release(&lab, runner);
             let _ = shell.wait();
             // The operation goes on without the victim, or stops where it could not.
-            let deadline = Instant::now() + Duration::from_secs(40);
-            let op = loop {
+            let op = crate::eventually(40, "the operation to end or stop", || {
                 let ops = lab.json(Some(witness), "Get-CsDisasterRecoveryOperation");
                 let last = ops
                     .as_array()
                     .map_or(ops.clone(), |a| a.last().unwrap().clone());
-                if last["State"] != "Running" {
-                    break last;
-                }
-                assert!(Instant::now() < deadline, "still running: {last}");
-                std::thread::sleep(Duration::from_millis(100));
-            };
+                (last["State"] != "Running").then_some(last)
+            });
             if let Some(server) = killed {
                 let out = run_env(
                     &["lab", "start", server, "--dir", lab.dir()],
@@ -1068,7 +1093,7 @@ fn an_operation_running_on_a_live_server_cannot_be_resumed_elsewhere() {
     let shell = start_held(
         &lab,
         runner,
-        ("Promote", 3000),
+        "Promote",
         "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
     );
     for (server, line) in [
@@ -1093,9 +1118,44 @@ fn an_operation_running_on_a_live_server_cannot_be_resumed_elsewhere() {
             stderr(&out)
         );
     }
+    release(&lab, runner);
     let out = shell.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let op = operation(&lab, Some("pool1-fe2.contoso.com"), "1");
     assert_eq!(op["State"], "Completed", "{op}");
     assert_eq!(op["Runner"], runner, "{op}");
+}
+
+#[test]
+fn an_operation_whose_runner_died_is_finished_by_the_reconciler_without_an_operator() {
+    let lab = Lab::up_env(
+        &["--users", "4", "--reconcile-after-secs", "1"],
+        &[("TANDEM_DR_FAULTS", "1")],
+    );
+    let bob = user_of(&lab, P2);
+    assert!(add_contact(&lab, &bob, "sip:before@contoso.com"));
+    edgepool2_next_hop_to_pool1(&lab, None);
+    // The runner dies between Promote's work and its record, and stays dead.
+    let runner = "pool2-fe1.contoso.com";
+    arm_crash(&lab, runner, "Promote", "after");
+    let out = lab.shell(
+        Some(runner),
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com",
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    // Nobody resumes it: the active master's reconciler carries it on.
+    let witness = "pool1-fe2.contoso.com";
+    let op = crate::eventually(30, "the reconciler to finish operation 1", || {
+        let op = operation(&lab, Some(witness), "1");
+        (op["State"] == "Completed").then_some(op)
+    });
+    assert_eq!(op["LostChanges"], 0, "{op}");
+    assert_ne!(op["Runner"], runner, "{op}");
+    assert!(
+        op["Steps"].to_string().contains("Promote Done"),
+        "the interrupted step ran again: {op}"
+    );
+    assert_eq!(state(&lab, P2)["State"], "FailedOver");
+    wait_signed_in(&lab, &bob, P1, "full");
+    assert!(contacts(&lab, &bob).contains(&"sip:before@contoso.com".to_string()));
 }

@@ -2,7 +2,6 @@
 //! `tandem lab` and `tandem shell --lab`, as an operator would.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use crate::{run, stderr, stdout};
 
@@ -199,34 +198,21 @@ impl Lab {
 
     /// Waits until every replica reports `UpToDate True`; returns the rows.
     fn wait_all_up_to_date(&self, server: Option<&str>) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        crate::eventually(20, "every replica to converge", || {
             let rows = self.json(server, "Get-CsManagementStoreReplicationStatus");
             let rows = rows.as_array().cloned().unwrap_or_default();
-            if !rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true) {
-                return rows;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replicas never converged: {rows:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (!rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true)).then_some(rows)
+        })
     }
 
     fn wait_for_master(&self, via: &str, not: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        crate::eventually(15, &format!("a new master after {not} died"), || {
             let master = self.cms_status(via)["ActiveMasterFqdn"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            if !master.is_empty() && master != not {
-                return master;
-            }
-            assert!(Instant::now() < deadline, "no new master after {not} died");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (!master.is_empty() && master != not).then_some(master)
+        })
     }
 }
 
@@ -481,12 +467,15 @@ fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
     );
     let (status, reply) = post(Some(&lab.token), change);
     assert_eq!(status, 200, "{reply}");
-    std::thread::sleep(Duration::from_millis(2500));
-    let rows = lab.json(None, "Get-CsManagementStoreReplicationStatus");
-    for r in rows.as_array().unwrap() {
-        let expected = r["ReplicaFqdn"] != "edgeserver2.contoso.com";
-        assert_eq!(r["UpToDate"], expected, "{r}");
-    }
+    // Every other replica applies the change; edgeserver2 stays behind.
+    crate::eventually(10, "every replica but edgeserver2 up to date", || {
+        let rows = lab.json(None, "Get-CsManagementStoreReplicationStatus");
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["UpToDate"] == (r["ReplicaFqdn"] != "edgeserver2.contoso.com"))
+            .then_some(())
+    });
     let out = lab.shell(
         None,
         "Start-CsWindowsService -Name REPLICA -ComputerName edgeserver2.contoso.com",

@@ -41,9 +41,11 @@ pub(crate) fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Retries `check` until it returns Some or `secs` pass.
+/// Retries `check` until it returns Some or `secs` pass: the one way a lab test waits for
+/// an event (polling starts at 20 ms and backs off to 200 ms between looks).
 pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut pause = std::time::Duration::from_millis(20);
     loop {
         if let Some(v) = check() {
             return v;
@@ -52,6 +54,7 @@ pub(crate) fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Op
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
     }
 }
