@@ -66,6 +66,16 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 listen,
                 api,
                 admin_token,
+                async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let Ok(mut term) = signal(SignalKind::terminate()) else {
+                        return std::future::pending().await;
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                },
             ))
         }
         DnsCommand::Query {

@@ -143,6 +143,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Master {
     inner: Arc<Inner>,
+    /// The lease and push tasks, awaited by [`Master::shutdown`].
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Master {
@@ -164,9 +166,14 @@ impl Master {
             write_lock: Mutex::new(()),
             shutdown: watch::Sender::new(false),
         });
-        tokio::spawn(lease_task(inner.clone()));
-        tokio::spawn(push_task(inner.clone()));
-        Master { inner }
+        let tasks = vec![
+            tokio::spawn(lease_task(inner.clone())),
+            tokio::spawn(push_task(inner.clone())),
+        ];
+        Master {
+            inner,
+            tasks: Arc::new(std::sync::Mutex::new(tasks)),
+        }
     }
 
     pub fn role(&self) -> Role {
@@ -298,10 +305,14 @@ impl Master {
         let _ = tokio::time::timeout(PUSH_TIMEOUT * 3, rounds.wait_for(|r| *r >= target)).await;
     }
 
-    /// Gives the lease up and stops both tasks (graceful shutdown).
+    /// Gives the lease up and stops both tasks (graceful shutdown), waiting for them.
     pub async fn shutdown(&self) {
         self.inner.master_running.store(false, Ordering::SeqCst);
         self.inner.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("master tasks lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
         step_down(&self.inner).await;
     }
 }

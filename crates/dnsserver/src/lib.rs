@@ -44,12 +44,14 @@ pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`.
+/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`,
+/// until `stop` completes; every task it started ends with it.
 pub async fn serve(
     file: PathBuf,
     dns: SocketAddr,
     api: SocketAddr,
     token: String,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let zone = load_zone(&file)?;
     let state = Arc::new(DnsState {
@@ -68,9 +70,11 @@ pub async fn serve(
     let http = tokio::net::TcpListener::bind(api)
         .await
         .map_err(|e| anyhow::anyhow!("binding the DNS management API on {api}: {e}"))?;
+    // The listeners' tasks: dropped (aborted) when the server stops.
+    let mut tasks = tokio::task::JoinSet::new();
     {
         let state = state.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut buf = [0u8; 1024];
             loop {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
@@ -84,10 +88,13 @@ pub async fn serve(
     }
     {
         let state = state.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             // At most this many TCP clients at once; each exchange must finish in time.
             let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CLIENTS));
+            // The clients' tasks, ended with this one.
+            let mut clients = tokio::task::JoinSet::new();
             loop {
+                while clients.try_join_next().is_some() {}
                 let (mut stream, _) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(_) => {
@@ -100,7 +107,7 @@ pub async fn serve(
                     continue; // dropped: the client retries or uses UDP
                 };
                 let state = state.clone();
-                tokio::spawn(async move {
+                clients.spawn(async move {
                     let _slot = slot;
                     // RFC 1035 section 4.2.2: a two-byte length, then the message.
                     loop {
@@ -134,7 +141,9 @@ pub async fn serve(
         .route("/api/v1/invoke", post(invoke))
         .with_state(state);
     tracing::info!(%dns, %api, "DNS server started");
-    axum::serve(http, app).await?;
+    axum::serve(http, app).with_graceful_shutdown(stop).await?;
+    tasks.shutdown().await;
+    tracing::info!("DNS server stopped");
     Ok(())
 }
 

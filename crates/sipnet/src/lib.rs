@@ -30,9 +30,17 @@ pub enum Incoming {
     Malformed(Vec<u8>, ParseError, SocketAddr),
 }
 
-/// A UDP SIP endpoint.
+/// A UDP SIP endpoint. Its receiving task ends when the endpoint is dropped.
 #[derive(Debug)]
 pub struct Endpoint {
+    shared: Arc<Shared>,
+    /// Dropped with the endpoint: the receiving task sees the channel close and ends.
+    _stop: oneshot::Sender<()>,
+}
+
+/// What the endpoint and its receiving task share.
+#[derive(Debug)]
+struct Shared {
     socket: UdpSocket,
     local: SocketAddr,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
@@ -45,25 +53,43 @@ impl Endpoint {
     pub async fn bind(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, mpsc::Receiver<Incoming>)> {
         let socket = UdpSocket::bind(addr).await?;
         let local = socket.local_addr()?;
-        let endpoint = Arc::new(Endpoint {
+        let shared = Arc::new(Shared {
             socket,
             local,
             pending: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(endpoint.clone().receive(tx));
-        Ok((endpoint, rx))
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(shared.clone().receive(tx, stopped));
+        Ok((
+            Arc::new(Endpoint {
+                shared,
+                _stop: stop,
+            }),
+            rx,
+        ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.shared.local
     }
+}
 
-    async fn receive(self: Arc<Self>, tx: mpsc::Sender<Incoming>) {
+impl Shared {
+    /// Receives until `stopped` closes (the endpoint was dropped).
+    async fn receive(
+        self: Arc<Self>,
+        tx: mpsc::Sender<Incoming>,
+        mut stopped: oneshot::Receiver<()>,
+    ) {
         let mut buf = vec![0u8; 65_536];
         loop {
-            let (n, peer) = match self.socket.recv_from(&mut buf).await {
+            let received = tokio::select! {
+                r = self.socket.recv_from(&mut buf) => r,
+                _ = &mut stopped => return,
+            };
+            let (n, peer) = match received {
                 Ok(r) => r,
                 // ICMP errors of earlier sends surface here on some systems; keep going.
                 Err(_) => continue,
@@ -95,11 +121,13 @@ impl Endpoint {
             }
         }
     }
+}
 
+impl Endpoint {
     /// A fresh branch (RFC 3261 magic cookie prefix).
     pub fn branch(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("z9hG4bK{:x}{:x}{n:x}", self.local.port(), now_ms())
+        let n = self.shared.counter.fetch_add(1, Ordering::Relaxed);
+        format!("z9hG4bK{:x}{:x}{n:x}", self.shared.local.port(), now_ms())
     }
 
     /// Sends `request` to `dest` as a client transaction: adds a top Via with a new branch,
@@ -113,15 +141,15 @@ impl Endpoint {
         let branch = self.branch();
         push_top_via(
             &mut request,
-            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+            format!("SIP/2.0/UDP {};branch={branch};rport", self.shared.local),
         );
         let bytes = request.to_bytes();
         let (tx, mut rx) = oneshot::channel();
-        self.pending.lock().await.insert(branch.clone(), tx);
+        self.shared.pending.lock().await.insert(branch.clone(), tx);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = T1;
         let result = loop {
-            if let Err(e) = self.socket.send_to(&bytes, dest).await {
+            if let Err(e) = self.shared.socket.send_to(&bytes, dest).await {
                 break Err(e);
             }
             let wait =
@@ -138,13 +166,13 @@ impl Endpoint {
                 Err(_) => interval = (interval * 2).min(Duration::from_secs(4)),
             }
         };
-        self.pending.lock().await.remove(&branch);
+        self.shared.pending.lock().await.remove(&branch);
         result
     }
 
     /// Sends a response (or any bytes) to `dest`.
     pub async fn send(&self, dest: SocketAddr, bytes: &[u8]) -> io::Result<()> {
-        self.socket.send_to(bytes, dest).await.map(drop)
+        self.shared.socket.send_to(bytes, dest).await.map(drop)
     }
 }
 
