@@ -15,12 +15,15 @@ mod dns_cmd;
 mod lab;
 mod partner;
 mod shell;
+mod status;
 mod topology_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+pub use crate::status::Status;
 
 /// tandem: two Front End pools, paired across sites, failed over and back from a shell.
 #[derive(Debug, Parser)]
@@ -418,26 +421,5 @@ pub fn outcome(result: anyhow::Result<()>) -> Status {
             eprintln!("error: {e:#}");
             Status::Failed
         }
-    }
-}
-
-/// The outcome of a command, as an exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// 0
-    Success,
-    /// 1: an operation (cmdlet, check) failed.
-    Failed,
-    /// 2: the input could not be understood.
-    Usage,
-}
-
-impl From<Status> for ExitCode {
-    fn from(s: Status) -> Self {
-        ExitCode::from(match s {
-            Status::Success => 0,
-            Status::Failed => 1,
-            Status::Usage => 2,
-        })
     }
 }

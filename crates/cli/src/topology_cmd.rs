@@ -4,7 +4,7 @@ use std::path::Path;
 
 use topology::{Severity, Topology, validate};
 
-use crate::Status;
+use crate::status::Status;
 
 pub(crate) fn check(path: &Path, json: bool) -> Status {
     let text = match std::fs::read_to_string(path) {

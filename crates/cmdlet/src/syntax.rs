@@ -29,31 +29,7 @@ use crate::diagnostic::{Diagnostic, error};
 /// far larger is a mistake (a binary file, say) and is refused before any work is done.
 pub const MAX_SCRIPT_BYTES: usize = 1 << 20;
 
-/// A byte range in the source text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Span {
-    pub start: usize,
-    pub end: usize,
-}
-
-impl Span {
-    pub fn new(start: usize, end: usize) -> Self {
-        Span { start, end }
-    }
-
-    /// The smallest span covering both.
-    pub fn join(self, other: Span) -> Span {
-        Span::new(self.start.min(other.start), self.end.max(other.end))
-    }
-
-    pub fn len(self) -> usize {
-        self.end - self.start
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.start == self.end
-    }
-}
+pub use crate::diagnostic::Span;
 
 /// A value with the span it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

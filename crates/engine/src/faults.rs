@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use api::faults::FaultPoint;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Before a step's claim, or after its work and before its outcome is saved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

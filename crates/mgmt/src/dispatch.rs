@@ -12,14 +12,11 @@ use std::time::Duration;
 use api::{InvokeRequest, InvokeResponse, bind::bind_one};
 use cmdlet::Invocation;
 use cmdlet::catalogue::spec::CmdletId;
-use cms::master::Master;
 use node::MasterAt;
 use topology::Topology;
 
-use crate::{Error, Mgmt, Refused};
-
-/// What a handler answers.
-pub type Reply = Result<InvokeResponse, Error>;
+use crate::call::{Call, Reply};
+use crate::{Mgmt, Refused};
 
 /// How long a change waits for this server's replica before answering anyway.
 const OWN_REPLICA_WAIT: Duration = Duration::from_secs(3);
@@ -137,23 +134,6 @@ fn answers_what_if(id: CmdletId) -> bool {
             | ResumeCsDisasterRecoveryOperation
             | InvokeCsManagementServerFailover
     )
-}
-
-/// One call, where its handler needs it.
-#[derive(Debug)]
-pub struct Call<'a> {
-    pub mgmt: &'a Mgmt,
-    pub inv: &'a Invocation,
-    /// This server's master, when the call runs on the active master.
-    pub master: Option<Master>,
-    /// Why no master answered, when the call runs on the replica because of it.
-    pub unavailable: Option<String>,
-}
-
-impl Call<'_> {
-    pub fn node(&self) -> &node::Node {
-        &self.mgmt.node
-    }
 }
 
 /// Runs one call: here, or where its place says.

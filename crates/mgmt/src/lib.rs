@@ -13,6 +13,7 @@
 //!    [`error`] turns into HTTP answers in one place.
 
 pub mod archive;
+pub mod call;
 pub mod cmdlets;
 pub mod dispatch;
 pub mod error;

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use topology::{Role, Topology};
 
+pub use crate::services::hosts_cms_services;
 use crate::services::{FTA, LYNCBACKUP, MASTER, REPLICA, Services};
 
 /// How long a probe of a Front End's master role may take before it counts as silent.
@@ -330,14 +331,4 @@ impl Node {
     {
         self.tasks.spawn(task)
     }
-}
-
-/// Whether the Front Ends of `pool` run the Central Management services: the pool that
-/// hosts the CMS, and its partner, which holds the standby store.
-pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
-    let cms = &topology.deployment.cms_pool;
-    cms.eq_ignore_ascii_case(pool)
-        || topology
-            .backup_pool_of(cms)
-            .is_some_and(|b| b.eq_ignore_ascii_case(pool))
 }

@@ -48,7 +48,7 @@ pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static
             if pool.is_some_and(|p| p.backup_pool.is_some()) {
                 list.push((LYNCBACKUP, "Skype for Business Server Backup Service"));
             }
-            if crate::hosts_cms_services(topology, server.pool_fqdn) {
+            if hosts_cms_services(topology, server.pool_fqdn) {
                 list.push((MASTER, "Skype for Business Server Master Replicator Agent"));
                 list.push((FTA, "Skype for Business Server File Transfer Agent"));
             }
@@ -141,6 +141,16 @@ impl Services {
             _ => false,
         }
     }
+}
+
+/// Whether the Front Ends of `pool` run the Central Management services: the pool that
+/// hosts the CMS, and its partner, which holds the standby store.
+pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
+    let cms = &topology.deployment.cms_pool;
+    cms.eq_ignore_ascii_case(pool)
+        || topology
+            .backup_pool_of(cms)
+            .is_some_and(|b| b.eq_ignore_ascii_case(pool))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fmt;
 
 use md5::{Digest, Md5};
 
-use crate::message::ParseError;
+use crate::syntax::ParseError;
 use crate::syntax::{is_token, is_token_char, malformed, parse_quoted, quote};
 
 fn to_hex(bytes: &[u8]) -> String {

@@ -204,18 +204,7 @@ pub enum Message {
     Response(Response),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// The message (or its header section) is over a limit: answer 513.
-    #[error("message too large: {size} bytes exceeds the limit of {limit}")]
-    TooLarge { size: usize, limit: usize },
-    /// More bytes are needed (stream framing), or the datagram was truncated.
-    #[error("incomplete message")]
-    Incomplete,
-    /// Not valid SIP; the reason is human readable.
-    #[error("malformed: {0}")]
-    Malformed(String),
-}
+pub use crate::syntax::ParseError;
 
 /// Length of the run of CR/LF keep-alive bytes at the start of `buf`.
 fn keepalive_len(buf: &[u8]) -> usize {

@@ -2,7 +2,19 @@
 //! strings, parameter lists and `host[:port]`. Kept in one place so every parser agrees
 //! on what a token or a parameter is.
 
-use crate::message::ParseError;
+/// Why bytes are not a SIP message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The message (or its header section) is over a limit: answer 513.
+    #[error("message too large: {size} bytes exceeds the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// More bytes are needed (stream framing), or the datagram was truncated.
+    #[error("incomplete message")]
+    Incomplete,
+    /// Not valid SIP; the reason is human readable.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
 
 pub(crate) fn malformed(reason: impl Into<String>) -> ParseError {
     ParseError::Malformed(reason.into())

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::message::ParseError;
+use crate::syntax::ParseError;
 use crate::syntax::{
     find_param, is_token_char, malformed, parse_hostport, parse_params, parse_quoted, quote,
     write_params,

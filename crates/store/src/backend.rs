@@ -13,58 +13,9 @@ use std::path::Path;
 
 use sqlx::SqlitePool;
 
+use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_in, version_info};
 use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
-
-/// Who holds the master role, and until when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Lease {
-    pub holder: String,
-    pub epoch: i64,
-    pub acquired_at: i64,
-    pub renewed_at: i64,
-    pub expires_at: i64,
-}
-
-impl Lease {
-    /// A lease `holder` takes at `now` with `epoch`.
-    pub fn new(holder: &str, epoch: i64, now: i64, ttl_ms: i64) -> Lease {
-        Lease {
-            holder: holder.to_string(),
-            epoch,
-            acquired_at: now,
-            renewed_at: now,
-            expires_at: now + ttl_ms,
-        }
-    }
-}
-
-/// What a claim of the master lease does (see [`claim`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// Another holder's lease still lasts: the claim is refused.
-    HeldByAnother(Lease),
-    /// The claimant holds it: it lasts a TTL longer, in the same epoch.
-    Renewed(Lease),
-    /// It expired, was released or was never taken: the claimant takes a new one, in an
-    /// epoch above every epoch the store knows, which fences the previous holder.
-    New,
-}
-
-/// The lease rule, as a pure function of the lease as it stands and the time: the
-/// transaction in [`BackEnd::acquire_lease`] applies it. At any `now` at most one holder
-/// has a lease that has not expired, and a takeover always moves to a new epoch.
-pub fn claim(current: Option<&Lease>, holder: &str, now: i64, ttl_ms: i64) -> Claim {
-    match current {
-        Some(l) if l.expires_at > now && l.holder != holder => Claim::HeldByAnother(l.clone()),
-        Some(l) if l.expires_at > now => Claim::Renewed(Lease {
-            renewed_at: now,
-            expires_at: now + ttl_ms,
-            ..l.clone()
-        }),
-        _ => Claim::New,
-    }
-}
 
 /// Why the CMS refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,15 +28,6 @@ pub enum WriteRefused {
         "###50020:XDSForceReplication: This central management store is being moved to another location. No changes can be made until this move is complete (moving to {to_pool}; Invoke-CsManagementServerFailover -Restore on a Front End of {to_pool} cancels the move)"
     )]
     Moving { to_pool: String },
-}
-
-/// One version of the CMS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionInfo {
-    pub version: i64,
-    pub epoch: i64,
-    pub created_at: i64,
-    pub description: String,
 }
 
 /// What the master last heard from one replica.
@@ -149,11 +91,11 @@ impl BackEnd {
             return Ok(false);
         }
         insert_version(&mut tx, &self.path, 1, 0, items, description).await?;
-        crate::cmsrole::set_role_in(
+        crate::cmstables::set_role_in(
             &mut tx,
             &self.path,
-            &crate::cmsrole::CmsRole {
-                mode: crate::cmsrole::CmsMode::Active,
+            &crate::cmstables::CmsRole {
+                mode: crate::cmstables::CmsMode::Active,
                 epoch_floor: 0,
                 term_start: 0,
                 shared_through: 0,
@@ -179,8 +121,8 @@ impl BackEnd {
     ) -> Result<(bool, Lease)> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let current = lease_in(&mut tx, &self.path).await?;
-        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
-        if role.mode == crate::cmsrole::CmsMode::Backup {
+        let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
+        if role.mode == crate::cmstables::CmsMode::Backup {
             return Ok((
                 false,
                 current.filter(|l| l.expires_at > now).unwrap_or(Lease {
@@ -197,7 +139,7 @@ impl BackEnd {
             Claim::Renewed(l) => l,
             Claim::New => {
                 // Above every epoch the store knows: the lease's, its versions', its floor.
-                let epoch = crate::cmsrole::max_epoch_in(&mut tx, &self.path).await? + 1;
+                let epoch = crate::cmstables::max_epoch_in(&mut tx, &self.path).await? + 1;
                 Lease::new(holder, epoch, now, ttl_ms)
             }
         };
@@ -256,22 +198,22 @@ impl BackEnd {
                 }));
             }
         }
-        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
+        let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
         match role.mode {
-            crate::cmsrole::CmsMode::Active => {}
-            crate::cmsrole::CmsMode::Moving => {
+            crate::cmstables::CmsMode::Active => {}
+            crate::cmstables::CmsMode::Moving => {
                 return Ok(Err(WriteRefused::Moving {
                     to_pool: role.other_pool,
                 }));
             }
-            crate::cmsrole::CmsMode::Backup => {
+            crate::cmstables::CmsMode::Backup => {
                 return Ok(Err(WriteRefused::NotMaster {
                     holder: None,
                     epoch: role.epoch_floor,
                 }));
             }
         }
-        let last = crate::cmsrole::current_version_in(&mut tx, &self.path).await?;
+        let last = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
         let info =
             insert_version(&mut tx, &self.path, last + 1, epoch, changes, description).await?;
         tx.commit().await.at(&self.path)?;
@@ -383,67 +325,6 @@ impl BackEnd {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-fn version_info((version, epoch, created_at, description): (i64, i64, i64, String)) -> VersionInfo {
-    VersionInfo {
-        version,
-        epoch,
-        created_at,
-        description,
-    }
-}
-
-pub(crate) async fn lease_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> Result<Option<Lease>> {
-    let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM cms_master_lease WHERE id = 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .at(path)?;
-    Ok(row.map(
-        |(holder, epoch, acquired_at, renewed_at, expires_at)| Lease {
-            holder,
-            epoch,
-            acquired_at,
-            renewed_at,
-            expires_at,
-        },
-    ))
-}
-
-pub(crate) async fn insert_version(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-    version: i64,
-    epoch: i64,
-    changes: &[(String, Option<String>)],
-    description: &str,
-) -> Result<VersionInfo> {
-    let created_at = now_ms();
-    sqlx::query(
-        "INSERT INTO cms_version (version, epoch, created_at, description) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(version)
-    .bind(epoch)
-    .bind(created_at)
-    .bind(description)
-    .execute(&mut *conn)
-    .await
-    .at(path)?;
-    for (key, value) in changes {
-        CMS.upsert(conn, path, key, value.as_deref(), version)
-            .await?;
-    }
-    Ok(VersionInfo {
-        version,
-        epoch,
-        created_at,
-        description: description.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -14,200 +14,13 @@
 //! it demotes its store to standby ([`BackEnd::demote_cms`]). The versions it committed
 //! that never reached the new store are kept in `cms_lost_version` for the operator.
 
-use serde::{Deserialize, Serialize};
-
+#[cfg(test)]
+use crate::cmstables::TERM_SHIFT;
+use crate::cmstables::{
+    CmsMode, CmsRole, LostVersion, current_version_in, grant_lease_in, max_epoch_in,
+    next_term_floor, role_in, set_role_in, term_of,
+};
 use crate::{BackEnd, Context, Result, now_ms};
-
-/// Epochs of term `t` are `t << TERM_SHIFT` plus the takeovers within the term.
-pub const TERM_SHIFT: u32 = 32;
-
-/// The term an epoch belongs to.
-pub fn term_of(epoch: i64) -> i64 {
-    epoch >> TERM_SHIFT
-}
-
-/// The epoch floor of the term after the newest one `known_epoch` belongs to.
-pub fn next_term_floor(known_epoch: i64) -> i64 {
-    (term_of(known_epoch) + 1) << TERM_SHIFT
-}
-
-/// What the CMS copy in this Back End is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CmsMode {
-    Active,
-    Moving,
-    Backup,
-}
-
-impl CmsMode {
-    fn parse(s: &str) -> CmsMode {
-        match s {
-            "Active" => CmsMode::Active,
-            "Moving" => CmsMode::Moving,
-            _ => CmsMode::Backup,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CmsMode::Active => "Active",
-            CmsMode::Moving => "Moving",
-            CmsMode::Backup => "Backup",
-        }
-    }
-}
-
-/// The role row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CmsRole {
-    pub mode: CmsMode,
-    pub epoch_floor: i64,
-    pub term_start: i64,
-    /// The old store's versions up to here are in this store (see migration 5).
-    pub shared_through: i64,
-    /// Moving: the pool the store moves to. Backup: the pool of the active store (when known).
-    pub other_pool: String,
-    pub changed_at: i64,
-    pub reason: String,
-}
-
-/// A version an old master committed that never reached the store that replaced it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LostVersion {
-    pub version: i64,
-    pub epoch: i64,
-    pub created_at: i64,
-    pub description: String,
-    pub keys: Vec<String>,
-    pub lost_at: i64,
-}
-
-type RoleRow = (String, i64, i64, i64, String, i64, String);
-
-fn role(
-    (mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason): RoleRow,
-) -> CmsRole {
-    CmsRole {
-        mode: CmsMode::parse(&mode),
-        epoch_floor,
-        term_start,
-        shared_through: if shared_through < 0 {
-            term_start
-        } else {
-            shared_through
-        },
-        other_pool,
-        changed_at,
-        reason,
-    }
-}
-
-pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<CmsRole> {
-    let row: Option<RoleRow> = sqlx::query_as(
-        "SELECT mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason
-         FROM cms_role WHERE id = 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await
-    .at(path)?;
-    if let Some(row) = row {
-        return Ok(role(row));
-    }
-    // A store from before roles were recorded: the one where a master lease was ever
-    // taken is the active store.
-    let (leases,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_master_lease")
-        .fetch_one(&mut *conn)
-        .await
-        .at(path)?;
-    Ok(CmsRole {
-        mode: if leases > 0 {
-            CmsMode::Active
-        } else {
-            CmsMode::Backup
-        },
-        epoch_floor: 0,
-        term_start: 0,
-        shared_through: 0,
-        other_pool: String::new(),
-        changed_at: 0,
-        reason: "recorded before CMS roles".into(),
-    })
-}
-
-pub(crate) async fn set_role_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-    r: &CmsRole,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO cms_role
-             (id, mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason)
-         VALUES (1, $1, $2, $3, $7, $4, $5, $6)
-         ON CONFLICT (id) DO UPDATE SET mode = $1, epoch_floor = $2, term_start = $3,
-             other_pool = $4, changed_at = $5, reason = $6, shared_through = $7",
-    )
-    .bind(r.mode.as_str())
-    .bind(r.epoch_floor)
-    .bind(r.term_start)
-    .bind(&r.other_pool)
-    .bind(r.changed_at)
-    .bind(&r.reason)
-    .bind(r.shared_through)
-    .execute(&mut *conn)
-    .await
-    .at(path)?;
-    Ok(())
-}
-
-/// The newest epoch the store knows of: its lease, its versions, its floor.
-pub(crate) async fn max_epoch_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<i64> {
-    let (lease, versions): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(MAX(epoch), 0) FROM cms_master_lease),
-                (SELECT COALESCE(MAX(epoch), 0) FROM cms_version)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .at(path)?;
-    let floor = role_in(conn, path).await?.epoch_floor;
-    Ok(lease.max(versions).max(floor))
-}
-
-/// Gives the lease to `holder` with `epoch`, whoever held it before.
-async fn grant_lease_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-    holder: &str,
-    epoch: i64,
-    ttl_ms: i64,
-) -> Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "INSERT INTO cms_master_lease (id, holder, epoch, acquired_at, renewed_at, expires_at)
-         VALUES (1, $1, $2, $3, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET holder = $1, epoch = $2, acquired_at = $3,
-             renewed_at = $3, expires_at = $4",
-    )
-    .bind(holder)
-    .bind(epoch)
-    .bind(now)
-    .bind(now + ttl_ms)
-    .execute(&mut *conn)
-    .await
-    .at(path)?;
-    Ok(())
-}
-
-/// The newest version of the store (0 when empty).
-pub(crate) async fn current_version_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> Result<i64> {
-    let (current,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
-        .fetch_one(&mut *conn)
-        .await
-        .at(path)?;
-    Ok(current)
-}
 
 /// Why a role change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -437,7 +250,7 @@ impl BackEnd {
         if r.mode != CmsMode::Active {
             return Ok(None);
         }
-        let lease = crate::backend::lease_in(&mut tx, &self.path).await?;
+        let lease = crate::cmstables::lease_in(&mut tx, &self.path).await?;
         if let Some(l) = lease.filter(|l| l.holder == holder && l.expires_at > now_ms()) {
             return Ok(Some(l.epoch));
         }
@@ -563,7 +376,7 @@ impl BackEnd {
         }
         let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
         let floor = next_term_floor(known);
-        crate::backend::insert_version(&mut tx, &self.path, 1, floor, items, description).await?;
+        crate::cmstables::insert_version(&mut tx, &self.path, 1, floor, items, description).await?;
         let activated = CmsRole {
             mode: CmsMode::Active,
             epoch_floor: floor,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use sqlx::{Sqlite, Transaction};
 
 use crate::userdata::{Binding, BindingRow, Change};
-use crate::{BackEnd, Context, Result, StoreError, now_ms};
+use crate::{BackEnd, Context, Result, now_ms};
 
 /// What a promotion did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -39,26 +39,6 @@ impl Lost {
         u.sort();
         u.dedup();
         u
-    }
-}
-
-pub(crate) async fn check_fence(
-    tx: &mut Transaction<'_, Sqlite>,
-    path: &str,
-    home_pool: &str,
-) -> Result<()> {
-    let reason: Option<(String,)> =
-        sqlx::query_as("SELECT reason FROM dr_fence WHERE home_pool = $1")
-            .bind(home_pool.to_ascii_lowercase())
-            .fetch_optional(&mut **tx)
-            .await
-            .at(path)?;
-    match reason {
-        Some((reason,)) => Err(StoreError::Fenced {
-            home_pool: home_pool.to_string(),
-            reason,
-        }),
-        None => Ok(()),
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod backend;
 mod cmsrole;
+mod cmstables;
 mod failover;
 mod items;
 mod migrate;
@@ -24,10 +25,12 @@ mod userdata;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use backend::{BackEnd, Claim, Lease, ReplicaStatusRow, VersionInfo, WriteRefused, claim};
+pub use backend::{BackEnd, ReplicaStatusRow, WriteRefused};
 pub use clock::format_timestamp;
-pub use cmsrole::{
-    CmsMode, CmsRole, LostVersion, RoleRefused, TERM_SHIFT, next_term_floor, term_of,
+pub use cmsrole::RoleRefused;
+pub use cmstables::{
+    Claim, CmsMode, CmsRole, Lease, LostVersion, TERM_SHIFT, VersionInfo, claim, next_term_floor,
+    term_of,
 };
 pub use failover::{Lost, Promotion};
 pub use migrate::Migration;

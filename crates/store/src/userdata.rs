@@ -195,7 +195,7 @@ impl BackEnd {
     ) -> Result<i64> {
         let now = now_ms();
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        crate::failover::check_fence(&mut tx, &self.path, home_pool).await?;
+        check_fence(&mut tx, &self.path, home_pool).await?;
         let mut last = 0;
         for change in changes {
             match &change.value {
@@ -681,8 +681,8 @@ impl BackEnd {
     /// standby: an active store is never overwritten by another.
     pub async fn import_cms_versions(&self, versions: &[(VersionInfo, Vec<Item>)]) -> Result<i64> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let role = crate::cmsrole::role_in(&mut tx, &self.path).await?;
-        if role.mode != crate::cmsrole::CmsMode::Backup {
+        let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
+        if role.mode != crate::cmstables::CmsMode::Backup {
             return Err(StoreError::CmsNotStandby {
                 path: self.path.clone(),
                 mode: role.mode.as_str(),
@@ -785,6 +785,28 @@ async fn set_import_seq(
 pub fn hex_sha256(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses a write of `home_pool`'s users while a failover fences them (see
+/// `crate::failover`): checked inside every user write's transaction.
+pub(crate) async fn check_fence(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    path: &str,
+    home_pool: &str,
+) -> Result<()> {
+    let reason: Option<(String,)> =
+        sqlx::query_as("SELECT reason FROM dr_fence WHERE home_pool = $1")
+            .bind(home_pool.to_ascii_lowercase())
+            .fetch_optional(&mut **tx)
+            .await
+            .at(path)?;
+    match reason {
+        Some((reason,)) => Err(StoreError::Fenced {
+            home_pool: home_pool.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

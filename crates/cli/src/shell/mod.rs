@@ -18,7 +18,7 @@ use cmdlet::{BoundStatement, BoundValue, Formatter, Invocation, Output, OutputFo
 pub(crate) use local::LocalExecutor;
 pub(crate) use remote::{RemoteExecutor, request};
 
-use crate::Status;
+use crate::status::Status;
 
 /// Why a cmdlet did not do what it was asked.
 #[derive(Debug)]

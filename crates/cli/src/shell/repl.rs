@@ -15,7 +15,7 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Editor, Helper};
 
 use super::{Executor, Mode, Session};
-use crate::Status;
+use crate::status::Status;
 
 /// How many lines the history file keeps.
 const HISTORY_LINES: usize = 2_000;

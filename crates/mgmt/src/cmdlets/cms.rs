@@ -14,7 +14,7 @@ use topology::Topology;
 
 use crate::Refused;
 use crate::archive;
-use crate::dispatch::{Call, Reply};
+use crate::call::{Call, Reply};
 
 /// The documented value when a database has no mirror.
 pub const NOT_MIRRORED: &str = "DatabaseInaccessibleOrMirroringNotEnabled";

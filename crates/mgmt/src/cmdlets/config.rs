@@ -14,10 +14,10 @@ use store::{Item, format_timestamp};
 use topology::Topology;
 use topology::edit::{Edit, edge_pool_of};
 
-use super::master;
 use crate::Refused;
 use crate::archive::{self, Configuration};
-use crate::dispatch::{Call, Reply};
+use crate::call::master;
+use crate::call::{Call, Reply};
 
 /// `Get-CsTopology`, `Get-CsService`, `Get-CsPoolBackupRelationship`: from the store, or
 /// from this server's replica.

@@ -11,7 +11,7 @@ use engine::pool::PoolRequest;
 use store::format_timestamp;
 
 use crate::Refused;
-use crate::dispatch::{Call, Reply};
+use crate::call::{Call, Reply};
 
 /// The cmdlet's parameters as an operation's options.
 fn options_from(inv: &Invocation, kind: Kind) -> Result<Options, Refused> {

@@ -14,7 +14,7 @@ pub mod users;
 use cmdlet::catalogue::spec::CmdletId;
 
 use crate::Refused;
-use crate::dispatch::{Call, Reply};
+use crate::call::{Call, Reply};
 
 /// Runs the handler of the call's cmdlet.
 pub async fn run(call: &Call<'_>) -> Reply {
@@ -77,18 +77,4 @@ pub async fn run(call: &Call<'_>) -> Reply {
         ))
         .into()),
     }
-}
-
-/// The master a master-placed handler runs with; the dispatcher always gives one (or
-/// chooses the replica on purpose, which the handler's own read path covers).
-fn master<'a>(call: &'a Call<'_>) -> Result<&'a ::cms::master::Master, crate::Error> {
-    call.master.as_ref().ok_or_else(|| {
-        Refused::Unavailable(call.unavailable.clone().unwrap_or_else(|| {
-            format!(
-                "{} is not the active Central Management master",
-                call.node().fqdn
-            )
-        }))
-        .into()
-    })
 }

@@ -22,7 +22,7 @@ use node::Node;
 use store::{UserChange, UserItem, format_timestamp};
 
 use crate::archive::{self, UserData};
-use crate::dispatch::{Call, Reply};
+use crate::call::{Call, Reply};
 use crate::{Error, Refused};
 
 fn records(records: Vec<Record>) -> InvokeResponse {

@@ -9,7 +9,7 @@ use cmdlet::{Output, Record};
 use node::MasterAt;
 
 use crate::Refused;
-use crate::dispatch::{Call, Reply};
+use crate::call::{Call, Reply};
 
 /// How long asking the master for a refresh may take.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -18,8 +18,8 @@ use topology::Topology;
 use topology::serving::Mode;
 
 use super::config::write_config;
-use super::master;
-use crate::dispatch::{Call, Reply};
+use crate::call::master;
+use crate::call::{Call, Reply};
 use crate::{Error, Refused};
 
 fn json<T: Serialize>(value: &T) -> String {

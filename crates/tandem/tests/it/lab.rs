@@ -140,12 +140,31 @@ impl Lab {
         };
         assert!(
             out.status.success(),
-            "lab up failed: {}{}",
+            "lab up failed: {}{}\nthe servers' logs end with:\n{}",
             stdout(&out),
-            stderr(&out)
+            stderr(&out),
+            lab.log_tails()
         );
         assert!(stdout(&out).contains("every replica up to date"));
         lab
+    }
+
+    /// The last lines of every server's log, for a failure message.
+    fn log_tails(&self) -> String {
+        let Ok(entries) = std::fs::read_dir(self.path.join("logs")) else {
+            return "(no logs)".into();
+        };
+        let mut out = String::new();
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("== {}\n", entry.file_name().to_string_lossy()));
+            for line in &lines[lines.len().saturating_sub(8)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     pub(crate) fn token(&self) -> &str {

@@ -1,5 +1,6 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
+mod architecture;
 mod cms;
 mod dns;
 mod edge;
