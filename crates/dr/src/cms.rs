@@ -159,6 +159,29 @@ impl CmsFailover {
     }
 }
 
+/// What a planned failover's Drain does, given what the standby holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// The standby holds every version the old store had when it froze.
+    Done,
+    /// Not yet; look again.
+    Wait,
+    /// Not in time, and `-Force` gives the missing versions up.
+    GiveUp,
+    /// Not in time: the failover is cancelled and the old store takes changes again.
+    Cancel,
+}
+
+/// Judges a Drain: the standby `holds` a version, the old store froze at `frozen`.
+pub fn drain(holds: i64, frozen: i64, time_is_up: bool, force: bool) -> Drain {
+    match (holds >= frozen, time_is_up, force) {
+        (true, _, _) => Drain::Done,
+        (false, false, _) => Drain::Wait,
+        (false, true, true) => Drain::GiveUp,
+        (false, true, false) => Drain::Cancel,
+    }
+}
+
 /// The `/health` key of CMS failover `id` kept by the Back End of `to_pool`.
 pub fn cms_key(to_pool: &str, id: i64) -> String {
     format!("cms/{}/{id}", to_pool.to_ascii_lowercase())
@@ -248,6 +271,15 @@ mod tests {
         // The runner died between Promote's work and its record: the store is active.
         f.prepare_resume(true);
         assert_eq!(f.progress.current_step(), Some(CmsStep::Promote));
+    }
+
+    #[test]
+    fn a_drain_waits_until_the_standby_holds_the_frozen_version_or_time_is_up() {
+        assert_eq!(drain(7, 7, false, false), Drain::Done);
+        assert_eq!(drain(8, 7, true, false), Drain::Done);
+        assert_eq!(drain(6, 7, false, true), Drain::Wait);
+        assert_eq!(drain(6, 7, true, true), Drain::GiveUp);
+        assert_eq!(drain(6, 7, true, false), Drain::Cancel);
     }
 
     #[test]

@@ -330,6 +330,29 @@ impl Operation {
     }
 }
 
+/// What a checking step (Drain: changes still to ship; Verify: users whose copies differ)
+/// does with what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// Nothing is missing: the step is done.
+    Clean,
+    /// Something is missing and `-Force` says to go on: the step is done, and what is
+    /// missing is recorded as lost.
+    GoOnLosing,
+    /// Something is missing: the operation stops here and says what to run.
+    Stop,
+}
+
+/// Judges what a checking step found: `missing` changes or users, with or without
+/// `-Force`.
+pub fn judge(missing: i64, force: bool) -> Finding {
+    match (missing, force) {
+        (0, _) => Finding::Clean,
+        (_, true) => Finding::GoOnLosing,
+        (_, false) => Finding::Stop,
+    }
+}
+
 /// The steps of an operation, each with whether it runs. Skipped steps stay in the plan
 /// so that the record shows what a planned operation would have done.
 pub fn plan(kind: Kind, options: &Options, reconcile: bool) -> Vec<(Step, bool)> {
@@ -462,6 +485,14 @@ mod tests {
             ("pool1.contoso.com", "pool2.contoso.com")
         );
         assert_eq!(Operation::from_json(&op.to_json()), Some(op));
+    }
+
+    #[test]
+    fn a_check_that_finds_something_missing_stops_unless_forced() {
+        assert_eq!(judge(0, false), Finding::Clean);
+        assert_eq!(judge(0, true), Finding::Clean);
+        assert_eq!(judge(3, true), Finding::GoOnLosing);
+        assert_eq!(judge(3, false), Finding::Stop);
     }
 
     #[test]

@@ -404,13 +404,7 @@ impl Engine {
                     stored,
                     force,
                 };
-                let result = crate::runner::run(
-                    &mut run,
-                    &engine.node.fqdn.clone(),
-                    &engine.faults,
-                    &engine.node.clock,
-                )
-                .await;
+                let result = engine.run_here(&mut run).await;
                 (run.stored.record, result)
             })
             .await
@@ -1070,10 +1064,16 @@ impl CmsRun<'_> {
                 let mut backoff = Backoff::polling();
                 loop {
                     let have = be.current_version().await?.map_or(0, |v| v.version);
-                    if have >= record.frozen_version {
+                    let judged = dr::cms::drain(
+                        have,
+                        record.frozen_version,
+                        clock.passed(deadline),
+                        self.force,
+                    );
+                    if judged == dr::cms::Drain::Done {
                         return Ok(StepDone::done(format!("the standby holds version {have}")));
                     }
-                    if clock.passed(deadline) && self.force {
+                    if judged == dr::cms::Drain::GiveUp {
                         record.potential_loss = format!(
                             "-Force: versions {}..{} of {from} had not reached the standby after {DRAIN_WAIT:?} and are lost",
                             have + 1,
@@ -1081,7 +1081,7 @@ impl CmsRun<'_> {
                         );
                         return Ok(StepDone::done(record.potential_loss.clone()));
                     }
-                    if clock.passed(deadline) {
+                    if judged == dr::cms::Drain::Cancel {
                         let unfrozen = engine.unfreeze(&s.topology, &from).await;
                         return Err(StepFailed {
                             error: Error::unavailable(format!(

@@ -94,6 +94,11 @@ impl Engine {
             .collect()
     }
 
+    /// Runs `op` to its end with this server as the runner, its fault points and clock.
+    async fn run_here<D: runner::Durable>(&self, op: &mut D) -> Result<(), Error> {
+        runner::run(op, &self.node.fqdn, &self.faults, &self.node.clock).await
+    }
+
     /// Lists `key` as running here until the guard is dropped; refuses when it already is.
     fn claim(&self, key: &str) -> Option<Running> {
         self.running

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use backup::Module;
 use clock::Backoff;
-use dr::operation::{Kind, Loss, Operation, Options, Step};
+use dr::operation::{Finding, Kind, Loss, Operation, Options, Step, judge};
 use dr::progress::{OpState, StepState};
 use dr::rules::{check_failback, check_failover};
 use dr::state::{OPERATION_PREFIX, operation_key, pool_key};
@@ -639,13 +639,7 @@ impl Engine {
                     recorded,
                     extra: Vec::new(),
                 };
-                let result = crate::runner::run(
-                    &mut run,
-                    &engine.node.fqdn.clone(),
-                    &engine.faults,
-                    &engine.node.clock,
-                )
-                .await;
+                let result = engine.run_here(&mut run).await;
                 (run.op, result)
             })
             .await
@@ -955,29 +949,29 @@ impl PoolRun<'_> {
                 } else {
                     ""
                 };
-                if r.left == 0 {
-                    return Ok(StepDone::done(format!("{flushed}{}", r.detail)));
+                match judge(r.left, op.options.force) {
+                    Finding::Clean => Ok(StepDone::done(format!("{flushed}{}", r.detail))),
+                    Finding::GoOnLosing => {
+                        op.loss = Some(Loss {
+                            changes: r.left,
+                            exact: true,
+                            note: format!("{} changes not shipped when -Force went on", r.left),
+                            ..Loss::default()
+                        });
+                        Ok(StepDone::done(format!(
+                            "{flushed}{}; went on anyway (-Force): they are lost",
+                            r.detail
+                        )))
+                    }
+                    Finding::Stop => Err(step_failed(format!(
+                        "the Backup Service of {source} still has {} changes to ship to {target} after {} (-WaitTime). \
+                         Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog. Run {} -PoolFqdn {home} again with a longer -WaitTime, \
+                         or with -Force to go on without those changes (they would be lost).",
+                        r.left,
+                        cmdlet::value::format_timespan(Duration::from_millis(wait_ms)),
+                        op.kind.cmdlet()
+                    ))),
                 }
-                if op.options.force {
-                    op.loss = Some(Loss {
-                        changes: r.left,
-                        exact: true,
-                        note: format!("{} changes not shipped when -Force went on", r.left),
-                        ..Loss::default()
-                    });
-                    return Ok(StepDone::done(format!(
-                        "{flushed}{}; went on anyway (-Force): they are lost",
-                        r.detail
-                    )));
-                }
-                Err(step_failed(format!(
-                    "the Backup Service of {source} still has {} changes to ship to {target} after {} (-WaitTime). \
-                     Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog. Run {} -PoolFqdn {home} again with a longer -WaitTime, \
-                     or with -Force to go on without those changes (they would be lost).",
-                    r.left,
-                    cmdlet::value::format_timespan(Duration::from_millis(wait_ms)),
-                    op.kind.cmdlet()
-                )))
             }
             Step::Verify => {
                 let r = engine
@@ -989,25 +983,25 @@ impl PoolRun<'_> {
                             lost_source_hint(op)
                         ))
                     })?;
-                if r.left == 0 {
-                    Ok(StepDone::done(r.detail))
-                } else if op.options.force {
+                match judge(r.left, op.options.force) {
+                    Finding::Clean => Ok(StepDone::done(r.detail)),
                     // -Force went on without the changes Drain could not ship: the users
                     // whose copy differs are the ones who lose them.
-                    let loss = op.loss.get_or_insert_with(Loss::default);
-                    loss.users = r.affected.clone();
-                    loss.note = format!("{}; {}", loss.note, r.detail);
-                    Ok(StepDone::done(format!(
-                        "{}; went on anyway (-Force): their unshipped changes are lost",
-                        r.detail
-                    )))
-                } else {
-                    Err(step_failed(format!(
+                    Finding::GoOnLosing => {
+                        let loss = op.loss.get_or_insert_with(Loss::default);
+                        loss.users = r.affected.clone();
+                        loss.note = format!("{}; {}", loss.note, r.detail);
+                        Ok(StepDone::done(format!(
+                            "{}; went on anyway (-Force): their unshipped changes are lost",
+                            r.detail
+                        )))
+                    }
+                    Finding::Stop => Err(step_failed(format!(
                         "{}. Debug-CsInterPoolReplication -PoolFqdn {source} lists them; Invoke-CsBackupServiceSync -PoolFqdn {source} resynchronises, \
                          then run {} -PoolFqdn {home} again (or add -SkipDataVerification)",
                         r.detail,
                         op.kind.cmdlet()
-                    )))
+                    ))),
                 }
             }
             Step::Reconcile => {
