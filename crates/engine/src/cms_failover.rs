@@ -336,7 +336,7 @@ impl Engine {
             // Saved once to be numbered: its key is what /health lists.
             save(&be, &mut stored).await?;
         }
-        let outcome = self.run_cms_failover(stored, request.force).await;
+        let outcome = self.run_cms_failover(stored, request.force, Some(s)).await;
         let (record, result) = match outcome {
             Ok(pair) => pair,
             Err(busy) => return Err(busy),
@@ -365,6 +365,7 @@ impl Engine {
         self: &Arc<Self>,
         mut stored: Stored,
         force: bool,
+        situation: Option<Situation>,
     ) -> Result<(CmsFailover, Result<(), Error>), Error> {
         let key = stored.record.key();
         let runner = stored.record.progress.runner.clone();
@@ -393,9 +394,12 @@ impl Engine {
             .node
             .spawn(async move {
                 let _running = running;
-                let s = match engine.situation().await {
-                    Ok(s) => s,
-                    Err(e) => return (stored.record, Err(e)),
+                let s = match situation {
+                    Some(s) => s,
+                    None => match engine.situation().await {
+                        Ok(s) => s,
+                        Err(e) => return (stored.record, Err(e)),
+                    },
                 };
                 let mut run = CmsRun {
                     engine: &engine,
@@ -417,7 +421,7 @@ impl Engine {
         self: &Arc<Self>,
         stored: Stored,
     ) -> Result<(), Error> {
-        let (_, result) = self.run_cms_failover(stored, false).await?;
+        let (_, result) = self.run_cms_failover(stored, false, None).await?;
         result
     }
 
@@ -720,7 +724,7 @@ impl Engine {
                 if let Some(stored) = pending {
                     // This pool was the target and was promoted: finish the move.
                     let id = stored.record.id;
-                    let (record, result) = self.run_cms_failover(stored, false).await?;
+                    let (record, result) = self.run_cms_failover(stored, false, None).await?;
                     result?;
                     done.push(format!(
                         "the failover {id} had promoted the store in {here}: its remaining steps ran\n{}",

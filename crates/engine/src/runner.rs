@@ -21,7 +21,7 @@ use std::future::Future;
 use clock::Clock;
 use dr::progress::{OpState, Progress, StepName, StepState};
 
-use crate::Error;
+use crate::error::Error;
 use crate::faults::{Faults, When};
 
 /// What a step did.
