@@ -47,6 +47,9 @@ pub mod paths {
     pub const USERS_BULK: &str = "/api/v1/users/bulk";
     /// A push from the CMS master to a replica.
     pub const REPLICA_SYNC: &str = "/internal/v1/replica/sync";
+    /// A server's replica: where it stands, and the items it holds after a version (what
+    /// a disaster CMS failover catches the standby up from).
+    pub const REPLICA_CHANGES: &str = "/internal/v1/replica/changes";
     /// A server's CMS master role.
     pub const CMS_ROLE: &str = "/internal/v1/cms/role";
     /// A pool operation's step, run on a Front End of the pool whose part it is.

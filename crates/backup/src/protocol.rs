@@ -37,8 +37,15 @@ pub enum ImportBatch {
         items: Vec<UserItem>,
         through_seq: i64,
     },
-    /// CMS versions for the standby.
-    Cms { versions: Vec<CmsVersion> },
+    /// CMS versions for the standby: the sender's consecutive versions after `after`,
+    /// of the line `history` (a standby off it is rebuilt, see `store::history`).
+    Cms {
+        versions: Vec<CmsVersion>,
+        #[serde(default)]
+        after: i64,
+        #[serde(default)]
+        history: store::History,
+    },
 }
 
 /// One CMS version and the items it wrote.

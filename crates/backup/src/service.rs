@@ -29,6 +29,8 @@ use crate::protocol::{
 pub const POLL: Duration = Duration::from_millis(50);
 /// How long the exporter lease lasts without renewal.
 pub const LEASE_TTL_MS: i64 = 3_000;
+/// How often the standby CMS is asked where it stands when nothing is left to ship.
+pub const STANDBY_CHECK: Duration = Duration::from_secs(1);
 /// How long a question to the partner over the backup link may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many change-log rows per shipment (MaxBatchesPerUserStoreSync).
@@ -71,6 +73,8 @@ struct Inner {
     /// Serialises shipping rounds on this server.
     round: Mutex<()>,
     stopped: AtomicBool,
+    /// When the standby CMS was last asked where it stands with nothing new to ship.
+    standby_checked_ms: std::sync::atomic::AtomicI64,
 }
 
 impl BackupService {
@@ -102,6 +106,7 @@ impl BackupService {
                 running: AtomicBool::new(true),
                 round: Mutex::new(()),
                 stopped: AtomicBool::new(false),
+                standby_checked_ms: std::sync::atomic::AtomicI64::new(0),
             }),
         };
         tasks.spawn(service.clone().run());
@@ -301,7 +306,7 @@ impl BackupService {
                 Module::CmsMaster => {
                     let versions = be.versions_after(acked, 50).await?;
                     let Some(last) = versions.last().map(|v| v.version) else {
-                        return Ok(());
+                        return self.check_standby(&partner, acked).await;
                     };
                     let mut out = Vec::with_capacity(versions.len());
                     for v in versions {
@@ -314,7 +319,12 @@ impl BackupService {
                             items,
                         });
                     }
-                    (ImportBatch::Cms { versions: out }, BTreeMap::new(), last)
+                    let batch = ImportBatch::Cms {
+                        versions: out,
+                        after: acked,
+                        history: be.history().await?,
+                    };
+                    (batch, BTreeMap::new(), last)
                 }
                 _ => {
                     let changes = be.changes_after(name, acked, MAX_BATCH).await?;
@@ -343,6 +353,50 @@ impl BackupService {
                         .await?;
                     return Err(e);
                 }
+            }
+        }
+    }
+
+    /// With nothing new to ship, asks the standby where it stands every
+    /// [`STANDBY_CHECK`]: a standby that was dropped (a fenced store rebuilt, an
+    /// `Install-CsDatabase -Clean`) or holds another line than this store's is repaired
+    /// at once, not at the next change of the configuration.
+    async fn check_standby(&self, partner: &str, acked: i64) -> Result<(), BackupError> {
+        let now = self.inner.clock.now_ms();
+        let last = self.inner.standby_checked_ms.load(Ordering::SeqCst);
+        if now - last < STANDBY_CHECK.as_millis() as i64 {
+            return Ok(());
+        }
+        self.inner.standby_checked_ms.store(now, Ordering::SeqCst);
+        let be = &self.inner.backend;
+        let request = ImportRequest {
+            source_pool: self.inner.pool.clone(),
+            module: Module::CmsMaster.short_name().to_string(),
+            batch: ImportBatch::Cms {
+                versions: Vec::new(),
+                after: acked,
+                history: be.history().await?,
+            },
+            files: BTreeMap::new(),
+        };
+        let name = Module::CmsMaster.short_name();
+        match self.send(partner, &request).await {
+            Ok(resp) if resp.applied_seq < acked => {
+                tracing::info!(
+                    standby = resp.applied_seq,
+                    acked,
+                    "the standby Central Management store holds less than it acknowledged; shipping again from there"
+                );
+                be.record_export(name, partner, resp.applied_seq, None)
+                    .await?;
+                self.inner.wake.notify_one();
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                be.record_export(name, partner, acked, Some(&e.to_string()))
+                    .await?;
+                Err(e)
             }
         }
     }
@@ -494,9 +548,15 @@ pub async fn import(
                 .await?;
             through_seq
         }
-        ImportBatch::Cms { versions } => {
+        ImportBatch::Cms {
+            versions,
+            after,
+            history,
+        } => {
             let versions: Vec<_> = versions.into_iter().map(CmsVersion::into_parts).collect();
-            backend.import_cms_versions(&versions).await?
+            backend
+                .import_cms_versions(&history, after, &versions)
+                .await?
         }
     };
     Ok(ImportResponse { applied_seq })

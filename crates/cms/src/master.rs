@@ -471,7 +471,7 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
     };
     match inner
         .backend
-        .demote_cms(&pool, report.shared_through, report.epoch)
+        .demote_cms(&pool, &report.history, report.epoch)
         .await
     {
         Ok(lost) if lost.is_empty() => {
@@ -500,8 +500,7 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
     let Some(current) = inner.backend.current_version().await? else {
         return Ok(None);
     };
-    let term_start = inner.backend.cms_role().await?.term_start;
-    let term_starts = inner.backend.term_starts().await?;
+    let history = inner.backend.history().await?;
     let topology = inner.topology_in_store().await?;
     let mut set = JoinSet::new();
     for target in targets(&topology) {
@@ -512,8 +511,7 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
             to_version: current.version,
             to_version_created_at: current.created_at,
             items: Vec::new(),
-            term_start,
-            term_starts: term_starts.clone(),
+            history: history.clone(),
             replace: false,
         };
         let client = inner.api.clone();
@@ -552,8 +550,7 @@ struct RoundCache {
     version: i64,
     created_at: i64,
     targets: Arc<Vec<Target>>,
-    term_start: i64,
-    term_starts: Arc<Vec<(i64, i64)>>,
+    history: Arc<store::History>,
 }
 
 /// One push to every server. Returns the newest store a replica says it follows, when
@@ -588,14 +585,13 @@ async fn push_round(
                 version: current.version,
                 created_at: current.created_at,
                 targets: Arc::new(targets(&topology)),
-                term_start: inner.backend.cms_role().await?.term_start,
-                term_starts: Arc::new(inner.backend.term_starts().await?),
+                history: Arc::new(inner.backend.history().await?),
             };
             *cached = Some(c.clone());
             c
         }
     };
-    let (targets, term_start, term_starts) = (round.targets, round.term_start, round.term_starts);
+    let (targets, history) = (round.targets, round.history);
     // Replicas at the same version get the same batch: read it from the Back End once.
     let batches: Arc<Batches> = Arc::default();
     let mut set = JoinSet::new();
@@ -603,18 +599,9 @@ async fn push_round(
         let inner = inner.clone();
         let current = current.clone();
         let batches = batches.clone();
-        let term_starts = term_starts.clone();
+        let history = history.clone();
         set.spawn(async move {
-            match push_one(
-                &inner,
-                &batches,
-                epoch,
-                (term_start, &term_starts),
-                &current,
-                &target,
-            )
-            .await
-            {
+            match push_one(&inner, &batches, epoch, &history, &current, &target).await {
                 Err(PushError::Fenced {
                     master,
                     epoch: theirs,
@@ -665,7 +652,7 @@ async fn push_one(
     inner: &Inner,
     batches: &Batches,
     epoch: i64,
-    (term_start, term_starts): (i64, &[(i64, i64)]),
+    history: &store::History,
     current: &VersionInfo,
     target: &Target,
 ) -> Result<(), PushError> {
@@ -712,8 +699,7 @@ async fn push_one(
             to_version: (*to).max(from),
             to_version_created_at: *to_created,
             items: items.clone(),
-            term_start,
-            term_starts: term_starts.to_vec(),
+            history: history.clone(),
             replace,
         };
         let base = api::base(target.address, target.port);

@@ -19,13 +19,10 @@ pub struct SyncRequest {
     /// When `to_version` was created (unix ms): the replica's `LastUpdateCreation`.
     pub to_version_created_at: i64,
     pub items: Vec<Item>,
-    /// The version the master's term started at: a replica of a new term that holds more
-    /// than this has versions of a fenced store and answers [`SyncResponse::Diverged`].
+    /// The history of the master's line: a replica off it holds versions of a fenced
+    /// store and answers [`SyncResponse::Diverged`].
     #[serde(default)]
-    pub term_start: i64,
-    /// Where every term the master's store knows started: `(term, start)`.
-    #[serde(default)]
-    pub term_starts: Vec<(i64, i64)>,
+    pub history: store::History,
     /// The items are the whole configuration at `to_version`: the replica replaces
     /// everything it holds.
     #[serde(default)]
@@ -68,6 +65,10 @@ pub struct RoleReport {
     /// not lose).
     #[serde(default)]
     pub shared_through: i64,
+    /// The history of the line the store in this server's Back End holds: what a fenced
+    /// store compares its own with.
+    #[serde(default)]
+    pub history: store::History,
 }
 
 /// The path of [`RoleReport`] on every server's management API.
@@ -82,3 +83,35 @@ pub async fn fetch_role(
 ) -> Option<RoleReport> {
     client.get(base, ROLE_PATH, timeout).await.ok()
 }
+
+/// What a failover asks of a server's replica (`POST /internal/v1/replica/changes`): where
+/// it stands, and with `after`, the items it holds that were written after that version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaChangesRequest {
+    #[serde(default)]
+    pub after: Option<i64>,
+}
+
+/// The most items one [`ReplicaChanges`] carries; a larger catch-up takes several calls.
+pub const REPLICA_CHANGES_LIMIT: usize = 20_000;
+
+/// A server's replica: its position and line, and the items asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaChanges {
+    pub fqdn: String,
+    /// The newest version the replica holds, and the epoch of the master it follows.
+    pub version: i64,
+    pub epoch: i64,
+    /// When `version` was created on the master (unix ms).
+    pub created_at: i64,
+    pub history: store::History,
+    /// The items written after `after` up to `through` (every item of those versions the
+    /// replica still holds); `through` is below `version` when the rest needs another call.
+    pub items: Vec<store::Item>,
+    pub through: i64,
+}
+
+/// The path of [`ReplicaChanges`] on every server's management API.
+pub const REPLICA_CHANGES_PATH: &str = api::paths::REPLICA_CHANGES;

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 use topology::Topology;
 
 use crate::keys;
-use crate::protocol::{SyncRequest, SyncResponse};
+use crate::protocol::{
+    REPLICA_CHANGES_LIMIT, ReplicaChanges, ReplicaChangesRequest, SyncRequest, SyncResponse,
+};
 
 /// Why the agent could not take a push.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +108,7 @@ impl ReplicaAgent {
             to_version: req.to_version,
             to_version_created_at: req.to_version_created_at,
             items: &req.items,
-            term_start: req.term_start,
-            term_starts: &req.term_starts,
+            history: &req.history,
             replace: req.replace,
         };
         let outcome = self.store.apply(&batch, store::now_ms()).await?;
@@ -121,6 +122,47 @@ impl ReplicaAgent {
             ApplyOutcome::Fenced { epoch, master_fqdn } => {
                 SyncResponse::Fenced { epoch, master_fqdn }
             }
+        })
+    }
+
+    /// Where the replica stands and, with `after`, what it holds after that version (at
+    /// most [`REPLICA_CHANGES_LIMIT`] items, whole versions only). Served even while the
+    /// `REPLICA` service is stopped: it reads, and a failover needs what it holds.
+    pub async fn changes(
+        &self,
+        fqdn: &str,
+        req: &ReplicaChangesRequest,
+    ) -> Result<ReplicaChanges, ReplicaError> {
+        let state = self.store.state().await?;
+        let history = self.store.history().await?;
+        let (items, through) = match req.after {
+            Some(after) if after < state.version => {
+                let mut items = self.store.changed_since(after, "").await?;
+                let mut through = state.version;
+                if items.len() > REPLICA_CHANGES_LIMIT {
+                    // Keep whole versions: the last one listed may be cut.
+                    let cut = items[REPLICA_CHANGES_LIMIT].version;
+                    items.retain(|i| i.version < cut);
+                    through = cut - 1;
+                    if items.is_empty() {
+                        // One version larger than the limit: send it whole.
+                        items = self.store.changed_since(after, "").await?;
+                        items.retain(|i| i.version <= cut);
+                        through = cut;
+                    }
+                }
+                (items, through)
+            }
+            _ => (Vec::new(), state.version),
+        };
+        Ok(ReplicaChanges {
+            fqdn: fqdn.to_string(),
+            version: state.version,
+            epoch: state.epoch,
+            created_at: state.last_update_creation,
+            history,
+            items,
+            through,
         })
     }
 

@@ -196,22 +196,51 @@ pub struct HeardCms {
     pub oldest_ms: Option<i64>,
 }
 
-/// What a disaster CMS failover from `pool` may lose, as last heard.
-pub fn potential_loss(heard: Option<HeardCms>, pool: &str) -> String {
-    match heard {
+/// The newest configuration a surviving server held, taken by a disaster failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Survivor {
+    /// The server whose replica holds the most of the old store's line.
+    pub server: String,
+    /// What that replica holds, and what the standby held before.
+    pub version: i64,
+    pub standby: i64,
+}
+
+/// What a disaster CMS failover from `pool` may lose: what was last heard of the old
+/// pool's Backup Service, and what the newest surviving replica holds (the new store
+/// starts from there, so only what no surviving server applied can be lost).
+pub fn potential_loss(heard: Option<HeardCms>, pool: &str, survivor: Option<&Survivor>) -> String {
+    let start = match survivor {
+        Some(s) if s.version > s.standby => format!(
+            "the standby held version {}; {}'s replica holds version {}, the newest any surviving server applied, and the \
+             new store starts from it",
+            s.standby, s.server, s.version
+        ),
+        Some(s) => format!(
+            "the standby holds version {}, as new as any surviving server's replica ({} is at {})",
+            s.standby, s.server, s.version
+        ),
+        None => {
+            "no surviving server's replica answered; the new store starts from the standby".into()
+        }
+    };
+    let heard = match heard {
         Some(h) if h.versions > 0 => format!(
-            "at least {} configuration version(s) committed in {pool} from {} had not reached the standby when {pool} last answered at {}",
+            "when {pool} last answered at {}, {} configuration version(s) committed from {} had not reached the standby",
+            crate::format_timestamp(h.at_ms),
             h.versions,
             h.oldest_ms.map_or("-".into(), crate::format_timestamp),
-            crate::format_timestamp(h.at_ms)
         ),
         Some(h) => format!(
-            "{pool}'s Backup Service had shipped every configuration version when it last answered at {}; \
-             changes made after that are lost (the old store records them when it comes back)",
+            "when {pool} last answered at {}, its Backup Service had shipped the standby every version",
             crate::format_timestamp(h.at_ms)
         ),
-        None => format!("{pool} was not heard from; what it had not shipped is unknown"),
-    }
+        None => format!("{pool} was not heard from"),
+    };
+    format!(
+        "{start}; {heard}. Versions {pool} committed that no surviving server applied are lost: the old store records \
+         them when it comes back"
+    )
 }
 
 /// Whether an operation in `state` still has work a resume would do.
@@ -283,23 +312,37 @@ mod tests {
     }
 
     #[test]
-    fn the_loss_says_what_was_heard() {
+    fn the_loss_says_what_was_heard_and_where_the_new_store_starts() {
         let heard = HeardCms {
             at_ms: 1_000,
             versions: 2,
             oldest_ms: Some(900),
         };
+        let ahead = Survivor {
+            server: "edge1".into(),
+            version: 319,
+            standby: 306,
+        };
+        let text = potential_loss(Some(heard), "pool1", Some(&ahead));
         assert!(
-            potential_loss(Some(heard), "pool1").starts_with("at least 2 configuration version(s)")
+            text.starts_with("the standby held version 306; edge1's replica holds version 319")
         );
+        assert!(text.contains("2 configuration version(s)"));
         let none = HeardCms {
             versions: 0,
             ..heard
         };
+        let level = Survivor {
+            version: 306,
+            ..ahead
+        };
+        let text = potential_loss(Some(none), "pool1", Some(&level));
         assert!(
-            potential_loss(Some(none), "pool1").contains("had shipped every configuration version")
+            text.contains("as new as any surviving server's replica"),
+            "{text}"
         );
-        assert!(potential_loss(None, "pool1").contains("unknown"));
+        assert!(text.contains("no surviving server applied are lost"));
+        assert!(potential_loss(None, "pool1", None).contains("not heard from"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use dr::cms::{CmsFailover, CmsStep, HeardCms};
 use dr::progress::OpState;
 use node::{MasterAt, Node};
 use serde::{Deserialize, Serialize};
-use store::{BackEnd, CmsMode, CmsRole, Item};
+use store::{BackEnd, CmsMode, CmsRole, History, Item, Standing};
 use topology::Topology;
 
 use crate::runner::{Durable, StepDone, StepFailed};
@@ -49,10 +49,10 @@ pub enum StoreAction {
     Freeze { to_pool: String },
     /// Take writes again (the move was cancelled).
     Unfreeze,
-    /// Become a standby of the store in `active_pool`.
+    /// Become a standby of the store in `active_pool`, whose line is `history`.
     Demote {
         active_pool: String,
-        shared_through: i64,
+        history: History,
         epoch: i64,
     },
     /// The whole configuration (a move without an export file).
@@ -71,6 +71,9 @@ pub struct StoreReply {
     pub shared_through: i64,
     /// The state of the newest CMS failover whose target is this store, if any.
     pub failover: Option<String>,
+    /// The history of the store's line.
+    #[serde(default)]
+    pub history: History,
     #[serde(default)]
     pub items: Vec<Item>,
 }
@@ -117,6 +120,19 @@ struct Situation {
     master_fqdn: String,
     local: CmsRole,
     standby_version: i64,
+}
+
+/// Why `cms_pool` has no standby in `here`, for a hint that fits: a Lync Server 2010 pool
+/// cannot be paired at all; another pool can be, with `here` or the pool named.
+fn unpaired_reason(topology: &Topology, cms_pool: &str, here: &str) -> String {
+    let version = topology.front_end_pool(cms_pool).map(|p| p.product_version);
+    match (version, topology.backup_pool_of(cms_pool)) {
+        (Some(v), _) if !v.supports_pairing() => {
+            format!(" ({cms_pool} is a {v:?} pool, which cannot be paired)")
+        }
+        (_, Some(p)) => format!(" (its standby is in {p}, the pool paired with it)"),
+        (_, None) => format!(" ({cms_pool} is not paired with {here})"),
+    }
 }
 
 fn back_end_name(topology: &Topology, pool: &str) -> String {
@@ -193,13 +209,10 @@ impl Engine {
             }
             StoreAction::Demote {
                 active_pool,
-                shared_through,
+                history,
                 epoch,
             } => {
-                lost = be
-                    .demote_cms(active_pool, *shared_through, *epoch)
-                    .await?
-                    .len() as i64;
+                lost = be.demote_cms(active_pool, history, *epoch).await?.len() as i64;
                 // Step down now rather than at the lease task's next turn.
                 master.step_down().await;
             }
@@ -218,6 +231,7 @@ impl Engine {
             failover: latest(be)
                 .await?
                 .map(|r| r.record.progress.state.as_str().to_string()),
+            history: be.history().await?,
             items: if matches!(action, StoreAction::Snapshot) {
                 be.items().await?
             } else {
@@ -260,14 +274,14 @@ impl Engine {
     }
 
     /// What the old store is told once the store in `active_pool` (this Back End) is
-    /// active: to become its standby, losing what it committed after `shared_through`,
-    /// fenced by the new store's current epoch.
+    /// active: to become its standby, losing what it committed beyond where its line and
+    /// this store's part, fenced by the new store's current epoch.
     async fn demotion(&self, be: &BackEnd, active_pool: &str) -> Result<StoreAction, Error> {
         let role = be.cms_role().await?;
         let epoch = be.lease().await?.map_or(role.epoch_floor, |l| l.epoch);
         Ok(StoreAction::Demote {
             active_pool: active_pool.to_string(),
-            shared_through: role.shared_through,
+            history: be.history().await?,
             epoch,
         })
     }
@@ -306,7 +320,9 @@ impl Engine {
             .filter(|r| r.record.progress.state.is_unfinished());
         if request.what_if {
             return Ok(Said {
-                text: self.cms_what_if(&s, pending.as_ref().map(|p| &p.record)),
+                text: self
+                    .cms_what_if(&s, pending.as_ref().map(|p| &p.record))
+                    .await,
                 warnings: vec![],
             });
         }
@@ -526,8 +542,27 @@ impl Engine {
         })
     }
 
-    fn cms_what_if(&self, s: &Situation, unfinished: Option<&CmsFailover>) -> String {
+    async fn cms_what_if(&self, s: &Situation, unfinished: Option<&CmsFailover>) -> String {
         let here = &self.node.pool;
+        let standby_here = s
+            .topology
+            .backup_pool_of(&s.cms_pool)
+            .is_some_and(|p| p.eq_ignore_ascii_case(here));
+        let proposed = if standby_here || s.local.mode != CmsMode::Backup {
+            format!(
+                "{} (standby, {}, version {})",
+                back_end_name(&s.topology, here),
+                s.local.mode.as_str(),
+                s.standby_version
+            )
+        } else {
+            format!(
+                "none: {here} holds no standby of the store of {}{}. Rebuild the store here instead with \
+                 Install-CsDatabase -CentralManagementDatabase and Move-CsManagementServer",
+                s.cms_pool,
+                unpaired_reason(&s.topology, &s.cms_pool, here)
+            )
+        };
         let mut text = format!(
             "What if: Invoke-CsManagementServerFailover on {}.\n\
              Current State:\n\
@@ -536,7 +571,7 @@ impl Engine {
              \x20 Active master                  : {}\n\
              Proposed State:\n\
              \x20 Central Management Server Pool : {here}\n\
-             \x20 Central Management Store      : {} (standby, {}, version {})\n",
+             \x20 Central Management Store      : {proposed}\n",
             self.node.fqdn,
             s.cms_pool,
             back_end_name(&s.topology, &s.cms_pool),
@@ -545,10 +580,32 @@ impl Engine {
             } else {
                 s.master_fqdn.clone()
             },
-            back_end_name(&s.topology, here),
-            s.local.mode.as_str(),
-            s.standby_version,
         );
+        let line = match self.backend() {
+            Ok(be) => be.history().await.ok(),
+            Err(_) => None,
+        };
+        let newest = match line {
+            Some(line) if s.master.is_none() && standby_here && unfinished.is_none() => {
+                self.newest_survivor(&line).await
+            }
+            _ => None,
+        };
+        if let Some(n) = &newest {
+            text.push_str(&format!(
+                "  Newest surviving replica        : {} at version {} ({})\n",
+                n.server,
+                n.version,
+                if n.version > s.standby_version {
+                    format!(
+                        "the standby is {} version(s) behind; it would be caught up from it first",
+                        n.version - s.standby_version
+                    )
+                } else {
+                    "the standby is not behind it".to_string()
+                }
+            ));
+        }
         if let Some(r) = unfinished {
             text.push_str(&format!(
                 "An unfinished failover ({}, {}) would be resumed; -Restore clears it instead.\n",
@@ -565,7 +622,11 @@ impl Engine {
         } else {
             text.push_str(&format!(
                 "Mode: disaster. The standby would be promoted in a new term; {}.\n",
-                dr::cms::potential_loss(self.heard_cms(&s.cms_pool), &s.cms_pool)
+                dr::cms::potential_loss(
+                    self.heard_cms(&s.cms_pool),
+                    &s.cms_pool,
+                    newest.map(|n| n.survivor(s.standby_version)).as_ref()
+                )
             ));
         }
         text.push_str("Nothing was changed.");
@@ -680,7 +741,7 @@ impl Engine {
                     .await;
                 match answer {
                     Ok(t) if t.mode == "Active" => {
-                        let lost = be.demote_cms(&target, t.shared_through, t.epoch).await?;
+                        let lost = be.demote_cms(&target, &t.history, t.epoch).await?;
                         done.push(format!(
                             "the store already moved to {target}: the store in {here} is now its standby ({} versions lost)",
                             lost.len()
@@ -844,7 +905,7 @@ impl Engine {
             let mut known_epoch = self.node.replica.state().await?.epoch;
             // With the old store up, it stops taking changes and its own content moves: an
             // export file would miss what changed after it was written.
-            let (mut items, shared_through) = if old_answers {
+            let (mut items, shared_through, line) = if old_answers {
                 let frozen = self
                     .on_pool_store(
                         &s.topology,
@@ -866,9 +927,11 @@ impl Engine {
                         s.cms_pool, snapshot.version
                     ));
                 }
-                (snapshot.items, snapshot.version)
+                (snapshot.items, snapshot.version, snapshot.history)
             } else {
-                request.from_file.clone().expect("checked above")
+                // The export's version is one of the line this server's replica followed.
+                let (items, version) = request.from_file.clone().expect("checked above");
+                (items, version, self.node.replica.store().history().await?)
             };
             if let Some(lis) = request.lis {
                 items.retain(|i| !i.key.starts_with(keys::LIS_PREFIX));
@@ -882,6 +945,7 @@ impl Engine {
             be.load_cms_and_activate(
                 &changes,
                 &format!("moved from {}", s.cms_pool),
+                &line,
                 shared_through,
                 known_epoch,
                 &s.cms_pool,
@@ -1060,14 +1124,41 @@ impl CmsRun<'_> {
                 )))
             }
             CmsStep::Drain if !planned => {
-                record.potential_loss = dr::cms::potential_loss(engine.heard_cms(&from), &from);
+                // Take the newest configuration any surviving server applied.
+                let line = be.history().await?;
+                let standby = be.current_version().await?.map_or(0, |v| v.version);
+                let newest = engine.newest_survivor(&line).await;
+                if let Some(n) = newest.as_ref().filter(|n| n.version > standby) {
+                    engine.catch_up_standby(be, n).await?;
+                }
+                record.potential_loss = dr::cms::potential_loss(
+                    engine.heard_cms(&from),
+                    &from,
+                    newest.map(|n| n.survivor(standby)).as_ref(),
+                );
                 Ok(StepDone::done(record.potential_loss.clone()))
             }
             CmsStep::Drain => {
+                // What the standby holds counts only if it is a copy of the old store's
+                // line: a copy of another (a store that came back, never rebuilt) is
+                // rebuilt by the Backup Service, and the drain waits for that.
+                let old_line = engine
+                    .on_pool_store(&s.topology, &from, &StoreAction::State)
+                    .await
+                    .map_err(|e| {
+                        Error::unavailable(format!(
+                            "the store in {from} stopped answering while the standby drained ({e}); run the cmdlet \
+                             again: it fails over in disaster mode from what the standby and the surviving servers hold"
+                        ))
+                    })?
+                    .history;
                 let deadline = clock.deadline(DRAIN_WAIT);
                 let mut backoff = Backoff::polling();
                 loop {
-                    let have = be.current_version().await?.map_or(0, |v| v.version);
+                    let held = be.current_version().await?.map_or(0, |v| v.version);
+                    let on_line = store::history::standing(&be.history().await?, held, &old_line)
+                        == Standing::OnLine;
+                    let have = if on_line { held } else { 0 };
                     let judged = dr::cms::drain(
                         have,
                         record.frozen_version,

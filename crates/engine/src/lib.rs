@@ -12,6 +12,8 @@
 //!   a step a Front End does on its own pool's Back End when the runner asks it.
 //! - [`cms_failover`]: moving the Central Management store (records in the Back End of the pool
 //!   that will host it), and what the old store's Front End does when asked.
+//! - [`survivors`]: the newest configuration any surviving server holds, which a disaster
+//!   CMS failover catches the standby up from before promoting it.
 //! - [`reconcile`]: on the active master, an operation whose runner died is carried on
 //!   without an operator.
 //!
@@ -25,6 +27,7 @@ pub mod faults;
 pub mod pool;
 pub mod reconcile;
 pub mod runner;
+pub mod survivors;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cms::master::Role;
-use cms::protocol::{RoleReport, SyncRequest, SyncResponse};
+use cms::protocol::{ReplicaChanges, ReplicaChangesRequest, RoleReport, SyncRequest, SyncResponse};
 use cms::replica::ReplicaError;
 use engine::agent::{PoolAction, PoolActionReply};
 use engine::cms_failover::{StoreAction, StoreReply};
@@ -63,6 +63,7 @@ pub fn router(mgmt: Mgmt) -> Router {
             post(replica_sync).layer(DefaultBodyLimit::max(cms::protocol::SYNC_MAX_BODY_BYTES)),
         )
         .route(paths::CMS_ROLE, get(cms_role))
+        .route(paths::REPLICA_CHANGES, post(replica_changes))
         .route(
             paths::USERS_BULK,
             post(users_bulk).layer(DefaultBodyLimit::max(BULK_MAX_BODY_BYTES)),
@@ -177,6 +178,25 @@ pub(crate) async fn replica_sync(
     }
 }
 
+/// Where this server's replica stands, and the items it holds after a version.
+async fn replica_changes(
+    State(mgmt): State<Mgmt>,
+    body: Result<Json<ReplicaChangesRequest>, JsonRejection>,
+) -> Result<Json<ReplicaChanges>, Error> {
+    let Json(request) = body.map_err(json_error)?;
+    let node = &mgmt.node;
+    node.replica
+        .changes(&node.fqdn, &request)
+        .await
+        .map(Json)
+        .map_err(|e| {
+            Error(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            ))
+        })
+}
+
 /// Runs one step's work on this Front End's pool (the operations engine's calls).
 async fn dr_pool_action(
     State(mgmt): State<Mgmt>,
@@ -244,7 +264,11 @@ pub(crate) async fn cms_role(State(mgmt): State<Mgmt>) -> Json<RoleReport> {
         holder,
         store_mode: store.as_ref().map(|r| r.mode.as_str().to_string()),
         term_start: store.as_ref().map_or(0, |r| r.term_start),
-        shared_through: store.map_or(0, |r| r.shared_through),
+        shared_through: store.as_ref().map_or(0, |r| r.shared_through),
+        history: match node.master() {
+            Some(m) if store.is_some() => m.backend().history().await.unwrap_or_default(),
+            _ => store::History::default(),
+        },
     })
 }
 

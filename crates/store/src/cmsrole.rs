@@ -17,9 +17,10 @@
 #[cfg(test)]
 use crate::cmstables::TERM_SHIFT;
 use crate::cmstables::{
-    CmsMode, CmsRole, LostVersion, current_version_in, grant_lease_in, max_epoch_in,
-    next_term_floor, role_in, set_role_in, term_of,
+    CmsMode, CmsRole, LostVersion, current_version_in, cut_after, grant_lease_in, history_in,
+    max_epoch_in, next_term_floor, role_in, set_history_in, set_role_in, term_of,
 };
+use crate::history::{History, fork_point};
 use crate::{BackEnd, Context, Result, now_ms};
 
 /// Why a role change was refused.
@@ -136,9 +137,14 @@ impl BackEnd {
         }
         let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
         let current = current_version_in(&mut tx, &self.path).await?;
+        let floor = next_term_floor(known);
+        let line = history_in(&mut tx, &self.path)
+            .await?
+            .begin(term_of(floor), current);
+        set_history_in(&mut tx, &self.path, &line).await?;
         let r = CmsRole {
             mode: CmsMode::Active,
-            epoch_floor: next_term_floor(known),
+            epoch_floor: floor,
             term_start: current,
             shared_through: current,
             other_pool: String::new(),
@@ -151,69 +157,26 @@ impl BackEnd {
         Ok(Ok(r))
     }
 
-    /// Turns this store into a standby of the active store in `active_pool`, which holds
-    /// this store's versions up to `shared_through`: the lease ends, every version here
-    /// above it is recorded as lost, and if there is any the whole copy is dropped so that
-    /// the Backup Service rebuilds it from the active store. Idempotent.
+    /// Turns this store into a standby of the active store in `active_pool`, whose line
+    /// is `line`: the lease ends, every version here beyond where the two lines part is
+    /// recorded as lost, and if there is any the whole copy is dropped so that the Backup
+    /// Service rebuilds it from the active store. Idempotent.
     pub async fn demote_cms(
         &self,
         active_pool: &str,
-        shared_through: i64,
+        line: &History,
         active_epoch: i64,
     ) -> Result<Vec<LostVersion>> {
-        let term_start = shared_through;
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Backup {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-            "SELECT version, epoch, created_at, description FROM cms_version
-             WHERE version > $1 ORDER BY version",
-        )
-        .bind(term_start)
-        .fetch_all(&mut *tx)
-        .await
-        .at(&self.path)?;
-        let mut lost = Vec::with_capacity(versions.len());
-        for (version, epoch, created_at, description) in versions {
-            let keys: Vec<(String,)> =
-                sqlx::query_as("SELECT key FROM cms_item WHERE version = $1 ORDER BY key")
-                    .bind(version)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .at(&self.path)?;
-            let keys: Vec<String> = keys.into_iter().map(|(k,)| k).collect();
-            sqlx::query(
-                "INSERT OR IGNORE INTO cms_lost_version
-                     (version, epoch, created_at, description, keys, lost_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(version)
-            .bind(epoch)
-            .bind(created_at)
-            .bind(&description)
-            .bind(serde_json::to_string(&keys).unwrap_or_default())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .at(&self.path)?;
-            lost.push(LostVersion {
-                version,
-                epoch,
-                created_at,
-                description,
-                keys,
-                lost_at: now,
-            });
-        }
+        let fork = fork_point(&history_in(&mut tx, &self.path).await?, line);
+        let lost = cut_after(&mut tx, &self.path, fork, line.last_term(), now).await?;
         if !lost.is_empty() {
-            // Values before the lost versions are gone from this copy: rebuild it whole.
-            sqlx::raw_sql("DELETE FROM cms_item; DELETE FROM cms_version;")
-                .execute(&mut *tx)
-                .await
-                .at(&self.path)?;
+            set_history_in(&mut tx, &self.path, line).await?;
         }
         sqlx::query("DELETE FROM cms_replica_status")
             .execute(&mut *tx)
@@ -231,9 +194,15 @@ impl BackEnd {
             shared_through: r.shared_through,
             other_pool: active_pool.to_string(),
             changed_at: now,
-            reason: format!(
-                "fenced: the active store is in {active_pool} since version {term_start}"
-            ),
+            reason: if lost.is_empty() {
+                format!("fenced: the active store is in {active_pool}")
+            } else {
+                format!(
+                    "fenced: the active store is in {active_pool}, whose line this one left after version {fork}; \
+                     the {} version(s) after it are recorded as lost",
+                    lost.len()
+                )
+            },
         };
         set_role_in(&mut tx, &self.path, &demoted).await?;
         tx.commit().await.at(&self.path)?;
@@ -260,31 +229,16 @@ impl BackEnd {
         Ok(Some(epoch))
     }
 
-    /// Where each term this store holds versions of started: `(term, start)`, the version
-    /// before the term's first, with the current term (which may have none yet) at its
-    /// `term_start`. A replica of an older term that holds more than the start of the next
-    /// term after its own has versions no later store has.
-    pub async fn term_starts(&self) -> Result<Vec<(i64, i64)>> {
-        let mut rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT epoch >> 32 AS term, MIN(version) - 1 FROM cms_version
-             GROUP BY term ORDER BY term",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .at(&self.path)?;
-        let role = self.cms_role().await?;
-        let current = term_of(role.epoch_floor);
-        match rows.iter_mut().find(|(t, _)| *t == current) {
-            Some(row) => row.1 = row.1.min(role.term_start),
-            None => rows.push((current, role.term_start)),
-        }
-        Ok(rows)
+    /// The history of the line this store holds (see [`crate::history`]).
+    pub async fn history(&self) -> Result<History> {
+        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        history_in(&mut conn, &self.path).await
     }
 
     /// Versions recorded as lost when this store was fenced, oldest first.
     pub async fn lost_cms_versions(&self) -> Result<Vec<LostVersion>> {
-        let rows: Vec<(i64, i64, i64, String, String, i64)> = sqlx::query_as(
-            "SELECT version, epoch, created_at, description, keys, lost_at
+        let rows: Vec<(i64, i64, i64, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description, keys, lost_at, cut_by_term
              FROM cms_lost_version ORDER BY lost_at, version",
         )
         .fetch_all(&self.pool)
@@ -293,13 +247,16 @@ impl BackEnd {
         Ok(rows
             .into_iter()
             .map(
-                |(version, epoch, created_at, description, keys, lost_at)| LostVersion {
-                    version,
-                    epoch,
-                    created_at,
-                    description,
-                    keys: serde_json::from_str(&keys).unwrap_or_default(),
-                    lost_at,
+                |(version, epoch, created_at, description, keys, lost_at, cut_by_term)| {
+                    LostVersion {
+                        version,
+                        epoch,
+                        created_at,
+                        description,
+                        keys: serde_json::from_str(&keys).unwrap_or_default(),
+                        lost_at,
+                        cut_by_term,
+                    }
                 },
             )
             .collect())
@@ -327,7 +284,7 @@ impl BackEnd {
         }
         sqlx::raw_sql(
             "DELETE FROM cms_item; DELETE FROM cms_version; DELETE FROM cms_replica_status;
-             DELETE FROM cms_failover;",
+             DELETE FROM cms_failover; DELETE FROM cms_term;",
         )
         .execute(&mut *tx)
         .await
@@ -343,15 +300,17 @@ impl BackEnd {
     }
 
     /// `Move-CsManagementServer`: loads a whole configuration (the old store's at version
-    /// `shared_through`) into the empty store installed here and makes it the active store
-    /// in a new term above `known_epoch`. Its versions start again at 1, so every replica
-    /// of an older term is replaced whole (`term_start` 0). Refused unless the store is an
-    /// empty standby.
+    /// `shared_through` of the line `line`) into the empty store installed here and makes
+    /// it the active store in a new term above `known_epoch`. The line goes on: the
+    /// configuration is its version `shared_through + 1`, the new term's first, so a copy
+    /// of the old line up to `shared_through` stays on it and one beyond it is rebuilt.
+    /// Refused unless the store is an empty standby.
     #[allow(clippy::too_many_arguments)]
     pub async fn load_cms_and_activate(
         &self,
         items: &[(String, Option<String>)],
         description: &str,
+        line: &History,
         shared_through: i64,
         known_epoch: i64,
         from_pool: &str,
@@ -374,13 +333,29 @@ impl BackEnd {
                 version: current,
             }));
         }
-        let known = known_epoch.max(max_epoch_in(&mut tx, &self.path).await?);
+        let known = known_epoch
+            .max(max_epoch_in(&mut tx, &self.path).await?)
+            .max(line.last_term() << crate::TERM_SHIFT);
         let floor = next_term_floor(known);
-        crate::cmstables::insert_version(&mut tx, &self.path, 1, floor, items, description).await?;
+        crate::cmstables::insert_version(
+            &mut tx,
+            &self.path,
+            shared_through + 1,
+            floor,
+            items,
+            description,
+        )
+        .await?;
+        set_history_in(
+            &mut tx,
+            &self.path,
+            &line.begin(term_of(floor), shared_through),
+        )
+        .await?;
         let activated = CmsRole {
             mode: CmsMode::Active,
             epoch_floor: floor,
-            term_start: 0,
+            term_start: shared_through,
             shared_through,
             other_pool: String::new(),
             changed_at: now_ms(),
@@ -486,12 +461,18 @@ mod tests {
         for v in 1..=2 {
             let info = old.version(v).await.unwrap().unwrap();
             let items = old.items_at_version(v).await.unwrap();
-            assert_eq!(new.import_cms_versions(&[(info, items)]).await.unwrap(), v);
+            assert_eq!(
+                new.import_cms_versions(&History::root(), v - 1, &[(info, items)])
+                    .await
+                    .unwrap(),
+                v
+            );
         }
         // An active store takes no copy of another.
         let info = new.version(1).await.unwrap().unwrap();
         assert!(matches!(
-            old.import_cms_versions(&[(info, vec![])]).await,
+            old.import_cms_versions(&History::root(), 0, &[(info, vec![])])
+                .await,
             Err(crate::StoreError::CmsNotStandby { .. })
         ));
         // A standby gives no lease and takes no write.
@@ -540,9 +521,13 @@ mod tests {
         let (_, again) = old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
         assert!(again.epoch < new_lease.epoch);
         // Where the terms started, as the new store tells replicas.
-        assert_eq!(new.term_starts().await.unwrap(), vec![(0, 0), (1, 2)]);
+        let line = new.history().await.unwrap();
+        assert_eq!(line, History::root().begin(1, 2));
         // Fenced: the version it wrote after the cut is recorded lost, the copy dropped.
-        let lost = old.demote_cms("pool2", 2, new_lease.epoch).await.unwrap();
+        let lost = old
+            .demote_cms("pool2", &line, new_lease.epoch)
+            .await
+            .unwrap();
         assert_eq!(lost.len(), 1);
         assert_eq!(lost[0].keys, vec!["b".to_string()]);
         assert_eq!(old.lost_cms_versions().await.unwrap(), lost);
@@ -551,7 +536,7 @@ mod tests {
         assert!(!old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap().0);
         // Idempotent.
         assert!(
-            old.demote_cms("pool2", 2, new_lease.epoch)
+            old.demote_cms("pool2", &line, new_lease.epoch)
                 .await
                 .unwrap()
                 .is_empty()
@@ -581,7 +566,10 @@ mod tests {
         let standby = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
         let info = active.version(1).await.unwrap().unwrap();
         let items = active.items_at_version(1).await.unwrap();
-        standby.import_cms_versions(&[(info, items)]).await.unwrap();
+        standby
+            .import_cms_versions(&History::root(), 0, &[(info, items)])
+            .await
+            .unwrap();
         assert!(matches!(
             standby.install_cms(false).await.unwrap(),
             Err(RoleRefused::Exists { version: 1, .. })
@@ -589,7 +577,16 @@ mod tests {
         standby.install_cms(true).await.unwrap().unwrap();
         assert!(standby.current_version().await.unwrap().is_none());
         let role = standby
-            .load_cms_and_activate(&[change("a", "1")], "moved", 1, 5, "pool1", "fe1", 60_000)
+            .load_cms_and_activate(
+                &[change("a", "1")],
+                "moved",
+                &History::root(),
+                1,
+                5,
+                "pool1",
+                "fe1",
+                60_000,
+            )
             .await
             .unwrap()
             .unwrap();
@@ -597,10 +594,120 @@ mod tests {
         assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("1"));
         assert!(matches!(
             standby
-                .load_cms_and_activate(&[], "again", 1, 5, "pool1", "fe1", 60_000)
+                .load_cms_and_activate(
+                    &[],
+                    "again",
+                    &History::root(),
+                    1,
+                    5,
+                    "pool1",
+                    "fe1",
+                    60_000,
+                )
                 .await
                 .unwrap(),
             Err(RoleRefused::WrongMode { .. })
         ));
+    }
+
+    /// Ships every version of `from` after `after` to the standby `to`.
+    async fn ship(from: &BackEnd, to: &BackEnd, after: i64) -> i64 {
+        let line = from.history().await.unwrap();
+        let mut batch = vec![];
+        for v in from.versions_after(after, 1000).await.unwrap() {
+            let items = from.items_at_version(v.version).await.unwrap();
+            batch.push((v, items));
+        }
+        to.import_cms_versions(&line, after, &batch).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_standby_off_the_line_is_rebuilt_and_what_it_held_beyond_the_fork_is_lost_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = BackEnd::open("sqlite://old.db", dir.path()).await.unwrap();
+        let new = BackEnd::open("sqlite://new.db", dir.path()).await.unwrap();
+        old.bootstrap(&[change("a", "1")], "install").await.unwrap();
+        let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+        for v in 2..=4 {
+            old.write("fe1", lease.epoch, &[change("a", &v.to_string())], "edit")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // Seed 001's rebuild from an export of version 3; the old store reached 4.
+        new.load_cms_and_activate(
+            &[change("a", "3")],
+            "moved",
+            &History::root(),
+            3,
+            lease.epoch,
+            "pool1",
+            "fe3",
+            60_000,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(new.current_version().await.unwrap().unwrap().version, 4);
+        // The old store comes back and is demoted: version 4 is not the new line's 4.
+        let line = new.history().await.unwrap();
+        let lost = old.demote_cms("pool2", &line, 1 << 40).await.unwrap();
+        assert_eq!(lost.iter().map(|l| l.version).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(lost[0].cut_by_term, line.last_term());
+        assert!(old.current_version().await.unwrap().is_none());
+        // It is rebuilt from the new store, whose versions start after the export's.
+        assert_eq!(ship(&new, &old, 0).await, 4);
+        assert_eq!(old.get("a").await.unwrap().as_deref(), Some("3"));
+        // Shipping again changes nothing, and records nothing lost again.
+        assert_eq!(ship(&new, &old, 0).await, 4);
+        assert_eq!(old.lost_cms_versions().await.unwrap().len(), 1);
+
+        // A standby that kept a stale line (shipped before histories) is rebuilt by the
+        // first shipment that carries the active line.
+        let stale = BackEnd::open("sqlite://stale.db", dir.path())
+            .await
+            .unwrap();
+        let mut versions = vec![];
+        for v in old.versions_after(0, 10).await.unwrap() {
+            versions.push((v, vec![]));
+        }
+        let other = History::root().begin(9, 0);
+        stale
+            .import_cms_versions(&other, 0, &versions)
+            .await
+            .unwrap();
+        assert_eq!(ship(&new, &stale, 0).await, 4);
+        assert_eq!(stale.lost_cms_versions().await.unwrap().len(), 1);
+        assert_eq!(stale.get("a").await.unwrap().as_deref(), Some("3"));
+    }
+
+    #[tokio::test]
+    async fn a_standby_catches_up_from_a_replica_keeping_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let standby = BackEnd::open("sqlite://s.db", dir.path()).await.unwrap();
+        let items = [
+            crate::Item {
+                key: "a".into(),
+                value: Some("x".into()),
+                version: 3,
+            },
+            crate::Item {
+                key: "b".into(),
+                value: None,
+                version: 5,
+            },
+        ];
+        assert_eq!(
+            standby
+                .catch_up_cms("edge1", 7, 5, 99, &items)
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("x"));
+        let v = standby.current_version().await.unwrap().unwrap();
+        assert_eq!((v.version, v.epoch, v.created_at), (5, 7, 99));
+        assert!(v.description.contains("edge1"));
+        assert_eq!(standby.history().await.unwrap(), History::root());
     }
 }

@@ -192,6 +192,9 @@ pub struct LostVersion {
     pub description: String,
     pub keys: Vec<String>,
     pub lost_at: i64,
+    /// The term whose line cut it off (0 when recorded before terms were kept).
+    #[serde(default)]
+    pub cut_by_term: i64,
 }
 
 type RoleRow = (String, i64, i64, i64, String, i64, String);
@@ -319,4 +322,102 @@ pub(crate) async fn current_version_in(
         .await
         .at(path)?;
     Ok(current)
+}
+
+/// The history of the line this store holds (the root line when none is recorded).
+pub(crate) async fn history_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+) -> Result<crate::History> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT term, start FROM cms_term ORDER BY term")
+        .fetch_all(&mut *conn)
+        .await
+        .at(path)?;
+    Ok(crate::History::from_terms(
+        rows.into_iter()
+            .map(|(term, start)| crate::TermStart { term, start }),
+    ))
+}
+
+/// Records `history` as the line this store holds.
+pub(crate) async fn set_history_in(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    history: &crate::History,
+) -> Result<()> {
+    sqlx::query("DELETE FROM cms_term")
+        .execute(&mut *conn)
+        .await
+        .at(path)?;
+    for t in history.terms() {
+        sqlx::query("INSERT INTO cms_term (term, start) VALUES ($1, $2)")
+            .bind(t.term)
+            .bind(t.start)
+            .execute(&mut *conn)
+            .await
+            .at(path)?;
+    }
+    Ok(())
+}
+
+/// Records every version of this store after `fork` as lost, cut off by the line of
+/// `cut_by_term`, and returns them (a version already recorded is not recorded again).
+/// When there is any, the whole copy is dropped: the values before them are gone from it,
+/// so it is rebuilt from the active store.
+pub(crate) async fn cut_after(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    fork: i64,
+    cut_by_term: i64,
+    now: i64,
+) -> Result<Vec<LostVersion>> {
+    let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "SELECT version, epoch, created_at, description FROM cms_version
+         WHERE version > $1 ORDER BY version",
+    )
+    .bind(fork)
+    .fetch_all(&mut *conn)
+    .await
+    .at(path)?;
+    let mut lost = Vec::with_capacity(versions.len());
+    for (version, epoch, created_at, description) in versions {
+        let keys: Vec<(String,)> =
+            sqlx::query_as("SELECT key FROM cms_item WHERE version = $1 ORDER BY key")
+                .bind(version)
+                .fetch_all(&mut *conn)
+                .await
+                .at(path)?;
+        let keys: Vec<String> = keys.into_iter().map(|(k,)| k).collect();
+        sqlx::query(
+            "INSERT OR IGNORE INTO cms_lost_version
+                 (version, epoch, created_at, description, keys, lost_at, cut_by_term)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(version)
+        .bind(epoch)
+        .bind(created_at)
+        .bind(&description)
+        .bind(serde_json::to_string(&keys).unwrap_or_default())
+        .bind(now)
+        .bind(cut_by_term)
+        .execute(&mut *conn)
+        .await
+        .at(path)?;
+        lost.push(LostVersion {
+            version,
+            epoch,
+            created_at,
+            description,
+            keys,
+            lost_at: now,
+            cut_by_term,
+        });
+    }
+    if !lost.is_empty() {
+        sqlx::raw_sql("DELETE FROM cms_item; DELETE FROM cms_version;")
+            .execute(&mut *conn)
+            .await
+            .at(path)?;
+    }
+    Ok(lost)
 }

@@ -17,6 +17,7 @@ mod backend;
 mod cmsrole;
 mod cmstables;
 mod failover;
+pub mod history;
 mod items;
 mod migrate;
 mod replica;
@@ -33,6 +34,7 @@ pub use cmstables::{
     term_of,
 };
 pub use failover::{Lost, Promotion};
+pub use history::{History, Standing, TermStart};
 pub use migrate::Migration;
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{

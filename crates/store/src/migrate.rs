@@ -44,6 +44,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "what a central management store shares with the one it replaced",
         sql: include_str!("../migrations/backend/0005_cms_shared_through.sql"),
     },
+    Migration {
+        version: 6,
+        name: "the history of the central management store's line",
+        sql: include_str!("../migrations/backend/0006_cms_history.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[
@@ -56,6 +61,11 @@ pub(crate) const REPLICA: &[Migration] = &[
         version: 2,
         name: "items by version",
         sql: include_str!("../migrations/replica/0002_version_index.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "the history of the replica's line",
+        sql: include_str!("../migrations/replica/0003_history.sql"),
     },
 ];
 

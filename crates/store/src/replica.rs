@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::SqlitePool;
 
+use crate::history::{History, Standing, standing};
 use crate::items::REPLICA;
 use crate::{Context, Item, Result, migrate, open_sqlite};
 
@@ -50,11 +51,9 @@ pub struct Batch<'a> {
     pub to_version: i64,
     pub to_version_created_at: i64,
     pub items: &'a [Item],
-    /// The version the sender's term started at (see `store::cmsrole`).
-    pub term_start: i64,
-    /// Where every term the sender's store knows started (`(term, start)`): a replica
-    /// that missed several failovers is checked against the first term after its own.
-    pub term_starts: &'a [(i64, i64)],
+    /// The history of the sender's line: a replica off it holds versions the sender never
+    /// had (see [`crate::history`]).
+    pub history: &'a crate::History,
     /// The items are the whole configuration at `to_version`: replace everything.
     pub replace: bool,
 }
@@ -106,11 +105,12 @@ impl ReplicaStore {
     /// Stores a batch of changes from the master (see [`ApplyOutcome`]).
     pub async fn apply(&self, batch: &Batch<'_>, now: i64) -> Result<ApplyOutcome> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let (version, epoch, master): (i64, i64, String) =
-            sqlx::query_as("SELECT version, epoch, master_fqdn FROM replica_state WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .at(&self.path)?;
+        let (version, epoch, master, history): (i64, i64, String, String) = sqlx::query_as(
+            "SELECT version, epoch, master_fqdn, history FROM replica_state WHERE id = 1",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .at(&self.path)?;
         if batch.epoch < epoch {
             return Ok(ApplyOutcome::Fenced {
                 epoch,
@@ -127,19 +127,9 @@ impl ReplicaStore {
                 .await?;
             (batch.to_version, Some(batch.to_version_created_at))
         } else {
-            let mine = crate::term_of(epoch);
-            if crate::term_of(batch.epoch) > mine {
-                // The first later term started where the replica's history and the
-                // sender's part; anything the replica holds beyond it was lost.
-                let cut = batch
-                    .term_starts
-                    .iter()
-                    .filter(|(t, _)| *t > mine)
-                    .map(|(_, s)| *s)
-                    .fold(batch.term_start, i64::min);
-                if version > cut {
-                    return Ok(ApplyOutcome::Diverged { version });
-                }
+            let mine = line_of(&history, epoch);
+            if let Standing::OffLine { .. } = standing(&mine, version, batch.history) {
+                return Ok(ApplyOutcome::Diverged { version });
             }
             if batch.from_version > version {
                 return Ok(ApplyOutcome::Gap { version });
@@ -155,7 +145,8 @@ impl ReplicaStore {
         sqlx::query(
             "UPDATE replica_state SET version = $1, epoch = $2, master_fqdn = $3,
                  last_heartbeat = $4,
-                 last_update_creation = COALESCE($5, last_update_creation)
+                 last_update_creation = COALESCE($5, last_update_creation),
+                 history = $6
              WHERE id = 1",
         )
         .bind(new_version)
@@ -163,6 +154,7 @@ impl ReplicaStore {
         .bind(batch.master_fqdn)
         .bind(now)
         .bind(created)
+        .bind(serde_json::to_string(batch.history).unwrap_or_default())
         .execute(&mut *tx)
         .await
         .at(&self.path)?;
@@ -173,6 +165,16 @@ impl ReplicaStore {
         Ok(ApplyOutcome::Applied {
             version: new_version,
         })
+    }
+
+    /// The history of the line the replica holds.
+    pub async fn history(&self) -> Result<History> {
+        let (history, epoch): (String, i64) =
+            sqlx::query_as("SELECT history, epoch FROM replica_state WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await
+                .at(&self.path)?;
+        Ok(line_of(&history, epoch))
     }
 
     /// Replaces the whole replica (seeding a server, `Import-CsConfiguration -LocalStore`).
@@ -240,9 +242,16 @@ impl ReplicaStore {
     }
 }
 
+/// A replica's recorded history, or for one from before histories were kept, the line of
+/// the term it follows.
+fn line_of(recorded: &str, epoch: i64) -> History {
+    serde_json::from_str(recorded).unwrap_or_else(|_| History::of_term(crate::term_of(epoch)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TermStart;
 
     fn item(key: &str, value: &str, version: i64) -> Item {
         Item {
@@ -252,7 +261,17 @@ mod tests {
         }
     }
 
-    fn batch<'a>(epoch: i64, from: i64, to: i64, items: &'a [Item]) -> Batch<'a> {
+    fn line(terms: &[(i64, i64)]) -> History {
+        History::from_terms(terms.iter().map(|&(term, start)| TermStart { term, start }))
+    }
+
+    fn batch<'a>(
+        epoch: i64,
+        from: i64,
+        to: i64,
+        items: &'a [Item],
+        history: &'a History,
+    ) -> Batch<'a> {
         Batch {
             master_fqdn: "fe1",
             epoch,
@@ -260,8 +279,7 @@ mod tests {
             to_version: to,
             to_version_created_at: 1000 + to,
             items,
-            term_start: 0,
-            term_starts: &[],
+            history,
             replace: false,
         }
     }
@@ -272,23 +290,24 @@ mod tests {
         let r = ReplicaStore::open(&dir.path().join("replica.db"))
             .await
             .unwrap();
+        let root = History::root();
         let v1 = [item("a", "1", 1)];
         assert_eq!(
-            r.apply(&batch(1, 0, 1, &v1), 5).await.unwrap(),
+            r.apply(&batch(1, 0, 1, &v1, &root), 5).await.unwrap(),
             ApplyOutcome::Applied { version: 1 }
         );
         let v3 = [item("a", "3", 3)];
         assert_eq!(
-            r.apply(&batch(1, 2, 3, &v3), 6).await.unwrap(),
+            r.apply(&batch(1, 2, 3, &v3, &root), 6).await.unwrap(),
             ApplyOutcome::Gap { version: 1 }
         );
         let v2 = [item("b", "2", 2)];
         assert_eq!(
-            r.apply(&batch(2, 1, 2, &v2), 7).await.unwrap(),
+            r.apply(&batch(2, 1, 2, &v2, &root), 7).await.unwrap(),
             ApplyOutcome::Applied { version: 2 }
         );
         assert!(matches!(
-            r.apply(&batch(1, 2, 3, &v3), 8).await.unwrap(),
+            r.apply(&batch(1, 2, 3, &v3, &root), 8).await.unwrap(),
             ApplyOutcome::Fenced { epoch: 2, .. }
         ));
         assert_eq!(r.get("a").await.unwrap().as_deref(), Some("1"));
@@ -297,6 +316,7 @@ mod tests {
             (state.version, state.epoch, state.last_update_creation),
             (2, 2, 1002)
         );
+        assert_eq!(r.history().await.unwrap(), root);
     }
 
     #[tokio::test]
@@ -305,18 +325,20 @@ mod tests {
         let r = ReplicaStore::open(&dir.path().join("replica.db"))
             .await
             .unwrap();
+        let root = History::root();
         let old = [item("a", "1", 1), item("b", "lost", 2)];
-        r.apply(&batch(3, 0, 2, &old), 5).await.unwrap();
+        r.apply(&batch(3, 0, 2, &old, &root), 5).await.unwrap();
         // The new store took over at version 1: version 2 here never reached it.
         let term = crate::next_term_floor(3) + 1;
-        let mut next = batch(term, 2, 2, &[]);
-        next.term_start = 1;
+        let new_line = root.begin(1, 1);
         assert_eq!(
-            r.apply(&next, 6).await.unwrap(),
+            r.apply(&batch(term, 2, 2, &[], &new_line), 6)
+                .await
+                .unwrap(),
             ApplyOutcome::Diverged { version: 2 }
         );
         let whole = [item("a", "1", 1), item("c", "new", 2)];
-        let mut replace = batch(term, 0, 2, &whole);
+        let mut replace = batch(term, 0, 2, &whole, &new_line);
         replace.replace = true;
         assert_eq!(
             r.apply(&replace, 7).await.unwrap(),
@@ -324,9 +346,10 @@ mod tests {
         );
         assert_eq!(r.get("b").await.unwrap(), None);
         assert_eq!(r.get("c").await.unwrap().as_deref(), Some("new"));
+        assert_eq!(r.history().await.unwrap(), new_line);
         // The old store, back with a takeover of its own, is fenced.
         assert!(matches!(
-            r.apply(&batch(4, 2, 3, &[item("b", "x", 3)]), 8)
+            r.apply(&batch(4, 2, 3, &[item("b", "x", 3)], &root), 8)
                 .await
                 .unwrap(),
             ApplyOutcome::Fenced { .. }
@@ -336,11 +359,13 @@ mod tests {
         let r2 = ReplicaStore::open(&dir2.path().join("replica.db"))
             .await
             .unwrap();
-        r2.apply(&batch(3, 0, 1, &old[..1]), 5).await.unwrap();
-        let mut follow = batch(term, 1, 2, &whole[1..]);
-        follow.term_start = 1;
+        r2.apply(&batch(3, 0, 1, &old[..1], &root), 5)
+            .await
+            .unwrap();
         assert_eq!(
-            r2.apply(&follow, 6).await.unwrap(),
+            r2.apply(&batch(term, 1, 2, &whole[1..], &new_line), 6)
+                .await
+                .unwrap(),
             ApplyOutcome::Applied { version: 2 }
         );
     }
@@ -353,22 +378,41 @@ mod tests {
             .unwrap();
         // Term 0: versions 1..3; version 3 never reached term 1's store (started at 2).
         let old = [item("a", "1", 1), item("b", "2", 2), item("c", "lost", 3)];
-        r.apply(&batch(1, 0, 3, &old), 5).await.unwrap();
+        r.apply(&batch(1, 0, 3, &old, &History::root()), 5)
+            .await
+            .unwrap();
         // Term 2's store started at 5; it knows term 1 started at 2.
         let epoch = (2 << crate::TERM_SHIFT) + 1;
-        let starts = [(0, 0), (1, 2), (2, 5)];
-        let mut next = batch(epoch, 3, 3, &[]);
-        next.term_start = 5;
-        next.term_starts = &starts;
+        let known = line(&[(0, 0), (1, 2), (2, 5)]);
         assert_eq!(
-            r.apply(&next, 6).await.unwrap(),
+            r.apply(&batch(epoch, 3, 3, &[], &known), 6).await.unwrap(),
             ApplyOutcome::Diverged { version: 3 }
         );
-        // Without the history only term 2's start is known: 3 <= 5 looks shared.
-        next.term_starts = &[];
+    }
+
+    #[tokio::test]
+    async fn a_replica_of_a_competing_term_is_off_the_line_even_below_its_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ReplicaStore::open(&dir.path().join("replica.db"))
+            .await
+            .unwrap();
+        // It followed term 1, which started at 2 and wrote 3; the line went term 0 to 2
+        // and term 2 started at 5: its version 3 is not the line's version 3.
+        let competing = line(&[(0, 0), (1, 2)]);
+        let epoch1 = (1 << crate::TERM_SHIFT) + 1;
+        r.apply(
+            &batch(epoch1, 0, 3, &[item("x", "term1", 3)], &competing),
+            5,
+        )
+        .await
+        .unwrap();
+        let epoch2 = (2 << crate::TERM_SHIFT) + 1;
+        let the_line = line(&[(0, 0), (2, 5)]);
         assert_eq!(
-            r.apply(&next, 7).await.unwrap(),
-            ApplyOutcome::Applied { version: 3 }
+            r.apply(&batch(epoch2, 3, 3, &[], &the_line), 6)
+                .await
+                .unwrap(),
+            ApplyOutcome::Diverged { version: 3 }
         );
     }
 }

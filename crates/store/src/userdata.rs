@@ -675,57 +675,128 @@ impl BackEnd {
             .collect())
     }
 
-    /// Applies CMS versions shipped from the active master to this standby copy, skipping
-    /// any it already has and stopping at a gap (the sender then resends from what is
-    /// held). Returns the newest version held afterwards. Refused unless this copy is a
-    /// standby: an active store is never overwritten by another.
-    pub async fn import_cms_versions(&self, versions: &[(VersionInfo, Vec<Item>)]) -> Result<i64> {
+    /// Applies CMS versions shipped from the active store, whose line is `line`, to this
+    /// standby copy: `versions` are the sender's consecutive versions after `after`.
+    ///
+    /// A copy off the line is first cut back (what it held beyond the fork is recorded
+    /// as lost, once) and rebuilt from scratch. Versions already held are skipped, and the
+    /// import stops where the batch does not continue what is held (the sender then
+    /// resends from the version returned: the newest held afterwards). Refused unless this
+    /// copy is a standby: an active store is never overwritten by another.
+    pub async fn import_cms_versions(
+        &self,
+        line: &crate::History,
+        after: i64,
+        versions: &[(VersionInfo, Vec<Item>)],
+    ) -> Result<i64> {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
-        if role.mode != crate::cmstables::CmsMode::Backup {
-            return Err(StoreError::CmsNotStandby {
-                path: self.path.clone(),
-                mode: role.mode.as_str(),
-            });
+        must_be_standby(&mut tx, &self.path).await?;
+        let mut have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
+        let mine = crate::cmstables::history_in(&mut tx, &self.path).await?;
+        if let crate::Standing::OffLine { fork } = crate::history::standing(&mine, have, line) {
+            let lost =
+                crate::cmstables::cut_after(&mut tx, &self.path, fork, line.last_term(), now_ms())
+                    .await?;
+            tracing::warn!(
+                path = %self.path,
+                fork,
+                lost = lost.len(),
+                "the standby Central Management store held versions the active store's line never had; rebuilding it"
+            );
+            have = 0;
         }
-        let (mut have,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
-                .fetch_one(&mut *tx)
-                .await
-                .at(&self.path)?;
+        crate::cmstables::set_history_in(&mut tx, &self.path, line).await?;
+        let mut previous = after;
         for (info, items) in versions {
             if info.version <= have {
+                previous = info.version;
                 continue;
             }
-            if info.version != have + 1 {
+            if previous != have {
                 break;
             }
-            sqlx::query(
-                "INSERT INTO cms_version (version, epoch, created_at, description)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(info.version)
-            .bind(info.epoch)
-            .bind(info.created_at)
-            .bind(&info.description)
-            .execute(&mut *tx)
-            .await
-            .at(&self.path)?;
-            for item in items {
-                CMS.upsert(
-                    &mut tx,
-                    &self.path,
-                    &item.key,
-                    item.value.as_deref(),
-                    info.version,
-                )
-                .await?;
-            }
+            insert_cms_version(&mut tx, &self.path, info, items).await?;
             have = info.version;
+            previous = have;
         }
         tx.commit().await.at(&self.path)?;
         Ok(have)
     }
+
+    /// Catches this standby up with versions a server's replica holds beyond it (a
+    /// disaster failover taking the newest configuration any survivor has): `items` are
+    /// the replica's items written after this copy's newest version, up to `to_version`,
+    /// which was created at `to_created_at` under a master of `epoch`. Each version
+    /// between gets the items the replica still holds of it (a value overwritten later
+    /// arrives with the later version). Returns the newest version held afterwards.
+    pub async fn catch_up_cms(
+        &self,
+        source: &str,
+        epoch: i64,
+        to_version: i64,
+        to_created_at: i64,
+        items: &[Item],
+    ) -> Result<i64> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        must_be_standby(&mut tx, &self.path).await?;
+        let have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
+        let now = now_ms();
+        for version in (have + 1)..=to_version {
+            let info = VersionInfo {
+                version,
+                epoch,
+                created_at: if version == to_version {
+                    to_created_at
+                } else {
+                    now
+                },
+                description: format!("recovered from the replica of {source}"),
+            };
+            let of_version: Vec<Item> = items
+                .iter()
+                .filter(|i| i.version == version)
+                .cloned()
+                .collect();
+            insert_cms_version(&mut tx, &self.path, &info, &of_version).await?;
+        }
+        tx.commit().await.at(&self.path)?;
+        Ok(have.max(to_version))
+    }
+}
+
+/// Refuses to change a copy that is not a standby: an active store is never overwritten.
+async fn must_be_standby(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<()> {
+    let role = crate::cmstables::role_in(conn, path).await?;
+    if role.mode != crate::cmstables::CmsMode::Backup {
+        return Err(StoreError::CmsNotStandby {
+            path: path.to_string(),
+            mode: role.mode.as_str(),
+        });
+    }
+    Ok(())
+}
+
+async fn insert_cms_version(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    info: &VersionInfo,
+    items: &[Item],
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cms_version (version, epoch, created_at, description) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(info.version)
+    .bind(info.epoch)
+    .bind(info.created_at)
+    .bind(&info.description)
+    .execute(&mut *conn)
+    .await
+    .at(path)?;
+    for item in items {
+        CMS.upsert(conn, path, &item.key, item.value.as_deref(), info.version)
+            .await?;
+    }
+    Ok(())
 }
 
 fn user_item(
