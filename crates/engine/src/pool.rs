@@ -209,6 +209,39 @@ impl Engine {
         }
     }
 
+    /// The id of a new operation: above every id the CMS holds, and above every id this
+    /// server has seen in its replica or in versions its Back End recorded as lost, so that
+    /// an id dropped with a lost version is not given again.
+    async fn next_operation_id(&self, view: &DrView) -> u64 {
+        let id_of = |key: &str| -> Option<u64> { key.strip_prefix(OPERATION_PREFIX)?.parse().ok() };
+        let mut high = view.ops.iter().map(|o| o.id).max().unwrap_or(0);
+        if let Ok(items) = self
+            .node
+            .replica
+            .store()
+            .items_with_prefix(OPERATION_PREFIX)
+            .await
+        {
+            high = high.max(
+                items
+                    .iter()
+                    .filter_map(|i| id_of(&i.key))
+                    .max()
+                    .unwrap_or(0),
+            );
+        }
+        if let Some(be) = &self.node.backend
+            && let Ok(lost) = be.lost_cms_versions().await
+        {
+            let ids = lost
+                .iter()
+                .flat_map(|l| l.keys.iter())
+                .filter_map(|k| id_of(k));
+            high = high.max(ids.max().unwrap_or(0));
+        }
+        high + 1
+    }
+
     /// The pool states and operations, from the CMS.
     pub async fn dr_view(&self) -> Result<DrView, Error> {
         Ok(DrView::from_items(self.cms(CmsRequest::Read).await?.items))
@@ -413,7 +446,7 @@ impl Engine {
             }
             .into());
         }
-        let id = view.ops.iter().map(|o| o.id).max().unwrap_or(0) + 1;
+        let id = self.next_operation_id(&view).await;
         let mut op = Operation::new(
             id,
             kind,

@@ -106,12 +106,20 @@ pub(crate) async fn health(State(mgmt): State<Mgmt>) -> Json<Health> {
     // The role once, and the store's mode only for an active master.
     let master = node.master().map(|m| (m, m.role()));
     let cms_master = matches!(master, Some((_, Role::Active { .. })));
+    // Writable only while the store itself says so: an active store, and the lease still
+    // this server's with the epoch its role holds (a role not yet told of a takeover
+    // is not enough).
     let cms_writable = match master {
-        Some((m, Role::Active { .. })) => m
-            .backend()
-            .cms_role()
-            .await
-            .is_ok_and(|r| r.mode == store::CmsMode::Active),
+        Some((m, Role::Active { epoch, .. })) => {
+            let be = m.backend();
+            let now = node.clock.now_ms();
+            be.cms_role()
+                .await
+                .is_ok_and(|r| r.mode == store::CmsMode::Active)
+                && be.lease().await.ok().flatten().is_some_and(|l| {
+                    l.holder == node.fqdn && l.epoch == epoch && l.expires_at > now
+                })
+        }
         _ => false,
     };
     Json(Health {

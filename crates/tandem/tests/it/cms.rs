@@ -348,6 +348,32 @@ fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_
     assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
     set_sync_interval(&lab, "pool2-fe2.contoso.com", "00:01:40");
     old_store_comes_back_fenced(&lab, P1, P2, "00:01:40");
+    // The old store had gone on past the export (00:01:30): that version is recorded as
+    // lost, and its copy was rebuilt from the new line rather than kept beside it.
+    let v = lab.json(
+        Some("pool1-fe1.contoso.com"),
+        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
+    );
+    let lost = v.as_array().unwrap()[0]["LostVersions"].to_string();
+    assert!(lost.contains("Set-CsBackupServiceConfiguration"), "{lost}");
+    // Failing the store back to the old pool goes forward, never back to what the old
+    // store held: the newest configuration (00:02:10, set as it came back) and the pool
+    // failover record are kept.
+    let out = lab.shell(
+        Some("pool1-fe1.contoso.com"),
+        "Invoke-CsManagementServerFailover",
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("(Planned): Completed"), "{text}");
+    for server in ["edgeserver1.contoso.com", "pool2-fe1.contoso.com"] {
+        crate::eventually(
+            10,
+            &format!("{server} to keep the newest configuration"),
+            || (sync_interval_at(&lab, server) == "00:02:10").then_some(()),
+        );
+    }
+    assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
 }
 
 #[test]
