@@ -304,21 +304,22 @@ impl BackupService {
             }
             let (batch, files, last) = match module {
                 Module::CmsMaster => {
-                    let versions = be.versions_after(acked, 50).await?;
-                    let Some(last) = versions.last().map(|v| v.version) else {
+                    // Always to the newest version, as one snapshot (see
+                    // `BackEnd::cms_shipment`).
+                    let versions = be.cms_shipment(acked).await?;
+                    let Some(last) = versions.last().map(|(v, _)| v.version) else {
                         return self.check_standby(&partner, acked).await;
                     };
-                    let mut out = Vec::with_capacity(versions.len());
-                    for v in versions {
-                        let items = be.items_at_version(v.version).await?;
-                        out.push(CmsVersion {
+                    let out = versions
+                        .into_iter()
+                        .map(|(v, items)| CmsVersion {
                             version: v.version,
                             epoch: v.epoch,
                             created_at: v.created_at,
                             description: v.description,
                             items,
-                        });
-                    }
+                        })
+                        .collect();
                     let batch = ImportBatch::Cms {
                         versions: out,
                         after: acked,

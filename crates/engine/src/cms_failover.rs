@@ -587,7 +587,7 @@ impl Engine {
         };
         let newest = match line {
             Some(line) if s.master.is_none() && standby_here && unfinished.is_none() => {
-                self.newest_survivor(&line).await
+                self.newest_survivor(&line, s.standby_version).await
             }
             _ => None,
         };
@@ -1127,7 +1127,7 @@ impl CmsRun<'_> {
                 // Take the newest configuration any surviving server applied.
                 let line = be.history().await?;
                 let standby = be.current_version().await?.map_or(0, |v| v.version);
-                let newest = engine.newest_survivor(&line).await;
+                let newest = engine.newest_survivor(&line, standby).await;
                 if let Some(n) = newest.as_ref().filter(|n| n.version > standby) {
                     engine.catch_up_standby(be, n).await?;
                 }

@@ -30,6 +30,8 @@ pub struct Newest {
     pub version: i64,
     pub epoch: i64,
     pub created_at: i64,
+    /// The replica's line, which the standby takes with its versions.
+    pub history: History,
 }
 
 impl Newest {
@@ -42,12 +44,17 @@ impl Newest {
     }
 }
 
-/// Of the replicas that answered, the most advanced whose every version is on `line`
-/// (ties go to the first in topology order).
-pub fn pick(line: &History, answers: &[(Option<String>, ReplicaChanges)]) -> Option<Newest> {
+/// Of the replicas that answered, the most advanced whose line holds everything the
+/// standby holds (`line` up to `standby`): the standby is a prefix of it, so catching up
+/// from it only adds versions. Ties go to the first that answered.
+pub fn pick(
+    line: &History,
+    standby: i64,
+    answers: &[(Option<String>, ReplicaChanges)],
+) -> Option<Newest> {
     answers
         .iter()
-        .filter(|(_, r)| store::history::standing(&r.history, r.version, line) == Standing::OnLine)
+        .filter(|(_, r)| store::history::standing(line, standby, &r.history) == Standing::OnLine)
         .fold(
             None::<&(Option<String>, ReplicaChanges)>,
             |best, a| match best {
@@ -61,6 +68,7 @@ pub fn pick(line: &History, answers: &[(Option<String>, ReplicaChanges)]) -> Opt
             version: r.version,
             epoch: r.epoch,
             created_at: r.created_at,
+            history: r.history.clone(),
         })
 }
 
@@ -89,8 +97,9 @@ impl Engine {
     }
 
     /// Asks every server of the topology (this one directly) where its replica stands and
-    /// picks the most advanced on `line`. Servers that do not answer in time are left out.
-    pub async fn newest_survivor(&self, line: &History) -> Option<Newest> {
+    /// picks the most advanced that extends the standby (`line` up to `standby`). Servers
+    /// that do not answer in time are left out.
+    pub async fn newest_survivor(&self, line: &History, standby: i64) -> Option<Newest> {
         let topology = self.node.topology();
         let mut set = JoinSet::new();
         let mut answers = Vec::new();
@@ -116,7 +125,7 @@ impl Engine {
                 answers.push(answer);
             }
         }
-        pick(line, &answers)
+        pick(line, standby, &answers)
     }
 
     /// Catches the standby in `be` up from `newest`'s replica; returns the version it
@@ -144,6 +153,7 @@ impl Engine {
             have = be
                 .catch_up_cms(
                     &newest.server,
+                    &newest.history,
                     newest.epoch,
                     got.through,
                     created_at,
@@ -195,10 +205,17 @@ mod tests {
                 ]),
             ),
         ];
-        let newest = pick(&line, &answers).unwrap();
+        let newest = pick(&line, 306, &answers).unwrap();
         assert_eq!((newest.server.as_str(), newest.version), ("edge1", 319));
         assert_eq!(newest.survivor(306).standby, 306);
-        assert!(pick(&line, &answers[3..]).is_none());
-        assert!(pick(&line, &[]).is_none());
+        assert!(pick(&line, 306, &answers[3..]).is_none());
+        assert!(pick(&line, 306, &[]).is_none());
+        // A standby that was not told of a later term the line began is still a prefix
+        // of a replica that followed it.
+        let later = line.begin(3, 310);
+        let ahead = [answer("edge1", 330, later.clone())];
+        assert_eq!(pick(&line, 306, &ahead).unwrap().history, later);
+        // But not once it holds versions past where that term began.
+        assert!(pick(&line, 312, &ahead).is_none());
     }
 }

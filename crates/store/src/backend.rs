@@ -257,6 +257,46 @@ impl BackEnd {
         Ok(rows.into_iter().map(item).collect())
     }
 
+    /// Every version after `after` up to the newest, each with the items whose newest
+    /// write it is, read in one transaction: what the Backup Service ships the standby.
+    ///
+    /// A copy holds exactly this store's configuration only at its newest version: a value
+    /// overwritten later is kept only with the later version. So a shipment always runs to
+    /// the newest version, read as one snapshot; a standby stopped half-way through older
+    /// versions would claim a version whose values it does not all hold.
+    pub async fn cms_shipment(&self, after: i64) -> Result<Vec<(VersionInfo, Vec<Item>)>> {
+        let mut tx = self.pool.begin().await.at(&self.path)?;
+        let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT version, epoch, created_at, description FROM cms_version
+             WHERE version > $1 ORDER BY version",
+        )
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await
+        .at(&self.path)?;
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT key, value, version FROM cms_item WHERE version > $1 ORDER BY version, key",
+        )
+        .bind(after)
+        .fetch_all(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        let mut by_version: std::collections::HashMap<i64, Vec<Item>> = Default::default();
+        for row in rows {
+            let i = item(row);
+            by_version.entry(i.version).or_default().push(i);
+        }
+        Ok(versions
+            .into_iter()
+            .map(|v| {
+                let info = version_info(v);
+                let items = by_version.remove(&info.version).unwrap_or_default();
+                (info, items)
+            })
+            .collect())
+    }
+
     /// Every item written by one version (a batch must not split a version).
     pub async fn items_at_version(&self, version: i64) -> Result<Vec<Item>> {
         let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(

@@ -175,9 +175,8 @@ impl BackEnd {
         let now = now_ms();
         let fork = fork_point(&history_in(&mut tx, &self.path).await?, line);
         let lost = cut_after(&mut tx, &self.path, fork, line.last_term(), now).await?;
-        if !lost.is_empty() {
-            set_history_in(&mut tx, &self.path, line).await?;
-        }
+        // What it keeps (if anything) is a prefix of the active line.
+        set_history_in(&mut tx, &self.path, line).await?;
         sqlx::query("DELETE FROM cms_replica_status")
             .execute(&mut *tx)
             .await
@@ -699,7 +698,7 @@ mod tests {
         ];
         assert_eq!(
             standby
-                .catch_up_cms("edge1", 7, 5, 99, &items)
+                .catch_up_cms("edge1", &History::root().begin(1, 2), 7, 5, 99, &items)
                 .await
                 .unwrap(),
             5
@@ -708,6 +707,9 @@ mod tests {
         let v = standby.current_version().await.unwrap().unwrap();
         assert_eq!((v.version, v.epoch, v.created_at), (5, 7, 99));
         assert!(v.description.contains("edge1"));
-        assert_eq!(standby.history().await.unwrap(), History::root());
+        assert_eq!(
+            standby.history().await.unwrap(),
+            History::root().begin(1, 2)
+        );
     }
 }

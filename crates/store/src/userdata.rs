@@ -726,12 +726,15 @@ impl BackEnd {
     /// Catches this standby up with versions a server's replica holds beyond it (a
     /// disaster failover taking the newest configuration any survivor has): `items` are
     /// the replica's items written after this copy's newest version, up to `to_version`,
-    /// which was created at `to_created_at` under a master of `epoch`. Each version
-    /// between gets the items the replica still holds of it (a value overwritten later
-    /// arrives with the later version). Returns the newest version held afterwards.
+    /// which was created at `to_created_at` under a master of `epoch`, on the replica's
+    /// line `line` (which extends this copy's). Each version between gets the items the
+    /// replica still holds of it (a value overwritten later arrives with the later
+    /// version). Returns the newest version held afterwards.
+    #[allow(clippy::too_many_arguments)]
     pub async fn catch_up_cms(
         &self,
         source: &str,
+        line: &crate::History,
         epoch: i64,
         to_version: i64,
         to_created_at: i64,
@@ -740,6 +743,9 @@ impl BackEnd {
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
         must_be_standby(&mut tx, &self.path).await?;
         let have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
+        if to_version > have {
+            crate::cmstables::set_history_in(&mut tx, &self.path, line).await?;
+        }
         let now = now_ms();
         for version in (have + 1)..=to_version {
             let info = VersionInfo {
