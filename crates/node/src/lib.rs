@@ -185,6 +185,7 @@ impl Node {
         let mut fresh = false;
         let m = self.master.get_or_init(|| {
             fresh = true;
+            self.services.add(&services::CMS_SERVICES);
             Master::spawn(
                 self.fqdn.clone(),
                 be,

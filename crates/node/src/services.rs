@@ -35,6 +35,12 @@ pub const FTA: &str = "FTA";
 pub const REPLICA: &str = "REPLICA";
 pub const RTCXMPPTGWPX: &str = "RTCXMPPTGWPX";
 
+/// The Central Management services a Front End of the CMS pool (or its partner) runs.
+pub const CMS_SERVICES: [(&str, &str); 2] = [
+    (MASTER, "Skype for Business Server Master Replicator Agent"),
+    (FTA, "Skype for Business Server File Transfer Agent"),
+];
+
 /// The services a server has, in the order `Get-CsWindowsService` lists them.
 pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static str)> {
     let Some(server) = topology.server(fqdn) else {
@@ -49,8 +55,7 @@ pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static
                 list.push((LYNCBACKUP, "Skype for Business Server Backup Service"));
             }
             if hosts_cms_services(topology, server.pool_fqdn) {
-                list.push((MASTER, "Skype for Business Server Master Replicator Agent"));
-                list.push((FTA, "Skype for Business Server File Transfer Agent"));
+                list.extend(CMS_SERVICES);
             }
         }
         Role::Edge => {
@@ -92,6 +97,21 @@ impl Services {
             .collect();
         Services {
             states: Mutex::new(states),
+        }
+    }
+
+    /// Adds the services this server gained (running), keeping the state of those it had:
+    /// a server whose pool now hosts the Central Management store has `MASTER` and `FTA`
+    /// from the moment its master is installed.
+    pub fn add(&self, services: &[(&'static str, &'static str)]) {
+        let mut states = self.states.lock().expect("services lock");
+        for &(name, display_name) in services {
+            states.entry(name).or_insert(ServiceState {
+                name,
+                display_name,
+                running: true,
+                changes: 0,
+            });
         }
     }
 
@@ -156,6 +176,22 @@ pub fn hosts_cms_services(topology: &Topology, pool: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_that_gains_the_cms_services_lists_them_and_keeps_the_others_state() {
+        let mut topology = topology::contoso();
+        for p in &mut topology.front_end_pools {
+            p.backup_pool = None;
+        }
+        let services = Services::new(&topology, "pool2-fe1.contoso.com");
+        assert!(services.list(Some(MASTER)).is_empty());
+        services.set(RTCSRV, false);
+        services.add(&CMS_SERVICES);
+        services.add(&CMS_SERVICES);
+        assert_eq!(services.list(Some(MASTER)).len(), 1);
+        assert!(services.is_running(MASTER) && services.is_running(FTA));
+        assert!(!services.is_running(RTCSRV));
+    }
 
     #[test]
     fn a_scheduled_stop_does_not_undo_a_later_start() {
