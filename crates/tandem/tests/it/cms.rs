@@ -29,7 +29,7 @@ fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
 
 /// The servers `lab status` reports as the active master of a store that takes changes:
 /// never more than one (a store being moved away keeps its master, read-only).
-fn masters(lab: &Lab) -> Vec<String> {
+pub(crate) fn masters(lab: &Lab) -> Vec<String> {
     let out = run(&["lab", "status", "--dir", lab.dir(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -42,7 +42,7 @@ fn masters(lab: &Lab) -> Vec<String> {
 }
 
 /// The role of the store in `pool`'s Back End (`Active`, `Moving`, `Backup`) and its version.
-fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
+pub(crate) fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
     let v = lab.json(
         Some(via),
         &format!("Get-CsDatabaseMirrorState -PoolFqdn {pool} -DatabaseType Centralmgmt"),
@@ -56,7 +56,7 @@ fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
 }
 
 /// Waits until the standby in `standby_pool` holds every version of the active store.
-fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, standby_pool: &str) {
+pub(crate) fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, standby_pool: &str) {
     crate::eventually(
         20,
         &format!("the standby in {standby_pool} to hold every version"),
@@ -69,7 +69,7 @@ fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, standby_pool: &
 }
 
 /// Every replica `UpToDate`, waited for.
-fn wait_all_up_to_date(lab: &Lab, via: &str) {
+pub(crate) fn wait_all_up_to_date(lab: &Lab, via: &str) {
     crate::eventually(20, "every replica to be up to date", || {
         let rows = lab.json(Some(via), "Get-CsManagementStoreReplicationStatus");
         let rows = rows.as_array().cloned().unwrap_or_default();
@@ -78,13 +78,13 @@ fn wait_all_up_to_date(lab: &Lab, via: &str) {
 }
 
 /// The Backup Service sync interval as one server's local replica has it.
-fn sync_interval_at(lab: &Lab, server: &str) -> String {
+pub(crate) fn sync_interval_at(lab: &Lab, server: &str) -> String {
     let v = lab.json(Some(server), "Get-CsBackupServiceConfiguration");
     let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
     v["SyncInterval"].as_str().unwrap().to_string()
 }
 
-fn set_sync_interval(lab: &Lab, server: &str, interval: &str) {
+pub(crate) fn set_sync_interval(lab: &Lab, server: &str, interval: &str) {
     let out = lab.shell(
         Some(server),
         &format!("Set-CsBackupServiceConfiguration -SyncInterval {interval}"),

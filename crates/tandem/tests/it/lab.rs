@@ -12,8 +12,8 @@ pub(crate) struct Lab {
     token: String,
 }
 
-/// The contoso topology moved to 127.B.x.y, with B chosen so that nothing listens there.
-fn topology_on_free_block() -> String {
+/// A topology moved to 127.B.x.y, with B chosen so that nothing listens there.
+fn topology_on_free_block(base: &topology::Topology) -> String {
     let seed = std::process::id() as usize
         ^ (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -21,7 +21,7 @@ fn topology_on_free_block() -> String {
             .subsec_nanos() as usize);
     for k in 0..150 {
         let block = 100 + ((seed + k * 13) % 150) as u8;
-        let mut t = topology::contoso();
+        let mut t = base.clone();
         t.move_to_loopback_block(block);
         // The lab's DNS server listens on 127.B.0.153 (port 53 and the management port).
         let dns = std::net::Ipv4Addr::new(127, block, 0, 153);
@@ -36,6 +36,17 @@ fn topology_on_free_block() -> String {
         return t.to_toml();
     }
     panic!("no free loopback block");
+}
+
+/// The second deployment of `examples/fabrikam.toml`: other names and sites, three Front
+/// Ends a pool, an unpaired Lync Server 2010 pool.
+pub(crate) fn fabrikam() -> topology::Topology {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/fabrikam.toml"
+    ))
+    .unwrap();
+    topology::Topology::from_toml(&text).unwrap()
 }
 
 impl Lab {
@@ -111,10 +122,19 @@ impl Lab {
 
     /// The same, with environment variables for the lab's servers.
     pub(crate) fn up_env(extra: &[&str], env: &[(&str, &str)]) -> Lab {
+        Lab::up_topology(&topology::contoso(), extra, env)
+    }
+
+    /// A lab of another deployment (see `fabrikam`).
+    pub(crate) fn up_topology(
+        base: &topology::Topology,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lab");
         let topology = dir.path().join("topology.toml");
-        std::fs::write(&topology, topology_on_free_block()).unwrap();
+        std::fs::write(&topology, topology_on_free_block(base)).unwrap();
         let mut args = vec![
             "lab",
             "up",

@@ -2,6 +2,7 @@
 
 mod architecture;
 mod cms;
+mod cms_turns;
 mod dns;
 mod edge;
 mod failover;
