@@ -264,6 +264,7 @@ enum TopologyCommand {
 
 /// Parses the command line and runs it; `tandem server` is handed to `serve`.
 pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Shell(args) => {
@@ -422,4 +423,23 @@ pub fn outcome(result: anyhow::Result<()>) -> Status {
             Status::Failed
         }
     }
+}
+
+/// `tandem lab status | head -3` ends quietly once the reader has gone, as Unix tools do,
+/// instead of panicking in `println!` (Rust ignores SIGPIPE, and unsafe code to restore it
+/// is forbidden here): exit status 141, the shell's code for a closed pipe.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }

@@ -19,6 +19,30 @@ pub fn operation_key(id: u64) -> String {
     format!("{OPERATION_PREFIX}{id:08}")
 }
 
+/// The disaster-recovery records among the keys of configuration versions a CMS failover
+/// dropped, said the way an operator knows them ("pool operation 17", "the failover state of
+/// pool2.contoso.com"), once each and in key order: a failover that loses versions names
+/// the pool operations it took with them, since those are what decide who serves whom.
+pub fn dropped_records<'k>(keys: impl IntoIterator<Item = &'k str>) -> Vec<String> {
+    let mut keys: Vec<&str> = keys.into_iter().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            if let Some(id) = key.strip_prefix(OPERATION_PREFIX) {
+                let id = id.trim_start_matches('0');
+                Some(format!(
+                    "pool operation {}",
+                    if id.is_empty() { "0" } else { id }
+                ))
+            } else {
+                key.strip_prefix(POOL_PREFIX)
+                    .map(|pool| format!("the failover state of {pool}"))
+            }
+        })
+        .collect()
+}
+
 /// Where a pool's users are in the failover cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
@@ -140,6 +164,26 @@ impl PoolState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_records_name_pool_operations_and_states_once_and_skip_other_keys() {
+        let op = operation_key(17);
+        let state = pool_key("Pool2.contoso.com");
+        let said = dropped_records([
+            state.as_str(),
+            "settings/backup-service",
+            op.as_str(),
+            state.as_str(),
+        ]);
+        assert_eq!(
+            said,
+            vec![
+                "pool operation 17".to_string(),
+                "the failover state of pool2.contoso.com".to_string(),
+            ]
+        );
+        assert!(dropped_records(["topology"]).is_empty());
+    }
 
     #[test]
     fn each_phase_names_the_serving_pool_and_bumps_the_epoch() {

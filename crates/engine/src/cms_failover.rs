@@ -67,6 +67,10 @@ pub struct StoreReply {
     pub version: i64,
     pub epoch: i64,
     pub lost_versions: i64,
+    /// The disaster-recovery records among what the lost versions held (see
+    /// `dr::state::dropped_records`).
+    #[serde(default)]
+    pub dropped_records: Vec<String>,
     /// The store's `shared_through` (see `store::cmsrole`).
     pub shared_through: i64,
     /// The state of the newest CMS failover whose target is this store, if any.
@@ -135,6 +139,18 @@ fn unpaired_reason(topology: &Topology, cms_pool: &str, here: &str) -> String {
     }
 }
 
+/// The two cmdlets of seed 001 step 6 that rebuild the store in `here`'s Back End.
+fn rebuild_hint(topology: &Topology, here: &str) -> String {
+    let (server, instance) = topology.front_end_pool(here).map_or_else(
+        || ("<Back End>".to_string(), "<instance>".to_string()),
+        |p| (p.back_end.server_fqdn.clone(), p.back_end.instance.clone()),
+    );
+    format!(
+        "move the store with Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn {server} \
+         -SqlInstanceName {instance} and Move-CsManagementServer -ConfigurationFileName <export> -Force"
+    )
+}
+
 fn back_end_name(topology: &Topology, pool: &str) -> String {
     topology.front_end_pool(pool).map_or(String::new(), |p| {
         format!("{}\\{}", p.back_end.server_fqdn, p.back_end.instance)
@@ -195,6 +211,7 @@ impl Engine {
         };
         let be = master.backend();
         let mut lost = 0;
+        let mut dropped = Vec::new();
         match &action {
             StoreAction::State | StoreAction::Snapshot => {}
             StoreAction::Freeze { to_pool } => {
@@ -212,7 +229,13 @@ impl Engine {
                 history,
                 epoch,
             } => {
-                lost = be.demote_cms(active_pool, history, *epoch).await?.len() as i64;
+                let versions = be.demote_cms(active_pool, history, *epoch).await?;
+                lost = versions.len() as i64;
+                dropped = dr::state::dropped_records(
+                    versions
+                        .iter()
+                        .flat_map(|v| v.keys.iter().map(String::as_str)),
+                );
                 // Step down now rather than at the lease task's next turn.
                 master.step_down().await;
             }
@@ -227,6 +250,7 @@ impl Engine {
             version: be.current_version().await?.map_or(0, |v| v.version),
             epoch: lease.map_or(0, |l| l.epoch).max(role.epoch_floor),
             lost_versions: lost,
+            dropped_records: dropped,
             shared_through: role.shared_through,
             failover: latest(be)
                 .await?
@@ -459,16 +483,20 @@ impl Engine {
         }
         let standby_pool = s.topology.backup_pool_of(&s.cms_pool);
         if standby_pool.is_none_or(|p| !p.eq_ignore_ascii_case(here)) {
-            return Err(Error::conflict(format!(
-                "the standby of the Central Management store of {} is not in {here}: {}. \
-                 Run Invoke-CsManagementServerFailover on a Front End of that pool, or move the store with \
-                 Install-CsDatabase -CentralManagementDatabase and Move-CsManagementServer",
-                s.cms_pool,
-                match standby_pool {
-                    Some(p) => format!("it is in {p}, the pool paired with {}", s.cms_pool),
-                    None => format!("{} is not paired, so there is no standby", s.cms_pool),
-                }
-            )));
+            let rebuild = rebuild_hint(&s.topology, here);
+            return Err(Error::conflict(match standby_pool {
+                Some(p) => format!(
+                    "the standby of the Central Management store of {} is not in {here}: it is in {p}, the pool paired with it. \
+                     Run Invoke-CsManagementServerFailover on a Front End of {p}, or {rebuild}",
+                    s.cms_pool
+                ),
+                None => format!(
+                    "the Central Management store of {} has no standby anywhere{}. \
+                     Rebuild it in {here} from an export (seed 001 step 6): {rebuild}",
+                    s.cms_pool,
+                    unpaired_reason(&s.topology, &s.cms_pool, here)
+                ),
+            }));
         }
         if s.local.mode != CmsMode::Backup {
             return Err(Error::conflict(format!(
@@ -557,8 +585,7 @@ impl Engine {
             )
         } else {
             format!(
-                "none: {here} holds no standby of the store of {}{}. Rebuild the store here instead with \
-                 Install-CsDatabase -CentralManagementDatabase and Move-CsManagementServer",
+                "none: {here} holds no standby of the store of {}{}",
                 s.cms_pool,
                 unpaired_reason(&s.topology, &s.cms_pool, here)
             )
@@ -589,9 +616,17 @@ impl Engine {
             Some(line) if s.master.is_none() && standby_here && unfinished.is_none() => {
                 self.newest_survivor(&line, s.standby_version).await
             }
+            // No standby here: what the survivors hold is what a rebuild from an older
+            // export would lose.
+            _ if s.master.is_none() && !standby_here && unfinished.is_none() => {
+                match self.node.replica.store().history().await {
+                    Ok(line) => self.newest_survivor(&line, 0).await,
+                    Err(_) => None,
+                }
+            }
             _ => None,
         };
-        if let Some(n) = &newest {
+        if let Some(n) = newest.as_ref().filter(|_| standby_here) {
             text.push_str(&format!(
                 "  Newest surviving replica        : {} at version {} ({})\n",
                 n.server,
@@ -614,6 +649,19 @@ impl Engine {
             ));
         } else if s.cms_pool.eq_ignore_ascii_case(here) && s.local.mode == CmsMode::Active {
             text.push_str("Nothing would change: this pool already hosts the store.\n");
+        } else if !standby_here {
+            text.push_str(&format!(
+                "Mode: nothing to promote. Rebuild the store here from an export (seed 001 step 6): {}. {}\n",
+                rebuild_hint(&s.topology, here),
+                match &newest {
+                    Some(n) => format!(
+                        "The newest surviving replica, {}'s, holds version {}: a rebuild from an export taken before that \
+                         version loses what came after it",
+                        n.server, n.version
+                    ),
+                    None => "No surviving server's replica answered".to_string(),
+                }
+            ));
         } else if s.master.is_some() {
             text.push_str(
                 "Mode: planned. The store would become read-only, the standby would receive every version, \
@@ -1235,8 +1283,13 @@ impl CmsRun<'_> {
                 let action = engine.demotion(be, &to).await?;
                 match engine.on_pool_store(&s.topology, &from, &action).await {
                     Ok(r) => Ok(StepDone::done(format!(
-                        "{from} is a standby ({} versions lost)",
-                        r.lost_versions
+                        "{from} is a standby ({} versions lost{})",
+                        r.lost_versions,
+                        if r.dropped_records.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", with {}", r.dropped_records.join(", "))
+                        }
                     ))),
                     // Its writes stay refused (Moving), and its master steps down by itself
                     // when it hears of the new term.

@@ -82,12 +82,18 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
         .await?
         .iter()
         .map(|l| {
+            let dropped = dr::state::dropped_records(l.keys.iter().map(String::as_str));
             format!(
-                "{} ({}, {}, keys {})",
+                "{} ({}, {}, keys {}{})",
                 l.version,
                 l.description,
                 format_timestamp(l.created_at),
-                l.keys.join(" ")
+                l.keys.join(" "),
+                if dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; dropped {}", dropped.join(", "))
+                }
             )
         })
         .collect();

@@ -504,6 +504,23 @@ fn restore_never_unfreezes_the_old_store_without_word_from_the_target() {
         "Set-CsBackupServiceConfiguration -SyncInterval 00:03:00",
     );
     assert!(stderr(&out).contains("###50020"), "{}", stderr(&out));
+    // On the wire the documented refusal is a conflict (409), from the master and from a
+    // server that passes the change on, never a server error.
+    for server in ["pool1-fe1.contoso.com", "pool1-fe2.contoso.com"] {
+        let (status, reply) = lab.invoke_http(
+            server,
+            "Set-CsBackupServiceConfiguration",
+            serde_json::json!({ "SyncInterval": "00:03:00" }),
+        );
+        assert_eq!(status, 409, "{server}: {reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("###50020"),
+            "{reply}"
+        );
+    }
     // pool2 back: -Restore there cancels the failover and unfreezes pool1.
     let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -306,3 +306,94 @@ fn when_both_pools_fail_in_turn_the_cms_keeps_every_pool_failover_and_never_reus
         "00:01:44"
     );
 }
+
+#[test]
+fn an_unpaired_lync_2010_store_gets_hints_that_fit_it_and_its_rebuild_is_a_whole_central_management_service()
+ {
+    const LEGACY: &str = "legacy.fabrikam.net";
+    let mut topology = fabrikam();
+    topology.deployment.cms_pool = LEGACY.into();
+    let lab = Lab::up_topology(&topology, &["--users", "3"], &[]);
+    let files = std::path::Path::new(lab.dir()).join("exports");
+    std::fs::create_dir_all(&files).unwrap();
+    let config = files.join("config.zip");
+    let lis = files.join("lis.zip");
+    lab.ok(
+        Some(RED_FES[0]),
+        &format!("Export-CsConfiguration -FileName {}", config.display()),
+    );
+    lab.ok(
+        Some(RED_FES[0]),
+        &format!("Export-CsLisConfiguration -FileName {}", lis.display()),
+    );
+    // A change after the export: every survivor applies it, the export lacks it.
+    set_sync_interval(&lab, RED_FES[1], "00:01:55");
+    wait_all_up_to_date(&lab, RED_FES[0]);
+    lab.kill(LEGACY);
+    // -WhatIf proposes nothing that does not exist, says why, and how to rebuild.
+    let what_if = says(
+        &lab,
+        RED_FES[0],
+        "Invoke-CsManagementServerFailover -WhatIf",
+    );
+    for expected in [
+        "LyncServer2010 pool, which cannot be paired",
+        "Mode: nothing to promote",
+        "Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn sql-red.fabrikam.net -SqlInstanceName lync",
+        "The newest surviving replica",
+    ] {
+        assert!(what_if.contains(expected), "{expected}: {what_if}");
+    }
+    assert!(!what_if.contains("would be promoted"), "{what_if}");
+    assert!(!what_if.contains("(standby,"), "{what_if}");
+    // The failover itself is refused with the same hint, never one to pair the pool.
+    let out = lab.shell(Some(RED_FES[0]), "Invoke-CsManagementServerFailover");
+    assert!(!out.status.success());
+    let refusal = stderr(&out);
+    assert!(
+        refusal.contains("has no standby anywhere")
+            && refusal.contains("cannot be paired")
+            && refusal.contains("Move-CsManagementServer"),
+        "{refusal}"
+    );
+    assert!(!refusal.contains("on a Front End of"), "{refusal}");
+    // Seed 001 step 6 on fe-red.
+    says(
+        &lab,
+        RED_FES[0],
+        "Install-CsDatabase -CentralManagementDatabase -Clean -SqlServerFqdn sql-red.fabrikam.net -SqlInstanceName lync",
+    );
+    says(
+        &lab,
+        RED_FES[0],
+        &format!(
+            "Move-CsManagementServer -ConfigurationFileName {} -LisConfigurationFileName {} -Force",
+            config.display(),
+            lis.display()
+        ),
+    );
+    let services = lab.json(
+        Some(RED_FES[0]),
+        &format!(
+            "Get-CsWindowsService -Name MASTER -ComputerName {}",
+            RED_FES[0]
+        ),
+    );
+    let master = services
+        .as_array()
+        .map_or(services.clone(), |a| a[0].clone());
+    assert_eq!(master["Status"], "Running", "{services}");
+    crate::eventually(10, "one writable store, on fe-red", || {
+        let m = masters(&lab);
+        (m.len() == 1 && m[0].starts_with("red-")).then_some(())
+    });
+    // The old store comes back and stays fenced: one master, the rebuilt line kept.
+    start(&lab, LEGACY);
+    set_sync_interval(&lab, "lis-a.fabrikam.net", "00:02:20");
+    wait_all_up_to_date(&lab, RED_FES[2]);
+    assert_eq!(masters(&lab).len(), 1);
+    assert_eq!(
+        sync_interval_at(&lab, "edge-dub-a.fabrikam.net"),
+        "00:02:20"
+    );
+}

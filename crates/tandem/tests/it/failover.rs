@@ -506,39 +506,11 @@ pub(crate) fn arm_crash(lab: &Lab, server: &str, step: &str, when: &str) {
 
 /// Arms the test hook of one server with a fault point (see `api::faults::FaultPoint`).
 fn arm(lab: &Lab, server: &str, point: serde_json::Value) {
-    let lab_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
-            .unwrap();
-    let s = lab_json["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["fqdn"] == server)
-        .unwrap();
-    let url = format!(
-        "http://{}:{}{}",
-        s["address"].as_str().unwrap(),
-        s["management_port"],
-        api::paths::DR_FAULT
+    let (status, reply) = lab.post(server, api::paths::DR_FAULT, &point);
+    assert!(
+        (200..300).contains(&status),
+        "arming {server}: {status} {reply}"
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let status = rt.block_on(async {
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(url)
-            .header("authorization", format!("Bearer {}", lab.token()))
-            .json(&point)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "arming {server}: {status}");
 }
 
 #[test]

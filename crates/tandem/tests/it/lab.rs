@@ -187,8 +187,61 @@ impl Lab {
         out
     }
 
-    pub(crate) fn token(&self) -> &str {
-        &self.token
+    /// Posts a cmdlet to `server`'s management API as it arrives on the wire; returns the
+    /// HTTP status and the body (for the status codes the shell does not show).
+    pub(crate) fn invoke_http(
+        &self,
+        server: &str,
+        cmdlet: &str,
+        parameters: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post(
+            server,
+            "/api/v1/invoke",
+            &serde_json::json!({ "cmdlet": cmdlet, "parameters": parameters }),
+        )
+    }
+
+    /// Posts `body` to `path` of `server`'s management API with the admin token; returns
+    /// the HTTP status and the body.
+    pub(crate) fn post(
+        &self,
+        server: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let lab_json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
+                .unwrap();
+        let s = lab_json["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["fqdn"] == server)
+            .unwrap_or_else(|| panic!("{server} is not in lab.json"));
+        let url = format!(
+            "http://{}:{}{path}",
+            s["address"].as_str().unwrap(),
+            s["management_port"]
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let resp = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(url)
+                .header("authorization", format!("Bearer {}", self.token))
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or_default())
+        })
     }
 
     pub(crate) fn dir(&self) -> &str {
