@@ -27,8 +27,6 @@ use topology::{Role as ServerRole, Topology};
 use crate::protocol::{SyncRequest, SyncResponse};
 use crate::{LEASE_TTL_MS, keys};
 
-/// The most items one push carries; a larger catch-up takes several pushes.
-const BATCH_LIMIT: i64 = 2_000;
 /// How often the active master pushes when nothing changed.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long one push may take before the replica counts as unreachable this round, plus
@@ -676,17 +674,7 @@ async fn push_one(
                 b
             }
             None => {
-                let (items, to) = batch(&inner.backend, from, current.version).await?;
-                let to_created = if to == current.version {
-                    current.created_at
-                } else {
-                    inner
-                        .backend
-                        .version(to)
-                        .await?
-                        .map_or(current.created_at, |v| v.created_at)
-                };
-                let b = Arc::new((items, to, to_created));
+                let b = Arc::new(batch(&inner.backend, from, current).await?);
                 batches.lock().await.insert(from, b.clone());
                 b
             }
@@ -737,23 +725,28 @@ async fn push_one(
     Err(PushError::NoProgress)
 }
 
-/// The items after `from` for one push, never splitting a version, and the version the
-/// replica reaches by applying them.
-async fn batch(backend: &BackEnd, from: i64, current: i64) -> Result<(Vec<Item>, i64), StoreError> {
-    if from >= current {
-        return Ok((Vec::new(), current));
+/// The items after `from` for one push, read as one snapshot, and the version (with its
+/// creation time) the replica reaches by applying them: always the newest. A store keeps a
+/// value only with the version that last wrote it, so a push that stopped at an older
+/// version would leave the replica claiming a version whose overwritten values it lacks (a
+/// survivor a disaster failover could then copy back in time). A backlog is never larger
+/// than the whole configuration, which a replica that diverged gets in one push anyway.
+async fn batch(
+    backend: &BackEnd,
+    from: i64,
+    current: &VersionInfo,
+) -> Result<(Vec<Item>, i64, i64), StoreError> {
+    if from >= current.version {
+        return Ok((Vec::new(), current.version, current.created_at));
     }
-    let mut items = backend.changes_since(from, BATCH_LIMIT).await?;
-    if (items.len() as i64) < BATCH_LIMIT {
-        return Ok((items, current));
-    }
-    let last = items.last().map_or(current, |i| i.version);
-    if items.first().is_some_and(|i| i.version == last) {
-        // One version larger than a batch (a bulk import): send it whole.
-        return Ok((backend.items_at_version(last).await?, last));
-    }
-    items.retain(|i| i.version < last);
-    Ok((items, last - 1))
+    let shipment = backend.cms_shipment(from).await?;
+    let (to, created_at) = shipment
+        .last()
+        .map_or((current.version, current.created_at), |(v, _)| {
+            (v.version, v.created_at)
+        });
+    let items = shipment.into_iter().flat_map(|(_, items)| items).collect();
+    Ok((items, to, created_at))
 }
 
 async fn record(
@@ -786,4 +779,49 @@ async fn record(
     }
     inner.acked.lock().await.insert(key.to_string(), acked);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(k: &str, v: &str) -> (String, Option<String>) {
+        (k.to_string(), Some(v.to_string()))
+    }
+
+    /// However many versions a replica lacks, one push takes it to the newest, with the
+    /// newest value of a key written again later: a push stopped at an older version would
+    /// leave it claiming that version without the value the key had then.
+    #[tokio::test]
+    async fn a_push_runs_to_the_newest_version_with_every_overwritten_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://be/pool1.db", dir.path())
+            .await
+            .unwrap();
+        be.bootstrap(&[change("k", "0")], "install").await.unwrap();
+        let (_, lease) = be
+            .acquire_lease("fe1", 60_000, store::now_ms())
+            .await
+            .unwrap();
+        for i in 1..=3_000 {
+            let key = if i % 2 == 0 {
+                "k".to_string()
+            } else {
+                format!("other{i}")
+            };
+            be.write("fe1", lease.epoch, &[change(&key, &i.to_string())], "edit")
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let current = be.current_version().await.unwrap().unwrap();
+        let (items, to, created_at) = batch(&be, 1, &current).await.unwrap();
+        assert_eq!((to, created_at), (current.version, current.created_at));
+        assert_eq!(items.len(), 1 + 1_500);
+        let k = items.iter().find(|i| i.key == "k").unwrap();
+        assert_eq!(k.value.as_deref(), Some("3000"));
+        let (none, at, _) = batch(&be, current.version, &current).await.unwrap();
+        assert!(none.is_empty());
+        assert_eq!(at, current.version);
+    }
 }

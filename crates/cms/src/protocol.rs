@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use store::Item;
 
-/// The largest push a replica accepts. A push carries at most one batch, except that a
-/// version larger than a batch travels whole; bulk enables are chunked so that stays small.
+/// The largest push a replica accepts. A push carries every version after the replica's up
+/// to the newest, as one snapshot (never more than the whole configuration).
 pub const SYNC_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A push from the master: the items written after `from_version`, up to `to_version`.
