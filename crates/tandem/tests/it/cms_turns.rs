@@ -397,3 +397,51 @@ fn an_unpaired_lync_2010_store_gets_hints_that_fit_it_and_its_rebuild_is_a_whole
         "00:02:20"
     );
 }
+
+/// Issue 16's bar: a change every surviving server applied survives a disaster CMS
+/// failover 20 runs of 20. Each round the standby misses the change (its Backup Service
+/// is stopped), the CMS pool is lost, the store fails over to the other pool, and the old
+/// pool comes back as its standby; the next round goes the other way.
+#[test]
+fn a_change_every_survivor_applied_survives_twenty_disaster_cms_failovers_of_twenty() {
+    const ROUNDS: usize = 20;
+    let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
+    let pools = [
+        (RED, RED_FES, "sql-red.fabrikam.net"),
+        (DUB, DUB_FES, "sql-dub.fabrikam.net"),
+    ];
+    wait_standby_repaired(&lab, DUB_FES[0], RED, DUB);
+    for round in 0..ROUNDS {
+        let (lost, lost_fes, _) = pools[round % 2];
+        let (keep, keep_fes, keep_sql) = pools[(round + 1) % 2];
+        let value = format!("00:03:{round:02}");
+        service(&lab, "Stop", "LYNCBACKUP", &lost_fes);
+        set_sync_interval(&lab, lost_fes[round % 3], &value);
+        for server in keep_fes.iter().chain(&OTHERS) {
+            crate::eventually(10, &format!("round {round}: {server} applied it"), || {
+                (sync_interval_at(&lab, server) == value).then_some(())
+            });
+        }
+        lab.kill(lost);
+        let text = cms_failover(&lab, keep_fes[round % 3], keep_sql);
+        assert!(
+            text.contains("(Disaster): Completed"),
+            "round {round}: {text}"
+        );
+        assert!(
+            text.contains("the new store starts from it"),
+            "round {round}: the standby missed the change, a survivor had it: {text}"
+        );
+        for server in keep_fes.iter().chain(&OTHERS) {
+            assert_eq!(
+                sync_interval_at(&lab, server),
+                value,
+                "round {round}: {server}"
+            );
+        }
+        start(&lab, lost);
+        wait_standby_repaired(&lab, keep_fes[0], keep, lost);
+        assert_eq!(lost_in(&lab, keep_fes[0], lost), "[]", "round {round}");
+        assert_eq!(sync_interval_at(&lab, lost_fes[0]), value, "round {round}");
+    }
+}
