@@ -155,6 +155,19 @@ fn a_returning_store_that_lost_a_version_becomes_a_working_standby_by_itself_and
         .cloned()
         .unwrap_or_else(|| panic!("no CMS row from {DUB}: {rows}"));
     assert_eq!(shipping["PendingChanges"], 0, "{shipping}");
+    let debug = lab.json(
+        Some(RED_FES[1]),
+        &format!("Debug-CsInterPoolReplication -PoolFqdn {DUB}"),
+    );
+    let cms = debug
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["BackupModule"] == "CentralMgmt.CMSMaster")
+        .cloned()
+        .unwrap_or_else(|| panic!("no CMS row: {debug}"));
+    assert_eq!(cms["Mismatches"], 0, "{cms}");
+    assert_eq!(cms["PrimaryVersion"], cms["BackupVersion"], "{cms}");
     // A second disaster, before anyone repaired anything by hand: fe-dub is lost and the
     // store goes back to fe-red, forward in time.
     lab.kill(DUB);
