@@ -93,9 +93,6 @@ pub struct ReplicaChangesRequest {
     pub after: Option<i64>,
 }
 
-/// The most items one [`ReplicaChanges`] carries; a larger catch-up takes several calls.
-pub const REPLICA_CHANGES_LIMIT: usize = 20_000;
-
 /// A server's replica: its position and line, and the items asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,8 +104,8 @@ pub struct ReplicaChanges {
     /// When `version` was created on the master (unix ms).
     pub created_at: i64,
     pub history: store::History,
-    /// The items written after `after` up to `through` (every item of those versions the
-    /// replica still holds); `through` is below `version` when the rest needs another call.
+    /// Every item written after `after` (read with `version` as one snapshot), and the
+    /// version they bring a copy to: `version`, so a copy never stops part-way.
     pub items: Vec<store::Item>,
     pub through: i64,
 }

@@ -14,9 +14,7 @@ use tokio::sync::watch;
 use topology::Topology;
 
 use crate::keys;
-use crate::protocol::{
-    REPLICA_CHANGES_LIMIT, ReplicaChanges, ReplicaChangesRequest, SyncRequest, SyncResponse,
-};
+use crate::protocol::{ReplicaChanges, ReplicaChangesRequest, SyncRequest, SyncResponse};
 
 /// Why the agent could not take a push.
 #[derive(Debug, thiserror::Error)]
@@ -125,36 +123,17 @@ impl ReplicaAgent {
         })
     }
 
-    /// Where the replica stands and, with `after`, what it holds after that version (at
-    /// most [`REPLICA_CHANGES_LIMIT`] items, whole versions only). Served even while the
-    /// `REPLICA` service is stopped: it reads, and a failover needs what it holds.
+    /// Where the replica stands and, with `after`, everything it holds after that version,
+    /// up to its own version as one snapshot (see `ReplicaStore::snapshot_after`). Served
+    /// even while the `REPLICA` service is stopped: it reads, and a failover needs what it
+    /// holds.
     pub async fn changes(
         &self,
         fqdn: &str,
         req: &ReplicaChangesRequest,
     ) -> Result<ReplicaChanges, ReplicaError> {
-        let state = self.store.state().await?;
-        let history = self.store.history().await?;
-        let (items, through) = match req.after {
-            Some(after) if after < state.version => {
-                let mut items = self.store.changed_since(after, "").await?;
-                let mut through = state.version;
-                if items.len() > REPLICA_CHANGES_LIMIT {
-                    // Keep whole versions: the last one listed may be cut.
-                    let cut = items[REPLICA_CHANGES_LIMIT].version;
-                    items.retain(|i| i.version < cut);
-                    through = cut - 1;
-                    if items.is_empty() {
-                        // One version larger than the limit: send it whole.
-                        items = self.store.changed_since(after, "").await?;
-                        items.retain(|i| i.version <= cut);
-                        through = cut;
-                    }
-                }
-                (items, through)
-            }
-            _ => (Vec::new(), state.version),
-        };
+        let (state, history, items) = self.store.snapshot_after(req.after).await?;
+        let through = state.version;
         Ok(ReplicaChanges {
             fqdn: fqdn.to_string(),
             version: state.version,
