@@ -92,4 +92,9 @@ pub struct Health {
     /// runner is still at work.
     #[serde(default)]
     pub running_operations: Vec<String>,
+    /// Whether this server's replica has applied a push of a proven active master since
+    /// the server started: a Front End serves nobody in full mode and takes no user's
+    /// write until it has (its view of who serves whom may predate a failover).
+    #[serde(default)]
+    pub caught_up: bool,
 }

@@ -619,7 +619,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
     }
     loop {
         match all_up_to_date(&client, lab).await {
-            Ok((true, _)) => return Ok(()),
+            Ok((true, _)) => return wait_caught_up(&client, lab, which, deadline).await,
             Ok((false, _)) | Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -630,6 +630,52 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Waits until every Front End just started has applied a push of the active master
+/// (`caught_up` in its `/health`): until then it serves its users in resiliency mode only.
+/// Nothing to wait for while no store takes changes (no master can push).
+async fn wait_caught_up(
+    client: &api::Client,
+    lab: &LabFile,
+    which: &[usize],
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut any_master = false;
+    for s in lab
+        .servers
+        .iter()
+        .filter(|s| s.role != DNS_ROLE && s.alive())
+    {
+        if let Ok(h) = client.health(&s.base_url(), Duration::from_secs(1)).await {
+            any_master |= h.cms_writable;
+        }
+    }
+    if !any_master {
+        return Ok(());
+    }
+    for &i in which {
+        let s = &lab.servers[i];
+        if s.role != "FrontEnd" {
+            continue;
+        }
+        loop {
+            let health = client.health(&s.base_url(), Duration::from_secs(1)).await;
+            if health.is_ok_and(|h| h.caught_up) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} has not caught up with the Central Management store; it serves its users in resiliency mode until it has \
+                     (`tandem shell --lab {} -c Get-CsManagementStoreReplicationStatus` shows where it stands)",
+                    s.fqdn,
+                    lab.dir.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// The last `n` lines of a server's log, indented, for an error message.

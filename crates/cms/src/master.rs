@@ -511,6 +511,7 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
             items: Vec::new(),
             history: history.clone(),
             replace: false,
+            proven: false,
         };
         let client = inner.api.clone();
         set.spawn(async move {
@@ -689,6 +690,7 @@ async fn push_one(
             items: items.clone(),
             history: history.clone(),
             replace,
+            proven: true,
         };
         let base = api::base(target.address, target.port);
         let timeout = PUSH_TIMEOUT + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32;

@@ -27,6 +27,12 @@ pub struct SyncRequest {
     /// everything it holds.
     #[serde(default)]
     pub replace: bool,
+    /// The master has checked, since it took the lease, that no reachable replica follows
+    /// a store of a later term (its probe found none). A probe's heartbeats say false: a
+    /// store failed over while its pool was down must not tell its own pool's servers that
+    /// their stale view is current before it learns it was fenced.
+    #[serde(default)]
+    pub proven: bool,
 }
 
 /// The replica's answer.

@@ -39,6 +39,9 @@ pub struct ReplicaAgent {
     running: AtomicBool,
     topology: watch::Sender<Arc<Topology>>,
     version: watch::Sender<i64>,
+    /// Whether a master's push was applied since this server started: until then the
+    /// replica is what the server held when it stopped, which may predate a failover.
+    heard_from_master: AtomicBool,
 }
 
 impl ReplicaAgent {
@@ -56,7 +59,16 @@ impl ReplicaAgent {
             running: AtomicBool::new(true),
             topology: watch::Sender::new(Arc::new(topology)),
             version: watch::Sender::new(state.version),
+            heard_from_master: AtomicBool::new(false),
         })
+    }
+
+    /// Whether this replica applied a push of a proven active master since the server
+    /// started (a heartbeat counts: the master pushes to the newest version every time).
+    /// Until then the failover states it holds may predate a failover made while this
+    /// server was down, and the server serves nobody in full mode.
+    pub fn caught_up_since_start(&self) -> bool {
+        self.heard_from_master.load(Ordering::SeqCst)
     }
 
     pub fn store(&self) -> &ReplicaStore {
@@ -113,6 +125,9 @@ impl ReplicaAgent {
         Ok(match outcome {
             ApplyOutcome::Applied { version } => {
                 self.make_live(&req.items, version).await;
+                if req.proven {
+                    self.heard_from_master.store(true, Ordering::SeqCst);
+                }
                 SyncResponse::Applied { version }
             }
             ApplyOutcome::Gap { version } => SyncResponse::Gap { version },

@@ -130,6 +130,7 @@ pub(crate) async fn health(State(mgmt): State<Mgmt>) -> Json<Health> {
         replica_version: node.replica.version(),
         cms_master,
         running_operations: mgmt.engine.running_operations(),
+        caught_up: node.replica.caught_up_since_start(),
     })
 }
 

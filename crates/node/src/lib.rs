@@ -310,13 +310,36 @@ impl Node {
             .get(&home_pool.to_ascii_lowercase())
             .map(dr::PoolState::view)
             .unwrap_or_default();
-        topology::serving::decide(
+        let decision = topology::serving::decide(
             topology,
             &self.pool,
             home_pool,
             self.serving.partner_down(),
             &failover,
-        )
+        );
+        // A view not yet proven current never serves in full mode: a pool failed over in
+        // disaster mode while this server was down must not take its users' writes.
+        match decision {
+            topology::serving::Decision::Serve(topology::serving::Mode::Full)
+                if self.not_caught_up().is_some() =>
+            {
+                topology::serving::Decision::Serve(topology::serving::Mode::Resiliency)
+            }
+            other => other,
+        }
+    }
+
+    /// Why this server does not serve in full mode yet, if that is so: its replica has not
+    /// applied a push of a proven Central Management master since the server started.
+    pub fn not_caught_up(&self) -> Option<String> {
+        (!self.replica.caught_up_since_start()).then(|| {
+            format!(
+                "{} has not yet caught up with the Central Management store since it started \
+                 (it waits for the active master's next push; Get-CsManagementStoreReplicationStatus \
+                 shows it), so the failover states it holds may be stale",
+                self.fqdn
+            )
+        })
     }
 
     /// The SIP addresses of the users homed on `pool`, sorted.

@@ -451,11 +451,18 @@ async fn register(registrar: &Registrar, request: &Request) -> Response {
     r.headers.push(MODE_HEADER, mode.as_str());
     r.headers.push(SERVING_POOL_HEADER, server.pool.clone());
     if mode == Mode::Resiliency {
+        let why = match server.not_caught_up() {
+            Some(_) => format!(
+                "{} has not yet caught up with the Central Management store since it started",
+                server.fqdn
+            ),
+            None => format!("your home pool {} is unreachable", user.registrar_pool),
+        };
         r.headers.push(
             "Warning",
             format!(
-                "399 {} \"resiliency mode: your home pool {} is unreachable; sign-in and messaging work, contacts, meetings and other stored data do not\"",
-                server.fqdn, user.registrar_pool
+                "399 {} \"resiliency mode: {why}; sign-in and messaging work, contacts, meetings and other stored data do not\"",
+                server.fqdn
             ),
         );
     }

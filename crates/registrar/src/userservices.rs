@@ -139,12 +139,18 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
         );
     }
     if mode == Mode::Resiliency && !is_me {
-        let reason = format!(
-            "{} is served by {} in resiliency mode because the home pool {} is unreachable: \
-             contacts, meetings, settings and meeting content are unavailable and no change can be saved \
-             until the home pool is back or is failed over (Invoke-CsPoolFailOver -PoolFqdn {} -DisasterMode)",
-            user.sip_address, server.pool, user.registrar_pool, user.registrar_pool
-        );
+        let reason = match server.not_caught_up() {
+            Some(why) => format!(
+                "{} is served by {} in resiliency mode: {why}. No change can be saved until it has; try again in a few seconds",
+                user.sip_address, server.pool
+            ),
+            None => format!(
+                "{} is served by {} in resiliency mode because the home pool {} is unreachable: \
+                 contacts, meetings, settings and meeting content are unavailable and no change can be saved \
+                 until the home pool is back or is failed over (Invoke-CsPoolFailOver -PoolFqdn {} -DisasterMode)",
+                user.sip_address, server.pool, user.registrar_pool, user.registrar_pool
+            ),
+        };
         let status = if request.method() == Method::GET {
             StatusCode::SERVICE_UNAVAILABLE
         } else {

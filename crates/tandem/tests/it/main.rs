@@ -7,6 +7,7 @@ mod dns;
 mod edge;
 mod failover;
 mod lab;
+mod restart;
 mod shell;
 mod topology;
 mod users;

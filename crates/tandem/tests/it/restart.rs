@@ -1,0 +1,158 @@
+//! A server serves nobody in full mode before it knows: a pool failed over in disaster
+//! mode and then restarted while its users write to it must not take one of those writes
+//! (they would fork the users' data: the backup pool serves them now).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::cms::wait_all_up_to_date;
+use crate::lab::{Lab, fabrikam};
+use crate::{run, stderr, stdout};
+
+const RED: &str = "fe-red.fabrikam.net";
+const DUB: &str = "fe-dub.fabrikam.net";
+
+/// A user of fe-dub, with the password from the lab's users.json.
+fn dub_user(lab: &Lab) -> (String, String) {
+    let users: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
+    )
+    .unwrap();
+    let u = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["home_pool"] == DUB)
+        .unwrap();
+    (
+        u["sip_address"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sip:")
+            .to_string(),
+        u["password"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The user-services addresses of fe-dub's Front Ends.
+fn dub_front_ends(lab: &Lab) -> Vec<String> {
+    let lab_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
+            .unwrap();
+    lab_json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pool"] == DUB)
+        .map(|s| {
+            format!(
+                "http://{}:{}",
+                s["address"].as_str().unwrap(),
+                s["user_services_port"]
+            )
+        })
+        .collect()
+}
+
+/// What a writer saw from fe-dub's Front Ends while they came back.
+#[derive(Default)]
+struct Seen {
+    saved: AtomicUsize,
+    refused: AtomicUsize,
+    redirected: AtomicUsize,
+}
+
+/// Writes a new contact to each of `bases` in turn, as fast as they answer, until `stop`.
+fn writer(
+    bases: Vec<String>,
+    user: (String, String),
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for base in &bases {
+                    n += 1;
+                    let answer = client
+                        .put(format!("{base}/users/v1/contacts/sip:w{n}@fabrikam.net"))
+                        .basic_auth(&user.0, Some(&user.1))
+                        .json(&serde_json::json!({ "group": "g", "display_name": "w" }))
+                        .send()
+                        .await;
+                    match answer.map(|r| r.status().as_u16()) {
+                        Ok(200) => seen.saved.fetch_add(1, Ordering::SeqCst),
+                        Ok(307) => seen.redirected.fetch_add(1, Ordering::SeqCst),
+                        Ok(_) => seen.refused.fetch_add(1, Ordering::SeqCst),
+                        // Not listening yet.
+                        Err(_) => 0,
+                    };
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        });
+    })
+}
+
+#[test]
+fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_runs_of_twenty() {
+    const ROUNDS: usize = 20;
+    let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
+    let user = dub_user(&lab);
+    let bases = dub_front_ends(&lab);
+    lab.ok(
+        Some("red-a.fabrikam.net"),
+        &format!(
+            "Set-CsEdgeServer -Identity EdgeServer:edge-dub.fabrikam.net -Registrar Registrar:{RED}"
+        ),
+    );
+    for round in 0..ROUNDS {
+        lab.kill(DUB);
+        lab.ok(
+            Some("red-b.fabrikam.net"),
+            &format!("Invoke-CsPoolFailOver -PoolFqdn {DUB} -DisasterMode"),
+        );
+        // fe-dub comes back while its user writes to each of its Front Ends.
+        let seen = Arc::new(Seen::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writing = writer(bases.clone(), user.clone(), seen.clone(), stop.clone());
+        let out = run(&["lab", "start", DUB, "--dir", lab.dir()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Every Front End has caught up and sends the user to fe-red.
+        crate::eventually(20, "every Front End of fe-dub to redirect", || {
+            (seen.redirected.load(Ordering::SeqCst) >= 3 * bases.len()).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+        writing.join().unwrap();
+        assert_eq!(
+            seen.saved.load(Ordering::SeqCst),
+            0,
+            "round {round}: fe-dub took writes for users fe-red serves ({} refused, {} redirected)",
+            seen.refused.load(Ordering::SeqCst),
+            seen.redirected.load(Ordering::SeqCst)
+        );
+        // The users come home for the next round.
+        let out = lab.shell(
+            Some("dub-a.fabrikam.net"),
+            &format!("Invoke-CsPoolFailBack -PoolFqdn {DUB}"),
+        );
+        assert!(
+            out.status.success(),
+            "round {round}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        wait_all_up_to_date(&lab, "red-a.fabrikam.net");
+    }
+}
