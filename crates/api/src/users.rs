@@ -11,6 +11,11 @@ pub const BULK_MAX_USERS: usize = 2_000;
 /// long names.
 pub const BULK_MAX_BODY_BYTES: usize = BULK_MAX_USERS * 1_024;
 
+/// The largest body user services accept (a setting, a contact, a meeting's content):
+/// every link a user's item crosses later (the backup link between paired pools) takes at
+/// least one item of this size.
+pub const USER_ITEM_MAX_BYTES: usize = 16 * 1024 * 1024;
+
 /// `POST /api/v1/users/bulk`: enable many users in one CMS version.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

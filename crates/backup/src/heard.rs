@@ -162,6 +162,7 @@ mod tests {
             last_sync_at: None,
             last_error: None,
             resync: false,
+            unshippable: Vec::new(),
         }
     }
 

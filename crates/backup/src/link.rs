@@ -4,7 +4,7 @@
 
 use api::ApiError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -27,7 +27,10 @@ struct Link {
 pub fn router(service: BackupService, token: String) -> Router {
     let link = Link { service, token };
     Router::new()
-        .route(IMPORT_PATH, post(import))
+        .route(
+            IMPORT_PATH,
+            post(import).layer(DefaultBodyLimit::max(crate::protocol::LINK_MAX_BODY_BYTES)),
+        )
         .route(STATUS_PATH, get(status))
         .route(CHECKSUMS_PATH, get(checksums))
         .layer(middleware::from_fn_with_state(link.clone(), authenticate))
@@ -48,7 +51,9 @@ async fn authenticate(
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> ApiError {
         let status = match &e {
-            BackupError::Refused(_) | BackupError::NotPaired(_) => StatusCode::CONFLICT,
+            BackupError::Refused(_)
+            | BackupError::ItemRefused { .. }
+            | BackupError::NotPaired(_) => StatusCode::CONFLICT,
             BackupError::PartnerUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             BackupError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -64,7 +69,11 @@ async fn import(
     if !link.service.is_running() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the LYNCBACKUP service of this server is stopped; Start-CsWindowsService -Name LYNCBACKUP starts it",
+            format!(
+                "the Backup Service (LYNCBACKUP) of {} is stopped; Start-CsWindowsService -Name LYNCBACKUP -ComputerName {} starts it",
+                link.service.fqdn(),
+                link.service.fqdn()
+            ),
         ));
     }
     Ok(Json(link.service.import(request).await?))

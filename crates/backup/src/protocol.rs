@@ -13,6 +13,17 @@ pub const STATE_PATH: &str = "/internal/v1/backup/state";
 /// The route that returns per-user checksums of the backup copy.
 pub const CHECKSUMS_PATH: &str = "/internal/v1/backup/checksums";
 
+/// The largest shipment the backup link takes. One user item of the largest size user
+/// services accept travels in a shipment of its own, base64-encoded (4/3) as a file or
+/// JSON-escaped as a value; this leaves room for both.
+pub const LINK_MAX_BODY_BYTES: usize = 4 * api::users::USER_ITEM_MAX_BYTES;
+
+/// Shipments are cut at about this many bytes as well as at `MAX_BATCH` changes, so that a
+/// burst of large items travels in several shipments, none near the link's limit.
+pub const BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+const _: () = assert!(LINK_MAX_BODY_BYTES >= 2 * api::users::USER_ITEM_MAX_BYTES + BATCH_MAX_BYTES);
+
 /// One shipment from `source_pool`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,4 +134,7 @@ pub struct ExportReport {
     /// A full resync was asked for and has not run yet.
     #[serde(default)]
     pub resync: bool,
+    /// Changes that could not be shipped (the first 100), with why.
+    #[serde(default)]
+    pub unshippable: Vec<store::Unshippable>,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clock::Clock;
-use store::{BackEnd, ReplicaStore, StoreError, UserItem};
+use store::{BackEnd, Change, ReplicaStore, StoreError, UserItem};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::task::TaskTracker;
 use topology::Topology;
@@ -22,7 +22,8 @@ use topology::Topology;
 use crate::Module;
 use crate::heard::HeardBacklog;
 use crate::protocol::{
-    CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse, PoolStatus, STATUS_PATH,
+    BATCH_MAX_BYTES, CmsVersion, IMPORT_PATH, ImportBatch, ImportRequest, ImportResponse,
+    LINK_MAX_BODY_BYTES, PoolStatus, STATUS_PATH,
 };
 
 /// How often the active exporter looks for new changes.
@@ -47,6 +48,28 @@ pub enum BackupError {
     PartnerUnreachable { pool: String, reason: String },
     #[error("refused: {0}")]
     Refused(String),
+    /// The partner refused a shipment as such (too large or malformed).
+    #[error("the partner refused the shipment: {reason}")]
+    ItemRefused { reason: String },
+}
+
+/// What status shows for a change that cannot be shipped: whose, which item, why.
+fn unshippable_reason(change: &Change, why: &str) -> String {
+    format!(
+        "change {} ({} of {}) cannot be shipped: {why}; it is skipped and missing from the backup copy until the user saves it again",
+        change.seq, change.key, change.sip
+    )
+}
+
+/// A change's size in a shipment, with the file it refers to.
+fn change_bytes(change: &Change, files: &BTreeMap<String, String>) -> usize {
+    serde_json::to_vec(change).map_or(0, |v| v.len())
+        + change
+            .value
+            .as_deref()
+            .and_then(content_sha)
+            .and_then(|sha| files.get(&sha))
+            .map_or(0, String::len)
 }
 
 /// A paired pool's Backup Service on one Front End.
@@ -75,6 +98,9 @@ struct Inner {
     stopped: AtomicBool,
     /// When the standby CMS was last asked where it stands with nothing new to ship.
     standby_checked_ms: std::sync::atomic::AtomicI64,
+    /// The most changes the next shipment carries: `MAX_BATCH`, halved while the partner
+    /// refuses shipments, until the one change it refuses is found.
+    batch_cap: std::sync::atomic::AtomicUsize,
 }
 
 impl BackupService {
@@ -107,11 +133,17 @@ impl BackupService {
                 round: Mutex::new(()),
                 stopped: AtomicBool::new(false),
                 standby_checked_ms: std::sync::atomic::AtomicI64::new(0),
+                batch_cap: std::sync::atomic::AtomicUsize::new(MAX_BATCH as usize),
             }),
         };
         tasks.spawn(service.clone().run());
         tasks.spawn(service.clone().follow_partner());
         service
+    }
+
+    /// The Front End this service runs on.
+    pub fn fqdn(&self) -> &str {
+        &self.inner.fqdn
     }
 
     pub fn pool(&self) -> &str {
@@ -329,12 +361,15 @@ impl BackupService {
                 }
                 _ => {
                     let changes = be.changes_after(name, acked, MAX_BATCH).await?;
-                    let Some(last) = changes.last().map(|c| c.seq) else {
+                    if changes.is_empty() {
                         return Ok(());
+                    }
+                    let (changes, files) = match self.fit(changes, &partner).await? {
+                        Some(fitted) => fitted,
+                        // The first change could not be shipped; it is recorded, go on.
+                        None => continue,
                     };
-                    let files = self
-                        .files_for(changes.iter().filter_map(|c| c.value.as_deref()))
-                        .await;
+                    let last = changes.last().map_or(acked, |c| c.seq);
                     (ImportBatch::Changes { changes }, files, last)
                 }
             };
@@ -348,6 +383,42 @@ impl BackupService {
                 Ok(resp) => {
                     be.record_export(name, &partner, resp.applied_seq.min(last), None)
                         .await?;
+                    self.inner
+                        .batch_cap
+                        .store(MAX_BATCH as usize, Ordering::SeqCst);
+                }
+                // The partner refused the shipment as such (too large, malformed): halve
+                // it until the one change it refuses is found, then record and skip that.
+                Err(BackupError::ItemRefused { reason }) => {
+                    if let ImportBatch::Changes { changes } = &request.batch {
+                        if changes.len() > 1 {
+                            self.inner
+                                .batch_cap
+                                .store(changes.len() / 2, Ordering::SeqCst);
+                            continue;
+                        }
+                        if let Some(change) = changes.first() {
+                            let bytes = change_bytes(change, &request.files);
+                            be.record_unshippable(
+                                change,
+                                bytes as i64,
+                                &partner,
+                                &unshippable_reason(
+                                    change,
+                                    &format!("{partner} refused it: {reason}"),
+                                ),
+                            )
+                            .await?;
+                            self.inner
+                                .batch_cap
+                                .store(MAX_BATCH as usize, Ordering::SeqCst);
+                            continue;
+                        }
+                    }
+                    let e = BackupError::Refused(reason);
+                    be.record_export(name, &partner, acked, Some(&e.to_string()))
+                        .await?;
+                    return Err(e);
                 }
                 Err(e) => {
                     be.record_export(name, &partner, acked, Some(&e.to_string()))
@@ -425,6 +496,54 @@ impl BackupService {
         Ok(())
     }
 
+    /// The changes (from the first) that fit one shipment, with the files they refer to:
+    /// at most the current cap on changes (lowered while the partner refuses shipments)
+    /// and about [`BATCH_MAX_BYTES`], but always the first. `None` when the first change
+    /// alone is larger than the link takes: it is recorded as unshippable and counted as
+    /// shipped, so the changes after it go on.
+    async fn fit(
+        &self,
+        changes: Vec<Change>,
+        partner: &str,
+    ) -> Result<Option<(Vec<Change>, BTreeMap<String, String>)>, BackupError> {
+        let cap = self.inner.batch_cap.load(Ordering::SeqCst).max(1);
+        let mut files = BTreeMap::new();
+        let mut kept = Vec::new();
+        let mut total = 0usize;
+        for change in changes.into_iter().take(cap) {
+            let mut added = Vec::new();
+            if let Some(sha) = change.value.as_deref().and_then(content_sha)
+                && !files.contains_key(&sha)
+                && let Some(bytes) = self.inner.backend.get_file(&sha).await
+            {
+                added.push((sha, base64::engine::general_purpose::STANDARD.encode(bytes)));
+            }
+            let size = serde_json::to_vec(&change).map_or(0, |v| v.len())
+                + added.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            if kept.is_empty() && size + 4_096 > LINK_MAX_BODY_BYTES {
+                let reason = unshippable_reason(
+                    &change,
+                    &format!(
+                        "{size} bytes, more than the backup link takes ({LINK_MAX_BODY_BYTES})"
+                    ),
+                );
+                tracing::warn!(%reason, "a change cannot be shipped; skipping it");
+                self.inner
+                    .backend
+                    .record_unshippable(&change, size as i64, partner, &reason)
+                    .await?;
+                return Ok(None);
+            }
+            if !kept.is_empty() && total + size > BATCH_MAX_BYTES {
+                break;
+            }
+            total += size;
+            files.extend(added);
+            kept.push(change);
+        }
+        Ok(Some((kept, files)))
+    }
+
     /// The file-store contents referred to by content items.
     async fn files_for<'a>(
         &self,
@@ -449,7 +568,7 @@ impl BackupService {
         request: &ImportRequest,
     ) -> Result<ImportResponse, BackupError> {
         let targets = backup_endpoints(&self.inner.topology.borrow(), partner);
-        let mut reason = String::from("the pool has no Front End servers");
+        let mut reasons = Vec::new();
         for base in targets {
             let result = self
                 .inner
@@ -458,18 +577,30 @@ impl BackupService {
                 .await;
             match result {
                 Ok(r) => return Ok(r),
+                // The shipment itself is refused: a smaller one may pass.
+                Err(api::CallError::Refused { status, body })
+                    if matches!(status, 400 | 413 | 422) =>
+                {
+                    return Err(BackupError::ItemRefused {
+                        reason: format!("{base} answered {status}: {}", body.error),
+                    });
+                }
                 Err(api::CallError::Refused { status, body }) if (400..500).contains(&status) => {
                     return Err(BackupError::Refused(format!(
                         "{base} answered {status}: {}",
                         body.error
                     )));
                 }
-                Err(e) => reason = format!("{base}: {e}"),
+                Err(e) => reasons.push(format!("{base}: {e}")),
             }
         }
         Err(BackupError::PartnerUnreachable {
             pool: partner.to_string(),
-            reason,
+            reason: if reasons.is_empty() {
+                "the pool has no Front End servers".to_string()
+            } else {
+                reasons.join("; ")
+            },
         })
     }
 }
@@ -643,6 +774,13 @@ impl BackupService {
                 last_sync_at: state.as_ref().and_then(|s| s.last_sync_at),
                 resync: state.as_ref().is_some_and(|s| s.resync),
                 last_error: state.and_then(|s| s.last_error),
+                unshippable: if applicable && module != Module::CmsMaster {
+                    let mut all = be.unshippable(name).await?;
+                    all.truncate(100);
+                    all
+                } else {
+                    Vec::new()
+                },
             });
         }
         // The standby CMS held here (when the partner hosts the CMS).

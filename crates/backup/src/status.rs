@@ -4,7 +4,9 @@
 //! changes are unshipped and how old the oldest is) so the numbers and the names can never
 //! disagree: `FinalState` is "nothing left to ship", `SteadyState` "everything pending is
 //! younger than the sync interval", `NonSteadyState` "a change has waited longer than the
-//! sync interval" (the backlog is building).
+//! sync interval" (the backlog is building), and `ErrorState` "shipping is failing, no
+//! exporter runs, or a change could not be shipped" — at once, not after a sync interval:
+//! an operator must see a stalled Backup Service before a failover's Drain does.
 
 /// Export side of one module and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,10 @@ pub struct ExportFacts {
     pub oldest_pending_ms: Option<i64>,
     /// The last shipment failed and nothing has succeeded since.
     pub failing: bool,
+    /// No Front End of the pool runs the exporter (its Backup Service is stopped).
+    pub no_exporter: bool,
+    /// Changes that could not be shipped and were not written again since.
+    pub unshippable: usize,
 }
 
 /// The export state, and the lag in seconds (age of the oldest unshipped change).
@@ -53,17 +59,16 @@ pub fn export_status(
     let lag = facts
         .oldest_pending_ms
         .map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
-    let state = if facts.pending == 0 {
-        ExportStatus::FinalState
-    } else if lag > sync_interval_secs as f64 {
-        if facts.failing {
+    let state =
+        if facts.unshippable > 0 || (facts.pending > 0 && (facts.failing || facts.no_exporter)) {
             ExportStatus::ErrorState
-        } else {
+        } else if facts.pending == 0 {
+            ExportStatus::FinalState
+        } else if lag > sync_interval_secs as f64 {
             ExportStatus::NonSteadyState
-        }
-    } else {
-        ExportStatus::SteadyState
-    };
+        } else {
+            ExportStatus::SteadyState
+        };
     (state, lag)
 }
 
@@ -87,7 +92,40 @@ mod tests {
             pending,
             oldest_pending_ms: oldest,
             failing,
+            no_exporter: false,
+            unshippable: 0,
         }
+    }
+
+    #[test]
+    fn a_failing_or_stopped_exporter_and_an_unshippable_change_are_errors_at_once() {
+        // A failing shipment is an error while anything waits, however young.
+        assert_eq!(
+            export_status(facts(1, Some(9_990), true), 10_000, 120).0,
+            ExportStatus::ErrorState
+        );
+        let stopped = ExportFacts {
+            no_exporter: true,
+            ..facts(1, Some(9_990), false)
+        };
+        assert_eq!(
+            export_status(stopped, 10_000, 120).0,
+            ExportStatus::ErrorState
+        );
+        // An unshippable change is missing from the backup copy even with nothing pending.
+        let skipped = ExportFacts {
+            unshippable: 1,
+            ..facts(0, None, false)
+        };
+        assert_eq!(
+            export_status(skipped, 10_000, 120).0,
+            ExportStatus::ErrorState
+        );
+        // Nothing pending and nothing skipped: an old error no longer matters.
+        assert_eq!(
+            export_status(facts(0, None, true), 10_000, 120).0,
+            ExportStatus::FinalState
+        );
     }
 
     #[test]

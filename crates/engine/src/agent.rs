@@ -65,6 +65,10 @@ pub struct PoolActionReply {
     /// Verify: the users whose copies differ.
     #[serde(default)]
     pub affected: Vec<String>,
+    /// Drain: why the backlog did not move, when the Backup Service knows (a stopped
+    /// service, a partner that refuses), with the command that fixes it.
+    #[serde(default)]
+    pub stalled_by: Option<String>,
 }
 
 impl Engine {
@@ -117,6 +121,7 @@ impl Engine {
                         } else {
                             format!("{left} changes still waiting after {wait_ms} ms")
                         };
+                        reply.stalled_by = stalled_by(&status, &server.pool);
                         break;
                     }
                     service.wake();
@@ -263,4 +268,22 @@ impl Engine {
         }
         Ok(reply)
     }
+}
+
+/// Why a pool's Backup Service is not shipping, from its own status: no Front End runs the
+/// exporter (`LYNCBACKUP` stopped everywhere), or the last shipment failed (the partner's
+/// service stopped, the partner unreachable or refusing).
+fn stalled_by(status: &backup::protocol::PoolStatus, pool: &str) -> Option<String> {
+    if status.active_exporter.is_none() {
+        return Some(format!(
+            "the Backup Service (LYNCBACKUP) is stopped on every Front End of {pool}; \
+             Start-CsWindowsService -Name LYNCBACKUP -ComputerName <a Front End of {pool}> starts it"
+        ));
+    }
+    status
+        .exports
+        .iter()
+        .filter(|e| e.applicable && e.pending > 0)
+        .find_map(|e| e.last_error.clone())
+        .map(|e| format!("its last shipment failed: {e}"))
 }

@@ -996,14 +996,23 @@ impl PoolRun<'_> {
                             r.detail
                         )))
                     }
-                    Finding::Stop => Err(step_failed(format!(
-                        "the Backup Service of {source} still has {} changes to ship to {target} after {} (-WaitTime). \
-                         Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog. Run {} -PoolFqdn {home} again with a longer -WaitTime, \
-                         or with -Force to go on without those changes (they would be lost).",
-                        r.left,
-                        cmdlet::value::format_timespan(Duration::from_millis(wait_ms)),
-                        op.kind.cmdlet()
-                    ))),
+                    Finding::Stop => Err(step_failed(match &r.stalled_by {
+                        Some(cause) => format!(
+                            "the Backup Service of {source} still has {} changes to ship to {target}, and they are not moving: {cause}. \
+                             Then run {} -PoolFqdn {home} again (Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog), \
+                             or with -Force to go on without those changes (they would be lost).",
+                            r.left,
+                            op.kind.cmdlet()
+                        ),
+                        None => format!(
+                            "the Backup Service of {source} still has {} changes to ship to {target} after {} (-WaitTime). \
+                             Get-CsBackupServiceStatus -PoolFqdn {source} shows the backlog. Run {} -PoolFqdn {home} again with a longer -WaitTime, \
+                             or with -Force to go on without those changes (they would be lost).",
+                            r.left,
+                            cmdlet::value::format_timespan(Duration::from_millis(wait_ms)),
+                            op.kind.cmdlet()
+                        ),
+                    })),
                 }
             }
             Step::Verify => {

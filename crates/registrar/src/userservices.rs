@@ -32,8 +32,9 @@ use topology::serving::{Decision, Mode};
 use node::Node;
 use node::services::RTCSRV;
 
-/// The largest meeting content file accepted.
-pub const MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
+/// The largest body accepted (a meeting content file, a setting): shared with the backup
+/// link, which must carry one such item.
+pub const MAX_CONTENT_BYTES: usize = api::users::USER_ITEM_MAX_BYTES;
 
 /// The routes, mounted on the user-services port.
 pub fn router(server: Arc<Node>) -> Router {

@@ -38,8 +38,8 @@ pub use history::{History, Standing, TermStart};
 pub use migrate::Migration;
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{
-    Backlog, BackupItem, Binding, Change, ExportState, ImportState, UserChange, UserItem,
-    hex_sha256,
+    Backlog, BackupItem, Binding, Change, ExportState, ImportState, Unshippable, UserChange,
+    UserItem, hex_sha256,
 };
 
 /// Why a store operation failed.

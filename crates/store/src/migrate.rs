@@ -49,6 +49,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "the history of the central management store's line",
         sql: include_str!("../migrations/backend/0006_cms_history.sql"),
     },
+    Migration {
+        version: 7,
+        name: "changes the backup service could not ship",
+        sql: include_str!("../migrations/backend/0007_backup_unshippable.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

@@ -46,6 +46,18 @@ pub struct Change {
     pub committed_at: i64,
 }
 
+/// A change the Backup Service could not ship, with why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unshippable {
+    pub module: String,
+    pub seq: i64,
+    pub sip: String,
+    pub key: String,
+    pub bytes: i64,
+    pub reason: String,
+    pub recorded_at: i64,
+}
+
 /// What the exporter of one module has shipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportState {
@@ -379,6 +391,78 @@ impl BackEnd {
         .await
         .at(&self.path)?;
         Ok(())
+    }
+
+    /// Records that the change `seq` of `module` cannot be shipped (`reason`), and counts it
+    /// as shipped so the changes after it go on: one item never stops the Backup Service.
+    /// The record stays until a later change of the same item is shipped.
+    pub async fn record_unshippable(
+        &self,
+        change: &Change,
+        bytes: i64,
+        target_pool: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        sqlx::query(
+            "INSERT INTO backup_unshippable (module, seq, sip, item_key, bytes, reason, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (module, seq) DO UPDATE SET reason = $6, recorded_at = $7",
+        )
+        .bind(&change.module)
+        .bind(change.seq)
+        .bind(&change.sip)
+        .bind(&change.key)
+        .bind(bytes)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        sqlx::query(
+            "INSERT INTO backup_export (module, target_pool, acked_seq, last_error)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (module) DO UPDATE SET target_pool = $2,
+                 acked_seq = MAX(acked_seq, $3), last_error = $4",
+        )
+        .bind(&change.module)
+        .bind(target_pool)
+        .bind(change.seq)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        tx.commit().await.at(&self.path)?;
+        Ok(())
+    }
+
+    /// The changes of `module` that could not be shipped and were not written again since,
+    /// oldest first.
+    pub async fn unshippable(&self, module: &str) -> Result<Vec<Unshippable>> {
+        let rows: Vec<(i64, String, String, i64, String, i64)> = sqlx::query_as(
+            "SELECT u.seq, u.sip, u.item_key, u.bytes, u.reason, u.recorded_at
+             FROM backup_unshippable u
+             WHERE u.module = $1 AND NOT EXISTS (
+                 SELECT 1 FROM change_log c
+                 WHERE c.module = u.module AND c.sip = u.sip AND c.key = u.item_key AND c.seq > u.seq)
+             ORDER BY u.seq",
+        )
+        .bind(module)
+        .fetch_all(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, sip, key, bytes, reason, recorded_at)| Unshippable {
+                module: module.to_string(),
+                seq,
+                sip,
+                key,
+                bytes,
+                reason,
+                recorded_at,
+            })
+            .collect())
     }
 
     /// Asks the active exporter for a full resync of `module` (Invoke-CsBackupServiceSync).

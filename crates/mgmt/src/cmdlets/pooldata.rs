@@ -203,13 +203,12 @@ pub async fn status(call: &Call<'_>) -> Reply {
                 .find(|i| i.module == m.short_name())
                 .cloned()
         });
-        let export = mine.exports.iter().find(|e| e.module == m.short_name());
         let mut row = status_row(
             now,
             m,
             &mine.pool,
             &partner_pool,
-            export,
+            Some(&mine),
             Some(import.is_some()),
             mine.sync_interval_secs,
         );
@@ -234,14 +233,13 @@ pub async fn status(call: &Call<'_>) -> Reply {
         };
         match &theirs {
             Ok(t) => {
-                let export = t.exports.iter().find(|e| e.module == m.short_name());
                 let imported = mine.imports.iter().any(|i| i.module == m.short_name());
                 rows.push(with_heard(status_row(
                     now,
                     m,
                     &partner_pool,
                     &mine.pool,
-                    export,
+                    Some(t),
                     Some(imported),
                     mine.sync_interval_secs,
                 )));
@@ -264,27 +262,36 @@ pub async fn status(call: &Call<'_>) -> Reply {
     Ok(records(rows))
 }
 
+/// One direction of one module. `source_status` is what the source pool reported (none
+/// when it does not answer).
 fn status_row(
     now: i64,
     module: &Module,
     source: &str,
     target: &str,
-    export: Option<&backup::protocol::ExportReport>,
+    source_status: Option<&PoolStatus>,
     import_ok: Option<bool>,
     sync_interval_secs: u64,
 ) -> Record {
+    let export =
+        source_status.and_then(|s| s.exports.iter().find(|e| e.module == module.short_name()));
+    let no_exporter = source_status.is_some_and(|s| s.active_exporter.is_none());
     let facts = export.map_or(
         ExportFacts {
             applicable: false,
             pending: 0,
             oldest_pending_ms: None,
             failing: false,
+            no_exporter: false,
+            unshippable: 0,
         },
         |e| ExportFacts {
             applicable: e.applicable,
             pending: e.pending,
             oldest_pending_ms: e.oldest_pending_ms,
             failing: e.last_error.is_some(),
+            no_exporter,
+            unshippable: e.unshippable.len(),
         },
     );
     let (state, lag) = export_status(facts, now, sync_interval_secs);
@@ -316,6 +323,42 @@ fn status_row(
                 String::new()
             }),
         )
+        .with("LastError", export_error(source, export, facts))
+        .with(
+            "Unshippable",
+            Field::List(
+                export
+                    .map(|e| {
+                        e.unshippable
+                            .iter()
+                            .map(|u| u.reason.clone().into())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+        )
+}
+
+/// Why a direction is in `ErrorState`, with the command that fixes it; empty otherwise.
+fn export_error(
+    source: &str,
+    export: Option<&backup::protocol::ExportReport>,
+    facts: ExportFacts,
+) -> String {
+    if !facts.applicable {
+        return String::new();
+    }
+    if facts.no_exporter && facts.pending > 0 {
+        return format!(
+            "no Front End of {source} runs the Backup Service (LYNCBACKUP is stopped): {} changes wait; \
+             Start-CsWindowsService -Name LYNCBACKUP -ComputerName <a Front End of {source}> starts it",
+            facts.pending
+        );
+    }
+    match export.and_then(|e| e.last_error.clone()) {
+        Some(e) if facts.pending > 0 || facts.unshippable > 0 => e,
+        _ => String::new(),
+    }
 }
 
 /// `Debug-CsInterPoolReplication`: each module's copy compared with the partner's.

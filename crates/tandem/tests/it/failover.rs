@@ -775,9 +775,9 @@ fn a_drain_that_times_out_stops_the_failover_and_force_goes_on_reporting_the_los
     assert_eq!(out.status.code(), Some(1));
     let said = stderr(&out);
     assert!(
-        said.contains(
-            "still has 1 changes to ship to pool1.contoso.com after 00:00:01 (-WaitTime)"
-        ) && said.contains("Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com")
+        said.contains("still has 1 changes to ship to pool1.contoso.com, and they are not moving: \
+                       the Backup Service (LYNCBACKUP) is stopped on every Front End of pool2.contoso.com")
+            && said.contains("Get-CsBackupServiceStatus -PoolFqdn pool2.contoso.com")
             && said.contains("-Force"),
         "{said}"
     );

@@ -202,6 +202,47 @@ impl Lab {
         )
     }
 
+    /// The servers of `lab.json` (address, ports, pool), in its order.
+    pub(crate) fn servers(&self) -> Vec<serde_json::Value> {
+        let lab_json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
+                .unwrap();
+        lab_json["servers"].as_array().unwrap().clone()
+    }
+
+    /// One server of `lab.json`.
+    pub(crate) fn server(&self, fqdn: &str) -> serde_json::Value {
+        self.servers()
+            .into_iter()
+            .find(|s| s["fqdn"] == fqdn)
+            .unwrap_or_else(|| panic!("{fqdn} is not in lab.json"))
+    }
+
+    /// `http://address:port` of a Front End's user services.
+    pub(crate) fn user_services(server: &serde_json::Value) -> String {
+        format!(
+            "http://{}:{}",
+            server["address"].as_str().unwrap(),
+            server["user_services_port"]
+        )
+    }
+
+    /// A user's password, from the lab's users.json.
+    pub(crate) fn password(&self, sip: &str) -> String {
+        let users: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path.join("users.json")).unwrap())
+                .unwrap();
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["sip_address"] == sip)
+            .unwrap_or_else(|| panic!("{sip} is not in users.json"))["password"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Posts `body` to `path` of `server`'s management API with the admin token; returns
     /// the HTTP status and the body.
     pub(crate) fn post(
@@ -210,15 +251,7 @@ impl Lab {
         path: &str,
         body: &serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let lab_json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
-                .unwrap();
-        let s = lab_json["servers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["fqdn"] == server)
-            .unwrap_or_else(|| panic!("{server} is not in lab.json"));
+        let s = self.server(server);
         let url = format!(
             "http://{}:{}{path}",
             s["address"].as_str().unwrap(),

@@ -9,6 +9,7 @@ mod failover;
 mod lab;
 mod restart;
 mod shell;
+mod shipping;
 mod topology;
 mod users;
 

@@ -14,43 +14,17 @@ const DUB: &str = "fe-dub.fabrikam.net";
 
 /// A user of fe-dub, with the password from the lab's users.json.
 fn dub_user(lab: &Lab) -> (String, String) {
-    let users: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
-    )
-    .unwrap();
-    let u = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["home_pool"] == DUB)
-        .unwrap();
-    (
-        u["sip_address"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sip:")
-            .to_string(),
-        u["password"].as_str().unwrap().to_string(),
-    )
+    let sip = crate::failover::user_of(lab, DUB);
+    let password = lab.password(&sip);
+    (sip.trim_start_matches("sip:").to_string(), password)
 }
 
 /// The user-services addresses of fe-dub's Front Ends.
 fn dub_front_ends(lab: &Lab) -> Vec<String> {
-    let lab_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{}/lab.json", lab.dir())).unwrap())
-            .unwrap();
-    lab_json["servers"]
-        .as_array()
-        .unwrap()
+    lab.servers()
         .iter()
         .filter(|s| s["pool"] == DUB)
-        .map(|s| {
-            format!(
-                "http://{}:{}",
-                s["address"].as_str().unwrap(),
-                s["user_services_port"]
-            )
-        })
+        .map(Lab::user_services)
         .collect()
 }
 

@@ -1,0 +1,219 @@
+//! The Backup Service never stalls on one item and says why when it stalls: a 3 MB setting
+//! and 15 MB of meeting content reach the backup copy, and a Backup Service stopped on
+//! either side shows in `Get-CsBackupServiceStatus` and in a failover's Drain error, with
+//! the command that starts it.
+
+use crate::failover::user_of;
+use crate::lab::Lab;
+use crate::{stderr, stdout};
+
+const P1: &str = "pool1.contoso.com";
+const P2: &str = "pool2.contoso.com";
+const P1_FES: [&str; 2] = ["pool1-fe1.contoso.com", "pool1-fe2.contoso.com"];
+const P2_FES: [&str; 2] = ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"];
+
+/// A user's session with one Front End's user services, redirects not followed.
+struct Session {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    user: String,
+    password: String,
+}
+
+impl Session {
+    fn new(lab: &Lab, sip: &str) -> Session {
+        let password = lab.password(sip);
+        Session {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            user: sip.trim_start_matches("sip:").to_string(),
+            password,
+        }
+    }
+
+    /// `method path` on `server`'s user services with `body`; the status and the body.
+    fn call(
+        &self,
+        lab: &Lab,
+        server: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>) {
+        let base = user_services(lab, server);
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .request(method, format!("{base}{path}"))
+                .basic_auth(&self.user, Some(&self.password))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.bytes().await.unwrap().to_vec())
+        })
+    }
+}
+
+fn user_services(lab: &Lab, server: &str) -> String {
+    Lab::user_services(&lab.server(server))
+}
+
+/// The `source` to its partner row of `module` in `Get-CsBackupServiceStatus`.
+fn row(lab: &Lab, via: &str, source: &str, module: &str) -> serde_json::Value {
+    let rows = lab.json(
+        Some(via),
+        &format!("Get-CsBackupServiceStatus -PoolFqdn {source}"),
+    );
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["SourcePoolFqdn"] == source && r["BackupModule"] == module)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {module} row from {source}: {rows}"))
+}
+
+fn services(lab: &Lab, verb: &str, fes: &[&str]) {
+    for fe in fes {
+        lab.ok(
+            Some(fe),
+            &format!("{verb}-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+    }
+}
+
+#[test]
+fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where_it_stalls() {
+    let lab = Lab::up_with(&["--users", "2"]);
+    let alice = user_of(&lab, P1);
+    let session = Session::new(&lab, &alice);
+    // A 3 MB setting and 15 MB of meeting content, through user services.
+    let setting = serde_json::to_vec(&"s".repeat(3 * 1024 * 1024)).unwrap();
+    let (status, _) = session.call(
+        &lab,
+        P1_FES[0],
+        reqwest::Method::PUT,
+        "/users/v1/settings/big",
+        setting.clone(),
+    );
+    assert_eq!(status, 200);
+    let content: Vec<u8> = (0..15 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let (status, body) = session.call(
+        &lab,
+        P1_FES[1],
+        reqwest::Method::PUT,
+        "/users/v1/meetings/m1/content/deck.bin",
+        content.clone(),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Both reach the backup copy: nothing pending, nothing skipped, the copies match.
+    for module in ["UserServices.PresenceFocus", "ConfServices.DataConf"] {
+        crate::eventually(30, &format!("{module} shipped"), || {
+            let r = row(&lab, P2_FES[0], P1, module);
+            (r["PendingChanges"] == 0 && r["ExportStatus"] == "FinalState").then_some(())
+        });
+    }
+    let debug = lab.json(
+        Some(P1_FES[0]),
+        &format!("Debug-CsInterPoolReplication -PoolFqdn {P1}"),
+    );
+    for r in debug.as_array().unwrap() {
+        assert_eq!(r["Mismatches"], 0, "{r}");
+    }
+    // The Backup Service of pool1 stops everywhere: the next change waits, and status says
+    // why at once, with the command that starts it.
+    services(&lab, "Stop", &P1_FES);
+    let (status, _) = session.call(
+        &lab,
+        P1_FES[0],
+        reqwest::Method::PUT,
+        "/users/v1/contacts/sip:waits@contoso.com",
+        br#"{"group":"g","display_name":"w"}"#.to_vec(),
+    );
+    assert_eq!(status, 200);
+    crate::eventually(10, "pool1's stopped exporter in status", || {
+        let r = row(&lab, P2_FES[1], P1, "UserServices.PresenceFocus");
+        (r["ExportStatus"] == "ErrorState"
+            && r["LastError"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Start-CsWindowsService -Name LYNCBACKUP"))
+        .then_some(())
+    });
+    services(&lab, "Start", &P1_FES);
+    // Now the partner's service stops: the change waits again, and status names pool2.
+    services(&lab, "Stop", &P2_FES);
+    let (status, _) = session.call(
+        &lab,
+        P1_FES[1],
+        reqwest::Method::PUT,
+        "/users/v1/contacts/sip:waits2@contoso.com",
+        br#"{"group":"g","display_name":"w"}"#.to_vec(),
+    );
+    assert_eq!(status, 200);
+    crate::eventually(10, "pool2's stopped import in status", || {
+        let r = row(&lab, P1_FES[0], P1, "UserServices.PresenceFocus");
+        let error = r["LastError"].as_str().unwrap_or_default().to_string();
+        (r["ExportStatus"] == "ErrorState" && error.contains("-ComputerName pool2-fe1.contoso.com"))
+            .then_some(())
+    });
+    // A planned failover stops at Drain and blames the stopped service, not -WaitTime.
+    lab.ok(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
+    );
+    let out = lab.shell(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {P1} -WaitTime 00:00:02"),
+    );
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("not moving") && said.contains("LYNCBACKUP"),
+        "{said}"
+    );
+    assert!(!said.contains("longer -WaitTime"), "{said}");
+    // Started again, the failover completes and the users' large items are served from
+    // the backup pool as they were written.
+    services(&lab, "Start", &P2_FES);
+    let out = lab.shell(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {P1}"),
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    crate::failover::wait_signed_in(&lab, &alice, P2, "full");
+    let (status, got) = session.call(
+        &lab,
+        P2_FES[1],
+        reqwest::Method::GET,
+        "/users/v1/settings/big",
+        Vec::new(),
+    );
+    assert_eq!(status, 200);
+    let got: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(&setting).unwrap();
+    assert!(
+        got == expected || got["value"] == expected,
+        "the 3 MB setting came back changed"
+    );
+    let (status, listed) = session.call(
+        &lab,
+        P2_FES[0],
+        reqwest::Method::GET,
+        "/users/v1/meetings/m1/content",
+        Vec::new(),
+    );
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
+    assert_eq!(listed[0]["size"], content.len(), "{listed}");
+}
