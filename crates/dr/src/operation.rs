@@ -203,6 +203,18 @@ pub struct Operation {
     pub loss: Option<Loss>,
     /// For a failback: the failover it undoes.
     pub undoes: Option<u64>,
+    /// What `Stop-CsDisasterRecoveryOperation` undid when it cancelled the operation.
+    #[serde(default)]
+    pub undone: Vec<String>,
+}
+
+/// What cancelling an operation undoes (see [`Operation::cancel_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelPlan {
+    /// The source pool's Back End may refuse the users' writes (Freeze began): lift it.
+    pub lift_fence: bool,
+    /// The phase the pool goes back to: where it was before the operation began.
+    pub back_to: crate::state::Phase,
 }
 
 impl Operation {
@@ -229,6 +241,7 @@ impl Operation {
             last_heard_ms: None,
             loss: None,
             undoes: None,
+            undone: Vec::new(),
         }
     }
 
@@ -296,6 +309,61 @@ impl Operation {
 
     pub fn is_finished(&self) -> bool {
         self.progress.is_finished()
+    }
+
+    /// Whether the operation can still be cancelled, and what that undoes. Until the
+    /// target's copy is promoted nothing has moved: the fence on the source is lifted and
+    /// the pool goes back to where it was. From `Promote` on the users' writable copy is
+    /// the target's, and only finishing the operation (then running its opposite) is safe.
+    pub fn cancel_plan(&self) -> Result<CancelPlan, String> {
+        if self.is_finished() {
+            return Err(format!(
+                "operation {} ({} of {}) is {}; there is nothing to stop",
+                self.id,
+                self.kind.as_str(),
+                self.pool,
+                self.progress.state.as_str().to_lowercase()
+            ));
+        }
+        let past = self.progress.steps.iter().find(|s| {
+            matches!(
+                s.step,
+                Step::Promote
+                    | Step::Switch
+                    | Step::Apply
+                    | Step::SignOut
+                    | Step::Retire
+                    | Step::StopServices
+            ) && matches!(s.state, StepState::Done | StepState::Failed)
+        });
+        if let Some(s) = past {
+            let opposite = match self.kind {
+                Kind::FailOver => Kind::FailBack,
+                Kind::FailBack => Kind::FailOver,
+            };
+            return Err(format!(
+                "operation {} ({} of {}) is past its point of no return: step {} has begun, so {} holds the users' writable copy. \
+                 Finish it with Resume-CsDisasterRecoveryOperation -Identity {}, then undo it with {} -PoolFqdn {}",
+                self.id,
+                self.kind.as_str(),
+                self.pool,
+                s.step.as_str(),
+                self.target(),
+                self.id,
+                opposite.cmdlet(),
+                self.pool
+            ));
+        }
+        let freeze_began = self.progress.steps.iter().any(|s| {
+            s.step == Step::Freeze && matches!(s.state, StepState::Done | StepState::Failed)
+        });
+        Ok(CancelPlan {
+            lift_fence: freeze_began,
+            back_to: match self.kind {
+                Kind::FailOver => crate::state::Phase::Normal,
+                Kind::FailBack => crate::state::Phase::FailedOver,
+            },
+        })
     }
 
     /// What it lost, in words: exact counts once known, the note of a lower bound until
@@ -388,6 +456,59 @@ pub fn plan(kind: Kind, options: &Options, reconcile: bool) -> Vec<(Step, bool)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stopped_at(kind: Kind, done: &[Step], failed: Step) -> Operation {
+        let mut op = Operation::new(
+            7,
+            kind,
+            "pool2.contoso.com",
+            "pool1.contoso.com",
+            Options::default(),
+            false,
+            0,
+        );
+        for s in &mut op.progress.steps {
+            if done.contains(&s.step) {
+                s.state = StepState::Done;
+            } else if s.step == failed {
+                s.state = StepState::Failed;
+            }
+        }
+        op.progress.state = crate::progress::OpState::Stopped;
+        op
+    }
+
+    #[test]
+    fn an_operation_can_be_cancelled_until_the_target_copy_is_promoted() {
+        let at_drain = stopped_at(Kind::FailOver, &[Step::Freeze], Step::Drain);
+        assert_eq!(
+            at_drain.cancel_plan(),
+            Ok(CancelPlan {
+                lift_fence: true,
+                back_to: crate::state::Phase::Normal
+            })
+        );
+        let failback = stopped_at(Kind::FailBack, &[Step::Freeze, Step::Drain], Step::Verify);
+        assert_eq!(
+            failback.cancel_plan().map(|p| p.back_to),
+            Ok(crate::state::Phase::FailedOver)
+        );
+        // Freeze itself failed before writing anything durable: still lift, it is harmless.
+        let at_freeze = stopped_at(Kind::FailOver, &[], Step::Freeze);
+        assert!(at_freeze.cancel_plan().unwrap().lift_fence);
+        let promoted = stopped_at(
+            Kind::FailOver,
+            &[Step::Freeze, Step::Drain, Step::Verify],
+            Step::Promote,
+        );
+        let refusal = promoted.cancel_plan().unwrap_err();
+        assert!(refusal.contains("point of no return"), "{refusal}");
+        assert!(refusal.contains("Resume-CsDisasterRecoveryOperation -Identity 7"));
+        assert!(refusal.contains("Invoke-CsPoolFailBack -PoolFqdn pool2.contoso.com"));
+        let mut done = at_drain.clone();
+        done.progress.state = crate::progress::OpState::Completed;
+        assert!(done.cancel_plan().unwrap_err().contains("nothing to stop"));
+    }
 
     #[test]
     fn disaster_failover_skips_the_steps_that_need_the_lost_pool() {

@@ -27,6 +27,8 @@ pub const USER_MODULES: [Module; 2] = [Module::PresenceFocus, Module::DataConf];
 pub enum PoolAction {
     /// Refuse writes of the users homed on `home`.
     Fence { home: String, reason: String },
+    /// Take their writes again (a cancelled operation).
+    Unfence { home: String },
     /// Wait until the Backup Service has shipped every change committed so far.
     Drain { wait_ms: u64 },
     /// Compare this pool's copy of `home`'s users with the partner's backup copy.
@@ -87,6 +89,10 @@ impl Engine {
             PoolAction::Fence { home, reason } => {
                 be.fence(&home, &reason).await?;
                 reply.detail = format!("{} refuses writes of {home}'s users", server.pool);
+            }
+            PoolAction::Unfence { home } => {
+                be.unfence(&home).await?;
+                reply.detail = format!("{} takes writes of {home}'s users again", server.pool);
             }
             PoolAction::Drain { wait_ms } => {
                 let mut heads = BTreeMap::new();

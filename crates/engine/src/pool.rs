@@ -500,6 +500,90 @@ impl Engine {
         self.run_to_end(op, recorded, verbose).await
     }
 
+    /// `Stop-CsDisasterRecoveryOperation`: cancels an operation not past its point of no
+    /// return (see `Operation::cancel_plan`). The fence on the source is lifted first, then
+    /// the pool's state and the operation's record are written back in one CMS version:
+    /// if the fence cannot be lifted, nothing changes and the refusal says why.
+    pub async fn cancel_pool_operation(self: &Arc<Self>, id: &str) -> Result<String, Error> {
+        let view = self.dr_view().await?;
+        let mut op = view.find(id)?.clone();
+        let plan = op.cancel_plan().map_err(Error::conflict)?;
+        // No runner may be at work on it while it is undone.
+        let _claim = self.claim_pool_op(&op).await?;
+        let source = op.source().to_string();
+        let mut undone = Vec::new();
+        if plan.lift_fence {
+            let action = PoolAction::Unfence {
+                home: op.pool.clone(),
+            };
+            let reply = self
+                .on_pool(&source, &action, Duration::from_secs(10))
+                .await
+                .map_err(|e| {
+                    Error::unavailable(format!(
+                        "{source} did not lift its fence ({e}); nothing was changed. Stop-CsDisasterRecoveryOperation -Identity {} \
+                         works once {source} answers, or Resume-CsDisasterRecoveryOperation -Identity {} goes on (with -DisasterMode if {source} is lost)",
+                        op.id, op.id
+                    ))
+                })?;
+            undone.push(reply.detail);
+        }
+        let now = self.node.clock.now_ms();
+        let current = view.state(&op.pool, &op.backup_pool);
+        let mut expect = Vec::new();
+        let mut changes = Vec::new();
+        if current.operation == Some(op.id) && current.phase != plan.back_to {
+            let mode = match plan.back_to {
+                Phase::FailedOver => op
+                    .undoes
+                    .and_then(|u| view.ops.iter().find(|o| o.id == u))
+                    .map_or(FailMode::Planned, Operation::mode),
+                _ => FailMode::Planned,
+            };
+            let back = current.with_phase(plan.back_to, mode, now, op.id);
+            undone.push(format!(
+                "{} is {} again (it was {}), served by {}",
+                op.pool,
+                plan.back_to.as_str(),
+                current.phase.as_str(),
+                back.serving_pool()
+            ));
+            let key = pool_key(&op.pool);
+            expect.push((key.clone(), view.raw.get(&key).cloned()));
+            changes.push((key, Some(back.to_json())));
+        }
+        op.progress.state = OpState::Cancelled;
+        op.progress.finished_ms = Some(now);
+        op.progress.error = None;
+        op.progress.runner = self.node.fqdn.clone();
+        op.undone = undone.clone();
+        let key = operation_key(op.id);
+        expect.push((key.clone(), view.recorded(op.id)));
+        changes.push((key, Some(op.to_json())));
+        self.cms(CmsRequest::Write {
+            expect,
+            changes,
+            description: format!(
+                "{} of {}: operation {} cancelled",
+                op.kind.as_str(),
+                op.pool,
+                op.id
+            ),
+        })
+        .await?;
+        Ok(format!(
+            "Operation {} ({} of {}) cancelled: {}.\n",
+            op.id,
+            op.kind.as_str(),
+            op.pool,
+            if undone.is_empty() {
+                "nothing had been done yet".to_string()
+            } else {
+                undone.join("; ")
+            }
+        ))
+    }
+
     async fn what_if(&self, op: &Operation, view: &DrView) -> String {
         let users = self
             .node

@@ -106,7 +106,8 @@ pub fn place(id: CmdletId) -> Place {
         | InvokeCsPoolFailBack
         | GetCsPoolFailoverState
         | GetCsDisasterRecoveryOperation
-        | ResumeCsDisasterRecoveryOperation => Place::Here,
+        | ResumeCsDisasterRecoveryOperation
+        | StopCsDisasterRecoveryOperation => Place::Here,
         GetCsWindowsService
         | StartCsWindowsService
         | StopCsWindowsService

@@ -294,6 +294,7 @@ pub(crate) mod tests_support {
         "Get-CsPoolFailoverState",
         "Get-CsDisasterRecoveryOperation",
         "Resume-CsDisasterRecoveryOperation",
+        "Stop-CsDisasterRecoveryOperation",
         "Get-CsWindowsService",
         "Start-CsWindowsService",
         "Stop-CsWindowsService",

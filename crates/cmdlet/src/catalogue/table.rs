@@ -1335,6 +1335,27 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 .at(0)],
         )
     },
+    CmdletSpec {
+        description: "A tandem addition: cancels a stopped failover or failback that has not \
+            reached its point of no return (the promotion of the target's copy). The fence \
+            that made the users read-only is lifted, the pool goes back to the state it was in \
+            before the operation began, and the operation's record lists what was undone. \
+            Past the point of no return it refuses, and says to resume the operation and run \
+            its opposite instead.",
+        changes_state: true,
+        examples: &[(
+            "Stop-CsDisasterRecoveryOperation -Identity 7",
+            "Cancels operation 7, a planned failover stopped at Drain, so pool1's users can write again.",
+        )],
+        ..cmdlet(
+            CmdletId::StopCsDisasterRecoveryOperation,
+            Capability::PoolFailover,
+            "Cancels a stopped pool failover or failback and undoes what it did.",
+            &[param("Identity", String, "The operation to cancel, as shown by Get-CsDisasterRecoveryOperation.")
+                .mandatory()
+                .at(0)],
+        )
+    },
     // ------------------------------------------------------------------------------------
     // Services and Edge
     // ------------------------------------------------------------------------------------

@@ -77,6 +77,16 @@ pub async fn resume(call: &Call<'_>) -> Reply {
     Ok(InvokeResponse::text(text))
 }
 
+/// `Stop-CsDisasterRecoveryOperation -Identity`.
+pub async fn cancel(call: &Call<'_>) -> Reply {
+    let text = call
+        .mgmt
+        .engine
+        .cancel_pool_operation(&call.inv.text("Identity").unwrap_or_default())
+        .await?;
+    Ok(InvokeResponse::text(text))
+}
+
 /// `Get-CsPoolFailoverState`.
 pub async fn failover_state(call: &Call<'_>) -> Reply {
     let (view, warnings) = call.mgmt.engine.dr_view_for_reading().await?;
@@ -186,5 +196,9 @@ fn op_record(op: &Operation) -> Record {
             Field::List(p.step_lines().into_iter().map(Field::from).collect()),
         )
         .with("Error", p.error.clone().unwrap_or_default())
+        .with(
+            "Undone",
+            Field::List(op.undone.iter().cloned().map(Field::from).collect()),
+        )
         .with("Runner", p.runner.clone())
 }

@@ -49,6 +49,7 @@ pub async fn run(call: &Call<'_>) -> Reply {
         ImportCsUserData => pooldata::import_user_data(call).await,
         InvokeCsPoolFailOver | InvokeCsPoolFailBack => dr::start(call).await,
         ResumeCsDisasterRecoveryOperation => dr::resume(call).await,
+        StopCsDisasterRecoveryOperation => dr::cancel(call).await,
         GetCsPoolFailoverState => dr::failover_state(call).await,
         GetCsDisasterRecoveryOperation => dr::operations(call).await,
         InvokeCsManagementServerFailover => cms::failover(call).await,

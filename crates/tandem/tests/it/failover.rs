@@ -1131,3 +1131,57 @@ fn an_operation_whose_runner_died_is_finished_by_the_reconciler_without_an_opera
     wait_signed_in(&lab, &bob, P1, "full");
     assert!(contacts(&lab, &bob).contains(&"sip:before@contoso.com".to_string()));
 }
+
+#[test]
+fn a_stopped_planned_failover_is_cancelled_and_its_users_write_again() {
+    let lab = Lab::up_with(&["--users", "4"]);
+    let bob = user_of(&lab, P2);
+    edgepool2_next_hop_to_pool1(&lab, None);
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        lab.ok(
+            None,
+            &format!("Stop-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+    }
+    assert!(add_contact(&lab, &bob, "sip:waiting@contoso.com"));
+    // The failover stops at Drain: bob is read-only.
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -WaitTime 00:00:01",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(!add_contact(&lab, &bob, "sip:refused@contoso.com"));
+    assert_eq!(state(&lab, P2)["State"], "FailingOver");
+    // Cancelled: the fence is lifted, the pool is Normal again, and the record says what
+    // was undone.
+    let out = lab.shell(None, "Stop-CsDisasterRecoveryOperation -Identity 1");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("cancelled"), "{}", stdout(&out));
+    assert_eq!(state(&lab, P2)["State"], "Normal");
+    assert!(add_contact(&lab, &bob, "sip:after@contoso.com"));
+    wait_signed_in(&lab, &bob, P2, "full");
+    let op = operation(&lab, None, "1");
+    assert_eq!(op["State"], "Cancelled", "{op}");
+    let undone = op["Undone"].to_string();
+    assert!(
+        undone.contains("takes writes of pool2.contoso.com's users again")
+            && undone.contains("Normal again"),
+        "{undone}"
+    );
+    // A cancelled operation is over: stopping it again says so, and a new failover runs.
+    let out = lab.shell(None, "Stop-CsDisasterRecoveryOperation -Identity 1");
+    assert!(stderr(&out).contains("nothing to stop"), "{}", stderr(&out));
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        lab.ok(
+            None,
+            &format!("Start-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
+        );
+    }
+    let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    wait_signed_in(&lab, &bob, P1, "full");
+    let now = contacts(&lab, &bob);
+    for c in ["sip:waiting@contoso.com", "sip:after@contoso.com"] {
+        assert!(now.contains(&c.to_string()), "{c}: {now:?}");
+    }
+}
