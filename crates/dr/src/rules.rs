@@ -50,6 +50,16 @@ pub enum Refusal {
         home: String,
         detail: String,
     },
+    /// `-DisasterMode` while the pool to leave still answers: a disaster operation drops
+    /// what it has not shipped, so it needs `-Force`.
+    DisasterButAnswers {
+        kind: Kind,
+        /// The pool that answers (the one the users leave).
+        pool: String,
+        home: String,
+        /// What it has not shipped to the other pool, when it said.
+        unshipped: Option<i64>,
+    },
     /// The pool that must take the users cannot be reached.
     TargetUnreachable {
         pool: String,
@@ -130,6 +140,24 @@ impl fmt::Display for Refusal {
                 "the backup pool {pool} cannot be reached ({detail}), so the changes made there cannot be copied back. \
                  Bring it back, or run Invoke-CsPoolFailBack -PoolFqdn {home} -DisasterMode to fail back without them \
                  (they are reported as lost)"
+            ),
+            Refusal::DisasterButAnswers {
+                kind,
+                pool,
+                home,
+                unshipped,
+            } => write!(
+                f,
+                "{pool} still answers, and a disaster-mode {} drops what its Backup Service has not shipped{}. \
+                 Run {} -PoolFqdn {home} without -DisasterMode to move the users with all their data, \
+                 or add -Force to go on in disaster mode and lose those changes (they are reported)",
+                kind.as_str(),
+                match unshipped {
+                    Some(0) => " (nothing, as it reports now; changes made before the operation starts would be lost)".to_string(),
+                    Some(n) => format!(" ({n} changes, as it reports now; Get-CsBackupServiceStatus -PoolFqdn {pool} lists them)"),
+                    None => format!(" (Get-CsBackupServiceStatus -PoolFqdn {pool} shows it)"),
+                },
+                kind.cmdlet()
             ),
             Refusal::TargetUnreachable { pool, detail } => write!(
                 f,

@@ -358,6 +358,30 @@ impl Engine {
         Err(last)
     }
 
+    /// The user-data changes `pool` says it has not shipped to its partner, asked of it now
+    /// over the backup link (when this server's pool is paired with it).
+    async fn unshipped_by(&self, pool: &str) -> Option<i64> {
+        let service = self.node.backup.as_ref()?;
+        if !service
+            .partner()
+            .is_some_and(|p| p.eq_ignore_ascii_case(pool))
+        {
+            return None;
+        }
+        let status = service
+            .ask::<backup::protocol::PoolStatus>(pool, backup::protocol::STATUS_PATH)
+            .await
+            .ok()?;
+        Some(
+            status
+                .exports
+                .iter()
+                .filter(|e| e.applicable && e.module != Module::CmsMaster.short_name())
+                .map(|e| e.pending)
+                .sum(),
+        )
+    }
+
     // -----------------------------------------------------------------------------------
     // Starting, resuming, and -WhatIf
     // -----------------------------------------------------------------------------------
@@ -436,6 +460,15 @@ impl Engine {
                 pool: source,
                 home: pool.clone(),
                 detail,
+            }
+            .into());
+        }
+        if options.disaster && !options.force && self.reachable(&source).await.is_ok() {
+            return Err(Refusal::DisasterButAnswers {
+                kind,
+                unshipped: self.unshipped_by(&source).await,
+                pool: source,
+                home: pool.clone(),
             }
             .into());
         }
@@ -790,15 +823,44 @@ impl Engine {
             Kind::FailOver => "failed over to",
             Kind::FailBack => "failed back from",
         };
+        // A failback that reconciled a disaster failover says what that one lost: the
+        // count its Reconcile step just made, not only its own "nothing".
+        let reconciled = match op.undoes {
+            Some(id)
+                if op
+                    .progress
+                    .steps
+                    .iter()
+                    .any(|s| s.step == Step::Reconcile && s.state == StepState::Done) =>
+            {
+                self.dr_view()
+                    .await
+                    .ok()
+                    .and_then(|v| v.ops.iter().find(|o| o.id == id).cloned())
+                    .map(|f| {
+                        format!(
+                            " The disaster failover it undoes (operation {id}) lost {}.",
+                            f.loss_text()
+                        )
+                    })
+            }
+            _ => None,
+        };
         lines.push_str(&format!(
-            "{} {verb} {} in {:.2} s (operation {}, {} mode): {} users. Data lost: {}.\n",
+            "{} {verb} {} in {:.2} s (operation {}, {} mode): {} users. Data lost{}: {}.{}\n",
             op.pool,
             op.backup_pool,
             (clock.now_ms() - started) as f64 / 1000.0,
             op.id,
             op.mode().as_str().to_lowercase(),
             op.users,
-            op.loss_text()
+            if reconciled.is_some() {
+                " by this failback"
+            } else {
+                ""
+            },
+            op.loss_text(),
+            reconciled.unwrap_or_default()
         ));
         Ok(lines)
     }

@@ -414,7 +414,14 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     // pool2 comes back; the failback counts the lost writes from pool2's own log.
     let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
+    let said = lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
+    // The failback's summary repeats what its Reconcile step counted.
+    assert!(
+        said.contains(&format!(
+            "Data lost by this failback: nothing. The disaster failover it undoes (operation 1) lost {unshipped_changes} changes of 1 users"
+        )),
+        "{said}"
+    );
     let failover = operation(&lab, None, "1");
     assert_eq!(failover["Mode"], "Disaster");
     assert_eq!(lost.len(), 4);
@@ -1177,6 +1184,18 @@ fn a_stopped_planned_failover_is_cancelled_and_its_users_write_again() {
             &format!("Start-CsWindowsService -Name LYNCBACKUP -ComputerName {fe}"),
         );
     }
+    // -DisasterMode on a pool that answers would drop what it has not shipped: refused
+    // without -Force, saying so.
+    let out = lab.shell(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -DisasterMode",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains("pool2.contoso.com still answers") && said.contains("-Force"),
+        "{said}"
+    );
     let out = lab.shell(None, "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     wait_signed_in(&lab, &bob, P1, "full");
