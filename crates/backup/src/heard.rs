@@ -40,7 +40,21 @@ pub struct HeardBacklog {
     /// compares with the copy it actually holds.
     #[serde(default)]
     pub modules: Vec<HeardModule>,
+    /// Changes the partner committed per minute over the last [`RATE_WINDOW`] or more of
+    /// reports (from the growth of its change log), and the report that window started
+    /// from: what a disaster failover uses to say how much may have been committed after
+    /// the last report.
+    #[serde(default)]
+    pub writes_per_min: i64,
+    #[serde(default)]
+    pub rate_since_ms: i64,
+    #[serde(default)]
+    pub rate_since_head: i64,
 }
+
+/// The shortest window a write rate is measured over: reports come every [`PERIOD`], and
+/// one period's growth says little.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
 
 /// One user module of a partner's backlog: its changes after `acked_seq`, up to
 /// `head_seq`, were not yet shipped.
@@ -101,6 +115,46 @@ impl HeardBacklog {
 }
 
 impl HeardBacklog {
+    /// Where the partner's change logs stood (the sum of their heads).
+    pub fn total_head(&self) -> i64 {
+        self.modules.iter().map(|m| m.head_seq).sum()
+    }
+
+    /// This report with the partner's write rate, measured from `previous` (the report
+    /// before it): the window restarts once it spans [`RATE_WINDOW`], and the last rate
+    /// is kept until then. A report of another pool, or a log that went back (a rebuilt
+    /// pool), starts over.
+    pub fn with_rate(mut self, previous: Option<&HeardBacklog>) -> HeardBacklog {
+        let head = self.total_head();
+        let Some(prev) = previous
+            .filter(|p| p.pool == self.pool && p.rate_since_ms > 0 && head >= p.rate_since_head)
+        else {
+            self.rate_since_ms = self.at_ms;
+            self.rate_since_head = head;
+            return self;
+        };
+        let span = self.at_ms - prev.rate_since_ms;
+        if span >= RATE_WINDOW.as_millis() as i64 {
+            self.writes_per_min = (head - prev.rate_since_head) * 60_000 / span;
+            self.rate_since_ms = self.at_ms;
+            self.rate_since_head = head;
+        } else {
+            self.writes_per_min = prev.writes_per_min;
+            self.rate_since_ms = prev.rate_since_ms;
+            self.rate_since_head = prev.rate_since_head;
+        }
+        self
+    }
+
+    /// About the most changes the partner may have committed between this report and
+    /// `until_ms`, at half again its rate when heard (rounded up): an estimate, since a
+    /// lost pool cannot be asked.
+    pub fn may_have_committed_by(&self, until_ms: i64) -> i64 {
+        let window = (until_ms - self.at_ms).max(0);
+        let per_min = self.writes_per_min.max(0);
+        (per_min * 3 * window + 2 * 60_000 - 1) / (2 * 60_000)
+    }
+
     /// The user-data part of a partner's status (the CMS standby is not user data).
     pub fn from_status(status: &PoolStatus, at_ms: i64) -> HeardBacklog {
         let user_modules: Vec<&str> = [Module::PresenceFocus, Module::DataConf]
@@ -164,6 +218,34 @@ mod tests {
             resync: false,
             unshippable: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_write_rate_is_measured_over_a_window_and_bounds_what_came_after() {
+        let report = |at_ms: i64, head: i64| HeardBacklog {
+            pool: "pool2".into(),
+            at_ms,
+            modules: vec![HeardModule {
+                module: "PresenceFocus".into(),
+                head_seq: head,
+                ..HeardModule::default()
+            }],
+            ..HeardBacklog::default()
+        };
+        let first = report(1_000, 100).with_rate(None);
+        assert_eq!((first.writes_per_min, first.rate_since_ms), (0, 1_000));
+        // Half a second later: too short a window, the rate stays.
+        let second = report(1_500, 150).with_rate(Some(&first));
+        assert_eq!((second.writes_per_min, second.rate_since_ms), (0, 1_000));
+        // Six seconds after the window began: 600 changes in 6 s, 6,000 a minute.
+        let third = report(7_000, 700).with_rate(Some(&second));
+        assert_eq!((third.writes_per_min, third.rate_since_ms), (6_000, 7_000));
+        // Lost 2 s after that report: about 200 more changes, 300 with the margin.
+        assert_eq!(third.may_have_committed_by(9_000), 300);
+        assert_eq!(third.may_have_committed_by(6_000), 0);
+        // A log that went back (a rebuilt pool) starts over.
+        let rebuilt = report(8_000, 5).with_rate(Some(&third));
+        assert_eq!((rebuilt.writes_per_min, rebuilt.rate_since_head), (0, 5));
     }
 
     #[test]

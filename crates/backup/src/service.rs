@@ -229,8 +229,10 @@ impl BackupService {
             if let Some(partner) = self.partner()
                 && let Ok(status) = self.ask::<PoolStatus>(&partner, STATUS_PATH).await
             {
-                let heard = HeardBacklog::from_status(&status, self.inner.clock.now_ms());
-                *self.inner.heard.lock().expect("partner backlog lock") = Some(heard);
+                let mut last = self.inner.heard.lock().expect("partner backlog lock");
+                let heard = HeardBacklog::from_status(&status, self.inner.clock.now_ms())
+                    .with_rate(last.as_ref());
+                *last = Some(heard);
             }
             tokio::select! {
                 _ = self.inner.clock.sleep(crate::heard::PERIOD) => {}

@@ -179,6 +179,12 @@ pub struct Loss {
     /// True once counted from the pool that held them; until then a lower bound.
     pub exact: bool,
     pub note: String,
+    /// The range a disaster operation gave at once, before anything could be counted:
+    /// what the lost pool certainly had not shipped, and about the most, adding what it
+    /// may have committed after it was last heard (its write rate then, over the time until
+    /// the operation began). Kept once the loss is counted, to compare.
+    #[serde(default)]
+    pub estimated: Option<[i64; 2]>,
 }
 
 /// One failover or failback.

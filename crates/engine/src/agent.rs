@@ -225,6 +225,7 @@ impl Engine {
                 let lost = be.changes_after_cut(&cut).await?;
                 let users = lost.users();
                 let loss = Loss {
+                    estimated: None,
                     changes: lost.changes.len() as i64,
                     from_ms: lost.changes.first().map(|c| c.committed_at),
                     to_ms: lost.changes.last().map(|c| c.committed_at),

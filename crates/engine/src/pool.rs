@@ -928,7 +928,32 @@ impl Engine {
 /// What a disaster failover may lose, before the lost pool can be asked: the changes it
 /// reported unshipped when it last answered (a lower bound), and everything it committed
 /// after its backup copy was last updated.
-fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str, kind: Kind) -> Loss {
+fn loss_as_last_heard(
+    r: &PoolActionReply,
+    source: &str,
+    home: &str,
+    kind: Kind,
+    now_ms: i64,
+) -> Loss {
+    let mut loss = loss_known_when_heard(r, source, home, kind);
+    // The range: what it certainly had not shipped, up to that plus what it may have
+    // committed between its last answer and this operation, at its write rate then.
+    if let Some(h) = &r.heard {
+        let more = h.may_have_committed_by(now_ms);
+        loss.estimated = Some([loss.changes, loss.changes + more]);
+        loss.note = format!(
+            "{}. The range: {} to about {} changes ({more} more at most, an estimate: it was committing about {} changes a minute when last heard, {:.1} s before this operation)",
+            loss.note,
+            loss.changes,
+            loss.changes + more,
+            h.writes_per_min,
+            (now_ms - h.at_ms).max(0) as f64 / 1000.0
+        );
+    }
+    loss
+}
+
+fn loss_known_when_heard(r: &PoolActionReply, source: &str, home: &str, kind: Kind) -> Loss {
     let updated = r.last_heard_ms.map_or("never".into(), format_timestamp);
     let exactly = match kind {
         Kind::FailOver => format!(
@@ -942,6 +967,7 @@ fn loss_as_last_heard(r: &PoolActionReply, source: &str, home: &str, kind: Kind)
     let known = r.heard.as_ref().map(|h| (h, h.known_unshipped(&r.cut)));
     match known {
         Some((h, k)) if k.changes > 0 => Loss {
+            estimated: None,
             changes: k.changes,
             users: k.users.clone(),
             from_ms: h.oldest_ms,
@@ -1212,7 +1238,8 @@ impl PoolRun<'_> {
                     .map_err(|e| {
                         step_failed(format!("{home} could not count its lost changes: {e}"))
                     })?;
-                failover.loss = r.loss.clone();
+                let estimated = failover.loss.as_ref().and_then(|l| l.estimated);
+                failover.loss = r.loss.clone().map(|l| Loss { estimated, ..l });
                 self.extra
                     .push((operation_key(failover.id), Some(failover.to_json())));
                 Ok(StepDone::done(format!(
@@ -1238,7 +1265,7 @@ impl PoolRun<'_> {
                 if disaster && op.kind == Kind::FailOver {
                     op.cut = r.cut.clone();
                     op.last_heard_ms = r.last_heard_ms;
-                    op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind));
+                    op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind, now));
                 }
                 if op.kind == Kind::FailBack {
                     // The home pool's Front Ends take their users back: a failover's
@@ -1251,7 +1278,7 @@ impl PoolRun<'_> {
                 if disaster && op.kind == Kind::FailBack {
                     // What the backup pool had not shipped home when it was last heard from.
                     op.last_heard_ms = r.last_heard_ms;
-                    op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind));
+                    op.loss = Some(loss_as_last_heard(&r, &source, &home, op.kind, now));
                 }
                 Ok(StepDone::done(r.detail))
             }

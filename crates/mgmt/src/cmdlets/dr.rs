@@ -192,6 +192,13 @@ fn op_record(op: &Operation) -> Record {
         )
         .with("LossIsExact", op.loss.as_ref().is_none_or(|l| l.exact))
         .with(
+            "LossEstimatedAtOnce",
+            op.loss
+                .as_ref()
+                .and_then(|l| l.estimated)
+                .map_or(String::new(), |[low, high]| format!("{low} to {high}")),
+        )
+        .with(
             "Steps",
             Field::List(p.step_lines().into_iter().map(Field::from).collect()),
         )

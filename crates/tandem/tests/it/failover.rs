@@ -427,6 +427,17 @@ fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes
     assert_eq!(lost.len(), 4);
     assert_eq!(failover["LostChanges"], unshipped_changes, "{failover}");
     assert_eq!(failover["LossIsExact"], true);
+    // The range said at once contains what the failback counted.
+    let range: Vec<i64> = failover["LossEstimatedAtOnce"]
+        .as_str()
+        .unwrap()
+        .split(" to ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        range[0] <= unshipped_changes && unshipped_changes <= range[1],
+        "{failover}"
+    );
     assert_eq!(failover["LostUsers"], serde_json::json!([bob.clone()]));
     wait_signed_in(&lab, &bob, P2, "full");
     let back = contacts(&lab, &bob);
