@@ -264,6 +264,7 @@ mod tests {
             imports: vec![],
             at_ms: 1,
             active_exporter: None,
+            commit: crate::status::CommitState::default(),
         };
         let heard = HeardBacklog::from_status(&status, 1);
         let cut = |pf: i64, dc: i64| {
@@ -304,6 +305,7 @@ mod tests {
             imports: vec![],
             at_ms: 99,
             active_exporter: None,
+            commit: crate::status::CommitState::default(),
         };
         let heard = HeardBacklog::from_status(&status, 100);
         assert_eq!(heard.pool, "pool2.contoso.com");

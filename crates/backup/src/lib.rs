@@ -14,7 +14,9 @@
 //! - [`service`]: the exporter loop and the importer.
 //! - [`link`]: the backup link's listener, which the partner's exporter calls.
 //! - [`heard`]: what the partner last said it had not shipped here (a disaster's loss).
+//! - [`commit`]: synchronous commit, where a pair is set to it.
 
+pub mod commit;
 pub mod heard;
 pub mod link;
 pub mod module;

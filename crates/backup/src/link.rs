@@ -32,6 +32,7 @@ pub fn router(service: BackupService, token: String) -> Router {
             post(import).layer(DefaultBodyLimit::max(crate::protocol::LINK_MAX_BODY_BYTES)),
         )
         .route(STATUS_PATH, get(status))
+        .route(crate::commit::WAKE_PATH, post(wake))
         .route(CHECKSUMS_PATH, get(checksums))
         .layer(middleware::from_fn_with_state(link.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such backup route") })
@@ -77,6 +78,12 @@ async fn import(
         ));
     }
     Ok(Json(link.service.import(request).await?))
+}
+
+/// Ships at once (a synchronous write on another Front End waits for it).
+async fn wake(State(link): State<Link>) -> Json<serde_json::Value> {
+    link.service.wake();
+    Json(serde_json::json!({ "woken": true }))
 }
 
 async fn status(State(link): State<Link>) -> Result<Json<PoolStatus>, ApiError> {

@@ -115,6 +115,9 @@ pub struct PoolStatus {
     pub at_ms: i64,
     /// The Front End running the exporter, if any holds the lease.
     pub active_exporter: Option<String>,
+    /// How the answering Front End acknowledges its users' writes (synchronous commit).
+    #[serde(default)]
+    pub commit: crate::status::CommitState,
 }
 
 /// The export side of one module.

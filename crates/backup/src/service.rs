@@ -101,6 +101,8 @@ struct Inner {
     /// The most changes the next shipment carries: `MAX_BATCH`, halved while the partner
     /// refuses shipments, until the one change it refuses is found.
     batch_cap: std::sync::atomic::AtomicUsize,
+    /// How this Front End acknowledges its users' writes (see [`crate::commit`]).
+    commit: std::sync::Mutex<crate::status::CommitState>,
 }
 
 impl BackupService {
@@ -134,6 +136,7 @@ impl BackupService {
                 stopped: AtomicBool::new(false),
                 standby_checked_ms: std::sync::atomic::AtomicI64::new(0),
                 batch_cap: std::sync::atomic::AtomicUsize::new(MAX_BATCH as usize),
+                commit: std::sync::Mutex::new(crate::status::CommitState::default()),
             }),
         };
         tasks.spawn(service.clone().run());
@@ -144,6 +147,31 @@ impl BackupService {
     /// The Front End this service runs on.
     pub fn fqdn(&self) -> &str {
         &self.inner.fqdn
+    }
+
+    pub(crate) fn replica(&self) -> &ReplicaStore {
+        &self.inner.replica
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    pub(crate) fn api(&self) -> &api::Client {
+        &self.inner.api
+    }
+
+    pub(crate) fn topology(&self) -> Arc<Topology> {
+        self.inner.topology.borrow().clone()
+    }
+
+    /// How this Front End acknowledges its users' writes now.
+    pub fn commit_state(&self) -> crate::status::CommitState {
+        self.inner.commit.lock().expect("commit state lock").clone()
+    }
+
+    pub(crate) fn set_commit_state(&self, state: crate::status::CommitState) {
+        *self.inner.commit.lock().expect("commit state lock") = state;
     }
 
     pub fn pool(&self) -> &str {
@@ -820,6 +848,17 @@ impl BackupService {
                 });
             }
         }
+        let synchronous = match &partner {
+            Some(p) => settings(&self.inner.replica)
+                .await
+                .is_synchronous(&self.inner.pool, p),
+            None => false,
+        };
+        let commit = match self.commit_state() {
+            fell @ crate::status::CommitState::FellBack { .. } if synchronous => fell,
+            _ if synchronous => crate::status::CommitState::Synchronous,
+            _ => crate::status::CommitState::Asynchronous,
+        };
         Ok(crate::protocol::PoolStatus {
             pool: self.inner.pool.clone(),
             partner,
@@ -828,6 +867,7 @@ impl BackupService {
             imports,
             at_ms: self.inner.clock.now_ms(),
             active_exporter: be.backup_lease_holder().await?,
+            commit,
         })
     }
 

@@ -8,6 +8,8 @@
 //! exporter runs, or a change could not be shipped" — at once, not after a sync interval:
 //! an operator must see a stalled Backup Service before a failover's Drain does.
 
+use serde::{Deserialize, Serialize};
+
 /// Export side of one module and direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportStatus {
@@ -79,6 +81,34 @@ pub fn estimated_rpo_secs(state: ExportStatus, lag_secs: f64, round_secs: f64) -
     match state {
         ExportStatus::FinalState | ExportStatus::SteadyState => lag_secs.max(round_secs),
         _ => lag_secs,
+    }
+}
+
+/// How a Front End acknowledges writes under its pair's commit setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum CommitState {
+    /// The pair ships after acknowledging (the default).
+    #[default]
+    Asynchronous,
+    /// Every write waits for the partner.
+    Synchronous,
+    /// The pair is set to synchronous, but the partner did not commit in time: writes are
+    /// acknowledged without it until it has caught up.
+    FellBack { since_ms: i64, reason: String },
+}
+
+impl CommitState {
+    /// For status: `Synchronous`, `Asynchronous`, or the fallback and why.
+    pub fn describe(&self) -> String {
+        match self {
+            CommitState::Asynchronous => "Asynchronous".into(),
+            CommitState::Synchronous => "Synchronous".into(),
+            CommitState::FellBack { since_ms, reason } => format!(
+                "Asynchronous (fell back from synchronous at {}: {reason}; back once the backup pool has caught up)",
+                store::format_timestamp(*since_ms)
+            ),
+        }
     }
 }
 

@@ -63,10 +63,41 @@ pub fn realm_of(sip_address: &str) -> String {
 }
 
 /// The Backup Service settings (`Get-/Set-CsBackupServiceConfiguration`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupSettings {
     /// The longest a committed change may wait before it is shipped.
     pub sync_interval_secs: u64,
+    /// The pairs that commit synchronously, each named by its pools joined with `+` in
+    /// sorted, lower-case order: a user's write there is acknowledged only once the
+    /// partner pool has committed it.
+    #[serde(default)]
+    pub synchronous_pairs: Vec<String>,
+    /// How long a synchronous write waits for the partner before the pool falls back to
+    /// asynchronous shipping (and says so) rather than block its users.
+    #[serde(default = "default_synchronous_timeout_ms")]
+    pub synchronous_timeout_ms: u64,
+}
+
+fn default_synchronous_timeout_ms() -> u64 {
+    DEFAULT_SYNCHRONOUS_TIMEOUT_MS
+}
+
+/// How long a synchronous write waits for the partner by default.
+pub const DEFAULT_SYNCHRONOUS_TIMEOUT_MS: u64 = 2_000;
+
+/// The name of the pair of `pool` and `partner` in [`BackupSettings::synchronous_pairs`].
+pub fn pair_name(pool: &str, partner: &str) -> String {
+    let mut pools = [pool.to_ascii_lowercase(), partner.to_ascii_lowercase()];
+    pools.sort();
+    pools.join("+")
+}
+
+impl BackupSettings {
+    /// Whether the pair of `pool` and `partner` commits synchronously.
+    pub fn is_synchronous(&self, pool: &str, partner: &str) -> bool {
+        let name = pair_name(pool, partner);
+        self.synchronous_pairs.contains(&name)
+    }
 }
 
 /// The documented default: two minutes.
@@ -78,6 +109,8 @@ impl Default for BackupSettings {
     fn default() -> Self {
         BackupSettings {
             sync_interval_secs: DEFAULT_SYNC_INTERVAL_SECS,
+            synchronous_pairs: Vec::new(),
+            synchronous_timeout_ms: DEFAULT_SYNCHRONOUS_TIMEOUT_MS,
         }
     }
 }

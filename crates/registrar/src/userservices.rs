@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use store::UserChange;
 use topology::serving::{Decision, Mode};
 
+use backup::commit::Commit;
 use node::Node;
 use node::services::RTCSRV;
 
@@ -298,10 +299,25 @@ async fn write(server: &Node, caller: &Caller, changes: Vec<UserChange>) -> Resp
         .await
     {
         Ok(seq) => {
-            if let Some(b) = &server.backup {
-                b.wake();
-            }
-            Json(json!({ "saved": true, "change": seq })).into_response()
+            let Some(b) = &server.backup else {
+                return Json(json!({ "saved": true, "change": seq })).into_response();
+            };
+            b.wake();
+            // Under a synchronous pair, acknowledged once the backup pool committed it too.
+            let first = seq - changes.len() as i64 + 1;
+            let commit = match b.commit(first, seq).await {
+                Ok(Commit::Asynchronous) => json!("asynchronous"),
+                Ok(Commit::Synchronous { .. }) => json!("synchronous"),
+                Ok(Commit::FellBack { reason }) => {
+                    json!(format!(
+                        "asynchronous (fell back from synchronous: {reason})"
+                    ))
+                }
+                Err(e) => json!(format!(
+                    "asynchronous (the backup copy could not be checked: {e})"
+                )),
+            };
+            Json(json!({ "saved": true, "change": seq, "commit": commit })).into_response()
         }
         Err(e) => store_error(e),
     }

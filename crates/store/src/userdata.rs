@@ -393,6 +393,35 @@ impl BackEnd {
         Ok(())
     }
 
+    /// Users' changes before `seq` not yet acknowledged by the partner, over every module.
+    pub async fn pending_user_changes_before(&self, seq: i64) -> Result<i64> {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM change_log c LEFT JOIN backup_export e ON e.module = c.module
+             WHERE c.seq < $1 AND c.seq > COALESCE(e.acked_seq, 0)",
+        )
+        .bind(seq)
+        .fetch_one(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(waiting)
+    }
+
+    /// Whether every change from `first` to `last` (one write) has been shipped to the
+    /// partner and acknowledged: none of them is above its module's acknowledged point.
+    /// Changes ship in order, so everything before them has been too.
+    pub async fn shipped_through(&self, first: i64, last: i64) -> Result<bool> {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM change_log c LEFT JOIN backup_export e ON e.module = c.module
+             WHERE c.seq >= $1 AND c.seq <= $2 AND c.seq > COALESCE(e.acked_seq, 0)",
+        )
+        .bind(first)
+        .bind(last)
+        .fetch_one(&self.pool)
+        .await
+        .at(&self.path)?;
+        Ok(waiting == 0)
+    }
+
     /// Records that the change `seq` of `module` cannot be shipped (`reason`), and counts it
     /// as shipped so the changes after it go on: one item never stops the Backup Service.
     /// The record stays until a later change of the same item is shipped.

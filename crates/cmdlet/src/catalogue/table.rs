@@ -1064,12 +1064,26 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         description: "Changes how often the Backup Service synchronises each pool with its \
             backup pool. SyncInterval accepts hh:mm:ss or a number of seconds, from 5 seconds \
             to 3 hours (default 2 minutes). It drives both the Backup Service load and the \
-            recovery point: change it only when needed.",
+            recovery point: change it only when needed. A tandem addition: \
+            -SynchronousCommit $true makes a pair commit synchronously (all pairs, or the pair \
+            of -PoolFqdn): a user's write is acknowledged only once the backup pool has \
+            committed it, so a disaster failover loses nothing acknowledged, at the cost of \
+            about one round trip between the pools per write. If the backup pool does not \
+            commit within -SynchronousCommitTimeout (default 2 seconds) the pool falls back to \
+            asynchronous shipping rather than block its users, says so in \
+            Get-CsBackupServiceStatus, and returns to synchronous commit once the backup pool \
+            has caught up.",
         changes_state: true,
-        examples: &[(
-            "Set-CsBackupServiceConfiguration -Identity global -SyncInterval 00:01:00",
-            "Synchronises paired pools every minute.",
-        )],
+        examples: &[
+            (
+                "Set-CsBackupServiceConfiguration -Identity global -SyncInterval 00:01:00",
+                "Synchronises paired pools every minute.",
+            ),
+            (
+                "Set-CsBackupServiceConfiguration -SynchronousCommit $true -PoolFqdn pool1.contoso.com",
+                "pool1 and its backup pool commit every user write in both pools before acknowledging it.",
+            ),
+        ],
         ..cmdlet(
             CmdletId::SetCsBackupServiceConfiguration,
             Capability::UsersAndBackup,
@@ -1081,8 +1095,22 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                     "SyncInterval",
                     TimeSpan,
                     "Time between synchronisations of a pool to its backup pool (5 seconds to 3 hours).",
-                )
-                .mandatory(),
+                ),
+                param(
+                    "SynchronousCommit",
+                    Boolean,
+                    "$true: a user's write is acknowledged only once the backup pool committed it; $false: shipped after it is acknowledged (the default).",
+                ),
+                param(
+                    "SynchronousCommitTimeout",
+                    TimeSpan,
+                    "How long a synchronous write waits for the backup pool before the pool falls back to asynchronous shipping (0.1 to 60 seconds; default 2 seconds).",
+                ),
+                param(
+                    "PoolFqdn",
+                    Fqdn,
+                    "With -SynchronousCommit: the pool whose pair changes; omitted means every pair.",
+                ),
             ],
         )
     },

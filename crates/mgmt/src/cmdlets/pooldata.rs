@@ -323,6 +323,10 @@ fn status_row(
                 String::new()
             }),
         )
+        .with(
+            "CommitMode",
+            source_status.map_or(String::new(), |s| s.commit.describe()),
+        )
         .with("LastError", export_error(source, export, facts))
         .with(
             "Unshippable",

@@ -125,24 +125,84 @@ pub async fn set_backup_configuration(call: &Call<'_>) -> Reply {
         ))
         .into());
     }
-    let secs = match inv.get("SyncInterval") {
-        Some(cmdlet::BoundValue::TimeSpan(d)) => d.as_secs(),
-        _ => return Err(Refused::BadRequest("-SyncInterval is required".into()).into()),
-    };
-    if !SYNC_INTERVAL_RANGE.contains(&secs) {
-        return Err(Refused::BadRequest(format!(
-            "-SyncInterval must be between 00:00:05 and 03:00:00; {secs} seconds is outside that range"
-        ))
+    let _guard = master.lock().await;
+    let mut settings: BackupSettings = master
+        .backend()
+        .get(BACKUP_SETTINGS)
+        .await
+        .map_err(Error::from)?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default();
+    let mut said = Vec::new();
+    if let Some(cmdlet::BoundValue::TimeSpan(d)) = inv.get("SyncInterval") {
+        let secs = d.as_secs();
+        if !SYNC_INTERVAL_RANGE.contains(&secs) {
+            return Err(Refused::BadRequest(format!(
+                "-SyncInterval must be between 00:00:05 and 03:00:00; {secs} seconds is outside that range"
+            ))
+            .into());
+        }
+        settings.sync_interval_secs = secs;
+        said.push(format!("-SyncInterval {secs}s"));
+    }
+    if let Some(cmdlet::BoundValue::TimeSpan(d)) = inv.get("SynchronousCommitTimeout") {
+        let ms = d.as_millis() as u64;
+        if !(100..=60_000).contains(&ms) {
+            return Err(Refused::BadRequest(format!(
+                "-SynchronousCommitTimeout must be between 0.1 and 60 seconds; {ms} ms is outside that range"
+            ))
+            .into());
+        }
+        settings.synchronous_timeout_ms = ms;
+        said.push(format!("-SynchronousCommitTimeout {ms}ms"));
+    }
+    if let Some(cmdlet::BoundValue::Bool(on)) = inv.get("SynchronousCommit") {
+        let topology = call.node().topology();
+        let pairs: Vec<String> = match inv.text("PoolFqdn") {
+            Some(pool) => {
+                let pool = check_pool(&topology, &pool)?;
+                let partner = topology.backup_pool_of(&pool).ok_or_else(|| {
+                    Refused::Conflict(format!(
+                        "{pool} has no backup pool, so there is no pair to commit synchronously; \
+                         pair it first with Set-CsPoolBackupRelationship"
+                    ))
+                })?;
+                vec![::cms::directory::pair_name(&pool, partner)]
+            }
+            None => topology
+                .front_end_pools
+                .iter()
+                .filter_map(|p| {
+                    p.backup_pool
+                        .as_deref()
+                        .map(|b| ::cms::directory::pair_name(&p.fqdn, b))
+                })
+                .collect(),
+        };
+        for pair in pairs {
+            settings.synchronous_pairs.retain(|p| *p != pair);
+            if *on {
+                settings.synchronous_pairs.push(pair);
+            }
+        }
+        settings.synchronous_pairs.sort();
+        settings.synchronous_pairs.dedup();
+        said.push(format!(
+            "-SynchronousCommit {on}{}",
+            inv.text("PoolFqdn")
+                .map_or(String::new(), |p| format!(" -PoolFqdn {p}"))
+        ));
+    }
+    if said.is_empty() {
+        return Err(Refused::BadRequest(
+            "nothing to change: give -SyncInterval, -SynchronousCommit or -SynchronousCommitTimeout".into(),
+        )
         .into());
     }
-    let settings = BackupSettings {
-        sync_interval_secs: secs,
-    };
-    let _guard = master.lock().await;
     write_config(
         master,
         &[(BACKUP_SETTINGS.to_string(), Some(json(&settings)))],
-        &format!("Set-CsBackupServiceConfiguration -SyncInterval {secs}s"),
+        &format!("Set-CsBackupServiceConfiguration {}", said.join(" ")),
     )
     .await
 }
@@ -225,6 +285,23 @@ pub async fn read(call: &Call<'_>) -> Reply {
                         "SyncInterval",
                         cmdlet::value::format_timespan(std::time::Duration::from_secs(
                             settings.sync_interval_secs,
+                        )),
+                    )
+                    .with(
+                        "SynchronousCommitPairs",
+                        Field::List(
+                            settings
+                                .synchronous_pairs
+                                .iter()
+                                .cloned()
+                                .map(Field::from)
+                                .collect(),
+                        ),
+                    )
+                    .with(
+                        "SynchronousCommitTimeout",
+                        cmdlet::value::format_timespan(std::time::Duration::from_millis(
+                            settings.synchronous_timeout_ms,
                         )),
                     )
                     .with("MaxConcurrentCalls", 10i64)

@@ -217,3 +217,95 @@ fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where
     let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
     assert_eq!(listed[0]["size"], content.len(), "{listed}");
 }
+
+/// `commit` of a user-services write answer.
+fn commit_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["commit"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn a_synchronous_pair_loses_nothing_acknowledged_and_falls_back_rather_than_block() {
+    let lab = Lab::up_with(&["--users", "2"]);
+    let alice = user_of(&lab, P1);
+    let session = Session::new(&lab, &alice);
+    lab.ok(
+        Some(P1_FES[0]),
+        &format!(
+            "Set-CsBackupServiceConfiguration -SynchronousCommit $true -SynchronousCommitTimeout 00:00:01 -PoolFqdn {P1}"
+        ),
+    );
+    crate::cms::wait_all_up_to_date(&lab, P1_FES[0]);
+    let config = lab.json(Some(P2_FES[0]), "Get-CsBackupServiceConfiguration");
+    let config = config.as_array().map_or(config.clone(), |a| a[0].clone());
+    assert_eq!(
+        config["SynchronousCommitPairs"],
+        serde_json::json!([format!("{P1}+{P2}")])
+    );
+    let put = |server: &str, contact: &str| {
+        let (status, body) = session.call(
+            &lab,
+            server,
+            reqwest::Method::PUT,
+            &format!("/users/v1/contacts/{contact}"),
+            br#"{"group":"g","display_name":"s"}"#.to_vec(),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        commit_of(&body)
+    };
+    assert_eq!(put(P1_FES[0], "sip:s0@contoso.com"), "synchronous");
+    assert_eq!(put(P1_FES[1], "sip:s1@contoso.com"), "synchronous");
+    assert_eq!(
+        row(&lab, P2_FES[0], P1, "UserServices.PresenceFocus")["CommitMode"],
+        "Synchronous"
+    );
+    // The backup pool's Backup Service stops: a write waits the timeout, is acknowledged
+    // without the partner, and the pool says it fell back.
+    services(&lab, "Stop", &P2_FES);
+    let said = put(P1_FES[0], "sip:during@contoso.com");
+    assert!(said.starts_with("asynchronous (fell back"), "{said}");
+    let mode = row(&lab, P1_FES[0], P1, "UserServices.PresenceFocus")["CommitMode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(mode.starts_with("Asynchronous (fell back"), "{mode}");
+    // Back: once the partner has caught up, writes are synchronous again.
+    services(&lab, "Start", &P2_FES);
+    crate::eventually(10, "the backup pool to catch up", || {
+        (row(&lab, P2_FES[0], P1, "UserServices.PresenceFocus")["PendingChanges"] == 0)
+            .then_some(())
+    });
+    assert_eq!(put(P1_FES[0], "sip:again@contoso.com"), "synchronous");
+    // Writes acknowledged synchronously, then pool1 is lost at once: nothing is missing.
+    let acknowledged: Vec<String> = (0..20)
+        .map(|i| format!("sip:last{i}@contoso.com"))
+        .collect();
+    for (i, c) in acknowledged.iter().enumerate() {
+        assert_eq!(put(P1_FES[i % 2], c), "synchronous");
+    }
+    lab.kill(P1);
+    let out = lab.shell(
+        Some(P2_FES[0]),
+        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn pool2-be.contoso.com -BackupSqlInstanceName rtc",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    lab.ok(
+        Some(P2_FES[0]),
+        "Set-CsEdgeServer -Identity EdgeServer:edgepool1.contoso.com -Registrar Registrar:pool2.contoso.com",
+    );
+    let out = lab.shell(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {P1} -DisasterMode"),
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    crate::failover::wait_signed_in(&lab, &alice, P2, "full");
+    let now = crate::failover::contacts(&lab, &alice);
+    let mut expected = acknowledged.clone();
+    expected.extend(["sip:s0@contoso.com", "sip:during@contoso.com"].map(String::from));
+    for c in &expected {
+        assert!(
+            now.contains(c),
+            "{c} was acknowledged synchronously but is missing: {now:?}"
+        );
+    }
+}

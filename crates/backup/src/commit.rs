@@ -1,0 +1,127 @@
+//! Synchronous commit: under a pair set to commit synchronously
+//! (`Set-CsBackupServiceConfiguration -SynchronousCommit $true`), a user's write is
+//! acknowledged only once the partner pool has committed it, as SQL Server availability
+//! groups' synchronous commit or Patroni's synchronous mode do. The write commits here
+//! first (so a crash of the partner never loses it), then the Front End wakes the pool's
+//! exporter and waits until the partner acknowledged the changes; that is about one round
+//! trip between the pools. If the partner does not commit within the pair's timeout the
+//! Front End falls back to asynchronous shipping — users are never blocked by a lost
+//! partner — says so (status, a warning in its log), and returns to synchronous commit once
+//! the partner has caught up with everything.
+
+use std::time::Duration;
+
+use clock::Backoff;
+
+use crate::service::{BackupError, BackupService, settings};
+use crate::status::CommitState;
+
+/// The route on a Front End's backup port that wakes its exporter at once (a Front End
+/// that is not the exporter calls it after a synchronous write).
+pub const WAKE_PATH: &str = "/internal/v1/backup/wake";
+
+/// How one write was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Shipped later (an asynchronous pair).
+    Asynchronous,
+    /// The partner committed it before this answer.
+    Synchronous { waited_ms: i64 },
+    /// The pair is synchronous but the partner is not keeping up: shipped later.
+    FellBack { reason: String },
+}
+
+impl BackupService {
+    /// After a user's write committed here as changes `first..=last`: under a synchronous
+    /// pair, waits until the partner has committed them (see the module docs).
+    pub async fn commit(&self, first: i64, last: i64) -> Result<Commit, BackupError> {
+        let Some(partner) = self.partner() else {
+            return Ok(Commit::Asynchronous);
+        };
+        let settings = settings(self.replica()).await;
+        if !settings.is_synchronous(self.pool(), &partner) {
+            self.set_commit_state(CommitState::Asynchronous);
+            return Ok(Commit::Asynchronous);
+        }
+        let be = self.backend();
+        let clock = self.clock();
+        if let CommitState::FellBack { reason, .. } = self.commit_state() {
+            // Caught up: nothing written before this write is still unacknowledged.
+            if be.pending_user_changes_before(first).await? > 0 {
+                return Ok(Commit::FellBack { reason });
+            }
+            tracing::warn!(%partner, "the backup pool has caught up: writes commit synchronously again");
+        }
+        self.wake_exporter().await;
+        let started = clock.now_ms();
+        let timeout = Duration::from_millis(settings.synchronous_timeout_ms);
+        let deadline = clock.deadline(timeout);
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
+        loop {
+            if be.shipped_through(first, last).await? {
+                self.set_commit_state(CommitState::Synchronous);
+                return Ok(Commit::Synchronous {
+                    waited_ms: clock.now_ms() - started,
+                });
+            }
+            if clock.passed(deadline) {
+                let reason = format!(
+                    "{partner} did not commit a write within {} ms (Get-CsBackupServiceStatus -PoolFqdn {} shows why)",
+                    settings.synchronous_timeout_ms,
+                    self.pool()
+                );
+                tracing::warn!(%reason, "falling back to asynchronous shipping");
+                self.set_commit_state(CommitState::FellBack {
+                    since_ms: clock.now_ms(),
+                    reason: reason.clone(),
+                });
+                return Ok(Commit::FellBack { reason });
+            }
+            backoff.wait(&clock).await;
+        }
+    }
+
+    /// Wakes the pool's exporter: this service, or the Front End holding the lease.
+    async fn wake_exporter(&self) {
+        let holder = self.backend().backup_lease_holder().await.ok().flatten();
+        match holder {
+            Some(h) if !h.eq_ignore_ascii_case(self.fqdn()) => {
+                let topology = self.topology();
+                let Some(server) = topology.server(&h) else {
+                    return;
+                };
+                let base = format!(
+                    "http://{}:{}",
+                    server.server.address, topology.ports.backup_service
+                );
+                let _: Result<serde_json::Value, _> = self
+                    .api()
+                    .post(
+                        &base,
+                        WAKE_PATH,
+                        &serde_json::json!({}),
+                        Duration::from_secs(1),
+                    )
+                    .await;
+            }
+            _ => self.wake(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_says_when_and_why() {
+        let s = CommitState::FellBack {
+            since_ms: 0,
+            reason: "pool2 did not commit".into(),
+        };
+        let text = s.describe();
+        assert!(text.starts_with("Asynchronous (fell back"), "{text}");
+        assert!(text.contains("pool2 did not commit"), "{text}");
+        assert_eq!(CommitState::Synchronous.describe(), "Synchronous");
+    }
+}
