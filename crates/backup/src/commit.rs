@@ -52,59 +52,129 @@ impl BackupService {
             }
             tracing::warn!(%partner, "the backup pool has caught up: writes commit synchronously again");
         }
-        self.wake_exporter().await;
         let started = clock.now_ms();
         let timeout = Duration::from_millis(settings.synchronous_timeout_ms);
         let deadline = clock.deadline(timeout);
-        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
+        if self.wait_shipped(first, last, deadline).await? {
+            self.set_commit_state(CommitState::Synchronous);
+            return Ok(Commit::Synchronous {
+                waited_ms: clock.now_ms() - started,
+            });
+        }
+        let reason = format!(
+            "{partner} did not commit a write within {} ms (Get-CsBackupServiceStatus -PoolFqdn {} shows why)",
+            settings.synchronous_timeout_ms,
+            self.pool()
+        );
+        tracing::warn!(%reason, "falling back to asynchronous shipping");
+        self.set_commit_state(CommitState::FellBack {
+            since_ms: clock.now_ms(),
+            reason: reason.clone(),
+        });
+        Ok(Commit::FellBack { reason })
+    }
+
+    /// Wakes the exporter and waits until changes `first..=last` are acknowledged by the
+    /// partner, or `deadline`. On the exporter's Front End it waits for each acknowledged
+    /// shipment; elsewhere it asks the exporter to ship and answer once they are
+    /// ([`WAKE_PATH`]), so a write waits about one shipment, not a polling period.
+    pub(crate) async fn wait_shipped(
+        &self,
+        first: i64,
+        last: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, BackupError> {
+        let be = self.backend();
+        let clock = self.clock();
+        let holder = be.backup_lease_holder().await?;
+        let remote = holder.filter(|h| !h.eq_ignore_ascii_case(self.fqdn()));
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(20));
         loop {
+            let signal = self.shipped_signal();
             if be.shipped_through(first, last).await? {
-                self.set_commit_state(CommitState::Synchronous);
-                return Ok(Commit::Synchronous {
-                    waited_ms: clock.now_ms() - started,
-                });
+                return Ok(true);
             }
             if clock.passed(deadline) {
-                let reason = format!(
-                    "{partner} did not commit a write within {} ms (Get-CsBackupServiceStatus -PoolFqdn {} shows why)",
-                    settings.synchronous_timeout_ms,
-                    self.pool()
-                );
-                tracing::warn!(%reason, "falling back to asynchronous shipping");
-                self.set_commit_state(CommitState::FellBack {
-                    since_ms: clock.now_ms(),
-                    reason: reason.clone(),
-                });
-                return Ok(Commit::FellBack { reason });
+                return Ok(false);
             }
-            backoff.wait(&clock).await;
+            let left = clock.remaining(deadline);
+            match &remote {
+                Some(exporter) => {
+                    self.ask_exporter(exporter, first, last, left).await;
+                    // The exporter answered (shipped, or gave up at the deadline), or is
+                    // unreachable: look again, without spinning.
+                    if !be.shipped_through(first, last).await? {
+                        backoff.wait(&clock).await;
+                    }
+                }
+                None => {
+                    self.wake();
+                    tokio::select! {
+                        () = signal => {}
+                        () = clock.sleep(left.min(Duration::from_millis(50))) => {}
+                    }
+                }
+            }
         }
     }
 
-    /// Wakes the pool's exporter: this service, or the Front End holding the lease.
-    async fn wake_exporter(&self) {
-        let holder = self.backend().backup_lease_holder().await.ok().flatten();
-        match holder {
-            Some(h) if !h.eq_ignore_ascii_case(self.fqdn()) => {
-                let topology = self.topology();
-                let Some(server) = topology.server(&h) else {
-                    return;
-                };
-                let base = format!(
-                    "http://{}:{}",
-                    server.server.address, topology.ports.backup_service
-                );
-                let _: Result<serde_json::Value, _> = self
-                    .api()
-                    .post(
-                        &base,
-                        WAKE_PATH,
-                        &serde_json::json!({}),
-                        Duration::from_secs(1),
-                    )
-                    .await;
+    /// Asks the exporter `fqdn` to ship now and answer once `first..=last` are acknowledged
+    /// (or `timeout` passed).
+    async fn ask_exporter(&self, fqdn: &str, first: i64, last: i64, timeout: Duration) {
+        let topology = self.topology();
+        let Some(server) = topology.server(fqdn) else {
+            return;
+        };
+        let base = format!(
+            "http://{}:{}",
+            server.server.address, topology.ports.backup_service
+        );
+        let _: Result<serde_json::Value, _> = self
+            .api()
+            .post(
+                &base,
+                WAKE_PATH,
+                &WakeRequest {
+                    first,
+                    last,
+                    timeout_ms: timeout.as_millis() as u64,
+                },
+                timeout + Duration::from_millis(500),
+            )
+            .await;
+    }
+}
+
+/// `POST` [`WAKE_PATH`]: ship now, and answer once changes `first..=last` are acknowledged
+/// by the partner or `timeout_ms` passed (at most 60 s).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeRequest {
+    pub first: i64,
+    pub last: i64,
+    pub timeout_ms: u64,
+}
+
+impl BackupService {
+    /// The exporter's side of [`WAKE_PATH`].
+    pub async fn wake_and_wait(&self, request: &WakeRequest) -> Result<bool, BackupError> {
+        let clock = self.clock();
+        let deadline = clock.deadline(Duration::from_millis(request.timeout_ms.min(60_000)));
+        let be = self.backend();
+        loop {
+            let signal = self.shipped_signal();
+            if be.shipped_through(request.first, request.last).await? {
+                return Ok(true);
             }
-            _ => self.wake(),
+            if clock.passed(deadline) {
+                return Ok(false);
+            }
+            self.wake();
+            let left = clock.remaining(deadline);
+            tokio::select! {
+                () = signal => {}
+                () = clock.sleep(left.min(Duration::from_millis(50))) => {}
+            }
         }
     }
 }

@@ -80,10 +80,15 @@ async fn import(
     Ok(Json(link.service.import(request).await?))
 }
 
-/// Ships at once (a synchronous write on another Front End waits for it).
-async fn wake(State(link): State<Link>) -> Json<serde_json::Value> {
-    link.service.wake();
-    Json(serde_json::json!({ "woken": true }))
+/// Ships at once and answers once the changes a synchronous write on another Front End
+/// waits for are acknowledged (or its timeout passed).
+async fn wake(
+    State(link): State<Link>,
+    body: Result<Json<crate::commit::WakeRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(request) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let shipped = link.service.wake_and_wait(&request).await?;
+    Ok(Json(serde_json::json!({ "shipped": shipped })))
 }
 
 async fn status(State(link): State<Link>) -> Result<Json<PoolStatus>, ApiError> {

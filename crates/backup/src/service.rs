@@ -103,6 +103,8 @@ struct Inner {
     batch_cap: std::sync::atomic::AtomicUsize,
     /// How this Front End acknowledges its users' writes (see [`crate::commit`]).
     commit: std::sync::Mutex<crate::status::CommitState>,
+    /// Signalled after every acknowledged shipment (synchronous writes wait on it).
+    shipped: Notify,
 }
 
 impl BackupService {
@@ -137,6 +139,7 @@ impl BackupService {
                 standby_checked_ms: std::sync::atomic::AtomicI64::new(0),
                 batch_cap: std::sync::atomic::AtomicUsize::new(MAX_BATCH as usize),
                 commit: std::sync::Mutex::new(crate::status::CommitState::default()),
+                shipped: Notify::new(),
             }),
         };
         tasks.spawn(service.clone().run());
@@ -159,6 +162,12 @@ impl BackupService {
 
     pub(crate) fn api(&self) -> &api::Client {
         &self.inner.api
+    }
+
+    /// Signalled at this Front End's next acknowledged shipment; registered before a check
+    /// so that a shipment between the check and the wait is not missed.
+    pub(crate) fn shipped_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.shipped.notified()
     }
 
     pub(crate) fn topology(&self) -> Arc<Topology> {
@@ -413,6 +422,8 @@ impl BackupService {
                 Ok(resp) => {
                     be.record_export(name, &partner, resp.applied_seq.min(last), None)
                         .await?;
+                    // Synchronous writes waiting on this Front End look again.
+                    self.inner.shipped.notify_waiters();
                     self.inner
                         .batch_cap
                         .store(MAX_BATCH as usize, Ordering::SeqCst);

@@ -205,13 +205,98 @@ pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Re
     Ok(())
 }
 
+/// One mode's writes: what was acknowledged, and how long each acknowledgement took.
+struct Phase {
+    mode: &'static str,
+    written: u64,
+    errors: u64,
+    synchronous: u64,
+    started_ms: i64,
+    latency_ms: Vec<f64>,
+}
+
+/// Writes `writes_per_sec` contacts a second for `seconds` to the users `mine` through
+/// the Front Ends `fes`, timing each write from request to acknowledgement.
+async fn write_phase(
+    fes: &[String],
+    mine: &[LabUser],
+    writes_per_sec: u32,
+    seconds: u64,
+    mode: &'static str,
+) -> anyhow::Result<Phase> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let total = writes_per_sec as u64 * seconds;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(writes_per_sec.max(1)));
+    let started_ms = store::now_ms();
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(started + interval * i as u32).await;
+        let user = mine[i as usize % mine.len()].clone();
+        let url = format!(
+            "{}/users/v1/contacts/sip:bench-{mode}-{i}@contoso.com",
+            fes[i as usize % fes.len()]
+        );
+        let client = client.clone();
+        tasks.spawn(async move {
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                user.sip_address.trim_start_matches("sip:"),
+                user.password
+            ));
+            let sent = Instant::now();
+            let answer = client
+                .put(url)
+                .header("authorization", format!("Basic {auth}"))
+                .header("content-type", "application/json")
+                .body("{\"group\":\"bench\"}")
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())?;
+            let body: serde_json::Value = answer.json().await.ok()?;
+            Some((
+                sent.elapsed().as_secs_f64() * 1000.0,
+                body["commit"] == "synchronous",
+            ))
+        });
+    }
+    let mut phase = Phase {
+        mode,
+        written: 0,
+        errors: 0,
+        synchronous: 0,
+        started_ms,
+        latency_ms: Vec::new(),
+    };
+    while let Some(done) = tasks.join_next().await {
+        match done.ok().flatten() {
+            Some((ms, synchronous)) => {
+                phase.written += 1;
+                phase.synchronous += u64::from(synchronous);
+                phase.latency_ms.push(ms);
+            }
+            None => phase.errors += 1,
+        }
+    }
+    phase.latency_ms.sort_by(f64::total_cmp);
+    Ok(phase)
+}
+
+/// `tandem bench backup`: replication lag under a steady write load; with `synchronous`,
+/// the same load again with the pair committing synchronously, and the write latency of
+/// both modes side by side.
 pub(crate) fn backup(
     users: usize,
     writes_per_sec: u32,
     seconds: u64,
+    synchronous: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let (written, mut lags, span, errors) = with_lab(users, |lab, all| {
+    let (phases, mut lags, span) = with_lab(users, |lab, all| {
         let home = lab
             .servers
             .iter()
@@ -229,51 +314,48 @@ pub(crate) fn backup(
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let (written, errors, started_ms) = rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(64)
-                .build()?;
-            let total = writes_per_sec as u64 * seconds;
-            let interval = Duration::from_secs_f64(1.0 / f64::from(writes_per_sec.max(1)));
-            let started_ms = store::now_ms();
-            let started = tokio::time::Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for i in 0..total {
-                tokio::time::sleep_until(started + interval * i as u32).await;
-                let user = mine[i as usize % mine.len()].clone();
-                let url = format!(
-                    "{}/users/v1/contacts/sip:bench{i}@contoso.com",
-                    fes[i as usize % fes.len()]
-                );
-                let client = client.clone();
-                tasks.spawn(async move {
-                    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
-                        "{}:{}",
-                        user.sip_address.trim_start_matches("sip:"),
-                        user.password
-                    ));
-                    client
-                        .put(url)
-                        .header("authorization", format!("Basic {auth}"))
-                        .header("content-type", "application/json")
-                        .body("{\"group\":\"bench\"}")
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                });
-            }
-            let mut written = 0u64;
-            let mut errors = 0u64;
-            while let Some(done) = tasks.join_next().await {
-                if done.unwrap_or(false) {
-                    written += 1;
-                } else {
-                    errors += 1;
+        let mut phases = vec![rt.block_on(write_phase(
+            &fes,
+            &mine,
+            writes_per_sec,
+            seconds,
+            "asynchronous",
+        ))?];
+        if synchronous {
+            let client = api::Client::new(lab.admin_token.clone());
+            let via = lab
+                .servers
+                .iter()
+                .find(|s| s.pool == home)
+                .ok_or_else(|| anyhow!("no Front End of {home}"))?;
+            rt.block_on(async {
+                lab::call(
+                    &client,
+                    lab,
+                    via,
+                    "Set-CsBackupServiceConfiguration",
+                    serde_json::json!({ "SynchronousCommit": true, "PoolFqdn": home }),
+                )
+                .await?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !lab::all_up_to_date(&client, lab).await?.0 {
+                    if Instant::now() > deadline {
+                        bail!("the synchronous setting did not reach every server");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-            }
-            anyhow::Ok((written, errors, started_ms))
-        })?;
+                anyhow::Ok(())
+            })?;
+            phases.push(rt.block_on(write_phase(
+                &fes,
+                &mine,
+                writes_per_sec,
+                seconds,
+                "synchronous",
+            ))?);
+        }
+        let written: u64 = phases.iter().map(|p| p.written).sum();
+        let started_ms = phases.iter().map(|p| p.started_ms).min().unwrap_or(0);
         // Let the Backup Service finish, then read the backup copy in the partner's Back End.
         let partner = lab
             .servers
@@ -298,7 +380,7 @@ pub(crate) fn backup(
                 let rows: Vec<_> = items
                     .iter()
                     .filter(|i| {
-                        i.key.starts_with("contacts/sip:bench") && i.committed_at >= started_ms
+                        i.key.starts_with("contacts/sip:bench-") && i.committed_at >= started_ms
                     })
                     .collect();
                 if rows.len() as u64 >= written || Instant::now() > deadline {
@@ -314,15 +396,32 @@ pub(crate) fn backup(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })?;
-        Ok((written, lags, span, errors))
+        Ok((phases, lags, span))
     })?;
     lags.sort_by(f64::total_cmp);
+    let written: u64 = phases.iter().map(|p| p.written).sum();
+    let errors: u64 = phases.iter().map(|p| p.errors).sum();
     let shipped = lags.len();
     let per_sec = if span > 0.0 {
         shipped as f64 / span
     } else {
         0.0
     };
+    let modes: Vec<serde_json::Value> = phases
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "mode": p.mode,
+                "writes_acknowledged": p.written,
+                "writes_failed": p.errors,
+                "acknowledged_synchronously": p.synchronous,
+                "write_latency_ms": {
+                    "p50": pct(&p.latency_ms, 0.5),
+                    "p99": pct(&p.latency_ms, 0.99),
+                },
+            })
+        })
+        .collect();
     let figures = serde_json::json!({
         "bench": "backup",
         "users": users,
@@ -337,12 +436,13 @@ pub(crate) fn backup(
             "p99": pct(&lags, 0.99),
             "max": lags.last().copied().unwrap_or(0.0),
         },
+        "modes": modes,
     });
     if json {
         println!("{figures}");
     } else {
         println!(
-            "backup of {written} acknowledged writes ({writes_per_sec}/s for {seconds} s, {users} users per pool; {errors} failed)"
+            "backup of {written} acknowledged writes ({writes_per_sec}/s for {seconds} s per mode, {users} users per pool; {errors} failed)"
         );
         println!("  {shipped} reached the backup copy; {per_sec:.0} changes shipped per second");
         println!(
@@ -351,6 +451,16 @@ pub(crate) fn backup(
             pct(&lags, 0.99),
             lags.last().copied().unwrap_or(0.0)
         );
+        for p in &phases {
+            println!(
+                "  {:<12} write latency p50 {:.2} ms, p99 {:.2} ms ({} of {} acknowledged synchronously)",
+                p.mode,
+                pct(&p.latency_ms, 0.5),
+                pct(&p.latency_ms, 0.99),
+                p.synchronous,
+                p.written
+            );
+        }
     }
     if (shipped as u64) < written {
         bail!(

@@ -213,9 +213,13 @@ enum BenchCommand {
         /// Writes per second to users' contact lists.
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20000))]
         writes_per_sec: u32,
-        /// How long to write.
+        /// How long to write (in each mode).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Run the load again with the pair committing synchronously, and show the write
+        /// latency of both modes side by side.
+        #[arg(long)]
+        synchronous: bool,
         #[arg(long)]
         json: bool,
     },
@@ -348,8 +352,15 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             users,
             writes_per_sec,
             seconds,
+            synchronous,
             json,
-        }) => outcome(bench_users::backup(users, writes_per_sec, seconds, json)),
+        }) => outcome(bench_users::backup(
+            users,
+            writes_per_sec,
+            seconds,
+            synchronous,
+            json,
+        )),
         Command::Topology(TopologyCommand::Check { file, json }) => {
             topology_cmd::check(&file, json)
         }

@@ -50,6 +50,11 @@ impl Clock {
         tokio::time::Instant::now() >= deadline
     }
 
+    /// How long until `deadline` (zero once it has come).
+    pub fn remaining(&self, deadline: tokio::time::Instant) -> Duration {
+        deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
+
     /// Waits `duration` on this clock.
     pub async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
