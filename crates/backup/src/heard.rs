@@ -50,6 +50,11 @@ pub struct HeardBacklog {
     pub rate_since_ms: i64,
     #[serde(default)]
     pub rate_since_head: i64,
+    /// The partner acknowledged its users' writes only once they were here (synchronous
+    /// commit, not fallen back) when it answered: what it had not shipped was never
+    /// acknowledged.
+    #[serde(default)]
+    pub synchronous: bool,
 }
 
 /// The shortest window a write rate is measured over: reports come every [`PERIOD`], and
@@ -164,6 +169,7 @@ impl HeardBacklog {
         let mut heard = HeardBacklog {
             pool: status.pool.to_ascii_lowercase(),
             at_ms,
+            synchronous: status.commit == crate::status::CommitState::Synchronous,
             ..HeardBacklog::default()
         };
         for e in status

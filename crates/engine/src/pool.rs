@@ -935,6 +935,26 @@ fn loss_as_last_heard(
     kind: Kind,
     now_ms: i64,
 ) -> Loss {
+    if let Some(h) = r.heard.as_ref().filter(|h| h.synchronous) {
+        // Every write it acknowledged was committed here first: what it held beyond the
+        // copy was never acknowledged to its users.
+        return Loss {
+            changes: 0,
+            estimated: Some([0, 0]),
+            note: format!(
+                "nothing acknowledged: {source} committed its users' writes synchronously with its partner when it last answered ({}); \
+                 writes in flight then were never acknowledged to their users — {}",
+                format_timestamp(h.at_ms),
+                match kind {
+                    Kind::FailOver => format!(
+                        "Invoke-CsPoolFailBack -PoolFqdn {home} counts them once {source} is back"
+                    ),
+                    Kind::FailBack => format!("their users continue on {home}"),
+                }
+            ),
+            ..Loss::default()
+        };
+    }
     let mut loss = loss_known_when_heard(r, source, home, kind);
     // The range: what it certainly had not shipped, up to that plus what it may have
     // committed between its last answer and this operation, at its write rate then.

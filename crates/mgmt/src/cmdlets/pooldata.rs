@@ -228,8 +228,19 @@ pub async fn status(call: &Call<'_>) -> Reply {
         let with_heard = |row: Record| match (&heard, heard_pending) {
             (Some(h), Some(pending)) => row
                 .with("PendingWhenLastHeard", pending)
+                .with(
+                    "CommitModeWhenLastHeard",
+                    if h.synchronous {
+                        "Synchronous"
+                    } else {
+                        "Asynchronous"
+                    },
+                )
                 .with("LastHeard", format_timestamp(h.at_ms)),
-            _ => row.with("PendingWhenLastHeard", "").with("LastHeard", ""),
+            _ => row
+                .with("PendingWhenLastHeard", "")
+                .with("CommitModeWhenLastHeard", "")
+                .with("LastHeard", ""),
         };
         match &theirs {
             Ok(t) => {

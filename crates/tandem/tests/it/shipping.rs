@@ -283,6 +283,26 @@ fn a_synchronous_pair_loses_nothing_acknowledged_and_falls_back_rather_than_bloc
     for (i, c) in acknowledged.iter().enumerate() {
         assert_eq!(put(P1_FES[i % 2], c), "synchronous");
     }
+    // Every Front End of pool2 has heard pool1 say it commits synchronously.
+    for fe in P2_FES {
+        crate::eventually(
+            10,
+            &format!("{fe} to hear pool1 commits synchronously"),
+            || {
+                let rows = lab.json(
+                    Some(fe),
+                    &format!("Get-CsBackupServiceStatus -PoolFqdn {P2} -Category UserData"),
+                );
+                rows.as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| {
+                        r["SourcePoolFqdn"] == P1 && r["CommitModeWhenLastHeard"] == "Synchronous"
+                    })
+                    .then_some(())
+            },
+        );
+    }
     lab.kill(P1);
     let out = lab.shell(
         Some(P2_FES[0]),
@@ -298,6 +318,17 @@ fn a_synchronous_pair_loses_nothing_acknowledged_and_falls_back_rather_than_bloc
         &format!("Invoke-CsPoolFailOver -PoolFqdn {P1} -DisasterMode"),
     );
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    // The report says 0 at once: every acknowledged write was committed on pool2 first.
+    let op = lab.json(Some(P2_FES[1]), "Get-CsDisasterRecoveryOperation");
+    let op = op.as_array().map_or(op.clone(), |a| a[a.len() - 1].clone());
+    assert_eq!(op["LossEstimatedAtOnce"], "0 to 0", "{op}");
+    assert!(
+        op["DataLost"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("nothing acknowledged"),
+        "{op}"
+    );
     crate::failover::wait_signed_in(&lab, &alice, P2, "full");
     let now = crate::failover::contacts(&lab, &alice);
     let mut expected = acknowledged.clone();
