@@ -36,8 +36,10 @@ use tokio::task::JoinHandle;
 use topology::{Role, Topology};
 /// How often the supervisor looks at the topology and the services.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
-/// How long the next hop may take to answer a routed request.
-const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the next hop may take to answer a routed request: longer than a Front End takes to answer a MESSAGE it delivers or relays
+/// (`registrar::RELAY_TIMEOUT`), so a healthy next hop is never blamed and a delivered
+/// message never reported as failed.
+pub const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a connection may stay silent.
 const IDLE: Duration = Duration::from_secs(120);
 /// The XMPP namespace of server-to-server streams.

@@ -29,6 +29,8 @@ pub enum PoolAction {
     Fence { home: String, reason: String },
     /// Take their writes again (a cancelled operation).
     Unfence { home: String },
+    /// A failback sent `home`'s users home: stop serving them in resiliency mode now.
+    PartnerBack { home: String },
     /// Wait until the Backup Service has shipped every change committed so far.
     Drain { wait_ms: u64 },
     /// Compare this pool's copy of `home`'s users with the partner's backup copy.
@@ -89,6 +91,10 @@ impl Engine {
             PoolAction::Fence { home, reason } => {
                 be.fence(&home, &reason).await?;
                 reply.detail = format!("{} refuses writes of {home}'s users", server.pool);
+            }
+            PoolAction::PartnerBack { home } => {
+                server.serving.partner_is_back();
+                reply.detail = format!("{} sends {home}'s users home at once", server.fqdn);
             }
             PoolAction::Unfence { home } => {
                 be.unfence(&home).await?;

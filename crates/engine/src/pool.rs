@@ -1323,14 +1323,27 @@ impl PoolRun<'_> {
             Step::Apply => {
                 let wanted = engine.cms(CmsRequest::Read).await?.version;
                 let (applied, missing) = engine.wait_applied(&[&source, &target], wanted).await;
-                Ok(StepDone::done(if missing.is_empty() {
+                let mut detail = if missing.is_empty() {
                     format!("{applied} servers of {source} and {target} applied version {wanted}")
                 } else {
                     format!(
                         "{applied} servers applied version {wanted}; not reached: {} (they apply it when they are back)",
                         missing.join(", ")
                     )
-                }))
+                };
+                if op.kind == Kind::FailBack {
+                    // The backup pool may be serving them in resiliency mode (its watch
+                    // saw the home pool down): tell it at once that they are home.
+                    let told = engine
+                        .on_every_front_end(
+                            &source,
+                            &PoolAction::PartnerBack { home: home.clone() },
+                            timeout,
+                        )
+                        .await;
+                    detail = format!("{detail}; {told}");
+                }
+                Ok(StepDone::done(detail))
             }
             Step::SignOut => {
                 let action = PoolAction::SignOut {

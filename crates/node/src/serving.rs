@@ -18,6 +18,9 @@ pub type FailoverStates = BTreeMap<String, dr::PoolState>;
 #[derive(Debug)]
 pub struct Serving {
     partner_down: AtomicBool,
+    /// Bumped when the partner's users were just sent home by a failback: the partner
+    /// watch starts over from "up" instead of waiting out a detection interval.
+    partner_back: std::sync::atomic::AtomicU64,
     /// The failover states as of a replica version.
     cache: tokio::sync::Mutex<(i64, Arc<FailoverStates>)>,
 }
@@ -26,6 +29,7 @@ impl Default for Serving {
     fn default() -> Serving {
         Serving {
             partner_down: AtomicBool::new(false),
+            partner_back: std::sync::atomic::AtomicU64::new(0),
             cache: tokio::sync::Mutex::new((-1, Arc::default())),
         }
     }
@@ -39,6 +43,19 @@ impl Serving {
 
     pub fn set_partner_down(&self, down: bool) {
         self.partner_down.store(down, Ordering::SeqCst);
+    }
+
+    /// A failback just sent the partner's users home: it is up (it serves them), so they
+    /// are redirected there at once rather than after the failback detection interval.
+    pub fn partner_is_back(&self) {
+        self.partner_down.store(false, Ordering::SeqCst);
+        self.partner_back.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times [`Serving::partner_is_back`] was called: the partner watch starts
+    /// over when it changes.
+    pub fn partner_back_count(&self) -> u64 {
+        self.partner_back.load(Ordering::SeqCst)
     }
 
     /// The pools' failover states in `replica`, read again only when the replica has

@@ -44,8 +44,14 @@ pub const RELAY_HEADER: &str = "X-Tandem-Relay";
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 /// Bindings last at most this long (and this long when the client does not say).
 pub const MAX_EXPIRES: u32 = 3600;
-/// How long a relayed or delivered MESSAGE may wait for an answer.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a MESSAGE waits for a user's contact. Contacts are tried at once, in
+/// parallel: the first to accept answers the sender, and a stale contact costs at most this.
+pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a MESSAGE relayed to the Front End of the recipient's pool waits: that Front
+/// End answers within [`CONTACT_TIMEOUT`], so this is longer, and shorter than an Edge's
+/// wait for its next hop (`edge::NEXT_HOP_TIMEOUT`), so that a sender never gets a
+/// time-out for a message that was delivered.
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a TCP connection may stay silent before it is closed.
 const TCP_IDLE: Duration = Duration::from_secs(300);
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
@@ -589,25 +595,39 @@ async fn deliver(
         return reply(request, 480, "Temporarily Unavailable (not signed in)");
     }
     onward.headers.remove(RELAY_HEADER);
-    let mut last = reply(
-        request,
-        480,
-        "Temporarily Unavailable (no contact answered)",
-    );
+    // Every contact at once; the first that accepts answers the sender. The others run
+    // to their end on their own (each within CONTACT_TIMEOUT) and clean up after
+    // themselves.
+    let (answers, mut answered) = tokio::sync::mpsc::channel(bindings.len().max(1));
+    let mut tried = 0;
     for b in bindings {
         let Some(dest) = contact_address(&b.contact) else {
             continue;
         };
         let mut to_contact = onward.clone();
         to_contact.uri = b.contact.clone();
-        match registrar
-            .endpoint
-            .request(dest, to_contact, DELIVERY_TIMEOUT)
-            .await
-        {
-            Ok(resp) if (200..300).contains(&resp.status) => return reply(request, 200, "OK"),
-            Ok(resp) => last = reply(request, resp.status, &resp.reason),
-            Err(_) => {}
+        let endpoint = registrar.endpoint.clone();
+        let answers = answers.clone();
+        tried += 1;
+        server.spawn(async move {
+            let result = endpoint.request(dest, to_contact, CONTACT_TIMEOUT).await;
+            let _ = answers.send(result).await;
+        });
+    }
+    drop(answers);
+    let mut last = reply(
+        request,
+        480,
+        "Temporarily Unavailable (no contact answered)",
+    );
+    for _ in 0..tried {
+        match answered.recv().await {
+            Some(Ok(resp)) if (200..300).contains(&resp.status) => {
+                return reply(request, 200, "OK");
+            }
+            Some(Ok(resp)) => last = reply(request, resp.status, &resp.reason),
+            Some(Err(_)) => {}
+            None => break,
         }
     }
     last
@@ -624,7 +644,7 @@ async fn relay(
     for dest in server.registrars_of(topology, pool).await {
         if let Ok(resp) = registrar
             .endpoint
-            .request(dest, onward.clone(), DELIVERY_TIMEOUT)
+            .request(dest, onward.clone(), RELAY_TIMEOUT)
             .await
         {
             return reply(request, resp.status, &resp.reason);

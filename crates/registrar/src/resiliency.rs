@@ -26,10 +26,17 @@ pub async fn watch_partner(registrar: Arc<Registrar>) {
     let clock = server.clock;
     let now = || clock.now_ms().max(0) as u64;
     let mut watch = PartnerWatch::new(now());
+    let mut back_seen = server.serving.partner_back_count();
     loop {
         tokio::select! {
             () = clock.sleep(PROBE_EVERY) => {}
             () = server.shutdown.cancelled() => return,
+        }
+        // A failback said the partner serves its users again: start over from "up".
+        let back = server.serving.partner_back_count();
+        if back != back_seen {
+            back_seen = back;
+            watch = PartnerWatch::new(now());
         }
         let topology = server.replica.topology();
         let Some(partner) = topology.backup_pool_of(&server.pool).map(str::to_string) else {

@@ -33,6 +33,13 @@ use store::{BackEnd, Binding, ReplicaStore};
 use tokio_util::task::TaskTracker;
 use topology::Role;
 
+// A MESSAGE's timeouts nest, so that a sender never hears "time-out" for a message that was
+// delivered: a contact (registrar) < a relay to the recipient's pool < an Edge's next hop.
+const _: () = assert!(
+    registrar::CONTACT_TIMEOUT.as_millis() < registrar::RELAY_TIMEOUT.as_millis()
+        && registrar::RELAY_TIMEOUT.as_millis() < edge::NEXT_HOP_TIMEOUT.as_millis()
+);
+
 /// How long an operation whose runner died waits, by default, before the reconciler on
 /// the active master carries it on.
 pub const DEFAULT_RECONCILE_AFTER: Duration = Duration::from_secs(20);

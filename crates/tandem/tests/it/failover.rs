@@ -1215,3 +1215,37 @@ fn a_stopped_planned_failover_is_cancelled_and_its_users_write_again() {
         assert!(now.contains(&c.to_string()), "{c}: {now:?}");
     }
 }
+
+#[test]
+fn after_a_failback_the_backup_pool_sends_the_users_home_at_once_not_after_its_detection_interval()
+{
+    let lab = Lab::up_with(&["--users", "4"]);
+    let bob = user_of(&lab, P2);
+    edgepool2_next_hop_to_pool1(&lab, None);
+    lab.kill(P2);
+    // pool1 sees pool2 down (its failure detection interval) and serves bob in resiliency
+    // mode; then the disaster failover serves him in full mode.
+    crate::eventually(20, "bob in resiliency mode at pool1", || {
+        let text = stdout(&client(&lab, &bob, &["sign-in"]));
+        (text.contains("at pool1.contoso.com") && text.contains("in resiliency mode")).then_some(())
+    });
+    lab.ok(
+        None,
+        "Invoke-CsPoolFailOver -PoolFqdn pool2.contoso.com -DisasterMode",
+    );
+    wait_signed_in(&lab, &bob, P1, "full");
+    let out = run(&["lab", "start", P2, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.ok(None, "Invoke-CsPoolFailBack -PoolFqdn pool2.contoso.com");
+    // At once, well within pool2's failback detection interval (10 s in a lab): pool1
+    // sends bob home rather than serving him in resiliency mode.
+    let out = client(&lab, &bob, &["--via", "pool1-fe1.contoso.com", "sign-in"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("redirected by")
+            && text.contains("at pool2.contoso.com")
+            && text.contains("in full mode"),
+        "{text}{}",
+        stderr(&out)
+    );
+}
