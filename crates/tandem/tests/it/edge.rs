@@ -345,3 +345,21 @@ fn the_edge_finds_its_next_hop_through_the_deployments_dns() {
     federate_until_delivered(&lab, &alice, "found");
     assert!(received(listener).contains("found"));
 }
+
+#[test]
+fn a_federated_message_to_a_user_with_a_stale_contact_is_delivered_once_and_answered_200() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, "pool1.contoso.com");
+    // A contact nobody listens on any more (a client that signed in and went away), then
+    // a live one.
+    let out = run(&["client", "--lab", lab.dir(), "--user", &alice, "sign-in"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listener = lab.listen(&alice, 2, 20);
+    let said = federate_until_delivered(&lab, &alice, "only once");
+    assert!(said.contains("200"), "{said}");
+    let (ok, said) = federate(&lab, &alice, "and again");
+    assert!(ok, "the stale contact made the sender fail: {said}");
+    let got = received(listener);
+    assert_eq!(got.matches("only once").count(), 1, "{got}");
+    assert_eq!(got.matches("and again").count(), 1, "{got}");
+}
