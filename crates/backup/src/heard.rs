@@ -83,6 +83,9 @@ pub struct KnownUnshipped {
     /// True when some module was shipped in part after the report, so that only one of
     /// its changes is counted for sure.
     pub partly: bool,
+    /// An upper bound on the same: a module shipped in part holds at most the changes
+    /// after what reached the copy, up to where its log stood.
+    pub at_most: i64,
 }
 
 impl HeardBacklog {
@@ -97,6 +100,7 @@ impl HeardBacklog {
                 changes: self.changes,
                 users: self.users.clone(),
                 partly: false,
+                at_most: self.changes,
             };
         }
         let mut known = KnownUnshipped::default();
@@ -107,8 +111,10 @@ impl HeardBacklog {
             }
             if held <= m.acked_seq {
                 known.changes += m.pending;
+                known.at_most += m.pending;
             } else {
                 known.changes += 1;
+                known.at_most += m.pending.min(m.head_seq - held);
                 known.partly = true;
             }
             known.users.extend(m.users.iter().cloned());
@@ -139,12 +145,24 @@ impl HeardBacklog {
             return self;
         };
         let span = self.at_ms - prev.rate_since_ms;
+        let current = if span > 0 {
+            (head - prev.rate_since_head) * 60_000 / span
+        } else {
+            0
+        };
         if span >= RATE_WINDOW.as_millis() as i64 {
-            self.writes_per_min = (head - prev.rate_since_head) * 60_000 / span;
+            self.writes_per_min = current;
             self.rate_since_ms = self.at_ms;
             self.rate_since_head = head;
         } else {
-            self.writes_per_min = prev.writes_per_min;
+            // Within a window: the higher of the last whole window's rate and this one's
+            // so far (once it spans a report period), so a burst that began moments ago
+            // is not estimated at the quiet rate before it.
+            self.writes_per_min = if span >= PERIOD.as_millis() as i64 {
+                prev.writes_per_min.max(current)
+            } else {
+                prev.writes_per_min
+            };
             self.rate_since_ms = prev.rate_since_ms;
             self.rate_since_head = prev.rate_since_head;
         }
@@ -152,12 +170,12 @@ impl HeardBacklog {
     }
 
     /// About the most changes the partner may have committed between this report and
-    /// `until_ms`, at half again its rate when heard (rounded up): an estimate, since a
-    /// lost pool cannot be asked.
+    /// `until_ms`, at twice its rate when heard (rounded up): an estimate, since a lost
+    /// pool cannot be asked, with room for a burst after the report.
     pub fn may_have_committed_by(&self, until_ms: i64) -> i64 {
         let window = (until_ms - self.at_ms).max(0);
         let per_min = self.writes_per_min.max(0);
-        (per_min * 3 * window + 2 * 60_000 - 1) / (2 * 60_000)
+        (per_min * 2 * window + 60_000 - 1) / 60_000
     }
 
     /// The user-data part of a partner's status (the CMS standby is not user data).
@@ -240,14 +258,20 @@ mod tests {
         };
         let first = report(1_000, 100).with_rate(None);
         assert_eq!((first.writes_per_min, first.rate_since_ms), (0, 1_000));
-        // Half a second later: too short a window, the rate stays.
-        let second = report(1_500, 150).with_rate(Some(&first));
-        assert_eq!((second.writes_per_min, second.rate_since_ms), (0, 1_000));
+        // A quarter second later: too short to say, the rate stays.
+        let early = report(1_250, 125).with_rate(Some(&first));
+        assert_eq!((early.writes_per_min, early.rate_since_ms), (0, 1_000));
+        // Half a second in: the burst so far counts (50 in 0.5 s, 6,000 a minute).
+        let second = report(1_500, 150).with_rate(Some(&early));
+        assert_eq!(
+            (second.writes_per_min, second.rate_since_ms),
+            (6_000, 1_000)
+        );
         // Six seconds after the window began: 600 changes in 6 s, 6,000 a minute.
         let third = report(7_000, 700).with_rate(Some(&second));
         assert_eq!((third.writes_per_min, third.rate_since_ms), (6_000, 7_000));
-        // Lost 2 s after that report: about 200 more changes, 300 with the margin.
-        assert_eq!(third.may_have_committed_by(9_000), 300);
+        // Lost 2 s after that report: about 200 more changes, 400 with the margin.
+        assert_eq!(third.may_have_committed_by(9_000), 400);
         assert_eq!(third.may_have_committed_by(6_000), 0);
         // A log that went back (a rebuilt pool) starts over.
         let rebuilt = report(8_000, 5).with_rate(Some(&third));

@@ -267,8 +267,10 @@ impl BackupService {
                 && let Ok(status) = self.ask::<PoolStatus>(&partner, STATUS_PATH).await
             {
                 let mut last = self.inner.heard.lock().expect("partner backlog lock");
-                let heard = HeardBacklog::from_status(&status, self.inner.clock.now_ms())
-                    .with_rate(last.as_ref());
+                // As of when the partner made the report (an answer slow under load is
+                // older than its arrival), never later than now.
+                let at = status.at_ms.min(self.inner.clock.now_ms());
+                let heard = HeardBacklog::from_status(&status, at).with_rate(last.as_ref());
                 *last = Some(heard);
             }
             tokio::select! {
@@ -787,6 +789,9 @@ pub fn item_rows(items: &[UserItem]) -> impl Iterator<Item = (&str, &str, &str)>
 impl BackupService {
     /// This pool's exports and imports, from its Back End.
     pub async fn local_status(&self) -> Result<crate::protocol::PoolStatus, BackupError> {
+        // The report is as of before its figures are read: what is committed while they
+        // are read counts as after it.
+        let at_ms = self.inner.clock.now_ms();
         let be = &self.inner.backend;
         let partner = self.partner();
         let mut exports = Vec::new();
@@ -876,7 +881,7 @@ impl BackupService {
             sync_interval_secs: self.sync_interval_secs().await,
             exports,
             imports,
-            at_ms: self.inner.clock.now_ms(),
+            at_ms,
             active_exporter: be.backup_lease_holder().await?,
             commit,
         })

@@ -938,12 +938,16 @@ fn loss_as_last_heard(
     if let Some(h) = r.heard.as_ref().filter(|h| h.synchronous) {
         // Every write it acknowledged was committed here first: what it held beyond the
         // copy was never acknowledged to its users.
+        // Unless it fell back to asynchronous commit after that answer: then what it
+        // acknowledged since is at most what it may have committed since.
+        let more = h.may_have_committed_by(now_ms);
         return Loss {
             changes: 0,
-            estimated: Some([0, 0]),
+            estimated: Some([0, more]),
             note: format!(
                 "nothing acknowledged: {source} committed its users' writes synchronously with its partner when it last answered ({}); \
-                 writes in flight then were never acknowledged to their users — {}",
+                 writes in flight then were never acknowledged to their users. Had it fallen back to asynchronous commit since, \
+                 it could have acknowledged at most about {more} more — {}",
                 format_timestamp(h.at_ms),
                 match kind {
                     Kind::FailOver => format!(
@@ -956,16 +960,17 @@ fn loss_as_last_heard(
         };
     }
     let mut loss = loss_known_when_heard(r, source, home, kind);
-    // The range: what it certainly had not shipped, up to that plus what it may have
-    // committed between its last answer and this operation, at its write rate then.
+    // The range: what it certainly had not shipped, up to the most it may not have
+    // shipped when it answered plus what it may have committed since, at its write rate.
     if let Some(h) = &r.heard {
         let more = h.may_have_committed_by(now_ms);
-        loss.estimated = Some([loss.changes, loss.changes + more]);
+        let most = h.known_unshipped(&r.cut).at_most.max(loss.changes);
+        loss.estimated = Some([loss.changes, most + more]);
         loss.note = format!(
-            "{}. The range: {} to about {} changes ({more} more at most, an estimate: it was committing about {} changes a minute when last heard, {:.1} s before this operation)",
+            "{}. The range: {} to about {} changes ({more} of them an estimate of what it committed after its last answer: it was committing about {} changes a minute when last heard, {:.1} s before this operation)",
             loss.note,
             loss.changes,
-            loss.changes + more,
+            most + more,
             h.writes_per_min,
             (now_ms - h.at_ms).max(0) as f64 / 1000.0
         );

@@ -3,6 +3,7 @@
 mod architecture;
 mod cms;
 mod cms_turns;
+mod disaster;
 mod dns;
 mod edge;
 mod failover;
