@@ -253,13 +253,18 @@ fn op_field(reply: &InvokeResponse, name: &str) -> Option<serde_json::Value> {
     }
 }
 
-pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Result<()> {
+pub(crate) fn failover(
+    users: usize,
+    active: usize,
+    synchronous: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let figures = with_lab(users, |lab, all| {
         // The clients hash digests and parse SIP: give them both cores, as `bench signin` does.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        rt.block_on(run(lab, all, active))
+        rt.block_on(run(lab, all, active, synchronous))
     })?;
     if json {
         println!("{figures}");
@@ -299,11 +304,27 @@ pub(crate) fn failover(users: usize, active: usize, json: bool) -> anyhow::Resul
                 "  (the count after the failback includes writes pool2 committed as it was killed whose answer never reached the client: committed, so lost, but never acknowledged)"
             );
         }
+        for round in f["disaster_rounds"].as_array().into_iter().flatten() {
+            println!(
+                "  disaster under {} commit: {} acknowledged writes, write latency p50 {:.2} ms, p99 {:.2} ms; acknowledged writes missing at {BACKUP}: {}; said at once: {}",
+                round["commit"].as_str().unwrap_or_default(),
+                round["acknowledged"],
+                round["write_latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+                round["write_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+                round["lost_observed"],
+                round["said_at_once"].as_str().unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }
 
-async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<serde_json::Value> {
+async fn run(
+    lab: &LabFile,
+    all: Vec<LabUser>,
+    active: usize,
+    synchronous: bool,
+) -> anyhow::Result<serde_json::Value> {
     let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == HOME).collect();
     let enabled = mine.len();
     let active_users: Vec<LabUser> = mine.iter().take(active.min(enabled)).cloned().collect();
@@ -371,51 +392,28 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
     let present_after_failback = count_in(lab, HOME, "bench-").await?;
 
     // Disaster: a writer saves contacts while the pool is killed.
-    let writer_users = active_users.clone();
-    let writer_bases = home_bases.clone();
-    let writer_client = client.clone();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let writer = tokio::spawn(async move {
-        let mut acked = 0i64;
-        let mut i = 0usize;
-        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-            let u = &writer_users[i % writer_users.len()];
-            if save(&writer_client, &writer_bases, u, &format!("disaster-{i}")).await {
-                acked += 1;
-            }
-            i += 1;
+    let first = disaster_round(lab, &client, &active_users, &home_bases, 3, "disaster").await?;
+    let mut rounds = vec![first.clone()];
+    if synchronous {
+        invoke(
+            lab,
+            &format!("Set-CsBackupServiceConfiguration -SynchronousCommit $true -PoolFqdn {HOME}"),
+        )
+        .await?;
+        let client_api = api::Client::new(lab.admin_token.clone());
+        while !lab::all_up_to_date(&client_api, lab).await?.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        acked
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let dir = lab.dir.clone();
-    tokio::task::spawn_blocking(move || lab::kill_servers(&dir, HOME)).await??;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let disaster_acked = writer.await?;
-    let t2 = Instant::now();
-    invoke(
-        lab,
-        &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
-    )
-    .await?;
-    let disaster_failover = t2.elapsed();
-    // Before the lost pool is back: what it reported unshipped when it last answered.
-    let at_failover = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
-    let reported_at_failover = op_field(&at_failover, "LostChanges")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(-1);
-    let at_backup = count_in(lab, BACKUP, "disaster-").await?;
-    let observed = disaster_acked - at_backup;
-    let dir = lab.dir.clone();
-    tokio::task::spawn_blocking(move || lab::start(&dir, HOME)).await??;
-    let t3 = Instant::now();
-    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
-    let disaster_failback = t3.elapsed();
-    let ops = invoke(lab, "Get-CsDisasterRecoveryOperation -Identity 3").await?;
-    let reported = op_field(&ops, "LostChanges")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(-1);
+        rounds.push(
+            disaster_round(lab, &client, &active_users, &home_bases, 5, "synchronous").await?,
+        );
+    }
+    let disaster_acked = first["acknowledged"].as_i64().unwrap_or(0);
+    let observed = first["lost_observed"].as_i64().unwrap_or(0);
+    let reported = first["lost_reported"].as_i64().unwrap_or(-1);
+    let reported_at_failover = first["reported_at_failover"].as_i64().unwrap_or(-1);
+    let disaster_failover = Duration::from_secs_f64(first["failover_s"].as_f64().unwrap_or(0.0));
+    let disaster_failback = Duration::from_secs_f64(first["failback_s"].as_f64().unwrap_or(0.0));
 
     Ok(serde_json::json!({
         "bench": "failover",
@@ -439,5 +437,92 @@ async fn run(lab: &LabFile, all: Vec<LabUser>, active: usize) -> anyhow::Result<
         "disaster_lost_reported": reported,
         "disaster_reported_at_failover": reported_at_failover,
         "disaster_failback_s": disaster_failback.as_secs_f64(),
+        "disaster_rounds": rounds,
+    }))
+}
+
+/// Kills the home pool while a writer saves contacts, fails it over in disaster mode
+/// (operation `failover_id`), counts what the backup pool holds, brings the pool back and
+/// fails it back; the writer times every acknowledged write.
+async fn disaster_round(
+    lab: &LabFile,
+    client: &reqwest::Client,
+    users: &[LabUser],
+    bases: &[String],
+    failover_id: u64,
+    tag: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let writer_users = users.to_vec();
+    let writer_bases = bases.to_vec();
+    let writer_client = client.clone();
+    let prefix = format!("{tag}-");
+    let writer_prefix = prefix.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut latency = Vec::new();
+        let mut i = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            let u = &writer_users[i % writer_users.len()];
+            let sent = Instant::now();
+            if save(
+                &writer_client,
+                &writer_bases,
+                u,
+                &format!("{writer_prefix}{i}"),
+            )
+            .await
+            {
+                latency.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+            i += 1;
+        }
+        latency
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::kill_servers(&dir, HOME)).await??;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut latency = writer.await?;
+    latency.sort_by(f64::total_cmp);
+    let acked = latency.len() as i64;
+    let t = Instant::now();
+    invoke(
+        lab,
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
+    )
+    .await?;
+    let failover_s = t.elapsed().as_secs_f64();
+    // Before the lost pool is back: what the failover said at once.
+    let id = format!("Get-CsDisasterRecoveryOperation -Identity {failover_id}");
+    let at_failover = invoke(lab, &id).await?;
+    let reported_at_failover = op_field(&at_failover, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
+    let said_at_once = op_field(&at_failover, "LossEstimatedAtOnce")
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let at_backup = count_in(lab, BACKUP, &prefix).await?;
+    let dir = lab.dir.clone();
+    tokio::task::spawn_blocking(move || lab::start(&dir, HOME)).await??;
+    let t = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let failback_s = t.elapsed().as_secs_f64();
+    let after = invoke(lab, &id).await?;
+    let reported = op_field(&after, "LostChanges")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(-1);
+    Ok(serde_json::json!({
+        "commit": if tag == "synchronous" { "synchronous" } else { "asynchronous" },
+        "acknowledged": acked,
+        "write_latency_ms": { "p50": pct(&latency, 0.5), "p99": pct(&latency, 0.99) },
+        // A write the pool committed and shipped as it was killed, whose answer never
+        // reached the writer, is in the copy without being acknowledged.
+        "lost_observed": (acked - at_backup).max(0),
+        "reported_at_failover": reported_at_failover,
+        "said_at_once": said_at_once,
+        "lost_reported": reported,
+        "failover_s": failover_s,
+        "failback_s": failback_s,
     }))
 }

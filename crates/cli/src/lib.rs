@@ -193,6 +193,10 @@ enum BenchCommand {
         /// Users of the failed-over pool that are signed in and have saved data.
         #[arg(long, default_value_t = 200)]
         active: usize,
+        /// Run the disaster again with the pair committing synchronously: write latency and
+        /// disaster loss of both modes side by side.
+        #[arg(long)]
+        synchronous: bool,
         #[arg(long)]
         json: bool,
     },
@@ -343,8 +347,9 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
         Command::Bench(BenchCommand::Failover {
             users,
             active,
+            synchronous,
             json,
-        }) => outcome(bench_failover::failover(users, active, json)),
+        }) => outcome(bench_failover::failover(users, active, synchronous, json)),
         Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
             outcome(bench_cms::cms_failover(rounds as usize, json))
         }
