@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clock::Backoff;
 
-use crate::service::{BackupError, BackupService, settings};
+use crate::service::{BackupError, BackupService};
 use crate::status::CommitState;
 
 /// The route on a Front End's backup port that wakes its exporter at once (a Front End
@@ -38,7 +38,7 @@ impl BackupService {
         let Some(partner) = self.partner() else {
             return Ok(Commit::Asynchronous);
         };
-        let settings = settings(self.replica()).await;
+        let settings = self.settings().await;
         if !settings.is_synchronous(self.pool(), &partner) {
             self.set_commit_state(CommitState::Asynchronous);
             return Ok(Commit::Asynchronous);

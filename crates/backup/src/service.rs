@@ -85,6 +85,11 @@ struct Inner {
     backend: BackEnd,
     replica: ReplicaStore,
     topology: watch::Receiver<Arc<Topology>>,
+    /// The replica's version: the settings are read again only when it moves.
+    replica_version: watch::Receiver<i64>,
+    /// The Backup Service settings as of a replica version (read on every user write
+    /// under [`crate::commit`], so not from the replica each time).
+    settings: std::sync::Mutex<Option<(i64, cms::directory::BackupSettings)>>,
     api: api::Client,
     clock: Clock,
     wake: Notify,
@@ -117,6 +122,7 @@ impl BackupService {
         backend: BackEnd,
         replica: ReplicaStore,
         topology: watch::Receiver<Arc<Topology>>,
+        replica_version: watch::Receiver<i64>,
         api: api::Client,
         clock: Clock,
         tasks: &TaskTracker,
@@ -128,6 +134,8 @@ impl BackupService {
                 backend,
                 replica,
                 topology,
+                replica_version,
+                settings: std::sync::Mutex::new(None),
                 api,
                 clock,
                 heard: std::sync::Mutex::new(None),
@@ -152,8 +160,18 @@ impl BackupService {
         &self.inner.fqdn
     }
 
-    pub(crate) fn replica(&self) -> &ReplicaStore {
-        &self.inner.replica
+    /// The Backup Service settings, read from the replica again only when it moved to a
+    /// new version.
+    pub async fn settings(&self) -> cms::directory::BackupSettings {
+        let version = *self.inner.replica_version.borrow();
+        if let Some((v, s)) = &*self.inner.settings.lock().expect("settings lock")
+            && *v == version
+        {
+            return s.clone();
+        }
+        let read = settings(&self.inner.replica).await;
+        *self.inner.settings.lock().expect("settings lock") = Some((version, read.clone()));
+        read
     }
 
     pub(crate) fn clock(&self) -> Clock {
@@ -308,7 +326,7 @@ impl BackupService {
 
     /// The configured sync interval (seconds).
     pub async fn sync_interval_secs(&self) -> u64 {
-        settings(&self.inner.replica).await.sync_interval_secs
+        self.settings().await.sync_interval_secs
     }
 
     async fn run(self) {
@@ -865,9 +883,7 @@ impl BackupService {
             }
         }
         let synchronous = match &partner {
-            Some(p) => settings(&self.inner.replica)
-                .await
-                .is_synchronous(&self.inner.pool, p),
+            Some(p) => self.settings().await.is_synchronous(&self.inner.pool, p),
             None => false,
         };
         let commit = match self.commit_state() {

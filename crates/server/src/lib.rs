@@ -116,6 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             be.clone(),
             replica.store().clone(),
             replica.subscribe_topology(),
+            replica.subscribe_version(),
             api::Client::new(config.token.clone()).on_behalf_of(fqdn.clone()),
             clock,
             &tasks,
