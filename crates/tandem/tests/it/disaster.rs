@@ -4,7 +4,7 @@
 //! `TANDEM_DISASTER_RATE` (writes a second) scale it up; CI runs a few rounds at a modest
 //! rate, and the figure (20 rounds at 1,000 writes a second) is run by hand.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::lab::Lab;
@@ -58,6 +58,7 @@ fn write_load(
     rate: u64,
     tag: String,
     stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<Vec<(usize, String, bool)>> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -85,6 +86,7 @@ fn write_load(
                 let url = format!("{}/users/v1/contacts/{contact}", bases[i % bases.len()]);
                 let client = client.clone();
                 let acked = acked.clone();
+                let acknowledged = acknowledged.clone();
                 tasks.spawn(async move {
                     let Ok(r) = client
                         .put(url)
@@ -101,6 +103,7 @@ fn write_load(
                     let body: serde_json::Value = r.json().await.unwrap_or_default();
                     let synchronous = body["commit"] == "synchronous";
                     acked.lock().unwrap().push((u, contact, synchronous));
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
                 });
                 i += 1;
             }
@@ -208,21 +211,29 @@ fn disasters_at_random_moments_under_load_stay_within_the_range_said_at_once() {
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicUsize::new(0));
         let load = write_load(
             pool2.clone(),
             users.clone(),
             rate,
             format!("r{round}"),
             stop.clone(),
+            acknowledged.clone(),
         );
-        // The disaster comes 1.5 to 2.5 s into the load.
+        // The disaster comes once 1.5 to 2.5 s worth of writes were acknowledged (an
+        // eighth of that under synchronous commit, which acknowledges more slowly).
         let moment = 1_500
             + (seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(round)
                 >> 33)
                 % 1_000;
-        std::thread::sleep(std::time::Duration::from_millis(moment));
+        let wanted = (rate * moment / 1_000 / if synchronous { 8 } else { 1 }) as usize;
+        crate::eventually(
+            30,
+            &format!("round {round}: {wanted} writes acknowledged"),
+            || (acknowledged.load(Ordering::SeqCst) >= wanted).then_some(()),
+        );
         lab.kill(P2);
         stop.store(true, Ordering::SeqCst);
         let acked = load.join().unwrap();
