@@ -52,9 +52,10 @@ async fn authenticate(
 impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> ApiError {
         let status = match &e {
-            BackupError::Refused(_)
-            | BackupError::ItemRefused { .. }
-            | BackupError::NotPaired(_) => StatusCode::CONFLICT,
+            BackupError::Refused(_) | BackupError::NotPaired(_) => StatusCode::CONFLICT,
+            // The sender halves the shipment until it finds the change refused, then
+            // records that change as unshippable and goes on with the rest.
+            BackupError::ItemRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             BackupError::PartnerUnreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             BackupError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

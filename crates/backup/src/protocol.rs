@@ -43,10 +43,17 @@ pub struct ImportRequest {
 pub enum ImportBatch {
     /// Change-log rows, in order.
     Changes { changes: Vec<Change> },
-    /// The whole module (a full resync), current through `through_seq`.
-    Full {
+    /// Part `part` of the full resync `resync`: the module's whole content, current through
+    /// `through_seq`, cut into parts of about [`BATCH_MAX_BYTES`] so that no body nears
+    /// the link's limit whatever the module's size. The backup copy stages the parts and
+    /// replaces the module's copy with them in one transaction when the `last` arrives; a
+    /// resync cut short leaves the copy as it was and starts again at part 0.
+    FullPart {
+        resync: String,
+        part: i64,
         items: Vec<UserItem>,
         through_seq: i64,
+        last: bool,
     },
     /// CMS versions for the standby: the sender's consecutive versions after `after`,
     /// of the line `history` (a standby off it is rebuilt, see `store::history`).

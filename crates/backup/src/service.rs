@@ -61,6 +61,35 @@ fn unshippable_reason(change: &Change, why: &str) -> String {
     )
 }
 
+/// The items of one part of a full resync and the files (base64 by SHA-256) they refer to.
+type ResyncPart = (Vec<store::UserItem>, BTreeMap<String, String>);
+
+/// Cuts a module's items (each with the file it refers to, if any) into the parts of a full
+/// resync: in order, each part about `max_bytes` or less, except that an item larger than
+/// that travels alone; an empty module is one empty part, so the resync still replaces the
+/// copy.
+fn resync_parts(
+    items: Vec<(store::UserItem, Option<(String, String)>)>,
+    max_bytes: usize,
+) -> Vec<ResyncPart> {
+    let mut parts: Vec<ResyncPart> = vec![(Vec::new(), BTreeMap::new())];
+    let mut total = 0usize;
+    for (item, file) in items {
+        let size = serde_json::to_vec(&item).map_or(0, |v| v.len())
+            + file.as_ref().map_or(0, |(k, v)| k.len() + v.len());
+        if parts.last().is_some_and(|(p, _)| !p.is_empty()) && total + size > max_bytes {
+            parts.push((Vec::new(), BTreeMap::new()));
+            total = 0;
+        }
+        total += size;
+        if let Some((current, files)) = parts.last_mut() {
+            current.push(item);
+            files.extend(file);
+        }
+    }
+    parts
+}
+
 /// A change's size in a shipment, with the file it refers to.
 fn change_bytes(change: &Change, files: &BTreeMap<String, String>) -> usize {
     serde_json::to_vec(change).map_or(0, |v| v.len())
@@ -545,16 +574,53 @@ impl BackupService {
         }
         let through_seq = be.change_head(name).await?;
         let items = be.all_user_items(Some(name)).await?;
-        let files = self.files_for(items.iter().map(|i| i.value.as_str())).await;
-        let request = ImportRequest {
-            source_pool: self.inner.pool.clone(),
-            module: name.to_string(),
-            batch: ImportBatch::Full { items, through_seq },
-            files,
-        };
-        self.send(partner, &request).await?;
+        let resync = format!("{}-{through_seq}", store::now_ms());
+        let parts = self.full_parts(items).await;
+        let count = parts.len();
+        for (part, (items, files)) in parts.into_iter().enumerate() {
+            let request = ImportRequest {
+                source_pool: self.inner.pool.clone(),
+                module: name.to_string(),
+                batch: ImportBatch::FullPart {
+                    resync: resync.clone(),
+                    part: part as i64,
+                    items,
+                    through_seq,
+                    last: part + 1 == count,
+                },
+                files,
+            };
+            self.send(partner, &request).await?;
+        }
         be.complete_resync(name, partner, through_seq).await?;
         Ok(())
+    }
+
+    /// A module's whole content with the files its items refer to, cut into the parts of
+    /// a full resync (see [`resync_parts`]).
+    async fn full_parts(&self, items: Vec<store::UserItem>) -> Vec<ResyncPart> {
+        let mut with_files = Vec::with_capacity(items.len());
+        for item in items {
+            let mut file = None;
+            if let Some(sha) = content_sha(&item.value)
+                && let Some(bytes) = self.inner.backend.get_file(&sha).await
+            {
+                // A file damaged in this file store would make the partner refuse the
+                // whole part, and the resync would never complete: it is left out.
+                if store::hex_sha256(&bytes) == sha {
+                    file = Some((sha, base64::engine::general_purpose::STANDARD.encode(bytes)));
+                } else {
+                    tracing::warn!(
+                        user = %item.sip,
+                        item = %item.key,
+                        file = %sha,
+                        "a file in this pool's file store does not match its checksum; the resync leaves it out"
+                    );
+                }
+            }
+            with_files.push((item, file));
+        }
+        resync_parts(with_files, BATCH_MAX_BYTES)
     }
 
     /// The changes (from the first) that fit one shipment, with the files they refer to:
@@ -603,23 +669,6 @@ impl BackupService {
             kept.push(change);
         }
         Ok(Some((kept, files)))
-    }
-
-    /// The file-store contents referred to by content items.
-    async fn files_for<'a>(
-        &self,
-        values: impl Iterator<Item = &'a str>,
-    ) -> BTreeMap<String, String> {
-        let mut files = BTreeMap::new();
-        for value in values {
-            if let Some(sha) = content_sha(value)
-                && !files.contains_key(&sha)
-                && let Some(bytes) = self.inner.backend.get_file(&sha).await
-            {
-                files.insert(sha, base64::engine::general_purpose::STANDARD.encode(bytes));
-            }
-        }
-        files
     }
 
     /// Sends one shipment to the first Front End of `partner` that takes it.
@@ -720,11 +769,14 @@ pub async fn import(
     for (sha, data) in &request.files {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
-            .map_err(|e| BackupError::Refused(format!("file {sha} is not base64: {e}")))?;
+            .map_err(|e| BackupError::ItemRefused {
+                reason: format!("file {sha} is not base64: {e}"),
+            })?;
+        // A file damaged in the sender's file store: that change is refused, not the pool.
         if store::hex_sha256(&bytes) != *sha {
-            return Err(BackupError::Refused(format!(
-                "file {sha} does not match its checksum"
-            )));
+            return Err(BackupError::ItemRefused {
+                reason: format!("file {sha} does not match its checksum"),
+            });
         }
         backend.put_file(&bytes).await?;
     }
@@ -735,11 +787,32 @@ pub async fn import(
                 .import_changes(&source, module.short_name(), &changes)
                 .await?
         }
-        ImportBatch::Full { items, through_seq } => {
+        ImportBatch::FullPart {
+            resync,
+            part,
+            items,
+            through_seq,
+            last,
+        } => {
             backend
-                .replace_backup(&source, module.short_name(), &items, through_seq)
+                .stage_backup_part(
+                    &source,
+                    module.short_name(),
+                    &resync,
+                    part,
+                    &items,
+                    last.then_some(through_seq),
+                )
                 .await?;
-            through_seq
+            // Until the last part, the copy is still what it was before the resync.
+            if last {
+                through_seq
+            } else {
+                backend
+                    .import_state(&source, module.short_name())
+                    .await?
+                    .applied_seq
+            }
         }
         ImportBatch::Cms {
             versions,
@@ -974,6 +1047,51 @@ mod tests {
         assert_eq!(a["alice"], b["alice"], "order does not matter");
         assert_eq!(mismatches(&a, &b), vec!["carol", "erin"]);
         assert!(mismatches(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn a_full_resync_is_cut_into_parts_under_the_limit_in_order() {
+        let item = |i: usize, len: usize| store::UserItem {
+            sip: format!("sip:u{i}@x"),
+            key: format!("settings/{i}"),
+            module: "PresenceFocus".into(),
+            value: "v".repeat(len),
+            updated_at: 0,
+        };
+        let with_file = |i: usize, len: usize, file: usize| {
+            (item(i, len), Some((format!("sha{i}"), "f".repeat(file))))
+        };
+        assert_eq!(resync_parts(Vec::new(), 1_000).len(), 1, "an empty module");
+        let items = vec![
+            (item(0, 300), None),
+            (item(1, 300), None),
+            with_file(2, 10, 5_000),
+            (item(3, 300), None),
+            (item(4, 300), None),
+            (item(5, 300), None),
+        ];
+        let parts = resync_parts(items, 1_000);
+        let keys: Vec<Vec<&str>> = parts
+            .iter()
+            .map(|(items, _)| items.iter().map(|i| i.key.as_str()).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                vec!["settings/0", "settings/1"],
+                vec!["settings/2"],
+                vec!["settings/3", "settings/4"],
+                vec!["settings/5"],
+            ]
+        );
+        // The file travels with the item that refers to it, and only there.
+        assert!(parts[1].1.contains_key("sha2"));
+        assert!(
+            parts
+                .iter()
+                .enumerate()
+                .all(|(n, (_, f))| n == 1 || f.is_empty())
+        );
     }
 
     #[tokio::test]

@@ -69,6 +69,14 @@ pub enum StoreError {
     CmsNotStandby { path: String, mode: &'static str },
     #[error("the data of the users homed on {home_pool} is read-only here: {reason}")]
     Fenced { home_pool: String, reason: String },
+    #[error(
+        "part {got} of full resync {resync} arrived while part {expected} was expected; the sender starts the resync again"
+    )]
+    StagingOutOfOrder {
+        resync: String,
+        expected: i64,
+        got: i64,
+    },
 }
 
 impl StoreError {

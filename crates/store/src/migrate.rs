@@ -54,6 +54,11 @@ pub(crate) const BACKEND: &[Migration] = &[
         name: "changes the backup service could not ship",
         sql: include_str!("../migrations/backend/0007_backup_unshippable.sql"),
     },
+    Migration {
+        version: 8,
+        name: "parts of a full resync, staged until the last arrives",
+        sql: include_str!("../migrations/backend/0008_backup_staging.sql"),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

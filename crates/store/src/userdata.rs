@@ -631,41 +631,97 @@ impl BackEnd {
         Ok(through)
     }
 
-    /// Replaces the whole backup copy of one module of `source_pool` (a full resync),
-    /// recording it as applied through `through_seq`.
-    pub async fn replace_backup(
+    /// Stages part `part` of the full resync `resync` of `source_pool`'s `module`. Part 0
+    /// starts a new resync (dropping any earlier one cut short); any other part must follow
+    /// the last one staged for the same resync. With `through_seq`, this was the last part:
+    /// the staged content replaces the module's backup copy in one transaction and the copy
+    /// counts as current through that sequence number.
+    pub async fn stage_backup_part(
         &self,
         source_pool: &str,
         module: &str,
+        resync: &str,
+        part: i64,
         items: &[UserItem],
-        through_seq: i64,
+        through_seq: Option<i64>,
     ) -> Result<()> {
         let now = now_ms();
         let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        sqlx::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
-            .bind(source_pool)
-            .bind(module)
-            .execute(&mut *tx)
-            .await
-            .at(&self.path)?;
-        for item in items {
-            sqlx::query(
-                "INSERT INTO backup_item
-                     (source_pool, sip, key, module, value, committed_at, imported_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        if part == 0 {
+            clear_staging(&mut tx, &self.path, source_pool, module).await?;
+        } else {
+            let head: Option<(String, i64)> = sqlx::query_as(
+                "SELECT resync, next_part FROM backup_staging_head
+                 WHERE source_pool = $1 AND module = $2",
             )
             .bind(source_pool)
+            .bind(module)
+            .fetch_optional(&mut *tx)
+            .await
+            .at(&self.path)?;
+            let expected = match head {
+                Some((r, next)) if r == resync => next,
+                _ => 0,
+            };
+            if expected != part {
+                return Err(StoreError::StagingOutOfOrder {
+                    resync: resync.to_string(),
+                    expected,
+                    got: part,
+                });
+            }
+        }
+        sqlx::query(
+            "INSERT INTO backup_staging_head (source_pool, module, resync, next_part)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source_pool, module) DO UPDATE SET resync = $3, next_part = $4",
+        )
+        .bind(source_pool)
+        .bind(module)
+        .bind(resync)
+        .bind(part + 1)
+        .execute(&mut *tx)
+        .await
+        .at(&self.path)?;
+        for item in items {
+            sqlx::query(
+                "INSERT INTO backup_staging (source_pool, module, sip, key, value, committed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (source_pool, module, sip, key)
+                 DO UPDATE SET value = $5, committed_at = $6",
+            )
+            .bind(source_pool)
+            .bind(module)
             .bind(&item.sip)
             .bind(&item.key)
-            .bind(module)
             .bind(&item.value)
             .bind(item.updated_at)
-            .bind(now)
             .execute(&mut *tx)
             .await
             .at(&self.path)?;
         }
-        set_import_seq(&mut tx, &self.path, source_pool, module, through_seq, now).await?;
+        if let Some(through_seq) = through_seq {
+            sqlx::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
+                .bind(source_pool)
+                .bind(module)
+                .execute(&mut *tx)
+                .await
+                .at(&self.path)?;
+            sqlx::query(
+                "INSERT INTO backup_item
+                     (source_pool, sip, key, module, value, committed_at, imported_at)
+                 SELECT source_pool, sip, key, module, value, committed_at, $3
+                 FROM backup_staging WHERE source_pool = $1 AND module = $2",
+            )
+            .bind(source_pool)
+            .bind(module)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .at(&self.path)?;
+            clear_staging(&mut tx, &self.path, source_pool, module).await?;
+            set_import_seq(&mut tx, &self.path, source_pool, module, through_seq, now).await?;
+        }
         tx.commit().await.at(&self.path)?;
         Ok(())
     }
@@ -947,6 +1003,27 @@ async fn import_seq_in(
     Ok(row.map_or(0, |(s,)| s))
 }
 
+/// Drops the staged parts of `source_pool`'s `module` (a resync starting again or landed).
+async fn clear_staging(
+    conn: &mut sqlx::SqliteConnection,
+    path: &str,
+    source_pool: &str,
+    module: &str,
+) -> Result<()> {
+    for sql in [
+        "DELETE FROM backup_staging WHERE source_pool = $1 AND module = $2",
+        "DELETE FROM backup_staging_head WHERE source_pool = $1 AND module = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(source_pool)
+            .bind(module)
+            .execute(&mut *conn)
+            .await
+            .at(path)?;
+    }
+    Ok(())
+}
+
 async fn set_import_seq(
     conn: &mut sqlx::SqliteConnection,
     path: &str,
@@ -1099,5 +1176,86 @@ mod tests {
         let sha = be.put_file(b"slides").await.unwrap();
         assert_eq!(be.get_file(&sha).await.unwrap(), b"slides");
         assert!(be.get_file("../p1.db").await.is_none());
+    }
+
+    fn item(sip: &str, key: &str, value: &str) -> UserItem {
+        UserItem {
+            sip: sip.into(),
+            key: key.into(),
+            module: "PresenceFocus".into(),
+            value: value.into(),
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_resync_replaces_the_copy_only_when_its_last_part_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
+        let (pool, module) = ("pool1.contoso.com", "PresenceFocus");
+        let copy = |be: &BackEnd| {
+            let be = be.clone();
+            async move {
+                be.backup_items(pool, Some(module), None)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|i| i.key)
+                    .collect::<Vec<_>>()
+            }
+        };
+        be.stage_backup_part(
+            pool,
+            module,
+            "r1",
+            0,
+            &[item("sip:a@x", "old", "1")],
+            Some(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copy(&be).await, ["old"]);
+
+        // A resync cut short after its first part leaves the copy as it was.
+        be.stage_backup_part(pool, module, "r2", 0, &[item("sip:a@x", "k1", "1")], None)
+            .await
+            .unwrap();
+        assert_eq!(copy(&be).await, ["old"]);
+        // A part out of order is refused, and so is a part of another resync.
+        let skipped = be
+            .stage_backup_part(pool, module, "r2", 2, &[], Some(9))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            skipped,
+            StoreError::StagingOutOfOrder {
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ));
+        assert!(
+            be.stage_backup_part(pool, module, "r3", 1, &[], Some(9))
+                .await
+                .is_err()
+        );
+        assert_eq!(copy(&be).await, ["old"]);
+
+        // The next resync starts again at part 0 and lands whole.
+        be.stage_backup_part(pool, module, "r4", 0, &[item("sip:a@x", "k1", "1")], None)
+            .await
+            .unwrap();
+        be.stage_backup_part(
+            pool,
+            module,
+            "r4",
+            1,
+            &[item("sip:b@x", "k2", "2")],
+            Some(9),
+        )
+        .await
+        .unwrap();
+        assert_eq!(copy(&be).await, ["k1", "k2"]);
+        assert_eq!(be.import_state(pool, module).await.unwrap().applied_seq, 9);
     }
 }

@@ -130,6 +130,88 @@ fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where
     for r in debug.as_array().unwrap() {
         assert_eq!(r["Mismatches"], 0, "{r}");
     }
+    // More meeting content makes DataConf larger than one shipment: a full resync of it
+    // travels in parts and converges the copy.
+    let notes: Vec<u8> = (0..2 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+    let (status, _) = session.call(
+        &lab,
+        P1_FES[0],
+        reqwest::Method::PUT,
+        "/users/v1/meetings/m1/content/notes.bin",
+        notes,
+    );
+    assert_eq!(status, 200);
+    lab.ok(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsBackupServiceSync -PoolFqdn {P1} -BackupModule DataConf"),
+    );
+    crate::eventually(30, "the DataConf resync", || {
+        let r = row(&lab, P2_FES[0], P1, "ConfServices.DataConf");
+        (r["PendingChanges"] == 0 && r["ExportStatus"] == "FinalState").then_some(())
+    });
+    let debug = lab.json(
+        Some(P1_FES[1]),
+        &format!("Debug-CsInterPoolReplication -PoolFqdn {P1} -BackupModule ConfServices.DataConf"),
+    );
+    let debug = debug.as_array().map_or(debug.clone(), |a| a[0].clone());
+    assert_eq!(debug["Mismatches"], 0, "{debug}");
+
+    // A file damaged on pool1's disk before it ships: the partner refuses that change, the
+    // Backup Service finds it by halving the shipment, records it with the user and the item
+    // and ships the changes after it; status says ErrorState with the reason.
+    services(&lab, "Stop", &P1_FES);
+    let damaged: Vec<u8> = (0..300_000).map(|i| (i % 239) as u8).collect();
+    let (status, _) = session.call(
+        &lab,
+        P1_FES[0],
+        reqwest::Method::PUT,
+        "/users/v1/meetings/m2/content/damaged.bin",
+        damaged.clone(),
+    );
+    assert_eq!(status, 200);
+    for c in ["sip:after1@contoso.com", "sip:after2@contoso.com"] {
+        let (status, _) = session.call(
+            &lab,
+            P1_FES[1],
+            reqwest::Method::PUT,
+            &format!("/users/v1/contacts/{c}"),
+            br#"{"group":"g","display_name":"a"}"#.to_vec(),
+        );
+        assert_eq!(status, 200);
+    }
+    let files = std::path::Path::new(lab.dir()).join("backend/pool1.files");
+    let file = std::fs::read_dir(&files)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).is_ok_and(|b| b == damaged))
+        .expect("the uploaded file in pool1's file store");
+    let mut bytes = damaged.clone();
+    bytes[0] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    services(&lab, "Start", &P1_FES);
+    crate::eventually(
+        20,
+        "the damaged change recorded and the rest shipped",
+        || {
+            let r = row(&lab, P2_FES[1], P1, "ConfServices.DataConf");
+            let contacts = row(&lab, P2_FES[1], P1, "UserServices.PresenceFocus");
+            (contacts["PendingChanges"] == 0 && r["PendingChanges"] == 0).then_some(r)
+        },
+    );
+    let r = row(&lab, P2_FES[1], P1, "ConfServices.DataConf");
+    assert_eq!(r["ExportStatus"], "ErrorState", "{r}");
+    let said = r["Unshippable"].to_string();
+    assert!(
+        said.contains("damaged.bin")
+            && said.contains(&alice)
+            && said.contains("does not match its checksum"),
+        "{r}"
+    );
+    assert!(
+        !r["LastError"].as_str().unwrap_or_default().is_empty(),
+        "{r}"
+    );
+
     // The Backup Service of pool1 stops everywhere: the next change waits, and status says
     // why at once, with the command that starts it.
     services(&lab, "Stop", &P1_FES);
@@ -186,6 +268,23 @@ fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where
     // Started again, the failover completes and the users' large items are served from
     // the backup pool as they were written.
     services(&lab, "Start", &P2_FES);
+    // The failover's Verify step finds the user whose damaged change never shipped, and
+    // says how to converge the copy: a resync (which leaves the damaged file out).
+    let out = lab.shell(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsPoolFailOver -PoolFqdn {P1}"),
+    );
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        said.contains("differ")
+            && said.contains(&format!("Invoke-CsBackupServiceSync -PoolFqdn {P1}")),
+        "{said}"
+    );
+    lab.ok(
+        Some(P2_FES[0]),
+        &format!("Invoke-CsBackupServiceSync -PoolFqdn {P1}"),
+    );
     let out = lab.shell(
         Some(P2_FES[0]),
         &format!("Invoke-CsPoolFailOver -PoolFqdn {P1}"),
