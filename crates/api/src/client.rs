@@ -38,6 +38,13 @@ impl CallError {
         self.to_string()
     }
 
+    /// Whether nothing listened at the server's address (the connection was refused at
+    /// once): its process is down, as opposed to paused, overloaded or cut off, where a
+    /// call times out.
+    pub fn nothing_listens(&self) -> bool {
+        matches!(self, CallError::Unreachable { source, .. } if source.is_connect() && !source.is_timeout())
+    }
+
     /// The status the server answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -833,6 +833,29 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tandem lab pause` (SIGSTOP) and `tandem lab resume` (SIGCONT).
+pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::Result<()> {
+    let lab = LabFile::load(dir)?;
+    for i in lab.select(selector)? {
+        let s = &lab.servers[i];
+        match s.pid.filter(|_| s.alive()) {
+            Some(pid) if pause => {
+                signal(pid, Signal::SIGSTOP);
+                eprintln!(
+                    "paused {} (pid {pid}); `tandem lab resume {}` lets it run",
+                    s.fqdn, s.fqdn
+                );
+            }
+            Some(pid) => {
+                signal(pid, Signal::SIGCONT);
+                eprintln!("resumed {} (pid {pid})", s.fqdn);
+            }
+            None => eprintln!("{} is not running", s.fqdn),
+        }
+    }
+    Ok(())
+}
+
 /// `tandem lab start`.
 pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
@@ -887,6 +910,8 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     for s in &lab.servers {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
             signal(pid, Signal::SIGTERM);
+            // A server frozen by `lab pause` acts on the signal only once it runs again.
+            signal(pid, Signal::SIGCONT);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -146,6 +146,22 @@ enum LabCommand {
         #[arg(long, default_value = "tandem-lab")]
         dir: PathBuf,
     },
+    /// Freeze (SIGSTOP) every server of a site, a pool, or one server: it answers nothing
+    /// and learns nothing until `lab resume`, as a server cut off by the network or stalled
+    /// by its host would.
+    Pause {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Let servers frozen by `lab pause` run again (SIGCONT).
+    Resume {
+        /// A site name, a pool FQDN or a server FQDN.
+        target: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
     /// Start again the servers of a site, a pool, or one server.
     Start {
         /// A site name, a pool FQDN or a server FQDN.
@@ -327,6 +343,8 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             }),
             LabCommand::Status { dir, json } => lab::status(&dir, json),
             LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),
+            LabCommand::Pause { target, dir } => lab::pause_servers(&dir, &target, true),
+            LabCommand::Resume { target, dir } => lab::pause_servers(&dir, &target, false),
             LabCommand::Start { target, dir } => lab::start(&dir, &target),
             LabCommand::Down { dir } => lab::down(&dir),
         }),

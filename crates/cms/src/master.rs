@@ -34,6 +34,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// on a busy machine is slow, not gone).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
 const PUSH_TIMEOUT_PER_ITEM: Duration = Duration::from_millis(2);
+/// [`PUSH_TIMEOUT`] for a replica that did not answer its last push (a heartbeat to a
+/// server that runs again is answered in a few milliseconds).
+const SUSPECT_PUSH_TIMEOUT: Duration = Duration::from_millis(300);
 /// A replica's status row is rewritten at least this often while it answers.
 const STATUS_REFRESH_MS: i64 = 5_000;
 /// How long a master that has just taken the lease waits for each server's answer to its
@@ -132,6 +135,10 @@ struct Inner {
     rounds: watch::Sender<u64>,
     rounds_started: std::sync::atomic::AtomicU64,
     acked: Mutex<HashMap<String, Acked>>,
+    /// Replicas whose last push timed out or found nobody: the next ones get
+    /// [`SUSPECT_PUSH_TIMEOUT`], so that one frozen or cut-off server does not hold every
+    /// round, and every other replica's next version, for [`PUSH_TIMEOUT`].
+    suspects: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Serialises read-modify-write changes made through this master.
     write_lock: Mutex<()>,
     shutdown: watch::Sender<bool>,
@@ -161,6 +168,7 @@ impl Master {
             rounds: watch::Sender::new(0),
             rounds_started: std::sync::atomic::AtomicU64::new(0),
             acked: Mutex::new(HashMap::new()),
+            suspects: Default::default(),
             write_lock: Mutex::new(()),
             shutdown: watch::Sender::new(false),
         });
@@ -511,7 +519,6 @@ async fn probe(inner: &Arc<Inner>, epoch: i64) -> Result<Option<Newer>, MasterEr
             items: Vec::new(),
             history: history.clone(),
             replace: false,
-            proven: false,
         };
         let client = inner.api.clone();
         set.spawn(async move {
@@ -690,14 +697,26 @@ async fn push_one(
             items: items.clone(),
             history: history.clone(),
             replace,
-            proven: true,
         };
         let base = api::base(target.address, target.port);
-        let timeout = PUSH_TIMEOUT + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32;
-        let response: SyncResponse = inner
+        let suspect = inner.suspects.lock().is_ok_and(|s| s.contains(&key));
+        let first = if suspect {
+            SUSPECT_PUSH_TIMEOUT
+        } else {
+            PUSH_TIMEOUT
+        };
+        let timeout = first + PUSH_TIMEOUT_PER_ITEM * request.items.len() as u32;
+        let answer = inner
             .api
-            .post(&base, api::paths::REPLICA_SYNC, &request, timeout)
-            .await?;
+            .post::<_, SyncResponse>(&base, api::paths::REPLICA_SYNC, &request, timeout)
+            .await;
+        if let Ok(mut suspects) = inner.suspects.lock() {
+            match &answer {
+                Err(api::CallError::Unreachable { .. }) => suspects.insert(key.clone()),
+                _ => suspects.remove(&key),
+            };
+        }
+        let response = answer?;
         match response {
             SyncResponse::Applied { version } => {
                 replace = false;

@@ -27,12 +27,6 @@ pub struct SyncRequest {
     /// everything it holds.
     #[serde(default)]
     pub replace: bool,
-    /// The master has checked, since it took the lease, that no reachable replica follows
-    /// a store of a later term (its probe found none). A probe's heartbeats say false: a
-    /// store failed over while its pool was down must not tell its own pool's servers that
-    /// their stale view is current before it learns it was fenced.
-    #[serde(default)]
-    pub proven: bool,
 }
 
 /// The replica's answer.
@@ -75,6 +69,12 @@ pub struct RoleReport {
     /// store compares its own with.
     #[serde(default)]
     pub history: store::History,
+    /// While this server is the active master: the newest version that changed who serves
+    /// whom (a pool's failover state or the topology, see `node::SERVING_PREFIXES`). A
+    /// replica of the same term at or past it knows its view is current, however far
+    /// behind it is on the rest of the configuration.
+    #[serde(default)]
+    pub serving_version: i64,
 }
 
 /// The path of [`RoleReport`] on every server's management API.

@@ -6,8 +6,10 @@
 //! behind (`UpToDate False`) exactly as an operator would expect.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
+
+use clock::Clock;
 
 use store::{ApplyOutcome, Batch, Item, ReplicaState, ReplicaStore, StoreError};
 use tokio::sync::watch;
@@ -39,14 +41,43 @@ pub struct ReplicaAgent {
     running: AtomicBool,
     topology: watch::Sender<Arc<Topology>>,
     version: watch::Sender<i64>,
-    /// Whether a master's push was applied since this server started: until then the
-    /// replica is what the server held when it stopped, which may predate a failover.
-    heard_from_master: AtomicBool,
+    clock: Clock,
+    /// When (clock ms) this server last asked the active master a question whose answer
+    /// proved its view current (the master's store of the same term, whose last change of
+    /// who serves whom this replica holds). Dated when the question left, not when the answer came: an
+    /// answer delayed by a pause proves nothing about the time after it. `NEVER` until the
+    /// first proof since the server started: until then the replica is what the server
+    /// held when it stopped, which may predate a failover.
+    proven_at: AtomicI64,
+    /// When a check last found no active master to ask (the Central Management store is
+    /// down, or out of reach): the last proven view stands, as the original keeps serving
+    /// from its replica while the store is away.
+    master_away_at: AtomicI64,
+}
+
+/// A view older than this since its last proof is in doubt: servers ask every second.
+pub const VIEW_PROOF_TTL: Duration = Duration::from_secs(3);
+
+const NEVER: i64 = i64::MIN;
+
+/// Why a server's view of the configuration (and of who serves whom) is not known to be
+/// current; a Front End serves nobody in full mode and takes no user's write while it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewDoubt {
+    /// Nothing has proven it since the server started.
+    SinceStart,
+    /// Last proven this long ago (ms): the server was paused or cut off, or the master is
+    /// ahead of it (a push not yet applied) or slow to answer.
+    Stale { ms: i64 },
 }
 
 impl ReplicaAgent {
     /// Starts the agent on a seeded replica.
-    pub async fn open(store: ReplicaStore, path: &str) -> Result<ReplicaAgent, ReplicaError> {
+    pub async fn open(
+        store: ReplicaStore,
+        path: &str,
+        clock: Clock,
+    ) -> Result<ReplicaAgent, ReplicaError> {
         let text = store
             .get(keys::TOPOLOGY_ACTIVE)
             .await?
@@ -59,16 +90,66 @@ impl ReplicaAgent {
             running: AtomicBool::new(true),
             topology: watch::Sender::new(Arc::new(topology)),
             version: watch::Sender::new(state.version),
-            heard_from_master: AtomicBool::new(false),
+            clock,
+            proven_at: AtomicI64::new(NEVER),
+            master_away_at: AtomicI64::new(NEVER),
         })
     }
 
-    /// Whether this replica applied a push of a proven active master since the server
-    /// started (a heartbeat counts: the master pushes to the newest version every time).
-    /// Until then the failover states it holds may predate a failover made while this
-    /// server was down, and the server serves nobody in full mode.
-    pub fn caught_up_since_start(&self) -> bool {
-        self.heard_from_master.load(Ordering::SeqCst)
+    /// Whether this replica's view is in doubt now (see [`ViewDoubt`]); `None` when it
+    /// was proven within [`VIEW_PROOF_TTL`], or when the last proof stands because the
+    /// last check found no master to ask.
+    pub fn view_doubt(&self) -> Option<ViewDoubt> {
+        let now = self.clock.now_ms();
+        let ttl = VIEW_PROOF_TTL.as_millis() as i64;
+        let proven = self.proven_at.load(Ordering::SeqCst);
+        if proven == NEVER {
+            return Some(ViewDoubt::SinceStart);
+        }
+        let away = self.master_away_at.load(Ordering::SeqCst);
+        if now - proven <= ttl || (away >= proven && now - away <= ttl) {
+            return None;
+        }
+        Some(ViewDoubt::Stale { ms: now - proven })
+    }
+
+    /// Records what a check of the active master, asked at `asked_at` (clock ms), found:
+    /// its epoch and the newest version of its store that changed who serves whom (`None`:
+    /// no master answered). A master of this replica's term whose version this replica
+    /// holds proves the view current as of `asked_at`; one ahead leaves it in doubt until
+    /// its push has been applied and a check says so.
+    pub async fn note_master_check(
+        &self,
+        asked_at: i64,
+        master: Option<(i64, i64)>,
+    ) -> Result<(), StoreError> {
+        let state = self.store.state().await?;
+        self.note_check(asked_at, master, (state.epoch, state.version));
+        Ok(())
+    }
+
+    /// [`ReplicaAgent::note_master_check`] with the replica's own epoch and version read.
+    fn note_check(&self, asked_at: i64, master: Option<(i64, i64)>, (epoch, version): (i64, i64)) {
+        match master {
+            None => {
+                // Only a view proven since the start can stand while the master is away.
+                if self.proven_at.load(Ordering::SeqCst) != NEVER {
+                    self.master_away_at.fetch_max(asked_at, Ordering::SeqCst);
+                }
+            }
+            Some((master_epoch, serving_version)) => {
+                if store::term_of(epoch) == store::term_of(master_epoch)
+                    && version >= serving_version
+                {
+                    self.proven_at.fetch_max(asked_at, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// The clock this agent dates its proofs with.
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     pub fn store(&self) -> &ReplicaStore {
@@ -125,9 +206,6 @@ impl ReplicaAgent {
         Ok(match outcome {
             ApplyOutcome::Applied { version } => {
                 self.make_live(&req.items, version).await;
-                if req.proven {
-                    self.heard_from_master.store(true, Ordering::SeqCst);
-                }
                 SyncResponse::Applied { version }
             }
             ApplyOutcome::Gap { version } => SyncResponse::Gap { version },
@@ -211,4 +289,73 @@ impl ReplicaAgent {
 /// The path of a server's local replica inside its data folder.
 pub fn replica_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("replica.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPOLOGY: &str = include_str!("../../../examples/contoso.toml");
+
+    async fn agent(dir: &std::path::Path, clock: Clock) -> ReplicaAgent {
+        let store = ReplicaStore::open(&dir.join("replica.db")).await.unwrap();
+        let topology = Item {
+            key: keys::TOPOLOGY_ACTIVE.into(),
+            value: Some(TOPOLOGY.into()),
+            version: 5,
+        };
+        store.replace_all(5, 0, &[topology]).await.unwrap();
+        ReplicaAgent::open(store, "replica.db", clock)
+            .await
+            .unwrap()
+    }
+
+    async fn advance(ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test]
+    async fn a_view_is_proven_by_asking_the_master_and_doubted_once_the_proof_is_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::starting_at(1_000_000);
+        let agent = agent(dir.path(), clock).await;
+        let epoch = agent.state().await.unwrap().epoch;
+        // Time stands still from here; the store is not read again.
+        tokio::time::pause();
+        let here = (epoch, 5);
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::SinceStart));
+        // No master to ask proves nothing for a server that has just started.
+        agent.note_check(clock.now_ms(), None, here);
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::SinceStart));
+        // A master ahead, or of another term, proves nothing either.
+        agent.note_check(clock.now_ms(), Some((epoch, 6)), here);
+        agent.note_check(
+            clock.now_ms(),
+            Some((store::next_term_floor(epoch), 5)),
+            here,
+        );
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::SinceStart));
+        // The master of this term at this replica's version does.
+        let asked = clock.now_ms();
+        agent.note_check(asked, Some((epoch, 5)), here);
+        assert_eq!(agent.view_doubt(), None);
+        advance(3_000).await;
+        assert_eq!(agent.view_doubt(), None);
+        advance(1).await;
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::Stale { ms: 3_001 }));
+        // An answer that arrives late (the server was paused while it waited) is dated when
+        // the question left, and proves nothing about the time since.
+        agent.note_check(asked, Some((epoch, 5)), here);
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::Stale { ms: 3_001 }));
+        // A master that has moved on since leaves the view in doubt.
+        agent.note_check(clock.now_ms(), Some((epoch, 9)), here);
+        assert!(agent.view_doubt().is_some());
+        // With the master away, the last proven view stands, as long as it is asked about.
+        agent.note_check(clock.now_ms(), None, here);
+        assert_eq!(agent.view_doubt(), None);
+        advance(3_001).await;
+        assert!(agent.view_doubt().is_some());
+        agent.note_check(clock.now_ms(), Some((epoch, 5)), here);
+        assert_eq!(agent.view_doubt(), None);
+    }
 }

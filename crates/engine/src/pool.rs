@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use backup::Module;
 use clock::Backoff;
+use cms::replica::VIEW_PROOF_TTL;
 use dr::operation::{Finding, Kind, Loss, Operation, Options, Step, judge};
 use dr::progress::{OpState, StepState};
 use dr::rules::{check_failback, check_failover};
@@ -36,6 +37,18 @@ const CMS_PATIENCE: Duration = Duration::from_secs(12);
 const CMS_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `/health` probe of a pool's server may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a call to a lost source's Front End may take in disaster mode.
+const LOST_SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Added to [`VIEW_PROOF_TTL`] when a disaster failover waits out a silent pool's views.
+const VIEW_DOUBT_MARGIN: Duration = Duration::from_millis(500);
+
+/// A pool none of whose Front Ends answered, from when.
+#[derive(Debug, Clone, Copy)]
+struct Silence {
+    /// Some Front End timed out rather than refusing the connection.
+    stalled: bool,
+    since: tokio::time::Instant,
+}
 
 /// The engine's reads and compare-and-set writes of the CMS, run on the master.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -313,6 +326,50 @@ impl Engine {
         Err(last)
     }
 
+    /// [`Self::on_pool`] for a pool taken in disaster mode: its Front Ends are asked at once
+    /// whether they answer ([`LOST_SOURCE_TIMEOUT`]), and only those that do are given the
+    /// action, so a pool frozen or cut off costs one short wait, not one per server.
+    async fn on_lost_pool(
+        &self,
+        pool: &str,
+        action: &PoolAction,
+    ) -> Result<PoolActionReply, String> {
+        let topology = self.node.topology();
+        let mut probes = tokio::task::JoinSet::new();
+        for fe in topology.front_end_servers(pool) {
+            let fe = fe.clone();
+            let base = Node::base_of(&topology, &fe);
+            let api = self.node.api.clone();
+            let here = fe.fqdn.eq_ignore_ascii_case(&self.node.fqdn);
+            probes.spawn(async move {
+                let answer = if here {
+                    Ok(())
+                } else {
+                    api.health(&base, LOST_SOURCE_TIMEOUT)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{}: {e}", fe.fqdn))
+                };
+                (fe, answer)
+            });
+        }
+        let mut last = format!("{pool} has no Front End");
+        let mut answering = Vec::new();
+        while let Some(Ok((fe, answer))) = probes.join_next().await {
+            match answer {
+                Ok(()) => answering.push(fe),
+                Err(e) => last = e,
+            }
+        }
+        for fe in &answering {
+            match self.on_front_end(fe, action, LOST_SOURCE_TIMEOUT).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Runs `action` on each Front End of `pool` (each its own server's part, as services
     /// are); what each said, or why it could not, in one line.
     async fn on_every_front_end(
@@ -356,6 +413,54 @@ impl Engine {
             }
         }
         Err(last)
+    }
+
+    /// Whether some Front End of `pool` answers (`None`), else whether any of them may only
+    /// be paused, overloaded or cut off: its call timed out instead of finding nothing
+    /// listening.
+    async fn silence_of(&self, pool: &str) -> Option<Silence> {
+        let topology = self.node.topology();
+        let mut probes = tokio::task::JoinSet::new();
+        for fe in topology.front_end_servers(pool) {
+            if fe.fqdn.eq_ignore_ascii_case(&self.node.fqdn) {
+                return None;
+            }
+            let base = Node::base_of(&topology, fe);
+            let api = self.node.api.clone();
+            probes.spawn(async move { api.health(&base, HEALTH_TIMEOUT).await.map(|_| ()) });
+        }
+        let mut stalled = false;
+        while let Some(joined) = probes.join_next().await {
+            match joined {
+                Ok(Ok(())) => return None,
+                Ok(Err(e)) => stalled |= !e.nothing_listens(),
+                Err(_) => stalled = true,
+            }
+        }
+        Some(Silence {
+            stalled,
+            since: tokio::time::Instant::now(),
+        })
+    }
+
+    /// A disaster failover of a pool some of whose Front Ends may be paused or cut off
+    /// rather than down waits until each of them has gone [`VIEW_PROOF_TTL`] (and a
+    /// margin) since it was found silent before the backup pool takes its users: by then
+    /// its own view is in doubt, and if it comes back it serves nobody in full mode until
+    /// the master has told it about this failover (see `cms::replica::ViewDoubt`). A pool
+    /// whose servers are down needs no wait: a restarted server starts in doubt.
+    async fn wait_out_stale_views(&self, pool: &str, silence: &Silence) {
+        if !silence.stalled {
+            return;
+        }
+        let until = silence.since + VIEW_PROOF_TTL + VIEW_DOUBT_MARGIN;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        tracing::info!(
+            %pool,
+            wait_ms = left.as_millis() as u64,
+            "a Front End of the failed pool timed out rather than being down: waiting until it would doubt its own view"
+        );
+        self.node.clock.sleep(left).await;
     }
 
     /// The user-data changes `pool` says it has not shipped to its partner, asked of it now
@@ -463,14 +568,18 @@ impl Engine {
             }
             .into());
         }
-        if options.disaster && !options.force && self.reachable(&source).await.is_ok() {
-            return Err(Refusal::DisasterButAnswers {
-                kind,
-                unshipped: self.unshipped_by(&source).await,
-                pool: source,
-                home: pool.clone(),
+        let mut silence = None;
+        if options.disaster && !options.force {
+            silence = self.silence_of(&source).await;
+            if silence.is_none() {
+                return Err(Refusal::DisasterButAnswers {
+                    kind,
+                    unshipped: self.unshipped_by(&source).await,
+                    pool: source,
+                    home: pool.clone(),
+                }
+                .into());
             }
-            .into());
         }
         if let Err(detail) = self.reachable(&target).await {
             return Err(Refusal::TargetUnreachable {
@@ -493,6 +602,9 @@ impl Engine {
         op.undoes = undoes;
         if what_if {
             return Ok(self.what_if(&op, &view).await);
+        }
+        if let Some(silence) = &silence {
+            self.wait_out_stale_views(&source, silence).await;
         }
         let key = operation_key(id);
         let recorded = op.to_json();
@@ -1112,6 +1224,15 @@ impl PoolRun<'_> {
             op.pool.clone(),
         );
         let disaster = op.options.disaster;
+        // A lost source gets one short try: one that is frozen or cut off rather than down
+        // would otherwise hold every step for the whole -DatabaseTimeout of each server.
+        let on_source = async |action: &PoolAction| {
+            if disaster {
+                engine.on_lost_pool(&source, action).await
+            } else {
+                engine.on_pool(&source, action, timeout).await
+            }
+        };
         match step {
             Step::Freeze => {
                 let phase = match op.kind {
@@ -1145,7 +1266,7 @@ impl PoolRun<'_> {
                     home: home.clone(),
                     reason,
                 };
-                match engine.on_pool(&source, &fence, timeout).await {
+                match on_source(&fence).await {
                     Ok(r) => Ok(StepDone::done(format!("{}: {}", phase.as_str(), r.detail))),
                     Err(e) if disaster => Ok(StepDone::done(format!(
                         "{}; {source} could not be fenced ({e}): its copy is left as it was lost",
@@ -1327,8 +1448,19 @@ impl PoolRun<'_> {
             }
             Step::Apply => {
                 let wanted = engine.cms(CmsRequest::Read).await?.version;
-                let (applied, missing) = engine.wait_applied(&[&source, &target], wanted).await;
-                let mut detail = if missing.is_empty() {
+                // A lost source's servers apply it when they are back: only the pool that
+                // takes the users is waited for.
+                let pools: &[&str] = if disaster {
+                    &[&target]
+                } else {
+                    &[&source, &target]
+                };
+                let (applied, missing) = engine.wait_applied(pools, wanted).await;
+                let mut detail = if missing.is_empty() && disaster {
+                    format!(
+                        "{applied} servers of {target} applied version {wanted}; those of {source} apply it when they are back"
+                    )
+                } else if missing.is_empty() {
                     format!("{applied} servers of {source} and {target} applied version {wanted}")
                 } else {
                     format!(
@@ -1355,7 +1487,7 @@ impl PoolRun<'_> {
                     home: home.clone(),
                     to: target.clone(),
                 };
-                match engine.on_pool(&source, &action, timeout).await {
+                match on_source(&action).await {
                     Ok(r) => Ok(StepDone::done(r.detail)),
                     Err(e) if disaster => Ok(StepDone::done(format!(
                         "{source} unreachable ({e}); its registrations went with it"
@@ -1367,7 +1499,7 @@ impl PoolRun<'_> {
             }
             Step::Retire => {
                 let action = PoolAction::Retire { home: home.clone() };
-                match engine.on_pool(&source, &action, timeout).await {
+                match on_source(&action).await {
                     Ok(r) => Ok(StepDone::done(r.detail)),
                     Err(e) if disaster => Ok(StepDone::done(format!(
                         "{source} unreachable ({e}); its stale copy is fenced and replaced at the next failover"

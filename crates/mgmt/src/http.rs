@@ -130,7 +130,7 @@ pub(crate) async fn health(State(mgmt): State<Mgmt>) -> Json<Health> {
         replica_version: node.replica.version(),
         cms_master,
         running_operations: mgmt.engine.running_operations(),
-        caught_up: node.replica.caught_up_since_start(),
+        caught_up: node.replica.view_doubt().is_none(),
     })
 }
 
@@ -277,6 +277,10 @@ pub(crate) async fn cms_role(State(mgmt): State<Mgmt>) -> Json<RoleReport> {
         history: match node.master() {
             Some(m) if store.is_some() => m.backend().history().await.unwrap_or_default(),
             _ => store::History::default(),
+        },
+        serving_version: match node.master() {
+            Some(m) if active => node::serving_version(m.backend()).await.unwrap_or(i64::MAX),
+            _ => 0,
         },
     })
 }

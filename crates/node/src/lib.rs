@@ -25,7 +25,8 @@ use std::time::Duration;
 use backup::service::BackupService;
 use clock::Clock;
 use cms::master::{Master, Role as MasterRole};
-use cms::replica::ReplicaAgent;
+use cms::protocol::RoleReport;
+use cms::replica::{ReplicaAgent, ViewDoubt};
 use store::BackEnd;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -36,6 +37,19 @@ use crate::services::{FTA, LYNCBACKUP, MASTER, REPLICA, Services};
 
 /// How long a probe of a Front End's master role may take before it counts as silent.
 const ROLE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a server asks the active master where it stands, to keep its view proven
+/// current (see `cms::replica::VIEW_PROOF_TTL`).
+const VIEW_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The configuration a serving decision reads besides the user's home: the pools'
+/// failover states and the topology (pairing, registrars). A replica that holds every
+/// version that changed these has a current view of who serves whom.
+pub const SERVING_PREFIXES: [&str; 2] = [dr::state::POOL_PREFIX, cms::keys::TOPOLOGY_ACTIVE];
+
+/// The newest version of `store` that changed who serves whom (see [`SERVING_PREFIXES`]).
+pub async fn serving_version(store: &BackEnd) -> Result<i64, store::StoreError> {
+    store.newest_version_under(&SERVING_PREFIXES).await
+}
 
 /// What a server is and the parts its services share.
 #[derive(Debug)]
@@ -63,6 +77,10 @@ pub struct Node {
     /// Ends of the CMS pool and of its partner, which holds the standby store; installed
     /// later on others by `Move-CsManagementServer` and `Bootstrapper /Setup`.
     master: OnceLock<Master>,
+    /// The management API base of the server last found to be the active master, asked
+    /// first next time: the other candidates are asked only when it no longer is, so a
+    /// frozen candidate does not slow every lookup down to its timeout.
+    last_master: std::sync::Mutex<Option<String>>,
     /// Whose users this pool serves and how (see [`serving`]).
     pub serving: serving::Serving,
     /// Users by home pool (see [`homes`]).
@@ -141,6 +159,7 @@ impl Node {
             dns: parts.dns,
             clock: parts.clock,
             master,
+            last_master: std::sync::Mutex::new(None),
             serving: serving::Serving::default(),
             homes: homes::Homes::default(),
             tasks: parts.tasks,
@@ -231,8 +250,34 @@ impl Node {
         {
             return Ok(MasterAt::Here(m.clone()));
         }
+        if let Some(base) = self.last_master()
+            && cms::protocol::fetch_role(&self.api, &base, ROLE_PROBE_TIMEOUT)
+                .await
+                .is_some_and(|r| r.active)
+        {
+            return Ok(MasterAt::There(base));
+        }
+        let (found, candidates) = self.active_master_elsewhere().await;
+        found.map(|(_, base)| MasterAt::There(base)).ok_or_else(|| {
+            let cms_pool = self.topology().deployment.cms_pool.clone();
+            MasterUnavailable(format!(
+                "the Central Management store is unavailable: no Front End of {cms_pool} holds the master role (asked {}). \
+                 Every server keeps running on its local replica, but configuration cannot be read from or changed in the store \
+                 until a Front End of {cms_pool} is back, or until the store is moved with Invoke-CsManagementServerFailover.",
+                if candidates.is_empty() {
+                    "none".to_string()
+                } else {
+                    candidates.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The role report of the active master among the other Front Ends that may host it
+    /// (the highest epoch that says it is active) with its management API base, and the
+    /// servers asked.
+    async fn active_master_elsewhere(&self) -> (Option<(RoleReport, String)>, Vec<String>) {
         let topology = self.topology();
-        let cms_pool = topology.deployment.cms_pool.clone();
         // A replica that has not heard of a CMS failover yet still finds the new master.
         let candidates: Vec<_> = topology
             .front_end_pools
@@ -247,30 +292,69 @@ impl Node {
             let base = Node::base_of(&topology, s);
             set.spawn(async move {
                 let report = cms::protocol::fetch_role(&api, &base, ROLE_PROBE_TIMEOUT).await?;
-                report.active.then_some((report.epoch, base))
+                report.active.then_some((report, base))
             });
         }
-        let mut best: Option<(i64, String)> = None;
+        let mut best: Option<(RoleReport, String)> = None;
         while let Some(joined) = set.join_next().await {
-            if let Ok(Some((epoch, base))) = joined
-                && best.as_ref().is_none_or(|(e, _)| epoch > *e)
+            if let Ok(Some((report, base))) = joined
+                && best.as_ref().is_none_or(|(b, _)| report.epoch > b.epoch)
             {
-                best = Some((epoch, base));
+                best = Some((report, base));
             }
         }
-        best.map(|(_, base)| MasterAt::There(base)).ok_or_else(|| {
-            let tried: Vec<_> = candidates.iter().map(|s| s.fqdn.as_str()).collect();
-            MasterUnavailable(format!(
-                "the Central Management store is unavailable: no Front End of {cms_pool} holds the master role (asked {}). \
-                 Every server keeps running on its local replica, but configuration cannot be read from or changed in the store \
-                 until a Front End of {cms_pool} is back, or until the store is moved with Invoke-CsManagementServerFailover.",
-                if tried.is_empty() {
-                    "none".to_string()
-                } else {
-                    tried.join(", ")
-                }
-            ))
-        })
+        if let Ok(mut last) = self.last_master.lock() {
+            *last = best.as_ref().map(|(_, base)| base.clone());
+        }
+        (best, candidates.into_iter().map(|s| s.fqdn).collect())
+    }
+
+    /// Keeps this server's view of the configuration proven current (see
+    /// [`cms::replica::ViewDoubt`]): every [`VIEW_CHECK_EVERY`], and at once when its
+    /// replica reaches a new version, it asks the active master for its epoch and version
+    /// and dates the proof when it asked. A master that cannot be found is noted (the last
+    /// proven view then stands). Runs until shutdown.
+    pub async fn prove_view(self: Arc<Self>) {
+        let mut versions = self.replica.subscribe_version();
+        loop {
+            let asked_at = self.clock.now_ms();
+            let master = self.ask_master_where_it_stands().await;
+            if let Err(e) = self.replica.note_master_check(asked_at, master).await {
+                tracing::warn!(error = %e, "could not read the local replica to check its view");
+            }
+            tokio::select! {
+                () = self.clock.sleep(VIEW_CHECK_EVERY) => {}
+                changed = versions.changed() => if changed.is_err() { return },
+                () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// The active master's epoch and store version: this server's own, or asked of the
+    /// server that answered as master last time, or found among the Front Ends that may
+    /// host it. `None` when no master answers.
+    async fn ask_master_where_it_stands(&self) -> Option<(i64, i64)> {
+        if let Some(m) = self.master()
+            && let MasterRole::Active { epoch, .. } = m.role()
+        {
+            let version = serving_version(m.backend()).await.ok()?;
+            return Some((epoch, version));
+        }
+        if let Some(base) = self.last_master()
+            && let Some(report) =
+                cms::protocol::fetch_role(&self.api, &base, ROLE_PROBE_TIMEOUT).await
+            && report.active
+        {
+            return Some((report.epoch, report.serving_version));
+        }
+        let (found, _) = self.active_master_elsewhere().await;
+        let (report, _) = found?;
+        Some((report.epoch, report.serving_version))
+    }
+
+    /// The management API base of the server last found to be the active master.
+    fn last_master(&self) -> Option<String> {
+        self.last_master.lock().ok().and_then(|m| m.clone())
     }
 
     /// The registrars of a Front End pool: the pool's A records in the deployment's DNS,
@@ -329,16 +413,23 @@ impl Node {
         }
     }
 
-    /// Why this server does not serve in full mode yet, if that is so: its replica has not
-    /// applied a push of a proven Central Management master since the server started.
+    /// Why this server does not serve in full mode now, if that is so: its view of who
+    /// serves whom is not proven current (see [`ViewDoubt`]).
     pub fn not_caught_up(&self) -> Option<String> {
-        (!self.replica.caught_up_since_start()).then(|| {
-            format!(
+        Some(match self.replica.view_doubt()? {
+            ViewDoubt::SinceStart => format!(
                 "{} has not yet caught up with the Central Management store since it started \
                  (it waits for the active master's next push; Get-CsManagementStoreReplicationStatus \
                  shows it), so the failover states it holds may be stale",
                 self.fqdn
-            )
+            ),
+            ViewDoubt::Stale { ms } => format!(
+                "{} has not heard from the Central Management master for {:.1} s (it was paused or \
+                 cut off, or the master is late) and is asking it where it stands, so the failover \
+                 states it holds may be stale; Get-CsManagementStoreReplicationStatus shows it",
+                self.fqdn,
+                ms as f64 / 1000.0
+            ),
         })
     }
 

@@ -82,7 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = ReplicaStore::open(&path)
         .await
         .with_context(|| format!("opening the local replica {}", path.display()))?;
-    let replica = ReplicaAgent::open(store, &path.display().to_string()).await?;
+    let clock = Clock::system();
+    let replica = ReplicaAgent::open(store, &path.display().to_string(), clock).await?;
     let topology = replica.topology();
     let Some(me) = topology.server(&config.fqdn) else {
         bail!(
@@ -95,7 +96,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let role = me.role;
     let pool = me.pool_fqdn.to_string();
     let address = SocketAddr::from((me.server.address, topology.ports.management));
-    let clock = Clock::system();
     let tasks = TaskTracker::new();
     let backend = match role {
         Role::FrontEnd => {
@@ -135,6 +135,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         tasks,
     }));
+    // A view in doubt (after a pause or a cut) is proven again by asking the master.
+    node.spawn(node.clone().prove_view());
     let engine = Engine::new(node.clone(), config.reconcile_after);
     let listener = tokio::net::TcpListener::bind(address)
         .await

@@ -324,6 +324,25 @@ impl BackEnd {
         CMS.prefixed(&self.pool, &self.path, prefix).await
     }
 
+    /// The newest version that wrote (or deleted) an item whose key starts with one of
+    /// `prefixes`; 0 when none did.
+    pub async fn newest_version_under(&self, prefixes: &[&str]) -> Result<i64> {
+        let mut newest = 0;
+        for prefix in prefixes {
+            let end = format!("{prefix}\u{10FFFF}");
+            let (version,): (i64,) = sqlx::query_as(
+                "SELECT COALESCE(MAX(version), 0) FROM cms_item WHERE key >= $1 AND key < $2",
+            )
+            .bind(prefix)
+            .bind(end)
+            .fetch_one(&self.pool)
+            .await
+            .at(&self.path)?;
+            newest = newest.max(version);
+        }
+        Ok(newest)
+    }
+
     pub async fn record_replica_status(&self, row: &ReplicaStatusRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO cms_replica_status (fqdn, version, last_status_report, product_version)

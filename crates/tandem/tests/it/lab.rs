@@ -301,6 +301,13 @@ impl Lab {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
+    /// `tandem lab pause` (`true`) or `lab resume` (`false`) of a site, pool or server.
+    pub(crate) fn pause(&self, what: &str, pause: bool) {
+        let verb = if pause { "pause" } else { "resume" };
+        let out = run(&["lab", verb, what, "--dir", self.dir()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     pub(crate) fn json(&self, server: Option<&str>, line: &str) -> serde_json::Value {
         let out = self.shell(server, line);
         assert!(

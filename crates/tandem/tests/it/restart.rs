@@ -1,6 +1,7 @@
 //! A server serves nobody in full mode before it knows: a pool failed over in disaster
-//! mode and then restarted while its users write to it must not take one of those writes
-//! (they would fork the users' data: the backup pool serves them now).
+//! mode and then restarted — or frozen and let run again, as a host that stalls or a
+//! network that drops it for a while would — while its users write to it must not take one
+//! of those writes (they would fork the users' data: the backup pool serves them now).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -79,9 +80,11 @@ fn writer(
     })
 }
 
-#[test]
-fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_runs_of_twenty() {
-    const ROUNDS: usize = 20;
+/// A fabrikam lab whose fe-dub is lost `rounds` times: each round `lose` takes fe-dub away,
+/// fe-red takes its users with a disaster failover, and `bring_back` returns fe-dub while
+/// its user writes to each of its Front Ends. No write may be taken before every Front End
+/// sends the user to fe-red; then the users come home for the next round.
+fn lost_and_back(rounds: usize, lose: impl Fn(&Lab), bring_back: impl Fn(&Lab)) {
     let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
     let user = dub_user(&lab);
     let bases = dub_front_ends(&lab);
@@ -91,18 +94,16 @@ fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_
             "Set-CsEdgeServer -Identity EdgeServer:edge-dub.fabrikam.net -Registrar Registrar:{RED}"
         ),
     );
-    for round in 0..ROUNDS {
-        lab.kill(DUB);
+    for round in 0..rounds {
+        lose(&lab);
         lab.ok(
             Some("red-b.fabrikam.net"),
             &format!("Invoke-CsPoolFailOver -PoolFqdn {DUB} -DisasterMode"),
         );
-        // fe-dub comes back while its user writes to each of its Front Ends.
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
         let writing = writer(bases.clone(), user.clone(), seen.clone(), stop.clone());
-        let out = run(&["lab", "start", DUB, "--dir", lab.dir()]);
-        assert!(out.status.success(), "{}", stderr(&out));
+        bring_back(&lab);
         // Every Front End has caught up and sends the user to fe-red.
         crate::eventually(20, "every Front End of fe-dub to redirect", || {
             (seen.redirected.load(Ordering::SeqCst) >= 3 * bases.len()).then_some(())
@@ -116,7 +117,6 @@ fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_
             seen.refused.load(Ordering::SeqCst),
             seen.redirected.load(Ordering::SeqCst)
         );
-        // The users come home for the next round.
         let out = lab.shell(
             Some("dub-a.fabrikam.net"),
             &format!("Invoke-CsPoolFailBack -PoolFqdn {DUB}"),
@@ -129,4 +129,35 @@ fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_
         );
         wait_all_up_to_date(&lab, "red-a.fabrikam.net");
     }
+}
+
+#[test]
+fn a_pool_failed_over_in_disaster_mode_takes_no_write_when_it_comes_back_twenty_runs_of_twenty() {
+    lost_and_back(
+        20,
+        |lab| lab.kill(DUB),
+        |lab| {
+            let out = run(&["lab", "start", DUB, "--dir", lab.dir()]);
+            assert!(out.status.success(), "{}", stderr(&out));
+        },
+    );
+}
+
+/// Rounds of the frozen-pool test: `TANDEM_PAUSE_ROUNDS` (3 by default in CI).
+fn pause_rounds() -> usize {
+    std::env::var("TANDEM_PAUSE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// fe-dub freezes (it answers nothing, its view of who serves whom stops there) and runs
+/// again after the failover.
+#[test]
+fn a_pool_failed_over_while_frozen_takes_no_write_when_it_runs_again() {
+    lost_and_back(
+        pause_rounds(),
+        |lab| lab.pause(DUB, true),
+        |lab| lab.pause(DUB, false),
+    );
 }
