@@ -142,6 +142,11 @@ impl ReplicaAgent {
                     && version >= serving_version
                 {
                     self.proven_at.fetch_max(asked_at, Ordering::SeqCst);
+                } else {
+                    // The master is back and ahead (this server comes back from a cut, or
+                    // the store moved on while it was away): the last proven view no
+                    // longer stands for want of a master to ask.
+                    self.master_away_at.store(NEVER, Ordering::SeqCst);
                 }
             }
         }
@@ -354,6 +359,11 @@ mod tests {
         agent.note_check(clock.now_ms(), None, here);
         assert_eq!(agent.view_doubt(), None);
         advance(3_001).await;
+        assert!(agent.view_doubt().is_some());
+        // Found again ahead of this replica (back from a cut): in doubt at once.
+        agent.note_check(clock.now_ms(), None, here);
+        assert_eq!(agent.view_doubt(), None);
+        agent.note_check(clock.now_ms(), Some((epoch, 7)), here);
         assert!(agent.view_doubt().is_some());
         agent.note_check(clock.now_ms(), Some((epoch, 5)), here);
         assert_eq!(agent.view_doubt(), None);
