@@ -286,9 +286,18 @@ enum TopologyCommand {
     },
 }
 
+/// Everything tandem creates — the lab's token and users' passwords, every Back End and
+/// replica database, file stores, logs — is readable by its owner only (files 0600,
+/// folders 0700): the servers it starts inherit the mask.
+fn owner_only() {
+    use nix::sys::stat::{Mode, umask};
+    umask(Mode::S_IRWXG | Mode::S_IRWXO);
+}
+
 /// Parses the command line and runs it; `tandem server` is handed to `serve`.
 pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
     quiet_on_closed_stdout();
+    owner_only();
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Shell(args) => {

@@ -749,3 +749,23 @@ fn a_lab_enables_more_users_than_one_call_takes_in_chunks() {
             .unwrap();
     assert_eq!(file.len(), 3_000, "every user's password is in users.json");
 }
+
+/// Files and folders under `dir` that anyone but their owner may read, write or enter.
+pub(crate) fn open_to_others(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(at) = todo.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                open.push(format!("{} ({mode:o})", entry.path().display()));
+            }
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+        }
+    }
+    open
+}

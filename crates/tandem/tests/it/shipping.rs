@@ -315,6 +315,10 @@ fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where
     assert_eq!(status, 200);
     let listed: serde_json::Value = serde_json::from_slice(&listed).unwrap();
     assert_eq!(listed[0]["size"], content.len(), "{listed}");
+    // The admin token, the users' passwords, the databases, the file stores and the logs
+    // are the owner's alone.
+    let open = crate::lab::open_to_others(std::path::Path::new(lab.dir()));
+    assert!(open.is_empty(), "readable by others: {open:?}");
 }
 
 /// `commit` of a user-services write answer.
