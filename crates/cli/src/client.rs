@@ -666,8 +666,14 @@ impl Session {
                     .and_then(|f| sip::NameAddr::parse(f).ok())
                     .map(|n| n.uri.aor())
                     .unwrap_or_default();
+                // A delivered message must never carry the sender's credentials.
+                let warning = if request.headers.carries_credentials() {
+                    " (it carried the sender's credentials)"
+                } else {
+                    ""
+                };
                 println!(
-                    "message from {from}: {}",
+                    "message from {from}{warning}: {}",
                     String::from_utf8_lossy(&request.body)
                 );
                 let _ = std::io::stdout().flush();

@@ -421,6 +421,7 @@ async fn route(
     onward
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
+    onward.headers.remove_credentials();
     onward
         .headers
         .set(FEDERATION_HEADER, federation_proof(&server.token, request));

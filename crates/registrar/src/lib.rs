@@ -563,6 +563,7 @@ async fn message(
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
     onward.headers.remove(FEDERATION_HEADER);
+    onward.headers.remove_credentials();
     match decision {
         Decision::Serve(_) => deliver(server, registrar, request, onward, &aor).await,
         Decision::Redirect { pool } if !relayed => {

@@ -176,6 +176,19 @@ impl Headers {
         self.0.retain(|(n, _)| !same_header(n, name));
     }
 
+    /// Drops the sender's `Authorization` and `Proxy-Authorization`: they prove who sent a
+    /// request to the server that checked them, and would be a reusable credential in the
+    /// hands of anyone the request is forwarded or delivered to.
+    pub fn remove_credentials(&mut self) {
+        self.remove("Authorization");
+        self.remove("Proxy-Authorization");
+    }
+
+    /// Whether `Authorization` or `Proxy-Authorization` is present.
+    pub fn carries_credentials(&self) -> bool {
+        self.get("Authorization").is_some() || self.get("Proxy-Authorization").is_some()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
