@@ -152,11 +152,6 @@ impl ReplicaAgent {
         }
     }
 
-    /// The clock this agent dates its proofs with.
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
     pub fn store(&self) -> &ReplicaStore {
         &self.store
     }

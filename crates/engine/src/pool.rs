@@ -334,31 +334,12 @@ impl Engine {
         pool: &str,
         action: &PoolAction,
     ) -> Result<PoolActionReply, String> {
-        let topology = self.node.topology();
-        let mut probes = tokio::task::JoinSet::new();
-        for fe in topology.front_end_servers(pool) {
-            let fe = fe.clone();
-            let base = Node::base_of(&topology, &fe);
-            let api = self.node.api.clone();
-            let here = fe.fqdn.eq_ignore_ascii_case(&self.node.fqdn);
-            probes.spawn(async move {
-                let answer = if here {
-                    Ok(())
-                } else {
-                    api.health(&base, LOST_SOURCE_TIMEOUT)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| format!("{}: {e}", fe.fqdn))
-                };
-                (fe, answer)
-            });
-        }
         let mut last = format!("{pool} has no Front End");
         let mut answering = Vec::new();
-        while let Some(Ok((fe, answer))) = probes.join_next().await {
+        for (fe, answer) in self.probe_front_ends(pool, LOST_SOURCE_TIMEOUT).await {
             match answer {
                 Ok(()) => answering.push(fe),
-                Err(e) => last = e,
+                Err(e) => last = format!("{}: {e}", fe.fqdn),
             }
         }
         for fe in &answering {
@@ -419,28 +400,43 @@ impl Engine {
     /// be paused, overloaded or cut off: its call timed out instead of finding nothing
     /// listening.
     async fn silence_of(&self, pool: &str) -> Option<Silence> {
-        let topology = self.node.topology();
-        let mut probes = tokio::task::JoinSet::new();
-        for fe in topology.front_end_servers(pool) {
-            if fe.fqdn.eq_ignore_ascii_case(&self.node.fqdn) {
-                return None;
-            }
-            let base = Node::base_of(&topology, fe);
-            let api = self.node.api.clone();
-            probes.spawn(async move { api.health(&base, HEALTH_TIMEOUT).await.map(|_| ()) });
-        }
         let mut stalled = false;
-        while let Some(joined) = probes.join_next().await {
-            match joined {
-                Ok(Ok(())) => return None,
-                Ok(Err(e)) => stalled |= !e.nothing_listens(),
-                Err(_) => stalled = true,
+        for (_, answer) in self.probe_front_ends(pool, HEALTH_TIMEOUT).await {
+            match answer {
+                Ok(()) => return None,
+                Err(e) => stalled |= !e.nothing_listens(),
             }
         }
         Some(Silence {
             stalled,
             since: tokio::time::Instant::now(),
         })
+    }
+
+    /// Asks every Front End of `pool` at once for its `/health` (this server answers for
+    /// itself): each with whether it answered within `timeout`.
+    async fn probe_front_ends(
+        &self,
+        pool: &str,
+        timeout: Duration,
+    ) -> Vec<(topology::Server, Result<(), api::CallError>)> {
+        let topology = self.node.topology();
+        let mut probes = tokio::task::JoinSet::new();
+        for fe in topology.front_end_servers(pool) {
+            let fe = fe.clone();
+            let base = Node::base_of(&topology, &fe);
+            let api = self.node.api.clone();
+            let here = fe.fqdn.eq_ignore_ascii_case(&self.node.fqdn);
+            probes.spawn(async move {
+                let answer = if here {
+                    Ok(())
+                } else {
+                    api.health(&base, timeout).await.map(|_| ())
+                };
+                (fe, answer)
+            });
+        }
+        probes.join_all().await
     }
 
     /// A disaster failover of a pool some of whose Front Ends may be paused or cut off

@@ -22,13 +22,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// pool2's users with their passwords (user part, password, SIP address).
 fn pool2_users(lab: &Lab) -> Vec<(String, String, String)> {
-    let users: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
-    )
-    .unwrap();
-    users
-        .as_array()
-        .unwrap()
+    lab.users()
         .iter()
         .filter(|u| u["home_pool"] == P2)
         .map(|u| {

@@ -7,13 +7,7 @@ use crate::{run, run_env, stderr, stdout};
 
 /// The first user of each pool in the lab's users.json.
 pub(crate) fn user_of(lab: &Lab, pool: &str) -> String {
-    let users: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/users.json", lab.dir())).unwrap(),
-    )
-    .unwrap();
-    users
-        .as_array()
-        .unwrap()
+    lab.users()
         .iter()
         .find(|u| u["home_pool"] == pool)
         .map(|u| u["sip_address"].as_str().unwrap().to_string())

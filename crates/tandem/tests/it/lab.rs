@@ -227,14 +227,17 @@ impl Lab {
         )
     }
 
-    /// A user's password, from the lab's users.json.
-    pub(crate) fn password(&self, sip: &str) -> String {
+    /// The lab's users.json: every enabled user with home pool and password.
+    pub(crate) fn users(&self) -> Vec<serde_json::Value> {
         let users: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(self.path.join("users.json")).unwrap())
                 .unwrap();
-        users
-            .as_array()
-            .unwrap()
+        users.as_array().unwrap().clone()
+    }
+
+    /// A user's password, from the lab's users.json.
+    pub(crate) fn password(&self, sip: &str) -> String {
+        self.users()
             .iter()
             .find(|u| u["sip_address"] == sip)
             .unwrap_or_else(|| panic!("{sip} is not in users.json"))["password"]
