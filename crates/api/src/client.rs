@@ -13,9 +13,19 @@ use crate::{FORWARDED_HEADER, TOKEN_HEADER, bearer, paths};
 /// How long a connection may take to open: every server is on a local network.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// `http://address:port`, the base of a server's API.
+/// `https://address:port`, the base of a server's API (every listener speaks TLS).
 pub fn base(address: impl std::fmt::Display, port: u16) -> String {
-    format!("http://{address}:{port}")
+    format!("https://{address}:{port}")
+}
+
+/// An HTTPS client with the deployment's TLS settings (`pki::client_config`: its CA as
+/// the only root, and a server's own certificate when it calls another server) and no
+/// proxy. Every HTTP client of tandem is made here.
+pub fn https(tls: &std::sync::Arc<rustls::ClientConfig>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .no_proxy()
 }
 
 /// Why a call did not return a result.
@@ -64,13 +74,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `token`, with the deployment's connect timeout and no proxy.
-    pub fn new(token: impl Into<String>) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .no_proxy()
+    /// A client for `token` with the deployment's TLS settings (see [`https`]).
+    pub fn new(token: impl Into<String>, tls: &std::sync::Arc<rustls::ClientConfig>) -> Client {
+        let http = https(tls)
             .build()
-            .expect("a TLS-less reqwest client always builds");
+            .expect("a client with preconfigured TLS builds");
         Client {
             http,
             token: token.into(),

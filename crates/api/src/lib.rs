@@ -18,7 +18,7 @@ pub mod records;
 mod types;
 pub mod users;
 
-pub use client::{CallError, Client, base};
+pub use client::{CallError, Client, base, https};
 pub use error::{ApiError, check_token, constant_time_eq};
 pub use types::{ErrorBody, Health, InvokeRequest, InvokeResponse};
 

@@ -125,10 +125,7 @@ impl BackupService {
         let Some(server) = topology.server(fqdn) else {
             return;
         };
-        let base = format!(
-            "http://{}:{}",
-            server.server.address, topology.ports.backup_service
-        );
+        let base = api::base(server.server.address, topology.ports.backup_service);
         let _: Result<serde_json::Value, _> = self
             .api()
             .post(

@@ -726,12 +726,12 @@ pub async fn settings(replica: &ReplicaStore) -> cms::directory::BackupSettings 
         .unwrap_or_default()
 }
 
-/// `http://address:backup_port` of every Front End of `pool`.
+/// `https://address:backup_port` of every Front End of `pool`.
 pub fn backup_endpoints(topology: &Topology, pool: &str) -> Vec<String> {
     topology
         .front_end_servers(pool)
         .iter()
-        .map(|s| format!("http://{}:{}", s.address, topology.ports.backup_service))
+        .map(|s| api::base(s.address, topology.ports.backup_service))
         .collect()
 }
 

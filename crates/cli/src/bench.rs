@@ -117,7 +117,7 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
 
 fn measure(lab: &LabFile, changes: usize) -> anyhow::Result<Vec<Duration>> {
     let rt = lab::runtime();
-    let client = api::Client::new(lab.admin_token.clone());
+    let client = lab.api()?;
     let master = &lab.servers[0];
     rt.block_on(async {
         let mut times = Vec::new();

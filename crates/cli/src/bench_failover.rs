@@ -56,7 +56,7 @@ pub(crate) async fn invoke_on(
     // Bound by the shell's own binder, as `tandem shell -c` would send it.
     let mut statements = cmdlet::parse_and_bind(line).map_err(|e| anyhow!("{line}: {e:?}"))?;
     let request = crate::shell::request(&statements.remove(0).invocation);
-    api::Client::new(lab.admin_token.clone())
+    lab.api()?
         .invoke(&fe.base_url(), &request, Duration::from_secs(600))
         .await
         .map_err(|e| anyhow!("{line}: {e}"))
@@ -332,7 +332,7 @@ async fn run(
         lab.servers
             .iter()
             .filter(|s| s.pool == pool && s.role == "FrontEnd")
-            .map(|s| format!("http://{}:{}", s.address, s.user_services_port))
+            .map(|s| api::base(&s.address, s.user_services_port))
             .collect()
     };
     let sip_of = |pool: &str| -> anyhow::Result<SocketAddr> {
@@ -343,8 +343,7 @@ async fn run(
             .ok_or_else(|| anyhow!("no Front End of {pool}"))?;
         Ok(format!("{}:{}", s.address, s.sip_port).parse()?)
     };
-    let client = reqwest::Client::builder()
-        .no_proxy()
+    let client = api::https(&lab.client_tls()?)
         .pool_max_idle_per_host(64)
         .build()?;
     // Each active user saves one contact and signs in at the home pool.
@@ -400,7 +399,7 @@ async fn run(
             &format!("Set-CsBackupServiceConfiguration -SynchronousCommit $true -PoolFqdn {HOME}"),
         )
         .await?;
-        let client_api = api::Client::new(lab.admin_token.clone());
+        let client_api = lab.api()?;
         while !lab::all_up_to_date(&client_api, lab).await?.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -218,16 +218,14 @@ struct Phase {
 /// Writes `writes_per_sec` contacts a second for `seconds` to the users `mine` through
 /// the Front Ends `fes`, timing each write from request to acknowledgement.
 async fn write_phase(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
     fes: &[String],
     mine: &[LabUser],
     writes_per_sec: u32,
     seconds: u64,
     mode: &'static str,
 ) -> anyhow::Result<Phase> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(64)
-        .build()?;
+    let client = api::https(tls).pool_max_idle_per_host(64).build()?;
     let total = writes_per_sec as u64 * seconds;
     let interval = Duration::from_secs_f64(1.0 / f64::from(writes_per_sec.max(1)));
     let started_ms = store::now_ms();
@@ -308,13 +306,15 @@ pub(crate) fn backup(
             .servers
             .iter()
             .filter(|s| s.pool == home)
-            .map(|s| format!("http://{}:{}", s.address, s.user_services_port))
+            .map(|s| api::base(&s.address, s.user_services_port))
             .collect();
         let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == home).collect();
+        let tls = lab.client_tls()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         let mut phases = vec![rt.block_on(write_phase(
+            &tls,
             &fes,
             &mine,
             writes_per_sec,
@@ -322,7 +322,7 @@ pub(crate) fn backup(
             "asynchronous",
         ))?];
         if synchronous {
-            let client = api::Client::new(lab.admin_token.clone());
+            let client = lab.api()?;
             let via = lab
                 .servers
                 .iter()
@@ -347,6 +347,7 @@ pub(crate) fn backup(
                 anyhow::Ok(())
             })?;
             phases.push(rt.block_on(write_phase(
+                &tls,
                 &fes,
                 &mine,
                 writes_per_sec,

@@ -686,8 +686,7 @@ impl Session {
     }
 
     fn http(&self) -> anyhow::Result<reqwest::Client> {
-        Ok(reqwest::Client::builder()
-            .no_proxy()
+        Ok(api::https(&self.lab.client_tls()?)
             .timeout(Duration::from_secs(10))
             // 307s are followed by hand: reqwest drops the Authorization header when a
             // redirect changes host, and every Front End is its own host.
@@ -711,7 +710,7 @@ impl Session {
             .iter()
             .filter(|s| s.role == "FrontEnd" && s.user_services_port != 0)
         {
-            let base = format!("http://{}:{}", s.address, s.user_services_port);
+            let base = api::base(&s.address, s.user_services_port);
             if tokio::time::timeout(
                 Duration::from_millis(500),
                 tokio::net::TcpStream::connect((s.address.as_str(), s.user_services_port)),

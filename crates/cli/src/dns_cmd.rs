@@ -58,6 +58,13 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
             admin_token,
             ..
         } => {
+            let certs = pki::CertStore::open(&data_dir).with_context(|| {
+                format!(
+                    "the DNS server's management API needs a certificate under {}; `tandem lab up` issues one",
+                    data_dir.display()
+                )
+            })?;
+            let tls = pki::server_config(certs, pki::ClientAuth::NotAsked, &[b"http/1.1"])?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -65,6 +72,7 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 data_dir.join(crate::lab::DNS_ZONE_FILE),
                 listen,
                 api,
+                tls,
                 admin_token,
                 async {
                     use tokio::signal::unix::{SignalKind, signal};

@@ -63,11 +63,63 @@ pub(crate) struct LabServer {
 
 impl LabServer {
     pub(crate) fn base_url(&self) -> String {
-        format!("http://{}:{}", self.address, self.management_port)
+        api::base(&self.address, self.management_port)
     }
 }
 
+/// The lab's certificate authority, in `pki/` of the lab folder: its key stays there.
+pub(crate) const PKI_DIR: &str = "pki";
+
+/// Creates the deployment's CA (once per lab folder) and issues every server of the lab a
+/// certificate for its FQDN, its pool's FQDN and its address, installed in its data folder.
+fn issue_certificates(lab: &LabFile, zone: &str) -> anyhow::Result<()> {
+    let dir = lab.dir.join(PKI_DIR);
+    let now = unix_now();
+    let authority = match pki::Authority::load(&dir) {
+        Ok(authority) => authority,
+        Err(_) => {
+            let authority = pki::Authority::create(&format!("tandem deployment CA ({zone})"), now)?;
+            authority.save(&dir)?;
+            authority
+        }
+    };
+    for s in &lab.servers {
+        let mut names = vec![s.fqdn.clone()];
+        if !s.pool.eq_ignore_ascii_case(&s.fqdn) {
+            names.push(s.pool.clone());
+        }
+        let issued = authority.issue(&pki::Request {
+            names,
+            addresses: vec![s.address.parse()?],
+            validity_days: pki::SERVER_VALIDITY_DAYS,
+            now,
+        })?;
+        pki::Installed::install(&s.data_dir, authority.cert_pem(), &issued)?;
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 impl LabFile {
+    /// The TLS settings of the lab's clients (shell, `tandem client`, benchmarks): the
+    /// lab's CA as the only root; no client certificate (operators bring the token).
+    pub(crate) fn client_tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+        client_tls(&self.dir)
+    }
+
+    /// A client of the lab's management APIs, with the admin token.
+    pub(crate) fn api(&self) -> anyhow::Result<api::Client> {
+        Ok(api::Client::new(
+            self.admin_token.clone(),
+            &self.client_tls()?,
+        ))
+    }
+
     pub(crate) fn load(dir: &Path) -> anyhow::Result<LabFile> {
         let path = dir.join("lab.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
@@ -240,7 +292,7 @@ pub(crate) async fn enable_users(
         .iter()
         .find(|s| s.pool.eq_ignore_ascii_case(&lab.cms_pool))
         .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
-    let client = api::Client::new(lab.admin_token.clone());
+    let client = lab.api()?;
     let total = bulk.len();
     for (i, chunk) in bulk.chunks(api::users::BULK_MAX_USERS).enumerate() {
         let _: api::users::BulkEnableResponse = client
@@ -361,6 +413,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             .collect(),
     };
     lab.servers.push(dns_server(&topology, &dir)?);
+    issue_certificates(&lab, &topology.deployment.dns_zone)?;
     let all: Vec<usize> = (0..lab.servers.len()).collect();
     spawn(&mut lab, &all)?;
     lab.save()?;
@@ -583,7 +636,7 @@ pub(crate) async fn all_up_to_date(
 }
 
 async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> anyhow::Result<()> {
-    let client = api::Client::new(lab.admin_token.clone());
+    let client = lab.api()?;
     let deadline = Instant::now() + timeout;
     for &i in which {
         let s = &lab.servers[i];
@@ -743,7 +796,7 @@ async fn answers(client: &api::Client, s: &LabServer, timeout: Duration) -> bool
 pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let lab = LabFile::load(dir)?;
     let rt = runtime();
-    let client = api::Client::new(lab.admin_token.clone());
+    let client = lab.api()?;
     let mut rows = Vec::new();
     for s in &lab.servers {
         if s.role == DNS_ROLE {
@@ -932,6 +985,19 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     lab.save()?;
     eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
     Ok(())
+}
+
+/// The TLS settings of a client of the lab in `dir`: its CA as the only root.
+pub(crate) fn client_tls(dir: &Path) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let ca = dir.join(PKI_DIR).join("ca.pem");
+    let roots = pki::Roots::from_pem_file(&ca).with_context(|| {
+        format!(
+            "the lab in {} has no certificate authority to trust; start it with `tandem lab up --dir {}`",
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    Ok(pki::client_config(&roots, None))
 }
 
 #[cfg(test)]

@@ -444,6 +444,7 @@ fn remote_executor(
         server.fqdn.clone(),
         lab.admin_token.clone(),
         dir.display().to_string(),
+        &lab.client_tls()?,
     ))
 }
 

@@ -44,12 +44,14 @@ pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`,
-/// until `stop` completes; every task it started ends with it.
+/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`
+/// (over TLS with `tls`, as every listener that takes the admin token), until `stop`
+/// completes; every task it started ends with it.
 pub async fn serve(
     file: PathBuf,
     dns: SocketAddr,
     api: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
     token: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -141,7 +143,13 @@ pub async fn serve(
         .route("/api/v1/invoke", post(invoke))
         .with_state(state);
     tracing::info!(%dns, %api, "DNS server started");
-    axum::serve(http, app).with_graceful_shutdown(stop).await?;
+    let stopped = tokio_util::sync::CancellationToken::new();
+    let cancel = stopped.clone();
+    tasks.spawn(async move {
+        stop.await;
+        cancel.cancel();
+    });
+    listener::serve_http(http, Some(tls), app, listener::Limits::DEFAULT, stopped).await;
     tasks.shutdown().await;
     tracing::info!("DNS server stopped");
     Ok(())

@@ -64,6 +64,11 @@ pub struct Node {
     pub token: String,
     /// The one client of the management API, marking forwarded calls as this server's.
     pub api: api::Client,
+    /// This server's certificate, as its listeners present it (`Get-CsCertificate`,
+    /// `Set-CsCertificate` reload it).
+    pub certs: Arc<pki::CertStore>,
+    /// The TLS settings of this server's calls to others.
+    pub tls: Arc<rustls::ClientConfig>,
     pub replica: ReplicaAgent,
     /// The pool's Back End (Front Ends only): no server opens another pool's.
     pub backend: Option<BackEnd>,
@@ -104,6 +109,10 @@ pub struct Parts {
     pub backup: Option<BackupService>,
     pub dns: Option<SocketAddr>,
     pub clock: Clock,
+    /// This server's certificate, as its listeners present it.
+    pub certs: Arc<pki::CertStore>,
+    /// The TLS settings of this server's calls to others (it presents `certs`).
+    pub tls: Arc<rustls::ClientConfig>,
     /// The tracker the Backup Service's tasks were already spawned on.
     pub tasks: TaskTracker,
 }
@@ -141,12 +150,14 @@ impl Node {
             let _ = master.set(Master::spawn(
                 parts.fqdn.clone(),
                 be.clone(),
-                api::Client::new(parts.token.clone()),
+                api::Client::new(parts.token.clone(), &parts.tls),
                 parts.clock,
             ));
         }
         Node {
-            api: api::Client::new(parts.token.clone()).on_behalf_of(parts.fqdn.clone()),
+            api: api::Client::new(parts.token.clone(), &parts.tls).on_behalf_of(parts.fqdn.clone()),
+            certs: parts.certs,
+            tls: parts.tls,
             fqdn: parts.fqdn,
             role: parts.role,
             pool: parts.pool,
@@ -172,9 +183,9 @@ impl Node {
         self.replica.topology()
     }
 
-    /// This server's management API base (`http://address:port`).
+    /// This server's management API base (`https://address:port`).
     pub fn base(&self) -> String {
-        format!("http://{}", self.address)
+        api::base(self.address.ip(), self.address.port())
     }
 
     /// The management API base of another server of the topology.
@@ -208,7 +219,7 @@ impl Node {
             Master::spawn(
                 self.fqdn.clone(),
                 be,
-                api::Client::new(self.token.clone()),
+                api::Client::new(self.token.clone(), &self.tls),
                 self.clock,
             )
         });

@@ -110,9 +110,8 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
                 );
             };
             let location = format!(
-                "http://{}:{}{}",
-                target.address,
-                topology.ports.user_services,
+                "{}{}",
+                api::base(target.address, topology.ports.user_services),
                 request.uri().path_and_query().map_or("/", |p| p.as_str())
             );
             let mut response = (

@@ -12,6 +12,11 @@
 //!   CMS pool and its partner the Central Management services (`cms`);
 //! - Edges: the federation and XMPP listeners (`edge`).
 //!
+//! Every TCP listener is served through `listener` (connection caps, TLS 1.3 with the
+//! server's certificate from `tls/` under its data folder, header and body timeouts): the
+//! management API asks servers for their certificate (operators bring the admin token
+//! instead), the backup link requires one, user services ask users for none.
+//!
 //! It stops in order on SIGTERM or SIGINT: the listeners stop accepting, the services'
 //! tasks are cancelled and awaited, the master gives its lease up, the Backup Service its
 //! lease, and the databases close.
@@ -92,6 +97,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             path.display()
         );
     };
+    let certs = pki::CertStore::open(&config.data_dir).with_context(|| {
+        format!(
+            "reading the certificate of {} under {}; `tandem lab up` issues one to every server, or Request-CsCertificate -New -Type Default -ComputerName {}",
+            config.fqdn,
+            config.data_dir.display(),
+            config.fqdn
+        )
+    })?;
+    let roots = pki::Roots::new(certs.ca())?;
+    let tls = pki::client_config(&roots, Some(certs.clone()));
     let fqdn = me.server.fqdn.clone();
     let role = me.role;
     let pool = me.pool_fqdn.to_string();
@@ -117,7 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             replica.store().clone(),
             replica.subscribe_topology(),
             replica.subscribe_version(),
-            api::Client::new(config.token.clone()).on_behalf_of(fqdn.clone()),
+            api::Client::new(config.token.clone(), &tls).on_behalf_of(fqdn.clone()),
             clock,
             &tasks,
         )
@@ -133,6 +148,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         backup,
         dns: config.dns,
         clock,
+        certs,
+        tls,
         tasks,
     }));
     // A view in doubt (after a pause or a cut) is proven again by asking the master.
@@ -143,7 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the management API on {address}"))?;
     let edge = match role {
         Role::FrontEnd => {
-            start_front_end_services(&node, &engine, &topology).await?;
+            start_front_end_services(&node, &engine, &topology, &roots).await?;
             None
         }
         Role::Edge => Some(edge::EdgeService::start(node.clone())),
@@ -158,9 +175,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         edge,
     };
     tracing::info!(%address, fqdn = %node.fqdn, role = ?node.role, "server started");
-    let stop = node.shutdown.clone();
-    let api = axum::serve(listener, mgmt::router(mgmt))
-        .with_graceful_shutdown(async move { stop.cancelled().await });
+    let api = listener::serve_http(
+        listener,
+        Some(tls_settings(&node, pki::ClientAuth::Optional(roots))?),
+        mgmt::router(mgmt),
+        listener::Limits::DEFAULT,
+        node.shutdown.clone(),
+    );
     let signal = node.shutdown.clone();
     node.spawn(async move {
         tokio::select! {
@@ -168,7 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             () = signal.cancelled() => {}
         }
     });
-    api.await?;
+    api.await;
     shut_down(&node).await;
     Ok(())
 }
@@ -179,6 +200,7 @@ async fn start_front_end_services(
     node: &Arc<Node>,
     engine: &Arc<Engine>,
     topology: &topology::Topology,
+    roots: &pki::Roots,
 ) -> anyhow::Result<()> {
     let ip = node.address.ip();
     if let Some(backup) = &node.backup {
@@ -187,7 +209,8 @@ async fn start_front_end_services(
             .await
             .with_context(|| format!("binding the Backup Service on {at}"))?;
         let app = backup::link::router(backup.clone(), node.token.clone());
-        serve_until_shutdown(node, listener, app);
+        let tls = tls_settings(node, pki::ClientAuth::Required(roots.clone()))?;
+        serve_until_shutdown(node, listener, tls, app);
     }
     let users_at = SocketAddr::new(ip, topology.ports.user_services);
     let users_listener = tokio::net::TcpListener::bind(users_at)
@@ -196,6 +219,7 @@ async fn start_front_end_services(
     serve_until_shutdown(
         node,
         users_listener,
+        tls_settings(node, pki::ClientAuth::NotAsked)?,
         registrar::userservices::router(node.clone()),
     );
     let sip_at = SocketAddr::new(ip, topology.ports.sip);
@@ -214,14 +238,30 @@ async fn start_front_end_services(
     Ok(())
 }
 
-/// Serves `app` on `listener` as a task of the node, until it shuts down.
-fn serve_until_shutdown(node: &Arc<Node>, listener: tokio::net::TcpListener, app: axum::Router) {
-    let stop = node.shutdown.clone();
-    node.spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
+/// Serves `app` on `listener` over TLS as a task of the node, until it shuts down.
+fn serve_until_shutdown(
+    node: &Arc<Node>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+) {
+    node.spawn(listener::serve_http(
+        listener,
+        Some(tls),
+        app,
+        listener::Limits::DEFAULT,
+        node.shutdown.clone(),
+    ));
+}
+
+/// An HTTPS listener's TLS settings: this server's certificate (renewed in place), and
+/// what it asks of clients.
+fn tls_settings(node: &Node, auth: pki::ClientAuth) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    Ok(pki::server_config(
+        node.certs.clone(),
+        auth,
+        &[b"http/1.1"],
+    )?)
 }
 
 /// Stops what runs, in order: every service's tasks end (listeners first, as they watch

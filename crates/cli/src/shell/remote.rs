@@ -101,9 +101,15 @@ pub(crate) struct RemoteExecutor {
 }
 
 impl RemoteExecutor {
-    pub(crate) fn new(base_url: String, fqdn: String, token: String, lab_dir: String) -> Self {
+    pub(crate) fn new(
+        base_url: String,
+        fqdn: String,
+        token: String,
+        lab_dir: String,
+        tls: &std::sync::Arc<rustls::ClientConfig>,
+    ) -> Self {
         RemoteExecutor {
-            client: api::Client::new(token.clone()),
+            client: api::Client::new(token.clone(), tls),
             base_url,
             fqdn,
             lab_dir,
@@ -171,7 +177,7 @@ impl Executor for RemoteExecutor {
                     self.lab_dir
                 ))
             })?;
-            format!("http://{}:{}", dns.address, dns.management_port)
+            api::base(&dns.address, dns.management_port)
         } else {
             self.base_url.clone()
         };

@@ -47,6 +47,7 @@ fn front_ends(lab: &Lab, pool: &str) -> Vec<String> {
 /// Writes contacts at `rate` a second until `stop`; returns the acknowledged ones as
 /// (user index, contact, acknowledged synchronously).
 fn write_load(
+    http: reqwest::ClientBuilder,
     bases: Vec<String>,
     users: Vec<(String, String, String)>,
     rate: u64,
@@ -61,8 +62,7 @@ fn write_load(
             .build()
             .unwrap();
         rt.block_on(async move {
-            let client = reqwest::Client::builder()
-                .no_proxy()
+            let client = http
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(std::time::Duration::from_secs(3))
                 .build()
@@ -114,8 +114,8 @@ fn contacts_at(lab: &Lab, base: &str, user: &(String, String, String)) -> Vec<St
         .build()
         .unwrap();
     rt.block_on(async {
-        let r = reqwest::Client::builder()
-            .no_proxy()
+        let r = lab
+            .http()
             .build()
             .unwrap()
             .get(format!("{base}/users/v1/contacts"))
@@ -207,6 +207,7 @@ fn disasters_at_random_moments_under_load_stay_within_the_range_said_at_once() {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicUsize::new(0));
         let load = write_load(
+            lab.http(),
             pool2.clone(),
             users.clone(),
             rate,

@@ -218,13 +218,20 @@ impl Lab {
             .unwrap_or_else(|| panic!("{fqdn} is not in lab.json"))
     }
 
-    /// `http://address:port` of a Front End's user services.
+    /// `https://address:port` of a Front End's user services.
     pub(crate) fn user_services(server: &serde_json::Value) -> String {
         format!(
-            "http://{}:{}",
+            "https://{}:{}",
             server["address"].as_str().unwrap(),
             server["user_services_port"]
         )
+    }
+
+    /// An HTTPS client that trusts the lab's CA (and nothing else), as users and
+    /// operators of the lab do.
+    pub(crate) fn http(&self) -> reqwest::ClientBuilder {
+        let roots = pki::Roots::from_pem_file(&self.path.join("pki").join("ca.pem")).unwrap();
+        api::https(&pki::client_config(&roots, None))
     }
 
     /// The lab's users.json: every enabled user with home pool and password.
@@ -256,7 +263,7 @@ impl Lab {
     ) -> (u16, serde_json::Value) {
         let s = self.server(server);
         let url = format!(
-            "http://{}:{}{path}",
+            "https://{}:{}{path}",
             s["address"].as_str().unwrap(),
             s["management_port"]
         );
@@ -265,8 +272,8 @@ impl Lab {
             .build()
             .unwrap();
         rt.block_on(async {
-            let resp = reqwest::Client::builder()
-                .no_proxy()
+            let resp = self
+                .http()
                 .build()
                 .unwrap()
                 .post(url)
@@ -460,11 +467,11 @@ fn the_api_refuses_bad_input_and_a_stopped_replica_falls_behind() {
         .find(|s| s["fqdn"] == "pool2-fe1.contoso.com")
         .unwrap();
     let base = format!(
-        "http://{}:{}",
+        "https://{}:{}",
         fe["address"].as_str().unwrap(),
         fe["management_port"]
     );
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = lab.http().build().unwrap();
     let version = |rt: &tokio::runtime::Runtime| -> i64 {
         rt.block_on(async {
             let h: serde_json::Value = client

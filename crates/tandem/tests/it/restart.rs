@@ -39,6 +39,7 @@ struct Seen {
 
 /// Writes a new contact to each of `bases` in turn, as fast as they answer, until `stop`.
 fn writer(
+    http: reqwest::ClientBuilder,
     bases: Vec<String>,
     user: (String, String),
     seen: Arc<Seen>,
@@ -50,8 +51,7 @@ fn writer(
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .no_proxy()
+            let client = http
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(std::time::Duration::from_secs(2))
                 .build()
@@ -102,7 +102,13 @@ fn lost_and_back(rounds: usize, lose: impl Fn(&Lab), bring_back: impl Fn(&Lab)) 
         );
         let seen = Arc::new(Seen::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let writing = writer(bases.clone(), user.clone(), seen.clone(), stop.clone());
+        let writing = writer(
+            lab.http(),
+            bases.clone(),
+            user.clone(),
+            seen.clone(),
+            stop.clone(),
+        );
         bring_back(&lab);
         // Every Front End has caught up and sends the user to fe-red.
         crate::eventually(20, "every Front End of fe-dub to redirect", || {

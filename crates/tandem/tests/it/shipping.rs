@@ -28,8 +28,8 @@ impl Session {
                 .enable_all()
                 .build()
                 .unwrap(),
-            client: reqwest::Client::builder()
-                .no_proxy()
+            client: lab
+                .http()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(std::time::Duration::from_secs(30))
                 .build()

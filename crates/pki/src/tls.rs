@@ -1,0 +1,217 @@
+//! The one TLS policy of the deployment: TLS 1.3 only, the deployment's CA as the only root
+//! of trust, and a client certificate required where only servers call (the backup link,
+//! server-to-server calls), optional where operators call too (the management API, which
+//! then asks for the admin token), and not asked for where users call (user services, SIP).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::PkiError;
+use crate::installed::certs;
+
+/// Installs the process's crypto provider (aws-lc-rs) once; later calls do nothing.
+/// rustls will not pick a provider itself when more than one is compiled in.
+pub fn install_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// The certificates a side trusts: the deployment's CA.
+#[derive(Debug, Clone)]
+pub struct Roots(Arc<RootCertStore>);
+
+impl Roots {
+    /// Trusts the CA certificates given.
+    pub fn new(cas: &[CertificateDer<'static>]) -> Result<Roots, PkiError> {
+        let mut store = RootCertStore::empty();
+        for ca in cas {
+            store
+                .add(ca.clone())
+                .map_err(|e| PkiError::Tls(format!("a CA certificate is not usable: {e}")))?;
+        }
+        Ok(Roots(Arc::new(store)))
+    }
+
+    /// Trusts the CA certificates of a PEM file (the lab's `pki/ca.pem`).
+    pub fn from_pem_file(path: &Path) -> Result<Roots, PkiError> {
+        Roots::new(&certs(path)?)
+    }
+}
+
+/// What a listener asks of its clients.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Users: no client certificate.
+    NotAsked,
+    /// Operators and servers: a certificate is checked if given (servers give one).
+    Optional(Roots),
+    /// Servers only: a certificate from the deployment's CA or the handshake fails.
+    Required(Roots),
+}
+
+/// A listener's TLS settings, with `certs` giving the current certificate at every
+/// handshake.
+pub fn server_config(
+    certs: Arc<dyn ResolvesServerCert>,
+    auth: ClientAuth,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, PkiError> {
+    install_provider();
+    let builder = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13]);
+    let builder = match auth {
+        ClientAuth::NotAsked => builder.with_no_client_auth(),
+        ClientAuth::Optional(roots) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder(roots.0)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?,
+        ),
+        ClientAuth::Required(roots) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder(roots.0)
+                .build()
+                .map_err(|e| PkiError::Tls(e.to_string()))?,
+        ),
+    };
+    let mut config = builder.with_cert_resolver(certs);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A client's TLS settings: trust `roots`, and present `identity` when a listener asks
+/// (servers do; operators and users have none).
+pub fn client_config(
+    roots: &Roots,
+    identity: Option<Arc<dyn ResolvesClientCert>>,
+) -> Arc<ClientConfig> {
+    install_provider();
+    let builder = ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_root_certificates(roots.0.clone());
+    let config = match identity {
+        Some(identity) => builder.with_client_cert_resolver(identity),
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(config)
+}
+
+/// Whether a peer's (already verified) certificate covers `name`, a DNS name or an
+/// address: how a listener knows which server called, and an Edge which domain a
+/// federated partner may speak for.
+pub fn peer_covers(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(name) = ServerName::try_from(name) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Authority, CertStore, Installed, Request};
+    use rustls_pki_types::pem::PemObject;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn issued(ca: &Authority, names: &[&str]) -> crate::Issued {
+        ca.issue(&Request {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            addresses: vec!["127.0.0.5".parse().unwrap()],
+            validity_days: 30,
+            now: NOW,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_certificate_covers_its_names_and_address_and_nothing_else() {
+        let ca = Authority::create("Test CA", NOW).unwrap();
+        let cert = issued(&ca, &["fe1.example.org", "pool.example.org"]);
+        let der = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        for name in ["fe1.example.org", "POOL.example.org", "127.0.0.5"] {
+            assert!(peer_covers(&der, name), "{name}");
+        }
+        for name in ["fe2.example.org", "example.org", "127.0.0.6", "bad name"] {
+            assert!(!peer_covers(&der, name), "{name}");
+        }
+        assert_eq!(cert.info.not_after - cert.info.not_before, 30 * 86_400 + 60);
+        assert_eq!(cert.info.thumbprint.len(), 64);
+    }
+
+    #[test]
+    fn a_saved_authority_signs_certificates_that_chain_to_the_same_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::create("Test CA", NOW).unwrap();
+        ca.save(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o600
+        );
+        let again = Authority::load(dir.path()).unwrap();
+        assert_eq!(again.cert_pem(), ca.cert_pem());
+        let server = tempfile::tempdir().unwrap();
+        Installed::install(
+            server.path(),
+            again.cert_pem(),
+            &issued(&again, &["fe1.example.org"]),
+        )
+        .unwrap();
+        let store = CertStore::open(server.path()).unwrap();
+        assert_eq!(store.info().subject, "fe1.example.org");
+        let roots = Roots::new(store.ca()).unwrap();
+        // The chain verifies against the root: the client verifier accepts it.
+        let verifier = WebPkiClientVerifier::builder(roots.0).build().unwrap();
+        let installed = Installed::read(server.path()).unwrap();
+        let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            NOW as u64,
+        ));
+        verifier
+            .verify_client_cert(&installed.chain[0], &[], now)
+            .expect("a certificate of the saved CA verifies");
+        // One from another CA does not.
+        let other = Authority::create("Other CA", NOW).unwrap();
+        let stranger = issued(&other, &["fe1.example.org"]);
+        let der = CertificateDer::pem_slice_iter(stranger.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert!(verifier.verify_client_cert(&der, &[], now).is_err());
+    }
+
+    #[test]
+    fn a_reload_swaps_the_certificate_in_use() {
+        let ca = Authority::create("Test CA", NOW).unwrap();
+        let server = tempfile::tempdir().unwrap();
+        Installed::install(
+            server.path(),
+            ca.cert_pem(),
+            &issued(&ca, &["a.example.org"]),
+        )
+        .unwrap();
+        let store = CertStore::open(server.path()).unwrap();
+        let first = store.info().thumbprint;
+        Installed::install(
+            server.path(),
+            ca.cert_pem(),
+            &issued(&ca, &["a.example.org"]),
+        )
+        .unwrap();
+        assert_eq!(
+            store.info().thumbprint,
+            first,
+            "nothing changes before a reload"
+        );
+        let renewed = store.reload().unwrap();
+        assert_ne!(renewed.thumbprint, first);
+        assert_eq!(store.info().thumbprint, renewed.thumbprint);
+    }
+}
