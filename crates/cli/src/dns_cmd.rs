@@ -30,6 +30,9 @@ pub(crate) enum DnsCommand {
         /// The deployment's admin token.
         #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
+        /// The deployment's CA (its folder): this server then signs servers' renewals.
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
     },
     /// Ask a DNS server, as dig does: `tandem dns query _xmpp-server._tcp.contoso.com SRV`.
     Query {
@@ -56,6 +59,7 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
             listen,
             api,
             admin_token,
+            ca_dir,
             ..
         } => {
             let certs = pki::CertStore::open(&data_dir).with_context(|| {
@@ -64,7 +68,15 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                     data_dir.display()
                 )
             })?;
-            let tls = pki::server_config(certs, pki::ClientAuth::NotAsked, &[b"http/1.1"])?;
+            // Servers asking the CA for a renewal present their certificate.
+            let roots = pki::Roots::new(certs.ca())?;
+            let tls = pki::server_config(certs, pki::ClientAuth::Optional(roots), &[b"http/1.1"])?;
+            let authority = match &ca_dir {
+                Some(dir) => Some(pki::Authority::load(dir).with_context(|| {
+                    format!("reading the deployment's CA in {}", dir.display())
+                })?),
+                None => None,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -73,6 +85,7 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 listen,
                 api,
                 tls,
+                authority,
                 admin_token,
                 async {
                     use tokio::signal::unix::{SignalKind, signal};

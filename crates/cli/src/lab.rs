@@ -532,6 +532,8 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.dns_port));
+    // The lab's DNS server is also the deployment's online CA.
+    let ca = lab.dns().map(LabServer::base_url);
     for &i in which {
         let s = &mut lab.servers[i];
         if s.alive() {
@@ -551,7 +553,9 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
                 .arg("--api")
                 .arg(format!("{}:{}", s.address, s.management_port))
                 .arg("--backend-root")
-                .arg(&lab.dir);
+                .arg(&lab.dir)
+                .arg("--ca-dir")
+                .arg(lab.dir.join(PKI_DIR));
         } else {
             command
                 .args(["server", "--fqdn", &s.fqdn, "--data-dir"])
@@ -560,6 +564,9 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
                 .arg(&lab.dir);
             if let Some(dns) = &dns {
                 command.arg("--dns").arg(dns);
+            }
+            if let Some(ca) = &ca {
+                command.arg("--certificate-authority").arg(ca);
             }
             command
                 .arg("--reconcile-after-secs")

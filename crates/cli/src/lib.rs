@@ -97,6 +97,10 @@ pub struct ServerArgs {
     /// The deployment's DNS server (address:port); the lab passes its own.
     #[arg(long)]
     pub dns: Option<std::net::SocketAddr>,
+    /// The deployment's CA (`https://address:port`), which `Request-CsCertificate` asks;
+    /// the lab passes its DNS server's.
+    #[arg(long)]
+    pub certificate_authority: Option<String>,
     /// Seconds an operation whose runner died waits before the active master's
     /// reconciler carries it on (an operator who resumes it sooner does it himself).
     #[arg(long, default_value_t = 20)]

@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use api::{ApiError, InvokeRequest, InvokeResponse};
 
+mod ca;
+
 struct DnsState {
     zone: RwLock<Zone>,
     file: PathBuf,
@@ -45,13 +47,15 @@ pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
 }
 
 /// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`
-/// (over TLS with `tls`, as every listener that takes the admin token), until `stop`
+/// (over TLS with `tls`, as every listener that takes the admin token) — with the
+/// deployment's CA signing renewals there when `authority` is given — until `stop`
 /// completes; every task it started ends with it.
 pub async fn serve(
     file: PathBuf,
     dns: SocketAddr,
     api: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
+    authority: Option<pki::Authority>,
     token: String,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -138,10 +142,21 @@ pub async fn serve(
             }
         });
     }
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/invoke", post(invoke))
-        .with_state(state);
+        .with_state(state.clone());
+    if let Some(authority) = authority {
+        let ca = Arc::new(ca::Ca {
+            authority,
+            token: state.token.clone(),
+        });
+        app = app.merge(
+            Router::new()
+                .route(pki::SIGN_PATH, post(ca::sign))
+                .with_state(ca),
+        );
+    }
     tracing::info!(%dns, %api, "DNS server started");
     let stopped = tokio_util::sync::CancellationToken::new();
     let cancel = stopped.clone();

@@ -111,7 +111,10 @@ pub fn place(id: CmdletId) -> Place {
         GetCsWindowsService
         | StartCsWindowsService
         | StopCsWindowsService
-        | InvokeCsServerSetup => Place::Computer,
+        | InvokeCsServerSetup
+        | GetCsCertificate
+        | RequestCsCertificate
+        | SetCsCertificate => Place::Computer,
         GetDnsServerResourceRecord
         | AddDnsServerResourceRecordA
         | AddDnsServerResourceRecord

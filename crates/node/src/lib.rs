@@ -69,6 +69,10 @@ pub struct Node {
     pub certs: Arc<pki::CertStore>,
     /// The TLS settings of this server's calls to others.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The deployment's CA (`Request-CsCertificate`), when one signs renewals online.
+    pub certificate_authority: Option<String>,
+    /// This server's data folder (its replica, its `tls/`).
+    pub data_dir: std::path::PathBuf,
     pub replica: ReplicaAgent,
     /// The pool's Back End (Front Ends only): no server opens another pool's.
     pub backend: Option<BackEnd>,
@@ -113,6 +117,10 @@ pub struct Parts {
     pub certs: Arc<pki::CertStore>,
     /// The TLS settings of this server's calls to others (it presents `certs`).
     pub tls: Arc<rustls::ClientConfig>,
+    /// The deployment's CA, when one signs renewals online.
+    pub certificate_authority: Option<String>,
+    /// This server's data folder (its replica, its `tls/`).
+    pub data_dir: std::path::PathBuf,
     /// The tracker the Backup Service's tasks were already spawned on.
     pub tasks: TaskTracker,
 }
@@ -158,6 +166,8 @@ impl Node {
             api: api::Client::new(parts.token.clone(), &parts.tls).on_behalf_of(parts.fqdn.clone()),
             certs: parts.certs,
             tls: parts.tls,
+            certificate_authority: parts.certificate_authority,
+            data_dir: parts.data_dir,
             fqdn: parts.fqdn,
             role: parts.role,
             pool: parts.pool,

@@ -139,12 +139,29 @@ impl Authority {
     /// Signs a certificate for servers (and the clients they are when they call each
     /// other: both uses), with a new key.
     pub fn issue(&self, request: &Request) -> Result<Issued, PkiError> {
+        let key = NewKey::generate()?;
+        let (cert_pem, info) = self.sign(request, &key.public_key)?;
+        Ok(Issued {
+            cert_pem,
+            key_pem: key.key_pem,
+            info,
+        })
+    }
+
+    /// Signs a certificate for `public_key` (hex, as [`NewKey::public_key`]: the requester
+    /// keeps its private key, as `Request-CsCertificate` on a server does): the
+    /// certificate (PEM) and what it says.
+    pub fn sign(
+        &self,
+        request: &Request,
+        public_key: &str,
+    ) -> Result<(String, CertInfo), PkiError> {
         let Some(subject) = request.names.first() else {
             return Err(PkiError::Signing(
                 "a certificate needs at least one name".into(),
             ));
         };
-        let key = KeyPair::generate().map_err(|e| PkiError::Signing(e.to_string()))?;
+        let key = P256PublicKey::from_hex(public_key)?;
         let mut params = CertificateParams::new(request.names.clone())
             .map_err(|e| PkiError::Signing(e.to_string()))?;
         params
@@ -182,11 +199,68 @@ impl Authority {
             not_after,
             thumbprint: thumbprint(cert.der()),
         };
-        Ok(Issued {
-            cert_pem: cert.pem(),
+        Ok((cert.pem(), info))
+    }
+}
+
+/// A new key pair (ECDSA P-256), made where the certificate will be used.
+pub struct NewKey {
+    /// PKCS#8 PEM: stays with the requester.
+    pub key_pem: String,
+    /// The public key, hex of its uncompressed point: what the CA signs.
+    pub public_key: String,
+}
+
+impl NewKey {
+    pub fn generate() -> Result<NewKey, PkiError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| PkiError::Signing(e.to_string()))?;
+        Ok(NewKey {
             key_pem: key.serialize_pem(),
-            info,
+            public_key: key
+                .public_key_raw()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
         })
+    }
+}
+
+/// A P-256 public key as a requester sends it (rcgen reads a SubjectPublicKeyInfo only
+/// with an X.509 parser; the raw point is all a signature needs).
+struct P256PublicKey(Vec<u8>);
+
+impl P256PublicKey {
+    /// Length of an uncompressed P-256 point: 0x04, then x and y.
+    const LEN: usize = 65;
+
+    fn from_hex(hex: &str) -> Result<P256PublicKey, PkiError> {
+        let unusable = || {
+            PkiError::Signing(
+                "the public key is not an uncompressed ECDSA P-256 point in hex".into(),
+            )
+        };
+        if hex.len() != 2 * Self::LEN || !hex.is_ascii() {
+            return Err(unusable());
+        }
+        let bytes = (0..Self::LEN)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| unusable())?;
+        if bytes[0] != 0x04 {
+            return Err(unusable());
+        }
+        Ok(P256PublicKey(bytes))
+    }
+}
+
+impl rcgen::PublicKeyData for P256PublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
     }
 }
 

@@ -25,6 +25,8 @@ const CA: &str = "ca.pem";
 const CERT: &str = "cert.pem";
 const KEY: &str = "key.pem";
 const INFO: &str = "cert.json";
+/// Certificates requested and not assigned yet, one folder per thumbprint.
+const REQUESTED: &str = "requested";
 
 /// A server's certificate, key and trust, read from its data folder.
 pub struct Installed {
@@ -77,6 +79,56 @@ impl Installed {
             key,
             info,
         })
+    }
+
+    /// Keeps a requested certificate beside the one in use, until `Set-CsCertificate`
+    /// assigns it ([`Installed::assign`]).
+    pub fn stage(data_dir: &Path, issued: &Issued) -> Result<(), PkiError> {
+        let dir = Self::dir(data_dir)
+            .join(REQUESTED)
+            .join(&issued.info.thumbprint);
+        std::fs::create_dir_all(&dir).map_err(|e| PkiError::io(&dir, e))?;
+        let info = serde_json::to_string_pretty(&issued.info).expect("CertInfo serialises");
+        replace(&dir, KEY, &issued.key_pem, true)?;
+        replace(&dir, CERT, &issued.cert_pem, false)?;
+        replace(&dir, INFO, &info, false)
+    }
+
+    /// The certificates requested and not assigned yet.
+    pub fn requested(data_dir: &Path) -> Vec<CertInfo> {
+        let dir = Self::dir(data_dir).join(REQUESTED);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut all: Vec<CertInfo> = entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join(INFO)).ok())
+            .filter_map(|text| serde_json::from_str(&text).ok())
+            .collect();
+        all.sort_by_key(|i: &CertInfo| i.not_before);
+        all
+    }
+
+    /// Puts the requested certificate with `thumbprint` in place of the one in use (the
+    /// caller reloads its [`CertStore`]); `None` when no such certificate was requested.
+    pub fn assign(data_dir: &Path, thumbprint: &str) -> Result<Option<CertInfo>, PkiError> {
+        let wanted = thumbprint.trim().to_ascii_uppercase();
+        if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let staged = Self::dir(data_dir).join(REQUESTED).join(&wanted);
+        if !staged.join(INFO).is_file() {
+            return Ok(None);
+        }
+        let info_text = read(&staged.join(INFO))?;
+        let info: CertInfo = serde_json::from_str(&info_text)
+            .map_err(|e| PkiError::malformed(&staged.join(INFO), e))?;
+        let dir = Self::dir(data_dir);
+        replace(&dir, KEY, &read(&staged.join(KEY))?, true)?;
+        replace(&dir, CERT, &read(&staged.join(CERT))?, false)?;
+        replace(&dir, INFO, &info_text, false)?;
+        let _ = std::fs::remove_dir_all(&staged);
+        Ok(Some(info))
     }
 
     /// Whether a certificate is installed under `data_dir`.

@@ -22,7 +22,7 @@ mod authority;
 mod installed;
 mod tls;
 
-pub use authority::{Authority, CertInfo, Issued, Request, SERVER_VALIDITY_DAYS};
+pub use authority::{Authority, CertInfo, Issued, NewKey, Request, SERVER_VALIDITY_DAYS};
 pub use installed::{CertStore, Installed, TLS_DIR};
 pub use tls::{ClientAuth, Roots, client_config, install_provider, peer_covers, server_config};
 
@@ -66,4 +66,31 @@ pub fn thumbprint(der: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02X}"))
         .collect()
+}
+
+/// Where the deployment's CA signs certificates (`POST`, on the lab's DNS server, which
+/// plays the enterprise CA as Active Directory Certificate Services does on a domain
+/// controller).
+pub const SIGN_PATH: &str = "/ca/v1/sign";
+/// The longest validity the CA grants.
+pub const MAX_VALIDITY_DAYS: u32 = 825;
+
+/// A server asks the CA to sign its new public key for names its current certificate
+/// already covers (a renewal: the CA issues nothing a caller could not already prove).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Hex of the uncompressed P-256 point ([`NewKey::public_key`]).
+    pub public_key: String,
+    pub validity_days: u32,
+}
+
+/// The CA's answer: the certificate and what it says.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SignResponse {
+    pub certificate: String,
+    pub info: CertInfo,
 }

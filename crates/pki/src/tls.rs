@@ -187,8 +187,8 @@ mod tests {
         assert!(verifier.verify_client_cert(&der, &[], now).is_err());
     }
 
-    #[test]
-    fn a_reload_swaps_the_certificate_in_use() {
+    /// A CA, and a server folder with a certificate of it installed and opened.
+    fn installed_server() -> (Authority, tempfile::TempDir, Arc<CertStore>) {
         let ca = Authority::create("Test CA", NOW).unwrap();
         let server = tempfile::tempdir().unwrap();
         Installed::install(
@@ -198,6 +198,12 @@ mod tests {
         )
         .unwrap();
         let store = CertStore::open(server.path()).unwrap();
+        (ca, server, store)
+    }
+
+    #[test]
+    fn a_reload_swaps_the_certificate_in_use() {
+        let (ca, server, store) = installed_server();
         let first = store.info().thumbprint;
         Installed::install(
             server.path(),
@@ -213,5 +219,43 @@ mod tests {
         let renewed = store.reload().unwrap();
         assert_ne!(renewed.thumbprint, first);
         assert_eq!(store.info().thumbprint, renewed.thumbprint);
+    }
+
+    #[test]
+    fn a_requested_certificate_is_used_only_once_assigned() {
+        let (ca, server, store) = installed_server();
+        let before = store.info();
+        // The server makes its key; the CA signs the public half.
+        let key = crate::NewKey::generate().unwrap();
+        let request = Request {
+            names: vec!["a.example.org".into()],
+            addresses: vec![],
+            validity_days: 90,
+            now: NOW + 10,
+        };
+        let (cert_pem, info) = ca.sign(&request, &key.public_key).unwrap();
+        assert!(ca.sign(&request, "04abc").is_err(), "not a P-256 point");
+        let renewed = crate::Issued {
+            cert_pem,
+            key_pem: key.key_pem,
+            info: info.clone(),
+        };
+        Installed::stage(server.path(), &renewed).unwrap();
+        assert_eq!(Installed::requested(server.path()), vec![info.clone()]);
+        assert_eq!(store.reload().unwrap(), before, "staged, not in use");
+        assert!(
+            Installed::assign(server.path(), "../../etc")
+                .unwrap()
+                .is_none()
+        );
+        assert!(Installed::assign(server.path(), "00FF").unwrap().is_none());
+        let assigned = Installed::assign(server.path(), &info.thumbprint.to_lowercase())
+            .unwrap()
+            .unwrap();
+        assert_eq!(assigned, info);
+        assert_eq!(store.reload().unwrap(), info);
+        assert!(Installed::requested(server.path()).is_empty());
+        // The new key signs: a TLS server config takes the store.
+        server_config(store, ClientAuth::NotAsked, &[]).unwrap();
     }
 }

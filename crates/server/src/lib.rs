@@ -65,6 +65,8 @@ pub struct Config {
     /// The deployment's DNS server, when there is one: the Edge finds its next hop's
     /// registrars there (the topology's addresses otherwise).
     pub dns: Option<SocketAddr>,
+    /// The deployment's CA, which `Request-CsCertificate` asks to sign a renewal.
+    pub certificate_authority: Option<String>,
     /// How long an operation whose runner died waits before the reconciler carries it on.
     pub reconcile_after: Duration,
 }
@@ -150,6 +152,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock,
         certs,
         tls,
+        certificate_authority: config.certificate_authority,
+        data_dir: config.data_dir.clone(),
         tasks,
     }));
     // A view in doubt (after a pause or a cut) is proven again by asking the master.

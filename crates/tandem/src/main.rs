@@ -21,6 +21,7 @@ fn serve(args: ServerArgs) -> Status {
         backend_root: args.backend_root,
         token: args.admin_token,
         dns: args.dns,
+        certificate_authority: args.certificate_authority,
         reconcile_after: Duration::from_secs(args.reconcile_after_secs),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,9 @@ const BACKUP_CATEGORIES: &[&str] = &["CMS", "UserData", "RGS"];
 
 /// `DatabaseNameType`: the Skype for Business Server 2015+ list plus the Lync 2013 names
 /// that differ from it (`CMS`, `App`).
+/// Certificate types of the original; a tandem server has one, Default, for every use.
+const CERTIFICATE_TYPES: &[&str] = &["Default"];
+
 const DATABASE_TYPES: &[&str] = &[
     "ActiveMonitoring",
     "Application",
@@ -1491,6 +1494,97 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 Fqdn,
                 "The server to set up; omitted means the server the shell is connected to.",
             )],
+        )
+    },
+    CmdletSpec {
+        description: "Lists the certificates of a server: the one every listener presents \
+            (Use Assigned) and those requested and not assigned yet (Use Requested), with \
+            their names and expiry. A tandem server has one certificate, of type Default, for \
+            every listener (SIP over TLS, user services, the management API, the backup link) \
+            and for its calls to other servers.",
+        outputs: &[
+            "Type",
+            "Use",
+            "Thumbprint",
+            "Subject",
+            "AlternativeNames",
+            "Issuer",
+            "SerialNumber",
+            "NotBefore",
+            "NotAfter",
+            "DaysLeft",
+        ],
+        examples: &[(
+            "Get-CsCertificate -ComputerName pool1-fe1.contoso.com",
+            "Shows pool1-fe1's certificate and when it expires.",
+        )],
+        ..cmdlet(
+            CmdletId::GetCsCertificate,
+            Capability::Deployment,
+            "Returns the certificates of a server.",
+            &[
+                param("Type", Enum(CERTIFICATE_TYPES), "Return only this type; tandem has Default only."),
+                param(
+                    "ComputerName",
+                    Fqdn,
+                    "The server to ask; omitted means the server the shell is connected to.",
+                ),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Makes a new key on the server and has the deployment's CA sign it for \
+            the names the server's current certificate holds (its FQDN, its pool's and its \
+            address): a renewal. The certificate is kept as Requested until Set-CsCertificate \
+            assigns it; the output gives its thumbprint. tandem's CA is the lab's own (its \
+            DNS server signs, with the key in the lab folder's pki/), so -CA is not needed.",
+        changes_state: true,
+        outputs: &["Type", "Use", "Thumbprint", "Subject", "NotAfter"],
+        examples: &[(
+            "Request-CsCertificate -New -Type Default -ComputerName pool1-fe1.contoso.com",
+            "Requests a renewed certificate for pool1-fe1.",
+        )],
+        ..cmdlet(
+            CmdletId::RequestCsCertificate,
+            Capability::Deployment,
+            "Requests a certificate from the deployment's CA.",
+            &[
+                param("New", Switch, "Request a new certificate.").mandatory(),
+                param("Type", Enum(CERTIFICATE_TYPES), "The certificate's use; tandem has Default only.")
+                    .mandatory(),
+                param("ValidityDays", Int32, "How long the certificate is valid, in days (default 365, at most 825)."),
+                param(
+                    "ComputerName",
+                    Fqdn,
+                    "The server to request for; omitted means the server the shell is connected to.",
+                ),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Assigns a requested certificate: every listener presents it from the \
+            next handshake on and the server uses it when it calls others, without a restart \
+            and without closing a connection.",
+        changes_state: true,
+        examples: &[(
+            "Set-CsCertificate -Type Default -Thumbprint 3F2A… -ComputerName pool1-fe1.contoso.com",
+            "Puts pool1-fe1's renewed certificate in use.",
+        )],
+        ..cmdlet(
+            CmdletId::SetCsCertificate,
+            Capability::Deployment,
+            "Assigns a certificate to a server's services.",
+            &[
+                param("Type", Enum(CERTIFICATE_TYPES), "The certificate's use; tandem has Default only.")
+                    .mandatory(),
+                param("Thumbprint", String, "The requested certificate, as Request-CsCertificate or Get-CsCertificate shows it.")
+                    .mandatory(),
+                param(
+                    "ComputerName",
+                    Fqdn,
+                    "The server to act on; omitted means the server the shell is connected to.",
+                ),
+            ],
         )
     },
     CmdletSpec {

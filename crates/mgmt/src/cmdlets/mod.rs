@@ -4,6 +4,7 @@
 //! table beside it. A handler gets the bound call (and the master, when it runs on the
 //! active master) and answers; it never forwards.
 
+pub mod certs;
 pub mod cms;
 pub mod config;
 pub mod dr;
@@ -61,6 +62,9 @@ pub async fn run(call: &Call<'_>) -> Reply {
             services::windows_service(call).await
         }
         InvokeCsServerSetup => services::run_again(call).await,
+        GetCsCertificate => certs::list(call).await,
+        RequestCsCertificate => certs::request(call).await,
+        SetCsCertificate => certs::assign(call).await,
         GetDnsServerResourceRecord
         | AddDnsServerResourceRecordA
         | AddDnsServerResourceRecord
