@@ -1,6 +1,11 @@
 //! The backup link: what a paired pool's Backup Service calls on this pool's Front Ends,
 //! on the Backup Service port, with the deployment's token. Imports of shipments, the
 //! status the partner's watch asks for, and the checksums a failover's Verify compares.
+//!
+//! The listener is mutual TLS (a certificate of the deployment's CA or no handshake), and
+//! the link checks whose certificate it is: a Front End of the topology for every route,
+//! and for an import a Front End of the pool the shipment says it comes from — a server
+//! proves it is the server the topology names, the token alone is not enough.
 
 use api::ApiError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -15,6 +20,7 @@ use crate::protocol::{
     CHECKSUMS_PATH, Checksums, IMPORT_PATH, ImportRequest, ImportResponse, PoolStatus, STATUS_PATH,
 };
 use crate::service::{BackupError, BackupService};
+use listener::PeerCertificate;
 
 /// What the link serves, and the token it checks.
 #[derive(Debug, Clone)]
@@ -45,6 +51,21 @@ async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     api::check_token(request.headers(), &link.token)?;
+    let caller = request.extensions().get::<PeerCertificate>();
+    let topology = link.service.topology();
+    let is_front_end = caller.is_some_and(|cert| {
+        topology
+            .front_end_pools
+            .iter()
+            .flat_map(|p| &p.servers)
+            .any(|s| cert.covers(&s.fqdn))
+    });
+    if !is_front_end {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the backup link answers Front End servers of the deployment only, by their certificate",
+        ));
+    }
     Ok(next.run(request).await)
 }
 
@@ -65,9 +86,26 @@ impl From<BackupError> for ApiError {
 
 async fn import(
     State(link): State<Link>,
+    caller: Option<axum::Extension<PeerCertificate>>,
     body: Result<Json<ImportRequest>, JsonRejection>,
 ) -> Result<Json<ImportResponse>, ApiError> {
     let Json(request) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let from_source = caller.is_some_and(|axum::Extension(cert)| {
+        link.service
+            .topology()
+            .front_end_servers(&request.source_pool)
+            .iter()
+            .any(|s| cert.covers(&s.fqdn))
+    });
+    if !from_source {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a shipment from {} must come from one of its Front Ends, by their certificate",
+                request.source_pool
+            ),
+        ));
+    }
     if !link.service.is_running() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

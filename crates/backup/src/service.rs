@@ -217,7 +217,7 @@ impl BackupService {
         self.inner.shipped.notified()
     }
 
-    pub(crate) fn topology(&self) -> Arc<Topology> {
+    pub fn topology(&self) -> Arc<Topology> {
         self.inner.topology.borrow().clone()
     }
 

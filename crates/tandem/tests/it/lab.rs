@@ -287,6 +287,11 @@ impl Lab {
         })
     }
 
+    /// The deployment's admin token.
+    pub(crate) fn token(&self) -> String {
+        self.token.clone()
+    }
+
     pub(crate) fn dir(&self) -> &str {
         self.path.to_str().unwrap()
     }

@@ -70,6 +70,11 @@ fn presenting(lab: &Lab, dir: &std::path::Path) -> Arc<rustls::ClientConfig> {
 
 /// GET `url` with `tls`; the status, or the error when the handshake or the call failed.
 fn get(tls: &Arc<rustls::ClientConfig>, url: &str) -> Result<u16, String> {
+    get_as(tls, url, None)
+}
+
+/// The same, with `token` as the bearer token.
+fn get_as(tls: &Arc<rustls::ClientConfig>, url: &str, token: Option<&str>) -> Result<u16, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,9 +84,11 @@ fn get(tls: &Arc<rustls::ClientConfig>, url: &str) -> Result<u16, String> {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        client
-            .get(url)
-            .send()
+        let mut call = client.get(url);
+        if let Some(token) = token {
+            call = call.bearer_auth(token);
+        }
+        call.send()
             .await
             .map(|r| r.status().as_u16())
             .map_err(|e| format!("{e:?}"))
@@ -131,6 +138,17 @@ fn every_user_and_admin_port_speaks_tls_1_3_with_the_deployments_certificate() {
     let link = format!("https://{}{}", address(&lab, FE, 4445), STATUS_PATH);
     let server_dir = std::path::Path::new(lab.dir()).join("servers/dub-a.fabrikam.net");
     assert_eq!(get(&presenting(&lab, &server_dir), &link), Ok(401));
+    // With the token, a Front End is answered; an Edge of the same deployment is not.
+    let token = lab.token();
+    assert_eq!(
+        get_as(&presenting(&lab, &server_dir), &link, Some(&token)),
+        Ok(200)
+    );
+    let edge_dir = std::path::Path::new(lab.dir()).join("servers").join(EDGE);
+    assert_eq!(
+        get_as(&presenting(&lab, &edge_dir), &link, Some(&token)),
+        Ok(403)
+    );
     let mallory = tempfile::tempdir().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
