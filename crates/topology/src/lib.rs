@@ -5,6 +5,7 @@
 //! deployment (the lab, the servers, the Central Management store) starts from a
 //! [`Topology`] that [`validate`] has accepted.
 
+pub mod domain;
 pub mod edit;
 mod model;
 pub mod serving;

@@ -35,6 +35,11 @@ pub struct Deployment {
     pub dns_zone: String,
     /// The Front End pool whose Back End holds the Central Management store.
     pub cms_pool: String,
+    /// The domains federated partners may send from, as the original's allowed domains
+    /// (`New-CsAllowedDomain`): the Access Edge takes a federated request only from a
+    /// domain listed here, and only from a partner whose certificate covers it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_domains: Vec<String>,
 }
 
 /// A data centre.
@@ -347,6 +352,21 @@ impl Topology {
     pub fn server(&self, fqdn: &str) -> Option<ServerRef<'_>> {
         self.servers()
             .find(|s| s.server.fqdn.eq_ignore_ascii_case(fqdn))
+    }
+
+    /// Whether `domain` is the deployment's own SIP domain or below it, in any spelling.
+    pub fn is_own_domain(&self, domain: &str) -> bool {
+        crate::domain::within(domain, &self.deployment.sip_domain)
+    }
+
+    /// The allowed partner domain `domain` is, in any spelling (its normalized name).
+    pub fn allowed_partner(&self, domain: &str) -> Option<String> {
+        let wanted = crate::domain::normalize(domain)?;
+        self.deployment
+            .allowed_domains
+            .iter()
+            .filter_map(|d| crate::domain::normalize(d))
+            .find(|d| *d == wanted)
     }
 
     /// The Edge pool that has federation enabled, if exactly one has.

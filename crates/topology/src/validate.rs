@@ -168,6 +168,27 @@ fn in_zone(name: &str, zone: &str) -> bool {
 
 fn check_deployment(c: &mut Checker<'_>) {
     let d = &c.topology.deployment;
+    let mut seen = std::collections::HashSet::new();
+    for domain in &d.allowed_domains {
+        match crate::domain::normalize(domain) {
+            None => c.error(
+                "deployment",
+                format!("allowed domain '{domain}' is not a valid domain name"),
+            ),
+            Some(_) if crate::domain::within(domain, &d.sip_domain) => c.error(
+                "deployment",
+                format!(
+                    "allowed domain '{domain}' is the deployment's own SIP domain {}: a partner cannot send as its users",
+                    d.sip_domain
+                ),
+            ),
+            Some(n) if !seen.insert(n.clone()) => c.error(
+                "deployment",
+                format!("allowed domain '{domain}' is listed twice"),
+            ),
+            Some(_) => {}
+        }
+    }
     if !is_valid_fqdn(&d.sip_domain) {
         c.error(
             "deployment",

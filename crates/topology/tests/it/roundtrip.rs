@@ -134,6 +134,7 @@ fn topology() -> impl Strategy<Value = Topology> {
             |((sip_domain, dns_zone, cms_pool), ports, sites, front_end_pools, edge_pools)| {
                 Topology {
                     deployment: Deployment {
+                        allowed_domains: vec![format!("partner.{dns_zone}.example")],
                         sip_domain,
                         dns_zone,
                         cms_pool,
