@@ -70,19 +70,53 @@ impl LabServer {
 /// The lab's certificate authority, in `pki/` of the lab folder: its key stays there.
 pub(crate) const PKI_DIR: &str = "pki";
 
-/// Creates the deployment's CA (once per lab folder) and issues every server of the lab a
-/// certificate for its FQDN, its pool's FQDN and its address, installed in its data folder.
-fn issue_certificates(lab: &LabFile, zone: &str) -> anyhow::Result<()> {
-    let dir = lab.dir.join(PKI_DIR);
-    let now = unix_now();
-    let authority = match pki::Authority::load(&dir) {
+/// The public CA of the lab, in `pki/public/`: it stands for the public CAs the Internet
+/// trusts, which issue Access Edges' external certificates and federated partners' own.
+pub(crate) const PUBLIC_CA_DIR: &str = "public";
+/// Where an Edge server keeps its external (Access Edge) certificate, under its data folder.
+pub(crate) const ACCESS_EDGE_DIR: &str = "access-edge";
+
+/// The CA kept in `dir`, created (named `name`) the first time.
+pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Authority> {
+    Ok(match pki::Authority::load(dir) {
         Ok(authority) => authority,
         Err(_) => {
-            let authority = pki::Authority::create(&format!("tandem deployment CA ({zone})"), now)?;
-            authority.save(&dir)?;
+            let authority = pki::Authority::create(name, unix_now())?;
+            authority.save(dir)?;
             authority
         }
-    };
+    })
+}
+
+/// Creates the deployment's CA (once per lab folder) and issues every server of the lab a
+/// certificate for its FQDN, its pool's FQDN and its address, installed in its data folder;
+/// and every Edge server an external certificate from the lab's public CA for the names
+/// federated partners reach it by (`sip.`, `xmpp.`, `<edge>-ext.` of the zone) and its
+/// external address.
+fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> {
+    let zone = &topology.deployment.dns_zone;
+    let dir = lab.dir.join(PKI_DIR);
+    let now = unix_now();
+    let authority = open_authority(&dir, &format!("tandem deployment CA ({zone})"))?;
+    let public = open_authority(&dir.join(PUBLIC_CA_DIR), "tandem lab public CA")?;
+    for pool in &topology.edge_pools {
+        for server in &pool.servers {
+            let short = server.fqdn.split('.').next().unwrap_or(&server.fqdn);
+            let issued = public.issue(&pki::Request {
+                names: vec![
+                    format!("sip.{zone}"),
+                    format!("xmpp.{zone}"),
+                    format!("{short}-ext.{zone}"),
+                    server.fqdn.clone(),
+                ],
+                addresses: vec![server.external_address().into()],
+                validity_days: pki::SERVER_VALIDITY_DAYS,
+                now,
+            })?;
+            let data_dir = lab.dir.join("servers").join(&server.fqdn);
+            pki::Installed::install(&data_dir.join(ACCESS_EDGE_DIR), public.cert_pem(), &issued)?;
+        }
+    }
     for s in &lab.servers {
         let mut names = vec![s.fqdn.clone()];
         if !s.pool.eq_ignore_ascii_case(&s.fqdn) {
@@ -413,7 +447,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             .collect(),
     };
     lab.servers.push(dns_server(&topology, &dir)?);
-    issue_certificates(&lab, &topology.deployment.dns_zone)?;
+    issue_certificates(&lab, &topology)?;
     let all: Vec<usize> = (0..lab.servers.len()).collect();
     spawn(&mut lab, &all)?;
     lab.save()?;

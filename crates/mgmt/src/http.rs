@@ -3,6 +3,11 @@
 //! Bad input never reaches a cmdlet: a missing or wrong token is answered 401, a body
 //! that is not the expected JSON (malformed, wrong types, unknown fields) 400 or 422 with
 //! the parser's reason, all as an [`ErrorBody`].
+//!
+//! The servers' own routes (CMS pushes, role reports, replica changes, operation steps,
+//! store actions) answer only a server of the topology, by the certificate it presented
+//! in the TLS handshake: the admin token alone, which operators hold too, is not enough,
+//! and a call marked as forwarded must come from the server it names.
 
 use std::time::Duration;
 
@@ -26,6 +31,7 @@ use node::MasterAt;
 use utoipa::OpenApi;
 
 use crate::{Error, Mgmt, Refused};
+use listener::PeerCertificate;
 
 /// How long a bulk enable waits for this server's own replica to have it.
 const BULK_REPLICA_WAIT: Duration = Duration::from_secs(10);
@@ -56,21 +62,24 @@ fn json_error(rejection: JsonRejection) -> Error {
 
 /// The routes of a server's management API.
 pub fn router(mgmt: Mgmt) -> Router {
-    let protected = Router::new()
-        .route(paths::INVOKE, post(invoke))
+    let servers_only = Router::new()
         .route(
             paths::REPLICA_SYNC,
             post(replica_sync).layer(DefaultBodyLimit::max(cms::protocol::SYNC_MAX_BODY_BYTES)),
         )
         .route(paths::CMS_ROLE, get(cms_role))
         .route(paths::REPLICA_CHANGES, post(replica_changes))
+        .route(paths::DR_POOL, post(dr_pool_action))
+        .route(paths::DR_CMS, post(dr_cms))
+        .route(paths::CMS_STORE, post(cms_store))
+        .layer(middleware::from_fn_with_state(mgmt.clone(), from_a_server));
+    let protected = Router::new()
+        .route(paths::INVOKE, post(invoke))
         .route(
             paths::USERS_BULK,
             post(users_bulk).layer(DefaultBodyLimit::max(BULK_MAX_BODY_BYTES)),
         )
-        .route(paths::DR_POOL, post(dr_pool_action))
-        .route(paths::DR_CMS, post(dr_cms))
-        .route(paths::CMS_STORE, post(cms_store));
+        .merge(servers_only);
     let protected = if mgmt.engine.faults().is_enabled() {
         protected.route(paths::DR_FAULT, post(dr_fault))
     } else {
@@ -96,6 +105,40 @@ async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     api::check_token(request.headers(), &mgmt.node.token)?;
+    // A call marked as forwarded comes from the server it names, by its certificate.
+    if let Some(by) = request.headers().get(FORWARDED_HEADER) {
+        let by = by.to_str().unwrap_or_default();
+        let proven = request
+            .extensions()
+            .get::<PeerCertificate>()
+            .is_some_and(|cert| mgmt.node.topology().server(by).is_some() && cert.covers(by));
+        if !proven {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a forwarded call must come from the server it names, with that server's certificate",
+            ));
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// The servers' own routes: the caller's certificate names a server of the topology.
+async fn from_a_server(
+    State(mgmt): State<Mgmt>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let topology = mgmt.node.topology();
+    let is_server = request
+        .extensions()
+        .get::<PeerCertificate>()
+        .is_some_and(|cert| topology.servers().any(|s| cert.covers(&s.server.fqdn)));
+    if !is_server {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this route answers the deployment's servers only, by their certificate",
+        ));
+    }
     Ok(next.run(request).await)
 }
 

@@ -173,6 +173,24 @@ fn every_user_and_admin_port_speaks_tls_1_3_with_the_deployments_certificate() {
     // On the management API a certificate is optional: an operator brings the token.
     let health = format!("https://{}/health", address(&lab, FE, 4444));
     assert_eq!(get(&pki::client_config(&roots, None), &health), Ok(200));
+    // But the servers' own routes want a server's certificate: the token alone (which
+    // operators hold) cannot push a configuration or run an operation's step.
+    let (status, body) = lab.post(FE, api::paths::REPLICA_SYNC, &serde_json::json!({}));
+    assert_eq!(status, 403, "{body}");
+    let role = format!(
+        "https://{}{}",
+        address(&lab, FE, 4444),
+        api::paths::CMS_ROLE
+    );
+    assert_eq!(
+        get_as(&presenting(&lab, &server_dir), &role, Some(&token)),
+        Ok(200),
+        "a server's certificate passes"
+    );
+    assert_eq!(
+        get_as(&pki::client_config(&roots, None), &role, Some(&token)),
+        Ok(403)
+    );
 }
 
 #[test]
