@@ -54,11 +54,13 @@ async fn authenticate(
     let caller = request.extensions().get::<PeerCertificate>();
     let topology = link.service.topology();
     let is_front_end = caller.is_some_and(|cert| {
-        topology
-            .front_end_pools
-            .iter()
-            .flat_map(|p| &p.servers)
-            .any(|s| cert.covers(&s.fqdn))
+        cert.covers_any(
+            topology
+                .front_end_pools
+                .iter()
+                .flat_map(|p| &p.servers)
+                .map(|s| s.fqdn.as_str()),
+        )
     });
     if !is_front_end {
         return Err(ApiError::new(
@@ -90,12 +92,10 @@ async fn import(
     body: Result<Json<ImportRequest>, JsonRejection>,
 ) -> Result<Json<ImportResponse>, ApiError> {
     let Json(request) = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    let topology = link.service.topology();
+    let source = topology.front_end_servers(&request.source_pool);
     let from_source = caller.is_some_and(|axum::Extension(cert)| {
-        link.service
-            .topology()
-            .front_end_servers(&request.source_pool)
-            .iter()
-            .any(|s| cert.covers(&s.fqdn))
+        cert.covers_any(source.iter().map(|s| s.fqdn.as_str()))
     });
     if !from_source {
         return Err(ApiError::new(

@@ -81,7 +81,7 @@ pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Auth
     Ok(match pki::Authority::load(dir) {
         Ok(authority) => authority,
         Err(_) => {
-            let authority = pki::Authority::create(name, unix_now())?;
+            let authority = pki::Authority::create(name, store::now_ms() / 1000)?;
             authority.save(dir)?;
             authority
         }
@@ -96,7 +96,7 @@ pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Auth
 fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> {
     let zone = &topology.deployment.dns_zone;
     let dir = lab.dir.join(PKI_DIR);
-    let now = unix_now();
+    let now = store::now_ms() / 1000;
     let authority = open_authority(&dir, &format!("tandem deployment CA ({zone})"))?;
     let public = open_authority(&dir.join(PUBLIC_CA_DIR), "tandem lab public CA")?;
     for pool in &topology.edge_pools {
@@ -131,12 +131,6 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
         pki::Installed::install(&s.data_dir, authority.cert_pem(), &issued)?;
     }
     Ok(())
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl LabFile {

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use api::ApiError;
-use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use listener::PeerCertificate;
 use pki::{Authority, MAX_VALIDITY_DAYS, SignRequest, SignResponse};
 
@@ -26,14 +26,13 @@ pub(crate) struct Ca {
 /// `POST /ca/v1/sign`.
 pub(crate) async fn sign(
     State(ca): State<Arc<Ca>>,
-    request: Request,
+    headers: HeaderMap,
+    peer: Option<Extension<PeerCertificate>>,
+    body: Result<Json<SignRequest>, JsonRejection>,
 ) -> Result<Json<SignResponse>, ApiError> {
-    api::check_token(request.headers(), &ca.token)?;
-    let peer = request.extensions().get::<PeerCertificate>().cloned();
-    let body: Result<Json<SignRequest>, JsonRejection> =
-        <Json<SignRequest> as axum::extract::FromRequest<()>>::from_request(request, &()).await;
+    api::check_token(&headers, &ca.token)?;
     let Json(wanted) = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let Some(peer) = peer else {
+    let Some(Extension(peer)) = peer else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the CA renews certificates only for a server that presents its current one",

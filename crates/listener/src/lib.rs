@@ -70,6 +70,11 @@ impl PeerCertificate {
     pub fn covers(&self, name: &str) -> bool {
         pki::peer_covers(&self.0, name)
     }
+
+    /// Whether it covers any of `names`, the certificate read once.
+    pub fn covers_any<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> bool {
+        pki::peer_covers_any(&self.0, names).is_some()
+    }
 }
 
 /// The address a request came from.

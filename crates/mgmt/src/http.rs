@@ -132,7 +132,7 @@ async fn from_a_server(
     let is_server = request
         .extensions()
         .get::<PeerCertificate>()
-        .is_some_and(|cert| topology.servers().any(|s| cert.covers(&s.server.fqdn)));
+        .is_some_and(|cert| cert.covers_any(topology.servers().map(|s| s.server.fqdn.as_str())));
     if !is_server {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

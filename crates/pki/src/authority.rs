@@ -285,10 +285,7 @@ fn at(unix: i64) -> Result<OffsetDateTime, PkiError> {
 
 fn random_serial() -> Result<[u8; 16], PkiError> {
     let mut serial = [0u8; 16];
-    rustls::crypto::aws_lc_rs::default_provider()
-        .secure_random
-        .fill(&mut serial)
-        .map_err(|_| PkiError::Signing("no random serial".into()))?;
+    getrandom::fill(&mut serial).map_err(|_| PkiError::Signing("no random serial".into()))?;
     // Positive and never zero-led, as RFC 5280 asks.
     serial[0] = (serial[0] & 0x7f) | 0x10;
     Ok(serial)

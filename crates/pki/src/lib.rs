@@ -24,7 +24,9 @@ mod tls;
 
 pub use authority::{Authority, CertInfo, Issued, NewKey, Request, SERVER_VALIDITY_DAYS};
 pub use installed::{CertStore, Installed, TLS_DIR};
-pub use tls::{ClientAuth, Roots, client_config, install_provider, peer_covers, server_config};
+pub use tls::{
+    ClientAuth, Roots, client_config, install_provider, peer_covers, peer_covers_any, server_config,
+};
 
 /// Why a certificate or key could not be made, read or used.
 #[derive(Debug, thiserror::Error)]

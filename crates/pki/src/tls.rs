@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::PkiError;
 use crate::installed::certs;
@@ -101,20 +101,26 @@ pub fn client_config(
 /// address: how a listener knows which server called, and an Edge which domain a
 /// federated partner may speak for.
 pub fn peer_covers(cert: &CertificateDer<'_>, name: &str) -> bool {
-    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
-        return false;
-    };
-    let Ok(name) = ServerName::try_from(name) else {
-        return false;
-    };
-    cert.verify_is_valid_for_subject_name(&name).is_ok()
+    peer_covers_any(cert, [name]).is_some()
+}
+
+/// The first of `names` a peer's certificate covers, the certificate read once (a
+/// listener asking "is this any server of the topology?" on every call).
+pub fn peer_covers_any<'n>(
+    cert: &CertificateDer<'_>,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Option<&'n str> {
+    let cert = webpki::EndEntityCert::try_from(cert).ok()?;
+    names.into_iter().find(|name| {
+        ServerName::try_from(*name).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Authority, CertStore, Installed, Request};
-    use rustls_pki_types::pem::PemObject;
+    use rustls::pki_types::pem::PemObject;
 
     const NOW: i64 = 1_800_000_000;
 
@@ -128,14 +134,19 @@ mod tests {
         .unwrap()
     }
 
+    /// The certificate (DER) of what a CA issued.
+    fn leaf(issued: &crate::Issued) -> CertificateDer<'static> {
+        CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn a_certificate_covers_its_names_and_address_and_nothing_else() {
         let ca = Authority::create("Test CA", NOW).unwrap();
         let cert = issued(&ca, &["fe1.example.org", "pool.example.org"]);
-        let der = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = leaf(&cert);
         for name in ["fe1.example.org", "POOL.example.org", "127.0.0.5"] {
             assert!(peer_covers(&der, name), "{name}");
         }
@@ -171,7 +182,7 @@ mod tests {
         // The chain verifies against the root: the client verifier accepts it.
         let verifier = WebPkiClientVerifier::builder(roots.0).build().unwrap();
         let installed = Installed::read(server.path()).unwrap();
-        let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             NOW as u64,
         ));
         verifier
@@ -180,10 +191,7 @@ mod tests {
         // One from another CA does not.
         let other = Authority::create("Other CA", NOW).unwrap();
         let stranger = issued(&other, &["fe1.example.org"]);
-        let der = CertificateDer::pem_slice_iter(stranger.cert_pem.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = leaf(&stranger);
         assert!(verifier.verify_client_cert(&der, &[], now).is_err());
     }
 
