@@ -3,8 +3,9 @@
 //! Users live in the CMS, as a directory would, so that every server's replica can answer
 //! "who is this user, where are they homed, is this their password" without calling
 //! another server — the registrars of a pool that lost its partner still authenticate
-//! the partner's users. Passwords are never stored: only the digest hash
-//! `MD5(username:realm:password)` (RFC 3261 §22), which is all digest authentication needs.
+//! the partner's users. Passwords are never stored: only the digest hashes
+//! `H(username:realm:password)` with MD5 and SHA-256 (RFC 3261 §22, RFC 8760), which is all
+//! digest authentication needs.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub struct UserRecord {
     pub realm: String,
     /// `MD5(username:realm:password)` in hex, where username is the address without `sip:`.
     pub ha1: String,
+    /// `SHA-256(username:realm:password)` in hex; absent in records written before tandem
+    /// spoke SHA-256 (such a user is challenged with MD5 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_sha256: Option<String>,
 }
 
 impl UserRecord {
@@ -36,6 +41,15 @@ impl UserRecord {
         self.sip_address
             .strip_prefix("sip:")
             .unwrap_or(&self.sip_address)
+    }
+
+    /// The stored hash for a digest algorithm, when the record has one.
+    pub fn digest_hash(&self, algorithm: sip::digest::Algorithm) -> Option<&str> {
+        let hash = match algorithm {
+            sip::digest::Algorithm::Md5 => Some(self.ha1.as_str()),
+            sip::digest::Algorithm::Sha256 => self.ha1_sha256.as_deref(),
+        };
+        hash.filter(|h| h.len() == algorithm.hex_len())
     }
 }
 

@@ -1,17 +1,23 @@
 //! The registrar on every Front End: SIP over UDP and TCP on the server's own address.
 //!
 //! - `REGISTER` is sign-in. The user is looked up in this server's CMS replica (the user
-//!   directory is replicated everywhere), authenticated with digest (RFC 3261 §22) against
-//!   the stored hash, and then either served — bindings stored in this pool's Back End, the
+//!   directory is replicated to every Front End), authenticated with digest (RFC 3261 §22,
+//!   SHA-256 or MD5) against the stored hash, and then either served — bindings stored in this pool's Back End, the
 //!   mode (`full` or `resiliency`) in the `X-Tandem-Mode` header of the 200 — or sent to the
 //!   pool that serves the user with a 301 whose Contacts are that pool's registrars.
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
 //!   the recipient; another pool relays it there. 480 when the recipient is not signed in.
 //! - `OPTIONS` answers 200: it is also how a pool watches its partner.
 //!
-//! Nonces are stateless (signed with a key every server derives from the deployment's
-//! token), so a client may be challenged by one Front End and answer another. Over UDP a
-//! retransmitted request gets the cached answer instead of being run twice.
+//! Digest is done so that what crosses the wire cannot be reused: a nonce is signed (with a
+//! key every server derives from the deployment's token) and bound to the Front End that
+//! issued it, which remembers the highest nonce count each nonce carried (`sip::nonce`), so
+//! a captured `Authorization` header replayed — to this server or another — gets a new
+//! challenge, never a 200; the digest `uri` must be the Request-URI, so a header cannot be
+//! moved to another recipient. Nothing says who exists: an unknown user is challenged like
+//! a known one and refused like a wrong password. Failed sign-ins lock the (user, source)
+//! pair and the source with backoff (`lockout`). Over UDP a retransmitted request gets the
+//! cached answer instead of being run twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -20,9 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cms::directory::UserRecord;
+use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
-use sip::digest::{Challenge, Credentials, NonceCheck};
+use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
 use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Message, Method, NameAddr, Request, Response, Uri};
 use sipnet::{
@@ -34,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
 
+pub mod lockout;
 pub mod resiliency;
 pub mod userservices;
 
@@ -42,6 +50,12 @@ pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
 pub const RELAY_HEADER: &str = "X-Tandem-Relay";
 /// How long a nonce stays valid.
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
+/// How many nonces a registrar remembers the counts of (about 100 bytes each): far more
+/// than its users sign in within [`NONCE_MAX_AGE_MS`]; past it the oldest go, and nonces
+/// as old are answered `stale=true`.
+pub const NONCE_MEMORY: usize = 65_536;
+/// The answer to a wrong password, and to a user who does not exist.
+const WRONG_CREDENTIALS: &str = "Forbidden (wrong user name or password)";
 /// Bindings last at most this long (and this long when the client does not say).
 pub const MAX_EXPIRES: u32 = 3600;
 /// How long a MESSAGE waits for a user's contact. Contacts are tried at once, in
@@ -119,9 +133,12 @@ pub struct Registrar {
     node: Arc<Node>,
     endpoint: Arc<Endpoint>,
     transactions: Mutex<TransactionTable>,
-    /// Derived from the deployment's token so that any Front End can check a nonce another
-    /// issued.
+    /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
+    /// The highest nonce count each nonce this server issued was used with.
+    nonce_counts: std::sync::Mutex<NonceCounts>,
+    /// Failed sign-ins, per (user, source) and per source.
+    lockouts: std::sync::Mutex<Lockouts>,
 }
 
 /// The nonce key every server of a deployment shares.
@@ -139,6 +156,8 @@ impl Registrar {
         let tcp = TcpListener::bind(at).await?;
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
+            nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY, NONCE_MAX_AGE_MS)),
+            lockouts: std::sync::Mutex::default(),
             node: node.clone(),
             endpoint,
             transactions: Mutex::default(),
@@ -292,7 +311,7 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
 async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
     let server = &*registrar.node;
     match &request.method {
-        Method::Register => register(registrar, request).await,
+        Method::Register => register(registrar, request, peer).await,
         Method::Options => {
             let mut r = reply(request, 200, "OK");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");
@@ -308,40 +327,65 @@ async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> R
     }
 }
 
-/// The user a header's address names, or the error answer.
-async fn user_of(
-    server: &Node,
-    request: &Request,
-    header: &str,
-) -> Result<(String, UserRecord), Response> {
+/// The address of record a header names, or the error answer.
+fn address_of(request: &Request, header: &str) -> Result<String, Response> {
     let value = request.headers.get(header).unwrap_or_default();
-    let aor = NameAddr::parse(value).map(|n| n.uri.aor()).map_err(|_| {
+    NameAddr::parse(value).map(|n| n.uri.aor()).map_err(|_| {
         reply(
             request,
             400,
             &format!("Bad Request (the {header} header is not a SIP address)"),
         )
-    })?;
-    match cms::directory::lookup(server.replica.store(), &aor).await {
-        Some(user) => Ok((aor, user)),
-        None => Err(reply(request, 404, "Not Found (no such user)")),
-    }
+    })
 }
 
-/// Digest authentication of `user` for `request`: None when authenticated, else the
-/// answer (401 challenge or 403).
-fn authenticate(registrar: &Registrar, request: &Request, user: &UserRecord) -> Option<Response> {
-    let now = registrar.node.clock.now_ms().max(0) as u64;
+/// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6): the same text, or the
+/// same URI written another way.
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    digest_uri == request_uri
+        || matches!(
+            (Uri::parse(digest_uri), Uri::parse(request_uri)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// A hash no password gives, checked for users who do not exist, so that they cost the
+/// same as users who do.
+const NO_ONE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Digest authentication of `aor` (`user` when it exists) for `request` from `peer`: None
+/// when authenticated, else the answer (401 challenge, 400, or 403). An unknown user gets
+/// the same challenge and the same refusal as a known one with a wrong password.
+fn authenticate(
+    registrar: &Registrar,
+    request: &Request,
+    aor: &str,
+    user: Option<&UserRecord>,
+    peer: SocketAddr,
+) -> Option<Response> {
+    let server = &*registrar.node;
+    let now = server.clock.now_ms().max(0) as u64;
+    let realm = user.map_or_else(|| cms::directory::realm_of(aor), |u| u.realm.clone());
+    let username = aor.strip_prefix("sip:").unwrap_or(aor);
+    // A record written before SHA-256 can only be checked with MD5.
+    let offered: Vec<Algorithm> = Algorithm::PREFERRED
+        .into_iter()
+        .filter(|a| user.is_none_or(|u| u.digest_hash(*a).is_some()))
+        .collect();
     let challenge = |stale: bool| {
         let mut r = reply(request, 401, "Unauthorized");
-        let ch = Challenge {
-            realm: user.realm.clone(),
-            nonce: registrar.nonce_key.issue(now),
-            opaque: None,
-            stale,
-            qop_auth: true,
-        };
-        r.headers.push("WWW-Authenticate", ch.to_string());
+        let nonce = registrar.nonce_key.issue(now, &server.fqdn);
+        for algorithm in &offered {
+            let ch = Challenge {
+                realm: realm.clone(),
+                nonce: nonce.clone(),
+                opaque: None,
+                stale,
+                qop_auth: true,
+                algorithm: *algorithm,
+            };
+            r.headers.push("WWW-Authenticate", ch.to_string());
+        }
         r
     };
     let Some(header) = request.headers.get("Authorization") else {
@@ -354,35 +398,90 @@ fn authenticate(registrar: &Registrar, request: &Request, user: &UserRecord) -> 
             "Bad Request (malformed Authorization header)",
         ));
     };
-    if !creds.username.eq_ignore_ascii_case(user.username()) || creds.realm != user.realm {
+    if !creds.username.eq_ignore_ascii_case(username)
+        || creds.realm != realm
+        || !offered.contains(&creds.algorithm)
+    {
         return Some(challenge(false));
     }
-    match registrar
+    if !uri_matches(&creds.uri, &request.uri) {
+        return Some(reply(
+            request,
+            400,
+            "Bad Request (the digest uri is not the Request-URI)",
+        ));
+    }
+    let Some(count) = creds.count() else {
+        return Some(reply(
+            request,
+            400,
+            "Bad Request (the digest nc is not eight hex digits)",
+        ));
+    };
+    let source = peer.ip();
+    let who = aor.to_ascii_lowercase();
+    let mut lockouts = registrar.lockouts.lock().expect("the lockouts lock");
+    if let Verdict::Locked { retry_after_ms } = lockouts.verdict(&who, source, now) {
+        lockouts.failed(&who, source, now);
+        let mut r = reply(
+            request,
+            403,
+            "Forbidden (too many failed sign-ins from this address; try again later)",
+        );
+        r.headers
+            .push("Retry-After", retry_after_ms.div_ceil(1000).to_string());
+        return Some(r);
+    }
+    let verified = match user.and_then(|u| u.digest_hash(creds.algorithm)) {
+        Some(hash) => creds.verify(hash, request.method.as_str()),
+        None => {
+            let _ = creds.verify(
+                &NO_ONE[..creds.algorithm.hex_len()],
+                request.method.as_str(),
+            );
+            false
+        }
+    };
+    let issued = match registrar
         .nonce_key
-        .check(&creds.nonce, now, NONCE_MAX_AGE_MS)
+        .check(&creds.nonce, &server.fqdn, now, NONCE_MAX_AGE_MS)
     {
-        NonceCheck::Valid => {}
-        NonceCheck::Stale => return Some(challenge(true)),
+        NonceCheck::Valid { issued_ms } => issued_ms,
+        // RFC 7616 §3.3: stale only when the digest was right for that nonce.
+        NonceCheck::Stale => return Some(challenge(verified)),
         NonceCheck::Invalid => return Some(challenge(false)),
+    };
+    if !verified {
+        lockouts.failed(&who, source, now);
+        return Some(reply(request, 403, WRONG_CREDENTIALS));
     }
-    if creds.verify(&user.ha1, request.method.as_str()) {
-        None
-    } else {
-        Some(reply(request, 403, "Forbidden (wrong password)"))
+    let used = registrar
+        .nonce_counts
+        .lock()
+        .expect("the nonce counts lock")
+        .admit(&creds.nonce, issued, count, now);
+    if used == NonceUse::Replayed {
+        return Some(challenge(true));
     }
+    lockouts.succeeded(&who, source);
+    None
 }
 
-async fn register(registrar: &Registrar, request: &Request) -> Response {
+async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
     let server = &*registrar.node;
-    let (aor, user) = match user_of(server, request, "To").await {
-        Ok(u) => u,
+    let aor = match address_of(request, "To") {
+        Ok(aor) => aor,
         Err(r) => return r,
+    };
+    let user = cms::directory::lookup(server.replica.store(), &aor).await;
+    if let Some(answer) = authenticate(registrar, request, &aor, user.as_ref(), peer) {
+        return answer;
+    }
+    let Some(user) = user else {
+        return reply(request, 403, WRONG_CREDENTIALS);
     };
     if !user.enabled {
         return reply(request, 403, "Forbidden (user disabled)");
-    }
-    if let Some(answer) = authenticate(registrar, request, &user) {
-        return answer;
     }
     let topology = server.replica.topology();
     let decision = server
@@ -505,7 +604,7 @@ async fn message(
     server: &Node,
     registrar: &Registrar,
     request: &Request,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Response {
     let relayed = request
         .headers
@@ -529,15 +628,16 @@ async fn message(
         }
     }
     if !relayed && !federated {
-        let sender = match user_of(server, request, "From").await {
-            Ok((_, u)) => u,
+        let from = match address_of(request, "From") {
+            Ok(aor) => aor,
             Err(r) => return r,
         };
-        if !sender.enabled {
-            return reply(request, 403, "Forbidden (user disabled)");
-        }
-        if let Some(answer) = authenticate(registrar, request, &sender) {
+        let sender = cms::directory::lookup(server.replica.store(), &from).await;
+        if let Some(answer) = authenticate(registrar, request, &from, sender.as_ref(), peer) {
             return answer;
+        }
+        if !sender.is_some_and(|s| s.enabled) {
+            return reply(request, 403, "Forbidden (user disabled)");
         }
     }
     let Ok(target) = Uri::parse(&request.uri) else {
