@@ -18,6 +18,17 @@
 //! a known one and refused like a wrong password. Failed sign-ins lock the (user, source)
 //! pair and the source with backoff (`lockout`). Over UDP a retransmitted request gets the
 //! cached answer instead of being run twice.
+//!
+//! A flood is kept to its source: requests over UDP are handled at most
+//! [`UDP_IN_FLIGHT_PER_SOURCE`] at a time per source address (and [`UDP_IN_FLIGHT`] in all),
+//! the rest dropped and counted in one log line per interval, so one flooding address
+//! cannot crowd out other users' sign-ins; the partner pool's health probes (OPTIONS from
+//! the deployment's servers) come on a queue of their own and are answered at once, so a
+//! flood cannot make the partner believe this pool is down. TCP connections are capped per
+//! listener and per source ([`TCP_CONNECTIONS`], [`TCP_CONNECTIONS_PER_SOURCE`]) and bounded
+//! in time (`sipnet::FrameLimits::LISTENER`). A user has at most [`MAX_BINDINGS`] contacts,
+//! each at the address its REGISTER came from, so a MESSAGE fans out to at most that many,
+//! toward the user's own address.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -26,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cms::directory::UserRecord;
+use listener::{Admission, drops};
 use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
@@ -36,8 +48,8 @@ use sipnet::{
     Endpoint, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed, contact_address,
 };
 use store::Binding;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
 
@@ -66,8 +78,21 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
 /// wait for its next hop (`edge::NEXT_HOP_TIMEOUT`), so that a sender never gets a
 /// time-out for a message that was delivered.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a TCP connection may stay silent before it is closed.
-const TCP_IDLE: Duration = Duration::from_secs(300);
+/// SIP requests over UDP handled at once, in all: beyond it a request is dropped (its
+/// sender retransmits).
+pub const UDP_IN_FLIGHT: usize = 512;
+/// SIP requests over UDP handled at once for one source address: room for a benchmark's
+/// 50 clients behind one address, not for one address to take the registrar.
+pub const UDP_IN_FLIGHT_PER_SOURCE: usize = 64;
+/// SIP TCP connections open at once on the registrar's listener.
+pub const TCP_CONNECTIONS: usize = 1_024;
+/// SIP TCP connections open at once from one source address.
+pub const TCP_CONNECTIONS_PER_SOURCE: usize = 64;
+/// Contacts one user may have registered at once. 10 covers a user's devices; at 512
+/// bytes a contact at most, the 200 OK listing them stays far below the 65,000-byte limit.
+pub const MAX_BINDINGS: usize = 10;
+/// The longest contact URI a REGISTER may bind.
+pub const MAX_CONTACT_BYTES: usize = 512;
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
 const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 
@@ -152,7 +177,11 @@ impl Registrar {
     /// Binds UDP and TCP on `at` and starts serving, in tasks of the node that end when it
     /// shuts down.
     pub async fn start(node: Arc<Node>, at: SocketAddr) -> io::Result<Arc<Registrar>> {
-        let (endpoint, mut incoming) = Endpoint::bind(at).await?;
+        let (endpoint, queues) = Endpoint::bind_server(at).await?;
+        let sipnet::ServerQueues {
+            requests: mut incoming,
+            mut probes,
+        } = queues;
         let tcp = TcpListener::bind(at).await?;
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
@@ -165,41 +194,92 @@ impl Registrar {
         let udp = registrar.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
+            let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
+            let mut dropped =
+                drops::Counter::new("SIP requests dropped over the registrar's per-source limit");
             loop {
                 let message = tokio::select! {
                     m = incoming.recv() => m,
                     () = stop.cancelled() => None,
                 };
                 let Some(message) = message else { return };
+                let peer = message.peer();
+                let Some(place) = in_flight.admit(peer.ip()) else {
+                    dropped.add(peer);
+                    continue;
+                };
                 let registrar = udp.clone();
-                udp.node
-                    .spawn(async move { on_datagram(&registrar, message).await });
+                udp.node.spawn(async move {
+                    on_datagram(&registrar, message).await;
+                    drop(place);
+                });
+            }
+        });
+        let prober = registrar.clone();
+        let stop = node.shutdown.clone();
+        node.spawn(async move {
+            let mut topology = prober.node.replica.subscribe_topology();
+            prober.trust_servers_of(&topology.borrow_and_update());
+            loop {
+                tokio::select! {
+                    m = probes.recv() => match m {
+                        Some(probe) => on_probe(&prober, probe).await,
+                        None => return,
+                    },
+                    changed = topology.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        prober.trust_servers_of(&topology.borrow_and_update());
+                    }
+                    () = stop.cancelled() => return,
+                }
             }
         });
         let tcp_registrar = registrar.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = tcp.accept() => a,
-                    () = stop.cancelled() => return,
-                };
-                let Ok((stream, peer)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
+            let admission = Admission::new(TCP_CONNECTIONS, TCP_CONNECTIONS_PER_SOURCE);
+            let mut refused =
+                drops::Counter::new("SIP TCP connections refused over the registrar's caps");
+            while let Some((stream, peer, admitted)) =
+                listener::accept_admitted(&tcp, &admission, &mut refused, &stop).await
+            {
                 let registrar = tcp_registrar.clone();
-                tcp_registrar
-                    .node
-                    .spawn(async move { on_connection(&registrar, stream, peer).await });
+                tcp_registrar.node.spawn(async move {
+                    on_connection(&registrar, stream, peer).await;
+                    drop(admitted);
+                });
             }
         });
         Ok(registrar)
     }
 
+    /// Lets the deployment's servers' OPTIONS (the partner pool's health probes) take the
+    /// priority queue.
+    fn trust_servers_of(&self, topology: &topology::Topology) {
+        let servers = topology
+            .servers()
+            .map(|s| std::net::IpAddr::V4(s.server.address))
+            .collect();
+        self.endpoint.set_priority_sources(servers);
+    }
+
     /// The registrar's UDP endpoint (the partner watch probes from it).
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
+    }
+}
+
+/// A health probe of one of the deployment's servers: answered at once, off the queue the
+/// users' requests share.
+async fn on_probe(registrar: &Registrar, probe: Incoming) {
+    if !registrar.node.services.is_running(RTCSRV) {
+        return;
+    }
+    if let Incoming::Request(request, peer) = probe {
+        let answer = handle(registrar, &request, peer).await;
+        let _ = registrar.endpoint.send(peer, &answer.to_bytes()).await;
     }
 }
 
@@ -252,11 +332,18 @@ fn transaction_key(request: &Request, peer: SocketAddr) -> String {
     )
 }
 
-async fn on_connection(registrar: &Registrar, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one SIP connection from `peer` until it closes, breaks a limit or the service
+/// stops. Generic over the stream so that TLS plugs in: give it the stream after the
+/// handshake and the peer's address.
+pub async fn on_connection<S>(registrar: &Registrar, mut stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let server = &*registrar.node;
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let frame = match sipnet::next_frame(&mut stream, &mut buf, TCP_IDLE).await {
+        let limits = sipnet::FrameLimits::LISTENER;
+        let frame = match sipnet::next_frame(&mut stream, &mut buf, limits).await {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => return,
         };
@@ -508,6 +595,7 @@ async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) ->
             return reply(request, 500, "Server Internal Error");
         }
     } else {
+        let mut changes: Vec<(String, u32)> = Vec::with_capacity(contacts.len());
         for value in contacts {
             let Ok(contact) = NameAddr::parse(value) else {
                 return reply(request, 400, "Bad Request (malformed Contact header)");
@@ -519,13 +607,50 @@ async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) ->
                 .unwrap_or(default_expires)
                 .min(MAX_EXPIRES);
             let uri = contact.uri.to_string();
-            let result = if expires == 0 {
-                be.unregister(&aor, Some(&uri)).await
+            if uri.len() > MAX_CONTACT_BYTES {
+                return reply(
+                    request,
+                    400,
+                    &format!("Bad Request (a contact is at most {MAX_CONTACT_BYTES} bytes)"),
+                );
+            }
+            if expires > 0 && contact_address(&uri).map(|a| a.ip()) != Some(peer.ip()) {
+                return reply(
+                    request,
+                    403,
+                    "Forbidden (a contact must be at the address the REGISTER comes from)",
+                );
+            }
+            changes.push((uri, expires));
+        }
+        let Ok(existing) = be.bindings(&aor).await else {
+            return reply(
+                request,
+                500,
+                "Server Internal Error (the Back End is unavailable)",
+            );
+        };
+        let held = |uri: &str| existing.iter().any(|b| b.contact == uri);
+        let added: Vec<&str> = changes
+            .iter()
+            .filter(|(uri, expires)| *expires > 0 && !held(uri))
+            .map(|(uri, _)| uri.as_str())
+            .collect();
+        let removed = changes
+            .iter()
+            .filter(|(uri, expires)| *expires == 0 && held(uri))
+            .count();
+        if existing.len().saturating_sub(removed) + added.len() > MAX_BINDINGS {
+            return too_many_bindings(request);
+        }
+        for (uri, expires) in &changes {
+            let result = if *expires == 0 {
+                be.unregister(&aor, Some(uri)).await
             } else {
                 be.register(&Binding {
                     aor: aor.clone(),
-                    contact: uri,
-                    expires_at: server.clock.now_ms() + i64::from(expires) * 1000,
+                    contact: uri.clone(),
+                    expires_at: server.clock.now_ms() + i64::from(*expires) * 1000,
                     mode: mode.as_str().to_string(),
                     server: server.fqdn.clone(),
                 })
@@ -538,6 +663,18 @@ async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) ->
                     "Server Internal Error (the Back End is unavailable)",
                 );
             }
+        }
+        // Two REGISTERs at once may each have seen room for one more: the later takes its
+        // contacts back.
+        if be
+            .bindings(&aor)
+            .await
+            .is_ok_and(|b| b.len() > MAX_BINDINGS)
+        {
+            for uri in added {
+                let _ = be.unregister(&aor, Some(uri)).await;
+            }
+            return too_many_bindings(request);
         }
     }
     let bindings = be.bindings(&aor).await.unwrap_or_default();
@@ -572,6 +709,17 @@ async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) ->
         );
     }
     r
+}
+
+/// The refusal of a REGISTER that would bind more than [`MAX_BINDINGS`] contacts: 403, a
+/// final answer that tells the client not to retry as it is (a 5xx would invite retries,
+/// and 486 Busy Here speaks of a callee, not of a registration), with the cap named.
+fn too_many_bindings(request: &Request) -> Response {
+    reply(
+        request,
+        403,
+        &format!("Forbidden (at most {MAX_BINDINGS} contacts per user; sign a device out first)"),
+    )
 }
 
 /// A 301 whose Contacts are the registrars of `pool`, in preferred order.
@@ -701,7 +849,8 @@ async fn deliver(
     // themselves.
     let (answers, mut answered) = tokio::sync::mpsc::channel(bindings.len().max(1));
     let mut tried = 0;
-    for b in bindings {
+    // Never more than a user may have, whatever the Back End holds.
+    for b in bindings.into_iter().take(MAX_BINDINGS) {
         let Some(dest) = contact_address(&b.contact) else {
             continue;
         };

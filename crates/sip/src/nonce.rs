@@ -1,7 +1,9 @@
 //! Digest nonces that a captured `Authorization` header cannot reuse.
 //!
-//! A nonce is `hex(issued_ms):mac`, the MAC (SHA-256 of a key every server of the
-//! deployment shares) covering the issue time and the server the nonce is *bound to*: only
+//! A nonce is `hex(issued_ms)hex(sequence):mac`, the sequence making every nonce of a
+//! process unique (two clients challenged in the same millisecond must not share one, or
+//! the second's first count would look like a replay), the MAC (SHA-256 of a key every
+//! server of the deployment shares) covering them and the server the nonce is *bound to*: only
 //! that server accepts it, so a header captured on its way to one Front End is not good at
 //! another Front End that has never seen the nonce's counts.
 //!
@@ -17,6 +19,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -64,27 +67,30 @@ impl NonceKey {
         to_hex(&h.finalize()[..16])
     }
 
-    /// A nonce issued at `now_ms` that only `bound_to` (the issuing server) accepts.
+    /// A nonce issued at `now_ms` that only `bound_to` (the issuing server) accepts; no
+    /// two of a process are the same.
     pub fn issue(&self, now_ms: u64, bound_to: &str) -> String {
-        let ts = format!("{now_ms:016x}");
-        let mac = self.mac(&ts, bound_to);
-        format!("{ts}:{mac}")
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let stamp = format!("{now_ms:016x}{sequence:016x}");
+        let mac = self.mac(&stamp, bound_to);
+        format!("{stamp}:{mac}")
     }
 
     /// Stale when authentic but older than `max_age_ms` or from the future by more than
     /// 5 s; Invalid when forged, garbled or bound to another server.
     pub fn check(&self, nonce: &str, bound_to: &str, now_ms: u64, max_age_ms: u64) -> NonceCheck {
         let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let Some((ts, mac)) = nonce.split_once(':') else {
+        let Some((stamp, mac)) = nonce.split_once(':') else {
             return NonceCheck::Invalid;
         };
-        if ts.len() != 16 || mac.len() != 32 || !lower_hex(ts) || !lower_hex(mac) {
+        if stamp.len() != 32 || mac.len() != 32 || !lower_hex(stamp) || !lower_hex(mac) {
             return NonceCheck::Invalid;
         }
-        if !ct_eq_ignore_case(mac, &self.mac(ts, bound_to)) {
+        if !ct_eq_ignore_case(mac, &self.mac(stamp, bound_to)) {
             return NonceCheck::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(ts, 16) else {
+        let Ok(issued) = u64::from_str_radix(&stamp[..16], 16) else {
             return NonceCheck::Invalid;
         };
         if issued > now_ms.saturating_add(FUTURE_SKEW_MS)
@@ -225,6 +231,12 @@ mod tests {
             NonceCheck::Invalid
         );
         assert_eq!(format!("{key:?}"), "NonceKey(<redacted>)");
+        let again = key.issue(1_000_000, "fe1.contoso.com");
+        assert_ne!(n, again, "two nonces of one millisecond differ");
+        assert_eq!(
+            key.check(&again, "fe1.contoso.com", 1_000_000, 30_000),
+            valid
+        );
     }
 
     #[test]

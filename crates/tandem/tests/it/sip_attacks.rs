@@ -353,3 +353,262 @@ fn guessing_locks_the_guesser_out_and_not_the_user() {
     let (r, _) = home.authed(fe1, &register, &password, None);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// A TCP connection to `to` from the address `ip`.
+fn connect_from(ip: &str, to: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: SocketAddr = format!("{ip}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket
+        .connect_timeout(&to.into(), Duration::from_secs(3))
+        .unwrap();
+    socket.into()
+}
+
+/// Whether the server closed `stream` (within `wait`) rather than kept it open.
+fn closed_by_server(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// An OPTIONS over `stream`: its status line.
+fn options_over(stream: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    let local = stream.local_addr().unwrap();
+    let request = format!(
+        "OPTIONS sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKo{}\r\n\
+         From: <sip:probe@contoso.com>;tag=1\r\nTo: <sip:contoso.com>\r\nCall-ID: o{}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        now(),
+        now()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Holds connections to `to` from `ip` until the server refuses one: the ones it kept.
+fn fill_connections(ip: &str, to: SocketAddr, try_up_to: usize) -> Vec<std::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..try_up_to {
+        let mut s = connect_from(ip, to);
+        if closed_by_server(&mut s, Duration::from_millis(200)) {
+            break;
+        }
+        held.push(s);
+    }
+    held
+}
+
+#[test]
+fn connections_bindings_and_fan_out_are_bounded() {
+    let lab = Lab::up_with(&["--users", "2"]);
+    let fe1 = registrar(&lab, "pool1-fe1.contoso.com");
+
+    // A message trickled a byte at a time is cut off 10 s after its first byte (a
+    // per-read timeout held one 400 s); measured beside the other checks.
+    let trickle = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut s = connect_from("127.0.0.87", fe1);
+        let start = Instant::now();
+        s.write_all(b"O").unwrap();
+        // One more byte every 3 s, until the server gives up on the message.
+        let mut last = Instant::now();
+        loop {
+            if closed_by_server(&mut s, Duration::from_millis(500)) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never closed");
+            if last.elapsed() >= Duration::from_secs(3) && s.write_all(b"P").is_err() {
+                return start.elapsed();
+            }
+            if last.elapsed() >= Duration::from_secs(3) {
+                last = Instant::now();
+            }
+        }
+    });
+
+    // Connections per source: the registrar holds 64 from one address and closes the
+    // next at once; another address is still served.
+    let held = fill_connections("127.0.0.88", fe1, 80);
+    assert_eq!(held.len(), 64);
+    let mut first = held.into_iter().next().unwrap();
+    assert!(options_over(&mut first).starts_with("SIP/2.0 200"));
+    let mut other = connect_from("127.0.0.1", fe1);
+    assert!(options_over(&mut other).starts_with("SIP/2.0 200"));
+    // The Edge's federation listener: 32 from one address.
+    let edge: SocketAddr = format!("{}1.22:5061", lab.block()).parse().unwrap();
+    assert_eq!(fill_connections("127.0.0.89", edge, 40).len(), 32);
+
+    // Bindings: 10 a user; a REGISTER that would add an 11th is refused whole, and the
+    // 200 OK lists what there is.
+    let password = lab.password(ALICE);
+    let mut alice = Ua::on("127.0.0.1");
+    let with_contacts = |ua: &mut Ua, ports: std::ops::Range<u16>| {
+        let mut r = ua.register(ALICE, ua.local());
+        r.headers.remove("Contact");
+        for port in ports {
+            r.headers
+                .push("Contact", format!("<sip:alice@127.0.0.1:{port}>"));
+        }
+        r
+    };
+    let ten = with_contacts(&mut alice, 40_001..40_011);
+    let (ok, _) = alice.authed(fe1, &ten, &password, None);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.headers.get_all("Contact").len(), 10);
+    let eleventh = with_contacts(&mut alice, 40_011..40_012);
+    let (refused, _) = alice.authed(fe1, &eleventh, &password, None);
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.reason.contains("at most 10 contacts"),
+        "{refused:?}"
+    );
+    // The attack that added 3,200: 8 REGISTERs of 400 contacts each.
+    for round in 0..8u16 {
+        let start = 41_000 + round * 400;
+        let many = with_contacts(&mut alice, start..start + 400);
+        let (r, _) = alice.authed(fe1, &many, &password, None);
+        assert_eq!(r.status, 403, "{r:?}");
+    }
+    // A contact at another address than the REGISTER's is refused: no fan-out toward
+    // addresses the user does not hold.
+    let mut elsewhere = alice.register(ALICE, "127.0.0.9:5060".parse().unwrap());
+    elsewhere
+        .headers
+        .set("Contact", "<sip:alice@127.0.0.9:5060>");
+    let (r, _) = alice.authed(fe1, &elsewhere, &password, None);
+    assert!(r.status == 403 && r.reason.contains("address"), "{r:?}");
+    let query = {
+        let mut q = alice.register(ALICE, alice.local());
+        q.headers.remove("Contact");
+        q
+    };
+    let (listed, _) = alice.authed(fe1, &query, &password, None);
+    assert_eq!(listed.headers.get_all("Contact").len(), 10);
+    assert!(listed.to_bytes().len() < sip::MAX_MESSAGE_BYTES / 10);
+
+    let cut_after = trickle.join().unwrap();
+    assert!(
+        cut_after >= Duration::from_secs(9) && cut_after <= Duration::from_secs(16),
+        "{cut_after:?}"
+    );
+}
+
+#[test]
+fn a_register_flood_neither_stops_sign_ins_nor_causes_a_failover() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let lab = Lab::up_with(&["--users", "22"]);
+    let fe1 = registrar(&lab, "pool1-fe1.contoso.com");
+    let fe2 = registrar(&lab, "pool1-fe2.contoso.com");
+    let users: Vec<(String, String)> = lab
+        .users()
+        .iter()
+        .filter(|u| u["home_pool"] == "pool1.contoso.com")
+        .map(|u| {
+            (
+                u["sip_address"].as_str().unwrap().to_string(),
+                u["password"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(users.len(), 22);
+    // 8 s of unauthenticated REGISTERs at 20,000 a second from one address, to both
+    // Front Ends of pool1: longer than the lab's 5 s failure detection interval.
+    const FLOOD: Duration = Duration::from_secs(8);
+    const RATE: u64 = 20_000;
+    let sent = AtomicU64::new(0);
+    let flooding = AtomicBool::new(true);
+    let signed_in = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let socket = UdpSocket::bind("127.0.0.99:0").unwrap();
+            let local = socket.local_addr().unwrap();
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < FLOOD {
+                // Keep to the rate: send what is due, then wait for the next millisecond.
+                let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
+                while n < due {
+                    let request = format!(
+                        "REGISTER sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKf{n}\r\n\
+                         From: <sip:user0001.pool1@contoso.com>;tag={n}\r\nTo: <sip:user0001.pool1@contoso.com>\r\n\
+                         Call-ID: flood{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:x@{local}>\r\nContent-Length: 0\r\n\r\n"
+                    );
+                    let dest = if n.is_multiple_of(2) { fe1 } else { fe2 };
+                    let _ = socket.send_to(request.as_bytes(), dest);
+                    n += 1;
+                }
+                sent.store(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            flooding.store(false, Ordering::Relaxed);
+            n
+        });
+        // Once the flood is on, 22 users sign in from their own addresses.
+        while sent.load(Ordering::Relaxed) < RATE / 2 {
+            std::thread::yield_now();
+        }
+        let started = Instant::now();
+        let sign_ins: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(i, (sip, password))| {
+                let dest = if i.is_multiple_of(2) { fe1 } else { fe2 };
+                s.spawn(move || {
+                    let mut ua = Ua::on(&format!("127.0.0.{}", 10 + i));
+                    let register = ua.register(sip, ua.local());
+                    let (r, _) = ua.authed(dest, &register, password, None);
+                    (r.status, started.elapsed())
+                })
+            })
+            .collect();
+        let results: Vec<(u16, Duration)> =
+            sign_ins.into_iter().map(|t| t.join().unwrap()).collect();
+        let during = flooding.load(Ordering::Relaxed);
+        let total = flood.join().unwrap();
+        assert!(total >= RATE * 7, "the flood sent {total}");
+        assert!(during, "the sign-ins finished while the flood was on");
+        results
+    });
+    for (status, after) in &signed_in {
+        assert_eq!(*status, 200, "a sign-in during the flood: {signed_in:?}");
+        assert!(*after < Duration::from_secs(5), "{signed_in:?}");
+    }
+    // pool2 never took pool1 for down, and pool1's users were never served elsewhere.
+    let logs = std::path::Path::new(lab.dir()).join("logs");
+    for fe in ["pool2-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        let log = std::fs::read_to_string(logs.join(format!("{fe}.log"))).unwrap();
+        assert!(
+            !log.contains("partner pool unreachable"),
+            "{fe} declared pool1 down during the flood"
+        );
+    }
+    let info = lab.json(
+        Some("pool2-fe1.contoso.com"),
+        "Get-CsUserPoolInfo -Identity sip:user0001.pool1@contoso.com",
+    );
+    assert_eq!(info["Mode"], "Normal", "{info}");
+    // Dropped datagrams were counted in a few lines, not one line each.
+    for fe in ["pool1-fe1.contoso.com", "pool1-fe2.contoso.com"] {
+        let log = std::fs::read_to_string(logs.join(format!("{fe}.log"))).unwrap();
+        let lines = log.lines().filter(|l| l.contains("dropped")).count();
+        assert!(lines <= 6, "{fe}: {lines} lines about dropped traffic");
+    }
+}
