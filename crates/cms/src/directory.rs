@@ -6,6 +6,14 @@
 //! the partner's users. Passwords are never stored: only the digest hashes
 //! `H(username:realm:password)` with MD5 and SHA-256 (RFC 3261 §22, RFC 8760), which is all
 //! digest authentication needs.
+//!
+//! Those hashes are password-equivalent for the realm (a REGISTER answered with one read
+//! from a replica file got 200), so they stay on the servers that authenticate users: the
+//! master sends an Edge server every user record [`without_secrets`], hashes emptied. The
+//! record keeps its version, so the Edge's replica follows the versions like any other;
+//! only its copy of a user record differs in those two fields, and a disaster CMS
+//! failover never catches the standby up from a replica that lacks them
+//! (`engine::survivors`).
 
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +137,28 @@ impl Default for BackupSettings {
     }
 }
 
+/// `item` as a server that does not authenticate users gets it: a user record with its
+/// digest hashes emptied (it still parses, and no hash verifies an answer); anything else
+/// as it is.
+pub fn without_secrets(item: &store::Item) -> store::Item {
+    let mut item = item.clone();
+    if item.key.starts_with(USER_PREFIX)
+        && let Some(value) = &item.value
+    {
+        item.value = Some(match serde_json::from_str::<UserRecord>(value) {
+            Ok(user) => serde_json::to_string(&UserRecord {
+                ha1: String::new(),
+                ha1_sha256: None,
+                ..user
+            })
+            .expect("directory records serialise"),
+            // Not a record this version reads: send nothing that could be a hash.
+            Err(_) => String::new(),
+        });
+    }
+    item
+}
+
 /// The users in a replica.
 pub async fn all_users(
     replica: &store::ReplicaStore,
@@ -202,6 +232,45 @@ mod tests {
         assert!(check_sip_address("sip:a b@contoso.com").is_err());
         assert!(check_sip_address("sip:a@b@c").is_err());
         assert!(check_sip_address("sip:@contoso.com").is_err());
+    }
+
+    #[test]
+    fn servers_that_do_not_authenticate_get_no_hash() {
+        let user = UserRecord {
+            identity: "Alice".into(),
+            sip_address: "sip:alice@contoso.com".into(),
+            registrar_pool: "pool1.contoso.com".into(),
+            enabled: true,
+            realm: "contoso.com".into(),
+            ha1: sip::digest::ha1("alice@contoso.com", "contoso.com", "pw"),
+            ha1_sha256: Some(sip::digest::Algorithm::Sha256.ha1(
+                "alice@contoso.com",
+                "contoso.com",
+                "pw",
+            )),
+        };
+        let item = |key: &str, value: &str| store::Item {
+            key: key.into(),
+            value: Some(value.into()),
+            version: 7,
+        };
+        let record = serde_json::to_string(&user).unwrap();
+        let stripped = without_secrets(&item(&user_key(&user.sip_address), &record));
+        let text = stripped.value.clone().unwrap();
+        assert!(
+            !text.contains(&user.ha1) && !text.contains("ha1_sha256"),
+            "{text}"
+        );
+        assert_eq!(stripped.version, 7, "the version stays");
+        let seen: UserRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(seen.registrar_pool, user.registrar_pool);
+        for a in sip::digest::Algorithm::PREFERRED {
+            assert_eq!(seen.digest_hash(a), None);
+        }
+        let garbled = without_secrets(&item("users/sip:x@y", "{\"ha1\": \"secret\"}"));
+        assert_eq!(garbled.value.as_deref(), Some(""));
+        let topology = item("topology/active", "x");
+        assert_eq!(without_secrets(&topology), topology);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sip::digest::{self, Algorithm, Challenge, Credentials};
 use sip::{Headers, Message, Method, Request, Response};
 
 use crate::lab::Lab;
-use crate::{run, stderr, stdout};
+use crate::{eventually, run, stderr, stdout};
 
 const ALICE: &str = "sip:user0001.pool1@contoso.com";
 const BOB: &str = "sip:user0002.pool1@contoso.com";
@@ -611,4 +611,76 @@ fn a_register_flood_neither_stops_sign_ins_nor_causes_a_failover() {
         let lines = log.lines().filter(|l| l.contains("dropped")).count();
         assert!(lines <= 6, "{fe}: {lines} lines about dropped traffic");
     }
+}
+
+/// The bytes of a server's replica database and its write-ahead log.
+fn replica_bytes(lab: &Lab, fqdn: &str) -> Vec<u8> {
+    let dir = std::path::PathBuf::from(lab.server(fqdn)["data_dir"].as_str().unwrap());
+    ["replica.db", "replica.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(dir.join(f)).ok())
+        .flatten()
+        .collect()
+}
+
+fn holds(bytes: &[u8], text: &str) -> bool {
+    bytes.windows(text.len()).any(|w| w == text.as_bytes())
+}
+
+#[test]
+fn the_password_equivalent_hash_stays_off_the_edges() {
+    let lab = Lab::up_with(&["--users", "2"]);
+    let password = lab.password(ALICE);
+    let username = ALICE.trim_start_matches("sip:");
+    let hashes =
+        [Algorithm::Md5, Algorithm::Sha256].map(|a| a.ha1(username, "contoso.com", &password));
+    // The Front Ends, which authenticate users, hold both hashes (what makes the check
+    // below meaningful: the files are read the same way).
+    for fe in ["pool1-fe1.contoso.com", "pool2-fe2.contoso.com"] {
+        eventually(10, "the hashes on a Front End", || {
+            let bytes = replica_bytes(&lab, fe);
+            hashes.iter().all(|h| holds(&bytes, h)).then_some(())
+        });
+    }
+    // An Edge's replica has the user (it knows who is homed where) and no hash.
+    for edge in ["edgeserver1.contoso.com", "edgeserver2.contoso.com"] {
+        let bytes = replica_bytes(&lab, edge);
+        assert!(holds(&bytes, ALICE), "{edge} has the user record");
+        for h in &hashes {
+            assert!(!holds(&bytes, h), "{edge}'s replica holds a digest hash");
+        }
+    }
+    // A user enabled now reaches the Edges without a hash too.
+    let out = lab.shell(
+        None,
+        "Enable-CsUser -Identity Dave -SipAddress sip:dave@contoso.com -RegistrarPool pool1.contoso.com",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let shown = shown.as_array().map_or(shown.clone(), |a| a[0].clone());
+    let dave_password = shown["Password"].as_str().unwrap().to_string();
+    let dave = Algorithm::Sha256.ha1("dave@contoso.com", "contoso.com", &dave_password);
+    eventually(10, "Dave on pool1-fe1 and on the Edge", || {
+        (holds(&replica_bytes(&lab, "pool1-fe1.contoso.com"), &dave)
+            && holds(
+                &replica_bytes(&lab, "edgeserver1.contoso.com"),
+                "sip:dave@contoso.com",
+            ))
+        .then_some(())
+    });
+    assert!(!holds(
+        &replica_bytes(&lab, "edgeserver1.contoso.com"),
+        &dave
+    ));
+    // And Dave signs in with SHA-256, which tandem client prefers.
+    let mut ua = Ua::on("127.0.0.1");
+    let register = ua.register("sip:dave@contoso.com", ua.local());
+    let (r, header) = ua.authed(
+        registrar(&lab, "pool1-fe1.contoso.com"),
+        &register,
+        &dave_password,
+        None,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(header.contains("algorithm=SHA-256"), "{header}");
 }
