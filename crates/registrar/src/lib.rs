@@ -78,8 +78,8 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
 /// wait for its next hop (`edge::NEXT_HOP_TIMEOUT`), so that a sender never gets a
 /// time-out for a message that was delivered.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
-/// SIP requests over UDP handled at once, in all: beyond it a request is dropped (its
-/// sender retransmits).
+/// SIP requests over UDP handled at once, in all, from users (and as many again from the
+/// deployment's servers): beyond it a request is dropped (its sender retransmits).
 pub const UDP_IN_FLIGHT: usize = 512;
 /// SIP requests over UDP handled at once for one source address: room for a benchmark's
 /// 50 clients behind one address, not for one address to take the registrar.
@@ -195,6 +195,9 @@ impl Registrar {
         let stop = node.shutdown.clone();
         node.spawn(async move {
             let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
+            // The deployment's servers (Front Ends relaying, Edges forwarding) answer for
+            // many users each: they share a cap of their own.
+            let servers_in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT);
             let mut dropped =
                 drops::Counter::new("SIP requests dropped over the registrar's per-source limit");
             loop {
@@ -204,7 +207,12 @@ impl Registrar {
                 };
                 let Some(message) = message else { return };
                 let peer = message.peer();
-                let Some(place) = in_flight.admit(peer.ip()) else {
+                let admission = if udp.endpoint.is_priority_source(peer.ip()) {
+                    &servers_in_flight
+                } else {
+                    &in_flight
+                };
+                let Some(place) = admission.admit(peer.ip()) else {
                     dropped.add(peer);
                     continue;
                 };

@@ -154,6 +154,11 @@ impl Endpoint {
         self.shared.local
     }
 
+    /// Whether `source` is one of the addresses given to [`Endpoint::set_priority_sources`].
+    pub fn is_priority_source(&self, source: IpAddr) -> bool {
+        self.shared.is_server(source)
+    }
+
     /// The addresses whose OPTIONS go to the priority queue (the deployment's servers).
     pub fn set_priority_sources(&self, sources: HashSet<IpAddr>) {
         if let Ok(mut s) = self.shared.priority_sources.write()
