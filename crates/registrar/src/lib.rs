@@ -537,19 +537,22 @@ fn authenticate(
             false
         }
     };
+    // A wrong digest is a failed guess whatever its nonce: answering a stale or forged
+    // nonce with a challenge that says whether the digest was right (`stale`) would let
+    // guesses go uncounted.
+    if !verified {
+        lockouts.failed(&who, source, now);
+        return Some(reply(request, 403, WRONG_CREDENTIALS));
+    }
     let issued = match registrar
         .nonce_key
         .check(&creds.nonce, &server.fqdn, now, NONCE_MAX_AGE_MS)
     {
         NonceCheck::Valid { issued_ms } => issued_ms,
-        // RFC 7616 §3.3: stale only when the digest was right for that nonce.
-        NonceCheck::Stale => return Some(challenge(verified)),
+        // RFC 7616 §3.3: stale when the digest was right for an expired nonce.
+        NonceCheck::Stale => return Some(challenge(true)),
         NonceCheck::Invalid => return Some(challenge(false)),
     };
-    if !verified {
-        lockouts.failed(&who, source, now);
-        return Some(reply(request, 403, WRONG_CREDENTIALS));
-    }
     let used = registrar
         .nonce_counts
         .lock()

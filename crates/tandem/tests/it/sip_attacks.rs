@@ -347,6 +347,37 @@ fn guessing_locks_the_guesser_out_and_not_the_user() {
         stdout(&out),
         stderr(&out)
     );
+    // Guesses with a nonce the server never issued count as well (a challenge for them
+    // would say, by `stale`, whether the digest was right).
+    let mut forger = Ua::on("127.0.0.67");
+    let register = forger.register(ALICE, forger.local());
+    let mut forged = forger.send(fe1, &register);
+    let ch = Challenge::parse(forged.headers.get("WWW-Authenticate").unwrap()).unwrap();
+    forged.headers.set(
+        "WWW-Authenticate",
+        Challenge {
+            nonce: format!("{}0", &ch.nonce[..ch.nonce.len() - 1]),
+            ..ch
+        }
+        .to_string(),
+    );
+    let reasons: Vec<String> = (1..=8u32)
+        .map(|nc| {
+            let mut guess = forger.fresh(&register);
+            let header = answer(&forged, &guess, &format!("forged{nc}"), None, nc);
+            guess.headers.push("Authorization", header);
+            let r = forger.send(fe1, &guess);
+            assert_eq!(r.status, 403, "{r:?}");
+            r.reason
+        })
+        .collect();
+    assert!(
+        reasons[..5]
+            .iter()
+            .all(|r| r.contains("wrong user name or password"))
+            && reasons[6..].iter().all(|r| r.contains("too many")),
+        "{reasons:?}"
+    );
     // And from any other address.
     let mut home = Ua::on("127.0.0.77");
     let register = home.register(ALICE, home.local());
