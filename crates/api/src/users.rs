@@ -32,6 +32,10 @@ pub struct BulkUser {
     pub registrar_pool: String,
     /// `MD5(user@domain:domain:password)` in hex.
     pub ha1: String,
+    /// `SHA-256(user@domain:domain:password)` in hex: without it the user can sign in
+    /// with MD5 digest only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_sha256: Option<String>,
 }
 
 /// The answer to a bulk enable.

@@ -112,9 +112,14 @@ pub(crate) async fn sign_in(
         );
     }
     let mut second = build(2);
-    let ha1 = sip::digest::ha1(username, &realm, &user.password);
-    sip::digest::authorize(&mut second, &first, username, &ha1, &format!("{n:x}"))
-        .map_err(|e| anyhow!("bad challenge: {e}"))?;
+    sip::digest::authorize(
+        &mut second,
+        &first,
+        username,
+        &user.password,
+        &format!("{n:x}"),
+    )
+    .map_err(|e| anyhow!("bad challenge: {e}"))?;
     let ok = endpoint
         .request(dest, second, Duration::from_secs(5))
         .await?;

@@ -398,10 +398,6 @@ impl Session {
         h
     }
 
-    fn ha1(&self) -> String {
-        sip::digest::ha1(&self.username, &self.realm, &self.password)
-    }
-
     /// Sends a request built by `build`, answering one digest challenge.
     async fn authed(
         &mut self,
@@ -423,8 +419,14 @@ impl Session {
         }
         let mut second = build(self);
         let cnonce = format!("{:x}", store::now_ms());
-        sip::digest::authorize(&mut second, &response, &self.username, &self.ha1(), &cnonce)
-            .map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
+        sip::digest::authorize(
+            &mut second,
+            &response,
+            &self.username,
+            &self.password,
+            &cnonce,
+        )
+        .map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
         Ok(send(second, self.endpoint.clone()).await?)
     }
 

@@ -307,6 +307,7 @@ pub(crate) async fn enable_users(
                 sip_address: sip.clone(),
                 registrar_pool: pool.fqdn.clone(),
                 ha1: sip::digest::ha1(username, domain, &password),
+                ha1_sha256: Some(sip::digest::Algorithm::Sha256.ha1(username, domain, &password)),
             });
             users.push(LabUser {
                 sip_address: sip,

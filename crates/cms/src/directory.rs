@@ -3,8 +3,17 @@
 //! Users live in the CMS, as a directory would, so that every server's replica can answer
 //! "who is this user, where are they homed, is this their password" without calling
 //! another server — the registrars of a pool that lost its partner still authenticate
-//! the partner's users. Passwords are never stored: only the digest hash
-//! `MD5(username:realm:password)` (RFC 3261 §22), which is all digest authentication needs.
+//! the partner's users. Passwords are never stored: only the digest hashes
+//! `H(username:realm:password)` with MD5 and SHA-256 (RFC 3261 §22, RFC 8760), which is all
+//! digest authentication needs.
+//!
+//! Those hashes are password-equivalent for the realm (a REGISTER answered with one read
+//! from a replica file got 200), so they stay on the servers that authenticate users: the
+//! master sends an Edge server every user record [`without_secrets`], hashes emptied. The
+//! record keeps its version, so the Edge's replica follows the versions like any other;
+//! only its copy of a user record differs in those two fields, and a disaster CMS
+//! failover never catches the standby up from a replica that lacks them
+//! (`engine::survivors`).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +37,10 @@ pub struct UserRecord {
     pub realm: String,
     /// `MD5(username:realm:password)` in hex, where username is the address without `sip:`.
     pub ha1: String,
+    /// `SHA-256(username:realm:password)` in hex; absent in records written before tandem
+    /// spoke SHA-256 (such a user is challenged with MD5 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha1_sha256: Option<String>,
 }
 
 impl UserRecord {
@@ -36,6 +49,15 @@ impl UserRecord {
         self.sip_address
             .strip_prefix("sip:")
             .unwrap_or(&self.sip_address)
+    }
+
+    /// The stored hash for a digest algorithm, when the record has one.
+    pub fn digest_hash(&self, algorithm: sip::digest::Algorithm) -> Option<&str> {
+        let hash = match algorithm {
+            sip::digest::Algorithm::Md5 => Some(self.ha1.as_str()),
+            sip::digest::Algorithm::Sha256 => self.ha1_sha256.as_deref(),
+        };
+        hash.filter(|h| h.len() == algorithm.hex_len())
     }
 }
 
@@ -115,6 +137,28 @@ impl Default for BackupSettings {
     }
 }
 
+/// `item` as a server that does not authenticate users gets it: a user record with its
+/// digest hashes emptied (it still parses, and no hash verifies an answer); anything else
+/// as it is.
+pub fn without_secrets(item: &store::Item) -> store::Item {
+    let mut item = item.clone();
+    if item.key.starts_with(USER_PREFIX)
+        && let Some(value) = &item.value
+    {
+        item.value = Some(match serde_json::from_str::<UserRecord>(value) {
+            Ok(user) => serde_json::to_string(&UserRecord {
+                ha1: String::new(),
+                ha1_sha256: None,
+                ..user
+            })
+            .expect("directory records serialise"),
+            // Not a record this version reads: send nothing that could be a hash.
+            Err(_) => String::new(),
+        });
+    }
+    item
+}
+
 /// The users in a replica.
 pub async fn all_users(
     replica: &store::ReplicaStore,
@@ -188,6 +232,45 @@ mod tests {
         assert!(check_sip_address("sip:a b@contoso.com").is_err());
         assert!(check_sip_address("sip:a@b@c").is_err());
         assert!(check_sip_address("sip:@contoso.com").is_err());
+    }
+
+    #[test]
+    fn servers_that_do_not_authenticate_get_no_hash() {
+        let user = UserRecord {
+            identity: "Alice".into(),
+            sip_address: "sip:alice@contoso.com".into(),
+            registrar_pool: "pool1.contoso.com".into(),
+            enabled: true,
+            realm: "contoso.com".into(),
+            ha1: sip::digest::ha1("alice@contoso.com", "contoso.com", "pw"),
+            ha1_sha256: Some(sip::digest::Algorithm::Sha256.ha1(
+                "alice@contoso.com",
+                "contoso.com",
+                "pw",
+            )),
+        };
+        let item = |key: &str, value: &str| store::Item {
+            key: key.into(),
+            value: Some(value.into()),
+            version: 7,
+        };
+        let record = serde_json::to_string(&user).unwrap();
+        let stripped = without_secrets(&item(&user_key(&user.sip_address), &record));
+        let text = stripped.value.clone().unwrap();
+        assert!(
+            !text.contains(&user.ha1) && !text.contains("ha1_sha256"),
+            "{text}"
+        );
+        assert_eq!(stripped.version, 7, "the version stays");
+        let seen: UserRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(seen.registrar_pool, user.registrar_pool);
+        for a in sip::digest::Algorithm::PREFERRED {
+            assert_eq!(seen.digest_hash(a), None);
+        }
+        let garbled = without_secrets(&item("users/sip:x@y", "{\"ha1\": \"secret\"}"));
+        assert_eq!(garbled.value.as_deref(), Some(""));
+        let topology = item("topology/active", "x");
+        assert_eq!(without_secrets(&topology), topology);
     }
 
     #[test]

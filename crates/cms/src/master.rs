@@ -80,6 +80,9 @@ pub struct Target {
     pub address: Ipv4Addr,
     pub port: u16,
     pub product_version: String,
+    /// The server authenticates users (a Front End): it gets the users' digest hashes.
+    /// Others get user records without them (`directory::without_secrets`).
+    pub holds_secrets: bool,
 }
 
 /// Every server of `topology`, with the management address the master pushes to.
@@ -103,6 +106,7 @@ pub fn targets(topology: &Topology) -> Vec<Target> {
                     })
                     .build()
                     .to_string(),
+                holds_secrets: s.role == ServerRole::FrontEnd,
             }
         })
         .collect()
@@ -694,7 +698,14 @@ async fn push_one(
             from_version: from,
             to_version: (*to).max(from),
             to_version_created_at: *to_created,
-            items: items.clone(),
+            items: if target.holds_secrets {
+                items.clone()
+            } else {
+                items
+                    .iter()
+                    .map(crate::directory::without_secrets)
+                    .collect()
+            },
             history: history.clone(),
             replace,
         };

@@ -18,18 +18,24 @@
 //!   header gets a `bad-format` stream error.
 //!
 //! Nothing a peer sends stops the server: what does not parse gets an answer (or the
-//! connection is closed) and the listener goes on.
+//! connection is closed) and the listener goes on. Nothing a peer does holds it either:
+//! each listener takes at most [`CONNECTIONS`] connections at once and
+//! [`CONNECTIONS_PER_SOURCE`] from one address (more are closed at once and counted in one
+//! log line per interval), a SIP message must complete within 10 s of its first byte and a
+//! connection without one for 2 minutes is closed (`sipnet::FrameLimits::LISTENER`), and an
+//! XMPP stream header must arrive within [`XMPP_HEADER_TIME`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use listener::{Admission, drops};
 use node::Node;
 use node::services::{RTCSRV, RTCXMPPTGWPX};
 use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Message, Method, Request, Response};
 use sipnet::{Endpoint, answer_malformed};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -40,8 +46,15 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
 /// (`registrar::RELAY_TIMEOUT`), so a healthy next hop is never blamed and a delivered
 /// message never reported as failed.
 pub const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a connection may stay silent.
+/// How long an open XMPP stream may stay silent.
 const IDLE: Duration = Duration::from_secs(120);
+/// How long an XMPP peer has to send its whole stream header.
+pub const XMPP_HEADER_TIME: Duration = Duration::from_secs(10);
+/// Connections one Edge listener holds at once.
+pub const CONNECTIONS: usize = 1_024;
+/// Connections one Edge listener holds at once from one address: a federated partner's
+/// servers need a few each.
+pub const CONNECTIONS_PER_SOURCE: usize = 32;
 /// The XMPP namespace of server-to-server streams.
 const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 
@@ -294,12 +307,22 @@ async fn reconcile<F, Fut>(
                 tracing::info!(%address, "{what} listener open");
                 let task = tokio::spawn(async move {
                     let mut connections = tokio::task::JoinSet::new();
+                    let admission = Admission::new(CONNECTIONS, CONNECTIONS_PER_SOURCE);
+                    let mut refused =
+                        drops::Counter::new("Edge connections refused over the listener's caps");
                     loop {
                         tokio::select! {
                             accepted = listener.accept() => match accepted {
-                                Ok((stream, peer)) => {
-                                    connections.spawn(on_connection(stream, peer));
-                                }
+                                Ok((stream, peer)) => match admission.admit(peer.ip()) {
+                                    Some(place) => {
+                                        let connection = on_connection(stream, peer);
+                                        connections.spawn(async move {
+                                            connection.await;
+                                            drop(place);
+                                        });
+                                    }
+                                    None => refused.add(peer),
+                                },
                                 // Out of descriptors, say: wait rather than spin.
                                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                             },
@@ -328,15 +351,21 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
     r
 }
 
-async fn federation_connection(
+/// Serves one federation connection from `peer` until it closes or breaks a limit.
+/// Generic over the stream so that TLS plugs in: give it the stream after the handshake
+/// and the peer's address.
+pub async fn federation_connection<S>(
     server: &Node,
     endpoint: &Endpoint,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut buf = Vec::new();
     loop {
-        let frame = match sipnet::next_frame(&mut stream, &mut buf, IDLE).await {
+        let limits = sipnet::FrameLimits::LISTENER;
+        let frame = match sipnet::next_frame(&mut stream, &mut buf, limits).await {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => return,
         };
@@ -551,12 +580,13 @@ async fn xmpp_connection(server: &Node, mut stream: TcpStream) {
     let domain = server.replica.topology().deployment.sip_domain.clone();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
+    let header_by = tokio::time::Instant::now() + XMPP_HEADER_TIME;
     let header = loop {
         match parse_stream_header(&buf) {
             StreamHeader::Incomplete => {}
             done => break done,
         }
-        let read = tokio::time::timeout(IDLE, stream.read(&mut chunk)).await;
+        let read = tokio::time::timeout_at(header_by, stream.read(&mut chunk)).await;
         match read {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return,

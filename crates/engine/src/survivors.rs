@@ -5,7 +5,9 @@
 //! lost, a change every survivor applied may be missing from the standby. Before the
 //! standby is promoted it is caught up from the most advanced replica that is on its line
 //! (see `store::history`): a configuration change any surviving server applied is never
-//! lost by the failover.
+//! lost by the failover. Only Front Ends are asked: an Edge's replica holds user records
+//! without their digest hashes (`cms::directory::without_secrets`), and a standby caught
+//! up from it would lose them.
 
 use std::time::Duration;
 
@@ -103,11 +105,17 @@ impl Engine {
         let topology = self.node.topology();
         let mut set = JoinSet::new();
         let mut answers = Vec::new();
-        if let Ok(mine) = self.replica_changes(None, None, ASK_TIMEOUT).await {
+        let holds_secrets = |role: topology::Role| role == topology::Role::FrontEnd;
+        let me = topology.server(&self.node.fqdn).map(|s| s.role);
+        if me.is_some_and(holds_secrets)
+            && let Ok(mine) = self.replica_changes(None, None, ASK_TIMEOUT).await
+        {
             answers.push((None, mine));
         }
         for server in topology.servers() {
-            if server.server.fqdn.eq_ignore_ascii_case(&self.node.fqdn) {
+            if server.server.fqdn.eq_ignore_ascii_case(&self.node.fqdn)
+                || !holds_secrets(server.role)
+            {
                 continue;
             }
             let base = api::base(server.server.address, topology.ports.management);

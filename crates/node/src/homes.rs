@@ -121,6 +121,7 @@ mod tests {
             registrar_pool: pool.into(),
             enabled: true,
             ha1: "0".repeat(32),
+            ha1_sha256: None,
         })
         .unwrap()
     }

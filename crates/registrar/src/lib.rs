@@ -1,17 +1,34 @@
 //! The registrar on every Front End: SIP over UDP and TCP on the server's own address.
 //!
 //! - `REGISTER` is sign-in. The user is looked up in this server's CMS replica (the user
-//!   directory is replicated everywhere), authenticated with digest (RFC 3261 §22) against
-//!   the stored hash, and then either served — bindings stored in this pool's Back End, the
+//!   directory is replicated to every Front End), authenticated with digest (RFC 3261 §22,
+//!   SHA-256 or MD5) against the stored hash, and then either served — bindings stored in this pool's Back End, the
 //!   mode (`full` or `resiliency`) in the `X-Tandem-Mode` header of the 200 — or sent to the
 //!   pool that serves the user with a 301 whose Contacts are that pool's registrars.
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
 //!   the recipient; another pool relays it there. 480 when the recipient is not signed in.
 //! - `OPTIONS` answers 200: it is also how a pool watches its partner.
 //!
-//! Nonces are stateless (signed with a key every server derives from the deployment's
-//! token), so a client may be challenged by one Front End and answer another. Over UDP a
-//! retransmitted request gets the cached answer instead of being run twice.
+//! Digest is done so that what crosses the wire cannot be reused: a nonce is signed (with a
+//! key every server derives from the deployment's token) and bound to the Front End that
+//! issued it, which remembers the highest nonce count each nonce carried (`sip::nonce`), so
+//! a captured `Authorization` header replayed — to this server or another — gets a new
+//! challenge, never a 200; the digest `uri` must be the Request-URI, so a header cannot be
+//! moved to another recipient. Nothing says who exists: an unknown user is challenged like
+//! a known one and refused like a wrong password. Failed sign-ins lock the (user, source)
+//! pair and the source with backoff (`lockout`). Over UDP a retransmitted request gets the
+//! cached answer instead of being run twice.
+//!
+//! A flood is kept to its source: requests over UDP are handled at most
+//! [`UDP_IN_FLIGHT_PER_SOURCE`] at a time per source address (and [`UDP_IN_FLIGHT`] in all),
+//! the rest dropped and counted in one log line per interval, so one flooding address
+//! cannot crowd out other users' sign-ins; the partner pool's health probes (OPTIONS from
+//! the deployment's servers) come on a queue of their own and are answered at once, so a
+//! flood cannot make the partner believe this pool is down. TCP connections are capped per
+//! listener and per source ([`TCP_CONNECTIONS`], [`TCP_CONNECTIONS_PER_SOURCE`]) and bounded
+//! in time (`sipnet::FrameLimits::LISTENER`). A user has at most [`MAX_BINDINGS`] contacts,
+//! each at the address its REGISTER came from, so a MESSAGE fans out to at most that many,
+//! toward the user's own address.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -20,20 +37,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cms::directory::UserRecord;
+use listener::{Admission, drops};
+use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
-use sip::digest::{Challenge, Credentials, NonceCheck};
+use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
 use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Message, Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed, contact_address,
 };
 use store::Binding;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
 
+pub mod lockout;
 pub mod resiliency;
 pub mod userservices;
 
@@ -42,6 +62,12 @@ pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
 pub const RELAY_HEADER: &str = "X-Tandem-Relay";
 /// How long a nonce stays valid.
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
+/// How many nonces a registrar remembers the counts of (about 100 bytes each): far more
+/// than its users sign in within [`NONCE_MAX_AGE_MS`]; past it the oldest go, and nonces
+/// as old are answered `stale=true`.
+pub const NONCE_MEMORY: usize = 65_536;
+/// The answer to a wrong password, and to a user who does not exist.
+const WRONG_CREDENTIALS: &str = "Forbidden (wrong user name or password)";
 /// Bindings last at most this long (and this long when the client does not say).
 pub const MAX_EXPIRES: u32 = 3600;
 /// How long a MESSAGE waits for a user's contact. Contacts are tried at once, in
@@ -52,8 +78,21 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
 /// wait for its next hop (`edge::NEXT_HOP_TIMEOUT`), so that a sender never gets a
 /// time-out for a message that was delivered.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a TCP connection may stay silent before it is closed.
-const TCP_IDLE: Duration = Duration::from_secs(300);
+/// SIP requests over UDP handled at once, in all, from users (and as many again from the
+/// deployment's servers): beyond it a request is dropped (its sender retransmits).
+pub const UDP_IN_FLIGHT: usize = 512;
+/// SIP requests over UDP handled at once for one source address: room for a benchmark's
+/// 50 clients behind one address, not for one address to take the registrar.
+pub const UDP_IN_FLIGHT_PER_SOURCE: usize = 64;
+/// SIP TCP connections open at once on the registrar's listener.
+pub const TCP_CONNECTIONS: usize = 1_024;
+/// SIP TCP connections open at once from one source address.
+pub const TCP_CONNECTIONS_PER_SOURCE: usize = 64;
+/// Contacts one user may have registered at once. 10 covers a user's devices; at 512
+/// bytes a contact at most, the 200 OK listing them stays far below the 65,000-byte limit.
+pub const MAX_BINDINGS: usize = 10;
+/// The longest contact URI a REGISTER may bind.
+pub const MAX_CONTACT_BYTES: usize = 512;
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
 const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 
@@ -119,9 +158,12 @@ pub struct Registrar {
     node: Arc<Node>,
     endpoint: Arc<Endpoint>,
     transactions: Mutex<TransactionTable>,
-    /// Derived from the deployment's token so that any Front End can check a nonce another
-    /// issued.
+    /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
+    /// The highest nonce count each nonce this server issued was used with.
+    nonce_counts: std::sync::Mutex<NonceCounts>,
+    /// Failed sign-ins, per (user, source) and per source.
+    lockouts: std::sync::Mutex<Lockouts>,
 }
 
 /// The nonce key every server of a deployment shares.
@@ -135,10 +177,16 @@ impl Registrar {
     /// Binds UDP and TCP on `at` and starts serving, in tasks of the node that end when it
     /// shuts down.
     pub async fn start(node: Arc<Node>, at: SocketAddr) -> io::Result<Arc<Registrar>> {
-        let (endpoint, mut incoming) = Endpoint::bind(at).await?;
+        let (endpoint, queues) = Endpoint::bind_server(at).await?;
+        let sipnet::ServerQueues {
+            requests: mut incoming,
+            mut probes,
+        } = queues;
         let tcp = TcpListener::bind(at).await?;
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
+            nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY, NONCE_MAX_AGE_MS)),
+            lockouts: std::sync::Mutex::default(),
             node: node.clone(),
             endpoint,
             transactions: Mutex::default(),
@@ -146,41 +194,100 @@ impl Registrar {
         let udp = registrar.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
+            let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
+            // The deployment's servers (Front Ends relaying, Edges forwarding) answer for
+            // many users each: they share a cap of their own.
+            let servers_in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT);
+            let mut dropped =
+                drops::Counter::new("SIP requests dropped over the registrar's per-source limit");
             loop {
                 let message = tokio::select! {
                     m = incoming.recv() => m,
                     () = stop.cancelled() => None,
                 };
                 let Some(message) = message else { return };
+                let peer = message.peer();
+                let admission = if udp.endpoint.is_priority_source(peer.ip()) {
+                    &servers_in_flight
+                } else {
+                    &in_flight
+                };
+                let Some(place) = admission.admit(peer.ip()) else {
+                    dropped.add(peer);
+                    continue;
+                };
                 let registrar = udp.clone();
-                udp.node
-                    .spawn(async move { on_datagram(&registrar, message).await });
+                udp.node.spawn(async move {
+                    on_datagram(&registrar, message).await;
+                    drop(place);
+                });
+            }
+        });
+        let prober = registrar.clone();
+        let stop = node.shutdown.clone();
+        node.spawn(async move {
+            let mut topology = prober.node.replica.subscribe_topology();
+            prober.trust_servers_of(&topology.borrow_and_update());
+            loop {
+                tokio::select! {
+                    m = probes.recv() => match m {
+                        Some(probe) => on_probe(&prober, probe).await,
+                        None => return,
+                    },
+                    changed = topology.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        prober.trust_servers_of(&topology.borrow_and_update());
+                    }
+                    () = stop.cancelled() => return,
+                }
             }
         });
         let tcp_registrar = registrar.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = tcp.accept() => a,
-                    () = stop.cancelled() => return,
-                };
-                let Ok((stream, peer)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
+            let admission = Admission::new(TCP_CONNECTIONS, TCP_CONNECTIONS_PER_SOURCE);
+            let mut refused =
+                drops::Counter::new("SIP TCP connections refused over the registrar's caps");
+            while let Some((stream, peer, admitted)) =
+                listener::accept_admitted(&tcp, &admission, &mut refused, &stop).await
+            {
                 let registrar = tcp_registrar.clone();
-                tcp_registrar
-                    .node
-                    .spawn(async move { on_connection(&registrar, stream, peer).await });
+                tcp_registrar.node.spawn(async move {
+                    on_connection(&registrar, stream, peer).await;
+                    drop(admitted);
+                });
             }
         });
         Ok(registrar)
     }
 
+    /// Lets the deployment's servers' OPTIONS (the partner pool's health probes) take the
+    /// priority queue.
+    fn trust_servers_of(&self, topology: &topology::Topology) {
+        let servers = topology
+            .servers()
+            .map(|s| std::net::IpAddr::V4(s.server.address))
+            .collect();
+        self.endpoint.set_priority_sources(servers);
+    }
+
     /// The registrar's UDP endpoint (the partner watch probes from it).
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
+    }
+}
+
+/// A health probe of one of the deployment's servers: answered at once, off the queue the
+/// users' requests share.
+async fn on_probe(registrar: &Registrar, probe: Incoming) {
+    if !registrar.node.services.is_running(RTCSRV) {
+        return;
+    }
+    if let Incoming::Request(request, peer) = probe {
+        let answer = handle(registrar, &request, peer).await;
+        let _ = registrar.endpoint.send(peer, &answer.to_bytes()).await;
     }
 }
 
@@ -233,11 +340,18 @@ fn transaction_key(request: &Request, peer: SocketAddr) -> String {
     )
 }
 
-async fn on_connection(registrar: &Registrar, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one SIP connection from `peer` until it closes, breaks a limit or the service
+/// stops. Generic over the stream so that TLS plugs in: give it the stream after the
+/// handshake and the peer's address.
+pub async fn on_connection<S>(registrar: &Registrar, mut stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let server = &*registrar.node;
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let frame = match sipnet::next_frame(&mut stream, &mut buf, TCP_IDLE).await {
+        let limits = sipnet::FrameLimits::LISTENER;
+        let frame = match sipnet::next_frame(&mut stream, &mut buf, limits).await {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(_) => return,
         };
@@ -292,7 +406,7 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
 async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
     let server = &*registrar.node;
     match &request.method {
-        Method::Register => register(registrar, request).await,
+        Method::Register => register(registrar, request, peer).await,
         Method::Options => {
             let mut r = reply(request, 200, "OK");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");
@@ -308,40 +422,65 @@ async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> R
     }
 }
 
-/// The user a header's address names, or the error answer.
-async fn user_of(
-    server: &Node,
-    request: &Request,
-    header: &str,
-) -> Result<(String, UserRecord), Response> {
+/// The address of record a header names, or the error answer.
+fn address_of(request: &Request, header: &str) -> Result<String, Response> {
     let value = request.headers.get(header).unwrap_or_default();
-    let aor = NameAddr::parse(value).map(|n| n.uri.aor()).map_err(|_| {
+    NameAddr::parse(value).map(|n| n.uri.aor()).map_err(|_| {
         reply(
             request,
             400,
             &format!("Bad Request (the {header} header is not a SIP address)"),
         )
-    })?;
-    match cms::directory::lookup(server.replica.store(), &aor).await {
-        Some(user) => Ok((aor, user)),
-        None => Err(reply(request, 404, "Not Found (no such user)")),
-    }
+    })
 }
 
-/// Digest authentication of `user` for `request`: None when authenticated, else the
-/// answer (401 challenge or 403).
-fn authenticate(registrar: &Registrar, request: &Request, user: &UserRecord) -> Option<Response> {
-    let now = registrar.node.clock.now_ms().max(0) as u64;
+/// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6): the same text, or the
+/// same URI written another way.
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    digest_uri == request_uri
+        || matches!(
+            (Uri::parse(digest_uri), Uri::parse(request_uri)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// A hash no password gives, checked for users who do not exist, so that they cost the
+/// same as users who do.
+const NO_ONE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Digest authentication of `aor` (`user` when it exists) for `request` from `peer`: None
+/// when authenticated, else the answer (401 challenge, 400, or 403). An unknown user gets
+/// the same challenge and the same refusal as a known one with a wrong password.
+fn authenticate(
+    registrar: &Registrar,
+    request: &Request,
+    aor: &str,
+    user: Option<&UserRecord>,
+    peer: SocketAddr,
+) -> Option<Response> {
+    let server = &*registrar.node;
+    let now = server.clock.now_ms().max(0) as u64;
+    let realm = user.map_or_else(|| cms::directory::realm_of(aor), |u| u.realm.clone());
+    let username = aor.strip_prefix("sip:").unwrap_or(aor);
+    // A record written before SHA-256 can only be checked with MD5.
+    let offered: Vec<Algorithm> = Algorithm::PREFERRED
+        .into_iter()
+        .filter(|a| user.is_none_or(|u| u.digest_hash(*a).is_some()))
+        .collect();
     let challenge = |stale: bool| {
         let mut r = reply(request, 401, "Unauthorized");
-        let ch = Challenge {
-            realm: user.realm.clone(),
-            nonce: registrar.nonce_key.issue(now),
-            opaque: None,
-            stale,
-            qop_auth: true,
-        };
-        r.headers.push("WWW-Authenticate", ch.to_string());
+        let nonce = registrar.nonce_key.issue(now, &server.fqdn);
+        for algorithm in &offered {
+            let ch = Challenge {
+                realm: realm.clone(),
+                nonce: nonce.clone(),
+                opaque: None,
+                stale,
+                qop_auth: true,
+                algorithm: *algorithm,
+            };
+            r.headers.push("WWW-Authenticate", ch.to_string());
+        }
         r
     };
     let Some(header) = request.headers.get("Authorization") else {
@@ -354,35 +493,93 @@ fn authenticate(registrar: &Registrar, request: &Request, user: &UserRecord) -> 
             "Bad Request (malformed Authorization header)",
         ));
     };
-    if !creds.username.eq_ignore_ascii_case(user.username()) || creds.realm != user.realm {
+    if !creds.username.eq_ignore_ascii_case(username)
+        || creds.realm != realm
+        || !offered.contains(&creds.algorithm)
+    {
         return Some(challenge(false));
     }
-    match registrar
+    if !uri_matches(&creds.uri, &request.uri) {
+        return Some(reply(
+            request,
+            400,
+            "Bad Request (the digest uri is not the Request-URI)",
+        ));
+    }
+    let Some(count) = creds.count() else {
+        return Some(reply(
+            request,
+            400,
+            "Bad Request (the digest nc is not eight hex digits)",
+        ));
+    };
+    let source = peer.ip();
+    let who = aor.to_ascii_lowercase();
+    let mut lockouts = registrar.lockouts.lock().expect("the lockouts lock");
+    if let Verdict::Locked { retry_after_ms } = lockouts.verdict(&who, source, now) {
+        lockouts.failed(&who, source, now);
+        let mut r = reply(
+            request,
+            403,
+            "Forbidden (too many failed sign-ins from this address; try again later)",
+        );
+        r.headers
+            .push("Retry-After", retry_after_ms.div_ceil(1000).to_string());
+        return Some(r);
+    }
+    let verified = match user.and_then(|u| u.digest_hash(creds.algorithm)) {
+        Some(hash) => creds.verify(hash, request.method.as_str()),
+        None => {
+            let _ = creds.verify(
+                &NO_ONE[..creds.algorithm.hex_len()],
+                request.method.as_str(),
+            );
+            false
+        }
+    };
+    // A wrong digest is a failed guess whatever its nonce: answering a stale or forged
+    // nonce with a challenge that says whether the digest was right (`stale`) would let
+    // guesses go uncounted.
+    if !verified {
+        lockouts.failed(&who, source, now);
+        return Some(reply(request, 403, WRONG_CREDENTIALS));
+    }
+    let issued = match registrar
         .nonce_key
-        .check(&creds.nonce, now, NONCE_MAX_AGE_MS)
+        .check(&creds.nonce, &server.fqdn, now, NONCE_MAX_AGE_MS)
     {
-        NonceCheck::Valid => {}
+        NonceCheck::Valid { issued_ms } => issued_ms,
+        // RFC 7616 §3.3: stale when the digest was right for an expired nonce.
         NonceCheck::Stale => return Some(challenge(true)),
         NonceCheck::Invalid => return Some(challenge(false)),
+    };
+    let used = registrar
+        .nonce_counts
+        .lock()
+        .expect("the nonce counts lock")
+        .admit(&creds.nonce, issued, count, now);
+    if used == NonceUse::Replayed {
+        return Some(challenge(true));
     }
-    if creds.verify(&user.ha1, request.method.as_str()) {
-        None
-    } else {
-        Some(reply(request, 403, "Forbidden (wrong password)"))
-    }
+    lockouts.succeeded(&who, source);
+    None
 }
 
-async fn register(registrar: &Registrar, request: &Request) -> Response {
+async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
     let server = &*registrar.node;
-    let (aor, user) = match user_of(server, request, "To").await {
-        Ok(u) => u,
+    let aor = match address_of(request, "To") {
+        Ok(aor) => aor,
         Err(r) => return r,
+    };
+    let user = cms::directory::lookup(server.replica.store(), &aor).await;
+    if let Some(answer) = authenticate(registrar, request, &aor, user.as_ref(), peer) {
+        return answer;
+    }
+    let Some(user) = user else {
+        return reply(request, 403, WRONG_CREDENTIALS);
     };
     if !user.enabled {
         return reply(request, 403, "Forbidden (user disabled)");
-    }
-    if let Some(answer) = authenticate(registrar, request, &user) {
-        return answer;
     }
     let topology = server.replica.topology();
     let decision = server
@@ -409,6 +606,7 @@ async fn register(registrar: &Registrar, request: &Request) -> Response {
             return reply(request, 500, "Server Internal Error");
         }
     } else {
+        let mut changes: Vec<(String, u32)> = Vec::with_capacity(contacts.len());
         for value in contacts {
             let Ok(contact) = NameAddr::parse(value) else {
                 return reply(request, 400, "Bad Request (malformed Contact header)");
@@ -420,13 +618,50 @@ async fn register(registrar: &Registrar, request: &Request) -> Response {
                 .unwrap_or(default_expires)
                 .min(MAX_EXPIRES);
             let uri = contact.uri.to_string();
-            let result = if expires == 0 {
-                be.unregister(&aor, Some(&uri)).await
+            if uri.len() > MAX_CONTACT_BYTES {
+                return reply(
+                    request,
+                    400,
+                    &format!("Bad Request (a contact is at most {MAX_CONTACT_BYTES} bytes)"),
+                );
+            }
+            if expires > 0 && contact_address(&uri).map(|a| a.ip()) != Some(peer.ip()) {
+                return reply(
+                    request,
+                    403,
+                    "Forbidden (a contact must be at the address the REGISTER comes from)",
+                );
+            }
+            changes.push((uri, expires));
+        }
+        let Ok(existing) = be.bindings(&aor).await else {
+            return reply(
+                request,
+                500,
+                "Server Internal Error (the Back End is unavailable)",
+            );
+        };
+        let held = |uri: &str| existing.iter().any(|b| b.contact == uri);
+        let added: Vec<&str> = changes
+            .iter()
+            .filter(|(uri, expires)| *expires > 0 && !held(uri))
+            .map(|(uri, _)| uri.as_str())
+            .collect();
+        let removed = changes
+            .iter()
+            .filter(|(uri, expires)| *expires == 0 && held(uri))
+            .count();
+        if existing.len().saturating_sub(removed) + added.len() > MAX_BINDINGS {
+            return too_many_bindings(request);
+        }
+        for (uri, expires) in &changes {
+            let result = if *expires == 0 {
+                be.unregister(&aor, Some(uri)).await
             } else {
                 be.register(&Binding {
                     aor: aor.clone(),
-                    contact: uri,
-                    expires_at: server.clock.now_ms() + i64::from(expires) * 1000,
+                    contact: uri.clone(),
+                    expires_at: server.clock.now_ms() + i64::from(*expires) * 1000,
                     mode: mode.as_str().to_string(),
                     server: server.fqdn.clone(),
                 })
@@ -439,6 +674,18 @@ async fn register(registrar: &Registrar, request: &Request) -> Response {
                     "Server Internal Error (the Back End is unavailable)",
                 );
             }
+        }
+        // Two REGISTERs at once may each have seen room for one more: the later takes its
+        // contacts back.
+        if be
+            .bindings(&aor)
+            .await
+            .is_ok_and(|b| b.len() > MAX_BINDINGS)
+        {
+            for uri in added {
+                let _ = be.unregister(&aor, Some(uri)).await;
+            }
+            return too_many_bindings(request);
         }
     }
     let bindings = be.bindings(&aor).await.unwrap_or_default();
@@ -475,6 +722,17 @@ async fn register(registrar: &Registrar, request: &Request) -> Response {
     r
 }
 
+/// The refusal of a REGISTER that would bind more than [`MAX_BINDINGS`] contacts: 403, a
+/// final answer that tells the client not to retry as it is (a 5xx would invite retries,
+/// and 486 Busy Here speaks of a callee, not of a registration), with the cap named.
+fn too_many_bindings(request: &Request) -> Response {
+    reply(
+        request,
+        403,
+        &format!("Forbidden (at most {MAX_BINDINGS} contacts per user; sign a device out first)"),
+    )
+}
+
 /// A 301 whose Contacts are the registrars of `pool`, in preferred order.
 fn redirect(request: &Request, topology: &topology::Topology, pool: &str) -> Response {
     let mut r = reply(request, 301, "Moved Permanently");
@@ -505,7 +763,7 @@ async fn message(
     server: &Node,
     registrar: &Registrar,
     request: &Request,
-    _peer: SocketAddr,
+    peer: SocketAddr,
 ) -> Response {
     let relayed = request
         .headers
@@ -529,15 +787,16 @@ async fn message(
         }
     }
     if !relayed && !federated {
-        let sender = match user_of(server, request, "From").await {
-            Ok((_, u)) => u,
+        let from = match address_of(request, "From") {
+            Ok(aor) => aor,
             Err(r) => return r,
         };
-        if !sender.enabled {
-            return reply(request, 403, "Forbidden (user disabled)");
-        }
-        if let Some(answer) = authenticate(registrar, request, &sender) {
+        let sender = cms::directory::lookup(server.replica.store(), &from).await;
+        if let Some(answer) = authenticate(registrar, request, &from, sender.as_ref(), peer) {
             return answer;
+        }
+        if !sender.is_some_and(|s| s.enabled) {
+            return reply(request, 403, "Forbidden (user disabled)");
         }
     }
     let Ok(target) = Uri::parse(&request.uri) else {
@@ -601,7 +860,8 @@ async fn deliver(
     // themselves.
     let (answers, mut answered) = tokio::sync::mpsc::channel(bindings.len().max(1));
     let mut tried = 0;
-    for b in bindings {
+    // Never more than a user may have, whatever the Back End holds.
+    for b in bindings.into_iter().take(MAX_BINDINGS) {
         let Some(dest) = contact_address(&b.contact) else {
             continue;
         };

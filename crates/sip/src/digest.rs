@@ -1,60 +1,113 @@
-//! HTTP Digest authentication as SIP uses it (RFC 2617, RFC 3261 §22): MD5, with or
-//! without `qop=auth`. Both sides live here: the registrar issues challenges with
-//! stateless nonces and verifies credentials; a client (tests, the lab's load tools)
-//! answers challenges. Nonces are stateless so any server holding the key can check them.
+//! HTTP Digest authentication as SIP uses it (RFC 3261 §22, RFC 7616, RFC 8760): MD5 and
+//! SHA-256, with or without `qop=auth`. Both sides live here: the registrar issues
+//! challenges (one per algorithm, SHA-256 first, as RFC 8760 §2.4 asks) and verifies
+//! credentials; a client (`tandem client`, the benchmarks, tests) answers the strongest
+//! challenge it was given. Nonces, and the memory that makes a captured header useless,
+//! are in [`crate::nonce`].
 
 use std::fmt;
 
-use md5::{Digest, Md5};
+use md5::Md5;
+use sha2::{Digest, Sha256};
 
+use crate::hex::{ct_eq_ignore_case, to_hex};
 use crate::syntax::ParseError;
 use crate::syntax::{is_token, is_token_char, malformed, parse_quoted, quote};
 
-fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
-    }
-    out
-}
+pub use crate::nonce::{NonceCheck, NonceCounts, NonceKey, NonceUse};
 
 /// Lowercase hex MD5 of `data`.
 pub fn md5_hex(data: &[u8]) -> String {
     to_hex(&Md5::digest(data))
 }
 
-/// `md5("user:realm:password")`, lowercase hex.
-pub fn ha1(username: &str, realm: &str, password: &str) -> String {
-    md5_hex(format!("{username}:{realm}:{password}").as_bytes())
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    to_hex(&Sha256::digest(data))
 }
 
-/// The request-digest: the `qop=auth` form when `qop` is `Some((nc, cnonce))`, the
-/// RFC 2069 form when `None`.
-pub fn response(
+/// The digest algorithms tandem speaks (RFC 8760 §2: SHA-256 preferred, MD5 kept for
+/// the clients that know nothing else). The `-sess` variants are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    /// Strongest first: the order a server challenges in and a client prefers.
+    pub const PREFERRED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
+    /// The `algorithm` parameter's value, case-insensitive; absent means MD5.
+    pub fn parse(value: Option<&str>) -> Result<Algorithm, ParseError> {
+        match value {
+            None => Ok(Algorithm::Md5),
+            Some(a) if a.eq_ignore_ascii_case("MD5") => Ok(Algorithm::Md5),
+            Some(a) if a.eq_ignore_ascii_case("SHA-256") => Ok(Algorithm::Sha256),
+            Some(_) => Err(malformed(
+                "unsupported digest algorithm (only SHA-256 and MD5)",
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    /// Lowercase hex digest of `data` with this algorithm.
+    pub fn hex(self, data: &[u8]) -> String {
+        match self {
+            Algorithm::Md5 => md5_hex(data),
+            Algorithm::Sha256 => sha256_hex(data),
+        }
+    }
+
+    /// `H(username:realm:password)`: what a server keeps instead of the password. It is
+    /// password-equivalent for this realm, so it stays on the servers that authenticate.
+    pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
+        self.hex(format!("{username}:{realm}:{password}").as_bytes())
+    }
+
+    /// Length of this algorithm's hex digests.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Md5 => 32,
+            Algorithm::Sha256 => 64,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `md5("user:realm:password")`, lowercase hex.
+pub fn ha1(username: &str, realm: &str, password: &str) -> String {
+    Algorithm::Md5.ha1(username, realm, password)
+}
+
+/// The request-digest with `algorithm`: the `qop=auth` form when `qop` is
+/// `Some((nc, cnonce))`, the RFC 2069 form when `None`.
+pub fn response_with(
+    algorithm: Algorithm,
     ha1: &str,
     nonce: &str,
     method: &str,
     uri: &str,
     qop: Option<(&str, &str)>,
 ) -> String {
-    let ha2 = md5_hex(format!("{method}:{uri}").as_bytes());
+    let ha2 = algorithm.hex(format!("{method}:{uri}").as_bytes());
     match qop {
-        Some((nc, cnonce)) => md5_hex(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes()),
-        None => md5_hex(format!("{ha1}:{nonce}:{ha2}").as_bytes()),
+        Some((nc, cnonce)) => {
+            algorithm.hex(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes())
+        }
+        None => algorithm.hex(format!("{ha1}:{nonce}:{ha2}").as_bytes()),
     }
-}
-
-/// Compares two hex digests without data-dependent early exit; ASCII case is ignored.
-fn ct_eq_ignore_case(a: &str, b: &str) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| {
-        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
-    });
-    diff == 0
 }
 
 /// Parses `Digest name=value, name="value", ...` into (lowercased name, unquoted value)
@@ -114,15 +167,6 @@ fn required(params: &mut Vec<(String, String)>, name: &str) -> Result<String, Pa
     take(params, name).ok_or_else(|| malformed(format!("missing digest parameter {name}")))
 }
 
-fn check_algorithm(algorithm: Option<&str>) -> Result<(), ParseError> {
-    match algorithm {
-        Some(a) if !a.eq_ignore_ascii_case("MD5") => {
-            Err(malformed("unsupported digest algorithm (only MD5)"))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Writes `value` bare when it is a token, quoted otherwise.
 fn token_or_quoted(value: &str) -> String {
     if is_token(value) {
@@ -141,12 +185,13 @@ pub struct Challenge {
     pub stale: bool,
     /// The challenge offers `qop="auth"`.
     pub qop_auth: bool,
+    pub algorithm: Algorithm,
 }
 
 impl Challenge {
     pub fn parse(header_value: &str) -> Result<Challenge, ParseError> {
         let mut params = parse_auth_params(header_value)?;
-        check_algorithm(take(&mut params, "algorithm").as_deref())?;
+        let algorithm = Algorithm::parse(take(&mut params, "algorithm").as_deref())?;
         let realm = required(&mut params, "realm")?;
         let nonce = required(&mut params, "nonce")?;
         let qop_auth = take(&mut params, "qop").is_some_and(|q| {
@@ -160,6 +205,7 @@ impl Challenge {
             opaque: take(&mut params, "opaque"),
             stale,
             qop_auth,
+            algorithm,
         })
     }
 }
@@ -168,9 +214,10 @@ impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Digest realm={}, nonce={}, algorithm=MD5",
+            "Digest realm={}, nonce={}, algorithm={}",
             quote(&self.realm),
-            quote(&self.nonce)
+            quote(&self.nonce),
+            self.algorithm
         )?;
         if self.qop_auth {
             f.write_str(", qop=\"auth\"")?;
@@ -197,7 +244,7 @@ pub struct Credentials {
     pub nc: Option<String>,
     pub qop: Option<String>,
     pub opaque: Option<String>,
-    pub algorithm: Option<String>,
+    pub algorithm: Algorithm,
 }
 
 impl Credentials {
@@ -205,8 +252,7 @@ impl Credentials {
     /// order, unknown parameters ignored, duplicates rejected.
     pub fn parse(header_value: &str) -> Result<Credentials, ParseError> {
         let mut params = parse_auth_params(header_value)?;
-        let algorithm = take(&mut params, "algorithm");
-        check_algorithm(algorithm.as_deref())?;
+        let algorithm = Algorithm::parse(take(&mut params, "algorithm").as_deref())?;
         Ok(Credentials {
             username: required(&mut params, "username")?,
             realm: required(&mut params, "realm")?,
@@ -221,8 +267,9 @@ impl Credentials {
         })
     }
 
-    /// Builds credentials answering a challenge (client side); cnonce and nc supplied by
-    /// caller. Uses `qop=auth` when the challenge offers it, the RFC 2069 form otherwise.
+    /// Builds credentials answering a challenge (client side) with `ha1` made with the
+    /// challenge's algorithm; cnonce and nc supplied by caller. Uses `qop=auth` when the
+    /// challenge offers it, the RFC 2069 form otherwise.
     pub fn answer(
         ch: &Challenge,
         username: &str,
@@ -247,18 +294,18 @@ impl Credentials {
             realm: ch.realm.clone(),
             nonce: ch.nonce.clone(),
             uri: uri.to_owned(),
-            response: response(ha1, &ch.nonce, method, uri, qop_args),
+            response: response_with(ch.algorithm, ha1, &ch.nonce, method, uri, qop_args),
             cnonce,
             nc,
             qop,
             opaque: ch.opaque.clone(),
-            algorithm: Some("MD5".to_owned()),
+            algorithm: ch.algorithm,
         }
     }
 
-    /// Server side: true when `response` matches what ha1 gives for this method.
-    /// Constant-time comparison. Checking realm, nonce freshness and that `uri` names
-    /// the Request-URI is the caller's job.
+    /// Server side: true when `response` matches what `ha1` (made with the credentials'
+    /// algorithm) gives for this method. Constant-time comparison. Checking realm, nonce
+    /// freshness, the nonce count and that `uri` names the Request-URI is the caller's job.
     pub fn verify(&self, ha1: &str, method: &str) -> bool {
         let qop_args = match &self.qop {
             None => None,
@@ -270,8 +317,29 @@ impl Credentials {
             }
             Some(_) => return false,
         };
-        let expected = response(ha1, &self.nonce, method, &self.uri, qop_args);
+        let expected = response_with(
+            self.algorithm,
+            ha1,
+            &self.nonce,
+            method,
+            &self.uri,
+            qop_args,
+        );
         ct_eq_ignore_case(&expected, &self.response)
+    }
+
+    /// The nonce count as a number: `nc` (eight hex digits, RFC 7616 §3.4), or 1 for the
+    /// RFC 2069 form, which has none (so such a nonce is good for one request). None when
+    /// `nc` is not a count.
+    pub fn count(&self) -> Option<u32> {
+        match &self.nc {
+            None if self.qop.is_none() => Some(1),
+            None => None,
+            Some(nc) if nc.len() == 8 && nc.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                u32::from_str_radix(nc, 16).ok()
+            }
+            Some(_) => None,
+        }
     }
 }
 
@@ -285,7 +353,7 @@ impl fmt::Display for Credentials {
             quote(&self.nonce),
             quote(&self.uri),
             quote(&self.response),
-            token_or_quoted(self.algorithm.as_deref().unwrap_or("MD5")),
+            self.algorithm,
         )?;
         if let Some(cnonce) = &self.cnonce {
             write!(f, ", cnonce={}", quote(cnonce))?;
@@ -303,93 +371,44 @@ impl fmt::Display for Credentials {
     }
 }
 
-/// How far in the future a nonce's timestamp may be (clock skew between servers).
-const FUTURE_SKEW_MS: u64 = 5_000;
-
-/// Key for stateless nonces: `hex(timestamp_ms):hex(md5(key:timestamp:key))`, so any
-/// server holding the key can check a nonce another one issued.
-#[derive(Clone)]
-pub struct NonceKey([u8; 32]);
-
-impl fmt::Debug for NonceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NonceKey(<redacted>)")
-    }
+/// The challenge a client answers among a 401's `WWW-Authenticate` headers: the strongest
+/// algorithm it knows (SHA-256 before MD5); challenges it cannot parse are skipped.
+pub fn strongest_challenge(unauthorized: &crate::Response) -> Result<Challenge, ParseError> {
+    let mut offered: Vec<Challenge> = unauthorized
+        .headers
+        .get_all("WWW-Authenticate")
+        .into_iter()
+        .filter_map(|h| Challenge::parse(h).ok())
+        .collect();
+    offered.sort_by_key(|c| {
+        Algorithm::PREFERRED
+            .iter()
+            .position(|a| *a == c.algorithm)
+            .unwrap_or(usize::MAX)
+    });
+    offered
+        .into_iter()
+        .next()
+        .ok_or_else(|| ParseError::Malformed("a 401 without a Digest challenge".into()))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceCheck {
-    Valid,
-    /// Authentic but too old (or from the future): challenge again with `stale=true`.
-    Stale,
-    /// Forged or garbled.
-    Invalid,
-}
-
-impl NonceKey {
-    pub fn new(bytes: [u8; 32]) -> Self {
-        NonceKey(bytes)
-    }
-
-    fn mac(&self, timestamp_hex: &str) -> String {
-        let mut h = Md5::new();
-        h.update(self.0);
-        h.update(b":");
-        h.update(timestamp_hex.as_bytes());
-        h.update(b":");
-        h.update(self.0);
-        to_hex(&h.finalize())
-    }
-
-    pub fn issue(&self, now_ms: u64) -> String {
-        let ts = format!("{now_ms:016x}");
-        let mac = self.mac(&ts);
-        format!("{ts}:{mac}")
-    }
-
-    /// Stale when authentic but older than `max_age_ms` or from the future by more than
-    /// 5 s; Invalid when forged or garbled.
-    pub fn check(&self, nonce: &str, now_ms: u64, max_age_ms: u64) -> NonceCheck {
-        let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        let Some((ts, mac)) = nonce.split_once(':') else {
-            return NonceCheck::Invalid;
-        };
-        if ts.len() != 16 || mac.len() != 32 || !lower_hex(ts) || !lower_hex(mac) {
-            return NonceCheck::Invalid;
-        }
-        if !ct_eq_ignore_case(mac, &self.mac(ts)) {
-            return NonceCheck::Invalid;
-        }
-        let Ok(issued) = u64::from_str_radix(ts, 16) else {
-            return NonceCheck::Invalid;
-        };
-        if issued > now_ms.saturating_add(FUTURE_SKEW_MS)
-            || now_ms.saturating_sub(issued) > max_age_ms
-        {
-            return NonceCheck::Stale;
-        }
-        NonceCheck::Valid
-    }
-}
-
-/// Client side: answers the challenge of a 401 by adding an `Authorization` header to
-/// `request`, which should carry the next CSeq.
+/// Client side: answers the strongest challenge of a 401 by adding an `Authorization`
+/// header to `request`, which should carry the next CSeq.
 pub fn authorize(
     request: &mut crate::Request,
     unauthorized: &crate::Response,
     username: &str,
-    ha1: &str,
+    password: &str,
     cnonce: &str,
 ) -> Result<(), ParseError> {
-    let header = unauthorized
-        .headers
-        .get("WWW-Authenticate")
-        .ok_or_else(|| ParseError::Malformed("a 401 without WWW-Authenticate".into()))?;
-    let challenge = Challenge::parse(header)?;
+    let challenge = strongest_challenge(unauthorized)?;
+    let ha1 = challenge
+        .algorithm
+        .ha1(username, &challenge.realm, password);
     let credentials = Credentials::answer(
         &challenge,
         username,
-        ha1,
+        &ha1,
         request.method.as_str(),
         &request.uri,
         cnonce,
@@ -420,7 +439,8 @@ mod tests {
         let (u, r, p) = RFC_HA1_INPUT;
         let h = ha1(u, r, p);
         assert_eq!(h, "939e7578ed9e3c518a452acee763bce9");
-        let got = response(
+        let got = response_with(
+            Algorithm::Md5,
             &h,
             RFC_NONCE,
             "GET",
@@ -444,7 +464,7 @@ mod tests {
         let c = Credentials::parse(header).unwrap();
         assert_eq!(c.username, "Mufasa");
         assert_eq!(c.qop.as_deref(), Some("auth"));
-        assert_eq!(c.algorithm, None);
+        assert_eq!(c.algorithm, Algorithm::Md5, "absent means MD5");
         let (u, r, p) = RFC_HA1_INPUT;
         assert!(c.verify(&ha1(u, r, p), "GET"));
         assert!(!c.verify(&ha1(u, r, "wrong"), "GET"));
@@ -483,6 +503,7 @@ mod tests {
             opaque: Some("5ccc069c403ebaf9f0171e9517f40e41".into()),
             stale: false,
             qop_auth: true,
+            algorithm: Algorithm::Md5,
         };
         let (u, r, p) = RFC_HA1_INPUT;
         let c = Credentials::answer(
@@ -511,6 +532,7 @@ mod tests {
             opaque: None,
             stale: false,
             qop_auth: false,
+            algorithm: Algorithm::Md5,
         };
         let h = ha1("u", "r", "p");
         let c = Credentials::answer(&ch, "u", &h, "REGISTER", "sip:r", "ignored", 1);
@@ -549,7 +571,8 @@ mod tests {
         }
         for bad in [
             "Basic dXNlcjpwYXNz",
-            &format!("{full}, algorithm=SHA-256"),
+            &format!("{full}, algorithm=SHA-512"),
+            &format!("{full}, algorithm=MD5-sess"),
             &format!("{full}, username=\"again\""),
             &format!("{full}, opaque=\"open"),
             &format!("{full} junk"),
@@ -560,7 +583,7 @@ mod tests {
         }
         let with_extras = format!(r#"{full}, algorithm=md5, foo=bar, baz="q\"x""#);
         let c = Credentials::parse(&with_extras).unwrap();
-        assert_eq!(c.algorithm.as_deref(), Some("md5"));
+        assert_eq!(c.algorithm, Algorithm::Md5);
         let escaped = Credentials::parse(
             r#"Digest username="a\"b\\c", realm="r", nonce="n", uri="u", response="x""#,
         )
@@ -569,33 +592,42 @@ mod tests {
     }
 
     #[test]
+    fn sha256_known_vectors_and_rfc7616_example() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        // RFC 7616 §3.9.1, SHA-256 part.
+        let h = Algorithm::Sha256.ha1("Mufasa", "http-auth@example.org", "Circle of Life");
+        let got = response_with(
+            Algorithm::Sha256,
+            &h,
+            "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            "GET",
+            "/dir/index.html",
+            Some(("00000001", "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ")),
+        );
+        assert_eq!(
+            got,
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn counts_are_read_from_nc() {
+        let base = r#"Digest username="u", realm="r", nonce="n", uri="sip:x", response="00""#;
+        let c = |extra: &str| Credentials::parse(&format!("{base}{extra}")).unwrap();
+        assert_eq!(c("").count(), Some(1), "RFC 2069 form: one use");
+        assert_eq!(c(", qop=auth, nc=0000000a, cnonce=x").count(), Some(10));
+        assert_eq!(c(", qop=auth, cnonce=x").count(), None);
+        assert_eq!(c(", qop=auth, nc=zz, cnonce=x").count(), None);
+    }
+
+    #[test]
     fn challenge_errors() {
         assert!(Challenge::parse(r#"Digest nonce="n""#).is_err());
         assert!(Challenge::parse(r#"Digest realm="r""#).is_err());
         assert!(Challenge::parse(r#"Digest realm="r", nonce="n", algorithm=MD5-sess"#).is_err());
-    }
-
-    #[test]
-    fn nonces() {
-        let key = NonceKey::new([7; 32]);
-        let other = NonceKey::new([8; 32]);
-        let n = key.issue(1_000_000);
-        assert_eq!(key.check(&n, 1_000_000, 30_000), NonceCheck::Valid);
-        assert_eq!(key.check(&n, 1_030_000, 30_000), NonceCheck::Valid);
-        assert_eq!(key.check(&n, 1_030_001, 30_000), NonceCheck::Stale);
-        assert_eq!(key.check(&n, 995_000, 30_000), NonceCheck::Valid);
-        assert_eq!(key.check(&n, 994_999, 30_000), NonceCheck::Stale);
-        assert_eq!(other.check(&n, 1_000_000, 30_000), NonceCheck::Invalid);
-        assert_eq!(key.check("", 0, 1), NonceCheck::Invalid);
-        assert_eq!(
-            key.check(&n.to_ascii_uppercase(), 1_000_000, 30_000),
-            NonceCheck::Invalid
-        );
-        assert_eq!(
-            key.check(&format!("{n}0"), 1_000_000, 30_000),
-            NonceCheck::Invalid
-        );
-        assert_eq!(format!("{key:?}"), "NonceKey(<redacted>)");
     }
 
     #[test]
@@ -623,15 +655,22 @@ mod tests {
             opaque: None,
             stale: false,
             qop_auth: true,
+            algorithm: Algorithm::Md5,
         };
-        unauthorized
-            .headers
-            .push("WWW-Authenticate", ch.to_string());
-        let ha1 = ha1("a@x", "x", "pw");
-        authorize(&mut request, &unauthorized, "a@x", &ha1, "c1").unwrap();
+        // SHA-256 is preferred wherever it stands among the challenges.
+        let sha = Challenge {
+            algorithm: Algorithm::Sha256,
+            ..ch.clone()
+        };
+        for h in [ch.to_string(), sha.to_string(), "Digest garbage".into()] {
+            unauthorized.headers.push("WWW-Authenticate", h);
+        }
+        authorize(&mut request, &unauthorized, "a@x", "pw", "c1").unwrap();
         let creds = Credentials::parse(request.headers.get("Authorization").unwrap()).unwrap();
-        assert!(creds.verify(&ha1, "REGISTER"));
+        assert_eq!(creds.algorithm, Algorithm::Sha256);
+        assert!(creds.verify(&Algorithm::Sha256.ha1("a@x", "x", "pw"), "REGISTER"));
+        assert!(!creds.verify(&ha1("a@x", "x", "pw"), "REGISTER"));
         let bare = crate::Response::for_request(&request, 401, "Unauthorized", None);
-        assert!(authorize(&mut request, &bare, "a@x", &ha1, "c1").is_err());
+        assert!(authorize(&mut request, &bare, "a@x", "pw", "c1").is_err());
     }
 }

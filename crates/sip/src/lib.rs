@@ -7,7 +7,9 @@
 
 pub mod digest;
 pub mod federation;
+mod hex;
 pub mod message;
+pub mod nonce;
 mod syntax;
 pub mod uri;
 

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sip::digest::{self, Challenge, Credentials, NonceCheck, NonceKey};
+use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceKey};
 use sip::{
     Headers, Message, Method, NameAddr, ParseError, Request, Response, Uri, Via, frame_length,
 };
@@ -319,16 +319,19 @@ proptest! {
         uri in uri(),
         cnonce in "[a-zA-Z0-9]{1,16}",
         nc in any::<u32>(),
+        sha256 in any::<bool>(),
     ) {
-        let ch = Challenge { realm: realm.clone(), nonce, opaque, stale: false, qop_auth };
+        let algorithm = if sha256 { Algorithm::Sha256 } else { Algorithm::Md5 };
+        let ch = Challenge { realm: realm.clone(), nonce, opaque, stale: false, qop_auth, algorithm };
         prop_assert_eq!(Challenge::parse(&ch.to_string()), Ok(ch.clone()));
         let (method, other_method) = methods;
         let uri = uri.to_string();
-        let h = digest::ha1(&user, &realm, &password);
+        let h = algorithm.ha1(&user, &realm, &password);
         let c = Credentials::answer(&ch, &user, &h, method.as_str(), &uri, &cnonce, nc);
         prop_assert!(c.verify(&h, method.as_str()));
         prop_assert!(!c.verify(&h, other_method.as_str()));
-        let wrong = digest::ha1(&user, &realm, &format!("{password}x"));
+        prop_assert_eq!(c.count(), if qop_auth { Some(nc) } else { Some(1) });
+        let wrong = algorithm.ha1(&user, &realm, &format!("{password}x"));
         prop_assert!(!c.verify(&wrong, method.as_str()));
         let parsed = Credentials::parse(&c.to_string());
         prop_assert_eq!(parsed.as_ref(), Ok(&c));
@@ -353,7 +356,7 @@ proptest! {
             nc,
             qop,
             opaque,
-            algorithm: Some("MD5".to_owned()),
+            algorithm: Algorithm::Sha256,
         };
         prop_assert_eq!(Credentials::parse(&c.to_string()), Ok(c));
     }
@@ -369,19 +372,21 @@ proptest! {
         replacement in prop_oneof![proptest::char::range('0', '9'), proptest::char::range('a', 'z'), proptest::char::range('A', 'Z'), Just(':'), Just('é')],
     ) {
         let key = NonceKey::new(key);
-        let nonce = key.issue(issued);
+        let me = "fe1.contoso.com";
+        let nonce = key.issue(issued, me);
         let age = (max_age as f64 * age_fraction) as u64;
-        prop_assert_eq!(key.check(&nonce, issued + age, max_age), NonceCheck::Valid);
-        prop_assert_eq!(key.check(&nonce, issued + max_age + overshoot, max_age), NonceCheck::Stale);
+        prop_assert_eq!(key.check(&nonce, me, issued + age, max_age), NonceCheck::Valid { issued_ms: issued });
+        prop_assert_eq!(key.check(&nonce, "fe2.contoso.com", issued + age, max_age), NonceCheck::Invalid);
+        prop_assert_eq!(key.check(&nonce, me, issued + max_age + overshoot, max_age), NonceCheck::Stale);
         if issued > 5_000 + overshoot {
-            prop_assert_eq!(key.check(&nonce, issued - 5_000 - overshoot, max_age), NonceCheck::Stale);
+            prop_assert_eq!(key.check(&nonce, me, issued - 5_000 - overshoot, max_age), NonceCheck::Stale);
         }
         let mut chars: Vec<char> = nonce.chars().collect();
         let i = edit_at.index(chars.len());
         prop_assume!(chars[i] != replacement);
         chars[i] = replacement;
         let forged: String = chars.into_iter().collect();
-        prop_assert_eq!(key.check(&forged, issued, max_age), NonceCheck::Invalid);
+        prop_assert_eq!(key.check(&forged, me, issued, max_age), NonceCheck::Invalid);
     }
 }
 

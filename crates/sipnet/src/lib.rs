@@ -7,18 +7,30 @@
 //! Every datagram and frame goes through the `sip` crate's bounded parser; what does not
 //! parse is handed to the owner as [`Incoming::Malformed`] so it can answer 400 or 513
 //! when the bytes allow it, and never stops the loop.
+//!
+//! A flood must not starve what keeps the deployment healthy: a server endpoint
+//! ([`Endpoint::bind_server`]) hands OPTIONS from the deployment's own servers (the partner
+//! pool's health probes) to a queue of their own, so a full queue of strangers' requests
+//! never delays them (a 30 s REGISTER flood once made a partner pool declare a pool down).
+//! Dropped datagrams are logged as one line per interval with a count, not one a datagram.
+//! Over TCP, [`next_frame`] bounds time, not reads: a message must complete within
+//! [`FrameLimits::partial`] of its first byte and a connection without a whole message
+//! for [`FrameLimits::idle`] is closed, however its bytes trickle in.
 
-use std::collections::HashMap;
+pub mod budget;
+
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sip::{Message, Method, ParseError, Request, Response, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// RFC 3261's T1: the first retransmission interval over UDP.
 pub const T1: Duration = Duration::from_millis(500);
@@ -28,6 +40,15 @@ pub const T1: Duration = Duration::from_millis(500);
 pub enum Incoming {
     Request(Request, SocketAddr),
     Malformed(Vec<u8>, ParseError, SocketAddr),
+}
+
+impl Incoming {
+    /// Where it came from.
+    pub fn peer(&self) -> SocketAddr {
+        match self {
+            Incoming::Request(_, peer) | Incoming::Malformed(_, _, peer) => *peer,
+        }
+    }
 }
 
 /// A UDP SIP endpoint. Its receiving task ends when the endpoint is dropped.
@@ -45,6 +66,24 @@ struct Shared {
     local: SocketAddr,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     counter: AtomicU64,
+    /// The addresses whose OPTIONS take the priority queue: the deployment's servers.
+    priority_sources: RwLock<HashSet<IpAddr>>,
+}
+
+/// How many requests wait in an endpoint's queue before more are dropped.
+pub const QUEUE: usize = 1024;
+/// How many health probes wait in a server endpoint's priority queue.
+pub const PRIORITY_QUEUE: usize = 256;
+/// The receive buffer asked of the kernel for a server endpoint, so that a burst is
+/// queued rather than dropped before it is read (the system may grant less).
+const SERVER_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The queues of a server endpoint: requests, and the priority one for the health probes
+/// of the deployment's own servers.
+#[derive(Debug)]
+pub struct ServerQueues {
+    pub requests: mpsc::Receiver<Incoming>,
+    pub probes: mpsc::Receiver<Incoming>,
 }
 
 impl Endpoint {
@@ -52,37 +91,110 @@ impl Endpoint {
     /// returned channel.
     pub async fn bind(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, mpsc::Receiver<Incoming>)> {
         let socket = UdpSocket::bind(addr).await?;
+        let (endpoint, rx, _) = Endpoint::start(socket, false)?;
+        Ok((endpoint, rx))
+    }
+
+    /// Binds `addr` as a server: a large receive buffer, and OPTIONS from the addresses
+    /// given to [`Endpoint::set_priority_sources`] on a queue of their own.
+    pub async fn bind_server(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, ServerQueues)> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if let Err(e) = socket.set_recv_buffer_size(SERVER_RECEIVE_BUFFER) {
+            tracing::debug!(error = %e, "the SIP receive buffer stays at the system's size");
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
+        let (endpoint, requests, probes) = Endpoint::start(socket, true)?;
+        let probes = probes.expect("a server endpoint has a priority queue");
+        Ok((endpoint, ServerQueues { requests, probes }))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        socket: UdpSocket,
+        server: bool,
+    ) -> io::Result<(
+        Arc<Endpoint>,
+        mpsc::Receiver<Incoming>,
+        Option<mpsc::Receiver<Incoming>>,
+    )> {
         let local = socket.local_addr()?;
         let shared = Arc::new(Shared {
             socket,
             local,
             pending: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            priority_sources: RwLock::default(),
         });
-        let (tx, rx) = mpsc::channel(1024);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (priority_tx, priority_rx) = if server {
+            let (ptx, prx) = mpsc::channel(PRIORITY_QUEUE);
+            (Some(ptx), Some(prx))
+        } else {
+            (None, None)
+        };
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(shared.clone().receive(tx, stopped));
+        tokio::spawn(shared.clone().receive(tx, priority_tx, stopped));
         Ok((
             Arc::new(Endpoint {
                 shared,
                 _stop: stop,
             }),
             rx,
+            priority_rx,
         ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local
     }
+
+    /// Whether `source` is one of the addresses given to [`Endpoint::set_priority_sources`].
+    pub fn is_priority_source(&self, source: IpAddr) -> bool {
+        self.shared.is_server(source)
+    }
+
+    /// The addresses whose OPTIONS go to the priority queue (the deployment's servers).
+    pub fn set_priority_sources(&self, sources: HashSet<IpAddr>) {
+        if let Ok(mut s) = self.shared.priority_sources.write()
+            && *s != sources
+        {
+            *s = sources;
+        }
+    }
 }
 
 impl Shared {
+    /// Whether `source` is one of the deployment's servers.
+    fn is_server(&self, source: IpAddr) -> bool {
+        self.priority_sources
+            .read()
+            .is_ok_and(|s| s.contains(&source))
+    }
+
+    /// Whether `request` from `peer` is a health probe of the deployment's own servers.
+    fn is_priority(&self, request: &Request, peer: SocketAddr) -> bool {
+        request.method == Method::Options && self.is_server(peer.ip())
+    }
+
     /// Receives until `stopped` closes (the endpoint was dropped).
     async fn receive(
         self: Arc<Self>,
         tx: mpsc::Sender<Incoming>,
+        priority: Option<mpsc::Sender<Incoming>>,
         mut stopped: oneshot::Receiver<()>,
     ) {
+        let mut dropped =
+            listener::drops::Counter::new("SIP datagrams dropped: the endpoint's queue is full");
+        let mut over_budget = listener::drops::Counter::new(
+            "SIP datagrams dropped: their source sent more than its share",
+        );
+        let mut budget = budget::SourceBudget::default();
         let mut buf = vec![0u8; 65_536];
         loop {
             let received = tokio::select! {
@@ -94,6 +206,14 @@ impl Shared {
                 // ICMP errors of earlier sends surface here on some systems; keep going.
                 Err(_) => continue,
             };
+            // A server reads a stranger's datagrams within its budget, before parsing.
+            if priority.is_some()
+                && !self.is_server(peer.ip())
+                && !budget.take(peer.ip(), Instant::now())
+            {
+                over_budget.add(peer);
+                continue;
+            }
             let bytes = &buf[..n];
             if bytes.iter().all(|b| *b == b'\r' || *b == b'\n') {
                 continue; // keep-alive
@@ -113,11 +233,21 @@ impl Shared {
                     }
                     continue;
                 }
-                Ok(Message::Request(req)) => Incoming::Request(req, peer),
+                Ok(Message::Request(req)) => {
+                    if let Some(priority) = &priority
+                        && self.is_priority(&req, peer)
+                    {
+                        if priority.try_send(Incoming::Request(req, peer)).is_err() {
+                            dropped.add(peer);
+                        }
+                        continue;
+                    }
+                    Incoming::Request(req, peer)
+                }
                 Err(e) => Incoming::Malformed(bytes.to_vec(), e, peer),
             };
             if tx.try_send(incoming).is_err() {
-                tracing::warn!(%peer, "SIP endpoint overloaded; dropping a datagram");
+                dropped.add(peer);
             }
         }
     }
@@ -205,7 +335,11 @@ pub async fn tcp_request(
         stream.write_all(&request.to_bytes()).await?;
         let mut buf = Vec::new();
         loop {
-            let frame = next_frame(&mut stream, &mut buf, timeout).await?;
+            let limits = FrameLimits {
+                idle: timeout,
+                partial: timeout,
+            };
+            let frame = next_frame(&mut stream, &mut buf, limits).await?;
             let Some(frame) = frame else {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -232,16 +366,40 @@ pub async fn tcp_request(
         })
 }
 
+/// How long a stream may take over its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// The longest wait for a whole message, counted from the call (the end of the
+    /// previous message, or the connection's opening); keep-alive CRLFs do not restart it.
+    pub idle: Duration,
+    /// The longest a message may take from its first byte to its last.
+    pub partial: Duration,
+}
+
+impl FrameLimits {
+    /// SIP over TCP and TLS on every listener: a message completes within 10 s of its
+    /// first byte (a client that has one to send sends it at once), and a connection idle
+    /// for 2 minutes is closed (a client keeps a connection only while it uses it).
+    pub const LISTENER: FrameLimits = FrameLimits {
+        idle: Duration::from_secs(120),
+        partial: Duration::from_secs(10),
+    };
+}
+
 /// Reads until one whole message is at the front of `buf` and returns its bytes, leaving
 /// what follows in `buf`; keep-alive CRLFs are skipped. `Ok(None)` at the end of the
 /// stream; `Ok(Some(Err(_)))` when the stream can no longer be framed (`buf` then holds
-/// what arrived, for an answer); an error when nothing arrives for `idle`.
-pub async fn next_frame(
-    stream: &mut TcpStream,
+/// what arrived, for an answer); a `TimedOut` error when no whole message arrives within
+/// `limits` (see [`FrameLimits`]). Generic over the stream, so TCP and TLS share it.
+pub async fn next_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
-    idle: Duration,
+    limits: FrameLimits,
 ) -> io::Result<Option<Result<Vec<u8>, ParseError>>> {
     let mut chunk = [0u8; 8192];
+    let idle_deadline = Instant::now() + limits.idle;
+    // When the message in progress began (its first byte other than a keep-alive).
+    let mut started: Option<Instant> = None;
     loop {
         match sip::frame_length(buf) {
             Ok(Some(n)) => {
@@ -254,9 +412,21 @@ pub async fn next_frame(
             Ok(None) => {}
             Err(e) => return Ok(Some(Err(e))),
         }
-        let n = tokio::time::timeout(idle, stream.read(&mut chunk))
+        if started.is_none() && buf.iter().any(|b| *b != b'\r' && *b != b'\n') {
+            started = Some(Instant::now());
+        }
+        // A message begun gets its whole `partial` time, even late in the idle time.
+        let deadline = started.map_or(idle_deadline, |at| at + limits.partial);
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the connection was idle"))??;
+            .map_err(|_| {
+                let what = if started.is_some() {
+                    "a message did not complete in time"
+                } else {
+                    "the connection was idle"
+                };
+                io::Error::new(io::ErrorKind::TimedOut, what)
+            })??;
         if n == 0 {
             return Ok(None);
         }
@@ -393,6 +563,65 @@ mod tests {
         assert!(text.starts_with("SIP/2.0 513"), "{text}");
         // Responses are never answered.
         assert!(answer_malformed(b"SIP/2.0 200 OK\r\n\r\n", &err).is_none());
+    }
+
+    /// A stream that yields `chunks`, one every `every`, then stays open and silent.
+    async fn trickle(chunks: Vec<&'static [u8]>, every: Duration) -> tokio::io::DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut client = client;
+            for c in chunks {
+                tokio::time::sleep(every).await;
+                if client.write_all(c).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        server
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_trickled_a_byte_at_a_time_is_cut_off_after_its_time() {
+        // One byte every 5 s: a per-read timeout would never fire.
+        let bytes: Vec<&'static [u8]> = OPTIONS.chunks(1).collect();
+        let mut stream = trickle(bytes, Duration::from_secs(5)).await;
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let err = next_frame(&mut stream, &mut buf, FrameLimits::LISTENER)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // The first byte came at 5 s; the message had until 15 s.
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_do_not_hold_a_connection_past_its_idle_time() {
+        let crlfs: Vec<&'static [u8]> = vec![b"\r\n\r\n"; 100];
+        let mut stream = trickle(crlfs, Duration::from_secs(30)).await;
+        let start = Instant::now();
+        let err = next_frame(&mut stream, &mut Vec::new(), FrameLimits::LISTENER)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), FrameLimits::LISTENER.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn whole_messages_in_time_are_framed_one_after_another() {
+        let mut stream = trickle(vec![OPTIONS, OPTIONS], Duration::from_secs(100)).await;
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            let frame = next_frame(&mut stream, &mut buf, FrameLimits::LISTENER)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame, OPTIONS);
+        }
     }
 
     #[test]

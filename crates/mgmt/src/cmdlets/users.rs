@@ -69,10 +69,12 @@ pub async fn enable(call: &Call<'_>) -> Reply {
         registrar_pool: pool.clone(),
         enabled: true,
         ha1: String::new(),
+        ha1_sha256: None,
         realm: realm.clone(),
     };
     let user = UserRecord {
         ha1: sip::digest::ha1(user.username(), &realm, &password),
+        ha1_sha256: Some(sip::digest::Algorithm::Sha256.ha1(user.username(), &realm, &password)),
         ..user
     };
     let info = master
@@ -232,6 +234,15 @@ pub async fn bulk_enable(
             ))
             .into());
         }
+        if u.ha1_sha256
+            .as_ref()
+            .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Refused::BadRequest(format!(
+                "the ha1_sha256 of {sip} is not 64 hex digits (SHA-256 of user:realm:password)"
+            ))
+            .into());
+        }
         let record = UserRecord {
             identity: u.identity.clone(),
             realm: realm_of(&sip),
@@ -239,6 +250,7 @@ pub async fn bulk_enable(
             registrar_pool: pool,
             enabled: true,
             ha1: u.ha1.to_ascii_lowercase(),
+            ha1_sha256: u.ha1_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
         };
         changes.push((user_key(&sip), Some(json(&record))));
     }

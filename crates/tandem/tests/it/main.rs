@@ -11,6 +11,7 @@ mod lab;
 mod restart;
 mod shell;
 mod shipping;
+mod sip_attacks;
 mod tls;
 mod topology;
 mod users;

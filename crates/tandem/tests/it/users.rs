@@ -350,13 +350,19 @@ fn registrars_answer_bad_sip_with_the_right_codes_and_keep_serving() {
     let n = tcp.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
 
-    // Unknown users get 404, disabled users 403; sign-in still works for the others.
+    // An unknown user is refused as a wrong password is (nothing says who exists);
+    // disabled users get 403 once they prove their password; sign-in still works for the
+    // others.
     let out = client(
         &lab,
         "sip:nobody@contoso.com",
         &["--password", "x", "sign-in"],
     );
-    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("403 Forbidden (wrong user name or password)"),
+        "{}",
+        stderr(&out)
+    );
     ok(
         &lab.shell(
             None,
