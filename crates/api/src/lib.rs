@@ -19,7 +19,10 @@ mod types;
 pub mod users;
 
 pub use client::{CallError, Client, base, https};
-pub use error::{ApiError, check_token, constant_time_eq};
+pub use error::{
+    ApiError, bearer_token, check_token, constant_time_eq, method_not_allowed, shown, token_digest,
+    tokens_match, unauthorized,
+};
 pub use types::{ErrorBody, Health, InvokeRequest, InvokeResponse};
 
 /// The HTTP header carrying the deployment's admin token.

@@ -36,6 +36,7 @@ pub fn router(service: BackupService, token: String) -> Router {
         .route(CHECKSUMS_PATH, get(checksums))
         .layer(middleware::from_fn_with_state(link.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such backup route") })
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(link)
 }
 
@@ -110,7 +111,10 @@ async fn checksums(
     let module = crate::Module::from_short(&q.module).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown module {:?}", q.module),
+            format!(
+                "unknown module {}; the modules are PresenceFocus, DataConf and CMSMaster",
+                api::shown(&q.module)
+            ),
         )
     })?;
     Ok(Json(

@@ -157,6 +157,14 @@ pub async fn serve(
                 .with_state(ca),
         );
     }
+    let app = app
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no such route; the DNS server takes POST /api/v1/invoke",
+            )
+        })
+        .method_not_allowed_fallback(api::method_not_allowed);
     tracing::info!(%dns, %api, "DNS server started");
     let stopped = tokio_util::sync::CancellationToken::new();
     let cancel = stopped.clone();

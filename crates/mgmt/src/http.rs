@@ -87,6 +87,7 @@ pub fn router(mgmt: Mgmt) -> Router {
                 "no such route; GET /openapi.json describes this API",
             )
         })
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(mgmt)
 }
 
@@ -125,7 +126,11 @@ pub(crate) async fn health(State(mgmt): State<Mgmt>) -> Json<Health> {
     Json(Health {
         cms_writable,
         fqdn: node.fqdn.clone(),
-        role: format!("{:?}", node.role),
+        role: match node.role {
+            topology::Role::FrontEnd => "FrontEnd",
+            topology::Role::Edge => "Edge",
+        }
+        .to_string(),
         pool: node.pool.clone(),
         replica_version: node.replica.version(),
         cms_master,

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -53,14 +53,15 @@ pub fn router(server: Arc<Node>) -> Router {
         )
         .route("/users/v1/meetings/{id}/content", get(list_content))
         .route(
-            "/users/v1/meetings/{id}/content/{name}",
+            "/users/v1/meetings/{id}/content/{file}",
             get(get_content).put(put_content).delete(delete_content),
         )
         .route("/users/v1/settings", get(list_settings))
         .route(
-            "/users/v1/settings/{name}",
+            "/users/v1/settings/{setting}",
             get(get_setting).put(put_setting),
         )
+        .route_layer(middleware::from_fn(check_names))
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
         .layer(middleware::from_fn_with_state(server.clone(), gate))
         .fallback(|| async {
@@ -69,6 +70,7 @@ pub fn router(server: Arc<Node>) -> Router {
                 "no such user-services route; see /users/v1/me",
             )
         })
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(server)
 }
 
@@ -212,19 +214,50 @@ async fn authenticate(server: &Node, headers: &HeaderMap) -> Result<UserRecord, 
     Ok(user)
 }
 
-/// A key segment: letters, digits, `.`, `-`, `_`, `@`, `:`, `+`; 1 to 200 characters.
-fn check_segment(what: &str, value: &str) -> Result<(), Response> {
+/// Checks every name a route's path carries, before any handler sees it, by what the
+/// route calls it: `contact` is a SIP address (as `PUT` stores it), `id`, `file` and
+/// `setting` (and any other) are key segments. One check for every method of every route, so a name one
+/// method refuses is refused by all of them (a `DELETE` once took `..` that `PUT` refused).
+async fn check_names(params: RawPathParams, request: Request, next: Next) -> Response {
+    for (param, value) in params.iter() {
+        if let Err(reason) = check_name(param, value) {
+            return error(StatusCode::BAD_REQUEST, reason);
+        }
+    }
+    next.run(request).await
+}
+
+/// The longest name a route takes.
+const NAME_MAX_CHARS: usize = 200;
+
+/// Whether `value` is a valid name for the path parameter `param`; why not otherwise.
+fn check_name(param: &str, value: &str) -> Result<(), String> {
+    let what = match param {
+        "contact" => {
+            if value.len() > NAME_MAX_CHARS {
+                return Err(format!(
+                    "a contact is a SIP address of at most {NAME_MAX_CHARS} characters"
+                ));
+            }
+            return cms::directory::check_sip_address(value).map(drop);
+        }
+        "id" => "meeting id",
+        "file" => "file name",
+        "setting" => "setting",
+        // A route added with another name gets the strictest check.
+        other => other,
+    };
     let ok = !value.is_empty()
-        && value.len() <= 200
+        && value.len() <= NAME_MAX_CHARS
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-@:+".contains(c));
     if ok && value != "." && value != ".." {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{what} {value:?} must be 1-200 letters, digits or . - _ @ : +"),
+        Err(format!(
+            "{what} {} must be 1-{NAME_MAX_CHARS} letters, digits or . - _ @ : + (and not . or ..)",
+            api::shown(value)
         ))
     }
 }
@@ -410,10 +443,7 @@ async fn put_contact(
     Path(contact): Path<String>,
     body: Result<Json<Contact>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let contact = match cms::directory::check_sip_address(&contact) {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    let contact = cms::directory::normalize_sip(&contact);
     let entry = match json_body(body, "the contact is not {\"group\", \"display_name\"}") {
         Ok(b) => b,
         Err(r) => return r,
@@ -466,9 +496,6 @@ async fn get_meeting(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     get_one(
         &server,
         &caller.user.sip_address,
@@ -484,9 +511,6 @@ async fn put_meeting(
     Path(id): Path<String>,
     body: Result<Json<Meeting>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     let meeting = match json_body(
         body,
         "the meeting is not {\"subject\", \"start\", \"end\", \"attendees\"}",
@@ -508,9 +532,6 @@ async fn delete_meeting(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     let content =
         match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
             Ok(c) => c,
@@ -530,9 +551,6 @@ async fn list_content(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
         Ok(items) => Json(items.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response(),
         Err(r) => r,
@@ -545,9 +563,6 @@ async fn put_content(
     Path((id, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
-    }
     let be = match backend(&server) {
         Ok(be) => be,
         Err(r) => return r,
@@ -580,9 +595,6 @@ async fn get_content(
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
-    }
     let be = match backend(&server) {
         Ok(be) => be,
         Err(r) => return r,
@@ -620,9 +632,6 @@ async fn delete_content(
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
-    }
     write(
         &server,
         &caller,
@@ -651,9 +660,6 @@ async fn get_setting(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("setting", &name) {
-        return r;
-    }
     get_one(
         &server,
         &caller.user.sip_address,
@@ -669,9 +675,6 @@ async fn put_setting(
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_segment("setting", &name) {
-        return r;
-    }
     let value = match json_body(body, "a setting is any JSON value") {
         Ok(b) => b,
         Err(r) => return r,
@@ -686,4 +689,25 @@ async fn put_setting(
         ),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn every_route_refuses_the_same_names() {
+        for param in ["contact", "id", "file", "setting"] {
+            for bad in ["", ".", "..", "a/b", "a b", "a\u{0}b", &"x".repeat(201)] {
+                let e = check_name(param, bad).unwrap_err();
+                assert!(!e.contains("\\u"), "{e}");
+            }
+        }
+        assert!(check_name("contact", "sip:bob@contoso.com").is_ok());
+        assert!(check_name("contact", "bob@contoso.com").is_ok());
+        assert!(check_name("contact", "sip:..").is_err());
+        assert!(check_name("id", "m-1").is_ok());
+        assert!(check_name("file", "slides.pdf").is_ok());
+        assert!(check_name("setting", "theme").is_ok());
+    }
 }

@@ -287,6 +287,11 @@ impl Lab {
         })
     }
 
+    /// The lab administrator's token (lab.json's `admin_token`).
+    pub(crate) fn admin_token(&self) -> String {
+        self.token.clone()
+    }
+
     pub(crate) fn dir(&self) -> &str {
         self.path.to_str().unwrap()
     }

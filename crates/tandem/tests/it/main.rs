@@ -1,5 +1,6 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
+mod api_attacks;
 mod architecture;
 mod cms;
 mod cms_turns;
