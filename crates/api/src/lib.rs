@@ -14,6 +14,7 @@ pub mod bind;
 mod client;
 mod error;
 pub mod faults;
+pub mod openapi;
 pub mod records;
 mod types;
 pub mod users;
@@ -44,6 +45,9 @@ pub mod paths {
     pub const HEALTH: &str = "/health";
     /// The OpenAPI document; no token.
     pub const OPENAPI: &str = "/openapi.json";
+    /// The OpenAPI document of the backup link (served by every Front End on its Backup
+    /// Service port); no token.
+    pub const BACKUP_LINK_OPENAPI: &str = "/openapi/backup-link.json";
     /// One cmdlet call.
     pub const INVOKE: &str = "/api/v1/invoke";
     /// Many users enabled in one CMS version (the lab's `--users N`).

@@ -130,6 +130,37 @@ fn only_bearer_tokens_pass_every_refusal_is_a_json_error_in_words_and_names_are_
     let lab = Lab::up_with(&["--users", "2"]);
     bearer_tokens_and_json_errors(&lab);
     user_services_refuse_a_name_the_same_way_for_every_method(&lab);
+    every_described_route_is_served(&lab);
+}
+
+/// Every operation the served documents describe reaches a route: never the fallback's
+/// 404 or a 405 (the documents are made from the routers, and the unit tests compare them
+/// with the routes' names; this checks the live servers).
+fn every_described_route_is_served(lab: &Lab) {
+    let fe = lab.server(FE);
+    let bearer = format!("Bearer {}", lab.admin_token());
+    for base in [management(lab, FE), Lab::user_services(&fe)] {
+        let doc = call(lab, "GET", &format!("{base}/openapi.json"), &[], None).json();
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 10, "{base}: {}", paths.len());
+        for (path, item) in paths {
+            let concrete = path
+                .replace("{contact}", "sip:nobody@contoso.com")
+                .replace("{id}", "m1")
+                .replace("{file}", "f1")
+                .replace("{setting}", "s1");
+            for method in item.as_object().unwrap().keys() {
+                let method = method.to_uppercase();
+                let a = raw(lab, &base, &method, &concrete, &bearer);
+                assert_ne!(a.status, 405, "{method} {path} at {base}: {}", a.body);
+                assert!(
+                    !a.body.starts_with(r#"{"error":"no such"#),
+                    "{method} {path} at {base} is not served: {}",
+                    a.body
+                );
+            }
+        }
+    }
 }
 
 fn bearer_tokens_and_json_errors(lab: &Lab) {
