@@ -39,6 +39,11 @@ pub fn bearer(token: &str) -> String {
 /// forwarded call is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-tandem-forwarded-by";
 
+/// The header with which a server that forwards an operator's cmdlet names the operator
+/// and its roles (`name;Role,Role`); a server believes it only from a caller holding the
+/// deployment's token.
+pub const OPERATOR_HEADER: &str = "x-tandem-operator";
+
 /// The routes of a server's management API.
 pub mod paths {
     /// Liveness and identity; no token.

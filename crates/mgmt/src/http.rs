@@ -27,6 +27,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
+use crate::operators::Operator;
 use crate::{Error, Mgmt, Refused};
 
 /// How long a bulk enable waits for this server's own replica to have it.
@@ -182,12 +183,23 @@ pub fn router(mgmt: Mgmt) -> Router {
         .with_state(mgmt)
 }
 
+/// Who is calling (an operator, or a server with the deployment's token); the routes other
+/// than cmdlet calls are the servers' own.
 async fn authenticate(
     State(mgmt): State<Mgmt>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    api::check_token(request.headers(), &mgmt.node.token)?;
+    let operator = crate::operators::authenticate(
+        request.headers(),
+        &mgmt.node.token,
+        mgmt.node.replica.store(),
+    )
+    .await?;
+    if request.uri().path() != paths::INVOKE {
+        crate::operators::servers_only(&operator)?;
+    }
+    request.extensions_mut().insert(operator);
     Ok(next.run(request).await)
 }
 
@@ -270,11 +282,20 @@ async fn backup_link_openapi(Extension(documents): Extension<Documents>) -> Resp
 )]
 async fn invoke(
     State(mgmt): State<Mgmt>,
+    Extension(operator): Extension<Operator>,
     headers: HeaderMap,
     Body(request): Body<InvokeRequest>,
 ) -> Result<Json<InvokeResponse>, Error> {
-    let forwarded = headers.contains_key(FORWARDED_HEADER);
-    crate::dispatch::invoke(&mgmt, request, forwarded)
+    // Only a server (the deployment's token) says it forwarded a call.
+    let forwarded_by = headers
+        .get(FORWARDED_HEADER)
+        .filter(|_| operator.deployment)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let caller = crate::dispatch::Caller {
+        operator,
+        forwarded_by,
+    };
+    crate::dispatch::invoke(&mgmt, request, &caller)
         .await
         .map(Json)
 }

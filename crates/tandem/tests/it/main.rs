@@ -10,6 +10,7 @@ mod edge;
 mod failover;
 mod lab;
 mod restart;
+mod roles;
 mod shell;
 mod shipping;
 mod tls;
