@@ -74,8 +74,53 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             .merge(user_routes())
             .routes(routes!(openapi_document))
             .into_openapi();
+    describe_gate(&mut doc);
     api::openapi::describe_errors(&mut doc);
     doc
+}
+
+/// What [`gate`] and [`check_names`] answer for every user route, described once.
+fn describe_gate(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let redirect = ResponseBuilder::new()
+        .description("another pool serves the user; `Location` names it")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Redirect")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            if operation.security.is_none() {
+                continue;
+            }
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("307".into())
+                .or_insert_with(|| RefOr::T(redirect.clone()));
+            for (status, description) in [
+                (
+                    "400",
+                    "a name in the path is not valid, or the body is not what the route takes",
+                ),
+                (
+                    "403",
+                    "the user is disabled, or the data is read-only (a failover) or unavailable (resiliency mode)",
+                ),
+                (
+                    "503",
+                    "the data is unavailable (resiliency mode), or RTCSRV is stopped",
+                ),
+            ] {
+                responses
+                    .entry(status.into())
+                    .or_insert_with(|| RefOr::T(api::openapi::error_response(description)));
+            }
+        }
+    }
 }
 
 /// The routes, mounted on the user-services port.
