@@ -127,6 +127,20 @@ fn a_view_only_operator_reads_but_changes_nothing_and_the_audit_log_names_who_di
     };
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("CsServerAdministrator"), "{body}");
+    // Naming another operator, as a forwarding server does, gets an operator nowhere: only
+    // the deployment's token is believed when it says whose call it forwards.
+    let a = crate::api_attacks::call(
+        &lab,
+        "POST",
+        &format!("{}/api/v1/invoke", crate::api_attacks::management(&lab, FE)),
+        &[
+            ("authorization", &format!("Bearer {kim_token}")),
+            ("x-tandem-operator", "administrator;CsAdministrator"),
+            ("x-tandem-forwarded-by", "pool1-fe2.contoso.com"),
+        ],
+        Some(r#"{"cmdlet":"Stop-CsWindowsService","parameters":{"Name":"RTCSRV"}}"#),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
     // The servers' own routes are not an operator's.
     let a = crate::api_attacks::call(
         &lab,
@@ -144,8 +158,19 @@ fn a_view_only_operator_reads_but_changes_nothing_and_the_audit_log_names_who_di
         "Normal"
     );
 
-    // sam operates servers (a replication run through the master) but changes no user.
-    let out = as_operator(&lab, "sam", "Invoke-CsManagementStoreReplication");
+    // sam operates servers (a replication, forwarded from pool2 to the master, which checks
+    // sam's role again and records the call with where sam came in) but changes no user.
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "--operator",
+        "sam",
+        "--server",
+        "pool2-fe1.contoso.com",
+        "-c",
+        "Invoke-CsManagementStoreReplication",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = as_operator(
         &lab,
