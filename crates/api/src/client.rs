@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{ErrorBody, Health, InvokeRequest, InvokeResponse};
-use crate::{FORWARDED_HEADER, TOKEN_HEADER, bearer, paths};
+use crate::{FORWARDED_HEADER, OPERATOR_HEADER, TOKEN_HEADER, bearer, paths};
 
 /// How long a connection may take to open: every server is on a local network.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -108,20 +108,29 @@ impl Client {
         request: &InvokeRequest,
         timeout: Duration,
     ) -> Result<InvokeResponse, CallError> {
-        self.send(base, paths::INVOKE, Some(request), timeout, false)
+        self.send(base, paths::INVOKE, Some(request), timeout, false, None)
             .await
     }
 
     /// Passes a cmdlet call on to another server, marked as forwarded so that it is not
-    /// forwarded again.
+    /// forwarded again, on behalf of the operator `operator` names ([`OPERATOR_HEADER`]'s
+    /// value: the server that runs it checks that operator's roles and records it).
     pub async fn forward(
         &self,
         base: &str,
         request: &InvokeRequest,
+        operator: &str,
         timeout: Duration,
     ) -> Result<InvokeResponse, CallError> {
-        self.send(base, paths::INVOKE, Some(request), timeout, true)
-            .await
+        self.send(
+            base,
+            paths::INVOKE,
+            Some(request),
+            timeout,
+            true,
+            Some(operator),
+        )
+        .await
     }
 
     /// `POST {base}{path}` with a JSON body: the JSON answer, or the [`ErrorBody`] of a
@@ -133,7 +142,8 @@ impl Client {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.send(base, path, Some(request), timeout, true).await
+        self.send(base, path, Some(request), timeout, true, None)
+            .await
     }
 
     /// `GET {base}{path_and_query}` with the token.
@@ -143,7 +153,7 @@ impl Client {
         path_and_query: &str,
         timeout: Duration,
     ) -> Result<Resp, CallError> {
-        self.send::<(), Resp>(base, path_and_query, None, timeout, false)
+        self.send::<(), Resp>(base, path_and_query, None, timeout, false, None)
             .await
     }
 
@@ -152,6 +162,8 @@ impl Client {
         self.get(base, paths::HEALTH, timeout).await
     }
 
+    /// One call; `forwarded` marks it as a server's, `operator` names whose call a
+    /// forwarded cmdlet is.
     async fn send<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         base: &str,
@@ -159,6 +171,7 @@ impl Client {
         body: Option<&Req>,
         timeout: Duration,
         forwarded: bool,
+        operator: Option<&str>,
     ) -> Result<Resp, CallError> {
         let unreachable = |source| CallError::Unreachable {
             base: base.to_string(),
@@ -173,6 +186,9 @@ impl Client {
         .timeout(timeout);
         if forwarded && let Some(fqdn) = &self.forwarded_by {
             call = call.header(FORWARDED_HEADER, fqdn);
+        }
+        if let Some(operator) = operator {
+            call = call.header(OPERATOR_HEADER, operator);
         }
         let response = call.send().await.map_err(unreachable)?;
         let status = response.status();

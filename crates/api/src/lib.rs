@@ -14,12 +14,16 @@ pub mod bind;
 mod client;
 mod error;
 pub mod faults;
+pub mod openapi;
 pub mod records;
 mod types;
 pub mod users;
 
 pub use client::{CallError, Client, base, https};
-pub use error::{ApiError, check_token, constant_time_eq};
+pub use error::{
+    ApiError, bearer_token, check_token, constant_time_eq, method_not_allowed, shown, token_digest,
+    tokens_match, unauthorized,
+};
 pub use types::{ErrorBody, Health, InvokeRequest, InvokeResponse};
 
 /// The HTTP header carrying the deployment's admin token.
@@ -35,12 +39,20 @@ pub fn bearer(token: &str) -> String {
 /// forwarded call is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-tandem-forwarded-by";
 
+/// The header with which a server that forwards an operator's cmdlet names the operator
+/// and its roles (`name;Role,Role`); a server believes it only from a caller holding the
+/// deployment's token.
+pub const OPERATOR_HEADER: &str = "x-tandem-operator";
+
 /// The routes of a server's management API.
 pub mod paths {
     /// Liveness and identity; no token.
     pub const HEALTH: &str = "/health";
     /// The OpenAPI document; no token.
     pub const OPENAPI: &str = "/openapi.json";
+    /// The OpenAPI document of the backup link (served by every Front End on its Backup
+    /// Service port); no token.
+    pub const BACKUP_LINK_OPENAPI: &str = "/openapi/backup-link.json";
     /// One cmdlet call.
     pub const INVOKE: &str = "/api/v1/invoke";
     /// Many users enabled in one CMS version (the lab's `--users N`).

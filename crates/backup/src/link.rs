@@ -13,8 +13,9 @@ use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::protocol::{
     CHECKSUMS_PATH, Checksums, IMPORT_PATH, ImportRequest, ImportResponse, PoolStatus, STATUS_PATH,
@@ -29,19 +30,42 @@ struct Link {
     token: String,
 }
 
+/// The link's routes, each mounted from its `#[utoipa::path]`, so that every route served
+/// is described in [`openapi`].
+fn routes() -> OpenApiRouter<Link> {
+    let (schemas, paths, import) = routes!(import);
+    let import = import.layer(DefaultBodyLimit::max(crate::protocol::LINK_MAX_BODY_BYTES));
+    OpenApiRouter::new()
+        .routes((schemas, paths, import))
+        .routes(routes!(status))
+        .routes(routes!(wake))
+        .routes(routes!(checksums))
+}
+
+/// The OpenAPI description of the backup link.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    doc.info = utoipa::openapi::InfoBuilder::new()
+        .title("tandem backup link")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "What a paired pool's Backup Service calls on every Front End's Backup Service port: \
+             mutual TLS with a Front End's certificate of the deployment's CA, and the \
+             deployment's token as `Authorization: Bearer <token>`.",
+        ))
+        .build();
+    doc
+}
+
 /// The link's routes for `service`, checking `token` on every call.
 pub fn router(service: BackupService, token: String) -> Router {
     let link = Link { service, token };
-    Router::new()
-        .route(
-            IMPORT_PATH,
-            post(import).layer(DefaultBodyLimit::max(crate::protocol::LINK_MAX_BODY_BYTES)),
-        )
-        .route(STATUS_PATH, get(status))
-        .route(crate::commit::WAKE_PATH, post(wake))
-        .route(CHECKSUMS_PATH, get(checksums))
+    routes()
         .layer(middleware::from_fn_with_state(link.clone(), authenticate))
+        .split_for_parts()
+        .0
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such backup route") })
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(link)
 }
 
@@ -86,6 +110,19 @@ impl From<BackupError> for ApiError {
     }
 }
 
+/// Imports a shipment from the paired pool.
+#[utoipa::path(
+    post,
+    path = IMPORT_PATH,
+    request_body(content = Object, description = "a batch of changes, or a part of a full resync"),
+    responses(
+        (status = 200, description = "the import committed", body = Object),
+        (status = 409, body = api::ErrorBody, description = "the source is not this pool's partner"),
+        (status = 422, body = api::ErrorBody, description = "an item of the shipment is refused"),
+    ),
+    security(("bearer" = [])),
+    tag = "internal"
+)]
 async fn import(
     State(link): State<Link>,
     caller: Option<axum::Extension<PeerCertificate>>,
@@ -119,6 +156,17 @@ async fn import(
     Ok(Json(link.service.import(request).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = crate::commit::WAKE_PATH,
+    request_body(content = Object, description = "the changes a synchronous write waits for"),
+    responses(
+        (status = 200, description = "whether they were shipped", body = Object),
+        (status = 409, body = api::ErrorBody, description = "the pool is not paired"),
+    ),
+    security(("bearer" = [])),
+    tag = "internal"
+)]
 /// Ships at once and answers once the changes a synchronous write on another Front End
 /// waits for are acknowledged (or its timeout passed).
 async fn wake(
@@ -130,6 +178,17 @@ async fn wake(
     Ok(Json(serde_json::json!({ "shipped": shipped })))
 }
 
+/// What this pool's Backup Service holds and has shipped.
+#[utoipa::path(
+    get,
+    path = STATUS_PATH,
+    responses(
+        (status = 200, description = "the pool's backup status", body = Object),
+        (status = 409, body = api::ErrorBody, description = "the pool is not paired"),
+    ),
+    security(("bearer" = [])),
+    tag = "internal"
+)]
 async fn status(State(link): State<Link>) -> Result<Json<PoolStatus>, ApiError> {
     Ok(Json(link.service.local_status().await?))
 }
@@ -140,6 +199,23 @@ struct ChecksumQuery {
     module: String,
 }
 
+/// The checksums of what this pool holds of `source`'s `module`, which a failover's
+/// Verify compares.
+#[utoipa::path(
+    get,
+    path = CHECKSUMS_PATH,
+    params(
+        ("source" = String, Query, description = "the pool whose backup copy to sum"),
+        ("module" = String, Query, description = "PresenceFocus, DataConf or CMSMaster"),
+    ),
+    responses(
+        (status = 200, description = "the checksums", body = Object),
+        (status = 400, body = api::ErrorBody, description = "a query parameter is missing or names no module"),
+        (status = 409, body = api::ErrorBody, description = "the source is not paired with this pool"),
+    ),
+    security(("bearer" = [])),
+    tag = "internal"
+)]
 async fn checksums(
     State(link): State<Link>,
     query: Result<Query<ChecksumQuery>, QueryRejection>,
@@ -148,7 +224,10 @@ async fn checksums(
     let module = crate::Module::from_short(&q.module).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown module {:?}", q.module),
+            format!(
+                "unknown module {}; the modules are PresenceFocus, DataConf and CMSMaster",
+                api::shown(&q.module)
+            ),
         )
     })?;
     Ok(Json(

@@ -762,8 +762,8 @@ pub async fn import(
     }
     let Some(module) = Module::from_short(&request.module) else {
         return Err(BackupError::Refused(format!(
-            "unknown backup module {:?}",
-            request.module
+            "unknown backup module {}",
+            api::shown(&request.module)
         )));
     };
     for (sha, data) in &request.files {

@@ -82,11 +82,11 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(dnsserver::serve(
                 data_dir.join(crate::lab::DNS_ZONE_FILE),
-                listen,
-                api,
+                dnsserver::Listen { dns: listen, api },
                 tls,
                 authority,
                 admin_token,
+                clock::Clock::system(),
                 async {
                     use tokio::signal::unix::{SignalKind, signal};
                     let Ok(mut term) = signal(SignalKind::terminate()) else {

@@ -266,6 +266,10 @@ struct ShellArgs {
     /// The server to connect to, with --lab.
     #[arg(long, value_name = "FQDN", requires = "lab")]
     server: Option<String>,
+    /// Act as this operator, with the token New-CsAdminOperator saved in
+    /// DIR/operators/NAME.token (default: the lab administrator, lab.json's token).
+    #[arg(long, value_name = "NAME", requires = "lab")]
+    operator: Option<String>,
     /// How objects print when the line does not pipe them to a formatter.
     #[arg(long, value_enum, default_value_t = OutputArg::List)]
     output: OutputArg,
@@ -311,13 +315,15 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 OutputArg::Json => cmdlet::OutputFormat::Json,
             };
             match &args.lab {
-                Some(dir) => match remote_executor(dir, args.server.as_deref()) {
-                    Ok(executor) => run_shell(shell::Session::new(executor, format), args),
-                    Err(e) => {
-                        eprintln!("error: {e:#}");
-                        Status::Usage
+                Some(dir) => {
+                    match remote_executor(dir, args.server.as_deref(), args.operator.as_deref()) {
+                        Ok(executor) => run_shell(shell::Session::new(executor, format), args),
+                        Err(e) => {
+                            eprintln!("error: {e:#}");
+                            Status::Usage
+                        }
                     }
-                },
+                }
                 None => run_shell(shell::Session::new(shell::LocalExecutor, format), args),
             }
         }
@@ -420,8 +426,13 @@ fn run_shell<E: shell::Executor>(mut session: shell::Session<E>, args: ShellArgs
 fn remote_executor(
     dir: &std::path::Path,
     fqdn: Option<&str>,
+    operator: Option<&str>,
 ) -> anyhow::Result<shell::RemoteExecutor> {
     let lab = lab::LabFile::load(dir)?;
+    let token = match operator {
+        Some(name) => shell::operator_token(dir, name)?,
+        None => lab.admin_token.clone(),
+    };
     let server = match fqdn {
         Some(f) => lab
             .servers
@@ -446,7 +457,7 @@ fn remote_executor(
     Ok(shell::RemoteExecutor::new(
         server.base_url(),
         server.fqdn.clone(),
-        lab.admin_token.clone(),
+        token,
         dir.display().to_string(),
         &lab.client_tls()?,
     ))

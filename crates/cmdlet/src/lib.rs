@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod diagnostic;
 pub mod help;
 pub mod output;
+pub mod roles;
 pub mod syntax;
 pub mod value;
 

@@ -192,7 +192,8 @@ pub fn check_sip_address(sip: &str) -> Result<String, String> {
         Ok(normal)
     } else {
         Err(format!(
-            "{sip:?} is not a SIP address; write it as sip:alice@contoso.com"
+            "{} is not a SIP address; write it as sip:alice@contoso.com",
+            api::shown(sip)
         ))
     }
 }

@@ -10,6 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -46,17 +47,25 @@ pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the zone in `file` on `dns` (UDP and TCP) and the DnsServer cmdlets on `api`
-/// (over TLS with `tls`, as every listener that takes the admin token) — with the
-/// deployment's CA signing renewals there when `authority` is given — until `stop`
-/// completes; every task it started ends with it.
+/// Where the DNS server listens: DNS itself (UDP and TCP), and its management API.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    pub dns: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// Serves the zone in `file` on `listen.dns` (UDP, and TCP within [`TcpLimits::DEFAULT`]
+/// on `clock`'s time) and the DnsServer cmdlets on `listen.api` (over TLS with `tls`, as
+/// every listener that takes the admin token) — with the deployment's CA signing renewals
+/// there when `authority` is given — until `stop` completes; every task it started ends
+/// with it.
 pub async fn serve(
     file: PathBuf,
-    dns: SocketAddr,
-    api: SocketAddr,
+    Listen { dns, api }: Listen,
     tls: Arc<rustls::ServerConfig>,
     authority: Option<pki::Authority>,
     token: String,
+    clock: clock::Clock,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let zone = load_zone(&file)?;
@@ -92,56 +101,7 @@ pub async fn serve(
             }
         });
     }
-    {
-        let state = state.clone();
-        tasks.spawn(async move {
-            // At most this many TCP clients at once; each exchange must finish in time.
-            let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CLIENTS));
-            // The clients' tasks, ended with this one.
-            let mut clients = tokio::task::JoinSet::new();
-            loop {
-                while clients.try_join_next().is_some() {}
-                let (mut stream, _) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(_) => {
-                        // Out of descriptors, say: wait rather than spin.
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    continue; // dropped: the client retries or uses UDP
-                };
-                let state = state.clone();
-                clients.spawn(async move {
-                    let _slot = slot;
-                    // RFC 1035 section 4.2.2: a two-byte length, then the message.
-                    loop {
-                        let exchange = async {
-                            let mut len = [0u8; 2];
-                            stream.read_exact(&mut len).await.ok()?;
-                            let n = u16::from_be_bytes(len) as usize;
-                            if n == 0 || n > dns::MAX_MESSAGE {
-                                return None;
-                            }
-                            let mut msg = vec![0u8; n];
-                            stream.read_exact(&mut msg).await.ok()?;
-                            let answer = answer(&state, &msg, u16::MAX as usize)?;
-                            let mut out = (answer.len() as u16).to_be_bytes().to_vec();
-                            out.extend_from_slice(&answer);
-                            stream.write_all(&out).await.ok()
-                        };
-                        match tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
-                            .await
-                        {
-                            Ok(Some(())) => {}
-                            _ => return,
-                        }
-                    }
-                });
-            }
-        });
-    }
+    tasks.spawn(serve_tcp(tcp, state.clone(), TcpLimits::DEFAULT, clock));
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/invoke", post(invoke))
@@ -157,6 +117,14 @@ pub async fn serve(
                 .with_state(ca),
         );
     }
+    let app = app
+        .fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no such route; the DNS server takes POST /api/v1/invoke",
+            )
+        })
+        .method_not_allowed_fallback(api::method_not_allowed);
     tracing::info!(%dns, %api, "DNS server started");
     let stopped = tokio_util::sync::CancellationToken::new();
     let cancel = stopped.clone();
@@ -170,8 +138,90 @@ pub async fn serve(
     Ok(())
 }
 
-/// How many TCP clients are served at once.
-const TCP_CLIENTS: usize = 256;
+/// How the DNS server bounds its TCP clients, so that clients that hold connections open
+/// and send nothing cannot keep others out (256 idle connections once filled it).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Clients at once, in all.
+    pub total: usize,
+    /// Clients at once from one address.
+    pub per_source: usize,
+    /// How long a client may take to send a whole query (its two length bytes and the
+    /// message), counted from the connection or the last answer: a client that sends
+    /// nothing or part of a query for this long is dropped.
+    pub query: Duration,
+    /// How long one connection may stay open, however busy.
+    pub lifetime: Duration,
+}
+
+impl TcpLimits {
+    pub const DEFAULT: TcpLimits = TcpLimits {
+        total: 256,
+        per_source: 16,
+        query: Duration::from_secs(3),
+        lifetime: Duration::from_secs(30),
+    };
+}
+
+/// Serves DNS over TCP (RFC 1035 section 4.2.2: a two-byte length, then the message;
+/// several queries on one connection) within `limits`, on `clock`'s time. A connection over
+/// either cap is closed at once: the client retries or uses UDP.
+async fn serve_tcp(
+    tcp: tokio::net::TcpListener,
+    state: Arc<DnsState>,
+    limits: TcpLimits,
+    clock: clock::Clock,
+) {
+    let admission = listener::Admission::new(limits.total, limits.per_source);
+    // The clients' tasks, ended with this one.
+    let mut clients = tokio::task::JoinSet::new();
+    loop {
+        while clients.try_join_next().is_some() {}
+        let (mut stream, peer) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                // Out of descriptors, say: wait rather than spin.
+                clock.sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = admission.admit(peer.ip()) else {
+            tracing::debug!(%peer, "a DNS TCP client over the connection caps, closed");
+            continue;
+        };
+        let state = state.clone();
+        clients.spawn(async move {
+            let _admitted = admitted;
+            let closes_at = clock.deadline(limits.lifetime);
+            loop {
+                let query = async {
+                    let mut len = [0u8; 2];
+                    stream.read_exact(&mut len).await.ok()?;
+                    let n = u16::from_be_bytes(len) as usize;
+                    if n == 0 || n > dns::MAX_MESSAGE {
+                        return None;
+                    }
+                    let mut msg = vec![0u8; n];
+                    stream.read_exact(&mut msg).await.ok()?;
+                    Some(msg)
+                };
+                let by = clock.deadline(limits.query).min(closes_at);
+                let Ok(Some(msg)) = tokio::time::timeout_at(by, query).await else {
+                    return;
+                };
+                let Some(answer) = answer(&state, &msg, u16::MAX as usize) else {
+                    return;
+                };
+                let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+                out.extend_from_slice(&answer);
+                match tokio::time::timeout_at(closes_at, stream.write_all(&out)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+        });
+    }
+}
 
 fn answer(state: &DnsState, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     match parse_query(bytes) {

@@ -132,7 +132,7 @@ fn unpaired_reason(topology: &Topology, cms_pool: &str, here: &str) -> String {
     let version = topology.front_end_pool(cms_pool).map(|p| p.product_version);
     match (version, topology.backup_pool_of(cms_pool)) {
         (Some(v), _) if !v.supports_pairing() => {
-            format!(" ({cms_pool} is a {v:?} pool, which cannot be paired)")
+            format!(" ({cms_pool} is a {v} pool, which cannot be paired)")
         }
         (_, Some(p)) => format!(" (its standby is in {p}, the pool paired with it)"),
         (_, None) => format!(" ({cms_pool} is not paired with {here})"),

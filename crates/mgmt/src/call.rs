@@ -6,6 +6,7 @@ use cms::master::Master;
 
 use crate::Mgmt;
 use crate::error::Error;
+use crate::operators::Operator;
 
 /// What a handler answers.
 pub type Reply = Result<InvokeResponse, Error>;
@@ -19,6 +20,8 @@ pub struct Call<'a> {
     pub master: Option<Master>,
     /// Why no master answered, when the call runs on the replica because of it.
     pub unavailable: Option<String>,
+    /// Who made the call.
+    pub operator: &'a Operator,
 }
 
 impl Call<'_> {

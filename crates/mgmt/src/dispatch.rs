@@ -16,7 +16,8 @@ use node::MasterAt;
 use topology::Topology;
 
 use crate::call::{Call, Reply};
-use crate::{Mgmt, Refused};
+use crate::operators::Operator;
+use crate::{Mgmt, Refused, audit};
 
 /// How long a change waits for this server's replica before answering anyway.
 const OWN_REPLICA_WAIT: Duration = Duration::from_secs(3);
@@ -48,6 +49,9 @@ pub enum Place {
     /// On a Front End of the pool the parameters name: what reads or changes a pool's
     /// Back End runs on one of its own servers.
     FrontEndOf(PoolOf),
+    /// On every server of the topology, the records merged (a server that does not answer
+    /// is a warning); with `-ComputerName`, on that server only.
+    EveryServer,
 }
 
 /// Changes the CMS, or reads it when it answers.
@@ -91,7 +95,11 @@ pub fn place(id: CmdletId) -> Place {
         | InvokeCsManagementStoreReplication
         | EnableCsUser
         | DisableCsUser
-        | SetCsBackupServiceConfiguration => MASTER,
+        | SetCsBackupServiceConfiguration
+        | NewCsAdminOperator
+        | RemoveCsAdminOperator => MASTER,
+        GetCsAdminOperator | GetCsAdminRole => Place::Here,
+        GetCsAdminAuditLog => Place::EveryServer,
         GetCsUser | GetCsUserPoolInfo | GetCsBackupServiceConfiguration => Place::Here,
         GetCsBackupServiceStatus
         | InvokeCsBackupServiceSync
@@ -140,15 +148,30 @@ fn answers_what_if(id: CmdletId) -> bool {
     )
 }
 
-/// Runs one call: here, or where its place says.
-pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, forwarded: bool) -> Reply {
+/// Who sent a call: the operator, and the server that forwarded it, if one did.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub operator: Operator,
+    pub forwarded_by: Option<String>,
+}
+
+/// Runs one call: here, or where its place says, if the caller's roles allow it.
+pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, caller: &Caller) -> Reply {
     let inv = bind_one(&request)?;
+    if let Err(refused) = caller.operator.may_run(inv.cmdlet.id) {
+        let refused: Reply = Err(crate::Error(refused));
+        record(mgmt, caller, &inv, audit::outcome(&refused));
+        return refused;
+    }
+    let forwarded = caller.forwarded_by.is_some();
+    let operator = &caller.operator;
     let id = inv.cmdlet.id;
     let here = |master, unavailable| Call {
         mgmt,
         inv: &inv,
         master,
         unavailable,
+        operator,
     };
     if inv.cmdlet.changes_state && inv.switch("WhatIf") && !answers_what_if(id) {
         return Ok(InvokeResponse::text(format!(
@@ -170,20 +193,27 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, forwarded: bool) -> Rep
             inv.cmdlet.capability.describe()
         ))
         .into()),
-        Place::Here => crate::cmdlets::run(&here(None, None)).await,
-        Place::Computer => match on_computer(mgmt, &request, &inv, forwarded).await {
+        Place::Here => run(caller, &here(None, None)).await,
+        Place::Computer => match on_computer(mgmt, &request, &inv, caller).await {
             Some(reply) => reply,
-            None => crate::cmdlets::run(&here(None, None)).await,
+            None => run(caller, &here(None, None)).await,
+        },
+        Place::EveryServer => match on_computer(mgmt, &request, &inv, caller).await {
+            Some(reply) => reply,
+            None if forwarded || inv.text("ComputerName").is_some() => {
+                run(caller, &here(None, None)).await
+            }
+            None => on_every_server(mgmt, &request, caller, here(None, None)).await,
         },
         Place::Master {
             local_switch,
             replica_when_unavailable,
         } => {
             if local_switch.is_some_and(|s| inv.switch(s)) {
-                return crate::cmdlets::run(&here(None, None)).await;
+                return run(caller, &here(None, None)).await;
             }
             let reply = match mgmt.node.locate_master().await {
-                Ok(MasterAt::Here(master)) => crate::cmdlets::run(&here(Some(master), None)).await,
+                Ok(MasterAt::Here(master)) => run(caller, &here(Some(master), None)).await,
                 Ok(MasterAt::There(_)) | Err(_) if forwarded => {
                     return Err(Refused::Unavailable(format!(
                         "{} is not the active Central Management master",
@@ -191,9 +221,9 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, forwarded: bool) -> Rep
                     ))
                     .into());
                 }
-                Ok(MasterAt::There(base)) => forward(mgmt, &base, &request).await,
+                Ok(MasterAt::There(base)) => forward(mgmt, &base, &request, operator).await,
                 Err(unavailable) if replica_when_unavailable => {
-                    return crate::cmdlets::run(&here(None, Some(unavailable.0))).await;
+                    return run(caller, &here(None, Some(unavailable.0))).await;
                 }
                 Err(unavailable) => return Err(unavailable.into()),
             };
@@ -202,9 +232,97 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, forwarded: bool) -> Rep
         Place::FrontEndOf(pool_of) => {
             let topology = mgmt.node.topology();
             let pool = pool_of(&topology, &inv)?;
-            on_front_end_of(mgmt, &topology, &pool, &request, forwarded, here(None, None)).await
+            on_front_end_of(mgmt, &topology, &pool, &request, caller, here(None, None)).await
         }
     }
+}
+
+/// Runs the handler here; a call that changes state is recorded in the audit log with
+/// its outcome.
+async fn run(caller: &Caller, call: &Call<'_>) -> Reply {
+    let reply = crate::cmdlets::run(call).await;
+    if call.inv.cmdlet.changes_state && !call.inv.switch("WhatIf") {
+        record(call.mgmt, caller, call.inv, audit::outcome(&reply));
+    }
+    reply
+}
+
+/// One audit entry for a call on this server.
+fn record(mgmt: &Mgmt, caller: &Caller, inv: &cmdlet::Invocation, outcome: String) {
+    let node = &mgmt.node;
+    let entry = audit::entry(
+        node.clock.now_ms(),
+        &caller.operator,
+        inv,
+        &node.fqdn,
+        caller.forwarded_by.clone(),
+        outcome,
+    );
+    audit::append(&node.data_dir, &entry);
+}
+
+/// Runs the call on every server of the topology (here, and forwarded with
+/// `-ComputerName` to the others) and merges the records; a server that does not answer
+/// is a warning, not a failure.
+async fn on_every_server(
+    mgmt: &Mgmt,
+    request: &InvokeRequest,
+    caller: &Caller,
+    call: Call<'_>,
+) -> Reply {
+    let topology = mgmt.node.topology();
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    let mut take = |reply: Reply, fqdn: &str, warnings: &mut Vec<String>| match reply {
+        Ok(InvokeResponse {
+            output: cmdlet::Output::Records(rows),
+            ..
+        }) => records.extend(rows),
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("{fqdn} did not answer: {}", e.message())),
+    };
+    let here = run(caller, &call).await;
+    take(here, &mgmt.node.fqdn, &mut warnings);
+    let others: Vec<_> = topology
+        .servers()
+        .filter(|s| !s.server.fqdn.eq_ignore_ascii_case(&mgmt.node.fqdn))
+        .map(|s| {
+            (
+                s.server.fqdn.clone(),
+                node::Node::base_of(&topology, s.server),
+            )
+        })
+        .collect();
+    // Every server at once, so that silent ones cost one timeout, not one each.
+    let mut asked = tokio::task::JoinSet::new();
+    for (n, (fqdn, base)) in others.iter().enumerate() {
+        let mut one = request.clone();
+        one.parameters.insert(
+            "ComputerName".into(),
+            serde_json::Value::String(fqdn.clone()),
+        );
+        let (api, base, on_behalf) = (
+            mgmt.node.api.clone(),
+            base.clone(),
+            caller.operator.header_value(),
+        );
+        asked.spawn(async move {
+            let reply = api.forward(&base, &one, &on_behalf, FORWARD_TIMEOUT).await;
+            (n, reply)
+        });
+    }
+    let mut replies: Vec<_> = asked.join_all().await;
+    replies.sort_by_key(|(n, _)| *n);
+    for (n, reply) in replies {
+        take(
+            reply.map_err(crate::Error::from),
+            &others[n].0,
+            &mut warnings,
+        );
+    }
+    let mut answer = InvokeResponse::of(audit::merged(records));
+    answer.warnings = warnings;
+    Ok(answer)
 }
 
 /// After a change, waits (briefly) until this server's own replica has it, so that a
@@ -229,12 +347,12 @@ async fn wait_for_own_replica(mgmt: &Mgmt, mut reply: InvokeResponse) -> Reply {
     Ok(reply)
 }
 
-/// Sends the call on to another server.
-async fn forward(mgmt: &Mgmt, base: &str, request: &InvokeRequest) -> Reply {
+/// Sends the call on to another server, on behalf of `operator`.
+async fn forward(mgmt: &Mgmt, base: &str, request: &InvokeRequest, operator: &Operator) -> Reply {
     Ok(mgmt
         .node
         .api
-        .forward(base, request, FORWARD_TIMEOUT)
+        .forward(base, request, &operator.header_value(), FORWARD_TIMEOUT)
         .await?)
 }
 
@@ -245,9 +363,10 @@ async fn on_front_end_of(
     topology: &Topology,
     pool: &str,
     request: &InvokeRequest,
-    forwarded: bool,
+    caller: &Caller,
     call: Call<'_>,
 ) -> Reply {
+    let forwarded = caller.forwarded_by.is_some();
     let Some(fe_pool) = topology.front_end_pool(pool) else {
         return Err(Refused::Conflict(format!(
             "{pool} is not a Front End pool of the topology; Get-CsService -Registrar lists the pools"
@@ -256,7 +375,7 @@ async fn on_front_end_of(
     };
     let node = &mgmt.node;
     if node.pool.eq_ignore_ascii_case(&fe_pool.fqdn) && node.backend.is_some() {
-        return crate::cmdlets::run(&call).await;
+        return run(caller, &call).await;
     }
     if forwarded {
         return Err(
@@ -266,7 +385,7 @@ async fn on_front_end_of(
     let mut last = String::new();
     for s in &fe_pool.servers {
         let base = node::Node::base_of(topology, s);
-        match forward(mgmt, &base, request).await {
+        match forward(mgmt, &base, request, &caller.operator).await {
             Err(e) if e.status() == axum::http::StatusCode::BAD_GATEWAY => {
                 last = e.message().to_string()
             }
@@ -287,8 +406,9 @@ async fn on_computer(
     mgmt: &Mgmt,
     request: &InvokeRequest,
     inv: &Invocation,
-    forwarded: bool,
+    caller: &Caller,
 ) -> Option<Reply> {
+    let forwarded = caller.forwarded_by.is_some();
     let computer = inv.text("ComputerName")?;
     let node = &mgmt.node;
     if computer.eq_ignore_ascii_case(&node.fqdn) {
@@ -309,5 +429,5 @@ async fn on_computer(
         .into()));
     };
     let base = node::Node::base_of(&topology, target.server);
-    Some(forward(mgmt, &base, request).await)
+    Some(forward(mgmt, &base, request, &caller.operator).await)
 }

@@ -13,11 +13,13 @@
 //!    [`error`] turns into HTTP answers in one place.
 
 pub mod archive;
+pub mod audit;
 pub mod call;
 pub mod cmdlets;
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod operators;
 
 use std::sync::Arc;
 

@@ -16,11 +16,10 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use cms::directory::UserRecord;
@@ -28,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use store::UserChange;
 use topology::serving::{Decision, Mode};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use backup::commit::Commit;
 use node::Node;
@@ -37,39 +38,173 @@ use node::services::RTCSRV;
 /// link, which must carry one such item.
 pub const MAX_CONTENT_BYTES: usize = api::users::USER_ITEM_MAX_BYTES;
 
+/// The routes a user calls, each mounted from its `#[utoipa::path]` so that every route
+/// served is described in [`openapi`].
+fn user_routes() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_contacts))
+        .routes(routes!(get_contact, put_contact, delete_contact))
+        .routes(routes!(list_meetings))
+        .routes(routes!(get_meeting, put_meeting, delete_meeting))
+        .routes(routes!(list_content))
+        .routes(routes!(get_content, put_content, delete_content))
+        .routes(routes!(list_settings))
+        .routes(routes!(get_setting, put_setting))
+}
+
+/// The description's frame.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "tandem user services",
+        description = "A user's stored data (contact list, meetings, meeting content, settings) \
+            on every Front End's user-services port, with the user's own credentials (HTTP \
+            Basic). Only the pool that serves the user in full mode answers; another pool \
+            answers 307 to it, and in resiliency mode reads get 503 and writes 403."
+    ),
+    components(schemas(Contact, Meeting, Saved, Me, Redirect, FileBytes))
+)]
+struct UserServicesDoc;
+
+/// The OpenAPI description of user services.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc =
+        OpenApiRouter::<Arc<Node>>::with_openapi(<UserServicesDoc as utoipa::OpenApi>::openapi())
+            .merge(user_routes())
+            .routes(routes!(openapi_document))
+            .into_openapi();
+    describe_gate(&mut doc);
+    api::openapi::describe_errors(&mut doc);
+    doc
+}
+
+/// What [`gate`] and [`check_names`] answer for every user route, described once.
+fn describe_gate(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let redirect = ResponseBuilder::new()
+        .description("another pool serves the user; `Location` names it")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Redirect")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.delete];
+        for operation in operations.into_iter().flatten() {
+            if operation.security.is_none() {
+                continue;
+            }
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("307".into())
+                .or_insert_with(|| RefOr::T(redirect.clone()));
+            for (status, description) in [
+                (
+                    "400",
+                    "a name in the path is not valid, or the body is not what the route takes",
+                ),
+                (
+                    "403",
+                    "the user is disabled, or the data is read-only (a failover) or unavailable (resiliency mode)",
+                ),
+                (
+                    "503",
+                    "the data is unavailable (resiliency mode), or RTCSRV is stopped",
+                ),
+            ] {
+                responses
+                    .entry(status.into())
+                    .or_insert_with(|| RefOr::T(api::openapi::error_response(description)));
+            }
+        }
+    }
+}
+
 /// The routes, mounted on the user-services port.
 pub fn router(server: Arc<Node>) -> Router {
-    Router::new()
-        .route("/users/v1/me", get(me))
-        .route("/users/v1/contacts", get(list_contacts))
-        .route(
-            "/users/v1/contacts/{contact}",
-            get(get_contact).put(put_contact).delete(delete_contact),
-        )
-        .route("/users/v1/meetings", get(list_meetings))
-        .route(
-            "/users/v1/meetings/{id}",
-            get(get_meeting).put(put_meeting).delete(delete_meeting),
-        )
-        .route("/users/v1/meetings/{id}/content", get(list_content))
-        .route(
-            "/users/v1/meetings/{id}/content/{name}",
-            get(get_content).put(put_content).delete(delete_content),
-        )
-        .route("/users/v1/settings", get(list_settings))
-        .route(
-            "/users/v1/settings/{name}",
-            get(get_setting).put(put_setting),
-        )
+    let document = Bytes::from(serde_json::to_vec(&openapi()).expect("the document serialises"));
+    let users = user_routes()
+        .route_layer(middleware::from_fn(check_names))
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
-        .layer(middleware::from_fn_with_state(server.clone(), gate))
+        .layer(middleware::from_fn_with_state(server.clone(), gate));
+    OpenApiRouter::new()
+        .routes(routes!(openapi_document))
+        .layer(Extension(Document(document)))
+        .merge(users)
+        .split_for_parts()
+        .0
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such user-services route; see /users/v1/me",
+                "no such user-services route; GET /openapi.json describes them",
             )
         })
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(server)
+}
+
+/// The served description, serialised once.
+#[derive(Debug, Clone)]
+struct Document(Bytes);
+
+/// This document; no credentials needed.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    responses((status = 200, description = "the OpenAPI 3.1 document of user services", body = Object))
+)]
+async fn openapi_document(Extension(Document(document)): Extension<Document>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document).into_response()
+}
+
+/// The answer to a user's call from a pool that does not serve the user in full mode.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Redirect {
+    /// Who serves the user.
+    error: String,
+    /// The pool to call instead (`Location` has the URL).
+    serving_pool: String,
+}
+
+/// The answer to a write: committed, and queued for the partner pool.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Saved {
+    saved: bool,
+    /// The change's number in the pool's change log.
+    change: i64,
+    /// `synchronous`, `asynchronous`, or why a synchronous pair fell back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit: Option<String>,
+}
+
+/// A file's bytes, as sent and as answered.
+#[derive(Debug)]
+struct FileBytes;
+
+impl utoipa::PartialSchema for FileBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for FileBytes {}
+
+/// Who the caller is and how this pool serves them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Me {
+    sip_address: String,
+    home_pool: String,
+    serving_pool: String,
+    /// `Full`, `ReadOnly` or `Resiliency`.
+    mode: String,
 }
 
 /// An error answer with a reason.
@@ -116,10 +251,10 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
             );
             let mut response = (
                 StatusCode::TEMPORARY_REDIRECT,
-                Json(json!({
-                    "error": format!("{} is served by {pool}", user.sip_address),
-                    "serving_pool": pool,
-                })),
+                Json(Redirect {
+                    error: format!("{} is served by {pool}", user.sip_address),
+                    serving_pool: pool,
+                }),
             )
                 .into_response();
             if let Ok(v) = HeaderValue::from_str(&location) {
@@ -212,30 +347,96 @@ async fn authenticate(server: &Node, headers: &HeaderMap) -> Result<UserRecord, 
     Ok(user)
 }
 
-/// A key segment: letters, digits, `.`, `-`, `_`, `@`, `:`, `+`; 1 to 200 characters.
-fn check_segment(what: &str, value: &str) -> Result<(), Response> {
-    let ok = !value.is_empty()
-        && value.len() <= 200
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-@:+".contains(c));
-    if ok && value != "." && value != ".." {
+/// Checks every name a route's path carries, before any handler sees it, by what the
+/// route calls it: `contact` is a SIP address (as `PUT` stores it), `id`, `file` and
+/// `setting` (and any other) are key segments. One check for every method of every route, so a name one
+/// method refuses is refused by all of them (a `DELETE` once took `..` that `PUT` refused).
+async fn check_names(params: RawPathParams, request: Request, next: Next) -> Response {
+    for (param, value) in params.iter() {
+        if let Err(reason) = check_name(param, value) {
+            return error(StatusCode::BAD_REQUEST, reason);
+        }
+    }
+    next.run(request).await
+}
+
+/// The longest name a route takes.
+const NAME_MAX_CHARS: usize = 200;
+/// The longest user or domain part of a contact's SIP address.
+const SIP_PART_MAX_CHARS: usize = 81;
+
+/// Whether `value` is a valid name for the path parameter `param`; why not otherwise.
+/// The rules are the `pattern`s of the parameters in the OpenAPI document: a contact is
+/// `[sip:]user@domain` (letters, digits and `. _ + -` in the user part, letters, digits and
+/// `. -` in the domain, neither starting with a dot); a meeting id, a file or a setting is
+/// 1-200 letters, digits or `. _ @ : + -`, not starting with a dot (so never `.` or `..`).
+fn check_name(param: &str, value: &str) -> Result<(), String> {
+    let part = |text: &str, first: &dyn Fn(char) -> bool, rest: &dyn Fn(char) -> bool, max| {
+        let mut chars = text.chars();
+        chars.next().is_some_and(first) && chars.all(rest) && text.chars().count() <= max
+    };
+    let what = match param {
+        "contact" => {
+            let address = value.strip_prefix("sip:").unwrap_or(value);
+            let valid = address.split_once('@').is_some_and(|(user, domain)| {
+                let user_char = |c: char| c.is_ascii_alphanumeric() || "_+-".contains(c);
+                let domain_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
+                part(
+                    user,
+                    &user_char,
+                    &|c| user_char(c) || c == '.',
+                    SIP_PART_MAX_CHARS,
+                ) && part(
+                    domain,
+                    &domain_char,
+                    &|c| domain_char(c) || c == '.',
+                    SIP_PART_MAX_CHARS,
+                )
+            });
+            return if valid {
+                Ok(())
+            } else {
+                Err(format!(
+                    "contact {} is not a SIP address: write it as sip:user@domain (letters, digits, . _ + - in the user, letters, digits, . - in the domain)",
+                    api::shown(value)
+                ))
+            };
+        }
+        "id" => "meeting id",
+        "file" => "file name",
+        "setting" => "setting",
+        // A route added with another name gets the same check.
+        other => other,
+    };
+    let segment_char = |c: char| c.is_ascii_alphanumeric() || "_@:+-".contains(c);
+    if part(
+        value,
+        &segment_char,
+        &|c| segment_char(c) || c == '.',
+        NAME_MAX_CHARS,
+    ) {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("{what} {value:?} must be 1-200 letters, digits or . - _ @ : +"),
+        Err(format!(
+            "{what} {} must be 1-{NAME_MAX_CHARS} letters, digits or . _ @ : + -, not starting with a dot",
+            api::shown(value)
         ))
     }
 }
 
 /// A JSON body, or the rejection with what the body should have been.
-fn json_body<T>(
-    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+/// An object is required for a record (serde would also take an array for a struct).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
     expected: &str,
 ) -> Result<T, Response> {
-    body.map(|Json(b)| b)
-        .map_err(|e| error(e.status(), format!("{expected}: {}", e.body_text())))
+    let Json(value) =
+        body.map_err(|e| error(e.status(), format!("{expected}: {}", e.body_text())))?;
+    if !value.is_object() {
+        return Err(error(StatusCode::UNPROCESSABLE_ENTITY, expected));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, format!("{expected}: {e}")))
 }
 
 fn backend(server: &Node) -> Result<&store::BackEnd, Response> {
@@ -298,25 +499,29 @@ async fn write(server: &Node, caller: &Caller, changes: Vec<UserChange>) -> Resp
         .await
     {
         Ok(seq) => {
+            let saved = |commit| {
+                Json(Saved {
+                    saved: true,
+                    change: seq,
+                    commit,
+                })
+                .into_response()
+            };
             let Some(b) = &server.backup else {
-                return Json(json!({ "saved": true, "change": seq })).into_response();
+                return saved(None);
             };
             b.wake();
             // Under a synchronous pair, acknowledged once the backup pool committed it too.
             let first = seq - changes.len() as i64 + 1;
             let commit = match b.commit(first, seq).await {
-                Ok(Commit::Asynchronous) => json!("asynchronous"),
-                Ok(Commit::Synchronous { .. }) => json!("synchronous"),
+                Ok(Commit::Asynchronous) => "asynchronous".to_string(),
+                Ok(Commit::Synchronous { .. }) => "synchronous".to_string(),
                 Ok(Commit::FellBack { reason }) => {
-                    json!(format!(
-                        "asynchronous (fell back from synchronous: {reason})"
-                    ))
+                    format!("asynchronous (fell back from synchronous: {reason})")
                 }
-                Err(e) => json!(format!(
-                    "asynchronous (the backup copy could not be checked: {e})"
-                )),
+                Err(e) => format!("asynchronous (the backup copy could not be checked: {e})"),
             };
-            Json(json!({ "saved": true, "change": seq, "commit": commit })).into_response()
+            saved(Some(commit))
         }
         Err(e) => store_error(e),
     }
@@ -340,18 +545,20 @@ async fn items_under(
         .collect())
 }
 
+/// Who the caller is and how this pool serves them.
+#[utoipa::path(get, path = "/users/v1/me", responses((status = 200, body = Me, description = "who the caller is and how this pool serves them")), security(("basic" = [])), tag = "user")]
 async fn me(State(server): State<Arc<Node>>, Extension(caller): Extension<Caller>) -> Response {
-    Json(json!({
-        "sip_address": caller.user.sip_address,
-        "home_pool": caller.user.registrar_pool,
-        "serving_pool": server.pool,
-        "mode": caller.mode.as_str(),
-    }))
+    Json(Me {
+        sip_address: caller.user.sip_address,
+        home_pool: caller.user.registrar_pool,
+        serving_pool: server.pool.clone(),
+        mode: caller.mode.as_str().to_string(),
+    })
     .into_response()
 }
 
 /// A contact list entry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
     #[serde(default)]
@@ -360,6 +567,15 @@ pub struct Contact {
     pub display_name: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/contacts",
+    responses(
+        (status = 200, description = "the contact list, each with its sip_address", body = Vec<Object>),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn list_contacts(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -389,6 +605,17 @@ async fn get_one(server: &Node, sip: &str, key: &str, what: &str) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/contacts/{contact}",
+    params(("contact" = String, Path, pattern = r"^(sip:)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,80}@[A-Za-z0-9-][A-Za-z0-9.-]{0,80}$", description = "a SIP address: sip:user@domain")),
+    responses(
+        (status = 200, description = "the contact", body = Contact),
+        (status = 404, body = api::ErrorBody, description = "no such item"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn get_contact(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -404,17 +631,25 @@ async fn get_contact(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/users/v1/contacts/{contact}",
+    params(("contact" = String, Path, pattern = r"^(sip:)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,80}@[A-Za-z0-9-][A-Za-z0-9.-]{0,80}$", description = "a SIP address: sip:user@domain")),
+    request_body = Contact,
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn put_contact(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(contact): Path<String>,
-    body: Result<Json<Contact>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let contact = match cms::directory::check_sip_address(&contact) {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let entry = match json_body(body, "the contact is not {\"group\", \"display_name\"}") {
+    let contact = cms::directory::normalize_sip(&contact);
+    let entry: Contact = match json_body(body, "the contact is not {\"group\", \"display_name\"}") {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -427,6 +662,16 @@ async fn put_contact(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users/v1/contacts/{contact}",
+    params(("contact" = String, Path, pattern = r"^(sip:)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,80}@[A-Za-z0-9-][A-Za-z0-9.-]{0,80}$", description = "a SIP address: sip:user@domain")),
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn delete_contact(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -442,7 +687,7 @@ async fn delete_contact(
 }
 
 /// A scheduled meeting.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Meeting {
     pub subject: String,
@@ -454,6 +699,15 @@ pub struct Meeting {
     pub attendees: Vec<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/meetings",
+    responses(
+        (status = 200, description = "the meetings, each with its id", body = Vec<Object>),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn list_meetings(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -461,14 +715,22 @@ async fn list_meetings(
     list_keyed(&server, &caller.user.sip_address, "meetings/", "id").await
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/meetings/{id}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "the meeting", body = Meeting),
+        (status = 404, body = api::ErrorBody, description = "no such item"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn get_meeting(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     get_one(
         &server,
         &caller.user.sip_address,
@@ -478,16 +740,24 @@ async fn get_meeting(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/users/v1/meetings/{id}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +")),
+    request_body = Meeting,
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn put_meeting(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Result<Json<Meeting>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
-    let meeting = match json_body(
+    let meeting: Meeting = match json_body(
         body,
         "the meeting is not {\"subject\", \"start\", \"end\", \"attendees\"}",
     ) {
@@ -503,14 +773,21 @@ async fn put_meeting(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users/v1/meetings/{id}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn delete_meeting(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
-    }
     let content =
         match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
             Ok(c) => c,
@@ -525,28 +802,66 @@ async fn delete_meeting(
     write(&server, &caller, changes).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/meetings/{id}/content",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "what was uploaded to the meeting", body = Vec<Object>),
+        (status = 404, body = api::ErrorBody, description = "no such meeting"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn list_content(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id) {
-        return r;
+    let sip = &caller.user.sip_address;
+    let content = match items_under(&server, sip, &format!("content/{id}/")).await {
+        Ok(items) => items,
+        Err(r) => return r,
+    };
+    // A meeting is there while its record or any of its content is: deleting the meeting
+    // deletes both, and its content is then gone too (404), not an empty list.
+    if content.is_empty() {
+        match items_under(&server, sip, &format!("meetings/{id}")).await {
+            Ok(meeting) if meeting.iter().any(|(rest, _)| rest.is_empty()) => {}
+            Ok(_) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no meeting {id}; PUT /users/v1/meetings/{id} schedules it"),
+                );
+            }
+            Err(r) => return r,
+        }
     }
-    match items_under(&server, &caller.user.sip_address, &format!("content/{id}/")).await {
-        Ok(items) => Json(items.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response(),
-        Err(r) => r,
-    }
+    Json(content.into_iter().map(|(_, v)| v).collect::<Vec<_>>()).into_response()
 }
 
+#[utoipa::path(
+    put,
+    path = "/users/v1/meetings/{id}/content/{file}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +"), ("file" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a file name: 1-200 letters, digits or . - _ @ : +")),
+    request_body(content = FileBytes, content_type = "application/octet-stream", description = "the file"),
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn put_content(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the file is empty; send its bytes as the body (Content-Type: application/octet-stream)",
+        );
     }
     let be = match backend(&server) {
         Ok(be) => be,
@@ -575,14 +890,22 @@ async fn put_content(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/meetings/{id}/content/{file}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +"), ("file" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a file name: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "the file", content_type = "application/octet-stream", body = FileBytes),
+        (status = 404, body = api::ErrorBody, description = "no such item"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn get_content(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
-    }
     let be = match backend(&server) {
         Ok(be) => be,
         Err(r) => return r,
@@ -615,14 +938,21 @@ async fn get_content(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/users/v1/meetings/{id}/content/{file}",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a meeting id: 1-200 letters, digits or . - _ @ : +"), ("file" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a file name: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn delete_content(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path((id, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = check_segment("meeting id", &id).and(check_segment("file name", &name)) {
-        return r;
-    }
     write(
         &server,
         &caller,
@@ -631,6 +961,15 @@ async fn delete_content(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/settings",
+    responses(
+        (status = 200, description = "the settings, by name", body = Object),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn list_settings(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
@@ -646,14 +985,22 @@ async fn list_settings(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/users/v1/settings/{setting}",
+    params(("setting" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a setting name: 1-200 letters, digits or . - _ @ : +")),
+    responses(
+        (status = 200, description = "the setting (any JSON value)", body = serde_json::Value),
+        (status = 404, body = api::ErrorBody, description = "no such item"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn get_setting(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = check_segment("setting", &name) {
-        return r;
-    }
     get_one(
         &server,
         &caller.user.sip_address,
@@ -663,18 +1010,31 @@ async fn get_setting(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/users/v1/settings/{setting}",
+    params(("setting" = String, Path, pattern = r"^[A-Za-z0-9_@:+-][A-Za-z0-9._@:+-]{0,199}$", description = "a setting name: 1-200 letters, digits or . - _ @ : +")),
+    request_body(content = serde_json::Value, description = "any JSON value"),
+    responses(
+        (status = 200, description = "saved and queued for the partner pool", body = Saved),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
 async fn put_setting(
     State(server): State<Arc<Node>>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_segment("setting", &name) {
-        return r;
-    }
-    let value = match json_body(body, "a setting is any JSON value") {
-        Ok(b) => b,
-        Err(r) => return r,
+    let value = match body {
+        Ok(Json(value)) => value,
+        Err(e) => {
+            return error(
+                e.status(),
+                format!("a setting is any JSON value: {}", e.body_text()),
+            );
+        }
     };
     write(
         &server,
@@ -686,4 +1046,78 @@ async fn put_setting(
         ),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+
+    #[test]
+    fn the_document_describes_every_route_with_basic_credentials() {
+        let doc = super::openapi();
+        let ops: Vec<String> = api::openapi::operations(&doc)
+            .into_iter()
+            .map(|(m, p)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "DELETE /users/v1/contacts/{contact}",
+                "DELETE /users/v1/meetings/{id}",
+                "DELETE /users/v1/meetings/{id}/content/{file}",
+                "GET /openapi.json",
+                "GET /users/v1/contacts",
+                "GET /users/v1/contacts/{contact}",
+                "GET /users/v1/me",
+                "GET /users/v1/meetings",
+                "GET /users/v1/meetings/{id}",
+                "GET /users/v1/meetings/{id}/content",
+                "GET /users/v1/meetings/{id}/content/{file}",
+                "GET /users/v1/settings",
+                "GET /users/v1/settings/{setting}",
+                "PUT /users/v1/contacts/{contact}",
+                "PUT /users/v1/meetings/{id}",
+                "PUT /users/v1/meetings/{id}/content/{file}",
+                "PUT /users/v1/settings/{setting}",
+            ]
+        );
+        assert_eq!(
+            api::openapi::undescribed_responses(&doc),
+            Vec::<String>::new()
+        );
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(
+            json["components"]["securitySchemes"]["basic"]["scheme"],
+            "basic"
+        );
+        // Every path parameter a route names has the check `check_names` applies.
+        for (path, _) in json["paths"].as_object().unwrap() {
+            for param in path.split('{').skip(1) {
+                let param = param.split('}').next().unwrap();
+                assert!(
+                    ["contact", "id", "file", "setting"].contains(&param),
+                    "{path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_route_refuses_the_same_names() {
+        for param in ["contact", "id", "file", "setting"] {
+            for bad in ["", ".", "..", "a/b", "a b", "a\u{0}b", &"x".repeat(201)] {
+                let e = check_name(param, bad).unwrap_err();
+                assert!(!e.contains("\\u"), "{e}");
+            }
+        }
+        assert!(check_name("contact", "sip:bob@contoso.com").is_ok());
+        assert!(check_name("contact", "bob@contoso.com").is_ok());
+        assert!(check_name("contact", "sip:..").is_err());
+        assert!(check_name("contact", "sip:.a@b").is_err());
+        assert!(check_name("contact", "sip:a@b@c").is_err());
+        assert!(check_name("id", ".hidden").is_err());
+        assert!(check_name("id", "m-1").is_ok());
+        assert!(check_name("file", "slides.pdf").is_ok());
+        assert!(check_name("setting", "theme").is_ok());
+    }
 }

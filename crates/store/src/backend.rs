@@ -17,11 +17,20 @@ use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_i
 use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
+/// Who holds the master's lease, in words.
+fn lease_holder(holder: &Option<String>, epoch: i64) -> String {
+    match holder {
+        Some(h) => format!("the lease is held by {h} with epoch {epoch}"),
+        None => format!("no server holds the lease; the last epoch is {epoch}"),
+    }
+}
+
 /// Why the CMS refused a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteRefused {
     #[error(
-        "this server is not the active Central Management master (the lease is held by {holder:?} with epoch {epoch})"
+        "this server is not the active Central Management master ({})",
+        lease_holder(.holder, *.epoch)
     )]
     NotMaster { holder: Option<String>, epoch: i64 },
     #[error(
@@ -389,6 +398,24 @@ impl BackEnd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_lease_holder_in_words() {
+        let held = WriteRefused::NotMaster {
+            holder: Some("pool1-fe1.contoso.com".into()),
+            epoch: 3,
+        };
+        assert!(
+            held.to_string()
+                .ends_with("(the lease is held by pool1-fe1.contoso.com with epoch 3)"),
+            "{held}"
+        );
+        let free = WriteRefused::NotMaster {
+            holder: None,
+            epoch: 3,
+        };
+        assert!(!free.to_string().contains("None"), "{free}");
+    }
 
     /// Two Front Ends claim the lease on a simulated clock: each renews every quarter
     /// TTL while alive; the first is cut off at 10 s. At every millisecond at most one

@@ -26,7 +26,7 @@ use crate::{BackEnd, Context, Result, now_ms};
 /// Why a role change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoleRefused {
-    #[error("the Central Management store in {path} is {mode:?}, not {wanted}")]
+    #[error("the Central Management store in {path} is {}, not {wanted}", .mode.as_str())]
     WrongMode {
         path: String,
         mode: CmsMode,

@@ -66,6 +66,19 @@ pub enum ProductVersion {
     SkypeForBusinessServer2019,
 }
 
+/// As the topology spells it (`product_version = "LyncServer2010"`), which is how answers
+/// name it.
+impl std::fmt::Display for ProductVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProductVersion::LyncServer2010 => "LyncServer2010",
+            ProductVersion::LyncServer2013 => "LyncServer2013",
+            ProductVersion::SkypeForBusinessServer2015 => "SkypeForBusinessServer2015",
+            ProductVersion::SkypeForBusinessServer2019 => "SkypeForBusinessServer2019",
+        })
+    }
+}
+
 impl ProductVersion {
     pub const ALL: [ProductVersion; 4] = [
         ProductVersion::LyncServer2010,

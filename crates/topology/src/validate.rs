@@ -582,7 +582,7 @@ fn check_pairing(c: &mut Checker<'_>) {
             c.error(
                 element.clone(),
                 format!(
-                    "{:?} pools cannot be paired; pairing needs Lync Server 2013 or later",
+                    "{} pools cannot be paired; pairing needs Lync Server 2013 or later",
                     pool.product_version
                 ),
             );
@@ -602,7 +602,7 @@ fn check_pairing(c: &mut Checker<'_>) {
             c.warning(
                 element,
                 format!(
-                    "paired with {} which runs {:?}, not {:?}; pairs should be like for like",
+                    "paired with {} which runs {}, not {}; pairs should be like for like",
                     backup.fqdn, backup.product_version, pool.product_version
                 ),
             );

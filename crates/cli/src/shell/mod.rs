@@ -16,7 +16,7 @@ use std::path::Path;
 use cmdlet::{BoundStatement, BoundValue, Formatter, Invocation, Output, OutputFormat};
 
 pub(crate) use local::LocalExecutor;
-pub(crate) use remote::{RemoteExecutor, request};
+pub(crate) use remote::{RemoteExecutor, operator_token, request};
 
 use crate::status::Status;
 

@@ -197,7 +197,12 @@ impl Executor for RemoteExecutor {
         match reply {
             Ok(reply) => {
                 for w in &reply.warnings {
-                    eprintln!("WARNING: {w}");
+                    if inv.cmdlet.name != "New-CsAdminOperator" {
+                        eprintln!("WARNING: {w}");
+                    }
+                }
+                if inv.cmdlet.name == "New-CsAdminOperator" {
+                    return save_operator_token(&self.lab_dir, reply.output);
                 }
                 Ok(reply.output)
             }
@@ -252,4 +257,73 @@ fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failur
             .with("RemotePort", i64::from(port))
             .with("TcpTestSucceeded", open),
     ]))
+}
+
+/// Where the shell keeps an operator's token in a lab: `DIR/operators/NAME.token`.
+fn token_file(lab_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    lab_dir.join("operators").join(format!("{name}.token"))
+}
+
+/// The token of operator `name` of the lab in `lab_dir`, as New-CsAdminOperator saved it.
+pub(crate) fn operator_token(lab_dir: &std::path::Path, name: &str) -> anyhow::Result<String> {
+    let path = token_file(lab_dir, name);
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no token for operator {name} ({}: {e}); a CsAdministrator creates one with \
+                 `tandem shell --lab {} -c 'New-CsAdminOperator -Identity {name} -Role CsViewOnlyAdministrator'`",
+                path.display(),
+                lab_dir.display()
+            )
+        })
+}
+
+/// Writes the token `New-CsAdminOperator` returned to `DIR/operators/NAME.token`, readable
+/// by its owner only, and shows where it is instead of the token.
+fn save_operator_token(lab_dir: &str, output: Output) -> Result<Output, Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Output::Records(mut records) = output else {
+        return Ok(output);
+    };
+    for record in &mut records {
+        let name = record
+            .get("Identity")
+            .map(|f| f.display())
+            .unwrap_or_default();
+        let Some(token) = record.get("Token").map(|f| f.display()) else {
+            continue;
+        };
+        let path = token_file(std::path::Path::new(lab_dir), &name);
+        let saved = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.parent().expect("a token file has a folder"))
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
+            .and_then(|mut f| f.write_all(token.as_bytes()));
+        let shown = match saved {
+            Ok(()) => format!("saved to {}", path.display()),
+            Err(e) => {
+                return Err(Failure::new(format!(
+                    "operator {name} was created but its token could not be saved to {}: {e}; \
+                     remove it with Remove-CsAdminOperator -Identity {name} and create it again",
+                    path.display()
+                )));
+            }
+        };
+        for (field, value) in &mut record.fields {
+            if field == "Token" {
+                *value = cmdlet::Field::Text(shown.clone());
+            }
+        }
+    }
+    Ok(Output::Records(records))
 }

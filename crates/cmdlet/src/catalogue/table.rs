@@ -1587,6 +1587,104 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
             ],
         )
     },
+    // ------------------------------------------------------------------------------------
+    // Operators, roles and the audit log (role-based access control)
+    // ------------------------------------------------------------------------------------
+    CmdletSpec {
+        description: "Creates an operator of the management API with one or more roles (see \
+            Get-CsAdminRole) and makes up the operator's token, shown only now: tandem keeps \
+            only its SHA-256 hash, in the Central Management store. `tandem shell --lab D` \
+            saves it to D/operators/<Identity>.token (readable by its owner only) instead of \
+            printing it, and `tandem shell --lab D --operator <Identity>` then acts as that \
+            operator. Running it again for an operator that exists is refused: remove it \
+            first (which also revokes its token).",
+        changes_state: true,
+        outputs: &["Identity", "Roles", "Token", "CreatedBy"],
+        examples: &[(
+            "New-CsAdminOperator -Identity kim -Role CsViewOnlyAdministrator",
+            "Creates kim, who may run every read and nothing that changes state.",
+        )],
+        ..cmdlet(
+            CmdletId::NewCsAdminOperator,
+            Capability::Deployment,
+            "Creates an operator with roles and a token.",
+            &[
+                param("Identity", String, "The operator's name: 1-64 letters, digits, _ or -.")
+                    .mandatory()
+                    .at(0),
+                param("Role", StringArray, "The roles: CsAdministrator, CsServerAdministrator, CsUserAdministrator, CsLocationAdministrator, CsViewOnlyAdministrator.")
+                    .mandatory(),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Removes an operator: its token is refused from the next call on, on \
+            every server as soon as its replica has the change. The lab administrator (the \
+            deployment's token in lab.json) is not an operator of the store and cannot be \
+            removed.",
+        changes_state: true,
+        examples: &[(
+            "Remove-CsAdminOperator -Identity kim",
+            "Revokes kim's token.",
+        )],
+        ..cmdlet(
+            CmdletId::RemoveCsAdminOperator,
+            Capability::Deployment,
+            "Removes an operator and revokes its token.",
+            &[param("Identity", String, "The operator's name.").mandatory().at(0)],
+        )
+    },
+    CmdletSpec {
+        description: "Lists the operators of the management API with their roles, who created \
+            them and when, from this server's replica. The lab administrator (the deployment's \
+            token) is listed first. Tokens are never shown.",
+        outputs: &["Identity", "Roles", "CreatedBy", "WhenCreated"],
+        examples: &[("Get-CsAdminOperator", "Lists every operator and its roles.")],
+        ..cmdlet(
+            CmdletId::GetCsAdminOperator,
+            Capability::Deployment,
+            "Returns the operators and their roles.",
+            &[param("Identity", String, "Return only this operator.").at(0)],
+        )
+    },
+    CmdletSpec {
+        description: "Lists the administrative roles and what each allows. tandem keeps the \
+            product's role names and decides per cmdlet by what it does: a read, an operation \
+            on servers and pools, a change to users, to the Location Information Service, to \
+            the deployment as a whole, or to operators.",
+        outputs: &["Identity", "Description", "Cmdlets"],
+        examples: &[(
+            "Get-CsAdminRole -Identity CsServerAdministrator",
+            "Shows what a server administrator may run.",
+        )],
+        ..cmdlet(
+            CmdletId::GetCsAdminRole,
+            Capability::Deployment,
+            "Returns the administrative roles.",
+            &[param("Identity", String, "Return only this role.").at(0)],
+        )
+    },
+    CmdletSpec {
+        description: "Returns the audit log: every cmdlet that changes state, run or refused, \
+            with the operator who ran it, the server the operator reached, when, the command \
+            line and the outcome. Each server records the calls it ran (a call forwarded to \
+            the active master is recorded there) in its own log; without -ComputerName the \
+            logs of every server that answers are merged, oldest first.",
+        outputs: &["When", "Operator", "Cmdlet", "CommandLine", "Outcome", "ComputerName", "ReachedVia"],
+        examples: &[(
+            "Get-CsAdminAuditLog -Operator kim",
+            "Shows every change kim made or tried.",
+        )],
+        ..cmdlet(
+            CmdletId::GetCsAdminAuditLog,
+            Capability::Deployment,
+            "Returns who changed what, and when.",
+            &[
+                param("Operator", String, "Return only this operator's calls."),
+                param("ComputerName", Fqdn, "Read only this server's log."),
+            ],
+        )
+    },
     CmdletSpec {
         description: "Lists the records of a zone on the lab's DNS server. For SRV records \
             the lowest priority number wins, then the highest weight (RFC 2782); the runbook's \

@@ -4,6 +4,7 @@
 //! table beside it. A handler gets the bound call (and the master, when it runs on the
 //! active master) and answers; it never forwards.
 
+pub mod admin;
 pub mod certs;
 pub mod cms;
 pub mod config;
@@ -65,6 +66,11 @@ pub async fn run(call: &Call<'_>) -> Reply {
         GetCsCertificate => certs::list(call).await,
         RequestCsCertificate => certs::request(call).await,
         SetCsCertificate => certs::assign(call).await,
+        NewCsAdminOperator => admin::new_operator(call).await,
+        RemoveCsAdminOperator => admin::remove_operator(call).await,
+        GetCsAdminOperator => admin::operators(call).await,
+        GetCsAdminRole => admin::roles_list(call).await,
+        GetCsAdminAuditLog => admin::audit_log(call).await,
         GetDnsServerResourceRecord
         | AddDnsServerResourceRecordA
         | AddDnsServerResourceRecord

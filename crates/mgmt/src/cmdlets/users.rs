@@ -123,7 +123,8 @@ pub async fn set_backup_configuration(call: &Call<'_>) -> Reply {
         && !identity.eq_ignore_ascii_case("global")
     {
         return Err(Refused::Conflict(format!(
-            "there is only one Backup Service configuration, global; {identity:?} does not exist"
+            "there is only one Backup Service configuration, global; {} does not exist",
+            api::shown(&identity)
         ))
         .into());
     }
@@ -334,7 +335,8 @@ fn matches_identity(user: &UserRecord, identity: &str) -> bool {
 
 fn not_found(identity: &str) -> Refused {
     Refused::NotFound(format!(
-        "no user {identity:?}; Get-CsUser lists the users, Enable-CsUser enables one"
+        "no user {}; Get-CsUser lists the users, Enable-CsUser enables one",
+        api::shown(identity)
     ))
 }
 

@@ -184,3 +184,103 @@ fn an_ordinary_dns_tool_gets_the_answers() {
         "{missing}"
     );
 }
+
+/// `dig +tcp` from `source` (an address of the loopback block) for a record of the zone.
+fn dig_tcp_from(at: std::net::SocketAddr, source: &str, name: &str) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", at.ip()))
+        .args(["-p", &at.port().to_string(), "-b", source])
+        .args(["+tcp", "+time=2", "+tries=1", "+short", name, "A"])
+        .output()
+        .expect("dig runs: install Debian's bind9-dnsutils (.ci/run does)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `stream` is still open (nothing to read, not closed by the server).
+fn is_open(stream: &std::net::TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let open = matches!(
+        std::io::Read::read(&mut &*stream, &mut byte),
+        Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    stream.set_nonblocking(false).unwrap();
+    open
+}
+
+/// Whether the server closed `stream` (a read ends, with nothing or an error), within
+/// `secs`.
+fn closed_within(stream: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(secs)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+#[test]
+fn idle_tcp_clients_of_one_source_cannot_keep_others_from_the_dns_server() {
+    let lab = Lab::up();
+    let at = dns_address(&lab);
+    let crowd: std::net::IpAddr = format!("{}9.9", block(&lab)).parse().unwrap();
+    // 300 connections from one address that send nothing (256 once filled the server):
+    // past the per-source cap they are closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(connect_from(crowd, at));
+    }
+    // The ones over the cap are closed at once, well before the idle limit (3 s) closes
+    // the rest: the moment 284 are closed, 16 are still open.
+    let open = crate::eventually(2, "the connections over the per-source cap closed", || {
+        let open = idle.iter().filter(|s| is_open(s)).count();
+        (open <= 16).then_some(open)
+    });
+    assert_eq!(open, 16, "idle connections of one address kept");
+    // Another address is answered while the crowd holds its share.
+    let answer = dig_tcp_from(at, &format!("{}9.10", block(&lab)), "pool2.contoso.com");
+    assert_eq!(answer.lines().count(), 2, "{answer}");
+    // A client that sends nothing, or half a query, is dropped within a few seconds.
+    let mut silent = connect_from(format!("{}9.11", block(&lab)).parse().unwrap(), at);
+    let mut partial = connect_from(format!("{}9.12", block(&lab)).parse().unwrap(), at);
+    std::io::Write::write_all(&mut partial, &[0, 40, 1, 2, 3]).unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut silent, 10), "a silent client was kept");
+    assert!(
+        closed_within(&mut partial, 10),
+        "a client with half a query was kept"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // And once the crowd is dropped its address is served again.
+    drop(idle);
+    let answer = crate::eventually(10, "the crowd's address served again", || {
+        let a = dig_tcp_from(at, &crowd.to_string(), "pool2.contoso.com");
+        (a.lines().count() == 2).then_some(a)
+    });
+    assert!(answer.contains(&block(&lab)), "{answer}");
+}
+
+/// A TCP connection to `to` from the local address `from` (std cannot bind before it
+/// connects; tokio's socket can), as a blocking std stream.
+fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+        let stream = socket.connect(to).await.unwrap();
+        let stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}

@@ -287,8 +287,8 @@ impl Lab {
         })
     }
 
-    /// The deployment's admin token.
-    pub(crate) fn token(&self) -> String {
+    /// The lab administrator's token (lab.json's `admin_token`).
+    pub(crate) fn admin_token(&self) -> String {
         self.token.clone()
     }
 

@@ -1,5 +1,6 @@
 //! The `tandem` command line, run as a process: exit codes, messages, formats.
 
+mod api_attacks;
 mod architecture;
 mod cms;
 mod cms_turns;
@@ -9,6 +10,7 @@ mod edge;
 mod failover;
 mod lab;
 mod restart;
+mod roles;
 mod shell;
 mod shipping;
 mod sip_attacks;

@@ -139,7 +139,7 @@ fn every_user_and_admin_port_speaks_tls_1_3_with_the_deployments_certificate() {
     let server_dir = std::path::Path::new(lab.dir()).join("servers/dub-a.fabrikam.net");
     assert_eq!(get(&presenting(&lab, &server_dir), &link), Ok(401));
     // With the token, a Front End is answered; an Edge of the same deployment is not.
-    let token = lab.token();
+    let token = lab.admin_token();
     assert_eq!(
         get_as(&presenting(&lab, &server_dir), &link, Some(&token)),
         Ok(200)
