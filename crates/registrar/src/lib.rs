@@ -30,7 +30,7 @@ use sipnet::{
 };
 use store::Binding;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
 
@@ -132,11 +132,18 @@ pub fn nonce_key(token: &str) -> sip::digest::NonceKey {
 }
 
 impl Registrar {
-    /// Binds UDP and TCP on `at` and starts serving, in tasks of the node that end when it
-    /// shuts down.
-    pub async fn start(node: Arc<Node>, at: SocketAddr) -> io::Result<Arc<Registrar>> {
+    /// Binds UDP and TCP on `at` and TLS on `tls_at` (with `tls`: this server's
+    /// certificate, a client's optional) and starts serving, in tasks of the node that end
+    /// when it shuts down.
+    pub async fn start(
+        node: Arc<Node>,
+        at: SocketAddr,
+        tls_at: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Arc<Registrar>> {
         let (endpoint, mut incoming) = Endpoint::bind(at).await?;
         let tcp = TcpListener::bind(at).await?;
+        let tls_listener = TcpListener::bind(tls_at).await?;
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
             node: node.clone(),
@@ -175,6 +182,7 @@ impl Registrar {
                     .spawn(async move { on_connection(&registrar, stream, peer).await });
             }
         });
+        node.spawn(serve_tls(registrar.clone(), tls_listener, tls));
         Ok(registrar)
     }
 
@@ -233,7 +241,37 @@ fn transaction_key(request: &Request, peer: SocketAddr) -> String {
     )
 }
 
-async fn on_connection(registrar: &Registrar, mut stream: TcpStream, peer: SocketAddr) {
+/// SIP over TLS (the internal SIP TLS port): connections within the listener's caps, the
+/// handshake in time, then the same handling as TCP.
+async fn serve_tls(
+    registrar: Arc<Registrar>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let limits = listener::Limits::DEFAULT;
+    let admission = listener::Admission::new(limits.total, limits.per_source);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut refused = listener::drops::Counter::new("SIP TLS connections refused over the caps");
+    let stop = registrar.node.shutdown.clone();
+    while let Some((stream, peer, admitted)) =
+        listener::accept_admitted(&listener, &admission, &mut refused, &stop).await
+    {
+        let registrar = registrar.clone();
+        let acceptor = acceptor.clone();
+        registrar.node.clone().spawn(async move {
+            let _admitted = admitted;
+            match listener::accept_tls(&acceptor, stream, limits.handshake).await {
+                Ok((stream, _cert)) => on_connection(&registrar, stream, peer).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
+            }
+        });
+    }
+}
+
+async fn on_connection<S>(registrar: &Registrar, mut stream: S, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let server = &*registrar.node;
     let mut buf: Vec<u8> = Vec::new();
     loop {
