@@ -75,6 +75,31 @@ pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// How a benchmark client reaches the registrar.
+pub(crate) enum Carrier<'a> {
+    /// Plain UDP on the SIP port, from a shared endpoint.
+    Udp(&'a Endpoint, SocketAddr),
+    /// Its own TLS connection to the SIP TLS port, kept for the whole sign-in.
+    Tls(&'a mut sipnet::Connection),
+}
+
+impl Carrier<'_> {
+    fn contact(&self) -> SocketAddr {
+        match self {
+            Carrier::Udp(endpoint, _) => endpoint.local_addr(),
+            Carrier::Tls(connection) => connection.local_addr(),
+        }
+    }
+
+    async fn request(&mut self, request: Request) -> std::io::Result<sip::Response> {
+        let timeout = Duration::from_secs(5);
+        match self {
+            Carrier::Udp(endpoint, dest) => endpoint.request(*dest, request, timeout).await,
+            Carrier::Tls(connection) => connection.request(&request, timeout).await,
+        }
+    }
+}
+
 /// One full sign-in: REGISTER, 401, REGISTER with credentials, 200.
 pub(crate) async fn sign_in(
     endpoint: &Endpoint,
@@ -82,9 +107,19 @@ pub(crate) async fn sign_in(
     user: &LabUser,
     n: u64,
 ) -> anyhow::Result<sip::Response> {
+    sign_in_over(Carrier::Udp(endpoint, dest), user, n).await
+}
+
+/// [`sign_in`] over any carrier.
+pub(crate) async fn sign_in_over(
+    mut carrier: Carrier<'_>,
+    user: &LabUser,
+    n: u64,
+) -> anyhow::Result<sip::Response> {
     let aor = &user.sip_address;
     let username = aor.trim_start_matches("sip:");
     let realm = cms::directory::realm_of(aor);
+    let contact = carrier.contact();
     let build = |cseq: u32| {
         let mut h = sip::Headers::new();
         h.push("Max-Forwards", "70");
@@ -92,7 +127,7 @@ pub(crate) async fn sign_in(
         h.push("To", format!("<{aor}>"));
         h.push("Call-ID", format!("bench-{n}-{}", std::process::id()));
         h.push("CSeq", format!("{cseq} REGISTER"));
-        h.push("Contact", format!("<sip:bench@{}>", endpoint.local_addr()));
+        h.push("Contact", format!("<sip:bench@{contact}>"));
         h.push("Expires", "600");
         Request {
             method: Method::Register,
@@ -101,9 +136,7 @@ pub(crate) async fn sign_in(
             body: Vec::new(),
         }
     };
-    let first = endpoint
-        .request(dest, build(1), Duration::from_secs(5))
-        .await?;
+    let first = carrier.request(build(1)).await?;
     if first.status != 401 {
         bail!(
             "expected a 401 challenge, got {} {}",
@@ -120,93 +153,152 @@ pub(crate) async fn sign_in(
         &format!("{n:x}"),
     )
     .map_err(|e| anyhow!("bad challenge: {e}"))?;
-    let ok = endpoint
-        .request(dest, second, Duration::from_secs(5))
-        .await?;
+    let ok = carrier.request(second).await?;
     if ok.status != 200 {
         bail!("sign-in refused: {} {}", ok.status, ok.reason);
     }
     Ok(ok)
 }
 
+/// Sign-ins over one transport: how long they took, and each one's latency (ms).
+struct SigninPhase {
+    transport: &'static str,
+    elapsed: Duration,
+    latencies: Vec<f64>,
+}
+
+impl SigninPhase {
+    fn figures(&self) -> serde_json::Value {
+        let n = self.latencies.len();
+        let per_sec = n as f64 / self.elapsed.as_secs_f64();
+        serde_json::json!({
+            "transport": self.transport,
+            "sign_ins": n,
+            "seconds": self.elapsed.as_secs_f64(),
+            "sign_ins_per_second": per_sec,
+            "registers_per_second": per_sec * 2.0,
+            "latency_ms": {
+                "p50": pct(&self.latencies, 0.5),
+                "p90": pct(&self.latencies, 0.9),
+                "p99": pct(&self.latencies, 0.99),
+                "max": self.latencies.last().copied().unwrap_or(0.0),
+            },
+        })
+    }
+}
+
+/// Every user of `mine` signs in once, `concurrency` at a time, over UDP to `dest` or
+/// (with `tls`) each over its own TLS connection to `tls_dest`.
+async fn signin_phase(
+    mine: &[LabUser],
+    concurrency: usize,
+    dest: SocketAddr,
+    tls: Option<(SocketAddr, Arc<rustls::ClientConfig>)>,
+) -> anyhow::Result<SigninPhase> {
+    let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let queue = Arc::new(tokio::sync::Mutex::new(
+        Vec::from(mine).into_iter().enumerate(),
+    ));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let queue = queue.clone();
+        let endpoint = endpoint.clone();
+        let tls = tls.clone();
+        tasks.spawn(async move {
+            let mut samples = Vec::new();
+            loop {
+                let next = queue.lock().await.next();
+                let Some((n, user)) = next else { break };
+                let t0 = Instant::now();
+                match &tls {
+                    Some((at, config)) => {
+                        let mut connection =
+                            sipnet::Connection::tls(*at, &at.ip().to_string(), config).await?;
+                        sign_in_over(Carrier::Tls(&mut connection), &user, n as u64).await?;
+                    }
+                    None => {
+                        sign_in(&endpoint, dest, &user, n as u64).await?;
+                    }
+                }
+                samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(samples)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(SigninPhase {
+        transport: if tls.is_some() { "tls" } else { "udp" },
+        elapsed: started.elapsed(),
+        latencies,
+    })
+}
+
+/// `tandem bench signin`: every user of one pool signs in at one Front End over plain UDP,
+/// then again over TLS (a connection per sign-in, its handshake included), in one run.
 pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Result<()> {
-    let (elapsed, mut latencies, front_end) = with_lab(users, |lab, all| {
+    let (phases, front_end) = with_lab(users, |lab, all| {
         let fe = lab
             .servers
             .iter()
             .find(|s| s.role == "FrontEnd")
             .ok_or_else(|| anyhow!("the lab has no Front End"))?;
         let dest: SocketAddr = format!("{}:{}", fe.address, fe.sip_port).parse()?;
+        let tls_dest: SocketAddr = format!("{}:{}", fe.address, fe.sip_tls_port).parse()?;
         let pool = fe.pool.clone();
         let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == pool).collect();
+        let tls = lab.client_tls()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let (elapsed, latencies) = rt.block_on(async {
-            let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
-            let queue = Arc::new(tokio::sync::Mutex::new(mine.into_iter().enumerate()));
-            let started = Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..concurrency.max(1) {
-                let queue = queue.clone();
-                let endpoint = endpoint.clone();
-                tasks.spawn(async move {
-                    let mut samples = Vec::new();
-                    loop {
-                        let next = queue.lock().await.next();
-                        let Some((n, user)) = next else { break };
-                        let t0 = Instant::now();
-                        sign_in(&endpoint, dest, &user, n as u64).await?;
-                        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
-                    }
-                    anyhow::Ok(samples)
-                });
-            }
-            let mut latencies = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                latencies.extend(done??);
-            }
-            anyhow::Ok((started.elapsed(), latencies))
+        let phases = rt.block_on(async {
+            let plain = signin_phase(&mine, concurrency, dest, None).await?;
+            let secure = signin_phase(&mine, concurrency, dest, Some((tls_dest, tls))).await?;
+            anyhow::Ok(vec![plain, secure])
         })?;
-        Ok((elapsed, latencies, fe.fqdn.clone()))
+        Ok((phases, fe.fqdn.clone()))
     })?;
-    latencies.sort_by(f64::total_cmp);
-    let n = latencies.len();
-    let per_sec = n as f64 / elapsed.as_secs_f64();
+    let rate = |p: &SigninPhase| p.latencies.len() as f64 / p.elapsed.as_secs_f64();
+    let ratio = rate(&phases[1]) / rate(&phases[0]);
     let figures = serde_json::json!({
         "bench": "signin",
         "front_end": front_end,
-        "sign_ins": n,
         "concurrency": concurrency,
-        "seconds": elapsed.as_secs_f64(),
-        "sign_ins_per_second": per_sec,
-        "registers_per_second": per_sec * 2.0,
-        "latency_ms": {
-            "p50": pct(&latencies, 0.5),
-            "p90": pct(&latencies, 0.9),
-            "p99": pct(&latencies, 0.99),
-            "max": latencies.last().copied().unwrap_or(0.0),
-        },
+        "udp": phases[0].figures(),
+        "tls": phases[1].figures(),
+        "tls_to_udp_rate": ratio,
     });
     if json {
         println!("{figures}");
-    } else {
+        return Ok(());
+    }
+    for p in &phases {
         println!(
-            "sign-in with digest on {front_end}: {n} users, {concurrency} at a time, {:.2} s",
-            elapsed.as_secs_f64()
+            "sign-in with digest on {front_end} over {}: {} users, {concurrency} at a time, {:.2} s",
+            p.transport.to_uppercase(),
+            p.latencies.len(),
+            p.elapsed.as_secs_f64()
         );
         println!(
-            "  {per_sec:.0} sign-ins/s ({:.0} REGISTERs/s: challenge + authenticated)",
-            per_sec * 2.0
+            "  {:.0} sign-ins/s ({:.0} REGISTERs/s: challenge + authenticated)",
+            rate(p),
+            rate(p) * 2.0
         );
         println!(
             "  latency per sign-in: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            pct(&latencies, 0.5),
-            pct(&latencies, 0.9),
-            pct(&latencies, 0.99),
-            latencies.last().copied().unwrap_or(0.0)
+            pct(&p.latencies, 0.5),
+            pct(&p.latencies, 0.9),
+            pct(&p.latencies, 0.99),
+            p.latencies.last().copied().unwrap_or(0.0)
         );
     }
+    println!(
+        "TLS (a new connection and handshake per sign-in) runs at {ratio:.2}x the rate of UDP"
+    );
     Ok(())
 }
 

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use sip::{Method, Request, Response};
-use sipnet::{Endpoint, Incoming, MODE_HEADER, SERVING_POOL_HEADER, contact_address, tcp_request};
+use sipnet::{
+    Endpoint, Incoming, MODE_HEADER, SERVING_POOL_HEADER, contact_address, tcp_request, tls_request,
+};
 
 use crate::lab::{LabFile, load_users};
 
@@ -96,9 +98,22 @@ pub(crate) enum MeetingAction {
     },
 }
 
+/// How the client speaks SIP to its registrar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// SIP over TLS on the registrar's SIP TLS port (5061), as the original's clients.
+    Tls,
+    /// Plain TCP on the SIP port (5060).
+    Tcp,
+    /// Plain UDP on the SIP port (5060); answers too large for a datagram come over TCP.
+    Udp,
+}
+
 /// A signed-in user's session.
 #[derive(Debug)]
 struct Session {
+    transport: Transport,
+    tls: Arc<rustls::ClientConfig>,
     sip: String,
     username: String,
     realm: String,
@@ -212,10 +227,11 @@ pub(crate) fn run(
     user: &str,
     password: Option<String>,
     via: Option<&str>,
+    transport: Transport,
     command: ClientCommand,
 ) -> anyhow::Result<()> {
     let rt = crate::lab::runtime();
-    rt.block_on(run_async(dir, user, password, via, command))
+    rt.block_on(run_async(dir, user, password, via, transport, command))
 }
 
 async fn run_async(
@@ -223,9 +239,11 @@ async fn run_async(
     user: &str,
     password: Option<String>,
     via: Option<&str>,
+    transport: Transport,
     command: ClientCommand,
 ) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
+    let tls = lab.client_tls()?;
     if let Some(via) = via {
         let Some(first) = lab
             .servers
@@ -255,6 +273,8 @@ async fn run_async(
     let username = sip.trim_start_matches("sip:").to_string();
     let realm = cms::directory::realm_of(&sip);
     let mut session = Session {
+        transport,
+        tls,
         sip,
         username,
         realm,
@@ -270,7 +290,7 @@ async fn run_async(
     match command {
         ClientCommand::SignIn { expires } => {
             let s = session.sign_in(Some(expires)).await?;
-            print_signed_in(&session.sip, &s);
+            print_signed_in(&session.sip, &s, session.transport);
         }
         ClientCommand::Contacts { action } => {
             let action = action.unwrap_or(ListAction::List);
@@ -361,7 +381,7 @@ async fn run_async(
         }
         ClientCommand::Listen { seconds, count } => {
             let mut signed = session.sign_in(Some(seconds as u32 + 30)).await?;
-            print_signed_in(&session.sip, &signed);
+            print_signed_in(&session.sip, &signed, session.transport);
             let received = session
                 .listen(&mut signed, Duration::from_secs(seconds), count)
                 .await;
@@ -372,9 +392,9 @@ async fn run_async(
     Ok(())
 }
 
-fn print_signed_in(sip: &str, s: &SignedIn) {
+fn print_signed_in(sip: &str, s: &SignedIn, transport: Transport) {
     println!(
-        "signed in {sip} at {} ({}) in {} mode",
+        "signed in {sip} at {} ({} over {transport:?}) in {} mode",
         s.pool, s.registrar, s.mode
     );
     for b in &s.bindings {
@@ -405,11 +425,24 @@ impl Session {
         tcp: bool,
         build: impl Fn(&mut Session) -> Request,
     ) -> anyhow::Result<Response> {
-        let send = |req: Request, endpoint: Arc<Endpoint>| async move {
-            if tcp {
-                tcp_request(dest, &req, Duration::from_secs(3)).await
-            } else {
-                endpoint.request(dest, req, Duration::from_secs(3)).await
+        let transport = match self.transport {
+            Transport::Udp if tcp => Transport::Tcp,
+            t => t,
+        };
+        let tls = self.tls.clone();
+        let tls_at = SocketAddr::new(dest.ip(), self.lab.sip_tls_port_of(dest.ip()));
+        let send = |req: Request, endpoint: Arc<Endpoint>| {
+            let tls = tls.clone();
+            async move {
+                let timeout = Duration::from_secs(3);
+                match transport {
+                    Transport::Tls => {
+                        let name = tls_at.ip().to_string();
+                        tls_request(tls_at, &name, &tls, &req, timeout).await
+                    }
+                    Transport::Tcp => tcp_request(dest, &req, timeout).await,
+                    Transport::Udp => endpoint.request(dest, req, timeout).await,
+                }
             }
         };
         let first = build(self);
@@ -654,7 +687,7 @@ impl Session {
                     self.prefer = at;
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
-                    print_signed_in(&self.sip, signed);
+                    print_signed_in(&self.sip, signed, self.transport);
                     let _ = std::io::stdout().flush();
                 }
                 continue;

@@ -59,6 +59,9 @@ pub(crate) struct LabServer {
     /// The DNS port, the lab's DNS server only.
     #[serde(default)]
     pub(crate) dns_port: u16,
+    /// The SIP TLS port, Front Ends only.
+    #[serde(default)]
+    pub(crate) sip_tls_port: u16,
 }
 
 impl LabServer {
@@ -134,6 +137,17 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
 }
 
 impl LabFile {
+    /// The SIP TLS port of the server at `ip` (the reference's 5061 when the lab does
+    /// not say).
+    pub(crate) fn sip_tls_port_of(&self, ip: std::net::IpAddr) -> u16 {
+        self.servers
+            .iter()
+            .find(|s| s.address.parse::<std::net::IpAddr>().ok() == Some(ip))
+            .map(|s| s.sip_tls_port)
+            .filter(|p| *p != 0)
+            .unwrap_or(5061)
+    }
+
     /// The TLS settings of the lab's clients (shell, `tandem client`, benchmarks): the
     /// lab's CA as the only root; no client certificate (operators bring the token).
     pub(crate) fn client_tls(&self) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
@@ -438,6 +452,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
                 sip_port: topology.ports.sip,
                 user_services_port: topology.ports.user_services,
                 dns_port: 0,
+                sip_tls_port: topology.ports.sip_tls,
             })
             .collect(),
     };
@@ -542,6 +557,7 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
         sip_port: 0,
         user_services_port: 0,
         dns_port: topology.ports.dns,
+        sip_tls_port: 0,
     })
 }
 
@@ -1054,6 +1070,7 @@ mod tests {
             sip_port: 0,
             user_services_port: 0,
             dns_port: 0,
+            sip_tls_port: 0,
         }
     }
 

@@ -52,6 +52,10 @@ enum Command {
         /// Front Ends in the order the lab lists them.
         #[arg(long, value_name = "FQDN")]
         via: Option<String>,
+        /// How to speak SIP to the registrar: TLS on its SIP TLS port (default), or plain
+        /// TCP or UDP on its SIP port.
+        #[arg(long, value_enum, default_value = "tls")]
+        transport: client::Transport,
         #[command(subcommand)]
         command: client::ClientCommand,
     },
@@ -332,8 +336,16 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             user,
             password,
             via,
+            transport,
             command,
-        } => outcome(client::run(&lab, &user, password, via.as_deref(), command)),
+        } => outcome(client::run(
+            &lab,
+            &user,
+            password,
+            via.as_deref(),
+            transport,
+            command,
+        )),
         Command::Partner { lab, command } => outcome(partner::run(&lab, command)),
         Command::Dns(command) => {
             if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {

@@ -174,15 +174,22 @@ pub fn nonce_key(token: &str) -> sip::digest::NonceKey {
 }
 
 impl Registrar {
-    /// Binds UDP and TCP on `at` and starts serving, in tasks of the node that end when it
-    /// shuts down.
-    pub async fn start(node: Arc<Node>, at: SocketAddr) -> io::Result<Arc<Registrar>> {
+    /// Binds UDP and TCP on `at` and TLS on `tls_at` (with `tls`: this server's
+    /// certificate, a client's optional) and starts serving, in tasks of the node that end
+    /// when it shuts down.
+    pub async fn start(
+        node: Arc<Node>,
+        at: SocketAddr,
+        tls_at: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<Arc<Registrar>> {
         let (endpoint, queues) = Endpoint::bind_server(at).await?;
         let sipnet::ServerQueues {
             requests: mut incoming,
             mut probes,
         } = queues;
         let tcp = TcpListener::bind(at).await?;
+        let tls_listener = TcpListener::bind(tls_at).await?;
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
             nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY, NONCE_MAX_AGE_MS)),
@@ -260,6 +267,7 @@ impl Registrar {
                 });
             }
         });
+        node.spawn(serve_tls(registrar.clone(), tls_listener, tls));
         Ok(registrar)
     }
 
@@ -338,6 +346,33 @@ fn transaction_key(request: &Request, peer: SocketAddr) -> String {
         request.method,
         request.headers.get("CSeq").unwrap_or("")
     )
+}
+
+/// SIP over TLS (the internal SIP TLS port): connections within the same caps as TCP's, the
+/// handshake in time, then the same handling as TCP.
+async fn serve_tls(
+    registrar: Arc<Registrar>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let handshake = listener::Limits::DEFAULT.handshake;
+    let admission = Admission::new(TCP_CONNECTIONS, TCP_CONNECTIONS_PER_SOURCE);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut refused = listener::drops::Counter::new("SIP TLS connections refused over the caps");
+    let stop = registrar.node.shutdown.clone();
+    while let Some((stream, peer, admitted)) =
+        listener::accept_admitted(&listener, &admission, &mut refused, &stop).await
+    {
+        let registrar = registrar.clone();
+        let acceptor = acceptor.clone();
+        registrar.node.clone().spawn(async move {
+            let _admitted = admitted;
+            match listener::accept_tls(&acceptor, stream, handshake).await {
+                Ok((stream, _cert)) => on_connection(&registrar, stream, peer).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
+            }
+        });
+    }
 }
 
 /// Serves one SIP connection from `peer` until it closes, breaks a limit or the service

@@ -227,9 +227,17 @@ async fn start_front_end_services(
         registrar::userservices::router(node.clone()),
     );
     let sip_at = SocketAddr::new(ip, topology.ports.sip);
-    let registrar = Registrar::start(node.clone(), sip_at)
+    let sip_tls_at = SocketAddr::new(ip, topology.ports.sip_tls);
+    let sip_tls = pki::server_config(
+        node.certs.clone(),
+        pki::ClientAuth::Optional(roots.clone()),
+        &[],
+    )?;
+    let registrar = Registrar::start(node.clone(), sip_at, sip_tls_at, sip_tls)
         .await
-        .with_context(|| format!("starting the registrar on {sip_at} (UDP and TCP)"))?;
+        .with_context(|| {
+            format!("starting the registrar on {sip_at} (UDP and TCP) and {sip_tls_at} (TLS)")
+        })?;
     engine.set_sign_out(Arc::new(RegistrarSignOut(registrar.clone())));
     node.spawn(registrar::resiliency::watch_partner(registrar));
     let homes = node.clone();

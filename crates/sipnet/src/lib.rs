@@ -322,28 +322,137 @@ pub async fn tcp_request(
     request: &Request,
     timeout: Duration,
 ) -> io::Result<Response> {
-    let work = async {
-        let mut stream = TcpStream::connect(dest).await?;
+    within(timeout, dest, async {
+        Connection::tcp(dest).await?.request(request, timeout).await
+    })
+    .await
+}
+
+/// Sends one request over a new TLS connection to `dest` (whose certificate must cover
+/// `server_name`: its FQDN or address) and waits for its final response.
+pub async fn tls_request(
+    dest: SocketAddr,
+    server_name: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    request: &Request,
+    timeout: Duration,
+) -> io::Result<Response> {
+    within(timeout, dest, async {
+        Connection::tls(dest, server_name, tls)
+            .await?
+            .request(request, timeout)
+            .await
+    })
+    .await
+}
+
+/// `work`, or a timeout naming `dest`.
+async fn within<T>(
+    timeout: Duration,
+    dest: SocketAddr,
+    work: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from {dest}"),
+            ))
+        })
+}
+
+/// A stream a SIP connection runs on: TCP, or TLS over TCP.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
+/// A client's SIP connection over TCP or TLS, kept open for several requests (as a client
+/// keeps its connection to its registrar: the challenge and the answer on one connection).
+pub struct Connection {
+    stream: Box<dyn Stream>,
+    buf: Vec<u8>,
+    local: SocketAddr,
+    dest: SocketAddr,
+    transport: &'static str,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("local", &self.local)
+            .field("dest", &self.dest)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A plain TCP connection to `dest`.
+    pub async fn tcp(dest: SocketAddr) -> io::Result<Connection> {
+        let stream = TcpStream::connect(dest).await?;
         let local = stream.local_addr()?;
+        Ok(Connection {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+            local,
+            dest,
+            transport: "TCP",
+        })
+    }
+
+    /// A TLS connection to `dest`, whose certificate must cover `server_name`. `tls` says
+    /// what the caller trusts and, for a server, the certificate it presents (mutual TLS:
+    /// how a registrar knows an Edge or another pool's registrar from a user).
+    pub async fn tls(
+        dest: SocketAddr,
+        server_name: &str,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> io::Result<Connection> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let tcp = TcpStream::connect(dest).await?;
+        let local = tcp.local_addr()?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(Connection {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+            local,
+            dest,
+            transport: "TLS",
+        })
+    }
+
+    /// The address this end of the connection has.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends `request` (with a Via of this connection on top) and waits for its final
+    /// response; provisional responses are skipped.
+    pub async fn request(&mut self, request: &Request, timeout: Duration) -> io::Result<Response> {
         let mut request = request.clone();
         let via = format!(
-            "SIP/2.0/TCP {local};branch=z9hG4bK{:x}{:x};rport",
-            local.port(),
-            now_ms()
+            "SIP/2.0/{} {};branch=z9hG4bK{:x}{:x};rport",
+            self.transport,
+            self.local,
+            self.local.port(),
+            now_ms() ^ i64::from(NEXT_BRANCH.fetch_add(1, Ordering::Relaxed) as u32)
         );
         push_top_via(&mut request, via);
-        stream.write_all(&request.to_bytes()).await?;
-        let mut buf = Vec::new();
+        self.stream.write_all(&request.to_bytes()).await?;
+        self.stream.flush().await?;
         loop {
             let limits = FrameLimits {
                 idle: timeout,
                 partial: timeout,
             };
-            let frame = next_frame(&mut stream, &mut buf, limits).await?;
+            let frame = next_frame(&mut self.stream, &mut self.buf, limits).await?;
             let Some(frame) = frame else {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("{dest} closed the connection without answering"),
+                    format!("{} closed the connection without answering", self.dest),
                 ));
             };
             let message = frame
@@ -355,15 +464,7 @@ pub async fn tcp_request(
                 return Ok(r);
             }
         }
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer from {dest}"),
-            ))
-        })
+    }
 }
 
 /// How long a stream may take over its messages.
@@ -385,6 +486,9 @@ impl FrameLimits {
         partial: Duration::from_secs(10),
     };
 }
+
+/// Makes the branches of one connection's requests differ.
+static NEXT_BRANCH: AtomicU64 = AtomicU64::new(0);
 
 /// Reads until one whole message is at the front of `buf` and returns its bytes, leaving
 /// what follows in `buf`; keep-alive CRLFs are skipped. `Ok(None)` at the end of the
