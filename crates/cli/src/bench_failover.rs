@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use api::InvokeResponse;
 use base64::Engine as _;
-use sipnet::{Endpoint, Incoming};
+use sipnet::{Endpoint, Flow, FrameLimits, Incoming};
 
-use crate::bench_users::{pct, sign_in, with_lab};
+use crate::bench_users::{Carrier, pct, sign_in, sign_in_over, with_lab};
 use crate::client::{RegistrationNotice, registration_notice};
 use crate::lab::{self, LabFile, LabUser};
 
@@ -106,17 +106,77 @@ async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64
         .count() as i64)
 }
 
+/// How the bench's clients reach their registrars.
+#[derive(Clone)]
+enum Clients {
+    /// One UDP endpoint stands for every client (plain SIP); notifications arrive at it.
+    Udp(Arc<Endpoint>),
+    /// Each client has its own TLS connection to the SIP TLS port, kept open after the
+    /// sign-in: the registrar's notification comes down it.
+    Tls {
+        config: Arc<rustls::ClientConfig>,
+        told: tokio::sync::mpsc::UnboundedSender<Told>,
+        kept: Arc<std::sync::Mutex<Vec<Flow>>>,
+    },
+}
+
+impl Clients {
+    /// Where these clients reach the Front End `server`.
+    fn at(&self, server: &lab::LabServer) -> anyhow::Result<SocketAddr> {
+        let port = match self {
+            Clients::Udp(_) => server.sip_port,
+            Clients::Tls { .. } => server.sip_tls_port,
+        };
+        Ok(format!("{}:{port}", server.address).parse()?)
+    }
+
+    /// `UDP` or `TLS`.
+    fn transport(&self) -> &'static str {
+        match self {
+            Clients::Udp(_) => "UDP",
+            Clients::Tls { .. } => "TLS",
+        }
+    }
+}
+
 /// Signs `user` in at `dest` until the registrar answers 200 in full mode (a minute at most).
 async fn sign_in_full(
-    endpoint: &Endpoint,
+    clients: &Clients,
     dest: SocketAddr,
     user: &LabUser,
     n: u64,
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    let mut flow: Option<Flow> = None;
     loop {
-        match sign_in(endpoint, dest, user, n).await {
-            Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => return Ok(()),
+        let answer = match clients {
+            Clients::Udp(endpoint) => sign_in(endpoint, dest, user, n).await,
+            Clients::Tls { config, told, .. } => {
+                if flow.as_ref().is_none_or(Flow::is_closed) {
+                    let name = dest.ip().to_string();
+                    let (opened, incoming) = Flow::connect_tls_from(
+                        Some(client_address(n)),
+                        dest,
+                        &name,
+                        config,
+                        Duration::from_secs(5),
+                        FrameLimits::LISTENER,
+                    )
+                    .await?;
+                    answer_notifications(Notified::Flow(opened.clone()), incoming, told.clone());
+                    flow = Some(opened);
+                }
+                let carrier = Carrier::Flow(flow.as_ref().expect("opened"));
+                sign_in_over(carrier, user, n).await
+            }
+        };
+        match answer {
+            Ok(r) if r.headers.get("X-Tandem-Mode") == Some("full") => {
+                if let (Clients::Tls { kept, .. }, Some(flow)) = (clients, flow) {
+                    kept.lock().expect("kept").push(flow);
+                }
+                return Ok(());
+            }
             _ if t0.elapsed() > Duration::from_secs(60) => {
                 anyhow::bail!("{} never signed in in full mode", user.sip_address)
             }
@@ -125,9 +185,16 @@ async fn sign_in_full(
     }
 }
 
-/// Signs every user in at `dest` from `endpoint` until each gets 200 in full mode.
+/// The loopback address the client numbered `n` connects from: 32 clients an address, as
+/// users' devices come from many (a registrar takes at most 64 connections an address).
+fn client_address(n: u64) -> std::net::IpAddr {
+    let group = n % 1_000_000 / 32;
+    std::net::Ipv4Addr::new(127, 254, (group / 250) as u8, (group % 250 + 1) as u8).into()
+}
+
+/// Signs every user in at `dest` until each gets 200 in full mode.
 async fn sign_in_all(
-    endpoint: &Arc<Endpoint>,
+    clients: &Clients,
     users: &[LabUser],
     dest: SocketAddr,
     concurrency: usize,
@@ -136,12 +203,12 @@ async fn sign_in_all(
     let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter().enumerate()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (queue, endpoint) = (queue.clone(), endpoint.clone());
+        let (queue, clients) = (queue.clone(), clients.clone());
         tasks.spawn(async move {
             loop {
                 let next = queue.lock().await.next();
                 let Some((n, user)) = next else { break };
-                sign_in_full(&endpoint, dest, &user, n as u64 + 1_000_000).await?;
+                sign_in_full(&clients, dest, &user, n as u64 + 1_000_000).await?;
             }
             anyhow::Ok(())
         });
@@ -156,21 +223,31 @@ async fn sign_in_all(
 /// when it arrived.
 type Told = (String, Option<String>, Instant);
 
-/// Answers every NOTIFY that reaches the clients' endpoint, as each client would, and
-/// passes on each sign-out once per user and pool.
+/// Where notifications arrive and are answered.
+enum Notified {
+    /// At the clients' shared UDP endpoint.
+    Endpoint(Arc<Endpoint>),
+    /// On one client's TLS connection.
+    Flow(Flow),
+}
+
+/// Answers every request that reaches the clients (as each client would) and passes on
+/// each sign-out.
 fn answer_notifications(
-    endpoint: Arc<Endpoint>,
+    at: Notified,
     mut incoming: tokio::sync::mpsc::Receiver<Incoming>,
-) -> tokio::sync::mpsc::UnboundedReceiver<Told> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    told: tokio::sync::mpsc::UnboundedSender<Told>,
+) {
     tokio::spawn(async move {
-        let mut seen = std::collections::HashSet::new();
         while let Some(message) = incoming.recv().await {
             let Incoming::Request(request, peer) = message else {
                 continue;
             };
             let answer = sip::Response::for_request(&request, 200, "OK", Some("bench"));
-            let _ = endpoint.send(peer, &answer.to_bytes()).await;
+            let _ = match &at {
+                Notified::Endpoint(endpoint) => endpoint.send(peer, &answer.to_bytes()).await,
+                Notified::Flow(flow) => flow.answer(&answer).await,
+            };
             let Some(RegistrationNotice::SignInAgain { at, .. }) = registration_notice(&request)
             else {
                 continue;
@@ -183,12 +260,9 @@ fn answer_notifications(
             else {
                 continue;
             };
-            if seen.insert((aor.clone(), at.clone())) {
-                let _ = tx.send((aor, at, Instant::now()));
-            }
+            let _ = told.send((aor, at, Instant::now()));
         }
     });
-    rx
 }
 
 /// Signs in again each of `expected` users as its sign-out notification arrives, at the
@@ -196,7 +270,7 @@ fn answer_notifications(
 /// the time from the notification to the 200 in full mode. Fails when some users are not
 /// told within a minute.
 async fn sign_in_when_told(
-    endpoint: &Arc<Endpoint>,
+    clients: &Clients,
     told: &mut tokio::sync::mpsc::UnboundedReceiver<Told>,
     users: &[LabUser],
     registrars: impl Fn(&str) -> Vec<SocketAddr>,
@@ -208,6 +282,8 @@ async fn sign_in_when_told(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut tasks = tokio::task::JoinSet::new();
     let mut received = 0usize;
+    // A retransmitted notification (our 200 was lost) is acted on once.
+    let mut seen = std::collections::HashSet::new();
     while received < users.len() {
         let next = tokio::time::timeout_at(deadline, told.recv()).await;
         let Ok(Some((aor, at, when))) = next else {
@@ -220,6 +296,9 @@ async fn sign_in_when_told(
         let Some(user) = by_aor.get(aor.as_str()).map(|u| (*u).clone()) else {
             continue;
         };
+        if !seen.insert((aor.clone(), at.clone())) {
+            continue;
+        }
         let pool =
             at.ok_or_else(|| anyhow!("{aor} was signed out without a registrar to go to"))?;
         let candidates = registrars(&pool);
@@ -228,9 +307,9 @@ async fn sign_in_when_told(
             .ok_or_else(|| anyhow!("no registrar of {pool} in the lab"))?;
         received += 1;
         let slot = slots.clone().acquire_owned().await?;
-        let (endpoint, n) = (endpoint.clone(), received as u64 + 2_000_000);
+        let (clients, n) = (clients.clone(), received as u64 + 2_000_000);
         tasks.spawn(async move {
-            sign_in_full(&endpoint, dest, &user, n).await?;
+            sign_in_full(&clients, dest, &user, n).await?;
             drop(slot);
             anyhow::Ok(when.elapsed().as_secs_f64() * 1000.0)
         });
@@ -292,6 +371,22 @@ pub(crate) fn failover(
             "  planned failback: {:.3} s",
             f["planned_failback_s"].as_f64().unwrap_or(0.0)
         );
+        let t = &f["over_tls"];
+        let ratio = |key: &str| {
+            let plain = f[key].as_f64().unwrap_or(0.0);
+            let tls = t[key].as_f64().unwrap_or(0.0);
+            if plain > 0.0 { tls / plain } else { 0.0 }
+        };
+        println!(
+            "  over TLS (each client its own connection, notified down it): planned failover {:.3} s ({:.2}x plain); all signed in again after {:.3} s ({:.2}x; p50 {:.1} ms from the notification); planned failback {:.3} s ({:.2}x)",
+            t["planned_failover_s"].as_f64().unwrap_or(0.0),
+            ratio("planned_failover_s"),
+            t["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
+            ratio("all_signed_in_again_s"),
+            t["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0),
+            t["planned_failback_s"].as_f64().unwrap_or(0.0),
+            ratio("planned_failback_s"),
+        );
         println!(
             "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported at failover (unshipped when last heard, a lower bound): {}; reported lost after the failback counted them: {}",
             f["disaster_failover_s"].as_f64().unwrap_or(0.0),
@@ -335,14 +430,6 @@ async fn run(
             .map(|s| api::base(&s.address, s.user_services_port))
             .collect()
     };
-    let sip_of = |pool: &str| -> anyhow::Result<SocketAddr> {
-        let s = lab
-            .servers
-            .iter()
-            .find(|s| s.pool == pool && s.role == "FrontEnd")
-            .ok_or_else(|| anyhow!("no Front End of {pool}"))?;
-        Ok(format!("{}:{}", s.address, s.sip_port).parse()?)
-    };
     let client = api::https(&lab.client_tls()?)
         .pool_max_idle_per_host(64)
         .build()?;
@@ -360,11 +447,19 @@ async fn run(
     while let Some(r) = tasks.join_next().await {
         acked += i64::from(r?);
     }
-    // One endpoint stands for the active users' clients: they sign in from it, and the
-    // notifications that sign them out arrive at it.
-    let (clients, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
-    let mut told = answer_notifications(clients.clone(), incoming);
-    sign_in_all(&clients, &active_users, sip_of(HOME)?, 64).await?;
+    // One endpoint stands for the active users' clients over plain SIP: they sign in
+    // from it, and the notifications that sign them out arrive at it.
+    let (endpoint, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+    answer_notifications(Notified::Endpoint(endpoint.clone()), incoming, told_tx);
+    let plain = Clients::Udp(endpoint);
+    sign_in_all(
+        &plain,
+        &active_users,
+        plain.at(front_end_of(lab, HOME)?)?,
+        64,
+    )
+    .await?;
     invoke(
         lab,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
@@ -374,14 +469,14 @@ async fn run(
     let t0 = Instant::now();
     invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
     let planned_failover = t0.elapsed();
-    let registrars = |pool: &str| -> Vec<SocketAddr> {
-        lab.servers
-            .iter()
-            .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
-            .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
-            .collect()
-    };
-    let resign = sign_in_when_told(&clients, &mut told, &active_users, registrars, 64).await?;
+    let resign = sign_in_when_told(
+        &plain,
+        &mut told,
+        &active_users,
+        |pool| registrars(lab, &plain, pool),
+        64,
+    )
+    .await?;
     let all_signed_in = t0.elapsed();
     let present_after_failover = count_in(lab, BACKUP, "bench-").await?;
 
@@ -389,6 +484,9 @@ async fn run(
     invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
     let planned_failback = t1.elapsed();
     let present_after_failback = count_in(lab, HOME, "bench-").await?;
+
+    // The same planned round with every client on its own TLS connection.
+    let over_tls = tls_round(lab, &active_users).await?;
 
     // Disaster: a writer saves contacts while the pool is killed.
     let first = disaster_round(lab, &client, &active_users, &home_bases, 3, "disaster").await?;
@@ -437,6 +535,63 @@ async fn run(
         "disaster_reported_at_failover": reported_at_failover,
         "disaster_failback_s": disaster_failback.as_secs_f64(),
         "disaster_rounds": rounds,
+        "over_tls": over_tls,
+    }))
+}
+
+/// A Front End of `pool`.
+fn front_end_of<'l>(lab: &'l LabFile, pool: &str) -> anyhow::Result<&'l lab::LabServer> {
+    lab.servers
+        .iter()
+        .find(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
+        .ok_or_else(|| anyhow!("no Front End of {pool}"))
+}
+
+/// Where `clients` reach the registrars of `pool`.
+fn registrars(lab: &LabFile, clients: &Clients, pool: &str) -> Vec<SocketAddr> {
+    lab.servers
+        .iter()
+        .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
+        .filter_map(|s| clients.at(s).ok())
+        .collect()
+}
+
+/// A planned failover and failback of the home pool with every active user signed in over
+/// its own TLS connection: the failover's and the failback's times, and how soon the
+/// clients the notification (down each connection) signed out were signed in again.
+async fn tls_round(lab: &LabFile, users: &[LabUser]) -> anyhow::Result<serde_json::Value> {
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let tls = Clients::Tls {
+        config: lab.client_tls()?,
+        told: told_tx,
+        kept: Arc::default(),
+    };
+    sign_in_all(&tls, users, tls.at(front_end_of(lab, HOME)?)?, 64).await?;
+    let t0 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
+    let failover = t0.elapsed();
+    let resign = sign_in_when_told(
+        &tls,
+        &mut told,
+        users,
+        |pool| registrars(lab, &tls, pool),
+        64,
+    )
+    .await?;
+    let all_signed_in = t0.elapsed();
+    let t1 = Instant::now();
+    invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
+    let failback = t1.elapsed();
+    Ok(serde_json::json!({
+        "transport": tls.transport(),
+        "planned_failover_s": failover.as_secs_f64(),
+        "all_signed_in_again_s": all_signed_in.as_secs_f64(),
+        "resign_in_ms": {
+            "p50": pct(&resign, 0.5),
+            "p99": pct(&resign, 0.99),
+            "max": resign.last().copied().unwrap_or(0.0),
+        },
+        "planned_failback_s": failback.as_secs_f64(),
     }))
 }
 

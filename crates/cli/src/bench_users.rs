@@ -81,6 +81,9 @@ pub(crate) enum Carrier<'a> {
     Udp(&'a Endpoint, SocketAddr),
     /// Its own TLS connection to the SIP TLS port, kept for the whole sign-in.
     Tls(&'a mut sipnet::Connection),
+    /// Its own TLS connection, kept after the sign-in: the registrar reaches the client
+    /// back over it.
+    Flow(&'a sipnet::Flow),
 }
 
 impl Carrier<'_> {
@@ -88,6 +91,7 @@ impl Carrier<'_> {
         match self {
             Carrier::Udp(endpoint, _) => endpoint.local_addr(),
             Carrier::Tls(connection) => connection.local_addr(),
+            Carrier::Flow(flow) => flow.local_addr(),
         }
     }
 
@@ -96,6 +100,7 @@ impl Carrier<'_> {
         match self {
             Carrier::Udp(endpoint, dest) => endpoint.request(*dest, request, timeout).await,
             Carrier::Tls(connection) => connection.request(&request, timeout).await,
+            Carrier::Flow(flow) => flow.request(request, timeout).await,
         }
     }
 }

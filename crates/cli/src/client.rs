@@ -5,8 +5,11 @@
 //! DNS does not answer — skipping those that refuse a connection), follows 301 redirects to the
 //! registrars of the pool that serves the user, answers digest challenges, and reports
 //! the mode (`full` or `resiliency`). Stored data goes through the user-services API of
-//! the serving pool, following its 307 redirects. Messages are SIP MESSAGEs over UDP;
-//! `listen` registers a UDP contact and prints what arrives.
+//! the serving pool, following its 307 redirects. Over TLS (the default) the client keeps
+//! one connection to its registrar, binds a `transport=tls` contact on it, and receives
+//! its messages and notifications down that same connection (a [`sipnet::Flow`]), as a
+//! client behind a NAT or a firewall must; over UDP (`--transport udp`, where the topology
+//! takes plain SIP) `listen` registers a UDP contact instead.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,7 +20,8 @@ use anyhow::{Context, anyhow, bail};
 use base64::Engine as _;
 use sip::{Method, Request, Response};
 use sipnet::{
-    Endpoint, Incoming, MODE_HEADER, SERVING_POOL_HEADER, contact_address, tcp_request, tls_request,
+    Endpoint, Flow, FrameLimits, Incoming, MODE_HEADER, SERVING_POOL_HEADER, contact_address,
+    tcp_request,
 };
 
 use crate::lab::{LabFile, load_users};
@@ -121,6 +125,9 @@ struct Session {
     lab: LabFile,
     endpoint: Arc<Endpoint>,
     incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
+    /// Over TLS: the connection to the registrar, and what the registrar sends down it.
+    flow: Option<Flow>,
+    flow_incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
     cseq: u32,
     call_id: String,
     /// `--via`: the registrar to ask first, instead of the ones DNS names.
@@ -156,12 +163,7 @@ fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
 /// `P-Preferred-Registrar` names it), the lab's list when the DNS does not answer; each
 /// at the SIP port the lab gives that address.
 fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
-    let port_of = |ip: std::net::IpAddr| {
-        lab.servers
-            .iter()
-            .find(|s| s.address.parse() == Ok(ip) && s.sip_port != 0)
-            .map_or(5060, |s| s.sip_port)
-    };
+    let port_of = |ip: std::net::IpAddr| lab.sip_tls_port_of(ip);
     let from_dns: Vec<SocketAddr> = crate::dns_cmd::lab_dns(&lab.dir)
         .and_then(|dns| crate::dns_cmd::query(dns, pool, dns::RecordType::A))
         .map(|a| {
@@ -176,8 +178,8 @@ fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
     }
     lab.servers
         .iter()
-        .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd" && s.sip_port != 0)
-        .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+        .filter(|s| s.pool.eq_ignore_ascii_case(pool) && s.role == "FrontEnd")
+        .filter_map(|s| format!("{}:{}", s.address, s.sip_tls_port).parse().ok())
         .collect()
 }
 
@@ -282,6 +284,8 @@ async fn run_async(
         lab,
         endpoint,
         incoming: Some(incoming),
+        flow: None,
+        flow_incoming: None,
         cseq: 0,
         call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
         via: via.is_some(),
@@ -418,35 +422,76 @@ impl Session {
         h
     }
 
-    /// Sends a request built by `build`, answering one digest challenge.
+    /// The transport a request goes over: plain TCP instead of UDP when `tcp` (an answer
+    /// that may not fit a datagram).
+    fn transport_for(&self, tcp: bool) -> Transport {
+        match self.transport {
+            Transport::Udp if tcp => Transport::Tcp,
+            t => t,
+        }
+    }
+
+    /// The connection to the registrar at `ip` over TLS: the open one, or a new one.
+    async fn flow_to(&mut self, ip: std::net::IpAddr) -> anyhow::Result<Flow> {
+        let at = SocketAddr::new(ip, self.lab.sip_tls_port_of(ip));
+        if let Some(flow) = &self.flow
+            && flow.peer_addr() == at
+            && !flow.is_closed()
+        {
+            return Ok(flow.clone());
+        }
+        // The registrar closes a connection that carries nothing for 2 minutes; this end
+        // waits as long as it is used (listen sends a keep-alive OPTIONS every minute).
+        let limits = FrameLimits {
+            idle: Duration::from_secs(24 * 3600),
+            partial: FrameLimits::LISTENER.partial,
+        };
+        let (flow, incoming) = Flow::connect_tls(
+            at,
+            &ip.to_string(),
+            &self.tls,
+            Duration::from_secs(3),
+            limits,
+        )
+        .await
+        .with_context(|| format!("no TLS connection to {at}"))?;
+        self.flow = Some(flow.clone());
+        self.flow_incoming = Some(incoming);
+        Ok(flow)
+    }
+
+    /// Sends `req` once to the registrar at `ip` over `transport`.
+    async fn send_once(
+        &mut self,
+        ip: std::net::IpAddr,
+        transport: Transport,
+        req: Request,
+    ) -> anyhow::Result<Response> {
+        let timeout = Duration::from_secs(3);
+        Ok(match transport {
+            Transport::Tls => self.flow_to(ip).await?.request(req, timeout).await?,
+            Transport::Tcp => {
+                let at = SocketAddr::new(ip, self.lab.sip_port_of(ip)?);
+                tcp_request(at, &req, timeout).await?
+            }
+            Transport::Udp => {
+                let at = SocketAddr::new(ip, self.lab.sip_port_of(ip)?);
+                self.endpoint.request(at, req, timeout).await?
+            }
+        })
+    }
+
+    /// Sends a request built by `build` to the registrar at `dest`'s address, answering
+    /// one digest challenge.
     async fn authed(
         &mut self,
         dest: SocketAddr,
         tcp: bool,
         build: impl Fn(&mut Session) -> Request,
     ) -> anyhow::Result<Response> {
-        let transport = match self.transport {
-            Transport::Udp if tcp => Transport::Tcp,
-            t => t,
-        };
-        let tls = self.tls.clone();
-        let tls_at = SocketAddr::new(dest.ip(), self.lab.sip_tls_port_of(dest.ip()));
-        let send = |req: Request, endpoint: Arc<Endpoint>| {
-            let tls = tls.clone();
-            async move {
-                let timeout = Duration::from_secs(3);
-                match transport {
-                    Transport::Tls => {
-                        let name = tls_at.ip().to_string();
-                        tls_request(tls_at, &name, &tls, &req, timeout).await
-                    }
-                    Transport::Tcp => tcp_request(dest, &req, timeout).await,
-                    Transport::Udp => endpoint.request(dest, req, timeout).await,
-                }
-            }
-        };
+        let transport = self.transport_for(tcp);
         let first = build(self);
-        let response = send(first.clone(), self.endpoint.clone()).await?;
+        let response = self.send_once(dest.ip(), transport, first).await?;
         if response.status != 401 {
             return Ok(response);
         }
@@ -460,7 +505,7 @@ impl Session {
             &cnonce,
         )
         .map_err(|e| anyhow!("{dest} sent a bad challenge: {e}"))?;
-        Ok(send(second, self.endpoint.clone()).await?)
+        self.send_once(dest.ip(), transport, second).await
     }
 
     /// REGISTER at `dest`: bind this client's contact for `expires` seconds (0: remove every
@@ -472,12 +517,16 @@ impl Session {
         own_only: bool,
     ) -> anyhow::Result<Response> {
         let domain = self.realm.clone();
-        let contact = format!(
-            "<sip:{}@{}>",
-            self.username.split('@').next().unwrap_or(""),
-            self.endpoint.local_addr()
-        );
         let tcp = expires.is_none() && !own_only;
+        let user = self.username.split('@').next().unwrap_or("").to_string();
+        // Over TLS the contact is this end of the connection, reached over it.
+        let contact = match self.transport_for(tcp) {
+            Transport::Tls => format!(
+                "<sip:{user}@{};transport=tls>",
+                self.flow_to(dest.ip()).await?.local_addr()
+            ),
+            _ => format!("<sip:{user}@{}>", self.endpoint.local_addr()),
+        };
         self.authed(dest, tcp, |s| {
             let to = s.sip.clone();
             let mut headers = s.headers(&Method::Register, &to);
@@ -525,8 +574,8 @@ impl Session {
             self.lab
                 .servers
                 .iter()
-                .filter(|s| s.role == "FrontEnd" && s.sip_port != 0)
-                .filter_map(|s| format!("{}:{}", s.address, s.sip_port).parse().ok())
+                .filter(|s| s.role == "FrontEnd")
+                .filter_map(|s| format!("{}:{}", s.address, s.sip_tls_port).parse().ok())
                 .collect()
         });
         // The registrar a notification named goes first; the others stay behind it.
@@ -595,6 +644,9 @@ impl Session {
                         .filter_map(|c| sip::NameAddr::parse(c).ok())
                         .filter_map(|n| contact_address(&n.uri.to_string()))
                         .collect();
+                    // One candidate per registrar: the transport picks the port.
+                    let mut seen = std::collections::HashSet::new();
+                    candidates.retain(|c| seen.insert(c.ip()));
                     tried.push(format!("{dest} (redirected to {pool})"));
                 }
                 status => bail!(
@@ -645,26 +697,75 @@ impl Session {
         count: Option<usize>,
     ) -> anyhow::Result<()> {
         use std::io::Write as _;
-        let mut incoming = self.incoming.take().expect("listen runs once");
+        let mut udp = self.incoming.take().expect("listen runs once");
         let deadline = tokio::time::Instant::now() + for_how_long;
         let mut received = 0;
         // Notifications acted on, by Call-ID: a retransmission (our 200 was lost) is
         // answered again, not acted on twice.
         let mut handled = std::collections::HashSet::new();
+        // Over TLS the registrar closes a connection silent for 2 minutes: a request a
+        // minute keeps it (and the contact bound on it).
+        let mut keep_alive = tokio::time::interval(Duration::from_secs(60));
+        keep_alive.tick().await;
         loop {
-            let next = tokio::time::timeout_at(deadline, incoming.recv()).await;
-            let Ok(Some(Incoming::Request(request, peer))) = next else {
-                if next.is_err() {
-                    return Ok(());
+            let from_flow = self.flow_incoming.as_mut();
+            let next = tokio::select! {
+                m = async {
+                    match from_flow {
+                        Some(incoming) => incoming.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => Some((m, true)),
+                m = udp.recv() => Some((m, false)),
+                _ = keep_alive.tick(), if self.transport == Transport::Tls => {
+                    if let Some(flow) = self.flow.clone() {
+                        let ping = self.ping(&flow);
+                        let _ = flow.request(ping, Duration::from_secs(5)).await;
+                    }
+                    None
+                }
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+            };
+            let Some((message, over_flow)) = next else {
+                continue;
+            };
+            let Some(Incoming::Request(request, peer)) = message else {
+                if message.is_none() && over_flow {
+                    // The registrar closed the connection: sign in again.
+                    self.flow_incoming = None;
+                    println!(
+                        "the connection to {} closed; signing in again",
+                        signed.registrar
+                    );
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
+                    print_signed_in(&self.sip, signed, self.transport);
+                    let _ = std::io::stdout().flush();
                 }
                 continue;
+            };
+            let flow = over_flow.then(|| self.flow.clone()).flatten();
+            let answer = |response: Response| {
+                let (flow, endpoint) = (flow.clone(), self.endpoint.clone());
+                async move {
+                    match flow {
+                        Some(flow) => {
+                            let _ = flow.answer(&response).await;
+                        }
+                        None => {
+                            let _ = endpoint.send(peer, &response.to_bytes()).await;
+                        }
+                    }
+                }
             };
             if request.method.as_str() == "NOTIFY"
                 && let Some(notice) = registration_notice(&request)
             {
                 let call_id = request.call_id().unwrap_or_default().to_string();
-                // Only the pool this client is signed in at may sign it out.
+                // Only the pool this client is signed in at may sign it out: over TLS,
+                // the registrar this connection is to; over UDP, by its address.
                 let from_its_pool = handled.contains(&call_id)
+                    || over_flow
                     || self.lab.servers.iter().any(|s| {
                         s.pool.eq_ignore_ascii_case(&signed.pool)
                             && s.address.parse() == Ok(peer.ip())
@@ -674,8 +775,13 @@ impl Session {
                 } else {
                     (403, "Forbidden (not from the registrar of this client)")
                 };
-                let answer = Response::for_request(&request, status.0, status.1, Some("listener"));
-                let _ = self.endpoint.send(peer, &answer.to_bytes()).await;
+                answer(Response::for_request(
+                    &request,
+                    status.0,
+                    status.1,
+                    Some("listener"),
+                ))
+                .await;
                 if let (true, RegistrationNotice::SignInAgain { reason, at }) =
                     (from_its_pool && handled.insert(call_id), notice)
                 {
@@ -692,8 +798,7 @@ impl Session {
                 }
                 continue;
             }
-            let ok = Response::for_request(&request, 200, "OK", Some("listener"));
-            let _ = self.endpoint.send(peer, &ok.to_bytes()).await;
+            answer(Response::for_request(&request, 200, "OK", Some("listener"))).await;
             if request.method == Method::Message {
                 let from = request
                     .headers
@@ -717,6 +822,18 @@ impl Session {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// An OPTIONS to the registrar at the other end of `flow`: a keep-alive.
+    fn ping(&mut self, flow: &Flow) -> Request {
+        let to = format!("sip:{}", flow.peer_addr());
+        let headers = self.headers(&Method::Options, &to);
+        Request {
+            method: Method::Options,
+            uri: to,
+            headers,
+            body: Vec::new(),
         }
     }
 

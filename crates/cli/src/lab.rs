@@ -139,6 +139,21 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
 impl LabFile {
     /// The SIP TLS port of the server at `ip` (the reference's 5061 when the lab does
     /// not say).
+    /// The plain SIP port (UDP and TCP) of the Front End at `ip`; an error naming the
+    /// topology setting when the deployment takes no plain SIP.
+    pub(crate) fn sip_port_of(&self, ip: std::net::IpAddr) -> anyhow::Result<u16> {
+        self.servers
+            .iter()
+            .find(|s| s.address.parse::<std::net::IpAddr>().ok() == Some(ip))
+            .map(|s| s.sip_port)
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{ip} takes SIP over TLS only (the topology's ports.sip_plain is off); use --transport tls, or set sip_plain = true under [ports] and publish the topology"
+                )
+            })
+    }
+
     pub(crate) fn sip_tls_port_of(&self, ip: std::net::IpAddr) -> u16 {
         self.servers
             .iter()
@@ -449,7 +464,12 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
                 pid: None,
                 data_dir: dir.join("servers").join(&s.server.fqdn),
                 log: dir.join("logs").join(format!("{}.log", s.server.fqdn)),
-                sip_port: topology.ports.sip,
+                // 0 when the topology takes no plain SIP.
+                sip_port: if topology.ports.sip_plain {
+                    topology.ports.sip
+                } else {
+                    0
+                },
                 user_services_port: topology.ports.user_services,
                 dns_port: 0,
                 sip_tls_port: topology.ports.sip_tls,

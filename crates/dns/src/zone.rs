@@ -148,7 +148,7 @@ impl Zone {
             records.push(srv(
                 &format!("_sipinternaltls._tcp.{domain}"),
                 (i as u16) * 10,
-                topology.ports.sip,
+                topology.ports.sip_tls,
                 &p.fqdn,
             ));
         }

@@ -75,6 +75,11 @@ impl PeerCertificate {
     pub fn covers_any<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> bool {
         pki::peer_covers_any(&self.0, names).is_some()
     }
+
+    /// The first of `names` it covers, the certificate read once.
+    pub fn which<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+        pki::peer_covers_any(&self.0, names)
+    }
 }
 
 /// The address a request came from.

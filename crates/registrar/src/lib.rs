@@ -43,12 +43,13 @@ use node::Node;
 use node::services::RTCSRV;
 use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
 use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
-use sip::{Message, Method, NameAddr, Request, Response, Uri};
+use sip::{Method, NameAddr, Request, Response, Uri};
 use sipnet::{
-    Endpoint, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed, contact_address,
+    Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
+    contact_address,
 };
 use store::Binding;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
@@ -58,8 +59,9 @@ pub mod resiliency;
 pub mod userservices;
 
 pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
-/// Proves that a MESSAGE was relayed by another server of the deployment.
-pub const RELAY_HEADER: &str = "X-Tandem-Relay";
+/// Asks the Front End a MESSAGE is relayed to (by another Front End, over mutual TLS) to
+/// deliver it to this one contact, bound over a connection it holds.
+pub const DELIVER_HEADER: &str = "X-Tandem-Deliver-To";
 /// How long a nonce stays valid.
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 /// How many nonces a registrar remembers the counts of (about 100 bytes each): far more
@@ -156,7 +158,13 @@ impl TransactionTable {
 #[derive(Debug)]
 pub struct Registrar {
     node: Arc<Node>,
-    endpoint: Arc<Endpoint>,
+    /// Plain SIP over UDP, when the topology asks for it (`ports.sip_plain`).
+    endpoint: Option<Arc<Endpoint>>,
+    /// Mutual-TLS flows to the deployment's other servers (relays, deliveries, probes).
+    links: Arc<sipnet::Links>,
+    /// The flows clients signed in on, by the contact they bound: how a client over TLS
+    /// (or TCP) is reached.
+    flows: std::sync::Mutex<HashMap<String, Flow>>,
     transactions: Mutex<TransactionTable>,
     /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
@@ -174,32 +182,56 @@ pub fn nonce_key(token: &str) -> sip::digest::NonceKey {
 }
 
 impl Registrar {
-    /// Binds UDP and TCP on `at` and TLS on `tls_at` (with `tls`: this server's
-    /// certificate, a client's optional) and starts serving, in tasks of the node that end
-    /// when it shuts down.
+    /// Binds TLS on `tls_at` (with `tls`: this server's certificate, a client's optional)
+    /// and, when `plain` is given, UDP and TCP there; starts serving, in tasks of the node
+    /// that end when it shuts down.
     pub async fn start(
         node: Arc<Node>,
-        at: SocketAddr,
+        plain: Option<SocketAddr>,
         tls_at: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
     ) -> io::Result<Arc<Registrar>> {
-        let (endpoint, queues) = Endpoint::bind_server(at).await?;
-        let sipnet::ServerQueues {
-            requests: mut incoming,
-            mut probes,
-        } = queues;
-        let tcp = TcpListener::bind(at).await?;
         let tls_listener = TcpListener::bind(tls_at).await?;
+        let plain = match plain {
+            Some(at) => Some((
+                Endpoint::bind_server(at).await?,
+                TcpListener::bind(at).await?,
+            )),
+            None => None,
+        };
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
             nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY, NONCE_MAX_AGE_MS)),
             lockouts: std::sync::Mutex::default(),
             node: node.clone(),
-            endpoint,
+            endpoint: plain.as_ref().map(|((endpoint, _), _)| endpoint.clone()),
+            links: Arc::new(sipnet::Links::new(node.tls.clone())),
+            flows: std::sync::Mutex::default(),
             transactions: Mutex::default(),
         });
-        let udp = registrar.clone();
+        if let Some(((endpoint, queues), tcp)) = plain {
+            registrar.serve_plain(endpoint, queues, tcp);
+        }
+        node.spawn(serve_tls(registrar.clone(), tls_listener, tls));
+        Ok(registrar)
+    }
+
+    /// Plain SIP: UDP (users' requests within per-source caps, the servers' probes on a
+    /// queue of their own) and TCP.
+    fn serve_plain(
+        self: &Arc<Self>,
+        endpoint: Arc<Endpoint>,
+        queues: sipnet::ServerQueues,
+        tcp: TcpListener,
+    ) {
+        let node = &self.node;
+        let sipnet::ServerQueues {
+            requests: mut incoming,
+            mut probes,
+        } = queues;
+        let udp = self.clone();
         let stop = node.shutdown.clone();
+        let udp_endpoint = endpoint.clone();
         node.spawn(async move {
             let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
             // The deployment's servers (Front Ends relaying, Edges forwarding) answer for
@@ -214,7 +246,7 @@ impl Registrar {
                 };
                 let Some(message) = message else { return };
                 let peer = message.peer();
-                let admission = if udp.endpoint.is_priority_source(peer.ip()) {
+                let admission = if udp_endpoint.is_priority_source(peer.ip()) {
                     &servers_in_flight
                 } else {
                     &in_flight
@@ -224,34 +256,35 @@ impl Registrar {
                     continue;
                 };
                 let registrar = udp.clone();
+                let endpoint = udp_endpoint.clone();
                 udp.node.spawn(async move {
-                    on_datagram(&registrar, message).await;
+                    on_datagram(&registrar, &endpoint, message).await;
                     drop(place);
                 });
             }
         });
-        let prober = registrar.clone();
+        let prober = self.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
             let mut topology = prober.node.replica.subscribe_topology();
-            prober.trust_servers_of(&topology.borrow_and_update());
+            trust_servers_of(&endpoint, &topology.borrow_and_update());
             loop {
                 tokio::select! {
                     m = probes.recv() => match m {
-                        Some(probe) => on_probe(&prober, probe).await,
+                        Some(probe) => on_probe(&prober, &endpoint, probe).await,
                         None => return,
                     },
                     changed = topology.changed() => {
                         if changed.is_err() {
                             return;
                         }
-                        prober.trust_servers_of(&topology.borrow_and_update());
+                        trust_servers_of(&endpoint, &topology.borrow_and_update());
                     }
                     () = stop.cancelled() => return,
                 }
             }
         });
-        let tcp_registrar = registrar.clone();
+        let tcp_registrar = self.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
             let admission = Admission::new(TCP_CONNECTIONS, TCP_CONNECTIONS_PER_SOURCE);
@@ -262,44 +295,49 @@ impl Registrar {
             {
                 let registrar = tcp_registrar.clone();
                 tcp_registrar.node.spawn(async move {
-                    on_connection(&registrar, stream, peer).await;
+                    let local = stream.local_addr().unwrap_or(peer);
+                    let _ = stream.set_nodelay(true);
+                    on_connection(registrar, stream, local, peer, "TCP", None).await;
                     drop(admitted);
                 });
             }
         });
-        node.spawn(serve_tls(registrar.clone(), tls_listener, tls));
-        Ok(registrar)
     }
 
-    /// Lets the deployment's servers' OPTIONS (the partner pool's health probes) take the
-    /// priority queue.
-    fn trust_servers_of(&self, topology: &topology::Topology) {
-        let servers = topology
-            .servers()
-            .map(|s| std::net::IpAddr::V4(s.server.address))
-            .collect();
-        self.endpoint.set_priority_sources(servers);
+    /// The registrar's plain UDP endpoint, when the topology asks for plain SIP.
+    pub fn endpoint(&self) -> Option<&Arc<Endpoint>> {
+        self.endpoint.as_ref()
     }
 
-    /// The registrar's UDP endpoint (the partner watch probes from it).
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
+    /// The mutual-TLS flows to the deployment's other servers.
+    pub fn links(&self) -> &sipnet::Links {
+        &self.links
     }
+}
+
+/// Lets the deployment's servers' OPTIONS (the partner pool's health probes over plain
+/// SIP) take the priority queue.
+fn trust_servers_of(endpoint: &Endpoint, topology: &topology::Topology) {
+    let servers = topology
+        .servers()
+        .map(|s| std::net::IpAddr::V4(s.server.address))
+        .collect();
+    endpoint.set_priority_sources(servers);
 }
 
 /// A health probe of one of the deployment's servers: answered at once, off the queue the
 /// users' requests share.
-async fn on_probe(registrar: &Registrar, probe: Incoming) {
+async fn on_probe(registrar: &Registrar, endpoint: &Endpoint, probe: Incoming) {
     if !registrar.node.services.is_running(RTCSRV) {
         return;
     }
     if let Incoming::Request(request, peer) = probe {
-        let answer = handle(registrar, &request, peer).await;
-        let _ = registrar.endpoint.send(peer, &answer.to_bytes()).await;
+        let answer = handle(registrar, &request, &Arrival::datagram(peer)).await;
+        let _ = endpoint.send(peer, &answer.to_bytes()).await;
     }
 }
 
-async fn on_datagram(registrar: &Registrar, message: Incoming) {
+async fn on_datagram(registrar: &Registrar, endpoint: &Endpoint, message: Incoming) {
     let server = &*registrar.node;
     if !server.services.is_running(RTCSRV) {
         return; // a stopped RTCSRV answers nothing, as if not listening
@@ -319,20 +357,50 @@ async fn on_datagram(registrar: &Registrar, message: Incoming) {
                 Seen::New => {}
                 Seen::InProgress => return,
                 Seen::Answered(bytes) => {
-                    let _ = registrar.endpoint.send(peer, &bytes).await;
+                    let _ = endpoint.send(peer, &bytes).await;
                     return;
                 }
             }
-            let response = handle(registrar, &request, peer).await;
+            let response = handle(registrar, &request, &Arrival::datagram(peer)).await;
             let bytes = response.to_bytes();
-            let _ = registrar.endpoint.send(peer, &bytes).await;
+            let _ = endpoint.send(peer, &bytes).await;
             registrar.transactions.lock().await.answer(&key, bytes);
         }
         Incoming::Malformed(bytes, error, peer) => {
             if let Some(resp) = answer_malformed(&bytes, &error) {
-                let _ = registrar.endpoint.send(peer, &resp).await;
+                let _ = endpoint.send(peer, &resp).await;
             }
         }
+    }
+}
+
+/// How a request reached the registrar: from where, on which connection, and — over
+/// mutual TLS — which server of the deployment the caller's certificate names.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub peer: SocketAddr,
+    /// The connection it came on (TCP or TLS); None over UDP.
+    pub flow: Option<Flow>,
+    /// The FQDN of the deployment's server whose certificate the caller presented.
+    pub server: Option<String>,
+}
+
+impl Arrival {
+    fn datagram(peer: SocketAddr) -> Arrival {
+        Arrival {
+            peer,
+            flow: None,
+            server: None,
+        }
+    }
+
+    /// The deployment's server of `role` that sent the request, by its certificate.
+    fn sent_by(&self, topology: &topology::Topology, role: topology::Role) -> Option<String> {
+        let fqdn = self.server.as_deref()?;
+        topology
+            .server(fqdn)
+            .filter(|s| s.role == role)
+            .map(|s| s.server.fqdn.clone())
     }
 }
 
@@ -349,7 +417,8 @@ fn transaction_key(request: &Request, peer: SocketAddr) -> String {
 }
 
 /// SIP over TLS (the internal SIP TLS port): connections within the same caps as TCP's, the
-/// handshake in time, then the same handling as TCP.
+/// handshake in time, then the same handling as TCP. A caller that presents the
+/// certificate of one of the deployment's servers is known as that server.
 async fn serve_tls(
     registrar: Arc<Registrar>,
     listener: TcpListener,
@@ -367,53 +436,111 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         registrar.node.clone().spawn(async move {
             let _admitted = admitted;
+            let local = stream.local_addr().unwrap_or(peer);
+            let _ = stream.set_nodelay(true);
             match listener::accept_tls(&acceptor, stream, handshake).await {
-                Ok((stream, _cert)) => on_connection(&registrar, stream, peer).await,
+                Ok((stream, cert)) => {
+                    let topology = registrar.node.replica.topology();
+                    let server = cert.and_then(|cert| {
+                        cert.which(topology.servers().map(|s| s.server.fqdn.as_str()))
+                            .map(str::to_string)
+                    });
+                    on_connection(registrar, stream, local, peer, "TLS", server).await
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
             }
         });
     }
 }
 
-/// Serves one SIP connection from `peer` until it closes, breaks a limit or the service
-/// stops. Generic over the stream so that TLS plugs in: give it the stream after the
-/// handshake and the peer's address.
-pub async fn on_connection<S>(registrar: &Registrar, mut stream: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+/// Requests of one connection handled at once: a client pipelining more waits.
+const IN_FLIGHT_PER_CONNECTION: usize = 16;
+
+/// Serves one SIP connection (TCP or TLS) from `peer` until it closes, breaks a limit or
+/// the service stops. The connection is a [`Flow`]: requests arrive on it, and the
+/// registrar sends its own (a MESSAGE to the client, a sign-out NOTIFY) down it to the
+/// contacts the client bound over it.
+pub async fn on_connection<S>(
+    registrar: Arc<Registrar>,
+    stream: S,
+    local: SocketAddr,
+    peer: SocketAddr,
+    transport: &'static str,
+    server: Option<String>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let server = &*registrar.node;
-    let mut buf: Vec<u8> = Vec::new();
+    let (flow, mut incoming) = Flow::start(
+        stream,
+        local,
+        peer,
+        transport,
+        sipnet::FrameLimits::LISTENER,
+    );
+    let arrival = Arrival {
+        peer,
+        flow: Some(flow.clone()),
+        server,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_CONNECTION));
+    let stop = registrar.node.shutdown.clone();
     loop {
-        let limits = sipnet::FrameLimits::LISTENER;
-        let frame = match sipnet::next_frame(&mut stream, &mut buf, limits).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => return,
+        let message = tokio::select! {
+            m = incoming.recv() => m,
+            () = stop.cancelled() => None,
         };
-        if !server.services.is_running(RTCSRV) {
-            return;
+        let Some(message) = message else { break };
+        if !registrar.node.services.is_running(RTCSRV) {
+            break;
         }
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => {
-                // The stream cannot be framed any more: answer if possible, then close.
-                if let Some(bytes) = answer_malformed(&buf, &e) {
-                    let _ = stream.write_all(&bytes).await;
-                }
-                return;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        match message {
+            Incoming::Request(request, _) if request.method == Method::Ack => {}
+            Incoming::Request(request, _) => {
+                let (registrar, arrival, flow) = (registrar.clone(), arrival.clone(), flow.clone());
+                registrar.node.clone().spawn(async move {
+                    let answer = handle(&registrar, &request, &arrival).await;
+                    let _ = flow.answer(&answer).await;
+                    drop(slot);
+                });
             }
-        };
-        let reply = match Message::parse(&frame) {
-            Ok(Message::Request(req)) if req.method == Method::Ack => continue,
-            Ok(Message::Request(req)) => Some(handle(registrar, &req, peer).await.to_bytes()),
-            Ok(Message::Response(_)) => None,
-            Err(e) => answer_malformed(&frame, &e),
-        };
-        if let Some(bytes) = reply
-            && stream.write_all(&bytes).await.is_err()
-        {
-            return;
+            Incoming::Malformed(bytes, error, _) => {
+                if let Some(answer) = answer_malformed(&bytes, &error) {
+                    let _ = flow.send(answer).await;
+                }
+            }
         }
+    }
+    registrar.forget_flow(&flow);
+}
+
+impl Registrar {
+    /// Remembers that the client behind `contact` is reached over `flow`.
+    fn bind_flow(&self, contact: &str, flow: &Flow) {
+        self.flows
+            .lock()
+            .expect("flows")
+            .insert(contact.to_string(), flow.clone());
+    }
+
+    /// Forgets the contacts bound over `flow`, which has closed.
+    fn forget_flow(&self, flow: &Flow) {
+        self.flows
+            .lock()
+            .expect("flows")
+            .retain(|_, f| !f.same(flow) && !f.is_closed());
+    }
+
+    /// The open flow `contact` was bound over here.
+    fn flow_of(&self, contact: &str) -> Option<Flow> {
+        self.flows
+            .lock()
+            .expect("flows")
+            .get(contact)
+            .filter(|f| !f.is_closed())
+            .cloned()
     }
 }
 
@@ -438,17 +565,29 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
 }
 
 /// Answers one request.
-async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
+async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> Response {
     let server = &*registrar.node;
+    // Another Front End hands over a request for a contact whose connection this one
+    // holds; from anyone else the header means nothing.
+    if let Some(contact) = request.headers.get(DELIVER_HEADER)
+        && arrival
+            .sent_by(&server.replica.topology(), topology::Role::FrontEnd)
+            .is_some()
+    {
+        let contact = contact.to_string();
+        let mut onward = request.clone();
+        onward.headers.remove(DELIVER_HEADER);
+        return deliver_over_flow(registrar, request, onward, &contact).await;
+    }
     match &request.method {
-        Method::Register => register(registrar, request, peer).await,
+        Method::Register => register(registrar, request, arrival).await,
         Method::Options => {
             let mut r = reply(request, 200, "OK");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");
             r.headers.push("Accept", "text/plain");
             r
         }
-        Method::Message => message(server, registrar, request, peer).await,
+        Method::Message => message(server, registrar, request, arrival).await,
         _ => {
             let mut r = reply(request, 405, "Method Not Allowed");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");
@@ -600,7 +739,8 @@ fn authenticate(
     None
 }
 
-async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
+async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -> Response {
+    let peer = arrival.peer;
     let server = &*registrar.node;
     let aor = match address_of(request, "To") {
         Ok(aor) => aor,
@@ -690,6 +830,11 @@ async fn register(registrar: &Registrar, request: &Request, peer: SocketAddr) ->
             return too_many_bindings(request);
         }
         for (uri, expires) in &changes {
+            if *expires == 0 {
+                registrar.flows.lock().expect("flows").remove(uri);
+            } else if let Some(flow) = &arrival.flow {
+                registrar.bind_flow(uri, flow);
+            }
             let result = if *expires == 0 {
                 be.unregister(&aor, Some(uri)).await
             } else {
@@ -771,39 +916,42 @@ fn too_many_bindings(request: &Request) -> Response {
 /// A 301 whose Contacts are the registrars of `pool`, in preferred order.
 fn redirect(request: &Request, topology: &topology::Topology, pool: &str) -> Response {
     let mut r = reply(request, 301, "Moved Permanently");
+    // SIP over TLS first; plain TCP too where the topology takes plain SIP.
     for s in topology.front_end_servers(pool) {
         r.headers.push(
             "Contact",
-            format!("<sip:{}:{};transport=tcp>", s.address, topology.ports.sip),
+            format!(
+                "<sip:{}:{};transport=tls>",
+                s.address, topology.ports.sip_tls
+            ),
         );
+    }
+    if topology.ports.sip_plain {
+        for s in topology.front_end_servers(pool) {
+            r.headers.push(
+                "Contact",
+                format!("<sip:{}:{};transport=tcp>", s.address, topology.ports.sip),
+            );
+        }
     }
     r.headers.push(SERVING_POOL_HEADER, pool.to_string());
     r
-}
-
-/// The relay proof for a request: a hash of the deployment token and the transaction.
-fn relay_proof(server: &Node, request: &Request) -> String {
-    sip::digest::md5_hex(
-        format!(
-            "{}:{}:{}",
-            server.token,
-            request.call_id().unwrap_or(""),
-            request.headers.get("CSeq").unwrap_or("")
-        )
-        .as_bytes(),
-    )
 }
 
 async fn message(
     server: &Node,
     registrar: &Registrar,
     request: &Request,
-    peer: SocketAddr,
+    arrival: &Arrival,
 ) -> Response {
-    let relayed = request
-        .headers
-        .get(RELAY_HEADER)
-        .is_some_and(|p| p == relay_proof(server, request));
+    let peer = arrival.peer;
+    // Another Front End of the deployment, known by its certificate, relays a message
+    // for the pool that serves its recipient or hands it to the Front End holding the
+    // recipient's connection.
+    let relayed = arrival
+        .sent_by(&server.replica.topology(), topology::Role::FrontEnd)
+        .is_some();
+
     // From a federated partner through an Edge of the deployment: the sender is not one
     // of our users, the Edge vouches for the route.
     let federated = request
@@ -857,13 +1005,11 @@ async fn message(
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
     onward.headers.remove(FEDERATION_HEADER);
+    onward.headers.remove(DELIVER_HEADER);
     onward.headers.remove_credentials();
     match decision {
         Decision::Serve(_) => deliver(server, registrar, request, onward, &aor).await,
         Decision::Redirect { pool } if !relayed => {
-            onward
-                .headers
-                .set(RELAY_HEADER, relay_proof(server, request));
             relay(server, registrar, request, onward, &topology, &pool).await
         }
         Decision::Redirect { pool } => reply(
@@ -875,11 +1021,15 @@ async fn message(
 }
 
 /// Delivers to every registered contact of `aor`; 200 when one accepted.
+///
+/// A contact bound over plain UDP is sent to directly. One bound over a connection (TCP or
+/// TLS) is reached over that connection: here when this Front End holds it, else through
+/// the Front End that does (the binding names it), over mutual TLS.
 async fn deliver(
     server: &Node,
     registrar: &Registrar,
     request: &Request,
-    mut onward: Request,
+    onward: Request,
     aor: &str,
 ) -> Response {
     let Some(be) = &server.backend else {
@@ -889,7 +1039,7 @@ async fn deliver(
     if bindings.is_empty() {
         return reply(request, 480, "Temporarily Unavailable (not signed in)");
     }
-    onward.headers.remove(RELAY_HEADER);
+    let topology = server.replica.topology();
     // Every contact at once; the first that accepts answers the sender. The others run
     // to their end on their own (each within CONTACT_TIMEOUT) and clean up after
     // themselves.
@@ -897,16 +1047,16 @@ async fn deliver(
     let mut tried = 0;
     // Never more than a user may have, whatever the Back End holds.
     for b in bindings.into_iter().take(MAX_BINDINGS) {
-        let Some(dest) = contact_address(&b.contact) else {
-            continue;
-        };
         let mut to_contact = onward.clone();
         to_contact.uri = b.contact.clone();
-        let endpoint = registrar.endpoint.clone();
+        let Some(route) = registrar.route_of(&topology, &b) else {
+            continue;
+        };
         let answers = answers.clone();
+        let links = registrar.links.clone();
         tried += 1;
         server.spawn(async move {
-            let result = endpoint.request(dest, to_contact, CONTACT_TIMEOUT).await;
+            let result = route.request(&links, to_contact, &b, CONTACT_TIMEOUT).await;
             let _ = answers.send(result).await;
         });
     }
@@ -929,6 +1079,100 @@ async fn deliver(
     last
 }
 
+/// How one contact is reached.
+enum Route {
+    /// Over the connection it was bound on, held here.
+    Flow(Flow),
+    /// Over plain UDP.
+    Datagram(Arc<Endpoint>, SocketAddr),
+    /// Through the Front End holding its connection (address, FQDN).
+    Holder(SocketAddr, String),
+}
+
+impl Route {
+    /// Sends `request` (whose Request-URI is the contact of `binding`) along the route.
+    async fn request(
+        self,
+        links: &sipnet::Links,
+        request: Request,
+        binding: &Binding,
+        timeout: Duration,
+    ) -> io::Result<Response> {
+        match self {
+            Route::Flow(flow) => flow.request(request, timeout).await,
+            Route::Datagram(endpoint, dest) => endpoint.request(dest, request, timeout).await,
+            Route::Holder(dest, name) => {
+                let mut handed = request;
+                handed.uri = binding.aor.clone();
+                handed.headers.set(DELIVER_HEADER, binding.contact.clone());
+                let longer = timeout + (HANDOVER_TIMEOUT - CONTACT_TIMEOUT);
+                links.request(dest, &name, handed, longer).await
+            }
+        }
+    }
+}
+
+impl Registrar {
+    /// How the contact of `binding` is reached from here, if it can be.
+    fn route_of(&self, topology: &topology::Topology, b: &Binding) -> Option<Route> {
+        if let Some(flow) = self.flow_of(&b.contact) {
+            return Some(Route::Flow(flow));
+        }
+        if connection_bound(&b.contact) {
+            // Held here and closed, or by a server no longer in the topology: gone.
+            let holder = topology
+                .server(&b.server)
+                .filter(|_| !b.server.eq_ignore_ascii_case(&self.node.fqdn))?;
+            return Some(Route::Holder(
+                SocketAddr::from((holder.server.address, topology.ports.sip_tls)),
+                holder.server.fqdn.clone(),
+            ));
+        }
+        let dest = contact_address(&b.contact)?;
+        Some(Route::Datagram(self.endpoint.clone()?, dest))
+    }
+}
+
+/// How long a Front End waits for another to deliver over a connection that one holds:
+/// longer than that delivery may take ([`CONTACT_TIMEOUT`]), shorter than a relay's wait
+/// ([`RELAY_TIMEOUT`]), so a delivered message is never reported as failed.
+pub const HANDOVER_TIMEOUT: Duration = Duration::from_millis(1_500);
+
+/// Whether a contact is reached over the connection it was bound on: one that names TCP or
+/// TLS as its transport (or a `sips:` URI).
+fn connection_bound(contact: &str) -> bool {
+    let lower = contact.to_ascii_lowercase();
+    lower.starts_with("sips:")
+        || lower.contains(";transport=tls")
+        || lower.contains(";transport=tcp")
+}
+
+/// Delivers `onward` to `contact` over the connection this Front End holds for it (asked by
+/// another Front End, which found the binding).
+async fn deliver_over_flow(
+    registrar: &Registrar,
+    request: &Request,
+    mut onward: Request,
+    contact: &str,
+) -> Response {
+    let Some(flow) = registrar.flow_of(contact) else {
+        return reply(
+            request,
+            480,
+            "Temporarily Unavailable (the contact's connection is closed)",
+        );
+    };
+    onward.uri = contact.to_string();
+    match flow.request(onward, CONTACT_TIMEOUT).await {
+        Ok(resp) => reply(request, resp.status, &resp.reason),
+        Err(_) => reply(
+            request,
+            480,
+            "Temporarily Unavailable (no contact answered)",
+        ),
+    }
+}
+
 async fn relay(
     server: &Node,
     registrar: &Registrar,
@@ -938,9 +1182,11 @@ async fn relay(
     pool: &str,
 ) -> Response {
     for dest in server.registrars_of(topology, pool).await {
+        let dest = SocketAddr::new(dest.ip(), topology.ports.sip_tls);
+        let name = dest.ip().to_string();
         if let Ok(resp) = registrar
-            .endpoint
-            .request(dest, onward.clone(), RELAY_TIMEOUT)
+            .links
+            .request(dest, &name, onward.clone(), RELAY_TIMEOUT)
             .await
         {
             return reply(request, resp.status, &resp.reason);
@@ -969,16 +1215,17 @@ impl Registrar {
     pub fn tell_signed_out(&self, bindings: Vec<Binding>, serving_pool: &str) -> usize {
         let server = &*self.node;
         let now = server.clock.now_ms();
-        let targets: Vec<(Binding, SocketAddr)> = bindings
+        let topology = server.replica.topology();
+        let targets: Vec<(Binding, Route)> = bindings
             .into_iter()
             .filter(|b| b.expires_at > now)
-            .filter_map(|b| contact_address(&b.contact).map(|dest| (b, dest)))
+            .filter_map(|b| self.route_of(&topology, &b).map(|route| (b, route)))
             .collect();
         let sent = targets.len();
         if sent == 0 {
             return 0;
         }
-        let endpoint = self.endpoint.clone();
+        let links = self.links.clone();
         let (pool, fqdn, serving) = (
             server.pool.clone(),
             server.fqdn.clone(),
@@ -987,14 +1234,16 @@ impl Registrar {
         server.spawn(async move {
             let slots = Arc::new(tokio::sync::Semaphore::new(SIGN_OUT_IN_FLIGHT));
             let mut tasks = tokio::task::JoinSet::new();
-            for (binding, dest) in targets {
+            for (binding, route) in targets {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
-                let notify = sign_out_notify(&endpoint, &binding, &pool, &fqdn, &serving);
-                let endpoint = endpoint.clone();
+                let notify = sign_out_notify(&binding, &pool, &fqdn, &serving);
+                let links = links.clone();
                 tasks.spawn(async move {
-                    let answered = endpoint.request(dest, notify, SIGN_OUT_TIMEOUT).await;
+                    let answered = route
+                        .request(&links, notify, &binding, SIGN_OUT_TIMEOUT)
+                        .await;
                     drop(slot);
                     matches!(answered, Ok(r) if (200..300).contains(&r.status))
                 });
@@ -1015,18 +1264,12 @@ impl Registrar {
 }
 
 /// The NOTIFY that tells one endpoint of `binding` to sign in at `serving`.
-fn sign_out_notify(
-    endpoint: &Endpoint,
-    binding: &Binding,
-    pool: &str,
-    fqdn: &str,
-    serving: &str,
-) -> Request {
+fn sign_out_notify(binding: &Binding, pool: &str, fqdn: &str, serving: &str) -> Request {
     let mut headers = sip::Headers::new();
     headers.push("Max-Forwards", "70");
     headers.push("From", format!("<sip:{pool}>;tag={}", fresh_tag()));
     headers.push("To", format!("<{}>", binding.aor));
-    headers.push("Call-ID", format!("signout-{}@{fqdn}", endpoint.branch()));
+    headers.push("Call-ID", format!("signout-{}@{fqdn}", fresh_tag()));
     headers.push("CSeq", "1 NOTIFY");
     headers.push("Event", REGISTRATION_NOTIFY);
     headers.push("Subscription-State", "terminated");

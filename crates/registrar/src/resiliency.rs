@@ -50,17 +50,26 @@ pub async fn watch_partner(registrar: Arc<Registrar>) {
         else {
             continue;
         };
-        let targets: Vec<SocketAddr> = topology
+        // Over mutual TLS to the partner's SIP TLS port: only the partner's own servers,
+        // by their certificates, can say it is up.
+        let targets: Vec<(SocketAddr, String)> = topology
             .front_end_servers(&partner)
             .iter()
-            .map(|s| SocketAddr::from((s.address, topology.ports.sip)))
+            .map(|s| {
+                (
+                    SocketAddr::from((s.address, topology.ports.sip_tls)),
+                    s.fqdn.clone(),
+                )
+            })
             .collect();
         let host = server.address.ip().to_string();
         let mut probes = tokio::task::JoinSet::new();
-        for dest in targets {
-            let endpoint = registrar.endpoint.clone();
+        for (dest, name) in targets {
+            let links = registrar.links.clone();
             let host = host.clone();
-            probes.spawn(async move { sipnet::probe(&endpoint, dest, &host, PROBE_TIMEOUT).await });
+            probes.spawn(async move {
+                sipnet::probe_link(&links, dest, &name, &host, PROBE_TIMEOUT).await
+            });
         }
         let mut ok = false;
         while let Some(answer) = probes.join_next().await {

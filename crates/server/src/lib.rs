@@ -226,7 +226,10 @@ async fn start_front_end_services(
         tls_settings(node, pki::ClientAuth::NotAsked)?,
         registrar::userservices::router(node.clone()),
     );
-    let sip_at = SocketAddr::new(ip, topology.ports.sip);
+    let sip_at = topology
+        .ports
+        .sip_plain
+        .then(|| SocketAddr::new(ip, topology.ports.sip));
     let sip_tls_at = SocketAddr::new(ip, topology.ports.sip_tls);
     let sip_tls = pki::server_config(
         node.certs.clone(),
@@ -235,8 +238,11 @@ async fn start_front_end_services(
     )?;
     let registrar = Registrar::start(node.clone(), sip_at, sip_tls_at, sip_tls)
         .await
-        .with_context(|| {
-            format!("starting the registrar on {sip_at} (UDP and TCP) and {sip_tls_at} (TLS)")
+        .with_context(|| match sip_at {
+            Some(at) => {
+                format!("starting the registrar on {sip_tls_at} (TLS) and {at} (UDP and TCP)")
+            }
+            None => format!("starting the registrar on {sip_tls_at} (TLS)"),
         })?;
     engine.set_sign_out(Arc::new(RegistrarSignOut(registrar.clone())));
     node.spawn(registrar::resiliency::watch_partner(registrar));

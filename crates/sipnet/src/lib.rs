@@ -18,6 +18,9 @@
 //! for [`FrameLimits::idle`] is closed, however its bytes trickle in.
 
 pub mod budget;
+pub mod flow;
+
+pub use flow::{Flow, Links};
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -620,6 +623,30 @@ pub async fn probe(
     from_host: &str,
     timeout: Duration,
 ) -> bool {
+    matches!(
+        endpoint.request(dest, probe_request(dest, from_host), timeout).await,
+        Ok(r) if r.status == 200
+    )
+}
+
+/// Sends OPTIONS over a mutual-TLS link to the server at `dest` (whose certificate must
+/// cover `name`): true when it answers 200 within `timeout`. A probe answered by anyone
+/// else does not count.
+pub async fn probe_link(
+    links: &Links,
+    dest: SocketAddr,
+    name: &str,
+    from_host: &str,
+    timeout: Duration,
+) -> bool {
+    matches!(
+        links.request(dest, name, probe_request(dest, from_host), timeout).await,
+        Ok(r) if r.status == 200
+    )
+}
+
+/// The OPTIONS a health probe sends.
+fn probe_request(dest: SocketAddr, from_host: &str) -> Request {
     let mut headers = sip::Headers::new();
     headers.push(
         "From",
@@ -628,20 +655,20 @@ pub async fn probe(
     headers.push("To", format!("<sip:{dest}>"));
     headers.push(
         "Call-ID",
-        format!("probe-{}-{:x}", endpoint.branch(), now_ms()),
+        format!(
+            "probe-{:x}-{:x}",
+            NEXT_BRANCH.fetch_add(1, Ordering::Relaxed),
+            now_ms()
+        ),
     );
     headers.push("CSeq", "1 OPTIONS");
     headers.push("Max-Forwards", "70");
-    let request = Request {
+    Request {
         method: Method::Options,
         uri: format!("sip:{dest}"),
         headers,
         body: Vec::new(),
-    };
-    matches!(
-        endpoint.request(dest, request, timeout).await,
-        Ok(r) if r.status == 200
-    )
+    }
 }
 
 #[cfg(test)]

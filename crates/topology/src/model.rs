@@ -225,8 +225,14 @@ pub struct EdgePool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ports {
-    /// Front End registrar, SIP over TCP and UDP (SipServerTcpPort).
+    /// Front End registrar, SIP over TCP and UDP (SipServerTcpPort): listened on only when
+    /// [`Ports::sip_plain`] asks for it.
     pub sip: u16,
+    /// Whether Front Ends also take plain SIP (UDP and TCP) on `sip`. Off unless the
+    /// topology asks: users' messages and sign-ins then cross the network only over TLS
+    /// (`sip_tls`). A lab turns it on for tools that speak no TLS (Debian's SIPp) and for
+    /// benchmarks that compare plain with TLS.
+    pub sip_plain: bool,
     /// Front End SIP over TLS.
     pub sip_tls: u16,
     /// Front End user services (HTTP/JSON API for contacts, meetings, content).
@@ -251,6 +257,7 @@ impl Default for Ports {
     fn default() -> Self {
         Ports {
             sip: 5060,
+            sip_plain: false,
             sip_tls: 5061,
             user_services: 4443,
             backup_service: 4445,

@@ -14,6 +14,7 @@ mod roles;
 mod shell;
 mod shipping;
 mod sip_attacks;
+mod sip_tls;
 mod tls;
 mod topology;
 mod users;

@@ -112,6 +112,7 @@ fn every_user_and_admin_port_speaks_tls_1_3_with_the_deployments_certificate() {
         ("management API", address(&lab, FE, 4444)),
         ("user services", address(&lab, FE, 4443)),
         ("backup link", address(&lab, FE, 4445)),
+        ("SIP over TLS", address(&lab, FE, 5061)),
         ("Edge management API", address(&lab, EDGE, 4444)),
         ("DNS server's API", dns_api),
     ] {

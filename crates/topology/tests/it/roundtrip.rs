@@ -108,8 +108,9 @@ fn site() -> impl Strategy<Value = Site> {
 }
 
 fn ports() -> impl Strategy<Value = Ports> {
-    prop::array::uniform10(any::<u16>()).prop_map(|p| Ports {
+    (prop::array::uniform10(any::<u16>()), any::<bool>()).prop_map(|(p, plain)| Ports {
         sip: p[0],
+        sip_plain: plain,
         sip_tls: p[1],
         user_services: p[2],
         backup_service: p[3],

@@ -1,0 +1,368 @@
+//! A flow: one SIP connection (TCP or TLS) that carries requests both ways at once.
+//!
+//! A client over TLS has no address a server can open a connection to: the registrar
+//! reaches it back over the connection the client signed in on (connection reuse, as
+//! RFC 5626's flows), so a MESSAGE or a sign-out NOTIFY for that client goes down the
+//! same connection its REGISTER came up. Servers use flows between themselves too (a
+//! Front End relaying to another, an Edge to its next hop): one mutual-TLS connection per
+//! peer, many requests in flight on it, matched to their responses by Via branch
+//! (RFC 3261 §17.1.3), instead of a handshake per message.
+//!
+//! A flow is two tasks: a reader that frames what arrives (within [`FrameLimits`]),
+//! hands requests to its owner and responses to the request waiting for them, and a
+//! writer that sends what the owner and the requests queue. Either side closing ends both;
+//! requests still waiting fail at once rather than at their timeout.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sip::{Message, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{FrameLimits, Incoming, next_frame, push_top_via};
+
+/// How many messages may wait to be written on one flow.
+const WRITE_QUEUE: usize = 256;
+/// How many requests from the peer may wait for their owner on one flow.
+const INCOMING_QUEUE: usize = 64;
+
+/// One SIP connection, shared by whoever sends on it. Cloning gives another handle on
+/// the same connection.
+#[derive(Clone)]
+pub struct Flow {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Vec<u8>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
+    closed: watch::Receiver<bool>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    transport: &'static str,
+    id: u64,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("id", &self.inner.id)
+            .field("local", &self.inner.local)
+            .field("peer", &self.inner.peer)
+            .field("transport", &self.inner.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Numbers flows and the branches of their requests.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+impl Flow {
+    /// Starts a flow on `stream` (already connected, after any TLS handshake). Requests
+    /// and unparsable messages from the peer arrive on the receiver; a stream that can no
+    /// longer be framed is answered when possible (400, 513) and closed.
+    pub fn start<S>(
+        stream: S,
+        local: SocketAddr,
+        peer: SocketAddr,
+        transport: &'static str,
+        limits: FrameLimits,
+    ) -> (Flow, mpsc::Receiver<Incoming>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut read, mut write) = tokio::io::split(stream);
+        let (writer, mut to_write) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+        let (incoming, received) = mpsc::channel(INCOMING_QUEUE);
+        let (close, closed) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            writer: writer.clone(),
+            pending: Mutex::default(),
+            closed: closed.clone(),
+            local,
+            peer,
+            transport,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        });
+        let mut writer_closed = closed.clone();
+        tokio::spawn(async move {
+            loop {
+                let bytes = tokio::select! {
+                    b = to_write.recv() => b,
+                    _ = writer_closed.wait_for(|c| *c) => None,
+                };
+                let Some(bytes) = bytes else { break };
+                if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let reader = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                let frame = match next_frame(&mut read, &mut buf, limits).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) | Err(_) => break,
+                };
+                let bytes = match frame {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        // Answered if it can be, then the stream is given up.
+                        if let Some(answer) = crate::answer_malformed(&buf, &e) {
+                            let _ = writer.send(answer).await;
+                        }
+                        break;
+                    }
+                };
+                match Message::parse(&bytes) {
+                    Ok(Message::Response(response)) => {
+                        let Some(inner) = reader.upgrade() else { break };
+                        let branch = response
+                            .headers
+                            .get("Via")
+                            .and_then(|v| sip::Via::parse(v).ok())
+                            .and_then(|v| v.branch().map(str::to_string))
+                            .unwrap_or_default();
+                        // Provisional answers are skipped: the request waits for its
+                        // final one.
+                        if response.status >= 200 {
+                            let waiting = inner.pending.lock().expect("pending").remove(&branch);
+                            if let Some(waiting) = waiting {
+                                let _ = waiting.send(response);
+                            }
+                        }
+                    }
+                    Ok(Message::Request(request)) => {
+                        if incoming
+                            .send(Incoming::Request(request, peer))
+                            .await
+                            .is_err()
+                        {
+                            // Nobody takes requests on this flow: answered by no one.
+                        }
+                    }
+                    Err(e) => {
+                        let _ = incoming.send(Incoming::Malformed(bytes, e, peer)).await;
+                    }
+                }
+            }
+            let _ = close.send(true);
+            if let Some(inner) = reader.upgrade() {
+                inner.pending.lock().expect("pending").clear();
+            }
+        });
+        (Flow { inner }, received)
+    }
+
+    /// Opens a TLS connection to `dest` (whose certificate must cover `name`: its FQDN or
+    /// address) within `timeout` and starts a flow on it.
+    pub async fn connect_tls(
+        dest: SocketAddr,
+        name: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        limits: FrameLimits,
+    ) -> io::Result<(Flow, mpsc::Receiver<Incoming>)> {
+        Flow::connect_tls_from(None, dest, name, tls, timeout, limits).await
+    }
+
+    /// [`Flow::connect_tls`] from the local address `from` (a benchmark's clients spread
+    /// over many, as users' devices are).
+    pub async fn connect_tls_from(
+        from: Option<std::net::IpAddr>,
+        dest: SocketAddr,
+        name: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+        limits: FrameLimits,
+    ) -> io::Result<(Flow, mpsc::Receiver<Incoming>)> {
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let connect = async {
+            let tcp = match from {
+                Some(ip) => {
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(dest).await?
+                }
+                None => tokio::net::TcpStream::connect(dest).await?,
+            };
+            let _ = tcp.set_nodelay(true);
+            let local = tcp.local_addr()?;
+            let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await?;
+            io::Result::Ok((tls, local))
+        };
+        let (stream, local) = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {dest}"))
+        })??;
+        Ok(Flow::start(stream, local, dest, "TLS", limits))
+    }
+
+    /// Sends `request` (with a Via of this flow on top) and waits for its final response.
+    pub async fn request(&self, request: Request, timeout: Duration) -> io::Result<Response> {
+        let mut request = request;
+        let branch = format!(
+            "z9hG4bKf{:x}{:x}",
+            self.inner.id,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        push_top_via(
+            &mut request,
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                self.inner.transport, self.inner.local
+            ),
+        );
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("pending")
+            .insert(branch.clone(), tx);
+        if let Err(e) = self.send(request.to_bytes()).await {
+            self.inner.pending.lock().expect("pending").remove(&branch);
+            return Err(e);
+        }
+        let answer = tokio::time::timeout(timeout, rx).await;
+        self.inner.pending.lock().expect("pending").remove(&branch);
+        match answer {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the connection to {} closed", self.inner.peer),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer from {}", self.inner.peer),
+            )),
+        }
+    }
+
+    /// Queues `bytes` (an answer, say) to be written.
+    pub async fn send(&self, bytes: Vec<u8>) -> io::Result<()> {
+        if self.is_closed() {
+            return Err(closed(self.inner.peer));
+        }
+        self.inner
+            .writer
+            .send(bytes)
+            .await
+            .map_err(|_| closed(self.inner.peer))
+    }
+
+    /// Answers `request` on this flow.
+    pub async fn answer(&self, response: &Response) -> io::Result<()> {
+        self.send(response.to_bytes()).await
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    /// Waits until the connection closes.
+    pub async fn closed(&self) {
+        let mut closed = self.inner.closed.clone();
+        let _ = closed.wait_for(|c| *c).await;
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// `TLS` or `TCP`.
+    pub fn transport(&self) -> &'static str {
+        self.inner.transport
+    }
+
+    /// Whether `other` is a handle on the same connection.
+    pub fn same(&self, other: &Flow) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+fn closed(peer: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!("the connection to {peer} is closed"),
+    )
+}
+
+/// Flows to the deployment's other servers over mutual TLS (this server's certificate
+/// presented, theirs checked against the deployment's CA), one per peer address, opened on
+/// first use and again once one has closed.
+pub struct Links {
+    tls: Arc<rustls::ClientConfig>,
+    flows: Mutex<HashMap<SocketAddr, Flow>>,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").finish_non_exhaustive()
+    }
+}
+
+impl Links {
+    /// Links that present and check certificates as `tls` says.
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Links {
+        Links {
+            tls,
+            flows: Mutex::default(),
+        }
+    }
+
+    /// Sends `request` to the server at `dest` (whose certificate must cover
+    /// `server_name`) and waits for its final response, within `timeout` in all.
+    pub async fn request(
+        &self,
+        dest: SocketAddr,
+        server_name: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> io::Result<Response> {
+        let started = tokio::time::Instant::now();
+        let flow = self.flow(dest, server_name, timeout).await?;
+        let left = timeout.saturating_sub(started.elapsed());
+        flow.request(request, left).await
+    }
+
+    /// The open flow to `dest`, or a new one.
+    async fn flow(&self, dest: SocketAddr, name: &str, timeout: Duration) -> io::Result<Flow> {
+        if let Some(flow) = self.flows.lock().expect("links").get(&dest)
+            && !flow.is_closed()
+        {
+            return Ok(flow.clone());
+        }
+        // A peer never sends requests on a link it did not open: nothing takes them.
+        let (flow, _requests) =
+            Flow::connect_tls(dest, name, &self.tls, timeout, FrameLimits::LISTENER).await?;
+        let mut flows = self.flows.lock().expect("links");
+        // Two callers may have connected at once: the first flow stays, the other closes.
+        match flows.get(&dest) {
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                flows.insert(dest, flow.clone());
+                Ok(flow)
+            }
+        }
+    }
+}
