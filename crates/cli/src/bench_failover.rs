@@ -489,7 +489,7 @@ async fn run(
     let over_tls = tls_round(lab, &active_users).await?;
 
     // Disaster: a writer saves contacts while the pool is killed.
-    let first = disaster_round(lab, &client, &active_users, &home_bases, 3, "disaster").await?;
+    let first = disaster_round(lab, &client, &active_users, &home_bases, "disaster").await?;
     let mut rounds = vec![first.clone()];
     if synchronous {
         invoke(
@@ -502,7 +502,7 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         rounds.push(
-            disaster_round(lab, &client, &active_users, &home_bases, 5, "synchronous").await?,
+            disaster_round(lab, &client, &active_users, &home_bases, "synchronous").await?,
         );
     }
     let disaster_acked = first["acknowledged"].as_i64().unwrap_or(0);
@@ -596,14 +596,13 @@ async fn tls_round(lab: &LabFile, users: &[LabUser]) -> anyhow::Result<serde_jso
 }
 
 /// Kills the home pool while a writer saves contacts, fails it over in disaster mode
-/// (operation `failover_id`), counts what the backup pool holds, brings the pool back and
+/// (reading back the operation it started), counts what the backup pool holds, brings the pool back and
 /// fails it back; the writer times every acknowledged write.
 async fn disaster_round(
     lab: &LabFile,
     client: &reqwest::Client,
     users: &[LabUser],
     bases: &[String],
-    failover_id: u64,
     tag: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let writer_users = users.to_vec();
@@ -641,12 +640,15 @@ async fn disaster_round(
     latency.sort_by(f64::total_cmp);
     let acked = latency.len() as i64;
     let t = Instant::now();
-    invoke(
+    let failover = invoke(
         lab,
         &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
     )
     .await?;
     let failover_s = t.elapsed().as_secs_f64();
+    let failover_id = op_field(&failover, "Identity")
+        .and_then(|v| v.as_str().map(String::from))
+        .ok_or_else(|| anyhow!("the disaster failover named no operation"))?;
     // Before the lost pool is back: what the failover said at once.
     let id = format!("Get-CsDisasterRecoveryOperation -Identity {failover_id}");
     let at_failover = invoke(lab, &id).await?;
