@@ -8,6 +8,10 @@
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
 //!   the recipient; another pool relays it there. 480 when the recipient is not signed in.
 //! - `OPTIONS` answers 200: it is also how a pool watches its partner.
+//! - A `MESSAGE` from a federated partner comes through an Edge, over TLS with the Edge's
+//!   certificate from the deployment's CA: a connection whose certificate names an Edge of
+//!   the topology is the only thing that spares a sender the digest (no header is believed),
+//!   and the sender must still be an allowed partner's user, never one of ours.
 //!
 //! Digest is done so that what crosses the wire cannot be reused: a nonce is signed (with a
 //! key every server derives from the deployment's token) and bound to the Front End that
@@ -42,7 +46,6 @@ use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
 use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
-use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Message, Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed, contact_address,
@@ -60,6 +63,9 @@ pub mod userservices;
 pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
 /// Proves that a MESSAGE was relayed by another server of the deployment.
 pub const RELAY_HEADER: &str = "X-Tandem-Relay";
+/// The header Edges once put on federated requests as a keyed proof; the Edge's
+/// certificate took its place. Whoever still sends it is not believed: it is stripped.
+const OLD_FEDERATION_HEADER: &str = "X-Tandem-Federation";
 /// How long a nonce stays valid.
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 /// How many nonces a registrar remembers the counts of (about 100 bytes each): far more
@@ -262,7 +268,7 @@ impl Registrar {
             {
                 let registrar = tcp_registrar.clone();
                 tcp_registrar.node.spawn(async move {
-                    on_connection(&registrar, stream, peer).await;
+                    on_connection(&registrar, stream, peer, None).await;
                     drop(admitted);
                 });
             }
@@ -294,7 +300,7 @@ async fn on_probe(registrar: &Registrar, probe: Incoming) {
         return;
     }
     if let Incoming::Request(request, peer) = probe {
-        let answer = handle(registrar, &request, peer).await;
+        let answer = handle(registrar, &request, peer, None).await;
         let _ = registrar.endpoint.send(peer, &answer.to_bytes()).await;
     }
 }
@@ -323,7 +329,7 @@ async fn on_datagram(registrar: &Registrar, message: Incoming) {
                     return;
                 }
             }
-            let response = handle(registrar, &request, peer).await;
+            let response = handle(registrar, &request, peer, None).await;
             let bytes = response.to_bytes();
             let _ = registrar.endpoint.send(peer, &bytes).await;
             registrar.transactions.lock().await.answer(&key, bytes);
@@ -368,7 +374,7 @@ async fn serve_tls(
         registrar.node.clone().spawn(async move {
             let _admitted = admitted;
             match listener::accept_tls(&acceptor, stream, handshake).await {
-                Ok((stream, _cert)) => on_connection(&registrar, stream, peer).await,
+                Ok((stream, identity)) => on_connection(&registrar, stream, peer, identity).await,
                 Err(e) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
             }
         });
@@ -377,9 +383,15 @@ async fn serve_tls(
 
 /// Serves one SIP connection from `peer` until it closes, breaks a limit or the service
 /// stops. Generic over the stream so that TLS plugs in: give it the stream after the
-/// handshake and the peer's address.
-pub async fn on_connection<S>(registrar: &Registrar, mut stream: S, peer: SocketAddr)
-where
+/// handshake, the peer's address and `identity`, the certificate the peer presented
+/// (verified against the deployment's CA; `None` over TCP or when it gave none), which
+/// says whether it is a server of the deployment (`PeerCertificate::server_identity`).
+pub async fn on_connection<S>(
+    registrar: &Registrar,
+    mut stream: S,
+    peer: SocketAddr,
+    identity: Option<listener::PeerCertificate>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let server = &*registrar.node;
@@ -405,7 +417,11 @@ where
         };
         let reply = match Message::parse(&frame) {
             Ok(Message::Request(req)) if req.method == Method::Ack => continue,
-            Ok(Message::Request(req)) => Some(handle(registrar, &req, peer).await.to_bytes()),
+            Ok(Message::Request(req)) => Some(
+                handle(registrar, &req, peer, identity.as_ref())
+                    .await
+                    .to_bytes(),
+            ),
             Ok(Message::Response(_)) => None,
             Err(e) => answer_malformed(&frame, &e),
         };
@@ -437,8 +453,14 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
     response
 }
 
-/// Answers one request.
-async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> Response {
+/// Answers one request, which came from `peer` over a connection whose certificate is
+/// `identity` (see [`on_connection`]).
+async fn handle(
+    registrar: &Registrar,
+    request: &Request,
+    peer: SocketAddr,
+    identity: Option<&listener::PeerCertificate>,
+) -> Response {
     let server = &*registrar.node;
     match &request.method {
         Method::Register => register(registrar, request, peer).await,
@@ -448,7 +470,7 @@ async fn handle(registrar: &Registrar, request: &Request, peer: SocketAddr) -> R
             r.headers.push("Accept", "text/plain");
             r
         }
-        Method::Message => message(server, registrar, request, peer).await,
+        Method::Message => message(server, registrar, request, peer, identity).await,
         _ => {
             let mut r = reply(request, 405, "Method Not Allowed");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");
@@ -799,27 +821,25 @@ async fn message(
     registrar: &Registrar,
     request: &Request,
     peer: SocketAddr,
+    identity: Option<&listener::PeerCertificate>,
 ) -> Response {
     let relayed = request
         .headers
         .get(RELAY_HEADER)
         .is_some_and(|p| p == relay_proof(server, request));
     // From a federated partner through an Edge of the deployment: the sender is not one
-    // of our users, the Edge vouches for the route.
-    let federated = request
-        .headers
-        .get(FEDERATION_HEADER)
-        .is_some_and(|p| p == federation_proof(&server.token, request));
-    if federated {
-        // The Edge vouches for a sender of another domain, never for one of ours.
-        let ours = server.replica.topology().deployment.sip_domain.clone();
-        if !from_foreign_domain(request, &ours) {
-            return reply(
-                request,
-                403,
-                &format!("Forbidden (a federated sender cannot be a user of {ours})"),
-            );
-        }
+    // of our users, and the Edge — known by the certificate it presented, which the
+    // deployment's CA signed for an Edge server of the topology, never by a header —
+    // vouches for the route, having checked the partner's certificate.
+    let federated = identity.is_some_and(|cert| {
+        cert.server_identity(&server.replica.topology())
+            .is_some_and(|(role, _)| role == topology::Role::Edge)
+    });
+    if federated
+        && let Err(refusal) = sip::federation::partner_domain(&server.replica.topology(), request)
+    {
+        // The Edge vouches for an allowed partner's sender, never for one of ours.
+        return reply(request, refusal.status(), &refusal.reason());
     }
     if !relayed && !federated {
         let from = match address_of(request, "From") {
@@ -856,7 +876,7 @@ async fn message(
     onward
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
-    onward.headers.remove(FEDERATION_HEADER);
+    onward.headers.remove(OLD_FEDERATION_HEADER);
     onward.headers.remove_credentials();
     match decision {
         Decision::Serve(_) => deliver(server, registrar, request, onward, &aor).await,
