@@ -501,9 +501,7 @@ async fn run(
         while !lab::all_up_to_date(&client_api, lab).await?.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        rounds.push(
-            disaster_round(lab, &client, &active_users, &home_bases, "synchronous").await?,
-        );
+        rounds.push(disaster_round(lab, &client, &active_users, &home_bases, "synchronous").await?);
     }
     let disaster_acked = first["acknowledged"].as_i64().unwrap_or(0);
     let observed = first["lost_observed"].as_i64().unwrap_or(0);

@@ -76,8 +76,9 @@ pub(crate) const PKI_DIR: &str = "pki";
 /// The public CA of the lab, in `pki/public/`: it stands for the public CAs the Internet
 /// trusts, which issue Access Edges' external certificates and federated partners' own.
 pub(crate) const PUBLIC_CA_DIR: &str = "public";
-/// Where an Edge server keeps its external (Access Edge) certificate, under its data folder.
-pub(crate) const ACCESS_EDGE_DIR: &str = "access-edge";
+/// The federated partners' certificates the lab's public CA issued, one folder per allowed
+/// domain under `pki/` (`pki/partners/fabrikam.com/tls/`): what `tandem partner` presents.
+pub(crate) const PARTNERS_DIR: &str = "partners";
 
 /// The CA kept in `dir`, created (named `name`) the first time.
 pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Authority> {
@@ -93,9 +94,12 @@ pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Auth
 
 /// Creates the deployment's CA (once per lab folder) and issues every server of the lab a
 /// certificate for its FQDN, its pool's FQDN and its address, installed in its data folder;
-/// and every Edge server an external certificate from the lab's public CA for the names
+/// every Edge server an external certificate from the lab's public CA for the names
 /// federated partners reach it by (`sip.`, `xmpp.`, `<edge>-ext.` of the zone) and its
-/// external address.
+/// external address, with the public CA as the roots it trusts for partners
+/// (`access-edge/partner-roots.pem`); and each allowed partner domain a certificate from
+/// the public CA for the domain and `sip.<domain>` (`pki/partners/<domain>/`), which
+/// `tandem partner` presents.
 fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> {
     let zone = &topology.deployment.dns_zone;
     let dir = lab.dir.join(PKI_DIR);
@@ -116,9 +120,32 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
                 validity_days: pki::SERVER_VALIDITY_DAYS,
                 now,
             })?;
-            let data_dir = lab.dir.join("servers").join(&server.fqdn);
-            pki::Installed::install(&data_dir.join(ACCESS_EDGE_DIR), public.cert_pem(), &issued)?;
+            let access_edge = lab
+                .dir
+                .join("servers")
+                .join(&server.fqdn)
+                .join(pki::ACCESS_EDGE_DIR);
+            pki::Installed::install(&access_edge, public.cert_pem(), &issued)?;
+            let roots = access_edge.join(pki::PARTNER_ROOTS);
+            std::fs::write(&roots, public.cert_pem())
+                .with_context(|| format!("writing {}", roots.display()))?;
         }
+    }
+    for domain in &topology.deployment.allowed_domains {
+        let domain = topology::domain::normalize(domain)
+            .ok_or_else(|| anyhow!("allowed domain {domain} is not a domain name"))?;
+        let names = sip::federation::certificate_names(&domain).to_vec();
+        let issued = public.issue(&pki::Request {
+            names,
+            addresses: vec![],
+            validity_days: pki::SERVER_VALIDITY_DAYS,
+            now,
+        })?;
+        pki::Installed::install(
+            &dir.join(PARTNERS_DIR).join(&domain),
+            public.cert_pem(),
+            &issued,
+        )?;
     }
     for s in &lab.servers {
         let mut names = vec![s.fqdn.clone()];

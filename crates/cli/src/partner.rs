@@ -1,12 +1,15 @@
 //! `tandem partner`: a federated partner's server (fabrikam.com) reaching the deployment
 //! from outside, as the documents' federation procedures assume: it finds the Access Edge
 //! through the `_sipfederationtls._tcp` SRV record of the lab's DNS and sends a SIP
-//! MESSAGE over TCP, or finds the XMPP gateway through `_xmpp-server._tcp` and opens a
-//! server-to-server stream.
+//! MESSAGE over mutual TLS — checking the Edge's certificate against the lab's public CA
+//! for the name the SRV record gave, and presenting the certificate the public CA issued
+//! to the sender's domain (`D/pki/partners/<domain>/`, or `--cert-dir`), which is what
+//! lets it speak for that domain — or finds the XMPP gateway through `_xmpp-server._tcp`
+//! and opens a server-to-server stream.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -22,9 +25,14 @@ pub(crate) enum PartnerCommand {
         #[arg(long)]
         to: String,
         text: String,
-        /// Send to this address instead of the one DNS gives.
+        /// Send to this address instead of the one DNS gives (the Edge's certificate must
+        /// then cover sip.<the --to domain>).
         #[arg(long)]
         via: Option<SocketAddr>,
+        /// Present the certificate installed in this folder (its `tls/`) instead of the
+        /// one the lab issued to the --from domain (`<lab>/pki/partners/<domain>`).
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
     },
     /// Open an XMPP server-to-server stream and print the answer.
     Xmpp {
@@ -39,8 +47,8 @@ pub(crate) enum PartnerCommand {
     },
 }
 
-/// The first target of an SRV record, resolved to an address, by the lab's DNS.
-fn resolve_srv(lab: &Path, name: &str) -> anyhow::Result<SocketAddr> {
+/// The first target of an SRV record (its name) resolved to an address, by the lab's DNS.
+fn resolve_srv(lab: &Path, name: &str) -> anyhow::Result<(String, SocketAddr)> {
     let server = crate::dns_cmd::lab_dns(lab)?;
     let answer = crate::dns_cmd::query(server, name, RecordType::Srv)?;
     let (port, target) = answer
@@ -54,7 +62,36 @@ fn resolve_srv(lab: &Path, name: &str) -> anyhow::Result<SocketAddr> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("{name} points at {target}, which has no A record"))?;
-    Ok(SocketAddr::from((address, port)))
+    Ok((target, SocketAddr::from((address, port))))
+}
+
+/// The partner's TLS settings: the lab's public CA as the only root (the Access Edge
+/// shows a certificate from it), and the certificate in `cert_dir` presented.
+fn partner_tls(
+    lab: &Path,
+    cert_dir: &Path,
+) -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let ca = lab
+        .join(crate::lab::PKI_DIR)
+        .join(crate::lab::PUBLIC_CA_DIR)
+        .join("ca.pem");
+    let roots = pki::Roots::from_pem_file(&ca).with_context(|| {
+        format!(
+            "the lab in {} has no public CA to check the Access Edge's certificate with; start it with `tandem lab up --dir {}`",
+            lab.display(),
+            lab.display()
+        )
+    })?;
+    let identity = pki::CertStore::open(cert_dir).with_context(|| {
+        format!(
+            "no partner certificate in {}; the lab issues one per allowed domain in {}/{}/{}/<domain>, or pass another folder with --cert-dir",
+            cert_dir.display(),
+            lab.display(),
+            crate::lab::PKI_DIR,
+            crate::lab::PARTNERS_DIR
+        )
+    })?;
+    Ok(pki::client_config(&roots, Some(identity)))
 }
 
 pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
@@ -64,16 +101,29 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             to,
             text,
             via,
+            cert_dir,
         } => {
             let domain = to
                 .split('@')
                 .nth(1)
                 .ok_or_else(|| anyhow!("--to {to} is not a SIP address like sip:user@contoso.com"))?
                 .to_string();
-            let dest = match via {
-                Some(v) => v,
+            let (server_name, dest) = match via {
+                Some(v) => (format!("sip.{domain}"), v),
                 None => resolve_srv(lab, &format!("_sipfederationtls._tcp.{domain}"))?,
             };
+            let cert_dir = match cert_dir {
+                Some(dir) => dir,
+                None => {
+                    let from_domain = sip::federation::header_domain(&from).ok_or_else(|| {
+                        anyhow!("--from {from} names no domain to find a certificate for; pass --cert-dir")
+                    })?;
+                    lab.join(crate::lab::PKI_DIR)
+                        .join(crate::lab::PARTNERS_DIR)
+                        .join(from_domain)
+                }
+            };
+            let tls = partner_tls(lab, &cert_dir)?;
             let mut headers = sip::Headers::new();
             headers.push("From", format!("<{from}>;tag={:x}", store::now_ms()));
             headers.push("To", format!("<{to}>"));
@@ -92,8 +142,19 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             };
             let rt = crate::lab::runtime();
             let response = rt
-                .block_on(sipnet::tcp_request(dest, &request, Duration::from_secs(10)))
-                .with_context(|| format!("sending to the Access Edge at {dest}"))?;
+                .block_on(sipnet::tls_request(
+                    dest,
+                    &server_name,
+                    &tls,
+                    &request,
+                    Duration::from_secs(10),
+                ))
+                .with_context(|| {
+                    format!(
+                        "sending to the Access Edge at {dest} ({server_name}) with the certificate in {}",
+                        cert_dir.display()
+                    )
+                })?;
             println!("{} {} (via {dest})", response.status, response.reason);
             if !(200..300).contains(&response.status) {
                 bail!("{} {}", response.status, response.reason);
@@ -103,7 +164,7 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
         PartnerCommand::Xmpp { to, raw, via } => {
             let dest = match via {
                 Some(v) => v,
-                None => resolve_srv(lab, &format!("_xmpp-server._tcp.{to}"))?,
+                None => resolve_srv(lab, &format!("_xmpp-server._tcp.{to}"))?.1,
             };
             let mut stream = std::net::TcpStream::connect_timeout(&dest, Duration::from_secs(3))
                 .with_context(|| format!("connecting to the XMPP gateway at {dest}"))?;

@@ -1,18 +1,28 @@
 //! An Edge server's listeners on its external address: the Access Edge's SIP federation
-//! listener (TCP, the `edge_federation_sip` port) and the XMPP federation listener (the
-//! `xmpp_federation` port).
+//! listener (TLS 1.3 with mutual TLS, the `edge_federation_sip` port) and the XMPP
+//! federation listener (the `xmpp_federation` port).
 //!
 //! A supervisor opens and closes them as the topology and the services say, so that a
 //! change published and replicated (federation moved to another Edge pool, the site's
 //! XMPP route moved, a new next hop) takes effect here, and a stopped service really
 //! stops listening:
 //!
-//! - federation: open while `RTCSRV` runs. An Edge pool with federation enabled routes a
-//!   federated request to its next-hop pool (UDP to the pool's registrars, found by the
-//!   pool's A records in the deployment's DNS when there is one, with a proof
-//!   that it came through the Edge), which delivers it to the user's serving pool; an
-//!   Edge pool without federation refuses with 403 and names the pool that has it; a
-//!   next hop that does not answer gets 504 naming the command that moves it.
+//! - federation: open while `RTCSRV` runs. A partner is who its certificate says: the
+//!   listener presents the Edge's external certificate (from a public CA, in
+//!   `access-edge/tls/`) and requires the partner's, chained to a root of
+//!   `access-edge/partner-roots.pem` — no certificate, or one from another CA, and the
+//!   handshake fails. A request is then taken only from a sender whose domain is foreign,
+//!   an allowed partner and covered by that certificate (`sip::federation::admit`; 403
+//!   otherwise, naming which). There is no plain federation: nothing outside the
+//!   deployment needs it, and without the certificate nothing says who a partner is.
+//!   An Edge pool with federation enabled routes a federated request to its next-hop pool
+//!   over TLS to the pool's registrars' SIP TLS port (found by the pool's A records in the
+//!   deployment's DNS when there is one), presenting the Edge's own certificate from the
+//!   deployment's CA: that is how the registrar knows the request came through an Edge
+//!   and not from anyone ([`NextHop`] keeps those connections open between messages).
+//!   The registrar delivers it to the user's serving pool; an Edge pool without
+//!   federation refuses with 403 and names the pool that has it; a next hop that does not
+//!   answer gets 504 naming the command that moves it.
 //! - XMPP: open while `RTCXMPPTGWPX` runs on the Edge server a site's XMPP route names. It
 //!   answers a server-to-server stream header with its own and its features; a malformed
 //!   header gets a `bad-format` stream error.
@@ -21,7 +31,8 @@
 //! connection is closed) and the listener goes on. Nothing a peer does holds it either:
 //! each listener takes at most [`CONNECTIONS`] connections at once and
 //! [`CONNECTIONS_PER_SOURCE`] from one address (more are closed at once and counted in one
-//! log line per interval), a SIP message must complete within 10 s of its first byte and a
+//! log line per interval), a TLS handshake must complete within
+//! `listener::Limits::DEFAULT.handshake`, a SIP message must complete within 10 s of its first byte and a
 //! connection without one for 2 minutes is closed (`sipnet::FrameLimits::LISTENER`), and an
 //! XMPP stream header must arrive within [`XMPP_HEADER_TIME`].
 
@@ -29,16 +40,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use listener::{Admission, drops};
+use listener::{Admission, PeerCertificate, drops};
 use node::Node;
 use node::services::{RTCSRV, RTCXMPPTGWPX};
-use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Message, Method, Request, Response};
-use sipnet::{Endpoint, answer_malformed};
+use sipnet::answer_malformed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use topology::{Role, Topology};
 /// How often the supervisor looks at the topology and the services.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(200);
@@ -222,12 +233,9 @@ impl EdgeService {
     /// Opens and closes the Edge's listeners as the topology and the services say.
     async fn supervise(self) {
         let server = self.node.clone();
-        let Ok((endpoint, _incoming)) =
-            Endpoint::bind(SocketAddr::new(server.address.ip(), 0)).await
-        else {
-            tracing::error!("cannot bind the Edge's SIP endpoint toward the next hop");
-            return;
-        };
+        let next_hop = Arc::new(NextHop::new(server.clone()));
+        let mut access_edge: Option<TlsAcceptor> = None;
+        let mut access_edge_error = String::new();
         let mut federation: Option<Listener> = None;
         let mut xmpp: Option<Listener> = None;
         loop {
@@ -236,22 +244,48 @@ impl EdgeService {
             // one that shuts down closes both.
             let setup = EdgeSetup::of(&topology, &server.fqdn);
             let stopping = server.shutdown.is_cancelled();
-            let want_federation =
+            let mut want_federation =
                 !stopping && setup.is_some() && server.services.is_running(RTCSRV);
+            // The external certificate and the partners' roots are read when the listener
+            // is first wanted; without them there is no federation (never a plain one).
+            if want_federation && access_edge.is_none() {
+                match access_edge_tls(&server.data_dir) {
+                    Ok(acceptor) => access_edge = Some(acceptor),
+                    Err(e) => {
+                        if e != access_edge_error {
+                            tracing::error!(error = %e, "the federation listener stays closed");
+                            access_edge_error = e;
+                        }
+                    }
+                }
+            }
+            want_federation &= access_edge.is_some();
             let want_xmpp = !stopping
                 && setup.as_ref().is_some_and(|s| !s.xmpp_route_of.is_empty())
                 && server.services.is_running(RTCXMPPTGWPX);
             let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
             let s = server.clone();
-            let ep = endpoint.clone();
+            let hop = next_hop.clone();
+            let acceptor = access_edge.clone();
             reconcile(
                 &mut federation,
                 want_federation,
                 setup.as_ref().map_or(unspecified, |x| x.federation_address),
                 "federation",
                 move |stream, peer| {
-                    let (s, ep) = (s.clone(), ep.clone());
-                    async move { federation_connection(&s, &ep, stream, peer).await }
+                    let (s, hop, acceptor) = (s.clone(), hop.clone(), acceptor.clone());
+                    async move {
+                        let Some(acceptor) = acceptor else { return };
+                        let handshake = listener::Limits::DEFAULT.handshake;
+                        match listener::accept_tls(&acceptor, stream, handshake).await {
+                            Ok((tls, partner)) => {
+                                federation_connection(&s, &hop, tls, peer, partner).await
+                            }
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "federation TLS handshake failed")
+                            }
+                        }
+                    }
                 },
             )
             .await;
@@ -278,6 +312,27 @@ impl EdgeService {
             }
         }
     }
+}
+
+/// The federation listener's TLS: the Edge's external certificate (`access-edge/tls/`),
+/// a client certificate required and checked against the partners' roots
+/// (`access-edge/partner-roots.pem`), TLS 1.3 only. The error names the missing file and
+/// how it is made.
+fn access_edge_tls(data_dir: &std::path::Path) -> Result<TlsAcceptor, String> {
+    let dir = data_dir.join(pki::ACCESS_EDGE_DIR);
+    let fix = "issue the Access Edge's external certificate from a public CA into it and list the CAs partners' certificates come from in partner-roots.pem (`tandem lab up` does both)";
+    let certs = pki::CertStore::open(&dir).map_err(|e| {
+        format!(
+            "no external certificate for the Access Edge in {}: {e}; {fix}",
+            dir.display()
+        )
+    })?;
+    let roots_file = dir.join(pki::PARTNER_ROOTS);
+    let roots = pki::Roots::from_pem_file(&roots_file)
+        .map_err(|e| format!("no roots to check federated partners' certificates: {e}; {fix}"))?;
+    let config = pki::server_config(certs, pki::ClientAuth::Required(roots), &[])
+        .map_err(|e| format!("the Access Edge's TLS settings: {e}"))?;
+    Ok(TlsAcceptor::from(config))
 }
 
 /// Opens or closes one listener. The accept task owns its connections: closing it
@@ -352,13 +407,15 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
 }
 
 /// Serves one federation connection from `peer` until it closes or breaks a limit.
-/// Generic over the stream so that TLS plugs in: give it the stream after the handshake
-/// and the peer's address.
+/// Generic over the stream (the listener gives it the stream after the TLS handshake);
+/// `partner` is the certificate the partner presented, which every request is checked
+/// against (`None`: no request is taken from it).
 pub async fn federation_connection<S>(
     server: &Node,
-    endpoint: &Endpoint,
+    next_hop: &NextHop,
     mut stream: S,
     peer: SocketAddr,
+    partner: Option<PeerCertificate>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -372,7 +429,11 @@ pub async fn federation_connection<S>(
         let answer = match frame {
             Ok(bytes) => match Message::parse(&bytes) {
                 Ok(Message::Request(r)) if r.method == Method::Ack => continue,
-                Ok(Message::Request(r)) => Some(route(server, endpoint, &r, peer).await.to_bytes()),
+                Ok(Message::Request(r)) => Some(
+                    route(server, next_hop, &r, peer, partner.as_ref())
+                        .await
+                        .to_bytes(),
+                ),
                 Ok(Message::Response(_)) => None,
                 Err(e) => answer_malformed(&bytes, &e),
             },
@@ -391,12 +452,13 @@ pub async fn federation_connection<S>(
     }
 }
 
-/// Routes one federated request.
+/// Routes one federated request from the partner whose certificate is `partner`.
 async fn route(
     server: &Node,
-    endpoint: &Endpoint,
+    next_hop: &NextHop,
     request: &Request,
     _peer: SocketAddr,
+    partner: Option<&PeerCertificate>,
 ) -> Response {
     let topology = server.replica.topology();
     let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
@@ -419,15 +481,14 @@ async fn route(
             ),
         );
     }
-    // A federated peer speaks for its own domain only: a From in the deployment's domain
-    // would let it pass for one of our users.
-    let ours = &topology.deployment.sip_domain;
-    if !from_foreign_domain(request, ours) {
-        return reply(
-            request,
-            403,
-            &format!("Forbidden (a federated peer cannot send as a user of {ours})"),
-        );
+    // A partner speaks for its own domain only, and only for one the topology allows and
+    // its certificate covers: a From in the deployment's domain would let it pass for one
+    // of our users, one in another partner's for that partner.
+    let covers = |names: &[String]| {
+        partner.is_some_and(|cert| cert.covers_any(names.iter().map(String::as_str)))
+    };
+    if let Err(refusal) = sip::federation::admit(&topology, request, covers) {
+        return reply(request, refusal.status(), &refusal.reason());
     }
     match request.method {
         Method::Options => return reply(request, 200, "OK"),
@@ -451,16 +512,16 @@ async fn route(
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
     onward.headers.remove_credentials();
-    onward
-        .headers
-        .set(FEDERATION_HEADER, federation_proof(&server.token, request));
     let hop = &setup.next_hop;
-    let registrars = server.registrars_of(&topology, hop).await;
+    // The registrars' SIP TLS port: the Edge's certificate is what says the request came
+    // through it, and only a TLS connection carries one.
+    let registrars = server
+        .registrars_of(&topology, hop)
+        .await
+        .into_iter()
+        .map(|a| SocketAddr::new(a.ip(), topology.ports.sip_tls));
     for dest in registrars {
-        if let Ok(resp) = endpoint
-            .request(dest, onward.clone(), NEXT_HOP_TIMEOUT)
-            .await
-        {
+        if let Ok(resp) = next_hop.request(dest, hop, &onward).await {
             return reply(request, resp.status, &resp.reason);
         }
     }
@@ -477,6 +538,39 @@ async fn route(
             setup.edge_pool, setup.edge_pool
         ),
     )
+}
+
+/// The Edge's connections to its next hop's registrars: SIP over TLS to their SIP TLS
+/// port, the Edge presenting its own certificate from the deployment's CA (mutual TLS:
+/// what the registrar takes as "federated, through an Edge") and checking that the
+/// registrar's covers the next-hop pool's name. One link per registrar (`sipnet::Links`)
+/// stays open between messages and carries many at once, matched by Via branch, so a
+/// message costs a handshake only when the link was closed.
+#[derive(Debug)]
+pub struct NextHop {
+    links: sipnet::Links,
+}
+
+impl NextHop {
+    pub fn new(node: Arc<Node>) -> NextHop {
+        NextHop {
+            links: sipnet::Links::new(node.tls.clone()).from(node.address.ip()),
+        }
+    }
+
+    /// Sends `request` to the registrar at `dest` (whose certificate must cover `pool`)
+    /// and waits for its final answer, within [`NEXT_HOP_TIMEOUT`] in all: over one
+    /// mutual-TLS link per registrar, kept open between messages and carrying many at once.
+    pub async fn request(
+        &self,
+        dest: SocketAddr,
+        pool: &str,
+        request: &Request,
+    ) -> std::io::Result<Response> {
+        self.links
+            .request(dest, pool, request.clone(), NEXT_HOP_TIMEOUT)
+            .await
+    }
 }
 
 /// What an XMPP stream header said, or why it is not one.

@@ -76,9 +76,20 @@ impl PeerCertificate {
         pki::peer_covers_any(&self.0, names).is_some()
     }
 
-    /// The first of `names` it covers, the certificate read once.
-    pub fn which<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
-        pki::peer_covers_any(&self.0, names)
+    /// Which server of `topology` the certificate names (by FQDN), with its role: how a
+    /// listener that also serves users (the registrar's SIP TLS port) knows an Edge or a
+    /// Front End of the deployment from anyone else, by what the deployment's CA signed
+    /// rather than by a header anyone can write. `None` for a certificate naming no server
+    /// (a pool's name alone is not a server).
+    pub fn server_identity(
+        &self,
+        topology: &topology::Topology,
+    ) -> Option<(topology::Role, String)> {
+        let fqdn =
+            pki::peer_covers_any(&self.0, topology.servers().map(|s| s.server.fqdn.as_str()))?;
+        topology
+            .server(fqdn)
+            .map(|s| (s.role, s.server.fqdn.clone()))
     }
 }
 
@@ -207,6 +218,56 @@ pub async fn accept_admitted(
         match admission.admit(peer.ip()) {
             Some(admitted) => return Some((stream, peer, admitted)),
             None => refused.add(peer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::pem::PemObject;
+
+    /// A certificate of `ca` for `names`.
+    fn certificate(ca: &pki::Authority, names: &[&str]) -> PeerCertificate {
+        let issued = ca
+            .issue(&pki::Request {
+                names: names.iter().map(|n| n.to_string()).collect(),
+                addresses: vec![],
+                validity_days: 30,
+                now: 1_800_000_000,
+            })
+            .unwrap();
+        let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        PeerCertificate(Arc::new(der))
+    }
+
+    #[test]
+    fn a_certificate_names_the_server_of_the_topology_it_covers() {
+        let t = topology::contoso();
+        let ca = pki::Authority::create("Test CA", 1_800_000_000).unwrap();
+        let edge = certificate(&ca, &["edgeserver1.contoso.com", "edgepool1.contoso.com"]);
+        assert_eq!(
+            edge.server_identity(&t),
+            Some((topology::Role::Edge, "edgeserver1.contoso.com".to_string()))
+        );
+        let fe = certificate(&ca, &["pool1-fe1.contoso.com", "pool1.contoso.com"]);
+        assert_eq!(
+            fe.server_identity(&t),
+            Some((
+                topology::Role::FrontEnd,
+                "pool1-fe1.contoso.com".to_string()
+            ))
+        );
+        // A pool's name alone, a partner's domain: no server of the topology.
+        for names in [
+            &["edgepool1.contoso.com"][..],
+            &["fabrikam.com", "sip.fabrikam.com"],
+        ] {
+            assert_eq!(
+                certificate(&ca, names).server_identity(&t),
+                None,
+                "{names:?}"
+            );
         }
     }
 }

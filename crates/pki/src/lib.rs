@@ -28,6 +28,18 @@ pub use tls::{
     ClientAuth, Roots, client_config, install_provider, peer_covers, peer_covers_any, server_config,
 };
 
+/// Where an Edge server keeps what it shows and trusts on the Internet side, under its data
+/// folder: its external (Access Edge) certificate, from a public CA, as an [`Installed`]
+/// folder (`access-edge/tls/`), and the roots it trusts for partners ([`PARTNER_ROOTS`]).
+/// Apart from the server's own `tls/`, which the deployment's CA signs: partners never see
+/// the internal certificate, and servers never trust a public CA.
+pub const ACCESS_EDGE_DIR: &str = "access-edge";
+/// The CA certificates (PEM) the Access Edge trusts for federated partners' certificates,
+/// in [`ACCESS_EDGE_DIR`]: the public CAs partners get theirs from (in the lab, the lab's
+/// public CA, `D/pki/public/ca.pem`). A partner whose certificate chains to none of them
+/// fails the handshake.
+pub const PARTNER_ROOTS: &str = "partner-roots.pem";
+
 /// Why a certificate or key could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {

@@ -8,6 +8,10 @@
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
 //!   the recipient; another pool relays it there. 480 when the recipient is not signed in.
 //! - `OPTIONS` answers 200: it is also how a pool watches its partner.
+//! - A `MESSAGE` from a federated partner comes through an Edge, over TLS with the Edge's
+//!   certificate from the deployment's CA: a connection whose certificate names an Edge of
+//!   the topology is the only thing that spares a sender the digest (no header is believed),
+//!   and the sender must still be an allowed partner's user, never one of ours.
 //!
 //! Digest is done so that what crosses the wire cannot be reused: a nonce is signed (with a
 //! key every server derives from the deployment's token) and bound to the Front End that
@@ -42,7 +46,6 @@ use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
 use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
-use sip::federation::{FEDERATION_HEADER, federation_proof, from_foreign_domain};
 use sip::{Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
@@ -59,6 +62,9 @@ pub mod resiliency;
 pub mod userservices;
 
 pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
+/// The header Edges once put on federated requests as a keyed proof; the Edge's
+/// certificate took its place. Whoever still sends it is not believed: it is stripped.
+const OLD_FEDERATION_HEADER: &str = "X-Tandem-Federation";
 /// Asks the Front End a MESSAGE is relayed to (by another Front End, over mutual TLS) to
 /// deliver it to this one contact, bound over a connection it holds.
 pub const DELIVER_HEADER: &str = "X-Tandem-Deliver-To";
@@ -205,7 +211,7 @@ impl Registrar {
             lockouts: std::sync::Mutex::default(),
             node: node.clone(),
             endpoint: plain.as_ref().map(|((endpoint, _), _)| endpoint.clone()),
-            links: Arc::new(sipnet::Links::new(node.tls.clone())),
+            links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
             flows: std::sync::Mutex::default(),
             transactions: Mutex::default(),
         });
@@ -441,10 +447,9 @@ async fn serve_tls(
             match listener::accept_tls(&acceptor, stream, handshake).await {
                 Ok((stream, cert)) => {
                     let topology = registrar.node.replica.topology();
-                    let server = cert.and_then(|cert| {
-                        cert.which(topology.servers().map(|s| s.server.fqdn.as_str()))
-                            .map(str::to_string)
-                    });
+                    let server = cert
+                        .and_then(|cert| cert.server_identity(&topology))
+                        .map(|(_, fqdn)| fqdn);
                     on_connection(registrar, stream, local, peer, "TLS", server).await
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
@@ -948,26 +953,18 @@ async fn message(
     // Another Front End of the deployment, known by its certificate, relays a message
     // for the pool that serves its recipient or hands it to the Front End holding the
     // recipient's connection.
+    let topology = server.replica.topology();
     let relayed = arrival
-        .sent_by(&server.replica.topology(), topology::Role::FrontEnd)
+        .sent_by(&topology, topology::Role::FrontEnd)
         .is_some();
-
     // From a federated partner through an Edge of the deployment: the sender is not one
-    // of our users, the Edge vouches for the route.
-    let federated = request
-        .headers
-        .get(FEDERATION_HEADER)
-        .is_some_and(|p| p == federation_proof(&server.token, request));
-    if federated {
-        // The Edge vouches for a sender of another domain, never for one of ours.
-        let ours = server.replica.topology().deployment.sip_domain.clone();
-        if !from_foreign_domain(request, &ours) {
-            return reply(
-                request,
-                403,
-                &format!("Forbidden (a federated sender cannot be a user of {ours})"),
-            );
-        }
+    // of our users, and the Edge — known by the certificate it presented, which the
+    // deployment's CA signed for an Edge server of the topology, never by a header —
+    // vouches for the route, having checked the partner's certificate.
+    let federated = arrival.sent_by(&topology, topology::Role::Edge).is_some();
+    if federated && let Err(refusal) = sip::federation::partner_domain(&topology, request) {
+        // The Edge vouches for an allowed partner's sender, never for one of ours.
+        return reply(request, refusal.status(), &refusal.reason());
     }
     if !relayed && !federated {
         let from = match address_of(request, "From") {
@@ -996,7 +993,6 @@ async fn message(
     if max_forwards == 0 {
         return reply(request, 483, "Too Many Hops");
     }
-    let topology = server.replica.topology();
     let decision = server
         .serving_decision(&topology, &recipient.registrar_pool)
         .await;
@@ -1004,7 +1000,7 @@ async fn message(
     onward
         .headers
         .set("Max-Forwards", (max_forwards - 1).to_string());
-    onward.headers.remove(FEDERATION_HEADER);
+    onward.headers.remove(OLD_FEDERATION_HEADER);
     onward.headers.remove(DELIVER_HEADER);
     onward.headers.remove_credentials();
     match decision {

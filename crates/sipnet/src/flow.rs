@@ -312,6 +312,9 @@ fn closed(peer: SocketAddr) -> io::Error {
 /// first use and again once one has closed.
 pub struct Links {
     tls: Arc<rustls::ClientConfig>,
+    /// The address links leave from: the server's own, so that a peer counts them against
+    /// this server and not against whoever else shares the machine's default address.
+    from: Option<std::net::IpAddr>,
     flows: Mutex<HashMap<SocketAddr, Flow>>,
 }
 
@@ -326,7 +329,16 @@ impl Links {
     pub fn new(tls: Arc<rustls::ClientConfig>) -> Links {
         Links {
             tls,
+            from: None,
             flows: Mutex::default(),
+        }
+    }
+
+    /// The same links, leaving from `ip`.
+    pub fn from(self, ip: std::net::IpAddr) -> Links {
+        Links {
+            from: Some(ip),
+            ..self
         }
     }
 
@@ -339,29 +351,49 @@ impl Links {
         request: Request,
         timeout: Duration,
     ) -> io::Result<Response> {
-        let started = tokio::time::Instant::now();
-        let flow = self.flow(dest, server_name, timeout).await?;
-        let left = timeout.saturating_sub(started.elapsed());
-        flow.request(request, left).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (flow, reused) = self.flow(dest, server_name, timeout).await?;
+        match flow.request(request.clone(), left()).await {
+            // The peer closed a link that was idle (its idle limit, a restart) before it
+            // read the request: send it once more on a new one.
+            Err(e) if reused && e.kind() == io::ErrorKind::ConnectionAborted => {
+                let (flow, _) = self.flow(dest, server_name, left()).await?;
+                flow.request(request, left()).await
+            }
+            answer => answer,
+        }
     }
 
-    /// The open flow to `dest`, or a new one.
-    async fn flow(&self, dest: SocketAddr, name: &str, timeout: Duration) -> io::Result<Flow> {
+    /// The open flow to `dest` (true) or a new one (false).
+    async fn flow(
+        &self,
+        dest: SocketAddr,
+        name: &str,
+        timeout: Duration,
+    ) -> io::Result<(Flow, bool)> {
         if let Some(flow) = self.flows.lock().expect("links").get(&dest)
             && !flow.is_closed()
         {
-            return Ok(flow.clone());
+            return Ok((flow.clone(), true));
         }
         // A peer never sends requests on a link it did not open: nothing takes them.
-        let (flow, _requests) =
-            Flow::connect_tls(dest, name, &self.tls, timeout, FrameLimits::LISTENER).await?;
+        let (flow, _requests) = Flow::connect_tls_from(
+            self.from,
+            dest,
+            name,
+            &self.tls,
+            timeout,
+            FrameLimits::LISTENER,
+        )
+        .await?;
         let mut flows = self.flows.lock().expect("links");
         // Two callers may have connected at once: the first flow stays, the other closes.
         match flows.get(&dest) {
-            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            Some(existing) if !existing.is_closed() => Ok((existing.clone(), true)),
             _ => {
                 flows.insert(dest, flow.clone());
-                Ok(flow)
+                Ok((flow, false))
             }
         }
     }

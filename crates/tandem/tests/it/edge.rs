@@ -1,8 +1,10 @@
-//! Edge pools against a real lab: a federated partner (`tandem partner`) reaches a
-//! signed-in user through the Access Edge found in the lab's DNS, before, during and
-//! after each procedure of seeds 000 and 002; XMPP streams; service control; bad input.
+//! Edge pools against a real lab: a federated partner (`tandem partner`, over mutual TLS
+//! with the certificate the lab issued to fabrikam.com) reaches a signed-in user through
+//! the Access Edge found in the lab's DNS, before, during and after each procedure of
+//! seeds 000 and 002; XMPP streams; service control; bad input.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Child;
 use std::time::Duration;
 
@@ -35,6 +37,30 @@ fn dns_a(lab: &Lab, name: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A TLS connection to the Access Edge at `edge`, as fabrikam.com's federation server:
+/// the lab's public CA trusted, fabrikam.com's certificate presented.
+fn partner_stream(
+    lab: &Lab,
+    edge: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    partner_tls(lab, std::net::TcpStream::connect(edge).unwrap())
+}
+
+/// TLS over `tcp` (a connection to the Access Edge), as fabrikam.com's federation server.
+pub(crate) fn partner_tls(
+    lab: &Lab,
+    tcp: std::net::TcpStream,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let dir = Path::new(lab.dir()).join("pki");
+    let roots = pki::Roots::from_pem_file(&dir.join("public/ca.pem")).unwrap();
+    let identity = pki::CertStore::open(&dir.join("partners/fabrikam.com")).unwrap();
+    let config = pki::client_config(&roots, Some(identity));
+    let name = rustls::pki_types::ServerName::try_from("sip.contoso.com").unwrap();
+    let connection = rustls::ClientConnection::new(config, name).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    rustls::StreamOwned::new(connection, tcp)
 }
 
 fn received(child: Child) -> String {
@@ -212,8 +238,7 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
     let edge = format!("{b}1.22:5061");
     // Malformed but addressable: 400. Unframeable: the connection is closed.
     let bad = "MESSAGE sip:a@contoso.com SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nFrom: <sip:b@fabrikam.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: x\r\nCSeq: one MESSAGE\r\nContent-Length: 0\r\n\r\n";
-    let mut s = std::net::TcpStream::connect(&edge).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut s = partner_stream(&lab, &edge);
     s.write_all(bad.as_bytes()).unwrap();
     let mut buf = [0u8; 2048];
     let n = s.read(&mut buf).unwrap();
@@ -222,19 +247,22 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
-    let mut s = std::net::TcpStream::connect(&edge).unwrap();
+    let mut s = partner_stream(&lab, &edge);
     s.write_all(&[0xff; 100_000]).unwrap_or(());
     drop(s);
-    // A peer cannot pass for one of our users.
+    // A peer cannot pass for one of our users, even with its own valid certificate.
+    let fabrikam = format!("{}/pki/partners/fabrikam.com", lab.dir());
     let out = run(&[
         "partner",
         "--lab",
         lab.dir(),
         "message",
         "--from",
-        "sip:ceo@contoso.com",
+        "sip:ceo@contoso.com.",
         "--to",
         "sip:nobody@contoso.com",
+        "--cert-dir",
+        &fabrikam,
         "hi",
     ]);
     assert!(
@@ -261,10 +289,15 @@ fn malformed_sip_from_a_federated_peer_gets_an_answer_and_stops_nothing() {
         stderr(&out)
     );
     // A peer connected before the stop is cut off too.
-    let mut connected = std::net::TcpStream::connect(&edge).unwrap();
-    connected
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    let mut connected = partner_stream(&lab, &edge);
+    let options = "OPTIONS sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/TLS 1.2.3.4;branch=z9hG4bK2\r\nFrom: <sip:b@fabrikam.com>;tag=1\r\nTo: <sip:contoso.com>\r\nCall-ID: y\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    connected.write_all(options.as_bytes()).unwrap();
+    let n = connected.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     lab.ok(
         None,
         "Stop-CsWindowsService -Name RTCSRV -ComputerName edgeserver1.contoso.com",

@@ -38,6 +38,26 @@ fn topology_on_free_block(base: &topology::Topology) -> String {
     panic!("no free loopback block");
 }
 
+/// A certificate for `names` from a CA nobody trusts, installed in a folder of its own.
+pub(crate) fn from_another_ca(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ca = pki::Authority::create("Mallory CA", now).unwrap();
+    let issued = ca
+        .issue(&pki::Request {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            addresses: vec![],
+            validity_days: 30,
+            now,
+        })
+        .unwrap();
+    pki::Installed::install(dir.path(), ca.cert_pem(), &issued).unwrap();
+    dir
+}
+
 /// The second deployment of `examples/fabrikam.toml`: other names and sites, three Front
 /// Ends a pool, an unpaired Lync Server 2010 pool.
 pub(crate) fn fabrikam() -> topology::Topology {

@@ -8,6 +8,7 @@ mod disaster;
 mod dns;
 mod edge;
 mod failover;
+mod federation;
 mod lab;
 mod restart;
 mod roles;

@@ -150,21 +150,7 @@ fn every_user_and_admin_port_speaks_tls_1_3_with_the_deployments_certificate() {
         get_as(&presenting(&lab, &edge_dir), &link, Some(&token)),
         Ok(403)
     );
-    let mallory = tempfile::tempdir().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let other_ca = pki::Authority::create("Mallory CA", now).unwrap();
-    let forged = other_ca
-        .issue(&pki::Request {
-            names: vec!["dub-a.fabrikam.net".into()],
-            addresses: vec![],
-            validity_days: 30,
-            now,
-        })
-        .unwrap();
-    pki::Installed::install(mallory.path(), other_ca.cert_pem(), &forged).unwrap();
+    let mallory = crate::lab::from_another_ca(&["dub-a.fabrikam.net"]);
     let refused = get(&presenting(&lab, mallory.path()), &link);
     assert!(refused.is_err(), "a certificate of another CA: {refused:?}");
     let roots =
