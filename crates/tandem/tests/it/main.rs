@@ -16,6 +16,7 @@ mod shell;
 mod shipping;
 mod sip_attacks;
 mod sip_tls;
+mod sipp;
 mod tls;
 mod topology;
 mod users;

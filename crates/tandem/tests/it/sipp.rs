@@ -1,0 +1,174 @@
+//! SIPp against the lab, as an operator runs it (README, "Certificates and TLS"): the
+//! sign-in scenario of `examples/sipp/register.xml` with the users `examples/sipp/users.sh`
+//! writes, over TLS on a Front End's SIP TLS port (`sipp -t l1`, checking the Front End's
+//! certificate against the lab's CA), then over plain TCP and UDP on the plain SIP port the
+//! contoso lab opens. Every REGISTER goes through the digest challenge (SHA-256, the
+//! registrar's first offer) and must end in 200.
+//!
+//! Debian's sip-tester is built without TLS (and its SIPp 3.6.1 answers only MD5
+//! challenges), so this uses the SIPp that `.ci/sipp-tls` puts in its cache; `.ci/run` runs
+//! that script before the tests. Without it the test fails and says so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::lab::Lab;
+
+const FRONT_END: &str = "pool1-fe1.contoso.com";
+const POOL: &str = "pool1.contoso.com";
+
+/// The SIPp with TLS: `TANDEM_SIPP_TLS`, or where `.ci/sipp-tls` puts it.
+fn sipp_tls() -> PathBuf {
+    let path = match std::env::var_os("TANDEM_SIPP_TLS") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let cache = std::env::var_os("TANDEM_SIPP_TLS_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| {
+                            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                                .join(".cache")
+                        })
+                        .join("tandem/sipp-tls")
+                });
+            cache.join("bin/sipp")
+        }
+    };
+    let version = Command::new(&path).arg("-v").output();
+    let version = match version {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Err(e) => panic!(
+            "no SIPp with TLS at {} ({e}): run .ci/sipp-tls, which puts one there and prints \
+             its path (TANDEM_SIPP_TLS names another)",
+            path.display()
+        ),
+    };
+    assert!(
+        version.contains("-TLS"),
+        "{} is not built with TLS (`sipp -v` says {:?}): run .ci/sipp-tls",
+        path.display(),
+        version.trim().lines().next().unwrap_or_default()
+    );
+    path
+}
+
+/// What one SIPp run counted: successful and failed calls (here, sign-ins).
+#[derive(Debug, PartialEq)]
+struct Counts {
+    successful: u64,
+    failed: u64,
+}
+
+/// The cumulative counters of the last line of SIPp's `-trace_stat` file.
+fn counts(stat: &Path) -> Counts {
+    let text = std::fs::read_to_string(stat)
+        .unwrap_or_else(|e| panic!("SIPp wrote no statistics to {}: {e}", stat.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().expect("a header line").split(';').collect();
+    let last: Vec<&str> = lines
+        .next_back()
+        .expect("a line of figures")
+        .split(';')
+        .collect();
+    let column = |name: &str| -> u64 {
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("no {name} column in {header:?}"));
+        last[i].parse().unwrap()
+    };
+    Counts {
+        successful: column("SuccessfulCall(C)"),
+        failed: column("FailedCall(C)"),
+    }
+}
+
+#[test]
+fn sipp_signs_users_in_over_tls_and_plain_sip() {
+    let sipp = sipp_tls();
+    let lab = Lab::up_with(&["--users", "8"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let scenario = root.join("examples/sipp/register.xml");
+    let work = Path::new(lab.dir()).join("sipp");
+    std::fs::create_dir_all(&work).unwrap();
+
+    // The operator's CSV of pool1's users.
+    let out = Command::new(root.join("examples/sipp/users.sh"))
+        .args([lab.dir(), "pool1"])
+        .output()
+        .expect("examples/sipp/users.sh runs");
+    assert!(out.status.success(), "{}", crate::stderr(&out));
+    let csv = work.join("users.csv");
+    std::fs::write(&csv, &out.stdout).unwrap();
+    let users = lab
+        .users()
+        .iter()
+        .filter(|u| u["home_pool"] == POOL)
+        .count();
+    assert!(users >= 8, "{users} users on {POOL}");
+    assert_eq!(
+        crate::stdout(&out).lines().count(),
+        users + 1,
+        "one line per user after SEQUENTIAL"
+    );
+
+    let fe = lab.server(FRONT_END);
+    let address = fe["address"].as_str().unwrap();
+    // SIPp's own address: one of the lab's loopback block that no server holds, on a port
+    // the system picks (-p 0).
+    let local = format!("{}0.99", lab.block());
+    let ca = Path::new(lab.dir()).join("pki/ca.pem");
+
+    for (transport, port) in [
+        ("l1", &fe["sip_tls_port"]),
+        ("t1", &fe["sip_port"]),
+        ("u1", &fe["sip_port"]),
+    ] {
+        let stat = work.join(format!("{transport}.csv"));
+        let mut cmd = Command::new(&sipp);
+        cmd.current_dir(&work)
+            .args(["-t", transport, "-sf"])
+            .arg(&scenario)
+            .arg("-inf")
+            .arg(&csv)
+            .arg(format!("{address}:{port}"))
+            .args(["-i", &local, "-p", "0"])
+            .args(["-m", &users.to_string(), "-r", "50"])
+            // The digest `uri` is the REGISTER's Request-URI, sip:contoso.com (SIPp's
+            // default is the remote address).
+            .args(["-auth_uri", "contoso.com"])
+            // A run that has not finished in 30 s has failed (SIPp stops by itself).
+            .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+            .args(["-trace_stat", "-stf"])
+            .arg(&stat)
+            .arg("-trace_err");
+        if transport == "l1" {
+            // The Front End's certificate must come from the lab's CA.
+            cmd.arg("-tls_ca").arg(&ca);
+        }
+        let out = cmd.output().expect("SIPp runs");
+        let errors: String = std::fs::read_dir(&work)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        assert!(
+            out.status.success(),
+            "sipp -t {transport} to {address}:{port} exited with {:?}:\n{}\n{errors}",
+            out.status.code(),
+            crate::stderr(&out)
+        );
+        assert_eq!(
+            counts(&stat),
+            Counts {
+                successful: users as u64,
+                failed: 0
+            },
+            "sipp -t {transport} to {address}:{port}"
+        );
+    }
+}
