@@ -92,7 +92,10 @@ impl Flow {
         let mut writer_closed = closed.clone();
         tokio::spawn(async move {
             loop {
+                // What is queued goes out before a close is heeded: the answer to what
+                // could not be framed is queued just before the reader gives up.
                 let bytes = tokio::select! {
+                    biased;
                     b = to_write.recv() => b,
                     _ = writer_closed.wait_for(|c| *c) => None,
                 };
@@ -396,5 +399,120 @@ impl Links {
                 Ok((flow, false))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn options(n: u32) -> Request {
+        let mut headers = sip::Headers::new();
+        headers.push("From", format!("<sip:a@x>;tag={n}"));
+        headers.push("To", "<sip:b@x>");
+        headers.push("Call-ID", format!("c{n}"));
+        headers.push("CSeq", format!("{n} OPTIONS"));
+        headers.push("Max-Forwards", "70");
+        Request {
+            method: sip::Method::Options,
+            uri: "sip:b@x".into(),
+            headers,
+            body: Vec::new(),
+        }
+    }
+
+    fn pair() -> (
+        (Flow, mpsc::Receiver<Incoming>),
+        (Flow, mpsc::Receiver<Incoming>),
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (at_a, at_b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.2:2".parse().unwrap(),
+        );
+        (
+            Flow::start(a, at_a, at_b, "TLS", FrameLimits::LISTENER),
+            Flow::start(b, at_b, at_a, "TLS", FrameLimits::LISTENER),
+        )
+    }
+
+    #[tokio::test]
+    async fn requests_go_both_ways_and_answers_find_their_request_in_any_order() {
+        let ((a, mut a_in), (b, mut b_in)) = pair();
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { a.request(options(1), Duration::from_secs(5)).await }
+        });
+        let second = tokio::spawn({
+            let a = a.clone();
+            async move { a.request(options(2), Duration::from_secs(5)).await }
+        });
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            match b_in.recv().await {
+                Some(Incoming::Request(r, _)) => got.push(r),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Answered in the reverse order they came.
+        for r in got.iter().rev() {
+            let status = if r.headers.get("CSeq") == Some("1 OPTIONS") {
+                201
+            } else {
+                202
+            };
+            b.answer(&Response::for_request(r, status, "OK", Some("t")))
+                .await
+                .unwrap();
+        }
+        assert_eq!(first.await.unwrap().unwrap().status, 201);
+        assert_eq!(second.await.unwrap().unwrap().status, 202);
+        // And the other way, on the same connection.
+        let back = tokio::spawn(async move { b.request(options(3), Duration::from_secs(5)).await });
+        let Some(Incoming::Request(r, _)) = a_in.recv().await else {
+            panic!("no request")
+        };
+        assert_eq!(r.headers.get("CSeq"), Some("3 OPTIONS"));
+        a.answer(&Response::for_request(&r, 200, "OK", Some("t")))
+            .await
+            .unwrap();
+        assert_eq!(back.await.unwrap().unwrap().status, 200);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_framed_is_answered_before_the_flow_closes() {
+        let (mut raw, theirs) = tokio::io::duplex(64 * 1024);
+        let at: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (flow, _incoming) = Flow::start(theirs, at, at, "TCP", FrameLimits::LISTENER);
+        let head = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:x>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 900000\r\n\r\n";
+        raw.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("SIP/2.0 513"), "{answer}");
+        flow.closed().await;
+        let refused = flow.request(options(1), Duration::from_secs(5)).await;
+        assert_eq!(
+            refused.unwrap_err().kind(),
+            io::ErrorKind::ConnectionAborted
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_request_times_out_and_a_closed_peer_fails_it_at_once() {
+        let ((a, _a_in), (b, b_in)) = pair();
+        let silent = a.request(options(1), Duration::from_secs(2)).await;
+        assert_eq!(silent.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { a.request(options(2), Duration::from_secs(3600)).await }
+        });
+        tokio::task::yield_now().await;
+        drop((b, b_in));
+        // Fails when the peer goes, not after its hour.
+        let failed = waiting.await.unwrap();
+        assert_eq!(failed.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+        a.closed().await;
+        assert!(a.is_closed());
     }
 }
