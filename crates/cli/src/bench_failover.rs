@@ -26,7 +26,7 @@ use api::InvokeResponse;
 use base64::Engine as _;
 use sipnet::{Endpoint, Flow, FrameLimits, Incoming};
 
-use crate::bench_users::{Carrier, pct, sign_in, sign_in_over, with_lab};
+use crate::bench_users::{Carrier, client_address, pct, sign_in, sign_in_over, with_lab};
 use crate::client::{RegistrationNotice, registration_notice};
 use crate::lab::{self, LabFile, LabUser};
 
@@ -183,13 +183,6 @@ async fn sign_in_full(
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-}
-
-/// The loopback address the client numbered `n` connects from: 32 clients an address, as
-/// users' devices come from many (a registrar takes at most 64 connections an address).
-fn client_address(n: u64) -> std::net::IpAddr {
-    let group = n % 1_000_000 / 32;
-    std::net::Ipv4Addr::new(127, 254, (group / 250) as u8, (group % 250 + 1) as u8).into()
 }
 
 /// Signs every user in at `dest` until each gets 200 in full mode.
@@ -638,15 +631,24 @@ async fn disaster_round(
     latency.sort_by(f64::total_cmp);
     let acked = latency.len() as i64;
     let t = Instant::now();
-    let failover = invoke(
+    invoke(
         lab,
         &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME} -DisasterMode"),
     )
     .await?;
     let failover_s = t.elapsed().as_secs_f64();
-    let failover_id = op_field(&failover, "Identity")
-        .and_then(|v| v.as_str().map(String::from))
-        .ok_or_else(|| anyhow!("the disaster failover named no operation"))?;
+    // The operation it started: the newest one.
+    let all = invoke(lab, "Get-CsDisasterRecoveryOperation").await?;
+    let failover_id = match &all.output {
+        cmdlet::Output::Records(records) => records
+            .iter()
+            .filter_map(|r| r.get("Identity"))
+            .filter_map(|v| serde_json::to_value(v).ok())
+            .filter_map(|v| v.as_str().and_then(|t| t.parse::<u64>().ok()))
+            .max(),
+        _ => None,
+    }
+    .ok_or_else(|| anyhow!("Get-CsDisasterRecoveryOperation lists no operation"))?;
     // Before the lost pool is back: what the failover said at once.
     let id = format!("Get-CsDisasterRecoveryOperation -Identity {failover_id}");
     let at_failover = invoke(lab, &id).await?;

@@ -66,6 +66,13 @@ pub(crate) fn with_lab<T>(
     result
 }
 
+/// The loopback address the client numbered `n` connects from: 32 clients an address, as
+/// users' devices come from many (a registrar takes at most 64 connections an address).
+pub(crate) fn client_address(n: u64) -> std::net::IpAddr {
+    let group = n % 1_000_000 / 32;
+    std::net::Ipv4Addr::new(127, 254, (group / 250) as u8, (group % 250 + 1) as u8).into()
+}
+
 /// Percentile of sorted samples.
 pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -79,10 +86,8 @@ pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
 pub(crate) enum Carrier<'a> {
     /// Plain UDP on the SIP port, from a shared endpoint.
     Udp(&'a Endpoint, SocketAddr),
-    /// Its own TLS connection to the SIP TLS port, kept for the whole sign-in.
-    Tls(&'a mut sipnet::Connection),
-    /// Its own TLS connection, kept after the sign-in: the registrar reaches the client
-    /// back over it.
+    /// Its own TLS connection to the SIP TLS port (the registrar reaches the client back
+    /// over it while it is open).
     Flow(&'a sipnet::Flow),
 }
 
@@ -90,7 +95,6 @@ impl Carrier<'_> {
     fn contact(&self) -> SocketAddr {
         match self {
             Carrier::Udp(endpoint, _) => endpoint.local_addr(),
-            Carrier::Tls(connection) => connection.local_addr(),
             Carrier::Flow(flow) => flow.local_addr(),
         }
     }
@@ -99,7 +103,6 @@ impl Carrier<'_> {
         let timeout = Duration::from_secs(5);
         match self {
             Carrier::Udp(endpoint, dest) => endpoint.request(*dest, request, timeout).await,
-            Carrier::Tls(connection) => connection.request(&request, timeout).await,
             Carrier::Flow(flow) => flow.request(request, timeout).await,
         }
     }
@@ -218,9 +221,16 @@ async fn signin_phase(
                 let t0 = Instant::now();
                 match &tls {
                     Some((at, config)) => {
-                        let mut connection =
-                            sipnet::Connection::tls(*at, &at.ip().to_string(), config).await?;
-                        sign_in_over(Carrier::Tls(&mut connection), &user, n as u64).await?;
+                        let (flow, _incoming) = sipnet::Flow::connect_tls_from(
+                            Some(client_address(n as u64)),
+                            *at,
+                            &at.ip().to_string(),
+                            config,
+                            Duration::from_secs(5),
+                            sipnet::FrameLimits::LISTENER,
+                        )
+                        .await?;
+                        sign_in_over(Carrier::Flow(&flow), &user, n as u64).await?;
                     }
                     None => {
                         sign_in(&endpoint, dest, &user, n as u64).await?;

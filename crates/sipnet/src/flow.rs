@@ -11,7 +11,8 @@
 //! A flow is two tasks: a reader that frames what arrives (within [`FrameLimits`]),
 //! hands requests to its owner and responses to the request waiting for them, and a
 //! writer that sends what the owner and the requests queue. Either side closing ends both;
-//! requests still waiting fail at once rather than at their timeout.
+//! requests still waiting fail at once rather than at their timeout. Dropping the last
+//! handle on a flow closes its connection.
 
 use std::collections::HashMap;
 use std::io;
@@ -81,7 +82,7 @@ impl Flow {
         let (incoming, received) = mpsc::channel(INCOMING_QUEUE);
         let (close, closed) = watch::channel(false);
         let inner = Arc::new(Inner {
-            writer: writer.clone(),
+            writer,
             pending: Mutex::default(),
             closed: closed.clone(),
             local,
@@ -118,8 +119,10 @@ impl Flow {
                     Ok(bytes) => bytes,
                     Err(e) => {
                         // Answered if it can be, then the stream is given up.
-                        if let Some(answer) = crate::answer_malformed(&buf, &e) {
-                            let _ = writer.send(answer).await;
+                        if let Some(answer) = crate::answer_malformed(&buf, &e)
+                            && let Some(inner) = reader.upgrade()
+                        {
+                            let _ = inner.writer.send(answer).await;
                         }
                         break;
                     }
@@ -496,6 +499,17 @@ mod tests {
             refused.unwrap_err().kind(),
             io::ErrorKind::ConnectionAborted
         );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_closes_the_connection() {
+        let ((a, a_in), (b, _b_in)) = pair();
+        let other = a.clone();
+        drop(a);
+        assert!(!b.is_closed(), "one handle is still held");
+        drop((other, a_in));
+        b.closed().await;
+        assert!(b.is_closed());
     }
 
     #[tokio::test(start_paused = true)]
