@@ -720,7 +720,11 @@ impl Session {
                 _ = keep_alive.tick(), if self.transport == Transport::Tls => {
                     if let Some(flow) = self.flow.clone() {
                         let ping = self.ping(&flow);
-                        let _ = flow.request(ping, Duration::from_secs(5)).await;
+                        // No answer: the registrar is gone or cut off; closing the
+                        // connection makes this client sign in again.
+                        if flow.request(ping, Duration::from_secs(5)).await.is_err() {
+                            flow.close();
+                        }
                     }
                     None
                 }
@@ -737,8 +741,7 @@ impl Session {
                         "the connection to {} closed; signing in again",
                         signed.registrar
                     );
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
+                    *signed = self.sign_in_again(deadline).await?;
                     print_signed_in(&self.sip, signed, self.transport);
                     let _ = std::io::stdout().flush();
                 }
@@ -791,8 +794,7 @@ impl Session {
                         at.as_deref().map_or(String::new(), |p| format!(" at {p}"))
                     );
                     self.prefer = at;
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    *signed = self.sign_in(Some(left.as_secs() as u32 + 30)).await?;
+                    *signed = self.sign_in_again(deadline).await?;
                     print_signed_in(&self.sip, signed, self.transport);
                     let _ = std::io::stdout().flush();
                 }
@@ -821,6 +823,22 @@ impl Session {
                 if count.is_some_and(|c| received >= c) {
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Signs in again, once a second until `deadline` while no registrar takes this
+    /// client (its pool down, its partner not yet serving it).
+    async fn sign_in_again(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<SignedIn> {
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.sign_in(Some(left.as_secs() as u32 + 30)).await {
+                Ok(signed) => return Ok(signed),
+                Err(e) if left > Duration::from_secs(1) => {
+                    println!("not signed in yet ({e}); trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -166,11 +166,14 @@ pub struct Registrar {
     node: Arc<Node>,
     /// Plain SIP over UDP, when the topology asks for it (`ports.sip_plain`).
     endpoint: Option<Arc<Endpoint>>,
-    /// Mutual-TLS flows to the deployment's other servers (relays, deliveries, probes).
+    /// Mutual-TLS flows to the deployment's other servers (relays, hand-overs).
     links: Arc<sipnet::Links>,
-    /// The flows clients signed in on, by the contact they bound: how a client over TLS
-    /// (or TCP) is reached.
-    flows: std::sync::Mutex<HashMap<String, Flow>>,
+    /// The partner watch's own links: its probes never queue behind relays.
+    probe_links: Arc<sipnet::Links>,
+    /// The flows clients signed in on, by address of record and the contact it bound
+    /// there: how a client over TLS (or TCP) is reached. Kept to the user's current
+    /// bindings at each REGISTER, and emptied of a flow when it closes.
+    flows: std::sync::Mutex<HashMap<String, HashMap<String, Flow>>>,
     transactions: Mutex<TransactionTable>,
     /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
@@ -212,6 +215,7 @@ impl Registrar {
             node: node.clone(),
             endpoint: plain.as_ref().map(|((endpoint, _), _)| endpoint.clone()),
             links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
+            probe_links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
             flows: std::sync::Mutex::default(),
             transactions: Mutex::default(),
         });
@@ -315,9 +319,9 @@ impl Registrar {
         self.endpoint.as_ref()
     }
 
-    /// The mutual-TLS flows to the deployment's other servers.
-    pub fn links(&self) -> &sipnet::Links {
-        &self.links
+    /// The mutual-TLS links the partner watch probes over.
+    pub fn probe_links(&self) -> &Arc<sipnet::Links> {
+        &self.probe_links
     }
 }
 
@@ -442,6 +446,10 @@ async fn serve_tls(
         let acceptor = acceptor.clone();
         registrar.node.clone().spawn(async move {
             let _admitted = admitted;
+            // A stopped RTCSRV takes no one, as if not listening.
+            if !registrar.node.services.is_running(RTCSRV) {
+                return;
+            }
             let local = stream.local_addr().unwrap_or(peer);
             let _ = stream.set_nodelay(true);
             match listener::accept_tls(&acceptor, stream, handshake).await {
@@ -489,21 +497,45 @@ pub async fn on_connection<S>(
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     let stop = registrar.node.shutdown.clone();
+    // A stopped RTCSRV serves no one: its connections close within a second.
+    let mut service_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         let message = tokio::select! {
             m = incoming.recv() => m,
             () = stop.cancelled() => None,
+            _ = service_check.tick() => {
+                if registrar.node.services.is_running(RTCSRV) {
+                    continue;
+                }
+                None
+            }
         };
         let Some(message) = message else { break };
         if !registrar.node.services.is_running(RTCSRV) {
             break;
         }
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
         match message {
             Incoming::Request(request, _) if request.method == Method::Ack => {}
+            // A health probe (or a client's keep-alive) is answered at once, never behind
+            // the connection's other requests: a flood of messages on the partner's link
+            // cannot make this pool look down.
+            Incoming::Request(request, _) if request.method == Method::Options => {
+                let answer = handle(&registrar, &request, &arrival).await;
+                let _ = flow.answer(&answer).await;
+            }
             Incoming::Request(request, _) => {
+                // Past its share of requests in flight, a connection is told to wait
+                // rather than stop being read.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let mut busy = reply(
+                        &request,
+                        503,
+                        "Service Unavailable (too many requests in flight on this connection)",
+                    );
+                    busy.headers.push("Retry-After", "1");
+                    let _ = flow.answer(&busy).await;
+                    continue;
+                };
                 let (registrar, arrival, flow) = (registrar.clone(), arrival.clone(), flow.clone());
                 registrar.node.clone().spawn(async move {
                     let answer = handle(&registrar, &request, &arrival).await;
@@ -522,28 +554,38 @@ pub async fn on_connection<S>(
 }
 
 impl Registrar {
-    /// Remembers that the client behind `contact` is reached over `flow`.
-    fn bind_flow(&self, contact: &str, flow: &Flow) {
-        self.flows
-            .lock()
-            .expect("flows")
-            .insert(contact.to_string(), flow.clone());
+    /// After a REGISTER of `aor` over `flow` that bound `added`: those contacts are reached
+    /// over `flow`, and `aor` keeps flows only for the contacts it still has (`current`).
+    fn keep_flows(&self, aor: &str, added: &[&str], flow: Option<&Flow>, current: &[Binding]) {
+        let mut flows = self.flows.lock().expect("flows");
+        let mine = flows.entry(aor.to_string()).or_default();
+        if let Some(flow) = flow {
+            for contact in added {
+                mine.insert((*contact).to_string(), flow.clone());
+            }
+        }
+        mine.retain(|contact, f| !f.is_closed() && current.iter().any(|b| &b.contact == contact));
+        if mine.is_empty() {
+            flows.remove(aor);
+        }
     }
 
     /// Forgets the contacts bound over `flow`, which has closed.
     fn forget_flow(&self, flow: &Flow) {
-        self.flows
-            .lock()
-            .expect("flows")
-            .retain(|_, f| !f.same(flow) && !f.is_closed());
+        let mut flows = self.flows.lock().expect("flows");
+        flows.retain(|_, mine| {
+            mine.retain(|_, f| !f.same(flow) && !f.is_closed());
+            !mine.is_empty()
+        });
     }
 
-    /// The open flow `contact` was bound over here.
-    fn flow_of(&self, contact: &str) -> Option<Flow> {
+    /// The open flow `aor` bound `contact` over here.
+    fn flow_of(&self, aor: &str, contact: &str) -> Option<Flow> {
         self.flows
             .lock()
             .expect("flows")
-            .get(contact)
+            .get(aor)
+            .and_then(|mine| mine.get(contact))
             .filter(|f| !f.is_closed())
             .cloned()
     }
@@ -580,9 +622,12 @@ async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> 
             .is_some()
     {
         let contact = contact.to_string();
+        let Ok(aor) = Uri::parse(&request.uri).map(|u| u.aor()) else {
+            return reply(request, 400, "Bad Request (Request-URI is not a SIP URI)");
+        };
         let mut onward = request.clone();
         onward.headers.remove(DELIVER_HEADER);
-        return deliver_over_flow(registrar, request, onward, &contact).await;
+        return deliver_over_flow(registrar, request, onward, &aor, &contact).await;
     }
     match &request.method {
         Method::Register => register(registrar, request, arrival).await,
@@ -774,6 +819,8 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
     };
     let default_expires = request.expires().unwrap_or(MAX_EXPIRES).min(MAX_EXPIRES);
     let contacts = request.headers.get_all("Contact");
+    // The contacts this REGISTER binds (refreshes included).
+    let mut bound: Vec<String> = Vec::new();
     if contacts.iter().any(|c| c.trim() == "*") {
         if default_expires != 0 || contacts.len() != 1 {
             return reply(
@@ -835,11 +882,6 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
             return too_many_bindings(request);
         }
         for (uri, expires) in &changes {
-            if *expires == 0 {
-                registrar.flows.lock().expect("flows").remove(uri);
-            } else if let Some(flow) = &arrival.flow {
-                registrar.bind_flow(uri, flow);
-            }
             let result = if *expires == 0 {
                 be.unregister(&aor, Some(uri)).await
             } else {
@@ -872,8 +914,17 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
             }
             return too_many_bindings(request);
         }
+        bound = changes
+            .into_iter()
+            .filter(|(_, expires)| *expires > 0)
+            .map(|(uri, _)| uri)
+            .collect();
     }
     let bindings = be.bindings(&aor).await.unwrap_or_default();
+    // Contacts bound over this connection are reached over it; the user keeps flows only
+    // for the contacts it has.
+    let bound: Vec<&str> = bound.iter().map(String::as_str).collect();
+    registrar.keep_flows(&aor, &bound, arrival.flow.as_ref(), &bindings);
     let mut r = reply(request, 200, "OK");
     let now = server.clock.now_ms();
     for b in &bindings {
@@ -1111,7 +1162,7 @@ impl Route {
 impl Registrar {
     /// How the contact of `binding` is reached from here, if it can be.
     fn route_of(&self, topology: &topology::Topology, b: &Binding) -> Option<Route> {
-        if let Some(flow) = self.flow_of(&b.contact) {
+        if let Some(flow) = self.flow_of(&b.aor, &b.contact) {
             return Some(Route::Flow(flow));
         }
         if connection_bound(&b.contact) {
@@ -1143,15 +1194,16 @@ fn connection_bound(contact: &str) -> bool {
         || lower.contains(";transport=tcp")
 }
 
-/// Delivers `onward` to `contact` over the connection this Front End holds for it (asked by
-/// another Front End, which found the binding).
+/// Delivers `onward` to `contact` of `aor` over the connection this Front End holds for it
+/// (asked by another Front End, which found the binding).
 async fn deliver_over_flow(
     registrar: &Registrar,
     request: &Request,
     mut onward: Request,
+    aor: &str,
     contact: &str,
 ) -> Response {
-    let Some(flow) = registrar.flow_of(contact) else {
+    let Some(flow) = registrar.flow_of(aor, contact) else {
         return reply(
             request,
             480,

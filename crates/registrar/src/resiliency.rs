@@ -65,7 +65,7 @@ pub async fn watch_partner(registrar: Arc<Registrar>) {
         let host = server.address.ip().to_string();
         let mut probes = tokio::task::JoinSet::new();
         for (dest, name) in targets {
-            let links = registrar.links.clone();
+            let links = registrar.probe_links.clone();
             let host = host.clone();
             probes.spawn(async move {
                 sipnet::probe_link(&links, dest, &name, &host, PROBE_TIMEOUT).await

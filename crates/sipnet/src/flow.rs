@@ -43,6 +43,7 @@ struct Inner {
     writer: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     closed: watch::Receiver<bool>,
+    close: Arc<watch::Sender<bool>>,
     local: SocketAddr,
     peer: SocketAddr,
     transport: &'static str,
@@ -81,16 +82,19 @@ impl Flow {
         let (writer, mut to_write) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let (incoming, received) = mpsc::channel(INCOMING_QUEUE);
         let (close, closed) = watch::channel(false);
+        let close = Arc::new(close);
         let inner = Arc::new(Inner {
             writer,
             pending: Mutex::default(),
             closed: closed.clone(),
+            close: close.clone(),
             local,
             peer,
             transport,
             id: NEXT.fetch_add(1, Ordering::Relaxed),
         });
         let mut writer_closed = closed.clone();
+        let writer_close = close.clone();
         tokio::spawn(async move {
             loop {
                 // What is queued goes out before a close is heeded: the answer to what
@@ -101,17 +105,30 @@ impl Flow {
                     _ = writer_closed.wait_for(|c| *c) => None,
                 };
                 let Some(bytes) = bytes else { break };
-                if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+                // A peer that stops reading does not hold the writer: past the time a
+                // message may take, the flow is closed.
+                let written = tokio::time::timeout(limits.partial, async {
+                    write.write_all(&bytes).await?;
+                    write.flush().await
+                })
+                .await;
+                if !matches!(written, Ok(Ok(()))) {
                     break;
                 }
             }
-            let _ = write.shutdown().await;
+            writer_close.send_replace(true);
+            let _ = tokio::time::timeout(limits.partial, write.shutdown()).await;
         });
         let reader = Arc::downgrade(&inner);
+        let mut reader_closed = closed;
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
-                let frame = match next_frame(&mut read, &mut buf, limits).await {
+                let frame = tokio::select! {
+                    f = next_frame(&mut read, &mut buf, limits) => f,
+                    _ = reader_closed.wait_for(|c| *c) => break,
+                };
+                let frame = match frame {
                     Ok(Some(frame)) => frame,
                     Ok(None) | Err(_) => break,
                 };
@@ -122,12 +139,12 @@ impl Flow {
                         if let Some(answer) = crate::answer_malformed(&buf, &e)
                             && let Some(inner) = reader.upgrade()
                         {
-                            let _ = inner.writer.send(answer).await;
+                            let _ = inner.writer.try_send(answer);
                         }
                         break;
                     }
                 };
-                match Message::parse(&bytes) {
+                let message = match Message::parse(&bytes) {
                     Ok(Message::Response(response)) => {
                         let Some(inner) = reader.upgrade() else { break };
                         let branch = response
@@ -144,22 +161,22 @@ impl Flow {
                                 let _ = waiting.send(response);
                             }
                         }
+                        continue;
                     }
-                    Ok(Message::Request(request)) => {
-                        if incoming
-                            .send(Incoming::Request(request, peer))
-                            .await
-                            .is_err()
-                        {
-                            // Nobody takes requests on this flow: answered by no one.
-                        }
-                    }
-                    Err(e) => {
-                        let _ = incoming.send(Incoming::Malformed(bytes, e, peer)).await;
-                    }
+                    Ok(Message::Request(request)) => Incoming::Request(request, peer),
+                    Err(e) => Incoming::Malformed(bytes, e, peer),
+                };
+                // An owner that takes nothing (a link's) lets requests fall; one that is
+                // slow holds the reader, never past the flow's close.
+                tokio::select! {
+                    _ = incoming.send(message) => {}
+                    _ = reader_closed.wait_for(|c| *c) => break,
+                }
+                if reader.strong_count() == 0 {
+                    break;
                 }
             }
-            let _ = close.send(true);
+            close.send_replace(true);
             if let Some(inner) = reader.upgrade() {
                 inner.pending.lock().expect("pending").clear();
             }
@@ -238,13 +255,13 @@ impl Flow {
             .lock()
             .expect("pending")
             .insert(branch.clone(), tx);
-        if let Err(e) = self.send(request.to_bytes()).await {
-            self.inner.pending.lock().expect("pending").remove(&branch);
-            return Err(e);
-        }
-        let answer = tokio::time::timeout(timeout, rx).await;
-        self.inner.pending.lock().expect("pending").remove(&branch);
-        match answer {
+        // However this ends — answered, timed out, or the caller gone — the waiter goes.
+        let _waiting = Waiting {
+            inner: &self.inner,
+            branch,
+        };
+        self.send(request.to_bytes()).await?;
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
@@ -257,16 +274,31 @@ impl Flow {
         }
     }
 
-    /// Queues `bytes` (an answer, say) to be written.
+    /// Queues `bytes` (an answer, say) to be written. Never waits: a peer that has let
+    /// [`WRITE_QUEUE`] messages pile up is not reading, and its flow is closed.
     pub async fn send(&self, bytes: Vec<u8>) -> io::Result<()> {
         if self.is_closed() {
             return Err(closed(self.inner.peer));
         }
-        self.inner
-            .writer
-            .send(bytes)
-            .await
-            .map_err(|_| closed(self.inner.peer))
+        match self.inner.writer.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close();
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!(
+                        "{} is not reading what is sent to it: its connection is closed",
+                        self.inner.peer
+                    ),
+                ))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(closed(self.inner.peer)),
+        }
+    }
+
+    /// Closes the connection: what is queued is dropped, waiting requests fail.
+    pub fn close(&self) {
+        self.inner.close.send_replace(true);
     }
 
     /// Answers `request` on this flow.
@@ -306,6 +338,22 @@ impl Flow {
     }
 }
 
+/// Removes a request's waiter when the request ends, however it ends.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    branch: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .pending
+            .lock()
+            .expect("pending")
+            .remove(&self.branch);
+    }
+}
+
 fn closed(peer: SocketAddr) -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
@@ -321,8 +369,16 @@ pub struct Links {
     /// The address links leave from: the server's own, so that a peer counts them against
     /// this server and not against whoever else shares the machine's default address.
     from: Option<std::net::IpAddr>,
-    flows: Mutex<HashMap<SocketAddr, Flow>>,
+    /// By peer address and the name its certificate must cover: a link opened for one
+    /// name is never used for another.
+    flows: Mutex<HashMap<Peer, Flow>>,
+    /// One connection attempt at a time per peer: after a peer restarts, its callers wait
+    /// for one new link instead of each opening their own.
+    connecting: Mutex<HashMap<Peer, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A link's peer: its address, and the name its certificate must cover.
+type Peer = (SocketAddr, String);
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -337,6 +393,7 @@ impl Links {
             tls,
             from: None,
             flows: Mutex::default(),
+            connecting: Mutex::default(),
         }
     }
 
@@ -378,10 +435,35 @@ impl Links {
         name: &str,
         timeout: Duration,
     ) -> io::Result<(Flow, bool)> {
-        if let Some(flow) = self.flows.lock().expect("links").get(&dest)
-            && !flow.is_closed()
-        {
-            return Ok((flow.clone(), true));
+        let key = (dest, name.to_string());
+        let open = |links: &Links| {
+            links
+                .flows
+                .lock()
+                .expect("links")
+                .get(&key)
+                .filter(|f| !f.is_closed())
+                .cloned()
+        };
+        if let Some(flow) = open(self) {
+            return Ok((flow, true));
+        }
+        let gate = self
+            .connecting
+            .lock()
+            .expect("links")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let started = tokio::time::Instant::now();
+        let _turn = tokio::time::timeout(timeout, gate.lock())
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {dest}"))
+            })?;
+        // Another caller may have connected while this one waited.
+        if let Some(flow) = open(self) {
+            return Ok((flow, true));
         }
         // A peer never sends requests on a link it did not open: nothing takes them.
         let (flow, _requests) = Flow::connect_tls_from(
@@ -389,19 +471,12 @@ impl Links {
             dest,
             name,
             &self.tls,
-            timeout,
+            timeout.saturating_sub(started.elapsed()),
             FrameLimits::LISTENER,
         )
         .await?;
-        let mut flows = self.flows.lock().expect("links");
-        // Two callers may have connected at once: the first flow stays, the other closes.
-        match flows.get(&dest) {
-            Some(existing) if !existing.is_closed() => Ok((existing.clone(), true)),
-            _ => {
-                flows.insert(dest, flow.clone());
-                Ok((flow, false))
-            }
-        }
+        self.flows.lock().expect("links").insert(key, flow.clone());
+        Ok((flow, false))
     }
 }
 
@@ -499,6 +574,28 @@ mod tests {
             refused.unwrap_err().kind(),
             io::ErrorKind::ConnectionAborted
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_cut_off_and_holds_nothing() {
+        let (_silent, theirs) = tokio::io::duplex(1024);
+        let at: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (flow, _incoming) = Flow::start(theirs, at, at, "TLS", FrameLimits::LISTENER);
+        // Never read: the socket fills, then the queue; sending never waits, and the flow
+        // closes rather than hold its writer or its callers.
+        let mut refused = None;
+        for n in 0..(WRITE_QUEUE + 10) {
+            if let Err(e) = flow.send(vec![b'x'; 1024]).await {
+                refused = Some((n, e));
+                break;
+            }
+        }
+        let (n, e) = refused.expect("a full queue is refused");
+        assert!(n >= WRITE_QUEUE - 1, "refused after {n}");
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted);
+        flow.closed().await;
+        let late = flow.request(options(1), Duration::from_secs(60)).await;
+        assert_eq!(late.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     }
 
     #[tokio::test]

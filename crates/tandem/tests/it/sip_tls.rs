@@ -165,3 +165,58 @@ fn raw_tls(lab: &Lab, at: &str, message: &str) -> String {
     let n = tls.read(&mut buf).unwrap();
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
+
+/// A user of the pool cannot cut another user off from the connection the other signed in
+/// on, nor take it over, by naming that user's contact in its own REGISTER — even from the
+/// same address (users behind one NAT): a connection's contacts are the user's who bound
+/// them.
+#[test]
+fn a_user_cannot_unbind_or_take_over_another_users_connection() {
+    use std::io::BufRead;
+
+    use crate::sip_attacks::{Ua, registrar};
+
+    let lab = Lab::up_with(&["--users", "2"]);
+    let users = users_of(&lab, "pool1.contoso.com");
+    let (alice, mallory) = (users[0].clone(), users[1].clone());
+    let fe = "pool1-fe1.contoso.com";
+    let mut listener = listen_via(&lab, &alice, fe, 1);
+    // Alice's contact, as her client prints it once signed in.
+    let out = listener.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
+    let contact = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("alice never signed in: {printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(rest) = line.trim().strip_prefix("contact <") {
+            break rest.split('>').next().unwrap().to_string();
+        }
+    };
+    assert!(contact.contains("transport=tls"), "{contact}");
+
+    // Mallory, from the same address, unbinds Alice's contact text, then binds it as hers.
+    let mut ua = Ua::on("127.0.0.1");
+    let at = registrar(&lab, fe);
+    let password = lab.password(&mallory);
+    for expires in [0, 300] {
+        let mut r = ua.build(sip::Method::Register, "sip:contoso.com", &mallory, &mallory);
+        r.headers
+            .push("Contact", format!("<{contact}>;expires={expires}"));
+        let (answer, _) = ua.authed(at, &r, &password, None);
+        assert_eq!(answer.status, 200, "expires={expires}: {answer:?}");
+    }
+    // Alice still gets her message, over her own connection.
+    let out = client(&lab, &mallory, &["send", "--to", &alice, "still yours"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(listener.wait().unwrap().success());
+    let rest: String = rx.iter().collect::<Vec<_>>().join("\n");
+    assert!(rest.contains(": still yours"), "{printed}{rest}");
+}
