@@ -139,8 +139,6 @@ pub fn permission(id: CmdletId) -> Permission {
     match id {
         GetCsTopology
         | TestCsTopology
-        | ExportCsConfiguration
-        | ExportCsLisConfiguration
         | GetCsService
         | GetCsPoolBackupRelationship
         | GetCsManagementStoreReplicationStatus
@@ -176,8 +174,11 @@ pub fn permission(id: CmdletId) -> Permission {
         | InvokeCsServerSetup
         | RequestCsCertificate
         | SetCsCertificate
-        | InstallCsDatabase
-        | Bootstrapper => Permission::Servers,
+        | Bootstrapper
+        // Exports write a file on the server that runs them, holding every user's digest
+        // hashes: not a reader's.
+        | ExportCsConfiguration
+        | ExportCsLisConfiguration => Permission::Servers,
         EnableCsUser | DisableCsUser | ExportCsUserData | ImportCsUserData => Permission::Users,
         ImportCsLisConfiguration => Permission::Location,
         PublishCsTopology
@@ -188,6 +189,8 @@ pub fn permission(id: CmdletId) -> Permission {
         | SetCsPoolEdgeAssociation
         | SetCsPoolBackupRelationship
         | ImportCsConfiguration
+        // -Clean empties a standby Central Management store, the copy its failover needs.
+        | InstallCsDatabase
         | SetCsRegistrar
         | SetCsEdgeServer
         | SetCsSite

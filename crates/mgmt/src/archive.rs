@@ -33,13 +33,49 @@ pub struct UserData {
     pub items: Vec<UserItem>,
 }
 
-/// Writes `entries` (name, bytes) as a new ZIP at `path`.
+/// Writes `entries` (name, bytes) as a ZIP at `path`, readable by the server's account only
+/// (an export holds every user's digest hashes). An existing file is replaced only when
+/// `replace` says so and only when it is itself a ZIP — an earlier export — never a link
+/// or any other file (a database, a key, the audit log) the server could write.
 fn write_entries<'a>(
     path: &Path,
     entries: impl Iterator<Item = (String, &'a [u8])>,
+    replace: bool,
 ) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
-    let file = std::fs::File::create(path).map_err(|e| io(&e))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).mode(0o600);
+    match std::fs::symlink_metadata(path) {
+        Err(_) => {
+            options.create_new(true);
+        }
+        Ok(meta) if meta.file_type().is_symlink() || !meta.is_file() => {
+            return Err(format!(
+                "{} is not a regular file: an export is written only to a new file or over an earlier export",
+                path.display()
+            ));
+        }
+        Ok(_) if !replace => {
+            return Err(format!(
+                "{} already exists; add -Force to overwrite it or choose another -FileName",
+                path.display()
+            ));
+        }
+        Ok(_) => {
+            let is_zip = std::fs::File::open(path)
+                .ok()
+                .is_some_and(|f| zip::ZipArchive::new(f).is_ok());
+            if !is_zip {
+                return Err(format!(
+                    "{} is not an earlier export (not a ZIP file): -Force overwrites only an export; choose another -FileName",
+                    path.display()
+                ));
+            }
+            options.truncate(true);
+        }
+    }
+    let file = options.open(path).map_err(|e| io(&e))?;
     let mut zip = zip::ZipWriter::new(file);
     let options = zip::write::SimpleFileOptions::default();
     for (name, bytes) in entries {
@@ -86,14 +122,12 @@ fn json_entry<T: serde::de::DeserializeOwned>(
 }
 
 pub fn write(path: &Path, config: &Configuration, overwrite: bool) -> Result<(), String> {
-    if path.exists() && !overwrite {
-        return Err(format!(
-            "{} already exists; add -Force to overwrite it or choose another -FileName",
-            path.display()
-        ));
-    }
     let json = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
-    write_entries(path, std::iter::once((ENTRY.to_string(), json.as_slice())))
+    write_entries(
+        path,
+        std::iter::once((ENTRY.to_string(), json.as_slice())),
+        overwrite,
+    )
 }
 
 const NOT_CONFIGURATION: &str = "a configuration written by Export-CsConfiguration";
@@ -138,7 +172,8 @@ pub fn write_user_data(
             .iter()
             .map(|(sha, bytes)| (format!("files/{sha}"), bytes.as_slice())),
     );
-    write_entries(path, entries)
+    // An earlier user-data export at the same path is replaced, as before.
+    write_entries(path, entries, true)
 }
 
 const NOT_USER_DATA: &str = "a file written by Export-CsUserData";

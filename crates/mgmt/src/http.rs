@@ -219,18 +219,26 @@ async fn authenticate(
             ));
         }
     }
-    if is_servers_own(request.uri().path()) {
+    let path = request.uri().path();
+    if is_servers_own(path) {
         let topology = mgmt.node.topology();
-        let is_server = request
+        let caller = request
             .extensions()
             .get::<PeerCertificate>()
-            .is_some_and(|cert| {
-                cert.covers_any(topology.servers().map(|s| s.server.fqdn.as_str()))
-            });
-        if !is_server {
+            .and_then(|cert| cert.server_identity(&topology));
+        // Every server may ask who holds the Central Management store; the rest — CMS
+        // pushes, replica changes (which carry the Front Ends' digest hashes), operation
+        // steps, store actions — come only from a Front End, so a compromised Edge in the
+        // perimeter gets no more than the hash-less replica it holds.
+        let allowed = match caller {
+            Some((topology::Role::FrontEnd, _)) => true,
+            Some((topology::Role::Edge, _)) => path == paths::CMS_ROLE,
+            None => false,
+        };
+        if !allowed {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "this route answers the deployment's servers only, by their certificate",
+                "this route answers the deployment's Front Ends only (and who holds the store, every server), by their certificate",
             ));
         }
     }

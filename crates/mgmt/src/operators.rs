@@ -161,16 +161,37 @@ pub async fn authenticate(
 ) -> Result<Operator, ApiError> {
     let token = api::bearer_token(headers)?;
     if api::tokens_match(token, deployment_token) {
-        let on_behalf = headers
-            .get(OPERATOR_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_header);
-        return Ok(
-            on_behalf.map_or_else(Operator::lab_administrator, |o| Operator {
+        let Some(value) = headers.get(OPERATOR_HEADER) else {
+            return Ok(Operator::lab_administrator());
+        };
+        // A header that does not parse names no one: refused, never the administrator.
+        let on_behalf = value.to_str().ok().and_then(parse_header).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the forwarded operator is not named as name;roles",
+            )
+        })?;
+        if on_behalf.name == LAB_ADMINISTRATOR {
+            return Ok(Operator {
                 deployment: true,
-                ..o
-            }),
-        );
+                ..on_behalf
+            });
+        }
+        // The operator as this server's replica knows it: one removed, or whose roles were
+        // cut, gets no more through a server that has not heard of it yet.
+        let record = operator_record(replica, &on_behalf.name)
+            .await
+            .ok_or_else(unknown)?;
+        let roles = on_behalf
+            .roles
+            .into_iter()
+            .filter(|r| record.roles.iter().any(|k| AdminRole::parse(k) == Some(*r)))
+            .collect();
+        return Ok(Operator {
+            name: on_behalf.name,
+            roles,
+            deployment: true,
+        });
     }
     let Some((name, _)) = token.rsplit_once('.') else {
         return Err(unknown());
@@ -178,13 +199,7 @@ pub async fn authenticate(
     if check_name(name).is_err() {
         return Err(unknown());
     }
-    let record = replica
-        .get(&format!("{OPERATOR_PREFIX}{name}"))
-        .await
-        .ok()
-        .flatten()
-        .and_then(|v| serde_json::from_str::<OperatorRecord>(&v).ok())
-        .ok_or_else(unknown)?;
+    let record = operator_record(replica, name).await.ok_or_else(unknown)?;
     if !api::constant_time_eq(token_hash(token).as_bytes(), record.token_sha256.as_bytes()) {
         return Err(unknown());
     }
@@ -197,6 +212,16 @@ pub async fn authenticate(
             .collect(),
         deployment: false,
     })
+}
+
+/// The record of the operator `name` in `replica`.
+async fn operator_record(replica: &store::ReplicaStore, name: &str) -> Option<OperatorRecord> {
+    replica
+        .get(&format!("{OPERATOR_PREFIX}{name}"))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_str::<OperatorRecord>(&v).ok())
 }
 
 /// An operator named by a forwarding server.

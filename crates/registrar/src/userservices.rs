@@ -129,7 +129,9 @@ pub fn router(server: Arc<Node>) -> Router {
     let users = user_routes()
         .route_layer(middleware::from_fn(check_names))
         .layer(DefaultBodyLimit::max(MAX_CONTENT_BYTES))
-        .layer(middleware::from_fn_with_state(server.clone(), gate));
+        .layer(middleware::from_fn_with_state(server.clone(), gate))
+        // Failed sign-ins here count as the registrar's do: per (user, source) and source.
+        .layer(Extension(Guesses::default()));
     OpenApiRouter::new()
         .routes(routes!(openapi_document))
         .layer(Extension(Document(document)))
@@ -220,6 +222,11 @@ struct Caller {
 }
 
 /// Authenticates the caller, then serves, redirects (307) or refuses (resiliency mode).
+/// Failed sign-ins on user services, locked out by the registrar's rules
+/// ([`crate::lockout`]): guessing over HTTPS is no cheaper than over SIP.
+#[derive(Debug, Clone, Default)]
+struct Guesses(Arc<std::sync::Mutex<crate::lockout::Lockouts>>);
+
 async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next) -> Response {
     if !server.services.is_running(RTCSRV) {
         return error(
@@ -227,7 +234,16 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
             format!("the RTCSRV service of {} is stopped", server.fqdn),
         );
     }
-    let user = match authenticate(&server, request.headers()).await {
+    let source = request
+        .extensions()
+        .get::<listener::PeerAddress>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+    let guesses = request
+        .extensions()
+        .get::<Guesses>()
+        .cloned()
+        .unwrap_or_default();
+    let user = match authenticate(&server, request.headers(), source, &guesses).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -298,7 +314,16 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
     next.run(request).await
 }
 
-async fn authenticate(server: &Node, headers: &HeaderMap) -> Result<UserRecord, Response> {
+/// A hash no password gives, checked for users who do not exist, so that they cost the
+/// same as users who do.
+const NO_ONE: &str = "00000000000000000000000000000000";
+
+async fn authenticate(
+    server: &Node,
+    headers: &HeaderMap,
+    source: std::net::IpAddr,
+    guesses: &Guesses,
+) -> Result<UserRecord, Response> {
     let challenge = |reason: &str| {
         let mut r = error(StatusCode::UNAUTHORIZED, reason);
         r.headers_mut().insert(
@@ -331,18 +356,47 @@ async fn authenticate(server: &Node, headers: &HeaderMap) -> Result<UserRecord, 
             "the Basic credentials are not base64 of user:password",
         ));
     };
-    let Some(user) = cms::directory::lookup(server.replica.store(), &name).await else {
+    let now = server.clock.now_ms().max(0) as u64;
+    let who = cms::directory::normalize_sip(&name).to_ascii_lowercase();
+    let verdict = guesses
+        .0
+        .lock()
+        .expect("guesses")
+        .verdict(&who, source, now);
+    if let crate::lockout::Verdict::Locked { retry_after_ms } = verdict {
+        guesses.0.lock().expect("guesses").failed(&who, source, now);
+        let mut r = error(
+            StatusCode::FORBIDDEN,
+            "too many failed sign-ins from this address; try again later",
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(r);
+    }
+    // An unknown user costs what a known one does, and gets the same answer as a wrong
+    // password; whether a user is disabled is said only to whoever knows the password.
+    let user = cms::directory::lookup(server.replica.store(), &name).await;
+    let (username, realm, stored) = match &user {
+        Some(u) => (u.username().to_string(), u.realm.clone(), u.ha1.clone()),
+        None => {
+            let sip = cms::directory::normalize_sip(&name);
+            let username = sip.trim_start_matches("sip:").to_string();
+            (username, cms::directory::realm_of(&sip), NO_ONE.to_string())
+        }
+    };
+    let ha1 = sip::digest::ha1(&username, &realm, &password);
+    let verified = api::constant_time_eq(ha1.as_bytes(), stored.as_bytes()) && user.is_some();
+    let Some(user) = user.filter(|_| verified) else {
+        guesses.0.lock().expect("guesses").failed(&who, source, now);
         return Err(challenge("unknown user or wrong password"));
     };
+    guesses.0.lock().expect("guesses").succeeded(&who, source);
     if !user.enabled {
         return Err(error(
             StatusCode::FORBIDDEN,
             format!("{} is disabled", user.sip_address),
         ));
-    }
-    let ha1 = sip::digest::ha1(user.username(), &user.realm, &password);
-    if ha1 != user.ha1 {
-        return Err(challenge("unknown user or wrong password"));
     }
     Ok(user)
 }

@@ -274,7 +274,10 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         description: "Writes the topology, policies and configuration settings to a ZIP file. \
             Keep a recent export: Move-CsManagementServer needs it to rebuild the Central \
             Management store after a disaster. -LocalStore reads the local replica, which \
-            works while the store is down.",
+            works while the store is down. The file is written by the server that runs the \
+            cmdlet, readable by its account only, and holds every user's digest hashes: a new \
+            file, or with -Force an earlier export.",
+        changes_state: true,
         examples: &[(
             "Export-CsConfiguration -FileName c:\\CsConfigurationFile.zip",
             "Saves the whole configuration to c:\\CsConfigurationFile.zip.",
@@ -325,7 +328,9 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
     CmdletSpec {
         description: "Writes the Location Information Service data (locations, subnets, \
             switches, ports) to a ZIP file. The data may be empty; the file is still written, \
-            because Move-CsManagementServer -LisConfigurationFileName expects it.",
+            because Move-CsManagementServer -LisConfigurationFileName expects it. Written by \
+            the server that runs the cmdlet, to a new file.",
+        changes_state: true,
         examples: &[(
             "Export-CsLisConfiguration -FileName c:\\CsLisConfigurationFile.zip",
             "Saves the location data to c:\\CsLisConfigurationFile.zip.",

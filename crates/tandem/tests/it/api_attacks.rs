@@ -131,6 +131,71 @@ fn only_bearer_tokens_pass_every_refusal_is_a_json_error_in_words_and_names_are_
     bearer_tokens_and_json_errors(&lab);
     user_services_refuse_a_name_the_same_way_for_every_method(&lab);
     every_described_route_is_served(&lab);
+    // Last: it locks a user out from this address.
+    guessing_on_user_services_is_locked_out_and_says_nothing_of_who_exists(&lab);
+}
+
+/// Basic authentication on user services counts failures as the registrar does: after a
+/// few wrong passwords from one address the right one is refused too, and an unknown user
+/// gets the same answer as a wrong password.
+fn guessing_on_user_services_is_locked_out_and_says_nothing_of_who_exists(lab: &Lab) {
+    use base64::Engine as _;
+    let user = lab.users()[1].clone();
+    let sip = user["sip_address"].as_str().unwrap();
+    let home = user["home_pool"].as_str().unwrap();
+    let server = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["pool"] == home)
+        .unwrap();
+    let base = Lab::user_services(&server);
+    let basic = |name: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"))
+        )
+    };
+    let name = sip.trim_start_matches("sip:");
+    let domain = name.split('@').nth(1).unwrap();
+    let unknown = raw(
+        lab,
+        &base,
+        "GET",
+        "/users/v1/contacts",
+        &basic(&format!("nobody@{domain}"), "x"),
+    );
+    let wrong = raw(
+        lab,
+        &base,
+        "GET",
+        "/users/v1/contacts",
+        &basic(name, "wrong"),
+    );
+    assert_eq!((unknown.status, wrong.status), (401, 401));
+    assert_eq!(unknown.error(), wrong.error());
+    for _ in 0..5 {
+        let a = raw(
+            lab,
+            &base,
+            "GET",
+            "/users/v1/contacts",
+            &basic(name, "wrong"),
+        );
+        assert!(matches!(a.status, 401 | 403), "{}", a.body);
+    }
+    let right = raw(
+        lab,
+        &base,
+        "GET",
+        "/users/v1/contacts",
+        &basic(name, user["password"].as_str().unwrap()),
+    );
+    assert_eq!(right.status, 403, "{}", right.body);
+    assert!(
+        right.error().contains("too many failed sign-ins"),
+        "{}",
+        right.body
+    );
 }
 
 /// Every operation the served documents describe reaches a route: never the fallback's

@@ -114,6 +114,49 @@ fn a_view_only_operator_reads_but_changes_nothing_and_the_audit_log_names_who_di
             && refusal.contains("kim has CsViewOnlyAdministrator"),
         "{refusal}"
     );
+    // Exports write a file on the server, with every user's digest hashes: not a reader's.
+    let export = std::path::Path::new(lab.dir()).join("kim-export.zip");
+    let out = as_operator(
+        &lab,
+        "kim",
+        &format!("Export-CsConfiguration -FileName {}", export.display()),
+    );
+    assert!(
+        !out.status.success() && !export.exists(),
+        "{}",
+        stdout(&out)
+    );
+    // An administrator's export is the server account's alone, and -Force replaces only
+    // an earlier export — never the audit log, a database or a key.
+    lab.ok(
+        None,
+        &format!("Export-CsConfiguration -FileName {}", export.display()),
+    );
+    let mode = std::fs::metadata(&export).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    lab.ok(
+        None,
+        &format!(
+            "Export-CsConfiguration -FileName {} -Force",
+            export.display()
+        ),
+    );
+    let audit = std::path::Path::new(lab.dir()).join(format!("servers/{FE}/audit.jsonl"));
+    let before = std::fs::read(&audit).unwrap();
+    let out = lab.shell(
+        Some(FE),
+        &format!(
+            "Export-CsConfiguration -FileName {} -Force -LocalStore",
+            audit.display()
+        ),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not an earlier export"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::read(&audit).unwrap().starts_with(&before));
     let (status, body) = {
         let url = format!("{}/api/v1/invoke", crate::api_attacks::management(&lab, FE));
         let a = crate::api_attacks::call(
