@@ -135,6 +135,17 @@ fn only_bearer_tokens_pass_every_refusal_is_a_json_error_in_words_and_names_are_
     guessing_on_user_services_is_locked_out_and_says_nothing_of_who_exists(&lab);
 }
 
+/// `https://address:port` of the user services of a Front End of `user`'s home pool.
+fn home_user_services(lab: &Lab, user: &serde_json::Value) -> String {
+    let home = user["home_pool"].as_str().unwrap();
+    let server = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["pool"] == home)
+        .unwrap();
+    Lab::user_services(&server)
+}
+
 /// Basic authentication on user services counts failures as the registrar does: after a
 /// few wrong passwords from one address the right one is refused too, and an unknown user
 /// gets the same answer as a wrong password.
@@ -142,13 +153,7 @@ fn guessing_on_user_services_is_locked_out_and_says_nothing_of_who_exists(lab: &
     use base64::Engine as _;
     let user = lab.users()[1].clone();
     let sip = user["sip_address"].as_str().unwrap();
-    let home = user["home_pool"].as_str().unwrap();
-    let server = lab
-        .servers()
-        .into_iter()
-        .find(|s| s["pool"] == home)
-        .unwrap();
-    let base = Lab::user_services(&server);
+    let base = home_user_services(lab, &user);
     let basic = |name: &str, password: &str| {
         format!(
             "Basic {}",
@@ -302,13 +307,7 @@ fn bearer_tokens_and_json_errors(lab: &Lab) {
 fn user_services_refuse_a_name_the_same_way_for_every_method(lab: &Lab) {
     let user = lab.users()[0].clone();
     let sip = user["sip_address"].as_str().unwrap();
-    let home = user["home_pool"].as_str().unwrap();
-    let server = lab
-        .servers()
-        .into_iter()
-        .find(|s| s["pool"] == home)
-        .unwrap();
-    let base = Lab::user_services(&server);
+    let base = home_user_services(lab, &user);
     let basic = {
         use base64::Engine as _;
         // The user name is the SIP address without `sip:` (Basic splits at the first colon).
