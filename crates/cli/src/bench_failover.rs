@@ -154,7 +154,7 @@ async fn sign_in_full(
             Clients::Tls { config, told, .. } => {
                 if flow.as_ref().is_none_or(Flow::is_closed) {
                     let name = dest.ip().to_string();
-                    let (opened, incoming) = Flow::connect_tls_from(
+                    let (opened, incoming) = Flow::connect_tls(
                         Some(client_address(n)),
                         dest,
                         &name,

@@ -221,7 +221,7 @@ async fn signin_phase(
                 let t0 = Instant::now();
                 match &tls {
                     Some((at, config)) => {
-                        let (flow, _incoming) = sipnet::Flow::connect_tls_from(
+                        let (flow, _incoming) = sipnet::Flow::connect_tls(
                             Some(client_address(n as u64)),
                             *at,
                             &at.ip().to_string(),

@@ -447,6 +447,7 @@ impl Session {
             partial: FrameLimits::LISTENER.partial,
         };
         let (flow, incoming) = Flow::connect_tls(
+            None,
             at,
             &ip.to_string(),
             &self.tls,

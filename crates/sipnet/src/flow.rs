@@ -44,6 +44,9 @@ struct Inner {
     pending: Mutex<HashMap<String, oneshot::Sender<Response>>>,
     closed: watch::Receiver<bool>,
     close: Arc<watch::Sender<bool>>,
+    /// Why the connection ended, when it failed (a TLS alert, say): what a request that
+    /// meets the close reports.
+    why: Mutex<Option<String>>,
     local: SocketAddr,
     peer: SocketAddr,
     transport: &'static str,
@@ -88,6 +91,7 @@ impl Flow {
             pending: Mutex::default(),
             closed: closed.clone(),
             close: close.clone(),
+            why: Mutex::default(),
             local,
             peer,
             transport,
@@ -130,7 +134,13 @@ impl Flow {
                 };
                 let frame = match frame {
                     Ok(Some(frame)) => frame,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(e) => {
+                        if let Some(inner) = reader.upgrade() {
+                            *inner.why.lock().expect("why") = Some(e.to_string());
+                        }
+                        break;
+                    }
                 };
                 let bytes = match frame {
                     Ok(bytes) => bytes,
@@ -185,20 +195,10 @@ impl Flow {
     }
 
     /// Opens a TLS connection to `dest` (whose certificate must cover `name`: its FQDN or
-    /// address) within `timeout` and starts a flow on it.
+    /// address) within `timeout`, from the local address `from` when given (a server's own,
+    /// or a benchmark's clients spread over many, as users' devices are), and starts a flow
+    /// on it.
     pub async fn connect_tls(
-        dest: SocketAddr,
-        name: &str,
-        tls: &Arc<rustls::ClientConfig>,
-        timeout: Duration,
-        limits: FrameLimits,
-    ) -> io::Result<(Flow, mpsc::Receiver<Incoming>)> {
-        Flow::connect_tls_from(None, dest, name, tls, timeout, limits).await
-    }
-
-    /// [`Flow::connect_tls`] from the local address `from` (a benchmark's clients spread
-    /// over many, as users' devices are).
-    pub async fn connect_tls_from(
         from: Option<std::net::IpAddr>,
         dest: SocketAddr,
         name: &str,
@@ -265,7 +265,7 @@ impl Flow {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(_)) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                format!("the connection to {} closed", self.inner.peer),
+                self.closed_because(),
             )),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -278,7 +278,10 @@ impl Flow {
     /// [`WRITE_QUEUE`] messages pile up is not reading, and its flow is closed.
     pub async fn send(&self, bytes: Vec<u8>) -> io::Result<()> {
         if self.is_closed() {
-            return Err(closed(self.inner.peer));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                self.closed_because(),
+            ));
         }
         match self.inner.writer.try_send(bytes) {
             Ok(()) => Ok(()),
@@ -292,7 +295,18 @@ impl Flow {
                     ),
                 ))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(closed(self.inner.peer)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                self.closed_because(),
+            )),
+        }
+    }
+
+    /// "the connection to … closed", with why when it failed.
+    fn closed_because(&self) -> String {
+        match self.inner.why.lock().expect("why").as_deref() {
+            Some(why) => format!("the connection to {} closed: {why}", self.inner.peer),
+            None => format!("the connection to {} closed", self.inner.peer),
         }
     }
 
@@ -352,13 +366,6 @@ impl Drop for Waiting<'_> {
             .expect("pending")
             .remove(&self.branch);
     }
-}
-
-fn closed(peer: SocketAddr) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        format!("the connection to {peer} is closed"),
-    )
 }
 
 /// Flows to the deployment's other servers over mutual TLS (this server's certificate
@@ -466,7 +473,7 @@ impl Links {
             return Ok((flow, true));
         }
         // A peer never sends requests on a link it did not open: nothing takes them.
-        let (flow, _requests) = Flow::connect_tls_from(
+        let (flow, _requests) = Flow::connect_tls(
             self.from,
             dest,
             name,

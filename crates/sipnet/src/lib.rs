@@ -1,6 +1,8 @@
 //! SIP over real sockets: a UDP endpoint with client transactions (retransmission and
-//! response matching by Via branch, RFC 3261 §17.1.2) and a one-shot TCP request, shared
-//! by the registrar (relaying MESSAGEs, probing the partner pool), the Edge and `tandem
+//! response matching by Via branch, RFC 3261 §17.1.2), flows (one TCP or TLS connection
+//! carrying requests both ways, [`flow`]) with mutual-TLS links between servers, and
+//! one-shot requests over a flow of their own (`tcp_request`, `tls_request`), shared by
+//! the registrar (relaying MESSAGEs, probing the partner pool), the Edge and `tandem
 //! client`. The `sip` crate is the codec; this crate is the transport (as hickory splits
 //! `proto` from `net`), and the services that answer requests sit above it.
 //!
@@ -30,7 +32,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sip::{Message, Method, ParseError, Request, Response, Uri};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
@@ -326,7 +328,10 @@ pub async fn tcp_request(
     timeout: Duration,
 ) -> io::Result<Response> {
     within(timeout, dest, async {
-        Connection::tcp(dest).await?.request(request, timeout).await
+        let tcp = TcpStream::connect(dest).await?;
+        let local = tcp.local_addr()?;
+        let (flow, _requests) = Flow::start(tcp, local, dest, "TCP", one_exchange(timeout));
+        flow.request(request.clone(), timeout).await
     })
     .await
 }
@@ -341,12 +346,19 @@ pub async fn tls_request(
     timeout: Duration,
 ) -> io::Result<Response> {
     within(timeout, dest, async {
-        Connection::tls(dest, server_name, tls)
-            .await?
-            .request(request, timeout)
-            .await
+        let (flow, _requests) =
+            Flow::connect_tls(None, dest, server_name, tls, timeout, one_exchange(timeout)).await?;
+        flow.request(request.clone(), timeout).await
     })
     .await
+}
+
+/// The limits of a connection opened for one request and its answer.
+fn one_exchange(timeout: Duration) -> FrameLimits {
+    FrameLimits {
+        idle: timeout,
+        partial: timeout,
+    }
 }
 
 /// `work`, or a timeout naming `dest`.
@@ -363,111 +375,6 @@ async fn within<T>(
                 format!("no answer from {dest}"),
             ))
         })
-}
-
-/// A stream a SIP connection runs on: TCP, or TLS over TCP.
-trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
-
-/// A client's SIP connection over TCP or TLS, kept open for several requests (as a client
-/// keeps its connection to its registrar: the challenge and the answer on one connection).
-pub struct Connection {
-    stream: Box<dyn Stream>,
-    buf: Vec<u8>,
-    local: SocketAddr,
-    dest: SocketAddr,
-    transport: &'static str,
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("local", &self.local)
-            .field("dest", &self.dest)
-            .field("transport", &self.transport)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Connection {
-    /// A plain TCP connection to `dest`.
-    pub async fn tcp(dest: SocketAddr) -> io::Result<Connection> {
-        let stream = TcpStream::connect(dest).await?;
-        let local = stream.local_addr()?;
-        Ok(Connection {
-            stream: Box::new(stream),
-            buf: Vec::new(),
-            local,
-            dest,
-            transport: "TCP",
-        })
-    }
-
-    /// A TLS connection to `dest`, whose certificate must cover `server_name`. `tls` says
-    /// what the caller trusts and, for a server, the certificate it presents (mutual TLS:
-    /// how a registrar knows an Edge or another pool's registrar from a user).
-    pub async fn tls(
-        dest: SocketAddr,
-        server_name: &str,
-        tls: &Arc<rustls::ClientConfig>,
-    ) -> io::Result<Connection> {
-        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let tcp = TcpStream::connect(dest).await?;
-        let local = tcp.local_addr()?;
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await?;
-        Ok(Connection {
-            stream: Box::new(stream),
-            buf: Vec::new(),
-            local,
-            dest,
-            transport: "TLS",
-        })
-    }
-
-    /// The address this end of the connection has.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-
-    /// Sends `request` (with a Via of this connection on top) and waits for its final
-    /// response; provisional responses are skipped.
-    pub async fn request(&mut self, request: &Request, timeout: Duration) -> io::Result<Response> {
-        let mut request = request.clone();
-        let via = format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{:x}{:x};rport",
-            self.transport,
-            self.local,
-            self.local.port(),
-            now_ms() ^ i64::from(NEXT_BRANCH.fetch_add(1, Ordering::Relaxed) as u32)
-        );
-        push_top_via(&mut request, via);
-        self.stream.write_all(&request.to_bytes()).await?;
-        self.stream.flush().await?;
-        loop {
-            let limits = FrameLimits {
-                idle: timeout,
-                partial: timeout,
-            };
-            let frame = next_frame(&mut self.stream, &mut self.buf, limits).await?;
-            let Some(frame) = frame else {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} closed the connection without answering", self.dest),
-                ));
-            };
-            let message = frame
-                .and_then(|bytes| Message::parse(&bytes))
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            if let Message::Response(r) = message
-                && r.status >= 200
-            {
-                return Ok(r);
-            }
-        }
-    }
 }
 
 /// How long a stream may take over its messages.
@@ -490,8 +397,8 @@ impl FrameLimits {
     };
 }
 
-/// Makes the branches of one connection's requests differ.
-static NEXT_BRANCH: AtomicU64 = AtomicU64::new(0);
+/// Makes health probes' Call-IDs differ.
+static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
 
 /// Reads until one whole message is at the front of `buf` and returns its bytes, leaving
 /// what follows in `buf`; keep-alive CRLFs are skipped. `Ok(None)` at the end of the
@@ -657,7 +564,7 @@ fn probe_request(dest: SocketAddr, from_host: &str) -> Request {
         "Call-ID",
         format!(
             "probe-{:x}-{:x}",
-            NEXT_BRANCH.fetch_add(1, Ordering::Relaxed),
+            NEXT_PROBE.fetch_add(1, Ordering::Relaxed),
             now_ms()
         ),
     );
@@ -674,6 +581,7 @@ fn probe_request(dest: SocketAddr, from_host: &str) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn malformed_requests_get_400_when_addressable() {
