@@ -11,9 +11,8 @@
 
 use std::path::Path;
 
-use sqlx::SqlitePool;
-
 use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_in, version_info};
+use crate::db::{self, Db};
 use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
@@ -51,14 +50,18 @@ pub struct ReplicaStatusRow {
 /// A pool's Back End database.
 #[derive(Debug, Clone)]
 pub struct BackEnd {
-    pub(crate) pool: SqlitePool,
+    pub(crate) db: Db,
     pub(crate) path: String,
 }
 
 impl BackEnd {
-    /// Opens the Back End at `url` (a `sqlite://` URL from the topology, relative paths
-    /// taken from `root`), creating it and applying migrations as needed.
+    /// Opens the Back End at `url` (from the topology: `sqlite://` with relative paths
+    /// taken from `root`, or `postgres://`), creating its schema and applying migrations as
+    /// needed.
     pub async fn open(url: &str, root: &Path) -> Result<BackEnd> {
+        if crate::is_postgres_url(url) {
+            return BackEnd::open_postgres(url).await;
+        }
         let file = sqlite_path(url, root)?;
         let path = file.display().to_string();
         // The Front Ends of a pool start together and open the same file: while one turns
@@ -71,7 +74,7 @@ impl BackEnd {
                 Ok::<_, crate::StoreError>(pool)
             };
             match attempt.await {
-                Ok(pool) => return Ok(BackEnd { pool, path }),
+                Ok(db) => return Ok(BackEnd { db, path }),
                 Err(e) if e.is_busy() && started.elapsed() < std::time::Duration::from_secs(10) => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
@@ -80,6 +83,37 @@ impl BackEnd {
         }
     }
 
+    /// A PostgreSQL Back End. Its password, when the URL has none, comes from the file
+    /// `PGPASSFILE` names (or `~/.pgpass`), so that no secret has to be in the topology.
+    async fn open_postgres(url: &str) -> Result<BackEnd> {
+        let path = crate::redacted_url(url);
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = async {
+                let db = crate::open_postgres(url, &path).await?;
+                migrate::run(&db, &path, "a Back End", migrate::BACKEND).await?;
+                Ok::<_, crate::StoreError>(db)
+            };
+            match attempt.await {
+                Ok(db) => return Ok(BackEnd { db, path }),
+                // A server that starts with its database: wait for it a little.
+                Err(e)
+                    if e.is_transient()
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether this Back End is a PostgreSQL database (rather than a SQLite file).
+    pub fn is_postgres(&self) -> bool {
+        self.db.is_postgres()
+    }
+
+    /// Where the Back End is, for messages: a file's path, or a URL without its password.
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -91,9 +125,9 @@ impl BackEnd {
         items: &[(String, Option<String>)],
         description: &str,
     ) -> Result<bool> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_version")
-            .fetch_one(&mut *tx)
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let (count,): (i64,) = db::query_as("SELECT COUNT(*) FROM cms_version")
+            .fetch_one(&mut tx)
             .await
             .at(&self.path)?;
         if count > 0 {
@@ -128,7 +162,7 @@ impl BackEnd {
         ttl_ms: i64,
         now: i64,
     ) -> Result<(bool, Lease)> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let current = lease_in(&mut tx, &self.path).await?;
         let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
         if role.mode == crate::cmstables::CmsMode::Backup {
@@ -152,7 +186,7 @@ impl BackEnd {
                 Lease::new(holder, epoch, now, ttl_ms)
             }
         };
-        sqlx::query(
+        db::query(
             "INSERT INTO cms_master_lease (id, holder, epoch, acquired_at, renewed_at, expires_at)
              VALUES (1, $1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET holder = $1, epoch = $2, acquired_at = $3,
@@ -163,7 +197,7 @@ impl BackEnd {
         .bind(lease.acquired_at)
         .bind(lease.renewed_at)
         .bind(lease.expires_at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -173,17 +207,17 @@ impl BackEnd {
     /// Gives the lease up at once (graceful shutdown, MASTER service stopped), so that
     /// another Front End takes over without waiting for it to expire.
     pub async fn release_lease(&self, holder: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
+        db::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
             .bind(now)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .at(&self.path)?;
         Ok(())
     }
 
     pub async fn lease(&self) -> Result<Option<Lease>> {
-        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        let mut conn = self.db.acquire().await.at(&self.path)?;
         lease_in(&mut conn, &self.path).await
     }
 
@@ -196,7 +230,7 @@ impl BackEnd {
         changes: &[(String, Option<String>)],
         description: &str,
     ) -> Result<Result<VersionInfo, WriteRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let lease = lease_in(&mut tx, &self.path).await?;
         match &lease {
             Some(l) if l.holder == holder && l.epoch == epoch && l.expires_at > now_ms() => {}
@@ -231,22 +265,22 @@ impl BackEnd {
 
     /// The newest version.
     pub async fn current_version(&self) -> Result<Option<VersionInfo>> {
-        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+        let row: Option<(i64, i64, i64, String)> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              ORDER BY version DESC LIMIT 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
         Ok(row.map(version_info))
     }
 
     pub async fn version(&self, version: i64) -> Result<Option<VersionInfo>> {
-        let row: Option<(i64, i64, i64, String)> = sqlx::query_as(
+        let row: Option<(i64, i64, i64, String)> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version WHERE version = $1",
         )
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
         Ok(row.map(version_info))
@@ -254,13 +288,13 @@ impl BackEnd {
 
     /// Items written after `version`, oldest first, at most `limit` of them.
     pub async fn changes_since(&self, version: i64, limit: i64) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
             "SELECT key, value, version FROM cms_item WHERE version > $1
              ORDER BY version, key LIMIT $2",
         )
         .bind(version)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(item).collect())
@@ -274,20 +308,20 @@ impl BackEnd {
     /// the newest version, read as one snapshot; a standby stopped half-way through older
     /// versions would claim a version whose values it does not all hold.
     pub async fn cms_shipment(&self, after: i64) -> Result<Vec<(VersionInfo, Vec<Item>)>> {
-        let mut tx = self.pool.begin().await.at(&self.path)?;
-        let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        let mut tx = self.db.begin_snapshot().await.at(&self.path)?;
+        let versions: Vec<(i64, i64, i64, String)> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              WHERE version > $1 ORDER BY version",
         )
         .bind(after)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await
         .at(&self.path)?;
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
             "SELECT key, value, version FROM cms_item WHERE version > $1 ORDER BY version, key",
         )
         .bind(after)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -308,11 +342,11 @@ impl BackEnd {
 
     /// Every item written by one version (a batch must not split a version).
     pub async fn items_at_version(&self, version: i64) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
             "SELECT key, value, version FROM cms_item WHERE version = $1 ORDER BY key",
         )
         .bind(version)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(item).collect())
@@ -320,17 +354,17 @@ impl BackEnd {
 
     /// The live value of one item.
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        CMS.get(&self.pool, &self.path, key).await
+        CMS.get(&self.db, &self.path, key).await
     }
 
     /// Every live item (the whole configuration, for an export).
     pub async fn items(&self) -> Result<Vec<Item>> {
-        CMS.live(&self.pool, &self.path).await
+        CMS.live(&self.db, &self.path).await
     }
 
     /// Every live CMS item whose key starts with `prefix`.
     pub async fn items_with_prefix(&self, prefix: &str) -> Result<Vec<Item>> {
-        CMS.prefixed(&self.pool, &self.path, prefix).await
+        CMS.prefixed(&self.db, &self.path, prefix).await
     }
 
     /// The newest version that wrote (or deleted) an item whose key starts with one of
@@ -339,12 +373,12 @@ impl BackEnd {
         let mut newest = 0;
         for prefix in prefixes {
             let end = format!("{prefix}\u{10FFFF}");
-            let (version,): (i64,) = sqlx::query_as(
+            let (version,): (i64,) = db::query_as(
                 "SELECT COALESCE(MAX(version), 0) FROM cms_item WHERE key >= $1 AND key < $2",
             )
             .bind(prefix)
             .bind(end)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .at(&self.path)?;
             newest = newest.max(version);
@@ -353,7 +387,7 @@ impl BackEnd {
     }
 
     pub async fn record_replica_status(&self, row: &ReplicaStatusRow) -> Result<()> {
-        sqlx::query(
+        db::query(
             "INSERT INTO cms_replica_status (fqdn, version, last_status_report, product_version)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (fqdn) DO UPDATE SET version = $2, last_status_report = $3,
@@ -363,18 +397,18 @@ impl BackEnd {
         .bind(row.version)
         .bind(row.last_status_report)
         .bind(&row.product_version)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .at(&self.path)?;
         Ok(())
     }
 
     pub async fn replica_statuses(&self) -> Result<Vec<ReplicaStatusRow>> {
-        let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, String)> = db::query_as(
             "SELECT fqdn, version, last_status_report, product_version
              FROM cms_replica_status ORDER BY fqdn",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -391,7 +425,7 @@ impl BackEnd {
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 
@@ -469,78 +503,72 @@ mod tests {
         assert!((12_750..12_750 + TTL / 4).contains(&at), "{at}");
     }
 
-    async fn backend(dir: &tempfile::TempDir) -> BackEnd {
-        BackEnd::open("sqlite://be/pool1.db", dir.path())
-            .await
-            .unwrap()
-    }
-
     fn change(k: &str, v: &str) -> (String, Option<String>) {
         (k.to_string(), Some(v.to_string()))
     }
 
-    #[tokio::test]
-    async fn one_lease_holder_at_a_time_and_takeover_bumps_the_epoch() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = backend(&dir).await;
-        // A store nobody installed is no CMS: it gives no lease.
-        assert!(!be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap().0);
-        be.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (mine, lease) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
-        assert!(mine);
-        assert_eq!(lease.epoch, 1);
-        let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
-        assert!(!mine, "fe2 must not take an unexpired lease");
-        assert_eq!(lease.holder, "fe1");
-        be.release_lease("fe1", now_ms()).await.unwrap();
-        let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
-        assert!(mine);
-        assert_eq!(lease.epoch, 2);
+    crate::each_backend! {
+        async fn one_lease_holder_at_a_time_and_takeover_bumps_the_epoch(db) {
+            let be = db.open("pool1").await;
+            // A store nobody installed is no CMS: it gives no lease.
+            assert!(!be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap().0);
+            be.bootstrap(&[change("a", "1")], "install").await.unwrap();
+            let (mine, lease) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+            assert!(mine);
+            assert_eq!(lease.epoch, 1);
+            let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
+            assert!(!mine, "fe2 must not take an unexpired lease");
+            assert_eq!(lease.holder, "fe1");
+            be.release_lease("fe1", now_ms()).await.unwrap();
+            let (mine, lease) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
+            assert!(mine);
+            assert_eq!(lease.epoch, 2);
+        }
     }
 
-    #[tokio::test]
-    async fn a_fenced_master_cannot_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = backend(&dir).await;
-        be.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (_, old) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
-        be.write("fe1", old.epoch, &[change("a", "2")], "edit")
-            .await
-            .unwrap()
-            .unwrap();
-        be.release_lease("fe1", now_ms()).await.unwrap();
-        let (_, new) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
-        let refused = be
-            .write("fe1", old.epoch, &[change("a", "3")], "stale")
-            .await
-            .unwrap();
-        assert!(refused.is_err());
-        let v = be
-            .write("fe2", new.epoch, &[change("b", "1")], "edit")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(v.version, 3);
-        assert_eq!(be.get("a").await.unwrap().as_deref(), Some("2"));
+    crate::each_backend! {
+        async fn a_fenced_master_cannot_write(db) {
+            let be = db.open("pool1").await;
+            be.bootstrap(&[change("a", "1")], "install").await.unwrap();
+            let (_, old) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+            be.write("fe1", old.epoch, &[change("a", "2")], "edit")
+                .await
+                .unwrap()
+                .unwrap();
+            be.release_lease("fe1", now_ms()).await.unwrap();
+            let (_, new) = be.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
+            let refused = be
+                .write("fe1", old.epoch, &[change("a", "3")], "stale")
+                .await
+                .unwrap();
+            assert!(refused.is_err());
+            let v = be
+                .write("fe2", new.epoch, &[change("b", "1")], "edit")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(v.version, 3);
+            assert_eq!(be.get("a").await.unwrap().as_deref(), Some("2"));
+        }
     }
 
-    #[tokio::test]
-    async fn changes_since_returns_only_newer_items() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = backend(&dir).await;
-        let many: Vec<_> = (0..1000)
-            .map(|i| change(&format!("user/{i}"), "x"))
-            .collect();
-        be.bootstrap(&many, "install").await.unwrap();
-        let (_, l) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
-        be.write("fe1", l.epoch, &[change("user/7", "y")], "one line")
-            .await
-            .unwrap()
-            .unwrap();
-        let changes = be.changes_since(1, 100).await.unwrap();
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].key, "user/7");
-        assert_eq!(be.changes_since(0, 5000).await.unwrap().len(), 1000);
-        assert!(!be.bootstrap(&[change("a", "1")], "again").await.unwrap());
+    crate::each_backend! {
+        async fn changes_since_returns_only_newer_items(db) {
+            let be = db.open("pool1").await;
+            let many: Vec<_> = (0..1000)
+                .map(|i| change(&format!("user/{i}"), "x"))
+                .collect();
+            be.bootstrap(&many, "install").await.unwrap();
+            let (_, l) = be.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+            be.write("fe1", l.epoch, &[change("user/7", "y")], "one line")
+                .await
+                .unwrap()
+                .unwrap();
+            let changes = be.changes_since(1, 100).await.unwrap();
+            assert_eq!(changes.len(), 1);
+            assert_eq!(changes[0].key, "user/7");
+            assert_eq!(be.changes_since(0, 5000).await.unwrap().len(), 1000);
+            assert!(!be.bootstrap(&[change("a", "1")], "again").await.unwrap());
+        }
     }
 }

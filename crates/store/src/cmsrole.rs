@@ -20,6 +20,7 @@ use crate::cmstables::{
     CmsMode, CmsRole, LostVersion, current_version_in, cut_after, grant_lease_in, history_in,
     max_epoch_in, next_term_floor, role_in, set_history_in, set_role_in, term_of,
 };
+use crate::db;
 use crate::history::{History, fork_point};
 use crate::{BackEnd, Context, Result, now_ms};
 
@@ -45,13 +46,13 @@ pub enum RoleRefused {
 impl BackEnd {
     /// The role of the CMS copy here.
     pub async fn cms_role(&self) -> Result<CmsRole> {
-        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        let mut conn = self.db.acquire().await.at(&self.path)?;
         role_in(&mut conn, &self.path).await
     }
 
     /// The newest epoch this store knows of (its lease, its versions, its floor).
     pub async fn max_epoch(&self) -> Result<i64> {
-        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        let mut conn = self.db.acquire().await.at(&self.path)?;
         max_epoch_in(&mut conn, &self.path).await
     }
 
@@ -88,7 +89,7 @@ impl BackEnd {
         other_pool: &str,
         reason: String,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let mut r = role_in(&mut tx, &self.path).await?;
         if r.mode == to && r.other_pool.eq_ignore_ascii_case(other_pool) {
             return Ok(Ok(r));
@@ -123,7 +124,7 @@ impl BackEnd {
         holder: &str,
         ttl_ms: i64,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Active && term_of(r.epoch_floor) > term_of(known_epoch) {
             return Ok(Ok(r));
@@ -167,7 +168,7 @@ impl BackEnd {
         line: &History,
         active_epoch: i64,
     ) -> Result<Vec<LostVersion>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Backup {
             return Ok(Vec::new());
@@ -177,13 +178,13 @@ impl BackEnd {
         let lost = cut_after(&mut tx, &self.path, fork, line.last_term(), now).await?;
         // What it keeps (if anything) is a prefix of the active line.
         set_history_in(&mut tx, &self.path, line).await?;
-        sqlx::query("DELETE FROM cms_replica_status")
-            .execute(&mut *tx)
+        db::query("DELETE FROM cms_replica_status")
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
-        sqlx::query("UPDATE cms_master_lease SET expires_at = $1")
+        db::query("UPDATE cms_master_lease SET expires_at = $1")
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
         let demoted = CmsRole {
@@ -213,7 +214,7 @@ impl BackEnd {
     /// holder's writes are refused from now on. Returns the new epoch; `None` when the
     /// store is not active. Keeps a lease `holder` already has.
     pub async fn take_lease_over(&self, holder: &str, ttl_ms: i64) -> Result<Option<i64>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Active {
             return Ok(None);
@@ -230,17 +231,17 @@ impl BackEnd {
 
     /// The history of the line this store holds (see [`crate::history`]).
     pub async fn history(&self) -> Result<History> {
-        let mut conn = self.pool.acquire().await.at(&self.path)?;
+        let mut conn = self.db.acquire().await.at(&self.path)?;
         history_in(&mut conn, &self.path).await
     }
 
     /// Versions recorded as lost when this store was fenced, oldest first.
     pub async fn lost_cms_versions(&self) -> Result<Vec<LostVersion>> {
-        let rows: Vec<(i64, i64, i64, String, String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(i64, i64, i64, String, String, i64, i64)> = db::query_as(
             "SELECT version, epoch, created_at, description, keys, lost_at, cut_by_term
              FROM cms_lost_version ORDER BY lost_at, version",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -267,7 +268,7 @@ impl BackEnd {
         &self,
         clean: bool,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         let current = current_version_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Backup {
@@ -281,11 +282,11 @@ impl BackEnd {
                 version: current,
             }));
         }
-        sqlx::raw_sql(
+        db::raw_sql(
             "DELETE FROM cms_item; DELETE FROM cms_version; DELETE FROM cms_replica_status;
              DELETE FROM cms_failover; DELETE FROM cms_term;",
+            &mut tx,
         )
-        .execute(&mut *tx)
         .await
         .at(&self.path)?;
         let installed = CmsRole {
@@ -316,7 +317,7 @@ impl BackEnd {
         holder: &str,
         ttl_ms: i64,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let r = role_in(&mut tx, &self.path).await?;
         let current = current_version_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Backup {
@@ -369,8 +370,8 @@ impl BackEnd {
     /// The newest CMS failover record whose target is this Back End: its id, its JSON and
     /// when it was last written (the token of [`BackEnd::save_cms_failover_record`]).
     pub async fn cms_failover_record(&self) -> Result<Option<(i64, String, i64)>> {
-        sqlx::query_as("SELECT id, record, updated_at FROM cms_failover ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&self.pool)
+        db::query_as("SELECT id, record, updated_at FROM cms_failover ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.db)
             .await
             .at(&self.path)
     }
@@ -384,13 +385,13 @@ impl BackEnd {
         record: &str,
         expected: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let (id, previous) = match id {
             Some(id) => {
                 let row: Option<(i64,)> =
-                    sqlx::query_as("SELECT updated_at FROM cms_failover WHERE id = $1")
+                    db::query_as("SELECT updated_at FROM cms_failover WHERE id = $1")
                         .bind(id)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         .await
                         .at(&self.path)?;
                 match row {
@@ -400,8 +401,8 @@ impl BackEnd {
             }
             None => {
                 let (next,): (i64,) =
-                    sqlx::query_as("SELECT COALESCE(MAX(id), 0) + 1 FROM cms_failover")
-                        .fetch_one(&mut *tx)
+                    db::query_as("SELECT COALESCE(MAX(id), 0) + 1 FROM cms_failover")
+                        .fetch_one(&mut tx)
                         .await
                         .at(&self.path)?;
                 (next, 0)
@@ -409,14 +410,14 @@ impl BackEnd {
         };
         // Strictly increasing, so that two writes in one millisecond differ.
         let at = now_ms().max(previous + 1);
-        sqlx::query(
+        db::query(
             "INSERT INTO cms_failover (id, record, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET record = $2, updated_at = $3",
         )
         .bind(id)
         .bind(record)
         .bind(at)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -441,161 +442,141 @@ mod tests {
         (k.to_string(), Some(v.to_string()))
     }
 
-    #[tokio::test]
-    async fn a_failover_moves_the_one_writable_store_and_fences_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = BackEnd::open("sqlite://pool1.db", dir.path())
-            .await
-            .unwrap();
-        let new = BackEnd::open("sqlite://pool2.db", dir.path())
-            .await
-            .unwrap();
-        old.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
-        old.write("fe1", lease.epoch, &[change("a", "2")], "edit")
-            .await
-            .unwrap()
-            .unwrap();
-        // The standby took versions 1 and 2; the Backup Service ships them in order.
-        for v in 1..=2 {
-            let info = old.version(v).await.unwrap().unwrap();
-            let items = old.items_at_version(v).await.unwrap();
-            assert_eq!(
-                new.import_cms_versions(&History::root(), v - 1, &[(info, items)])
+    crate::each_backend! {
+        async fn a_failover_moves_the_one_writable_store_and_fences_the_old_one(db) {
+            let old = db.open("pool1")
+                .await;
+            let new = db.open("pool2")
+                .await;
+            old.bootstrap(&[change("a", "1")], "install").await.unwrap();
+            let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+            old.write("fe1", lease.epoch, &[change("a", "2")], "edit")
+                .await
+                .unwrap()
+                .unwrap();
+            // The standby took versions 1 and 2; the Backup Service ships them in order.
+            for v in 1..=2 {
+                let info = old.version(v).await.unwrap().unwrap();
+                let items = old.items_at_version(v).await.unwrap();
+                assert_eq!(
+                    new.import_cms_versions(&History::root(), v - 1, &[(info, items)])
+                        .await
+                        .unwrap(),
+                    v
+                );
+            }
+            // An active store takes no copy of another.
+            let info = new.version(1).await.unwrap().unwrap();
+            assert!(matches!(
+                old.import_cms_versions(&History::root(), 0, &[(info, vec![])])
+                    .await,
+                Err(crate::StoreError::CmsNotStandby { .. })
+            ));
+            // A standby gives no lease and takes no write.
+            assert!(!new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap().0);
+            // Moving: the master keeps its lease, writes are refused with the documented text.
+            old.set_cms_moving("pool2").await.unwrap().unwrap();
+            let refused = old
+                .write("fe1", lease.epoch, &[change("a", "3")], "during the move")
+                .await
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .starts_with("###50020:XDSForceReplication")
+            );
+            // A disaster instead: the old store takes writes again, one of them never shipped.
+            old.set_cms_active_again("restored").await.unwrap().unwrap();
+            old.write("fe1", lease.epoch, &[change("b", "lost")], "never shipped")
+                .await
+                .unwrap()
+                .unwrap();
+            // Only a standby is promoted: the active store is not.
+            assert!(matches!(
+                old.promote_cms(lease.epoch, "pool2", "fe1", 60_000)
                     .await
                     .unwrap(),
-                v
+                Err(RoleRefused::WrongMode {
+                    mode: CmsMode::Active,
+                    ..
+                })
+            ));
+            let promoted = new
+                .promote_cms(lease.epoch, "pool1", "fe3", 60_000)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((promoted.mode, promoted.term_start), (CmsMode::Active, 2));
+            // The server that ran the promotion holds the lease; the other Front End waits.
+            assert!(!new.acquire_lease("fe4", 60_000, now_ms()).await.unwrap().0);
+            let (mine, new_lease) = new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap();
+            assert!(mine);
+            assert_eq!(term_of(new_lease.epoch), 1);
+            // The old store's own takeovers stay below the new term.
+            old.release_lease("fe1", now_ms()).await.unwrap();
+            let (_, again) = old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
+            assert!(again.epoch < new_lease.epoch);
+            // Where the terms started, as the new store tells replicas.
+            let line = new.history().await.unwrap();
+            assert_eq!(line, History::root().begin(1, 2));
+            // Fenced: the version it wrote after the cut is recorded lost, the copy dropped.
+            let lost = old
+                .demote_cms("pool2", &line, new_lease.epoch)
+                .await
+                .unwrap();
+            assert_eq!(lost.len(), 1);
+            assert_eq!(lost[0].keys, vec!["b".to_string()]);
+            assert_eq!(old.lost_cms_versions().await.unwrap(), lost);
+            assert_eq!(old.cms_role().await.unwrap().mode, CmsMode::Backup);
+            assert!(old.current_version().await.unwrap().is_none());
+            assert!(!old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap().0);
+            // Idempotent.
+            assert!(
+                old.demote_cms("pool2", &line, new_lease.epoch)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(
+                new.promote_cms(lease.epoch, "pool1", "fe3", 60_000)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .epoch_floor,
+                promoted.epoch_floor
             );
         }
-        // An active store takes no copy of another.
-        let info = new.version(1).await.unwrap().unwrap();
-        assert!(matches!(
-            old.import_cms_versions(&History::root(), 0, &[(info, vec![])])
-                .await,
-            Err(crate::StoreError::CmsNotStandby { .. })
-        ));
-        // A standby gives no lease and takes no write.
-        assert!(!new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap().0);
-        // Moving: the master keeps its lease, writes are refused with the documented text.
-        old.set_cms_moving("pool2").await.unwrap().unwrap();
-        let refused = old
-            .write("fe1", lease.epoch, &[change("a", "3")], "during the move")
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert!(
-            refused
-                .to_string()
-                .starts_with("###50020:XDSForceReplication")
-        );
-        // A disaster instead: the old store takes writes again, one of them never shipped.
-        old.set_cms_active_again("restored").await.unwrap().unwrap();
-        old.write("fe1", lease.epoch, &[change("b", "lost")], "never shipped")
-            .await
-            .unwrap()
-            .unwrap();
-        // Only a standby is promoted: the active store is not.
-        assert!(matches!(
-            old.promote_cms(lease.epoch, "pool2", "fe1", 60_000)
-                .await
-                .unwrap(),
-            Err(RoleRefused::WrongMode {
-                mode: CmsMode::Active,
-                ..
-            })
-        ));
-        let promoted = new
-            .promote_cms(lease.epoch, "pool1", "fe3", 60_000)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!((promoted.mode, promoted.term_start), (CmsMode::Active, 2));
-        // The server that ran the promotion holds the lease; the other Front End waits.
-        assert!(!new.acquire_lease("fe4", 60_000, now_ms()).await.unwrap().0);
-        let (mine, new_lease) = new.acquire_lease("fe3", 60_000, now_ms()).await.unwrap();
-        assert!(mine);
-        assert_eq!(term_of(new_lease.epoch), 1);
-        // The old store's own takeovers stay below the new term.
-        old.release_lease("fe1", now_ms()).await.unwrap();
-        let (_, again) = old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap();
-        assert!(again.epoch < new_lease.epoch);
-        // Where the terms started, as the new store tells replicas.
-        let line = new.history().await.unwrap();
-        assert_eq!(line, History::root().begin(1, 2));
-        // Fenced: the version it wrote after the cut is recorded lost, the copy dropped.
-        let lost = old
-            .demote_cms("pool2", &line, new_lease.epoch)
-            .await
-            .unwrap();
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].keys, vec!["b".to_string()]);
-        assert_eq!(old.lost_cms_versions().await.unwrap(), lost);
-        assert_eq!(old.cms_role().await.unwrap().mode, CmsMode::Backup);
-        assert!(old.current_version().await.unwrap().is_none());
-        assert!(!old.acquire_lease("fe2", 60_000, now_ms()).await.unwrap().0);
-        // Idempotent.
-        assert!(
-            old.demote_cms("pool2", &line, new_lease.epoch)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            new.promote_cms(lease.epoch, "pool1", "fe3", 60_000)
-                .await
-                .unwrap()
-                .unwrap()
-                .epoch_floor,
-            promoted.epoch_floor
-        );
     }
 
-    #[tokio::test]
-    async fn install_keeps_what_exists_unless_clean_and_never_drops_the_active_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let active = BackEnd::open("sqlite://a.db", dir.path()).await.unwrap();
-        active
-            .bootstrap(&[change("a", "1")], "install")
-            .await
-            .unwrap();
-        assert!(matches!(
-            active.install_cms(true).await.unwrap(),
-            Err(RoleRefused::ActiveStore { .. })
-        ));
-        let standby = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
-        let info = active.version(1).await.unwrap().unwrap();
-        let items = active.items_at_version(1).await.unwrap();
-        standby
-            .import_cms_versions(&History::root(), 0, &[(info, items)])
-            .await
-            .unwrap();
-        assert!(matches!(
-            standby.install_cms(false).await.unwrap(),
-            Err(RoleRefused::Exists { version: 1, .. })
-        ));
-        standby.install_cms(true).await.unwrap().unwrap();
-        assert!(standby.current_version().await.unwrap().is_none());
-        let role = standby
-            .load_cms_and_activate(
-                &[change("a", "1")],
-                "moved",
-                &History::root(),
-                1,
-                5,
-                "pool1",
-                "fe1",
-                60_000,
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(role.mode, CmsMode::Active);
-        assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("1"));
-        assert!(matches!(
+    crate::each_backend! {
+        async fn install_keeps_what_exists_unless_clean_and_never_drops_the_active_store(db) {
+            let active = db.open("a").await;
+            active
+                .bootstrap(&[change("a", "1")], "install")
+                .await
+                .unwrap();
+            assert!(matches!(
+                active.install_cms(true).await.unwrap(),
+                Err(RoleRefused::ActiveStore { .. })
+            ));
+            let standby = db.open("b").await;
+            let info = active.version(1).await.unwrap().unwrap();
+            let items = active.items_at_version(1).await.unwrap();
             standby
+                .import_cms_versions(&History::root(), 0, &[(info, items)])
+                .await
+                .unwrap();
+            assert!(matches!(
+                standby.install_cms(false).await.unwrap(),
+                Err(RoleRefused::Exists { version: 1, .. })
+            ));
+            standby.install_cms(true).await.unwrap().unwrap();
+            assert!(standby.current_version().await.unwrap().is_none());
+            let role = standby
                 .load_cms_and_activate(
-                    &[],
-                    "again",
+                    &[change("a", "1")],
+                    "moved",
                     &History::root(),
                     1,
                     5,
@@ -604,9 +585,27 @@ mod tests {
                     60_000,
                 )
                 .await
-                .unwrap(),
-            Err(RoleRefused::WrongMode { .. })
-        ));
+                .unwrap()
+                .unwrap();
+            assert_eq!(role.mode, CmsMode::Active);
+            assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("1"));
+            assert!(matches!(
+                standby
+                    .load_cms_and_activate(
+                        &[],
+                        "again",
+                        &History::root(),
+                        1,
+                        5,
+                        "pool1",
+                        "fe1",
+                        60_000,
+                    )
+                    .await
+                    .unwrap(),
+                Err(RoleRefused::WrongMode { .. })
+            ));
+        }
     }
 
     /// Ships every version of `from` after `after` to the standby `to`.
@@ -620,96 +619,95 @@ mod tests {
         to.import_cms_versions(&line, after, &batch).await.unwrap()
     }
 
-    #[tokio::test]
-    async fn a_standby_off_the_line_is_rebuilt_and_what_it_held_beyond_the_fork_is_lost_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = BackEnd::open("sqlite://old.db", dir.path()).await.unwrap();
-        let new = BackEnd::open("sqlite://new.db", dir.path()).await.unwrap();
-        old.bootstrap(&[change("a", "1")], "install").await.unwrap();
-        let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
-        for v in 2..=4 {
-            old.write("fe1", lease.epoch, &[change("a", &v.to_string())], "edit")
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        // Seed 001's rebuild from an export of version 3; the old store reached 4.
-        new.load_cms_and_activate(
-            &[change("a", "3")],
-            "moved",
-            &History::root(),
-            3,
-            lease.epoch,
-            "pool1",
-            "fe3",
-            60_000,
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert_eq!(new.current_version().await.unwrap().unwrap().version, 4);
-        // The old store comes back and is demoted: version 4 is not the new line's 4.
-        let line = new.history().await.unwrap();
-        let lost = old.demote_cms("pool2", &line, 1 << 40).await.unwrap();
-        assert_eq!(lost.iter().map(|l| l.version).collect::<Vec<_>>(), vec![4]);
-        assert_eq!(lost[0].cut_by_term, line.last_term());
-        assert!(old.current_version().await.unwrap().is_none());
-        // It is rebuilt from the new store, whose versions start after the export's.
-        assert_eq!(ship(&new, &old, 0).await, 4);
-        assert_eq!(old.get("a").await.unwrap().as_deref(), Some("3"));
-        // Shipping again changes nothing, and records nothing lost again.
-        assert_eq!(ship(&new, &old, 0).await, 4);
-        assert_eq!(old.lost_cms_versions().await.unwrap().len(), 1);
+    crate::each_backend! {
+        async fn a_standby_off_the_line_is_rebuilt_and_what_it_held_beyond_the_fork_is_lost_once(db) {
+            let old = db.open("old").await;
+            let new = db.open("new").await;
+            old.bootstrap(&[change("a", "1")], "install").await.unwrap();
+            let (_, lease) = old.acquire_lease("fe1", 60_000, now_ms()).await.unwrap();
+            for v in 2..=4 {
+                old.write("fe1", lease.epoch, &[change("a", &v.to_string())], "edit")
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            // Seed 001's rebuild from an export of version 3; the old store reached 4.
+            new.load_cms_and_activate(
+                &[change("a", "3")],
+                "moved",
+                &History::root(),
+                3,
+                lease.epoch,
+                "pool1",
+                "fe3",
+                60_000,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(new.current_version().await.unwrap().unwrap().version, 4);
+            // The old store comes back and is demoted: version 4 is not the new line's 4.
+            let line = new.history().await.unwrap();
+            let lost = old.demote_cms("pool2", &line, 1 << 40).await.unwrap();
+            assert_eq!(lost.iter().map(|l| l.version).collect::<Vec<_>>(), vec![4]);
+            assert_eq!(lost[0].cut_by_term, line.last_term());
+            assert!(old.current_version().await.unwrap().is_none());
+            // It is rebuilt from the new store, whose versions start after the export's.
+            assert_eq!(ship(&new, &old, 0).await, 4);
+            assert_eq!(old.get("a").await.unwrap().as_deref(), Some("3"));
+            // Shipping again changes nothing, and records nothing lost again.
+            assert_eq!(ship(&new, &old, 0).await, 4);
+            assert_eq!(old.lost_cms_versions().await.unwrap().len(), 1);
 
-        // A standby that kept a stale line (shipped before histories) is rebuilt by the
-        // first shipment that carries the active line.
-        let stale = BackEnd::open("sqlite://stale.db", dir.path())
-            .await
-            .unwrap();
-        let mut versions = vec![];
-        for v in old.versions_after(0, 10).await.unwrap() {
-            versions.push((v, vec![]));
+            // A standby that kept a stale line (shipped before histories) is rebuilt by the
+            // first shipment that carries the active line.
+            let stale = db.open("stale")
+                .await;
+            let mut versions = vec![];
+            for v in old.versions_after(0, 10).await.unwrap() {
+                versions.push((v, vec![]));
+            }
+            let other = History::root().begin(9, 0);
+            stale
+                .import_cms_versions(&other, 0, &versions)
+                .await
+                .unwrap();
+            assert_eq!(ship(&new, &stale, 0).await, 4);
+            assert_eq!(stale.lost_cms_versions().await.unwrap().len(), 1);
+            assert_eq!(stale.get("a").await.unwrap().as_deref(), Some("3"));
         }
-        let other = History::root().begin(9, 0);
-        stale
-            .import_cms_versions(&other, 0, &versions)
-            .await
-            .unwrap();
-        assert_eq!(ship(&new, &stale, 0).await, 4);
-        assert_eq!(stale.lost_cms_versions().await.unwrap().len(), 1);
-        assert_eq!(stale.get("a").await.unwrap().as_deref(), Some("3"));
     }
 
-    #[tokio::test]
-    async fn a_standby_catches_up_from_a_replica_keeping_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let standby = BackEnd::open("sqlite://s.db", dir.path()).await.unwrap();
-        let items = [
-            crate::Item {
-                key: "a".into(),
-                value: Some("x".into()),
-                version: 3,
-            },
-            crate::Item {
-                key: "b".into(),
-                value: None,
-                version: 5,
-            },
-        ];
-        assert_eq!(
-            standby
-                .catch_up_cms("edge1", &History::root().begin(1, 2), 7, 5, 99, &items)
-                .await
-                .unwrap(),
-            5
-        );
-        assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("x"));
-        let v = standby.current_version().await.unwrap().unwrap();
-        assert_eq!((v.version, v.epoch, v.created_at), (5, 7, 99));
-        assert!(v.description.contains("edge1"));
-        assert_eq!(
-            standby.history().await.unwrap(),
-            History::root().begin(1, 2)
-        );
+    crate::each_backend! {
+        async fn a_standby_catches_up_from_a_replica_keeping_its_line(db) {
+            let standby = db.open("s").await;
+            let items = [
+                crate::Item {
+                    key: "a".into(),
+                    value: Some("x".into()),
+                    version: 3,
+                },
+                crate::Item {
+                    key: "b".into(),
+                    value: None,
+                    version: 5,
+                },
+            ];
+            assert_eq!(
+                standby
+                    .catch_up_cms("edge1", &History::root().begin(1, 2), 7, 5, 99, &items)
+                    .await
+                    .unwrap(),
+                5
+            );
+            assert_eq!(standby.get("a").await.unwrap().as_deref(), Some("x"));
+            let v = standby.current_version().await.unwrap().unwrap();
+            assert_eq!((v.version, v.epoch, v.created_at), (5, 7, 99));
+            assert!(v.description.contains("edge1"));
+            assert_eq!(
+                standby.history().await.unwrap(),
+                History::root().begin(1, 2)
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::{self, Conn};
 use crate::items::CMS;
 use crate::{Context, Result, now_ms};
 
@@ -78,11 +79,8 @@ pub(crate) fn version_info(
     }
 }
 
-pub(crate) async fn lease_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> Result<Option<Lease>> {
-    let row: Option<(String, i64, i64, i64, i64)> = sqlx::query_as(
+pub(crate) async fn lease_in(conn: &mut Conn, path: &str) -> Result<Option<Lease>> {
+    let row: Option<(String, i64, i64, i64, i64)> = db::query_as(
         "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM cms_master_lease WHERE id = 1",
     )
     .fetch_optional(&mut *conn)
@@ -100,7 +98,7 @@ pub(crate) async fn lease_in(
 }
 
 pub(crate) async fn insert_version(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     version: i64,
     epoch: i64,
@@ -108,7 +106,7 @@ pub(crate) async fn insert_version(
     description: &str,
 ) -> Result<VersionInfo> {
     let created_at = now_ms();
-    sqlx::query(
+    db::query(
         "INSERT INTO cms_version (version, epoch, created_at, description) VALUES ($1, $2, $3, $4)",
     )
     .bind(version)
@@ -217,8 +215,8 @@ fn role(
     }
 }
 
-pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<CmsRole> {
-    let row: Option<RoleRow> = sqlx::query_as(
+pub(crate) async fn role_in(conn: &mut Conn, path: &str) -> Result<CmsRole> {
+    let row: Option<RoleRow> = db::query_as(
         "SELECT mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason
          FROM cms_role WHERE id = 1",
     )
@@ -230,7 +228,7 @@ pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Re
     }
     // A store from before roles were recorded: the one where a master lease was ever
     // taken is the active store.
-    let (leases,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cms_master_lease")
+    let (leases,): (i64,) = db::query_as("SELECT COUNT(*) FROM cms_master_lease")
         .fetch_one(&mut *conn)
         .await
         .at(path)?;
@@ -249,12 +247,8 @@ pub(crate) async fn role_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Re
     })
 }
 
-pub(crate) async fn set_role_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-    r: &CmsRole,
-) -> Result<()> {
-    sqlx::query(
+pub(crate) async fn set_role_in(conn: &mut Conn, path: &str, r: &CmsRole) -> Result<()> {
+    db::query(
         "INSERT INTO cms_role
              (id, mode, epoch_floor, term_start, shared_through, other_pool, changed_at, reason)
          VALUES (1, $1, $2, $3, $7, $4, $5, $6)
@@ -275,8 +269,8 @@ pub(crate) async fn set_role_in(
 }
 
 /// The newest epoch the store knows of: its lease, its versions, its floor.
-pub(crate) async fn max_epoch_in(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<i64> {
-    let (lease, versions): (i64, i64) = sqlx::query_as(
+pub(crate) async fn max_epoch_in(conn: &mut Conn, path: &str) -> Result<i64> {
+    let (lease, versions): (i64, i64) = db::query_as(
         "SELECT (SELECT COALESCE(MAX(epoch), 0) FROM cms_master_lease),
                 (SELECT COALESCE(MAX(epoch), 0) FROM cms_version)",
     )
@@ -289,14 +283,14 @@ pub(crate) async fn max_epoch_in(conn: &mut sqlx::SqliteConnection, path: &str) 
 
 /// Gives the lease to `holder` with `epoch`, whoever held it before.
 pub(crate) async fn grant_lease_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     holder: &str,
     epoch: i64,
     ttl_ms: i64,
 ) -> Result<()> {
     let now = now_ms();
-    sqlx::query(
+    db::query(
         "INSERT INTO cms_master_lease (id, holder, epoch, acquired_at, renewed_at, expires_at)
          VALUES (1, $1, $2, $3, $3, $4)
          ON CONFLICT (id) DO UPDATE SET holder = $1, epoch = $2, acquired_at = $3,
@@ -313,11 +307,8 @@ pub(crate) async fn grant_lease_in(
 }
 
 /// The newest version of the store (0 when empty).
-pub(crate) async fn current_version_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> Result<i64> {
-    let (current,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
+pub(crate) async fn current_version_in(conn: &mut Conn, path: &str) -> Result<i64> {
+    let (current,): (i64,) = db::query_as("SELECT COALESCE(MAX(version), 0) FROM cms_version")
         .fetch_one(&mut *conn)
         .await
         .at(path)?;
@@ -325,11 +316,8 @@ pub(crate) async fn current_version_in(
 }
 
 /// The history of the line this store holds (the root line when none is recorded).
-pub(crate) async fn history_in(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-) -> Result<crate::History> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT term, start FROM cms_term ORDER BY term")
+pub(crate) async fn history_in(conn: &mut Conn, path: &str) -> Result<crate::History> {
+    let rows: Vec<(i64, i64)> = db::query_as("SELECT term, start FROM cms_term ORDER BY term")
         .fetch_all(&mut *conn)
         .await
         .at(path)?;
@@ -341,16 +329,16 @@ pub(crate) async fn history_in(
 
 /// Records `history` as the line this store holds.
 pub(crate) async fn set_history_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     history: &crate::History,
 ) -> Result<()> {
-    sqlx::query("DELETE FROM cms_term")
+    db::query("DELETE FROM cms_term")
         .execute(&mut *conn)
         .await
         .at(path)?;
     for t in history.terms() {
-        sqlx::query("INSERT INTO cms_term (term, start) VALUES ($1, $2)")
+        db::query("INSERT INTO cms_term (term, start) VALUES ($1, $2)")
             .bind(t.term)
             .bind(t.start)
             .execute(&mut *conn)
@@ -365,13 +353,13 @@ pub(crate) async fn set_history_in(
 /// When there is any, the whole copy is dropped: the values before them are gone from it,
 /// so it is rebuilt from the active store.
 pub(crate) async fn cut_after(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     fork: i64,
     cut_by_term: i64,
     now: i64,
 ) -> Result<Vec<LostVersion>> {
-    let versions: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+    let versions: Vec<(i64, i64, i64, String)> = db::query_as(
         "SELECT version, epoch, created_at, description FROM cms_version
          WHERE version > $1 ORDER BY version",
     )
@@ -382,16 +370,16 @@ pub(crate) async fn cut_after(
     let mut lost = Vec::with_capacity(versions.len());
     for (version, epoch, created_at, description) in versions {
         let keys: Vec<(String,)> =
-            sqlx::query_as("SELECT key FROM cms_item WHERE version = $1 ORDER BY key")
+            db::query_as("SELECT key FROM cms_item WHERE version = $1 ORDER BY key")
                 .bind(version)
                 .fetch_all(&mut *conn)
                 .await
                 .at(path)?;
         let keys: Vec<String> = keys.into_iter().map(|(k,)| k).collect();
-        sqlx::query(
-            "INSERT OR IGNORE INTO cms_lost_version
+        db::query(
+            "INSERT INTO cms_lost_version
                  (version, epoch, created_at, description, keys, lost_at, cut_by_term)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(version)
         .bind(epoch)
@@ -414,8 +402,7 @@ pub(crate) async fn cut_after(
         });
     }
     if !lost.is_empty() {
-        sqlx::raw_sql("DELETE FROM cms_item; DELETE FROM cms_version;")
-            .execute(&mut *conn)
+        db::raw_sql("DELETE FROM cms_item; DELETE FROM cms_version;", &mut *conn)
             .await
             .at(path)?;
     }

@@ -3,8 +3,7 @@
 //! the statements are spelled out per table because SQL cannot take a table name as a
 //! parameter.
 
-use sqlx::{SqliteConnection, SqlitePool};
-
+use crate::db::{self, Conn, Db};
 use crate::{Context, Item, Result};
 
 #[derive(Debug)]
@@ -44,39 +43,29 @@ pub(crate) fn item((key, value, version): (String, Option<String>, i64)) -> Item
 
 impl ItemTable {
     /// The live value of one item.
-    pub(crate) async fn get(
-        &self,
-        pool: &SqlitePool,
-        path: &str,
-        key: &str,
-    ) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> = sqlx::query_as(self.get)
+    pub(crate) async fn get(&self, db: &Db, path: &str, key: &str) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = db::query_as(self.get)
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await
             .at(path)?;
         Ok(row.and_then(|(v,)| v))
     }
 
     /// Every live item, by key.
-    pub(crate) async fn live(&self, pool: &SqlitePool, path: &str) -> Result<Vec<Item>> {
+    pub(crate) async fn live(&self, db: &Db, path: &str) -> Result<Vec<Item>> {
         let rows: Vec<(String, Option<String>, i64)> =
-            sqlx::query_as(self.live).fetch_all(pool).await.at(path)?;
+            db::query_as(self.live).fetch_all(db).await.at(path)?;
         Ok(rows.into_iter().map(item).collect())
     }
 
     /// Every live item whose key starts with `prefix`, by key (an index range scan).
-    pub(crate) async fn prefixed(
-        &self,
-        pool: &SqlitePool,
-        path: &str,
-        prefix: &str,
-    ) -> Result<Vec<Item>> {
+    pub(crate) async fn prefixed(&self, db: &Db, path: &str, prefix: &str) -> Result<Vec<Item>> {
         let end = format!("{prefix}\u{10FFFF}");
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(self.prefixed)
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(self.prefixed)
             .bind(prefix)
             .bind(end)
-            .fetch_all(pool)
+            .fetch_all(db)
             .await
             .at(path)?;
         Ok(rows.into_iter().map(item).collect())
@@ -85,13 +74,13 @@ impl ItemTable {
     /// Writes one item (inside the caller's transaction).
     pub(crate) async fn upsert(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         path: &str,
         key: &str,
         value: Option<&str>,
         version: i64,
     ) -> Result<()> {
-        sqlx::query(self.upsert)
+        db::query(self.upsert)
             .bind(key)
             .bind(value)
             .bind(version)
@@ -104,7 +93,7 @@ impl ItemTable {
     /// Writes items, each with its own version (inside the caller's transaction).
     pub(crate) async fn upsert_items<'a>(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         path: &str,
         items: impl IntoIterator<Item = &'a Item>,
     ) -> Result<()> {

@@ -1,13 +1,13 @@
 //! The databases of a tandem deployment.
 //!
-//! Two kinds of store live here, both SQLite files today (PostgreSQL is planned for the
-//! Back End):
+//! Two kinds of store live here:
 //!
-//! - [`BackEnd`]: a Front End pool's Back End database. Only that pool's own servers open
+//! - [`BackEnd`]: a Front End pool's Back End database, a SQLite file in a lab or a
+//!   PostgreSQL database (the topology's `database_url` says which; see `db`). Only that pool's own servers open
 //!   it — no server ever opens another pool's Back End — so losing a site really loses
 //!   the data there. On the pool that hosts the Central Management store (CMS) it holds
 //!   the CMS: versioned configuration items, the master lease and the replicas' status.
-//! - [`ReplicaStore`]: one server's local replica of the CMS, which lets the server keep
+//! - [`ReplicaStore`]: one server's local replica of the CMS (a SQLite file), which lets the server keep
 //!   running on its last configuration while the CMS is unreachable.
 //!
 //! Schemas change only through the numbered migrations in `migrations/`, applied in order
@@ -16,11 +16,15 @@
 mod backend;
 mod cmsrole;
 mod cmstables;
+mod db;
 mod failover;
 pub mod history;
 mod items;
 mod migrate;
 mod replica;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 mod userdata;
 
 use std::path::{Path, PathBuf};
@@ -45,7 +49,9 @@ pub use userdata::{
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported database URL '{0}': tandem's Back End stores are sqlite://<path> URLs")]
+    #[error(
+        "unsupported database URL '{0}': a Back End is sqlite://<path> or postgres://<user>@<host>/<database>"
+    )]
     UnsupportedUrl(String),
     #[error("cannot create the folder {path} for a database: {source}")]
     CreateDir {
@@ -129,7 +135,7 @@ pub fn sqlite_path(url: &str, root: &Path) -> Result<PathBuf> {
 /// Opens (creating if needed) a SQLite file for one of our stores: WAL journal so that
 /// the servers of a pool can share their Back End, and a busy timeout so that they wait
 /// for each other instead of failing.
-async fn open_sqlite(path: &Path) -> Result<sqlx::SqlitePool> {
+async fn open_sqlite(path: &Path) -> Result<db::Db> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -147,6 +153,7 @@ async fn open_sqlite(path: &Path) -> Result<sqlx::SqlitePool> {
         .max_connections(4)
         .connect_with(options)
         .await
+        .map(db::Db::Sqlite)
         .map_err(|source| StoreError::Database {
             path: path.display().to_string(),
             source,
@@ -167,16 +174,79 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// A failure that trying again soon may cure: SQLite busy, a PostgreSQL server that
+    /// is starting or unreachable, or a lock or serialization conflict.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database { source, .. } = self else {
+            return false;
+        };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => {
+                // 57P03 cannot_connect_now (starting up), 55P03 lock_not_available,
+                // 40001 serialization_failure, 40P01 deadlock_detected.
+                matches!(
+                    db.code().as_deref(),
+                    Some("57P03" | "55P03" | "40001" | "40P01")
+                ) || self.is_busy()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a Back End URL names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Connects to a PostgreSQL Back End. A statement waits at most 10 s for a lock, and a
+/// transaction left idle (a server that stopped mid-way) is ended after 15 s so that it
+/// cannot hold the write lock for ever.
+async fn open_postgres(url: &str, path: &str) -> Result<db::Db> {
+    use std::str::FromStr;
+    let at = |source| StoreError::Database {
+        path: path.to_string(),
+        source,
+    };
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(at)?
+        .application_name("tandem")
+        .options([
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+        ]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map(db::Db::Pg)
+        .map_err(at)
 }
 
 /// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`):
 /// a writer then waits its turn under the busy timeout, instead of failing when a read
 /// transaction would have to be upgraded.
-async fn begin_write<'a>(
-    pool: &'a sqlx::SqlitePool,
-    path: &str,
-) -> Result<sqlx::Transaction<'a, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE").await.at(path)
+async fn begin_write(db: &db::Db, path: &str) -> Result<db::Conn> {
+    db.begin_write().await.at(path)
 }
 
 /// Attaches the database's path to an sqlx error.
@@ -210,5 +280,22 @@ mod tests {
         );
         assert!(sqlite_path("postgres://db/pool1", root).is_err());
         assert!(sqlite_path("sqlite://", root).is_err());
+    }
+
+    #[test]
+    fn a_url_in_a_message_has_no_password() {
+        assert_eq!(
+            redacted_url("postgres://tandem:s3cret@10.0.0.5:5432/pool1"),
+            "postgres://tandem:***@10.0.0.5:5432/pool1"
+        );
+        assert_eq!(
+            redacted_url("postgres://tandem@be1/pool1?sslmode=require"),
+            "postgres://tandem@be1/pool1?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("sqlite://backend/pool1.db"),
+            "sqlite://backend/pool1.db"
+        );
+        assert!(is_postgres_url("postgresql://h/db") && !is_postgres_url("sqlite://x"));
     }
 }

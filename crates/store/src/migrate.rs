@@ -3,11 +3,15 @@
 //! Each store kind has an ordered list of migrations compiled into the binary. Opening a
 //! database applies, in one transaction each, the ones it has not recorded yet; a database
 //! whose recorded version is newer than the binary knows is refused rather than guessed at.
-//! Written by hand rather than with sqlx's migrator so that the same list works through
-//! sqlx's `Any` driver when PostgreSQL arrives.
+//! A Back End's migrations exist in two dialects, SQLite's and PostgreSQL's, version N
+//! the same schema in both (the PostgreSQL form uses `BIGINT` for every integer, since
+//! epochs are `term << 32`, and `COLLATE "C"` for every text column, since key ranges and
+//! orders are byte orders, as in SQLite). A local replica is always SQLite.
+//!
+//! Applied under the store's write lock ([`crate::db::Db::begin_write`]), so that the
+//! Front Ends of a pool opening a new store together apply each migration once.
 
-use sqlx::SqlitePool;
-
+use crate::db::{self, Db};
 use crate::{Context, Result, StoreError};
 
 /// One schema step.
@@ -15,49 +19,74 @@ use crate::{Context, Result, StoreError};
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
-    pub sql: &'static str,
+    /// The step in SQLite's dialect.
+    pub sqlite: &'static str,
+    /// The step in PostgreSQL's dialect; `None` for a store kept only in SQLite.
+    pub postgres: Option<&'static str>,
 }
 
 pub(crate) const BACKEND: &[Migration] = &[
     Migration {
         version: 1,
         name: "central management store",
-        sql: include_str!("../migrations/backend/0001_cms.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0001_cms.sql"),
+        postgres: Some(include_str!("../migrations/backend/postgres/0001_cms.sql")),
     },
     Migration {
         version: 2,
         name: "user data, change log, backup copy and registrations",
-        sql: include_str!("../migrations/backend/0002_user_data.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0002_user_data.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0002_user_data.sql"
+        )),
     },
     Migration {
         version: 3,
         name: "write fences for pool failover",
-        sql: include_str!("../migrations/backend/0003_failover.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0003_failover.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0003_failover.sql"
+        )),
     },
     Migration {
         version: 4,
         name: "central management store roles, lost versions and failovers",
-        sql: include_str!("../migrations/backend/0004_cms_role.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0004_cms_role.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0004_cms_role.sql"
+        )),
     },
     Migration {
         version: 5,
         name: "what a central management store shares with the one it replaced",
-        sql: include_str!("../migrations/backend/0005_cms_shared_through.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0005_cms_shared_through.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0005_cms_shared_through.sql"
+        )),
     },
     Migration {
         version: 6,
         name: "the history of the central management store's line",
-        sql: include_str!("../migrations/backend/0006_cms_history.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0006_cms_history.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0006_cms_history.sql"
+        )),
     },
     Migration {
         version: 7,
         name: "changes the backup service could not ship",
-        sql: include_str!("../migrations/backend/0007_backup_unshippable.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0007_backup_unshippable.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0007_backup_unshippable.sql"
+        )),
     },
     Migration {
         version: 8,
         name: "parts of a full resync, staged until the last arrives",
-        sql: include_str!("../migrations/backend/0008_backup_staging.sql"),
+        sqlite: include_str!("../migrations/backend/sqlite/0008_backup_staging.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0008_backup_staging.sql"
+        )),
     },
 ];
 
@@ -65,40 +94,49 @@ pub(crate) const REPLICA: &[Migration] = &[
     Migration {
         version: 1,
         name: "local replica",
-        sql: include_str!("../migrations/replica/0001_replica.sql"),
+        sqlite: include_str!("../migrations/replica/0001_replica.sql"),
+        postgres: None,
     },
     Migration {
         version: 2,
         name: "items by version",
-        sql: include_str!("../migrations/replica/0002_version_index.sql"),
+        sqlite: include_str!("../migrations/replica/0002_version_index.sql"),
+        postgres: None,
     },
     Migration {
         version: 3,
         name: "the history of the replica's line",
-        sql: include_str!("../migrations/replica/0003_history.sql"),
+        sqlite: include_str!("../migrations/replica/0003_history.sql"),
+        postgres: None,
     },
 ];
 
-/// Brings `pool` up to the last migration of `kind`.
+/// Brings the store up to the last migration of `kind`.
 pub(crate) async fn run(
-    pool: &SqlitePool,
+    db: &Db,
     path: &str,
     kind: &'static str,
     migrations: &[Migration],
 ) -> Result<()> {
-    sqlx::raw_sql(
+    let mut tx = crate::begin_write(db, path).await?;
+    db::query(
         "CREATE TABLE IF NOT EXISTS tandem_migrations (
             version INTEGER PRIMARY KEY,
             name TEXT NOT NULL,
             applied_at INTEGER NOT NULL)",
     )
-    .execute(pool)
+    .postgres(
+        "CREATE TABLE IF NOT EXISTS tandem_migrations (
+            version BIGINT PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut tx)
     .await
     .at(path)?;
-    let mut tx = crate::begin_write(pool, path).await?;
     let (current,): (i64,) =
-        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM tandem_migrations")
-            .fetch_one(&mut *tx)
+        db::query_as("SELECT COALESCE(MAX(version), 0) FROM tandem_migrations")
+            .fetch_one(&mut tx)
             .await
             .at(path)?;
     let known = migrations.last().map_or(0, |m| m.version);
@@ -111,16 +149,21 @@ pub(crate) async fn run(
         });
     }
     for m in migrations.iter().filter(|m| m.version > current) {
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await.at(path)?;
-        sqlx::query(
-            "INSERT INTO tandem_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await
-        .at(path)?;
+        let sql = if db.is_postgres() {
+            m.postgres.ok_or(StoreError::UnsupportedUrl(format!(
+                "{path}: {kind} is kept in SQLite only"
+            )))?
+        } else {
+            m.sqlite
+        };
+        db::raw_sql(sql, &mut tx).await.at(path)?;
+        db::query("INSERT INTO tandem_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::now_ms())
+            .execute(&mut tx)
+            .await
+            .at(path)?;
     }
     tx.commit().await.at(path)
 }

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::SqlitePool;
-
+use crate::db::{self, Db};
 use crate::history::{History, Standing, standing};
 use crate::items::REPLICA;
 use crate::{Context, Item, Result, migrate, open_sqlite};
@@ -60,7 +59,7 @@ pub struct Batch<'a> {
 
 #[derive(Debug, Clone)]
 pub struct ReplicaStore {
-    pool: SqlitePool,
+    db: Db,
     path: String,
     /// Bumped by [`ReplicaStore::replace_all`]: a reader that follows changes by version
     /// must start over after a replacement, which can drop items without a version.
@@ -73,7 +72,7 @@ impl ReplicaStore {
         let path = file.display().to_string();
         migrate::run(&pool, &path, "a local replica", migrate::REPLICA).await?;
         Ok(ReplicaStore {
-            pool,
+            db: pool,
             path,
             replacements: Arc::default(),
         })
@@ -86,11 +85,11 @@ impl ReplicaStore {
             String,
             i64,
             i64,
-        ) = sqlx::query_as(
+        ) = db::query_as(
             "SELECT version, epoch, master_fqdn, last_update_creation, last_heartbeat
              FROM replica_state WHERE id = 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .at(&self.path)?;
         Ok(ReplicaState {
@@ -104,11 +103,11 @@ impl ReplicaStore {
 
     /// Stores a batch of changes from the master (see [`ApplyOutcome`]).
     pub async fn apply(&self, batch: &Batch<'_>, now: i64) -> Result<ApplyOutcome> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        let (version, epoch, master, history): (i64, i64, String, String) = sqlx::query_as(
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let (version, epoch, master, history): (i64, i64, String, String) = db::query_as(
             "SELECT version, epoch, master_fqdn, history FROM replica_state WHERE id = 1",
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await
         .at(&self.path)?;
         if batch.epoch < epoch {
@@ -118,8 +117,8 @@ impl ReplicaStore {
             });
         }
         let (new_version, created) = if batch.replace {
-            sqlx::query("DELETE FROM replica_item")
-                .execute(&mut *tx)
+            db::query("DELETE FROM replica_item")
+                .execute(&mut tx)
                 .await
                 .at(&self.path)?;
             REPLICA
@@ -142,7 +141,7 @@ impl ReplicaStore {
                 (version, None)
             }
         };
-        sqlx::query(
+        db::query(
             "UPDATE replica_state SET version = $1, epoch = $2, master_fqdn = $3,
                  last_heartbeat = $4,
                  last_update_creation = COALESCE($5, last_update_creation),
@@ -155,7 +154,7 @@ impl ReplicaStore {
         .bind(now)
         .bind(created)
         .bind(serde_json::to_string(batch.history).unwrap_or_default())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -170,8 +169,8 @@ impl ReplicaStore {
     /// The history of the line the replica holds.
     pub async fn history(&self) -> Result<History> {
         let (history, epoch): (String, i64) =
-            sqlx::query_as("SELECT history, epoch FROM replica_state WHERE id = 1")
-                .fetch_one(&self.pool)
+            db::query_as("SELECT history, epoch FROM replica_state WHERE id = 1")
+                .fetch_one(&self.db)
                 .await
                 .at(&self.path)?;
         Ok(line_of(&history, epoch))
@@ -180,20 +179,18 @@ impl ReplicaStore {
     /// Replaces the whole replica (seeding a server, `Import-CsConfiguration -LocalStore`).
     /// The epoch is kept: seeding must not let a fenced master back in.
     pub async fn replace_all(&self, version: i64, created_at: i64, items: &[Item]) -> Result<()> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        sqlx::query("DELETE FROM replica_item")
-            .execute(&mut *tx)
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        db::query("DELETE FROM replica_item")
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
         REPLICA.upsert_items(&mut tx, &self.path, items).await?;
-        sqlx::query(
-            "UPDATE replica_state SET version = $1, last_update_creation = $2 WHERE id = 1",
-        )
-        .bind(version)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await
-        .at(&self.path)?;
+        db::query("UPDATE replica_state SET version = $1, last_update_creation = $2 WHERE id = 1")
+            .bind(version)
+            .bind(created_at)
+            .execute(&mut tx)
+            .await
+            .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
         self.replacements.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -208,7 +205,7 @@ impl ReplicaStore {
     /// derived view catches up without reading everything again.
     pub async fn changed_since(&self, version: i64, prefix: &str) -> Result<Vec<Item>> {
         let end = format!("{prefix}\u{10FFFF}");
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
             // The planner would rather range over the key (every user); the point is to
             // range over the version (only what changed).
             "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
@@ -217,7 +214,7 @@ impl ReplicaStore {
         .bind(version)
         .bind(prefix)
         .bind(end)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(crate::items::item).collect())
@@ -232,7 +229,7 @@ impl ReplicaStore {
         &self,
         after: Option<i64>,
     ) -> Result<(ReplicaState, History, Vec<Item>)> {
-        let mut tx = self.pool.begin().await.at(&self.path)?;
+        let mut tx = self.db.begin_snapshot().await.at(&self.path)?;
         let (version, epoch, master_fqdn, last_update_creation, last_heartbeat, history): (
             i64,
             i64,
@@ -240,21 +237,21 @@ impl ReplicaStore {
             i64,
             i64,
             String,
-        ) = sqlx::query_as(
+        ) = db::query_as(
             "SELECT version, epoch, master_fqdn, last_update_creation, last_heartbeat, history
              FROM replica_state WHERE id = 1",
         )
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await
         .at(&self.path)?;
         let items = match after {
             Some(after) if after < version => {
-                let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+                let rows: Vec<(String, Option<String>, i64)> = db::query_as(
                     "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
                      WHERE version > $1 ORDER BY version, key",
                 )
                 .bind(after)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .at(&self.path)?;
                 rows.into_iter().map(crate::items::item).collect()
@@ -273,21 +270,21 @@ impl ReplicaStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>> {
-        REPLICA.get(&self.pool, &self.path, key).await
+        REPLICA.get(&self.db, &self.path, key).await
     }
 
     /// Every live item.
     pub async fn items(&self) -> Result<Vec<Item>> {
-        REPLICA.live(&self.pool, &self.path).await
+        REPLICA.live(&self.db, &self.path).await
     }
 
     /// Every live item whose key starts with `prefix`.
     pub async fn items_with_prefix(&self, prefix: &str) -> Result<Vec<Item>> {
-        REPLICA.prefixed(&self.pool, &self.path, prefix).await
+        REPLICA.prefixed(&self.db, &self.path, prefix).await
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.db.close().await;
     }
 }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use crate::db::{self, Conn};
 use crate::items::CMS;
 use crate::{BackEnd, Context, Item, Result, StoreError, VersionInfo, now_ms};
 
@@ -132,7 +133,8 @@ impl From<BindingRow> for Binding {
 }
 
 impl BackEnd {
-    /// The pool's file store (meeting content), a folder beside the database.
+    /// The pool's file store (meeting content), a folder beside a SQLite database (a
+    /// PostgreSQL Back End keeps the files in its `file_blob` table instead).
     pub fn file_store(&self) -> PathBuf {
         PathBuf::from(format!("{}.files", self.path.trim_end_matches(".db")))
     }
@@ -141,6 +143,15 @@ impl BackEnd {
     /// temporary name and renamed, so a crash never leaves a half file under a real name.
     pub async fn put_file(&self, bytes: &[u8]) -> Result<String> {
         let sha = hex_sha256(bytes);
+        if self.db.is_postgres() {
+            db::query("INSERT INTO file_blob (sha, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&sha)
+                .bind(bytes)
+                .execute(&self.db)
+                .await
+                .at(&self.path)?;
+            return Ok(sha);
+        }
         let dir = self.file_store();
         let target = dir.join(&sha);
         if tokio::fs::try_exists(&target).await.unwrap_or(false) {
@@ -167,16 +178,25 @@ impl BackEnd {
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
+        if self.db.is_postgres() {
+            let row: Option<(Vec<u8>,)> =
+                db::query_as("SELECT bytes FROM file_blob WHERE sha = $1")
+                    .bind(sha)
+                    .fetch_optional(&self.db)
+                    .await
+                    .ok()?;
+            return row.map(|(bytes,)| bytes);
+        }
         tokio::fs::read(self.file_store().join(sha)).await.ok()
     }
 
     /// Every item of one user.
     pub async fn user_items(&self, sip: &str) -> Result<Vec<UserItem>> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String, i64)> = db::query_as(
             "SELECT sip, key, module, value, updated_at FROM user_item WHERE sip = $1 ORDER BY key",
         )
         .bind(sip)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(user_item).collect())
@@ -184,12 +204,12 @@ impl BackEnd {
 
     /// Every item of every user of this pool, optionally of one module.
     pub async fn all_user_items(&self, module: Option<&str>) -> Result<Vec<UserItem>> {
-        let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String, i64)> = db::query_as(
             "SELECT sip, key, module, value, updated_at FROM user_item
              WHERE $1 IS NULL OR module = $1 ORDER BY sip, key",
         )
         .bind(module)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(user_item).collect())
@@ -206,13 +226,13 @@ impl BackEnd {
         changes: &[UserChange],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         check_fence(&mut tx, &self.path, home_pool).await?;
         let mut last = 0;
         for change in changes {
             match &change.value {
                 Some(value) => {
-                    sqlx::query(
+                    db::query(
                         "INSERT INTO user_item (sip, key, module, value, updated_at)
                          VALUES ($1, $2, $3, $4, $5)
                          ON CONFLICT (sip, key) DO UPDATE SET module = $3, value = $4, updated_at = $5",
@@ -222,20 +242,20 @@ impl BackEnd {
                     .bind(&change.module)
                     .bind(value)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .at(&self.path)?;
                 }
                 None => {
-                    sqlx::query("DELETE FROM user_item WHERE sip = $1 AND key = $2")
+                    db::query("DELETE FROM user_item WHERE sip = $1 AND key = $2")
                         .bind(sip)
                         .bind(&change.key)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .at(&self.path)?;
                 }
             }
-            let (seq,): (i64,) = sqlx::query_as(
+            let (seq,): (i64,) = db::query_as(
                 "INSERT INTO change_log (module, sip, key, value, committed_at)
                  VALUES ($1, $2, $3, $4, $5) RETURNING seq",
             )
@@ -244,7 +264,7 @@ impl BackEnd {
             .bind(&change.key)
             .bind(&change.value)
             .bind(now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut tx)
             .await
             .at(&self.path)?;
             last = seq;
@@ -260,14 +280,14 @@ impl BackEnd {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<Change>> {
-        let rows: Vec<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
+        let rows: Vec<(i64, String, String, String, Option<String>, i64)> = db::query_as(
             "SELECT seq, module, sip, key, value, committed_at FROM change_log
              WHERE module = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(module)
         .bind(after_seq)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -286,9 +306,9 @@ impl BackEnd {
     /// The newest change-log sequence number of `module` (0 when none).
     pub async fn change_head(&self, module: &str) -> Result<i64> {
         let (head,): (i64,) =
-            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM change_log WHERE module = $1")
+            db::query_as("SELECT COALESCE(MAX(seq), 0) FROM change_log WHERE module = $1")
                 .bind(module)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db)
                 .await
                 .at(&self.path)?;
         Ok(head)
@@ -296,24 +316,24 @@ impl BackEnd {
 
     /// The changes of `module` after `acked_seq`: how many, and when the oldest committed.
     pub async fn backlog(&self, module: &str, acked_seq: i64) -> Result<Backlog> {
-        let (count, oldest, head): (i64, Option<i64>, i64) = sqlx::query_as(
+        let (count, oldest, head): (i64, Option<i64>, i64) = db::query_as(
             "SELECT COUNT(*), MIN(committed_at),
                     (SELECT COALESCE(MAX(seq), 0) FROM change_log WHERE module = $1)
              FROM change_log WHERE module = $1 AND seq > $2",
         )
         .bind(module)
         .bind(acked_seq)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .at(&self.path)?;
-        let users: Vec<(String,)> = sqlx::query_as(
+        let users: Vec<(String,)> = db::query_as(
             "SELECT DISTINCT sip FROM change_log WHERE module = $1 AND seq > $2
              ORDER BY sip LIMIT $3",
         )
         .bind(module)
         .bind(acked_seq)
         .bind(BACKLOG_USERS_SHOWN)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(Backlog {
@@ -326,13 +346,13 @@ impl BackEnd {
 
     /// The CMS versions after `acked_version`: how many, and when the oldest was created.
     pub async fn cms_backlog(&self, acked_version: i64) -> Result<Backlog> {
-        let (count, oldest, head): (i64, Option<i64>, i64) = sqlx::query_as(
+        let (count, oldest, head): (i64, Option<i64>, i64) = db::query_as(
             "SELECT COUNT(*), MIN(created_at),
                     (SELECT COALESCE(MAX(version), 0) FROM cms_version)
              FROM cms_version WHERE version > $1",
         )
         .bind(acked_version)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .at(&self.path)?;
         Ok(Backlog {
@@ -344,12 +364,12 @@ impl BackEnd {
     }
 
     pub async fn export_state(&self, module: &str) -> Result<Option<ExportState>> {
-        let row: Option<ExportRow> = sqlx::query_as(
+        let row: Option<ExportRow> = db::query_as(
             "SELECT module, target_pool, acked_seq, last_sync_at, last_error, resync
              FROM backup_export WHERE module = $1",
         )
         .bind(module)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
         Ok(row.map(
@@ -374,7 +394,7 @@ impl BackEnd {
         error: Option<&str>,
     ) -> Result<()> {
         let now = now_ms();
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_export (module, target_pool, acked_seq, last_sync_at, last_error)
              VALUES ($1, $2, $3, CASE WHEN $4 IS NULL THEN $5 END, $4)
              ON CONFLICT (module) DO UPDATE SET target_pool = $2,
@@ -387,7 +407,7 @@ impl BackEnd {
         .bind(acked_seq)
         .bind(error)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .at(&self.path)?;
         Ok(())
@@ -395,12 +415,12 @@ impl BackEnd {
 
     /// Users' changes before `seq` not yet acknowledged by the partner, over every module.
     pub async fn pending_user_changes_before(&self, seq: i64) -> Result<i64> {
-        let (waiting,): (i64,) = sqlx::query_as(
+        let (waiting,): (i64,) = db::query_as(
             "SELECT COUNT(*) FROM change_log c LEFT JOIN backup_export e ON e.module = c.module
              WHERE c.seq < $1 AND c.seq > COALESCE(e.acked_seq, 0)",
         )
         .bind(seq)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .at(&self.path)?;
         Ok(waiting)
@@ -410,13 +430,13 @@ impl BackEnd {
     /// partner and acknowledged: none of them is above its module's acknowledged point.
     /// Changes ship in order, so everything before them has been too.
     pub async fn shipped_through(&self, first: i64, last: i64) -> Result<bool> {
-        let (waiting,): (i64,) = sqlx::query_as(
+        let (waiting,): (i64,) = db::query_as(
             "SELECT COUNT(*) FROM change_log c LEFT JOIN backup_export e ON e.module = c.module
              WHERE c.seq >= $1 AND c.seq <= $2 AND c.seq > COALESCE(e.acked_seq, 0)",
         )
         .bind(first)
         .bind(last)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db)
         .await
         .at(&self.path)?;
         Ok(waiting == 0)
@@ -432,8 +452,8 @@ impl BackEnd {
         target_pool: &str,
         reason: &str,
     ) -> Result<()> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
-        sqlx::query(
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        db::query(
             "INSERT INTO backup_unshippable (module, seq, sip, item_key, bytes, reason, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (module, seq) DO UPDATE SET reason = $6, recorded_at = $7",
@@ -445,10 +465,10 @@ impl BackEnd {
         .bind(bytes)
         .bind(reason)
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_export (module, target_pool, acked_seq, last_error)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (module) DO UPDATE SET target_pool = $2,
@@ -458,7 +478,7 @@ impl BackEnd {
         .bind(target_pool)
         .bind(change.seq)
         .bind(reason)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -468,7 +488,7 @@ impl BackEnd {
     /// The changes of `module` that could not be shipped and were not written again since,
     /// oldest first.
     pub async fn unshippable(&self, module: &str) -> Result<Vec<Unshippable>> {
-        let rows: Vec<(i64, String, String, i64, String, i64)> = sqlx::query_as(
+        let rows: Vec<(i64, String, String, i64, String, i64)> = db::query_as(
             "SELECT u.seq, u.sip, u.item_key, u.bytes, u.reason, u.recorded_at
              FROM backup_unshippable u
              WHERE u.module = $1 AND NOT EXISTS (
@@ -477,7 +497,7 @@ impl BackEnd {
              ORDER BY u.seq",
         )
         .bind(module)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -496,13 +516,13 @@ impl BackEnd {
 
     /// Asks the active exporter for a full resync of `module` (Invoke-CsBackupServiceSync).
     pub async fn request_resync(&self, module: &str, target_pool: &str) -> Result<()> {
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_export (module, target_pool, acked_seq, resync) VALUES ($1, $2, 0, 1)
              ON CONFLICT (module) DO UPDATE SET resync = 1",
         )
         .bind(module)
         .bind(target_pool)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .at(&self.path)?;
         Ok(())
@@ -516,7 +536,7 @@ impl BackEnd {
         target_pool: &str,
         through_seq: i64,
     ) -> Result<()> {
-        sqlx::query(
+        db::query(
             "UPDATE backup_export SET target_pool = $2, acked_seq = $3, last_sync_at = $4,
                  last_error = NULL, resync = 0
              WHERE module = $1",
@@ -525,7 +545,7 @@ impl BackEnd {
         .bind(target_pool)
         .bind(through_seq)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .at(&self.path)?;
         Ok(())
@@ -534,10 +554,10 @@ impl BackEnd {
     /// Takes or renews the Backup Service lease for `holder`: true when it holds it.
     pub async fn acquire_backup_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let current: Option<(String, i64)> =
-            sqlx::query_as("SELECT holder, expires_at FROM backup_lease WHERE id = 1")
-                .fetch_optional(&mut *tx)
+            db::query_as("SELECT holder, expires_at FROM backup_lease WHERE id = 1")
+                .fetch_optional(&mut tx)
                 .await
                 .at(&self.path)?;
         if let Some((other, expires_at)) = current
@@ -546,13 +566,13 @@ impl BackEnd {
         {
             return Ok(false);
         }
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_lease (id, holder, expires_at) VALUES (1, $1, $2)
              ON CONFLICT (id) DO UPDATE SET holder = $1, expires_at = $2",
         )
         .bind(holder)
         .bind(now + ttl_ms)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
@@ -560,9 +580,9 @@ impl BackEnd {
     }
 
     pub async fn release_backup_lease(&self, holder: &str) -> Result<()> {
-        sqlx::query("UPDATE backup_lease SET expires_at = 0 WHERE holder = $1")
+        db::query("UPDATE backup_lease SET expires_at = 0 WHERE holder = $1")
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .at(&self.path)?;
         Ok(())
@@ -571,9 +591,9 @@ impl BackEnd {
     /// The current holder of the Backup Service lease, if unexpired.
     pub async fn backup_lease_holder(&self) -> Result<Option<String>> {
         let row: Option<(String,)> =
-            sqlx::query_as("SELECT holder FROM backup_lease WHERE id = 1 AND expires_at > $1")
+            db::query_as("SELECT holder FROM backup_lease WHERE id = 1 AND expires_at > $1")
                 .bind(now_ms())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db)
                 .await
                 .at(&self.path)?;
         Ok(row.map(|(h,)| h))
@@ -588,13 +608,13 @@ impl BackEnd {
         changes: &[Change],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         let applied = import_seq_in(&mut tx, &self.path, source_pool, module).await?;
         let mut through = applied;
         for change in changes.iter().filter(|c| c.seq > applied) {
             match &change.value {
                 Some(value) => {
-                    sqlx::query(
+                    db::query(
                         "INSERT INTO backup_item
                              (source_pool, sip, key, module, value, committed_at, imported_at)
                          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -608,18 +628,18 @@ impl BackEnd {
                     .bind(value)
                     .bind(change.committed_at)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .at(&self.path)?;
                 }
                 None => {
-                    sqlx::query(
+                    db::query(
                         "DELETE FROM backup_item WHERE source_pool = $1 AND sip = $2 AND key = $3",
                     )
                     .bind(source_pool)
                     .bind(&change.sip)
                     .bind(&change.key)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .at(&self.path)?;
                 }
@@ -646,17 +666,17 @@ impl BackEnd {
         through_seq: Option<i64>,
     ) -> Result<()> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         if part == 0 {
             clear_staging(&mut tx, &self.path, source_pool, module).await?;
         } else {
-            let head: Option<(String, i64)> = sqlx::query_as(
+            let head: Option<(String, i64)> = db::query_as(
                 "SELECT resync, next_part FROM backup_staging_head
                  WHERE source_pool = $1 AND module = $2",
             )
             .bind(source_pool)
             .bind(module)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await
             .at(&self.path)?;
             let expected = match head {
@@ -671,7 +691,7 @@ impl BackEnd {
                 });
             }
         }
-        sqlx::query(
+        db::query(
             "INSERT INTO backup_staging_head (source_pool, module, resync, next_part)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (source_pool, module) DO UPDATE SET resync = $3, next_part = $4",
@@ -680,11 +700,11 @@ impl BackEnd {
         .bind(module)
         .bind(resync)
         .bind(part + 1)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
         for item in items {
-            sqlx::query(
+            db::query(
                 "INSERT INTO backup_staging (source_pool, module, sip, key, value, committed_at)
                  VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (source_pool, module, sip, key)
@@ -696,18 +716,18 @@ impl BackEnd {
             .bind(&item.key)
             .bind(&item.value)
             .bind(item.updated_at)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
         }
         if let Some(through_seq) = through_seq {
-            sqlx::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
+            db::query("DELETE FROM backup_item WHERE source_pool = $1 AND module = $2")
                 .bind(source_pool)
                 .bind(module)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .at(&self.path)?;
-            sqlx::query(
+            db::query(
                 "INSERT INTO backup_item
                      (source_pool, sip, key, module, value, committed_at, imported_at)
                  SELECT source_pool, sip, key, module, value, committed_at, $3
@@ -716,7 +736,7 @@ impl BackEnd {
             .bind(source_pool)
             .bind(module)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
             clear_staging(&mut tx, &self.path, source_pool, module).await?;
@@ -727,13 +747,13 @@ impl BackEnd {
     }
 
     pub async fn import_state(&self, source_pool: &str, module: &str) -> Result<ImportState> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
+        let row: Option<(i64, i64)> = db::query_as(
             "SELECT applied_seq, last_import_at FROM backup_import
              WHERE source_pool = $1 AND module = $2",
         )
         .bind(source_pool)
         .bind(module)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
         let (applied_seq, last_import_at) = row.unwrap_or((0, 0));
@@ -752,7 +772,7 @@ impl BackEnd {
         module: Option<&str>,
         sip: Option<&str>,
     ) -> Result<Vec<BackupItem>> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String, i64, i64)> = db::query_as(
             "SELECT sip, key, module, value, committed_at, imported_at FROM backup_item
              WHERE source_pool = $1 AND ($2 IS NULL OR module = $2) AND ($3 IS NULL OR sip = $3)
              ORDER BY sip, key",
@@ -760,7 +780,7 @@ impl BackEnd {
         .bind(source_pool)
         .bind(module)
         .bind(sip)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -780,7 +800,7 @@ impl BackEnd {
 
     /// Adds or refreshes one binding.
     pub async fn register(&self, binding: &Binding) -> Result<()> {
-        sqlx::query(
+        db::query(
             "INSERT INTO registration (aor, contact, expires_at, mode, server)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (aor, contact) DO UPDATE SET expires_at = $3, mode = $4, server = $5",
@@ -790,7 +810,7 @@ impl BackEnd {
         .bind(binding.expires_at)
         .bind(&binding.mode)
         .bind(&binding.server)
-        .execute(&self.pool)
+        .execute(&self.db)
         .await
         .at(&self.path)?;
         Ok(())
@@ -798,10 +818,10 @@ impl BackEnd {
 
     /// Removes one binding, or every binding of `aor` when `contact` is None.
     pub async fn unregister(&self, aor: &str, contact: Option<&str>) -> Result<()> {
-        sqlx::query("DELETE FROM registration WHERE aor = $1 AND ($2 IS NULL OR contact = $2)")
+        db::query("DELETE FROM registration WHERE aor = $1 AND ($2 IS NULL OR contact = $2)")
             .bind(aor)
             .bind(contact)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await
             .at(&self.path)?;
         Ok(())
@@ -809,13 +829,13 @@ impl BackEnd {
 
     /// The unexpired bindings of `aor`.
     pub async fn bindings(&self, aor: &str) -> Result<Vec<Binding>> {
-        let rows: Vec<BindingRow> = sqlx::query_as(
+        let rows: Vec<BindingRow> = db::query_as(
             "SELECT aor, contact, expires_at, mode, server FROM registration
              WHERE aor = $1 AND expires_at > $2 ORDER BY contact",
         )
         .bind(aor)
         .bind(now_ms())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows.into_iter().map(Binding::from).collect())
@@ -824,13 +844,13 @@ impl BackEnd {
     /// Versions of the CMS after `version`, oldest first, at most `limit` (what the
     /// Backup Service's CentralMgmt.CMSMaster module ships to the standby).
     pub async fn versions_after(&self, version: i64, limit: i64) -> Result<Vec<VersionInfo>> {
-        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        let rows: Vec<(i64, i64, i64, String)> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              WHERE version > $1 ORDER BY version LIMIT $2",
         )
         .bind(version)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db)
         .await
         .at(&self.path)?;
         Ok(rows
@@ -858,7 +878,7 @@ impl BackEnd {
         after: i64,
         versions: &[(VersionInfo, Vec<Item>)],
     ) -> Result<i64> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         must_be_standby(&mut tx, &self.path).await?;
         let mut have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
         let mine = crate::cmstables::history_in(&mut tx, &self.path).await?;
@@ -909,7 +929,7 @@ impl BackEnd {
         to_created_at: i64,
         items: &[Item],
     ) -> Result<i64> {
-        let mut tx = crate::begin_write(&self.pool, &self.path).await?;
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         must_be_standby(&mut tx, &self.path).await?;
         let have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
         if to_version > have {
@@ -940,7 +960,7 @@ impl BackEnd {
 }
 
 /// Refuses to change a copy that is not a standby: an active store is never overwritten.
-async fn must_be_standby(conn: &mut sqlx::SqliteConnection, path: &str) -> Result<()> {
+async fn must_be_standby(conn: &mut Conn, path: &str) -> Result<()> {
     let role = crate::cmstables::role_in(conn, path).await?;
     if role.mode != crate::cmstables::CmsMode::Backup {
         return Err(StoreError::CmsNotStandby {
@@ -952,12 +972,12 @@ async fn must_be_standby(conn: &mut sqlx::SqliteConnection, path: &str) -> Resul
 }
 
 async fn insert_cms_version(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     info: &VersionInfo,
     items: &[Item],
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO cms_version (version, epoch, created_at, description) VALUES ($1, $2, $3, $4)",
     )
     .bind(info.version)
@@ -987,12 +1007,12 @@ fn user_item(
 }
 
 async fn import_seq_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     source_pool: &str,
     module: &str,
 ) -> Result<i64> {
-    let row: Option<(i64,)> = sqlx::query_as(
+    let row: Option<(i64,)> = db::query_as(
         "SELECT applied_seq FROM backup_import WHERE source_pool = $1 AND module = $2",
     )
     .bind(source_pool)
@@ -1004,17 +1024,12 @@ async fn import_seq_in(
 }
 
 /// Drops the staged parts of `source_pool`'s `module` (a resync starting again or landed).
-async fn clear_staging(
-    conn: &mut sqlx::SqliteConnection,
-    path: &str,
-    source_pool: &str,
-    module: &str,
-) -> Result<()> {
+async fn clear_staging(conn: &mut Conn, path: &str, source_pool: &str, module: &str) -> Result<()> {
     for sql in [
         "DELETE FROM backup_staging WHERE source_pool = $1 AND module = $2",
         "DELETE FROM backup_staging_head WHERE source_pool = $1 AND module = $2",
     ] {
-        sqlx::query(sql)
+        db::query(sql)
             .bind(source_pool)
             .bind(module)
             .execute(&mut *conn)
@@ -1025,14 +1040,14 @@ async fn clear_staging(
 }
 
 async fn set_import_seq(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     path: &str,
     source_pool: &str,
     module: &str,
     applied_seq: i64,
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
+    db::query(
         "INSERT INTO backup_import (source_pool, module, applied_seq, last_import_at)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (source_pool, module) DO UPDATE SET applied_seq = $3, last_import_at = $4",
@@ -1056,15 +1071,11 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 
 /// Refuses a write of `home_pool`'s users while a failover fences them (see
 /// `crate::failover`): checked inside every user write's transaction.
-pub(crate) async fn check_fence(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    path: &str,
-    home_pool: &str,
-) -> Result<()> {
+pub(crate) async fn check_fence(tx: &mut Conn, path: &str, home_pool: &str) -> Result<()> {
     let reason: Option<(String,)> =
-        sqlx::query_as("SELECT reason FROM dr_fence WHERE home_pool = $1")
+        db::query_as("SELECT reason FROM dr_fence WHERE home_pool = $1")
             .bind(home_pool.to_ascii_lowercase())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await
             .at(path)?;
     match reason {
@@ -1088,94 +1099,94 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn writes_are_logged_and_imports_are_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let primary = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
-        let backup = BackEnd::open("sqlite://p2.db", dir.path()).await.unwrap();
-        let alice = "sip:alice@contoso.com";
-        primary
-            .write_user(
-                "pool1.contoso.com",
-                alice,
-                &[change("PresenceFocus", "contacts/bob", Some("{}"))],
-            )
-            .await
-            .unwrap();
-        let last = primary
-            .write_user(
-                "pool1.contoso.com",
-                alice,
-                &[
-                    change("PresenceFocus", "settings/note", Some("\"hi\"")),
-                    change("PresenceFocus", "contacts/bob", None),
-                ],
-            )
-            .await
-            .unwrap();
-        assert_eq!(last, 3);
-        assert_eq!(primary.user_items(alice).await.unwrap().len(), 1);
-        let backlog = primary.backlog("PresenceFocus", 0).await.unwrap();
-        assert_eq!((backlog.count, backlog.head_seq), (3, 3));
+    crate::each_backend! {
+        async fn writes_are_logged_and_imports_are_idempotent(db) {
+            let primary = db.open("p1").await;
+            let backup = db.open("p2").await;
+            let alice = "sip:alice@contoso.com";
+            primary
+                .write_user(
+                    "pool1.contoso.com",
+                    alice,
+                    &[change("PresenceFocus", "contacts/bob", Some("{}"))],
+                )
+                .await
+                .unwrap();
+            let last = primary
+                .write_user(
+                    "pool1.contoso.com",
+                    alice,
+                    &[
+                        change("PresenceFocus", "settings/note", Some("\"hi\"")),
+                        change("PresenceFocus", "contacts/bob", None),
+                    ],
+                )
+                .await
+                .unwrap();
+            assert_eq!(last, 3);
+            assert_eq!(primary.user_items(alice).await.unwrap().len(), 1);
+            let backlog = primary.backlog("PresenceFocus", 0).await.unwrap();
+            assert_eq!((backlog.count, backlog.head_seq), (3, 3));
 
-        let changes = primary
-            .changes_after("PresenceFocus", 0, 100)
-            .await
-            .unwrap();
-        assert_eq!(
-            backup
-                .import_changes("pool1", "PresenceFocus", &changes[..2])
+            let changes = primary
+                .changes_after("PresenceFocus", 0, 100)
                 .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            backup
-                .backup_items("pool1", None, None)
+                .unwrap();
+            assert_eq!(
+                backup
+                    .import_changes("pool1", "PresenceFocus", &changes[..2])
+                    .await
+                    .unwrap(),
+                2
+            );
+            assert_eq!(
+                backup
+                    .backup_items("pool1", None, None)
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            );
+            // A retry of everything applies only what is new.
+            assert_eq!(
+                backup
+                    .import_changes("pool1", "PresenceFocus", &changes)
+                    .await
+                    .unwrap(),
+                3
+            );
+            let copy = backup
+                .backup_items("pool1", None, Some(alice))
                 .await
-                .unwrap()
-                .len(),
-            2
-        );
-        // A retry of everything applies only what is new.
-        assert_eq!(
-            backup
-                .import_changes("pool1", "PresenceFocus", &changes)
-                .await
-                .unwrap(),
-            3
-        );
-        let copy = backup
-            .backup_items("pool1", None, Some(alice))
-            .await
-            .unwrap();
-        assert_eq!(copy.len(), 1);
-        assert_eq!(copy[0].key, "settings/note");
-        // The backup copy is apart from the pool's own users.
-        assert!(backup.all_user_items(None).await.unwrap().is_empty());
+                .unwrap();
+            assert_eq!(copy.len(), 1);
+            assert_eq!(copy[0].key, "settings/note");
+            // The backup copy is apart from the pool's own users.
+            assert!(backup.all_user_items(None).await.unwrap().is_empty());
+        }
     }
 
-    #[tokio::test]
-    async fn one_backup_lease_holder_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
-        assert!(be.acquire_backup_lease("fe1", 3000).await.unwrap());
-        assert!(!be.acquire_backup_lease("fe2", 3000).await.unwrap());
-        be.release_backup_lease("fe1").await.unwrap();
-        assert!(be.acquire_backup_lease("fe2", 3000).await.unwrap());
-        assert_eq!(
-            be.backup_lease_holder().await.unwrap().as_deref(),
-            Some("fe2")
-        );
+    crate::each_backend! {
+        async fn one_backup_lease_holder_at_a_time(db) {
+            let be = db.open("p1").await;
+            assert!(be.acquire_backup_lease("fe1", 3000).await.unwrap());
+            assert!(!be.acquire_backup_lease("fe2", 3000).await.unwrap());
+            be.release_backup_lease("fe1").await.unwrap();
+            assert!(be.acquire_backup_lease("fe2", 3000).await.unwrap());
+            assert_eq!(
+                be.backup_lease_holder().await.unwrap().as_deref(),
+                Some("fe2")
+            );
+        }
     }
 
-    #[tokio::test]
-    async fn files_are_content_addressed() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = BackEnd::open("sqlite://p1.db", dir.path()).await.unwrap();
-        let sha = be.put_file(b"slides").await.unwrap();
-        assert_eq!(be.get_file(&sha).await.unwrap(), b"slides");
-        assert!(be.get_file("../p1.db").await.is_none());
+    crate::each_backend! {
+        async fn files_are_content_addressed(db) {
+            let be = db.open("p1").await;
+            let sha = be.put_file(b"slides").await.unwrap();
+            assert_eq!(be.get_file(&sha).await.unwrap(), b"slides");
+            assert!(be.get_file("../p1.db").await.is_none());
+        }
     }
 
     fn item(sip: &str, key: &str, value: &str) -> UserItem {
@@ -1188,74 +1199,74 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_resync_replaces_the_copy_only_when_its_last_part_arrives() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
-        let (pool, module) = ("pool1.contoso.com", "PresenceFocus");
-        let copy = |be: &BackEnd| {
-            let be = be.clone();
-            async move {
-                be.backup_items(pool, Some(module), None)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|i| i.key)
-                    .collect::<Vec<_>>()
-            }
-        };
-        be.stage_backup_part(
-            pool,
-            module,
-            "r1",
-            0,
-            &[item("sip:a@x", "old", "1")],
-            Some(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(copy(&be).await, ["old"]);
-
-        // A resync cut short after its first part leaves the copy as it was.
-        be.stage_backup_part(pool, module, "r2", 0, &[item("sip:a@x", "k1", "1")], None)
+    crate::each_backend! {
+        async fn a_full_resync_replaces_the_copy_only_when_its_last_part_arrives(db) {
+            let be = db.open("b").await;
+            let (pool, module) = ("pool1.contoso.com", "PresenceFocus");
+            let copy = |be: &BackEnd| {
+                let be = be.clone();
+                async move {
+                    be.backup_items(pool, Some(module), None)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|i| i.key)
+                        .collect::<Vec<_>>()
+                }
+            };
+            be.stage_backup_part(
+                pool,
+                module,
+                "r1",
+                0,
+                &[item("sip:a@x", "old", "1")],
+                Some(5),
+            )
             .await
             .unwrap();
-        assert_eq!(copy(&be).await, ["old"]);
-        // A part out of order is refused, and so is a part of another resync.
-        let skipped = be
-            .stage_backup_part(pool, module, "r2", 2, &[], Some(9))
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            skipped,
-            StoreError::StagingOutOfOrder {
-                expected: 1,
-                got: 2,
-                ..
-            }
-        ));
-        assert!(
-            be.stage_backup_part(pool, module, "r3", 1, &[], Some(9))
+            assert_eq!(copy(&be).await, ["old"]);
+
+            // A resync cut short after its first part leaves the copy as it was.
+            be.stage_backup_part(pool, module, "r2", 0, &[item("sip:a@x", "k1", "1")], None)
                 .await
-                .is_err()
-        );
-        assert_eq!(copy(&be).await, ["old"]);
+                .unwrap();
+            assert_eq!(copy(&be).await, ["old"]);
+            // A part out of order is refused, and so is a part of another resync.
+            let skipped = be
+                .stage_backup_part(pool, module, "r2", 2, &[], Some(9))
+                .await
+                .unwrap_err();
+            assert!(matches!(
+                skipped,
+                StoreError::StagingOutOfOrder {
+                    expected: 1,
+                    got: 2,
+                    ..
+                }
+            ));
+            assert!(
+                be.stage_backup_part(pool, module, "r3", 1, &[], Some(9))
+                    .await
+                    .is_err()
+            );
+            assert_eq!(copy(&be).await, ["old"]);
 
-        // The next resync starts again at part 0 and lands whole.
-        be.stage_backup_part(pool, module, "r4", 0, &[item("sip:a@x", "k1", "1")], None)
+            // The next resync starts again at part 0 and lands whole.
+            be.stage_backup_part(pool, module, "r4", 0, &[item("sip:a@x", "k1", "1")], None)
+                .await
+                .unwrap();
+            be.stage_backup_part(
+                pool,
+                module,
+                "r4",
+                1,
+                &[item("sip:b@x", "k2", "2")],
+                Some(9),
+            )
             .await
             .unwrap();
-        be.stage_backup_part(
-            pool,
-            module,
-            "r4",
-            1,
-            &[item("sip:b@x", "k2", "2")],
-            Some(9),
-        )
-        .await
-        .unwrap();
-        assert_eq!(copy(&be).await, ["k1", "k2"]);
-        assert_eq!(be.import_state(pool, module).await.unwrap().applied_seq, 9);
+            assert_eq!(copy(&be).await, ["k1", "k2"]);
+            assert_eq!(be.import_state(pool, module).await.unwrap().applied_seq, 9);
+        }
     }
 }

@@ -198,10 +198,10 @@ impl World {
     }
 }
 
-async fn run(seed: u64, rounds: usize) {
+async fn run(db: store::testing::TestDb, seed: u64, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let a = BackEnd::open("sqlite://a.db", dir.path()).await.unwrap();
-    let b = BackEnd::open("sqlite://b.db", dir.path()).await.unwrap();
+    let a = db.open("a").await;
+    let b = db.open("b").await;
     a.bootstrap(&[("a".into(), Some("w0".into()))], "install")
         .await
         .unwrap();
@@ -293,12 +293,15 @@ async fn run(seed: u64, rounds: usize) {
     }
 }
 
-#[tokio::test]
-async fn no_acknowledged_configuration_is_missing_unless_reported_and_none_reported_is_there() {
-    let seed = std::env::var("CMS_HISTORY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| store::now_ms() as u64);
-    eprintln!("CMS_HISTORY_SEED={seed}");
-    run(seed, 60).await;
+store::each_backend! {
+    async fn no_acknowledged_configuration_is_missing_unless_reported_and_none_reported_is_there(
+        db
+    ) {
+        let seed = std::env::var("CMS_HISTORY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| store::now_ms() as u64);
+        eprintln!("CMS_HISTORY_SEED={seed}");
+        super::run(db, seed, 60).await;
+    }
 }

@@ -1,0 +1,11 @@
+-- PostgreSQL form of sqlite/0003_failover.sql: the same schema, with BIGINT for every integer and
+-- byte-order ("C") collation for every text column, as SQLite compares.
+-- Users whose writes this Back End refuses, by home pool: set when a failover or failback
+-- moves them away from this pool, cleared when their backup copy here becomes their
+-- writable copy again. Checked inside every write transaction, so a write either commits
+-- before the fence (and is shipped by the Backup Service) or is refused.
+CREATE TABLE dr_fence (
+    home_pool TEXT COLLATE "C" PRIMARY KEY,
+    reason    TEXT COLLATE "C" NOT NULL,
+    since     BIGINT NOT NULL
+);

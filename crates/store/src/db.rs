@@ -1,0 +1,369 @@
+//! One way to run a statement on either database a store can live in.
+//!
+//! A Back End is a SQLite file in a lab and a PostgreSQL database in a deployment (the
+//! topology's `database_url` says which); a server's local replica is always SQLite. The
+//! stores are written once against this module: [`query`] and [`query_as`] take the SQL
+//! and its arguments, and run them on a [`Db`] (a pool) or a [`Conn`] (a transaction or
+//! one pooled connection) through sqlx's own driver for that database. The SQL is shared
+//! where both databases read it the same way (`$n` placeholders, `ON CONFLICT`,
+//! `RETURNING`); a statement that must differ carries its PostgreSQL form beside the
+//! SQLite one ([`Query::postgres`]), so the two sit side by side at the one place they
+//! differ.
+//!
+//! Not sqlx's `Any` driver: it decodes integers loosely and hides the database, where the
+//! Back End wants PostgreSQL's advisory locks and snapshot transactions (see
+//! [`Db::begin_write`], [`Db::begin_snapshot`]).
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+/// The advisory lock every write transaction of a PostgreSQL Back End takes first: one
+/// writer at a time, as SQLite's write lock gives, which the lease, the `MAX + 1`
+/// versions, the fence checks and the change log's order rely on. The value is arbitrary
+/// ("tandem" in ASCII); it only has to be the same everywhere.
+pub(crate) const WRITE_LOCK: i64 = 0x74_61_6e_64_65_6d;
+
+/// A store's connection pool.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// A transaction, or one connection taken from the pool for several reads.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    SqliteTx(sqlx::Transaction<'static, Sqlite>),
+    Sqlite(PoolConnection<Sqlite>),
+    PgTx(sqlx::Transaction<'static, Postgres>),
+    Pg(PoolConnection<Postgres>),
+}
+
+impl Db {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+
+    /// Starts a write transaction that holds the store's one write lock from its first
+    /// statement: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's [`WRITE_LOCK`]. A writer waits
+    /// its turn (under the busy or lock timeout) instead of failing half-way.
+    pub(crate) async fn begin_write(&self) -> Result<Conn, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => Ok(Conn::SqliteTx(pool.begin_with("BEGIN IMMEDIATE").await?)),
+            Db::Pg(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Conn::PgTx(tx))
+            }
+        }
+    }
+
+    /// Starts a read-only transaction whose reads all see one snapshot of the store.
+    pub(crate) async fn begin_snapshot(&self) -> Result<Conn, sqlx::Error> {
+        match self {
+            // A deferred SQLite transaction reads one snapshot (WAL) from its first read.
+            Db::Sqlite(pool) => Ok(Conn::SqliteTx(pool.begin().await?)),
+            Db::Pg(pool) => Ok(Conn::PgTx(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            )),
+        }
+    }
+
+    /// One connection of the pool, for several reads in a row.
+    pub(crate) async fn acquire(&self) -> Result<Conn, sqlx::Error> {
+        match self {
+            Db::Sqlite(pool) => Ok(Conn::Sqlite(pool.acquire().await?)),
+            Db::Pg(pool) => Ok(Conn::Pg(pool.acquire().await?)),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Pg(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Conn {
+    /// Commits a transaction; a pooled connection has nothing to commit.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::SqliteTx(tx) => tx.commit().await,
+            Conn::PgTx(tx) => tx.commit().await,
+            Conn::Sqlite(_) | Conn::Pg(_) => Ok(()),
+        }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Conn::PgTx(_) | Conn::Pg(_))
+    }
+}
+
+/// Where a statement runs: a pool or one connection, of either database.
+pub(crate) enum On<'a> {
+    SqlitePool(&'a SqlitePool),
+    Sqlite(&'a mut SqliteConnection),
+    PgPool(&'a PgPool),
+    Pg(&'a mut PgConnection),
+}
+
+impl<'a> From<&'a Db> for On<'a> {
+    fn from(db: &'a Db) -> On<'a> {
+        match db {
+            Db::Sqlite(pool) => On::SqlitePool(pool),
+            Db::Pg(pool) => On::PgPool(pool),
+        }
+    }
+}
+
+impl<'a> From<&'a mut Conn> for On<'a> {
+    fn from(conn: &'a mut Conn) -> On<'a> {
+        match conn {
+            Conn::SqliteTx(tx) => On::Sqlite(tx),
+            Conn::Sqlite(c) => On::Sqlite(c),
+            Conn::PgTx(tx) => On::Pg(tx),
+            Conn::Pg(c) => On::Pg(c),
+        }
+    }
+}
+
+/// A statement's argument. Both databases take each of these natively.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Vec<u8>),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::Int(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+impl From<&&str> for Arg {
+    fn from(v: &&str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::Text(v)
+    }
+}
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Vec<u8>> for Arg {
+    fn from(v: Vec<u8>) -> Arg {
+        Arg::Bytes(v)
+    }
+}
+impl From<&[u8]> for Arg {
+    fn from(v: &[u8]) -> Arg {
+        Arg::Bytes(v.to_vec())
+    }
+}
+
+/// Binds `args` to an sqlx query of either kind (`query` or `query_as`).
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for arg in $args {
+            q = match arg {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::Bytes(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+/// A statement that returns no rows.
+#[derive(Debug)]
+#[must_use = "a statement does nothing until it is executed"]
+pub(crate) struct Query<'q> {
+    sqlite: &'q str,
+    pg: &'q str,
+    args: Vec<Arg>,
+}
+
+/// The outcome of [`Query::execute`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Done {
+    rows: u64,
+}
+
+impl Done {
+    pub(crate) fn rows_affected(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// A statement whose SQL is the same on both databases (see [`Query::postgres`]).
+pub(crate) fn query(sql: &str) -> Query<'_> {
+    Query {
+        sqlite: sql,
+        pg: sql,
+        args: Vec::new(),
+    }
+}
+
+/// A statement that returns rows of type `T` (a tuple, usually).
+pub(crate) fn query_as<T>(sql: &str) -> QueryAs<'_, T> {
+    QueryAs {
+        query: query(sql),
+        row: std::marker::PhantomData,
+    }
+}
+
+/// Several statements separated by `;`, without arguments, run as given.
+pub(crate) async fn raw_sql<'e>(sql: &str, on: impl Into<On<'e>>) -> Result<(), sqlx::Error> {
+    match on.into() {
+        On::SqlitePool(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(p)
+            .await
+            .map(drop),
+        On::Sqlite(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(c)
+            .await
+            .map(drop),
+        On::PgPool(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(p)
+            .await
+            .map(drop),
+        On::Pg(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(c)
+            .await
+            .map(drop),
+    }
+}
+
+impl<'q> Query<'q> {
+    pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// The statement's PostgreSQL form, where the two databases spell it differently.
+    pub(crate) fn postgres(mut self, sql: &'q str) -> Self {
+        self.pg = sql;
+        self
+    }
+
+    pub(crate) async fn execute<'e>(self, on: impl Into<On<'e>>) -> Result<Done, sqlx::Error> {
+        let rows = match on.into() {
+            On::SqlitePool(p) => self.sqlite_query().execute(p).await?.rows_affected(),
+            On::Sqlite(c) => self.sqlite_query().execute(c).await?.rows_affected(),
+            On::PgPool(p) => self.pg_query().execute(p).await?.rows_affected(),
+            On::Pg(c) => self.pg_query().execute(c).await?.rows_affected(),
+        };
+        Ok(Done { rows })
+    }
+
+    fn sqlite_query(self) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments> {
+        bind_all!(sqlx::query(sqlx::AssertSqlSafe(self.sqlite)), self.args)
+    }
+
+    fn pg_query(self) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+        bind_all!(sqlx::query(sqlx::AssertSqlSafe(self.pg)), self.args)
+    }
+}
+
+/// A statement that returns rows; see [`query_as`].
+#[derive(Debug)]
+#[must_use = "a statement does nothing until it is fetched"]
+pub(crate) struct QueryAs<'q, T> {
+    query: Query<'q>,
+    row: std::marker::PhantomData<fn() -> T>,
+}
+
+/// A row type both databases decode.
+pub(crate) trait Row:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{}
+
+/// Runs one fetch method of a [`QueryAs`] on whichever database `on` is.
+macro_rules! fetch {
+    ($self:ident, $on:ident, $method:ident) => {
+        match $on.into() {
+            On::SqlitePool(p) => $self.sqlite_query().$method(p).await,
+            On::Sqlite(c) => $self.sqlite_query().$method(c).await,
+            On::PgPool(p) => $self.pg_query().$method(p).await,
+            On::Pg(c) => $self.pg_query().$method(c).await,
+        }
+    };
+}
+
+impl<'q, T: Row> QueryAs<'q, T> {
+    pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.query = self.query.bind(arg);
+        self
+    }
+
+    pub(crate) async fn fetch_all<'e>(self, on: impl Into<On<'e>>) -> Result<Vec<T>, sqlx::Error> {
+        fetch!(self, on, fetch_all)
+    }
+
+    pub(crate) async fn fetch_one<'e>(self, on: impl Into<On<'e>>) -> Result<T, sqlx::Error> {
+        fetch!(self, on, fetch_one)
+    }
+
+    pub(crate) async fn fetch_optional<'e>(
+        self,
+        on: impl Into<On<'e>>,
+    ) -> Result<Option<T>, sqlx::Error> {
+        fetch!(self, on, fetch_optional)
+    }
+
+    fn sqlite_query(self) -> sqlx::query::QueryAs<'q, Sqlite, T, sqlx::sqlite::SqliteArguments> {
+        bind_all!(
+            sqlx::query_as(sqlx::AssertSqlSafe(self.query.sqlite)),
+            self.query.args
+        )
+    }
+
+    fn pg_query(self) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments> {
+        bind_all!(
+            sqlx::query_as(sqlx::AssertSqlSafe(self.query.pg)),
+            self.query.args
+        )
+    }
+}
