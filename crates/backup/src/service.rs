@@ -1094,25 +1094,25 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn import_refuses_pools_that_are_not_partners() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = BackEnd::open("sqlite://p2.db", dir.path()).await.unwrap();
-        let t = topology::contoso();
-        let request = |source: &str| ImportRequest {
-            source_pool: source.into(),
-            module: "PresenceFocus".into(),
-            batch: ImportBatch::Changes { changes: vec![] },
-            files: BTreeMap::new(),
-        };
-        assert!(
-            import(&be, &t, "pool2.contoso.com", request("pool1.contoso.com"))
+    store::each_backend! {
+        async fn import_refuses_pools_that_are_not_partners(db) {
+            let be = db.open("p2").await;
+            let t = topology::contoso();
+            let request = |source: &str| ImportRequest {
+                source_pool: source.into(),
+                module: "PresenceFocus".into(),
+                batch: ImportBatch::Changes { changes: vec![] },
+                files: BTreeMap::new(),
+            };
+            assert!(
+                import(&be, &t, "pool2.contoso.com", request("pool1.contoso.com"))
+                    .await
+                    .is_ok()
+            );
+            let err = import(&be, &t, "pool1.contoso.com", request("pool1.contoso.com"))
                 .await
-                .is_ok()
-        );
-        let err = import(&be, &t, "pool1.contoso.com", request("pool1.contoso.com"))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("not paired"), "{err}");
+                .unwrap_err();
+            assert!(err.to_string().contains("not paired"), "{err}");
+        }
     }
 }

@@ -824,36 +824,35 @@ mod tests {
     /// However many versions a replica lacks, one push takes it to the newest, with the
     /// newest value of a key written again later: a push stopped at an older version would
     /// leave it claiming that version without the value the key had then.
-    #[tokio::test]
-    async fn a_push_runs_to_the_newest_version_with_every_overwritten_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let be = BackEnd::open("sqlite://be/pool1.db", dir.path())
-            .await
-            .unwrap();
-        be.bootstrap(&[change("k", "0")], "install").await.unwrap();
-        let (_, lease) = be
-            .acquire_lease("fe1", 60_000, store::now_ms())
-            .await
-            .unwrap();
-        for i in 1..=3_000 {
-            let key = if i % 2 == 0 {
-                "k".to_string()
-            } else {
-                format!("other{i}")
-            };
-            be.write("fe1", lease.epoch, &[change(&key, &i.to_string())], "edit")
+    store::each_backend! {
+        async fn a_push_runs_to_the_newest_version_with_every_overwritten_value(db) {
+            let be = db.open("pool1")
+                .await;
+            be.bootstrap(&[change("k", "0")], "install").await.unwrap();
+            let (_, lease) = be
+                .acquire_lease("fe1", 60_000, store::now_ms())
                 .await
-                .unwrap()
                 .unwrap();
+            for i in 1..=3_000 {
+                let key = if i % 2 == 0 {
+                    "k".to_string()
+                } else {
+                    format!("other{i}")
+                };
+                be.write("fe1", lease.epoch, &[change(&key, &i.to_string())], "edit")
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            let current = be.current_version().await.unwrap().unwrap();
+            let (items, to, created_at) = batch(&be, 1, &current).await.unwrap();
+            assert_eq!((to, created_at), (current.version, current.created_at));
+            assert_eq!(items.len(), 1 + 1_500);
+            let k = items.iter().find(|i| i.key == "k").unwrap();
+            assert_eq!(k.value.as_deref(), Some("3000"));
+            let (none, at, _) = batch(&be, current.version, &current).await.unwrap();
+            assert!(none.is_empty());
+            assert_eq!(at, current.version);
         }
-        let current = be.current_version().await.unwrap().unwrap();
-        let (items, to, created_at) = batch(&be, 1, &current).await.unwrap();
-        assert_eq!((to, created_at), (current.version, current.created_at));
-        assert_eq!(items.len(), 1 + 1_500);
-        let k = items.iter().find(|i| i.key == "k").unwrap();
-        assert_eq!(k.value.as_deref(), Some("3000"));
-        let (none, at, _) = batch(&be, current.version, &current).await.unwrap();
-        assert!(none.is_empty());
-        assert_eq!(at, current.version);
     }
 }

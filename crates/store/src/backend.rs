@@ -207,13 +207,14 @@ impl BackEnd {
     /// Gives the lease up at once (graceful shutdown, MASTER service stopped), so that
     /// another Front End takes over without waiting for it to expire.
     pub async fn release_lease(&self, holder: &str, now: i64) -> Result<()> {
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         db::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
             .bind(now)
             .bind(holder)
-            .execute(&self.db)
+            .execute(&mut tx)
             .await
             .at(&self.path)?;
-        Ok(())
+        tx.commit().await.at(&self.path)
     }
 
     pub async fn lease(&self) -> Result<Option<Lease>> {

@@ -80,7 +80,11 @@ async fn load_users(tx: &mut Conn, path: &str, users: &[String]) -> Result<()> {
 
 impl BackEnd {
     /// Refuses, from now on, every write of the users homed on `home_pool`.
+    ///
+    /// Under the store's write lock, as every user write is: a write in progress commits
+    /// before the fence does (and is shipped), and none commits after this returns.
     pub async fn fence(&self, home_pool: &str, reason: &str) -> Result<()> {
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
         db::query(
             "INSERT INTO dr_fence (home_pool, reason, since) VALUES ($1, $2, $3)
              ON CONFLICT (home_pool) DO UPDATE SET reason = $2",
@@ -88,10 +92,10 @@ impl BackEnd {
         .bind(home_pool.to_ascii_lowercase())
         .bind(reason)
         .bind(now_ms())
-        .execute(&self.db)
+        .execute(&mut tx)
         .await
         .at(&self.path)?;
-        Ok(())
+        tx.commit().await.at(&self.path)
     }
 
     pub async fn unfence(&self, home_pool: &str) -> Result<()> {

@@ -398,7 +398,7 @@ impl BackEnd {
             "INSERT INTO backup_export (module, target_pool, acked_seq, last_sync_at, last_error)
              VALUES ($1, $2, $3, CASE WHEN $4 IS NULL THEN $5 END, $4)
              ON CONFLICT (module) DO UPDATE SET target_pool = $2,
-                 acked_seq = MAX(acked_seq, $3),
+                 acked_seq = CASE WHEN backup_export.acked_seq > $3 THEN backup_export.acked_seq ELSE $3 END,
                  last_sync_at = CASE WHEN $4 IS NULL THEN $5 ELSE last_sync_at END,
                  last_error = $4",
         )
@@ -472,7 +472,7 @@ impl BackEnd {
             "INSERT INTO backup_export (module, target_pool, acked_seq, last_error)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (module) DO UPDATE SET target_pool = $2,
-                 acked_seq = MAX(acked_seq, $3), last_error = $4",
+                 acked_seq = CASE WHEN backup_export.acked_seq > $3 THEN backup_export.acked_seq ELSE $3 END, last_error = $4",
         )
         .bind(&change.module)
         .bind(target_pool)
