@@ -821,10 +821,10 @@ mod tests {
         (k.to_string(), Some(v.to_string()))
     }
 
-    /// However many versions a replica lacks, one push takes it to the newest, with the
-    /// newest value of a key written again later: a push stopped at an older version would
-    /// leave it claiming that version without the value the key had then.
     store::each_backend! {
+        /// However many versions a replica lacks, one push takes it to the newest, with the
+        /// newest value of a key written again later: a push stopped at an older version would
+        /// leave it claiming that version without the value the key had then.
         async fn a_push_runs_to_the_newest_version_with_every_overwritten_value(db) {
             let be = db.open("pool1")
                 .await;
