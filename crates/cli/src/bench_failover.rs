@@ -90,14 +90,25 @@ async fn save(client: &reqwest::Client, bases: &[String], user: &LabUser, name: 
     false
 }
 
-/// How many contact items named `<prefix>*` the pool's Back End holds (the lab keeps
-/// each pool's Back End as `backend/<pool>.db`, the contoso topology's URL).
+/// How many contact items named `<prefix>*` the pool's Back End holds (its
+/// `database_url` in the lab's topology: a SQLite file or a PostgreSQL database).
 async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64> {
-    let short = pool.split('.').next().unwrap_or(pool);
-    let url = format!("sqlite://backend/{short}.db");
+    let text = std::fs::read_to_string(lab.dir.join("topology.toml"))
+        .context("reading the bench topology")?;
+    let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
+    let url = topology
+        .front_end_pool(pool)
+        .map(|p| p.back_end.database_url.clone())
+        .ok_or_else(|| anyhow!("the bench topology has no pool {pool}"))?;
     let be = store::BackEnd::open(&url, &lab.dir)
         .await
-        .with_context(|| format!("opening {url} under {}", lab.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "opening {} under {}",
+                store::redacted_url(&url),
+                lab.dir.display()
+            )
+        })?;
     let items = be.all_user_items(Some("PresenceFocus")).await?;
     be.close().await;
     Ok(items

@@ -126,10 +126,10 @@ pub(crate) async fn run(
             applied_at INTEGER NOT NULL)",
     )
     .postgres(
-        "CREATE TABLE IF NOT EXISTS tandem_migrations (
+        r#"CREATE TABLE IF NOT EXISTS tandem_migrations (
             version BIGINT PRIMARY KEY,
-            name TEXT NOT NULL,
-            applied_at BIGINT NOT NULL)",
+            name TEXT COLLATE "C" NOT NULL,
+            applied_at BIGINT NOT NULL)"#,
     )
     .execute(&mut tx)
     .await

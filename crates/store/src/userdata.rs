@@ -399,7 +399,7 @@ impl BackEnd {
              VALUES ($1, $2, $3, CASE WHEN $4 IS NULL THEN $5 END, $4)
              ON CONFLICT (module) DO UPDATE SET target_pool = $2,
                  acked_seq = CASE WHEN backup_export.acked_seq > $3 THEN backup_export.acked_seq ELSE $3 END,
-                 last_sync_at = CASE WHEN $4 IS NULL THEN $5 ELSE last_sync_at END,
+                 last_sync_at = CASE WHEN $4 IS NULL THEN $5 ELSE backup_export.last_sync_at END,
                  last_error = $4",
         )
         .bind(module)

@@ -170,3 +170,134 @@ async fn wait_for_refusals(be: &BackEnd) {
         "{refused:?}"
     );
 }
+
+store::each_backend! {
+    /// The Backup Service's bookkeeping and the registrar's, end to end on one store:
+    /// every statement they use runs, on each database, with the answers they rely on.
+    async fn the_backup_and_registrar_bookkeeping_answers_alike_on_each_database(db) {
+        let be = db.open("books").await;
+        let module = "PresenceFocus";
+        let partner = "pool2.example.net";
+        let mut last = 0;
+        for i in 0..3 {
+            last = be
+                .write_user(POOL, "sip:ann@example.net", &[change(format!("k{i}"))])
+                .await
+                .unwrap();
+        }
+        assert_eq!(last, 3);
+        assert_eq!(be.pending_user_changes_before(4).await.unwrap(), 3);
+        assert!(!be.shipped_through(1, 2).await.unwrap());
+        be.record_export(module, partner, 2, None).await.unwrap();
+        // An older acknowledgement never moves the shipped point back.
+        be.record_export(module, partner, 1, Some("partner unreachable"))
+            .await
+            .unwrap();
+        let state = be.export_state(module).await.unwrap().unwrap();
+        assert_eq!(state.acked_seq, 2);
+        assert_eq!(state.last_error.as_deref(), Some("partner unreachable"));
+        assert!(be.shipped_through(1, 2).await.unwrap());
+        assert_eq!(be.pending_user_changes_before(4).await.unwrap(), 1);
+
+        let third = be.changes_after(module, 2, 10).await.unwrap().remove(0);
+        be.record_unshippable(&third, 9_000_000, partner, "larger than the backup link takes")
+            .await
+            .unwrap();
+        let skipped = be.unshippable(module).await.unwrap();
+        assert_eq!((skipped.len(), skipped[0].seq, skipped[0].bytes), (1, 3, 9_000_000));
+        assert_eq!(be.export_state(module).await.unwrap().unwrap().acked_seq, 3);
+
+        be.request_resync(module, partner).await.unwrap();
+        assert!(be.export_state(module).await.unwrap().unwrap().resync);
+        be.complete_resync(module, partner, 3).await.unwrap();
+        let state = be.export_state(module).await.unwrap().unwrap();
+        assert!(!state.resync && state.last_error.is_none() && state.acked_seq == 3);
+
+        let binding = |contact: &str| store::Binding {
+            aor: "sip:ann@example.net".into(),
+            contact: contact.into(),
+            expires_at: store::now_ms() + 60_000,
+            mode: "Normal".into(),
+            server: "fe1.example.net".into(),
+        };
+        be.register(&binding("sip:a@1")).await.unwrap();
+        be.register(&binding("sip:a@2")).await.unwrap();
+        be.unregister("sip:ann@example.net", Some("sip:a@1")).await.unwrap();
+        assert_eq!(be.bindings("sip:ann@example.net").await.unwrap().len(), 1);
+        be.unregister("sip:ann@example.net", None).await.unwrap();
+        assert!(be.bindings("sip:ann@example.net").await.unwrap().is_empty());
+    }
+}
+
+store::each_backend! {
+    /// The CMS master's bookkeeping: replica reports, the newest version under a prefix,
+    /// the durable record of a CMS failover, and the backlog a standby is behind by.
+    async fn the_cms_bookkeeping_answers_alike_on_each_database(db) {
+        let be = db.open("cms").await;
+        be.bootstrap(&[("users/a".into(), Some("1".into()))], "install")
+            .await
+            .unwrap();
+        let (_, lease) = be.acquire_lease("fe1", 60_000, store::now_ms()).await.unwrap();
+        be.write("fe1", lease.epoch, &[("sites/s1".into(), Some("x".into()))], "edit")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(be.newest_version_under(&["users/"]).await.unwrap(), 1);
+        assert_eq!(be.newest_version_under(&["users/", "sites/"]).await.unwrap(), 2);
+        assert_eq!(be.newest_version_under(&["none/"]).await.unwrap(), 0);
+        for (fqdn, version) in [("fe2.example.net", 1), ("fe1.example.net", 2)] {
+            be.record_replica_status(&store::ReplicaStatusRow {
+                fqdn: fqdn.into(),
+                version,
+                last_status_report: store::now_ms(),
+                product_version: "test".into(),
+            })
+            .await
+            .unwrap();
+        }
+        let rows = be.replica_statuses().await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.fqdn.as_str()).collect::<Vec<_>>(), ["fe1.example.net", "fe2.example.net"]);
+        let backlog = be.cms_backlog(1).await.unwrap();
+        assert_eq!((backlog.count, backlog.head_seq), (1, 2));
+
+        assert!(be.cms_failover_record().await.unwrap().is_none());
+        let (id, at) = be
+            .save_cms_failover_record(None, "{\"step\":1}", 0)
+            .await
+            .unwrap()
+            .expect("a new record");
+        let saved = be.cms_failover_record().await.unwrap().unwrap();
+        assert_eq!((saved.0, saved.1.as_str(), saved.2), (id, "{\"step\":1}", at));
+        // A writer that read an older record is refused.
+        assert!(be.save_cms_failover_record(Some(id), "{\"step\":2}", at - 1).await.unwrap().is_none());
+        assert!(be.save_cms_failover_record(Some(id), "{\"step\":2}", at).await.unwrap().is_some());
+    }
+}
+
+/// The PostgreSQL schema reads as SQLite's: every integer is `BIGINT` (epochs are
+/// `term << 32`, and sqlx decodes `i64` only from `INT8`) and every text column compares
+/// bytes (`COLLATE "C"`), as key ranges and orders assume.
+#[tokio::test]
+async fn the_postgres_schema_has_only_bigints_and_byte_ordered_text() {
+    let Some(db) = store::testing::TestDb::postgres() else {
+        return;
+    };
+    let url = db.new_url("schema").await;
+    store::BackEnd::open(&url, std::path::Path::new("/"))
+        .await
+        .unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let odd: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text, collation_name::text
+         FROM information_schema.columns
+         WHERE table_schema = 'public'
+           AND (data_type IN ('integer', 'smallint', 'numeric')
+                OR (data_type = 'text' AND collation_name IS DISTINCT FROM 'C'))",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(odd.is_empty(), "{odd:?}");
+}
