@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_in, version_info};
-use crate::db::{self, Db};
+use crate::db::{self, Conn, Db};
 use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
@@ -108,6 +108,76 @@ impl BackEnd {
         }
     }
 
+    /// Opens a Back End and, when the topology gives it one, its mirror. A SQLite Back End
+    /// keeps its mirror itself (see [`crate::mirror`]): both must be `sqlite://` URLs.
+    pub async fn open_mirrored(url: &str, mirror: Option<&str>, root: &Path) -> Result<BackEnd> {
+        let Some(mirror) = mirror else {
+            return BackEnd::open(url, root).await;
+        };
+        if crate::is_postgres_url(url) || crate::is_postgres_url(mirror) {
+            return Err(crate::StoreError::UnsupportedUrl(format!(
+                "{} with the mirror {}: a PostgreSQL Back End's mirror is its streaming standby, which tandem does not connect to yet",
+                crate::redacted_url(url),
+                crate::redacted_url(mirror)
+            )));
+        }
+        let (primary, mirror) = (sqlite_path(url, root)?, sqlite_path(mirror, root)?);
+        let path = format!("{} (mirrored in {})", primary.display(), mirror.display());
+        let started = std::time::Instant::now();
+        loop {
+            match crate::mirror::Pair::open(&primary, &mirror).await {
+                Ok(pair) => {
+                    return Ok(BackEnd {
+                        db: Db::Pair(std::sync::Arc::new(pair)),
+                        path,
+                    });
+                }
+                Err(e) if e.is_busy() && started.elapsed() < std::time::Duration::from_secs(10) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The mirror's state, or `None` when this Back End has no mirror tandem keeps.
+    pub async fn mirror_state(&self) -> Result<Option<crate::MirrorState>> {
+        match &self.db {
+            Db::Pair(pair) => pair.state().await.map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Makes `to` the principal copy (`Invoke-CsDatabaseFailover`); see
+    /// [`crate::mirror`] for what a planned and a forced failover do.
+    pub async fn fail_over_database(
+        &self,
+        to: crate::Copy,
+        force: bool,
+    ) -> Result<crate::DatabaseFailover> {
+        match &self.db {
+            Db::Pair(pair) => pair.fail_over(to, force).await,
+            _ => Err(crate::StoreError::Refused(format!(
+                "{} has no mirror to fail over to",
+                self.path
+            ))),
+        }
+    }
+
+    /// A write transaction on this Back End. A SQLite file counts it in its
+    /// `backend_principal` row, so that a mirror that missed it can tell (see
+    /// [`crate::mirror`]); a mirrored pair counts it in both copies itself.
+    pub(crate) async fn begin_write(&self) -> Result<Conn> {
+        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        if let Conn::SqliteTx(_) = &tx {
+            db::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")
+                .execute(&mut tx)
+                .await
+                .at(&self.path)?;
+        }
+        Ok(tx)
+    }
+
     /// Whether this Back End is a PostgreSQL database (rather than a SQLite file).
     pub fn is_postgres(&self) -> bool {
         self.db.is_postgres()
@@ -125,7 +195,7 @@ impl BackEnd {
         items: &[(String, Option<String>)],
         description: &str,
     ) -> Result<bool> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let (count,): (i64,) = db::query_as("SELECT COUNT(*) FROM cms_version")
             .fetch_one(&mut tx)
             .await
@@ -162,7 +232,7 @@ impl BackEnd {
         ttl_ms: i64,
         now: i64,
     ) -> Result<(bool, Lease)> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let current = lease_in(&mut tx, &self.path).await?;
         let role = crate::cmstables::role_in(&mut tx, &self.path).await?;
         if role.mode == crate::cmstables::CmsMode::Backup {
@@ -207,7 +277,7 @@ impl BackEnd {
     /// Gives the lease up at once (graceful shutdown, MASTER service stopped), so that
     /// another Front End takes over without waiting for it to expire.
     pub async fn release_lease(&self, holder: &str, now: i64) -> Result<()> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         db::query("UPDATE cms_master_lease SET expires_at = $1 WHERE holder = $2")
             .bind(now)
             .bind(holder)
@@ -231,7 +301,7 @@ impl BackEnd {
         changes: &[(String, Option<String>)],
         description: &str,
     ) -> Result<Result<VersionInfo, WriteRefused>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let lease = lease_in(&mut tx, &self.path).await?;
         match &lease {
             Some(l) if l.holder == holder && l.epoch == epoch && l.expires_at > now_ms() => {}

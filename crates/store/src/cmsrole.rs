@@ -89,7 +89,7 @@ impl BackEnd {
         other_pool: &str,
         reason: String,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let mut r = role_in(&mut tx, &self.path).await?;
         if r.mode == to && r.other_pool.eq_ignore_ascii_case(other_pool) {
             return Ok(Ok(r));
@@ -124,7 +124,7 @@ impl BackEnd {
         holder: &str,
         ttl_ms: i64,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Active && term_of(r.epoch_floor) > term_of(known_epoch) {
             return Ok(Ok(r));
@@ -168,7 +168,7 @@ impl BackEnd {
         line: &History,
         active_epoch: i64,
     ) -> Result<Vec<LostVersion>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode == CmsMode::Backup {
             return Ok(Vec::new());
@@ -214,7 +214,7 @@ impl BackEnd {
     /// holder's writes are refused from now on. Returns the new epoch; `None` when the
     /// store is not active. Keeps a lease `holder` already has.
     pub async fn take_lease_over(&self, holder: &str, ttl_ms: i64) -> Result<Option<i64>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let r = role_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Active {
             return Ok(None);
@@ -268,7 +268,7 @@ impl BackEnd {
         &self,
         clean: bool,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let r = role_in(&mut tx, &self.path).await?;
         let current = current_version_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Backup {
@@ -317,7 +317,7 @@ impl BackEnd {
         holder: &str,
         ttl_ms: i64,
     ) -> Result<std::result::Result<CmsRole, RoleRefused>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let r = role_in(&mut tx, &self.path).await?;
         let current = current_version_in(&mut tx, &self.path).await?;
         if r.mode != CmsMode::Backup {
@@ -385,7 +385,7 @@ impl BackEnd {
         record: &str,
         expected: i64,
     ) -> Result<Option<(i64, i64)>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let (id, previous) = match id {
             Some(id) => {
                 let row: Option<(i64,)> =

@@ -14,6 +14,8 @@
 //! Back End wants PostgreSQL's advisory locks and snapshot transactions (see
 //! [`Db::begin_write`], [`Db::begin_snapshot`]).
 
+use std::sync::Arc;
+
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -30,6 +32,8 @@ pub(crate) const WRITE_LOCK: i64 = 0x74_61_6e_64_65_6d;
 pub(crate) enum Db {
     Sqlite(SqlitePool),
     Pg(PgPool),
+    /// A SQLite Back End with a mirror it writes in the same transactions.
+    Pair(Arc<crate::mirror::Pair>),
 }
 
 /// A transaction, or one connection taken from the pool for several reads.
@@ -39,6 +43,13 @@ pub(crate) enum Conn {
     Sqlite(PoolConnection<Sqlite>),
     PgTx(sqlx::Transaction<'static, Postgres>),
     Pg(PoolConnection<Postgres>),
+    /// A write transaction on the principal copy of a SQLite pair and, unless the mirror
+    /// is behind (it missed a commit and waits to be rebuilt), on the mirror in step.
+    PairTx {
+        principal: sqlx::Transaction<'static, Sqlite>,
+        mirror: Option<sqlx::Transaction<'static, Sqlite>>,
+        pair: Arc<crate::mirror::Pair>,
+    },
 }
 
 impl Db {
@@ -60,6 +71,7 @@ impl Db {
                     .await?;
                 Ok(Conn::PgTx(tx))
             }
+            Db::Pair(pair) => pair.begin_write().await,
         }
     }
 
@@ -72,6 +84,7 @@ impl Db {
                 pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .await?,
             )),
+            Db::Pair(pair) => Ok(Conn::SqliteTx(pair.principal_pool().begin().await?)),
         }
     }
 
@@ -80,6 +93,7 @@ impl Db {
         match self {
             Db::Sqlite(pool) => Ok(Conn::Sqlite(pool.acquire().await?)),
             Db::Pg(pool) => Ok(Conn::Pg(pool.acquire().await?)),
+            Db::Pair(pair) => Ok(Conn::Sqlite(pair.principal_pool().acquire().await?)),
         }
     }
 
@@ -87,6 +101,7 @@ impl Db {
         match self {
             Db::Sqlite(pool) => pool.close().await,
             Db::Pg(pool) => pool.close().await,
+            Db::Pair(pair) => pair.close().await,
         }
     }
 }
@@ -98,6 +113,21 @@ impl Conn {
             Conn::SqliteTx(tx) => tx.commit().await,
             Conn::PgTx(tx) => tx.commit().await,
             Conn::Sqlite(_) | Conn::Pg(_) => Ok(()),
+            Conn::PairTx {
+                principal,
+                mirror,
+                pair,
+            } => {
+                // The principal first: once it has committed, the write is acknowledged
+                // whatever happens to the mirror, which is rebuilt if it missed it.
+                principal.commit().await?;
+                if let Some(mirror) = mirror
+                    && let Err(e) = mirror.commit().await
+                {
+                    pair.mirror_missed(&e);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -112,6 +142,15 @@ pub(crate) enum On<'a> {
     Sqlite(&'a mut SqliteConnection),
     PgPool(&'a PgPool),
     Pg(&'a mut PgConnection),
+    /// A SQLite pair outside a transaction: reads go to the principal, and a write runs in
+    /// a write transaction of its own on both copies.
+    PairPool(&'a Arc<crate::mirror::Pair>),
+    /// A write transaction of a SQLite pair: reads on the principal, writes on both.
+    Pair(
+        &'a mut SqliteConnection,
+        &'a mut Option<sqlx::Transaction<'static, Sqlite>>,
+        &'a crate::mirror::Pair,
+    ),
 }
 
 impl<'a> From<&'a Db> for On<'a> {
@@ -119,6 +158,7 @@ impl<'a> From<&'a Db> for On<'a> {
         match db {
             Db::Sqlite(pool) => On::SqlitePool(pool),
             Db::Pg(pool) => On::PgPool(pool),
+            Db::Pair(pair) => On::PairPool(pair),
         }
     }
 }
@@ -130,8 +170,26 @@ impl<'a> From<&'a mut Conn> for On<'a> {
             Conn::Sqlite(c) => On::Sqlite(c),
             Conn::PgTx(tx) => On::Pg(tx),
             Conn::Pg(c) => On::Pg(c),
+            Conn::PairTx {
+                principal,
+                mirror,
+                pair,
+            } => On::Pair(principal, mirror, pair),
         }
     }
+}
+
+/// Whether a statement changes the store (and so must reach a SQLite mirror too).
+fn writes(sql: &str) -> bool {
+    let word: String = sql
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    !matches!(
+        word.to_ascii_uppercase().as_str(),
+        "SELECT" | "WITH" | "VALUES" | ""
+    )
 }
 
 /// A statement's argument. Both databases take each of these natively.
@@ -270,6 +328,59 @@ pub(crate) async fn raw_sql<'e>(sql: &str, on: impl Into<On<'e>>) -> Result<(), 
             .execute(c)
             .await
             .map(drop),
+        On::PairPool(pair) => {
+            let mut tx = pair.begin_write().await?;
+            let Conn::PairTx {
+                principal,
+                mirror,
+                pair,
+            } = &mut tx
+            else {
+                unreachable!("a pair's write transaction")
+            };
+            raw_sql_on_pair(sql, principal, mirror, pair).await?;
+            tx.commit().await
+        }
+        On::Pair(principal, mirror, pair) => raw_sql_on_pair(sql, principal, mirror, pair).await,
+    }
+}
+
+async fn raw_sql_on_pair(
+    sql: &str,
+    principal: &mut SqliteConnection,
+    mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
+    pair: &crate::mirror::Pair,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(principal)
+        .await?;
+    if let Some(m) = mirror.as_mut()
+        && let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut **m)
+            .await
+    {
+        pair.mirror_missed(&e);
+        *mirror = None;
+    }
+    Ok(())
+}
+
+/// Runs a write on a pair's mirror transaction too; a mirror that fails it falls behind.
+async fn on_mirror_too(
+    query: &Query<'_>,
+    mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
+    pair: &crate::mirror::Pair,
+) {
+    if let Some(m) = mirror.as_mut() {
+        let again = Query {
+            sqlite: query.sqlite,
+            pg: query.pg,
+            args: query.args.clone(),
+        };
+        if let Err(e) = again.sqlite_query().execute(&mut **m).await {
+            pair.mirror_missed(&e);
+            *mirror = None;
+        }
     }
 }
 
@@ -291,6 +402,28 @@ impl<'q> Query<'q> {
             On::Sqlite(c) => self.sqlite_query().execute(c).await?.rows_affected(),
             On::PgPool(p) => self.pg_query().execute(p).await?.rows_affected(),
             On::Pg(c) => self.pg_query().execute(c).await?.rows_affected(),
+            On::PairPool(pair) => {
+                let mut tx = pair.begin_write().await?;
+                let Conn::PairTx {
+                    principal,
+                    mirror,
+                    pair,
+                } = &mut tx
+                else {
+                    unreachable!("a pair's write transaction")
+                };
+                on_mirror_too(&self, mirror, pair).await;
+                let rows = self.sqlite_query().execute(&mut **principal).await?;
+                tx.commit().await?;
+                rows.rows_affected()
+            }
+            On::Pair(principal, mirror, pair) => {
+                on_mirror_too(&self, mirror, pair).await;
+                self.sqlite_query()
+                    .execute(principal)
+                    .await?
+                    .rows_affected()
+            }
         };
         Ok(Done { rows })
     }
@@ -328,6 +461,28 @@ macro_rules! fetch {
             On::Sqlite(c) => $self.sqlite_query().$method(c).await,
             On::PgPool(p) => $self.pg_query().$method(p).await,
             On::Pg(c) => $self.pg_query().$method(c).await,
+            On::PairPool(pair) if writes($self.query.sqlite) => {
+                let mut tx = pair.begin_write().await?;
+                let Conn::PairTx {
+                    principal,
+                    mirror,
+                    pair,
+                } = &mut tx
+                else {
+                    unreachable!("a pair's write transaction")
+                };
+                on_mirror_too(&$self.query, mirror, pair).await;
+                let rows = $self.sqlite_query().$method(&mut **principal).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            On::PairPool(pair) => $self.sqlite_query().$method(pair.principal_pool()).await,
+            On::Pair(principal, mirror, pair) => {
+                if writes($self.query.sqlite) {
+                    on_mirror_too(&$self.query, mirror, pair).await;
+                }
+                $self.sqlite_query().$method(principal).await
+            }
         }
     };
 }

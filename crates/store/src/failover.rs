@@ -84,7 +84,7 @@ impl BackEnd {
     /// Under the store's write lock, as every user write is: a write in progress commits
     /// before the fence does (and is shipped), and none commits after this returns.
     pub async fn fence(&self, home_pool: &str, reason: &str) -> Result<()> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         db::query(
             "INSERT INTO dr_fence (home_pool, reason, since) VALUES ($1, $2, $3)
              ON CONFLICT (home_pool) DO UPDATE SET reason = $2",
@@ -129,7 +129,7 @@ impl BackEnd {
         users: &[String],
     ) -> Result<Promotion> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         load_users(&mut tx, &self.path, users).await?;
         let deleted = db::query(
             "INSERT INTO change_log (module, sip, key, value, committed_at)
@@ -196,7 +196,7 @@ impl BackEnd {
     /// Drops the data of `users` from this pool (logged, so the partner's backup copy of
     /// this pool drops it too). Returns how many items went.
     pub async fn retire_users(&self, users: &[String]) -> Result<i64> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         load_users(&mut tx, &self.path, users).await?;
         db::query(
             "INSERT INTO change_log (module, sip, key, value, committed_at)
@@ -219,7 +219,7 @@ impl BackEnd {
     /// Removes every registration of `users` and returns them, so that the endpoints
     /// behind them can be told to sign in elsewhere.
     pub async fn unregister_users(&self, users: &[String]) -> Result<Vec<Binding>> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         load_users(&mut tx, &self.path, users).await?;
         let gone: Vec<BindingRow> = db::query_as(
             "DELETE FROM registration WHERE aor IN (SELECT sip FROM dr_users)

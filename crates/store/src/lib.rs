@@ -21,6 +21,7 @@ mod failover;
 pub mod history;
 mod items;
 mod migrate;
+pub mod mirror;
 mod replica;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -40,6 +41,7 @@ pub use cmstables::{
 pub use failover::{Lost, Promotion};
 pub use history::{History, Standing, TermStart};
 pub use migrate::Migration;
+pub use mirror::{Copy, DatabaseFailover, MirrorState};
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{
     Backlog, BackupItem, Binding, Change, ExportState, ImportState, Unshippable, UserChange,
@@ -75,6 +77,8 @@ pub enum StoreError {
     CmsNotStandby { path: String, mode: &'static str },
     #[error("the data of the users homed on {home_pool} is read-only here: {reason}")]
     Fenced { home_pool: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
     #[error(
         "part {got} of full resync {resync} arrived while part {expected} was expected; the sender starts the resync again"
     )]
@@ -136,6 +140,11 @@ pub fn sqlite_path(url: &str, root: &Path) -> Result<PathBuf> {
 /// the servers of a pool can share their Back End, and a busy timeout so that they wait
 /// for each other instead of failing.
 async fn open_sqlite(path: &Path) -> Result<db::Db> {
+    open_sqlite_pool(path).await.map(db::Db::Sqlite)
+}
+
+/// [`open_sqlite`]'s pool itself.
+async fn open_sqlite_pool(path: &Path) -> Result<sqlx::SqlitePool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -153,7 +162,6 @@ async fn open_sqlite(path: &Path) -> Result<db::Db> {
         .max_connections(4)
         .connect_with(options)
         .await
-        .map(db::Db::Sqlite)
         .map_err(|source| StoreError::Database {
             path: path.display().to_string(),
             source,

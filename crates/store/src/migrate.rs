@@ -88,6 +88,14 @@ pub(crate) const BACKEND: &[Migration] = &[
             "../migrations/backend/postgres/0008_backup_staging.sql"
         )),
     },
+    Migration {
+        version: 9,
+        name: "which copy of a mirrored Back End is the principal",
+        sqlite: include_str!("../migrations/backend/sqlite/0009_principal.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0009_principal.sql"
+        )),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

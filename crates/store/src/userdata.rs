@@ -10,11 +10,11 @@
 //! users and its partner's users never mix; importing is idempotent (a batch whose
 //! sequence numbers were already applied changes nothing), which makes retries safe.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{self, Conn};
+use crate::db::{self, Conn, Db};
 use crate::items::CMS;
 use crate::{BackEnd, Context, Item, Result, StoreError, VersionInfo, now_ms};
 
@@ -133,14 +133,19 @@ impl From<BindingRow> for Binding {
 }
 
 impl BackEnd {
-    /// The pool's file store (meeting content), a folder beside a SQLite database (a
-    /// PostgreSQL Back End keeps the files in its `file_blob` table instead).
+    /// The pool's file store (meeting content), a folder beside a SQLite database (its
+    /// principal copy's, when mirrored); a PostgreSQL Back End keeps the files in its
+    /// `file_blob` table instead.
     pub fn file_store(&self) -> PathBuf {
-        PathBuf::from(format!("{}.files", self.path.trim_end_matches(".db")))
+        match &self.db {
+            Db::Pair(pair) => file_store_of(pair.path_of(pair.principal())),
+            _ => file_store_of(Path::new(&self.path)),
+        }
     }
 
     /// Stores `bytes` in the file store under their SHA-256, returning it. Written to a
     /// temporary name and renamed, so a crash never leaves a half file under a real name.
+    /// A SQLite mirror gets the file too (or when it is rebuilt).
     pub async fn put_file(&self, bytes: &[u8]) -> Result<String> {
         let sha = hex_sha256(bytes);
         if self.db.is_postgres() {
@@ -152,24 +157,13 @@ impl BackEnd {
                 .at(&self.path)?;
             return Ok(sha);
         }
-        let dir = self.file_store();
-        let target = dir.join(&sha);
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            return Ok(sha);
+        write_file(&self.file_store(), &sha, bytes).await?;
+        if let Db::Pair(pair) = &self.db {
+            let mirror = file_store_of(pair.path_of(pair.principal().other()));
+            if let Err(e) = write_file(&mirror, &sha, bytes).await {
+                tracing::warn!("meeting content {sha} did not reach the Back End's mirror: {e}");
+            }
         }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|source| StoreError::CreateDir {
-                path: dir.clone(),
-                source,
-            })?;
-        let tmp = dir.join(format!("{sha}.tmp{}", std::process::id()));
-        let io = |source| StoreError::CreateDir {
-            path: target.clone(),
-            source,
-        };
-        tokio::fs::write(&tmp, bytes).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
         Ok(sha)
     }
 
@@ -226,7 +220,7 @@ impl BackEnd {
         changes: &[UserChange],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         check_fence(&mut tx, &self.path, home_pool).await?;
         let mut last = 0;
         for change in changes {
@@ -452,7 +446,7 @@ impl BackEnd {
         target_pool: &str,
         reason: &str,
     ) -> Result<()> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         db::query(
             "INSERT INTO backup_unshippable (module, seq, sip, item_key, bytes, reason, recorded_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -554,7 +548,7 @@ impl BackEnd {
     /// Takes or renews the Backup Service lease for `holder`: true when it holds it.
     pub async fn acquire_backup_lease(&self, holder: &str, ttl_ms: i64) -> Result<bool> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<(String, i64)> =
             db::query_as("SELECT holder, expires_at FROM backup_lease WHERE id = 1")
                 .fetch_optional(&mut tx)
@@ -608,7 +602,7 @@ impl BackEnd {
         changes: &[Change],
     ) -> Result<i64> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         let applied = import_seq_in(&mut tx, &self.path, source_pool, module).await?;
         let mut through = applied;
         for change in changes.iter().filter(|c| c.seq > applied) {
@@ -666,7 +660,7 @@ impl BackEnd {
         through_seq: Option<i64>,
     ) -> Result<()> {
         let now = now_ms();
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         if part == 0 {
             clear_staging(&mut tx, &self.path, source_pool, module).await?;
         } else {
@@ -878,7 +872,7 @@ impl BackEnd {
         after: i64,
         versions: &[(VersionInfo, Vec<Item>)],
     ) -> Result<i64> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         must_be_standby(&mut tx, &self.path).await?;
         let mut have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
         let mine = crate::cmstables::history_in(&mut tx, &self.path).await?;
@@ -929,7 +923,7 @@ impl BackEnd {
         to_created_at: i64,
         items: &[Item],
     ) -> Result<i64> {
-        let mut tx = crate::begin_write(&self.db, &self.path).await?;
+        let mut tx = self.begin_write().await?;
         must_be_standby(&mut tx, &self.path).await?;
         let have = crate::cmstables::current_version_in(&mut tx, &self.path).await?;
         if to_version > have {
@@ -1059,6 +1053,34 @@ async fn set_import_seq(
     .execute(&mut *conn)
     .await
     .at(path)?;
+    Ok(())
+}
+
+/// The file store of the SQLite database at `db`: a folder beside it.
+pub(crate) fn file_store_of(db: &Path) -> PathBuf {
+    let path = db.display().to_string();
+    PathBuf::from(format!("{}.files", path.trim_end_matches(".db")))
+}
+
+/// Writes one content file into `dir` under `sha`, by a temporary name and a rename.
+async fn write_file(dir: &Path, sha: &str, bytes: &[u8]) -> Result<()> {
+    let target = dir.join(sha);
+    if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let tmp = dir.join(format!("{sha}.tmp{}", std::process::id()));
+    let io = |source| StoreError::CreateDir {
+        path: target.clone(),
+        source,
+    };
+    tokio::fs::write(&tmp, bytes).await.map_err(io)?;
+    tokio::fs::rename(&tmp, &target).await.map_err(io)?;
     Ok(())
 }
 

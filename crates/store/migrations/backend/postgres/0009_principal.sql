@@ -1,0 +1,16 @@
+-- PostgreSQL form of sqlite/0009_principal.sql: the same schema, with BIGINT for every integer and
+-- byte-order ("C") collation for every text column, as SQLite compares.
+-- Which copy of a mirrored Back End is the principal, in which term, and how many write
+-- transactions this copy has committed. Both copies hold the row: a SQLite Back End writes
+-- its mirror in the same transactions (see `store::mirror`), a PostgreSQL one streams it.
+-- A failover to the other copy starts a new term, so the copy with the higher term is the
+-- principal, and an old principal that returns (lower term) is fenced. `writes` tells a
+-- SQLite mirror that missed a commit (it differs from the principal's) and is rebuilt.
+CREATE TABLE backend_principal (
+    id        BIGINT PRIMARY KEY CHECK (id = 1),
+    term      BIGINT NOT NULL,
+    principal TEXT COLLATE "C" NOT NULL CHECK (principal IN ('Primary', 'Mirror')),
+    writes    BIGINT NOT NULL,
+    changed_at BIGINT NOT NULL
+);
+INSERT INTO backend_principal (id, term, principal, writes, changed_at) VALUES (1, 0, 'Primary', 0, 0);

@@ -1,0 +1,540 @@
+//! A Back End's mirror: a second copy of the database that can take over as principal.
+//!
+//! The original keeps a pool's Back End on SQL Server with an optional synchronous mirror
+//! (`Invoke-CsDatabaseFailover -NewPrincipal Mirror` swaps them). tandem has two:
+//!
+//! - A PostgreSQL Back End's mirror is a streaming hot standby that PostgreSQL itself keeps
+//!   (see `pgmirror`).
+//! - A SQLite Back End keeps its mirror itself, here: a second SQLite file written in the
+//!   same transactions. Every write transaction takes the write lock of both copies,
+//!   principal first, runs each change on both, and commits the principal, then the
+//!   mirror. A mirror that misses a commit (unreachable, disk full, a crash between the
+//!   two commits) is *behind*: it is left alone, and rebuilt from the principal, whole and
+//!   under the principal's write lock, before it is written again.
+//!
+//! Both copies hold one `backend_principal` row: which copy is principal, in which term,
+//! and how many write transactions the copy committed. A failover starts a new term in
+//! the copy that takes over, so when two copies disagree the higher term is principal and
+//! the other (an old principal come back) is fenced: never written, rebuilt as the mirror.
+//! Each server of the pool checks the row inside every write transaction, so all of them
+//! follow a failover that any one of them ran. The write counts tell a mirror that missed
+//! a commit, even one another server's commit missed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sqlx::{Sqlite, SqlitePool};
+
+use crate::db::{Conn, Db};
+use crate::{Context, Result, migrate, now_ms, open_sqlite_pool};
+
+/// Which copy of a mirrored Back End: the topology's primary server or its mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Copy {
+    Primary,
+    Mirror,
+}
+
+impl Copy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Copy::Primary => "Primary",
+            Copy::Mirror => "Mirror",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Copy::Primary => 0,
+            Copy::Mirror => 1,
+        }
+    }
+
+    fn of(index: usize) -> Copy {
+        if index == 0 {
+            Copy::Primary
+        } else {
+            Copy::Mirror
+        }
+    }
+
+    pub fn other(self) -> Copy {
+        Copy::of(1 - self.index())
+    }
+
+    pub fn parse(s: &str) -> Option<Copy> {
+        match s.to_ascii_lowercase().as_str() {
+            "primary" => Some(Copy::Primary),
+            "mirror" => Some(Copy::Mirror),
+            _ => None,
+        }
+    }
+}
+
+/// What a copy's `backend_principal` row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PrincipalRow {
+    pub(crate) term: i64,
+    pub(crate) principal: Copy,
+    pub(crate) writes: i64,
+}
+
+pub(crate) async fn principal_row(conn: &mut Conn, path: &str) -> Result<PrincipalRow> {
+    let (term, principal, writes): (i64, String, i64) =
+        crate::db::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
+            .fetch_one(conn)
+            .await
+            .at(path)?;
+    Ok(PrincipalRow {
+        term,
+        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
+        writes,
+    })
+}
+
+/// The mirror as its principal sees it, for `Get-CsDatabaseMirrorState`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorState {
+    /// The copy that takes the writes.
+    pub principal: Copy,
+    /// The failover term (0 until the first `Invoke-CsDatabaseFailover`).
+    pub term: i64,
+    /// Write transactions the principal has committed.
+    pub principal_writes: i64,
+    /// Write transactions the other copy holds (`None`: unreachable).
+    pub mirror_writes: Option<i64>,
+    /// The other copy holds every committed write and takes the next ones in step.
+    pub synchronized: bool,
+    /// How the mirror is kept: `synchronous` (in the same transactions) or streaming.
+    pub mode: &'static str,
+    /// Why the mirror is behind or unreachable, if it is.
+    pub problem: Option<String>,
+}
+
+impl MirrorState {
+    /// The mirroring status in the product's words.
+    pub fn status(&self) -> &'static str {
+        match (self.synchronized, self.mirror_writes) {
+            (true, _) => "Synchronized",
+            (false, Some(_)) => "Synchronizing",
+            (false, None) => "Disconnected",
+        }
+    }
+
+    /// Write transactions the mirror lacks (unknown while it is unreachable).
+    pub fn lag_writes(&self) -> Option<i64> {
+        self.mirror_writes
+            .map(|m| (self.principal_writes - m).max(0))
+    }
+}
+
+/// What a failover to the other copy did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DatabaseFailover {
+    pub from: Copy,
+    pub to: Copy,
+    pub term: i64,
+    /// Write transactions the old principal had committed that the new one lacks: 0 in a
+    /// planned failover; `None` when the old principal could not be read (forced).
+    pub lost_writes: Option<i64>,
+    /// The old principal was reachable and is now the mirror, in step.
+    pub old_principal_in_step: bool,
+}
+
+#[derive(Debug)]
+struct Side {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// A SQLite Back End and its mirror.
+#[derive(Debug)]
+pub(crate) struct Pair {
+    sides: [Side; 2],
+    principal: AtomicUsize,
+    term: AtomicI64,
+    /// The non-principal copy missed a commit: rebuilt before it is written again.
+    behind: AtomicBool,
+    problem: Mutex<Option<String>>,
+}
+
+impl Pair {
+    pub(crate) async fn open(primary: &Path, mirror: &Path) -> Result<Pair> {
+        let mut sides = Vec::new();
+        for path in [primary, mirror] {
+            let pool = open_sqlite_pool(path).await?;
+            migrate::run(
+                &Db::Sqlite(pool.clone()),
+                &path.display().to_string(),
+                "a Back End",
+                migrate::BACKEND,
+            )
+            .await?;
+            sides.push(Side {
+                pool,
+                path: path.to_path_buf(),
+            });
+        }
+        let [p, m]: [Side; 2] = sides.try_into().expect("two sides");
+        let pair = Pair {
+            sides: [p, m],
+            principal: AtomicUsize::new(0),
+            term: AtomicI64::new(0),
+            behind: AtomicBool::new(false),
+            problem: Mutex::new(None),
+        };
+        let rows = [
+            pair.row_of(Copy::Primary).await?,
+            pair.row_of(Copy::Mirror).await?,
+        ];
+        // The copy with the higher term says who is principal; a tie is the same row.
+        let newest = if rows[1].term > rows[0].term {
+            rows[1]
+        } else {
+            rows[0]
+        };
+        pair.follow(newest);
+        if rows[0] != rows[1] {
+            pair.mark_behind("the copies differ (a commit reached only one of them)".into());
+        }
+        Ok(pair)
+    }
+
+    async fn row_of(&self, copy: Copy) -> Result<PrincipalRow> {
+        let side = &self.sides[copy.index()];
+        let mut conn = Conn::Sqlite(side.pool.acquire().await.at(&self.label(copy))?);
+        principal_row(&mut conn, &self.label(copy)).await
+    }
+
+    fn follow(&self, row: PrincipalRow) {
+        self.principal
+            .store(row.principal.index(), Ordering::SeqCst);
+        self.term.store(row.term, Ordering::SeqCst);
+    }
+
+    fn label(&self, copy: Copy) -> String {
+        self.sides[copy.index()].path.display().to_string()
+    }
+
+    pub(crate) fn principal(&self) -> Copy {
+        Copy::of(self.principal.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn principal_pool(&self) -> &SqlitePool {
+        &self.sides[self.principal().index()].pool
+    }
+
+    pub(crate) fn path_of(&self, copy: Copy) -> &Path {
+        &self.sides[copy.index()].path
+    }
+
+    fn mark_behind(&self, why: String) {
+        tracing::warn!(mirror = %self.label(self.principal().other()), "the Back End's mirror is behind: {why}");
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.behind.store(true, Ordering::SeqCst);
+    }
+
+    /// The mirror failed a statement or its commit: it is rebuilt before the next write.
+    pub(crate) fn mirror_missed(&self, e: &sqlx::Error) {
+        self.mark_behind(format!("a commit did not reach it: {e}"));
+    }
+
+    pub(crate) async fn close(&self) {
+        for side in &self.sides {
+            side.pool.close().await;
+        }
+    }
+
+    /// A write transaction on both copies (see the module's documentation).
+    pub(crate) async fn begin_write(self: &Arc<Pair>) -> Result<Conn, sqlx::Error> {
+        loop {
+            if self.behind.load(Ordering::SeqCst)
+                && let Err(e) = self.rebuild_mirror().await
+            {
+                tracing::warn!("rebuilding the Back End's mirror failed: {e}");
+            }
+            let me = self.principal();
+            let mut principal = self.sides[me.index()]
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await?;
+            let row = read_row(&mut principal).await?;
+            if row.principal != me || row.term != self.term.load(Ordering::SeqCst) {
+                // Another server failed the pool's Back End over: follow it.
+                drop(principal);
+                self.follow(row);
+                continue;
+            }
+            let mut mirror = None;
+            if !self.behind.load(Ordering::SeqCst) {
+                match self.begin_mirror(row).await {
+                    Ok(tx) => mirror = Some(tx),
+                    Err(why) => self.mark_behind(why),
+                }
+            }
+            let bump = "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
+            sqlx::query(bump).execute(&mut *principal).await?;
+            if let Some(m) = mirror.as_mut()
+                && let Err(e) = sqlx::query(bump).execute(&mut **m).await
+            {
+                self.mirror_missed(&e);
+                mirror = None;
+            }
+            return Ok(Conn::PairTx {
+                principal,
+                mirror,
+                pair: self.clone(),
+            });
+        }
+    }
+
+    /// The mirror's write transaction, if it holds exactly what the principal holds.
+    async fn begin_mirror(
+        &self,
+        principal: PrincipalRow,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, String> {
+        let side = &self.sides[self.principal().other().index()];
+        let mut tx = side
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| format!("it cannot be written: {e}"))?;
+        let row = read_row(&mut tx)
+            .await
+            .map_err(|e| format!("it cannot be read: {e}"))?;
+        if row != principal {
+            return Err(format!(
+                "it holds {} write transactions in term {}, the principal {} in term {}",
+                row.writes, row.term, principal.writes, principal.term
+            ));
+        }
+        Ok(tx)
+    }
+
+    /// Copies the principal whole onto the mirror, under the principal's write lock, and
+    /// puts the mirror back in step. Meeting content files the mirror lacks are copied.
+    pub(crate) async fn rebuild_mirror(&self) -> Result<(), sqlx::Error> {
+        let me = self.principal();
+        let mirror = &self.sides[me.other().index()];
+        // The mirror's schema, in case its file is new or was lost.
+        Box::pin(migrate::run(
+            &Db::Sqlite(mirror.pool.clone()),
+            &mirror.path.display().to_string(),
+            "a Back End",
+            migrate::BACKEND,
+        ))
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let mut conn = self.sides[me.index()].pool.acquire().await?;
+        sqlx::query("ATTACH DATABASE $1 AS mirror")
+            .bind(mirror.path.display().to_string())
+            .execute(&mut *conn)
+            .await?;
+        let copied = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let tables: Vec<(String,)> = sqlx::query_as(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut script = String::new();
+            for (table,) in tables.iter().chain([&("sqlite_sequence".to_string(),)]) {
+                script.push_str(&format!(
+                    "DELETE FROM mirror.\"{table}\"; INSERT INTO mirror.\"{table}\" SELECT * FROM main.\"{table}\";"
+                ));
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if copied.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        let _ = sqlx::query("DETACH DATABASE mirror")
+            .execute(&mut *conn)
+            .await;
+        copied?;
+        copy_files(
+            &crate::userdata::file_store_of(&self.sides[me.index()].path),
+            &crate::userdata::file_store_of(&mirror.path),
+        )
+        .await;
+        self.behind.store(false, Ordering::SeqCst);
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::info!(mirror = %mirror.path.display(), "the Back End's mirror was rebuilt from the principal");
+        Ok(())
+    }
+
+    /// The mirror as the principal sees it.
+    pub(crate) async fn state(&self) -> Result<MirrorState> {
+        let me = self.principal();
+        let principal = self.row_of(me).await?;
+        let mirror = self.row_of(me.other()).await;
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mirror_writes = mirror.as_ref().ok().map(|r| r.writes);
+        let synchronized =
+            !self.behind.load(Ordering::SeqCst) && mirror.as_ref().is_ok_and(|r| *r == principal);
+        Ok(MirrorState {
+            principal: me,
+            term: principal.term,
+            principal_writes: principal.writes,
+            mirror_writes,
+            synchronized,
+            mode: "synchronous",
+            problem: match mirror {
+                Err(e) => Some(format!("the mirror cannot be read: {e}")),
+                Ok(_) if synchronized => None,
+                Ok(r) => problem.or(Some(format!(
+                    "it holds {} write transactions in term {}, the principal {} in term {}",
+                    r.writes, r.term, principal.writes, principal.term
+                ))),
+            },
+        })
+    }
+
+    /// Makes `to` the principal. Planned (the current principal answers): the mirror is
+    /// brought in step first, so nothing is lost, and the old principal becomes the mirror,
+    /// in step. Forced (`force`, the principal does not answer): the mirror takes over with
+    /// what it holds, and the old principal is fenced by the new term and rebuilt as the
+    /// mirror when it answers again.
+    pub(crate) async fn fail_over(
+        self: &Arc<Pair>,
+        to: Copy,
+        force: bool,
+    ) -> Result<DatabaseFailover> {
+        let from = self.principal();
+        if from == to {
+            return Err(crate::StoreError::Refused(format!(
+                "the {} copy is already the principal",
+                to.as_str()
+            )));
+        }
+        let label = self.label(to);
+        let planned = async {
+            let mut tx = self.begin_write().await?;
+            let Conn::PairTx {
+                mirror: Some(_), ..
+            } = &tx
+            else {
+                return Err(sqlx::Error::Protocol(
+                    "the mirror is not in step with the principal".into(),
+                ));
+            };
+            let term = self.term.load(Ordering::SeqCst) + 1;
+            crate::db::query(
+                "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3 WHERE id = 1",
+            )
+            .bind(term)
+            .bind(to.as_str())
+            .bind(now_ms())
+            .execute(&mut tx)
+            .await?;
+            // Both copies changed in the one transaction, or the failover did not happen.
+            let Conn::PairTx {
+                principal, mirror, ..
+            } = tx
+            else {
+                unreachable!()
+            };
+            let mirror = mirror.expect("checked above");
+            mirror.commit().await?;
+            principal.commit().await?;
+            Ok::<_, sqlx::Error>(term)
+        };
+        match planned.await {
+            Ok(term) => {
+                self.principal.store(to.index(), Ordering::SeqCst);
+                self.term.store(term, Ordering::SeqCst);
+                Ok(DatabaseFailover {
+                    from,
+                    to,
+                    term,
+                    lost_writes: Some(0),
+                    old_principal_in_step: true,
+                })
+            }
+            Err(e) if !force => Err(crate::StoreError::Refused(format!(
+                "a planned failover to the {} copy needs both copies in step, and {e}; \
+                 Invoke-CsDatabaseFailover -Force makes the {} copy principal with what it holds",
+                to.as_str(),
+                to.as_str()
+            ))),
+            Err(_) => {
+                // Forced: the new principal alone starts the new term.
+                let old = self.row_of(from).await.ok();
+                let side = &self.sides[to.index()];
+                let mut tx = side.pool.begin_with("BEGIN IMMEDIATE").await.at(&label)?;
+                let row = read_row(&mut tx).await.at(&label)?;
+                let term = row.term.max(self.term.load(Ordering::SeqCst)) + 1;
+                sqlx::query(
+                    "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3 WHERE id = 1",
+                )
+                .bind(term)
+                .bind(to.as_str())
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .at(&label)?;
+                tx.commit().await.at(&label)?;
+                self.principal.store(to.index(), Ordering::SeqCst);
+                self.term.store(term, Ordering::SeqCst);
+                self.mark_behind(format!(
+                    "the {} copy was made principal without it (forced failover)",
+                    to.as_str()
+                ));
+                Ok(DatabaseFailover {
+                    from,
+                    to,
+                    term,
+                    lost_writes: old.map(|o| (o.writes - row.writes).max(0)),
+                    old_principal_in_step: false,
+                })
+            }
+        }
+    }
+}
+
+async fn read_row(conn: &mut sqlx::SqliteConnection) -> Result<PrincipalRow, sqlx::Error> {
+    let (term, principal, writes): (i64, String, i64) =
+        sqlx::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+    Ok(PrincipalRow {
+        term,
+        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
+        writes,
+    })
+}
+
+/// Copies the files of `from` that `to` lacks (meeting content is named by its hash).
+async fn copy_files(from: &Path, to: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(from).await else {
+        return;
+    };
+    let _ = tokio::fs::create_dir_all(to).await;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let target = to.join(entry.file_name());
+        if entry.file_name().to_string_lossy().contains(".tmp")
+            || tokio::fs::try_exists(&target).await.unwrap_or(false)
+        {
+            continue;
+        }
+        let tmp = to.join(format!(
+            "{}.tmp{}",
+            entry.file_name().to_string_lossy(),
+            std::process::id()
+        ));
+        if tokio::fs::copy(entry.path(), &tmp).await.is_ok() {
+            let _ = tokio::fs::rename(&tmp, &target).await;
+        }
+    }
+}
