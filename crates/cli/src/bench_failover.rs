@@ -96,11 +96,17 @@ async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64
     let text = std::fs::read_to_string(lab.dir.join("topology.toml"))
         .context("reading the bench topology")?;
     let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
-    let url = topology
+    let fe = topology
         .front_end_pool(pool)
-        .map(|p| p.back_end.database_url.clone())
         .ok_or_else(|| anyhow!("the bench topology has no pool {pool}"))?;
-    let be = store::BackEnd::open(&url, &lab.dir)
+    let url = fe.back_end.database_url.clone();
+    let mirror = fe
+        .back_end
+        .mirror
+        .as_ref()
+        .map(|m| m.database_url.as_str())
+        .filter(|_| !store::is_postgres_url(&url));
+    let be = store::BackEnd::open_mirrored(&url, mirror, &lab.dir)
         .await
         .with_context(|| {
             format!(

@@ -195,6 +195,7 @@ pub fn permission(id: CmdletId) -> Permission {
         | SetCsEdgeServer
         | SetCsSite
         | InvokeCsManagementServerFailover
+        | InvokeCsDatabaseFailover
         | MoveCsManagementServer
         | SetCsBackupServiceConfiguration
         | AddDnsServerResourceRecordA

@@ -93,6 +93,7 @@ pub struct CmsFailoverRequest {
     pub backup_sql_fqdn: Option<String>,
     pub backup_sql_instance: Option<String>,
     pub backup_mirror_fqdn: Option<String>,
+    pub backup_mirror_instance: Option<String>,
 }
 
 /// What a failover, a `-Restore` or a move says.
@@ -124,6 +125,8 @@ struct Situation {
     master_fqdn: String,
     local: CmsRole,
     standby_version: i64,
+    /// Which copy of this pool's Back End is principal, when it is mirrored.
+    principal: Option<store::Copy>,
 }
 
 /// Why `cms_pool` has no standby in `here`, for a hint that fits: a Lync Server 2010 pool
@@ -189,6 +192,7 @@ impl Engine {
             master_fqdn,
             local: be.cms_role().await?,
             standby_version: be.current_version().await?.map_or(0, |v| v.version),
+            principal: be.mirror_state().await?.map(|m| m.principal),
             topology,
         })
     }
@@ -518,20 +522,55 @@ impl Engine {
             .topology
             .front_end_pool(here)
             .expect("this server's pool is in its topology");
+        // The seeds name the copy of the Back End that holds the principal database:
+        // -BackupSqlServerFqdn the primary, -MirrorSqlServerFqdn its mirror (after
+        // Invoke-CsDatabaseFailover -NewPrincipal Mirror).
+        let principal = s.principal.unwrap_or(store::Copy::Primary);
+        let state_hint =
+            format!("Get-CsDatabaseMirrorState -DatabaseType Centralmgmt -PoolFqdn {here}");
         if let Some(named) = &request.backup_mirror_fqdn {
-            let what = match &fe.back_end.mirror {
-                Some(m) if m.server_fqdn.eq_ignore_ascii_case(named) => format!(
-                    "{named} is the mirror of {here}'s Back End, and the principal copy of the Central Management database is on the primary, {} (Get-CsDatabaseMirrorState -DatabaseType Centralmgmt -PoolFqdn {here})",
-                    fe.back_end.server_fqdn
-                ),
-                _ => format!("{named} is not the mirror of {here}'s Back End"),
-            };
-            return Err(Error::conflict(format!(
-                "{what}; run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
-                fe.back_end.server_fqdn, fe.back_end.instance
-            )));
+            match &fe.back_end.mirror {
+                Some(m) if m.server_fqdn.eq_ignore_ascii_case(named) => {
+                    if principal != store::Copy::Mirror {
+                        return Err(Error::conflict(format!(
+                            "{named} is the mirror of {here}'s Back End, and the principal copy of the Central Management database is on the primary, {} ({state_hint}); \
+                             run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
+                            fe.back_end.server_fqdn, fe.back_end.server_fqdn, fe.back_end.instance
+                        )));
+                    }
+                    if let Some(instance) = &request.backup_mirror_instance
+                        && !instance.eq_ignore_ascii_case(&m.instance)
+                    {
+                        return Err(Error::conflict(format!(
+                            "{named} has no instance {instance}: the mirror is in instance {}",
+                            m.instance
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(Error::conflict(format!(
+                        "{named} is not the mirror of {here}'s Back End; run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
+                        fe.back_end.server_fqdn, fe.back_end.instance
+                    )));
+                }
+            }
         }
         match &request.backup_sql_fqdn {
+            Some(named)
+                if named.eq_ignore_ascii_case(&fe.back_end.server_fqdn)
+                    && principal == store::Copy::Mirror =>
+            {
+                let m = fe
+                    .back_end
+                    .mirror
+                    .as_ref()
+                    .expect("a principal mirror is in the topology");
+                return Err(Error::conflict(format!(
+                    "the principal copy of {here}'s Back End is its mirror, {} ({state_hint}); \
+                     run Invoke-CsManagementServerFailover -MirrorSqlServerFqdn {} -MirrorSqlInstanceName {}",
+                    m.server_fqdn, m.server_fqdn, m.instance
+                )));
+            }
             Some(named) if !named.eq_ignore_ascii_case(&fe.back_end.server_fqdn) => {
                 return Err(Error::conflict(format!(
                     "{named} does not hold the standby Central Management database: {here}'s Back End is {}; \
@@ -548,6 +587,13 @@ impl Engine {
                         fe.back_end.server_fqdn, fe.back_end.instance
                     )));
                 }
+            }
+            None if s.master.is_none() && request.backup_mirror_fqdn.is_none() => {
+                return Err(Error::conflict(format!(
+                    "the Central Management store in {} is unreachable (no Front End of {} holds the master role). \
+                     To promote the standby in {here}, run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
+                    s.cms_pool, s.cms_pool, fe.back_end.server_fqdn, fe.back_end.instance
+                )));
             }
             None if s.master.is_none() => {
                 return Err(Error::conflict(format!(

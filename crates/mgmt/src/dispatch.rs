@@ -107,7 +107,8 @@ pub fn place(id: CmdletId) -> Place {
         | DebugCsInterPoolReplication
         | ExportCsUserData
         | ImportCsUserData
-        | GetCsDatabaseMirrorState => Place::FrontEndOf(pool_fqdn),
+        | GetCsDatabaseMirrorState
+        | InvokeCsDatabaseFailover => Place::FrontEndOf(pool_fqdn),
         InstallCsDatabase => Place::FrontEndOf(crate::cmdlets::cms::pool_of_database),
         InvokeCsManagementServerFailover | MoveCsManagementServer | Bootstrapper => Place::Here,
         InvokeCsPoolFailOver

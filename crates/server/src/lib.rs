@@ -119,9 +119,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let fe = topology
                 .front_end_pool(&pool)
                 .expect("the server's own pool is in the topology");
-            let be = BackEnd::open(&fe.back_end.database_url, &config.backend_root)
-                .await
-                .with_context(|| format!("opening the Back End of {pool}"))?;
+            // A SQLite Back End keeps its mirror itself; a PostgreSQL one's is its
+            // streaming standby, which PostgreSQL keeps.
+            let mirror = fe
+                .back_end
+                .mirror
+                .as_ref()
+                .map(|m| m.database_url.as_str())
+                .filter(|_| !store::is_postgres_url(&fe.back_end.database_url));
+            let be =
+                BackEnd::open_mirrored(&fe.back_end.database_url, mirror, &config.backend_root)
+                    .await
+                    .with_context(|| format!("opening the Back End of {pool}"))?;
             Some(be)
         }
         Role::Edge => None,

@@ -167,7 +167,16 @@ impl BackEnd {
     /// A write transaction on this Back End. A SQLite file counts it in its
     /// `backend_principal` row, so that a mirror that missed it can tell (see
     /// [`crate::mirror`]); a mirrored pair counts it in both copies itself.
+    ///
+    /// A mirror that is behind is rebuilt first (under the principal's write lock), so that
+    /// this transaction reaches both copies again.
     pub(crate) async fn begin_write(&self) -> Result<Conn> {
+        if let Db::Pair(pair) = &self.db
+            && pair.behind.load(std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = pair.rebuild_mirror().await
+        {
+            tracing::warn!("rebuilding the Back End's mirror failed: {e}");
+        }
         let mut tx = crate::begin_write(&self.db, &self.path).await?;
         if let Conn::SqliteTx(_) = &tx {
             db::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")

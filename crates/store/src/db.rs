@@ -14,7 +14,9 @@
 //! Back End wants PostgreSQL's advisory locks and snapshot transactions (see
 //! [`Db::begin_write`], [`Db::begin_snapshot`]).
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
@@ -33,7 +35,7 @@ pub(crate) enum Db {
     Sqlite(SqlitePool),
     Pg(PgPool),
     /// A SQLite Back End with a mirror it writes in the same transactions.
-    Pair(Arc<crate::mirror::Pair>),
+    Pair(Arc<Pair>),
 }
 
 /// A transaction, or one connection taken from the pool for several reads.
@@ -48,7 +50,7 @@ pub(crate) enum Conn {
     PairTx {
         principal: sqlx::Transaction<'static, Sqlite>,
         mirror: Option<sqlx::Transaction<'static, Sqlite>>,
-        pair: Arc<crate::mirror::Pair>,
+        pair: Arc<Pair>,
     },
 }
 
@@ -144,12 +146,12 @@ pub(crate) enum On<'a> {
     Pg(&'a mut PgConnection),
     /// A SQLite pair outside a transaction: reads go to the principal, and a write runs in
     /// a write transaction of its own on both copies.
-    PairPool(&'a Arc<crate::mirror::Pair>),
+    PairPool(&'a Arc<Pair>),
     /// A write transaction of a SQLite pair: reads on the principal, writes on both.
     Pair(
         &'a mut SqliteConnection,
         &'a mut Option<sqlx::Transaction<'static, Sqlite>>,
-        &'a crate::mirror::Pair,
+        &'a Pair,
     ),
 }
 
@@ -349,7 +351,7 @@ async fn raw_sql_on_pair(
     sql: &str,
     principal: &mut SqliteConnection,
     mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
-    pair: &crate::mirror::Pair,
+    pair: &Pair,
 ) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(principal)
@@ -369,7 +371,7 @@ async fn raw_sql_on_pair(
 async fn on_mirror_too(
     query: &Query<'_>,
     mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
-    pair: &crate::mirror::Pair,
+    pair: &Pair,
 ) {
     if let Some(m) = mirror.as_mut() {
         let again = Query {
@@ -521,4 +523,197 @@ impl<'q, T: Row> QueryAs<'q, T> {
             self.query.args
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// A SQLite Back End's mirror: the two copies and their lock-step write transactions.
+
+/// Which copy of a mirrored Back End: the topology's primary server or its mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Copy {
+    Primary,
+    Mirror,
+}
+
+impl Copy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Copy::Primary => "Primary",
+            Copy::Mirror => "Mirror",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Copy::Primary => 0,
+            Copy::Mirror => 1,
+        }
+    }
+
+    pub(crate) fn of(index: usize) -> Copy {
+        if index == 0 {
+            Copy::Primary
+        } else {
+            Copy::Mirror
+        }
+    }
+
+    pub fn other(self) -> Copy {
+        Copy::of(1 - self.index())
+    }
+
+    pub fn parse(s: &str) -> Option<Copy> {
+        match s.to_ascii_lowercase().as_str() {
+            "primary" => Some(Copy::Primary),
+            "mirror" => Some(Copy::Mirror),
+            _ => None,
+        }
+    }
+}
+
+/// What a copy's `backend_principal` row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PrincipalRow {
+    pub(crate) term: i64,
+    pub(crate) principal: Copy,
+    pub(crate) writes: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Side {
+    pub(crate) pool: SqlitePool,
+    pub(crate) path: PathBuf,
+}
+
+/// A SQLite Back End and its mirror, written in the same transactions (see
+/// `crate::mirror` for the whole design; this is the transaction plumbing).
+#[derive(Debug)]
+pub(crate) struct Pair {
+    pub(crate) sides: [Side; 2],
+    pub(crate) principal: AtomicUsize,
+    pub(crate) term: AtomicI64,
+    /// The non-principal copy missed a commit: rebuilt before it is written again.
+    pub(crate) behind: AtomicBool,
+    pub(crate) problem: Mutex<Option<String>>,
+}
+
+impl Pair {
+    pub(crate) async fn row_of(&self, copy: Copy) -> Result<PrincipalRow, sqlx::Error> {
+        let mut conn = self.sides[copy.index()].pool.acquire().await?;
+        read_row(&mut conn).await
+    }
+
+    pub(crate) fn follow(&self, row: PrincipalRow) {
+        self.principal
+            .store(row.principal.index(), Ordering::SeqCst);
+        self.term.store(row.term, Ordering::SeqCst);
+    }
+
+    pub(crate) fn label(&self, copy: Copy) -> String {
+        self.sides[copy.index()].path.display().to_string()
+    }
+
+    pub(crate) fn principal(&self) -> Copy {
+        Copy::of(self.principal.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn principal_pool(&self) -> &SqlitePool {
+        &self.sides[self.principal().index()].pool
+    }
+
+    pub(crate) fn path_of(&self, copy: Copy) -> &Path {
+        &self.sides[copy.index()].path
+    }
+
+    pub(crate) fn mark_behind(&self, why: String) {
+        tracing::warn!(mirror = %self.label(self.principal().other()), "the Back End's mirror is behind: {why}");
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.behind.store(true, Ordering::SeqCst);
+    }
+
+    /// The mirror failed a statement or its commit: it is rebuilt before the next write.
+    pub(crate) fn mirror_missed(&self, e: &sqlx::Error) {
+        self.mark_behind(format!("a commit did not reach it: {e}"));
+    }
+
+    pub(crate) async fn close(&self) {
+        for side in &self.sides {
+            side.pool.close().await;
+        }
+    }
+
+    /// A write transaction on both copies (see the module's documentation).
+    pub(crate) async fn begin_write(self: &Arc<Pair>) -> Result<Conn, sqlx::Error> {
+        loop {
+            let me = self.principal();
+            let mut principal = self.sides[me.index()]
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await?;
+            let row = read_row(&mut principal).await?;
+            if row.principal != me || row.term != self.term.load(Ordering::SeqCst) {
+                // Another server failed the pool's Back End over: follow it.
+                drop(principal);
+                self.follow(row);
+                continue;
+            }
+            let mut mirror = None;
+            if !self.behind.load(Ordering::SeqCst) {
+                match self.begin_mirror(row).await {
+                    Ok(tx) => mirror = Some(tx),
+                    Err(why) => self.mark_behind(why),
+                }
+            }
+            let bump = "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
+            sqlx::query(bump).execute(&mut *principal).await?;
+            if let Some(m) = mirror.as_mut()
+                && let Err(e) = sqlx::query(bump).execute(&mut **m).await
+            {
+                self.mirror_missed(&e);
+                mirror = None;
+            }
+            return Ok(Conn::PairTx {
+                principal,
+                mirror,
+                pair: self.clone(),
+            });
+        }
+    }
+
+    /// The mirror's write transaction, if it holds exactly what the principal holds.
+    async fn begin_mirror(
+        &self,
+        principal: PrincipalRow,
+    ) -> Result<sqlx::Transaction<'static, Sqlite>, String> {
+        let side = &self.sides[self.principal().other().index()];
+        let mut tx = side
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| format!("it cannot be written: {e}"))?;
+        let row = read_row(&mut tx)
+            .await
+            .map_err(|e| format!("it cannot be read: {e}"))?;
+        if row != principal {
+            return Err(format!(
+                "it holds {} write transactions in term {}, the principal {} in term {}",
+                row.writes, row.term, principal.writes, principal.term
+            ));
+        }
+        Ok(tx)
+    }
+}
+
+pub(crate) async fn read_row(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<PrincipalRow, sqlx::Error> {
+    let (term, principal, writes): (i64, String, i64) =
+        sqlx::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+    Ok(PrincipalRow {
+        term,
+        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
+        writes,
+    })
 }

@@ -20,78 +20,14 @@
 //! follow a failover that any one of them ran. The write counts tell a mirror that missed
 //! a commit, even one another server's commit missed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sqlx::{Sqlite, SqlitePool};
-
-use crate::db::{Conn, Db};
+pub use crate::db::Copy;
+pub(crate) use crate::db::Pair;
+use crate::db::{Conn, Db, Side, read_row};
 use crate::{Context, Result, migrate, now_ms, open_sqlite_pool};
-
-/// Which copy of a mirrored Back End: the topology's primary server or its mirror.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Copy {
-    Primary,
-    Mirror,
-}
-
-impl Copy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Copy::Primary => "Primary",
-            Copy::Mirror => "Mirror",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Copy::Primary => 0,
-            Copy::Mirror => 1,
-        }
-    }
-
-    fn of(index: usize) -> Copy {
-        if index == 0 {
-            Copy::Primary
-        } else {
-            Copy::Mirror
-        }
-    }
-
-    pub fn other(self) -> Copy {
-        Copy::of(1 - self.index())
-    }
-
-    pub fn parse(s: &str) -> Option<Copy> {
-        match s.to_ascii_lowercase().as_str() {
-            "primary" => Some(Copy::Primary),
-            "mirror" => Some(Copy::Mirror),
-            _ => None,
-        }
-    }
-}
-
-/// What a copy's `backend_principal` row says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PrincipalRow {
-    pub(crate) term: i64,
-    pub(crate) principal: Copy,
-    pub(crate) writes: i64,
-}
-
-pub(crate) async fn principal_row(conn: &mut Conn, path: &str) -> Result<PrincipalRow> {
-    let (term, principal, writes): (i64, String, i64) =
-        crate::db::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
-            .fetch_one(conn)
-            .await
-            .at(path)?;
-    Ok(PrincipalRow {
-        term,
-        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
-        writes,
-    })
-}
 
 /// The mirror as its principal sees it, for `Get-CsDatabaseMirrorState`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -142,23 +78,6 @@ pub struct DatabaseFailover {
     pub old_principal_in_step: bool,
 }
 
-#[derive(Debug)]
-struct Side {
-    pool: SqlitePool,
-    path: PathBuf,
-}
-
-/// A SQLite Back End and its mirror.
-#[derive(Debug)]
-pub(crate) struct Pair {
-    sides: [Side; 2],
-    principal: AtomicUsize,
-    term: AtomicI64,
-    /// The non-principal copy missed a commit: rebuilt before it is written again.
-    behind: AtomicBool,
-    problem: Mutex<Option<String>>,
-}
-
 impl Pair {
     pub(crate) async fn open(primary: &Path, mirror: &Path) -> Result<Pair> {
         let mut sides = Vec::new();
@@ -185,8 +104,12 @@ impl Pair {
             problem: Mutex::new(None),
         };
         let rows = [
-            pair.row_of(Copy::Primary).await?,
-            pair.row_of(Copy::Mirror).await?,
+            pair.row_of(Copy::Primary)
+                .await
+                .at(&pair.label(Copy::Primary))?,
+            pair.row_of(Copy::Mirror)
+                .await
+                .at(&pair.label(Copy::Mirror))?,
         ];
         // The copy with the higher term says who is principal; a tie is the same row.
         let newest = if rows[1].term > rows[0].term {
@@ -199,117 +122,6 @@ impl Pair {
             pair.mark_behind("the copies differ (a commit reached only one of them)".into());
         }
         Ok(pair)
-    }
-
-    async fn row_of(&self, copy: Copy) -> Result<PrincipalRow> {
-        let side = &self.sides[copy.index()];
-        let mut conn = Conn::Sqlite(side.pool.acquire().await.at(&self.label(copy))?);
-        principal_row(&mut conn, &self.label(copy)).await
-    }
-
-    fn follow(&self, row: PrincipalRow) {
-        self.principal
-            .store(row.principal.index(), Ordering::SeqCst);
-        self.term.store(row.term, Ordering::SeqCst);
-    }
-
-    fn label(&self, copy: Copy) -> String {
-        self.sides[copy.index()].path.display().to_string()
-    }
-
-    pub(crate) fn principal(&self) -> Copy {
-        Copy::of(self.principal.load(Ordering::SeqCst))
-    }
-
-    pub(crate) fn principal_pool(&self) -> &SqlitePool {
-        &self.sides[self.principal().index()].pool
-    }
-
-    pub(crate) fn path_of(&self, copy: Copy) -> &Path {
-        &self.sides[copy.index()].path
-    }
-
-    fn mark_behind(&self, why: String) {
-        tracing::warn!(mirror = %self.label(self.principal().other()), "the Back End's mirror is behind: {why}");
-        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-        self.behind.store(true, Ordering::SeqCst);
-    }
-
-    /// The mirror failed a statement or its commit: it is rebuilt before the next write.
-    pub(crate) fn mirror_missed(&self, e: &sqlx::Error) {
-        self.mark_behind(format!("a commit did not reach it: {e}"));
-    }
-
-    pub(crate) async fn close(&self) {
-        for side in &self.sides {
-            side.pool.close().await;
-        }
-    }
-
-    /// A write transaction on both copies (see the module's documentation).
-    pub(crate) async fn begin_write(self: &Arc<Pair>) -> Result<Conn, sqlx::Error> {
-        loop {
-            if self.behind.load(Ordering::SeqCst)
-                && let Err(e) = self.rebuild_mirror().await
-            {
-                tracing::warn!("rebuilding the Back End's mirror failed: {e}");
-            }
-            let me = self.principal();
-            let mut principal = self.sides[me.index()]
-                .pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await?;
-            let row = read_row(&mut principal).await?;
-            if row.principal != me || row.term != self.term.load(Ordering::SeqCst) {
-                // Another server failed the pool's Back End over: follow it.
-                drop(principal);
-                self.follow(row);
-                continue;
-            }
-            let mut mirror = None;
-            if !self.behind.load(Ordering::SeqCst) {
-                match self.begin_mirror(row).await {
-                    Ok(tx) => mirror = Some(tx),
-                    Err(why) => self.mark_behind(why),
-                }
-            }
-            let bump = "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
-            sqlx::query(bump).execute(&mut *principal).await?;
-            if let Some(m) = mirror.as_mut()
-                && let Err(e) = sqlx::query(bump).execute(&mut **m).await
-            {
-                self.mirror_missed(&e);
-                mirror = None;
-            }
-            return Ok(Conn::PairTx {
-                principal,
-                mirror,
-                pair: self.clone(),
-            });
-        }
-    }
-
-    /// The mirror's write transaction, if it holds exactly what the principal holds.
-    async fn begin_mirror(
-        &self,
-        principal: PrincipalRow,
-    ) -> Result<sqlx::Transaction<'static, Sqlite>, String> {
-        let side = &self.sides[self.principal().other().index()];
-        let mut tx = side
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| format!("it cannot be written: {e}"))?;
-        let row = read_row(&mut tx)
-            .await
-            .map_err(|e| format!("it cannot be read: {e}"))?;
-        if row != principal {
-            return Err(format!(
-                "it holds {} write transactions in term {}, the principal {} in term {}",
-                row.writes, row.term, principal.writes, principal.term
-            ));
-        }
-        Ok(tx)
     }
 
     /// Copies the principal whole onto the mirror, under the principal's write lock, and
@@ -373,7 +185,7 @@ impl Pair {
     /// The mirror as the principal sees it.
     pub(crate) async fn state(&self) -> Result<MirrorState> {
         let me = self.principal();
-        let principal = self.row_of(me).await?;
+        let principal = self.row_of(me).await.at(&self.label(me))?;
         let mirror = self.row_of(me.other()).await;
         let problem = self
             .problem
@@ -501,18 +313,6 @@ impl Pair {
             }
         }
     }
-}
-
-async fn read_row(conn: &mut sqlx::SqliteConnection) -> Result<PrincipalRow, sqlx::Error> {
-    let (term, principal, writes): (i64, String, i64) =
-        sqlx::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
-            .fetch_one(conn)
-            .await?;
-    Ok(PrincipalRow {
-        term,
-        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
-        writes,
-    })
 }
 
 /// Copies the files of `from` that `to` lacks (meeting content is named by its hash).

@@ -744,6 +744,50 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         )
     },
     CmdletSpec {
+        description: "Makes the primary or the mirror copy of a pool's Back End its \
+            principal. tandem keeps a pool's databases (User, CentralMgmt, …) in one Back \
+            End, so they fail over together whichever -DatabaseType is named. A planned \
+            failover brings the mirror in step first and loses nothing; the old principal \
+            becomes the mirror. With -Force the mirror takes over with what it holds when \
+            the principal does not answer, and the old principal is fenced: it takes no \
+            writes and is rebuilt as the mirror when it returns. The other Front Ends of the \
+            pool follow at their next write.",
+        changes_state: true,
+        outputs: &[
+            "PoolFqdn",
+            "From",
+            "To",
+            "PrincipalSqlServerFqdn",
+            "Term",
+            "LostWrites",
+            "OldPrincipalInStep",
+        ],
+        examples: &[(
+            "Invoke-CsDatabaseFailover -PoolFqdn pool2.contoso.com -DatabaseType CentralMgmt -NewPrincipal Mirror",
+            "Makes pool2-be-mirror hold the principal copy of pool2's Back End.",
+        )],
+        ..cmdlet(
+            CmdletId::InvokeCsDatabaseFailover,
+            Capability::CmsFailover,
+            "Fails a pool's Back End over to its mirror, or back to its primary.",
+            &[
+                param("PoolFqdn", Fqdn, "The pool whose Back End fails over.").mandatory(),
+                param(
+                    "DatabaseType",
+                    Enum(DATABASE_TYPES),
+                    "The database to fail over (all of tandem's fail over together).",
+                )
+                .mandatory(),
+                param(
+                    "NewPrincipal",
+                    Enum(&["Primary", "Mirror"]),
+                    "The copy that becomes principal.",
+                )
+                .mandatory(),
+            ],
+        )
+    },
+    CmdletSpec {
         description: "Creates databases on a SQL Server instance. The disaster-recovery use is \
             -CentralManagementDatabase: it creates an empty Central Management store on the \
             backup pool's Back End before Move-CsManagementServer fills it. Without -Clean \

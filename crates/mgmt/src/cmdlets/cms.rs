@@ -37,12 +37,14 @@ pub async fn failover(call: &Call<'_>) -> Reply {
         backup_sql_fqdn: inv.text("BackupSqlServerFqdn"),
         backup_sql_instance: inv.text("BackupSqlInstanceName"),
         backup_mirror_fqdn: inv.text("BackupMirrorSqlServerFqdn"),
+        backup_mirror_instance: inv.text("BackupMirrorSqlInstanceName"),
     };
     Ok(said(call.mgmt.engine.cms_failover(request).await?))
 }
 
-/// `Get-CsDatabaseMirrorState`, on a Front End of the pool: tandem keeps no mirror yet,
-/// so the primary is the principal; the CMS copy's role, version and lost versions too.
+/// `Get-CsDatabaseMirrorState`, on a Front End of the pool: which copy of the Back End is
+/// principal and how far the mirror is behind, read from the copies themselves (see
+/// `store::mirror`), with the CMS copy's role, version and lost versions.
 pub async fn mirror_state(call: &Call<'_>) -> Reply {
     let node = call.node();
     let topology = node.topology();
@@ -75,6 +77,10 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
         .ok_or_else(|| Refused::Conflict(format!("{} is not a Front End", node.fqdn)))?;
     let role = be.cms_role().await?;
     let version = be.current_version().await?.map_or(0, |v| v.version);
+    let mirror = match &pool.back_end.mirror {
+        Some(_) => be.mirror_state().await?,
+        None => None,
+    };
     // Versions a master of this store committed that never reached the store that
     // replaced it (recorded when it was fenced).
     let lost: Vec<String> = be
@@ -100,20 +106,41 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
     let rows = databases
         .into_iter()
         .map(|(name, kind)| {
-            // tandem does not mirror Back Ends yet: the primary always holds the
-            // principal copy, and a declared mirror holds nothing.
-            let (on_primary, on_mirror) = match &pool.back_end.mirror {
-                Some(_) => ("Principal", NOT_MIRRORED),
-                None => (NOT_MIRRORED, NOT_MIRRORED),
+            let (on_primary, on_mirror, status) = match &mirror {
+                None => (NOT_MIRRORED, NOT_MIRRORED, ""),
+                Some(m) => {
+                    // The copy that does not answer is inaccessible, as SQL Server says.
+                    let other = if m.mirror_writes.is_some() {
+                        "Mirror"
+                    } else {
+                        NOT_MIRRORED
+                    };
+                    match m.principal {
+                        store::Copy::Primary => ("Principal", other, m.status()),
+                        store::Copy::Mirror => (other, "Principal", m.status()),
+                    }
+                }
+            };
+            let principal_fqdn = match (&mirror, &pool.back_end.mirror) {
+                (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => {
+                    spec.server_fqdn.clone()
+                }
+                _ => pool.back_end.server_fqdn.clone(),
+            };
+            let principal_instance = match (&mirror, &pool.back_end.mirror) {
+                (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => {
+                    spec.instance.clone()
+                }
+                _ => pool.back_end.instance.clone(),
             };
             let mut r = Record::new()
                 .with("DatabaseName", name)
                 .with("StateOnPrimary", on_primary)
                 .with("StateOnMirror", on_mirror)
-                .with("MirroringStatusOnPrimary", "")
-                .with("MirroringStatusOnSecondary", "")
-                .with("PrincipalSqlServerFqdn", pool.back_end.server_fqdn.clone())
-                .with("PrincipalSqlInstanceName", pool.back_end.instance.clone())
+                .with("MirroringStatusOnPrimary", status)
+                .with("MirroringStatusOnSecondary", status)
+                .with("PrincipalSqlServerFqdn", principal_fqdn)
+                .with("PrincipalSqlInstanceName", principal_instance)
                 .with(
                     "MirrorSqlServerFqdn",
                     pool.back_end
@@ -121,6 +148,22 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
                         .as_ref()
                         .map_or(String::new(), |m| m.server_fqdn.clone()),
                 );
+            if let Some(m) = &mirror {
+                // Numbers, not only state names: how far behind, in what term.
+                r = r
+                    .with("MirroringMode", m.mode)
+                    .with("PrincipalWrites", m.principal_writes)
+                    .with(
+                        "MirrorWrites",
+                        m.mirror_writes.map_or(Field::Null, Field::from),
+                    )
+                    .with(
+                        "MirrorLagWrites",
+                        m.lag_writes().map_or(Field::Null, Field::from),
+                    )
+                    .with("FailoverTerm", m.term)
+                    .with("MirrorProblem", m.problem.clone().unwrap_or_default());
+            }
             if kind == "CentralMgmt" {
                 r = r
                     .with("CentralManagementStore", role.mode.as_str())
@@ -134,6 +177,64 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
         })
         .collect();
     Ok(InvokeResponse::records(rows))
+}
+
+/// `Invoke-CsDatabaseFailover`, on a Front End of the pool: makes the primary or the
+/// mirror copy of its Back End the principal (see `store::mirror`).
+pub async fn database_failover(call: &Call<'_>) -> Reply {
+    let node = call.node();
+    let topology = node.topology();
+    let pool = topology
+        .front_end_pool(&node.pool)
+        .expect("a Front End's pool is in its topology");
+    let Some(spec) = &pool.back_end.mirror else {
+        return Err(Refused::Conflict(format!(
+            "{}'s Back End {} has no mirror in the topology: there is nothing to fail over to (a mirror is [front_end_pool.back_end.mirror] in the topology)",
+            pool.fqdn, pool.back_end.server_fqdn
+        ))
+        .into());
+    };
+    let to = call
+        .inv
+        .text("NewPrincipal")
+        .as_deref()
+        .and_then(store::Copy::parse)
+        .ok_or_else(|| Refused::Conflict("-NewPrincipal is Primary or Mirror".into()))?;
+    let be = node
+        .backend
+        .as_ref()
+        .ok_or_else(|| Refused::Conflict(format!("{} is not a Front End", node.fqdn)))?;
+    let done = be
+        .fail_over_database(to, call.inv.switch("Force"))
+        .await
+        .map_err(|e| match e {
+            store::StoreError::Refused(why) => Refused::Conflict(why),
+            other => Refused::Conflict(other.to_string()),
+        })?;
+    let fqdn_of = |c: store::Copy| match c {
+        store::Copy::Primary => pool.back_end.server_fqdn.clone(),
+        store::Copy::Mirror => spec.server_fqdn.clone(),
+    };
+    tracing::warn!(
+        pool = %pool.fqdn,
+        from = done.from.as_str(),
+        to = done.to.as_str(),
+        term = done.term,
+        "the Back End failed over"
+    );
+    Ok(InvokeResponse::records(vec![
+        Record::new()
+            .with("PoolFqdn", pool.fqdn.clone())
+            .with("From", done.from.as_str())
+            .with("To", done.to.as_str())
+            .with("PrincipalSqlServerFqdn", fqdn_of(done.to))
+            .with("Term", done.term)
+            .with(
+                "LostWrites",
+                done.lost_writes.map_or(Field::Null, Field::from),
+            )
+            .with("OldPrincipalInStep", done.old_principal_in_step),
+    ]))
 }
 
 /// Where `Install-CsDatabase` runs: a Front End of the pool whose Back End is

@@ -56,6 +56,7 @@ pub async fn run(call: &Call<'_>) -> Reply {
         GetCsDisasterRecoveryOperation => dr::operations(call).await,
         InvokeCsManagementServerFailover => cms::failover(call).await,
         GetCsDatabaseMirrorState => cms::mirror_state(call).await,
+        InvokeCsDatabaseFailover => cms::database_failover(call).await,
         InstallCsDatabase => cms::install_database(call).await,
         MoveCsManagementServer => cms::move_management_server(call).await,
         Bootstrapper => cms::bootstrapper(call).await,

@@ -19,7 +19,7 @@ fn pool_state(lab: &Lab, pool: &str) -> serde_json::Value {
 }
 
 /// The CMS status record.
-fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
+pub(crate) fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
     let v = lab.json(
         Some(server),
         "Get-CsManagementStoreReplicationStatus -CentralManagementStoreStatus",

@@ -10,6 +10,7 @@ mod edge;
 mod failover;
 mod federation;
 mod lab;
+mod mirror;
 mod restart;
 mod roles;
 mod shell;
