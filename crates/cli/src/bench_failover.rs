@@ -100,12 +100,7 @@ async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64
         .front_end_pool(pool)
         .ok_or_else(|| anyhow!("the bench topology has no pool {pool}"))?;
     let url = fe.back_end.database_url.clone();
-    let mirror = fe
-        .back_end
-        .mirror
-        .as_ref()
-        .map(|m| m.database_url.as_str())
-        .filter(|_| !store::is_postgres_url(&url));
+    let mirror = fe.back_end.mirror.as_ref().map(|m| m.database_url.as_str());
     let be = store::BackEnd::open_mirrored(&url, mirror, &lab.dir)
         .await
         .with_context(|| {

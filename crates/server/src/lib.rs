@@ -120,13 +120,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .front_end_pool(&pool)
                 .expect("the server's own pool is in the topology");
             // A SQLite Back End keeps its mirror itself; a PostgreSQL one's is its
-            // streaming standby, which PostgreSQL keeps.
-            let mirror = fe
-                .back_end
-                .mirror
-                .as_ref()
-                .map(|m| m.database_url.as_str())
-                .filter(|_| !store::is_postgres_url(&fe.back_end.database_url));
+            // streaming standby, which PostgreSQL keeps and this follows.
+            let mirror = fe.back_end.mirror.as_ref().map(|m| m.database_url.as_str());
             let be =
                 BackEnd::open_mirrored(&fe.back_end.database_url, mirror, &config.backend_root)
                     .await

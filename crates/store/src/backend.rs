@@ -108,18 +108,33 @@ impl BackEnd {
         }
     }
 
-    /// Opens a Back End and, when the topology gives it one, its mirror. A SQLite Back End
-    /// keeps its mirror itself (see [`crate::mirror`]): both must be `sqlite://` URLs.
+    /// Opens a Back End and, when the topology gives it one, its mirror (see
+    /// [`crate::mirror`]): a SQLite Back End keeps its mirror itself; a PostgreSQL one's is
+    /// its streaming standby, and this follows whichever copy is principal.
     pub async fn open_mirrored(url: &str, mirror: Option<&str>, root: &Path) -> Result<BackEnd> {
         let Some(mirror) = mirror else {
             return BackEnd::open(url, root).await;
         };
-        if crate::is_postgres_url(url) || crate::is_postgres_url(mirror) {
-            return Err(crate::StoreError::UnsupportedUrl(format!(
-                "{} with the mirror {}: a PostgreSQL Back End's mirror is its streaming standby, which tandem does not connect to yet",
-                crate::redacted_url(url),
-                crate::redacted_url(mirror)
-            )));
+        match (crate::is_postgres_url(url), crate::is_postgres_url(mirror)) {
+            (true, true) => {
+                let pair = crate::db::PgPair::open(url, mirror).await?;
+                return Ok(BackEnd {
+                    db: Db::PgPair(std::sync::Arc::new(pair)),
+                    path: format!(
+                        "{} (mirrored in {})",
+                        crate::redacted_url(url),
+                        crate::redacted_url(mirror)
+                    ),
+                });
+            }
+            (false, false) => {}
+            _ => {
+                return Err(crate::StoreError::UnsupportedUrl(format!(
+                    "{} with the mirror {}: a Back End and its mirror are both SQLite or both PostgreSQL",
+                    crate::redacted_url(url),
+                    crate::redacted_url(mirror)
+                )));
+            }
         }
         let (primary, mirror) = (sqlite_path(url, root)?, sqlite_path(mirror, root)?);
         let path = format!("{} (mirrored in {})", primary.display(), mirror.display());
@@ -144,6 +159,7 @@ impl BackEnd {
     pub async fn mirror_state(&self) -> Result<Option<crate::MirrorState>> {
         match &self.db {
             Db::Pair(pair) => pair.state().await.map(Some),
+            Db::PgPair(pair) => pair.state().await.map(Some),
             _ => Ok(None),
         }
     }
@@ -157,6 +173,7 @@ impl BackEnd {
     ) -> Result<crate::DatabaseFailover> {
         match &self.db {
             Db::Pair(pair) => pair.fail_over(to, force).await,
+            Db::PgPair(pair) => pair.fail_over(to, force).await,
             _ => Err(crate::StoreError::Refused(format!(
                 "{} has no mirror to fail over to",
                 self.path
@@ -164,9 +181,9 @@ impl BackEnd {
         }
     }
 
-    /// A write transaction on this Back End. A SQLite file counts it in its
-    /// `backend_principal` row, so that a mirror that missed it can tell (see
-    /// [`crate::mirror`]); a mirrored pair counts it in both copies itself.
+    /// A write transaction on this Back End, counted in its `backend_principal` row so
+    /// that a mirror that missed it can tell and a forced failover can count what it lost
+    /// (see [`crate::mirror`]); a SQLite pair counts it in both copies itself.
     ///
     /// A mirror that is behind is rebuilt first (under the principal's write lock), so that
     /// this transaction reaches both copies again.
@@ -178,7 +195,7 @@ impl BackEnd {
             tracing::warn!("rebuilding the Back End's mirror failed: {e}");
         }
         let mut tx = crate::begin_write(&self.db, &self.path).await?;
-        if let Conn::SqliteTx(_) = &tx {
+        if let Conn::SqliteTx(_) | Conn::PgTx(_) = &tx {
             db::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")
                 .execute(&mut tx)
                 .await

@@ -36,6 +36,9 @@ pub(crate) enum Db {
     Pg(PgPool),
     /// A SQLite Back End with a mirror it writes in the same transactions.
     Pair(Arc<Pair>),
+    /// A PostgreSQL Back End and its streaming standby: statements go to whichever is
+    /// principal, found again when it stops taking writes.
+    PgPair(Arc<PgPair>),
 }
 
 /// A transaction, or one connection taken from the pool for several reads.
@@ -56,7 +59,7 @@ pub(crate) enum Conn {
 
 impl Db {
     pub(crate) fn is_postgres(&self) -> bool {
-        matches!(self, Db::Pg(_))
+        matches!(self, Db::Pg(_) | Db::PgPair(_))
     }
 
     /// Starts a write transaction that holds the store's one write lock from its first
@@ -74,6 +77,7 @@ impl Db {
                 Ok(Conn::PgTx(tx))
             }
             Db::Pair(pair) => pair.begin_write().await,
+            Db::PgPair(pair) => pair.begin_write().await,
         }
     }
 
@@ -87,6 +91,11 @@ impl Db {
                     .await?,
             )),
             Db::Pair(pair) => Ok(Conn::SqliteTx(pair.principal_pool().begin().await?)),
+            Db::PgPair(pair) => Ok(Conn::PgTx(
+                pair.principal_pool()
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            )),
         }
     }
 
@@ -96,6 +105,7 @@ impl Db {
             Db::Sqlite(pool) => Ok(Conn::Sqlite(pool.acquire().await?)),
             Db::Pg(pool) => Ok(Conn::Pg(pool.acquire().await?)),
             Db::Pair(pair) => Ok(Conn::Sqlite(pair.principal_pool().acquire().await?)),
+            Db::PgPair(pair) => Ok(Conn::Pg(pair.principal_pool().acquire().await?)),
         }
     }
 
@@ -104,6 +114,11 @@ impl Db {
             Db::Sqlite(pool) => pool.close().await,
             Db::Pg(pool) => pool.close().await,
             Db::Pair(pair) => pair.close().await,
+            Db::PgPair(pair) => {
+                for side in &pair.sides {
+                    side.pool.close().await;
+                }
+            }
         }
     }
 }
@@ -147,6 +162,10 @@ pub(crate) enum On<'a> {
     /// A SQLite pair outside a transaction: reads go to the principal, and a write runs in
     /// a write transaction of its own on both copies.
     PairPool(&'a Arc<Pair>),
+    /// A PostgreSQL pair outside a transaction: a write runs in a write transaction of its
+    /// own (which checks the principal still takes writes), a read on the principal,
+    /// found again once if it fails.
+    PgPairPool(&'a Arc<PgPair>),
     /// A write transaction of a SQLite pair: reads on the principal, writes on both.
     Pair(
         &'a mut SqliteConnection,
@@ -161,6 +180,7 @@ impl<'a> From<&'a Db> for On<'a> {
             Db::Sqlite(pool) => On::SqlitePool(pool),
             Db::Pg(pool) => On::PgPool(pool),
             Db::Pair(pair) => On::PairPool(pair),
+            Db::PgPair(pair) => On::PgPairPool(pair),
         }
     }
 }
@@ -344,6 +364,16 @@ pub(crate) async fn raw_sql<'e>(sql: &str, on: impl Into<On<'e>>) -> Result<(), 
             tx.commit().await
         }
         On::Pair(principal, mirror, pair) => raw_sql_on_pair(sql, principal, mirror, pair).await,
+        On::PgPairPool(pair) => {
+            let mut tx = pair.begin_write().await?;
+            let Conn::PgTx(c) = &mut tx else {
+                unreachable!("a PostgreSQL write transaction")
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut **c)
+                .await?;
+            tx.commit().await
+        }
     }
 }
 
@@ -426,6 +456,15 @@ impl<'q> Query<'q> {
                     .await?
                     .rows_affected()
             }
+            On::PgPairPool(pair) => {
+                let mut tx = pair.begin_write().await?;
+                let Conn::PgTx(c) = &mut tx else {
+                    unreachable!("a PostgreSQL write transaction")
+                };
+                let rows = self.pg_query().execute(&mut **c).await?.rows_affected();
+                tx.commit().await?;
+                rows
+            }
         };
         Ok(Done { rows })
     }
@@ -479,6 +518,32 @@ macro_rules! fetch {
                 Ok(rows)
             }
             On::PairPool(pair) => $self.sqlite_query().$method(pair.principal_pool()).await,
+            On::PgPairPool(pair) if writes($self.query.sqlite) => {
+                let mut tx = pair.begin_write().await?;
+                let Conn::PgTx(c) = &mut tx else {
+                    unreachable!("a PostgreSQL write transaction")
+                };
+                let rows = $self.pg_query().$method(&mut **c).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            On::PgPairPool(pair) => {
+                let again = QueryAs {
+                    query: Query {
+                        sqlite: $self.query.sqlite,
+                        pg: $self.query.pg,
+                        args: $self.query.args.clone(),
+                    },
+                    row: std::marker::PhantomData,
+                };
+                match $self.pg_query().$method(pair.principal_pool()).await {
+                    Err(e) if PgPair::lost(&e) => {
+                        pair.resolve().await?;
+                        again.pg_query().$method(pair.principal_pool()).await
+                    }
+                    other => other,
+                }
+            }
             On::Pair(principal, mirror, pair) => {
                 if writes($self.query.sqlite) {
                     on_mirror_too(&$self.query, mirror, pair).await;
@@ -716,4 +781,181 @@ pub(crate) async fn read_row(
         principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
         writes,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// A PostgreSQL Back End and its streaming standby.
+
+/// One copy of a PostgreSQL pair.
+#[derive(Debug)]
+pub(crate) struct PgSide {
+    pub(crate) pool: PgPool,
+    pub(crate) label: String,
+}
+
+/// A PostgreSQL Back End's primary and mirror (a streaming hot standby PostgreSQL keeps).
+/// Statements go to the principal: the copy that is not in recovery and not fenced, with
+/// the highest term (see `crate::mirror`).
+#[derive(Debug)]
+pub(crate) struct PgPair {
+    pub(crate) sides: [PgSide; 2],
+    pub(crate) principal: AtomicUsize,
+    pub(crate) term: AtomicI64,
+}
+
+/// What one copy of a PostgreSQL pair says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PgCopyState {
+    pub(crate) in_recovery: bool,
+    pub(crate) read_only: bool,
+    pub(crate) row: PrincipalRow,
+    pub(crate) fenced: bool,
+}
+
+impl PgPair {
+    pub(crate) fn principal(&self) -> Copy {
+        Copy::of(self.principal.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn principal_pool(&self) -> &PgPool {
+        &self.sides[self.principal().index()].pool
+    }
+
+    /// The principal answered in a way that says it is no longer the principal (it is
+    /// read-only, in recovery, or gone): find the principal again and retry.
+    pub(crate) fn lost(e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            // 25006 read_only_sql_transaction, 57P01 admin_shutdown, 57P03 cannot_connect_now
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("25006" | "57P01" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) async fn copy_state(&self, copy: Copy) -> Result<PgCopyState, sqlx::Error> {
+        let (in_recovery, read_only, term, principal, writes, fenced): (
+            bool,
+            bool,
+            i64,
+            String,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
+                    term, principal, writes, fenced
+             FROM backend_principal WHERE id = 1",
+        )
+        .fetch_one(&self.sides[copy.index()].pool)
+        .await?;
+        Ok(PgCopyState {
+            in_recovery,
+            read_only,
+            row: PrincipalRow {
+                term,
+                principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
+                writes,
+            },
+            fenced: fenced != 0,
+        })
+    }
+
+    /// Finds the principal: of the copies that take writes (not in recovery, not fenced,
+    /// not read-only), the one with the highest term. Another that also takes writes (an
+    /// old principal come back) is fenced.
+    pub(crate) async fn resolve(&self) -> Result<Copy, sqlx::Error> {
+        let mut writable = Vec::new();
+        let mut why = Vec::new();
+        for copy in [Copy::Primary, Copy::Mirror] {
+            match self.copy_state(copy).await {
+                Ok(s) if !s.in_recovery && !s.read_only && !s.fenced => writable.push((copy, s)),
+                Ok(s) => why.push(format!(
+                    "{} is {}",
+                    self.sides[copy.index()].label,
+                    if s.in_recovery { "a standby" } else { "fenced" }
+                )),
+                Err(e) => why.push(format!(
+                    "{} does not answer: {e}",
+                    self.sides[copy.index()].label
+                )),
+            }
+        }
+        writable.sort_by_key(|(_, s)| std::cmp::Reverse(s.row.term));
+        let Some((copy, state)) = writable.first().cloned() else {
+            return Err(sqlx::Error::Protocol(format!(
+                "no copy of the Back End takes writes ({}); Invoke-CsDatabaseFailover -NewPrincipal <Primary|Mirror> -Force makes one principal",
+                why.join("; ")
+            )));
+        };
+        for (other, _) in writable.iter().skip(1) {
+            tracing::warn!(
+                copy = %self.sides[other.index()].label,
+                "two copies of the Back End take writes; fencing the one with the lower term"
+            );
+            let _ = fence(&self.sides[other.index()].pool).await;
+        }
+        self.principal.store(copy.index(), Ordering::SeqCst);
+        self.term.store(state.row.term, Ordering::SeqCst);
+        Ok(copy)
+    }
+
+    /// A write transaction on the principal, under the store's write lock, after checking
+    /// (under that lock) that the principal is still the principal.
+    pub(crate) async fn begin_write(&self) -> Result<Conn, sqlx::Error> {
+        let mut last = None;
+        for _ in 0..3 {
+            let attempt = async {
+                let mut tx = self.principal_pool().begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let (term, fenced, read_only): (i64, i64, bool) = sqlx::query_as(
+                    "SELECT term, fenced, current_setting('transaction_read_only') = 'on'
+                     FROM backend_principal WHERE id = 1",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                Ok::<_, sqlx::Error>((tx, term, fenced != 0 || read_only))
+            };
+            match attempt.await {
+                Ok((tx, term, false)) if term == self.term.load(Ordering::SeqCst) => {
+                    return Ok(Conn::PgTx(tx));
+                }
+                Ok(_) => {}
+                Err(e) if PgPair::lost(&e) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+            self.resolve().await?;
+        }
+        Err(last.unwrap_or_else(|| {
+            sqlx::Error::Protocol("the Back End's principal changed three times in a row".into())
+        }))
+    }
+}
+
+/// Makes a PostgreSQL copy refuse writes: under the write lock, so that a write in
+/// progress finishes first and none starts after, and in its configuration, so that
+/// nothing else writes it either. Returns its WAL position then.
+pub(crate) async fn fence(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE backend_principal SET fenced = 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
+    let (lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    // One statement each: several in one simple query run as one transaction block, where
+    // ALTER SYSTEM may not.
+    sqlx::query("ALTER SYSTEM SET default_transaction_read_only = on")
+        .execute(pool)
+        .await?;
+    sqlx::query("SELECT pg_reload_conf()").execute(pool).await?;
+    Ok(lsn)
 }

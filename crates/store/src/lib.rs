@@ -225,6 +225,26 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// A pool on a PostgreSQL copy that connects when first used, so that a copy that is
+/// down does not stop its pair from opening.
+fn connect_postgres_lazy(url: &str, path: &str) -> Result<sqlx::PgPool> {
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|source| StoreError::Database {
+            path: path.to_string(),
+            source,
+        })?
+        .application_name("tandem")
+        .options([
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+        ]);
+    Ok(sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
 /// Connects to a PostgreSQL Back End. A statement waits at most 10 s for a lock, and a
 /// transaction left idle (a server that stopped mid-way) is ended after 15 s so that it
 /// cannot hold the write lock for ever.

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 pub use crate::db::Copy;
 pub(crate) use crate::db::Pair;
-use crate::db::{Conn, Db, Side, read_row};
+use crate::db::{Conn, Db, PgPair, PgSide, Side, read_row};
 use crate::{Context, Result, migrate, now_ms, open_sqlite_pool};
 
 /// The mirror as its principal sees it, for `Get-CsDatabaseMirrorState`.
@@ -42,8 +42,14 @@ pub struct MirrorState {
     pub mirror_writes: Option<i64>,
     /// The other copy holds every committed write and takes the next ones in step.
     pub synchronized: bool,
-    /// How the mirror is kept: `synchronous` (in the same transactions) or streaming.
-    pub mode: &'static str,
+    /// How the mirror is kept: `Synchronous` (a SQLite mirror, in the same transactions;
+    /// a PostgreSQL standby the primary waits for) or `Asynchronous` (a standby it does
+    /// not wait for).
+    pub mode: String,
+    /// A PostgreSQL standby: the WAL it has yet to replay, in bytes, and how long ago the
+    /// newest WAL it replayed was written (PostgreSQL's `replay_lag`).
+    pub lag_bytes: Option<i64>,
+    pub lag_ms: Option<i64>,
     /// Why the mirror is behind or unreachable, if it is.
     pub problem: Option<String>,
 }
@@ -201,7 +207,9 @@ impl Pair {
             principal_writes: principal.writes,
             mirror_writes,
             synchronized,
-            mode: "synchronous",
+            mode: "Synchronous".into(),
+            lag_bytes: None,
+            lag_ms: None,
             problem: match mirror {
                 Err(e) => Some(format!("the mirror cannot be read: {e}")),
                 Ok(_) if synchronized => None,
@@ -337,4 +345,249 @@ async fn copy_files(from: &Path, to: &Path) {
             let _ = tokio::fs::rename(&tmp, &target).await;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: the standby PostgreSQL streams to.
+
+impl PgPair {
+    /// Connects to both copies (a copy that is down is connected to when it answers),
+    /// applies migrations on the principal (the standby gets them by streaming) and finds
+    /// the principal.
+    pub(crate) async fn open(primary: &str, mirror: &str) -> Result<PgPair> {
+        let mut sides = Vec::new();
+        for url in [primary, mirror] {
+            let label = crate::redacted_url(url);
+            let pool = crate::connect_postgres_lazy(url, &label)?;
+            sides.push(PgSide { pool, label });
+        }
+        let [p, m]: [PgSide; 2] = sides.try_into().expect("two sides");
+        let pair = PgPair {
+            sides: [p, m],
+            principal: AtomicUsize::new(0),
+            term: AtomicI64::new(0),
+        };
+        // The copies not in recovery can be written; migrations go there first.
+        let mut writable = vec![];
+        let mut why = vec![];
+        for copy in [Copy::Primary, Copy::Mirror] {
+            let side = &pair.sides[copy.index()];
+            match sqlx::query_as::<_, (bool,)>("SELECT pg_is_in_recovery()")
+                .fetch_one(&side.pool)
+                .await
+            {
+                Ok((false,)) => writable.push(copy),
+                Ok((true,)) => {}
+                Err(e) => why.push(format!("{}: {e}", side.label)),
+            }
+        }
+        if writable.is_empty() {
+            return Err(crate::StoreError::Refused(format!(
+                "no copy of the Back End takes writes: both are standbys or do not answer ({}); \
+                 Invoke-CsDatabaseFailover -NewPrincipal <Primary|Mirror> -Force promotes one",
+                why.join("; ")
+            )));
+        }
+        for copy in writable {
+            let side = &pair.sides[copy.index()];
+            migrate::run(
+                &Db::Pg(side.pool.clone()),
+                &side.label,
+                "a Back End",
+                migrate::BACKEND,
+            )
+            .await?;
+        }
+        pair.resolve().await.at(&pair.sides[0].label)?;
+        Ok(pair)
+    }
+
+    fn label(&self, copy: Copy) -> &str {
+        &self.sides[copy.index()].label
+    }
+
+    /// The standby as the principal sees it: `pg_stat_replication` on the principal, the
+    /// replayed row on the standby.
+    pub(crate) async fn state(&self) -> Result<MirrorState> {
+        let me = self.principal();
+        let principal = self.copy_state(me).await.at(self.label(me))?;
+        let standby = self.copy_state(me.other()).await;
+        let streaming: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT state, sync_state,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
+                    (EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint
+             FROM pg_stat_replication ORDER BY backend_start DESC LIMIT 1",
+        )
+        .fetch_optional(&self.sides[me.index()].pool)
+        .await
+        .at(self.label(me))?;
+        let mirror_writes = standby.as_ref().ok().map(|s| s.row.writes);
+        let (mode, lag_bytes, lag_ms, state) = match &streaming {
+            Some((state, sync, bytes, ms)) => (
+                match sync.as_str() {
+                    "sync" | "quorum" => "Synchronous".to_string(),
+                    _ => "Asynchronous".to_string(),
+                },
+                *bytes,
+                *ms,
+                state.clone(),
+            ),
+            None => ("Asynchronous".to_string(), None, None, String::new()),
+        };
+        let synchronized = state == "streaming"
+            && lag_bytes == Some(0)
+            && standby.as_ref().is_ok_and(|s| s.in_recovery);
+        let problem = match (&standby, &streaming) {
+            (Err(e), _) => Some(format!("the standby does not answer: {e}")),
+            (Ok(s), _) if !s.in_recovery => Some(
+                "the other copy is not a standby (a fenced old principal): rebuild it as the standby (pg_rewind, or pg_basebackup from the principal)"
+                    .to_string(),
+            ),
+            (Ok(_), None) => Some("the standby is not streaming from the principal".to_string()),
+            (Ok(_), Some(_)) if !synchronized => Some(format!(
+                "the standby is {state}, {} bytes of WAL behind",
+                lag_bytes.unwrap_or(0)
+            )),
+            _ => None,
+        };
+        Ok(MirrorState {
+            principal: me,
+            term: principal.row.term,
+            principal_writes: principal.row.writes,
+            mirror_writes: if streaming.is_some() {
+                mirror_writes
+            } else {
+                None
+            },
+            synchronized,
+            mode,
+            lag_bytes,
+            lag_ms,
+            problem,
+        })
+    }
+
+    /// Promotes the standby. Planned: the principal is fenced under its write lock (a write
+    /// in progress finishes, none starts), the standby replays up to that point, then is
+    /// promoted: nothing is lost. Forced: the standby is promoted with what it has, and the
+    /// old principal, if it answers, is fenced.
+    pub(crate) async fn fail_over(&self, to: Copy, force: bool) -> Result<DatabaseFailover> {
+        let from = self.principal();
+        if from == to {
+            return Err(crate::StoreError::Refused(format!(
+                "the {} copy is already the principal",
+                to.as_str()
+            )));
+        }
+        let old = &self.sides[from.index()];
+        let new = &self.sides[to.index()];
+        let before = self.copy_state(from).await.ok();
+        let standby = self.copy_state(to).await.at(&new.label)?;
+        if !standby.in_recovery {
+            return Err(crate::StoreError::Refused(format!(
+                "{} is not a standby of the principal (it was fenced and not rebuilt): rebuild it as the standby first (pg_rewind, or pg_basebackup from {})",
+                new.label, old.label
+            )));
+        }
+        let fenced_at = match crate::db::fence(&old.pool).await {
+            Ok(lsn) => Some(lsn),
+            Err(e) if force => {
+                tracing::warn!("the old principal {} could not be fenced: {e}", old.label);
+                None
+            }
+            Err(e) => {
+                return Err(crate::StoreError::Refused(format!(
+                    "the principal {} cannot be fenced ({e}); Invoke-CsDatabaseFailover -Force promotes the standby with what it has",
+                    old.label
+                )));
+            }
+        };
+        if let Some(lsn) = &fenced_at {
+            // The standby replays everything the principal committed before the fence.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let (caught_up,): (bool,) =
+                    sqlx::query_as("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                        .bind(lsn)
+                        .fetch_one(&new.pool)
+                        .await
+                        .at(&new.label)?;
+                if caught_up {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    if force {
+                        break;
+                    }
+                    let _ = unfence(&old.pool).await;
+                    return Err(crate::StoreError::Refused(format!(
+                        "the standby {} did not replay the principal's last writes within 30 s; nothing changed. Invoke-CsDatabaseFailover -Force promotes it with what it has",
+                        new.label
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")
+            .fetch_one(&new.pool)
+            .await
+            .at(&new.label)?;
+        if !promoted {
+            return Err(crate::StoreError::Refused(format!(
+                "{} was not promoted within 60 s (its log says why)",
+                new.label
+            )));
+        }
+        let term = before
+            .as_ref()
+            .map_or(standby.row.term, |b| b.row.term.max(standby.row.term))
+            + 1;
+        let mut tx = new.pool.begin().await.at(&new.label)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::db::WRITE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .at(&new.label)?;
+        let (writes,): (i64,) = sqlx::query_as(
+            "UPDATE backend_principal SET term = $1, principal = $2, fenced = 0, changed_at = $3
+             WHERE id = 1 RETURNING writes",
+        )
+        .bind(term)
+        .bind(to.as_str())
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .at(&new.label)?;
+        tx.commit().await.at(&new.label)?;
+        self.principal.store(to.index(), Ordering::SeqCst);
+        self.term.store(term, Ordering::SeqCst);
+        let lost_writes = match (&fenced_at, &before) {
+            (Some(_), _) => Some(0),
+            (None, Some(b)) => Some((b.row.writes - writes).max(0)),
+            (None, None) => None,
+        };
+        Ok(DatabaseFailover {
+            from,
+            to,
+            term,
+            lost_writes,
+            old_principal_in_step: false,
+        })
+    }
+}
+
+/// Lifts a fence set by a failover that did not happen after all.
+async fn unfence(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    for statement in [
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    // Read-write whatever this session has heard of the reload yet.
+    let mut tx = pool.begin_with("BEGIN READ WRITE").await?;
+    sqlx::query("UPDATE backend_principal SET fenced = 0 WHERE id = 1")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }

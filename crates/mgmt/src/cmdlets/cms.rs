@@ -151,7 +151,15 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
             if let Some(m) = &mirror {
                 // Numbers, not only state names: how far behind, in what term.
                 r = r
-                    .with("MirroringMode", m.mode)
+                    .with("MirroringMode", m.mode.clone())
+                    .with(
+                        "MirrorLagBytes",
+                        m.lag_bytes.map_or(Field::Null, Field::from),
+                    )
+                    .with(
+                        "MirrorLagMilliseconds",
+                        m.lag_ms.map_or(Field::Null, Field::from),
+                    )
                     .with("PrincipalWrites", m.principal_writes)
                     .with(
                         "MirrorWrites",

@@ -11,6 +11,10 @@ CREATE TABLE backend_principal (
     term      BIGINT NOT NULL,
     principal TEXT COLLATE "C" NOT NULL CHECK (principal IN ('Primary', 'Mirror')),
     writes    BIGINT NOT NULL,
+    -- 1: this copy was the principal and is being, or was, failed over from: it takes no
+    -- more writes (every write transaction reads this row under the write lock first).
+    fenced    BIGINT NOT NULL,
     changed_at BIGINT NOT NULL
 );
-INSERT INTO backend_principal (id, term, principal, writes, changed_at) VALUES (1, 0, 'Primary', 0, 0);
+INSERT INTO backend_principal (id, term, principal, writes, fenced, changed_at)
+    VALUES (1, 0, 'Primary', 0, 0, 0);

@@ -9,6 +9,10 @@ CREATE TABLE backend_principal (
     term      INTEGER NOT NULL,
     principal TEXT NOT NULL CHECK (principal IN ('Primary', 'Mirror')),
     writes    INTEGER NOT NULL,
+    -- 1: this copy was the principal and is being, or was, failed over from: it takes no
+    -- more writes (every write transaction reads this row under the write lock first).
+    fenced    INTEGER NOT NULL,
     changed_at INTEGER NOT NULL
 );
-INSERT INTO backend_principal (id, term, principal, writes, changed_at) VALUES (1, 0, 'Primary', 0, 0);
+INSERT INTO backend_principal (id, term, principal, writes, fenced, changed_at)
+    VALUES (1, 0, 'Primary', 0, 0, 0);
