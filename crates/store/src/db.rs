@@ -642,6 +642,34 @@ pub(crate) struct PrincipalRow {
     pub(crate) term: i64,
     pub(crate) principal: Copy,
     pub(crate) writes: i64,
+    /// This copy's `writes` when it took over, and what the last failover lost (-1: not
+    /// known until the old principal is seen again).
+    pub(crate) took_over_at: i64,
+    pub(crate) lost_writes: i64,
+}
+
+/// The columns [`PrincipalRow`] is read from.
+pub(crate) const PRINCIPAL_ROW: &str = "term, principal, writes, took_over_at, lost_writes";
+
+type PrincipalTuple = (i64, String, i64, i64, i64);
+
+impl PrincipalRow {
+    fn from_tuple((term, principal, writes, took_over_at, lost_writes): PrincipalTuple) -> Self {
+        PrincipalRow {
+            term,
+            principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
+            writes,
+            took_over_at,
+            lost_writes,
+        }
+    }
+
+    /// What the last forced failover lost, once known: the write transactions the old
+    /// principal (`old`, seen again) committed beyond the point this copy took over at.
+    pub(crate) fn loss_seen_in(&self, old: &PrincipalRow) -> Option<i64> {
+        (self.lost_writes < 0 && old.term < self.term)
+            .then(|| (old.writes - self.took_over_at).max(0))
+    }
 }
 
 #[derive(Debug)]
@@ -772,15 +800,12 @@ impl Pair {
 pub(crate) async fn read_row(
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<PrincipalRow, sqlx::Error> {
-    let (term, principal, writes): (i64, String, i64) =
-        sqlx::query_as("SELECT term, principal, writes FROM backend_principal WHERE id = 1")
-            .fetch_one(conn)
-            .await?;
-    Ok(PrincipalRow {
-        term,
-        principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
-        writes,
-    })
+    let row: PrincipalTuple = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRINCIPAL_ROW} FROM backend_principal WHERE id = 1"
+    )))
+    .fetch_one(conn)
+    .await?;
+    Ok(PrincipalRow::from_tuple(row))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -835,28 +860,26 @@ impl PgPair {
     }
 
     pub(crate) async fn copy_state(&self, copy: Copy) -> Result<PgCopyState, sqlx::Error> {
-        let (in_recovery, read_only, term, principal, writes, fenced): (
+        let (in_recovery, read_only, fenced, term, principal, writes, took_over_at, lost_writes): (
             bool,
             bool,
+            i64,
             i64,
             String,
             i64,
             i64,
-        ) = sqlx::query_as(
+            i64,
+        ) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
-                    term, principal, writes, fenced
-             FROM backend_principal WHERE id = 1",
-        )
+                    fenced, {PRINCIPAL_ROW}
+             FROM backend_principal WHERE id = 1"
+        )))
         .fetch_one(&self.sides[copy.index()].pool)
         .await?;
         Ok(PgCopyState {
             in_recovery,
             read_only,
-            row: PrincipalRow {
-                term,
-                principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
-                writes,
-            },
+            row: PrincipalRow::from_tuple((term, principal, writes, took_over_at, lost_writes)),
             fenced: fenced != 0,
         })
     }
@@ -888,12 +911,18 @@ impl PgPair {
                 why.join("; ")
             )));
         };
-        for (other, _) in writable.iter().skip(1) {
+        for (other, old) in writable.iter().skip(1) {
             tracing::warn!(
                 copy = %self.sides[other.index()].label,
                 "two copies of the Back End take writes; fencing the one with the lower term"
             );
             let _ = fence(&self.sides[other.index()].pool).await;
+            if let Some(lost) = state.row.loss_seen_in(&old.row) {
+                let _ = sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+                    .bind(lost)
+                    .execute(&self.sides[copy.index()].pool)
+                    .await;
+            }
         }
         self.principal.store(copy.index(), Ordering::SeqCst);
         self.term.store(state.row.term, Ordering::SeqCst);

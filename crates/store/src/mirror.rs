@@ -50,6 +50,9 @@ pub struct MirrorState {
     /// newest WAL it replayed was written (PostgreSQL's `replay_lag`).
     pub lag_bytes: Option<i64>,
     pub lag_ms: Option<i64>,
+    /// What the last failover lost, in write transactions: 0 after a planned one; after a
+    /// forced one, known once the old principal is seen again (`None` until then).
+    pub last_failover_lost_writes: Option<i64>,
     /// Why the mirror is behind or unreachable, if it is.
     pub problem: Option<String>,
 }
@@ -124,6 +127,19 @@ impl Pair {
             rows[0]
         };
         pair.follow(newest);
+        let older = if rows[1].term > rows[0].term {
+            rows[0]
+        } else {
+            rows[1]
+        };
+        if let Some(lost) = newest.loss_seen_in(&older) {
+            let side = &pair.sides[newest.principal.index()];
+            sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+                .bind(lost)
+                .execute(&side.pool)
+                .await
+                .at(&pair.label(newest.principal))?;
+        }
         if rows[0] != rows[1] {
             pair.mark_behind("the copies differ (a commit reached only one of them)".into());
         }
@@ -210,6 +226,8 @@ impl Pair {
             mode: "Synchronous".into(),
             lag_bytes: None,
             lag_ms: None,
+            last_failover_lost_writes: (principal.lost_writes >= 0)
+                .then_some(principal.lost_writes),
             problem: match mirror {
                 Err(e) => Some(format!("the mirror cannot be read: {e}")),
                 Ok(_) if synchronized => None,
@@ -251,7 +269,8 @@ impl Pair {
             };
             let term = self.term.load(Ordering::SeqCst) + 1;
             crate::db::query(
-                "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3 WHERE id = 1",
+                "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
+                     took_over_at = writes, lost_writes = 0 WHERE id = 1",
             )
             .bind(term)
             .bind(to.as_str())
@@ -295,12 +314,15 @@ impl Pair {
                 let mut tx = side.pool.begin_with("BEGIN IMMEDIATE").await.at(&label)?;
                 let row = read_row(&mut tx).await.at(&label)?;
                 let term = row.term.max(self.term.load(Ordering::SeqCst)) + 1;
+                let lost = old.as_ref().map(|o| (o.writes - row.writes).max(0));
                 sqlx::query(
-                    "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3 WHERE id = 1",
+                    "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
+                         took_over_at = writes, lost_writes = $4 WHERE id = 1",
                 )
                 .bind(term)
                 .bind(to.as_str())
                 .bind(now_ms())
+                .bind(lost.unwrap_or(-1))
                 .execute(&mut *tx)
                 .await
                 .at(&label)?;
@@ -315,7 +337,7 @@ impl Pair {
                     from,
                     to,
                     term,
-                    lost_writes: old.map(|o| (o.writes - row.writes).max(0)),
+                    lost_writes: lost,
                     old_principal_in_step: false,
                 })
             }
@@ -463,6 +485,8 @@ impl PgPair {
             mode,
             lag_bytes,
             lag_ms,
+            last_failover_lost_writes: (principal.row.lost_writes >= 0)
+                .then_some(principal.row.lost_writes),
             problem,
         })
     }
@@ -548,24 +572,26 @@ impl PgPair {
             .execute(&mut *tx)
             .await
             .at(&new.label)?;
-        let (writes,): (i64,) = sqlx::query_as(
-            "UPDATE backend_principal SET term = $1, principal = $2, fenced = 0, changed_at = $3
-             WHERE id = 1 RETURNING writes",
+        let lost_writes = match &before {
+            _ if fenced_at.is_some() => Some(0),
+            Some(b) => Some((b.row.writes - standby.row.writes).max(0)),
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE backend_principal SET term = $1, principal = $2, fenced = 0, changed_at = $3,
+                 took_over_at = writes, lost_writes = $4
+             WHERE id = 1",
         )
         .bind(term)
         .bind(to.as_str())
         .bind(now_ms())
-        .fetch_one(&mut *tx)
+        .bind(lost_writes.unwrap_or(-1))
+        .execute(&mut *tx)
         .await
         .at(&new.label)?;
         tx.commit().await.at(&new.label)?;
         self.principal.store(to.index(), Ordering::SeqCst);
         self.term.store(term, Ordering::SeqCst);
-        let lost_writes = match (&fenced_at, &before) {
-            (Some(_), _) => Some(0),
-            (None, Some(b)) => Some((b.row.writes - writes).max(0)),
-            (None, None) => None,
-        };
         Ok(DatabaseFailover {
             from,
             to,

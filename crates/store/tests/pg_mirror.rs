@@ -179,7 +179,32 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
         write(&fe, &format!("k{i}")).await;
     }
     wait_synchronized(&fe).await;
+    // The standby stops receiving (its WAL receiver is stopped, then killed with what
+    // was sent to it unread), five more writes commit on the primary alone, and the
+    // primary is lost: those five are what a forced failover loses.
+    let (receiver,): (i32,) = sqlx::query_as("SELECT pid FROM pg_stat_wal_receiver")
+        .fetch_one(
+            &mut <sqlx::PgConnection as sqlx::Connection>::connect(&pair.standby)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    signal(receiver, "STOP");
+    for i in 0..5 {
+        write(&fe, &format!("unshipped{i}")).await;
+    }
     pair.run("stop", "primary");
+    signal(receiver, "KILL");
+    // The standby restarts after losing a process; wait until it answers again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while <sqlx::PgConnection as sqlx::Connection>::connect(&pair.standby)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the standby never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Without -Force the failover is refused: the principal cannot be fenced.
     let refused = fe
         .fail_over_database(Copy::Mirror, false)
@@ -206,8 +231,21 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
         fresh.user_items("sip:ann@example.net").await.unwrap().len(),
         12
     );
+    let s = fresh.mirror_state().await.unwrap().unwrap();
+    assert_eq!(s.principal, Copy::Mirror);
     assert_eq!(
-        fresh.mirror_state().await.unwrap().unwrap().principal,
-        Copy::Mirror
+        s.last_failover_lost_writes,
+        Some(5),
+        "measured once the old primary is back"
     );
+}
+
+fn signal(pid: i32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
 }

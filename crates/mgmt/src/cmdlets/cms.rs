@@ -170,6 +170,10 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
                         m.lag_writes().map_or(Field::Null, Field::from),
                     )
                     .with("FailoverTerm", m.term)
+                    .with(
+                        "LastFailoverLostWrites",
+                        m.last_failover_lost_writes.map_or(Field::Null, Field::from),
+                    )
                     .with("MirrorProblem", m.problem.clone().unwrap_or_default());
             }
             if kind == "CentralMgmt" {

@@ -12,7 +12,12 @@ CREATE TABLE backend_principal (
     -- 1: this copy was the principal and is being, or was, failed over from: it takes no
     -- more writes (every write transaction reads this row under the write lock first).
     fenced    INTEGER NOT NULL,
+    -- This copy's `writes` when it took over (a forced failover's loss is what the old
+    -- principal had committed beyond it), and that loss once the old principal was seen
+    -- again (-1: not known yet).
+    took_over_at INTEGER NOT NULL,
+    lost_writes  INTEGER NOT NULL,
     changed_at INTEGER NOT NULL
 );
-INSERT INTO backend_principal (id, term, principal, writes, fenced, changed_at)
-    VALUES (1, 0, 'Primary', 0, 0, 0);
+INSERT INTO backend_principal (id, term, principal, writes, fenced, took_over_at, lost_writes, changed_at)
+    VALUES (1, 0, 'Primary', 0, 0, 0, 0, 0);
