@@ -64,6 +64,7 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
     let topology_file = dir.join("topology.toml");
     std::fs::write(&topology_file, bench_topology(replicas, block))?;
     let started = Instant::now();
+    let backend = lab::Backend::Sqlite;
     let up = lab::up(UpOptions {
         topology: Some(topology_file),
         dir: dir.clone(),
@@ -72,6 +73,7 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
         users: 0,
         detection_secs: None,
         reconcile_after_secs: lab::DEFAULT_RECONCILE_AFTER_SECS,
+        backend,
     });
     let result = up.and_then(|()| {
         let lab_up = started.elapsed();

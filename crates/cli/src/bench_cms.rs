@@ -129,7 +129,7 @@ struct Timing {
 }
 
 pub(crate) fn cms_failover(rounds: usize, json: bool) -> anyhow::Result<()> {
-    let (planned, disaster, fenced_ms) = with_lab(1, |lab, _| {
+    let (planned, disaster, fenced_ms) = with_lab(1, crate::lab::Backend::Sqlite, |lab, _| {
         let rt = lab::runtime();
         let mut planned = Vec::new();
         let mut active = 0;

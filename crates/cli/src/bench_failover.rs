@@ -343,7 +343,7 @@ pub(crate) fn failover(
     synchronous: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let figures = with_lab(users, |lab, all| {
+    let figures = with_lab(users, crate::lab::Backend::Sqlite, |lab, all| {
         // The clients hash digests and parse SIP: give them both cores, as `bench signin` does.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

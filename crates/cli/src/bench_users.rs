@@ -41,6 +41,7 @@ fn contoso_on_free_block() -> anyhow::Result<String> {
 /// Starts a lab with `users` users per pool, runs `work`, and always stops the lab.
 pub(crate) fn with_lab<T>(
     users: usize,
+    backend: lab::Backend,
     work: impl FnOnce(&LabFile, Vec<LabUser>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let dir = std::env::temp_dir().join(format!("tandem-bench-users-{}", std::process::id()));
@@ -55,6 +56,7 @@ pub(crate) fn with_lab<T>(
         users,
         detection_secs: None,
         reconcile_after_secs: lab::DEFAULT_RECONCILE_AFTER_SECS,
+        backend,
     });
     let result = up.and_then(|()| {
         let lab = LabFile::load(&dir)?;
@@ -256,7 +258,7 @@ async fn signin_phase(
 /// `tandem bench signin`: every user of one pool signs in at one Front End over plain UDP,
 /// then again over TLS (a connection per sign-in, its handshake included), in one run.
 pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Result<()> {
-    let (phases, front_end) = with_lab(users, |lab, all| {
+    let (phases, front_end) = with_lab(users, crate::lab::Backend::Sqlite, |lab, all| {
         let fe = lab
             .servers
             .iter()
@@ -406,7 +408,7 @@ pub(crate) fn backup(
     synchronous: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let (phases, mut lags, span) = with_lab(users, |lab, all| {
+    let (phases, mut lags, span) = with_lab(users, crate::lab::Backend::Sqlite, |lab, all| {
         let home = lab
             .servers
             .iter()

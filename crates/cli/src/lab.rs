@@ -26,6 +26,10 @@ pub(crate) struct LabFile {
     pub(crate) admin_token: String,
     pub(crate) cms_pool: String,
     pub(crate) servers: Vec<LabServer>,
+    /// The Back Ends' PostgreSQL clusters (`--backend postgres`; none on SQLite): kept
+    /// apart from the servers, which everything else of the lab talks to by their API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) clusters: Vec<LabServer>,
     /// Seconds an operation whose runner died waits before the active master's
     /// reconciler carries it on (every server is started with it).
     #[serde(default = "default_reconcile_after_secs")]
@@ -225,11 +229,20 @@ impl LabFile {
         Ok(())
     }
 
-    /// The servers a selector names: a site, a pool or a server (case-insensitive).
+    /// A server (`i` below the number of servers) or a cluster (above), as `select`
+    /// numbers them.
+    pub(crate) fn at(&self, i: usize) -> &LabServer {
+        self.servers
+            .get(i)
+            .unwrap_or_else(|| &self.clusters[i - self.servers.len()])
+    }
+
+    /// The servers and clusters a selector names: a site, a pool or a server
+    /// (case-insensitive); a cluster is numbered after every server (see [`Self::at`]).
     fn select(&self, selector: &str) -> anyhow::Result<Vec<usize>> {
-        let picked: Vec<usize> = (0..self.servers.len())
+        let picked: Vec<usize> = (0..self.servers.len() + self.clusters.len())
             .filter(|&i| {
-                let s = &self.servers[i];
+                let s = self.at(i);
                 [&s.site, &s.pool, &s.fqdn]
                     .iter()
                     .any(|n| n.eq_ignore_ascii_case(selector))
@@ -237,7 +250,7 @@ impl LabFile {
             .collect();
         if picked.is_empty() {
             let mut names: Vec<&str> = Vec::new();
-            for s in &self.servers {
+            for s in self.servers.iter().chain(&self.clusters) {
                 for n in [&s.site, &s.pool, &s.fqdn] {
                     if !names.contains(&n.as_str()) {
                         names.push(n);
@@ -289,6 +302,9 @@ impl LabServer {
             std::thread::sleep(Duration::from_millis(2));
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if crate::lab_pg::is_cluster(self) {
+            return crate::lab_pg::is_postmaster_of(self, &args);
+        }
         let data_dir = self.data_dir.as_os_str().as_encoded_bytes();
         args.windows(2)
             .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
@@ -300,7 +316,12 @@ fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
 
-fn random_token() -> anyhow::Result<String> {
+/// Signals a whole process group (a PostgreSQL cluster: its postmaster leads it).
+fn signal_group(pid: u32, sig: Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
+}
+
+pub(crate) fn random_token() -> anyhow::Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
@@ -318,6 +339,18 @@ pub(crate) struct UpOptions {
     pub(crate) detection_secs: Option<(u32, u32)>,
     /// How long an orphaned operation waits for an operator before the reconciler goes on.
     pub(crate) reconcile_after_secs: u64,
+    /// Where the Back Ends live: SQLite files, or a PostgreSQL cluster per Back End server.
+    pub(crate) backend: Backend,
+}
+
+/// `tandem lab up --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Backend {
+    /// The topology's `sqlite://` files, in the lab folder.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL cluster per Back End server (and its mirror), started by the lab.
+    Postgres,
 }
 
 /// One user the lab enabled, with the password it made up: `D/users.json`.
@@ -437,6 +470,14 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         }
         None => text,
     };
+    let lab_dir = std::path::absolute(&options.dir)?;
+    let (text, clusters) = match options.backend {
+        Backend::Sqlite => (text, Vec::new()),
+        Backend::Postgres => {
+            let clusters = crate::lab_pg::plan(&mut topology, &lab_dir)?;
+            (topology.to_toml(), clusters)
+        }
+    };
     let report = validate(&topology);
     if !report.is_valid() {
         bail!(
@@ -448,7 +489,11 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the lab folder {}", options.dir.display()))?;
     let dir = std::path::absolute(&options.dir)?;
     if let Ok(existing) = LabFile::load(&dir)
-        && existing.servers.iter().any(|s| s.alive())
+        && existing
+            .servers
+            .iter()
+            .chain(&existing.clusters)
+            .any(|s| s.alive())
     {
         bail!(
             "a lab is already running in {}; stop it with `tandem lab down --dir {}` or use another --dir",
@@ -469,13 +514,52 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     }
     let rt = runtime();
     let token = random_token()?;
-    rt.block_on(install(&topology, &text, &dir))?;
     std::fs::create_dir_all(dir.join("logs"))?;
+    // The Back Ends' clusters first: the store is installed in one of them.
+    let mut cluster_servers = Vec::new();
+    for c in &clusters {
+        let primary_address = c.mirror_of.as_ref().and_then(|p| {
+            cluster_servers
+                .iter()
+                .find(|s: &&LabServer| s.fqdn.eq_ignore_ascii_case(p))
+                .map(|s| s.address.clone())
+        });
+        crate::lab_pg::create(c, &dir, primary_address.as_deref())?;
+        let mut server = c.server.clone();
+        crate::lab_pg::start(&mut server)?;
+        rt.block_on(crate::lab_pg::wait_ready(
+            &server,
+            &dir,
+            Duration::from_secs(60),
+        ))?;
+        if c.mirror_of.is_none() {
+            let pool = topology
+                .front_end_pool(&server.pool)
+                .ok_or_else(|| anyhow!("no pool {}", server.pool))?;
+            let synchronous = pool
+                .back_end
+                .mirror
+                .as_ref()
+                .filter(|m| m.synchronous)
+                .map(|m| m.server_fqdn.as_str());
+            rt.block_on(crate::lab_pg::prepare_primary(
+                &server,
+                &dir,
+                &pool.back_end.instance,
+                synchronous,
+            ))?;
+        }
+        cluster_servers.push(server);
+    }
+    rt.block_on(install(&topology, &text, &dir))?;
+    // The topology as installed (with the clusters' URLs), for the lab's own tools.
+    std::fs::write(dir.join(INSTALLED_TOPOLOGY), &text)?;
     let mut lab = LabFile {
         dir: dir.clone(),
         admin_token: token,
         cms_pool: topology.deployment.cms_pool.clone(),
         reconcile_after_secs: options.reconcile_after_secs,
+        clusters: cluster_servers,
         servers: topology
             .servers()
             .map(|s| LabServer {
@@ -540,7 +624,14 @@ async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<
     let cms_pool = topology
         .front_end_pool(&topology.deployment.cms_pool)
         .ok_or_else(|| anyhow!("the CMS pool is not in the topology"))?;
-    let backend = BackEnd::open(&cms_pool.back_end.database_url, dir).await?;
+    let url = crate::lab_pg::with_password(&cms_pool.back_end.database_url, dir)?;
+    let mirror = cms_pool
+        .back_end
+        .mirror
+        .as_ref()
+        .map(|m| crate::lab_pg::with_password(&m.database_url, dir))
+        .transpose()?;
+    let backend = BackEnd::open_mirrored(&url, mirror.as_deref(), dir).await?;
     let items = vec![
         (
             cms::keys::TOPOLOGY_ACTIVE.to_string(),
@@ -608,6 +699,9 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
     })
 }
 
+/// The topology as the lab installed it (with its clusters' URLs), in the lab folder.
+pub(crate) const INSTALLED_TOPOLOGY: &str = "installed-topology.toml";
+
 /// The role of the lab's DNS server in lab.json.
 pub(crate) const DNS_ROLE: &str = "Dns";
 /// The zone file in the DNS server's data folder.
@@ -666,6 +760,8 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
         }
         let child = command
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
+            // The lab's PostgreSQL password, if it has clusters: never in the topology.
+            .env("PGPASSFILE", lab.dir.join(crate::lab_pg::PGPASS_FILE))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -879,6 +975,9 @@ fn print_summary(lab: &LabFile, took: Duration) {
 /// Whether a lab process answers its `/health` in time: a server with its health
 /// report, the DNS server with its plain "ok".
 async fn answers(client: &api::Client, s: &LabServer, timeout: Duration) -> bool {
+    if crate::lab_pg::is_cluster(s) {
+        return crate::lab_pg::answers(s, timeout).await;
+    }
     if s.role == DNS_ROLE {
         return client
             .http()
@@ -897,12 +996,16 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let rt = runtime();
     let client = lab.api()?;
     let mut rows = Vec::new();
-    for s in &lab.servers {
-        if s.role == DNS_ROLE {
+    for s in lab.servers.iter().chain(&lab.clusters) {
+        if s.role == DNS_ROLE || crate::lab_pg::is_cluster(s) {
             let answers = s.alive() && rt.block_on(answers(&client, s, Duration::from_secs(1)));
             rows.push(serde_json::json!({
                 "fqdn": s.fqdn, "role": s.role, "pool": s.pool, "site": s.site,
-                "address": format!("{}:{}", s.address, s.dns_port),
+                "address": if s.role == DNS_ROLE {
+                    format!("{}:{}", s.address, s.dns_port)
+                } else {
+                    format!("{}:{}", s.address, s.management_port)
+                },
                 "pid": if s.alive() { s.pid } else { None },
                 "state": if answers { "running" } else if s.alive() { "not answering" } else { "stopped" },
                 "replica_version": null,
@@ -968,8 +1071,12 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
     let lab = LabFile::load(dir)?;
     for i in lab.select(selector)? {
-        let s = &lab.servers[i];
+        let s = lab.at(i);
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            if crate::lab_pg::is_cluster(s) {
+                // A PostgreSQL server lost whole: the postmaster and every backend.
+                signal_group(pid, Signal::SIGKILL);
+            }
             signal(pid, Signal::SIGKILL);
             // The signal is delivered at once, the death a moment later: report it (and
             // let a `lab start` that follows find it gone) only once it is over.
@@ -989,9 +1096,12 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
 pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::Result<()> {
     let lab = LabFile::load(dir)?;
     for i in lab.select(selector)? {
-        let s = &lab.servers[i];
+        let s = lab.at(i);
         match s.pid.filter(|_| s.alive()) {
             Some(pid) if pause => {
+                if crate::lab_pg::is_cluster(s) {
+                    signal_group(pid, Signal::SIGSTOP);
+                }
                 signal(pid, Signal::SIGSTOP);
                 eprintln!(
                     "paused {} (pid {pid}); `tandem lab resume {}` lets it run",
@@ -999,6 +1109,9 @@ pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::
                 );
             }
             Some(pid) => {
+                if crate::lab_pg::is_cluster(s) {
+                    signal_group(pid, Signal::SIGCONT);
+                }
                 signal(pid, Signal::SIGCONT);
                 eprintln!("resumed {} (pid {pid})", s.fqdn);
             }
@@ -1011,8 +1124,30 @@ pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::
 /// `tandem lab start`.
 pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
-    let which = lab.select(selector)?;
+    let picked = lab.select(selector)?;
     let rt = runtime();
+    // A pool's Back End before its Front Ends, which open it as they start.
+    let servers = lab.servers.len();
+    if picked.iter().any(|&i| i >= servers) {
+        let text = std::fs::read_to_string(lab.dir.join(INSTALLED_TOPOLOGY))
+            .context("reading the lab's installed topology")?;
+        let topology = Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
+        for c in picked.iter().filter_map(|&i| i.checked_sub(servers)) {
+            let database = topology
+                .front_end_pool(&lab.clusters[c].pool)
+                .map(|p| p.back_end.instance.clone())
+                .unwrap_or_else(|| "rtc".into());
+            let started = rt.block_on(crate::lab_pg::start_cluster(
+                &mut lab.clusters,
+                c,
+                &lab.dir,
+                &database,
+            ));
+            lab.save()?;
+            started?;
+        }
+    }
+    let which: Vec<usize> = picked.iter().copied().filter(|&i| i < servers).collect();
     let mut tries = 0;
     loop {
         spawn(&mut lab, &which)?;
@@ -1027,11 +1162,11 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    for i in which {
+    for i in picked {
         eprintln!(
             "{} running (pid {})",
-            lab.servers[i].fqdn,
-            lab.servers[i].pid.unwrap_or(0)
+            lab.at(i).fqdn,
+            lab.at(i).pid.unwrap_or(0)
         );
     }
     Ok(())
@@ -1044,13 +1179,15 @@ fn strays(dir: &Path) -> Vec<u32> {
         return Vec::new();
     };
     let root = format!("\0--backend-root\0{}\0", dir.display());
+    let clusters = format!("\0-D\0{}/backend/", dir.display());
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let c = String::from_utf8_lossy(&c);
-                (c.contains("\0server\0") || c.contains("\0dns\0"))
-                    && format!("{c}\0").contains(&root)
+                ((c.contains("\0server\0") || c.contains("\0dns\0"))
+                    && format!("{c}\0").contains(&root))
+                    || (c.contains("cluster_name=") && format!("\0{c}").contains(&clusters))
             })
         })
         .collect()
@@ -1059,19 +1196,28 @@ fn strays(dir: &Path) -> Vec<u32> {
 /// `tandem lab down`: SIGTERM, then SIGKILL for what is still there after 10 s.
 pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
-    for s in &lab.servers {
+    for s in lab.servers.iter().chain(&lab.clusters) {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            if crate::lab_pg::is_cluster(s) {
+                // PostgreSQL's fast shutdown; a paused cluster runs again to act on it.
+                signal(pid, Signal::SIGINT);
+                signal_group(pid, Signal::SIGCONT);
+                continue;
+            }
             signal(pid, Signal::SIGTERM);
             // A server frozen by `lab pause` acts on the signal only once it runs again.
             signal(pid, Signal::SIGCONT);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.servers.iter().any(|s| s.alive()) && Instant::now() < deadline {
+    while lab.servers.iter().chain(&lab.clusters).any(|s| s.alive()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for s in &mut lab.servers {
+    for s in lab.servers.iter_mut().chain(lab.clusters.iter_mut()) {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            if crate::lab_pg::is_cluster(s) {
+                signal_group(pid, Signal::SIGKILL);
+            }
             signal(pid, Signal::SIGKILL);
             eprintln!("{} did not stop within 10 s; killed", s.fqdn);
         }

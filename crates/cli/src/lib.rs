@@ -13,6 +13,7 @@ mod bench_users;
 mod client;
 mod dns_cmd;
 mod lab;
+mod lab_pg;
 mod partner;
 mod shell;
 mod status;
@@ -139,6 +140,10 @@ enum LabCommand {
         /// master's reconciler carries it on.
         #[arg(long, default_value_t = lab::DEFAULT_RECONCILE_AFTER_SECS)]
         reconcile_after_secs: u64,
+        /// Where the Back Ends live: the topology's SQLite files, or a PostgreSQL cluster
+        /// per Back End server (and its mirror, a streaming standby), started by the lab.
+        #[arg(long, value_enum, default_value_t = lab::Backend::Sqlite)]
+        backend: lab::Backend,
     },
     /// Every server: running or not, its replica's version, which one is the CMS master.
     Status {
@@ -363,6 +368,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 failure_detection_secs,
                 failback_detection_secs,
                 reconcile_after_secs,
+                backend,
             } => lab::up(lab::UpOptions {
                 topology,
                 dir,
@@ -371,6 +377,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 users,
                 detection_secs: Some((failure_detection_secs, failback_detection_secs)),
                 reconcile_after_secs,
+                backend,
             }),
             LabCommand::Status { dir, json } => lab::status(&dir, json),
             LabCommand::Kill { target, dir } => lab::kill_servers(&dir, &target),

@@ -654,7 +654,9 @@ pub(crate) const PRINCIPAL_ROW: &str = "term, principal, writes, took_over_at, l
 type PrincipalTuple = (i64, String, i64, i64, i64);
 
 impl PrincipalRow {
-    fn from_tuple((term, principal, writes, took_over_at, lost_writes): PrincipalTuple) -> Self {
+    pub(crate) fn from_tuple(
+        (term, principal, writes, took_over_at, lost_writes): PrincipalTuple,
+    ) -> Self {
         PrincipalRow {
             term,
             principal: Copy::parse(&principal).unwrap_or(Copy::Primary),
@@ -961,6 +963,15 @@ impl PgPair {
         Err(last.unwrap_or_else(|| {
             sqlx::Error::Protocol("the Back End's principal changed three times in a row".into())
         }))
+    }
+}
+
+/// An error in words an operator can act on: a copy that does not answer says so, where
+/// sqlx says its pool timed out.
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::PoolTimedOut => "it does not answer: no connection could be made".into(),
+        other => other.to_string(),
     }
 }
 

@@ -431,8 +431,15 @@ impl PgPair {
     /// The standby as the principal sees it: `pg_stat_replication` on the principal, the
     /// replayed row on the standby.
     pub(crate) async fn state(&self) -> Result<MirrorState> {
-        let me = self.principal();
-        let principal = self.copy_state(me).await.at(self.label(me))?;
+        // Another server may have failed the Back End over since this one last wrote.
+        let mut me = self.principal();
+        let principal = match self.copy_state(me).await {
+            Ok(s) if !s.in_recovery && !s.fenced => s,
+            Ok(_) | Err(_) => {
+                me = self.resolve().await.at(self.label(me))?;
+                self.copy_state(me).await.at(self.label(me))?
+            }
+        };
         let standby = self.copy_state(me.other()).await;
         let streaming: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
             "SELECT state, sync_state,
@@ -443,6 +450,16 @@ impl PgPair {
         .fetch_optional(&self.sides[me.index()].pool)
         .await
         .at(self.label(me))?;
+        // An old principal come back writable (lower term): fence it, and count what it
+        // had committed that the failover lost.
+        if let Ok(other) = &standby
+            && !other.in_recovery
+            && !other.fenced
+            && !other.read_only
+            && other.row.term < principal.row.term
+        {
+            self.resolve().await.at(self.label(me))?;
+        }
         let mirror_writes = standby.as_ref().ok().map(|s| s.row.writes);
         let (mode, lag_bytes, lag_ms, state) = match &streaming {
             Some((state, sync, bytes, ms)) => (
@@ -521,8 +538,9 @@ impl PgPair {
             }
             Err(e) => {
                 return Err(crate::StoreError::Refused(format!(
-                    "the principal {} cannot be fenced ({e}); Invoke-CsDatabaseFailover -Force promotes the standby with what it has",
-                    old.label
+                    "the principal {} cannot be fenced ({}); Invoke-CsDatabaseFailover -Force promotes the standby with what it has",
+                    old.label,
+                    crate::db::describe(&e)
                 )));
             }
         };
@@ -616,4 +634,33 @@ async fn unfence(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await
+}
+
+/// Records, in the principal at `principal_url`, what the last forced failover lost: what
+/// the old principal at `old_url` committed beyond the point the principal took over at.
+/// For the lab, which reads an old primary (started read-only) before it rebuilds it as
+/// the standby. Returns the loss, or `None` when it was known already.
+pub async fn record_loss_from(principal_url: &str, old_url: &str) -> Result<Option<i64>> {
+    let label = crate::redacted_url(principal_url);
+    let row = |url: String| async move {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        let t: (i64, String, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM backend_principal WHERE id = 1",
+            crate::db::PRINCIPAL_ROW
+        )))
+        .fetch_one(&mut c)
+        .await?;
+        Ok::<_, sqlx::Error>((c, crate::db::PrincipalRow::from_tuple(t)))
+    };
+    let (_, old) = row(old_url.to_string()).await.at(&label)?;
+    let (mut c, principal) = row(principal_url.to_string()).await.at(&label)?;
+    let Some(lost) = principal.loss_seen_in(&old) else {
+        return Ok(None);
+    };
+    sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+        .bind(lost)
+        .execute(&mut c)
+        .await
+        .at(&label)?;
+    Ok(Some(lost))
 }

@@ -144,6 +144,12 @@ pub struct DatabaseMirror {
     pub server_fqdn: String,
     pub instance: String,
     pub database_url: String,
+    /// Whether the primary waits for the mirror before a commit returns. A SQLite mirror
+    /// is always written in the same transaction; a PostgreSQL standby is synchronous
+    /// (`synchronous_standby_names`) only when this says so: asynchronous by default, so
+    /// that a standby that is down never stops the pool's writes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub synchronous: bool,
 }
 
 /// Registrar resiliency settings (Topology Builder's Resiliency section).

@@ -234,7 +234,7 @@ pub async fn database_failover(call: &Call<'_>) -> Reply {
         term = done.term,
         "the Back End failed over"
     );
-    Ok(InvokeResponse::records(vec![
+    let mut reply = InvokeResponse::records(vec![
         Record::new()
             .with("PoolFqdn", pool.fqdn.clone())
             .with("From", done.from.as_str())
@@ -246,7 +246,18 @@ pub async fn database_failover(call: &Call<'_>) -> Reply {
                 done.lost_writes.map_or(Field::Null, Field::from),
             )
             .with("OldPrincipalInStep", done.old_principal_in_step),
-    ]))
+    ]);
+    if !done.old_principal_in_step {
+        reply.warnings.push(format!(
+            "{} is fenced: it takes no writes, and is no mirror until it is rebuilt as the standby of {} \
+             (on PostgreSQL: pg_basebackup -R or pg_rewind from the new principal; in a lab: tandem lab start {}). \
+             Get-CsDatabaseMirrorState shows when the mirror is back",
+            fqdn_of(done.from),
+            fqdn_of(done.to),
+            fqdn_of(done.from)
+        ));
+    }
+    Ok(reply)
 }
 
 /// Where `Install-CsDatabase` runs: a Front End of the pool whose Back End is

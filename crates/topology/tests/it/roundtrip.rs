@@ -23,11 +23,14 @@ fn server() -> impl Strategy<Value = Server> {
 }
 
 fn mirror() -> impl Strategy<Value = DatabaseMirror> {
-    (name(), text(), text()).prop_map(|(server_fqdn, instance, database_url)| DatabaseMirror {
-        server_fqdn,
-        instance,
-        database_url,
-    })
+    (name(), text(), text(), any::<bool>()).prop_map(
+        |(server_fqdn, instance, database_url, synchronous)| DatabaseMirror {
+            server_fqdn,
+            instance,
+            database_url,
+            synchronous,
+        },
+    )
 }
 
 fn front_end_pool() -> impl Strategy<Value = FrontEndPool> {
