@@ -11,6 +11,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub(crate) use crate::lab_process::{LabServer, random_token};
 use anyhow::{Context, anyhow, bail};
 use api::{InvokeRequest, InvokeResponse};
 use nix::sys::signal::{Signal, kill};
@@ -42,37 +43,6 @@ fn default_reconcile_after_secs() -> u64 {
 
 /// The servers' own default (see `tandem server --reconcile-after-secs`).
 pub(crate) const DEFAULT_RECONCILE_AFTER_SECS: u64 = 20;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct LabServer {
-    pub(crate) fqdn: String,
-    pub(crate) role: String,
-    pub(crate) pool: String,
-    pub(crate) site: String,
-    pub(crate) address: String,
-    pub(crate) management_port: u16,
-    pub(crate) pid: Option<u32>,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) log: PathBuf,
-    /// The registrar's port (SIP over UDP and TCP), Front Ends only.
-    #[serde(default)]
-    pub(crate) sip_port: u16,
-    /// The user-services port, Front Ends only.
-    #[serde(default)]
-    pub(crate) user_services_port: u16,
-    /// The DNS port, the lab's DNS server only.
-    #[serde(default)]
-    pub(crate) dns_port: u16,
-    /// The SIP TLS port, Front Ends only.
-    #[serde(default)]
-    pub(crate) sip_tls_port: u16,
-}
-
-impl LabServer {
-    pub(crate) fn base_url(&self) -> String {
-        api::base(&self.address, self.management_port)
-    }
-}
 
 /// The lab's certificate authority, in `pki/` of the lab folder: its key stays there.
 pub(crate) const PKI_DIR: &str = "pki";
@@ -266,52 +236,6 @@ impl LabFile {
     }
 }
 
-impl LabServer {
-    /// Whether this server's recorded pid is still this server: a live process (not a
-    /// thread: `/proc` answers for thread ids too) whose command line names this server's
-    /// own data folder. Every lab uses the same server names, and pids and thread ids are
-    /// recycled within seconds when many labs run at once; matching only the name once let
-    /// one test's `lab down` stop another test's server.
-    pub(crate) fn alive(&self) -> bool {
-        let Some(pid) = self.pid else { return false };
-        // A process that has only just been spawned shows an empty command line for a
-        // moment (its parent wakes while the kernel is still copying the arguments in), as
-        // a zombie does for good: wait out the first, never the second.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        let cmdline = loop {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-                return false;
-            };
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(str::trim)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            if field("Tgid:") != pid.to_string() || field("State:").starts_with('Z') {
-                return false;
-            }
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                return false;
-            };
-            if !cmdline.is_empty() || Instant::now() > deadline {
-                break cmdline;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if crate::lab_pg::is_cluster(self) {
-            return crate::lab_pg::is_postmaster_of(self, &args);
-        }
-        let data_dir = self.data_dir.as_os_str().as_encoded_bytes();
-        args.windows(2)
-            .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
-            && args.contains(&self.fqdn.as_bytes())
-    }
-}
-
 fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
@@ -319,13 +243,6 @@ fn signal(pid: u32, sig: Signal) {
 /// Signals a whole process group (a PostgreSQL cluster: its postmaster leads it).
 fn signal_group(pid: u32, sig: Signal) {
     let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
-}
-
-pub(crate) fn random_token() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub(crate) struct UpOptions {
@@ -1133,15 +1050,16 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
             .context("reading the lab's installed topology")?;
         let topology = Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
         for c in picked.iter().filter_map(|&i| i.checked_sub(servers)) {
-            let database = topology
+            let pool = topology
                 .front_end_pool(&lab.clusters[c].pool)
-                .map(|p| p.back_end.instance.clone())
-                .unwrap_or_else(|| "rtc".into());
+                .ok_or_else(|| anyhow!("no pool {}", lab.clusters[c].pool))?;
+            let synchronous = pool.back_end.mirror.as_ref().is_some_and(|m| m.synchronous);
             let started = rt.block_on(crate::lab_pg::start_cluster(
                 &mut lab.clusters,
                 c,
                 &lab.dir,
-                &database,
+                &pool.back_end.instance,
+                synchronous,
             ));
             lab.save()?;
             started?;
@@ -1196,11 +1114,27 @@ fn strays(dir: &Path) -> Vec<u32> {
 /// `tandem lab down`: SIGTERM, then SIGKILL for what is still there after 10 s.
 pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
     let mut lab = LabFile::load(dir)?;
-    for s in lab.servers.iter().chain(&lab.clusters) {
+    // The servers first, while their Back Ends still answer their last writes (a lease
+    // given up, a status recorded); then the Back Ends' clusters.
+    stop_all(&mut lab.servers);
+    stop_all(&mut lab.clusters);
+    for pid in strays(&lab.dir) {
+        signal(pid, Signal::SIGKILL);
+        eprintln!("killed pid {pid}, a server of this lab that lab.json did not list");
+    }
+    lab.save()?;
+    eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
+    Ok(())
+}
+
+/// SIGTERM (a cluster: PostgreSQL's fast shutdown, SIGINT), then SIGKILL for what is
+/// still there after 10 s.
+fn stop_all(servers: &mut [LabServer]) {
+    for s in servers.iter() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
             if crate::lab_pg::is_cluster(s) {
-                // PostgreSQL's fast shutdown; a paused cluster runs again to act on it.
                 signal(pid, Signal::SIGINT);
+                // A paused cluster runs again to act on it.
                 signal_group(pid, Signal::SIGCONT);
                 continue;
             }
@@ -1210,10 +1144,10 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while lab.servers.iter().chain(&lab.clusters).any(|s| s.alive()) && Instant::now() < deadline {
+    while servers.iter().any(|s| s.alive()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for s in lab.servers.iter_mut().chain(lab.clusters.iter_mut()) {
+    for s in servers.iter_mut() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
             if crate::lab_pg::is_cluster(s) {
                 signal_group(pid, Signal::SIGKILL);
@@ -1223,13 +1157,6 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
         }
         s.pid = None;
     }
-    for pid in strays(&lab.dir) {
-        signal(pid, Signal::SIGKILL);
-        eprintln!("killed pid {pid}, a server of this lab that lab.json did not list");
-    }
-    lab.save()?;
-    eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
-    Ok(())
 }
 
 /// The TLS settings of a client of the lab in `dir`: its CA as the only root.

@@ -21,22 +21,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use topology::Topology;
 
-use crate::lab::{LabServer, random_token};
+pub(crate) use crate::lab_process::{BACKEND_ROLE, MIRROR_ROLE, is_cluster};
+use crate::lab_process::{LabServer, random_token};
 
-/// The lab file's role of a Back End cluster and of its mirror.
-pub(crate) const BACKEND_ROLE: &str = "BackEnd";
-pub(crate) const MIRROR_ROLE: &str = "BackEndMirror";
 /// The clusters' superuser, the one role tandem's servers connect as.
 pub(crate) const PG_USER: &str = "tandem";
 /// The port every cluster listens on (each on its own address).
 pub(crate) const PG_PORT: u16 = 5432;
 /// The password file of the lab's clusters.
 pub(crate) const PGPASS_FILE: &str = "pgpass";
-
-/// Whether a lab server is a PostgreSQL cluster.
-pub(crate) fn is_cluster(s: &LabServer) -> bool {
-    s.role == BACKEND_ROLE || s.role == MIRROR_ROLE
-}
 
 /// PostgreSQL's programs: the newest installed version's.
 fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -324,7 +317,7 @@ pub(crate) fn create(c: &Cluster, dir: &Path, primary_address: Option<&str>) -> 
                     .args(["-h", at, "-p", &PG_PORT.to_string(), "-U", PG_USER])
                     .arg("-D")
                     .arg(&data)
-                    .args(["-R", "-X", "stream"]),
+                    .args(["-R", "-X", "stream", "--checkpoint=fast"]),
                 &format!("pg_basebackup of {primary}"),
             );
             let _ = std::fs::remove_file(&own_pgpass);
@@ -391,14 +384,6 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
         .with_context(|| format!("starting PostgreSQL for {}", s.fqdn))?;
     s.pid = Some(child.id());
     Ok(())
-}
-
-/// Whether the process `pid` is this cluster's postmaster.
-pub(crate) fn is_postmaster_of(s: &LabServer, args: &[&[u8]]) -> bool {
-    let data = s.data_dir.join("data");
-    let data = data.as_os_str().as_encoded_bytes();
-    let name = format!("cluster_name={}", s.fqdn);
-    args.windows(2).any(|w| w[0] == b"-D" && w[1] == data) && args.contains(&name.as_bytes())
 }
 
 /// Waits until the cluster accepts connections (a standby: until it streams too).
@@ -584,6 +569,7 @@ pub(crate) async fn start_cluster(
     i: usize,
     dir: &Path,
     database: &str,
+    synchronous: bool,
 ) -> anyhow::Result<()> {
     let running = clusters[i].alive();
     let peer = (0..clusters.len()).find(|&j| {
@@ -632,6 +618,11 @@ pub(crate) async fn start_cluster(
     }
     let principal = clusters[new].clone();
     let kept = rebuild_as_standby(&mut clusters[old], &principal, dir).await?;
+    if synchronous {
+        // The promotion made the principal commit alone; with its standby back, it waits
+        // for it again, as the topology says.
+        prepare_primary(&principal, dir, database, Some(&clusters[old].fqdn)).await?;
+    }
     eprintln!(
         "{} had been failed over from (term {} < {}): it is rebuilt as the standby of {} (its old data is in {}){}",
         clusters[old].fqdn,

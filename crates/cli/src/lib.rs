@@ -14,6 +14,7 @@ mod client;
 mod dns_cmd;
 mod lab;
 mod lab_pg;
+mod lab_process;
 mod partner;
 mod shell;
 mod status;

@@ -580,6 +580,24 @@ impl PgPair {
                 new.label
             )));
         }
+        // A synchronous mirror's settings came over with it: the promoted copy would wait
+        // for a standby that is not there yet, and no commit would return. It commits
+        // alone until a standby is rebuilt (which sets them again).
+        let (waits_for,): (String,) = sqlx::query_as("SHOW synchronous_standby_names")
+            .fetch_one(&new.pool)
+            .await
+            .at(&new.label)?;
+        if !waits_for.is_empty() {
+            for statement in [
+                "ALTER SYSTEM SET synchronous_standby_names = ''",
+                "SELECT pg_reload_conf()",
+            ] {
+                sqlx::query(statement)
+                    .execute(&new.pool)
+                    .await
+                    .at(&new.label)?;
+            }
+        }
         let term = before
             .as_ref()
             .map_or(standby.row.term, |b| b.row.term.max(standby.row.term))

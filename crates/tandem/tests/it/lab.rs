@@ -151,7 +151,41 @@ impl Lab {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Lab {
+        Lab::up_in(tempfile::tempdir().unwrap(), base, extra, env)
+    }
+
+    /// A lab whose Back Ends are PostgreSQL clusters (`--backend postgres`), or `None`
+    /// (after saying why) where PostgreSQL is not installed, unless the run requires it
+    /// (`TANDEM_TEST_POSTGRES_REQUIRED=1`, as in CI).
+    pub(crate) fn up_postgres(base: &topology::Topology, extra: &[&str]) -> Option<Lab> {
+        let installed = std::fs::read_dir("/usr/lib/postgresql")
+            .is_ok_and(|d| d.flatten().any(|e| e.path().join("bin/initdb").exists()));
+        if !installed {
+            assert!(
+                std::env::var("TANDEM_TEST_POSTGRES_REQUIRED").as_deref() != Ok("1"),
+                "TANDEM_TEST_POSTGRES_REQUIRED=1 but PostgreSQL is not installed (apt-get install postgresql)"
+            );
+            eprintln!("skipped: PostgreSQL is not installed");
+            return None;
+        }
+        // The clusters run as the postgres user, who must pass through the test's folder.
         let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        let mut args = vec!["--backend", "postgres"];
+        args.extend_from_slice(extra);
+        Some(Lab::up_in(dir, base, &args, &[]))
+    }
+
+    fn up_in(
+        dir: tempfile::TempDir,
+        base: &topology::Topology,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Lab {
         let path = dir.path().join("lab");
         let topology = dir.path().join("topology.toml");
         std::fs::write(&topology, topology_on_free_block(base)).unwrap();

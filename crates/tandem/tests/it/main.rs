@@ -10,6 +10,7 @@ mod edge;
 mod failover;
 mod federation;
 mod lab;
+mod lab_postgres;
 mod mirror;
 mod restart;
 mod roles;

@@ -1,0 +1,110 @@
+//! One process of a lab, as `D/lab.json` records it: a server, the DNS server, or a Back
+//! End's PostgreSQL cluster; how the lab knows it is still that process; the lab's secrets.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// The lab file's role of a Back End cluster and of its mirror (`--backend postgres`).
+pub(crate) const BACKEND_ROLE: &str = "BackEnd";
+pub(crate) const MIRROR_ROLE: &str = "BackEndMirror";
+
+/// Whether a lab process is a PostgreSQL cluster.
+pub(crate) fn is_cluster(s: &LabServer) -> bool {
+    s.role == BACKEND_ROLE || s.role == MIRROR_ROLE
+}
+
+/// Whether the command line `args` is this cluster's postmaster (started with its data
+/// folder and its name, see `lab_pg::start`).
+fn is_postmaster_of(s: &LabServer, args: &[&[u8]]) -> bool {
+    let data = s.data_dir.join("data");
+    let data = data.as_os_str().as_encoded_bytes();
+    let name = format!("cluster_name={}", s.fqdn);
+    args.windows(2).any(|w| w[0] == b"-D" && w[1] == data) && args.contains(&name.as_bytes())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LabServer {
+    pub(crate) fqdn: String,
+    pub(crate) role: String,
+    pub(crate) pool: String,
+    pub(crate) site: String,
+    pub(crate) address: String,
+    pub(crate) management_port: u16,
+    pub(crate) pid: Option<u32>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) log: PathBuf,
+    /// The registrar's port (SIP over UDP and TCP), Front Ends only.
+    #[serde(default)]
+    pub(crate) sip_port: u16,
+    /// The user-services port, Front Ends only.
+    #[serde(default)]
+    pub(crate) user_services_port: u16,
+    /// The DNS port, the lab's DNS server only.
+    #[serde(default)]
+    pub(crate) dns_port: u16,
+    /// The SIP TLS port, Front Ends only.
+    #[serde(default)]
+    pub(crate) sip_tls_port: u16,
+}
+
+impl LabServer {
+    pub(crate) fn base_url(&self) -> String {
+        api::base(&self.address, self.management_port)
+    }
+}
+
+impl LabServer {
+    /// Whether this server's recorded pid is still this server: a live process (not a
+    /// thread: `/proc` answers for thread ids too) whose command line names this server's
+    /// own data folder. Every lab uses the same server names, and pids and thread ids are
+    /// recycled within seconds when many labs run at once; matching only the name once let
+    /// one test's `lab down` stop another test's server.
+    pub(crate) fn alive(&self) -> bool {
+        let Some(pid) = self.pid else { return false };
+        // A process that has only just been spawned shows an empty command line for a
+        // moment (its parent wakes while the kernel is still copying the arguments in), as
+        // a zombie does for good: wait out the first, never the second.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let cmdline = loop {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if field("Tgid:") != pid.to_string() || field("State:").starts_with('Z') {
+                return false;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            if !cmdline.is_empty() || Instant::now() > deadline {
+                break cmdline;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if is_cluster(self) {
+            return is_postmaster_of(self, &args);
+        }
+        let data_dir = self.data_dir.as_os_str().as_encoded_bytes();
+        args.windows(2)
+            .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
+            && args.contains(&self.fqdn.as_bytes())
+    }
+}
+
+/// 24 random bytes, in hex: the lab's admin token and its database password.
+pub(crate) fn random_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
