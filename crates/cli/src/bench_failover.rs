@@ -93,15 +93,20 @@ async fn save(client: &reqwest::Client, bases: &[String], user: &LabUser, name: 
 /// How many contact items named `<prefix>*` the pool's Back End holds (its
 /// `database_url` in the lab's topology: a SQLite file or a PostgreSQL database).
 async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64> {
-    let text = std::fs::read_to_string(lab.dir.join("topology.toml"))
-        .context("reading the bench topology")?;
+    let text = std::fs::read_to_string(lab.dir.join(crate::lab::INSTALLED_TOPOLOGY))
+        .context("reading the lab's installed topology")?;
     let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
     let fe = topology
         .front_end_pool(pool)
         .ok_or_else(|| anyhow!("the bench topology has no pool {pool}"))?;
-    let url = fe.back_end.database_url.clone();
-    let mirror = fe.back_end.mirror.as_ref().map(|m| m.database_url.as_str());
-    let be = store::BackEnd::open_mirrored(&url, mirror, &lab.dir)
+    let url = crate::lab_pg::with_password(&fe.back_end.database_url, &lab.dir)?;
+    let mirror = fe
+        .back_end
+        .mirror
+        .as_ref()
+        .map(|m| crate::lab_pg::with_password(&m.database_url, &lab.dir))
+        .transpose()?;
+    let be = store::BackEnd::open_mirrored(&url, mirror.as_deref(), &lab.dir)
         .await
         .with_context(|| {
             format!(
@@ -341,19 +346,67 @@ pub(crate) fn failover(
     users: usize,
     active: usize,
     synchronous: bool,
+    backends: &[crate::lab::Backend],
     json: bool,
 ) -> anyhow::Result<()> {
-    let figures = with_lab(users, crate::lab::Backend::Sqlite, |lab, all| {
-        // The clients hash digests and parse SIP: give them both cores, as `bench signin` does.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(run(lab, all, active, synchronous))
-    })?;
+    let mut all_figures = Vec::new();
+    // One lab per kind of Back End, one after the other, in this one run.
+    for &backend in backends {
+        let figures = with_lab(users, backend, |lab, all| {
+            // The clients hash digests and parse SIP: give them both cores, as `bench
+            // signin` does.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(run(lab, all, active, synchronous))
+        })?;
+        let name = match backend {
+            crate::lab::Backend::Sqlite => "sqlite",
+            crate::lab::Backend::Postgres => "postgres",
+        };
+        all_figures.push((name, figures));
+    }
     if json {
-        println!("{figures}");
-    } else {
-        let f = &figures;
+        match &all_figures[..] {
+            [(_, one)] => println!("{one}"),
+            many => println!(
+                "{}",
+                serde_json::Value::Object(
+                    many.iter()
+                        .map(|(n, f)| (n.to_string(), f.clone()))
+                        .collect()
+                )
+            ),
+        }
+        return Ok(());
+    }
+    for (name, figures) in &all_figures {
+        if all_figures.len() > 1 {
+            println!("Back Ends on {name}:");
+        }
+        print_figures(figures);
+    }
+    if let [(a, fa), (b, fb)] = &all_figures[..] {
+        let ratio = |key: &str| {
+            let x = fa[key].as_f64().unwrap_or(0.0);
+            let y = fb[key].as_f64().unwrap_or(0.0);
+            if x > 0.0 { y / x } else { 0.0 }
+        };
+        println!(
+            "{b} / {a}: planned failover {:.2}x, all signed in again {:.2}x, planned failback {:.2}x, disaster failover {:.2}x",
+            ratio("planned_failover_s"),
+            ratio("all_signed_in_again_s"),
+            ratio("planned_failback_s"),
+            ratio("disaster_failover_s"),
+        );
+    }
+    Ok(())
+}
+
+/// The figures of one lab, in words.
+fn print_figures(figures: &serde_json::Value) {
+    {
+        let f = figures;
         println!(
             "pool failover of {HOME} ({} enabled users, {} active) to {BACKUP}:",
             f["users"], f["active"]
@@ -416,7 +469,6 @@ pub(crate) fn failover(
             );
         }
     }
-    Ok(())
 }
 
 async fn run(

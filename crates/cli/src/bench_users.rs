@@ -479,13 +479,13 @@ pub(crate) fn backup(
             .ok_or_else(|| anyhow!("no partner pool"))?
             .pool
             .clone();
-        let text = std::fs::read_to_string(lab.dir.join("topology.toml"))
-            .context("reading the bench topology")?;
+        let text = std::fs::read_to_string(lab.dir.join(crate::lab::INSTALLED_TOPOLOGY))
+            .context("reading the lab's installed topology")?;
         let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
         let url = topology
             .front_end_pool(&partner)
-            .map(|p| p.back_end.database_url.clone())
-            .ok_or_else(|| anyhow!("no Back End for {partner}"))?;
+            .map(|p| crate::lab_pg::with_password(&p.back_end.database_url, &lab.dir))
+            .ok_or_else(|| anyhow!("no Back End for {partner}"))??;
         let rt = lab::runtime();
         let (lags, span) = rt.block_on(async {
             let be = store::BackEnd::open(&url, &lab.dir).await?;

@@ -113,6 +113,14 @@ pub struct ServerArgs {
     pub reconcile_after_secs: u64,
 }
 
+/// `tandem bench failover --backend`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchBackends {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
 #[derive(Debug, Subcommand)]
 enum LabCommand {
     /// Install the Central Management store, start every server, wait until every replica
@@ -227,6 +235,10 @@ enum BenchCommand {
         /// disaster loss of both modes side by side.
         #[arg(long)]
         synchronous: bool,
+        /// The Back Ends: SQLite files, PostgreSQL clusters, or both (a lab of each, one
+        /// after the other, figures side by side).
+        #[arg(long, value_enum, default_value_t = BenchBackends::Sqlite)]
+        backend: BenchBackends,
         #[arg(long)]
         json: bool,
     },
@@ -405,8 +417,19 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             users,
             active,
             synchronous,
+            backend,
             json,
-        }) => outcome(bench_failover::failover(users, active, synchronous, json)),
+        }) => outcome(bench_failover::failover(
+            users,
+            active,
+            synchronous,
+            match backend {
+                BenchBackends::Sqlite => &[lab::Backend::Sqlite],
+                BenchBackends::Postgres => &[lab::Backend::Postgres],
+                BenchBackends::Both => &[lab::Backend::Sqlite, lab::Backend::Postgres],
+            },
+            json,
+        )),
         Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
             outcome(bench_cms::cms_failover(rounds as usize, json))
         }
