@@ -240,11 +240,6 @@ fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
 
-/// Signals a whole process group (a PostgreSQL cluster: its postmaster leads it).
-fn signal_group(pid: u32, sig: Signal) {
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), sig);
-}
-
 pub(crate) struct UpOptions {
     pub(crate) topology: Option<PathBuf>,
     pub(crate) dir: PathBuf,
@@ -991,8 +986,16 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
         let s = lab.at(i);
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
             if crate::lab_pg::is_cluster(s) {
-                // A PostgreSQL server lost whole: the postmaster and every backend.
-                signal_group(pid, Signal::SIGKILL);
+                // A PostgreSQL server lost whole: the postmaster and every backend, all
+                // gone (not even a zombie holding the pid) before a `lab start` can follow.
+                let family = crate::lab_process::family(pid);
+                for &p in &family {
+                    signal(p, Signal::SIGKILL);
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while crate::lab_process::any_exists(&family) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
             signal(pid, Signal::SIGKILL);
             // The signal is delivered at once, the death a moment later: report it (and
@@ -1017,7 +1020,9 @@ pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::
         match s.pid.filter(|_| s.alive()) {
             Some(pid) if pause => {
                 if crate::lab_pg::is_cluster(s) {
-                    signal_group(pid, Signal::SIGSTOP);
+                    for p in crate::lab_process::family(pid) {
+                        signal(p, Signal::SIGSTOP);
+                    }
                 }
                 signal(pid, Signal::SIGSTOP);
                 eprintln!(
@@ -1027,7 +1032,9 @@ pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::
             }
             Some(pid) => {
                 if crate::lab_pg::is_cluster(s) {
-                    signal_group(pid, Signal::SIGCONT);
+                    for p in crate::lab_process::family(pid) {
+                        signal(p, Signal::SIGCONT);
+                    }
                 }
                 signal(pid, Signal::SIGCONT);
                 eprintln!("resumed {} (pid {pid})", s.fqdn);
@@ -1135,7 +1142,9 @@ fn stop_all(servers: &mut [LabServer]) {
             if crate::lab_pg::is_cluster(s) {
                 signal(pid, Signal::SIGINT);
                 // A paused cluster runs again to act on it.
-                signal_group(pid, Signal::SIGCONT);
+                for p in crate::lab_process::family(pid) {
+                    signal(p, Signal::SIGCONT);
+                }
                 continue;
             }
             signal(pid, Signal::SIGTERM);
@@ -1150,7 +1159,9 @@ fn stop_all(servers: &mut [LabServer]) {
     for s in servers.iter_mut() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
             if crate::lab_pg::is_cluster(s) {
-                signal_group(pid, Signal::SIGKILL);
+                for p in crate::lab_process::family(pid) {
+                    signal(p, Signal::SIGKILL);
+                }
             }
             signal(pid, Signal::SIGKILL);
             eprintln!("{} did not stop within 10 s; killed", s.fqdn);

@@ -360,7 +360,17 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
     let bin = bin_dir()?;
     let data = s.data_dir.join("data");
     // A cluster killed by `lab kill` leaves its pid file: postgres itself checks that the
-    // pid is not a live postmaster before starting.
+    // pid is not a live postmaster before starting. Wait until the old one is gone whole,
+    // a zombie included, or it refuses.
+    if let Some(old) = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crate::lab_process::any_exists(&[old]) && !s.alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -409,6 +419,16 @@ pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> 
         .await;
         match ready {
             Ok(true) => return Ok(()),
+            _ if !s.alive() => {
+                let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                bail!(
+                    "PostgreSQL for {} exited while starting; the end of its log {}:\n{}",
+                    s.fqdn,
+                    s.log.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            }
             _ if Instant::now() > deadline => {
                 bail!(
                     "PostgreSQL for {} did not {} within {} s; its log is {}",

@@ -108,3 +108,36 @@ pub(crate) fn random_token() -> anyhow::Result<String> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// A PostgreSQL postmaster and its children (each of which leaves the postmaster's process
+/// group, so a signal to the group reaches the postmaster alone): what `lab kill` and
+/// `lab pause` signal for a cluster.
+pub(crate) fn family(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ppid = std::fs::read_to_string(format!("/proc/{child}/status"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            });
+        if ppid == Some(pid) {
+            pids.push(child);
+        }
+    }
+    pids
+}
+
+/// Whether any of `pids` still exists, even as a zombie (a zombie postmaster still holds
+/// its pid, and a new postmaster refuses to start over it).
+pub(crate) fn any_exists(pids: &[u32]) -> bool {
+    pids.iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+}

@@ -69,6 +69,11 @@ pub(crate) fn fabrikam() -> topology::Topology {
     topology::Topology::from_toml(&text).unwrap()
 }
 
+/// Whether the labs of this run keep their Back Ends in PostgreSQL.
+pub(crate) fn on_postgres() -> bool {
+    std::env::var("TANDEM_TEST_LAB_BACKEND").as_deref() == Ok("postgres")
+}
+
 impl Lab {
     /// The lab's loopback block ("127.B."): the addresses the runbooks name as 127.0.x.y
     /// are 127.B.x.y here.
@@ -146,11 +151,25 @@ impl Lab {
     }
 
     /// A lab of another deployment (see `fabrikam`).
+    ///
+    /// With `TANDEM_TEST_LAB_BACKEND=postgres` the lab's Back Ends are PostgreSQL clusters
+    /// (`.ci/run` runs the CMS, backup and failover tests so too).
     pub(crate) fn up_topology(
         base: &topology::Topology,
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Lab {
+        if on_postgres() {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o711),
+            )
+            .unwrap();
+            let mut args = vec!["--backend", "postgres"];
+            args.extend_from_slice(extra);
+            return Lab::up_in(dir, base, &args, env);
+        }
         Lab::up_in(tempfile::tempdir().unwrap(), base, extra, env)
     }
 

@@ -42,6 +42,11 @@ fn contacts_in(lab: &Lab, file: &str, user: &str) -> usize {
 
 #[test]
 fn the_mirror_takes_over_without_loss_and_the_seeds_mirror_branch_moves_the_store_to_it() {
+    if crate::lab::on_postgres() {
+        // It counts in the SQLite copies' files; lab_postgres.rs tests the PostgreSQL mirror.
+        eprintln!("skipped: this test reads the SQLite mirror's files");
+        return;
+    }
     let lab = Lab::up_env(&["--users", "5"], &[]);
     let bob = user_of(&lab, P2);
     for i in 0..5 {

@@ -94,6 +94,12 @@ fn services(lab: &Lab, verb: &str, fes: &[&str]) {
 
 #[test]
 fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where_it_stalls() {
+    if crate::lab::on_postgres() {
+        // It damages a file of the SQLite Back End's file store, which a PostgreSQL Back
+        // End keeps in a table instead.
+        eprintln!("skipped: this test damages the SQLite file store");
+        return;
+    }
     let lab = Lab::up_with(&["--users", "2"]);
     let alice = user_of(&lab, P1);
     let session = Session::new(&lab, &alice);
