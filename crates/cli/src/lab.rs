@@ -994,6 +994,7 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
                 }
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while crate::lab_process::any_exists(&family) && Instant::now() < deadline {
+                    crate::lab_process::reap(&family);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }

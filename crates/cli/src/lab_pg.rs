@@ -368,6 +368,7 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
     {
         let deadline = Instant::now() + Duration::from_secs(10);
         while crate::lab_process::any_exists(&[old]) && !s.alive() && Instant::now() < deadline {
+            crate::lab_process::reap(&[old]);
             std::thread::sleep(Duration::from_millis(10));
         }
     }

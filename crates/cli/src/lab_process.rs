@@ -135,6 +135,19 @@ pub(crate) fn family(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// Reaps `pids` that are this process's own children and have exited (a bench starts
+/// its lab's processes itself and lives on: a killed postmaster would otherwise stay a
+/// zombie, whose pid a new postmaster takes for a live one). Others are left alone.
+pub(crate) fn reap(pids: &[u32]) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    for &p in pids {
+        let _ = waitpid(
+            nix::unistd::Pid::from_raw(p as i32),
+            Some(WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
 /// Whether any of `pids` still exists, even as a zombie (a zombie postmaster still holds
 /// its pid, and a new postmaster refuses to start over it).
 pub(crate) fn any_exists(pids: &[u32]) -> bool {
