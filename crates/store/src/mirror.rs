@@ -36,8 +36,8 @@ pub struct MirrorState {
     pub principal: Copy,
     /// The failover term (0 until the first `Invoke-CsDatabaseFailover`).
     pub term: i64,
-    /// Write transactions the principal has committed.
-    pub principal_writes: i64,
+    /// Write transactions the principal has committed (`None`: it does not answer).
+    pub principal_writes: Option<i64>,
     /// Write transactions the other copy holds (`None`: unreachable).
     pub mirror_writes: Option<i64>,
     /// The other copy holds every committed write and takes the next ones in step.
@@ -53,6 +53,8 @@ pub struct MirrorState {
     /// What the last failover lost, in write transactions: 0 after a planned one; after a
     /// forced one, known once the old principal is seen again (`None` until then).
     pub last_failover_lost_writes: Option<i64>,
+    /// Whether the principal answered (when not, the state is what the other copy says).
+    pub principal_answers: bool,
     /// Why the mirror is behind or unreachable, if it is.
     pub problem: Option<String>,
 }
@@ -60,6 +62,9 @@ pub struct MirrorState {
 impl MirrorState {
     /// The mirroring status in the product's words.
     pub fn status(&self) -> &'static str {
+        if !self.principal_answers {
+            return "Disconnected";
+        }
         match (self.synchronized, self.mirror_writes) {
             (true, _) => "Synchronized",
             (false, Some(_)) => "Synchronizing",
@@ -69,8 +74,7 @@ impl MirrorState {
 
     /// Write transactions the mirror lacks (unknown while it is unreachable).
     pub fn lag_writes(&self) -> Option<i64> {
-        self.mirror_writes
-            .map(|m| (self.principal_writes - m).max(0))
+        Some((self.principal_writes? - self.mirror_writes?).max(0))
     }
 }
 
@@ -220,7 +224,7 @@ impl Pair {
         Ok(MirrorState {
             principal: me,
             term: principal.term,
-            principal_writes: principal.writes,
+            principal_writes: Some(principal.writes),
             mirror_writes,
             synchronized,
             mode: "Synchronous".into(),
@@ -228,6 +232,7 @@ impl Pair {
             lag_ms: None,
             last_failover_lost_writes: (principal.lost_writes >= 0)
                 .then_some(principal.lost_writes),
+            principal_answers: true,
             problem: match mirror {
                 Err(e) => Some(format!("the mirror cannot be read: {e}")),
                 Ok(_) if synchronized => None,
@@ -435,10 +440,14 @@ impl PgPair {
         let mut me = self.principal();
         let principal = match self.copy_state(me).await {
             Ok(s) if !s.in_recovery && !s.fenced => s,
-            Ok(_) | Err(_) => {
-                me = self.resolve().await.at(self.label(me))?;
-                self.copy_state(me).await.at(self.label(me))?
-            }
+            Ok(_) | Err(_) => match self.resolve().await {
+                Ok(copy) => {
+                    me = copy;
+                    self.copy_state(me).await.at(self.label(me))?
+                }
+                // No copy takes writes: the state the runbook reads before failing over.
+                Err(_) => return Ok(self.state_without_principal(me).await),
+            },
         };
         let standby = self.copy_state(me.other()).await;
         let streaming: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
@@ -492,7 +501,7 @@ impl PgPair {
         Ok(MirrorState {
             principal: me,
             term: principal.row.term,
-            principal_writes: principal.row.writes,
+            principal_writes: Some(principal.row.writes),
             mirror_writes: if streaming.is_some() {
                 mirror_writes
             } else {
@@ -504,8 +513,39 @@ impl PgPair {
             lag_ms,
             last_failover_lost_writes: (principal.row.lost_writes >= 0)
                 .then_some(principal.row.lost_writes),
+            principal_answers: true,
             problem,
         })
+    }
+
+    /// What can be said while no copy takes writes (the principal lost, the failover not
+    /// run yet): what the standby holds, and the command that makes it principal.
+    async fn state_without_principal(&self, last: Copy) -> MirrorState {
+        let standby = self.copy_state(last.other()).await.ok();
+        let held = standby
+            .as_ref()
+            .map_or("does not answer either".to_string(), |s| {
+                format!("holds {} write transactions", s.row.writes)
+            });
+        MirrorState {
+            principal: last,
+            term: self.term.load(Ordering::SeqCst),
+            principal_writes: None,
+            mirror_writes: standby.as_ref().map(|s| s.row.writes),
+            synchronized: false,
+            mode: "Asynchronous".into(),
+            lag_bytes: None,
+            lag_ms: None,
+            last_failover_lost_writes: None,
+            principal_answers: false,
+            problem: Some(format!(
+                "the principal {} does not answer, and the {} copy {} {held}; Invoke-CsDatabaseFailover -NewPrincipal {} -Force makes it principal",
+                self.label(last),
+                last.other().as_str(),
+                self.label(last.other()),
+                last.other().as_str()
+            )),
+        }
     }
 
     /// Promotes the standby. Planned: the principal is fenced under its write lock (a write

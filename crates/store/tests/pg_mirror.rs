@@ -135,7 +135,7 @@ async fn a_planned_failover_to_the_standby_loses_nothing_and_every_server_follow
     let s = wait_synchronized(&fe1).await;
     assert_eq!(
         (s.principal, s.lag_bytes, s.mirror_writes),
-        (Copy::Primary, Some(0), Some(s.principal_writes))
+        (Copy::Primary, Some(0), s.principal_writes)
     );
     assert_eq!(s.mode, "Asynchronous");
 
@@ -205,6 +205,17 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
         assert!(Instant::now() < deadline, "the standby never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What the runbook reads first: the principal does not answer, the standby does.
+    let s = fe.mirror_state().await.unwrap().unwrap();
+    assert!(
+        !s.principal_answers && s.principal_writes.is_none(),
+        "{s:?}"
+    );
+    assert_eq!(s.status(), "Disconnected");
+    assert!(
+        s.problem.as_deref().unwrap_or_default().contains("-Force"),
+        "{s:?}"
+    );
     // Without -Force the failover is refused: the principal cannot be fenced.
     let refused = fe
         .fail_over_database(Copy::Mirror, false)

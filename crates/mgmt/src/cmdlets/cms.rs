@@ -75,12 +75,22 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
         .backend
         .as_ref()
         .ok_or_else(|| Refused::Conflict(format!("{} is not a Front End", node.fqdn)))?;
-    let role = be.cms_role().await?;
-    let version = be.current_version().await?.map_or(0, |v| v.version);
     let mirror = match &pool.back_end.mirror {
         Some(_) => be.mirror_state().await?,
         None => None,
     };
+    // With no copy of the Back End taking writes (its principal lost, the failover not
+    // run yet), the mirror's state is all there is to say: the runbook reads it to decide.
+    if mirror.as_ref().is_some_and(|m| !m.principal_answers) {
+        return Ok(InvokeResponse::records(
+            databases
+                .into_iter()
+                .map(|(name, _)| mirror_record(name, pool, mirror.as_ref()))
+                .collect(),
+        ));
+    }
+    let role = be.cms_role().await?;
+    let version = be.current_version().await?.map_or(0, |v| v.version);
     // Versions a master of this store committed that never reached the store that
     // replaced it (recorded when it was fenced).
     let lost: Vec<String> = be
@@ -106,76 +116,7 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
     let rows = databases
         .into_iter()
         .map(|(name, kind)| {
-            let (on_primary, on_mirror, status) = match &mirror {
-                None => (NOT_MIRRORED, NOT_MIRRORED, ""),
-                Some(m) => {
-                    // The copy that does not answer is inaccessible, as SQL Server says.
-                    let other = if m.mirror_writes.is_some() {
-                        "Mirror"
-                    } else {
-                        NOT_MIRRORED
-                    };
-                    match m.principal {
-                        store::Copy::Primary => ("Principal", other, m.status()),
-                        store::Copy::Mirror => (other, "Principal", m.status()),
-                    }
-                }
-            };
-            let principal_fqdn = match (&mirror, &pool.back_end.mirror) {
-                (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => {
-                    spec.server_fqdn.clone()
-                }
-                _ => pool.back_end.server_fqdn.clone(),
-            };
-            let principal_instance = match (&mirror, &pool.back_end.mirror) {
-                (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => {
-                    spec.instance.clone()
-                }
-                _ => pool.back_end.instance.clone(),
-            };
-            let mut r = Record::new()
-                .with("DatabaseName", name)
-                .with("StateOnPrimary", on_primary)
-                .with("StateOnMirror", on_mirror)
-                .with("MirroringStatusOnPrimary", status)
-                .with("MirroringStatusOnSecondary", status)
-                .with("PrincipalSqlServerFqdn", principal_fqdn)
-                .with("PrincipalSqlInstanceName", principal_instance)
-                .with(
-                    "MirrorSqlServerFqdn",
-                    pool.back_end
-                        .mirror
-                        .as_ref()
-                        .map_or(String::new(), |m| m.server_fqdn.clone()),
-                );
-            if let Some(m) = &mirror {
-                // Numbers, not only state names: how far behind, in what term.
-                r = r
-                    .with("MirroringMode", m.mode.clone())
-                    .with(
-                        "MirrorLagBytes",
-                        m.lag_bytes.map_or(Field::Null, Field::from),
-                    )
-                    .with(
-                        "MirrorLagMilliseconds",
-                        m.lag_ms.map_or(Field::Null, Field::from),
-                    )
-                    .with("PrincipalWrites", m.principal_writes)
-                    .with(
-                        "MirrorWrites",
-                        m.mirror_writes.map_or(Field::Null, Field::from),
-                    )
-                    .with(
-                        "MirrorLagWrites",
-                        m.lag_writes().map_or(Field::Null, Field::from),
-                    )
-                    .with("FailoverTerm", m.term)
-                    .with(
-                        "LastFailoverLostWrites",
-                        m.last_failover_lost_writes.map_or(Field::Null, Field::from),
-                    )
-                    .with("MirrorProblem", m.problem.clone().unwrap_or_default());
-            }
+            let mut r = mirror_record(name, pool, mirror.as_ref());
             if kind == "CentralMgmt" {
                 r = r
                     .with("CentralManagementStore", role.mode.as_str())
@@ -189,6 +130,90 @@ pub async fn mirror_state(call: &Call<'_>) -> Reply {
         })
         .collect();
     Ok(InvokeResponse::records(rows))
+}
+
+/// One database's row of `Get-CsDatabaseMirrorState`: which copy is principal and the
+/// mirror's state, in the product's words and in numbers.
+fn mirror_record(
+    name: &str,
+    pool: &topology::FrontEndPool,
+    mirror: Option<&store::MirrorState>,
+) -> Record {
+    let (on_primary, on_mirror, status) = match mirror {
+        None => (NOT_MIRRORED, NOT_MIRRORED, ""),
+        Some(m) => {
+            // The copy that does not answer is inaccessible, as SQL Server says.
+            let other = if m.mirror_writes.is_some() {
+                "Mirror"
+            } else {
+                NOT_MIRRORED
+            };
+            let principal = if m.principal_answers {
+                "Principal"
+            } else {
+                NOT_MIRRORED
+            };
+            match m.principal {
+                store::Copy::Primary => (principal, other, m.status()),
+                store::Copy::Mirror => (other, principal, m.status()),
+            }
+        }
+    };
+    let principal_fqdn = match (mirror, &pool.back_end.mirror) {
+        (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => spec.server_fqdn.clone(),
+        _ => pool.back_end.server_fqdn.clone(),
+    };
+    let principal_instance = match (mirror, &pool.back_end.mirror) {
+        (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => spec.instance.clone(),
+        _ => pool.back_end.instance.clone(),
+    };
+    let mut r = Record::new()
+        .with("DatabaseName", name)
+        .with("StateOnPrimary", on_primary)
+        .with("StateOnMirror", on_mirror)
+        .with("MirroringStatusOnPrimary", status)
+        .with("MirroringStatusOnSecondary", status)
+        .with("PrincipalSqlServerFqdn", principal_fqdn)
+        .with("PrincipalSqlInstanceName", principal_instance)
+        .with(
+            "MirrorSqlServerFqdn",
+            pool.back_end
+                .mirror
+                .as_ref()
+                .map_or(String::new(), |m| m.server_fqdn.clone()),
+        );
+    if let Some(m) = mirror {
+        // Numbers, not only state names: how far behind, in what term.
+        r = r
+            .with("MirroringMode", m.mode.clone())
+            .with(
+                "MirrorLagBytes",
+                m.lag_bytes.map_or(Field::Null, Field::from),
+            )
+            .with(
+                "MirrorLagMilliseconds",
+                m.lag_ms.map_or(Field::Null, Field::from),
+            )
+            .with(
+                "PrincipalWrites",
+                m.principal_writes.map_or(Field::Null, Field::from),
+            )
+            .with(
+                "MirrorWrites",
+                m.mirror_writes.map_or(Field::Null, Field::from),
+            )
+            .with(
+                "MirrorLagWrites",
+                m.lag_writes().map_or(Field::Null, Field::from),
+            )
+            .with("FailoverTerm", m.term)
+            .with(
+                "LastFailoverLostWrites",
+                m.last_failover_lost_writes.map_or(Field::Null, Field::from),
+            )
+            .with("MirrorProblem", m.problem.clone().unwrap_or_default());
+    }
+    r
 }
 
 /// `Invoke-CsDatabaseFailover`, on a Front End of the pool: makes the primary or the

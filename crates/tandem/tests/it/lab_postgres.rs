@@ -134,6 +134,20 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
 
     // The primary Back End server is lost; the documented command fails over to the mirror.
     lab.kill("sql-dub.fabrikam.net");
+    // The runbook's first look: the primary inaccessible, the mirror a standby.
+    let s = mirror_state(&lab);
+    assert_eq!(
+        s["StateOnPrimary"], "DatabaseInaccessibleOrMirroringNotEnabled",
+        "{s}"
+    );
+    assert_eq!(s["StateOnMirror"], "Mirror", "{s}");
+    assert!(
+        s["MirrorProblem"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-NewPrincipal Mirror -Force"),
+        "{s}"
+    );
     let v = lab.json(
         Some(DUB_FE),
         &format!("Invoke-CsDatabaseFailover -PoolFqdn {DUB} -DatabaseType User -NewPrincipal Mirror -Force"),
