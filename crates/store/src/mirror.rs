@@ -4,7 +4,13 @@
 //! (`Invoke-CsDatabaseFailover -NewPrincipal Mirror` swaps them). tandem has two:
 //!
 //! - A PostgreSQL Back End's mirror is a streaming hot standby that PostgreSQL itself keeps
-//!   (see `pgmirror`).
+//!   (`pg_basebackup -R`). Statements go to the principal (`db::PgPair`): the copy not in
+//!   recovery and not fenced, with the highest term, found again when it stops taking
+//!   writes. A planned failover fences the principal under its write lock (a write in
+//!   progress finishes, none starts), waits until the standby has replayed to that point,
+//!   and promotes it (`pg_promote`); a forced one promotes what the standby has. The
+//!   transaction plumbing of both kinds of pair is in `db`; the failovers and the state
+//!   an operator reads are here.
 //! - A SQLite Back End keeps its mirror itself, here: a second SQLite file written in the
 //!   same transactions. Every write transaction takes the write lock of both copies,
 //!   principal first, runs each change on both, and commits the principal, then the
