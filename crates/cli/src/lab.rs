@@ -872,6 +872,27 @@ fn print_summary(lab: &LabFile, took: Duration) {
             s.pid.map_or("-".into(), |p| p.to_string())
         );
     }
+    if !lab.clusters.is_empty() {
+        println!();
+        println!(
+            "{:<28} {:<13} {:<24} {:<22} pid",
+            "Back End (PostgreSQL)", "role", "pool", "address"
+        );
+        for s in &lab.clusters {
+            println!(
+                "{:<28} {:<13} {:<24} {:<22} {}",
+                s.fqdn,
+                s.role,
+                s.pool,
+                format!("{}:{}", s.address, s.management_port),
+                s.pid.map_or("-".into(), |p| p.to_string())
+            );
+        }
+        println!(
+            "Database password: {} (servers read it through PGPASSFILE)",
+            lab.dir.join(crate::lab_pg::PGPASS_FILE).display()
+        );
+    }
     println!();
     println!(
         "Admin token and addresses: {}",
