@@ -973,7 +973,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} master",
+        "{:<28} {:<13} {:<24} {:<14} {:<8} {:<8} master",
         "server", "role", "pool", "state", "pid", "version"
     );
     for r in rows {
@@ -983,7 +983,7 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             other => other.to_string(),
         };
         println!(
-            "{:<28} {:<9} {:<24} {:<14} {:<8} {:<8} {}",
+            "{:<28} {:<13} {:<24} {:<14} {:<8} {:<8} {}",
             text("fqdn"),
             text("role"),
             text("pool"),
