@@ -68,14 +68,7 @@ impl Db {
     pub(crate) async fn begin_write(&self) -> Result<Conn, sqlx::Error> {
         match self {
             Db::Sqlite(pool) => Ok(Conn::SqliteTx(pool.begin_with("BEGIN IMMEDIATE").await?)),
-            Db::Pg(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(Conn::PgTx(tx))
-            }
+            Db::Pg(pool) => Ok(Conn::PgTx(begin_pg_write(pool).await?)),
             Db::Pair(pair) => pair.begin_write().await,
             Db::PgPair(pair) => pair.begin_write().await,
         }
@@ -674,6 +667,29 @@ impl PrincipalRow {
     }
 }
 
+/// Which copy of a pair this server takes for the principal, and in which term: what a
+/// failover (here or on another server) changes.
+#[derive(Debug, Default)]
+pub(crate) struct Orientation {
+    principal: AtomicUsize,
+    term: AtomicI64,
+}
+
+impl Orientation {
+    pub(crate) fn principal(&self) -> Copy {
+        Copy::of(self.principal.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn term(&self) -> i64 {
+        self.term.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set(&self, principal: Copy, term: i64) {
+        self.principal.store(principal.index(), Ordering::SeqCst);
+        self.term.store(term, Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Side {
     pub(crate) pool: SqlitePool,
@@ -685,8 +701,7 @@ pub(crate) struct Side {
 #[derive(Debug)]
 pub(crate) struct Pair {
     pub(crate) sides: [Side; 2],
-    pub(crate) principal: AtomicUsize,
-    pub(crate) term: AtomicI64,
+    pub(crate) orientation: Orientation,
     /// The non-principal copy missed a commit: rebuilt before it is written again.
     pub(crate) behind: AtomicBool,
     pub(crate) problem: Mutex<Option<String>>,
@@ -699,9 +714,7 @@ impl Pair {
     }
 
     pub(crate) fn follow(&self, row: PrincipalRow) {
-        self.principal
-            .store(row.principal.index(), Ordering::SeqCst);
-        self.term.store(row.term, Ordering::SeqCst);
+        self.orientation.set(row.principal, row.term);
     }
 
     pub(crate) fn label(&self, copy: Copy) -> String {
@@ -709,7 +722,7 @@ impl Pair {
     }
 
     pub(crate) fn principal(&self) -> Copy {
-        Copy::of(self.principal.load(Ordering::SeqCst))
+        self.orientation.principal()
     }
 
     pub(crate) fn principal_pool(&self) -> &SqlitePool {
@@ -746,7 +759,7 @@ impl Pair {
                 .begin_with("BEGIN IMMEDIATE")
                 .await?;
             let row = read_row(&mut principal).await?;
-            if row.principal != me || row.term != self.term.load(Ordering::SeqCst) {
+            if row.principal != me || row.term != self.orientation.term() {
                 // Another server failed the pool's Back End over: follow it.
                 drop(principal);
                 self.follow(row);
@@ -826,8 +839,7 @@ pub(crate) struct PgSide {
 #[derive(Debug)]
 pub(crate) struct PgPair {
     pub(crate) sides: [PgSide; 2],
-    pub(crate) principal: AtomicUsize,
-    pub(crate) term: AtomicI64,
+    pub(crate) orientation: Orientation,
 }
 
 /// What one copy of a PostgreSQL pair says of itself.
@@ -841,7 +853,7 @@ pub(crate) struct PgCopyState {
 
 impl PgPair {
     pub(crate) fn principal(&self) -> Copy {
-        Copy::of(self.principal.load(Ordering::SeqCst))
+        self.orientation.principal()
     }
 
     pub(crate) fn principal_pool(&self) -> &PgPool {
@@ -926,8 +938,7 @@ impl PgPair {
                     .await;
             }
         }
-        self.principal.store(copy.index(), Ordering::SeqCst);
-        self.term.store(state.row.term, Ordering::SeqCst);
+        self.orientation.set(copy, state.row.term);
         Ok(copy)
     }
 
@@ -937,11 +948,7 @@ impl PgPair {
         let mut last = None;
         for _ in 0..3 {
             let attempt = async {
-                let mut tx = self.principal_pool().begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(WRITE_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
+                let mut tx = begin_pg_write(self.principal_pool()).await?;
                 let (term, fenced, read_only): (i64, i64, bool) = sqlx::query_as(
                     "SELECT term, fenced, current_setting('transaction_read_only') = 'on'
                      FROM backend_principal WHERE id = 1",
@@ -951,7 +958,7 @@ impl PgPair {
                 Ok::<_, sqlx::Error>((tx, term, fenced != 0 || read_only))
             };
             match attempt.await {
-                Ok((tx, term, false)) if term == self.term.load(Ordering::SeqCst) => {
+                Ok((tx, term, false)) if term == self.orientation.term() => {
                     return Ok(Conn::PgTx(tx));
                 }
                 Ok(_) => {}
@@ -964,6 +971,19 @@ impl PgPair {
             sqlx::Error::Protocol("the Back End's principal changed three times in a row".into())
         }))
     }
+}
+
+/// A PostgreSQL transaction holding the store's one write lock ([`WRITE_LOCK`]): every
+/// writer of a PostgreSQL Back End starts here.
+pub(crate) async fn begin_pg_write(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// An error in words an operator can act on: a copy that does not answer says so, where
@@ -979,11 +999,7 @@ pub(crate) fn describe(e: &sqlx::Error) -> String {
 /// progress finishes first and none starts after, and in its configuration, so that
 /// nothing else writes it either. Returns its WAL position then.
 pub(crate) async fn fence(pool: &PgPool) -> Result<String, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(WRITE_LOCK)
-        .execute(&mut *tx)
-        .await?;
+    let mut tx = begin_pg_write(pool).await?;
     sqlx::query("UPDATE backend_principal SET fenced = 1 WHERE id = 1")
         .execute(&mut *tx)
         .await?;

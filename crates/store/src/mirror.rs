@@ -27,12 +27,12 @@
 //! a commit, even one another server's commit missed.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use crate::db::Copy;
 pub(crate) use crate::db::Pair;
-use crate::db::{Conn, Db, PgPair, PgSide, Side, read_row};
+use crate::db::{Conn, Db, Orientation, PgPair, PgSide, Side, read_row};
 use crate::{Context, Result, migrate, now_ms, open_sqlite_pool};
 
 /// The mirror as its principal sees it, for `Get-CsDatabaseMirrorState`.
@@ -117,8 +117,7 @@ impl Pair {
         let [p, m]: [Side; 2] = sides.try_into().expect("two sides");
         let pair = Pair {
             sides: [p, m],
-            principal: AtomicUsize::new(0),
-            term: AtomicI64::new(0),
+            orientation: Orientation::default(),
             behind: AtomicBool::new(false),
             problem: Mutex::new(None),
         };
@@ -278,7 +277,7 @@ impl Pair {
                     "the mirror is not in step with the principal".into(),
                 ));
             };
-            let term = self.term.load(Ordering::SeqCst) + 1;
+            let term = self.orientation.term() + 1;
             crate::db::query(
                 "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
                      took_over_at = writes, lost_writes = 0 WHERE id = 1",
@@ -302,8 +301,7 @@ impl Pair {
         };
         match planned.await {
             Ok(term) => {
-                self.principal.store(to.index(), Ordering::SeqCst);
-                self.term.store(term, Ordering::SeqCst);
+                self.orientation.set(to, term);
                 Ok(DatabaseFailover {
                     from,
                     to,
@@ -324,7 +322,7 @@ impl Pair {
                 let side = &self.sides[to.index()];
                 let mut tx = side.pool.begin_with("BEGIN IMMEDIATE").await.at(&label)?;
                 let row = read_row(&mut tx).await.at(&label)?;
-                let term = row.term.max(self.term.load(Ordering::SeqCst)) + 1;
+                let term = row.term.max(self.orientation.term()) + 1;
                 let lost = old.as_ref().map(|o| (o.writes - row.writes).max(0));
                 sqlx::query(
                     "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
@@ -338,8 +336,7 @@ impl Pair {
                 .await
                 .at(&label)?;
                 tx.commit().await.at(&label)?;
-                self.principal.store(to.index(), Ordering::SeqCst);
-                self.term.store(term, Ordering::SeqCst);
+                self.orientation.set(to, term);
                 self.mark_behind(format!(
                     "the {} copy was made principal without it (forced failover)",
                     to.as_str()
@@ -397,8 +394,7 @@ impl PgPair {
         let [p, m]: [PgSide; 2] = sides.try_into().expect("two sides");
         let pair = PgPair {
             sides: [p, m],
-            principal: AtomicUsize::new(0),
-            term: AtomicI64::new(0),
+            orientation: Orientation::default(),
         };
         // The copies not in recovery can be written; migrations go there first.
         let mut writable = vec![];
@@ -535,7 +531,7 @@ impl PgPair {
             });
         MirrorState {
             principal: last,
-            term: self.term.load(Ordering::SeqCst),
+            term: self.orientation.term(),
             principal_writes: None,
             mirror_writes: standby.as_ref().map(|s| s.row.writes),
             synchronized: false,
@@ -648,12 +644,7 @@ impl PgPair {
             .as_ref()
             .map_or(standby.row.term, |b| b.row.term.max(standby.row.term))
             + 1;
-        let mut tx = new.pool.begin().await.at(&new.label)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(crate::db::WRITE_LOCK)
-            .execute(&mut *tx)
-            .await
-            .at(&new.label)?;
+        let mut tx = crate::db::begin_pg_write(&new.pool).await.at(&new.label)?;
         let lost_writes = match &before {
             _ if fenced_at.is_some() => Some(0),
             Some(b) => Some((b.row.writes - standby.row.writes).max(0)),
@@ -672,8 +663,7 @@ impl PgPair {
         .await
         .at(&new.label)?;
         tx.commit().await.at(&new.label)?;
-        self.principal.store(to.index(), Ordering::SeqCst);
-        self.term.store(term, Ordering::SeqCst);
+        self.orientation.set(to, term);
         Ok(DatabaseFailover {
             from,
             to,
