@@ -47,6 +47,27 @@ pub struct ReplicaStatusRow {
     pub product_version: String,
 }
 
+/// Opens a store, trying again for up to 10 s while the failure is one that passes: the
+/// Front Ends of a pool start together and open one new SQLite file (while one turns it to
+/// WAL, another is told "locked"), and a server can start before its PostgreSQL does.
+async fn retrying_while_transient<T, F, Fut>(mut open: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match open().await {
+            Err(e)
+                if e.is_transient() && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A pool's Back End database.
 #[derive(Debug, Clone)]
 pub struct BackEnd {
@@ -64,48 +85,26 @@ impl BackEnd {
         }
         let file = sqlite_path(url, root)?;
         let path = file.display().to_string();
-        // The Front Ends of a pool start together and open the same file: while one turns
-        // a new file to WAL, another can be told "locked" without waiting. Try again.
-        let started = std::time::Instant::now();
-        loop {
-            let attempt = async {
-                let pool = open_sqlite(&file).await?;
-                migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
-                Ok::<_, crate::StoreError>(pool)
-            };
-            match attempt.await {
-                Ok(db) => return Ok(BackEnd { db, path }),
-                Err(e) if e.is_busy() && started.elapsed() < std::time::Duration::from_secs(10) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let db = retrying_while_transient(|| async {
+            let pool = open_sqlite(&file).await?;
+            migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
+            Ok(pool)
+        })
+        .await?;
+        Ok(BackEnd { db, path })
     }
 
     /// A PostgreSQL Back End. Its password, when the URL has none, comes from the file
     /// `PGPASSFILE` names (or `~/.pgpass`), so that no secret has to be in the topology.
     async fn open_postgres(url: &str) -> Result<BackEnd> {
         let path = crate::redacted_url(url);
-        let started = std::time::Instant::now();
-        loop {
-            let attempt = async {
-                let db = crate::open_postgres(url, &path).await?;
-                migrate::run(&db, &path, "a Back End", migrate::BACKEND).await?;
-                Ok::<_, crate::StoreError>(db)
-            };
-            match attempt.await {
-                Ok(db) => return Ok(BackEnd { db, path }),
-                // A server that starts with its database: wait for it a little.
-                Err(e)
-                    if e.is_transient()
-                        && started.elapsed() < std::time::Duration::from_secs(10) =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let db = retrying_while_transient(|| async {
+            let db = crate::open_postgres(url, &path).await?;
+            migrate::run(&db, &path, "a Back End", migrate::BACKEND).await?;
+            Ok(db)
+        })
+        .await?;
+        Ok(BackEnd { db, path })
     }
 
     /// Opens a Back End and, when the topology gives it one, its mirror (see
@@ -117,7 +116,8 @@ impl BackEnd {
         };
         match (crate::is_postgres_url(url), crate::is_postgres_url(mirror)) {
             (true, true) => {
-                let pair = crate::db::PgPair::open(url, mirror).await?;
+                let pair =
+                    retrying_while_transient(|| crate::db::PgPair::open(url, mirror)).await?;
                 return Ok(BackEnd {
                     db: Db::PgPair(std::sync::Arc::new(pair)),
                     path: format!(
@@ -138,21 +138,12 @@ impl BackEnd {
         }
         let (primary, mirror) = (sqlite_path(url, root)?, sqlite_path(mirror, root)?);
         let path = format!("{} (mirrored in {})", primary.display(), mirror.display());
-        let started = std::time::Instant::now();
-        loop {
-            match crate::mirror::Pair::open(&primary, &mirror).await {
-                Ok(pair) => {
-                    return Ok(BackEnd {
-                        db: Db::Pair(std::sync::Arc::new(pair)),
-                        path,
-                    });
-                }
-                Err(e) if e.is_busy() && started.elapsed() < std::time::Duration::from_secs(10) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let pair =
+            retrying_while_transient(|| crate::mirror::Pair::open(&primary, &mirror)).await?;
+        Ok(BackEnd {
+            db: Db::Pair(std::sync::Arc::new(pair)),
+            path,
+        })
     }
 
     /// The mirror's state, or `None` when this Back End has no mirror tandem keeps.
