@@ -30,11 +30,7 @@ pub(crate) fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
 /// The servers `lab status` reports as the active master of a store that takes changes:
 /// never more than one (a store being moved away keeps its master, read-only).
 pub(crate) fn masters(lab: &Lab) -> Vec<String> {
-    let out = run(&["lab", "status", "--dir", lab.dir(), "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    rows.as_array()
-        .unwrap()
+    lab.status_rows()
         .iter()
         .filter(|r| r["cms_writable"] == true)
         .map(|r| r["fqdn"].as_str().unwrap().to_string())

@@ -160,17 +160,23 @@ impl Lab {
         env: &[(&str, &str)],
     ) -> Lab {
         if on_postgres() {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(
-                dir.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o711),
-            )
-            .unwrap();
-            let mut args = vec!["--backend", "postgres"];
-            args.extend_from_slice(extra);
-            return Lab::up_in(dir, base, &args, env);
+            return Lab::up_on_postgres(base, extra, env);
         }
         Lab::up_in(tempfile::tempdir().unwrap(), base, extra, env)
+    }
+
+    /// `up_in` with `--backend postgres`, in a folder the clusters' `postgres` user can
+    /// pass through.
+    fn up_on_postgres(base: &topology::Topology, extra: &[&str], env: &[(&str, &str)]) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .unwrap();
+        let mut args = vec!["--backend", "postgres"];
+        args.extend_from_slice(extra);
+        Lab::up_in(dir, base, &args, env)
     }
 
     /// A lab whose Back Ends are PostgreSQL clusters (`--backend postgres`), or `None`
@@ -187,16 +193,7 @@ impl Lab {
             eprintln!("skipped: PostgreSQL is not installed");
             return None;
         }
-        // The clusters run as the postgres user, who must pass through the test's folder.
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o711),
-        )
-        .unwrap();
-        let mut args = vec!["--backend", "postgres"];
-        args.extend_from_slice(extra);
-        Some(Lab::up_in(dir, base, &args, &[]))
+        Some(Lab::up_on_postgres(base, extra, &[]))
     }
 
     fn up_in(
@@ -276,6 +273,40 @@ impl Lab {
     }
 
     /// The servers of `lab.json` (address, ports, pool), in its order.
+    /// The rows of `tandem lab status --json`: servers, the DNS server, clusters.
+    pub(crate) fn status_rows(&self) -> Vec<serde_json::Value> {
+        let out = run(&["lab", "status", "--dir", self.dir(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        rows.as_array().unwrap().clone()
+    }
+
+    /// How many contacts of `user` the Back End at `url` holds, read from the database
+    /// itself (a `sqlite://` URL from the lab's folder, or one of its PostgreSQL clusters,
+    /// with the lab's password).
+    pub(crate) fn contacts_in_store(&self, url: &str, user: &str) -> usize {
+        let url = match std::fs::read_to_string(self.path.join("pgpass")) {
+            Ok(pgpass) if url.starts_with("postgres://") => {
+                let password = pgpass.trim().rsplit(':').next().unwrap().to_string();
+                url.replacen("://tandem@", &format!("://tandem:{password}@"), 1)
+            }
+            _ => url.to_string(),
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let be = store::BackEnd::open(&url, &self.path).await.unwrap();
+            let n = be
+                .user_items(user)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|i| i.key.starts_with("contacts/"))
+                .count();
+            be.close().await;
+            n
+        })
+    }
+
     pub(crate) fn servers(&self) -> Vec<serde_json::Value> {
         let lab_json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())

@@ -7,7 +7,7 @@
 
 use crate::failover::{add_contact, contacts, user_of};
 use crate::lab::{Lab, fabrikam};
-use crate::{run, stderr, stdout};
+use crate::{run, stderr};
 
 const DUB: &str = "fe-dub.fabrikam.net";
 const DUB_FE: &str = "dub-b.fabrikam.net";
@@ -38,37 +38,10 @@ fn mirror_state(lab: &Lab) -> serde_json::Value {
 }
 
 fn clusters(lab: &Lab) -> Vec<serde_json::Value> {
-    let out = run(&["lab", "status", "--dir", lab.dir(), "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
+    lab.status_rows()
+        .into_iter()
         .filter(|r| r["role"] == "BackEnd" || r["role"] == "BackEndMirror")
-        .cloned()
         .collect()
-}
-
-/// The contacts of `user` in the PostgreSQL database at `url` (with the lab's password).
-fn contacts_in_postgres(lab: &Lab, url: &str, user: &str) -> usize {
-    let pgpass = std::fs::read_to_string(std::path::Path::new(lab.dir()).join("pgpass")).unwrap();
-    let password = pgpass.trim().rsplit(':').next().unwrap().to_string();
-    let url = url.replacen("://tandem@", &format!("://tandem:{password}@"), 1);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let be = store::BackEnd::open(&url, std::path::Path::new("/"))
-            .await
-            .unwrap();
-        let n = be
-            .user_items(user)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|i| i.key.starts_with("contacts/"))
-            .count();
-        be.close().await;
-        n
-    })
 }
 
 #[test]
@@ -126,7 +99,7 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
             &format!("sip:before{i}@fabrikam.net")
         ));
     }
-    assert_eq!(contacts_in_postgres(&lab, &dub_url, &user), 5);
+    assert_eq!(lab.contacts_in_store(&dub_url, &user), 5);
     let s = mirror_state(&lab);
     assert_eq!(s["MirroringMode"], "Synchronous", "{s}");
     assert_eq!(s["MirroringStatusOnPrimary"], "Synchronized", "{s}");
@@ -186,7 +159,7 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
     let done = v.as_array().map_or(&v, |a| &a[0]);
     assert_eq!(done["LostWrites"], 0, "{done}");
     assert_eq!(contacts(&lab, &user).len(), 10);
-    assert_eq!(contacts_in_postgres(&lab, &dub_url, &user), 10);
+    assert_eq!(lab.contacts_in_store(&dub_url, &user), 10);
 
     // Down leaves no PostgreSQL of this lab behind.
     drop(lab);

@@ -20,26 +20,6 @@ fn state(lab: &Lab, via: &str) -> serde_json::Value {
     v.as_array().unwrap()[0].clone()
 }
 
-/// How many contacts of `user` one copy of pool2's Back End holds, read from its file.
-fn contacts_in(lab: &Lab, file: &str, user: &str) -> usize {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let url = format!("sqlite://backend/{file}");
-        let be = store::BackEnd::open(&url, std::path::Path::new(lab.dir()))
-            .await
-            .unwrap();
-        let n = be
-            .user_items(user)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|i| i.key.starts_with("contacts/"))
-            .count();
-        be.close().await;
-        n
-    })
-}
-
 #[test]
 fn the_mirror_takes_over_without_loss_and_the_seeds_mirror_branch_moves_the_store_to_it() {
     if crate::lab::on_postgres() {
@@ -62,7 +42,10 @@ fn the_mirror_takes_over_without_loss_and_the_seeds_mirror_branch_moves_the_stor
     assert_eq!(s["StateOnMirror"], "Mirror", "{s}");
     assert_eq!(s["MirroringStatusOnPrimary"], "Synchronized", "{s}");
     assert_eq!(s["MirrorLagWrites"], 0, "{s}");
-    assert_eq!(contacts_in(&lab, "pool2-mirror.db", &bob), 5);
+    assert_eq!(
+        lab.contacts_in_store("sqlite://backend/pool2-mirror.db", &bob),
+        5
+    );
 
     // The mirror branch is refused while the primary is principal, naming the right form.
     let out = lab.shell(
@@ -100,8 +83,11 @@ fn the_mirror_takes_over_without_loss_and_the_seeds_mirror_branch_moves_the_stor
     assert_eq!(s["StateOnPrimary"], "Mirror", "{s}");
     assert_eq!(s["MirroringStatusOnPrimary"], "Synchronized", "{s}");
     assert_eq!(contacts(&lab, &bob).len(), 10);
-    assert_eq!(contacts_in(&lab, "pool2-mirror.db", &bob), 10);
-    assert_eq!(contacts_in(&lab, "pool2.db", &bob), 10);
+    assert_eq!(
+        lab.contacts_in_store("sqlite://backend/pool2-mirror.db", &bob),
+        10
+    );
+    assert_eq!(lab.contacts_in_store("sqlite://backend/pool2.db", &bob), 10);
 
     // Now the seeds' mirror branch: the primary form is refused, the mirror form works.
     wait_standby_current(&lab, FE, P1, P2);
