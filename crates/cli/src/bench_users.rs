@@ -49,6 +49,7 @@ pub(crate) fn with_lab<T>(
     let topology_file = dir.join("topology.toml");
     std::fs::write(&topology_file, contoso_on_free_block()?)?;
     let up = lab::up(UpOptions {
+        hosts: false,
         topology: Some(topology_file),
         dir: dir.clone(),
         detach: true,

@@ -271,7 +271,8 @@ async fn run_async(
                 )
             })?,
     };
-    let (endpoint, incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
+    let (endpoint, incoming) =
+        Endpoint::bind(std::net::SocketAddr::new(lab.client_address(), 0)).await?;
     let username = sip.trim_start_matches("sip:").to_string();
     let realm = cms::directory::realm_of(&sip);
     let mut session = Session {

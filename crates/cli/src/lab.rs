@@ -35,6 +35,9 @@ pub(crate) struct LabFile {
     /// reconciler carries it on (every server is started with it).
     #[serde(default = "default_reconcile_after_secs")]
     pub(crate) reconcile_after_secs: u64,
+    /// The hosts' network (`lab up --hosts`): namespaces and the link between sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) network: Option<crate::lab_net::Network>,
 }
 
 fn default_reconcile_after_secs() -> u64 {
@@ -140,6 +143,19 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
 impl LabFile {
     /// The SIP TLS port of the server at `ip` (the reference's 5061 when the lab does
     /// not say).
+    /// The address a client of the lab speaks from: the one this machine would use towards
+    /// the lab's servers (loopback on one machine; on `--hosts`, the operator's own).
+    pub(crate) fn client_address(&self) -> std::net::IpAddr {
+        let towards = self
+            .servers
+            .first()
+            .and_then(|s| s.address.parse::<std::net::IpAddr>().ok());
+        match towards {
+            Some(ip) => crate::dns_cmd::source_address_towards(ip),
+            None => std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
     /// The plain SIP port (UDP and TCP) of the Front End at `ip`; an error naming the
     /// topology setting when the deployment takes no plain SIP.
     pub(crate) fn sip_port_of(&self, ip: std::net::IpAddr) -> anyhow::Result<u16> {
@@ -253,6 +269,8 @@ pub(crate) struct UpOptions {
     pub(crate) reconcile_after_secs: u64,
     /// Where the Back Ends live: SQLite files, or a PostgreSQL cluster per Back End server.
     pub(crate) backend: Backend,
+    /// Every server and Back End on a host (network namespace) of its own.
+    pub(crate) hosts: bool,
 }
 
 /// `tandem lab up --backend`.
@@ -383,7 +401,21 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         None => text,
     };
     let lab_dir = std::path::absolute(&options.dir)?;
-    let (text, clusters) = match options.backend {
+    let hosts = if options.hosts {
+        if options.backend != Backend::Postgres {
+            bail!(
+                "--hosts puts every server on a host of its own, where no two servers share a disk, so a pool's Front Ends need their Back End on a database server: add --backend postgres"
+            );
+        }
+        Some(crate::lab_net::readdress(&mut topology)?)
+    } else {
+        None
+    };
+    let text = match hosts {
+        Some(_) => topology.to_toml(),
+        None => text,
+    };
+    let (text, mut clusters) = match options.backend {
         Backend::Sqlite => (text, Vec::new()),
         Backend::Postgres => {
             let clusters = crate::lab_pg::plan(&mut topology, &lab_dir)?;
@@ -413,7 +445,8 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    for s in topology.servers() {
+    // On hosts the addresses are made below, with the hosts.
+    for s in topology.servers().filter(|_| hosts.is_none()) {
         let addr = (s.server.address, topology.ports.management);
         std::net::TcpListener::bind(addr).map_err(|e| {
             anyhow!(
@@ -427,6 +460,46 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     let rt = runtime();
     let token = random_token()?;
     std::fs::create_dir_all(dir.join("logs"))?;
+    // The hosts and their network first: every process of the lab starts on its host.
+    let mut network = match hosts {
+        Some(block) => {
+            crate::lab_net::check_free(block)?;
+            let sites: Vec<String> = topology.sites.iter().map(|s| s.name.clone()).collect();
+            let site_of = |name: &str| {
+                sites
+                    .iter()
+                    .position(|s| s.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| anyhow!("no site {name} in the topology"))
+            };
+            let mut planned = Vec::new();
+            for s in topology.servers() {
+                planned.push(crate::lab_net::Host {
+                    namespace: crate::lab_net::host_namespace(block, &s.server.fqdn),
+                    site: site_of(s.site)?,
+                    addresses: [Some(s.server.address), s.server.external_address]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                });
+            }
+            for c in &mut clusters {
+                let namespace = crate::lab_net::host_namespace(block, &c.server.fqdn);
+                planned.push(crate::lab_net::Host {
+                    namespace: namespace.clone(),
+                    site: site_of(&c.server.site)?,
+                    addresses: vec![c.server.address.parse()?],
+                });
+                c.server.netns = Some(namespace);
+            }
+            let network =
+                crate::lab_net::build(&dir, block, &sites, &planned, dns_address(&topology))?;
+            Some(NetworkGuard {
+                network: Some(network),
+                dir: dir.clone(),
+            })
+        }
+        None => None,
+    };
     // The Back Ends' clusters first: the store is installed in one of them.
     let mut cluster_servers = Vec::new();
     for c in &clusters {
@@ -472,6 +545,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
         cms_pool: topology.deployment.cms_pool.clone(),
         reconcile_after_secs: options.reconcile_after_secs,
         clusters: cluster_servers,
+        network: None,
         servers: topology
             .servers()
             .map(|s| LabServer {
@@ -496,13 +570,18 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
                 user_services_port: topology.ports.user_services,
                 dns_port: 0,
                 sip_tls_port: topology.ports.sip_tls,
+                netns: hosts.map(|block| crate::lab_net::host_namespace(block, &s.server.fqdn)),
             })
             .collect(),
     };
-    lab.servers.push(dns_server(&topology, &dir)?);
+    let mut dns = dns_server(&topology, &dir)?;
+    dns.netns = hosts.map(crate::lab_net::core_namespace);
+    lab.servers.push(dns);
     issue_certificates(&lab, &topology)?;
     let all: Vec<usize> = (0..lab.servers.len()).collect();
     spawn(&mut lab, &all)?;
+    // From here `lab down` knows every process and the network.
+    lab.network = network.as_mut().and_then(|g| g.network.take());
     lab.save()?;
     let started = Instant::now();
     rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
@@ -580,13 +659,7 @@ async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<
 /// addresses), port 53, its management API on the usual port; its zone written from the
 /// topology into its data folder.
 fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
-    let first = topology
-        .servers()
-        .next()
-        .map(|s| s.server.address.octets())
-        .unwrap_or([127, 0, 0, 1]);
-    // Not .53: systemd-resolved listens on 127.0.0.53 on many machines.
-    let address = std::net::Ipv4Addr::new(127, first[1], 0, 153);
+    let address = dns_address(topology);
     let fqdn = format!("dns.{}", topology.deployment.dns_zone);
     let data_dir = dir.join("servers").join(&fqdn);
     std::fs::create_dir_all(&data_dir)?;
@@ -608,7 +681,40 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
         user_services_port: 0,
         dns_port: topology.ports.dns,
         sip_tls_port: 0,
+        netns: None,
     })
+}
+
+/// `127.B.0.153` (`10.B.0.153` on hosts), B the block of the deployment's addresses.
+fn dns_address(topology: &Topology) -> std::net::Ipv4Addr {
+    let first = topology
+        .servers()
+        .next()
+        .map(|s| s.server.address.octets())
+        .unwrap_or([127, 0, 0, 1]);
+    // Not .53: systemd-resolved listens on 127.0.0.53 on many machines.
+    std::net::Ipv4Addr::new(first[0], first[1], 0, 153)
+}
+
+/// The hosts' network while `lab up` makes the lab: if it fails before the lab file
+/// records the network, the processes started so far are killed and the network removed.
+struct NetworkGuard {
+    network: Option<crate::lab_net::Network>,
+    dir: PathBuf,
+}
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        if let Some(mut network) = self.network.take() {
+            for pid in strays(&self.dir) {
+                for p in crate::lab_process::family(pid) {
+                    signal(p, Signal::SIGKILL);
+                }
+                signal(pid, Signal::SIGKILL);
+            }
+            crate::lab_net::teardown(&mut network);
+        }
+    }
 }
 
 /// The topology as the lab installed it (with its clusters' URLs), in the lab folder.
@@ -670,10 +776,25 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
                 .arg("--reconcile-after-secs")
                 .arg(lab.reconcile_after_secs.to_string());
         }
-        let child = command
+        // The lab's PostgreSQL password, if it has clusters: never in the topology. On a
+        // host of its own a server reads its own copy, in its own folder.
+        let pgpass = lab.dir.join(crate::lab_pg::PGPASS_FILE);
+        let pgpass = match &s.netns {
+            Some(_) if pgpass.exists() => {
+                let own = s.data_dir.join(crate::lab_pg::PGPASS_FILE);
+                std::fs::create_dir_all(&s.data_dir)?;
+                std::fs::copy(&pgpass, &own)?;
+                std::fs::set_permissions(
+                    &own,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+                own
+            }
+            _ => pgpass,
+        };
+        let child = crate::lab_net::wrapped(command, s.netns.as_deref())
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
-            // The lab's PostgreSQL password, if it has clusters: never in the topology.
-            .env("PGPASSFILE", lab.dir.join(crate::lab_pg::PGPASS_FILE))
+            .env("PGPASSFILE", pgpass)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -1151,6 +1272,9 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
         signal(pid, Signal::SIGKILL);
         eprintln!("killed pid {pid}, a server of this lab that lab.json did not list");
     }
+    if let Some(mut network) = lab.network.take() {
+        crate::lab_net::teardown(&mut network);
+    }
     lab.save()?;
     eprintln!("lab in {} stopped; its data stays there", lab.dir.display());
     Ok(())
@@ -1224,6 +1348,7 @@ mod tests {
             user_services_port: 0,
             dns_port: 0,
             sip_tls_port: 0,
+            netns: None,
         }
     }
 

@@ -138,16 +138,17 @@ pub(crate) struct Cluster {
 /// Plans the clusters of `topology`'s Back Ends and rewrites the topology's URLs to them.
 /// Addresses are `127.B.0.161` and up, B the block of the deployment's addresses.
 pub(crate) fn plan(topology: &mut Topology, dir: &Path) -> anyhow::Result<Vec<Cluster>> {
-    let block = topology
+    // The first two octets of the deployment's addresses: 127.B (10.B on hosts).
+    let [net, block, _, _] = topology
         .servers()
         .next()
-        .map(|s| s.server.address.octets()[1])
-        .unwrap_or(0);
+        .map(|s| s.server.address.octets())
+        .unwrap_or([127, 0, 0, 0]);
     let taken: Vec<Ipv4Addr> = topology.servers().map(|s| s.server.address).collect();
     let mut next = 161u8;
     let mut address = || -> anyhow::Result<Ipv4Addr> {
         loop {
-            let a = Ipv4Addr::new(127, block, 0, next);
+            let a = Ipv4Addr::new(net, block, 0, next);
             next = next
                 .checked_add(1)
                 .ok_or_else(|| anyhow!("too many Back End servers for the lab's addresses"))?;
@@ -213,6 +214,7 @@ fn cluster_server(
         user_services_port: 0,
         dns_port: 0,
         sip_tls_port: 0,
+        netns: None,
     }
 }
 
@@ -294,14 +296,15 @@ pub(crate) fn create(c: &Cluster, dir: &Path, primary_address: Option<&str>) -> 
                     .args(["--locale=C", "-E", "UTF8"]),
                 "initdb",
             )?;
-            // Connections from the lab's loopback block, replication too, by password.
+            // Connections from the lab's addresses, replication too, by password.
             let hba = data.join("pg_hba.conf");
             let mut text = std::fs::read_to_string(&hba)?;
-            text.push_str(
-                "\n# tandem lab: servers and the mirror connect over loopback, by password\n\
-                 host all all 127.0.0.0/8 scram-sha-256\n\
-                 host replication all 127.0.0.0/8 scram-sha-256\n",
-            );
+            let lab = lab_network(&c.server.address);
+            text.push_str(&format!(
+                "\n# tandem lab: servers and the mirror connect from the lab's addresses, by password\n\
+                 host all all {lab} scram-sha-256\n\
+                 host replication all {lab} scram-sha-256\n",
+            ));
             std::fs::write(&hba, text)?;
             Ok(())
         }
@@ -342,6 +345,15 @@ pub(crate) fn create(c: &Cluster, dir: &Path, primary_address: Option<&str>) -> 
     made
 }
 
+/// The addresses a cluster at `address` takes connections from: the lab's loopback
+/// (`127.0.0.0/8`), or on hosts the lab's network (`10.B.0.0/16`).
+fn lab_network(address: &str) -> String {
+    match address.parse::<Ipv4Addr>().map(|a| a.octets()) {
+        Ok([127, ..]) | Err(_) => "127.0.0.0/8".into(),
+        Ok([a, b, _, _]) => format!("{a}.{b}.0.0/16"),
+    }
+}
+
 /// The name a mirror streams under (`application_name`, and `synchronous_standby_names`
 /// when the topology makes it synchronous): its FQDN with dots as underscores.
 pub(crate) fn application_name(fqdn: &str) -> String {
@@ -376,7 +388,7 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&s.log)?;
-    let child = as_owner(&bin.join("postgres"))
+    let child = crate::lab_net::wrapped(as_owner(&bin.join("postgres")), s.netns.as_deref())
         .arg("-D")
         .arg(&data)
         .arg("-c")

@@ -47,6 +47,9 @@ pub(crate) struct LabServer {
     /// The SIP TLS port, Front Ends only.
     #[serde(default)]
     pub(crate) sip_tls_port: u16,
+    /// The host (network namespace) it runs on, `lab up --hosts` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) netns: Option<String>,
 }
 
 impl LabServer {

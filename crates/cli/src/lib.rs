@@ -13,8 +13,10 @@ mod bench_users;
 mod client;
 mod dns_cmd;
 mod lab;
+mod lab_net;
 mod lab_pg;
 mod lab_process;
+mod lab_wire;
 mod partner;
 mod shell;
 mod status;
@@ -153,6 +155,25 @@ enum LabCommand {
         /// per Back End server (and its mirror, a streaming standby), started by the lab.
         #[arg(long, value_enum, default_value_t = lab::Backend::Sqlite)]
         backend: lab::Backend,
+        /// Every server and Back End on a host of its own (a network namespace; needs root
+        /// and --backend postgres): 127.B.x.y becomes 10.B.x.y, the sites joined by a link
+        /// that `tandem lab net` cuts, delays or makes lossy.
+        #[arg(long)]
+        hosts: bool,
+    },
+    /// The link between the sites of a lab started with --hosts: cut, delay, loss, heal.
+    #[command(subcommand)]
+    Net(NetCommand),
+    /// The link between a --hosts lab's sites, as a process (started by `lab up --hosts`).
+    #[command(hide = true)]
+    Wire {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        block: u8,
+        /// Each site's router namespace, in the sites' order.
+        #[arg(long)]
+        router: Vec<String>,
     },
     /// Every server: running or not, its replica's version, which one is the CMS master.
     Status {
@@ -195,6 +216,45 @@ enum LabCommand {
     Down {
         #[arg(long, default_value = "tandem-lab")]
         dir: PathBuf,
+    },
+}
+
+/// `tandem lab net`: what crosses between the sites of a lab started with --hosts.
+#[derive(Subcommand, Debug)]
+pub(crate) enum NetCommand {
+    /// Cut the link between two sites: nothing crosses, either way, until `lab net heal`.
+    Cut {
+        site_a: String,
+        site_b: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Delay everything that crosses, each way (`50ms`, `1s`): between two sites, or all.
+    Delay {
+        delay: String,
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Lose a share of what crosses, each way (`5%`): between two sites, or all.
+    Loss {
+        percent: String,
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Mend the link between two sites, or every link: no cut, delay or loss.
+    Heal {
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Each link: its settings and the frames that crossed or were dropped.
+    Status {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -382,7 +442,9 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 failback_detection_secs,
                 reconcile_after_secs,
                 backend,
+                hosts,
             } => lab::up(lab::UpOptions {
+                hosts,
                 topology,
                 dir,
                 detach,
@@ -398,6 +460,8 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             LabCommand::Resume { target, dir } => lab::pause_servers(&dir, &target, false),
             LabCommand::Start { target, dir } => lab::start(&dir, &target),
             LabCommand::Down { dir } => lab::down(&dir),
+            LabCommand::Net(command) => lab_net::net(command),
+            LabCommand::Wire { dir, block, router } => lab_wire::run(&dir, block, &router),
         }),
         Command::Bench(BenchCommand::Replication {
             replicas,

@@ -324,9 +324,15 @@ impl Topology {
     /// Moves every address to the loopback block 127.`block`.x.y, keeping x.y, so that
     /// several copies of a deployment (tests, benchmarks) can run on one machine.
     pub fn move_to_loopback_block(&mut self, block: u8) {
+        self.move_addresses([127, block]);
+    }
+
+    /// Moves every address into `prefix[0].prefix[1].x.y`, keeping x.y: `tandem lab up
+    /// --hosts` puts a loopback deployment on hosts of its own as 10.B.x.y.
+    pub fn move_addresses(&mut self, prefix: [u8; 2]) {
         let remap = |a: Ipv4Addr| {
             let o = a.octets();
-            Ipv4Addr::new(127, block, o[2], o[3])
+            Ipv4Addr::new(prefix[0], prefix[1], o[2], o[3])
         };
         for p in &mut self.front_end_pools {
             for s in &mut p.servers {

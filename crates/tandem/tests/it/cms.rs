@@ -90,7 +90,12 @@ pub(crate) fn set_sync_interval(lab: &Lab, server: &str, interval: &str) {
 
 /// The old store comes back: its master steps down, its store becomes the standby of the
 /// new one, the changes made meanwhile are everywhere and nothing overwrote them.
-fn old_store_comes_back_fenced(lab: &Lab, old_pool: &str, new_pool: &str, interval: &str) {
+pub(crate) fn old_store_comes_back_fenced(
+    lab: &Lab,
+    old_pool: &str,
+    new_pool: &str,
+    interval: &str,
+) {
     let out = run(&["lab", "start", old_pool, "--dir", lab.dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let new_fe = format!("{}-fe1.contoso.com", new_pool.split('.').next().unwrap());

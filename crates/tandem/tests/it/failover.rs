@@ -21,7 +21,7 @@ fn client(lab: &Lab, user: &str, args: &[&str]) -> std::process::Output {
 }
 
 /// Signs in; returns the serving pool and the mode the registrar answered.
-fn sign_in(lab: &Lab, user: &str) -> (String, String) {
+pub(crate) fn sign_in(lab: &Lab, user: &str) -> (String, String) {
     let out = client(lab, user, &["sign-in"]);
     let text = stdout(&out);
     assert!(

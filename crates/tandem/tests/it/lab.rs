@@ -25,9 +25,11 @@ fn topology_on_free_block(base: &topology::Topology) -> String {
         t.move_to_loopback_block(block);
         // The lab's DNS server listens on 127.B.0.153 (port 53 and the management port).
         let dns = std::net::Ipv4Addr::new(127, block, 0, 153);
-        let free = t
-            .servers()
-            .all(|s| std::net::TcpListener::bind((s.server.address, 4444)).is_ok())
+        // A --hosts lab of this block (its namespaces) would clash too.
+        let hosts = std::path::Path::new("/run/netns").join(format!("tdm{block}-core"));
+        let free = !hosts.exists()
+            && t.servers()
+                .all(|s| std::net::TcpListener::bind((s.server.address, 4444)).is_ok())
             && std::net::TcpListener::bind((dns, 4444)).is_ok()
             && std::net::UdpSocket::bind((dns, 53)).is_ok();
         if !free {
@@ -75,15 +77,16 @@ pub(crate) fn on_postgres() -> bool {
 }
 
 impl Lab {
-    /// The lab's loopback block ("127.B."): the addresses the runbooks name as 127.0.x.y
-    /// are 127.B.x.y here.
+    /// The lab's block ("127.B.", or "10.B." on hosts): the addresses the runbooks name
+    /// as 127.0.x.y are 127.B.x.y (10.B.x.y) here.
     pub(crate) fn block(&self) -> String {
         let lab_json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
                 .unwrap();
         let address = lab_json["servers"][0]["address"].as_str().unwrap();
-        let second = address.split('.').nth(1).unwrap();
-        format!("127.{second}.")
+        let mut octets = address.split('.');
+        let (first, second) = (octets.next().unwrap(), octets.next().unwrap());
+        format!("{first}.{second}.")
     }
 
     /// Runs a runbook of `examples/runbooks/` on `server`, with the lab's addresses;
@@ -194,6 +197,42 @@ impl Lab {
             return None;
         }
         Some(Lab::up_on_postgres(base, extra, &[]))
+    }
+
+    /// A lab with every server and Back End on a host of its own (`--hosts --backend
+    /// postgres`), or `None` (after saying why) where this machine cannot make hosts (not
+    /// root, no `ip`, no `/dev/net/tun`) or has no PostgreSQL, unless the run requires it
+    /// (`TANDEM_TEST_HOSTS_REQUIRED=1`, as in CI).
+    pub(crate) fn up_hosts(base: &topology::Topology, extra: &[&str]) -> Option<Lab> {
+        let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .is_some_and(|u| u.split_whitespace().next() == Some("0"))
+        });
+        let why = if !root {
+            Some("not root")
+        } else if !std::path::Path::new("/dev/net/tun").exists() {
+            Some("no /dev/net/tun")
+        } else if std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map_or(true, |o| !o.status.success())
+        {
+            Some("no `ip netns` (iproute2)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            assert!(
+                std::env::var("TANDEM_TEST_HOSTS_REQUIRED").as_deref() != Ok("1"),
+                "TANDEM_TEST_HOSTS_REQUIRED=1 but this machine cannot make hosts: {why}"
+            );
+            eprintln!("skipped: this machine cannot make hosts ({why})");
+            return None;
+        }
+        let mut args = vec!["--hosts"];
+        args.extend_from_slice(extra);
+        Lab::up_postgres(base, &args)
     }
 
     fn up_in(

@@ -9,6 +9,7 @@ mod dns;
 mod edge;
 mod failover;
 mod federation;
+mod hosts;
 mod lab;
 mod lab_postgres;
 mod mirror;
