@@ -196,7 +196,8 @@ pub(crate) fn query(
     name: &str,
     qtype: RecordType,
 ) -> anyhow::Result<dns::Answer> {
-    let socket = std::net::UdpSocket::bind((source_address_towards(server.ip()), 0))?;
+    let socket =
+        std::net::UdpSocket::bind((crate::lab_net::source_address_towards(server.ip()), 0))?;
     socket.set_read_timeout(Some(Duration::from_millis(500)))?;
     let id = (std::process::id() as u16) ^ (store::now_ms() as u16);
     let msg = build_query(id, name.trim_end_matches('.'), qtype);
@@ -211,18 +212,4 @@ pub(crate) fn query(
         }
     }
     bail!("no answer from the DNS server at {server}")
-}
-
-/// The source address this machine uses towards `remote` (a UDP socket's `connect` sends
-/// nothing; it only picks the route): loopback for a lab on one machine, the operator's
-/// address on a `--hosts` lab. Loopback if no route is found.
-pub(crate) fn source_address_towards(remote: std::net::IpAddr) -> std::net::IpAddr {
-    let local = std::net::Ipv4Addr::LOCALHOST.into();
-    std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .and_then(|s| {
-            s.connect((remote, 9))?;
-            s.local_addr()
-        })
-        .map(|a| a.ip())
-        .unwrap_or(local)
 }

@@ -151,7 +151,7 @@ impl LabFile {
             .first()
             .and_then(|s| s.address.parse::<std::net::IpAddr>().ok());
         match towards {
-            Some(ip) => crate::dns_cmd::source_address_towards(ip),
+            Some(ip) => crate::lab_net::source_address_towards(ip),
             None => std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
@@ -715,6 +715,20 @@ impl Drop for NetworkGuard {
             crate::lab_net::teardown(&mut network);
         }
     }
+}
+
+/// `tandem lab net …`: on a lab started with `--hosts`.
+pub(crate) fn net(command: crate::lab_net::NetCommand) -> anyhow::Result<()> {
+    let dir = command.dir();
+    let lab = LabFile::load(dir)?;
+    let Some(network) = &lab.network else {
+        bail!(
+            "the lab in {} has no network of its own; start it with `tandem lab up --hosts --backend postgres --dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    };
+    crate::lab_net::net(dir, network, &command)
 }
 
 /// The topology as the lab installed it (with its clusters' URLs), in the lab folder.

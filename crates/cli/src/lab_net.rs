@@ -22,7 +22,7 @@
 //! topology address may take.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -440,24 +440,63 @@ pub(crate) fn wrapped(command: Command, namespace: Option<&str>) -> Command {
     c
 }
 
-/// `tandem lab net …`.
-pub(crate) fn net(command: crate::NetCommand) -> anyhow::Result<()> {
-    use crate::NetCommand as N;
-    use crate::lab_wire::Request;
-    let (dir, json) = match &command {
-        N::Cut { dir, .. } | N::Delay { dir, .. } | N::Loss { dir, .. } | N::Heal { dir, .. } => {
-            (dir.clone(), false)
+/// `tandem lab net`: what crosses between the sites of a lab started with --hosts.
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum NetCommand {
+    /// Cut the link between two sites: nothing crosses, either way, until `lab net heal`.
+    Cut {
+        site_a: String,
+        site_b: String,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Delay everything that crosses, each way (`50ms`, `1s`): between two sites, or all.
+    Delay {
+        delay: String,
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Lose a share of what crosses, each way (`5%`): between two sites, or all.
+    Loss {
+        percent: String,
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Mend the link between two sites, or every link: no cut, delay or loss.
+    Heal {
+        sites: Vec<String>,
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Each link: its settings and the frames that crossed or were dropped.
+    Status {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl NetCommand {
+    /// The lab folder it names.
+    pub(crate) fn dir(&self) -> &Path {
+        match self {
+            NetCommand::Cut { dir, .. }
+            | NetCommand::Delay { dir, .. }
+            | NetCommand::Loss { dir, .. }
+            | NetCommand::Heal { dir, .. }
+            | NetCommand::Status { dir, .. } => dir,
         }
-        N::Status { dir, json } => (dir.clone(), *json),
-    };
-    let lab = crate::lab::LabFile::load(&dir)?;
-    let Some(network) = &lab.network else {
-        bail!(
-            "the lab in {} has no network of its own; start it with `tandem lab up --hosts --backend postgres --dir {}`",
-            dir.display(),
-            dir.display()
-        );
-    };
+    }
+}
+
+/// `tandem lab net …`.
+pub(crate) fn net(dir: &Path, network: &Network, command: &NetCommand) -> anyhow::Result<()> {
+    use crate::lab_wire::Request;
+    use NetCommand as N;
+    let json = matches!(command, N::Status { json: true, .. });
     let site = |name: &str| {
         network
             .sites
@@ -477,7 +516,7 @@ pub(crate) fn net(command: crate::NetCommand) -> anyhow::Result<()> {
             _ => bail!("name two different sites, or none for every link"),
         }
     };
-    let request = match &command {
+    let request = match command {
         N::Cut { site_a, site_b, .. } => Request::Cut {
             between: pair(&[site_a.clone(), site_b.clone()])?,
         },
@@ -494,7 +533,7 @@ pub(crate) fn net(command: crate::NetCommand) -> anyhow::Result<()> {
         },
         N::Status { .. } => Request::Status,
     };
-    let wan = crate::lab_wire::ask(&dir, &request)?;
+    let wan = crate::lab_wire::ask(dir, &request)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&wan)?);
         return Ok(());
@@ -552,6 +591,20 @@ pub(crate) fn parse_percent(text: &str) -> anyhow::Result<f64> {
         bail!("'{text}' is not between 0% and 100%");
     }
     Ok(n)
+}
+
+/// The source address this machine uses towards `remote` (a UDP socket's `connect` sends
+/// nothing; it only picks the route): loopback for a lab on one machine, the operator's
+/// address on a `--hosts` lab. Loopback if no route is found.
+pub(crate) fn source_address_towards(remote: std::net::IpAddr) -> std::net::IpAddr {
+    let local = Ipv4Addr::LOCALHOST.into();
+    std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| {
+            s.connect((remote, 9))?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(local)
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl Wan {
         let Some(link) = self.link_mut(from, to) else {
             return Verdict::DropCut;
         };
-        let verdict = if link.settings.cut {
+        if link.settings.cut {
             link.counters.dropped_cut += 1;
             Verdict::DropCut
         } else if draw * 100.0 < link.settings.loss_percent {
@@ -141,8 +141,7 @@ impl Wan {
         } else {
             link.counters.forwarded += 1;
             Verdict::Deliver(Duration::from_millis(link.settings.delay_ms))
-        };
-        verdict
+        }
     }
 
     fn count_queue_full(&mut self, from: usize, to: usize) {
@@ -287,7 +286,14 @@ pub(crate) fn run(dir: &Path, block: u8, routers: &[String]) -> anyhow::Result<(
         let name = tap_name(block, i);
         let tap = tun_tap::Iface::without_packet_info(&name, tun_tap::Mode::Tap)
             .with_context(|| format!("cannot make the TAP device {name} (/dev/net/tun)"))?;
-        crate::lab_net::ip(&["link", "set", "dev", &name, "netns", namespace])?;
+        // Into its router's namespace: the device keeps its file here.
+        let moved = std::process::Command::new("ip")
+            .args(["link", "set", "dev", &name, "netns", namespace])
+            .status()
+            .context("cannot run `ip` (Debian package iproute2)")?;
+        if !moved.success() {
+            bail!("cannot move {name} into {namespace}");
+        }
         taps.push(Arc::new(tap));
     }
     let wan = Arc::new(Mutex::new(Wan::new(routers.len())));

@@ -163,7 +163,7 @@ enum LabCommand {
     },
     /// The link between the sites of a lab started with --hosts: cut, delay, loss, heal.
     #[command(subcommand)]
-    Net(NetCommand),
+    Net(lab_net::NetCommand),
     /// The link between a --hosts lab's sites, as a process (started by `lab up --hosts`).
     #[command(hide = true)]
     Wire {
@@ -216,45 +216,6 @@ enum LabCommand {
     Down {
         #[arg(long, default_value = "tandem-lab")]
         dir: PathBuf,
-    },
-}
-
-/// `tandem lab net`: what crosses between the sites of a lab started with --hosts.
-#[derive(Subcommand, Debug)]
-pub(crate) enum NetCommand {
-    /// Cut the link between two sites: nothing crosses, either way, until `lab net heal`.
-    Cut {
-        site_a: String,
-        site_b: String,
-        #[arg(long, default_value = "tandem-lab")]
-        dir: PathBuf,
-    },
-    /// Delay everything that crosses, each way (`50ms`, `1s`): between two sites, or all.
-    Delay {
-        delay: String,
-        sites: Vec<String>,
-        #[arg(long, default_value = "tandem-lab")]
-        dir: PathBuf,
-    },
-    /// Lose a share of what crosses, each way (`5%`): between two sites, or all.
-    Loss {
-        percent: String,
-        sites: Vec<String>,
-        #[arg(long, default_value = "tandem-lab")]
-        dir: PathBuf,
-    },
-    /// Mend the link between two sites, or every link: no cut, delay or loss.
-    Heal {
-        sites: Vec<String>,
-        #[arg(long, default_value = "tandem-lab")]
-        dir: PathBuf,
-    },
-    /// Each link: its settings and the frames that crossed or were dropped.
-    Status {
-        #[arg(long, default_value = "tandem-lab")]
-        dir: PathBuf,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -460,7 +421,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             LabCommand::Resume { target, dir } => lab::pause_servers(&dir, &target, false),
             LabCommand::Start { target, dir } => lab::start(&dir, &target),
             LabCommand::Down { dir } => lab::down(&dir),
-            LabCommand::Net(command) => lab_net::net(command),
+            LabCommand::Net(command) => lab::net(command),
             LabCommand::Wire { dir, block, router } => lab_wire::run(&dir, block, &router),
         }),
         Command::Bench(BenchCommand::Replication {

@@ -155,8 +155,9 @@ impl Lab {
 
     /// A lab of another deployment (see `fabrikam`).
     ///
-    /// With `TANDEM_TEST_LAB_BACKEND=postgres` the lab's Back Ends are PostgreSQL clusters
-    /// (`.ci/run` runs the CMS, backup and failover tests so too).
+    /// With `TANDEM_TEST_LAB_BACKEND=postgres` the lab's Back Ends are PostgreSQL clusters,
+    /// and with `TANDEM_TEST_LAB_HOSTS=1` as well every server is on a host of its own
+    /// (`.ci/run` runs the CMS, backup and failover tests so).
     pub(crate) fn up_topology(
         base: &topology::Topology,
         extra: &[&str],
@@ -178,6 +179,12 @@ impl Lab {
         )
         .unwrap();
         let mut args = vec!["--backend", "postgres"];
+        // TANDEM_TEST_LAB_HOSTS=1: every server on a host of its own too.
+        if std::env::var("TANDEM_TEST_LAB_HOSTS").as_deref() == Ok("1")
+            && !extra.contains(&"--hosts")
+        {
+            args.push("--hosts");
+        }
         args.extend_from_slice(extra);
         Lab::up_in(dir, base, &args, env)
     }
