@@ -1028,6 +1028,15 @@ fn print_summary(lab: &LabFile, took: Duration) {
             lab.dir.join(crate::lab_pg::PGPASS_FILE).display()
         );
     }
+    if let Some(network) = &lab.network {
+        println!();
+        println!(
+            "Hosts: a network namespace each (tdm{}-<server>), the sites {} joined by one link: `tandem lab net status --dir {}`",
+            network.block,
+            network.sites.join(", "),
+            lab.dir.display()
+        );
+    }
     println!();
     println!(
         "Admin token and addresses: {}",

@@ -99,29 +99,21 @@ fn root_link(block: u8) -> String {
     format!("tdm{block}up")
 }
 
-/// Runs `ip` with `args`; its error output in the error.
-pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run `ip` (Debian package iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+/// Runs `commands` (one `ip` command each, without `ip`) in `namespace` (None: the root),
+/// in one `ip -batch`: it stops at the first that fails.
+fn ip_batch(namespace: Option<&str>, commands: &[String]) -> anyhow::Result<()> {
+    ip_batch_with(namespace, commands, false)
 }
 
-/// Runs `commands` (one `ip` command each, without `ip`) in `namespace` (None: the root).
-fn ip_batch(namespace: Option<&str>, commands: &[String]) -> anyhow::Result<()> {
+/// `ip_batch`, or with `force` every command tried whatever fails (teardown).
+fn ip_batch_with(namespace: Option<&str>, commands: &[String], force: bool) -> anyhow::Result<()> {
     use std::io::Write;
     let mut command = Command::new("ip");
     if let Some(ns) = namespace {
         command.args(["-n", ns]);
+    }
+    if force {
+        command.arg("-force");
     }
     let mut child = command
         .args(["-batch", "-"])
@@ -260,27 +252,27 @@ fn build_into(
     let routers: Vec<String> = (0..network.sites.len())
         .map(|i| router_namespace(block, i))
         .collect();
+    // One at a time, each recorded once made: a failure part-way removes only what this
+    // lab made, never a namespace of another lab that took the name meanwhile.
     for ns in std::iter::once(&core)
         .chain(&routers)
         .chain(hosts.iter().map(|h| &h.namespace))
     {
-        ip(&["netns", "add", ns])?;
+        ip_batch(None, &[format!("netns add {ns}")])?;
         network.namespaces.push(ns.clone());
     }
     // The operator's link to the core.
     let up = root_link(block);
-    ip_batch(
-        None,
-        &[
-            format!("link add {up} type veth peer name uplink netns {core}"),
-            format!("addr add {}/30 dev {up}", root_address(block)),
-            format!("link set dev {up} up"),
-            format!(
-                "route add {HOSTS_NET}.{block}.0.0/16 via {} dev {up}",
-                core_uplink(block)
-            ),
-        ],
-    )?;
+    let root_commands = [
+        format!("link add {up} type veth peer name uplink netns {core}"),
+        format!("addr add {}/30 dev {up}", root_address(block)),
+        format!("link set dev {up} up"),
+        format!(
+            "route add {HOSTS_NET}.{block}.0.0/16 via {} dev {up}",
+            core_uplink(block)
+        ),
+    ];
+    ip_batch(None, &root_commands)?;
     let mut core_commands = vec![
         "link set dev lo up".to_string(),
         format!("addr add {dns}/32 dev lo"),
@@ -331,9 +323,23 @@ fn build_into(
     }
     ip_batch(Some(&core), &core_commands)?;
     forward(&core)?;
-    // The wire makes each router's TAP device; then the routers get their addresses and
-    // routes (those across the wire need the TAP's address first).
-    network.wire_pid = Some(start_wire(dir, block, &routers)?);
+    // The wire makes each router's TAP device, which moves into the router; then the
+    // routers get their addresses and routes (those across the wire need the TAP's
+    // address first).
+    network.wire_pid = Some(start_wire(dir, block, routers.len())?);
+    ip_batch(
+        None,
+        &routers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                format!(
+                    "link set dev {} netns {r}",
+                    crate::lab_wire::tap_name(block, i)
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
     for (i, router) in routers.iter().enumerate() {
         let tap = crate::lab_wire::tap_name(block, i);
         let mut commands = vec![
@@ -365,20 +371,19 @@ fn host_setup(host: &Host, block: u8) -> Vec<String> {
 }
 
 /// Starts `tandem lab wire` in its own process group and waits until it answers.
-fn start_wire(dir: &Path, block: u8, routers: &[String]) -> anyhow::Result<u32> {
+fn start_wire(dir: &Path, block: u8, sites: usize) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("logs").join("wire.log"))?;
     let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(["lab", "wire", "--dir"])
-        .arg(dir)
-        .args(["--block", &block.to_string()]);
-    for r in routers {
-        command.args(["--router", r]);
-    }
+    command.args(["lab", "wire", "--dir"]).arg(dir).args([
+        "--block",
+        &block.to_string(),
+        "--sites",
+        &sites.to_string(),
+    ]);
     let mut child = command
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -415,10 +420,14 @@ pub(crate) fn teardown(network: &mut Network) {
         );
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
     }
-    for ns in network.namespaces.drain(..).rev() {
-        let _ = ip(&["netns", "del", &ns]);
-    }
-    let _ = ip(&["link", "del", &root_link(network.block)]);
+    let mut commands: Vec<String> = network
+        .namespaces
+        .drain(..)
+        .rev()
+        .map(|ns| format!("netns del {ns}"))
+        .collect();
+    commands.push(format!("link del {}", root_link(network.block)));
+    let _ = ip_batch_with(None, &commands, true);
 }
 
 /// `command` run on host `namespace` (its own network, the same files): `ip netns exec`,

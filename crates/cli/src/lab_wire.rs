@@ -277,27 +277,20 @@ impl Draws {
     }
 }
 
-/// `tandem lab wire`: makes a TAP device per site, moves each into its site's router
-/// namespace, then carries frames between them and answers `lab net` on the socket until
-/// killed. The lab configures the devices' addresses once the socket answers.
-pub(crate) fn run(dir: &Path, block: u8, routers: &[String]) -> anyhow::Result<()> {
+/// `tandem lab wire`: makes a TAP device per site, then carries frames between them and
+/// answers `lab net` on the socket until killed. Once the socket answers, the lab moves
+/// each device into its site's router namespace (the device keeps its file here) and
+/// configures it: the network is the lab's to set up, the frames are this process's.
+pub(crate) fn run(dir: &Path, block: u8, sites: usize) -> anyhow::Result<()> {
     let mut taps = Vec::new();
-    for (i, namespace) in routers.iter().enumerate() {
+    for i in 0..sites {
         let name = tap_name(block, i);
         let tap = tun_tap::Iface::without_packet_info(&name, tun_tap::Mode::Tap)
             .with_context(|| format!("cannot make the TAP device {name} (/dev/net/tun)"))?;
-        // Into its router's namespace: the device keeps its file here.
-        let moved = std::process::Command::new("ip")
-            .args(["link", "set", "dev", &name, "netns", namespace])
-            .status()
-            .context("cannot run `ip` (Debian package iproute2)")?;
-        if !moved.success() {
-            bail!("cannot move {name} into {namespace}");
-        }
         taps.push(Arc::new(tap));
     }
-    let wan = Arc::new(Mutex::new(Wan::new(routers.len())));
-    let queues: Vec<Arc<DelayQueue>> = routers.iter().map(|_| Arc::default()).collect();
+    let wan = Arc::new(Mutex::new(Wan::new(sites)));
+    let queues: Vec<Arc<DelayQueue>> = (0..sites).map(|_| Arc::default()).collect();
     for (to, tap) in taps.iter().enumerate() {
         let (tap, queue) = (tap.clone(), queues[to].clone());
         std::thread::spawn(move || {
@@ -315,21 +308,16 @@ pub(crate) fn run(dir: &Path, block: u8, routers: &[String]) -> anyhow::Result<(
             let mut buf = vec![0u8; 65_536];
             while let Ok(n) = tap.recv(&mut buf) {
                 let now = Instant::now();
+                // One lock a frame, for every site it goes to.
+                let mut wan = wan.lock().unwrap_or_else(|e| e.into_inner());
                 for (to, queue) in queues.iter().enumerate() {
                     if to == from {
                         continue;
                     }
-                    let verdict = wan.lock().unwrap_or_else(|e| e.into_inner()).verdict(
-                        from,
-                        to,
-                        draws.next(),
-                    );
-                    if let Verdict::Deliver(delay) = verdict
+                    if let Verdict::Deliver(delay) = wan.verdict(from, to, draws.next())
                         && !queue.push(now + delay, buf[..n].to_vec())
                     {
-                        wan.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .count_queue_full(from, to);
+                        wan.count_queue_full(from, to);
                     }
                 }
             }

@@ -171,9 +171,9 @@ enum LabCommand {
         dir: PathBuf,
         #[arg(long)]
         block: u8,
-        /// Each site's router namespace, in the sites' order.
+        /// How many sites: a TAP device each.
         #[arg(long)]
-        router: Vec<String>,
+        sites: usize,
     },
     /// Every server: running or not, its replica's version, which one is the CMS master.
     Status {
@@ -422,7 +422,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             LabCommand::Start { target, dir } => lab::start(&dir, &target),
             LabCommand::Down { dir } => lab::down(&dir),
             LabCommand::Net(command) => lab::net(command),
-            LabCommand::Wire { dir, block, router } => lab_wire::run(&dir, block, &router),
+            LabCommand::Wire { dir, block, sites } => lab_wire::run(&dir, block, sites),
         }),
         Command::Bench(BenchCommand::Replication {
             replicas,
