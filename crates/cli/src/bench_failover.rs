@@ -93,28 +93,11 @@ async fn save(client: &reqwest::Client, bases: &[String], user: &LabUser, name: 
 /// How many contact items named `<prefix>*` the pool's Back End holds (its
 /// `database_url` in the lab's topology: a SQLite file or a PostgreSQL database).
 async fn count_in(lab: &LabFile, pool: &str, prefix: &str) -> anyhow::Result<i64> {
-    let text = std::fs::read_to_string(lab.dir.join(crate::lab::INSTALLED_TOPOLOGY))
-        .context("reading the lab's installed topology")?;
-    let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
+    let topology = lab.installed_topology()?;
     let fe = topology
         .front_end_pool(pool)
         .ok_or_else(|| anyhow!("the bench topology has no pool {pool}"))?;
-    let url = crate::lab_pg::with_password(&fe.back_end.database_url, &lab.dir)?;
-    let mirror = fe
-        .back_end
-        .mirror
-        .as_ref()
-        .map(|m| crate::lab_pg::with_password(&m.database_url, &lab.dir))
-        .transpose()?;
-    let be = store::BackEnd::open_mirrored(&url, mirror.as_deref(), &lab.dir)
-        .await
-        .with_context(|| {
-            format!(
-                "opening {} under {}",
-                store::redacted_url(&url),
-                lab.dir.display()
-            )
-        })?;
+    let be = crate::lab_pg::open_back_end(&fe.back_end, &lab.dir).await?;
     let items = be.all_user_items(Some("PresenceFocus")).await?;
     be.close().await;
     Ok(items
@@ -387,11 +370,7 @@ pub(crate) fn failover(
         print_figures(figures);
     }
     if let [(a, fa), (b, fb)] = &all_figures[..] {
-        let ratio = |key: &str| {
-            let x = fa[key].as_f64().unwrap_or(0.0);
-            let y = fb[key].as_f64().unwrap_or(0.0);
-            if x > 0.0 { y / x } else { 0.0 }
-        };
+        let ratio = |key: &str| ratio(fa, fb, key);
         println!(
             "{b} / {a}: planned failover {:.2}x, all signed in again {:.2}x, planned failback {:.2}x, disaster failover {:.2}x",
             ratio("planned_failover_s"),
@@ -403,71 +382,71 @@ pub(crate) fn failover(
     Ok(())
 }
 
+/// `to[key] / from[key]`, 0 when `from` has no such figure.
+fn ratio(from: &serde_json::Value, to: &serde_json::Value, key: &str) -> f64 {
+    let x = from[key].as_f64().unwrap_or(0.0);
+    let y = to[key].as_f64().unwrap_or(0.0);
+    if x > 0.0 { y / x } else { 0.0 }
+}
+
 /// The figures of one lab, in words.
-fn print_figures(figures: &serde_json::Value) {
-    {
-        let f = figures;
+fn print_figures(f: &serde_json::Value) {
+    println!(
+        "pool failover of {HOME} ({} enabled users, {} active) to {BACKUP}:",
+        f["users"], f["active"]
+    );
+    println!(
+        "  planned failover: {:.3} s; all {} active users, signed out by {HOME}, signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms from the notification to the sign-in)",
+        f["planned_failover_s"].as_f64().unwrap_or(0.0),
+        f["active"],
+        f["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
+        f["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  acknowledged writes: {}; served by {BACKUP} after failover: {}; at {HOME} after failback: {} (lost in planned operations: {})",
+        f["acknowledged_writes"],
+        f["present_after_failover"],
+        f["present_after_failback"],
+        f["lost_planned"]
+    );
+    println!(
+        "  planned failback: {:.3} s",
+        f["planned_failback_s"].as_f64().unwrap_or(0.0)
+    );
+    let t = &f["over_tls"];
+    let ratio = |key: &str| ratio(f, t, key);
+    println!(
+        "  over TLS (each client its own connection, notified down it): planned failover {:.3} s ({:.2}x plain); all signed in again after {:.3} s ({:.2}x; p50 {:.1} ms from the notification); planned failback {:.3} s ({:.2}x)",
+        t["planned_failover_s"].as_f64().unwrap_or(0.0),
+        ratio("planned_failover_s"),
+        t["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
+        ratio("all_signed_in_again_s"),
+        t["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0),
+        t["planned_failback_s"].as_f64().unwrap_or(0.0),
+        ratio("planned_failback_s"),
+    );
+    println!(
+        "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported at failover (unshipped when last heard, a lower bound): {}; reported lost after the failback counted them: {}",
+        f["disaster_failover_s"].as_f64().unwrap_or(0.0),
+        f["disaster_lost_observed"],
+        f["disaster_reported_at_failover"],
+        f["disaster_lost_reported"]
+    );
+    if f["disaster_lost_reported"] != f["disaster_lost_observed"] {
         println!(
-            "pool failover of {HOME} ({} enabled users, {} active) to {BACKUP}:",
-            f["users"], f["active"]
+            "  (the count after the failback includes writes pool2 committed as it was killed whose answer never reached the client: committed, so lost, but never acknowledged)"
         );
+    }
+    for round in f["disaster_rounds"].as_array().into_iter().flatten() {
         println!(
-            "  planned failover: {:.3} s; all {} active users, signed out by {HOME}, signed in again at {BACKUP} in full mode after {:.3} s (p50 {:.1} ms from the notification to the sign-in)",
-            f["planned_failover_s"].as_f64().unwrap_or(0.0),
-            f["active"],
-            f["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
-            f["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0)
+            "  disaster under {} commit: {} acknowledged writes, write latency p50 {:.2} ms, p99 {:.2} ms; acknowledged writes missing at {BACKUP}: {}; said at once: {}",
+            round["commit"].as_str().unwrap_or_default(),
+            round["acknowledged"],
+            round["write_latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+            round["write_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+            round["lost_observed"],
+            round["said_at_once"].as_str().unwrap_or_default()
         );
-        println!(
-            "  acknowledged writes: {}; served by {BACKUP} after failover: {}; at {HOME} after failback: {} (lost in planned operations: {})",
-            f["acknowledged_writes"],
-            f["present_after_failover"],
-            f["present_after_failback"],
-            f["lost_planned"]
-        );
-        println!(
-            "  planned failback: {:.3} s",
-            f["planned_failback_s"].as_f64().unwrap_or(0.0)
-        );
-        let t = &f["over_tls"];
-        let ratio = |key: &str| {
-            let plain = f[key].as_f64().unwrap_or(0.0);
-            let tls = t[key].as_f64().unwrap_or(0.0);
-            if plain > 0.0 { tls / plain } else { 0.0 }
-        };
-        println!(
-            "  over TLS (each client its own connection, notified down it): planned failover {:.3} s ({:.2}x plain); all signed in again after {:.3} s ({:.2}x; p50 {:.1} ms from the notification); planned failback {:.3} s ({:.2}x)",
-            t["planned_failover_s"].as_f64().unwrap_or(0.0),
-            ratio("planned_failover_s"),
-            t["all_signed_in_again_s"].as_f64().unwrap_or(0.0),
-            ratio("all_signed_in_again_s"),
-            t["resign_in_ms"]["p50"].as_f64().unwrap_or(0.0),
-            t["planned_failback_s"].as_f64().unwrap_or(0.0),
-            ratio("planned_failback_s"),
-        );
-        println!(
-            "  disaster failover (pool killed under writes): {:.3} s; acknowledged writes missing at {BACKUP}: {}; reported at failover (unshipped when last heard, a lower bound): {}; reported lost after the failback counted them: {}",
-            f["disaster_failover_s"].as_f64().unwrap_or(0.0),
-            f["disaster_lost_observed"],
-            f["disaster_reported_at_failover"],
-            f["disaster_lost_reported"]
-        );
-        if f["disaster_lost_reported"] != f["disaster_lost_observed"] {
-            println!(
-                "  (the count after the failback includes writes pool2 committed as it was killed whose answer never reached the client: committed, so lost, but never acknowledged)"
-            );
-        }
-        for round in f["disaster_rounds"].as_array().into_iter().flatten() {
-            println!(
-                "  disaster under {} commit: {} acknowledged writes, write latency p50 {:.2} ms, p99 {:.2} ms; acknowledged writes missing at {BACKUP}: {}; said at once: {}",
-                round["commit"].as_str().unwrap_or_default(),
-                round["acknowledged"],
-                round["write_latency_ms"]["p50"].as_f64().unwrap_or(0.0),
-                round["write_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
-                round["lost_observed"],
-                round["said_at_once"].as_str().unwrap_or_default()
-            );
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use sip::{Method, Request};
 use sipnet::Endpoint;
@@ -480,10 +480,8 @@ pub(crate) fn backup(
             .ok_or_else(|| anyhow!("no partner pool"))?
             .pool
             .clone();
-        let text = std::fs::read_to_string(lab.dir.join(crate::lab::INSTALLED_TOPOLOGY))
-            .context("reading the lab's installed topology")?;
-        let topology = topology::Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
-        let url = topology
+        let url = lab
+            .installed_topology()?
             .front_end_pool(&partner)
             .map(|p| crate::lab_pg::with_password(&p.back_end.database_url, &lab.dir))
             .ok_or_else(|| anyhow!("no Back End for {partner}"))??;

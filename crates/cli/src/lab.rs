@@ -17,7 +17,7 @@ use api::{InvokeRequest, InvokeResponse};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use store::{BackEnd, ReplicaStore};
+use store::ReplicaStore;
 use topology::{Role, Topology, validate};
 
 /// `D/lab.json`.
@@ -213,6 +213,13 @@ impl LabFile {
         std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
         std::fs::rename(&tmp, &path)?;
         Ok(())
+    }
+
+    /// The topology as the lab installed it (with its clusters' URLs), for its own tools.
+    pub(crate) fn installed_topology(&self) -> anyhow::Result<Topology> {
+        let text = std::fs::read_to_string(self.dir.join(INSTALLED_TOPOLOGY))
+            .context("reading the lab's installed topology")?;
+        Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))
     }
 
     /// A server (`i` below the number of servers) or a cluster (above), as `select`
@@ -521,12 +528,7 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
             let pool = topology
                 .front_end_pool(&server.pool)
                 .ok_or_else(|| anyhow!("no pool {}", server.pool))?;
-            let synchronous = pool
-                .back_end
-                .mirror
-                .as_ref()
-                .filter(|m| m.synchronous)
-                .map(|m| m.server_fqdn.as_str());
+            let synchronous = pool.back_end.mirror.as_ref().is_some_and(|m| m.synchronous);
             rt.block_on(crate::lab_pg::prepare_primary(
                 &server,
                 &dir,
@@ -615,14 +617,7 @@ async fn install(topology: &Topology, text: &str, dir: &Path) -> anyhow::Result<
     let cms_pool = topology
         .front_end_pool(&topology.deployment.cms_pool)
         .ok_or_else(|| anyhow!("the CMS pool is not in the topology"))?;
-    let url = crate::lab_pg::with_password(&cms_pool.back_end.database_url, dir)?;
-    let mirror = cms_pool
-        .back_end
-        .mirror
-        .as_ref()
-        .map(|m| crate::lab_pg::with_password(&m.database_url, dir))
-        .transpose()?;
-    let backend = BackEnd::open_mirrored(&url, mirror.as_deref(), dir).await?;
+    let backend = crate::lab_pg::open_back_end(&cms_pool.back_end, dir).await?;
     let items = vec![
         (
             cms::keys::TOPOLOGY_ACTIVE.to_string(),
@@ -710,7 +705,6 @@ impl Drop for NetworkGuard {
                 for p in crate::lab_process::family(pid) {
                     signal(p, Signal::SIGKILL);
                 }
-                signal(pid, Signal::SIGKILL);
             }
             crate::lab_net::teardown(&mut network);
         }
@@ -747,7 +741,6 @@ impl LabFile {
 }
 
 fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let dns = lab.dns().map(|d| format!("{}:{}", d.address, d.dns_port));
     // The lab's DNS server is also the deployment's online CA.
@@ -757,10 +750,6 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
         if s.alive() {
             continue;
         }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&s.log)?;
         let mut command = std::process::Command::new(&exe);
         if s.role == DNS_ROLE {
             command
@@ -806,16 +795,11 @@ fn spawn(lab: &mut LabFile, which: &[usize]) -> anyhow::Result<()> {
             }
             _ => pgpass,
         };
-        let child = crate::lab_net::wrapped(command, s.netns.as_deref())
+        command
             .env("TANDEM_ADMIN_TOKEN", &lab.admin_token)
-            .env("PGPASSFILE", pgpass)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", s.fqdn))?;
-        s.pid = Some(child.id());
+            .env("PGPASSFILE", pgpass);
+        let what = s.fqdn.clone();
+        s.spawn(command, &what)?;
     }
     Ok(())
 }
@@ -1150,20 +1134,19 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
     for i in lab.select(selector)? {
         let s = lab.at(i);
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
+            let processes = s.processes(pid);
+            for &p in &processes {
+                signal(p, Signal::SIGKILL);
+            }
             if crate::lab_pg::is_cluster(s) {
                 // A PostgreSQL server lost whole: the postmaster and every backend, all
                 // gone (not even a zombie holding the pid) before a `lab start` can follow.
-                let family = crate::lab_process::family(pid);
-                for &p in &family {
-                    signal(p, Signal::SIGKILL);
-                }
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while crate::lab_process::any_exists(&family) && Instant::now() < deadline {
-                    crate::lab_process::reap(&family);
+                while crate::lab_process::any_exists(&processes) && Instant::now() < deadline {
+                    crate::lab_process::reap(&processes);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            signal(pid, Signal::SIGKILL);
             // The signal is delivered at once, the death a moment later: report it (and
             // let a `lab start` that follows find it gone) only once it is over.
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -1185,24 +1168,18 @@ pub(crate) fn pause_servers(dir: &Path, selector: &str, pause: bool) -> anyhow::
         let s = lab.at(i);
         match s.pid.filter(|_| s.alive()) {
             Some(pid) if pause => {
-                if crate::lab_pg::is_cluster(s) {
-                    for p in crate::lab_process::family(pid) {
-                        signal(p, Signal::SIGSTOP);
-                    }
+                for p in s.processes(pid) {
+                    signal(p, Signal::SIGSTOP);
                 }
-                signal(pid, Signal::SIGSTOP);
                 eprintln!(
                     "paused {} (pid {pid}); `tandem lab resume {}` lets it run",
                     s.fqdn, s.fqdn
                 );
             }
             Some(pid) => {
-                if crate::lab_pg::is_cluster(s) {
-                    for p in crate::lab_process::family(pid) {
-                        signal(p, Signal::SIGCONT);
-                    }
+                for p in s.processes(pid) {
+                    signal(p, Signal::SIGCONT);
                 }
-                signal(pid, Signal::SIGCONT);
                 eprintln!("resumed {} (pid {pid})", s.fqdn);
             }
             None => eprintln!("{} is not running", s.fqdn),
@@ -1219,9 +1196,7 @@ pub(crate) fn start(dir: &Path, selector: &str) -> anyhow::Result<()> {
     // A pool's Back End before its Front Ends, which open it as they start.
     let servers = lab.servers.len();
     if picked.iter().any(|&i| i >= servers) {
-        let text = std::fs::read_to_string(lab.dir.join(INSTALLED_TOPOLOGY))
-            .context("reading the lab's installed topology")?;
-        let topology = Topology::from_toml(&text).map_err(|e| anyhow!("{e}"))?;
+        let topology = lab.installed_topology()?;
         for c in picked.iter().filter_map(|&i| i.checked_sub(servers)) {
             let pool = topology
                 .front_end_pool(&lab.clusters[c].pool)
@@ -1308,17 +1283,17 @@ pub(crate) fn down(dir: &Path) -> anyhow::Result<()> {
 fn stop_all(servers: &mut [LabServer]) {
     for s in servers.iter() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
-            if crate::lab_pg::is_cluster(s) {
-                signal(pid, Signal::SIGINT);
-                // A paused cluster runs again to act on it.
-                for p in crate::lab_process::family(pid) {
-                    signal(p, Signal::SIGCONT);
-                }
-                continue;
+            // A cluster stops on SIGINT (PostgreSQL's fast shutdown), a server on SIGTERM;
+            // either, frozen by `lab pause`, acts on it only once it runs again.
+            let stop = if crate::lab_pg::is_cluster(s) {
+                Signal::SIGINT
+            } else {
+                Signal::SIGTERM
+            };
+            signal(pid, stop);
+            for p in s.processes(pid) {
+                signal(p, Signal::SIGCONT);
             }
-            signal(pid, Signal::SIGTERM);
-            // A server frozen by `lab pause` acts on the signal only once it runs again.
-            signal(pid, Signal::SIGCONT);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1327,12 +1302,9 @@ fn stop_all(servers: &mut [LabServer]) {
     }
     for s in servers.iter_mut() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {
-            if crate::lab_pg::is_cluster(s) {
-                for p in crate::lab_process::family(pid) {
-                    signal(p, Signal::SIGKILL);
-                }
+            for p in s.processes(pid) {
+                signal(p, Signal::SIGKILL);
             }
-            signal(pid, Signal::SIGKILL);
             eprintln!("{} did not stop within 10 s; killed", s.fqdn);
         }
         s.pid = None;

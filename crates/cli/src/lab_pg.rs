@@ -3,8 +3,8 @@
 //! Each Back End server of the topology (and its mirror) gets a cluster of its own, made
 //! by `initdb` (never a copy: a streaming standby checks the primary's system identifier,
 //! so the mirror is made by `pg_basebackup -R` from its primary), in
-//! `<lab>/backend/<server fqdn>/data`, listening only on its own loopback address
-//! (`127.B.0.161` and up, beside the lab's DNS server on `127.B.0.153`) on port 5432, with
+//! `<lab>/backend/<server fqdn>/data`, listening only on its own address (`127.B.0.161` and
+//! up, beside the lab's DNS server on `127.B.0.153`; `10.B.…` on hosts) on port 5432, with
 //! no Unix socket (every cluster would clash on one socket file). The lab rewrites each
 //! `database_url` of the topology it installs to `postgres://tandem@<address>:5432/<instance>`;
 //! the password is in `<lab>/pgpass` (0600), which servers read through `PGPASSFILE`, so no
@@ -160,62 +160,43 @@ pub(crate) fn plan(topology: &mut Topology, dir: &Path) -> anyhow::Result<Vec<Cl
     let mut clusters = Vec::new();
     for pool in &mut topology.front_end_pools {
         let be = &mut pool.back_end;
-        let primary = address()?;
-        be.database_url = format!("postgres://{PG_USER}@{primary}:{PG_PORT}/{}", be.instance);
-        clusters.push(Cluster {
-            server: cluster_server(
-                &be.server_fqdn,
-                BACKEND_ROLE,
-                &pool.fqdn,
-                &pool.site,
-                primary,
-                dir,
-            ),
-            mirror_of: None,
-        });
+        // Each copy of the pool's Back End: its server, its URL (pointed at its cluster
+        // here), and the primary it streams from when it is the mirror.
+        let mut copies = vec![(be.server_fqdn.clone(), &mut be.database_url, None)];
         if let Some(m) = &mut be.mirror {
+            let primary = Some(be.server_fqdn.clone());
+            copies.push((m.server_fqdn.clone(), &mut m.database_url, primary));
+        }
+        for (fqdn, url, mirror_of) in copies {
             let at = address()?;
-            m.database_url = format!("postgres://{PG_USER}@{at}:{PG_PORT}/{}", be.instance);
+            *url = format!("postgres://{PG_USER}@{at}:{PG_PORT}/{}", be.instance);
+            let role = if mirror_of.is_some() {
+                MIRROR_ROLE
+            } else {
+                BACKEND_ROLE
+            };
             clusters.push(Cluster {
-                server: cluster_server(
-                    &m.server_fqdn,
-                    MIRROR_ROLE,
-                    &pool.fqdn,
-                    &pool.site,
-                    at,
-                    dir,
-                ),
-                mirror_of: Some(be.server_fqdn.clone()),
+                server: LabServer {
+                    role: role.into(),
+                    pool: pool.fqdn.clone(),
+                    site: pool.site.clone(),
+                    address: at.to_string(),
+                    management_port: PG_PORT,
+                    pid: None,
+                    data_dir: dir.join("backend").join(&fqdn),
+                    log: dir.join("logs").join(format!("{fqdn}.log")),
+                    sip_port: 0,
+                    user_services_port: 0,
+                    dns_port: 0,
+                    sip_tls_port: 0,
+                    netns: None,
+                    fqdn,
+                },
+                mirror_of,
             });
         }
     }
     Ok(clusters)
-}
-
-fn cluster_server(
-    fqdn: &str,
-    role: &str,
-    pool: &str,
-    site: &str,
-    address: Ipv4Addr,
-    dir: &Path,
-) -> LabServer {
-    LabServer {
-        fqdn: fqdn.to_string(),
-        role: role.into(),
-        pool: pool.to_string(),
-        site: site.to_string(),
-        address: address.to_string(),
-        management_port: PG_PORT,
-        pid: None,
-        data_dir: dir.join("backend").join(fqdn),
-        log: dir.join("logs").join(format!("{fqdn}.log")),
-        sip_port: 0,
-        user_services_port: 0,
-        dns_port: 0,
-        sip_tls_port: 0,
-        netns: None,
-    }
 }
 
 /// The lab's PostgreSQL password, made up once and kept in `<lab>/pgpass` (0600).
@@ -251,6 +232,29 @@ pub(crate) fn with_password(url: &str, dir: &Path) -> anyhow::Result<String> {
         &format!("://{PG_USER}:{password}@"),
         1,
     ))
+}
+
+/// Opens the Back End `be` of the lab's installed topology, its mirror with it, as the
+/// lab's own tools do: with the lab's password (its servers read the password file).
+pub(crate) async fn open_back_end(
+    be: &topology::BackEnd,
+    dir: &Path,
+) -> anyhow::Result<store::BackEnd> {
+    let url = with_password(&be.database_url, dir)?;
+    let mirror = be
+        .mirror
+        .as_ref()
+        .map(|m| with_password(&m.database_url, dir))
+        .transpose()?;
+    store::BackEnd::open_mirrored(&url, mirror.as_deref(), dir)
+        .await
+        .with_context(|| {
+            format!(
+                "opening {} under {}",
+                store::redacted_url(&url),
+                dir.display()
+            )
+        })
 }
 
 /// Makes the cluster of `c` (once: a cluster already there is kept).
@@ -354,9 +358,9 @@ fn lab_network(address: &str) -> String {
     }
 }
 
-/// The name a mirror streams under (`application_name`, and `synchronous_standby_names`
-/// when the topology makes it synchronous): its FQDN with dots as underscores.
-pub(crate) fn application_name(fqdn: &str) -> String {
+/// The name a mirror streams under (its `application_name` in the primary's
+/// `pg_stat_replication`): its FQDN with dots as underscores.
+fn application_name(fqdn: &str) -> String {
     fqdn.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
@@ -368,7 +372,6 @@ pub(crate) fn start(s: &mut LabServer) -> anyhow::Result<()> {
 }
 
 fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let bin = bin_dir()?;
     let data = s.data_dir.join("data");
     // A cluster killed by `lab kill` leaves its pid file: postgres itself checks that the
@@ -384,11 +387,8 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&s.log)?;
-    let child = crate::lab_net::wrapped(as_owner(&bin.join("postgres")), s.netns.as_deref())
+    let mut command = as_owner(&bin.join("postgres"));
+    command
         .arg("-D")
         .arg(&data)
         .arg("-c")
@@ -398,23 +398,14 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
         .args(["-c", "unix_socket_directories="])
         .arg("-c")
         .arg(format!("cluster_name={}", s.fqdn))
-        .args(extra)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting PostgreSQL for {}", s.fqdn))?;
-    s.pid = Some(child.id());
-    Ok(())
+        .args(extra);
+    let what = format!("PostgreSQL for {}", s.fqdn);
+    s.spawn(command, &what)
 }
 
 /// Waits until the cluster accepts connections (a standby: until it streams too).
 pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> anyhow::Result<()> {
-    let url = with_password(
-        &format!("postgres://{PG_USER}@{}:{PG_PORT}/postgres", s.address),
-        dir,
-    )?;
+    let url = url_of(s, dir, "postgres")?;
     let deadline = Instant::now() + timeout;
     loop {
         let ready = async {
@@ -461,17 +452,14 @@ pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> 
 }
 
 /// Creates the database a Back End is (`instance`, `rtc` in the seeds) on a new primary,
-/// and makes its mirror synchronous when the topology says so.
+/// and makes its standby synchronous when the topology says so (`synchronous`).
 pub(crate) async fn prepare_primary(
     s: &LabServer,
     dir: &Path,
     database: &str,
-    synchronous_standby: Option<&str>,
+    synchronous: bool,
 ) -> anyhow::Result<()> {
-    let url = with_password(
-        &format!("postgres://{PG_USER}@{}:{PG_PORT}/postgres", s.address),
-        dir,
-    )?;
+    let url = url_of(s, dir, "postgres")?;
     let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
     let (exists,): (bool,) =
         sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -487,10 +475,9 @@ pub(crate) async fn prepare_primary(
             .execute(&mut c)
             .await?;
     }
-    if let Some(standby) = synchronous_standby {
+    if synchronous {
         // Any standby: after a failover the old primary, rebuilt, is the standby, under
         // another name; the mirror's own name would leave a promoted mirror waiting for itself.
-        let _ = standby;
         sqlx::query("ALTER SYSTEM SET synchronous_standby_names = '*'")
             .execute(&mut c)
             .await?;
@@ -506,10 +493,7 @@ pub(crate) async fn answers(s: &LabServer, timeout: Duration) -> bool {
     let Some(dir) = s.data_dir.parent().and_then(Path::parent) else {
         return false;
     };
-    let Ok(url) = with_password(
-        &format!("postgres://{PG_USER}@{}:{PG_PORT}/postgres", s.address),
-        dir,
-    ) else {
+    let Ok(url) = url_of(s, dir, "postgres") else {
         return false;
     };
     tokio::time::timeout(timeout, async {
@@ -654,7 +638,7 @@ pub(crate) async fn start_cluster(
     if synchronous {
         // The promotion made the principal commit alone; with its standby back, it waits
         // for it again, as the topology says.
-        prepare_primary(&principal, dir, database, Some(&clusters[old].fqdn)).await?;
+        prepare_primary(&principal, dir, database, true).await?;
     }
     eprintln!(
         "{} had been failed over from (term {} < {}): it is rebuilt as the standby of {} (its old data is in {}){}",

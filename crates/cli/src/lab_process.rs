@@ -1,9 +1,13 @@
 //! One process of a lab, as `D/lab.json` records it: a server, the DNS server, or a Back
-//! End's PostgreSQL cluster; how the lab knows it is still that process; the lab's secrets.
+//! End's PostgreSQL cluster; how it is started and what a signal to it must reach (one
+//! place, so that a server and a cluster are started, paused, killed and stopped alike);
+//! how the lab knows it is still that process; the lab's secrets.
 
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// The lab file's role of a Back End cluster and of its mirror (`--backend postgres`).
@@ -56,9 +60,7 @@ impl LabServer {
     pub(crate) fn base_url(&self) -> String {
         api::base(&self.address, self.management_port)
     }
-}
 
-impl LabServer {
     /// Whether this server's recorded pid is still this server: a live process (not a
     /// thread: `/proc` answers for thread ids too) whose command line names this server's
     /// own data folder. Every lab uses the same server names, and pids and thread ids are
@@ -101,6 +103,36 @@ impl LabServer {
         args.windows(2)
             .any(|w| w[0] == b"--data-dir" && w[1] == data_dir)
             && args.contains(&self.fqdn.as_bytes())
+    }
+
+    /// What a signal to this lab process, running as `pid`, must reach: a cluster's
+    /// postmaster and its children (see [`family`]), a server's one process.
+    pub(crate) fn processes(&self, pid: u32) -> Vec<u32> {
+        if is_cluster(self) {
+            family(pid)
+        } else {
+            vec![pid]
+        }
+    }
+
+    /// Starts `command` as this lab process: on its host (`lab up --hosts`), in a process
+    /// group of its own, its output appended to its log; records its pid. Servers, the DNS
+    /// server and the clusters are all started here, so they all run alike.
+    pub(crate) fn spawn(&mut self, command: Command, what: &str) -> anyhow::Result<()> {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = crate::lab_net::wrapped(command, self.netns.as_deref())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        self.pid = Some(child.id());
+        Ok(())
     }
 }
 

@@ -588,13 +588,6 @@ impl Engine {
                     )));
                 }
             }
-            None if s.master.is_none() && request.backup_mirror_fqdn.is_none() => {
-                return Err(Error::conflict(format!(
-                    "the Central Management store in {} is unreachable (no Front End of {} holds the master role). \
-                     To promote the standby in {here}, run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
-                    s.cms_pool, s.cms_pool, fe.back_end.server_fqdn, fe.back_end.instance
-                )));
-            }
             None if s.master.is_none() => {
                 return Err(Error::conflict(format!(
                     "the Central Management store in {} is unreachable (no Front End of {} holds the master role). \

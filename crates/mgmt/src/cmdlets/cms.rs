@@ -1,5 +1,7 @@
 //! The Central Management store cmdlets: `Invoke-CsManagementServerFailover` (the engine
-//! runs it), `Get-CsDatabaseMirrorState`, and the unpaired path's
+//! runs it), the Back End mirror's `Get-CsDatabaseMirrorState` and
+//! `Invoke-CsDatabaseFailover` (the store keeps the mirror, see `store::mirror`), and the
+//! unpaired path's
 //! `Install-CsDatabase -CentralManagementDatabase`, `Move-CsManagementServer` and
 //! `Bootstrapper /Setup`.
 
@@ -159,14 +161,8 @@ fn mirror_record(
             }
         }
     };
-    let principal_fqdn = match (mirror, &pool.back_end.mirror) {
-        (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => spec.server_fqdn.clone(),
-        _ => pool.back_end.server_fqdn.clone(),
-    };
-    let principal_instance = match (mirror, &pool.back_end.mirror) {
-        (Some(m), Some(spec)) if m.principal == store::Copy::Mirror => spec.instance.clone(),
-        _ => pool.back_end.instance.clone(),
-    };
+    let (principal_fqdn, principal_instance) =
+        copy_server(pool, mirror.map_or(store::Copy::Primary, |m| m.principal));
     let mut r = Record::new()
         .with("DatabaseName", name)
         .with("StateOnPrimary", on_primary)
@@ -216,6 +212,15 @@ fn mirror_record(
     r
 }
 
+/// The SQL server and instance that hold `copy` of the pool's Back End (the primary when
+/// the topology names no mirror).
+fn copy_server(pool: &topology::FrontEndPool, copy: store::Copy) -> (&str, &str) {
+    match (copy, &pool.back_end.mirror) {
+        (store::Copy::Mirror, Some(m)) => (&m.server_fqdn, &m.instance),
+        _ => (&pool.back_end.server_fqdn, &pool.back_end.instance),
+    }
+}
+
 /// `Invoke-CsDatabaseFailover`, on a Front End of the pool: makes the primary or the
 /// mirror copy of its Back End the principal (see `store::mirror`).
 pub async fn database_failover(call: &Call<'_>) -> Reply {
@@ -224,13 +229,13 @@ pub async fn database_failover(call: &Call<'_>) -> Reply {
     let pool = topology
         .front_end_pool(&node.pool)
         .expect("a Front End's pool is in its topology");
-    let Some(spec) = &pool.back_end.mirror else {
+    if pool.back_end.mirror.is_none() {
         return Err(Refused::Conflict(format!(
             "{}'s Back End {} has no mirror in the topology: there is nothing to fail over to (a mirror is [front_end_pool.back_end.mirror] in the topology)",
             pool.fqdn, pool.back_end.server_fqdn
         ))
         .into());
-    };
+    }
     let to = call
         .inv
         .text("NewPrincipal")
@@ -244,14 +249,10 @@ pub async fn database_failover(call: &Call<'_>) -> Reply {
     let done = be
         .fail_over_database(to, call.inv.switch("Force"))
         .await
-        .map_err(|e| match e {
-            store::StoreError::Refused(why) => Refused::Conflict(why),
-            other => Refused::Conflict(other.to_string()),
-        })?;
-    let fqdn_of = |c: store::Copy| match c {
-        store::Copy::Primary => pool.back_end.server_fqdn.clone(),
-        store::Copy::Mirror => spec.server_fqdn.clone(),
-    };
+        // A failover the copies refuse, or one that cannot reach them, is the operator's
+        // to resolve: a conflict either way.
+        .map_err(|e| Refused::Conflict(e.to_string()))?;
+    let fqdn_of = |c: store::Copy| copy_server(pool, c).0;
     tracing::warn!(
         pool = %pool.fqdn,
         from = done.from.as_str(),
