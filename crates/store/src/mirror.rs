@@ -213,10 +213,17 @@ impl Pair {
         Ok(())
     }
 
-    /// The mirror as the principal sees it.
+    /// The mirror as the principal sees it. Another server may have failed the Back End
+    /// over since this one last wrote: the principal's row says so, and this one follows
+    /// it first, as a write would.
     pub(crate) async fn state(&self) -> Result<MirrorState> {
-        let me = self.principal();
-        let principal = self.row_of(me).await.at(&self.label(me))?;
+        let mut me = self.principal();
+        let mut principal = self.row_of(me).await.at(&self.label(me))?;
+        if principal.principal != me || principal.term != self.orientation.term() {
+            self.follow(principal);
+            me = principal.principal;
+            principal = self.row_of(me).await.at(&self.label(me))?;
+        }
         let mirror = self.row_of(me.other()).await;
         let problem = self
             .problem
