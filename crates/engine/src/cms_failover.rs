@@ -588,11 +588,17 @@ impl Engine {
                     )));
                 }
             }
-            None if s.master.is_none() => {
+            // A disaster names the copy to promote: the primary, or the mirror when it is
+            // principal (checked above when the mirror is named).
+            None if s.master.is_none() && request.backup_mirror_fqdn.is_none() => {
+                let (option, server, instance) = match (&fe.back_end.mirror, principal) {
+                    (Some(m), store::Copy::Mirror) => ("Mirror", &m.server_fqdn, &m.instance),
+                    _ => ("Backup", &fe.back_end.server_fqdn, &fe.back_end.instance),
+                };
                 return Err(Error::conflict(format!(
                     "the Central Management store in {} is unreachable (no Front End of {} holds the master role). \
-                     To promote the standby in {here}, run Invoke-CsManagementServerFailover -BackupSqlServerFqdn {} -BackupSqlInstanceName {}",
-                    s.cms_pool, s.cms_pool, fe.back_end.server_fqdn, fe.back_end.instance
+                     To promote the standby in {here}, run Invoke-CsManagementServerFailover -{option}SqlServerFqdn {server} -{option}SqlInstanceName {instance}",
+                    s.cms_pool, s.cms_pool
                 )));
             }
             None => {}

@@ -117,3 +117,39 @@ fn the_mirror_takes_over_without_loss_and_the_seeds_mirror_branch_moves_the_stor
     let s = state(&lab, FE);
     assert_eq!(s["CentralManagementStore"], "Active", "{s}");
 }
+
+#[test]
+fn when_the_store_is_lost_the_seeds_mirror_branch_promotes_the_standby_in_the_mirror() {
+    let lab = Lab::up_env(&["--users", "2"], &[]);
+    let alice = user_of(&lab, P1);
+    assert!(add_contact(&lab, &alice, "sip:before@contoso.com"));
+    wait_standby_current(&lab, FE, P1, P2);
+    // pool2's Back End moved to its mirror earlier; then pool1, with the store, is lost.
+    lab.ok(
+        Some(FE),
+        "Invoke-CsDatabaseFailover -PoolFqdn pool2.contoso.com -DatabaseType CentralMgmt -NewPrincipal Mirror",
+    );
+    lab.kill(P1);
+    // Asked without a copy, the refusal names the principal one: the mirror.
+    let out = lab.shell(Some(FE), "Invoke-CsManagementServerFailover");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("-MirrorSqlServerFqdn pool2-be-mirror.contoso.com"),
+        "{}",
+        stderr(&out)
+    );
+    // Seed step 5's mirror branch, in a disaster.
+    lab.ok(
+        Some(FE),
+        "Invoke-CsManagementServerFailover -MirrorSqlServerFqdn pool2-be-mirror.contoso.com -MirrorSqlInstanceName rtc",
+    );
+    let status = cms_status(&lab, "pool2-fe2.contoso.com");
+    assert!(
+        status["ActiveMasterFqdn"]
+            .as_str()
+            .unwrap()
+            .starts_with("pool2-"),
+        "{status}"
+    );
+    assert_eq!(state(&lab, FE)["CentralManagementStore"], "Active");
+}
