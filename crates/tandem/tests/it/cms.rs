@@ -11,20 +11,31 @@ const P2: &str = "pool2.contoso.com";
 
 /// A pool's failover state, asked of pool2 (pool1 is the one lost in these tests).
 fn pool_state(lab: &Lab, pool: &str) -> serde_json::Value {
-    let v = lab.json(
+    lab.record(
         Some("pool2-fe1.contoso.com"),
         &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"),
-    );
-    v.as_array().map_or(v.clone(), |a| a[0].clone())
+    )
 }
 
 /// The CMS status record.
 pub(crate) fn cms_status(lab: &Lab, server: &str) -> serde_json::Value {
-    let v = lab.json(
+    lab.record(
         Some(server),
         "Get-CsManagementStoreReplicationStatus -CentralManagementStoreStatus",
+    )
+}
+
+/// Asserts that `server` names a master in the pool whose servers' names start with
+/// `prefix` (`pool2-`).
+pub(crate) fn assert_master_in(lab: &Lab, server: &str, prefix: &str) {
+    let status = cms_status(lab, server);
+    assert!(
+        status["ActiveMasterFqdn"]
+            .as_str()
+            .unwrap()
+            .starts_with(prefix),
+        "{status}"
     );
-    v.as_array().map_or(v.clone(), |a| a[0].clone())
 }
 
 /// The servers `lab status` reports as the active master of a store that takes changes:
@@ -39,16 +50,26 @@ pub(crate) fn masters(lab: &Lab) -> Vec<String> {
 
 /// The role of the store in `pool`'s Back End (`Active`, `Moving`, `Backup`) and its version.
 pub(crate) fn store_of(lab: &Lab, via: &str, pool: &str) -> (String, i64) {
-    let v = lab.json(
-        Some(via),
-        &format!("Get-CsDatabaseMirrorState -PoolFqdn {pool} -DatabaseType Centralmgmt"),
-    );
-    let xds = &v.as_array().unwrap()[0];
+    let xds = cms_store_state(lab, via, pool);
     assert_eq!(xds["DatabaseName"], "xds");
     (
         xds["CentralManagementStore"].as_str().unwrap().to_string(),
         xds["CentralManagementStoreVersion"].as_i64().unwrap(),
     )
+}
+
+/// The mirror-state record of the store in `pool`'s Back End, asked of `via`.
+pub(crate) fn cms_store_state(lab: &Lab, via: &str, pool: &str) -> serde_json::Value {
+    let v = lab.json(
+        Some(via),
+        &format!("Get-CsDatabaseMirrorState -PoolFqdn {pool} -DatabaseType Centralmgmt"),
+    );
+    v.as_array().unwrap()[0].clone()
+}
+
+/// The versions the store in `pool`'s Back End recorded as lost.
+pub(crate) fn lost_in(lab: &Lab, via: &str, pool: &str) -> String {
+    cms_store_state(lab, via, pool)["LostVersions"].to_string()
 }
 
 /// Waits until the standby in `standby_pool` holds every version of the active store.
@@ -66,17 +87,12 @@ pub(crate) fn wait_standby_current(lab: &Lab, via: &str, active_pool: &str, stan
 
 /// Every replica `UpToDate`, waited for.
 pub(crate) fn wait_all_up_to_date(lab: &Lab, via: &str) {
-    crate::eventually(20, "every replica to be up to date", || {
-        let rows = lab.json(Some(via), "Get-CsManagementStoreReplicationStatus");
-        let rows = rows.as_array().cloned().unwrap_or_default();
-        (!rows.is_empty() && rows.iter().all(|r| r["UpToDate"] == true)).then_some(())
-    });
+    lab.wait_all_up_to_date(Some(via));
 }
 
 /// The Backup Service sync interval as one server's local replica has it.
 pub(crate) fn sync_interval_at(lab: &Lab, server: &str) -> String {
-    let v = lab.json(Some(server), "Get-CsBackupServiceConfiguration");
-    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    let v = lab.record(Some(server), "Get-CsBackupServiceConfiguration");
     v["SyncInterval"].as_str().unwrap().to_string()
 }
 
@@ -102,14 +118,7 @@ pub(crate) fn old_store_comes_back_fenced(
     let old_fe = format!("{}-fe1.contoso.com", old_pool.split('.').next().unwrap());
     wait_all_up_to_date(lab, &new_fe);
     let prefix = format!("{}-", new_pool.split('.').next().unwrap());
-    let status = cms_status(lab, &old_fe);
-    assert!(
-        status["ActiveMasterFqdn"]
-            .as_str()
-            .unwrap()
-            .starts_with(&prefix),
-        "{status}"
-    );
+    assert_master_in(lab, &old_fe, &prefix);
     crate::eventually(10, "one writable store", || {
         (masters(lab).len() == 1).then_some(())
     });
@@ -146,15 +155,10 @@ fn disaster_runbook_with_the_cms_on_the_lost_pool_fails_the_store_over_first() {
         "the store is down: {status}"
     );
     // Out of order, the pool failover is refused, naming the step that comes first.
-    let out = lab.shell(
+    lab.refused(
         Some("pool2-fe1.contoso.com"),
         "Invoke-CsPoolFailOver -PoolFqdn pool1.contoso.com -DisasterMode",
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("fail the store over first with Invoke-CsManagementServerFailover"),
-        "{}",
-        stderr(&out)
+        "fail the store over first with Invoke-CsManagementServerFailover",
     );
     let text = lab.runbook(
         "pool2-fe1.contoso.com",
@@ -269,11 +273,7 @@ fn a_change_every_survivor_applied_survives_a_disaster_cms_failover_the_standby_
         (masters(&lab).len() == 1).then_some(())
     });
     assert_eq!(sync_interval_at(&lab, "pool1-fe1.contoso.com"), "00:00:50");
-    let v = lab.json(
-        Some("pool1-fe2.contoso.com"),
-        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
-    );
-    let lost = v.as_array().unwrap()[0]["LostVersions"].to_string();
+    let lost = lost_in(&lab, "pool1-fe2.contoso.com", P1);
     assert_eq!(lost, "[]");
     wait_standby_current(&lab, "pool2-fe1.contoso.com", P2, P1);
 }
@@ -351,11 +351,7 @@ fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_
     old_store_comes_back_fenced(&lab, P1, P2, "00:01:40");
     // The old store had gone on past the export (00:01:30): that version is recorded as
     // lost, and its copy was rebuilt from the new line rather than kept beside it.
-    let v = lab.json(
-        Some("pool1-fe1.contoso.com"),
-        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
-    );
-    let lost = v.as_array().unwrap()[0]["LostVersions"].to_string();
+    let lost = lost_in(&lab, "pool1-fe1.contoso.com", P1);
     assert!(lost.contains("Set-CsBackupServiceConfiguration"), "{lost}");
     // Failing the store back to the old pool goes forward, never back to what the old
     // store held: the newest configuration (00:02:10, set as it came back) and the pool
@@ -565,11 +561,7 @@ fn a_normal_move_takes_the_old_stores_own_content_and_loses_nothing() {
         sync_interval_at(&lab, "edgeserver1.contoso.com"),
         "00:01:50"
     );
-    let v = lab.json(
-        Some("pool1-fe1.contoso.com"),
-        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
-    );
-    let xds = &v.as_array().unwrap()[0];
+    let xds = cms_store_state(&lab, "pool1-fe1.contoso.com", P1);
     assert_eq!(xds["CentralManagementStore"], "Backup");
     assert_eq!(xds["LostVersions"], serde_json::json!([]), "{xds}");
 }

@@ -4,7 +4,9 @@
 //! check that the configuration never goes back in time, that what was lost is said once,
 //! and that the pool failover records and their ids survive every CMS failover.
 
-use crate::cms::{masters, set_sync_interval, store_of, sync_interval_at, wait_all_up_to_date};
+use crate::cms::{
+    lost_in, masters, set_sync_interval, store_of, sync_interval_at, wait_all_up_to_date,
+};
 use crate::lab::{Lab, fabrikam};
 use crate::{run, stderr, stdout};
 
@@ -47,15 +49,6 @@ fn says(lab: &Lab, server: &str, line: &str) -> String {
     let text = stdout(&out);
     assert!(out.status.success(), "{line}: {text}{}", stderr(&out));
     text
-}
-
-/// The versions the store in `pool`'s Back End recorded as lost.
-fn lost_in(lab: &Lab, via: &str, pool: &str) -> String {
-    let v = lab.json(
-        Some(via),
-        &format!("Get-CsDatabaseMirrorState -PoolFqdn {pool} -DatabaseType Centralmgmt"),
-    );
-    v.as_array().unwrap()[0]["LostVersions"].to_string()
 }
 
 /// Waits until the store in `standby` is the standby of the store in `active` and holds

@@ -14,7 +14,8 @@ pub(crate) fn user_of(lab: &Lab, pool: &str) -> String {
         .unwrap()
 }
 
-fn client(lab: &Lab, user: &str, args: &[&str]) -> std::process::Output {
+/// `tandem client` as `user`: its options (`--via FE`), then the command.
+pub(crate) fn client(lab: &Lab, user: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["client", "--lab", lab.dir(), "--user", user];
     all.extend_from_slice(args);
     run(&all)
@@ -53,8 +54,20 @@ pub(crate) fn add_contact(lab: &Lab, user: &str, contact: &str) -> bool {
     out.status.success() && stdout(&out).contains("\"saved\":true")
 }
 
+/// Adds each contact, every one acknowledged.
+pub(crate) fn add_contacts(lab: &Lab, user: &str, contacts: impl IntoIterator<Item = String>) {
+    for contact in contacts {
+        assert!(add_contact(lab, user, &contact), "{contact}");
+    }
+}
+
 pub(crate) fn contacts(lab: &Lab, user: &str) -> Vec<String> {
-    let out = client(lab, user, &["contacts"]);
+    contacts_via(lab, user, &[])
+}
+
+/// The same, with options of `tandem client` (`--via FE`).
+pub(crate) fn contacts_via(lab: &Lab, user: &str, options: &[&str]) -> Vec<String> {
+    let out = client(lab, user, &[options, &["contacts"]].concat());
     assert!(out.status.success(), "contacts of {user}: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     v.as_array()
@@ -313,13 +326,11 @@ pub(crate) fn wait_heard(lab: &Lab, pool: &str, source: &str, changes: i64) {
 fn disaster_failover_of_the_pool_without_the_cms_reports_exactly_the_lost_writes() {
     let lab = Lab::up_with(&["--users", "10"]);
     let bob = user_of(&lab, P2);
-    for i in 0..3 {
-        assert!(add_contact(
-            &lab,
-            &bob,
-            &format!("sip:shipped{i}@contoso.com")
-        ));
-    }
+    add_contacts(
+        &lab,
+        &bob,
+        (0..3).map(|i| format!("sip:shipped{i}@contoso.com")),
+    );
     let out = lab.shell(
         None,
         "Invoke-CsStorageServiceFlush -PoolFqdn pool2.contoso.com -FlushType FullFlush",

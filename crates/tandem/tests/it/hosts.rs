@@ -19,22 +19,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::cms::{
-    cms_status, masters, old_store_comes_back_fenced, set_sync_interval, store_of,
-    sync_interval_at, wait_all_up_to_date, wait_standby_current,
+    assert_master_in, cms_status, cms_store_state, masters, old_store_comes_back_fenced,
+    set_sync_interval, store_of, sync_interval_at, wait_all_up_to_date, wait_standby_current,
 };
-use crate::failover::{add_contact, contacts, sign_in, user_of, wait_signed_in};
+use crate::failover::{
+    add_contact, client, contacts, contacts_via, sign_in, user_of, wait_signed_in,
+};
 use crate::lab::Lab;
 use crate::{run, stderr, stdout};
 
 const P1: &str = "pool1.contoso.com";
 const P2: &str = "pool2.contoso.com";
-
-fn lab_json(lab: &Lab) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(std::path::Path::new(lab.dir()).join("lab.json")).unwrap(),
-    )
-    .unwrap()
-}
 
 fn net(lab: &Lab, args: &[&str]) {
     let mut all = vec!["lab", "net"];
@@ -50,7 +45,7 @@ fn every_server_is_on_a_host_of_its_own_and_the_site_loss_runbook_runs_unchanged
         return;
     };
     // Each server and cluster in a network namespace of its own, none on loopback.
-    let file = lab_json(&lab);
+    let file = lab.file();
     let mine = std::fs::read_link("/proc/self/ns/net").unwrap();
     let mut seen = Vec::new();
     for s in file["servers"]
@@ -184,19 +179,10 @@ fn home_pool(user: &str) -> &'static str {
     if user.contains(".pool1@") { P1 } else { P2 }
 }
 
-fn home_fe(user: &str) -> &'static str {
-    if user.contains(".pool1@") {
-        "pool1-fe1.contoso.com"
-    } else {
-        "pool2-fe1.contoso.com"
-    }
-}
-
-/// `tandem client` asking `fe` first: a user of that side of the cut.
-fn client_via(lab: &Lab, user: &str, fe: &str, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["client", "--lab", lab.dir(), "--user", user, "--via", fe];
-    all.extend_from_slice(args);
-    run(&all)
+/// The Front End a user of that side of the cut asks first.
+fn home_fe(user: &str) -> String {
+    let pool = home_pool(user).split('.').next().unwrap_or_default();
+    format!("{pool}-fe1.contoso.com")
 }
 
 fn acked_count(history: &Mutex<Vec<Acked>>, user: &str) -> usize {
@@ -250,7 +236,7 @@ fn a_cut_between_sites_keeps_one_cms_writer_serves_each_user_once_and_heals() {
         // other pool, which finds its partner silent, serves it at most in resiliency mode.
         for (user, _, _) in &users {
             let fe = home_fe(user);
-            let out = client_via(&lab, user, fe, &["sign-in"]);
+            let out = client(&lab, user, &["--via", &fe, "sign-in"]);
             assert!(
                 stdout(&out).contains(&format!("at {} (", home_pool(user)))
                     && stdout(&out).contains("in full mode"),
@@ -265,7 +251,7 @@ fn a_cut_between_sites_keeps_one_cms_writer_serves_each_user_once_and_heals() {
             );
             // Signed out again (every device), so that many rounds stay under the
             // per-user limit of bindings.
-            let out = client_via(&lab, user, fe, &["sign-in", "--expires", "0"]);
+            let out = client(&lab, user, &["--via", &fe, "sign-in", "--expires", "0"]);
             assert!(out.status.success(), "{}", stderr(&out));
         }
         // A change of the configuration: refused on the side without the master, naming
@@ -307,15 +293,7 @@ fn a_cut_between_sites_keeps_one_cms_writer_serves_each_user_once_and_heals() {
     for (user, _, bases) in &users {
         let mine: Vec<&Acked> = history.iter().filter(|a| &a.user == user).collect();
         assert!(mine.iter().all(|a| bases.contains(&a.by)), "{user}");
-        let out = client_via(&lab, user, home_fe(user), &["contacts"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let kept: Vec<String> = serde_json::from_str::<serde_json::Value>(&stdout(&out))
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["sip_address"].as_str().unwrap().to_string())
-            .collect();
+        let kept = contacts_via(&lab, user, &["--via", &home_fe(user)]);
         let missing: Vec<&&Acked> = mine.iter().filter(|a| !kept.contains(&a.contact)).collect();
         assert!(
             missing.is_empty(),
@@ -370,23 +348,14 @@ fn a_cms_failover_run_on_the_cut_off_side_is_fenced_when_the_network_heals() {
             (sync_interval_at(&lab, server) == "00:03:30").then_some(())
         });
     }
-    let v = lab.json(
-        Some("pool1-fe2.contoso.com"),
-        "Get-CsDatabaseMirrorState -PoolFqdn pool1.contoso.com -DatabaseType Centralmgmt",
-    );
-    let lost = v.as_array().unwrap()[0]["LostVersions"].clone();
+    let xds = cms_store_state(&lab, "pool1-fe2.contoso.com", P1);
     assert!(
-        lost.as_array().is_some_and(|l| !l.is_empty()),
-        "the change pool1 took during the cut is reported lost: {v}"
+        xds["LostVersions"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "the change pool1 took during the cut is reported lost: {xds}"
     );
-    let status = cms_status(&lab, "pool1-fe1.contoso.com");
-    assert!(
-        status["ActiveMasterFqdn"]
-            .as_str()
-            .unwrap()
-            .starts_with("pool2-"),
-        "{status}"
-    );
+    assert_master_in(&lab, "pool1-fe1.contoso.com", "pool2-");
 }
 
 #[test]
@@ -394,7 +363,7 @@ fn a_second_deployment_of_three_sites_cut_between_two_keeps_one_master_and_heals
     let Some(lab) = Lab::up_hosts(&crate::lab::fabrikam(), &["--users", "2"]) else {
         return;
     };
-    let file = lab_json(&lab);
+    let file = lab.file();
     let sites: Vec<&str> = file["network"]["sites"]
         .as_array()
         .unwrap()

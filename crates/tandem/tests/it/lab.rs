@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::cms::cms_status;
 use crate::{run, stderr, stdout};
 
 /// A running lab on a loopback block of its own, stopped when dropped.
@@ -80,9 +81,7 @@ impl Lab {
     /// The lab's block ("127.B.", or "10.B." on hosts): the addresses the runbooks name
     /// as 127.0.x.y are 127.B.x.y (10.B.x.y) here.
     pub(crate) fn block(&self) -> String {
-        let lab_json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
-                .unwrap();
+        let lab_json = self.file();
         let address = lab_json["servers"][0]["address"].as_str().unwrap();
         let mut octets = address.split('.');
         let (first, second) = (octets.next().unwrap(), octets.next().unwrap());
@@ -318,7 +317,6 @@ impl Lab {
         )
     }
 
-    /// The servers of `lab.json` (address, ports, pool), in its order.
     /// The rows of `tandem lab status --json`: servers, the DNS server, clusters.
     pub(crate) fn status_rows(&self) -> Vec<serde_json::Value> {
         let out = run(&["lab", "status", "--dir", self.dir(), "--json"]);
@@ -331,9 +329,8 @@ impl Lab {
     /// itself (a `sqlite://` URL from the lab's folder, or one of its PostgreSQL clusters,
     /// with the lab's password).
     pub(crate) fn contacts_in_store(&self, url: &str, user: &str) -> usize {
-        let url = match std::fs::read_to_string(self.path.join("pgpass")) {
-            Ok(pgpass) if url.starts_with("postgres://") => {
-                let password = pgpass.trim().rsplit(':').next().unwrap().to_string();
+        let url = match self.database_password() {
+            Some(password) if url.starts_with("postgres://") => {
                 url.replacen("://tandem@", &format!("://tandem:{password}@"), 1)
             }
             _ => url.to_string(),
@@ -353,11 +350,21 @@ impl Lab {
         })
     }
 
+    /// The password of the lab's PostgreSQL clusters, from its 0600 `pgpass` (none
+    /// without PostgreSQL Back Ends).
+    pub(crate) fn database_password(&self) -> Option<String> {
+        let pgpass = std::fs::read_to_string(self.path.join("pgpass")).ok()?;
+        Some(pgpass.trim().rsplit(':').next().unwrap().to_string())
+    }
+
+    /// The lab's `lab.json`: servers, clusters, network, admin token.
+    pub(crate) fn file(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap()).unwrap()
+    }
+
+    /// The servers of `lab.json` (address, ports, pool), in its order.
     pub(crate) fn servers(&self) -> Vec<serde_json::Value> {
-        let lab_json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(self.path.join("lab.json")).unwrap())
-                .unwrap();
-        lab_json["servers"].as_array().unwrap().clone()
+        self.file()["servers"].as_array().unwrap().clone()
     }
 
     /// One server of `lab.json`.
@@ -460,6 +467,13 @@ impl Lab {
         assert!(out.status.success(), "{line}: {}", stderr(&out));
     }
 
+    /// Runs `line`, which must be refused (exit code 1) with `naming` in the message.
+    pub(crate) fn refused(&self, server: Option<&str>, line: &str, naming: &str) {
+        let out = self.shell(server, line);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(naming), "{}", stderr(&out));
+    }
+
     /// `tandem lab kill`: a server, a pool or a site, gone when this returns.
     pub(crate) fn kill(&self, what: &str) {
         let out = run(&["lab", "kill", what, "--dir", self.dir()]);
@@ -485,16 +499,14 @@ impl Lab {
             .unwrap_or_else(|e| panic!("{line}: {e}: {}", stdout(&out)))
     }
 
-    fn cms_status(&self, server: &str) -> serde_json::Value {
-        let v = self.json(
-            Some(server),
-            "Get-CsManagementStoreReplicationStatus -CentralManagementStoreStatus",
-        );
+    /// The first record `line` returns (or its one record).
+    pub(crate) fn record(&self, server: Option<&str>, line: &str) -> serde_json::Value {
+        let v = self.json(server, line);
         v.as_array().map_or(v.clone(), |a| a[0].clone())
     }
 
     /// Waits until every replica reports `UpToDate True`; returns the rows.
-    fn wait_all_up_to_date(&self, server: Option<&str>) -> Vec<serde_json::Value> {
+    pub(crate) fn wait_all_up_to_date(&self, server: Option<&str>) -> Vec<serde_json::Value> {
         crate::eventually(20, "every replica to converge", || {
             let rows = self.json(server, "Get-CsManagementStoreReplicationStatus");
             let rows = rows.as_array().cloned().unwrap_or_default();
@@ -504,7 +516,7 @@ impl Lab {
 
     fn wait_for_master(&self, via: &str, not: &str) -> String {
         crate::eventually(15, &format!("a new master after {not} died"), || {
-            let master = self.cms_status(via)["ActiveMasterFqdn"]
+            let master = cms_status(self, via)["ActiveMasterFqdn"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
@@ -529,7 +541,7 @@ fn a_lab_replicates_changes_everywhere_and_survives_losing_its_master() {
         "every server of the topology is a replica: {rows:?}"
     );
 
-    let status = lab.cms_status("pool2-fe1.contoso.com");
+    let status = cms_status(&lab, "pool2-fe1.contoso.com");
     let master = status["ActiveMasterFqdn"].as_str().unwrap().to_string();
     assert!(master.starts_with("pool1-fe"), "{status}");
     assert_eq!(
@@ -579,7 +591,7 @@ fn a_lab_replicates_changes_everywhere_and_survives_losing_its_master() {
     // Losing the whole CMS pool: servers keep running, changes are refused with the fix named.
     let out = run(&["lab", "kill", "pool1.contoso.com", "--dir", lab.dir()]);
     assert!(out.status.success());
-    let status = lab.cms_status("pool2-fe1.contoso.com");
+    let status = cms_status(&lab, "pool2-fe1.contoso.com");
     assert_eq!(status["ActiveMasterFqdn"], "", "{status}");
     let out = lab.shell(
         Some("pool2-fe1.contoso.com"),

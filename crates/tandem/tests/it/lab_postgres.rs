@@ -5,8 +5,9 @@
 //! the documented command keeps the pool working on the mirror, with the loss counted;
 //! the old primary comes back as the standby, and a planned failback loses nothing.
 
-use crate::failover::{add_contact, contacts, user_of};
+use crate::failover::{add_contacts, contacts, user_of};
 use crate::lab::{Lab, fabrikam};
+use crate::roles::files_containing;
 use crate::{run, stderr};
 
 const DUB: &str = "fe-dub.fabrikam.net";
@@ -30,11 +31,10 @@ fn mirrored() -> topology::Topology {
 }
 
 fn mirror_state(lab: &Lab) -> serde_json::Value {
-    let v = lab.json(
+    lab.record(
         Some(DUB_FE),
         &format!("Get-CsDatabaseMirrorState -PoolFqdn {DUB} -DatabaseType User"),
-    );
-    v.as_array().map_or(v.clone(), |a| a[0].clone())
+    )
 }
 
 fn clusters(lab: &Lab) -> Vec<serde_json::Value> {
@@ -63,13 +63,7 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&pgpass).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let password = std::fs::read_to_string(&pgpass)
-        .unwrap()
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
+    let password = lab.database_password().unwrap();
     let installed = std::fs::read_to_string(dir.join("installed-topology.toml")).unwrap();
     assert!(!installed.contains(&password));
     let dub_url = installed
@@ -81,24 +75,20 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
         .nth(1)
         .unwrap()
         .to_string();
-    for entry in walk(&dir.join("servers")) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(&password),
-            "{} holds the database password",
-            entry.display()
-        );
-    }
+    let holding = files_containing(
+        &dir.join("servers"),
+        password.as_bytes(),
+        std::path::Path::new(""),
+    );
+    assert!(holding.is_empty(), "{holding:?} hold the database password");
 
     // A user's data lands in PostgreSQL, and the synchronous mirror has it.
     let user = user_of(&lab, DUB);
-    for i in 0..5 {
-        assert!(add_contact(
-            &lab,
-            &user,
-            &format!("sip:before{i}@fabrikam.net")
-        ));
-    }
+    add_contacts(
+        &lab,
+        &user,
+        (0..5).map(|i| format!("sip:before{i}@fabrikam.net")),
+    );
     assert_eq!(lab.contacts_in_store(&dub_url, &user), 5);
     let s = mirror_state(&lab);
     assert_eq!(s["MirroringMode"], "Synchronous", "{s}");
@@ -121,19 +111,16 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
             .contains("-NewPrincipal Mirror -Force"),
         "{s}"
     );
-    let v = lab.json(
+    let done = lab.record(
         Some(DUB_FE),
         &format!("Invoke-CsDatabaseFailover -PoolFqdn {DUB} -DatabaseType User -NewPrincipal Mirror -Force"),
     );
-    let done = v.as_array().map_or(&v, |a| &a[0]);
     assert_eq!(done["To"], "Mirror", "{done}");
-    for i in 0..5 {
-        assert!(add_contact(
-            &lab,
-            &user,
-            &format!("sip:after{i}@fabrikam.net")
-        ));
-    }
+    add_contacts(
+        &lab,
+        &user,
+        (0..5).map(|i| format!("sip:after{i}@fabrikam.net")),
+    );
     assert_eq!(contacts(&lab, &user).len(), 10);
 
     // The old primary comes back as the standby; the loss is counted: none (synchronous).
@@ -144,19 +131,21 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
         "{}",
         stderr(&out)
     );
-    let s = mirror_state(&lab);
+    // Streaming at once; in step once it has replayed what it streamed.
+    let s = crate::eventually(20, "the rebuilt standby in step", || {
+        let s = mirror_state(&lab);
+        (s["MirroringStatusOnPrimary"] == "Synchronized").then_some(s)
+    });
     assert_eq!(s["StateOnMirror"], "Principal", "{s}");
-    assert_eq!(s["MirroringStatusOnPrimary"], "Synchronized", "{s}");
     assert_eq!(s["LastFailoverLostWrites"], 0, "{s}");
 
     // A planned failback to the primary loses nothing.
-    let v = lab.json(
+    let done = lab.record(
         Some(DUB_FE),
         &format!(
             "Invoke-CsDatabaseFailover -PoolFqdn {DUB} -DatabaseType User -NewPrincipal Primary"
         ),
     );
-    let done = v.as_array().map_or(&v, |a| &a[0]);
     assert_eq!(done["LostWrites"], 0, "{done}");
     assert_eq!(contacts(&lab, &user).len(), 10);
     assert_eq!(lab.contacts_in_store(&dub_url, &user), 10);
@@ -173,20 +162,4 @@ fn a_postgres_lab_keeps_a_pool_working_on_its_mirror_and_rebuilds_the_old_primar
         })
         .count();
     assert_eq!(left, 0, "PostgreSQL processes of the lab are left");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = vec![];
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    files
 }

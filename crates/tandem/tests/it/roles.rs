@@ -30,7 +30,11 @@ fn rows(v: serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 /// Every file under `dir` (but `skip`) that contains `needle`.
-fn files_containing(dir: &std::path::Path, needle: &[u8], skip: &std::path::Path) -> Vec<String> {
+pub(crate) fn files_containing(
+    dir: &std::path::Path,
+    needle: &[u8],
+    skip: &std::path::Path,
+) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
