@@ -29,6 +29,9 @@ use sqlx::{FromRow, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, Sq
 /// ("tandem" in ASCII); it only has to be the same everywhere.
 pub(crate) const WRITE_LOCK: i64 = 0x74_61_6e_64_65_6d;
 
+/// How a PostgreSQL read transaction sees one snapshot of the store.
+const PG_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 /// A store's connection pool.
 #[derive(Debug, Clone)]
 pub(crate) enum Db {
@@ -79,15 +82,10 @@ impl Db {
         match self {
             // A deferred SQLite transaction reads one snapshot (WAL) from its first read.
             Db::Sqlite(pool) => Ok(Conn::SqliteTx(pool.begin().await?)),
-            Db::Pg(pool) => Ok(Conn::PgTx(
-                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await?,
-            )),
+            Db::Pg(pool) => Ok(Conn::PgTx(pool.begin_with(PG_SNAPSHOT).await?)),
             Db::Pair(pair) => Ok(Conn::SqliteTx(pair.principal_pool().begin().await?)),
             Db::PgPair(pair) => Ok(Conn::PgTx(
-                pair.principal_pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .await?,
+                pair.principal_pool().begin_with(PG_SNAPSHOT).await?,
             )),
         }
     }
@@ -107,11 +105,7 @@ impl Db {
             Db::Sqlite(pool) => pool.close().await,
             Db::Pg(pool) => pool.close().await,
             Db::Pair(pair) => pair.close().await,
-            Db::PgPair(pair) => {
-                for side in &pair.sides {
-                    side.pool.close().await;
-                }
-            }
+            Db::PgPair(pair) => pair.close().await,
         }
     }
 }
@@ -194,17 +188,29 @@ impl<'a> From<&'a mut Conn> for On<'a> {
     }
 }
 
+impl On<'_> {
+    /// A write on a pair outside a transaction runs in a write transaction of its own (on
+    /// both copies of a SQLite pair; on the checked principal of a PostgreSQL one): begins
+    /// it. `None` where the statement runs as `on` says (`writes` is asked only of a pair).
+    async fn own_write(&self, writes: impl Fn() -> bool) -> Result<Option<Conn>, sqlx::Error> {
+        match self {
+            On::PairPool(pair) if writes() => pair.begin_write().await.map(Some),
+            On::PgPairPool(pair) if writes() => pair.begin_write().await.map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Whether a statement changes the store (and so must reach a SQLite mirror too).
 fn writes(sql: &str) -> bool {
-    let word: String = sql
+    let word = sql
         .trim_start()
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect();
-    !matches!(
-        word.to_ascii_uppercase().as_str(),
-        "SELECT" | "WITH" | "VALUES" | ""
-    )
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    !["SELECT", "WITH", "VALUES", ""]
+        .iter()
+        .any(|read| word.eq_ignore_ascii_case(read))
 }
 
 /// A statement's argument. Both databases take each of these natively.
@@ -271,7 +277,8 @@ impl From<&[u8]> for Arg {
     }
 }
 
-/// Binds `args` to an sqlx query of either kind (`query` or `query_as`).
+/// Binds `args` to an sqlx query of either kind (`query` or `query_as`), moving them in:
+/// SQLite keeps each argument as it is given.
 macro_rules! bind_all {
     ($q:expr, $args:expr) => {{
         let mut q = $q;
@@ -286,8 +293,25 @@ macro_rules! bind_all {
     }};
 }
 
+/// Binds `args` by reference. PostgreSQL encodes each argument into its message as it is
+/// bound, so this costs what moving them in would, and a statement that found its
+/// principal gone runs again on the next without a copy of its arguments made first.
+macro_rules! bind_all_by_ref {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for arg in $args {
+            q = match arg {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_deref()),
+                Arg::Bytes(v) => q.bind(v.as_slice()),
+            };
+        }
+        q
+    }};
+}
+
 /// A statement that returns no rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[must_use = "a statement does nothing until it is executed"]
 pub(crate) struct Query<'q> {
     sqlite: &'q str,
@@ -326,69 +350,38 @@ pub(crate) fn query_as<T>(sql: &str) -> QueryAs<'_, T> {
 
 /// Several statements separated by `;`, without arguments, run as given.
 pub(crate) async fn raw_sql<'e>(sql: &str, on: impl Into<On<'e>>) -> Result<(), sqlx::Error> {
-    match on.into() {
-        On::SqlitePool(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(p)
-            .await
-            .map(drop),
-        On::Sqlite(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(c)
-            .await
-            .map(drop),
-        On::PgPool(p) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(p)
-            .await
-            .map(drop),
-        On::Pg(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(c)
-            .await
-            .map(drop),
-        On::PairPool(pair) => {
-            let mut tx = pair.begin_write().await?;
-            let Conn::PairTx {
-                principal,
-                mirror,
-                pair,
-            } = &mut tx
-            else {
-                unreachable!("a pair's write transaction")
-            };
-            raw_sql_on_pair(sql, principal, mirror, pair).await?;
-            tx.commit().await
+    let on = on.into();
+    let Some(mut tx) = on.own_write(|| true).await? else {
+        return raw_sql_here(sql, on).await;
+    };
+    raw_sql_here(sql, On::from(&mut tx)).await?;
+    tx.commit().await
+}
+
+/// [`raw_sql`] where `on` says, a pair's write already in its transaction.
+async fn raw_sql_here(sql: &str, on: On<'_>) -> Result<(), sqlx::Error> {
+    let raw = || sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    match on {
+        On::SqlitePool(p) => raw().execute(p).await.map(drop),
+        On::Sqlite(c) => raw().execute(c).await.map(drop),
+        On::PgPool(p) => raw().execute(p).await.map(drop),
+        On::Pg(c) => raw().execute(c).await.map(drop),
+        On::Pair(principal, mirror, pair) => {
+            raw().execute(principal).await?;
+            if let Some(m) = mirror.as_mut()
+                && let Err(e) = raw().execute(&mut **m).await
+            {
+                pair.mirror_missed(&e);
+                *mirror = None;
+            }
+            Ok(())
         }
-        On::Pair(principal, mirror, pair) => raw_sql_on_pair(sql, principal, mirror, pair).await,
-        On::PgPairPool(pair) => {
-            let mut tx = pair.begin_write().await?;
-            let Conn::PgTx(c) = &mut tx else {
-                unreachable!("a PostgreSQL write transaction")
-            };
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut **c)
-                .await?;
-            tx.commit().await
-        }
+        On::PairPool(_) | On::PgPairPool(_) => unreachable!("{OWN_WRITE}"),
     }
 }
 
-async fn raw_sql_on_pair(
-    sql: &str,
-    principal: &mut SqliteConnection,
-    mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
-    pair: &Pair,
-) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(principal)
-        .await?;
-    if let Some(m) = mirror.as_mut()
-        && let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut **m)
-            .await
-    {
-        pair.mirror_missed(&e);
-        *mirror = None;
-    }
-    Ok(())
-}
+/// Why a pair outside a transaction never reaches the `_here` functions.
+const OWN_WRITE: &str = "a pair's write runs in a write transaction of its own (On::own_write)";
 
 /// Runs a write on a pair's mirror transaction too; a mirror that fails it falls behind.
 async fn on_mirror_too(
@@ -396,16 +389,11 @@ async fn on_mirror_too(
     mirror: &mut Option<sqlx::Transaction<'static, Sqlite>>,
     pair: &Pair,
 ) {
-    if let Some(m) = mirror.as_mut() {
-        let again = Query {
-            sqlite: query.sqlite,
-            pg: query.pg,
-            args: query.args.clone(),
-        };
-        if let Err(e) = again.sqlite_query().execute(&mut **m).await {
-            pair.mirror_missed(&e);
-            *mirror = None;
-        }
+    if let Some(m) = mirror.as_mut()
+        && let Err(e) = query.clone().sqlite_query().execute(&mut **m).await
+    {
+        pair.mirror_missed(&e);
+        *mirror = None;
     }
 }
 
@@ -422,26 +410,22 @@ impl<'q> Query<'q> {
     }
 
     pub(crate) async fn execute<'e>(self, on: impl Into<On<'e>>) -> Result<Done, sqlx::Error> {
-        let rows = match on.into() {
+        let on = on.into();
+        let Some(mut tx) = on.own_write(|| true).await? else {
+            return self.execute_here(on).await;
+        };
+        let done = self.execute_here(On::from(&mut tx)).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// [`Query::execute`] where `on` says, a pair's write already in its transaction.
+    async fn execute_here(self, on: On<'_>) -> Result<Done, sqlx::Error> {
+        let rows = match on {
             On::SqlitePool(p) => self.sqlite_query().execute(p).await?.rows_affected(),
             On::Sqlite(c) => self.sqlite_query().execute(c).await?.rows_affected(),
             On::PgPool(p) => self.pg_query().execute(p).await?.rows_affected(),
             On::Pg(c) => self.pg_query().execute(c).await?.rows_affected(),
-            On::PairPool(pair) => {
-                let mut tx = pair.begin_write().await?;
-                let Conn::PairTx {
-                    principal,
-                    mirror,
-                    pair,
-                } = &mut tx
-                else {
-                    unreachable!("a pair's write transaction")
-                };
-                on_mirror_too(&self, mirror, pair).await;
-                let rows = self.sqlite_query().execute(&mut **principal).await?;
-                tx.commit().await?;
-                rows.rows_affected()
-            }
             On::Pair(principal, mirror, pair) => {
                 on_mirror_too(&self, mirror, pair).await;
                 self.sqlite_query()
@@ -449,15 +433,7 @@ impl<'q> Query<'q> {
                     .await?
                     .rows_affected()
             }
-            On::PgPairPool(pair) => {
-                let mut tx = pair.begin_write().await?;
-                let Conn::PgTx(c) = &mut tx else {
-                    unreachable!("a PostgreSQL write transaction")
-                };
-                let rows = self.pg_query().execute(&mut **c).await?.rows_affected();
-                tx.commit().await?;
-                rows
-            }
+            On::PairPool(_) | On::PgPairPool(_) => unreachable!("{OWN_WRITE}"),
         };
         Ok(Done { rows })
     }
@@ -466,8 +442,8 @@ impl<'q> Query<'q> {
         bind_all!(sqlx::query(sqlx::AssertSqlSafe(self.sqlite)), self.args)
     }
 
-    fn pg_query(self) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-        bind_all!(sqlx::query(sqlx::AssertSqlSafe(self.pg)), self.args)
+    fn pg_query(&self) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
+        bind_all_by_ref!(sqlx::query(sqlx::AssertSqlSafe(self.pg)), &self.args)
     }
 }
 
@@ -487,62 +463,42 @@ pub(crate) trait Row:
 impl<T> Row for T where T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
 {}
 
-/// Runs one fetch method of a [`QueryAs`] on whichever database `on` is.
+/// Runs one fetch method of a [`QueryAs`] on whichever database `on` is: a write on a pair
+/// outside a transaction in a write transaction of its own, a read there as it is.
 macro_rules! fetch {
-    ($self:ident, $on:ident, $method:ident) => {
-        match $on.into() {
+    ($self:ident, $on:ident, $method:ident) => {{
+        let on: On<'_> = $on.into();
+        let own = on.own_write(|| writes($self.query.sqlite)).await?;
+        match own {
+            Some(mut tx) => {
+                let rows = fetch!(@here $self, On::from(&mut tx), $method)?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            None => fetch!(@here $self, on, $method),
+        }
+    }};
+    (@here $self:ident, $on:expr, $method:ident) => {
+        match $on {
             On::SqlitePool(p) => $self.sqlite_query().$method(p).await,
             On::Sqlite(c) => $self.sqlite_query().$method(c).await,
             On::PgPool(p) => $self.pg_query().$method(p).await,
             On::Pg(c) => $self.pg_query().$method(c).await,
-            On::PairPool(pair) if writes($self.query.sqlite) => {
-                let mut tx = pair.begin_write().await?;
-                let Conn::PairTx {
-                    principal,
-                    mirror,
-                    pair,
-                } = &mut tx
-                else {
-                    unreachable!("a pair's write transaction")
-                };
-                on_mirror_too(&$self.query, mirror, pair).await;
-                let rows = $self.sqlite_query().$method(&mut **principal).await?;
-                tx.commit().await?;
-                Ok(rows)
-            }
-            On::PairPool(pair) => $self.sqlite_query().$method(pair.principal_pool()).await,
-            On::PgPairPool(pair) if writes($self.query.sqlite) => {
-                let mut tx = pair.begin_write().await?;
-                let Conn::PgTx(c) = &mut tx else {
-                    unreachable!("a PostgreSQL write transaction")
-                };
-                let rows = $self.pg_query().$method(&mut **c).await?;
-                tx.commit().await?;
-                Ok(rows)
-            }
-            On::PgPairPool(pair) => {
-                let again = QueryAs {
-                    query: Query {
-                        sqlite: $self.query.sqlite,
-                        pg: $self.query.pg,
-                        args: $self.query.args.clone(),
-                    },
-                    row: std::marker::PhantomData,
-                };
-                match $self.pg_query().$method(pair.principal_pool()).await {
-                    Err(e) if PgPair::lost(&e) => {
-                        pair.resolve().await?;
-                        again.pg_query().$method(pair.principal_pool()).await
-                    }
-                    other => other,
-                }
-            }
             On::Pair(principal, mirror, pair) => {
                 if writes($self.query.sqlite) {
                     on_mirror_too(&$self.query, mirror, pair).await;
                 }
                 $self.sqlite_query().$method(principal).await
             }
+            // A read: on the principal, found again once if it stopped being it.
+            On::PairPool(pair) => $self.sqlite_query().$method(pair.principal_pool()).await,
+            On::PgPairPool(pair) => match $self.pg_query().$method(pair.principal_pool()).await {
+                Err(e) if PgPair::lost(&e) => {
+                    pair.resolve().await?;
+                    $self.pg_query().$method(pair.principal_pool()).await
+                }
+                other => other,
+            },
         }
     };
 }
@@ -575,10 +531,10 @@ impl<'q, T: Row> QueryAs<'q, T> {
         )
     }
 
-    fn pg_query(self) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments> {
-        bind_all!(
+    fn pg_query(&self) -> sqlx::query::QueryAs<'_, Postgres, T, sqlx::postgres::PgArguments> {
+        bind_all_by_ref!(
             sqlx::query_as(sqlx::AssertSqlSafe(self.query.pg)),
-            self.query.args
+            &self.query.args
         )
     }
 }
@@ -641,10 +597,32 @@ pub(crate) struct PrincipalRow {
     pub(crate) lost_writes: i64,
 }
 
-/// The columns [`PrincipalRow`] is read from.
-pub(crate) const PRINCIPAL_ROW: &str = "term, principal, writes, took_over_at, lost_writes";
+/// The columns [`PrincipalRow`] is read from: a macro, so that the statements reading them
+/// are put together once, when compiled, not at every write transaction.
+macro_rules! principal_row {
+    () => {
+        "term, principal, writes, took_over_at, lost_writes"
+    };
+}
 
-type PrincipalTuple = (i64, String, i64, i64, i64);
+/// Reads a copy's [`PrincipalRow`] (as a [`PrincipalTuple`]).
+pub(crate) const SELECT_PRINCIPAL_ROW: &str = concat!(
+    "SELECT ",
+    principal_row!(),
+    " FROM backend_principal WHERE id = 1"
+);
+
+/// Records in the principal's row what the last forced failover lost, once known.
+pub(crate) const RECORD_LOSS: &str = "UPDATE backend_principal SET lost_writes = $1 WHERE id = 1";
+
+/// What the copy that takes over writes in its row, in any kind of failover: the new term
+/// ($1), itself as principal ($2), no fence, when ($3), the point it took over at, and
+/// what the failover lost ($4; -1 until known).
+pub(crate) const TAKE_OVER: &str =
+    "UPDATE backend_principal SET term = $1, principal = $2, fenced = 0,
+     changed_at = $3, took_over_at = writes, lost_writes = $4 WHERE id = 1";
+
+pub(crate) type PrincipalTuple = (i64, String, i64, i64, i64);
 
 impl PrincipalRow {
     pub(crate) fn from_tuple(
@@ -815,11 +793,7 @@ impl Pair {
 pub(crate) async fn read_row(
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<PrincipalRow, sqlx::Error> {
-    let row: PrincipalTuple = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {PRINCIPAL_ROW} FROM backend_principal WHERE id = 1"
-    )))
-    .fetch_one(conn)
-    .await?;
+    let row: PrincipalTuple = sqlx::query_as(SELECT_PRINCIPAL_ROW).fetch_one(conn).await?;
     Ok(PrincipalRow::from_tuple(row))
 }
 
@@ -860,6 +834,12 @@ impl PgPair {
         &self.sides[self.principal().index()].pool
     }
 
+    pub(crate) async fn close(&self) {
+        for side in &self.sides {
+            side.pool.close().await;
+        }
+    }
+
     /// The principal answered in a way that says it is no longer the principal (it is
     /// read-only, in recovery, or gone): find the principal again and retry.
     pub(crate) fn lost(e: &sqlx::Error) -> bool {
@@ -883,11 +863,12 @@ impl PgPair {
             i64,
             i64,
             i64,
-        ) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        ) = sqlx::query_as(concat!(
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on',
-                    fenced, {PRINCIPAL_ROW}
-             FROM backend_principal WHERE id = 1"
-        )))
+                    fenced, ",
+            principal_row!(),
+            " FROM backend_principal WHERE id = 1"
+        ))
         .fetch_one(&self.sides[copy.index()].pool)
         .await?;
         Ok(PgCopyState {
@@ -932,7 +913,7 @@ impl PgPair {
             );
             let _ = fence(&self.sides[other.index()].pool).await;
             if let Some(lost) = state.row.loss_seen_in(&old.row) {
-                let _ = sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+                let _ = sqlx::query(RECORD_LOSS)
                     .bind(lost)
                     .execute(&self.sides[copy.index()].pool)
                     .await;

@@ -225,49 +225,39 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// How tandem connects to a PostgreSQL Back End: a statement waits at most 10 s for a
+/// lock, and a transaction left idle (a server that stopped mid-way) is ended after 15 s so
+/// that it cannot hold the write lock for ever.
+fn postgres_options(url: &str, path: &str) -> Result<sqlx::postgres::PgConnectOptions> {
+    use std::str::FromStr;
+    Ok(sqlx::postgres::PgConnectOptions::from_str(url)
+        .at(path)?
+        .application_name("tandem")
+        .options([
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "15s"),
+        ]))
+}
+
+fn postgres_pool(acquire_timeout: Duration) -> sqlx::postgres::PgPoolOptions {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(acquire_timeout)
+}
+
 /// A pool on a PostgreSQL copy that connects when first used, so that a copy that is
 /// down does not stop its pair from opening.
 fn connect_postgres_lazy(url: &str, path: &str) -> Result<sqlx::PgPool> {
-    use std::str::FromStr;
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)
-        .map_err(|source| StoreError::Database {
-            path: path.to_string(),
-            source,
-        })?
-        .application_name("tandem")
-        .options([
-            ("lock_timeout", "10s"),
-            ("idle_in_transaction_session_timeout", "15s"),
-        ]);
-    Ok(sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy_with(options))
+    Ok(postgres_pool(Duration::from_secs(3)).connect_lazy_with(postgres_options(url, path)?))
 }
 
-/// Connects to a PostgreSQL Back End. A statement waits at most 10 s for a lock, and a
-/// transaction left idle (a server that stopped mid-way) is ended after 15 s so that it
-/// cannot hold the write lock for ever.
+/// Connects to a PostgreSQL Back End.
 async fn open_postgres(url: &str, path: &str) -> Result<db::Db> {
-    use std::str::FromStr;
-    let at = |source| StoreError::Database {
-        path: path.to_string(),
-        source,
-    };
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)
-        .map_err(at)?
-        .application_name("tandem")
-        .options([
-            ("lock_timeout", "10s"),
-            ("idle_in_transaction_session_timeout", "15s"),
-        ]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+    postgres_pool(Duration::from_secs(10))
+        .connect_with(postgres_options(url, path)?)
         .await
         .map(db::Db::Pg)
-        .map_err(at)
+        .at(path)
 }
 
 /// Starts a write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`):

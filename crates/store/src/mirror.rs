@@ -32,7 +32,10 @@ use std::sync::{Arc, Mutex};
 
 pub use crate::db::Copy;
 pub(crate) use crate::db::Pair;
-use crate::db::{Conn, Db, Orientation, PgPair, PgSide, Side, read_row};
+use crate::db::{
+    Conn, Db, Orientation, PgPair, PgSide, PrincipalRow, PrincipalTuple, RECORD_LOSS,
+    SELECT_PRINCIPAL_ROW, Side, TAKE_OVER, read_row,
+};
 use crate::{Context, Result, migrate, now_ms, open_sqlite_pool};
 
 /// The mirror as its principal sees it, for `Get-CsDatabaseMirrorState`.
@@ -130,20 +133,15 @@ impl Pair {
                 .at(&pair.label(Copy::Mirror))?,
         ];
         // The copy with the higher term says who is principal; a tie is the same row.
-        let newest = if rows[1].term > rows[0].term {
-            rows[1]
+        let (older, newest) = if rows[1].term > rows[0].term {
+            (rows[0], rows[1])
         } else {
-            rows[0]
+            (rows[1], rows[0])
         };
         pair.follow(newest);
-        let older = if rows[1].term > rows[0].term {
-            rows[0]
-        } else {
-            rows[1]
-        };
         if let Some(lost) = newest.loss_seen_in(&older) {
             let side = &pair.sides[newest.principal.index()];
-            sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+            sqlx::query(RECORD_LOSS)
                 .bind(lost)
                 .execute(&side.pool)
                 .await
@@ -285,15 +283,13 @@ impl Pair {
                 ));
             };
             let term = self.orientation.term() + 1;
-            crate::db::query(
-                "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
-                     took_over_at = writes, lost_writes = 0 WHERE id = 1",
-            )
-            .bind(term)
-            .bind(to.as_str())
-            .bind(now_ms())
-            .execute(&mut tx)
-            .await?;
+            crate::db::query(TAKE_OVER)
+                .bind(term)
+                .bind(to.as_str())
+                .bind(now_ms())
+                .bind(0)
+                .execute(&mut tx)
+                .await?;
             // Both copies changed in the one transaction, or the failover did not happen.
             let Conn::PairTx {
                 principal, mirror, ..
@@ -331,17 +327,14 @@ impl Pair {
                 let row = read_row(&mut tx).await.at(&label)?;
                 let term = row.term.max(self.orientation.term()) + 1;
                 let lost = old.as_ref().map(|o| (o.writes - row.writes).max(0));
-                sqlx::query(
-                    "UPDATE backend_principal SET term = $1, principal = $2, changed_at = $3,
-                         took_over_at = writes, lost_writes = $4 WHERE id = 1",
-                )
-                .bind(term)
-                .bind(to.as_str())
-                .bind(now_ms())
-                .bind(lost.unwrap_or(-1))
-                .execute(&mut *tx)
-                .await
-                .at(&label)?;
+                sqlx::query(TAKE_OVER)
+                    .bind(term)
+                    .bind(to.as_str())
+                    .bind(now_ms())
+                    .bind(lost.unwrap_or(-1))
+                    .execute(&mut *tx)
+                    .await
+                    .at(&label)?;
                 tx.commit().await.at(&label)?;
                 self.orientation.set(to, term);
                 self.mark_behind(format!(
@@ -657,18 +650,14 @@ impl PgPair {
             Some(b) => Some((b.row.writes - standby.row.writes).max(0)),
             None => None,
         };
-        sqlx::query(
-            "UPDATE backend_principal SET term = $1, principal = $2, fenced = 0, changed_at = $3,
-                 took_over_at = writes, lost_writes = $4
-             WHERE id = 1",
-        )
-        .bind(term)
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(lost_writes.unwrap_or(-1))
-        .execute(&mut *tx)
-        .await
-        .at(&new.label)?;
+        sqlx::query(TAKE_OVER)
+            .bind(term)
+            .bind(to.as_str())
+            .bind(now_ms())
+            .bind(lost_writes.unwrap_or(-1))
+            .execute(&mut *tx)
+            .await
+            .at(&new.label)?;
         tx.commit().await.at(&new.label)?;
         self.orientation.set(to, term);
         Ok(DatabaseFailover {
@@ -705,20 +694,17 @@ pub async fn record_loss_from(principal_url: &str, old_url: &str) -> Result<Opti
     let label = crate::redacted_url(principal_url);
     let row = |url: String| async move {
         let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-        let t: (i64, String, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM backend_principal WHERE id = 1",
-            crate::db::PRINCIPAL_ROW
-        )))
-        .fetch_one(&mut c)
-        .await?;
-        Ok::<_, sqlx::Error>((c, crate::db::PrincipalRow::from_tuple(t)))
+        let t: PrincipalTuple = sqlx::query_as(SELECT_PRINCIPAL_ROW)
+            .fetch_one(&mut c)
+            .await?;
+        Ok::<_, sqlx::Error>((c, PrincipalRow::from_tuple(t)))
     };
     let (_, old) = row(old_url.to_string()).await.at(&label)?;
     let (mut c, principal) = row(principal_url.to_string()).await.at(&label)?;
     let Some(lost) = principal.loss_seen_in(&old) else {
         return Ok(None);
     };
-    sqlx::query("UPDATE backend_principal SET lost_writes = $1 WHERE id = 1")
+    sqlx::query(RECORD_LOSS)
         .bind(lost)
         .execute(&mut c)
         .await

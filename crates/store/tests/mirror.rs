@@ -41,6 +41,13 @@ async fn write(be: &BackEnd, user: &str, key: &str) {
         .unwrap();
 }
 
+/// A server that knows nothing of the mirror writes to the primary's file alone.
+async fn write_to_primary_alone(dir: &Path, user: &str, key: &str) {
+    let alone = BackEnd::open("sqlite://be/pool2.db", dir).await.unwrap();
+    write(&alone, user, key).await;
+    alone.close().await;
+}
+
 #[tokio::test]
 async fn every_acknowledged_write_is_in_both_copies() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,12 +117,7 @@ async fn a_mirror_that_missed_a_commit_is_rebuilt_before_it_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
     let be = pair(dir.path()).await;
     write(&be, "ann", "k1").await;
-    // A server that knows nothing of the mirror writes to the primary alone.
-    let alone = BackEnd::open("sqlite://be/pool2.db", dir.path())
-        .await
-        .unwrap();
-    write(&alone, "cid", "only-on-primary").await;
-    alone.close().await;
+    write_to_primary_alone(dir.path(), "cid", "only-on-primary").await;
     let state = be.mirror_state().await.unwrap().unwrap();
     assert!(!state.synchronized);
     assert_eq!(state.status(), "Synchronizing");
@@ -137,11 +139,7 @@ async fn an_old_principal_that_comes_back_is_fenced_by_the_newer_term() {
     be.fail_over_database(Copy::Mirror, false).await.unwrap();
     be.close().await;
     // A server that knows nothing of the mirror writes to the old principal's file.
-    let primary = BackEnd::open("sqlite://be/pool2.db", dir.path())
-        .await
-        .unwrap();
-    write(&primary, "eve", "stale").await;
-    primary.close().await;
+    write_to_primary_alone(dir.path(), "eve", "stale").await;
     // A server opening the pair follows the higher term: the mirror is principal, and
     // the primary is rebuilt from it, dropping what it took meanwhile.
     let be = pair(dir.path()).await;

@@ -23,6 +23,21 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres")
 }
 
+/// Runs `.ci/postgres <command> <dir>`, which must succeed; returns what it printed.
+fn run_script(command: &str, dir: &Path) -> String {
+    let out = Command::new(script())
+        .arg(command)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 impl Pair {
     fn start() -> Option<Pair> {
         store::testing::TestDb::postgres()?;
@@ -30,17 +45,7 @@ impl Pair {
             .prefix("tandem-pg-pair")
             .tempdir_in("/tmp")
             .unwrap();
-        let out = Command::new(script())
-            .arg("start-pair")
-            .arg(dir.path().join("pg"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = run_script("start-pair", &dir.path().join("pg"));
         let mut urls = text.lines().map(str::to_string);
         Some(Pair {
             primary: urls.next().unwrap(),
@@ -54,16 +59,7 @@ impl Pair {
     }
 
     fn run(&self, command: &str, which: &str) {
-        let out = Command::new(script())
-            .arg(command)
-            .arg(self.cluster(which))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_script(command, &self.cluster(which));
     }
 
     async fn open(&self) -> BackEnd {
