@@ -174,7 +174,8 @@ impl BackEnd {
 
     /// A write transaction on this Back End, counted in its `backend_principal` row so
     /// that a mirror that missed it can tell and a forced failover can count what it lost
-    /// (see [`crate::mirror`]); a SQLite pair counts it in both copies itself.
+    /// (see [`crate::mirror`]). A mirrored Back End (either kind of pair) counts it itself,
+    /// in its own write transaction, so that a statement run outside one is counted too.
     ///
     /// A mirror that is behind is rebuilt first (under the principal's write lock), so that
     /// this transaction reaches both copies again.
@@ -186,7 +187,7 @@ impl BackEnd {
             tracing::warn!("rebuilding the Back End's mirror failed: {e}");
         }
         let mut tx = crate::begin_write(&self.db, &self.path).await?;
-        if let Conn::SqliteTx(_) | Conn::PgTx(_) = &tx {
+        if let Db::Sqlite(_) | Db::Pg(_) = &self.db {
             db::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")
                 .execute(&mut tx)
                 .await

@@ -924,7 +924,9 @@ impl PgPair {
     }
 
     /// A write transaction on the principal, under the store's write lock, after checking
-    /// (under that lock) that the principal is still the principal.
+    /// (under that lock) that the principal is still the principal; counted in the
+    /// principal's row, as a SQLite pair counts its own, so that a forced failover counts
+    /// every write the standby had not replayed, a single statement's too.
     pub(crate) async fn begin_write(&self) -> Result<Conn, sqlx::Error> {
         let mut last = None;
         for _ in 0..3 {
@@ -939,7 +941,10 @@ impl PgPair {
                 Ok::<_, sqlx::Error>((tx, term, fenced != 0 || read_only))
             };
             match attempt.await {
-                Ok((tx, term, false)) if term == self.orientation.term() => {
+                Ok((mut tx, term, false)) if term == self.orientation.term() => {
+                    sqlx::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")
+                        .execute(&mut *tx)
+                        .await?;
                     return Ok(Conn::PgTx(tx));
                 }
                 Ok(_) => {}

@@ -177,7 +177,7 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
     wait_synchronized(&fe).await;
     // The standby stops receiving (its WAL receiver is stopped, then killed with what
     // was sent to it unread), five more writes commit on the primary alone, and the
-    // primary is lost: those five are what a forced failover loses.
+    // primary is lost: those five, and one statement, are what a forced failover loses.
     let (receiver,): (i32,) = sqlx::query_as("SELECT pid FROM pg_stat_wal_receiver")
         .fetch_one(
             &mut <sqlx::PgConnection as sqlx::Connection>::connect(&pair.standby)
@@ -190,6 +190,10 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
     for i in 0..5 {
         write(&fe, &format!("unshipped{i}")).await;
     }
+    // A single statement outside a transaction is a write the standby lacks too.
+    fe.request_resync("PresenceFocus", "pool2.example.net")
+        .await
+        .unwrap();
     pair.run("stop", "primary");
     signal(receiver, "KILL");
     // The standby restarts after losing a process; wait until it answers again.
@@ -242,7 +246,7 @@ async fn a_forced_failover_promotes_what_the_standby_has_and_the_old_primary_is_
     assert_eq!(s.principal, Copy::Mirror);
     assert_eq!(
         s.last_failover_lost_writes,
-        Some(5),
+        Some(6),
         "measured once the old primary is back"
     );
 }
