@@ -64,6 +64,9 @@ pub mod paths {
     pub const REPLICA_CHANGES: &str = "/internal/v1/replica/changes";
     /// A server's CMS master role.
     pub const CMS_ROLE: &str = "/internal/v1/cms/role";
+    /// A vote for a Central Management store: asked of the witness, or of the standby
+    /// store through a Front End of its pool (see `cms::witness`).
+    pub const CMS_VOTE: &str = "/internal/v1/cms/vote";
     /// A pool operation's step, run on a Front End of the pool whose part it is.
     pub const DR_POOL: &str = "/internal/v1/dr/pool";
     /// A pool operation's reads and compare-and-set writes of the CMS, on the master.

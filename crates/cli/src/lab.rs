@@ -853,6 +853,13 @@ pub(crate) async fn all_up_to_date(
                 .find(|(n, _)| n == k)
                 .map(|(_, v)| v.clone())
         };
+        // A server of the lab that is not running (killed, its site lost) cannot catch
+        // up; the others are waited for.
+        let stopped = matches!(get("ReplicaFqdn"), Some(cmdlet::Field::Text(f))
+            if lab.servers.iter().any(|s| s.fqdn.eq_ignore_ascii_case(&f) && !s.alive()));
+        if stopped {
+            continue;
+        }
         all &= matches!(get("UpToDate"), Some(cmdlet::Field::Bool(true)));
         if let Some(cmdlet::Field::Int(v)) = get("Version") {
             min_version = min_version.min(v);

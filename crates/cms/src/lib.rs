@@ -8,12 +8,16 @@
 //! - The **replica agent** ([`replica`]) runs on every server: it stores a batch, makes the
 //!   new configuration live and acknowledges with its version.
 //!
+//! - The **witness** votes ([`witness`]) keep one writable store through a network cut,
+//!   when the deployment names a witness.
+//!
 //! The wire format between them is in [`protocol`]. Configuration keys are in [`keys`].
 
 pub mod directory;
 pub mod master;
 pub mod protocol;
 pub mod replica;
+pub mod witness;
 
 /// Keys of the configuration items in the CMS.
 pub mod keys {

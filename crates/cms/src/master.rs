@@ -59,6 +59,10 @@ pub enum MasterError {
     Refused(#[from] WriteRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The deployment has a witness, and this master has neither the witness's vote nor
+    /// the standby store's (see [`crate::witness`]).
+    #[error("{0}")]
+    NoQuorum(String),
     #[error("the active topology in the Central Management store does not parse: {0}")]
     BadTopology(String),
     /// A change would leave a topology with errors; nothing was written.
@@ -72,6 +76,20 @@ pub struct TopologyWritten {
     pub version: i64,
     pub warnings: Vec<String>,
 }
+
+/// Whether the active master may write, as its votes say (see [`crate::witness`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    /// Writes are allowed before this (this server's clock, unix ms): `i64::MAX` when the
+    /// deployment has no witness, 0 when this server is not the active master.
+    pub until_ms: i64,
+    /// What the voters said at the last renewal.
+    pub heard: String,
+}
+
+/// How long a write waits for the votes of a master that has just become active, or has
+/// just lost them: longer than a witness that has just started withholds its vote.
+const QUORUM_WAIT: Duration = Duration::from_millis(crate::witness::VOTE_TTL_MS as u64 + 1_000);
 
 /// One server of the topology, as the master pushes to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +153,9 @@ struct Inner {
     /// Wakes the lease task before its period ends (a failover just gave this server the
     /// lease).
     lease_wake: Notify,
+    /// The votes this master holds, and what wakes their renewal early.
+    quorum: watch::Sender<Quorum>,
+    vote_wake: Notify,
     /// Push rounds completed, and started: a round is numbered by the count it started.
     rounds: watch::Sender<u64>,
     rounds_started: std::sync::atomic::AtomicU64,
@@ -169,6 +190,11 @@ impl Master {
             role: watch::Sender::new(Role::Standby { holder: None }),
             wake: Notify::new(),
             lease_wake: Notify::new(),
+            quorum: watch::Sender::new(Quorum {
+                until_ms: 0,
+                heard: String::new(),
+            }),
+            vote_wake: Notify::new(),
             rounds: watch::Sender::new(0),
             rounds_started: std::sync::atomic::AtomicU64::new(0),
             acked: Mutex::new(HashMap::new()),
@@ -179,6 +205,7 @@ impl Master {
         let tasks = vec![
             tokio::spawn(lease_task(inner.clone())),
             tokio::spawn(push_task(inner.clone())),
+            tokio::spawn(vote_task(inner.clone())),
         ];
         Master {
             inner,
@@ -192,6 +219,11 @@ impl Master {
 
     pub fn subscribe_role(&self) -> watch::Receiver<Role> {
         self.inner.role.subscribe()
+    }
+
+    /// The votes this master holds.
+    pub fn quorum(&self) -> Quorum {
+        self.inner.quorum.borrow().clone()
     }
 
     pub fn backend(&self) -> &BackEnd {
@@ -254,6 +286,7 @@ impl Master {
                 return Err(WriteRefused::NotMaster { holder, epoch: 0 }.into());
             }
         };
+        self.await_quorum().await?;
         let info = self
             .inner
             .backend
@@ -261,6 +294,41 @@ impl Master {
             .await??;
         self.inner.wake.notify_one();
         Ok(info)
+    }
+
+    /// Waits up to [`QUORUM_WAIT`] for this master to hold a vote other than its own
+    /// store's (at once without a witness).
+    async fn await_quorum(&self) -> Result<(), MasterError> {
+        let mut quorum = self.inner.quorum.subscribe();
+        let deadline = self.inner.clock.deadline(QUORUM_WAIT);
+        loop {
+            let (until, heard) = {
+                let q = quorum.borrow_and_update();
+                (q.until_ms, q.heard.clone())
+            };
+            if until > self.inner.clock.now_ms() {
+                return Ok(());
+            }
+            if self.inner.clock.passed(deadline) {
+                return Err(MasterError::NoQuorum(format!(
+                    "the Central Management master {} holds no vote but its own store's, so it may be cut off \
+                     from the rest of the deployment and takes no change ({heard}); once it reaches the witness or \
+                     the standby store again, run the cmdlet again (a failover on the other side, if this site is \
+                     down: Invoke-CsManagementServerFailover)",
+                    self.inner.fqdn,
+                    heard = if heard.is_empty() {
+                        "no vote asked yet"
+                    } else {
+                        heard.as_str()
+                    },
+                )));
+            }
+            self.inner.vote_wake.notify_one();
+            tokio::select! {
+                _ = quorum.changed() => {}
+                _ = self.inner.clock.sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
 
     /// Validates `topology` and writes it as the published topology, and as the active one
@@ -349,6 +417,117 @@ async fn step_down(inner: &Inner) {
         tracing::warn!(error = %e, "could not release the master lease; it will expire");
     }
     inner.role.send_replace(Role::Standby { holder: None });
+    inner.quorum.send_modify(|q| q.until_ms = 0);
+}
+
+/// Renews the active master's votes every quarter of their life (see [`crate::witness`]);
+/// a master whose store is moving gives them back instead.
+async fn vote_task(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let period = Duration::from_millis((crate::witness::VOTE_TTL_MS / 4) as u64);
+    let mut roles = inner.role.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let epoch = match *roles.borrow_and_update() {
+            Role::Active { epoch, .. } => Some(epoch),
+            Role::Standby { .. } => None,
+        };
+        if let Some(epoch) = epoch {
+            renew_votes(&inner, epoch).await;
+        }
+        tokio::select! {
+            _ = inner.clock.sleep(period) => {}
+            _ = inner.vote_wake.notified() => {}
+            _ = roles.changed() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One renewal: the witness and the standby store asked together; one vote is enough.
+async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
+    use crate::witness::{self, Ask, Heard, VoteAnswer, Voters};
+    let Ok(topology) = inner.topology_in_store().await else {
+        return;
+    };
+    let Some(pool) = topology
+        .server(&inner.fqdn)
+        .map(|s| s.pool_fqdn.to_string())
+    else {
+        return;
+    };
+    let Some(voters) = Voters::of(&topology, &pool) else {
+        inner.quorum.send_replace(Quorum {
+            until_ms: i64::MAX,
+            heard: "the deployment has no witness".into(),
+        });
+        return;
+    };
+    let moving = matches!(
+        inner.backend.cms_role().await.map(|r| r.mode),
+        Ok(store::CmsMode::Moving)
+    );
+    let ask = if moving { Ask::Release } else { Ask::Renew };
+    let term = store::term_of(epoch);
+    let port = topology.ports.management;
+    let sent = inner.clock.now_ms();
+    let (from_witness, from_standby) = tokio::join!(
+        witness::ask_witness(&inner.api, port, &voters, ask, &pool, term),
+        witness::ask_standby(&inner.api, port, &voters, ask, &pool, term),
+    );
+    if moving {
+        inner.quorum.send_replace(Quorum {
+            until_ms: 0,
+            heard: format!("the store is moving to {}: votes given back", pool),
+        });
+        return;
+    }
+    let said = |who: &str, heard: &Heard| match heard {
+        Heard::Answer(VoteAnswer::Granted { .. }) => format!("{who}: granted"),
+        Heard::Answer(VoteAnswer::Released) => format!("{who}: released"),
+        Heard::Answer(VoteAnswer::Refused { reason }) => format!("{who} refused: {reason}"),
+        Heard::Silent(why) => why.clone(),
+    };
+    let mut granted = [&from_witness, &from_standby]
+        .iter()
+        .any(|h| matches!(h, Heard::Answer(VoteAnswer::Granted { .. })));
+    let mut heard = format!(
+        "{}; {}",
+        said(&format!("the witness {}", voters.witness.0), &from_witness),
+        said("the standby store", &from_standby)
+    );
+    // A store an operator made active with -Force (its site the only one left) writes on
+    // its lease alone until a voter answers again; from then on the votes decide.
+    let answered = [&from_witness, &from_standby]
+        .iter()
+        .any(|h| matches!(h, Heard::Answer(_)));
+    if let Ok(vote) = inner.backend.cms_vote().await
+        && vote.forced_at > 0
+    {
+        if answered {
+            let _ = inner.backend.update_cms_vote(|_, v| v.forced_at = 0).await;
+            tracing::info!(%heard, "a voter answers again: the -Force override of the votes ends");
+        } else if !granted {
+            granted = true;
+            heard = format!("-Force: no voter answers ({heard})");
+        }
+    }
+    inner.quorum.send_modify(|q| {
+        // A vote counts from when it was asked; a later answer never shortens an earlier
+        // one (they may return out of order), but a time without a witness ends now.
+        let counted = if q.until_ms == i64::MAX { 0 } else { q.until_ms };
+        if granted {
+            q.until_ms = counted.max(sent + witness::VOTE_TTL_MS - witness::VOTE_MARGIN_MS);
+        } else {
+            q.until_ms = counted;
+        }
+        if !granted && q.heard != heard {
+            tracing::warn!(%heard, "the Central Management master holds no vote but its own store's");
+        }
+        q.heard = heard;
+    });
 }
 
 async fn lease_task(inner: Arc<Inner>) {

@@ -38,6 +38,10 @@ const REPLICATE_WAIT: Duration = Duration::from_secs(20);
 const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a probe of another server's role or health may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a promotion waits for the witness's and the standby store's votes: a vote the
+/// old master renewed just before it was lost (or gave back as its store froze) runs out
+/// within a vote's life.
+const CLAIM_WAIT: Duration = Duration::from_millis(cms::witness::VOTE_TTL_MS as u64 + 1_500);
 
 /// What the failover asks of the old store's Front End.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +199,102 @@ impl Engine {
             principal: be.mirror_state().await?.map(|m| m.principal),
             topology,
         })
+    }
+
+    /// Before a store in `to` is promoted or loaded as the active one, when the deployment
+    /// has a witness: the witness's vote, and with `standby_too` this pool's standby
+    /// store's (see `cms::witness`), so that no master elsewhere still counts either.
+    /// Waits up to [`CLAIM_WAIT`]; says how the votes went, or why the store must not
+    /// become active. `force` goes on without a witness that does not answer (the operator
+    /// asserts that the old store's site is down), never against one that refuses.
+    async fn claim_votes(
+        &self,
+        topology: &Topology,
+        from: &str,
+        to: &str,
+        term: i64,
+        standby_too: bool,
+        force: bool,
+    ) -> Result<Option<String>, Error> {
+        use cms::witness::{self, Ask, Heard, VoteAnswer};
+        let Some(voters) = witness::Voters::of(topology, to) else {
+            return Ok(None);
+        };
+        let be = self.backend()?;
+        let clock = self.node.clock;
+        let port = topology.ports.management;
+        let name = voters.witness.0.clone();
+        let deadline = clock.deadline(CLAIM_WAIT);
+        let mut backoff = Backoff::polling();
+        loop {
+            let from_witness =
+                witness::ask_witness(&self.node.api, port, &voters, Ask::Claim, to, term).await;
+            let witness_said = match &from_witness {
+                Heard::Answer(VoteAnswer::Granted { .. }) => None,
+                Heard::Answer(VoteAnswer::Refused { reason }) => {
+                    Some((false, format!("the witness {name} refused: {reason}")))
+                }
+                Heard::Answer(VoteAnswer::Released) => Some((
+                    false,
+                    format!("the witness {name} answered a claim as a release"),
+                )),
+                Heard::Silent(why) => Some((true, why.clone())),
+            };
+            let witness_ok = match &witness_said {
+                None => true,
+                Some((true, _)) => force,
+                Some((false, _)) => false,
+            };
+            let mut standby_said = None;
+            if witness_ok && standby_too {
+                let now = clock.now_ms();
+                let answer = be
+                    .update_cms_vote(|role, vote| {
+                        witness::decide_as_standby(role, vote, Ask::Claim, to, term, now)
+                    })
+                    .await?;
+                if let VoteAnswer::Refused { reason } = answer {
+                    standby_said = Some(reason);
+                }
+            }
+            if witness_ok && standby_said.is_none() {
+                return Ok(Some(match witness_said {
+                    None => format!(
+                        "the witness {name}{} voted for {to}",
+                        if standby_too {
+                            " and the standby store"
+                        } else {
+                            ""
+                        }
+                    ),
+                    Some((_, why)) => {
+                        format!("-Force: {why}; {to} was promoted without the witness's vote")
+                    }
+                }));
+            }
+            if clock.passed(deadline) {
+                return Err(match (witness_said, standby_said) {
+                    (Some((false, why)), _) => Error::conflict(format!(
+                        "{why}. The master of the store in {from} is alive and reaches the witness: {from} is cut off \
+                         from here, not lost, and promoting this store would make a second writable one. Nothing was \
+                         promoted. Wait for the network to return, or stop the servers of {from}'s site first; \
+                         Invoke-CsManagementServerFailover -Restore on a Front End of {to} clears this failover"
+                    )),
+                    (Some((true, why)), _) => Error::unavailable(format!(
+                        "{why}, and without the witness's vote this failover could make a second writable store \
+                         if {from} is only cut off. Nothing was promoted. Run the cmdlet again once the witness \
+                         answers, or with -Force if {from}'s site is down"
+                    )),
+                    (None, Some(why)) => Error::conflict(format!(
+                        "the standby store here refused its vote: {why}. The master of the store in {from} still \
+                         reaches this pool; nothing was promoted. Run the failover while the old store answers \
+                         (planned), or Invoke-CsManagementServerFailover -Restore on a Front End of {to}"
+                    )),
+                    (None, None) => unreachable!("both votes granted returns above"),
+                });
+            }
+            backoff.wait(&clock).await;
+        }
     }
 
     async fn role_of(&self, base: &str) -> Option<RoleReport> {
@@ -1035,6 +1135,18 @@ impl Engine {
                 .filter(|i| i.value.is_some())
                 .map(|i| (i.key, i.value))
                 .collect();
+            let votes = self
+                .claim_votes(
+                    &s.topology,
+                    &s.cms_pool,
+                    &here,
+                    store::term_of(known_epoch) + 1,
+                    false,
+                    request.force,
+                )
+                .await?;
+            let forced = votes.as_deref().is_some_and(|v| v.starts_with("-Force"));
+            notes.extend(votes.map(|v| format!("Votes: {v}.")));
             be.load_cms_and_activate(
                 &changes,
                 &format!("moved from {}", s.cms_pool),
@@ -1047,6 +1159,10 @@ impl Engine {
             )
             .await?
             .map_err(|e| Error::conflict(e.to_string()))?;
+            if forced {
+                let now = self.node.clock.now_ms();
+                be.update_cms_vote(|_, v| v.forced_at = now).await?;
+            }
         }
         let (master, _) = self.ensure_master_here(&be).await?;
         let detail = publish_cms_pool(&master, &here).await?;
@@ -1285,6 +1401,21 @@ impl CmsRun<'_> {
                 }
             }
             CmsStep::Promote => {
+                let votes = engine
+                    .claim_votes(
+                        &s.topology,
+                        &from,
+                        &to,
+                        store::term_of(record.known_epoch) + 1,
+                        true,
+                        self.force,
+                    )
+                    .await
+                    .map_err(|error| StepFailed {
+                        error,
+                        cancels: false,
+                    })?;
+                let forced = votes.as_deref().is_some_and(|v| v.starts_with("-Force"));
                 let role = be
                     .promote_cms(
                         record.known_epoch,
@@ -1298,10 +1429,15 @@ impl CmsRun<'_> {
                             "{e}; Invoke-CsManagementServerFailover -Restore on a Front End of {to} clears the failover"
                         ))
                     })?;
+                if forced {
+                    be.update_cms_vote(|_, v| v.forced_at = clock.now_ms())
+                        .await?;
+                }
                 Ok(StepDone::done(format!(
-                    "active from version {} in term {}",
+                    "active from version {} in term {}{}",
                     role.term_start,
-                    store::term_of(role.epoch_floor)
+                    store::term_of(role.epoch_floor),
+                    votes.map(|v| format!("; {v}")).unwrap_or_default()
                 )))
             }
             CmsStep::Takeover => {

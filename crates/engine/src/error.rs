@@ -89,6 +89,7 @@ impl Error {
                 Failure::Unavailable
             }
             Error::Master(MasterError::Refused(WriteRefused::Moving { .. })) => Failure::Conflict,
+            Error::Master(MasterError::NoQuorum(_)) => Failure::Unavailable,
             Error::Master(_) => Failure::Internal,
             Error::Failed { kind, .. } => *kind,
         }

@@ -114,6 +114,9 @@ impl From<MasterError> for Error {
             MasterError::Refused(WriteRefused::Moving { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
+            MasterError::NoQuorum(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             MasterError::InvalidTopology(ref report) => {
                 let rows = api::records::problems(report);
                 ApiError::new(StatusCode::CONFLICT, e.to_string())

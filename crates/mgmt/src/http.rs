@@ -24,6 +24,7 @@ use axum::{Extension, Json, Router};
 use cms::master::Role;
 use cms::protocol::{ReplicaChanges, ReplicaChangesRequest, RoleReport, SyncRequest, SyncResponse};
 use cms::replica::ReplicaError;
+use cms::witness::{VoteAnswer, VoteRequest, Voter};
 use engine::agent::{PoolAction, PoolActionReply};
 use engine::cms_failover::{StoreAction, StoreReply};
 use engine::pool::{CmsReply, CmsRequest};
@@ -70,7 +71,8 @@ fn protected_routes(faults: bool) -> OpenApiRouter<Mgmt> {
         .routes(with_limit(routes!(users_bulk), BULK_MAX_BODY_BYTES))
         .routes(routes!(dr_pool_action))
         .routes(routes!(dr_cms))
-        .routes(routes!(cms_store));
+        .routes(routes!(cms_store))
+        .routes(routes!(cms_vote));
     if faults {
         protected.routes(routes!(dr_fault))
     } else {
@@ -257,6 +259,7 @@ fn is_servers_own(path: &str) -> bool {
         paths::DR_POOL,
         paths::DR_CMS,
         paths::CMS_STORE,
+        paths::CMS_VOTE,
     ]
     .contains(&path)
 }
@@ -270,14 +273,16 @@ async fn health(State(mgmt): State<Mgmt>) -> Json<Health> {
     let cms_master = matches!(master, Some((_, Role::Active { .. })));
     // Writable only while the store itself says so: an active store, and the lease still
     // this server's with the epoch its role holds (a role not yet told of a takeover
-    // is not enough).
+    // is not enough); with a witness, a vote besides its own store's too.
     let cms_writable = match master {
         Some((m, Role::Active { epoch, .. })) => {
             let be = m.backend();
             let now = node.clock.now_ms();
-            be.cms_role()
-                .await
-                .is_ok_and(|r| r.mode == store::CmsMode::Active)
+            m.quorum().until_ms > now
+                && be
+                    .cms_role()
+                    .await
+                    .is_ok_and(|r| r.mode == store::CmsMode::Active)
                 && be.lease().await.ok().flatten().is_some_and(|l| {
                     l.holder == node.fqdn && l.epoch == epoch && l.expires_at > now
                 })
@@ -466,6 +471,65 @@ async fn cms_store(
     Body(action): Body<StoreAction>,
 ) -> Result<Json<StoreReply>, Error> {
     Ok(Json(mgmt.engine.store_action(action).await?))
+}
+
+/// A vote for a Central Management store (`cms::witness`): the witness's, when the
+/// topology names this server the deployment's witness, or the standby store's in this
+/// Front End's Back End.
+#[utoipa::path(
+    post,
+    path = paths::CMS_VOTE,
+    tag = "internal",
+    request_body(content = Object, description = "which voter, renew, claim or release, for which pool's store and term"),
+    responses(
+        (status = 200, description = "granted, released or refused (with why)", body = Object),
+        (status = 404, body = ErrorBody, description = "this server is not that voter"),
+    ),
+    security(("bearer" = []))
+)]
+async fn cms_vote(
+    State(mgmt): State<Mgmt>,
+    Body(request): Body<VoteRequest>,
+) -> Result<Json<VoteAnswer>, Error> {
+    let node = &mgmt.node;
+    let VoteRequest {
+        voter,
+        ask,
+        pool,
+        term,
+    } = request;
+    match voter {
+        Voter::Witness => {
+            let topology = node.topology();
+            let named = topology.deployment.cms_witness.as_deref();
+            if !named.is_some_and(|w| w.eq_ignore_ascii_case(&node.fqdn)) {
+                return Err(Refused::NotFound(format!(
+                    "{} is not the deployment's witness (the topology's cms_witness is {})",
+                    node.fqdn,
+                    named.unwrap_or("not set")
+                ))
+                .into());
+            }
+            let now = node.clock.now_ms();
+            Ok(Json(node.witness.decide(ask, &pool, term, now)))
+        }
+        Voter::Standby => {
+            let Some(be) = &node.backend else {
+                return Err(Refused::NotFound(format!(
+                    "{} has no Back End, so no standby store",
+                    node.fqdn
+                ))
+                .into());
+            };
+            let clock = node.clock;
+            let answer = be
+                .update_cms_vote(|role, vote| {
+                    cms::witness::decide_as_standby(role, vote, ask, &pool, term, clock.now_ms())
+                })
+                .await?;
+            Ok(Json(answer))
+        }
+    }
 }
 
 /// Test hook (`TANDEM_DR_FAULTS=1` only): arm a fault point, or release a hold.

@@ -82,6 +82,10 @@ pub struct Node {
     /// The deployment's DNS server, when there is one (the lab runs one).
     pub dns: Option<SocketAddr>,
     pub clock: Clock,
+    /// The vote this server gives when the topology names it the deployment's witness
+    /// (`cms::witness`); unused otherwise. In memory: it gives none for a vote's life
+    /// after the server starts.
+    pub witness: cms::witness::Witness,
     /// The Central Management services (Master Replicator, File Transfer Agent), on Front
     /// Ends of the CMS pool and of its partner, which holds the standby store; installed
     /// later on others by `Move-CsManagementServer` and `Bootstrapper /Setup`.
@@ -178,6 +182,7 @@ impl Node {
             backup: parts.backup,
             services,
             dns: parts.dns,
+            witness: cms::witness::Witness::new(parts.clock.now_ms()),
             clock: parts.clock,
             master,
             last_master: std::sync::Mutex::new(None),

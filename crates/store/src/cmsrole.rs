@@ -43,7 +43,59 @@ pub enum RoleRefused {
     Exists { path: String, version: i64 },
 }
 
+/// The vote a standby store gives the active store's master (migration 10): exclusive to
+/// `pool` until `until_ms` (this side's clock), never again to a term below
+/// `highest_term`. What a vote may be given for is decided in `cms::witness`; this is
+/// only where a standby keeps it, so that every Front End of its pool answers alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CmsVote {
+    pub pool: String,
+    pub term: i64,
+    pub until_ms: i64,
+    pub highest_term: i64,
+    /// In an active store: when an operator's `-Force` made it active without the
+    /// witness's vote (0: it was not).
+    pub forced_at: i64,
+}
+
 impl BackEnd {
+    /// Reads the store's role and its vote, lets `decide` change the vote, and saves it,
+    /// in one write transaction (so two Front Ends of the pool never give it twice).
+    pub async fn update_cms_vote<T>(
+        &self,
+        decide: impl FnOnce(&CmsRole, &mut CmsVote) -> T,
+    ) -> Result<T> {
+        let mut tx = self.begin_write().await?;
+        let role = role_in(&mut tx, &self.path).await?;
+        let mut vote = vote_in(&mut tx, &self.path).await?;
+        let before = vote.clone();
+        let answer = decide(&role, &mut vote);
+        if vote != before {
+            db::query(
+                "INSERT INTO cms_vote (id, pool, term, until_ms, highest_term, forced_at)
+                 VALUES (1, $1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET pool = $1, term = $2, until_ms = $3,
+                     highest_term = $4, forced_at = $5",
+            )
+            .bind(&vote.pool)
+            .bind(vote.term)
+            .bind(vote.until_ms)
+            .bind(vote.highest_term)
+            .bind(vote.forced_at)
+            .execute(&mut tx)
+            .await
+            .at(&self.path)?;
+        }
+        tx.commit().await.at(&self.path)?;
+        Ok(answer)
+    }
+
+    /// The vote row as it stands.
+    pub async fn cms_vote(&self) -> Result<CmsVote> {
+        let mut conn = self.db.acquire().await.at(&self.path)?;
+        vote_in(&mut conn, &self.path).await
+    }
+
     /// The role of the CMS copy here.
     pub async fn cms_role(&self) -> Result<CmsRole> {
         let mut conn = self.db.acquire().await.at(&self.path)?;
@@ -423,6 +475,25 @@ impl BackEnd {
         tx.commit().await.at(&self.path)?;
         Ok(Some((id, at)))
     }
+}
+
+async fn vote_in(conn: &mut db::Conn, path: &str) -> Result<CmsVote> {
+    let row: Option<(String, i64, i64, i64, i64)> = db::query_as(
+        "SELECT pool, term, until_ms, highest_term, forced_at FROM cms_vote WHERE id = 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .at(path)?;
+    Ok(row.map_or_else(
+        CmsVote::default,
+        |(pool, term, until_ms, highest_term, forced_at)| CmsVote {
+            pool,
+            term,
+            until_ms,
+            highest_term,
+            forced_at,
+        },
+    ))
 }
 
 #[cfg(test)]

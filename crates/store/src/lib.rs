@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backend::{BackEnd, ReplicaStatusRow, WriteRefused};
 pub use clock::format_timestamp;
-pub use cmsrole::RoleRefused;
+pub use cmsrole::{CmsVote, RoleRefused};
 pub use cmstables::{
     Claim, CmsMode, CmsRole, Lease, LostVersion, TERM_SHIFT, VersionInfo, claim, next_term_floor,
     term_of,

@@ -96,6 +96,14 @@ pub(crate) const BACKEND: &[Migration] = &[
             "../migrations/backend/postgres/0009_principal.sql"
         )),
     },
+    Migration {
+        version: 10,
+        name: "the vote a standby central management store gives",
+        sqlite: include_str!("../migrations/backend/sqlite/0010_cms_vote.sql"),
+        postgres: Some(include_str!(
+            "../migrations/backend/postgres/0010_cms_vote.sql"
+        )),
+    },
 ];
 
 pub(crate) const REPLICA: &[Migration] = &[

@@ -301,3 +301,43 @@ async fn the_postgres_schema_has_only_bigints_and_byte_ordered_text() {
     .unwrap();
     assert!(odd.is_empty(), "{odd:?}");
 }
+
+store::each_backend! {
+    /// Eight Front Ends of a standby's pool give its vote at once, each to another store:
+    /// the vote goes to exactly one (each decision reads and writes the row in one write
+    /// transaction), and reads back as given.
+    async fn a_standby_vote_asked_by_eight_at_once_goes_to_one(db) {
+        let be = db.open("vote").await;
+        let now = store::now_ms();
+        let asks = (0..8).map(|i| {
+            let be = be.clone();
+            tokio::spawn(async move {
+                let mine = format!("pool{i}");
+                be.update_cms_vote(|_, v| {
+                    if v.until_ms > now && v.pool != mine {
+                        return false;
+                    }
+                    v.pool = mine;
+                    v.term = i;
+                    v.until_ms = now + 60_000;
+                    true
+                })
+                .await
+                .unwrap()
+            })
+        });
+        let mut won = vec![];
+        for (i, ask) in asks.enumerate() {
+            if ask.await.unwrap() {
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "{won:?}");
+        let vote = be.cms_vote().await.unwrap();
+        assert_eq!(vote.pool, format!("pool{}", won[0]));
+        assert_eq!(vote.until_ms, now + 60_000);
+        assert_eq!(vote.forced_at, 0);
+        be.update_cms_vote(|_, v| v.forced_at = 7).await.unwrap();
+        assert_eq!(be.cms_vote().await.unwrap().forced_at, 7);
+    }
+}

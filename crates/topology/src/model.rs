@@ -40,6 +40,12 @@ pub struct Deployment {
     /// domain listed here, and only from a partner whose certificate covers it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_domains: Vec<String>,
+    /// The server, in a third site, whose vote decides which copy of the Central
+    /// Management store may take writes when the two stores' sites cannot reach each
+    /// other (see `cms::witness`). Without one, a failover run on the side of a network
+    /// cut makes a second writable master until the cut heals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cms_witness: Option<String>,
 }
 
 /// A data centre.

@@ -212,6 +212,58 @@ fn check_deployment(c: &mut Checker<'_>) {
     if c.topology.front_end_pools.is_empty() {
         c.error("deployment", "the topology has no Front End pool");
     }
+    if let Some(witness) = &d.cms_witness {
+        check_witness(c, witness);
+    }
+}
+
+/// The witness must be a server of the topology outside both pools that can hold the
+/// Central Management store (the CMS pool and its partner): a witness that fails with a
+/// store's pool cannot break a tie between the stores. In a site of its own it also
+/// survives the loss of either store's site; in one of their sites it does not.
+fn check_witness(c: &mut Checker<'_>, witness: &str) {
+    let t = c.topology;
+    let cms_pool = &t.deployment.cms_pool;
+    let holders: Vec<&str> = std::iter::once(cms_pool.as_str())
+        .chain(t.backup_pool_of(cms_pool))
+        .collect();
+    let Some(server) = t.server(witness) else {
+        c.error(
+            "deployment",
+            format!("cms_witness '{witness}' is not a server of this topology"),
+        );
+        return;
+    };
+    if let Some(pool) = holders
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(server.pool_fqdn))
+    {
+        c.error(
+            "deployment",
+            format!(
+                "cms_witness '{witness}' is in {pool}, which holds a copy of the Central Management store; \
+                 name a server of another pool, in a third site"
+            ),
+        );
+        return;
+    }
+    let store_sites: Vec<&str> = holders
+        .iter()
+        .filter_map(|p| t.front_end_pool(p))
+        .map(|p| p.site.as_str())
+        .collect();
+    if let Some(site) = store_sites
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(server.site))
+    {
+        c.warning(
+            "deployment",
+            format!(
+                "cms_witness '{witness}' is in site {site}, beside a copy of the Central Management store: \
+                 losing that site loses the witness too, and a failover then needs -Force"
+            ),
+        );
+    }
 }
 
 /// Every FQDN names one thing, is well formed and lies inside the DNS zone.

@@ -319,6 +319,9 @@ fn an_unpaired_lync_2010_store_gets_hints_that_fit_it_and_its_rebuild_is_a_whole
     const LEGACY: &str = "legacy.fabrikam.net";
     let mut topology = fabrikam();
     topology.deployment.cms_pool = LEGACY.into();
+    // The witness may not be in the store's pool: an Edge server of another site is one
+    // (and the move below must win its vote).
+    topology.deployment.cms_witness = Some("edge-red-a.fabrikam.net".into());
     let lab = Lab::up_topology(&topology, &["--users", "3"], &[]);
     let files = std::path::Path::new(lab.dir()).join("exports");
     std::fs::create_dir_all(&files).unwrap();
@@ -450,4 +453,66 @@ fn a_change_every_survivor_applied_survives_twenty_disaster_cms_failovers_of_twe
         assert_eq!(lost_in(&lab, keep_fes[0], lost), "[]", "round {round}");
         assert_eq!(sync_interval_at(&lab, lost_fes[0]), value, "round {round}");
     }
+}
+
+/// fabrikam names a witness (`cms_witness = lis-a`, in Lisbon). A site lost with its
+/// store: the failover gets the witness's vote and says so. The witness lost too: the
+/// failover promotes nothing and says why and what to do, and `-Force` (the operator
+/// asserting that Redmond is down) goes on without it. Every master holds the votes it
+/// needs: changes are taken before and after (after `-Force` on the lease alone, until a
+/// voter answers again).
+#[test]
+fn with_a_witness_a_disaster_failover_needs_its_vote_or_force() {
+    let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
+    wait_standby_repaired(&lab, DUB_FES[0], RED, DUB);
+    set_sync_interval(&lab, RED_FES[1], "00:02:12");
+    // Redmond lost: the witness's vote goes to Dublin once Redmond's has run out.
+    lab.kill(RED);
+    let text = cms_failover(&lab, DUB_FES[0], "sql-dub.fabrikam.net");
+    assert!(text.contains("(Disaster): Completed"), "{text}");
+    assert!(
+        text.contains("the witness lis-a.fabrikam.net and the standby store voted for fe-dub"),
+        "the failover says how it won the votes: {text}"
+    );
+    set_sync_interval(&lab, DUB_FES[1], "00:02:21");
+    start(&lab, RED);
+    wait_standby_repaired(&lab, DUB_FES[0], DUB, RED);
+    // Now Dublin and the witness are lost together: Redmond cannot win a majority.
+    lab.kill(DUB);
+    lab.kill(OTHERS[0]);
+    let out = lab.shell(
+        Some(RED_FES[0]),
+        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn sql-red.fabrikam.net -BackupSqlInstanceName lync",
+    );
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        !out.status.success(),
+        "promoted without the witness: {said}"
+    );
+    assert!(
+        said.contains("the witness lis-a.fabrikam.net did not answer")
+            && said.contains("Nothing was promoted")
+            && said.contains("-Force"),
+        "{said}"
+    );
+    assert!(masters(&lab).is_empty(), "{:?}", masters(&lab));
+    let text = says(
+        &lab,
+        RED_FES[0],
+        "Invoke-CsManagementServerFailover -BackupSqlServerFqdn sql-red.fabrikam.net -BackupSqlInstanceName lync -Force",
+    );
+    assert!(text.contains("(Disaster): Completed"), "{text}");
+    assert!(
+        text.contains("-Force: the witness lis-a.fabrikam.net did not answer"),
+        "{text}"
+    );
+    // With -Force, Redmond's master writes on its lease alone while no voter answers, and
+    // by the votes again once the witness is back.
+    set_sync_interval(&lab, RED_FES[2], "00:03:03");
+    start(&lab, OTHERS[0]);
+    set_sync_interval(&lab, RED_FES[1], "00:03:13");
+    assert_eq!(masters(&lab).len(), 1);
+    crate::eventually(10, "Redmond's change to reach every survivor", || {
+        (sync_interval_at(&lab, OTHERS[0]) == "00:03:13").then_some(())
+    });
 }

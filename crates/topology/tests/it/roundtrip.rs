@@ -141,6 +141,10 @@ fn topology() -> impl Strategy<Value = Topology> {
                         allowed_domains: vec![format!("partner.{dns_zone}.example")],
                         sip_domain,
                         dns_zone,
+                        cms_witness: front_end_pools
+                            .first()
+                            .and_then(|p: &FrontEndPool| p.servers.first())
+                            .map(|s| s.fqdn.clone()),
                         cms_pool,
                     },
                     ports,
