@@ -473,9 +473,24 @@ async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
     let term = store::term_of(epoch);
     let port = topology.ports.management;
     let sent = inner.clock.now_ms();
+    // The first vote granted counts at once, without waiting for the other voter (which
+    // may be cut off and answer only by timing out).
+    let counted = |heard: Heard| {
+        if !moving && matches!(heard, Heard::Answer(VoteAnswer::Granted { .. })) {
+            inner.quorum.send_modify(|q| {
+                let until = sent + witness::VOTE_TTL_MS - witness::VOTE_MARGIN_MS;
+                q.until_ms = if q.until_ms == i64::MAX {
+                    until
+                } else {
+                    q.until_ms.max(until)
+                };
+            });
+        }
+        heard
+    };
     let (from_witness, from_standby) = tokio::join!(
-        witness::ask_witness(&inner.api, port, &voters, ask, &pool, term),
-        witness::ask_standby(&inner.api, port, &voters, ask, &pool, term),
+        async { counted(witness::ask_witness(&inner.api, port, &voters, ask, &pool, term).await) },
+        async { counted(witness::ask_standby(&inner.api, port, &voters, ask, &pool, term).await) },
     );
     if moving {
         inner.quorum.send_replace(Quorum {

@@ -249,7 +249,9 @@ pub async fn ask_witness(
     }
 }
 
-/// Asks the standby store, through the first of its pool's Front Ends that answers.
+/// Asks the standby store through every Front End of its pool at once; the first answer
+/// counts (they share the store's vote, so they answer alike), and a Front End cut off or
+/// down costs no more than [`VOTE_CALL_TIMEOUT`] once.
 pub async fn ask_standby(
     client: &api::Client,
     port: u16,
@@ -267,12 +269,18 @@ pub async fn ask_standby(
         pool: pool.to_string(),
         term,
     };
+    let mut asks = tokio::task::JoinSet::new();
     for (_, address) in servers {
         let base = api::base(*address, port);
-        if let Ok(answer) = client
-            .post::<_, VoteAnswer>(&base, api::paths::CMS_VOTE, &request, VOTE_CALL_TIMEOUT)
-            .await
-        {
+        let (client, request) = (client.clone(), request.clone());
+        asks.spawn(async move {
+            client
+                .post::<_, VoteAnswer>(&base, api::paths::CMS_VOTE, &request, VOTE_CALL_TIMEOUT)
+                .await
+        });
+    }
+    while let Some(joined) = asks.join_next().await {
+        if let Ok(Ok(answer)) = joined {
             return Heard::Answer(answer);
         }
     }

@@ -646,6 +646,7 @@ mod tests {
             ("POST", paths::DR_POOL),
             ("POST", paths::DR_CMS),
             ("POST", paths::CMS_STORE),
+            ("POST", paths::CMS_VOTE),
         ];
         if faults {
             routes.push(("POST", paths::DR_FAULT));

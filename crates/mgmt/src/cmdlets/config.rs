@@ -355,6 +355,26 @@ pub async fn replication_status(call: &Call<'_>) -> Reply {
             )
             .with("Epoch", live.map_or(0, |l| l.epoch))
             .with("CurrentVersion", current_version);
+        // tandem's own: the witness, and the votes the active master holds (how long its
+        // writes are covered, and what each voter said at the last renewal).
+        let record = match &topology.deployment.cms_witness {
+            None => record.with("Witness", ""),
+            Some(witness) => {
+                let quorum = master.quorum();
+                let active = matches!(master.role(), ::cms::master::Role::Active { .. });
+                record
+                    .with("Witness", witness.clone())
+                    .with(
+                        "VotesValidForMs",
+                        if active {
+                            (quorum.until_ms - now).max(0)
+                        } else {
+                            0
+                        },
+                    )
+                    .with("Votes", if active { quorum.heard } else { String::new() })
+            }
+        };
         return Ok(InvokeResponse::records(vec![record]));
     }
     let only = inv.text("ReplicaFqdn");

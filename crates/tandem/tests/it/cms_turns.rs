@@ -465,6 +465,17 @@ fn a_change_every_survivor_applied_survives_twenty_disaster_cms_failovers_of_twe
 fn with_a_witness_a_disaster_failover_needs_its_vote_or_force() {
     let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
     wait_standby_repaired(&lab, DUB_FES[0], RED, DUB);
+    // The operator sees the witness and the votes the master holds.
+    let status = crate::cms::cms_status(&lab, RED_FES[2]);
+    assert_eq!(status["Witness"], "lis-a.fabrikam.net", "{status}");
+    assert!(
+        status["Votes"]
+            .as_str()
+            .is_some_and(|v| v.contains("the witness lis-a.fabrikam.net: granted")
+                && v.contains("the standby store: granted")),
+        "{status}"
+    );
+    assert!(status["VotesValidForMs"].as_i64() > Some(0), "{status}");
     set_sync_interval(&lab, RED_FES[1], "00:02:12");
     // Redmond lost: the witness's vote goes to Dublin once Redmond's has run out.
     lab.kill(RED);

@@ -82,6 +82,94 @@ fn every_server_is_on_a_host_of_its_own_and_the_site_loss_runbook_runs_unchanged
     old_store_comes_back_fenced(&lab, P1, P2, "00:01:20");
 }
 
+fn pool_state(lab: &Lab, pool: &str) -> String {
+    let v = lab.json(None, &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"));
+    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
+    v["State"].as_str().unwrap_or_default().to_string()
+}
+
+fn start(lab: &Lab, target: &str) {
+    let out = run(&["lab", "start", target, "--dir", lab.dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every other runbook of `examples/runbooks/` (the unpaired-CMS one needs a Lync Server
+/// 2010 pool; `cms.rs` runs it) on hosts, unchanged but for the lab's addresses, in the
+/// order an operator meets them: a planned pool failover and failback, the Edge's SIP and
+/// XMPP federation routes moved while Edge pool 1 is down and back, the media
+/// association, pool2 lost and back, and seed 004's sequence. Users keep their service
+/// and their data through it all.
+#[test]
+fn every_pool_and_edge_runbook_runs_unchanged_on_hosts() {
+    let Some(lab) = Lab::up_hosts(&topology::contoso(), &["--users", "4"]) else {
+        return;
+    };
+    let (alice, bob) = (user_of(&lab, P1), user_of(&lab, P2));
+    assert!(add_contact(&lab, &alice, "sip:a0@contoso.com"));
+    assert!(add_contact(&lab, &bob, "sip:b0@contoso.com"));
+    // Planned: pool1's users to pool2 and back.
+    let out = lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failover.ps1");
+    assert!(out.contains("VERBOSE: Drain Done"), "{out}");
+    wait_signed_in(&lab, &alice, P2, "full");
+    assert!(add_contact(&lab, &alice, "sip:a1@contoso.com"));
+    lab.runbook("pool2-fe1.contoso.com", "pool1-planned-failback.ps1");
+    wait_signed_in(&lab, &alice, P1, "full");
+    assert!(contacts(&lab, &alice).contains(&"sip:a1@contoso.com".to_string()));
+    // Edge pool 1 down: SIP federation, then XMPP, move to Edge pool 2 and come back.
+    let edge2 = format!("{}2.22", lab.block());
+    for (failover, failback, name) in [
+        (
+            "edge-federation-failover.ps1",
+            "edge-federation-failback.ps1",
+            "sip.contoso.com",
+        ),
+        (
+            "edge-xmpp-failover.ps1",
+            "edge-xmpp-failback.ps1",
+            "xmpp.contoso.com",
+        ),
+    ] {
+        lab.kill("edgepool1.contoso.com");
+        lab.runbook("pool1-fe1.contoso.com", failover);
+        let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, "A"]);
+        assert!(stdout(&out).contains(&edge2), "{name}: {}", stdout(&out));
+        start(&lab, "edgepool1.contoso.com");
+        lab.runbook("pool1-fe1.contoso.com", failback);
+        let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, "A"]);
+        assert!(!stdout(&out).contains(&edge2), "{name}: {}", stdout(&out));
+    }
+    let text = lab.runbook("pool1-fe2.contoso.com", "edge-media-association.ps1");
+    assert!(text.contains("edgepool2.contoso.com"), "{text}");
+    let text = lab.runbook("pool1-fe2.contoso.com", "edge-media-association-back.ps1");
+    assert!(text.contains("edgepool1.contoso.com"), "{text}");
+    // pool2 (not the store's pool) lost on its hosts, and back.
+    wait_standby_current(&lab, "pool1-fe1.contoso.com", P1, P2);
+    lab.kill(P2);
+    let out = lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failover.ps1");
+    assert!(out.contains("FailedOver"), "{out}");
+    wait_signed_in(&lab, &bob, P1, "full");
+    assert!(contacts(&lab, &bob).contains(&"sip:b0@contoso.com".to_string()));
+    assert!(add_contact(&lab, &bob, "sip:b1@contoso.com"));
+    start(&lab, P2);
+    lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
+    wait_signed_in(&lab, &bob, P2, "full");
+    assert!(contacts(&lab, &bob).contains(&"sip:b1@contoso.com".to_string()));
+    // Seed 004: both pools' users to pool1, and home again.
+    let out = lab.runbook("pool1-fe2.contoso.com", "seed-004-p1-p2.ps1");
+    assert!(out.contains("FailedOver"), "{out}");
+    for pool in [P1, P2] {
+        assert_eq!(pool_state(&lab, pool), "Normal", "{pool}");
+    }
+    wait_signed_in(&lab, &alice, P1, "full");
+    wait_signed_in(&lab, &bob, P2, "full");
+    for (user, contact) in [(&alice, "sip:a1@contoso.com"), (&bob, "sip:b1@contoso.com")] {
+        assert!(
+            contacts(&lab, user).contains(&contact.to_string()),
+            "{user}"
+        );
+    }
+}
+
 /// An acknowledged write: which user, which contact, which server's user services said so.
 #[derive(Debug, Clone)]
 struct Acked {
@@ -394,4 +482,93 @@ fn a_second_deployment_of_three_sites_cut_between_two_keeps_one_master_and_heals
         (sync_interval_at(&lab, "dub-c.fabrikam.net") == "00:06:10").then_some(())
     });
     assert_eq!(masters(&lab).len(), 1);
+}
+
+/// fabrikam's witness is in Lisbon. The store's site (Redmond) cut from Dublin: the
+/// operator on Dublin's side fails the store over anyway, and the witness, which still
+/// hears from Redmond's master, refuses its vote, so nothing is promoted and Redmond
+/// keeps taking changes. Then Redmond is cut off from Lisbon too: its master, left with
+/// its own store's vote only, stops taking changes before either voter can give its vote
+/// away, and only then does the failover on Dublin win. At no point do two masters take
+/// changes; after `heal` Redmond's store is Dublin's standby, and the change it took
+/// while cut from Dublin is reported lost.
+#[test]
+fn with_a_witness_a_failover_on_the_cut_off_side_is_refused_and_an_isolated_master_stops_writing() {
+    const RED: &str = "fe-red.fabrikam.net";
+    const DUB: &str = "fe-dub.fabrikam.net";
+    let Some(lab) = Lab::up_hosts(&crate::lab::fabrikam(), &["--users", "2"]) else {
+        return;
+    };
+    let failover = "Invoke-CsManagementServerFailover -BackupSqlServerFqdn sql-dub.fabrikam.net -BackupSqlInstanceName lync";
+    let one_master_in = |site: &str| {
+        let m = masters(&lab);
+        assert!(
+            m.len() <= 1 && m.iter().all(|f| f.starts_with(site)),
+            "{m:?}"
+        );
+        m.len() == 1
+    };
+    wait_standby_current(&lab, "dub-a.fabrikam.net", RED, DUB);
+    net(&lab, &["cut", "Redmond", "Dublin"]);
+    crate::eventually(20, "Dublin to find no master", || {
+        (cms_status(&lab, "dub-a.fabrikam.net")["ActiveMasterFqdn"] == "").then_some(())
+    });
+    let out = lab.shell(Some("dub-a.fabrikam.net"), failover);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "promoted across a cut: {said}");
+    assert!(
+        said.contains("the witness lis-a.fabrikam.net refused")
+            && said.contains("fe-red.fabrikam.net's store")
+            && said.contains("Nothing was promoted"),
+        "{said}"
+    );
+    assert!(one_master_in("red-"));
+    set_sync_interval(&lab, "red-b.fabrikam.net", "00:04:10");
+    // Redmond alone: its master stops taking changes.
+    net(&lab, &["cut", "Redmond", "Lisbon"]);
+    crate::eventually(15, "Redmond's master to stop taking changes", || {
+        let out = lab.shell(
+            Some("red-a.fabrikam.net"),
+            "Set-CsBackupServiceConfiguration -SyncInterval 00:04:20",
+        );
+        (!out.status.success() && stderr(&out).contains("holds no vote but its own store's"))
+            .then_some(())
+    });
+    assert!(!one_master_in("red-"), "a master without a majority");
+    let out = lab.shell(Some("dub-a.fabrikam.net"), failover);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the witness lis-a.fabrikam.net and the standby store voted for fe-dub"),
+        "{said}"
+    );
+    set_sync_interval(&lab, "dub-b.fabrikam.net", "00:05:50");
+    assert!(one_master_in("dub-"));
+    let out = lab.shell(
+        Some("red-c.fabrikam.net"),
+        "Set-CsBackupServiceConfiguration -SyncInterval 00:04:30",
+    );
+    assert!(!out.status.success(), "Redmond took a change beside Dublin");
+    net(&lab, &["heal"]);
+    crate::eventually(20, "Redmond's store to step down", || {
+        (store_of(&lab, "dub-a.fabrikam.net", RED).0 == "Backup").then_some(())
+    });
+    wait_all_up_to_date(&lab, "dub-a.fabrikam.net");
+    for server in [
+        "red-a.fabrikam.net",
+        "red-c.fabrikam.net",
+        "lis-a.fabrikam.net",
+    ] {
+        crate::eventually(20, &format!("{server} to converge"), || {
+            (sync_interval_at(&lab, server) == "00:05:50").then_some(())
+        });
+    }
+    assert!(one_master_in("dub-"));
+    let xds = cms_store_state(&lab, "red-a.fabrikam.net", RED);
+    assert!(
+        xds["LostVersions"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
+        "the change Redmond took while cut from Dublin is reported lost: {xds}"
+    );
 }
