@@ -87,7 +87,7 @@ impl BackEnd {
         let path = file.display().to_string();
         let db = retrying_while_transient(|| async {
             let pool = open_sqlite(&file).await?;
-            migrate::run(&pool, &path, "a Back End", migrate::BACKEND).await?;
+            migrate::run(&pool, &path, &migrate::BACKEND).await?;
             Ok(pool)
         })
         .await?;
@@ -100,7 +100,7 @@ impl BackEnd {
         let path = crate::redacted_url(url);
         let db = retrying_while_transient(|| async {
             let db = crate::open_postgres(url, &path).await?;
-            migrate::run(&db, &path, "a Back End", migrate::BACKEND).await?;
+            migrate::run(&db, &path, &migrate::BACKEND).await?;
             Ok(db)
         })
         .await?;

@@ -509,6 +509,12 @@ impl<'q, T: Row> QueryAs<'q, T> {
         self
     }
 
+    /// The statement's PostgreSQL form, where the two databases spell it differently.
+    pub(crate) fn postgres(mut self, sql: &'q str) -> Self {
+        self.query = self.query.postgres(sql);
+        self
+    }
+
     pub(crate) async fn fetch_all<'e>(self, on: impl Into<On<'e>>) -> Result<Vec<T>, sqlx::Error> {
         fetch!(self, on, fetch_all)
     }

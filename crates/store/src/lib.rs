@@ -40,7 +40,6 @@ pub use cmstables::{
 };
 pub use failover::{Lost, Promotion};
 pub use history::{History, Standing, TermStart};
-pub use migrate::Migration;
 pub use mirror::{Copy, DatabaseFailover, MirrorState};
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{
@@ -70,6 +69,12 @@ pub enum StoreError {
         kind: &'static str,
         found: i64,
         known: i64,
+    },
+    #[error("database {path}, {kind}: its migrations do not match this build's ({message})")]
+    Migration {
+        path: String,
+        kind: &'static str,
+        message: String,
     },
     #[error(
         "the Central Management store in {path} is {mode}, not in backup mode: it takes no copy of another store"

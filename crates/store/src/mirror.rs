@@ -108,8 +108,7 @@ impl Pair {
             migrate::run(
                 &Db::Sqlite(pool.clone()),
                 &path.display().to_string(),
-                "a Back End",
-                migrate::BACKEND,
+                &migrate::BACKEND,
             )
             .await?;
             sides.push(Side {
@@ -162,8 +161,7 @@ impl Pair {
         Box::pin(migrate::run(
             &Db::Sqlite(mirror.pool.clone()),
             &mirror.path.display().to_string(),
-            "a Back End",
-            migrate::BACKEND,
+            &migrate::BACKEND,
         ))
         .await
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
@@ -419,13 +417,7 @@ impl PgPair {
         }
         for copy in writable {
             let side = &pair.sides[copy.index()];
-            migrate::run(
-                &Db::Pg(side.pool.clone()),
-                &side.label,
-                "a Back End",
-                migrate::BACKEND,
-            )
-            .await?;
+            migrate::run(&Db::Pg(side.pool.clone()), &side.label, &migrate::BACKEND).await?;
         }
         pair.resolve().await.at(&pair.sides[0].label)?;
         Ok(pair)

@@ -70,7 +70,7 @@ impl ReplicaStore {
     pub async fn open(file: &Path) -> Result<ReplicaStore> {
         let pool = open_sqlite(file).await?;
         let path = file.display().to_string();
-        migrate::run(&pool, &path, "a local replica", migrate::REPLICA).await?;
+        migrate::run(&pool, &path, &migrate::REPLICA).await?;
         Ok(ReplicaStore {
             db: pool,
             path,

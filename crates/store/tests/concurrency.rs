@@ -293,6 +293,8 @@ async fn the_postgres_schema_has_only_bigints_and_byte_ordered_text() {
         "SELECT table_name::text, column_name::text, data_type::text, collation_name::text
          FROM information_schema.columns
          WHERE table_schema = 'public'
+           -- sqlx's own record of the migrations it applied: no key ranges, no epochs
+           AND table_name <> '_sqlx_migrations'
            AND (data_type IN ('integer', 'smallint', 'numeric')
                 OR (data_type = 'text' AND collation_name IS DISTINCT FROM 'C'))",
     )

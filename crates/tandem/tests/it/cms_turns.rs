@@ -465,16 +465,19 @@ fn a_change_every_survivor_applied_survives_twenty_disaster_cms_failovers_of_twe
 fn with_a_witness_a_disaster_failover_needs_its_vote_or_force() {
     let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
     wait_standby_repaired(&lab, DUB_FES[0], RED, DUB);
-    // The operator sees the witness and the votes the master holds.
-    let status = crate::cms::cms_status(&lab, RED_FES[2]);
-    assert_eq!(status["Witness"], "lis-a.fabrikam.net", "{status}");
-    assert!(
+    // The operator sees the witness and the votes the master holds (the witness gives
+    // none for its first 3 s).
+    let status = crate::eventually(10, "both votes granted", || {
+        let status = crate::cms::cms_status(&lab, RED_FES[2]);
+        assert_eq!(status["Witness"], "lis-a.fabrikam.net", "{status}");
         status["Votes"]
             .as_str()
-            .is_some_and(|v| v.contains("the witness lis-a.fabrikam.net: granted")
-                && v.contains("the standby store: granted")),
-        "{status}"
-    );
+            .is_some_and(|v| {
+                v.contains("the witness lis-a.fabrikam.net: granted")
+                    && v.contains("the standby store: granted")
+            })
+            .then_some(status)
+    });
     assert!(status["VotesValidForMs"].as_i64() > Some(0), "{status}");
     set_sync_interval(&lab, RED_FES[1], "00:02:12");
     // Redmond lost: the witness's vote goes to Dublin once Redmond's has run out.
