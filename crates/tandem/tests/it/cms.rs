@@ -280,7 +280,12 @@ fn a_change_every_survivor_applied_survives_a_disaster_cms_failover_the_standby_
 
 #[test]
 fn unpaired_path_rebuilds_the_store_from_an_export_and_lists_where_bootstrapper_runs() {
-    let lab = Lab::up();
+    unpaired_path_on(&Lab::up());
+}
+
+/// The seeds' unpaired-CMS runbook on `lab` (contoso, loopback or hosts): the store
+/// rebuilt in pool2 from an export, then failed back.
+pub(crate) fn unpaired_path_on(lab: &Lab) {
     let files = std::path::Path::new(lab.dir()).join("exports");
     std::fs::create_dir_all(&files).unwrap();
     let config = files.join("CsConfigurationFile.zip");

@@ -17,7 +17,7 @@
 //!   off from the witness and the standby stops taking changes, and a sampler of the
 //!   servers' own word never sees two writable masters (and does see them in the test
 //!   without a witness, so the check can fail);
-//! - every pool and Edge runbook of `examples/runbooks/` unchanged.
+//! - every runbook of `examples/runbooks/` unchanged.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,6 +173,16 @@ fn every_pool_and_edge_runbook_runs_unchanged_on_hosts() {
             "{user}"
         );
     }
+}
+
+/// The last runbook, seed 001's unpaired path (the store rebuilt from an export in pool2),
+/// on hosts.
+#[test]
+fn the_unpaired_cms_runbook_runs_unchanged_on_hosts() {
+    let Some(lab) = Lab::up_hosts(&topology::contoso(), &["--users", "2"]) else {
+        return;
+    };
+    crate::cms::unpaired_path_on(&lab);
 }
 
 /// An acknowledged write: which user, which contact, which server's user services said so.
