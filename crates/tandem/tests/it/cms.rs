@@ -296,7 +296,7 @@ pub(crate) fn unpaired_path_on(lab: &Lab) {
     ] {
         lab.ok(None, &format!("{cmdlet} -FileName {}", file.display()));
     }
-    set_sync_interval(&lab, "pool1-fe1.contoso.com", "00:01:30");
+    set_sync_interval(lab, "pool1-fe1.contoso.com", "00:01:30");
     lab.kill(P1);
     // The seed's runbook with its c:\ files where this test saved them.
     let text =
@@ -334,16 +334,13 @@ pub(crate) fn unpaired_path_on(lab: &Lab) {
         printed.contains("pool2-fe2.contoso.com (installs"),
         "{printed}"
     );
-    let status = cms_status(&lab, "pool2-fe2.contoso.com");
+    let status = cms_status(lab, "pool2-fe2.contoso.com");
     assert_eq!(
         status["ActiveMasterFqdn"], "pool2-fe1.contoso.com",
         "{status}"
     );
     // The export was taken before the last change: the store holds what the file held.
-    assert_eq!(
-        sync_interval_at(&lab, "edgeserver2.contoso.com"),
-        "00:02:00"
-    );
+    assert_eq!(sync_interval_at(lab, "edgeserver2.contoso.com"), "00:02:00");
     let out = lab.shell(Some("pool2-fe2.contoso.com"), "Bootstrapper /Setup");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -351,12 +348,12 @@ pub(crate) fn unpaired_path_on(lab: &Lab) {
         "{}",
         stdout(&out)
     );
-    assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
-    set_sync_interval(&lab, "pool2-fe2.contoso.com", "00:01:40");
-    old_store_comes_back_fenced(&lab, P1, P2, "00:01:40");
+    assert_eq!(pool_state(lab, P1)["State"], "FailedOver");
+    set_sync_interval(lab, "pool2-fe2.contoso.com", "00:01:40");
+    old_store_comes_back_fenced(lab, P1, P2, "00:01:40");
     // The old store had gone on past the export (00:01:30): that version is recorded as
     // lost, and its copy was rebuilt from the new line rather than kept beside it.
-    let lost = lost_in(&lab, "pool1-fe1.contoso.com", P1);
+    let lost = lost_in(lab, "pool1-fe1.contoso.com", P1);
     assert!(lost.contains("Set-CsBackupServiceConfiguration"), "{lost}");
     // Failing the store back to the old pool goes forward, never back to what the old
     // store held: the newest configuration (00:02:10, set as it came back) and the pool
@@ -372,10 +369,10 @@ pub(crate) fn unpaired_path_on(lab: &Lab) {
         crate::eventually(
             10,
             &format!("{server} to keep the newest configuration"),
-            || (sync_interval_at(&lab, server) == "00:02:10").then_some(()),
+            || (sync_interval_at(lab, server) == "00:02:10").then_some(()),
         );
     }
-    assert_eq!(pool_state(&lab, P1)["State"], "FailedOver");
+    assert_eq!(pool_state(lab, P1)["State"], "FailedOver");
 }
 
 #[test]
