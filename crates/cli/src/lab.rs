@@ -878,7 +878,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
             if ok {
                 break;
             }
-            if !s.alive() {
+            if s.exited() {
                 bail!(
                     "{} exited while starting; the end of its log {}:\n{}",
                     s.fqdn,

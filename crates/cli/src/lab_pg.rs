@@ -423,7 +423,7 @@ pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> 
         .await;
         match ready {
             Ok(true) => return Ok(()),
-            _ if !s.alive() => {
+            _ if s.exited() => {
                 let log = std::fs::read_to_string(&s.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();
                 bail!(

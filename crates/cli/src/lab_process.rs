@@ -105,6 +105,22 @@ impl LabServer {
             && args.contains(&self.fqdn.as_bytes())
     }
 
+    /// Whether the process this lab just started has gone (exited, or a zombie). Unlike
+    /// `!alive()`, a process still starting (its command line not yet readable, or still
+    /// its launcher's: `setpriv`, `ip netns exec`) has not: a loaded machine can take
+    /// longer than [`LabServer::alive`] waits for it, and a wait for readiness must not
+    /// call that "exited while starting".
+    pub(crate) fn exited(&self) -> bool {
+        let Some(pid) = self.pid else { return true };
+        match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Err(_) => true,
+            Ok(status) => status
+                .lines()
+                .find_map(|l| l.strip_prefix("State:"))
+                .is_some_and(|state| state.trim_start().starts_with('Z')),
+        }
+    }
+
     /// What a signal to this lab process, running as `pid`, must reach: a cluster's
     /// postmaster and its children (see [`family`]), a server's one process.
     pub(crate) fn processes(&self, pid: u32) -> Vec<u32> {
