@@ -426,6 +426,7 @@ async fn vote_task(inner: Arc<Inner>) {
     let mut shutdown = inner.shutdown.subscribe();
     let period = Duration::from_millis((crate::witness::VOTE_TTL_MS / 4) as u64);
     let mut roles = inner.role.subscribe();
+    let mut cached: Option<VoterCache> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -434,8 +435,10 @@ async fn vote_task(inner: Arc<Inner>) {
             Role::Active { epoch, .. } => Some(epoch),
             Role::Standby { .. } => None,
         };
-        if let Some(epoch) = epoch {
-            renew_votes(&inner, epoch).await;
+        if let Some(epoch) = epoch
+            && let Some(voters) = voters(&inner, &mut cached).await
+        {
+            renew_votes(&inner, epoch, &voters).await;
         }
         tokio::select! {
             _ = inner.clock.sleep(period) => {}
@@ -446,19 +449,65 @@ async fn vote_task(inner: Arc<Inner>) {
     }
 }
 
+/// Who votes for this master's store, as the active topology says.
+#[derive(Debug, Clone)]
+struct StoreVoters {
+    pool: String,
+    port: u16,
+    /// `None`: the deployment has no witness.
+    voters: Option<crate::witness::Voters>,
+}
+
+/// [`StoreVoters`] and the version they were read at: the topology changes only with the
+/// store's version, so it is read and parsed again only then (as a push round does), not
+/// at every renewal.
+#[derive(Debug)]
+struct VoterCache {
+    version: i64,
+    created_at: i64,
+    voters: StoreVoters,
+}
+
+async fn voters(inner: &Inner, cached: &mut Option<VoterCache>) -> Option<StoreVoters> {
+    let current = inner.backend.current_version().await.ok()??;
+    if let Some(c) = cached
+        .as_ref()
+        .filter(|c| (c.version, c.created_at) == (current.version, current.created_at))
+    {
+        return Some(c.voters.clone());
+    }
+    let topology = inner.topology_in_store().await.ok()?;
+    let pool = topology.server(&inner.fqdn)?.pool_fqdn.to_string();
+    let voters = StoreVoters {
+        voters: crate::witness::Voters::of(&topology, &pool),
+        pool,
+        port: topology.ports.management,
+    };
+    *cached = Some(VoterCache {
+        version: current.version,
+        created_at: current.created_at,
+        voters: voters.clone(),
+    });
+    Some(voters)
+}
+
+/// Counts a vote asked at `sent` (this server's clock): writes are covered until its life,
+/// less the margin, from then. A later answer never shortens an earlier one (they may
+/// return out of order), and a time without a witness ends.
+fn cover(quorum: &mut Quorum, sent: i64) {
+    let until = sent + crate::witness::VOTE_TTL_MS - crate::witness::VOTE_MARGIN_MS;
+    quorum.until_ms = if quorum.until_ms == i64::MAX {
+        until
+    } else {
+        quorum.until_ms.max(until)
+    };
+}
+
 /// One renewal: the witness and the standby store asked together; one vote is enough.
-async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
-    use crate::witness::{self, Ask, Heard, VoteAnswer, Voters};
-    let Ok(topology) = inner.topology_in_store().await else {
-        return;
-    };
-    let Some(pool) = topology
-        .server(&inner.fqdn)
-        .map(|s| s.pool_fqdn.to_string())
-    else {
-        return;
-    };
-    let Some(voters) = Voters::of(&topology, &pool) else {
+async fn renew_votes(inner: &Arc<Inner>, epoch: i64, store: &StoreVoters) {
+    use crate::witness::{self, Ask, Heard, VoteAnswer};
+    let StoreVoters { pool, port, voters } = store;
+    let Some(voters) = voters else {
         inner.quorum.send_replace(Quorum {
             until_ms: i64::MAX,
             heard: "the deployment has no witness".into(),
@@ -471,31 +520,23 @@ async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
     );
     let ask = if moving { Ask::Release } else { Ask::Renew };
     let term = store::term_of(epoch);
-    let port = topology.ports.management;
     let sent = inner.clock.now_ms();
     // The first vote granted counts at once, without waiting for the other voter (which
     // may be cut off and answer only by timing out).
     let counted = |heard: Heard| {
         if !moving && matches!(heard, Heard::Answer(VoteAnswer::Granted { .. })) {
-            inner.quorum.send_modify(|q| {
-                let until = sent + witness::VOTE_TTL_MS - witness::VOTE_MARGIN_MS;
-                q.until_ms = if q.until_ms == i64::MAX {
-                    until
-                } else {
-                    q.until_ms.max(until)
-                };
-            });
+            inner.quorum.send_modify(|q| cover(q, sent));
         }
         heard
     };
     let (from_witness, from_standby) = tokio::join!(
-        async { counted(witness::ask_witness(&inner.api, port, &voters, ask, &pool, term).await) },
-        async { counted(witness::ask_standby(&inner.api, port, &voters, ask, &pool, term).await) },
+        async { counted(witness::ask_witness(&inner.api, *port, voters, ask, pool, term).await) },
+        async { counted(witness::ask_standby(&inner.api, *port, voters, ask, pool, term).await) },
     );
     if moving {
         inner.quorum.send_replace(Quorum {
             until_ms: 0,
-            heard: format!("the store is moving to {}: votes given back", pool),
+            heard: format!("the store is moving to {pool}: votes given back"),
         });
         return;
     }
@@ -505,7 +546,7 @@ async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
         Heard::Answer(VoteAnswer::Refused { reason }) => format!("{who} refused: {reason}"),
         Heard::Silent(why) => why.clone(),
     };
-    let mut granted = [&from_witness, &from_standby]
+    let granted = [&from_witness, &from_standby]
         .iter()
         .any(|h| matches!(h, Heard::Answer(VoteAnswer::Granted { .. })));
     let mut heard = format!(
@@ -518,27 +559,25 @@ async fn renew_votes(inner: &Arc<Inner>, epoch: i64) {
     let answered = [&from_witness, &from_standby]
         .iter()
         .any(|h| matches!(h, Heard::Answer(_)));
+    let mut forced = false;
     if let Ok(vote) = inner.backend.cms_vote().await
         && vote.forced_at > 0
     {
         if answered {
             let _ = inner.backend.update_cms_vote(|_, v| v.forced_at = 0).await;
             tracing::info!(%heard, "a voter answers again: the -Force override of the votes ends");
-        } else if !granted {
-            granted = true;
+        } else {
+            forced = true;
             heard = format!("-Force: no voter answers ({heard})");
         }
     }
     inner.quorum.send_modify(|q| {
-        // A vote counts from when it was asked; a later answer never shortens an earlier
-        // one (they may return out of order), but a time without a witness ends now.
-        let counted = if q.until_ms == i64::MAX { 0 } else { q.until_ms };
-        if granted {
-            q.until_ms = counted.max(sent + witness::VOTE_TTL_MS - witness::VOTE_MARGIN_MS);
-        } else {
-            q.until_ms = counted;
+        if forced {
+            cover(q, sent);
+        } else if !granted && q.until_ms == i64::MAX {
+            q.until_ms = 0;
         }
-        if !granted && q.heard != heard {
+        if !granted && !forced && q.heard != heard {
             tracing::warn!(%heard, "the Central Management master holds no vote but its own store's");
         }
         q.heard = heard;

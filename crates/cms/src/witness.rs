@@ -177,11 +177,6 @@ impl Witness {
         let mut vote = self.vote.lock().expect("witness vote lock");
         decide(&mut vote, ask, pool, term, now)
     }
-
-    /// The vote as it stands (for the operator).
-    pub fn vote(&self) -> CmsVote {
-        self.vote.lock().expect("witness vote lock").clone()
-    }
 }
 
 /// Where a store's two other voters are, from the topology.
@@ -223,6 +218,19 @@ pub enum Heard {
     Silent(String),
 }
 
+/// One vote request to the server at `address`.
+async fn post(
+    client: &api::Client,
+    address: Ipv4Addr,
+    port: u16,
+    request: &VoteRequest,
+) -> Result<VoteAnswer, api::CallError> {
+    let base = api::base(address, port);
+    client
+        .post(&base, api::paths::CMS_VOTE, request, VOTE_CALL_TIMEOUT)
+        .await
+}
+
 /// Asks the witness.
 pub async fn ask_witness(
     client: &api::Client,
@@ -239,11 +247,7 @@ pub async fn ask_witness(
         pool: pool.to_string(),
         term,
     };
-    let base = api::base(*address, port);
-    match client
-        .post::<_, VoteAnswer>(&base, api::paths::CMS_VOTE, &request, VOTE_CALL_TIMEOUT)
-        .await
-    {
+    match post(client, *address, port, &request).await {
         Ok(answer) => Heard::Answer(answer),
         Err(e) => Heard::Silent(format!("the witness {fqdn} did not answer ({e})")),
     }
@@ -270,14 +274,9 @@ pub async fn ask_standby(
         term,
     };
     let mut asks = tokio::task::JoinSet::new();
-    for (_, address) in servers {
-        let base = api::base(*address, port);
+    for &(_, address) in servers {
         let (client, request) = (client.clone(), request.clone());
-        asks.spawn(async move {
-            client
-                .post::<_, VoteAnswer>(&base, api::paths::CMS_VOTE, &request, VOTE_CALL_TIMEOUT)
-                .await
-        });
+        asks.spawn(async move { post(&client, address, port, &request).await });
     }
     while let Some(joined) = asks.join_next().await {
         if let Ok(Ok(answer)) = joined {

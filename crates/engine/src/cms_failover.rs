@@ -43,6 +43,26 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// within a vote's life.
 const CLAIM_WAIT: Duration = Duration::from_millis(cms::witness::VOTE_TTL_MS as u64 + 1_500);
 
+/// How a store won the votes it needed to become the active one (see `claim_votes`).
+#[derive(Debug, Clone)]
+struct Claimed {
+    /// Said in the failover's step or the move's notes.
+    said: String,
+    /// `-Force` went on without the witness: the store's master writes on its lease alone
+    /// until a voter answers (`store::CmsVote::forced_at`), set once the store is active.
+    forced: bool,
+}
+
+impl Claimed {
+    /// Records the override in the store just made active, when there was one.
+    async fn mark(&self, be: &BackEnd, now: i64) -> Result<(), Error> {
+        if self.forced {
+            be.update_cms_vote(|_, v| v.forced_at = now).await?;
+        }
+        Ok(())
+    }
+}
+
 /// What the failover asks of the old store's Front End.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "action", rename_all = "snake_case")]
@@ -215,7 +235,7 @@ impl Engine {
         term: i64,
         standby_too: bool,
         force: bool,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<Claimed>, Error> {
         use cms::witness::{self, Ask, Heard, VoteAnswer};
         let Some(voters) = witness::Voters::of(topology, to) else {
             return Ok(None);
@@ -259,17 +279,23 @@ impl Engine {
             }
             if witness_ok && standby_said.is_none() {
                 return Ok(Some(match witness_said {
-                    None => format!(
-                        "the witness {name}{} voted for {to}",
-                        if standby_too {
-                            " and the standby store"
-                        } else {
-                            ""
-                        }
-                    ),
-                    Some((_, why)) => {
-                        format!("-Force: {why}; {to} was promoted without the witness's vote")
-                    }
+                    None => Claimed {
+                        said: format!(
+                            "the witness {name}{} voted for {to}",
+                            if standby_too {
+                                " and the standby store"
+                            } else {
+                                ""
+                            }
+                        ),
+                        forced: false,
+                    },
+                    Some((_, why)) => Claimed {
+                        said: format!(
+                            "-Force: {why}; {to} was promoted without the witness's vote"
+                        ),
+                        forced: true,
+                    },
                 }));
             }
             if clock.passed(deadline) {
@@ -1145,8 +1171,6 @@ impl Engine {
                     request.force,
                 )
                 .await?;
-            let forced = votes.as_deref().is_some_and(|v| v.starts_with("-Force"));
-            notes.extend(votes.map(|v| format!("Votes: {v}.")));
             be.load_cms_and_activate(
                 &changes,
                 &format!("moved from {}", s.cms_pool),
@@ -1159,9 +1183,9 @@ impl Engine {
             )
             .await?
             .map_err(|e| Error::conflict(e.to_string()))?;
-            if forced {
-                let now = self.node.clock.now_ms();
-                be.update_cms_vote(|_, v| v.forced_at = now).await?;
+            if let Some(votes) = votes {
+                votes.mark(&be, self.node.clock.now_ms()).await?;
+                notes.push(format!("Votes: {}.", votes.said));
             }
         }
         let (master, _) = self.ensure_master_here(&be).await?;
@@ -1415,7 +1439,6 @@ impl CmsRun<'_> {
                         error,
                         cancels: false,
                     })?;
-                let forced = votes.as_deref().is_some_and(|v| v.starts_with("-Force"));
                 let role = be
                     .promote_cms(
                         record.known_epoch,
@@ -1429,15 +1452,14 @@ impl CmsRun<'_> {
                             "{e}; Invoke-CsManagementServerFailover -Restore on a Front End of {to} clears the failover"
                         ))
                     })?;
-                if forced {
-                    be.update_cms_vote(|_, v| v.forced_at = clock.now_ms())
-                        .await?;
+                if let Some(votes) = &votes {
+                    votes.mark(be, clock.now_ms()).await?;
                 }
                 Ok(StepDone::done(format!(
                     "active from version {} in term {}{}",
                     role.term_start,
                     store::term_of(role.epoch_floor),
-                    votes.map(|v| format!("; {v}")).unwrap_or_default()
+                    votes.map(|v| format!("; {}", v.said)).unwrap_or_default()
                 )))
             }
             CmsStep::Takeover => {

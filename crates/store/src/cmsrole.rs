@@ -47,7 +47,7 @@ pub enum RoleRefused {
 /// `pool` until `until_ms` (this side's clock), never again to a term below
 /// `highest_term`. What a vote may be given for is decided in `cms::witness`; this is
 /// only where a standby keeps it, so that every Front End of its pool answers alike.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CmsVote {
     pub pool: String,
     pub term: i64,

@@ -38,11 +38,6 @@ fn service(lab: &Lab, verb: &str, name: &str, servers: &[&str]) {
     }
 }
 
-fn start(lab: &Lab, pool: &str) {
-    let out = run(&["lab", "start", pool, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 /// Runs a cmdlet expected to succeed; returns what it printed.
 fn says(lab: &Lab, server: &str, line: &str) -> String {
     let out = run(&["shell", "--lab", lab.dir(), "--server", server, "-c", line]);
@@ -127,7 +122,7 @@ fn a_returning_store_that_lost_a_version_becomes_a_working_standby_by_itself_and
     set_sync_interval(&lab, DUB_FES[1], "00:01:22");
     // fe-red comes back. Nobody runs a cmdlet: its store steps down, is rebuilt on fe-dub's
     // line, records the version nobody else held as lost (once), and catches up.
-    start(&lab, RED);
+    lab.start(RED);
     wait_standby_repaired(&lab, DUB_FES[2], DUB, RED);
     let lost = lost_in(&lab, DUB_FES[2], RED);
     assert_eq!(lost.matches("SyncInterval 71s").count(), 1, "{lost}");
@@ -173,7 +168,7 @@ fn a_returning_store_that_lost_a_version_becomes_a_working_standby_by_itself_and
     let lost = lost_in(&lab, RED_FES[0], RED);
     assert_eq!(lost.matches("SyncInterval 71s").count(), 1, "{lost}");
     // fe-dub comes back as a standby of fe-red, having lost nothing.
-    start(&lab, DUB);
+    lab.start(DUB);
     wait_standby_repaired(&lab, RED_FES[1], RED, DUB);
     assert_eq!(lost_in(&lab, RED_FES[1], DUB), "[]");
     wait_all_up_to_date(&lab, RED_FES[1]);
@@ -211,7 +206,7 @@ fn when_both_pools_fail_in_turn_the_cms_keeps_every_pool_failover_and_never_reus
     // during the failover reaches every replica.
     service(&lab, "Stop", "LYNCBACKUP", &RED_FES);
     set_sync_interval(&lab, RED_FES[1], "00:01:44");
-    start(&lab, DUB);
+    lab.start(DUB);
     wait_all_up_to_date(&lab, RED_FES[0]);
     let (role, behind) = store_of(&lab, RED_FES[0], DUB);
     let (_, head) = store_of(&lab, RED_FES[0], RED);
@@ -286,7 +281,7 @@ fn when_both_pools_fail_in_turn_the_cms_keeps_every_pool_failover_and_never_reus
     assert!(ids.len() >= 3, "{ids:?}");
     // fe-red comes back: its store becomes a standby of fe-dub's, having lost nothing
     // (every version it held had reached a survivor), and its users fail back.
-    start(&lab, RED);
+    lab.start(RED);
     wait_standby_repaired(&lab, DUB_FES[1], DUB, RED);
     assert_eq!(lost_in(&lab, DUB_FES[1], RED), "[]");
     let text = says(
@@ -397,7 +392,7 @@ fn an_unpaired_lync_2010_store_gets_hints_that_fit_it_and_its_rebuild_is_a_whole
         (m.len() == 1 && m[0].starts_with("red-")).then_some(())
     });
     // The old store comes back and stays fenced: one master, the rebuilt line kept.
-    start(&lab, LEGACY);
+    lab.start(LEGACY);
     set_sync_interval(&lab, "lis-a.fabrikam.net", "00:02:20");
     wait_all_up_to_date(&lab, RED_FES[2]);
     assert_eq!(masters(&lab).len(), 1);
@@ -448,7 +443,7 @@ fn a_change_every_survivor_applied_survives_twenty_disaster_cms_failovers_of_twe
                 "round {round}: {server}"
             );
         }
-        start(&lab, lost);
+        lab.start(lost);
         wait_standby_repaired(&lab, keep_fes[0], keep, lost);
         assert_eq!(lost_in(&lab, keep_fes[0], lost), "[]", "round {round}");
         assert_eq!(sync_interval_at(&lab, lost_fes[0]), value, "round {round}");
@@ -489,7 +484,7 @@ fn with_a_witness_a_disaster_failover_needs_its_vote_or_force() {
         "the failover says how it won the votes: {text}"
     );
     set_sync_interval(&lab, DUB_FES[1], "00:02:21");
-    start(&lab, RED);
+    lab.start(RED);
     wait_standby_repaired(&lab, DUB_FES[0], DUB, RED);
     // Now Dublin and the witness are lost together: Redmond cannot win a majority.
     lab.kill(DUB);
@@ -523,7 +518,7 @@ fn with_a_witness_a_disaster_failover_needs_its_vote_or_force() {
     // With -Force, Redmond's master writes on its lease alone while no voter answers, and
     // by the votes again once the witness is back.
     set_sync_interval(&lab, RED_FES[2], "00:03:03");
-    start(&lab, OTHERS[0]);
+    lab.start(OTHERS[0]);
     set_sync_interval(&lab, RED_FES[1], "00:03:13");
     assert_eq!(masters(&lab).len(), 1);
     crate::eventually(10, "Redmond's change to reach every survivor", || {

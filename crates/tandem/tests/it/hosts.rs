@@ -87,17 +87,6 @@ fn every_server_is_on_a_host_of_its_own_and_the_site_loss_runbook_runs_unchanged
     old_store_comes_back_fenced(&lab, P1, P2, "00:01:20");
 }
 
-fn pool_state(lab: &Lab, pool: &str) -> String {
-    let v = lab.json(None, &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"));
-    let v = v.as_array().map_or(v.clone(), |a| a[0].clone());
-    v["State"].as_str().unwrap_or_default().to_string()
-}
-
-fn start(lab: &Lab, target: &str) {
-    let out = run(&["lab", "start", target, "--dir", lab.dir()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-}
-
 /// Every other runbook of `examples/runbooks/` (the unpaired-CMS one needs a Lync Server
 /// 2010 pool; `cms.rs` runs it) on hosts, unchanged but for the lab's addresses, in the
 /// order an operator meets them: a planned pool failover and failback, the Edge's SIP and
@@ -138,7 +127,7 @@ fn every_pool_and_edge_runbook_runs_unchanged_on_hosts() {
         lab.runbook("pool1-fe1.contoso.com", failover);
         let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, "A"]);
         assert!(stdout(&out).contains(&edge2), "{name}: {}", stdout(&out));
-        start(&lab, "edgepool1.contoso.com");
+        lab.start("edgepool1.contoso.com");
         lab.runbook("pool1-fe1.contoso.com", failback);
         let out = run(&["dns", "query", "--lab", lab.dir(), "--json", name, "A"]);
         assert!(!stdout(&out).contains(&edge2), "{name}: {}", stdout(&out));
@@ -155,7 +144,7 @@ fn every_pool_and_edge_runbook_runs_unchanged_on_hosts() {
     wait_signed_in(&lab, &bob, P1, "full");
     assert!(contacts(&lab, &bob).contains(&"sip:b0@contoso.com".to_string()));
     assert!(add_contact(&lab, &bob, "sip:b1@contoso.com"));
-    start(&lab, P2);
+    lab.start(P2);
     lab.runbook("pool1-fe1.contoso.com", "pool2-disaster-failback.ps1");
     wait_signed_in(&lab, &bob, P2, "full");
     assert!(contacts(&lab, &bob).contains(&"sip:b1@contoso.com".to_string()));
@@ -163,7 +152,11 @@ fn every_pool_and_edge_runbook_runs_unchanged_on_hosts() {
     let out = lab.runbook("pool1-fe2.contoso.com", "seed-004-p1-p2.ps1");
     assert!(out.contains("FailedOver"), "{out}");
     for pool in [P1, P2] {
-        assert_eq!(pool_state(&lab, pool), "Normal", "{pool}");
+        assert_eq!(
+            lab.record(None, &format!("Get-CsPoolFailoverState -PoolFqdn {pool}"))["State"],
+            "Normal",
+            "{pool}"
+        );
     }
     wait_signed_in(&lab, &alice, P1, "full");
     wait_signed_in(&lab, &bob, P2, "full");

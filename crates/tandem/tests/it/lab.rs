@@ -480,6 +480,12 @@ impl Lab {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
+    /// `tandem lab start` of a site, pool or server.
+    pub(crate) fn start(&self, what: &str) {
+        let out = run(&["lab", "start", what, "--dir", self.dir()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
     /// `tandem lab pause` (`true`) or `lab resume` (`false`) of a site, pool or server.
     pub(crate) fn pause(&self, what: &str, pause: bool) {
         let verb = if pause { "pause" } else { "resume" };

@@ -93,3 +93,34 @@ fn lookups_are_case_insensitive() {
     );
     assert_eq!(t.servers().count(), 6);
 }
+
+/// A witness must be a server outside both store pools; one in a store's site is allowed,
+/// with a warning (losing that site loses the witness too).
+#[test]
+fn a_cms_witness_is_checked_against_the_pools_and_sites_of_the_stores() {
+    let messages = |witness: &str| -> Vec<String> {
+        let mut t = topology::contoso();
+        t.deployment.cms_witness = Some(witness.into());
+        validate(&t)
+            .problems
+            .into_iter()
+            .map(|p| p.message)
+            .collect()
+    };
+    assert!(messages("nowhere.contoso.com")[0].contains("is not a server of this topology"));
+    assert!(
+        messages("pool2-fe1.contoso.com")[0]
+            .contains("holds a copy of the Central Management store")
+    );
+    // An Edge server in a store's site: a warning only.
+    let mut t = topology::contoso();
+    t.deployment.cms_witness = Some("edgeserver1.contoso.com".into());
+    let report = validate(&t);
+    assert!(report.is_valid(), "{:#?}", report.problems);
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert!(
+        report.problems[0]
+            .message
+            .contains("beside a copy of the Central Management store")
+    );
+}
