@@ -1157,7 +1157,9 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
             // The signal is delivered at once, the death a moment later: report it (and
             // let a `lab start` that follows find it gone) only once it is over.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while s.alive() && Instant::now() < deadline {
+            while !processes.iter().all(|&p| crate::lab_process::is_dead(p))
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             eprintln!("killed {} (pid {pid})", s.fqdn);

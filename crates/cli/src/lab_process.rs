@@ -111,14 +111,7 @@ impl LabServer {
     /// longer than [`LabServer::alive`] waits for it, and a wait for readiness must not
     /// call that "exited while starting".
     pub(crate) fn exited(&self) -> bool {
-        let Some(pid) = self.pid else { return true };
-        match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            Err(_) => true,
-            Ok(status) => status
-                .lines()
-                .find_map(|l| l.strip_prefix("State:"))
-                .is_some_and(|state| state.trim_start().starts_with('Z')),
-        }
+        self.pid.is_none_or(is_dead)
     }
 
     /// What a signal to this lab process, running as `pid`, must reach: a cluster's
@@ -158,6 +151,22 @@ pub(crate) fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `pid` is gone, or a zombie all of whose threads have exited. A multi-threaded
+/// server killed shows its main thread as a zombie (`State: Z`) while its other threads
+/// are still on their way out, holding its sockets open: a connection made then is
+/// accepted and reset. Only once the last thread is gone are its listeners closed.
+pub(crate) fn is_dead(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let zombie = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|state| state.trim_start().starts_with('Z'));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    zombie && threads <= 1
 }
 
 /// A PostgreSQL postmaster and its children (each of which leaves the postmaster's process
