@@ -512,7 +512,28 @@ impl Session {
 
     /// REGISTER at `dest`: bind this client's contact for `expires` seconds (0: remove every
     /// binding), or with None only ask — or, with `own_only`, remove this client's contact.
+    /// A registrar that finds the interval too brief (423) is asked again, once, for the
+    /// `Min-Expires` it named (RFC 3261 §10.2.8).
     async fn register_at(
+        &mut self,
+        dest: SocketAddr,
+        expires: Option<u32>,
+        own_only: bool,
+    ) -> anyhow::Result<Response> {
+        let response = self.register_once(dest, expires, own_only).await?;
+        let least = response
+            .headers
+            .get("Min-Expires")
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        match (response.status, expires, least) {
+            (423, Some(e), Some(least)) if e > 0 && least > e => {
+                self.register_once(dest, Some(least), own_only).await
+            }
+            _ => Ok(response),
+        }
+    }
+
+    async fn register_once(
         &mut self,
         dest: SocketAddr,
         expires: Option<u32>,

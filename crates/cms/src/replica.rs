@@ -5,8 +5,9 @@
 //! When its service (`REPLICA`) is stopped it refuses pushes, so the master sees it fall
 //! behind (`UpToDate False`) exactly as an operator would expect.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clock::Clock;
@@ -15,6 +16,7 @@ use store::{ApplyOutcome, Batch, Item, ReplicaState, ReplicaStore, StoreError};
 use tokio::sync::watch;
 use topology::Topology;
 
+use crate::directory::{USER_PREFIX, UserRecord};
 use crate::keys;
 use crate::protocol::{ReplicaChanges, ReplicaChangesRequest, SyncRequest, SyncResponse};
 
@@ -53,6 +55,14 @@ pub struct ReplicaAgent {
     /// down, or out of reach): the last proven view stands, as the original keeps serving
     /// from its replica while the store is away.
     master_away_at: AtomicI64,
+    /// The user directory as this replica holds it, by normal SIP address: what the
+    /// registrar authenticates against at every REGISTER, read from memory rather than
+    /// from the replica's file. Kept in step with the file by [`ReplicaAgent::sync`] and
+    /// [`ReplicaAgent::import`], which change both under `applying`.
+    users: RwLock<HashMap<String, Arc<UserRecord>>>,
+    /// Held while a push or an import changes the file and then the memory, so that two
+    /// cannot leave the memory in an order the file is not in.
+    applying: tokio::sync::Mutex<()>,
 }
 
 /// A view older than this since its last proof is in doubt: servers ask every second.
@@ -85,7 +95,10 @@ impl ReplicaAgent {
         let topology =
             Topology::from_toml(&text).map_err(|e| ReplicaError::BadTopology(e.to_string()))?;
         let state = store.state().await?;
+        let users = RwLock::new(users_in(&store).await?);
         Ok(ReplicaAgent {
+            users,
+            applying: tokio::sync::Mutex::new(()),
             store,
             running: AtomicBool::new(true),
             topology: watch::Sender::new(Arc::new(topology)),
@@ -202,9 +215,15 @@ impl ReplicaAgent {
             history: &req.history,
             replace: req.replace,
         };
+        let _applying = self.applying.lock().await;
         let outcome = self.store.apply(&batch, store::now_ms()).await?;
         Ok(match outcome {
             ApplyOutcome::Applied { version } => {
+                if req.replace {
+                    self.reload_users().await?;
+                } else {
+                    self.note_users(&req.items);
+                }
                 self.make_live(&req.items, version).await;
                 SyncResponse::Applied { version }
             }
@@ -251,8 +270,53 @@ impl ReplicaAgent {
             .and_then(|i| i.value.clone())
             .ok_or_else(|| ReplicaError::NoTopology("the imported configuration".into()))?;
         Topology::from_toml(&text).map_err(|e| ReplicaError::BadTopology(e.to_string()))?;
+        let _applying = self.applying.lock().await;
         self.store.replace_all(version, created_at, items).await?;
+        self.reload_users().await?;
         self.make_live(items, version).await;
+        Ok(())
+    }
+
+    /// The user of `sip_address` (with or without `sip:`, any case) in this replica, from
+    /// memory.
+    pub fn user(&self, sip_address: &str) -> Option<Arc<UserRecord>> {
+        let users = self.users.read().expect("the directory lock");
+        let normal = sip_address.starts_with("sip:")
+            && !sip_address
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || b == b' ');
+        if normal {
+            users.get(sip_address).cloned()
+        } else {
+            users
+                .get(&crate::directory::normalize_sip(sip_address))
+                .cloned()
+        }
+    }
+
+    /// Takes the user records among `items` (a push's changes) into memory.
+    fn note_users(&self, items: &[Item]) {
+        let mut users = self.users.write().expect("the directory lock");
+        for item in items {
+            let Some(sip) = item.key.strip_prefix(USER_PREFIX) else {
+                continue;
+            };
+            match item
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<UserRecord>(v).ok())
+            {
+                Some(record) => users.insert(sip.to_string(), Arc::new(record)),
+                None => users.remove(sip),
+            };
+        }
+    }
+
+    /// Reads the whole directory from the file again (after a push or an import that
+    /// replaced the replica).
+    async fn reload_users(&self) -> Result<(), StoreError> {
+        let users = users_in(&self.store).await?;
+        *self.users.write().expect("the directory lock") = users;
         Ok(())
     }
 
@@ -284,6 +348,22 @@ impl ReplicaAgent {
             changed
         });
     }
+}
+
+/// Every user record in `store`, by normal SIP address.
+async fn users_in(store: &ReplicaStore) -> Result<HashMap<String, Arc<UserRecord>>, StoreError> {
+    Ok(store
+        .items_with_prefix(USER_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|i| {
+            let record: UserRecord = serde_json::from_str(i.value.as_deref()?).ok()?;
+            Some((
+                i.key.strip_prefix(USER_PREFIX)?.to_string(),
+                Arc::new(record),
+            ))
+        })
+        .collect())
 }
 
 /// The path of a server's local replica inside its data folder.

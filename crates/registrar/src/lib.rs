@@ -40,6 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bindings::Committer;
 use cms::directory::UserRecord;
 use listener::{Admission, drops};
 use lockout::{Lockouts, Verdict};
@@ -51,12 +52,12 @@ use sipnet::{
     Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
     contact_address,
 };
-use store::Binding;
+use store::{Binding, BindingUpdate, Registered, RegistrationChange};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use topology::serving::{Decision, Mode};
 
+pub mod bindings;
 pub mod lockout;
 pub mod resiliency;
 pub mod userservices;
@@ -78,6 +79,9 @@ pub const NONCE_MEMORY: usize = 65_536;
 const WRONG_CREDENTIALS: &str = "Forbidden (wrong user name or password)";
 /// Bindings last at most this long (and this long when the client does not say).
 pub const MAX_EXPIRES: u32 = 3600;
+/// The shortest registration taken (seconds): a shorter one gets `423 Interval Too Brief`
+/// with this in `Min-Expires` (RFC 3261 §10.3), as Kamailio's registrar does by default.
+pub const MIN_EXPIRES: u32 = 60;
 /// How long a MESSAGE waits for a user's contact. Contacts are tried at once, in
 /// parallel: the first to accept answers the sender, and a stale contact costs at most this.
 pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -174,13 +178,15 @@ pub struct Registrar {
     /// there: how a client over TLS (or TCP) is reached. Kept to the user's current
     /// bindings at each REGISTER, and emptied of a flow when it closes.
     flows: std::sync::Mutex<HashMap<String, HashMap<String, Flow>>>,
-    transactions: Mutex<TransactionTable>,
+    transactions: std::sync::Mutex<TransactionTable>,
     /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
     /// The highest nonce count each nonce this server issued was used with.
     nonce_counts: std::sync::Mutex<NonceCounts>,
     /// Failed sign-ins, per (user, source) and per source.
     lockouts: std::sync::Mutex<Lockouts>,
+    /// The group commit of binding changes to the pool's Back End (None without one).
+    committer: Option<Committer>,
 }
 
 /// The nonce key every server of a deployment shares.
@@ -217,7 +223,11 @@ impl Registrar {
             links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
             probe_links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
             flows: std::sync::Mutex::default(),
-            transactions: Mutex::default(),
+            transactions: std::sync::Mutex::default(),
+            committer: node
+                .backend
+                .clone()
+                .map(|be| Committer::start(&node, be, MAX_BINDINGS)),
         });
         if let Some(((endpoint, queues), tcp)) = plain {
             registrar.serve_plain(endpoint, queues, tcp);
@@ -267,7 +277,7 @@ impl Registrar {
                 };
                 let registrar = udp.clone();
                 let endpoint = udp_endpoint.clone();
-                udp.node.spawn(async move {
+                run_or_spawn(&udp.node, async move {
                     on_datagram(&registrar, &endpoint, message).await;
                     drop(place);
                 });
@@ -325,6 +335,25 @@ impl Registrar {
     }
 }
 
+/// Runs `work` here as far as it goes without waiting, and spawns it only if it must wait.
+///
+/// Most requests never wait: a challenge, a refusal, an OPTIONS are answered in one go.
+/// Handling those in the loop that received them saves a task and, on a machine whose
+/// other threads are idle, the wake-up of another thread to run it; only a request that
+/// waits (a REGISTER for its batch to commit, a MESSAGE for its delivery) becomes a task.
+/// Polling once with a waker that does nothing is sound: the spawned task is polled again
+/// at once, and registers its own waker then.
+fn run_or_spawn<F>(node: &Node, work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut work = Box::pin(work);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        node.spawn(work);
+    }
+}
+
 /// Lets the deployment's servers' OPTIONS (the partner pool's health probes over plain
 /// SIP) take the priority queue.
 fn trust_servers_of(endpoint: &Endpoint, topology: &topology::Topology) {
@@ -361,7 +390,7 @@ async fn on_datagram(registrar: &Registrar, endpoint: &Endpoint, message: Incomi
             let seen = registrar
                 .transactions
                 .lock()
-                .await
+                .expect("the transactions lock")
                 .arrive(&key, Instant::now());
             match seen {
                 Seen::New => {}
@@ -374,7 +403,11 @@ async fn on_datagram(registrar: &Registrar, endpoint: &Endpoint, message: Incomi
             let response = handle(registrar, &request, &Arrival::datagram(peer)).await;
             let bytes = response.to_bytes();
             let _ = endpoint.send(peer, &bytes).await;
-            registrar.transactions.lock().await.answer(&key, bytes);
+            registrar
+                .transactions
+                .lock()
+                .expect("the transactions lock")
+                .answer(&key, bytes);
         }
         Incoming::Malformed(bytes, error, peer) => {
             if let Some(resp) = answer_malformed(&bytes, &error) {
@@ -537,7 +570,8 @@ pub async fn on_connection<S>(
                     continue;
                 };
                 let (registrar, arrival, flow) = (registrar.clone(), arrival.clone(), flow.clone());
-                registrar.node.clone().spawn(async move {
+                let node = registrar.node.clone();
+                run_or_spawn(&node, async move {
                     let answer = handle(&registrar, &request, &arrival).await;
                     let _ = flow.answer(&answer).await;
                     drop(slot);
@@ -796,8 +830,8 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
         Ok(aor) => aor,
         Err(r) => return r,
     };
-    let user = cms::directory::lookup(server.replica.store(), &aor).await;
-    if let Some(answer) = authenticate(registrar, request, &aor, user.as_ref(), peer) {
+    let user = server.replica.user(&aor);
+    if let Some(answer) = authenticate(registrar, request, &aor, user.as_deref(), peer) {
         return answer;
     }
     let Some(user) = user else {
@@ -814,14 +848,13 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
         Decision::Serve(mode) => mode,
         Decision::Redirect { pool } => return redirect(request, &topology, &pool),
     };
-    let Some(be) = &server.backend else {
+    let Some(committer) = &registrar.committer else {
         return reply(request, 500, "Server Internal Error (no Back End)");
     };
+    let now = server.clock.now_ms();
     let default_expires = request.expires().unwrap_or(MAX_EXPIRES).min(MAX_EXPIRES);
     let contacts = request.headers.get_all("Contact");
-    // The contacts this REGISTER binds (refreshes included).
-    let mut bound: Vec<String> = Vec::new();
-    if contacts.iter().any(|c| c.trim() == "*") {
+    let what = if contacts.iter().any(|c| c.trim() == "*") {
         if default_expires != 0 || contacts.len() != 1 {
             return reply(
                 request,
@@ -829,11 +862,11 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                 "Bad Request (Contact: * needs Expires: 0 and no other Contact)",
             );
         }
-        if be.unregister(&aor, None).await.is_err() {
-            return reply(request, 500, "Server Internal Error");
-        }
+        BindingUpdate::RemoveAll
+    } else if contacts.is_empty() {
+        BindingUpdate::Query
     } else {
-        let mut changes: Vec<(String, u32)> = Vec::with_capacity(contacts.len());
+        let mut changes: Vec<(String, Option<i64>)> = Vec::with_capacity(contacts.len());
         for value in contacts {
             let Ok(contact) = NameAddr::parse(value) else {
                 return reply(request, 400, "Bad Request (malformed Contact header)");
@@ -844,6 +877,13 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                 .and_then(|e| e.parse::<u32>().ok())
                 .unwrap_or(default_expires)
                 .min(MAX_EXPIRES);
+            // RFC 3261 §10.3 step 7: a binding asked for less than the registrar keeps
+            // gets 423 and the least it takes.
+            if expires > 0 && expires < MIN_EXPIRES {
+                let mut r = reply(request, 423, "Interval Too Brief");
+                r.headers.push("Min-Expires", MIN_EXPIRES.to_string());
+                return r;
+            }
             let uri = contact.uri.to_string();
             if uri.len() > MAX_CONTACT_BYTES {
                 return reply(
@@ -859,74 +899,41 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                     "Forbidden (a contact must be at the address the REGISTER comes from)",
                 );
             }
-            changes.push((uri, expires));
+            let until = (expires > 0).then(|| now + i64::from(expires) * 1000);
+            changes.push((uri, until));
         }
-        let Ok(existing) = be.bindings(&aor).await else {
+        BindingUpdate::Contacts(changes)
+    };
+    let bound: Vec<String> = match &what {
+        BindingUpdate::Contacts(c) => c
+            .iter()
+            .filter(|(_, until)| until.is_some())
+            .map(|(uri, _)| uri.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let change = RegistrationChange {
+        aor: aor.clone(),
+        what,
+        mode: mode.as_str().to_string(),
+        server: server.fqdn.clone(),
+    };
+    let bindings = match committer.commit(change).await {
+        Ok(Registered::Bound(bindings)) => bindings,
+        Ok(Registered::TooMany) => return too_many_bindings(request),
+        Err(_) => {
             return reply(
                 request,
                 500,
                 "Server Internal Error (the Back End is unavailable)",
             );
-        };
-        let held = |uri: &str| existing.iter().any(|b| b.contact == uri);
-        let added: Vec<&str> = changes
-            .iter()
-            .filter(|(uri, expires)| *expires > 0 && !held(uri))
-            .map(|(uri, _)| uri.as_str())
-            .collect();
-        let removed = changes
-            .iter()
-            .filter(|(uri, expires)| *expires == 0 && held(uri))
-            .count();
-        if existing.len().saturating_sub(removed) + added.len() > MAX_BINDINGS {
-            return too_many_bindings(request);
         }
-        for (uri, expires) in &changes {
-            let result = if *expires == 0 {
-                be.unregister(&aor, Some(uri)).await
-            } else {
-                be.register(&Binding {
-                    aor: aor.clone(),
-                    contact: uri.clone(),
-                    expires_at: server.clock.now_ms() + i64::from(*expires) * 1000,
-                    mode: mode.as_str().to_string(),
-                    server: server.fqdn.clone(),
-                })
-                .await
-            };
-            if result.is_err() {
-                return reply(
-                    request,
-                    500,
-                    "Server Internal Error (the Back End is unavailable)",
-                );
-            }
-        }
-        // Two REGISTERs at once may each have seen room for one more: the later takes its
-        // contacts back.
-        if be
-            .bindings(&aor)
-            .await
-            .is_ok_and(|b| b.len() > MAX_BINDINGS)
-        {
-            for uri in added {
-                let _ = be.unregister(&aor, Some(uri)).await;
-            }
-            return too_many_bindings(request);
-        }
-        bound = changes
-            .into_iter()
-            .filter(|(_, expires)| *expires > 0)
-            .map(|(uri, _)| uri)
-            .collect();
-    }
-    let bindings = be.bindings(&aor).await.unwrap_or_default();
+    };
     // Contacts bound over this connection are reached over it; the user keeps flows only
     // for the contacts it has.
     let bound: Vec<&str> = bound.iter().map(String::as_str).collect();
     registrar.keep_flows(&aor, &bound, arrival.flow.as_ref(), &bindings);
     let mut r = reply(request, 200, "OK");
-    let now = server.clock.now_ms();
     for b in &bindings {
         r.headers.push(
             "Contact",
@@ -990,7 +997,7 @@ fn redirect(request: &Request, topology: &topology::Topology, pool: &str) -> Res
             );
         }
     }
-    r.headers.push(SERVING_POOL_HEADER, pool.to_string());
+    r.headers.push(SERVING_POOL_HEADER, pool);
     r
 }
 
@@ -1022,8 +1029,8 @@ async fn message(
             Ok(aor) => aor,
             Err(r) => return r,
         };
-        let sender = cms::directory::lookup(server.replica.store(), &from).await;
-        if let Some(answer) = authenticate(registrar, request, &from, sender.as_ref(), peer) {
+        let sender = server.replica.user(&from);
+        if let Some(answer) = authenticate(registrar, request, &from, sender.as_deref(), peer) {
             return answer;
         }
         if !sender.is_some_and(|s| s.enabled) {
@@ -1034,7 +1041,7 @@ async fn message(
         return reply(request, 400, "Bad Request (Request-URI is not a SIP URI)");
     };
     let aor = target.aor();
-    let Some(recipient) = cms::directory::lookup(server.replica.store(), &aor).await else {
+    let Some(recipient) = server.replica.user(&aor) else {
         return reply(request, 404, "Not Found (no such user)");
     };
     if !recipient.enabled {

@@ -376,7 +376,7 @@ async fn authenticate(
     }
     // An unknown user costs what a known one does, and gets the same answer as a wrong
     // password; whether a user is disabled is said only to whoever knows the password.
-    let user = cms::directory::lookup(server.replica.store(), &name).await;
+    let user = server.replica.user(&name);
     let (username, realm, stored) = match &user {
         Some(u) => (u.username().to_string(), u.realm.clone(), u.ha1.clone()),
         None => {
@@ -398,7 +398,7 @@ async fn authenticate(
             format!("{} is disabled", user.sip_address),
         ));
     }
-    Ok(user)
+    Ok(UserRecord::clone(&user))
 }
 
 /// Checks every name a route's path carries, before any handler sees it, by what the

@@ -110,20 +110,71 @@ fn same_header(a: &str, b: &str) -> bool {
 
 /// The header fields of a message, in order, with their names as written. Lookups are
 /// case-insensitive and treat compact forms (`v`, `i`, `l`, ...) as their long names.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Headers(Vec<(String, String)>);
+///
+/// Every name and value lives in one buffer, each field being two spans of it: a parsed
+/// message costs two allocations for its headers rather than two a field, and a field
+/// removed leaves its bytes behind until the headers are dropped (messages are short-lived).
+#[derive(Clone, Default)]
+pub struct Headers {
+    text: String,
+    fields: Vec<Field>,
+}
+
+/// Where one field's name and value are in [`Headers::text`].
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 impl Headers {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Room for `fields` fields of `bytes` bytes in all, allocated at once.
+    fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Headers {
+            text: String::with_capacity(bytes),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
+    fn span(&self, (start, end): (u32, u32)) -> &str {
+        &self.text[start as usize..end as usize]
+    }
+
+    /// Appends `s` to the buffer and returns its span.
+    fn append(&mut self, s: &str) -> (u32, u32) {
+        let start = self.text.len();
+        self.text.push_str(s);
+        (start as u32, self.text.len() as u32)
+    }
+
+    fn name_of(&self, f: &Field) -> &str {
+        self.span(f.name)
+    }
+
     /// The value of the first field with this name.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.fields
             .iter()
-            .find(|(n, _)| same_header(n, name))
-            .map(|(_, v)| v.as_str())
+            .find(|f| same_header(self.name_of(f), name))
+            .map(|f| self.span(f.value))
     }
 
     /// Every value of every field with this name. For Via, Contact, Route, Record-Route,
@@ -132,7 +183,7 @@ impl Headers {
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let multi = MULTI_VALUE.iter().any(|m| same_header(m, name));
         let mut out = Vec::new();
-        for (n, v) in &self.0 {
+        for (n, v) in self.iter() {
             if !same_header(n, name) {
                 continue;
             }
@@ -144,36 +195,45 @@ impl Headers {
                         .filter(|s| !s.is_empty()),
                 );
             } else {
-                out.push(v.as_str());
+                out.push(v);
             }
         }
         out
     }
 
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
+    pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        let name = self.append(name.as_ref());
+        let value = self.append(value.as_ref());
+        self.fields.push(Field { name, value });
     }
 
     /// Replaces every field with this name (compact form included) with one field, at the
     /// position of the first; appends when there was none.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let entry = (name.to_owned(), value.into());
-        match self.0.iter().position(|(n, _)| same_header(n, name)) {
+    pub fn set(&mut self, name: &str, value: impl AsRef<str>) {
+        let entry = Field {
+            name: self.append(name),
+            value: self.append(value.as_ref()),
+        };
+        let text = &self.text;
+        let named = |f: &Field| same_header(&text[f.name.0 as usize..f.name.1 as usize], name);
+        match self.fields.iter().position(named) {
             Some(first) => {
-                self.0[first] = entry;
                 let mut i = 0;
-                self.0.retain(|(n, _)| {
-                    let keep = i <= first || !same_header(n, name);
+                self.fields.retain(|f| {
+                    let keep = i <= first || !named(f);
                     i += 1;
                     keep
                 });
+                self.fields[first] = entry;
             }
-            None => self.0.push(entry),
+            None => self.fields.push(entry),
         }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| !same_header(n, name));
+        let text = &self.text;
+        self.fields
+            .retain(|f| !same_header(&text[f.name.0 as usize..f.name.1 as usize], name));
     }
 
     /// Drops the sender's `Authorization` and `Proxy-Authorization`: they prove who sent a
@@ -190,7 +250,9 @@ impl Headers {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.fields
+            .iter()
+            .map(|f| (self.span(f.name), self.span(f.value)))
     }
 }
 
@@ -360,19 +422,28 @@ fn check_request_uri(uri: &str) -> Result<(), ParseError> {
 /// Header lines (everything after the start line) into [`Headers`], unfolding
 /// continuation lines.
 fn parse_header_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Headers, ParseError> {
-    let mut fields: Vec<(String, String)> = Vec::with_capacity(lines.len());
+    let bytes = lines.iter().map(|(s, e)| e - s).sum();
+    let mut headers = Headers::with_capacity(lines.len(), bytes);
     for &range in lines {
         let line = line_str(b, range)?;
         if line.starts_with([' ', '\t']) {
-            let (_, value) = fields
-                .last_mut()
+            // A continuation: the last field's value is at the end of the buffer, so it
+            // grows in place.
+            let last = headers
+                .fields
+                .last()
+                .copied()
                 .ok_or_else(|| malformed("continuation line before the first header"))?;
             let more = line.trim_matches([' ', '\t']);
             if !more.is_empty() {
-                if !value.is_empty() {
-                    value.push(' ');
+                if last.value.1 > last.value.0 {
+                    headers.text.push(' ');
                 }
-                value.push_str(more);
+                headers.text.push_str(more);
+                let end = headers.text.len() as u32;
+                if let Some(f) = headers.fields.last_mut() {
+                    f.value.1 = end;
+                }
             }
             continue;
         }
@@ -383,9 +454,9 @@ fn parse_header_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Headers, Par
         if !is_token(name) {
             return Err(malformed("invalid header name"));
         }
-        fields.push((name.to_owned(), value.trim_matches([' ', '\t']).to_owned()));
+        headers.push(name, value.trim_matches([' ', '\t']));
     }
-    Ok(Headers(fields))
+    Ok(headers)
 }
 
 /// The Content-Length, if any. Duplicates must agree; values are digits only and

@@ -487,7 +487,7 @@ pub fn answer_malformed(bytes: &[u8], error: &ParseError) -> Option<Vec<u8>> {
             "cseq" => "CSeq",
             _ => continue,
         };
-        headers.push(canonical, value.trim().to_string());
+        headers.push(canonical, value.trim());
     }
     for required in ["Via", "From", "To", "Call-ID", "CSeq"] {
         headers.get(required)?;

@@ -22,6 +22,7 @@ pub mod history;
 mod items;
 mod migrate;
 pub mod mirror;
+mod registration;
 mod replica;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
@@ -41,6 +42,7 @@ pub use cmstables::{
 pub use failover::{Lost, Promotion};
 pub use history::{History, Standing, TermStart};
 pub use mirror::{Copy, DatabaseFailover, MirrorState};
+pub use registration::{BindingUpdate, Registered, RegistrationChange};
 pub use replica::{ApplyOutcome, Batch, ReplicaState, ReplicaStore};
 pub use userdata::{
     Backlog, BackupItem, Binding, Change, ExportState, ImportState, Unshippable, UserChange,

@@ -1,0 +1,345 @@
+//! SIP registrations written in batches: the registrar's group commit.
+//!
+//! A Front End signing users in at thousands a second cannot afford a transaction (and its
+//! round trips to the database) per REGISTER, nor can it acknowledge a binding it has not
+//! written: a crash would lose a sign-in the client was told had succeeded. So the
+//! registrar queues each REGISTER's change and writes whatever has queued in one
+//! transaction ([`BackEnd::apply_registrations`]), answering every REGISTER of the batch
+//! once it has committed — the window a Front End's crash can lose is zero, and the cost of
+//! a commit is shared by every sign-in that waited for it.
+//!
+//! Inside the transaction (which holds the Back End's write lock, so the pool's other Front
+//! Ends' batches come before or after, never between) the batch reads the bindings its
+//! users already have, decides each change in arrival order ([`decide`], pure), and writes
+//! the outcome back: the limit on bindings is exact across the pool, and each REGISTER's
+//! answer lists the user's bindings as committed. Expired bindings of the batch's users
+//! are dropped on the way; [`BackEnd::purge_expired_bindings`] drops the rest.
+
+use std::collections::BTreeMap;
+
+use crate::db;
+use crate::userdata::BindingRow;
+use crate::{BackEnd, Binding, Context, Result};
+
+/// One REGISTER's change to its user's bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationChange {
+    /// The address of record (`sip:alice@contoso.com`).
+    pub aor: String,
+    /// What to do with the user's bindings.
+    pub what: BindingUpdate,
+    /// The mode the user is served in (`full` or `resiliency`), kept with new bindings.
+    pub mode: String,
+    /// The Front End that took the REGISTER.
+    pub server: String,
+}
+
+/// What a REGISTER asks of the user's bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingUpdate {
+    /// `Contact: *` with `Expires: 0`: remove every binding.
+    RemoveAll,
+    /// Each contact bound until a time (unix ms), or removed (`None`).
+    Contacts(Vec<(String, Option<i64>)>),
+    /// Nothing to change: a REGISTER without Contact asks for the current bindings.
+    Query,
+}
+
+/// What became of one change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Applied (or a query): the user's bindings afterwards, by contact.
+    Bound(Vec<Binding>),
+    /// Refused: it would have left the user more than the limit of bindings. Nothing of it
+    /// was applied.
+    TooMany,
+}
+
+/// Decides `change` against `current` (the user's unexpired bindings, updated in place when
+/// the change is applied), with at most `max` bindings a user.
+pub(crate) fn decide(
+    current: &mut Vec<Binding>,
+    change: &RegistrationChange,
+    max: usize,
+) -> Registered {
+    match &change.what {
+        BindingUpdate::Query => {}
+        BindingUpdate::RemoveAll => current.clear(),
+        BindingUpdate::Contacts(contacts) => {
+            // The bindings afterwards, counted before anything changes: a refused change
+            // must leave `current` as it was. (A contact named twice counts as written
+            // last.)
+            let last_word =
+                |i: usize, contact: &str| !contacts[i + 1..].iter().any(|(c, _)| c == contact);
+            let held = |contact: &str| current.iter().any(|b| b.contact == contact);
+            let mut added = 0;
+            let mut removed = 0;
+            for (i, (contact, until)) in contacts.iter().enumerate() {
+                if !last_word(i, contact) {
+                    continue;
+                }
+                match (until.is_some(), held(contact)) {
+                    (true, false) => added += 1,
+                    (false, true) => removed += 1,
+                    _ => {}
+                }
+            }
+            // Refreshing or removing what is held never counts against the limit: a user
+            // at the limit can still refresh and sign devices out.
+            if added > 0 && current.len() + added - removed > max {
+                return Registered::TooMany;
+            }
+            for (contact, until) in contacts {
+                current.retain(|b| &b.contact != contact);
+                if let Some(until) = until {
+                    current.push(Binding {
+                        aor: change.aor.clone(),
+                        contact: contact.clone(),
+                        expires_at: *until,
+                        mode: change.mode.clone(),
+                        server: change.server.clone(),
+                    });
+                }
+            }
+        }
+    }
+    current.sort_by(|a, b| a.contact.cmp(&b.contact));
+    Registered::Bound(current.clone())
+}
+
+impl BackEnd {
+    /// Applies `changes` in order in one transaction, at `now` (unix ms): see the module's
+    /// documentation. Returns what became of each, in the same order.
+    pub async fn apply_registrations(
+        &self,
+        changes: &[RegistrationChange],
+        now: i64,
+        max: usize,
+    ) -> Result<Vec<Registered>> {
+        let aors: Vec<&str> = {
+            let mut a: Vec<&str> = changes.iter().map(|c| c.aor.as_str()).collect();
+            a.sort_unstable();
+            a.dedup();
+            a
+        };
+        let aor_list = serde_json::Value::from(aors).to_string();
+        let mut tx = self.begin_write().await?;
+        let rows: Vec<BindingRow> = db::query_as(
+            "SELECT aor, contact, expires_at, mode, server FROM registration
+             WHERE aor IN (SELECT value FROM json_each($1))",
+        )
+        .postgres(
+            "SELECT aor, contact, expires_at, mode, server FROM registration
+             WHERE aor IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        )
+        .bind(&aor_list)
+        .fetch_all(&mut tx)
+        .await
+        .at(&self.path)?;
+        // Every row the batch's users have, expired ones included, and their unexpired
+        // bindings, which the changes are decided against.
+        let stored: Vec<Binding> = rows.into_iter().map(Binding::from).collect();
+        let mut held: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
+        for b in stored.iter().filter(|b| b.expires_at > now) {
+            held.entry(b.aor.clone()).or_default().push(b.clone());
+        }
+        let outcomes: Vec<Registered> = changes
+            .iter()
+            .map(|c| decide(held.entry(c.aor.clone()).or_default(), c, max))
+            .collect();
+        // Only what differs is written: a refresh is one row updated. (Per user: a batch
+        // holds up to a thousand users of at most `max` bindings each.)
+        let mut before: BTreeMap<&str, Vec<&Binding>> = BTreeMap::new();
+        for b in &stored {
+            before.entry(b.aor.as_str()).or_default().push(b);
+        }
+        let mut gone = Vec::new();
+        let mut upserts = Vec::new();
+        for (aor, was) in &before {
+            let after = held.get(*aor).map(Vec::as_slice).unwrap_or_default();
+            for b in was {
+                if !after.iter().any(|a| a.contact == b.contact) {
+                    gone.push(serde_json::json!([b.aor, b.contact]));
+                }
+            }
+        }
+        for (aor, after) in &held {
+            let was = before
+                .get(aor.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for b in after {
+                if !was.contains(&b) {
+                    upserts.push(serde_json::json!([
+                        b.aor,
+                        b.contact,
+                        b.expires_at,
+                        b.mode,
+                        b.server
+                    ]));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            db::query(
+                "DELETE FROM registration WHERE (aor, contact) IN
+                 (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
+            )
+            .postgres(
+                "DELETE FROM registration WHERE (aor, contact) IN
+                 (SELECT r ->> 0, r ->> 1 FROM jsonb_array_elements($1::jsonb) AS r)",
+            )
+            .bind(serde_json::Value::from(gone).to_string())
+            .execute(&mut tx)
+            .await
+            .at(&self.path)?;
+        }
+        if !upserts.is_empty() {
+            db::query(
+                "INSERT INTO registration (aor, contact, expires_at, mode, server)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+                 FROM json_each($1) WHERE true
+                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+                     mode = excluded.mode, server = excluded.server",
+            )
+            .postgres(
+                "INSERT INTO registration (aor, contact, expires_at, mode, server)
+                 SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
+                 FROM jsonb_array_elements($1::jsonb) AS r
+                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+                     mode = excluded.mode, server = excluded.server",
+            )
+            .bind(serde_json::Value::from(upserts).to_string())
+            .execute(&mut tx)
+            .await
+            .at(&self.path)?;
+        }
+        tx.commit().await.at(&self.path)?;
+        Ok(outcomes)
+    }
+
+    /// Drops at most `limit` bindings that expired by `now` (unix ms); returns how many.
+    /// Bounded, so that a purge never holds the write lock long behind a backlog.
+    pub async fn purge_expired_bindings(&self, now: i64, limit: i64) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let gone = db::query(
+            "DELETE FROM registration WHERE rowid IN
+             (SELECT rowid FROM registration WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .postgres(
+            "DELETE FROM registration WHERE ctid IN
+             (SELECT ctid FROM registration WHERE expires_at <= $1 LIMIT $2)",
+        )
+        .bind(now)
+        .bind(limit)
+        .execute(&mut tx)
+        .await
+        .at(&self.path)?
+        .rows_affected();
+        tx.commit().await.at(&self.path)?;
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "sip:alice@contoso.com";
+    const BOB: &str = "sip:bob@contoso.com";
+
+    fn change(aor: &str, contacts: &[(&str, Option<i64>)]) -> RegistrationChange {
+        RegistrationChange {
+            aor: aor.into(),
+            what: BindingUpdate::Contacts(
+                contacts
+                    .iter()
+                    .map(|(c, until)| ((*c).to_string(), *until))
+                    .collect(),
+            ),
+            mode: "full".into(),
+            server: "pool1-fe1.contoso.com".into(),
+        }
+    }
+
+    fn contacts(outcome: &Registered) -> Vec<&str> {
+        match outcome {
+            Registered::Bound(b) => b.iter().map(|b| b.contact.as_str()).collect(),
+            Registered::TooMany => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn a_user_at_the_limit_can_refresh_and_remove_but_not_add() {
+        let mut current = Vec::new();
+        let two = change(ALICE, &[("sip:a@1", Some(10)), ("sip:a@2", Some(10))]);
+        assert_eq!(
+            contacts(&decide(&mut current, &two, 2)),
+            ["sip:a@1", "sip:a@2"]
+        );
+        let third = change(ALICE, &[("sip:a@3", Some(10))]);
+        assert_eq!(decide(&mut current, &third, 2), Registered::TooMany);
+        assert_eq!(current.len(), 2, "a refused change applies nothing");
+        let refresh = change(ALICE, &[("sip:a@1", Some(20))]);
+        let Registered::Bound(after) = decide(&mut current, &refresh, 2) else {
+            panic!("a refresh at the limit is taken")
+        };
+        assert_eq!(after[0].expires_at, 20);
+        // Removing one and adding another in the same REGISTER stays within the limit.
+        let swap = change(ALICE, &[("sip:a@2", None), ("sip:a@3", Some(10))]);
+        assert_eq!(
+            contacts(&decide(&mut current, &swap, 2)),
+            ["sip:a@1", "sip:a@3"]
+        );
+        let all = RegistrationChange {
+            what: BindingUpdate::RemoveAll,
+            ..third
+        };
+        assert_eq!(decide(&mut current, &all, 2), Registered::Bound(vec![]));
+    }
+
+    crate::each_backend! {
+        async fn a_batch_applies_in_order_within_the_limit_and_drops_what_expired(db) {
+            let be = db.open("p").await;
+            let now = crate::now_ms();
+            // Bob holds an expired binding: it neither counts nor survives the batch.
+            let first = [
+                change(BOB, &[("sip:bob@old", Some(now + 5))]),
+                change(ALICE, &[("sip:alice@1", Some(now + 60_000))]),
+            ];
+            be.apply_registrations(&first, now, 2).await.unwrap();
+            let later = now + 10;
+            let batch = [
+                change(BOB, &[("sip:bob@1", Some(later + 60_000))]),
+                change(ALICE, &[("sip:alice@2", Some(later + 60_000))]),
+                // Past the limit of 2: refused, and only this one.
+                change(ALICE, &[("sip:alice@3", Some(later + 60_000))]),
+                change(ALICE, &[("sip:alice@1", None)]),
+                RegistrationChange {
+                    what: BindingUpdate::Query,
+                    ..change(BOB, &[])
+                },
+            ];
+            let out = be.apply_registrations(&batch, later, 2).await.unwrap();
+            assert_eq!(contacts(&out[0]), ["sip:bob@1"]);
+            assert_eq!(contacts(&out[1]), ["sip:alice@1", "sip:alice@2"]);
+            assert_eq!(out[2], Registered::TooMany);
+            assert_eq!(contacts(&out[3]), ["sip:alice@2"]);
+            assert_eq!(contacts(&out[4]), ["sip:bob@1"]);
+            // What was answered is what is stored.
+            let stored: Vec<String> = be
+                .bindings(ALICE)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| b.contact)
+                .collect();
+            assert_eq!(stored, ["sip:alice@2"]);
+            assert_eq!(be.purge_expired_bindings(later, 100).await.unwrap(), 0);
+            assert_eq!(
+                be.purge_expired_bindings(later + 60_001, 100).await.unwrap(),
+                2
+            );
+        }
+    }
+}
