@@ -543,13 +543,29 @@ async fn list_keyed(server: &Node, sip: &str, prefix: &str, id_field: &str) -> R
 
 /// Writes and acknowledges; the acknowledgement means committed and queued for backup.
 async fn write(server: &Node, caller: &Caller, changes: Vec<UserChange>) -> Response {
+    write_under(server, caller, None, changes).await
+}
+
+/// [`write`], saved only while the caller holds the item `parent` (checked in the same
+/// transaction); 404 naming `missing` (what to do about it) when they do not.
+async fn write_under(
+    server: &Node,
+    caller: &Caller,
+    parent: Option<(&str, &str)>,
+    changes: Vec<UserChange>,
+) -> Response {
     let sip = caller.user.sip_address.as_str();
     let be = match backend(server) {
         Ok(be) => be,
         Err(r) => return r,
     };
     match be
-        .write_user(&caller.user.registrar_pool, sip, &changes)
+        .write_user_under(
+            &caller.user.registrar_pool,
+            sip,
+            parent.map(|(key, _)| key),
+            &changes,
+        )
         .await
     {
         Ok(seq) => {
@@ -577,6 +593,10 @@ async fn write(server: &Node, caller: &Caller, changes: Vec<UserChange>) -> Resp
             };
             saved(Some(commit))
         }
+        Err(store::StoreError::NoParent { .. }) => error(
+            StatusCode::NOT_FOUND,
+            parent.map_or("", |(_, missing)| missing).to_string(),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -877,8 +897,10 @@ async fn list_content(
         Ok(items) => items,
         Err(r) => return r,
     };
-    // A meeting is there while its record or any of its content is: deleting the meeting
-    // deletes both, and its content is then gone too (404), not an empty list.
+    // Content is uploaded only to a scheduled meeting, but data imported or restored from
+    // elsewhere may hold content without its record: a meeting is there while its record
+    // or any of its content is. Deleting the meeting deletes both, and its content is then
+    // gone too (404), not an empty list.
     if content.is_empty() {
         match items_under(&server, sip, &format!("meetings/{id}")).await {
             Ok(meeting) if meeting.iter().any(|(rest, _)| rest.is_empty()) => {}
@@ -901,6 +923,7 @@ async fn list_content(
     request_body(content = FileBytes, content_type = "application/octet-stream", description = "the file"),
     responses(
         (status = 200, description = "saved and queued for the partner pool", body = Saved),
+        (status = 404, body = api::ErrorBody, description = "no such meeting: content is uploaded to a scheduled meeting"),
     ),
     security(("basic" = [])),
     tag = "user"
@@ -932,9 +955,14 @@ async fn put_content(
         "sha256": sha,
         "uploaded_at": server.clock.now_ms(),
     });
-    write(
+    // Content belongs to a scheduled meeting: uploading to one that does not exist (or
+    // was just deleted) is refused rather than bringing it back as content alone.
+    let meeting = format!("meetings/{id}");
+    let missing = format!("no meeting {id}; PUT /users/v1/meetings/{id} schedules it");
+    write_under(
         &server,
         &caller,
+        Some((&meeting, &missing)),
         one(
             "DataConf",
             format!("content/{id}/{name}"),

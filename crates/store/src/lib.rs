@@ -86,6 +86,8 @@ pub enum StoreError {
     Fenced { home_pool: String, reason: String },
     #[error("{0}")]
     Refused(String),
+    #[error("the user has no item {key}")]
+    NoParent { key: String },
     #[error(
         "part {got} of full resync {resync} arrived while part {expected} was expected; the sender starts the resync again"
     )]

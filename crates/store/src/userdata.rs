@@ -219,9 +219,37 @@ impl BackEnd {
         sip: &str,
         changes: &[UserChange],
     ) -> Result<i64> {
+        self.write_user_under(home_pool, sip, None, changes).await
+    }
+
+    /// [`BackEnd::write_user`], applied only while the user holds the item `parent`
+    /// (a meeting's record, for its content), checked in the same transaction: a change
+    /// cannot bring back what a concurrent delete of the parent removed. Refused with
+    /// [`StoreError::NoParent`] otherwise.
+    pub async fn write_user_under(
+        &self,
+        home_pool: &str,
+        sip: &str,
+        parent: Option<&str>,
+        changes: &[UserChange],
+    ) -> Result<i64> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         check_fence(&mut tx, &self.path, home_pool).await?;
+        if let Some(parent) = parent {
+            let (found,): (i64,) =
+                db::query_as("SELECT COUNT(*) FROM user_item WHERE sip = $1 AND key = $2")
+                    .bind(sip)
+                    .bind(parent)
+                    .fetch_one(&mut tx)
+                    .await
+                    .at(&self.path)?;
+            if found == 0 {
+                return Err(StoreError::NoParent {
+                    key: parent.to_string(),
+                });
+            }
+        }
         let mut last = 0;
         for change in changes {
             match &change.value {
@@ -1185,6 +1213,32 @@ mod tests {
             assert_eq!(copy[0].key, "settings/note");
             // The backup copy is apart from the pool's own users.
             assert!(backup.all_user_items(None).await.unwrap().is_empty());
+        }
+    }
+
+    crate::each_backend! {
+        async fn a_write_under_a_parent_needs_the_parent_and_logs_nothing_without_it(db) {
+            let be = db.open("p1").await;
+            let alice = "sip:alice@contoso.com";
+            let pool = "pool1.contoso.com";
+            let deck = [change("DataConf", "content/m1/deck", Some("{}"))];
+            let refused = be.write_user_under(pool, alice, Some("meetings/m1"), &deck).await;
+            assert!(
+                matches!(&refused, Err(StoreError::NoParent { key }) if key == "meetings/m1"),
+                "{refused:?}"
+            );
+            assert!(be.user_items(alice).await.unwrap().is_empty());
+            assert_eq!(be.backlog("DataConf", 0).await.unwrap().count, 0);
+
+            be.write_user(pool, alice, &[change("PresenceFocus", "meetings/m1", Some("{}"))])
+                .await
+                .unwrap();
+            be.write_user_under(pool, alice, Some("meetings/m1"), &deck)
+                .await
+                .unwrap();
+            let keys: Vec<String> =
+                be.user_items(alice).await.unwrap().into_iter().map(|i| i.key).collect();
+            assert_eq!(keys, ["content/m1/deck", "meetings/m1"]);
         }
     }
 

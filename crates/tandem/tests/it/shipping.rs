@@ -113,6 +113,16 @@ fn large_items_reach_the_backup_copy_and_a_stopped_backup_service_is_named_where
         setting.clone(),
     );
     assert_eq!(status, 200);
+    for meeting in ["m1", "m2"] {
+        let (status, _) = session.call(
+            &lab,
+            P1_FES[0],
+            reqwest::Method::PUT,
+            &format!("/users/v1/meetings/{meeting}"),
+            br#"{"subject": "Review", "start": "2026-12-01T10:00:00Z"}"#.to_vec(),
+        );
+        assert_eq!(status, 200);
+    }
     let content: Vec<u8> = (0..15 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     let (status, body) = session.call(
         &lab,

@@ -93,6 +93,19 @@ fn users_sign_in_keep_their_data_backed_up_and_survive_losing_their_pool() {
         &client(&lab, ALICE, &["upload", "weekly", deck.to_str().unwrap()]),
         "upload",
     );
+    // Content goes to a scheduled meeting only: an upload to another is refused, saves
+    // nothing, and says how to schedule it.
+    let out = client(
+        &lab,
+        ALICE,
+        &["upload", "unscheduled", deck.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no meeting unscheduled; PUT /users/v1/meetings/unscheduled"),
+        "{}",
+        stderr(&out)
+    );
     let contacts = ok(&client(&lab, ALICE, &["contacts"]), "list contacts");
     assert!(contacts.contains(BOB), "{contacts}");
 
