@@ -1,16 +1,14 @@
-//! `tandem bench signin` and `tandem bench backup`: figures for users, measured on a real
-//! lab (the contoso topology moved to a free loopback block).
+//! `tandem bench backup`, and what the benchmarks of users share: a lab of their own (the
+//! contoso topology moved to a free loopback block) and a client's sign-in (REGISTER, 401
+//! challenge, REGISTER with digest credentials, 200; `tandem bench signin` is in
+//! [`crate::bench_signin`]).
 //!
-//! - `signin`: every user signs in once at one Front End over UDP — REGISTER, 401
-//!   challenge, REGISTER with digest credentials, 200 — with many clients at once; it
-//!   reports sign-ins and REGISTER transactions per second and the latency distribution.
 //! - `backup`: writes to users' contact lists through user services at a steady rate,
 //!   then reads the backup copy in the partner pool's Back End and reports, for every
 //!   write, the time from its commit in the home pool to its arrival in the backup copy
 //!   (replication lag), and how many changes were shipped per second.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -123,14 +121,25 @@ pub(crate) async fn sign_in(
 
 /// [`sign_in`] over any carrier.
 pub(crate) async fn sign_in_over(
+    carrier: Carrier<'_>,
+    user: &LabUser,
+    n: u64,
+) -> anyhow::Result<sip::Response> {
+    let contact = carrier.contact();
+    sign_in_as(carrier, user, n, contact).await
+}
+
+/// [`sign_in_over`], binding `contact` (an address of the carrier's host) rather than the
+/// carrier's own address and port.
+pub(crate) async fn sign_in_as(
     mut carrier: Carrier<'_>,
     user: &LabUser,
     n: u64,
+    contact: SocketAddr,
 ) -> anyhow::Result<sip::Response> {
     let aor = &user.sip_address;
     let username = aor.trim_start_matches("sip:");
     let realm = cms::directory::realm_of(aor);
-    let contact = carrier.contact();
     let build = |cseq: u32| {
         let mut h = sip::Headers::new();
         h.push("Max-Forwards", "70");
@@ -169,155 +178,6 @@ pub(crate) async fn sign_in_over(
         bail!("sign-in refused: {} {}", ok.status, ok.reason);
     }
     Ok(ok)
-}
-
-/// Sign-ins over one transport: how long they took, and each one's latency (ms).
-struct SigninPhase {
-    transport: &'static str,
-    elapsed: Duration,
-    latencies: Vec<f64>,
-}
-
-impl SigninPhase {
-    fn figures(&self) -> serde_json::Value {
-        let n = self.latencies.len();
-        let per_sec = n as f64 / self.elapsed.as_secs_f64();
-        serde_json::json!({
-            "transport": self.transport,
-            "sign_ins": n,
-            "seconds": self.elapsed.as_secs_f64(),
-            "sign_ins_per_second": per_sec,
-            "registers_per_second": per_sec * 2.0,
-            "latency_ms": {
-                "p50": pct(&self.latencies, 0.5),
-                "p90": pct(&self.latencies, 0.9),
-                "p99": pct(&self.latencies, 0.99),
-                "max": self.latencies.last().copied().unwrap_or(0.0),
-            },
-        })
-    }
-}
-
-/// Every user of `mine` signs in once, `concurrency` at a time, over UDP to `dest` or
-/// (with `tls`) each over its own TLS connection to `tls_dest`.
-async fn signin_phase(
-    mine: &[LabUser],
-    concurrency: usize,
-    dest: SocketAddr,
-    tls: Option<(SocketAddr, Arc<rustls::ClientConfig>)>,
-) -> anyhow::Result<SigninPhase> {
-    let (endpoint, _incoming) = Endpoint::bind("127.0.0.1:0".parse()?).await?;
-    let queue = Arc::new(tokio::sync::Mutex::new(
-        Vec::from(mine).into_iter().enumerate(),
-    ));
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
-        let queue = queue.clone();
-        let endpoint = endpoint.clone();
-        let tls = tls.clone();
-        tasks.spawn(async move {
-            let mut samples = Vec::new();
-            loop {
-                let next = queue.lock().await.next();
-                let Some((n, user)) = next else { break };
-                let t0 = Instant::now();
-                match &tls {
-                    Some((at, config)) => {
-                        let (flow, _incoming) = sipnet::Flow::connect_tls(
-                            Some(client_address(n as u64)),
-                            *at,
-                            &at.ip().to_string(),
-                            config,
-                            Duration::from_secs(5),
-                            sipnet::FrameLimits::LISTENER,
-                        )
-                        .await?;
-                        sign_in_over(Carrier::Flow(&flow), &user, n as u64).await?;
-                    }
-                    None => {
-                        sign_in(&endpoint, dest, &user, n as u64).await?;
-                    }
-                }
-                samples.push(t0.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(samples)
-        });
-    }
-    let mut latencies = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies.extend(done??);
-    }
-    latencies.sort_by(f64::total_cmp);
-    Ok(SigninPhase {
-        transport: if tls.is_some() { "tls" } else { "udp" },
-        elapsed: started.elapsed(),
-        latencies,
-    })
-}
-
-/// `tandem bench signin`: every user of one pool signs in at one Front End over plain UDP,
-/// then again over TLS (a connection per sign-in, its handshake included), in one run.
-pub(crate) fn signin(users: usize, concurrency: usize, json: bool) -> anyhow::Result<()> {
-    let (phases, front_end) = with_lab(users, crate::lab::Backend::Sqlite, |lab, all| {
-        let fe = lab
-            .servers
-            .iter()
-            .find(|s| s.role == "FrontEnd")
-            .ok_or_else(|| anyhow!("the lab has no Front End"))?;
-        let dest: SocketAddr = format!("{}:{}", fe.address, fe.sip_port).parse()?;
-        let tls_dest: SocketAddr = format!("{}:{}", fe.address, fe.sip_tls_port).parse()?;
-        let pool = fe.pool.clone();
-        let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == pool).collect();
-        let tls = lab.client_tls()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let phases = rt.block_on(async {
-            let plain = signin_phase(&mine, concurrency, dest, None).await?;
-            let secure = signin_phase(&mine, concurrency, dest, Some((tls_dest, tls))).await?;
-            anyhow::Ok(vec![plain, secure])
-        })?;
-        Ok((phases, fe.fqdn.clone()))
-    })?;
-    let rate = |p: &SigninPhase| p.latencies.len() as f64 / p.elapsed.as_secs_f64();
-    let ratio = rate(&phases[1]) / rate(&phases[0]);
-    let figures = serde_json::json!({
-        "bench": "signin",
-        "front_end": front_end,
-        "concurrency": concurrency,
-        "udp": phases[0].figures(),
-        "tls": phases[1].figures(),
-        "tls_to_udp_rate": ratio,
-    });
-    if json {
-        println!("{figures}");
-        return Ok(());
-    }
-    for p in &phases {
-        println!(
-            "sign-in with digest on {front_end} over {}: {} users, {concurrency} at a time, {:.2} s",
-            p.transport.to_uppercase(),
-            p.latencies.len(),
-            p.elapsed.as_secs_f64()
-        );
-        println!(
-            "  {:.0} sign-ins/s ({:.0} REGISTERs/s: challenge + authenticated)",
-            rate(p),
-            rate(p) * 2.0
-        );
-        println!(
-            "  latency per sign-in: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            pct(&p.latencies, 0.5),
-            pct(&p.latencies, 0.9),
-            pct(&p.latencies, 0.99),
-            p.latencies.last().copied().unwrap_or(0.0)
-        );
-    }
-    println!(
-        "TLS (a new connection and handshake per sign-in) runs at {ratio:.2}x the rate of UDP"
-    );
-    Ok(())
 }
 
 /// One mode's writes: what was acknowledged, and how long each acknowledgement took.

@@ -9,6 +9,8 @@
 mod bench;
 mod bench_cms;
 mod bench_failover;
+mod bench_peer;
+mod bench_signin;
 mod bench_users;
 mod client;
 mod dns_cmd;
@@ -232,14 +234,39 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Sign-ins with digest authentication on one Front End: rate and latency.
+    /// Sign-ins with digest authentication on one Front End: the rate at saturation and
+    /// the latency at a fixed offered rate, over UDP, TCP and TLS; with --sipp driven by
+    /// SIPp too, and with --peer kamailio the same SIPp load on Kamailio, with the ratio.
     Signin {
-        /// Users per pool; each signs in once.
-        #[arg(long, default_value_t = 1000)]
+        /// Users per pool (they sign in again and again for the whole phase).
+        #[arg(long, default_value_t = 2000)]
         users: usize,
-        /// Clients signing in at once.
-        #[arg(long, default_value_t = 50)]
+        /// tandem's clients signing in at once at saturation.
+        #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// The offered rate of the fixed-rate phase, sign-ins a second [default: half the
+        /// rate tandem's clients reached at saturation over that transport].
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds each phase lasts.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The transports to measure.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [bench_signin::Transport::Udp, bench_signin::Transport::Tcp, bench_signin::Transport::Tls])]
+        transports: Vec<bench_signin::Transport>,
+        /// Drive the same Front End with SIPp and examples/sipp/register.xml as well.
+        #[arg(long)]
+        sipp: bool,
+        /// The SIPp to run [default: $TANDEM_SIPP_TLS, the one .ci/sipp-tls caches, or
+        /// sipp on the PATH].
+        #[arg(long, value_name = "PATH")]
+        sipp_binary: Option<std::path::PathBuf>,
+        /// SIPp processes at once, each from its own loopback address.
+        #[arg(long, default_value_t = 4)]
+        sipp_instances: usize,
+        /// Run the SIPp phases against this peer too, beside the Front End (needs --sipp).
+        #[arg(long, value_enum)]
+        peer: Option<bench_signin::Peer>,
         #[arg(long)]
         json: bool,
     },
@@ -436,8 +463,26 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
         Command::Bench(BenchCommand::Signin {
             users,
             concurrency,
+            rate,
+            seconds,
+            transports,
+            sipp,
+            sipp_binary,
+            sipp_instances,
+            peer,
             json,
-        }) => outcome(bench_users::signin(users, concurrency, json)),
+        }) => outcome(bench_signin::signin(bench_signin::Options {
+            users,
+            concurrency,
+            rate,
+            seconds,
+            transports,
+            sipp,
+            sipp_binary,
+            sipp_instances,
+            peer,
+            json,
+        })),
         Command::Bench(BenchCommand::Failover {
             users,
             active,

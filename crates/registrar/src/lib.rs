@@ -499,8 +499,10 @@ async fn serve_tls(
     }
 }
 
-/// Requests of one connection handled at once: a client pipelining more waits.
-const IN_FLIGHT_PER_CONNECTION: usize = 16;
+/// Requests of one connection handled at once: a client pipelining more is told to wait.
+/// As many as one source address may have in flight over UDP: a connection from an SBC
+/// or a load generator carries many users' sign-ins at once.
+const IN_FLIGHT_PER_CONNECTION: usize = UDP_IN_FLIGHT_PER_SOURCE;
 
 /// Serves one SIP connection (TCP or TLS) from `peer` until it closes, breaks a limit or
 /// the service stops. The connection is a [`Flow`]: requests arrive on it, and the

@@ -209,19 +209,7 @@ impl Flow {
         let name = rustls::pki_types::ServerName::try_from(name.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let connect = async {
-            let tcp = match from {
-                Some(ip) => {
-                    let socket = if ip.is_ipv4() {
-                        tokio::net::TcpSocket::new_v4()?
-                    } else {
-                        tokio::net::TcpSocket::new_v6()?
-                    };
-                    socket.bind(SocketAddr::new(ip, 0))?;
-                    socket.connect(dest).await?
-                }
-                None => tokio::net::TcpStream::connect(dest).await?,
-            };
-            let _ = tcp.set_nodelay(true);
+            let tcp = connect_from(from, dest).await?;
             let local = tcp.local_addr()?;
             let tls = tokio_rustls::TlsConnector::from(tls.clone())
                 .connect(name, tcp)
@@ -232,6 +220,23 @@ impl Flow {
             io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {dest}"))
         })??;
         Ok(Flow::start(stream, local, dest, "TLS", limits))
+    }
+
+    /// Opens a plain TCP connection to `dest` within `timeout`, from the local address
+    /// `from` when given, and starts a flow on it (where the topology takes plain SIP).
+    pub async fn connect_tcp(
+        from: Option<std::net::IpAddr>,
+        dest: SocketAddr,
+        timeout: Duration,
+        limits: FrameLimits,
+    ) -> io::Result<(Flow, mpsc::Receiver<Incoming>)> {
+        let tcp = tokio::time::timeout(timeout, connect_from(from, dest))
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {dest}"))
+            })??;
+        let local = tcp.local_addr()?;
+        Ok(Flow::start(tcp, local, dest, "TCP", limits))
     }
 
     /// Sends `request` (with a Via of this flow on top) and waits for its final response.
@@ -485,6 +490,28 @@ impl Links {
         self.flows.lock().expect("links").insert(key, flow.clone());
         Ok((flow, false))
     }
+}
+
+/// A TCP connection to `dest`, from the local address `from` when given, without Nagle's
+/// delay (a SIP message is written whole).
+async fn connect_from(
+    from: Option<std::net::IpAddr>,
+    dest: SocketAddr,
+) -> io::Result<tokio::net::TcpStream> {
+    let tcp = match from {
+        Some(ip) => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(dest).await?
+        }
+        None => tokio::net::TcpStream::connect(dest).await?,
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod restart;
 mod roles;
 mod shell;
 mod shipping;
+mod signin_load;
 mod sip_attacks;
 mod sip_tls;
 mod sipp;

@@ -76,12 +76,23 @@ impl Ua {
 
     /// Sends `request` and waits for its final answer, retransmitting as UDP asks.
     pub(crate) fn send(&self, dest: SocketAddr, request: &Request) -> Response {
+        self.try_send(dest, request, Duration::from_secs(8))
+            .unwrap_or_else(|| panic!("no answer from {dest} to {}", request.method))
+    }
+
+    /// [`Ua::send`], giving up (`None`) after `within`.
+    pub(crate) fn try_send(
+        &self,
+        dest: SocketAddr,
+        request: &Request,
+        within: Duration,
+    ) -> Option<Response> {
         let branch = request
             .top_via()
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap();
         let bytes = request.to_bytes();
-        let deadline = Instant::now() + Duration::from_secs(8);
+        let deadline = Instant::now() + within;
         let mut buf = vec![0u8; 65_536];
         while Instant::now() < deadline {
             self.socket.send_to(&bytes, dest).unwrap();
@@ -101,11 +112,11 @@ impl Ua {
                         .and_then(|v| v.branch().map(str::to_string))
                         == Some(branch.clone())
                 {
-                    return r;
+                    return Some(r);
                 }
             }
         }
-        panic!("no answer from {dest} to {}", request.method)
+        None
     }
 
     /// Sends `request` once unauthenticated, then answers its challenge (the strongest,
@@ -524,6 +535,25 @@ fn connections_bindings_and_fan_out_are_bounded() {
         refused.reason.contains("at most 10 contacts"),
         "{refused:?}"
     );
+    // At the limit, a contact already bound is refreshed and one is removed (RFC 3261
+    // §10.3: the limit is on bindings, not on REGISTERs).
+    let refresh = with_contacts(&mut alice, 40_001..40_002);
+    let (ok, _) = alice.authed(fe1, &refresh, &password, None);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.headers.get_all("Contact").len(), 10);
+    let mut remove = with_contacts(&mut alice, 40_010..40_011);
+    remove.headers.set("Expires", "0");
+    let (ok, _) = alice.authed(fe1, &remove, &password, None);
+    assert_eq!(ok.headers.get_all("Contact").len(), 9, "{ok:?}");
+    // A binding for less than a minute is refused with the shortest the registrar takes.
+    let mut brief = with_contacts(&mut alice, 40_010..40_011);
+    brief.headers.set("Expires", "30");
+    let (too_brief, _) = alice.authed(fe1, &brief, &password, None);
+    assert_eq!(too_brief.status, 423, "{too_brief:?}");
+    assert_eq!(too_brief.headers.get("Min-Expires"), Some("60"));
+    brief.headers.set("Expires", "60");
+    let (ok, _) = alice.authed(fe1, &brief, &password, None);
+    assert_eq!(ok.headers.get_all("Contact").len(), 10, "{ok:?}");
     // The attack that added 3,200: 8 REGISTERs of 400 contacts each.
     for round in 0..8u16 {
         let start = 41_000 + round * 400;

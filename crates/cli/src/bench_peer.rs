@@ -1,0 +1,827 @@
+//! `tandem bench signin --sipp [--peer kamailio]`: the sign-in benchmark driven by SIPp, a
+//! load generator that is not ours, against the Front End — and, with `--peer kamailio`,
+//! against Kamailio set up as a registrar for the same users, in the same run, on the
+//! same machine, so that the two numbers and their ratio come from one measurement.
+//!
+//! The scenario is `examples/sipp/register.xml` (built into the binary), the users the
+//! lab's, written as SIPp's CSV like `examples/sipp/users.sh` does. Several SIPp processes
+//! run at once, each from its own loopback address: one SIPp process tops out near
+//! 3,000 sign-ins a second on these machines, and the registrar budgets datagrams per
+//! source address as it should against a flood. Each sign-in is timed by SIPp itself
+//! (`-trace_rtt`, first REGISTER to 200).
+//!
+//! Kamailio (Debian's `kamailio` and `kamailio-tls-modules`) gets a generated
+//! configuration: two UDP and two TCP workers, `auth` with SHA-256 and `qop=auth` as the
+//! Front End challenges, the users' passwords in an `htable`, `usrloc` in memory
+//! (`db_mode` 0: bindings are not written anywhere, which tandem's are), and TLS with the
+//! Front End's own certificate and key. It listens on the Front End's address on other
+//! ports, so that SIPp checks the same certificate name for both.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::bench_signin::{Options, Run, Transport, TransportRuns};
+use crate::lab::{LabFile, LabServer, LabUser};
+
+/// The scenario, as the repository documents it for SIPp users.
+const SCENARIO: &str = include_str!("../../../examples/sipp/register.xml");
+/// Sign-ins each SIPp process keeps in flight at saturation.
+const SIPP_LIMIT: usize = 50;
+
+/// A SIPp binary, and whether it speaks TLS.
+pub(crate) struct Sipp {
+    binary: PathBuf,
+    tls: bool,
+}
+
+impl Sipp {
+    /// `explicit`, else `TANDEM_SIPP_TLS`, else where `.ci/sipp-tls` caches one, else
+    /// `sipp` on the PATH (Debian's sip-tester: no TLS).
+    pub(crate) fn find(explicit: Option<&Path>) -> anyhow::Result<Sipp> {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("tandem/sipp-tls/bin/sipp"));
+        let candidates: Vec<PathBuf> = match explicit {
+            Some(p) => vec![p.to_path_buf()],
+            None => std::env::var_os("TANDEM_SIPP_TLS")
+                .map(PathBuf::from)
+                .into_iter()
+                .chain(cache)
+                .chain([PathBuf::from("sipp")])
+                .collect(),
+        };
+        for binary in candidates {
+            // `sipp -v` names the build ("SIPp v3.8.0-TLS-SCTP-PCAP.") and exits non-zero.
+            let Ok(out) = Command::new(&binary).arg("-v").output() else {
+                continue;
+            };
+            let version = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            if version.contains("SIPp v") {
+                return Ok(Sipp {
+                    tls: version.contains("-TLS"),
+                    binary,
+                });
+            }
+        }
+        bail!(
+            "no SIPp found: install Debian's sip-tester (apt-get install sip-tester), or run \
+             .ci/sipp-tls for one that speaks TLS, or name one with --sipp-binary"
+        )
+    }
+}
+
+/// Where a registrar under test takes each transport, and the processes whose CPU it
+/// spends.
+struct Registrar {
+    name: &'static str,
+    plain: SocketAddr,
+    tls: SocketAddr,
+    pid: u32,
+}
+
+/// One SIPp phase against one registrar: saturation, or a fixed rate.
+#[derive(Clone, Copy)]
+enum Load {
+    Saturation { calls: usize },
+    Rate { per_second: f64, seconds: f64 },
+}
+
+/// What the SIPp phases measured on one registrar, per transport.
+struct RegistrarRuns {
+    name: &'static str,
+    runs: Vec<(Transport, SippRun, SippRun)>,
+}
+
+/// A SIPp phase's figures, and the CPU the registrar spent on it.
+#[derive(Clone)]
+struct SippRun {
+    run: Run,
+    cpu_seconds: f64,
+}
+
+impl SippRun {
+    fn cpu_us_per_sign_in(&self) -> f64 {
+        self.cpu_seconds * 1e6 / (self.run.latencies.len().max(1) as f64)
+    }
+
+    fn figures(&self) -> serde_json::Value {
+        let mut v = self.run.figures();
+        v["registrar_cpu_seconds"] = self.cpu_seconds.into();
+        v["registrar_cpu_us_per_sign_in"] = self.cpu_us_per_sign_in().into();
+        v
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{}, {:.0} µs CPU/sign-in",
+            self.run.line(),
+            self.cpu_us_per_sign_in()
+        )
+    }
+}
+
+/// Everything `--sipp` measured.
+pub(crate) struct SippReport {
+    instances: usize,
+    registrars: Vec<RegistrarRuns>,
+    skipped_tls: bool,
+}
+
+impl SippReport {
+    pub(crate) fn figures(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "instances": self.instances });
+        for r in &self.registrars {
+            v[r.name] = r
+                .runs
+                .iter()
+                .map(|(t, sat, fixed)| {
+                    serde_json::json!({
+                        "transport": t.as_str(),
+                        "saturation": sat.figures(),
+                        "fixed_rate": fixed.figures(),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
+        if let [tandem, peer] = &self.registrars[..] {
+            v["ratio_tandem_to_peer"] = tandem
+                .runs
+                .iter()
+                .zip(&peer.runs)
+                .map(|((t, a, _), (_, b, _))| {
+                    serde_json::json!({
+                        "transport": t.as_str(),
+                        "sign_ins_per_second": a.run.rate() / b.run.rate().max(1e-9),
+                        "cpu_per_sign_in": a.cpu_us_per_sign_in() / b.cpu_us_per_sign_in().max(1e-9),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+        }
+        if self.skipped_tls {
+            v["tls_skipped"] = "this SIPp is built without TLS".into();
+        }
+        v
+    }
+
+    pub(crate) fn print(&self) {
+        println!(
+            "SIPp ({} processes, examples/sipp/register.xml):",
+            self.instances
+        );
+        for r in &self.registrars {
+            for (t, sat, fixed) in &r.runs {
+                let name = t.as_str().to_uppercase();
+                println!("  {:<8} {name:<4} saturation  {}", r.name, sat.line());
+                println!("  {:<8} {name:<4} fixed rate  {}", r.name, fixed.line());
+            }
+        }
+        if let [tandem, peer] = &self.registrars[..] {
+            for ((t, a, _), (_, b, _)) in tandem.runs.iter().zip(&peer.runs) {
+                println!(
+                    "  {} over {}: tandem completes {:.2}x the sign-ins/s of {} at saturation, spending {:.2}x its CPU per sign-in",
+                    t.as_str().to_uppercase(),
+                    t.as_str().to_uppercase(),
+                    a.run.rate() / b.run.rate().max(1e-9),
+                    peer.name,
+                    a.cpu_us_per_sign_in() / b.cpu_us_per_sign_in().max(1e-9),
+                );
+            }
+        }
+        if self.skipped_tls {
+            println!("  (TLS skipped: this SIPp is built without TLS; .ci/sipp-tls provides one)");
+        }
+    }
+}
+
+/// The SIPp phases on the Front End, then (with `--peer`) the same on the peer, and the
+/// ratio.
+pub(crate) fn compare(
+    sipp: &Sipp,
+    lab: &LabFile,
+    fe: &LabServer,
+    users: &[LabUser],
+    options: &Options,
+    native: &[TransportRuns],
+) -> anyhow::Result<SippReport> {
+    let work = tempdir_in(&lab.dir, "sipp")?;
+    std::fs::write(work.join("register.xml"), SCENARIO)?;
+    let instances = options.sipp_instances.clamp(1, 32);
+    let csvs = write_csvs(&work, users, instances)?;
+    let domain = cms::directory::realm_of(&users[0].sip_address);
+    let ca = lab.dir.join(crate::lab::PKI_DIR).join("ca.pem");
+    let transports: Vec<Transport> = options
+        .transports
+        .iter()
+        .copied()
+        .filter(|t| *t != Transport::Tls || sipp.tls)
+        .collect();
+    let skipped_tls = transports.len() < options.transports.len();
+    let fe_address: IpAddr = fe.address.parse()?;
+    let tandem = Registrar {
+        name: "tandem",
+        plain: SocketAddr::new(fe_address, fe.sip_port),
+        tls: SocketAddr::new(fe_address, fe.sip_tls_port),
+        pid: fe
+            .pid
+            .ok_or_else(|| anyhow!("{} has no process", fe.fqdn))?,
+    };
+    let ctx = Ctx {
+        sipp,
+        work: &work,
+        csvs: &csvs,
+        domain: &domain,
+        ca: &ca,
+        options,
+    };
+    let mut registrars = vec![ctx.measure(&tandem, &transports, native)?];
+    if let Some(crate::bench_signin::Peer::Kamailio) = options.peer {
+        let kamailio = Kamailio::start(&work, fe_address, fe, users)?;
+        let registrar = Registrar {
+            name: "kamailio",
+            plain: kamailio.plain,
+            tls: kamailio.tls,
+            pid: kamailio.child.id(),
+        };
+        let measured = ctx.measure(&registrar, &transports, native);
+        drop(kamailio);
+        registrars.push(measured?);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(SippReport {
+        instances,
+        registrars,
+        skipped_tls,
+    })
+}
+
+/// What every SIPp phase shares.
+struct Ctx<'a> {
+    sipp: &'a Sipp,
+    work: &'a Path,
+    csvs: &'a [PathBuf],
+    domain: &'a str,
+    ca: &'a Path,
+    options: &'a Options,
+}
+
+impl Ctx<'_> {
+    /// Saturation, then a fixed rate, over each transport. The fixed rate is `--rate`, or
+    /// half of what tandem's own clients reached at saturation on that transport, so that
+    /// both registrars are offered the same load.
+    fn measure(
+        &self,
+        registrar: &Registrar,
+        transports: &[Transport],
+        native: &[TransportRuns],
+    ) -> anyhow::Result<RegistrarRuns> {
+        let mut runs = Vec::new();
+        for &t in transports {
+            if !self.options.json {
+                eprintln!(
+                    "SIPp against {} over {}…",
+                    registrar.name,
+                    t.as_str().to_uppercase()
+                );
+            }
+            let calls = (self.options.seconds * 3000.0) as usize;
+            let sat = self.phase(registrar, t, Load::Saturation { calls })?;
+            let per_second = self.options.rate.unwrap_or_else(|| {
+                native
+                    .iter()
+                    .find(|n| n.transport == t)
+                    .map_or(sat.run.rate(), |n| n.saturation.rate())
+                    / 2.0
+            });
+            let fixed = self.phase(
+                registrar,
+                t,
+                Load::Rate {
+                    per_second: per_second.max(1.0),
+                    seconds: self.options.seconds,
+                },
+            )?;
+            runs.push((t, sat, fixed));
+        }
+        Ok(RegistrarRuns {
+            name: registrar.name,
+            runs,
+        })
+    }
+
+    /// One phase: the SIPp processes at once, each from its own address; their timings
+    /// merged.
+    fn phase(&self, registrar: &Registrar, t: Transport, load: Load) -> anyhow::Result<SippRun> {
+        let n = self.csvs.len();
+        let dest = match t {
+            Transport::Tls => registrar.tls,
+            _ => registrar.plain,
+        };
+        let cpu_before = cpu_seconds(registrar.pid);
+        let mut children = Vec::new();
+        for (k, csv) in self.csvs.iter().enumerate() {
+            let phase = match load {
+                Load::Saturation { .. } => "saturation",
+                Load::Rate { .. } => "rate",
+            };
+            let dir = self
+                .work
+                .join(format!("{}-{}-{phase}-{k}", registrar.name, t.as_str()));
+            std::fs::create_dir_all(&dir)?;
+            let mut cmd = Command::new(&self.sipp.binary);
+            cmd.current_dir(&dir)
+                .args(["-sf", "../register.xml", "-inf"])
+                .arg(csv)
+                .args(["-auth_uri", self.domain])
+                .args(["-i", &sipp_source(k).to_string()])
+                .args([
+                    "-t",
+                    match t {
+                        Transport::Udp => "u1",
+                        Transport::Tcp => "t1",
+                        Transport::Tls => "l1",
+                    },
+                ])
+                .args([
+                    "-trace_rtt",
+                    "-rtt_freq",
+                    "1",
+                    "-trace_stat",
+                    "-stf",
+                    "stat.csv",
+                ])
+                .args(["-fd", "600", "-nostdin", "-timeout", "120s"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if t == Transport::Tls {
+                cmd.arg("-tls_ca").arg(self.ca);
+            }
+            match load {
+                Load::Saturation { calls } => {
+                    cmd.args(["-m", &(calls / n).max(1).to_string()]).args([
+                        "-r",
+                        "100000",
+                        "-l",
+                        &SIPP_LIMIT.to_string(),
+                    ]);
+                }
+                Load::Rate {
+                    per_second,
+                    seconds,
+                } => {
+                    // SIPp paces per `-rp` ms: its rate is calls per period.
+                    let each = per_second / n as f64;
+                    cmd.args([
+                        "-m",
+                        &((each * seconds).round().max(1.0) as u64).to_string(),
+                    ])
+                    .args([
+                        "-r",
+                        &format!("{:.0}", (each * 10.0).max(1.0)),
+                        "-rp",
+                        "10000",
+                    ])
+                    .args(["-l", "20000"]);
+                }
+            }
+            cmd.arg(dest.to_string());
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run {}", self.sipp.binary.display()))?;
+            children.push((dir, child));
+        }
+        let mut rows = Vec::new();
+        let mut failed = 0u64;
+        for (dir, child) in children {
+            let out = child.wait_with_output()?;
+            let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
+            let Some(stat) = parse_stat(&stat) else {
+                bail!(
+                    "SIPp against {} over {} failed: {}",
+                    registrar.name,
+                    t.as_str(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            };
+            failed += stat.failed;
+            let file = std::fs::read_dir(&dir)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().ends_with("_rtt.csv"));
+            if let Some(f) = file {
+                // Its times count from the process's start: on one clock with the others.
+                rows.extend(
+                    parse_rtt(&std::fs::read_to_string(f)?)
+                        .into_iter()
+                        .map(|(end, ms)| (stat.started_ms + end, ms)),
+                );
+            }
+        }
+        let cpu_seconds = cpu_seconds(registrar.pid) - cpu_before;
+        // SIPp's own clock: from the first sign-in's start to the last one's 200.
+        let first = rows
+            .iter()
+            .map(|(end, ms)| end - ms)
+            .fold(f64::INFINITY, f64::min);
+        let last = rows.iter().map(|(end, _)| *end).fold(0.0, f64::max);
+        let mut latencies: Vec<f64> = rows.iter().map(|(_, ms)| *ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        Ok(SippRun {
+            run: Run {
+                offered: match load {
+                    Load::Rate { per_second, .. } => Some(per_second),
+                    Load::Saturation { .. } => None,
+                },
+                failed,
+                not_started: 0,
+                elapsed: Duration::from_secs_f64(((last - first) / 1000.0).max(1e-3)),
+                latencies,
+                first_error: None,
+            },
+            cpu_seconds,
+        })
+    }
+}
+
+/// The address SIPp process `k` sends from.
+fn sipp_source(k: usize) -> IpAddr {
+    Ipv4Addr::new(127, 253, 0, k as u8 + 1).into()
+}
+
+/// Rows of SIPp's `-trace_rtt` file (`Date_ms;response_time_ms;rtd_no` under a header):
+/// when each timed sign-in ended (ms since the process started) and how long it took (ms).
+pub(crate) fn parse_rtt(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split(';');
+            let end: f64 = f.next()?.trim().parse().ok()?;
+            let ms: f64 = f.next()?.trim().parse().ok()?;
+            Some((end, ms))
+        })
+        .collect()
+}
+
+/// The last line of SIPp's `-trace_stat` file: when the process started, and the calls
+/// it counted as failed.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Stat {
+    /// ms since the epoch.
+    pub(crate) started_ms: f64,
+    pub(crate) failed: u64,
+}
+
+/// Reads a `-trace_stat` file: `;`-separated columns named in its first line; a date is
+/// `YYYY-MM-DD<TAB>hh:mm:ss.micro<TAB>epoch.micro`.
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
+    let column = |name: &str| -> Option<&str> {
+        let i = header.iter().position(|h| h.trim() == name)?;
+        last.get(i).copied()
+    };
+    let started_ms = column("StartTime")?
+        .split('\t')
+        .next_back()?
+        .trim()
+        .parse::<f64>()
+        .ok()?
+        * 1000.0;
+    let failed = column("FailedCall(C)")?.trim().parse().ok()?;
+    Some(Stat { started_ms, failed })
+}
+
+/// SIPp's users file for each process: a share of the users each, so that a user signs
+/// in from one address and refreshes its binding there (the registrars keep ten a user).
+fn write_csvs(work: &Path, users: &[LabUser], n: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let n = n.clamp(1, users.len().max(1));
+    (0..n)
+        .map(|k| {
+            let mut text = String::from("SEQUENTIAL\n");
+            for u in users.iter().skip(k).step_by(n) {
+                text.push_str(&sipp_row(u));
+            }
+            let path = work.join(format!("users-{k}.csv"));
+            std::fs::write(&path, text)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// One user as `examples/sipp/users.sh` writes it: `user@domain;[authentication …];domain;user`.
+pub(crate) fn sipp_row(u: &LabUser) -> String {
+    let address = u.sip_address.trim_start_matches("sip:");
+    let (name, domain) = address.split_once('@').unwrap_or((address, ""));
+    format!(
+        "{address};[authentication username={address} password={}];{domain};{name}\n",
+        u.password
+    )
+}
+
+/// CPU seconds (user and system) spent by process `pid` and its children now alive:
+/// Kamailio works in child processes, tandem in threads of one. Read from /proc, whose
+/// times are in USER_HZ ticks, 100 a second on Linux.
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = |stat: &str| -> Option<(u32, f64)> {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ppid: u32 = f.get(1)?.parse().ok()?;
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((ppid, utime + stime))
+    };
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        if let Some((ppid, t)) = ticks(&stat)
+            && (p == pid || ppid == pid)
+        {
+            total += t;
+        }
+    }
+    total / 100.0
+}
+
+/// A fresh folder under `parent`.
+fn tempdir_in(parent: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    let dir = parent.join(format!("{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Kamailio as a registrar for the lab's users, stopped when dropped.
+struct Kamailio {
+    child: Child,
+    plain: SocketAddr,
+    tls: SocketAddr,
+}
+
+impl Kamailio {
+    fn start(
+        work: &Path,
+        address: IpAddr,
+        fe: &LabServer,
+        users: &[LabUser],
+    ) -> anyhow::Result<Kamailio> {
+        let binary = which("kamailio").ok_or_else(|| {
+            anyhow!(
+                "kamailio is not installed: apt-get install kamailio kamailio-tls-modules \
+                 (Debian's packages), or leave out --peer"
+            )
+        })?;
+        let plain = SocketAddr::new(address, free_port(address)?);
+        let tls = SocketAddr::new(address, free_port(address)?);
+        let tls_dir = fe.data_dir.join("tls");
+        let dir = work.join("kamailio");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("tls.cfg"),
+            kamailio_tls_cfg(&tls_dir.join("cert.pem"), &tls_dir.join("key.pem")),
+        )?;
+        std::fs::write(
+            dir.join("kamailio.cfg"),
+            kamailio_cfg(plain, tls, &dir.join("tls.cfg"), users),
+        )?;
+        let log = std::fs::File::create(dir.join("kamailio.log"))?;
+        let child = Command::new(binary)
+            .arg("-f")
+            .arg(dir.join("kamailio.cfg"))
+            .arg("-Y")
+            .arg(&dir)
+            .args(["-DD", "-E", "-m", "256", "-M", "64"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let mut k = Kamailio { child, plain, tls };
+        // Ready once it answers OPTIONS.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(address, 0))?;
+        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+        loop {
+            if let Some(status) = k.child.try_wait()? {
+                bail!(
+                    "kamailio exited ({status}) at start: see {}",
+                    dir.join("kamailio.log").display()
+                );
+            }
+            let local = socket.local_addr()?;
+            let options = format!(
+                "OPTIONS sip:{plain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKready{}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=r\r\nTo: <sip:{plain}>\r\n\
+                 Call-ID: ready-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                std::process::id(),
+                std::process::id()
+            );
+            socket.send_to(options.as_bytes(), plain)?;
+            let mut buf = [0u8; 2048];
+            if let Ok(n) = socket.recv(&mut buf)
+                && buf[..n].starts_with(b"SIP/2.0 200")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kamailio did not answer OPTIONS on {plain}: see {}",
+                    dir.join("kamailio.log").display()
+                );
+            }
+        }
+        k.plain = plain;
+        Ok(k)
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        // SIGTERM: the main process stops its workers.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A port free for both UDP and TCP on `address`.
+fn free_port(address: IpAddr) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind(SocketAddr::new(address, 0))?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(SocketAddr::new(address, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on {address}")
+}
+
+/// Kamailio's TLS settings: the Front End's certificate and key, no client certificate.
+fn kamailio_tls_cfg(cert: &Path, key: &Path) -> String {
+    format!(
+        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+         certificate = {}\nprivate_key = {}\n\n[client:default]\nverify_certificate = no\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// Kamailio as a registrar with digest for `users`, as close to the Front End's work as
+/// its modules allow: challenge with SHA-256 and qop=auth, check the password, save the
+/// binding in memory.
+pub(crate) fn kamailio_cfg(
+    plain: SocketAddr,
+    tls: SocketAddr,
+    tls_cfg: &Path,
+    users: &[LabUser],
+) -> String {
+    let mut passwords = String::new();
+    for u in users {
+        let address = u.sip_address.trim_start_matches("sip:");
+        passwords.push_str(&format!(
+            "    $sht(pw=>{address}) = \"{}\";\n",
+            u.password.replace(['"', '\\'], "")
+        ));
+    }
+    let ip = plain.ip();
+    format!(
+        r#"#!KAMAILIO
+# Generated by `tandem bench signin --peer kamailio`: a registrar with digest for the
+# lab's users, beside the Front End, for the same SIPp scenario.
+debug=1
+log_stderror=yes
+children=2
+tcp_children=2
+auto_aliases=no
+enable_tls=yes
+listen=udp:{ip}:{pport}
+listen=tcp:{ip}:{pport}
+listen=tls:{ip}:{tport}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+loadmodule "kex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+loadmodule "htable.so"
+loadmodule "tls.so"
+
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_contacts", 10)
+modparam("registrar", "min_expires", 60)
+modparam("auth", "algorithm", "SHA-256")
+modparam("auth", "nonce_count", 1)
+modparam("auth", "qop", "auth")
+modparam("htable", "htable", "pw=>size=14;")
+modparam("tls", "config", "{tls_cfg}")
+
+event_route[htable:mod-init] {{
+{passwords}}}
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    if (is_method("OPTIONS")) {{
+        sl_send_reply("200", "OK");
+        exit;
+    }}
+    if (!is_method("REGISTER")) {{
+        sl_send_reply("405", "Method Not Allowed");
+        exit;
+    }}
+    if (!pv_www_authenticate("$td", "$sht(pw=>$aU)", "0")) {{
+        www_challenge("$td", "1");
+        exit;
+    }}
+    if (!save("location")) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+"#,
+        pport = plain.port(),
+        tport = tls.port(),
+        tls_cfg = tls_cfg.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_rows_are_read_and_the_header_skipped() {
+        let text = "Date_ms;response_time_ms;rtd_no\n1733400000123.456;1.250;signin\n1733400000124;2;signin\n";
+        assert_eq!(
+            parse_rtt(text),
+            [(1_733_400_000_123.456, 1.25), (1_733_400_000_124.0, 2.0)]
+        );
+    }
+
+    #[test]
+    fn the_stat_file_gives_the_start_and_the_failures() {
+        let text = "StartTime;LastResetTime;CurrentTime;SuccessfulCall(C);FailedCall(C)\n\
+                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;20;0\n\
+                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;18;2\n";
+        let stat = parse_stat(text).unwrap();
+        assert!(
+            (stat.started_ms - 1_796_477_501_186.083).abs() < 0.01,
+            "{stat:?}"
+        );
+        assert_eq!(stat.failed, 2);
+        assert_eq!(parse_stat("StartTime;FailedCall(C)\n"), None);
+    }
+
+    #[test]
+    fn a_user_row_is_what_users_sh_writes() {
+        let u = LabUser {
+            sip_address: "sip:user0001.pool1@fabrikam.com".into(),
+            password: "pw".into(),
+            home_pool: "pool1.fabrikam.com".into(),
+        };
+        assert_eq!(
+            sipp_row(&u),
+            "user0001.pool1@fabrikam.com;[authentication username=user0001.pool1@fabrikam.com password=pw];fabrikam.com;user0001.pool1\n"
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! `tandem bench signin`: sign-ins as users see them, on one Front End of a real lab.
+//!
+//! A sign-in is what a client does to come online: REGISTER, the 401 digest challenge,
+//! REGISTER with credentials, 200 — and the 200 comes only once the binding is committed
+//! to the pool's Back End. For each transport the Front End offers (UDP, TCP, TLS over
+//! connections held open, as clients hold them) the benchmark measures two things:
+//!
+//! - **saturation**: `--concurrency` clients sign in back to back for `--seconds`; the
+//!   rate they reach is the most the Front End completes;
+//! - **a fixed offered rate**: sign-ins start on a schedule (`--rate`, or half the
+//!   saturation rate), whatever the answers do, and each one's latency runs from when it
+//!   was due, so a stall shows in p99 instead of slowing the load (no coordinated
+//!   omission).
+//!
+//! The clients are tandem's own SIP stack, on the same two cores as the Front End. With
+//! `--sipp` the same scenario is also driven by SIPp (`examples/sipp/register.xml`), a
+//! load generator that is not ours, and `--peer kamailio` runs those SIPp phases against
+//! Kamailio configured as a registrar with digest (Debian's package) beside the Front End,
+//! with the ratio of the two: see [`crate::bench_peer`].
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use sipnet::{Endpoint, Flow};
+
+use crate::bench_users::{Carrier, pct, sign_in_as, with_lab};
+use crate::lab::{LabFile, LabServer, LabUser};
+
+/// A transport the Front End takes sign-ins over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// A peer to measure beside tandem with the same SIPp scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Peer {
+    /// Debian's kamailio as a registrar with digest and an in-memory location table.
+    Kamailio,
+}
+
+/// What `tandem bench signin` was asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) users: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) rate: Option<f64>,
+    pub(crate) seconds: f64,
+    pub(crate) transports: Vec<Transport>,
+    pub(crate) sipp: bool,
+    pub(crate) sipp_binary: Option<std::path::PathBuf>,
+    pub(crate) sipp_instances: usize,
+    pub(crate) peer: Option<Peer>,
+    pub(crate) json: bool,
+}
+
+/// Sign-ins started in one phase that may wait for their answers at once; past it the
+/// schedule's sign-ins are counted as not started (the Front End is far behind).
+const MAX_IN_FLIGHT: usize = 20_000;
+/// How long one REGISTER transaction may take before the sign-in counts as failed.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The loopback address client `k` of the benchmark sends from: one each, as users'
+/// devices come from many (the registrar budgets datagrams and connections per source).
+pub(crate) fn source(k: usize) -> IpAddr {
+    Ipv4Addr::new(127, 254, (k / 250) as u8, (k % 250 + 1) as u8).into()
+}
+
+/// A way to the Front End, held for the whole phase, and the users who sign in over it.
+#[derive(Clone)]
+struct Link {
+    way: Way,
+    /// The link's number: it signs in the users whose index is `k` modulo the links.
+    k: usize,
+    of: usize,
+}
+
+#[derive(Clone)]
+enum Way {
+    Udp(Arc<Endpoint>, SocketAddr),
+    Flow(Flow),
+}
+
+impl Link {
+    fn carrier(&self) -> Carrier<'_> {
+        match &self.way {
+            Way::Udp(endpoint, dest) => Carrier::Udp(endpoint, *dest),
+            Way::Flow(flow) => Carrier::Flow(flow),
+        }
+    }
+
+    /// The contact it binds: one per source address and user whatever the transport and
+    /// the port, so that a user signing in again refreshes one binding instead of adding
+    /// another (the registrar keeps ten a user).
+    fn contact(&self) -> SocketAddr {
+        SocketAddr::new(source(self.k), 5060)
+    }
+
+    /// The `n`th user of this link's share.
+    fn user<'u>(&self, users: &'u [LabUser], n: u64) -> &'u LabUser {
+        let share = (users.len() - self.k).div_ceil(self.of).max(1);
+        &users[(self.k + self.of * (n as usize % share)).min(users.len() - 1)]
+    }
+
+    async fn sign_in(&self, users: &[LabUser], n: u64) -> anyhow::Result<sip::Response> {
+        sign_in_as(self.carrier(), self.user(users, n), n, self.contact()).await
+    }
+}
+
+/// Where the Front End takes each transport.
+struct Target {
+    udp: SocketAddr,
+    tls: SocketAddr,
+    tls_config: Arc<rustls::ClientConfig>,
+}
+
+/// `count` links of `transport` to the Front End, each from its own source address.
+async fn links(
+    target: &Target,
+    transport: Transport,
+    count: usize,
+    users: usize,
+) -> anyhow::Result<Vec<Link>> {
+    let count = count.clamp(1, users.max(1));
+    let mut out = Vec::with_capacity(count);
+    for k in 0..count {
+        let from = source(k);
+        let link = match transport {
+            Transport::Udp => {
+                let (endpoint, _incoming) = Endpoint::bind(SocketAddr::new(from, 0)).await?;
+                Way::Udp(endpoint, target.udp)
+            }
+            Transport::Tcp => {
+                let (flow, _incoming) = Flow::connect_tcp(
+                    Some(from),
+                    target.udp,
+                    TRANSACTION_TIMEOUT,
+                    sipnet::FrameLimits::LISTENER,
+                )
+                .await?;
+                Way::Flow(flow)
+            }
+            Transport::Tls => {
+                let (flow, _incoming) = Flow::connect_tls(
+                    Some(from),
+                    target.tls,
+                    &target.tls.ip().to_string(),
+                    &target.tls_config,
+                    TRANSACTION_TIMEOUT,
+                    sipnet::FrameLimits::LISTENER,
+                )
+                .await?;
+                Way::Flow(flow)
+            }
+        };
+        out.push(Link {
+            way: link,
+            k,
+            of: count,
+        });
+    }
+    Ok(out)
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    /// The rate sign-ins were started at, for a fixed-rate phase.
+    pub(crate) offered: Option<f64>,
+    pub(crate) failed: u64,
+    /// Sign-ins the schedule could not start: [`MAX_IN_FLIGHT`] were waiting already.
+    pub(crate) not_started: u64,
+    pub(crate) elapsed: Duration,
+    /// Each completed sign-in's latency, ms, sorted.
+    pub(crate) latencies: Vec<f64>,
+    /// What the first failed sign-in met.
+    pub(crate) first_error: Option<String>,
+}
+
+impl Run {
+    pub(crate) fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub(crate) fn figures(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "completed": self.latencies.len(),
+            "failed": self.failed,
+            "seconds": self.elapsed.as_secs_f64(),
+            "sign_ins_per_second": self.rate(),
+            "latency_ms": {
+                "p50": pct(&self.latencies, 0.5),
+                "p99": pct(&self.latencies, 0.99),
+                "max": self.latencies.last().copied().unwrap_or(0.0),
+            },
+        });
+        if let Some(offered) = self.offered {
+            v["offered_per_second"] = offered.into();
+            v["not_started"] = self.not_started.into();
+        }
+        if let Some(e) = &self.first_error {
+            v["first_error"] = e.clone().into();
+        }
+        v
+    }
+
+    pub(crate) fn line(&self) -> String {
+        let offered = match self.offered {
+            Some(r) => format!("offered {r:.0}/s, "),
+            None => String::new(),
+        };
+        let mut s = format!(
+            "{offered}{:.0} sign-ins/s ({} in {:.1} s), p50 {:.2} ms, p99 {:.2} ms",
+            self.rate(),
+            self.latencies.len(),
+            self.elapsed.as_secs_f64(),
+            pct(&self.latencies, 0.5),
+            pct(&self.latencies, 0.99),
+        );
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+            if let Some(e) = &self.first_error {
+                s.push_str(&format!(" (the first: {e})"));
+            }
+        }
+        if self.not_started > 0 {
+            s.push_str(&format!(", {} not started", self.not_started));
+        }
+        s
+    }
+}
+
+/// Numbers the sign-ins of every phase, so that each has its own Call-ID.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// `concurrency` clients over `links` sign `users` in back to back for `seconds`.
+async fn saturation(
+    links: &[Link],
+    users: &Arc<Vec<LabUser>>,
+    concurrency: usize,
+    seconds: f64,
+) -> Run {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..concurrency.max(1) {
+        let link = links[w % links.len()].clone();
+        let users = users.clone();
+        tasks.spawn(async move {
+            let (mut latencies, mut failed, mut first_error) = (Vec::new(), 0u64, None);
+            while Instant::now() < deadline {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                match link.sign_in(&users, n).await {
+                    Ok(_) => latencies.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Err(e) => {
+                        failed += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            }
+            (latencies, failed, first_error)
+        });
+    }
+    let mut run = Run {
+        offered: None,
+        failed: 0,
+        not_started: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        first_error: None,
+    };
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((latencies, failed, first_error)) = done {
+            run.latencies.extend(latencies);
+            run.failed += failed;
+            run.first_error = run.first_error.take().or(first_error);
+        }
+    }
+    run.elapsed = started.elapsed();
+    run.latencies.sort_by(f64::total_cmp);
+    run
+}
+
+/// Sign-ins started at `rate` a second for `seconds`, over `links` in turn, each timed
+/// from when it was due.
+async fn fixed_rate(links: &[Link], users: &Arc<Vec<LabUser>>, rate: f64, seconds: f64) -> Run {
+    let total = (rate * seconds).round().max(1.0) as u64;
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut run = Run {
+        offered: Some(rate),
+        failed: 0,
+        not_started: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        first_error: None,
+    };
+    let reap = |r: Result<Result<f64, String>, tokio::task::JoinError>, run: &mut Run| match r {
+        Ok(Ok(ms)) => run.latencies.push(ms),
+        Ok(Err(e)) => {
+            run.failed += 1;
+            run.first_error.get_or_insert(e);
+        }
+        Err(e) => {
+            run.failed += 1;
+            run.first_error.get_or_insert(e.to_string());
+        }
+    };
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        while let Some(r) = tasks.try_join_next() {
+            reap(r, &mut run);
+        }
+        if tasks.len() >= MAX_IN_FLIGHT {
+            run.not_started += 1;
+            continue;
+        }
+        let link = links[i as usize % links.len()].clone();
+        let users = users.clone();
+        tasks.spawn(async move {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            match link.sign_in(&users, n).await {
+                Ok(_) => Ok(due.elapsed().as_secs_f64() * 1000.0),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        reap(r, &mut run);
+    }
+    run.elapsed = started.elapsed();
+    run.latencies.sort_by(f64::total_cmp);
+    run
+}
+
+/// Both phases of one transport with tandem's own clients.
+pub(crate) struct TransportRuns {
+    pub(crate) transport: Transport,
+    pub(crate) saturation: Run,
+    pub(crate) fixed: Run,
+}
+
+impl TransportRuns {
+    pub(crate) fn figures(&self) -> serde_json::Value {
+        serde_json::json!({
+            "transport": self.transport.as_str(),
+            "saturation": self.saturation.figures(),
+            "fixed_rate": self.fixed.figures(),
+        })
+    }
+}
+
+fn front_end(lab: &LabFile) -> anyhow::Result<&LabServer> {
+    lab.servers
+        .iter()
+        .find(|s| s.role == "FrontEnd")
+        .ok_or_else(|| anyhow!("the lab has no Front End"))
+}
+
+/// `tandem bench signin`.
+pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
+    if options.peer.is_some() && !options.sipp {
+        bail!("--peer measures the peer with SIPp: add --sipp");
+    }
+    if !(options.seconds > 0.0 && options.seconds <= 600.0) {
+        bail!("--seconds is between 0 and 600");
+    }
+    let sipp = if options.sipp {
+        Some(crate::bench_peer::Sipp::find(
+            options.sipp_binary.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let report = with_lab(options.users, crate::lab::Backend::Sqlite, |lab, all| {
+        let fe = front_end(lab)?;
+        let target = Target {
+            udp: format!("{}:{}", fe.address, fe.sip_port).parse()?,
+            tls: format!("{}:{}", fe.address, fe.sip_tls_port).parse()?,
+            tls_config: lab.client_tls()?,
+        };
+        let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == fe.pool).collect();
+        if mine.is_empty() {
+            bail!("the pool of {} has no users", fe.fqdn);
+        }
+        let users = Arc::new(mine);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let mut native = Vec::new();
+        for &transport in &options.transports {
+            if !options.json {
+                eprintln!(
+                    "tandem's clients over {}…",
+                    transport.as_str().to_uppercase()
+                );
+            }
+            native.push(rt.block_on(async {
+                let count = options.concurrency.clamp(1, 16);
+                let links = links(&target, transport, count, users.len()).await?;
+                let saturation =
+                    saturation(&links, &users, options.concurrency, options.seconds).await;
+                let rate = options.rate.unwrap_or((saturation.rate() / 2.0).max(1.0));
+                let fixed = fixed_rate(&links, &users, rate, options.seconds).await;
+                anyhow::Ok(TransportRuns {
+                    transport,
+                    saturation,
+                    fixed,
+                })
+            })?);
+        }
+        let sipp_report = match &sipp {
+            Some(sipp) => Some(crate::bench_peer::compare(
+                sipp, lab, fe, &users, &options, &native,
+            )?),
+            None => None,
+        };
+        Ok((fe.fqdn.clone(), native, sipp_report))
+    })?;
+    let (front_end, native, sipp_report) = report;
+    if options.json {
+        let mut v = serde_json::json!({
+            "bench": "signin",
+            "front_end": front_end,
+            "users": options.users,
+            "concurrency": options.concurrency,
+            "seconds": options.seconds,
+            "tandem_clients": native.iter().map(TransportRuns::figures).collect::<Vec<_>>(),
+        });
+        if let Some(s) = &sipp_report {
+            v["sipp"] = s.figures();
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "sign-in with digest (REGISTER, 401, REGISTER, 200 once the binding is committed) on {front_end}, {} users",
+        options.users
+    );
+    println!("tandem's clients ({} at saturation):", options.concurrency);
+    for t in &native {
+        let name = t.transport.as_str().to_uppercase();
+        println!("  {name:<4} saturation  {}", t.saturation.line());
+        println!("  {name:<4} fixed rate  {}", t.fixed.line());
+    }
+    if let Some(s) = &sipp_report {
+        s.print();
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Sign-ins under load meeting a Front End's crash: the registrar answers a REGISTER only
+//! after its binding is committed to the pool's Back End (in a batch with the others that
+//! arrived meanwhile), so every binding a user was told about survives the Front End that
+//! took it, and the pool's other Front Ends reach that user at once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sip::Method;
+
+use crate::eventually;
+use crate::lab::Lab;
+use crate::sip_attacks::{Ua, answer, registrar};
+
+/// Clients signing in at once, each from its own loopback address (the registrar's
+/// per-source budget would otherwise pace them).
+const CLIENTS: usize = 4;
+
+#[test]
+fn a_front_end_killed_under_sign_in_load_loses_no_acknowledged_binding() {
+    let lab = Lab::up_with(&["--users", "120"]);
+    let fe1 = registrar(&lab, "pool1-fe1.contoso.com");
+    let fe2 = registrar(&lab, "pool1-fe2.contoso.com");
+    let users: Vec<(String, String)> = lab
+        .users()
+        .iter()
+        .filter(|u| u["home_pool"].as_str().unwrap().starts_with("pool1."))
+        .map(|u| {
+            (
+                u["sip_address"].as_str().unwrap().to_string(),
+                u["password"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // The first user sends the messages at the end; the others sign in, in turn.
+    let (sender, signing_in) = users.split_first().unwrap();
+
+    // Each client signs its share of users in at fe1 again and again, binding each to its
+    // own address, until fe1 stops answering; it keeps what was acknowledged with 200.
+    let acknowledged: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..CLIENTS).map(|_| AtomicUsize::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let mine: Vec<(String, String)> = signing_in
+                .iter()
+                .skip(c)
+                .step_by(CLIENTS)
+                .cloned()
+                .collect();
+            let acknowledged = acknowledged.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ua = Ua::on(&format!("127.0.0.{}", 60 + c));
+                let mut bound = BTreeMap::new();
+                'load: for round in 0.. {
+                    for (aor, password) in &mine {
+                        if stop.load(Ordering::SeqCst) && round > 0 {
+                            break 'load;
+                        }
+                        let register = ua.register(aor, ua.local());
+                        let first = ua.fresh(&register);
+                        let within = Duration::from_secs(2);
+                        let Some(challenge) = ua.try_send(fe1, &first, within) else {
+                            break 'load;
+                        };
+                        assert_eq!(challenge.status, 401, "{challenge:?}");
+                        let mut second = ua.fresh(&register);
+                        let header = answer(&challenge, &second, password, None, 1);
+                        second.headers.push("Authorization", header);
+                        let Some(ok) = ua.try_send(fe1, &second, within) else {
+                            break 'load;
+                        };
+                        assert_eq!(ok.status, 200, "{ok:?}");
+                        bound.insert(aor.clone(), ());
+                        acknowledged[c].fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                (ua, bound.into_keys().collect::<Vec<_>>())
+            })
+        })
+        .collect();
+
+    // fe1 is killed in the middle of it: once every client has signed all its users in
+    // and is going round again, while the clients still send.
+    let share = signing_in.len().div_ceil(CLIENTS);
+    eventually(60, "every user signed in once", || {
+        acknowledged
+            .iter()
+            .all(|n| n.load(Ordering::SeqCst) > share)
+            .then_some(())
+    });
+    lab.kill("pool1-fe1.contoso.com");
+    stop.store(true, Ordering::SeqCst);
+    let clients: Vec<(Ua, Vec<String>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let told: usize = clients.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(
+        told,
+        signing_in.len(),
+        "every user was signed in at least once"
+    );
+
+    // fe2 delivers a message to every user whose sign-in was acknowledged, at the address
+    // that sign-in bound.
+    let (sender_aor, sender_password) = sender;
+    let mut from = Ua::on("127.0.0.59");
+    let delivered = Mutex::new(0usize);
+    for (ua, bound) in &clients {
+        for aor in bound {
+            let mut message = from.build(Method::Message, aor, sender_aor, aor);
+            message.headers.push("Content-Type", "text/plain");
+            message.body = format!("still here, {aor}").into_bytes();
+            std::thread::scope(|s| {
+                let received = s.spawn(|| {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        // Late answers to the load's requests may still be queued.
+                        if let Some(r) = ua.receive(Duration::from_millis(500))
+                            && r.method == Method::Message
+                        {
+                            return Some(r);
+                        }
+                    }
+                    None
+                });
+                let (answer, _) = from.authed(fe2, &message, sender_password, None);
+                assert_eq!(answer.status, 200, "{aor}: {answer:?}");
+                let got = received.join().unwrap().expect("delivered");
+                assert_eq!(got.body, format!("still here, {aor}").into_bytes());
+                *delivered.lock().unwrap() += 1;
+            });
+        }
+    }
+    assert_eq!(*delivered.lock().unwrap(), signing_in.len());
+}
