@@ -55,17 +55,38 @@ pub(crate) enum Peer {
 }
 
 /// What `tandem bench signin` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Options {
+    /// Users per pool (they sign in again and again for the whole phase).
+    #[arg(long, default_value_t = 2000)]
     pub(crate) users: usize,
+    /// tandem's clients signing in at once at saturation.
+    #[arg(long, default_value_t = 64)]
     pub(crate) concurrency: usize,
+    /// The offered rate of the fixed-rate phase, sign-ins a second [default: half the rate
+    /// tandem's clients reached at saturation over that transport].
+    #[arg(long)]
     pub(crate) rate: Option<f64>,
+    /// Seconds each phase lasts.
+    #[arg(long, default_value_t = 5.0)]
     pub(crate) seconds: f64,
+    /// The transports to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Transport::Udp, Transport::Tcp, Transport::Tls])]
     pub(crate) transports: Vec<Transport>,
+    /// Drive the same Front End with SIPp and examples/sipp/register.xml as well.
+    #[arg(long)]
     pub(crate) sipp: bool,
+    /// The SIPp to run [default: $TANDEM_SIPP_TLS, the one .ci/sipp-tls caches, or sipp on
+    /// the PATH].
+    #[arg(long, value_name = "PATH")]
     pub(crate) sipp_binary: Option<std::path::PathBuf>,
+    /// SIPp processes at once, each from its own loopback address.
+    #[arg(long, default_value_t = 4)]
     pub(crate) sipp_instances: usize,
+    /// Run the SIPp phases against this peer too, beside the Front End (needs --sipp).
+    #[arg(long, value_enum)]
     pub(crate) peer: Option<Peer>,
+    #[arg(long)]
     pub(crate) json: bool,
 }
 
@@ -381,6 +402,14 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
     }
     if !(options.seconds > 0.0 && options.seconds <= 600.0) {
         bail!("--seconds is between 0 and 600");
+    }
+    if let Some(rate) = options.rate
+        && !(rate > 0.0 && rate <= 1_000_000.0)
+    {
+        bail!("--rate is a number of sign-ins a second, above 0 and at most 1000000");
+    }
+    if options.users == 0 || options.concurrency == 0 {
+        bail!("--users and --concurrency are at least 1");
     }
     let sipp = if options.sipp {
         Some(crate::bench_peer::Sipp::find(

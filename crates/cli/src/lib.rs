@@ -237,39 +237,7 @@ enum BenchCommand {
     /// Sign-ins with digest authentication on one Front End: the rate at saturation and
     /// the latency at a fixed offered rate, over UDP, TCP and TLS; with --sipp driven by
     /// SIPp too, and with --peer kamailio the same SIPp load on Kamailio, with the ratio.
-    Signin {
-        /// Users per pool (they sign in again and again for the whole phase).
-        #[arg(long, default_value_t = 2000)]
-        users: usize,
-        /// tandem's clients signing in at once at saturation.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// The offered rate of the fixed-rate phase, sign-ins a second [default: half the
-        /// rate tandem's clients reached at saturation over that transport].
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Seconds each phase lasts.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// The transports to measure.
-        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [bench_signin::Transport::Udp, bench_signin::Transport::Tcp, bench_signin::Transport::Tls])]
-        transports: Vec<bench_signin::Transport>,
-        /// Drive the same Front End with SIPp and examples/sipp/register.xml as well.
-        #[arg(long)]
-        sipp: bool,
-        /// The SIPp to run [default: $TANDEM_SIPP_TLS, the one .ci/sipp-tls caches, or
-        /// sipp on the PATH].
-        #[arg(long, value_name = "PATH")]
-        sipp_binary: Option<std::path::PathBuf>,
-        /// SIPp processes at once, each from its own loopback address.
-        #[arg(long, default_value_t = 4)]
-        sipp_instances: usize,
-        /// Run the SIPp phases against this peer too, beside the Front End (needs --sipp).
-        #[arg(long, value_enum)]
-        peer: Option<bench_signin::Peer>,
-        #[arg(long)]
-        json: bool,
-    },
+    Signin(bench_signin::Options),
     /// Pool failover and failback: command times, time until the active users are signed
     /// in again, and acknowledged writes lost (planned) or lost against reported (disaster).
     Failover {
@@ -460,29 +428,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             changes as usize,
             json,
         )),
-        Command::Bench(BenchCommand::Signin {
-            users,
-            concurrency,
-            rate,
-            seconds,
-            transports,
-            sipp,
-            sipp_binary,
-            sipp_instances,
-            peer,
-            json,
-        }) => outcome(bench_signin::signin(bench_signin::Options {
-            users,
-            concurrency,
-            rate,
-            seconds,
-            transports,
-            sipp,
-            sipp_binary,
-            sipp_instances,
-            peer,
-            json,
-        })),
+        Command::Bench(BenchCommand::Signin(options)) => outcome(bench_signin::signin(options)),
         Command::Bench(BenchCommand::Failover {
             users,
             active,
