@@ -291,7 +291,8 @@ impl Ctx<'_> {
                     t.as_str().to_uppercase()
                 );
             }
-            let calls = (self.options.seconds * 3000.0) as usize;
+            // Enough for `--seconds` at 10,000 sign-ins a second.
+            let calls = (self.options.seconds * 10_000.0) as usize;
             let sat = self.phase(registrar, t, Load::Saturation { calls })?;
             let per_second = self.options.rate.unwrap_or_else(|| {
                 native
