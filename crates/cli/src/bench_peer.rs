@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::bench_signin::{Options, Run, Transport, TransportRuns};
+use crate::bench_users::{Run, Transport};
 use crate::lab::{LabFile, LabServer, LabUser};
 
 /// The scenario, as the repository documents it for SIPp users.
@@ -186,8 +186,7 @@ impl SippReport {
         if let [tandem, peer] = &self.registrars[..] {
             for ((t, a, _), (_, b, _)) in tandem.runs.iter().zip(&peer.runs) {
                 println!(
-                    "  {} over {}: tandem completes {:.2}x the sign-ins/s of {} at saturation, spending {:.2}x its CPU per sign-in",
-                    t.as_str().to_uppercase(),
+                    "  {}: tandem completes {:.2}x the sign-ins/s of {} at saturation, spending {:.2}x its CPU per sign-in",
                     t.as_str().to_uppercase(),
                     a.run.rate() / b.run.rate().max(1e-9),
                     peer.name,
@@ -201,6 +200,23 @@ impl SippReport {
     }
 }
 
+/// What to run with SIPp.
+pub(crate) struct Plan {
+    pub(crate) transports: Vec<Transport>,
+    /// How long each phase lasts.
+    pub(crate) seconds: f64,
+    /// The fixed rate's offered load, or half of `saturation_rates`' for the transport.
+    pub(crate) rate: Option<f64>,
+    /// SIPp processes at once.
+    pub(crate) instances: usize,
+    /// Measure Kamailio too.
+    pub(crate) kamailio: bool,
+    /// No progress lines.
+    pub(crate) quiet: bool,
+    /// What tandem's own clients reached at saturation, per transport.
+    pub(crate) saturation_rates: Vec<(Transport, f64)>,
+}
+
 /// The SIPp phases on the Front End, then (with `--peer`) the same on the peer, and the
 /// ratio.
 pub(crate) fn compare(
@@ -208,22 +224,21 @@ pub(crate) fn compare(
     lab: &LabFile,
     fe: &LabServer,
     users: &[LabUser],
-    options: &Options,
-    native: &[TransportRuns],
+    plan: &Plan,
 ) -> anyhow::Result<SippReport> {
     let work = tempdir_in(&lab.dir, "sipp")?;
     std::fs::write(work.join("register.xml"), SCENARIO)?;
-    let instances = options.sipp_instances.clamp(1, 32);
+    let instances = plan.instances.clamp(1, 32);
     let csvs = write_csvs(&work, users, instances)?;
     let domain = cms::directory::realm_of(&users[0].sip_address);
     let ca = lab.dir.join(crate::lab::PKI_DIR).join("ca.pem");
-    let transports: Vec<Transport> = options
+    let transports: Vec<Transport> = plan
         .transports
         .iter()
         .copied()
         .filter(|t| *t != Transport::Tls || sipp.tls)
         .collect();
-    let skipped_tls = transports.len() < options.transports.len();
+    let skipped_tls = transports.len() < plan.transports.len();
     let fe_address: IpAddr = fe.address.parse()?;
     let tandem = Registrar {
         name: "tandem",
@@ -239,10 +254,10 @@ pub(crate) fn compare(
         csvs: &csvs,
         domain: &domain,
         ca: &ca,
-        options,
+        plan,
     };
-    let mut registrars = vec![ctx.measure(&tandem, &transports, native)?];
-    if let Some(crate::bench_signin::Peer::Kamailio) = options.peer {
+    let mut registrars = vec![ctx.measure(&tandem, &transports)?];
+    if plan.kamailio {
         let kamailio = Kamailio::start(&work, fe_address, fe, users)?;
         let registrar = Registrar {
             name: "kamailio",
@@ -250,7 +265,7 @@ pub(crate) fn compare(
             tls: kamailio.tls,
             pid: kamailio.child.id(),
         };
-        let measured = ctx.measure(&registrar, &transports, native);
+        let measured = ctx.measure(&registrar, &transports);
         drop(kamailio);
         registrars.push(measured?);
     }
@@ -269,7 +284,7 @@ struct Ctx<'a> {
     csvs: &'a [PathBuf],
     domain: &'a str,
     ca: &'a Path,
-    options: &'a Options,
+    plan: &'a Plan,
 }
 
 impl Ctx<'_> {
@@ -280,11 +295,10 @@ impl Ctx<'_> {
         &self,
         registrar: &Registrar,
         transports: &[Transport],
-        native: &[TransportRuns],
     ) -> anyhow::Result<RegistrarRuns> {
         let mut runs = Vec::new();
         for &t in transports {
-            if !self.options.json {
+            if !self.plan.quiet {
                 eprintln!(
                     "SIPp against {} over {}…",
                     registrar.name,
@@ -292,13 +306,14 @@ impl Ctx<'_> {
                 );
             }
             // Enough for `--seconds` at 10,000 sign-ins a second.
-            let calls = (self.options.seconds * 10_000.0) as usize;
+            let calls = (self.plan.seconds * 10_000.0) as usize;
             let sat = self.phase(registrar, t, Load::Saturation { calls })?;
-            let per_second = self.options.rate.unwrap_or_else(|| {
-                native
+            let per_second = self.plan.rate.unwrap_or_else(|| {
+                self.plan
+                    .saturation_rates
                     .iter()
-                    .find(|n| n.transport == t)
-                    .map_or(sat.run.rate(), |n| n.saturation.rate())
+                    .find(|(n, _)| *n == t)
+                    .map_or(sat.run.rate(), |(_, rate)| *rate)
                     / 2.0
             });
             let fixed = self.phase(
@@ -306,7 +321,7 @@ impl Ctx<'_> {
                 t,
                 Load::Rate {
                     per_second: per_second.max(1.0),
-                    seconds: self.options.seconds,
+                    seconds: self.plan.seconds,
                 },
             )?;
             runs.push((t, sat, fixed));

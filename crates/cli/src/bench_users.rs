@@ -444,3 +444,89 @@ pub(crate) fn backup(
     }
     Ok(())
 }
+
+/// A transport the Front End takes sign-ins over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// What one phase measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    /// The rate sign-ins were started at, for a fixed-rate phase.
+    pub(crate) offered: Option<f64>,
+    pub(crate) failed: u64,
+    /// Sign-ins the schedule could not start: [`MAX_IN_FLIGHT`] were waiting already.
+    pub(crate) not_started: u64,
+    pub(crate) elapsed: Duration,
+    /// Each completed sign-in's latency, ms, sorted.
+    pub(crate) latencies: Vec<f64>,
+    /// What the first failed sign-in met.
+    pub(crate) first_error: Option<String>,
+}
+
+impl Run {
+    pub(crate) fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub(crate) fn figures(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "completed": self.latencies.len(),
+            "failed": self.failed,
+            "seconds": self.elapsed.as_secs_f64(),
+            "sign_ins_per_second": self.rate(),
+            "latency_ms": {
+                "p50": pct(&self.latencies, 0.5),
+                "p99": pct(&self.latencies, 0.99),
+                "max": self.latencies.last().copied().unwrap_or(0.0),
+            },
+        });
+        if let Some(offered) = self.offered {
+            v["offered_per_second"] = offered.into();
+            v["not_started"] = self.not_started.into();
+        }
+        if let Some(e) = &self.first_error {
+            v["first_error"] = e.clone().into();
+        }
+        v
+    }
+
+    pub(crate) fn line(&self) -> String {
+        let offered = match self.offered {
+            Some(r) => format!("offered {r:.0}/s, "),
+            None => String::new(),
+        };
+        let mut s = format!(
+            "{offered}{:.0} sign-ins/s ({} in {:.1} s), p50 {:.2} ms, p99 {:.2} ms",
+            self.rate(),
+            self.latencies.len(),
+            self.elapsed.as_secs_f64(),
+            pct(&self.latencies, 0.5),
+            pct(&self.latencies, 0.99),
+        );
+        if self.failed > 0 {
+            s.push_str(&format!(", {} failed", self.failed));
+            if let Some(e) = &self.first_error {
+                s.push_str(&format!(" (the first: {e})"));
+            }
+        }
+        if self.not_started > 0 {
+            s.push_str(&format!(", {} not started", self.not_started));
+        }
+        s
+    }
+}
