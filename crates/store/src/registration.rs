@@ -269,6 +269,58 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever REGISTERs come, in any order: a user never holds more than the limit,
+        /// a refused change leaves the bindings as they were, an applied one leaves each
+        /// named contact as its last mention says, and a refresh or removal is never
+        /// refused.
+        #[test]
+        fn decisions_keep_the_limit_and_do_what_each_change_says(
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0u8..6, proptest::option::of(1i64..1000)), 0..5),
+                1..30,
+            ),
+            max in 1usize..5,
+        ) {
+            let mut current: Vec<Binding> = Vec::new();
+            for step in &steps {
+                let named: Vec<(String, Option<i64>)> = step
+                    .iter()
+                    .map(|(c, until)| (format!("sip:a@{c}"), *until))
+                    .collect();
+                let before: Vec<String> = current.iter().map(|b| b.contact.clone()).collect();
+                let adds = named.iter().any(|(c, until)| {
+                    until.is_some() && !before.contains(c)
+                });
+                let change = RegistrationChange {
+                    what: BindingUpdate::Contacts(named.clone()),
+                    ..change(ALICE, &[])
+                };
+                match decide(&mut current, &change, max) {
+                    Registered::TooMany => {
+                        proptest::prop_assert!(adds);
+                        let after: Vec<String> =
+                            current.iter().map(|b| b.contact.clone()).collect();
+                        proptest::prop_assert_eq!(after, before);
+                    }
+                    Registered::Bound(bound) => {
+                        proptest::prop_assert!(bound.len() <= max);
+                        for (contact, _) in &named {
+                            let last = named.iter().rev().find(|(c, _)| c == contact).unwrap().1;
+                            let held = bound.iter().find(|b| &b.contact == contact);
+                            proptest::prop_assert_eq!(held.map(|b| b.expires_at), last);
+                        }
+                        let mut sorted: Vec<&str> =
+                            bound.iter().map(|b| b.contact.as_str()).collect();
+                        sorted.dedup();
+                        proptest::prop_assert_eq!(sorted.len(), bound.len());
+                        proptest::prop_assert!(sorted.windows(2).all(|w| w[0] < w[1]));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_user_at_the_limit_can_refresh_and_remove_but_not_add() {
         let mut current = Vec::new();
