@@ -64,11 +64,9 @@ impl Serving {
         let version = replica.version();
         let mut cache = self.cache.lock().await;
         if cache.0 != version {
-            match replica
-                .store()
-                .items_with_prefix(dr::state::POOL_PREFIX)
-                .await
-            {
+            // Boxed: the query's future is large, and every request's future would
+            // carry it though it runs only when the replica's version changed.
+            match Box::pin(replica.store().items_with_prefix(dr::state::POOL_PREFIX)).await {
                 Ok(items) => {
                     let states = items
                         .iter()

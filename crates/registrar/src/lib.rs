@@ -663,7 +663,10 @@ async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> 
         };
         let mut onward = request.clone();
         onward.headers.remove(DELIVER_HEADER);
-        return deliver_over_flow(registrar, request, onward, &aor, &contact).await;
+        return Box::pin(deliver_over_flow(
+            registrar, request, onward, &aor, &contact,
+        ))
+        .await;
     }
     match &request.method {
         Method::Register => register(registrar, request, arrival).await,
@@ -673,7 +676,9 @@ async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> 
             r.headers.push("Accept", "text/plain");
             r
         }
-        Method::Message => message(server, registrar, request, arrival).await,
+        // Boxed, as the hand-over above: a MESSAGE's delivery is a large future, and every
+        // request's (a REGISTER's too) would otherwise be as large.
+        Method::Message => Box::pin(message(server, registrar, request, arrival)).await,
         _ => {
             let mut r = reply(request, 405, "Method Not Allowed");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");

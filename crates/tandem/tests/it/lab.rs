@@ -11,10 +11,17 @@ pub(crate) struct Lab {
     _dir: tempfile::TempDir,
     path: PathBuf,
     token: String,
+    /// The lock on the lab's loopback block, let go after the lab is down (fields drop
+    /// after `Drop::drop`).
+    _block: std::fs::File,
 }
 
-/// A topology moved to 127.B.x.y, with B chosen so that nothing listens there.
-fn topology_on_free_block(base: &topology::Topology) -> String {
+/// A topology moved to 127.B.x.y, with B chosen so that nothing listens there, and a lock
+/// on B: tests run in many processes at once, and two that found the same block free
+/// before either lab listened there would both take it.
+fn topology_on_free_block(base: &topology::Topology) -> (String, std::fs::File) {
+    let locks = std::env::temp_dir().join("tandem-test-blocks");
+    std::fs::create_dir_all(&locks).unwrap();
     let seed = std::process::id() as usize
         ^ (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -36,7 +43,11 @@ fn topology_on_free_block(base: &topology::Topology) -> String {
         if !free {
             continue;
         }
-        return t.to_toml();
+        let lock = std::fs::File::create(locks.join(format!("block-{block}.lock"))).unwrap();
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        return (t.to_toml(), lock);
     }
     panic!("no free loopback block");
 }
@@ -249,7 +260,8 @@ impl Lab {
     ) -> Lab {
         let path = dir.path().join("lab");
         let topology = dir.path().join("topology.toml");
-        std::fs::write(&topology, topology_on_free_block(base)).unwrap();
+        let (toml, block) = topology_on_free_block(base);
+        std::fs::write(&topology, toml).unwrap();
         let mut args = vec![
             "lab",
             "up",
@@ -267,6 +279,7 @@ impl Lab {
             .unwrap_or_default();
         let lab = Lab {
             _dir: dir,
+            _block: block,
             path,
             token: lab_json["admin_token"]
                 .as_str()
