@@ -604,6 +604,17 @@ impl Kamailio {
                  (Debian's packages), or leave out --peer"
             )
         })?;
+        // Debian's packages put the modules under the architecture's library folder.
+        let modules = std::fs::read_dir("/usr/lib")?
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("kamailio/modules"))
+            .chain([PathBuf::from("/usr/lib/kamailio/modules")])
+            .find(|d| d.join("tls.so").is_file())
+            .ok_or_else(|| {
+                anyhow!(
+                    "kamailio's tls module is not installed: apt-get install kamailio-tls-modules"
+                )
+            })?;
         let plain = SocketAddr::new(address, free_port(address)?);
         let tls = SocketAddr::new(address, free_port(address)?);
         let tls_dir = fe.data_dir.join("tls");
@@ -615,7 +626,7 @@ impl Kamailio {
         )?;
         std::fs::write(
             dir.join("kamailio.cfg"),
-            kamailio_cfg(plain, tls, &dir.join("tls.cfg"), users),
+            kamailio_cfg(plain, tls, &dir.join("tls.cfg"), &modules, users),
         )?;
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
         let child = Command::new(binary)
@@ -662,7 +673,6 @@ impl Kamailio {
                 );
             }
         }
-        k.plain = plain;
         Ok(k)
     }
 }
@@ -722,6 +732,7 @@ pub(crate) fn kamailio_cfg(
     plain: SocketAddr,
     tls: SocketAddr,
     tls_cfg: &Path,
+    modules: &Path,
     users: &[LabUser],
 ) -> String {
     let mut passwords = String::new();
@@ -729,7 +740,7 @@ pub(crate) fn kamailio_cfg(
         let address = u.sip_address.trim_start_matches("sip:");
         passwords.push_str(&format!(
             "    $sht(pw=>{address}) = \"{}\";\n",
-            u.password.replace(['"', '\\'], "")
+            u.password.replace('\\', "\\\\").replace('"', "\\\"")
         ));
     }
     let ip = plain.ip();
@@ -746,7 +757,7 @@ enable_tls=yes
 listen=udp:{ip}:{pport}
 listen=tcp:{ip}:{pport}
 listen=tls:{ip}:{tport}
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+mpath="{modules}/"
 
 loadmodule "kex.so"
 loadmodule "tm.so"
@@ -798,6 +809,7 @@ request_route {{
         pport = plain.port(),
         tport = tls.port(),
         tls_cfg = tls_cfg.display(),
+        modules = modules.display(),
     )
 }
 
@@ -826,6 +838,33 @@ mod tests {
         );
         assert_eq!(stat.failed, 2);
         assert_eq!(parse_stat("StartTime;FailedCall(C)\n"), None);
+    }
+
+    #[test]
+    fn kamailio_gets_every_user_and_listens_where_it_is_told() {
+        let users = [LabUser {
+            sip_address: "sip:ann@fabrikam.com".into(),
+            password: "se\"cret".into(),
+            home_pool: "red.fabrikam.com".into(),
+        }];
+        let cfg = kamailio_cfg(
+            "127.9.1.11:15060".parse().unwrap(),
+            "127.9.1.11:15061".parse().unwrap(),
+            Path::new("/x/tls.cfg"),
+            Path::new("/usr/lib/kamailio/modules"),
+            &users,
+        );
+        for line in [
+            "listen=udp:127.9.1.11:15060",
+            "listen=tcp:127.9.1.11:15060",
+            "listen=tls:127.9.1.11:15061",
+            "mpath=\"/usr/lib/kamailio/modules/\"",
+            "modparam(\"tls\", \"config\", \"/x/tls.cfg\")",
+            // A quote in a password is escaped, not the string's end.
+            "$sht(pw=>ann@fabrikam.com) = \"se\\\"cret\";",
+        ] {
+            assert!(cfg.contains(line), "{line} not in:\n{cfg}");
+        }
     }
 
     #[test]
