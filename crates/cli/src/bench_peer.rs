@@ -640,31 +640,25 @@ impl Kamailio {
             .stderr(log)
             .spawn()?;
         let mut k = Kamailio { child, plain, tls };
-        // Ready once it answers OPTIONS.
+        // Ready once it answers OPTIONS (the registrars' own health probe).
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (endpoint, _incoming) =
+            rt.block_on(sipnet::Endpoint::bind(SocketAddr::new(address, 0)))?;
         let deadline = Instant::now() + Duration::from_secs(20);
-        let socket = std::net::UdpSocket::bind(SocketAddr::new(address, 0))?;
-        socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-        loop {
+        let from = address.to_string();
+        while !rt.block_on(sipnet::probe(
+            &endpoint,
+            plain,
+            &from,
+            Duration::from_millis(500),
+        )) {
             if let Some(status) = k.child.try_wait()? {
                 bail!(
                     "kamailio exited ({status}) at start: see {}",
                     dir.join("kamailio.log").display()
                 );
-            }
-            let local = socket.local_addr()?;
-            let options = format!(
-                "OPTIONS sip:{plain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKready{}\r\n\
-                 Max-Forwards: 70\r\nFrom: <sip:bench@{local}>;tag=r\r\nTo: <sip:{plain}>\r\n\
-                 Call-ID: ready-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                std::process::id(),
-                std::process::id()
-            );
-            socket.send_to(options.as_bytes(), plain)?;
-            let mut buf = [0u8; 2048];
-            if let Ok(n) = socket.recv(&mut buf)
-                && buf[..n].starts_with(b"SIP/2.0 200")
-            {
-                break;
             }
             if Instant::now() > deadline {
                 bail!(

@@ -159,15 +159,17 @@ pub fn without_secrets(item: &store::Item) -> store::Item {
     item
 }
 
+/// The user record a directory item holds (None when it was deleted or is not one).
+pub fn record_in(item: &store::Item) -> Option<UserRecord> {
+    serde_json::from_str(item.value.as_deref()?).ok()
+}
+
 /// The users in a replica.
 pub async fn all_users(
     replica: &store::ReplicaStore,
 ) -> Result<Vec<UserRecord>, store::StoreError> {
     let items = replica.items_with_prefix(USER_PREFIX).await?;
-    Ok(items
-        .into_iter()
-        .filter_map(|i| serde_json::from_str(i.value.as_deref()?).ok())
-        .collect())
+    Ok(items.into_iter().filter_map(|i| record_in(&i)).collect())
 }
 
 /// One user, by SIP address.

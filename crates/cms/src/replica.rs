@@ -280,18 +280,12 @@ impl ReplicaAgent {
     /// The user of `sip_address` (with or without `sip:`, any case) in this replica, from
     /// memory.
     pub fn user(&self, sip_address: &str) -> Option<Arc<UserRecord>> {
-        let users = self.users.read().expect("the directory lock");
-        let normal = sip_address.starts_with("sip:")
-            && !sip_address
-                .bytes()
-                .any(|b| b.is_ascii_uppercase() || b == b' ');
-        if normal {
-            users.get(sip_address).cloned()
-        } else {
-            users
-                .get(&crate::directory::normalize_sip(sip_address))
-                .cloned()
-        }
+        let key = crate::directory::normalize_sip(sip_address);
+        self.users
+            .read()
+            .expect("the directory lock")
+            .get(&key)
+            .cloned()
     }
 
     /// Takes the user records among `items` (a push's changes) into memory.
@@ -301,11 +295,7 @@ impl ReplicaAgent {
             let Some(sip) = item.key.strip_prefix(USER_PREFIX) else {
                 continue;
             };
-            match item
-                .value
-                .as_deref()
-                .and_then(|v| serde_json::from_str::<UserRecord>(v).ok())
-            {
+            match crate::directory::record_in(item) {
                 Some(record) => users.insert(sip.to_string(), Arc::new(record)),
                 None => users.remove(sip),
             };
@@ -357,7 +347,7 @@ async fn users_in(store: &ReplicaStore) -> Result<HashMap<String, Arc<UserRecord
         .await?
         .into_iter()
         .filter_map(|i| {
-            let record: UserRecord = serde_json::from_str(i.value.as_deref()?).ok()?;
+            let record = crate::directory::record_in(&i)?;
             Some((
                 i.key.strip_prefix(USER_PREFIX)?.to_string(),
                 Arc::new(record),

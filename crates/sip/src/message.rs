@@ -120,6 +120,11 @@ pub struct Headers {
     fields: Vec<Field>,
 }
 
+/// The text of `text` between a span's start and end.
+fn span(text: &str, (start, end): (u32, u32)) -> &str {
+    &text[start as usize..end as usize]
+}
+
 /// Where one field's name and value are in [`Headers::text`].
 #[derive(Debug, Clone, Copy)]
 struct Field {
@@ -154,8 +159,8 @@ impl Headers {
         }
     }
 
-    fn span(&self, (start, end): (u32, u32)) -> &str {
-        &self.text[start as usize..end as usize]
+    fn span(&self, at: (u32, u32)) -> &str {
+        span(&self.text, at)
     }
 
     /// Appends `s` to the buffer and returns its span.
@@ -215,7 +220,7 @@ impl Headers {
             value: self.append(value.as_ref()),
         };
         let text = &self.text;
-        let named = |f: &Field| same_header(&text[f.name.0 as usize..f.name.1 as usize], name);
+        let named = |f: &Field| same_header(span(text, f.name), name);
         match self.fields.iter().position(named) {
             Some(first) => {
                 let mut i = 0;
@@ -233,7 +238,7 @@ impl Headers {
     pub fn remove(&mut self, name: &str) {
         let text = &self.text;
         self.fields
-            .retain(|f| !same_header(&text[f.name.0 as usize..f.name.1 as usize], name));
+            .retain(|f| !same_header(span(text, f.name), name));
     }
 
     /// Drops the sender's `Authorization` and `Proxy-Authorization`: they prove who sent a

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::db;
 use crate::userdata::BindingRow;
-use crate::{BackEnd, Binding, Context, Result};
+use crate::{BackEnd, Binding, Context, Result, now_ms};
 
 /// One REGISTER's change to its user's bindings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +216,40 @@ impl BackEnd {
         }
         tx.commit().await.at(&self.path)?;
         Ok(outcomes)
+    }
+
+    /// Adds or refreshes one binding, whatever the limit: [`BackEnd::apply_registrations`]
+    /// with that one change.
+    pub async fn register(&self, binding: &Binding) -> Result<()> {
+        let change = RegistrationChange {
+            aor: binding.aor.clone(),
+            what: BindingUpdate::Contacts(vec![(
+                binding.contact.clone(),
+                Some(binding.expires_at),
+            )]),
+            mode: binding.mode.clone(),
+            server: binding.server.clone(),
+        };
+        self.apply_registrations(&[change], now_ms(), usize::MAX)
+            .await
+            .map(drop)
+    }
+
+    /// Removes one binding, or every binding of `aor` when `contact` is None.
+    pub async fn unregister(&self, aor: &str, contact: Option<&str>) -> Result<()> {
+        let what = match contact {
+            Some(contact) => BindingUpdate::Contacts(vec![(contact.to_string(), None)]),
+            None => BindingUpdate::RemoveAll,
+        };
+        let change = RegistrationChange {
+            aor: aor.to_string(),
+            what,
+            mode: String::new(),
+            server: String::new(),
+        };
+        self.apply_registrations(&[change], now_ms(), usize::MAX)
+            .await
+            .map(drop)
     }
 
     /// Drops at most `limit` bindings that expired by `now` (unix ms); returns how many.

@@ -820,35 +820,6 @@ impl BackEnd {
             .collect())
     }
 
-    /// Adds or refreshes one binding.
-    pub async fn register(&self, binding: &Binding) -> Result<()> {
-        db::query(
-            "INSERT INTO registration (aor, contact, expires_at, mode, server)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (aor, contact) DO UPDATE SET expires_at = $3, mode = $4, server = $5",
-        )
-        .bind(&binding.aor)
-        .bind(&binding.contact)
-        .bind(binding.expires_at)
-        .bind(&binding.mode)
-        .bind(&binding.server)
-        .execute(&self.db)
-        .await
-        .at(&self.path)?;
-        Ok(())
-    }
-
-    /// Removes one binding, or every binding of `aor` when `contact` is None.
-    pub async fn unregister(&self, aor: &str, contact: Option<&str>) -> Result<()> {
-        db::query("DELETE FROM registration WHERE aor = $1 AND ($2 IS NULL OR contact = $2)")
-            .bind(aor)
-            .bind(contact)
-            .execute(&self.db)
-            .await
-            .at(&self.path)?;
-        Ok(())
-    }
-
     /// The unexpired bindings of `aor`.
     pub async fn bindings(&self, aor: &str) -> Result<Vec<Binding>> {
         let rows: Vec<BindingRow> = db::query_as(
