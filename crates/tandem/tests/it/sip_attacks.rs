@@ -67,8 +67,8 @@ impl Ua {
 
     /// A REGISTER of `aor` binding `contact`.
     pub(crate) fn register(&mut self, aor: &str, contact: SocketAddr) -> Request {
-        let mut r = self.build(Method::Register, "sip:contoso.com", aor, aor);
-        let user = aor.trim_start_matches("sip:").split('@').next().unwrap();
+        let (user, domain) = aor.trim_start_matches("sip:").split_once('@').unwrap();
+        let mut r = self.build(Method::Register, &format!("sip:{domain}"), aor, aor);
         r.headers.push("Contact", format!("<sip:{user}@{contact}>"));
         r.headers.push("Expires", "300");
         r
