@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::{Context, anyhow, bail};
 use sipnet::{Endpoint, Flow};
 
-use crate::bench_users::{Carrier, Run, Transport, sign_in_as, with_lab};
+use crate::bench_users::{Carrier, Run, Transport, sign_in_as, with_lab_of};
 use crate::lab::{LabFile, LabServer, LabUser};
 
 /// A peer to measure beside tandem with the same SIPp scenario.
@@ -39,6 +39,10 @@ pub(crate) enum Peer {
 /// What `tandem bench signin` was asked for.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Options {
+    /// The deployment to run it on (a topology file, moved to a free loopback block)
+    /// [default: the contoso example].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) topology: Option<std::path::PathBuf>,
     /// Users per pool (they sign in again and again for the whole phase).
     #[arg(long, default_value_t = 2000)]
     pub(crate) users: usize,
@@ -332,63 +336,101 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
     } else {
         None
     };
-    let report = with_lab(options.users, crate::lab::Backend::Sqlite, |lab, all| {
-        let fe = front_end(lab)?;
-        let target = Target {
-            udp: format!("{}:{}", fe.address, fe.sip_port).parse()?,
-            tls: format!("{}:{}", fe.address, fe.sip_tls_port).parse()?,
-            tls_config: lab.client_tls()?,
-        };
-        let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == fe.pool).collect();
-        if mine.is_empty() {
-            bail!("the pool of {} has no users", fe.fqdn);
+    let base = match &options.topology {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            topology::Topology::from_toml(&text).map_err(|e| {
+                anyhow!(
+                    "{}: {e}; `tandem topology check {}` says more",
+                    file.display(),
+                    file.display()
+                )
+            })?
         }
-        let users = Arc::new(mine);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let mut native = Vec::new();
-        for &transport in &options.transports {
-            if !options.json {
-                eprintln!(
-                    "tandem's clients over {}…",
-                    transport.as_str().to_uppercase()
-                );
+        None => topology::contoso(),
+    };
+    // UDP and TCP are there only where the topology takes plain SIP.
+    let mut options = options;
+    let skipped: Vec<Transport> = if base.ports.sip_plain {
+        Vec::new()
+    } else {
+        let plain = |t: &Transport| *t != Transport::Tls;
+        let skipped = options.transports.iter().copied().filter(plain).collect();
+        options.transports.retain(|t| !plain(t));
+        skipped
+    };
+    if !skipped.is_empty() && !options.json {
+        eprintln!("this topology takes no plain SIP (ports.sip_plain): measuring over TLS only");
+    }
+    if options.transports.is_empty() {
+        bail!(
+            "this topology takes no plain SIP (ports.sip_plain): measure it with --transports tls"
+        );
+    }
+    let options = options;
+    let report = with_lab_of(
+        &base,
+        options.users,
+        crate::lab::Backend::Sqlite,
+        |lab, all| {
+            let fe = front_end(lab)?;
+            let target = Target {
+                udp: format!("{}:{}", fe.address, fe.sip_port).parse()?,
+                tls: format!("{}:{}", fe.address, fe.sip_tls_port).parse()?,
+                tls_config: lab.client_tls()?,
+            };
+            let mine: Vec<LabUser> = all.into_iter().filter(|u| u.home_pool == fe.pool).collect();
+            if mine.is_empty() {
+                bail!("the pool of {} has no users", fe.fqdn);
             }
-            native.push(rt.block_on(async {
-                let count = options.concurrency.clamp(1, 16);
-                let links = links(&target, transport, count, users.len()).await?;
-                let saturation =
-                    saturation(&links, &users, options.concurrency, options.seconds).await;
-                let rate = options.rate.unwrap_or((saturation.rate() / 2.0).max(1.0));
-                let fixed = fixed_rate(&links, &users, rate, options.seconds).await;
-                anyhow::Ok(TransportRuns {
-                    transport,
-                    saturation,
-                    fixed,
-                })
-            })?);
-        }
-        let sipp_report = match &sipp {
-            Some(sipp) => {
-                let plan = crate::bench_peer::Plan {
-                    transports: options.transports.clone(),
-                    seconds: options.seconds,
-                    rate: options.rate,
-                    instances: options.sipp_instances,
-                    kamailio: options.peer == Some(Peer::Kamailio),
-                    quiet: options.json,
-                    saturation_rates: native
-                        .iter()
-                        .map(|n| (n.transport, n.saturation.rate()))
-                        .collect(),
-                };
-                Some(crate::bench_peer::compare(sipp, lab, fe, &users, &plan)?)
+            let users = Arc::new(mine);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let mut native = Vec::new();
+            for &transport in &options.transports {
+                if !options.json {
+                    eprintln!(
+                        "tandem's clients over {}…",
+                        transport.as_str().to_uppercase()
+                    );
+                }
+                native.push(rt.block_on(async {
+                    let count = options.concurrency.clamp(1, 16);
+                    let links = links(&target, transport, count, users.len()).await?;
+                    let saturation =
+                        saturation(&links, &users, options.concurrency, options.seconds).await;
+                    let rate = options.rate.unwrap_or((saturation.rate() / 2.0).max(1.0));
+                    let fixed = fixed_rate(&links, &users, rate, options.seconds).await;
+                    anyhow::Ok(TransportRuns {
+                        transport,
+                        saturation,
+                        fixed,
+                    })
+                })?);
             }
-            None => None,
-        };
-        Ok((fe.fqdn.clone(), native, sipp_report))
-    })?;
+            let sipp_report = match &sipp {
+                Some(sipp) => {
+                    let plan = crate::bench_peer::Plan {
+                        transports: options.transports.clone(),
+                        seconds: options.seconds,
+                        rate: options.rate,
+                        instances: options.sipp_instances,
+                        kamailio: options.peer == Some(Peer::Kamailio),
+                        quiet: options.json,
+                        saturation_rates: native
+                            .iter()
+                            .map(|n| (n.transport, n.saturation.rate()))
+                            .collect(),
+                    };
+                    Some(crate::bench_peer::compare(sipp, lab, fe, &users, &plan)?)
+                }
+                None => None,
+            };
+            Ok((fe.fqdn.clone(), native, sipp_report))
+        },
+    )?;
     let (front_end, native, sipp_report) = report;
     if options.json {
         let mut v = serde_json::json!({
@@ -398,6 +440,7 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
             "concurrency": options.concurrency,
             "seconds": options.seconds,
             "tandem_clients": native.iter().map(TransportRuns::figures).collect::<Vec<_>>(),
+            "skipped_no_plain_sip": skipped.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         });
         if let Some(s) = &sipp_report {
             v["sipp"] = s.figures();
@@ -409,6 +452,9 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
         "sign-in with digest (REGISTER, 401, REGISTER, 200 once the binding is committed) on {front_end}, {} users",
         options.users
     );
+    if !skipped.is_empty() {
+        println!("(no UDP or TCP: the topology takes no plain SIP)");
+    }
     println!("tandem's clients ({} at saturation):", options.concurrency);
     for t in &native {
         let name = t.transport.as_str().to_uppercase();

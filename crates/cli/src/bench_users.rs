@@ -18,12 +18,12 @@ use sipnet::Endpoint;
 
 use crate::lab::{self, LabFile, LabUser, UpOptions};
 
-/// The contoso topology moved to 127.B.x.y, where nothing listens.
-fn contoso_on_free_block() -> anyhow::Result<String> {
+/// `base` moved to 127.B.x.y, where nothing listens.
+fn on_free_block(base: &topology::Topology) -> anyhow::Result<String> {
     let seed = std::process::id() as usize;
     for k in 0..100 {
         let block = 150 + ((seed + k * 11) % 100) as u8;
-        let mut t = topology::contoso();
+        let mut t = base.clone();
         t.move_to_loopback_block(block);
         let free = t
             .servers()
@@ -36,8 +36,19 @@ fn contoso_on_free_block() -> anyhow::Result<String> {
     bail!("no free loopback block found for the benchmark lab")
 }
 
-/// Starts a lab with `users` users per pool, runs `work`, and always stops the lab.
+/// Starts a lab of the contoso topology with `users` users per pool, runs `work`, and
+/// always stops the lab.
 pub(crate) fn with_lab<T>(
+    users: usize,
+    backend: lab::Backend,
+    work: impl FnOnce(&LabFile, Vec<LabUser>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    with_lab_of(&topology::contoso(), users, backend, work)
+}
+
+/// [`with_lab`] of any deployment.
+pub(crate) fn with_lab_of<T>(
+    base: &topology::Topology,
     users: usize,
     backend: lab::Backend,
     work: impl FnOnce(&LabFile, Vec<LabUser>) -> anyhow::Result<T>,
@@ -45,7 +56,7 @@ pub(crate) fn with_lab<T>(
     let dir = std::env::temp_dir().join(format!("tandem-bench-users-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let topology_file = dir.join("topology.toml");
-    std::fs::write(&topology_file, contoso_on_free_block()?)?;
+    std::fs::write(&topology_file, on_free_block(base)?)?;
     let up = lab::up(UpOptions {
         hosts: false,
         topology: Some(topology_file),
