@@ -113,13 +113,20 @@ pub enum NonceUse {
 }
 
 /// The highest nonce count each nonce carried, for at most `cap` nonces.
+///
+/// Nonces are kept as keyed 64-bit hashes, not strings: a Front End signing in thousands of
+/// users a second remembers hundreds of thousands, and the strings would be most of the
+/// cost. The key is random per process; two nonces sharing a hash (about 1 in 10^13 per
+/// nonce) would at worst make the second's first use look like a replay, which the client
+/// answers by signing in again with a fresh nonce.
 #[derive(Debug)]
 pub struct NonceCounts {
     cap: usize,
     max_age_ms: u64,
-    counts: HashMap<String, (u64, u32)>,
-    /// Nonces in the order of their first use, with their issue time.
-    order: VecDeque<(u64, String)>,
+    keys: std::hash::RandomState,
+    counts: HashMap<u64, (u64, u32)>,
+    /// Nonces (their hashes) in the order of their first use, with their issue time.
+    order: VecDeque<(u64, u64)>,
     /// Nonces issued at or before this were forgotten while still valid.
     floor_ms: Option<u64>,
 }
@@ -130,6 +137,7 @@ impl NonceCounts {
         NonceCounts {
             cap: cap.max(1),
             max_age_ms,
+            keys: std::hash::RandomState::new(),
             counts: HashMap::new(),
             order: VecDeque::new(),
             floor_ms: None,
@@ -149,7 +157,8 @@ impl NonceCounts {
     /// with count `nc`, and says whether that is a first use of the count.
     pub fn admit(&mut self, nonce: &str, issued_ms: u64, nc: u32, now_ms: u64) -> NonceUse {
         self.forget_expired(now_ms);
-        if let Some((_, last)) = self.counts.get_mut(nonce) {
+        let nonce = std::hash::BuildHasher::hash_one(&self.keys, nonce);
+        if let Some((_, last)) = self.counts.get_mut(&nonce) {
             if nc <= *last {
                 return NonceUse::Replayed;
             }
@@ -170,8 +179,8 @@ impl NonceCounts {
         if self.floor_ms.is_some_and(|floor| issued_ms <= floor) {
             return NonceUse::Replayed;
         }
-        self.counts.insert(nonce.to_string(), (issued_ms, nc));
-        self.order.push_back((issued_ms, nonce.to_string()));
+        self.counts.insert(nonce, (issued_ms, nc));
+        self.order.push_back((issued_ms, nonce));
         NonceUse::Fresh
     }
 

@@ -354,8 +354,11 @@ fn registrars_answer_bad_sip_with_the_right_codes_and_keep_serving() {
         .replace("Content-Length: 0", "Content-Length: 900000");
     tcp.write_all(head.as_bytes()).unwrap();
     let mut answer = String::new();
-    let _ = tcp.read_to_string(&mut answer);
-    assert!(answer.starts_with("SIP/2.0 513"), "{answer}");
+    let read = tcp.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("SIP/2.0 513"),
+        "answer {answer:?}, read {read:?}"
+    );
     let mut tcp = std::net::TcpStream::connect(to).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     tcp.write_all(&options(902)).unwrap();
