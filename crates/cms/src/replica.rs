@@ -53,8 +53,16 @@ pub struct ReplicaAgent {
     proven_at: AtomicI64,
     /// When a check last found no active master to ask (the Central Management store is
     /// down, or out of reach): the last proven view stands, as the original keeps serving
-    /// from its replica while the store is away.
+    /// from its replica while the store is away — if the master went away while the view
+    /// was still proven (see `master_away_since`).
     master_away_at: AtomicI64,
+    /// When the first check since the last proof (or since a silence past the TTL) found
+    /// no master. The view stands while
+    /// the master is away only if that was within [`VIEW_PROOF_TTL`] of the proof: a
+    /// server that was frozen (or cut off) past the TTL and then finds no master has an
+    /// old view with nothing to say it is still true, and the pool may have been failed
+    /// over meanwhile.
+    master_away_since: AtomicI64,
     /// The user directory as this replica holds it, by normal SIP address: what the
     /// registrar authenticates against at every REGISTER, read from memory rather than
     /// from the replica's file. Kept in step with the file by [`ReplicaAgent::sync`] and
@@ -106,6 +114,7 @@ impl ReplicaAgent {
             clock,
             proven_at: AtomicI64::new(NEVER),
             master_away_at: AtomicI64::new(NEVER),
+            master_away_since: AtomicI64::new(NEVER),
         })
     }
 
@@ -119,8 +128,13 @@ impl ReplicaAgent {
         if proven == NEVER {
             return Some(ViewDoubt::SinceStart);
         }
+        if now - proven <= ttl {
+            return None;
+        }
+        // The master went away while the view was proven, and is still found away.
+        let since = self.master_away_since.load(Ordering::SeqCst);
         let away = self.master_away_at.load(Ordering::SeqCst);
-        if now - proven <= ttl || (away >= proven && now - away <= ttl) {
+        if since != NEVER && since >= proven && since - proven <= ttl && now - away <= ttl {
             return None;
         }
         Some(ViewDoubt::Stale { ms: now - proven })
@@ -146,7 +160,17 @@ impl ReplicaAgent {
         match master {
             None => {
                 // Only a view proven since the start can stand while the master is away.
-                if self.proven_at.load(Ordering::SeqCst) != NEVER {
+                let proven = self.proven_at.load(Ordering::SeqCst);
+                if proven != NEVER {
+                    let since = self.master_away_since.load(Ordering::SeqCst);
+                    let last = self.master_away_at.load(Ordering::SeqCst);
+                    let ttl = VIEW_PROOF_TTL.as_millis() as i64;
+                    if since == NEVER || since < proven || asked_at.saturating_sub(last) > ttl {
+                        // The first check since the proof to find no master, or the first
+                        // after a silence past the TTL (the server was frozen): when the
+                        // master went away, as far as this server can tell.
+                        self.master_away_since.store(asked_at, Ordering::SeqCst);
+                    }
                     self.master_away_at.fetch_max(asked_at, Ordering::SeqCst);
                 }
             }
@@ -160,6 +184,7 @@ impl ReplicaAgent {
                     // the store moved on while it was away): the last proven view no
                     // longer stands for want of a master to ask.
                     self.master_away_at.store(NEVER, Ordering::SeqCst);
+                    self.master_away_since.store(NEVER, Ordering::SeqCst);
                 }
             }
         }
@@ -420,17 +445,41 @@ mod tests {
         // A master that has moved on since leaves the view in doubt.
         agent.note_check(clock.now_ms(), Some((epoch, 9)), here);
         assert!(agent.view_doubt().is_some());
-        // With the master away, the last proven view stands, as long as it is asked about.
+        // A master that is ahead and then gone leaves it in doubt: it is known to be behind.
         agent.note_check(clock.now_ms(), None, here);
-        assert_eq!(agent.view_doubt(), None);
-        advance(3_001).await;
         assert!(agent.view_doubt().is_some());
+        // Proven again; the master goes away within the TTL: the last proven view stands,
+        // as long as the master is asked about and still found away.
+        agent.note_check(clock.now_ms(), Some((epoch, 5)), here);
+        advance(1_000).await;
+        agent.note_check(clock.now_ms(), None, here);
+        for _ in 0..5 {
+            advance(1_000).await;
+            agent.note_check(clock.now_ms(), None, here);
+            assert_eq!(agent.view_doubt(), None);
+        }
+        advance(3_001).await;
+        assert!(agent.view_doubt().is_some(), "no one asked for 3 s");
+        agent.note_check(clock.now_ms(), None, here);
+        assert!(agent.view_doubt().is_some(), "an old proof is not revived");
         // Found again ahead of this replica (back from a cut): in doubt at once.
+        agent.note_check(clock.now_ms(), Some((epoch, 5)), here);
+        advance(1_000).await;
+        agent.note_check(clock.now_ms(), None, here);
+        advance(2_500).await;
         agent.note_check(clock.now_ms(), None, here);
         assert_eq!(agent.view_doubt(), None);
         agent.note_check(clock.now_ms(), Some((epoch, 7)), here);
         assert!(agent.view_doubt().is_some());
         agent.note_check(clock.now_ms(), Some((epoch, 5)), here);
         assert_eq!(agent.view_doubt(), None);
+        // Frozen past the TTL (SIGSTOP, a VM paused), then no master to ask: the old proof
+        // is not revived, as the pool may have been failed over meanwhile.
+        advance(10_000).await;
+        agent.note_check(clock.now_ms(), None, here);
+        assert!(agent.view_doubt().is_some());
+        advance(1_000).await;
+        agent.note_check(clock.now_ms(), None, here);
+        assert!(agent.view_doubt().is_some());
     }
 }
