@@ -29,6 +29,10 @@ use crate::{FrameLimits, Incoming, next_frame, push_top_via};
 
 /// How many messages may wait to be written on one flow.
 const WRITE_QUEUE: usize = 256;
+/// Bytes written to a flow in one go, at most, when several messages are queued: a
+/// connection that carries many users' requests at once (an SBC's, a load generator's)
+/// costs one system call — over TLS one record — per burst of answers, not per answer.
+const COALESCE: usize = 16 * 1024;
 /// How many requests from the peer may wait for their owner on one flow.
 const INCOMING_QUEUE: usize = 64;
 
@@ -108,7 +112,13 @@ impl Flow {
                     b = to_write.recv() => b,
                     _ = writer_closed.wait_for(|c| *c) => None,
                 };
-                let Some(bytes) = bytes else { break };
+                let Some(mut bytes) = bytes else { break };
+                while bytes.len() < COALESCE {
+                    match to_write.try_recv() {
+                        Ok(more) => bytes.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
                 // A peer that stops reading does not hold the writer: past the time a
                 // message may take, the flow is closed.
                 let written = tokio::time::timeout(limits.partial, async {

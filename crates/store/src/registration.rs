@@ -124,18 +124,26 @@ impl BackEnd {
         };
         let aor_list = serde_json::Value::from(aors).to_string();
         let mut tx = self.begin_write().await?;
-        let rows: Vec<BindingRow> = db::query_as(
-            "SELECT aor, contact, expires_at, mode, server FROM registration
-             WHERE aor IN (SELECT value FROM json_each($1))",
+        // The batch's bindings as one JSON array in one row: every row sqlx hands over is a
+        // message between threads and a copy of each column, which at thousands of
+        // sign-ins a second cost a tenth of the Front End's CPU.
+        let (rows,): (String,) = db::query_as(
+            "SELECT coalesce(json_group_array(json_array(aor, contact, expires_at, mode, server)),
+                 '[]')
+             FROM registration WHERE aor IN (SELECT value FROM json_each($1))",
         )
         .postgres(
-            "SELECT aor, contact, expires_at, mode, server FROM registration
-             WHERE aor IN (SELECT jsonb_array_elements_text($1::jsonb))",
+            "SELECT coalesce(jsonb_agg(jsonb_build_array(aor, contact, expires_at, mode, server)),
+                 '[]'::jsonb)::text
+             FROM registration WHERE aor IN (SELECT jsonb_array_elements_text($1::jsonb))",
         )
         .bind(&aor_list)
-        .fetch_all(&mut tx)
+        .fetch_one(&mut tx)
         .await
         .at(&self.path)?;
+        let rows: Vec<BindingRow> = serde_json::from_str(&rows)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+            .at(&self.path)?;
         // Every row the batch's users have, expired ones included, and their unexpired
         // bindings, which the changes are decided against.
         let stored: Vec<Binding> = rows.into_iter().map(Binding::from).collect();
