@@ -894,6 +894,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
         #[test]
         fn scanning_line_by_line_is_scanning_byte_by_byte(
             pieces in prop::collection::vec(head_piece(), 0..120),
