@@ -1419,20 +1419,56 @@ mod tests {
         assert!(!table.answers.contains_key(&99));
     }
 
+    /// A request of `method` with `extra` header lines.
+    fn request_with(branch: &str, method: &str, cseq: &str, extra: &str) -> Request {
+        let text = format!(
+            "{method} sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch={branch}\r\n\
+             From: <sip:a@contoso.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: c\r\n\
+             CSeq: {cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match sip::Message::parse(text.as_bytes()).unwrap() {
+            sip::Message::Request(r) => r,
+            sip::Message::Response(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn only_requests_without_credentials_that_change_nothing_skip_the_table() {
+        let auth = "Authorization: Digest username=\"a@contoso.com\", realm=\"contoso.com\", \
+                    nonce=\"n\", uri=\"sip:contoso.com\", response=\"r\"\r\n";
+        assert!(is_stateless(&request_with(
+            "b",
+            "REGISTER",
+            "1 REGISTER",
+            ""
+        )));
+        assert!(is_stateless(&request_with("b", "OPTIONS", "1 OPTIONS", "")));
+        // A REGISTER with credentials may bind or sign out; a MESSAGE is delivered.
+        assert!(!is_stateless(&request_with(
+            "b",
+            "REGISTER",
+            "2 REGISTER",
+            auth
+        )));
+        assert!(!is_stateless(&request_with(
+            "b",
+            "MESSAGE",
+            "1 MESSAGE",
+            ""
+        )));
+        assert!(!is_stateless(&request_with(
+            "b",
+            "MESSAGE",
+            "1 MESSAGE",
+            auth
+        )));
+    }
+
     #[test]
     fn a_transaction_is_its_source_branch_method_and_cseq() {
         let table = TransactionTable::default();
-        let request = |branch: &str, method: &str, cseq: &str| {
-            let text = format!(
-                "{method} sip:contoso.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch={branch}\r\n\
-                 From: <sip:a@contoso.com>;tag=1\r\nTo: <sip:a@contoso.com>\r\nCall-ID: c\r\n\
-                 CSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
-            );
-            match sip::Message::parse(text.as_bytes()).unwrap() {
-                sip::Message::Request(r) => r,
-                sip::Message::Response(_) => unreachable!(),
-            }
-        };
+        let request =
+            |branch: &str, method: &str, cseq: &str| request_with(branch, method, cseq, "");
         let peer: SocketAddr = "127.0.0.9:5060".parse().unwrap();
         let other: SocketAddr = "127.0.0.9:5061".parse().unwrap();
         let first = table.key(&request("z9hG4bK1", "REGISTER", "1 REGISTER"), peer);
