@@ -9,7 +9,7 @@
 //! and writes them in one transaction (`store::BackEnd::apply_registrations`), so a commit
 //! costs a few statements however many sign-ins wait for it, and batches grow with the load
 //! instead of the queue. There is no timer: an idle registrar commits a lone REGISTER at
-//! once.
+//! once, after one turn of the scheduler that lets REGISTERs already running join it.
 //!
 //! A task also purges expired bindings, in bounded rounds, every [`PURGE_EVERY`].
 
