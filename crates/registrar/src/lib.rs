@@ -35,7 +35,6 @@
 //! toward the user's own address.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +47,7 @@ use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
 use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
+use sip::hashed::{ByHash, HashedKeys};
 use sip::{Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
@@ -114,36 +114,12 @@ const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 /// same answer. Forgetting is in arrival order, so each request costs O(1) however many
 /// transactions a busy registrar remembers.
 ///
-/// A transaction is known by a keyed 64-bit hash of what identifies it (source, branch,
-/// method, CSeq), not by those strings: a registrar at ten thousand sign-ins a second
-/// remembers over half a million transactions, and two strings each would be most of the
-/// memory and allocations of a request. The key is random per process, so no one can make
-/// two requests collide on purpose; by chance the odds are about 1 in 10^13 per request.
+/// A transaction is known by the hash of what identifies it ([`sip::hashed`]).
 #[derive(Debug, Default)]
 struct TransactionTable {
-    keys: std::hash::RandomState,
-    answers: HashMap<u64, Option<Vec<u8>>, std::hash::BuildHasherDefault<Prehashed>>,
+    keys: HashedKeys,
+    answers: ByHash<Option<Vec<u8>>>,
     arrivals: VecDeque<(Instant, u64)>,
-}
-
-/// The hasher of a map whose keys are already keyed hashes: it passes them through.
-#[derive(Debug, Default)]
-struct Prehashed(u64);
-
-impl std::hash::Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// What a registrar should do with a request it received over UDP.
@@ -162,7 +138,7 @@ impl TransactionTable {
     /// branch, with the source and the method and CSeq that a branch is reused across).
     fn key(&self, request: &Request, peer: SocketAddr) -> u64 {
         let via = request.top_via();
-        self.keys.hash_one((
+        self.keys.of((
             peer,
             via.as_ref().and_then(|v| v.branch()).unwrap_or(""),
             request.method.as_str(),

@@ -7,6 +7,7 @@
 
 pub mod digest;
 pub mod federation;
+pub mod hashed;
 mod hex;
 pub mod message;
 pub mod nonce;

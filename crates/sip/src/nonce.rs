@@ -17,7 +17,9 @@
 //! Written after a captured REGISTER header, sent again with another Contact, Call-ID and
 //! CSeq, got 200 for the nonce's five-minute life.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hashed::{ByHash, HashedKeys};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -114,17 +116,15 @@ pub enum NonceUse {
 
 /// The highest nonce count each nonce carried, for at most `cap` nonces.
 ///
-/// Nonces are kept as keyed 64-bit hashes, not strings: a Front End signing in thousands of
-/// users a second remembers hundreds of thousands, and the strings would be most of the
-/// cost. The key is random per process; two nonces sharing a hash (about 1 in 10^13 per
-/// nonce) would at worst make the second's first use look like a replay, which the client
-/// answers by signing in again with a fresh nonce.
+/// Nonces are kept by their hashes ([`crate::hashed`]); two nonces sharing one would at
+/// worst make the second's first use look like a replay, which the client answers by
+/// signing in again with a fresh nonce.
 #[derive(Debug)]
 pub struct NonceCounts {
     cap: usize,
     max_age_ms: u64,
-    keys: std::hash::RandomState,
-    counts: HashMap<u64, (u64, u32)>,
+    keys: HashedKeys,
+    counts: ByHash<(u64, u32)>,
     /// Nonces (their hashes) in the order of their first use, with their issue time.
     order: VecDeque<(u64, u64)>,
     /// Nonces issued at or before this were forgotten while still valid.
@@ -137,8 +137,8 @@ impl NonceCounts {
         NonceCounts {
             cap: cap.max(1),
             max_age_ms,
-            keys: std::hash::RandomState::new(),
-            counts: HashMap::new(),
+            keys: HashedKeys::default(),
+            counts: ByHash::default(),
             order: VecDeque::new(),
             floor_ms: None,
         }
@@ -157,7 +157,7 @@ impl NonceCounts {
     /// with count `nc`, and says whether that is a first use of the count.
     pub fn admit(&mut self, nonce: &str, issued_ms: u64, nc: u32, now_ms: u64) -> NonceUse {
         self.forget_expired(now_ms);
-        let nonce = std::hash::BuildHasher::hash_one(&self.keys, nonce);
+        let nonce = self.keys.of(nonce);
         if let Some((_, last)) = self.counts.get_mut(&nonce) {
             if nc <= *last {
                 return NonceUse::Replayed;
