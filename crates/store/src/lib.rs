@@ -169,6 +169,9 @@ async fn open_sqlite_pool(path: &Path) -> Result<sqlx::SqlitePool> {
         .foreign_keys(true);
     sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(4)
+        // A connection to a local file does not go stale: no ping (a call to the
+        // connection's thread) before each use.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|source| StoreError::Database {

@@ -17,9 +17,119 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::COUNT_WRITE;
 use crate::db;
 use crate::userdata::BindingRow;
 use crate::{BackEnd, Binding, Context, Result, now_ms};
+
+/// The bindings of a batch's users, as one JSON array in one row: every row sqlx hands
+/// over is a message between threads and a copy of each column, which at thousands of
+/// sign-ins a second cost a tenth of the Front End's CPU.
+const READ_SQLITE: &str =
+    "SELECT coalesce(json_group_array(json_array(aor, contact, expires_at, mode, server)), '[]')
+     FROM registration WHERE aor IN (SELECT value FROM json_each($1))";
+/// Deletes the `[aor, contact]` pairs of a JSON array.
+const DELETE_SQLITE: &str = "DELETE FROM registration WHERE (aor, contact) IN
+     (SELECT value ->> 0, value ->> 1 FROM json_each($1))";
+/// Writes the `[aor, contact, expires_at, mode, server]` rows of a JSON array.
+const UPSERT_SQLITE: &str = "INSERT INTO registration (aor, contact, expires_at, mode, server)
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+     FROM json_each($1) WHERE true
+     ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+         mode = excluded.mode, server = excluded.server";
+
+/// What a batch does to the bindings it read: each change's outcome, and the rows to
+/// delete and to write (JSON arrays; None when there are none).
+#[derive(Debug)]
+struct Plan {
+    outcomes: Vec<Registered>,
+    gone: Option<String>,
+    upserts: Option<String>,
+}
+
+/// Decides a batch against the bindings its users have (`rows`, the JSON of the read):
+/// each change in arrival order ([`decide`]), expired bindings dropped on the way, and only
+/// what differs written — a refresh is one row updated.
+fn plan(
+    rows: &str,
+    changes: &[RegistrationChange],
+    now: i64,
+    max: usize,
+) -> std::result::Result<Plan, sqlx::Error> {
+    let rows: Vec<BindingRow> =
+        serde_json::from_str(rows).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    // Every row the batch's users have, expired ones included, and their unexpired
+    // bindings, which the changes are decided against.
+    let stored: Vec<Binding> = rows.into_iter().map(Binding::from).collect();
+    let mut held: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
+    for b in stored.iter().filter(|b| b.expires_at > now) {
+        held.entry(b.aor.clone()).or_default().push(b.clone());
+    }
+    let outcomes: Vec<Registered> = changes
+        .iter()
+        .map(|c| decide(held.entry(c.aor.clone()).or_default(), c, max))
+        .collect();
+    // (Per user: a batch holds up to a thousand users of at most `max` bindings each.)
+    let mut before: BTreeMap<&str, Vec<&Binding>> = BTreeMap::new();
+    for b in &stored {
+        before.entry(b.aor.as_str()).or_default().push(b);
+    }
+    let mut gone = Vec::new();
+    let mut upserts = Vec::new();
+    for (aor, was) in &before {
+        let after = held.get(*aor).map(Vec::as_slice).unwrap_or_default();
+        for b in was {
+            if !after.iter().any(|a| a.contact == b.contact) {
+                gone.push(serde_json::json!([b.aor, b.contact]));
+            }
+        }
+    }
+    for (aor, after) in &held {
+        let was = before
+            .get(aor.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for b in after {
+            if !was.contains(&b) {
+                upserts.push(serde_json::json!([
+                    b.aor,
+                    b.contact,
+                    b.expires_at,
+                    b.mode,
+                    b.server
+                ]));
+            }
+        }
+    }
+    let json =
+        |v: Vec<serde_json::Value>| (!v.is_empty()).then(|| serde_json::Value::from(v).to_string());
+    Ok(Plan {
+        outcomes,
+        gone: json(gone),
+        upserts: json(upserts),
+    })
+}
+
+/// A pooled SQLite connection inside a transaction its statements began: dropped before
+/// [`OpenTransaction::committed`] (the batch's future dropped between its calls, or a
+/// rollback that failed), the connection is closed rather than returned to the pool, and
+/// SQLite rolls the transaction back as it closes.
+struct OpenTransaction(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl OpenTransaction {
+    /// The transaction ended (committed or rolled back): the connection goes back to the pool.
+    fn committed(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
 
 /// One REGISTER's change to its user's bindings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,107 +233,114 @@ impl BackEnd {
             a
         };
         let aor_list = serde_json::Value::from(aors).to_string();
+        if let db::Db::Sqlite(pool) = &self.db {
+            return self
+                .apply_on_sqlite(pool, &aor_list, changes, now, max)
+                .await;
+        }
         let mut tx = self.begin_write().await?;
-        // The batch's bindings as one JSON array in one row: every row sqlx hands over is a
-        // message between threads and a copy of each column, which at thousands of
-        // sign-ins a second cost a tenth of the Front End's CPU.
-        let (rows,): (String,) = db::query_as(
-            "SELECT coalesce(json_group_array(json_array(aor, contact, expires_at, mode, server)),
-                 '[]')
-             FROM registration WHERE aor IN (SELECT value FROM json_each($1))",
-        )
-        .postgres(
-            "SELECT coalesce(jsonb_agg(jsonb_build_array(aor, contact, expires_at, mode, server)),
-                 '[]'::jsonb)::text
-             FROM registration WHERE aor IN (SELECT jsonb_array_elements_text($1::jsonb))",
-        )
-        .bind(&aor_list)
-        .fetch_one(&mut tx)
-        .await
-        .at(&self.path)?;
-        let rows: Vec<BindingRow> = serde_json::from_str(&rows)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-            .at(&self.path)?;
-        // Every row the batch's users have, expired ones included, and their unexpired
-        // bindings, which the changes are decided against.
-        let stored: Vec<Binding> = rows.into_iter().map(Binding::from).collect();
-        let mut held: BTreeMap<String, Vec<Binding>> = BTreeMap::new();
-        for b in stored.iter().filter(|b| b.expires_at > now) {
-            held.entry(b.aor.clone()).or_default().push(b.clone());
-        }
-        let outcomes: Vec<Registered> = changes
-            .iter()
-            .map(|c| decide(held.entry(c.aor.clone()).or_default(), c, max))
-            .collect();
-        // Only what differs is written: a refresh is one row updated. (Per user: a batch
-        // holds up to a thousand users of at most `max` bindings each.)
-        let mut before: BTreeMap<&str, Vec<&Binding>> = BTreeMap::new();
-        for b in &stored {
-            before.entry(b.aor.as_str()).or_default().push(b);
-        }
-        let mut gone = Vec::new();
-        let mut upserts = Vec::new();
-        for (aor, was) in &before {
-            let after = held.get(*aor).map(Vec::as_slice).unwrap_or_default();
-            for b in was {
-                if !after.iter().any(|a| a.contact == b.contact) {
-                    gone.push(serde_json::json!([b.aor, b.contact]));
-                }
-            }
-        }
-        for (aor, after) in &held {
-            let was = before
-                .get(aor.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            for b in after {
-                if !was.contains(&b) {
-                    upserts.push(serde_json::json!([
-                        b.aor,
-                        b.contact,
-                        b.expires_at,
-                        b.mode,
-                        b.server
-                    ]));
-                }
-            }
-        }
-        if !gone.is_empty() {
-            db::query(
-                "DELETE FROM registration WHERE (aor, contact) IN
-                 (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
-            )
+        let (rows,): (String,) = db::query_as(READ_SQLITE)
             .postgres(
-                "DELETE FROM registration WHERE (aor, contact) IN
-                 (SELECT r ->> 0, r ->> 1 FROM jsonb_array_elements($1::jsonb) AS r)",
+                "SELECT coalesce(jsonb_agg(jsonb_build_array(aor, contact, expires_at, mode, server)),
+                     '[]'::jsonb)::text
+                 FROM registration WHERE aor IN (SELECT jsonb_array_elements_text($1::jsonb))",
             )
-            .bind(serde_json::Value::from(gone).to_string())
-            .execute(&mut tx)
+            .bind(&aor_list)
+            .fetch_one(&mut tx)
             .await
             .at(&self.path)?;
+        let plan = plan(&rows, changes, now, max).at(&self.path)?;
+        if let Some(gone) = plan.gone {
+            db::query(DELETE_SQLITE)
+                .postgres(
+                    "DELETE FROM registration WHERE (aor, contact) IN
+                     (SELECT r ->> 0, r ->> 1 FROM jsonb_array_elements($1::jsonb) AS r)",
+                )
+                .bind(gone)
+                .execute(&mut tx)
+                .await
+                .at(&self.path)?;
         }
-        if !upserts.is_empty() {
-            db::query(
-                "INSERT INTO registration (aor, contact, expires_at, mode, server)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
-                 FROM json_each($1) WHERE true
-                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
-                     mode = excluded.mode, server = excluded.server",
-            )
-            .postgres(
-                "INSERT INTO registration (aor, contact, expires_at, mode, server)
-                 SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
-                 FROM jsonb_array_elements($1::jsonb) AS r
-                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
-                     mode = excluded.mode, server = excluded.server",
-            )
-            .bind(serde_json::Value::from(upserts).to_string())
-            .execute(&mut tx)
-            .await
-            .at(&self.path)?;
+        if let Some(upserts) = plan.upserts {
+            db::query(UPSERT_SQLITE)
+                .postgres(
+                    "INSERT INTO registration (aor, contact, expires_at, mode, server)
+                     SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
+                     FROM jsonb_array_elements($1::jsonb) AS r
+                     ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+                         mode = excluded.mode, server = excluded.server",
+                )
+                .bind(upserts)
+                .execute(&mut tx)
+                .await
+                .at(&self.path)?;
         }
         tx.commit().await.at(&self.path)?;
-        Ok(outcomes)
+        Ok(plan.outcomes)
+    }
+
+    /// [`BackEnd::apply_registrations`] on a plain SQLite Back End in two calls to the
+    /// connection's thread rather than five: under sign-in load each call waits for that
+    /// thread to get a core and then for the caller's to get one back, and the batch — and
+    /// every REGISTER in it — waits for all of them. The first call begins the transaction
+    /// (taking the write lock), counts it ([`COUNT_WRITE`]) and reads the users'
+    /// bindings; the second writes the plan and commits. The transaction is the
+    /// statements' own rather than sqlx's, so a connection left in it (an error, or the
+    /// batch dropped between the calls) is rolled back or closed, never put back in the pool.
+    async fn apply_on_sqlite(
+        &self,
+        pool: &sqlx::SqlitePool,
+        aor_list: &str,
+        changes: &[RegistrationChange],
+        now: i64,
+        max: usize,
+    ) -> Result<Vec<Registered>> {
+        let conn = pool.acquire().await.at(&self.path)?;
+        let mut open = OpenTransaction(Some(conn));
+        let result = async {
+            let conn = open
+                .0
+                .as_mut()
+                .expect("the connection is held until the end");
+            let read = format!("BEGIN IMMEDIATE; {COUNT_WRITE}; {READ_SQLITE}");
+            let (rows,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(read))
+                .bind(aor_list)
+                .fetch_one(&mut **conn)
+                .await?;
+            let plan = plan(&rows, changes, now, max)?;
+            let mut write = String::new();
+            if plan.gone.is_some() {
+                write.push_str(&DELETE_SQLITE.replace("$1", "$2"));
+                write.push_str("; ");
+            }
+            if plan.upserts.is_some() {
+                write.push_str(&UPSERT_SQLITE.replace("$1", "$3"));
+                write.push_str("; ");
+            }
+            write.push_str("COMMIT");
+            sqlx::query(sqlx::AssertSqlSafe(write))
+                .bind(None::<String>)
+                .bind(plan.gone)
+                .bind(plan.upserts)
+                .execute(&mut **conn)
+                .await?;
+            Ok::<_, sqlx::Error>(plan.outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                open.committed();
+                Ok(outcomes)
+            }
+            Err(e) => {
+                if let Some(conn) = open.0.as_mut()
+                    && sqlx::query("ROLLBACK").execute(&mut **conn).await.is_ok()
+                {
+                    open.committed();
+                }
+                Err(e).at(&self.path)
+            }
+        }
     }
 
     /// Adds or refreshes one binding, whatever the limit: [`BackEnd::apply_registrations`]
@@ -434,6 +551,64 @@ mod tests {
                 be.purge_expired_bindings(later + 60_001, 100).await.unwrap(),
                 2
             );
+        }
+    }
+
+    crate::each_backend! {
+        /// A batch whose write fails changes nothing, not even the Back End's count of
+        /// write transactions, and leaves no connection inside a transaction: every batch
+        /// after it commits (on SQLite the batch runs its own BEGIN and COMMIT).
+        async fn a_batch_that_fails_writes_nothing_and_the_next_ones_commit(db) {
+            let be = db.open("p").await;
+            let now = crate::now_ms();
+            let writes = || async {
+                let (n,): (i64,) = db::query_as("SELECT writes FROM backend_principal WHERE id = 1")
+                    .fetch_one(&be.db)
+                    .await
+                    .unwrap();
+                n
+            };
+            // A contact the database refuses, as a full disk or a broken file would.
+            db::raw_sql(
+                "CREATE TABLE refused (contact TEXT NOT NULL CHECK (contact <> 'sip:boom'))",
+                &be.db,
+            )
+            .await
+            .unwrap();
+            let refuse = if be.is_postgres() {
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN
+                     INSERT INTO refused VALUES (NEW.contact); RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER refuse BEFORE INSERT ON registration
+                     FOR EACH ROW EXECUTE FUNCTION refuse()"
+            } else {
+                "CREATE TRIGGER refuse BEFORE INSERT ON registration
+                     BEGIN INSERT INTO refused VALUES (NEW.contact); END"
+            };
+            db::raw_sql(refuse, &be.db).await.unwrap();
+            be.apply_registrations(&[change(ALICE, &[("sip:alice@1", Some(now + 60_000))])], now, 4)
+                .await
+                .unwrap();
+            let before = writes().await;
+            let failing = [
+                change(BOB, &[("sip:bob@1", Some(now + 60_000))]),
+                change(ALICE, &[("sip:boom", Some(now + 60_000))]),
+            ];
+            // More failures than the pool has connections: none is left in a transaction.
+            for _ in 0..6 {
+                assert!(be.apply_registrations(&failing, now, 4).await.is_err());
+            }
+            assert_eq!(writes().await, before, "the failed batches were not counted");
+            assert!(be.bindings(BOB).await.unwrap().is_empty());
+            for i in 0..6 {
+                let bob = format!("sip:bob@{i}");
+                let out = be
+                    .apply_registrations(&[change(BOB, &[(&bob, Some(now + 60_000))])], now, 8)
+                    .await
+                    .unwrap();
+                assert_eq!(contacts(&out[0]).len(), i + 1);
+            }
+            assert_eq!(writes().await, before + 6);
+            assert_eq!(be.bindings(ALICE).await.unwrap().len(), 1);
         }
     }
 }
