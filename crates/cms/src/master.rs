@@ -344,8 +344,12 @@ impl Master {
                 return false;
             }
             tokio::select! {
-                _ = role.changed() => {}
-                _ = self.inner.clock.sleep(Duration::from_millis(100)) => {}
+                changed = role.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                }
+                _ = self.inner.clock.sleep(self.inner.clock.remaining(deadline)) => {}
             }
         }
     }

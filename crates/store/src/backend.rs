@@ -16,11 +16,6 @@ use crate::db::{self, Conn, Db};
 use crate::items::{CMS, item};
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
-/// Counts a write transaction in the Back End's `backend_principal` row (see
-/// [`BackEnd::begin_write`]).
-pub(crate) const COUNT_WRITE: &str =
-    "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
-
 /// Who holds the master's lease, in words.
 fn lease_holder(holder: &Option<String>, epoch: i64) -> String {
     match holder {
@@ -193,7 +188,7 @@ impl BackEnd {
         }
         let mut tx = crate::begin_write(&self.db, &self.path).await?;
         if let Db::Sqlite(_) | Db::Pg(_) = &self.db {
-            db::query(COUNT_WRITE)
+            db::query(db::COUNT_WRITE)
                 .execute(&mut tx)
                 .await
                 .at(&self.path)?;

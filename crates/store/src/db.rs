@@ -619,6 +619,10 @@ pub(crate) const SELECT_PRINCIPAL_ROW: &str = concat!(
 );
 
 /// Records in the principal's row what the last forced failover lost, once known.
+/// Counts a write transaction in the copy's `backend_principal` row: how a mirror that
+/// missed a commit tells, and what a forced failover's loss is counted in.
+pub(crate) const COUNT_WRITE: &str =
+    "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
 pub(crate) const RECORD_LOSS: &str = "UPDATE backend_principal SET lost_writes = $1 WHERE id = 1";
 
 /// What the copy that takes over writes in its row, in any kind of failover: the new term
@@ -756,10 +760,9 @@ impl Pair {
                     Err(why) => self.mark_behind(why),
                 }
             }
-            let bump = "UPDATE backend_principal SET writes = writes + 1 WHERE id = 1";
-            sqlx::query(bump).execute(&mut *principal).await?;
+            sqlx::query(COUNT_WRITE).execute(&mut *principal).await?;
             if let Some(m) = mirror.as_mut()
-                && let Err(e) = sqlx::query(bump).execute(&mut **m).await
+                && let Err(e) = sqlx::query(COUNT_WRITE).execute(&mut **m).await
             {
                 self.mirror_missed(&e);
                 mirror = None;
@@ -948,9 +951,7 @@ impl PgPair {
             };
             match attempt.await {
                 Ok((mut tx, term, false)) if term == self.orientation.term() => {
-                    sqlx::query("UPDATE backend_principal SET writes = writes + 1 WHERE id = 1")
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(COUNT_WRITE).execute(&mut *tx).await?;
                     return Ok(Conn::PgTx(tx));
                 }
                 Ok(_) => {}

@@ -16,9 +16,9 @@
 //! are dropped on the way; [`BackEnd::purge_expired_bindings`] drops the rest.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
-use crate::backend::COUNT_WRITE;
-use crate::db;
+use crate::db::{self, COUNT_WRITE};
 use crate::userdata::BindingRow;
 use crate::{BackEnd, Binding, Context, Result, now_ms};
 
@@ -37,6 +37,31 @@ const UPSERT_SQLITE: &str = "INSERT INTO registration (aor, contact, expires_at,
      FROM json_each($1) WHERE true
      ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
          mode = excluded.mode, server = excluded.server";
+
+/// [`BackEnd::apply_registrations`]'s first call on plain SQLite: begin, count, read.
+static BEGIN_AND_READ_SQLITE: LazyLock<String> =
+    LazyLock::new(|| format!("BEGIN IMMEDIATE; {COUNT_WRITE}; {READ_SQLITE}"));
+/// Its second call, by what the plan writes (`[deletes?][upserts?]`): the deletes bound
+/// first, the upserts after them, then `COMMIT`.
+static WRITE_AND_COMMIT_SQLITE: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    let write = |gone: bool, upserts: bool| {
+        let mut sql = String::new();
+        if gone {
+            sql.push_str(DELETE_SQLITE);
+            sql.push_str("; ");
+        }
+        if upserts {
+            let n = if gone { "$2" } else { "$1" };
+            sql.push_str(&UPSERT_SQLITE.replace("$1", n));
+            sql.push_str("; ");
+        }
+        sql + "COMMIT"
+    };
+    [
+        [write(false, false), write(false, true)],
+        [write(true, false), write(true, true)],
+    ]
+});
 
 /// What a batch does to the bindings it read: each change's outcome, and the rows to
 /// delete and to write (JSON arrays; None when there are none).
@@ -111,14 +136,14 @@ fn plan(
 }
 
 /// A pooled SQLite connection inside a transaction its statements began: dropped before
-/// [`OpenTransaction::committed`] (the batch's future dropped between its calls, or a
+/// [`OpenTransaction::ended`] (the batch's future dropped between its calls, or a
 /// rollback that failed), the connection is closed rather than returned to the pool, and
 /// SQLite rolls the transaction back as it closes.
 struct OpenTransaction(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
 
 impl OpenTransaction {
     /// The transaction ended (committed or rolled back): the connection goes back to the pool.
-    fn committed(&mut self) {
+    fn ended(&mut self) {
         self.0.take();
     }
 }
@@ -302,41 +327,31 @@ impl BackEnd {
                 .0
                 .as_mut()
                 .expect("the connection is held until the end");
-            let read = format!("BEGIN IMMEDIATE; {COUNT_WRITE}; {READ_SQLITE}");
-            let (rows,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(read))
+            let (rows,): (String,) = sqlx::query_as(BEGIN_AND_READ_SQLITE.as_str())
                 .bind(aor_list)
                 .fetch_one(&mut **conn)
                 .await?;
             let plan = plan(&rows, changes, now, max)?;
-            let mut write = String::new();
-            if plan.gone.is_some() {
-                write.push_str(&DELETE_SQLITE.replace("$1", "$2"));
-                write.push_str("; ");
+            let write = &WRITE_AND_COMMIT_SQLITE[usize::from(plan.gone.is_some())]
+                [usize::from(plan.upserts.is_some())];
+            let mut query = sqlx::query(write.as_str());
+            for json in [plan.gone, plan.upserts].into_iter().flatten() {
+                query = query.bind(json);
             }
-            if plan.upserts.is_some() {
-                write.push_str(&UPSERT_SQLITE.replace("$1", "$3"));
-                write.push_str("; ");
-            }
-            write.push_str("COMMIT");
-            sqlx::query(sqlx::AssertSqlSafe(write))
-                .bind(None::<String>)
-                .bind(plan.gone)
-                .bind(plan.upserts)
-                .execute(&mut **conn)
-                .await?;
+            query.execute(&mut **conn).await?;
             Ok::<_, sqlx::Error>(plan.outcomes)
         }
         .await;
         match result {
             Ok(outcomes) => {
-                open.committed();
+                open.ended();
                 Ok(outcomes)
             }
             Err(e) => {
                 if let Some(conn) = open.0.as_mut()
                     && sqlx::query("ROLLBACK").execute(&mut **conn).await.is_ok()
                 {
-                    open.committed();
+                    open.ended();
                 }
                 Err(e).at(&self.path)
             }
