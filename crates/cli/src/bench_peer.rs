@@ -92,10 +92,12 @@ enum Load {
     Rate { per_second: f64, seconds: f64 },
 }
 
-/// What the SIPp phases measured on one registrar, per transport.
+/// What the SIPp phases measured on one registrar, per transport: the median saturation
+/// phase, the fixed-rate phase, and every saturation phase's rate in the order they ran.
 struct RegistrarRuns {
     name: &'static str,
     runs: Vec<(Transport, SippRun, SippRun)>,
+    round_rates: Vec<Vec<f64>>,
 }
 
 /// A SIPp phase's figures, and the CPU the registrar spent on it.
@@ -129,21 +131,24 @@ impl SippRun {
 /// Everything `--sipp` measured.
 pub(crate) struct SippReport {
     instances: usize,
+    rounds: usize,
     registrars: Vec<RegistrarRuns>,
     skipped_tls: bool,
 }
 
 impl SippReport {
     pub(crate) fn figures(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "instances": self.instances });
+        let mut v = serde_json::json!({ "instances": self.instances, "rounds": self.rounds });
         for r in &self.registrars {
             v[r.name] = r
                 .runs
                 .iter()
-                .map(|(t, sat, fixed)| {
+                .zip(&r.round_rates)
+                .map(|((t, sat, fixed), rounds)| {
                     serde_json::json!({
                         "transport": t.as_str(),
                         "saturation": sat.figures(),
+                        "saturation_rounds_sign_ins_per_second": rounds,
                         "fixed_rate": fixed.figures(),
                     })
                 })
@@ -172,14 +177,26 @@ impl SippReport {
     }
 
     pub(crate) fn print(&self) {
+        let rounds = match self.rounds {
+            1 => String::new(),
+            n => format!("; saturation: the median of {n} rounds, taken in turn"),
+        };
         println!(
-            "SIPp ({} processes, examples/sipp/register.xml):",
+            "SIPp ({} processes, examples/sipp/register.xml{rounds}):",
             self.instances
         );
         for r in &self.registrars {
-            for (t, sat, fixed) in &r.runs {
+            for ((t, sat, fixed), rates) in r.runs.iter().zip(&r.round_rates) {
                 let name = t.as_str().to_uppercase();
                 println!("  {:<8} {name:<4} saturation  {}", r.name, sat.line());
+                if rates.len() > 1 {
+                    let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+                    println!(
+                        "  {:<8} {name:<4}   rounds    {} sign-ins/s",
+                        r.name,
+                        each.join(", ")
+                    );
+                }
                 println!("  {:<8} {name:<4} fixed rate  {}", r.name, fixed.line());
             }
         }
@@ -209,6 +226,8 @@ pub(crate) struct Plan {
     pub(crate) rate: Option<f64>,
     /// SIPp processes at once.
     pub(crate) instances: usize,
+    /// Saturation phases per registrar and transport.
+    pub(crate) rounds: usize,
     /// Measure Kamailio too.
     pub(crate) kamailio: bool,
     /// No progress lines.
@@ -256,25 +275,37 @@ pub(crate) fn compare(
         ca: &ca,
         plan,
     };
-    let mut registrars = vec![ctx.measure(&tandem, &transports)?];
-    if plan.kamailio {
-        let kamailio = Kamailio::start(&work, fe_address, fe, users)?;
-        let registrar = Registrar {
+    // Kamailio idles until its phases: started before the first, stopped after the last.
+    let kamailio = match plan.kamailio {
+        true => Some(Kamailio::start(&work, fe_address, fe, users)?),
+        false => None,
+    };
+    let mut registrars = vec![tandem];
+    if let Some(k) = &kamailio {
+        registrars.push(Registrar {
             name: "kamailio",
-            plain: kamailio.plain,
-            tls: kamailio.tls,
-            pid: kamailio.child.id(),
-        };
-        let measured = ctx.measure(&registrar, &transports);
-        drop(kamailio);
-        registrars.push(measured?);
+            plain: k.plain,
+            tls: k.tls,
+            pid: k.child.id(),
+        });
     }
+    let measured = ctx.measure(&registrars, &transports);
+    drop(kamailio);
+    let measured = measured?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(SippReport {
         instances,
-        registrars,
+        rounds: plan.rounds.max(1),
+        registrars: measured,
         skipped_tls,
     })
+}
+
+/// The run whose rate is the median of `runs` (the lower middle one of an even count).
+fn median_by_rate(mut runs: Vec<SippRun>) -> Option<SippRun> {
+    runs.sort_by(|a, b| a.run.rate().total_cmp(&b.run.rate()));
+    let middle = runs.len().checked_sub(1)? / 2;
+    Some(runs.swap_remove(middle))
 }
 
 /// What every SIPp phase shares.
@@ -288,49 +319,83 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Saturation, then a fixed rate, over each transport. The fixed rate is `--rate`, or
-    /// half of what tandem's own clients reached at saturation on that transport, so that
-    /// both registrars are offered the same load.
+    /// Over each transport, `rounds` saturation phases per registrar taken in turn (so
+    /// that drift in the machine's speed falls on every registrar alike), then one phase
+    /// at a fixed rate each. The fixed rate is `--rate`, or half of what tandem's own
+    /// clients reached at saturation on that transport, so that every registrar is
+    /// offered the same load.
     fn measure(
         &self,
-        registrar: &Registrar,
+        registrars: &[Registrar],
         transports: &[Transport],
-    ) -> anyhow::Result<RegistrarRuns> {
-        let mut runs = Vec::new();
+    ) -> anyhow::Result<Vec<RegistrarRuns>> {
+        let rounds = self.plan.rounds.max(1);
+        let mut measured: Vec<RegistrarRuns> = registrars
+            .iter()
+            .map(|r| RegistrarRuns {
+                name: r.name,
+                runs: Vec::new(),
+                round_rates: Vec::new(),
+            })
+            .collect();
         for &t in transports {
-            if !self.plan.quiet {
-                eprintln!(
-                    "SIPp against {} over {}…",
-                    registrar.name,
-                    t.as_str().to_uppercase()
-                );
+            let mut saturated: Vec<Vec<SippRun>> = vec![Vec::new(); registrars.len()];
+            for round in 1..=rounds {
+                for (registrar, runs) in registrars.iter().zip(&mut saturated) {
+                    self.progress(registrar, t, round);
+                    // Enough for `--seconds` at 20,000 sign-ins a second (either registrar
+                    // reaches 15,000 here): a phase that ends early measures the start
+                    // more than the run.
+                    let calls = (self.plan.seconds * 20_000.0) as usize;
+                    runs.push(self.phase(registrar, t, Load::Saturation { calls })?);
+                }
             }
-            // Enough for `--seconds` at 20,000 sign-ins a second (either registrar reaches
-            // 15,000 here): a phase that ends early measures the start more than the run.
-            let calls = (self.plan.seconds * 20_000.0) as usize;
-            let sat = self.phase(registrar, t, Load::Saturation { calls })?;
-            let per_second = self.plan.rate.unwrap_or_else(|| {
-                self.plan
-                    .saturation_rates
-                    .iter()
-                    .find(|(n, _)| *n == t)
-                    .map_or(sat.run.rate(), |(_, rate)| *rate)
-                    / 2.0
-            });
-            let fixed = self.phase(
-                registrar,
-                t,
-                Load::Rate {
-                    per_second: per_second.max(1.0),
-                    seconds: self.plan.seconds,
-                },
-            )?;
-            runs.push((t, sat, fixed));
+            for ((registrar, runs), out) in registrars.iter().zip(saturated).zip(&mut measured) {
+                let rates = runs.iter().map(|r| r.run.rate()).collect();
+                let sat = median_by_rate(runs).context("a saturation phase ran")?;
+                let per_second = self.plan.rate.unwrap_or_else(|| {
+                    self.plan
+                        .saturation_rates
+                        .iter()
+                        .find(|(n, _)| *n == t)
+                        .map_or(sat.run.rate(), |(_, rate)| *rate)
+                        / 2.0
+                });
+                if !self.plan.quiet {
+                    eprintln!(
+                        "SIPp against {} over {} at {per_second:.0} sign-ins/s…",
+                        registrar.name,
+                        t.as_str().to_uppercase()
+                    );
+                }
+                let fixed = self.phase(
+                    registrar,
+                    t,
+                    Load::Rate {
+                        per_second: per_second.max(1.0),
+                        seconds: self.plan.seconds,
+                    },
+                )?;
+                out.runs.push((t, sat, fixed));
+                out.round_rates.push(rates);
+            }
         }
-        Ok(RegistrarRuns {
-            name: registrar.name,
-            runs,
-        })
+        Ok(measured)
+    }
+
+    fn progress(&self, registrar: &Registrar, t: Transport, round: usize) {
+        if self.plan.quiet {
+            return;
+        }
+        let rounds = match self.plan.rounds {
+            0 | 1 => String::new(),
+            n => format!(", round {round} of {n}"),
+        };
+        eprintln!(
+            "SIPp against {} over {}{rounds}…",
+            registrar.name,
+            t.as_str().to_uppercase()
+        );
     }
 
     /// One phase: the SIPp processes at once, each from its own address; their timings
@@ -351,6 +416,11 @@ impl Ctx<'_> {
             let dir = self
                 .work
                 .join(format!("{}-{}-{phase}-{k}", registrar.name, t.as_str()));
+            // A new folder each phase: a round's files are not read as the next one's.
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
             std::fs::create_dir_all(&dir)?;
             let mut cmd = Command::new(&self.sipp.binary);
             cmd.current_dir(&dir)
@@ -791,6 +861,12 @@ request_route {{
         sl_send_reply("405", "Method Not Allowed");
         exit;
     }}
+    # No credentials yet: the challenge at once (pv_www_authenticate would log an error a
+    # REGISTER for the password of a user it cannot name, a cost tandem does not pay).
+    if (!is_present_hf("Authorization")) {{
+        www_challenge("$td", "1");
+        exit;
+    }}
     if (!pv_www_authenticate("$td", "$sht(pw=>$aU)", "0")) {{
         www_challenge("$td", "1");
         exit;
@@ -857,9 +933,37 @@ mod tests {
             "modparam(\"tls\", \"config\", \"/x/tls.cfg\")",
             // A quote in a password is escaped, not the string's end.
             "$sht(pw=>ann@fabrikam.com) = \"se\\\"cret\";",
+            // A REGISTER without credentials is challenged before any password lookup.
+            "if (!is_present_hf(\"Authorization\")) {",
         ] {
             assert!(cfg.contains(line), "{line} not in:\n{cfg}");
         }
+    }
+
+    #[test]
+    fn the_median_round_is_the_middle_rate_and_the_lower_middle_of_an_even_count() {
+        let run = |sign_ins: usize| SippRun {
+            run: Run {
+                offered: None,
+                failed: 0,
+                not_started: 0,
+                elapsed: Duration::from_secs(1),
+                latencies: vec![1.0; sign_ins],
+                first_error: None,
+            },
+            cpu_seconds: 0.0,
+        };
+        let rate = |r: Option<SippRun>| r.map(|r| r.run.rate());
+        assert_eq!(rate(median_by_rate(vec![])), None);
+        assert_eq!(rate(median_by_rate(vec![run(7)])), Some(7.0));
+        assert_eq!(
+            rate(median_by_rate(vec![run(30), run(10), run(20)])),
+            Some(20.0)
+        );
+        assert_eq!(
+            rate(median_by_rate(vec![run(40), run(10), run(30), run(20)])),
+            Some(20.0)
+        );
     }
 
     #[test]

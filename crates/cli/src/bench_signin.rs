@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use sipnet::{Endpoint, Flow};
 
-use crate::bench_users::{Carrier, Run, Transport, sign_in_as, with_lab_of};
+use crate::bench_users::{Carrier, Run, Transport, register_as, sign_in_as, with_lab_of};
 use crate::lab::{LabFile, LabServer, LabUser};
 
 /// A peer to measure beside tandem with the same SIPp scenario.
@@ -56,7 +56,7 @@ pub(crate) struct Options {
     /// Seconds each phase lasts.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) seconds: f64,
-    /// The transports to measure.
+    /// The transports to measure, separated by commas (`--transports udp,tls`).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Transport::Udp, Transport::Tcp, Transport::Tls])]
     pub(crate) transports: Vec<Transport>,
     /// Drive the same Front End with SIPp and examples/sipp/register.xml as well.
@@ -75,6 +75,11 @@ pub(crate) struct Options {
     /// Run the SIPp phases against this peer too, beside the Front End (needs --sipp).
     #[arg(long, value_enum)]
     pub(crate) peer: Option<Peer>,
+    /// SIPp saturation phases per registrar and transport, taken in turn (tandem, the
+    /// peer, tandem, ...); each registrar's median is reported, so that a machine whose
+    /// speed drifts during the run weighs on both alike.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: usize,
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -129,6 +134,15 @@ impl Link {
 
     async fn sign_in(&self, users: &[LabUser], n: u64) -> anyhow::Result<sip::Response> {
         sign_in_as(self.carrier(), self.user(users, n), n, self.contact()).await
+    }
+
+    /// Removes this link's binding of every user of its share.
+    async fn sign_out_all(&self, users: &[LabUser]) -> anyhow::Result<()> {
+        for user in users.iter().skip(self.k).step_by(self.of) {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            register_as(self.carrier(), user, n, self.contact(), 0).await?;
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +343,9 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
     {
         bail!("--rate is a number of sign-ins a second, above 0 and at most 1000000");
     }
+    if !(1..=20).contains(&options.rounds) {
+        bail!("--rounds is between 1 and 20");
+    }
     if options.users == 0 || options.concurrency == 0 {
         bail!("--users and --concurrency are at least 1");
     }
@@ -406,6 +423,18 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
                         saturation(&links, &users, options.concurrency, options.seconds).await;
                     let rate = options.rate.unwrap_or((saturation.rate() / 2.0).max(1.0));
                     let fixed = fixed_rate(&links, &users, rate, options.seconds).await;
+                    // The next phase (SIPp, or the next transport) starts from a location
+                    // service without these bindings, as the peer's does: otherwise each of
+                    // its 200s would list one more contact, and each commit read one more.
+                    let mut signing_out = tokio::task::JoinSet::new();
+                    for link in links {
+                        let users = users.clone();
+                        signing_out.spawn(async move { link.sign_out_all(&users).await });
+                    }
+                    while let Some(done) = signing_out.join_next().await {
+                        done.context("signing the users out")?
+                            .context("signing the users out after the phase")?;
+                    }
                     anyhow::Ok(TransportRuns {
                         transport,
                         saturation,
@@ -420,6 +449,7 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
                         seconds: options.seconds,
                         rate: options.rate,
                         instances: options.sipp_instances,
+                        rounds: options.rounds,
                         kamailio: options.peer == Some(Peer::Kamailio),
                         quiet: options.json,
                         saturation_rates: native

@@ -143,10 +143,22 @@ pub(crate) async fn sign_in_over(
 /// [`sign_in_over`], binding `contact` (an address of the carrier's host) rather than the
 /// carrier's own address and port.
 pub(crate) async fn sign_in_as(
+    carrier: Carrier<'_>,
+    user: &LabUser,
+    n: u64,
+    contact: SocketAddr,
+) -> anyhow::Result<sip::Response> {
+    register_as(carrier, user, n, contact, 600).await
+}
+
+/// A REGISTER of `contact` for `expires` seconds, answering the digest challenge; with
+/// `expires` 0 it removes the binding (RFC 3261 §10.2.2).
+pub(crate) async fn register_as(
     mut carrier: Carrier<'_>,
     user: &LabUser,
     n: u64,
     contact: SocketAddr,
+    expires: u32,
 ) -> anyhow::Result<sip::Response> {
     let aor = &user.sip_address;
     let username = aor.trim_start_matches("sip:");
@@ -159,7 +171,7 @@ pub(crate) async fn sign_in_as(
         h.push("Call-ID", format!("bench-{n}-{}", std::process::id()));
         h.push("CSeq", format!("{cseq} REGISTER"));
         h.push("Contact", format!("<sip:bench@{contact}>"));
-        h.push("Expires", "600");
+        h.push("Expires", expires.to_string());
         Request {
             method: Method::Register,
             uri: format!("sip:{realm}"),
@@ -186,7 +198,8 @@ pub(crate) async fn sign_in_as(
     .map_err(|e| anyhow!("bad challenge: {e}"))?;
     let ok = carrier.request(second).await?;
     if ok.status != 200 {
-        bail!("sign-in refused: {} {}", ok.status, ok.reason);
+        let what = if expires == 0 { "sign-out" } else { "sign-in" };
+        bail!("{what} refused: {} {}", ok.status, ok.reason);
     }
     Ok(ok)
 }

@@ -65,6 +65,24 @@ impl Algorithm {
         }
     }
 
+    /// Lowercase hex digest of `parts` joined with `:`, each fed to the hash as it is
+    /// rather than joined into a copy first.
+    pub fn hex_joined(self, parts: &[&str]) -> String {
+        fn feed<D: Digest>(mut hash: D, parts: &[&str]) -> String {
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    hash.update(b":");
+                }
+                hash.update(part.as_bytes());
+            }
+            to_hex(&hash.finalize())
+        }
+        match self {
+            Algorithm::Md5 => feed(Md5::new(), parts),
+            Algorithm::Sha256 => feed(Sha256::new(), parts),
+        }
+    }
+
     /// `H(username:realm:password)`: what a server keeps instead of the password. It is
     /// password-equivalent for this realm, so it stays on the servers that authenticate.
     pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
@@ -101,12 +119,10 @@ pub fn response_with(
     uri: &str,
     qop: Option<(&str, &str)>,
 ) -> String {
-    let ha2 = algorithm.hex(format!("{method}:{uri}").as_bytes());
+    let ha2 = algorithm.hex_joined(&[method, uri]);
     match qop {
-        Some((nc, cnonce)) => {
-            algorithm.hex(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}").as_bytes())
-        }
-        None => algorithm.hex(format!("{ha1}:{nonce}:{ha2}").as_bytes()),
+        Some((nc, cnonce)) => algorithm.hex_joined(&[ha1, nonce, nc, cnonce, "auth", &ha2]),
+        None => algorithm.hex_joined(&[ha1, nonce, &ha2]),
     }
 }
 

@@ -6,6 +6,7 @@
 //! panic-free parser that enforces [`MAX_HEADER_BYTES`] and [`MAX_MESSAGE_BYTES`].
 
 use std::fmt;
+use std::io::Write as _;
 
 use crate::syntax::{
     find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
@@ -611,7 +612,10 @@ fn push_clean(out: &mut Vec<u8>, s: &str) {
 }
 
 fn serialize(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + body.len());
+    // Room for all of it at once: every field's name, value and 4 bytes of `: ` and CRLF,
+    // and the Content-Length line.
+    let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(start_line.len() + fields + 40 + body.len());
     push_clean(&mut out, start_line);
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers.iter() {
@@ -623,7 +627,7 @@ fn serialize(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
         push_clean(&mut out, value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
     out.extend_from_slice(body);
     out
 }
@@ -680,7 +684,8 @@ impl Response {
     /// RFC 3261 §8.2.6: copies every Via (in order), From, To, Call-ID, CSeq from the
     /// request; adds ";tag=<to_tag>" to To when it has no tag and to_tag is Some.
     pub fn for_request(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
-        let mut headers = Headers::new();
+        // Room for what is copied, a tag, and a few fields the caller adds.
+        let mut headers = Headers::with_capacity(12, req.headers.text.len().min(4096) + 256);
         for (name, value) in req.headers.iter() {
             if same_header(name, "Via") {
                 headers.push("Via", value);

@@ -72,6 +72,13 @@ pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
     let body = s
         .strip_prefix('"')
         .ok_or_else(|| malformed("expected a quoted string"))?;
+    // Most quoted strings have no escapes: copied in one piece when the closing quote
+    // comes before any backslash or line break.
+    if let Some(end) = body.find(['"', '\\', '\r', '\n'])
+        && body.as_bytes()[end] == b'"'
+    {
+        return Ok((body[..end].to_owned(), &body[end + 1..]));
+    }
     let mut out = String::new();
     let mut escaped = false;
     for (i, c) in body.char_indices() {

@@ -67,15 +67,16 @@ impl Uri {
     /// "sip:user@host" without port or params, user kept as-is, host lowercased: the
     /// address-of-record key.
     pub fn aor(&self) -> String {
-        match &self.user {
-            Some(user) => format!(
-                "{}:{}@{}",
-                self.scheme,
-                user,
-                self.host.to_ascii_lowercase()
-            ),
-            None => format!("{}:{}", self.scheme, self.host.to_ascii_lowercase()),
+        let user = self.user.as_deref().unwrap_or_default();
+        let mut aor = String::with_capacity(self.scheme.len() + user.len() + self.host.len() + 2);
+        aor.push_str(&self.scheme);
+        aor.push(':');
+        if let Some(user) = &self.user {
+            aor.push_str(user);
+            aor.push('@');
         }
+        aor.extend(self.host.chars().map(|c| c.to_ascii_lowercase()));
+        aor
     }
 
     /// `Some(None)` for a flag parameter (`;lr`), `Some(Some(v))` for `;name=v`, `None`

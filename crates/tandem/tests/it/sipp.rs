@@ -172,3 +172,69 @@ fn sipp_signs_users_in_over_tls_and_plain_sip() {
         );
     }
 }
+
+/// The peer comparison of the README (`tandem bench signin --sipp --peer kamailio`), run
+/// briefly on a lab of its own: Kamailio (Debian's `kamailio` and `kamailio-tls-modules`,
+/// which `.ci/run` installs) is set up for the same users, SIPp signs them in on both, in
+/// rounds taken in turn, over UDP and TLS, and the report gives both registrars' figures,
+/// every round's, and the ratio. Timing is not judged here (that is the benchmark's job);
+/// that every sign-in on both succeeded, is.
+#[test]
+fn the_kamailio_comparison_signs_in_on_both_and_gives_the_ratio() {
+    let sipp = sipp_tls();
+    assert!(
+        Command::new("kamailio").arg("-v").output().is_ok(),
+        "kamailio is not installed: apt-get install kamailio kamailio-tls-modules (.ci/run does)"
+    );
+    let out = crate::run(&[
+        "bench",
+        "signin",
+        "--sipp",
+        "--sipp-binary",
+        sipp.to_str().unwrap(),
+        "--peer",
+        "kamailio",
+        "--users",
+        "200",
+        "--concurrency",
+        "8",
+        "--seconds",
+        "0.5",
+        "--rounds",
+        "2",
+        "--transports",
+        "udp,tls",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        crate::stdout(&out),
+        crate::stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_str(&crate::stdout(&out)).unwrap();
+    let sipp_report = &report["sipp"];
+    assert_eq!(sipp_report["rounds"], 2, "{report}");
+    for registrar in ["tandem", "kamailio"] {
+        let runs = sipp_report[registrar].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "UDP and TLS on {registrar}: {report}");
+        for run in runs {
+            let rounds = run["saturation_rounds_sign_ins_per_second"]
+                .as_array()
+                .unwrap();
+            assert_eq!(rounds.len(), 2, "{registrar}: {run}");
+            for phase in ["saturation", "fixed_rate"] {
+                assert_eq!(run[phase]["failed"], 0, "{registrar} {phase}: {run}");
+                assert!(
+                    run[phase]["completed"].as_u64().unwrap() > 0,
+                    "{registrar} {phase}: {run}"
+                );
+            }
+        }
+    }
+    let ratios = sipp_report["ratio_tandem_to_peer"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2, "{report}");
+    for r in ratios {
+        assert!(r["sign_ins_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
