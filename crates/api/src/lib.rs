@@ -55,6 +55,9 @@ pub mod paths {
     pub const BACKUP_LINK_OPENAPI: &str = "/openapi/backup-link.json";
     /// One cmdlet call.
     pub const INVOKE: &str = "/api/v1/invoke";
+    /// The server's figures in Prometheus's text format; any operator's token, or the
+    /// deployment's.
+    pub const METRICS: &str = "/metrics";
     /// Many users enabled in one CMS version (the lab's `--users N`).
     pub const USERS_BULK: &str = "/api/v1/users/bulk";
     /// A push from the CMS master to a replica.

@@ -148,3 +148,18 @@ pub struct ExportReport {
     #[serde(default)]
     pub unshippable: Vec<store::Unshippable>,
 }
+
+impl ExportReport {
+    /// What the export state is derived from (`status::export_status`); `no_exporter`:
+    /// no Front End of the pool runs the exporter.
+    pub fn facts(&self, no_exporter: bool) -> crate::status::ExportFacts {
+        crate::status::ExportFacts {
+            applicable: self.applicable,
+            pending: self.pending,
+            oldest_pending_ms: self.oldest_pending_ms,
+            failing: self.last_error.is_some(),
+            no_exporter,
+            unshippable: self.unshippable.len(),
+        }
+    }
+}

@@ -329,25 +329,45 @@ pub(crate) fn failover(
     users: usize,
     active: usize,
     synchronous: bool,
+    scrape_metrics: bool,
     backends: &[crate::lab::Backend],
     json: bool,
 ) -> anyhow::Result<()> {
     let mut all_figures = Vec::new();
-    // One lab per kind of Back End, one after the other, in this one run.
+    let scraping: &[bool] = if scrape_metrics {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    // One lab per kind of Back End (and, with --scrape-metrics, one more scraped), one
+    // after the other, in this one run.
     for &backend in backends {
-        let figures = with_lab(users, backend, |lab, all| {
-            // The clients hash digests and parse SIP: give them both cores, as `bench
-            // signin` does.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(run(lab, all, active, synchronous))
-        })?;
-        let name = match backend {
-            crate::lab::Backend::Sqlite => "sqlite",
-            crate::lab::Backend::Postgres => "postgres",
-        };
-        all_figures.push((name, figures));
+        for &scraped in scraping {
+            let figures = with_lab(users, backend, |lab, all| {
+                // The clients hash digests and parse SIP: give them both cores, as `bench
+                // signin` does.
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let scraper = scraped.then(|| MetricsScraper::start(lab)).transpose()?;
+                    let mut figures = run(lab, all, active, synchronous).await?;
+                    if let Some(scraper) = scraper {
+                        let (scrapes, failed) = scraper.stop().await;
+                        figures["metrics_scrapes"] = scrapes.into();
+                        figures["metrics_scrapes_failed"] = failed.into();
+                    }
+                    anyhow::Ok(figures)
+                })
+            })?;
+            let name = match (backend, scraped) {
+                (crate::lab::Backend::Sqlite, false) => "sqlite",
+                (crate::lab::Backend::Sqlite, true) => "sqlite, /metrics scraped",
+                (crate::lab::Backend::Postgres, false) => "postgres",
+                (crate::lab::Backend::Postgres, true) => "postgres, /metrics scraped",
+            };
+            all_figures.push((name, figures));
+        }
     }
     if json {
         match &all_figures[..] {
@@ -369,7 +389,19 @@ pub(crate) fn failover(
         }
         print_figures(figures);
     }
-    if let [(a, fa), (b, fb)] = &all_figures[..] {
+    // Side by side: each Back End against the first, or each scraped run against its own
+    // unscraped one.
+    let step = scraping.len();
+    let pairs: Vec<(usize, usize)> = if step == 2 {
+        (0..all_figures.len())
+            .step_by(2)
+            .map(|i| (i, i + 1))
+            .collect()
+    } else {
+        (1..all_figures.len()).map(|i| (0, i)).collect()
+    };
+    for (i, j) in pairs {
+        let ((a, fa), (b, fb)) = (&all_figures[i], &all_figures[j]);
         let ratio = |key: &str| ratio(fa, fb, key);
         println!(
             "{b} / {a}: planned failover {:.2}x, all signed in again {:.2}x, planned failback {:.2}x, disaster failover {:.2}x",
@@ -380,6 +412,58 @@ pub(crate) fn failover(
         );
     }
     Ok(())
+}
+
+/// Scrapes every server's `/metrics` once a second, as a Prometheus would, until stopped.
+struct MetricsScraper {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl MetricsScraper {
+    fn start(lab: &LabFile) -> anyhow::Result<MetricsScraper> {
+        let client = api::https(&lab.client_tls()?).build()?;
+        let urls: Vec<String> = lab
+            .servers
+            .iter()
+            .filter(|s| s.role == "FrontEnd" || s.role == "Edge")
+            .map(|s| format!("{}/metrics", api::base(&s.address, s.management_port)))
+            .collect();
+        let token = format!("Bearer {}", lab.admin_token);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (mut scrapes, mut failed) = (0u64, 0u64);
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = stopped.wait_for(|s| *s) => return (scrapes, failed),
+                }
+                for url in &urls {
+                    let answer = client
+                        .get(url)
+                        .header("authorization", &token)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    let ok = match answer {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    };
+                    scrapes += 1;
+                    failed += u64::from(!ok);
+                }
+            }
+        });
+        Ok(MetricsScraper { stop, task })
+    }
+
+    /// Stops scraping; how many scrapes were made, and how many failed (a server the
+    /// benchmark killed fails its scrapes, as it would a Prometheus's).
+    async fn stop(self) -> (u64, u64) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
 }
 
 /// `to[key] / from[key]`, 0 when `from` has no such figure.
@@ -447,6 +531,12 @@ fn print_figures(f: &serde_json::Value) {
             round["write_latency_ms"]["p99"].as_f64().unwrap_or(0.0),
             round["lost_observed"],
             round["said_at_once"].as_str().unwrap_or_default()
+        );
+    }
+    if let Some(scrapes) = f["metrics_scrapes"].as_u64() {
+        println!(
+            "  /metrics of every server scraped each second throughout: {scrapes} scrapes, {} failed (servers the benchmark had stopped)",
+            f["metrics_scrapes_failed"]
         );
     }
 }

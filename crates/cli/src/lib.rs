@@ -255,6 +255,10 @@ enum BenchCommand {
         /// after the other, figures side by side).
         #[arg(long, value_enum, default_value_t = BenchBackends::Sqlite)]
         backend: BenchBackends,
+        /// Run it again on a new lab while every server's /metrics is scraped each second,
+        /// and show both runs side by side: what watching the deployment costs it.
+        #[arg(long)]
+        scrape_metrics: bool,
         #[arg(long)]
         json: bool,
     },
@@ -434,11 +438,13 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             active,
             synchronous,
             backend,
+            scrape_metrics,
             json,
         }) => outcome(bench_failover::failover(
             users,
             active,
             synchronous,
+            scrape_metrics,
             match backend {
                 BenchBackends::Sqlite => &[lab::Backend::Sqlite],
                 BenchBackends::Postgres => &[lab::Backend::Postgres],

@@ -465,6 +465,27 @@ impl Inner {
     }
 }
 
+/// Times this server became the active master (`change="acquired"`) or stopped being it
+/// (`change="lost"`), for `/metrics`.
+pub const LEASE_CHANGES: &str = "tandem_cms_lease_changes_total";
+
+/// Sets the master's role, counting the changes an operator alerts on: becoming active
+/// (or active under a new term) and ceasing to be.
+fn set_role(role: &watch::Sender<Role>, new: Role) {
+    let change = match (&*role.borrow(), &new) {
+        (Role::Active { epoch: was, .. }, Role::Active { epoch, .. }) if was != epoch => {
+            Some("acquired")
+        }
+        (Role::Standby { .. }, Role::Active { .. }) => Some("acquired"),
+        (Role::Active { .. }, Role::Standby { .. }) => Some("lost"),
+        _ => None,
+    };
+    role.send_replace(new);
+    if let Some(change) = change {
+        metrics::counter!(LEASE_CHANGES, "change" => change).increment(1);
+    }
+}
+
 async fn step_down(inner: &Inner) {
     if matches!(*inner.role.borrow(), Role::Active { .. })
         && let Err(e) = inner
@@ -474,7 +495,7 @@ async fn step_down(inner: &Inner) {
     {
         tracing::warn!(error = %e, "could not release the master lease; it will expire");
     }
-    inner.role.send_replace(Role::Standby { holder: None });
+    set_role(&inner.role, Role::Standby { holder: None });
     inner.quorum.send_modify(|q| q.until_ms = 0);
 }
 
@@ -669,17 +690,20 @@ async fn lease_task(inner: Arc<Inner>) {
                             Ok(Some(newer)) => fence_self(&inner, newer).await,
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot check for a newer store; not taking writes yet");
-                                inner.role.send_replace(Role::Standby { holder: None });
+                                set_role(&inner.role, Role::Standby { holder: None });
                             }
                             Ok(None) => {
                                 tracing::info!(
                                     epoch = lease.epoch,
                                     "became the active Central Management master"
                                 );
-                                inner.role.send_replace(Role::Active {
-                                    epoch: lease.epoch,
-                                    since: lease.acquired_at,
-                                });
+                                set_role(
+                                    &inner.role,
+                                    Role::Active {
+                                        epoch: lease.epoch,
+                                        since: lease.acquired_at,
+                                    },
+                                );
                                 inner.wake.notify_one();
                             }
                         }
@@ -689,13 +713,16 @@ async fn lease_task(inner: Arc<Inner>) {
                     if matches!(*inner.role.borrow(), Role::Active { .. }) {
                         tracing::warn!(holder = %lease.holder, "lost the master lease");
                     }
-                    inner.role.send_replace(Role::Standby {
-                        holder: Some(lease.holder).filter(|h| !h.is_empty()),
-                    });
+                    set_role(
+                        &inner.role,
+                        Role::Standby {
+                            holder: Some(lease.holder).filter(|h| !h.is_empty()),
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the Back End for the master lease");
-                    inner.role.send_replace(Role::Standby { holder: None });
+                    set_role(&inner.role, Role::Standby { holder: None });
                 }
             }
         }
@@ -755,9 +782,12 @@ async fn fence_self(inner: &Arc<Inner>, newer: Newer) {
         "a Central Management store of a later term is active; this one steps down"
     );
     step_down(inner).await;
-    inner.role.send_replace(Role::Standby {
-        holder: Some(newer.master.clone()),
-    });
+    set_role(
+        &inner.role,
+        Role::Standby {
+            holder: Some(newer.master.clone()),
+        },
+    );
     let report = async {
         let topology = inner.topology_in_store().await.ok()?;
         let server = topology.server(&newer.master)?;

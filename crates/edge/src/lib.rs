@@ -36,6 +36,8 @@
 //! connection without one for 2 minutes is closed (`sipnet::FrameLimits::LISTENER`), and an
 //! XMPP stream header must arrive within [`XMPP_HEADER_TIME`].
 
+pub mod metrics;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -429,11 +431,11 @@ pub async fn federation_connection<S>(
         let answer = match frame {
             Ok(bytes) => match Message::parse(&bytes) {
                 Ok(Message::Request(r)) if r.method == Method::Ack => continue,
-                Ok(Message::Request(r)) => Some(
-                    route(server, next_hop, &r, peer, partner.as_ref())
-                        .await
-                        .to_bytes(),
-                ),
+                Ok(Message::Request(r)) => {
+                    let answer = route(server, next_hop, &r, peer, partner.as_ref()).await;
+                    metrics::federated(&r.method, answer.status);
+                    Some(answer.to_bytes())
+                }
                 Ok(Message::Response(_)) => None,
                 Err(e) => answer_malformed(&bytes, &e),
             },
@@ -693,6 +695,14 @@ async fn xmpp_connection(server: &Node, mut stream: TcpStream) {
     let open = format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='{STREAMS_NS}' xmlns:db='jabber:server:dialback' from='{domain}' id='{id}' version='1.0'>"
     );
+    metrics::xmpp_stream(match &header {
+        StreamHeader::Open { to, .. } if !to.is_empty() && !to.eq_ignore_ascii_case(&domain) => {
+            "host_unknown"
+        }
+        StreamHeader::Open { .. } => "features",
+        StreamHeader::Bad(_) => "bad_format",
+        StreamHeader::Incomplete => "incomplete",
+    });
     let answer = match header {
         StreamHeader::Open { to, .. } if !to.is_empty() && !to.eq_ignore_ascii_case(&domain) => {
             format!(

@@ -1305,6 +1305,10 @@ struct CmsRun<'e> {
 impl Durable for CmsRun<'_> {
     type Step = CmsStep;
 
+    fn operation(&self) -> &'static str {
+        "cms_failover"
+    }
+
     fn progress(&self) -> &dr::Progress<CmsStep> {
         &self.stored.record.progress
     }

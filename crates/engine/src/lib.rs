@@ -24,6 +24,7 @@ pub mod agent;
 pub mod cms_failover;
 mod error;
 pub mod faults;
+pub mod metrics;
 pub mod pool;
 pub mod reconcile;
 pub mod runner;

@@ -1174,6 +1174,13 @@ struct PoolRun<'e> {
 impl Durable for PoolRun<'_> {
     type Step = Step;
 
+    fn operation(&self) -> &'static str {
+        match self.op.kind {
+            Kind::FailOver => "pool_failover",
+            Kind::FailBack => "pool_failback",
+        }
+    }
+
     fn progress(&self) -> &dr::Progress<Step> {
         &self.op.progress
     }

@@ -78,6 +78,9 @@ impl From<store::StoreError> for StepFailed {
 pub trait Durable: Send {
     type Step: StepName;
 
+    /// The operation's kind, as `/metrics` labels it (`pool_failover`, `cms_failover`, ...).
+    fn operation(&self) -> &'static str;
+
     fn progress(&self) -> &Progress<Self::Step>;
     fn progress_mut(&mut self) -> &mut Progress<Self::Step>;
 
@@ -132,6 +135,17 @@ pub async fn run<D: Durable>(
         let outcome = op.run_step(step).await;
         faults.at(step.as_str(), When::After).await?;
         let now = clock.now_ms();
+        let started = op.progress().steps[i].started_ms.unwrap_or(now);
+        crate::metrics::step(
+            op.operation(),
+            step.as_str(),
+            match &outcome {
+                Ok(done) if done.skipped => "skipped",
+                Ok(_) => "done",
+                Err(_) => "failed",
+            },
+            now - started,
+        );
         match outcome {
             Ok(done) => {
                 let record = &mut op.progress_mut().steps[i];
@@ -167,6 +181,12 @@ pub async fn run<D: Durable>(
                 };
                 p.error = Some(full.clone());
                 p.finished_ms = failed.cancels.then_some(now);
+                let ended = if failed.cancels {
+                    "cancelled"
+                } else {
+                    "stopped"
+                };
+                crate::metrics::operation(op.operation(), ended);
                 // The record says where it stopped when it can be saved; the error says
                 // it either way.
                 let _ = op.save().await;
@@ -177,7 +197,9 @@ pub async fn run<D: Durable>(
     let p = op.progress_mut();
     p.state = OpState::Completed;
     p.finished_ms = Some(clock.now_ms());
-    op.save().await
+    op.save().await?;
+    crate::metrics::operation(op.operation(), "completed");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -262,6 +284,10 @@ mod tests {
 
     impl Durable for Op {
         type Step = S;
+
+        fn operation(&self) -> &'static str {
+            "test"
+        }
 
         fn progress(&self) -> &Progress<S> {
             &self.progress
@@ -423,6 +449,11 @@ mod tests {
         struct Failing(Op, bool);
         impl Durable for Failing {
             type Step = S;
+
+            fn operation(&self) -> &'static str {
+                "test"
+            }
+
             fn progress(&self) -> &Progress<S> {
                 &self.0.progress
             }

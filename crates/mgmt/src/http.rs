@@ -62,6 +62,7 @@ struct ApiDoc;
 fn protected_routes(faults: bool) -> OpenApiRouter<Mgmt> {
     let protected = OpenApiRouter::new()
         .routes(routes!(invoke))
+        .routes(routes!(metrics_page))
         .routes(with_limit(
             routes!(replica_sync),
             cms::protocol::SYNC_MAX_BODY_BYTES,
@@ -204,7 +205,8 @@ async fn authenticate(
         mgmt.node.replica.store(),
     )
     .await?;
-    if request.uri().path() != paths::INVOKE {
+    // Operators call cmdlets and read the figures; the other routes are the servers' own.
+    if ![paths::INVOKE, paths::METRICS].contains(&request.uri().path()) {
         crate::operators::servers_only(&operator)?;
     }
     // A call marked as forwarded comes from the server it names, by its certificate.
@@ -324,6 +326,29 @@ async fn openapi(Extension(documents): Extension<Documents>) -> Response {
 )]
 async fn backup_link_openapi(Extension(documents): Extension<Documents>) -> Response {
     json_document(documents.backup_link)
+}
+
+/// The figures operators alert on — backup backlog and lag, CMS replica versions, sign-ins,
+/// bindings, DR operation steps, lease changes, federation messages, DNS lookups — in
+/// Prometheus's text exposition format (`mgmt::metrics` lists them). Any operator's
+/// token, or the deployment's.
+#[utoipa::path(
+    get,
+    path = paths::METRICS,
+    tag = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String)),
+    security(("bearer" = []))
+)]
+async fn metrics_page(State(mgmt): State<Mgmt>) -> Response {
+    let page = crate::metrics::render(&mgmt).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response()
 }
 
 /// Runs one cmdlet.
@@ -639,6 +664,7 @@ mod tests {
             ("GET", paths::OPENAPI),
             ("GET", paths::BACKUP_LINK_OPENAPI),
             ("POST", paths::INVOKE),
+            ("GET", paths::METRICS),
             ("POST", paths::USERS_BULK),
             ("POST", paths::REPLICA_SYNC),
             ("POST", paths::REPLICA_CHANGES),

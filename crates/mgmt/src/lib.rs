@@ -19,6 +19,7 @@ pub mod cmdlets;
 pub mod dispatch;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod operators;
 
 use std::sync::Arc;

@@ -9,9 +9,24 @@ use dns::RecordType;
 /// How long a lookup waits for the DNS server's answer.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
+/// Lookups made, by `outcome` (`answered`, or `no_answer`: no address within the wait),
+/// for `/metrics`.
+pub const DNS_LOOKUPS: &str = "tandem_dns_lookups_total";
+
 /// Looks `name` up in the deployment's DNS server at `dns` (A records); `None` when it does
 /// not answer within half a second or has no such name.
 pub async fn resolve_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    let found = lookup_a(dns, name).await;
+    let outcome = if found.is_some() {
+        "answered"
+    } else {
+        "no_answer"
+    };
+    metrics::counter!(DNS_LOOKUPS, "outcome" => outcome).increment(1);
+    found
+}
+
+async fn lookup_a(dns: SocketAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .ok()?;

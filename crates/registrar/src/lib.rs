@@ -60,6 +60,7 @@ use topology::serving::{Decision, Mode};
 
 pub mod bindings;
 pub mod lockout;
+pub mod metrics;
 pub mod resiliency;
 pub mod userservices;
 
@@ -695,7 +696,11 @@ async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> 
         .await;
     }
     match &request.method {
-        Method::Register => register(registrar, request, arrival).await,
+        Method::Register => {
+            let answer = register(registrar, request, arrival).await;
+            metrics::sign_in(answer.status);
+            answer
+        }
         Method::Options => {
             let mut r = reply(request, 200, "OK");
             r.headers.push("Allow", "REGISTER, OPTIONS, MESSAGE, ACK");

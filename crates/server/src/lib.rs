@@ -85,6 +85,8 @@ impl engine::SignOut for RegistrarSignOut {
 
 /// Runs a server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // The process's metrics recorder, before any service counts anything.
+    mgmt::metrics::install();
     let path = replica_path(&config.data_dir);
     let store = ReplicaStore::open(&path)
         .await

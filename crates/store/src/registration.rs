@@ -394,6 +394,16 @@ impl BackEnd {
 
     /// Drops at most `limit` bindings that expired by `now` (unix ms); returns how many.
     /// Bounded, so that a purge never holds the write lock long behind a backlog.
+    /// The bindings not expired at `now` (`/metrics`'s `tandem_sip_bindings`).
+    pub async fn count_live_bindings(&self, now: i64) -> Result<i64> {
+        let (n,): (i64,) = db::query_as("SELECT count(*) FROM registration WHERE expires_at > $1")
+            .bind(now)
+            .fetch_one(&self.db)
+            .await
+            .at(&self.path)?;
+        Ok(n)
+    }
+
     pub async fn purge_expired_bindings(&self, now: i64, limit: i64) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let gone = db::query(

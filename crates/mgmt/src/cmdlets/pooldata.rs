@@ -296,14 +296,7 @@ fn status_row(
             no_exporter: false,
             unshippable: 0,
         },
-        |e| ExportFacts {
-            applicable: e.applicable,
-            pending: e.pending,
-            oldest_pending_ms: e.oldest_pending_ms,
-            failing: e.last_error.is_some(),
-            no_exporter,
-            unshippable: e.unshippable.len(),
-        },
+        |e| e.facts(no_exporter),
     );
     let (state, lag) = export_status(facts, now, sync_interval_secs);
     let rpo = estimated_rpo_secs(state, lag, backup::service::POLL.as_secs_f64());

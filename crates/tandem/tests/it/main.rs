@@ -12,6 +12,7 @@ mod federation;
 mod hosts;
 mod lab;
 mod lab_postgres;
+mod metrics;
 mod mirror;
 mod restart;
 mod roles;

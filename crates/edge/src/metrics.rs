@@ -1,0 +1,25 @@
+//! What an Edge counts for `/metrics` (the recorder is the server process's; see
+//! `mgmt::metrics`).
+
+use sip::Method;
+
+/// Federated SIP requests answered, by `method` and `status` (the answer's code).
+pub const FEDERATION_MESSAGES: &str = "tandem_edge_federation_messages_total";
+/// XMPP server-to-server streams peers opened, by `outcome` (how the header was answered).
+pub const XMPP_STREAMS: &str = "tandem_edge_xmpp_streams_total";
+
+/// Counts one federated request answered with `status`. The method label is the method's
+/// name for the methods tandem knows and `OTHER` for the rest, so that a peer cannot grow it.
+pub fn federated(method: &Method, status: u16) {
+    let method = match method {
+        Method::Other(_) => "OTHER".to_string(),
+        known => known.as_str().to_string(),
+    };
+    ::metrics::counter!(FEDERATION_MESSAGES, "method" => method, "status" => status.to_string())
+        .increment(1);
+}
+
+/// Counts one stream a peer opened, answered as `outcome`.
+pub fn xmpp_stream(outcome: &'static str) {
+    ::metrics::counter!(XMPP_STREAMS, "outcome" => outcome).increment(1);
+}
