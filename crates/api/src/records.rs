@@ -5,10 +5,11 @@ use cmdlet::{Field, Record};
 use topology::Topology;
 
 /// A validation report as `Test-CsTopology` rows: one per problem.
+/// Errors first, then warnings: a refusal's reason is not buried under advisories.
 pub fn problems(report: &topology::Report) -> Vec<Record> {
     report
-        .problems
-        .iter()
+        .errors()
+        .chain(report.warnings())
         .map(|p| {
             Record::new()
                 .with("Severity", p.severity.to_string())

@@ -55,7 +55,7 @@ pub(crate) async fn invoke_on(
         .ok_or_else(|| anyhow!("no server {fqdn} in the lab"))?;
     // Bound by the shell's own binder, as `tandem shell -c` would send it.
     let mut statements = cmdlet::parse_and_bind(line).map_err(|e| anyhow!("{line}: {e:?}"))?;
-    let request = crate::shell::request(&statements.remove(0).invocation);
+    let request = crate::shell::request(&statements.remove(0).invocation, &lab.dir);
     lab.api()?
         .invoke(&fe.base_url(), &request, Duration::from_secs(600))
         .await

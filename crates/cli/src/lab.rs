@@ -56,6 +56,9 @@ pub(crate) const PUBLIC_CA_DIR: &str = "public";
 /// The federated partners' certificates the lab's public CA issued, one folder per allowed
 /// domain under `pki/` (`pki/partners/fabrikam.com/tls/`): what `tandem partner` presents.
 pub(crate) const PARTNERS_DIR: &str = "partners";
+/// The last octet of the address `tandem client` speaks from in a loopback lab's block
+/// (`127.B.0.200`, or the next one no server of the lab holds).
+const CLIENT_HOST: u8 = 200;
 
 /// The CA kept in `dir`, created (named `name`) the first time.
 pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Authority> {
@@ -143,14 +146,25 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
 impl LabFile {
     /// The SIP TLS port of the server at `ip` (the reference's 5061 when the lab does
     /// not say).
-    /// The address a client of the lab speaks from: the one this machine would use towards
-    /// the lab's servers (loopback on one machine; on `--hosts`, the operator's own).
+    /// The address a client of the lab speaks from: on one machine, an address of the
+    /// lab's own loopback block that no server holds (`127.B.0.200` or after), so that the
+    /// contacts users bind are inside the deployment's addresses; on `--hosts`, the one
+    /// this machine would use towards the lab's servers (the operator's own).
     pub(crate) fn client_address(&self) -> std::net::IpAddr {
         let towards = self
             .servers
             .first()
             .and_then(|s| s.address.parse::<std::net::IpAddr>().ok());
         match towards {
+            Some(std::net::IpAddr::V4(ip)) if ip.is_loopback() => {
+                let taken = |a: &std::net::Ipv4Addr| {
+                    self.servers.iter().any(|s| s.address == a.to_string())
+                };
+                (CLIENT_HOST..=u8::MAX)
+                    .map(|host| std::net::Ipv4Addr::new(127, ip.octets()[1], 0, host))
+                    .find(|a| !taken(a))
+                    .map_or(std::net::Ipv4Addr::LOCALHOST.into(), Into::into)
+            }
             Some(ip) => crate::lab_net::source_address_towards(ip),
             None => std::net::Ipv4Addr::LOCALHOST.into(),
         }

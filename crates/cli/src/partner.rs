@@ -20,15 +20,18 @@ use sip::{Method, Request};
 pub(crate) enum PartnerCommand {
     /// Send an instant message from a federated user to one of ours.
     Message {
-        #[arg(long, default_value = "sip:bob@fabrikam.com")]
-        from: String,
+        /// The federated sender [default: sip:bob@ the first partner domain the lab
+        /// issued a certificate to]
+        #[arg(long)]
+        from: Option<String>,
         #[arg(long)]
         to: String,
         text: String,
-        /// Send to this address instead of the one DNS gives (the Edge's certificate must
-        /// then cover sip.<the --to domain>).
+        /// Send to this address instead of the one DNS gives: `ip:port`, or `name:port`
+        /// looked up in the lab's DNS (the Edge's certificate must then cover sip.<the --to
+        /// domain>).
         #[arg(long)]
-        via: Option<SocketAddr>,
+        via: Option<String>,
         /// Present the certificate installed in this folder (its `tls/`) instead of the
         /// one the lab issued to the --from domain (`<lab>/pki/partners/<domain>`).
         #[arg(long)]
@@ -36,15 +39,69 @@ pub(crate) enum PartnerCommand {
     },
     /// Open an XMPP server-to-server stream and print the answer.
     Xmpp {
-        /// The domain to reach.
-        #[arg(long, default_value = "contoso.com")]
-        to: String,
+        /// The domain to reach [default: the lab's SIP domain]
+        #[arg(long)]
+        to: Option<String>,
+        /// The partner domain the stream comes from [default: the first partner domain
+        /// the lab issued a certificate to]
+        #[arg(long)]
+        from: Option<String>,
         /// Send these bytes as the stream header instead of a well-formed one.
         #[arg(long)]
         raw: Option<String>,
+        /// Connect here instead of where DNS points: `ip:port`, or `name:port` looked up
+        /// in the lab's DNS.
         #[arg(long)]
-        via: Option<SocketAddr>,
+        via: Option<String>,
     },
+}
+
+/// The deployment's SIP domain, from the topology the lab installed.
+fn deployment_domain(lab: &Path) -> anyhow::Result<String> {
+    let topology = crate::lab::LabFile::load(lab)?.installed_topology()?;
+    Ok(topology.deployment.sip_domain)
+}
+
+/// The first partner domain (by name) the lab issued a certificate to, under
+/// `D/pki/partners/`: the allowed federation partners of its topology.
+fn first_partner(lab: &Path) -> anyhow::Result<String> {
+    let dir = lab.join(crate::lab::PKI_DIR).join(crate::lab::PARTNERS_DIR);
+    let mut domains: Vec<String> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    domains.sort();
+    domains.into_iter().next().ok_or_else(|| {
+        anyhow!(
+            "the lab in {} has no partner certificates in {}: its topology allows no federation partner; pass --from and --cert-dir",
+            lab.display(),
+            dir.display()
+        )
+    })
+}
+
+/// `--via`: an address as it is, or a name (with its port) looked up in the lab's DNS.
+fn via_address(lab: &Path, via: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(address) = via.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let (name, port) = via
+        .rsplit_once(':')
+        .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            anyhow!(
+                "--via {via} is neither ip:port nor name:port (for example sip.contoso.com:5061)"
+            )
+        })?;
+    let server = crate::dns_cmd::lab_dns(lab)?;
+    let answer = crate::dns_cmd::query(server, name, RecordType::A)?;
+    let address = answer.addresses().into_iter().next().ok_or_else(|| {
+        anyhow!("--via {via}: the lab's DNS has no A record for {name}; `tandem dns query --lab {} {name}` shows what it has", lab.display())
+    })?;
+    Ok(SocketAddr::from((address, port)))
 }
 
 /// The first target of an SRV record (its name) resolved to an address, by the lab's DNS.
@@ -103,13 +160,17 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             via,
             cert_dir,
         } => {
+            let from = match from {
+                Some(from) => from,
+                None => format!("sip:bob@{}", first_partner(lab)?),
+            };
             let domain = to
                 .split('@')
                 .nth(1)
                 .ok_or_else(|| anyhow!("--to {to} is not a SIP address like sip:user@contoso.com"))?
                 .to_string();
             let (server_name, dest) = match via {
-                Some(v) => (format!("sip.{domain}"), v),
+                Some(v) => (format!("sip.{domain}"), via_address(lab, &v)?),
                 None => resolve_srv(lab, &format!("_sipfederationtls._tcp.{domain}"))?,
             };
             let cert_dir = match cert_dir {
@@ -129,7 +190,12 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             headers.push("To", format!("<{to}>"));
             headers.push(
                 "Call-ID",
-                format!("partner-{:x}@fabrikam.com", store::now_ms()),
+                format!(
+                    "partner-{:x}@{}",
+                    store::now_ms(),
+                    sip::federation::header_domain(&from)
+                        .unwrap_or_else(|| "partner.invalid".into())
+                ),
             );
             headers.push("CSeq", "1 MESSAGE");
             headers.push("Max-Forwards", "70");
@@ -161,9 +227,17 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        PartnerCommand::Xmpp { to, raw, via } => {
+        PartnerCommand::Xmpp { to, from, raw, via } => {
+            let to = match to {
+                Some(to) => to,
+                None => deployment_domain(lab)?,
+            };
+            let from = match from {
+                Some(from) => from,
+                None => first_partner(lab)?,
+            };
             let dest = match via {
-                Some(v) => v,
+                Some(v) => via_address(lab, &v)?,
                 None => resolve_srv(lab, &format!("_xmpp-server._tcp.{to}"))?.1,
             };
             let mut stream = std::net::TcpStream::connect_timeout(&dest, Duration::from_secs(3))
@@ -171,7 +245,7 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             stream.set_read_timeout(Some(Duration::from_secs(3)))?;
             let header = raw.unwrap_or_else(|| {
                 format!(
-                    "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='fabrikam.com' to='{to}' version='1.0'>"
+                    "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' from='{from}' to='{to}' version='1.0'>"
                 )
             });
             stream.write_all(header.as_bytes())?;

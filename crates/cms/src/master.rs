@@ -66,8 +66,16 @@ pub enum MasterError {
     #[error("the active topology in the Central Management store does not parse: {0}")]
     BadTopology(String),
     /// A change would leave a topology with errors; nothing was written.
-    #[error("the change would leave an invalid topology ({}); nothing was published", .0.summary())]
+    #[error("the change would leave an invalid topology: {}; nothing was published ({})", first_error(.0), .0.summary())]
     InvalidTopology(topology::Report),
+}
+
+/// A refused topology's first error, named in the refusal itself.
+fn first_error(report: &topology::Report) -> String {
+    report
+        .errors()
+        .next()
+        .map_or_else(String::new, |p| format!("{}: {}", p.element, p.message))
 }
 
 /// A topology written to the store: its version, and the warnings validation found.

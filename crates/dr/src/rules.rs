@@ -77,7 +77,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::NotAPool { pool } => write!(
                 f,
-                "{pool} is not a Front End pool of the topology; Get-CsPool lists the pools"
+                "{pool} is not a Front End pool of the topology; Get-CsService -Registrar lists the pools"
             ),
             Refusal::NoBackupPool { pool } => write!(
                 f,

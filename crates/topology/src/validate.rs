@@ -716,6 +716,26 @@ pub fn route_target(value: &str) -> &str {
 
 fn check_routes(c: &mut Checker<'_>) {
     let t = c.topology;
+    // XMPP from the internet reaches one Edge (the `_xmpp-server._tcp` record names one):
+    // the seeds move the route from one site to the other, they never hold two.
+    let xmpp_sites: Vec<&str> = t
+        .sites
+        .iter()
+        .filter(|s| s.xmpp_federation_route.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    if let [first, rest @ ..] = &xmpp_sites[..]
+        && !rest.is_empty()
+    {
+        c.warning(
+            "deployment",
+            format!(
+                "sites {} hold an XMPP federation route at once; XMPP partners reach one Edge, so keep the route in one site: Set-CsSite -Identity {} -XmppExternalFederationRoute $null",
+                xmpp_sites.join(" and "),
+                rest.first().unwrap_or(first)
+            ),
+        );
+    }
     for site in &t.sites {
         let element = format!("site {}", site.name);
         if let Some(route) = &site.federation_route {

@@ -10,7 +10,9 @@ use cmdlet::catalogue::spec::{Capability, ParamType};
 use cmdlet::{BoundValue, Invocation, Output};
 use serde_json::Value;
 
+use std::collections::HashSet;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use super::{Executor, Failure, LocalExecutor};
 
@@ -98,6 +100,10 @@ pub(crate) struct RemoteExecutor {
     pub(crate) lab_dir: String,
     runtime: tokio::runtime::Runtime,
     client: api::Client,
+    /// The warnings (and Windows paths' places) this shell has printed: each is said once
+    /// a shell, not after every call that meets it again (a topology's advisories come
+    /// back with every publish).
+    said: HashSet<String>,
 }
 
 impl RemoteExecutor {
@@ -114,26 +120,89 @@ impl RemoteExecutor {
             fqdn,
             lab_dir,
             runtime: crate::lab::runtime(),
+            said: Default::default(),
         }
     }
 }
 
 /// A bound argument as the API's JSON.
-fn json_value(value: &BoundValue, ty: Option<ParamType>) -> Value {
+fn json_value(value: &BoundValue, ty: Option<ParamType>, lab_dir: &Path) -> Value {
     match value {
         BoundValue::Switch(b) | BoundValue::Bool(b) => Value::Bool(*b),
         BoundValue::Int(i) => Value::from(*i),
-        BoundValue::Array(items) => items.iter().map(|v| json_value(v, None)).collect(),
-        BoundValue::Text(path) if ty == Some(ParamType::Path) => Value::String(
-            std::path::absolute(path)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| path.clone()),
-        ),
+        BoundValue::Array(items) => items.iter().map(|v| json_value(v, None, lab_dir)).collect(),
+        BoundValue::Text(path) if ty == Some(ParamType::Path) => {
+            let here = local_path(path, lab_dir);
+            Value::String(
+                std::path::absolute(&here)
+                    .unwrap_or(here)
+                    .display()
+                    .to_string(),
+            )
+        }
         other => Value::String(other.to_text()),
     }
 }
 
-pub(crate) fn request(inv: &Invocation) -> InvokeRequest {
+/// The lab's folder that stands for Windows drives: `c:\x.zip` is `D/drives/c/x.zip`.
+const DRIVES_DIR: &str = "drives";
+
+/// Where a file a cmdlet names is on this machine. A Windows path — `c:\File.zip` as the
+/// documents write it, any drive letter, either slash — is under the lab's folder, one
+/// folder a drive (`D/drives/c/File.zip`), rather than a file named with a backslash in
+/// the current folder; any other path is as written. Pure: see [`say_where`].
+pub(crate) fn local_path(path: &str, lab_dir: &Path) -> PathBuf {
+    let bytes = path.as_bytes();
+    let drive = bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':';
+    if drive {
+        let mut here = lab_dir
+            .join(DRIVES_DIR)
+            .join(path[..1].to_ascii_lowercase());
+        for part in path[2..]
+            .split(['\\', '/'])
+            .filter(|p| !p.is_empty() && *p != ".")
+        {
+            // `..` cannot climb out of the drive, as it cannot climb above C:\.
+            if part == ".." {
+                continue;
+            }
+            here.push(part);
+        }
+        here
+    } else if path.contains('\\') {
+        path.split('\\').collect::<PathBuf>()
+    } else {
+        PathBuf::from(path)
+    }
+}
+
+/// Says where a Windows path of `inv` is on this machine (once a path, on stderr), and
+/// makes its folder, so that an export to `c:\` works as it would on the server the
+/// documents speak of.
+fn say_where(inv: &Invocation, lab_dir: &Path, said: &mut HashSet<String>) {
+    for (name, value) in &inv.args {
+        let is_path = inv
+            .cmdlet
+            .params
+            .iter()
+            .any(|p| p.name == *name && p.ty == ParamType::Path);
+        let BoundValue::Text(path) = value else {
+            continue;
+        };
+        if !is_path || local_path(path, lab_dir) == Path::new(path) {
+            continue;
+        }
+        let here = local_path(path, lab_dir);
+        if let Some(folder) = here.parent() {
+            let _ = std::fs::create_dir_all(folder);
+        }
+        if said.insert(path.clone()) {
+            eprintln!("{path} is {} on this machine", here.display());
+        }
+    }
+}
+
+pub(crate) fn request(inv: &Invocation, lab_dir: &Path) -> InvokeRequest {
     let parameters = inv
         .args
         .iter()
@@ -144,7 +213,7 @@ pub(crate) fn request(inv: &Invocation) -> InvokeRequest {
                 .iter()
                 .find(|p| p.name == *name)
                 .map(|p| p.ty);
-            (name.to_string(), json_value(value, ty))
+            (name.to_string(), json_value(value, ty, lab_dir))
         })
         .collect();
     InvokeRequest {
@@ -181,7 +250,9 @@ impl Executor for RemoteExecutor {
         } else {
             self.base_url.clone()
         };
-        let body = request(inv);
+        let lab_dir = Path::new(&self.lab_dir);
+        say_where(inv, lab_dir, &mut self.said);
+        let body = request(inv, lab_dir);
         let call = self
             .client
             .invoke(&base_url, &body, std::time::Duration::from_secs(3600));
@@ -197,7 +268,7 @@ impl Executor for RemoteExecutor {
         match reply {
             Ok(reply) => {
                 for w in &reply.warnings {
-                    if inv.cmdlet.name != "New-CsAdminOperator" {
+                    if inv.cmdlet.name != "New-CsAdminOperator" && self.said.insert(w.clone()) {
                         eprintln!("WARNING: {w}");
                     }
                 }
@@ -250,6 +321,13 @@ fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failur
     let target = std::net::SocketAddr::from((address, port));
     let open =
         std::net::TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2)).is_ok();
+    if !open {
+        // The seeds run this right after moving a route: an Edge applies a new route on its
+        // next look at its replica, a few seconds later.
+        eprintln!(
+            "WARNING: TCP connect to {target} failed. If a route to {name} changed moments ago,              its Edge may still be applying it: run Test-NetConnection again in a few seconds,              or Invoke-CsServerSetup -ComputerName <that Edge server> to apply it now"
+        );
+    }
     Ok(Output::Records(vec![
         cmdlet::Record::new()
             .with("ComputerName", name)
@@ -326,4 +404,38 @@ fn save_operator_token(lab_dir: &str, output: Output) -> Result<Output, Failure>
         }
     }
     Ok(Output::Records(records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_windows_path_is_under_the_labs_drives_folder() {
+        let lab = Path::new("/labs/red");
+        assert_eq!(
+            local_path("c:\\CsConfigurationFile.zip", lab),
+            Path::new("/labs/red/drives/c/CsConfigurationFile.zip")
+        );
+        assert_eq!(
+            local_path("D:\\exports\\2026/users.zip", lab),
+            Path::new("/labs/red/drives/d/exports/2026/users.zip")
+        );
+        // `..` does not climb out of the drive.
+        assert_eq!(
+            local_path("c:\\..\\..\\etc\\passwd", lab),
+            Path::new("/labs/red/drives/c/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn other_paths_are_as_written_with_backslashes_as_folders() {
+        let lab = Path::new("/labs/red");
+        assert_eq!(local_path("/tmp/x.zip", lab), Path::new("/tmp/x.zip"));
+        assert_eq!(local_path("x.zip", lab), Path::new("x.zip"));
+        assert_eq!(
+            local_path("exports\\x.zip", lab),
+            Path::new("exports/x.zip")
+        );
+    }
 }

@@ -430,11 +430,12 @@ pub async fn replicate(call: &Call<'_>) -> Reply {
 fn write_export(inv: &Invocation, config: Configuration) -> Reply {
     let file = inv.text("FileName").unwrap_or_default();
     archive::write(Path::new(&file), &config, inv.switch("Force")).map_err(Refused::Conflict)?;
-    Ok(InvokeResponse::of(Output::None).warn(format!(
+    // What was written, and where: said as the outcome, not as a warning.
+    Ok(InvokeResponse::of(Output::Text(format!(
         "exported version {} ({} items) to {file}",
         config.version,
         config.items.len()
-    )))
+    ))))
 }
 
 /// `Export-CsConfiguration`, from the store or (`-LocalStore`) from the replica.

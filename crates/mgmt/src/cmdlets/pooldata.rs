@@ -503,11 +503,12 @@ pub async fn export_user_data(call: &Call<'_>) -> Reply {
         .len();
     let count = export.items.len();
     archive::write_user_data(path, &export, &files).map_err(Refused::Conflict)?;
-    Ok(InvokeResponse::of(Output::None).warn(format!(
+    // What was written, and where: said as the outcome, not as a warning.
+    Ok(InvokeResponse::of(Output::Text(format!(
         "exported {count} items of {users} users and {} files of {} to {file}",
         files.len(),
         server.pool
-    )))
+    ))))
 }
 
 /// `Import-CsUserData`: users homed here get the file's data back.

@@ -253,3 +253,27 @@ fn test_cstopology_honours_the_output_format() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["Message"], "valid (0 errors, 0 warnings)");
 }
+
+/// The documents' `c:\CsConfigurationFile.zip` is a file under the lab's `drives/c/`, the
+/// shell says so once, and a successful export is its outcome, not a warning.
+#[test]
+fn a_windows_path_is_a_file_under_the_lab_and_the_shell_says_where() {
+    let lab = crate::lab::Lab::up();
+    let out = lab.shell(
+        None,
+        "Export-CsConfiguration -FileName c:\\CsConfigurationFile.zip",
+    );
+    let (said, printed) = (stderr(&out), stdout(&out));
+    assert!(out.status.success(), "{printed}{said}");
+    let file = std::path::Path::new(lab.dir()).join("drives/c/CsConfigurationFile.zip");
+    assert!(file.is_file(), "{} is not there: {said}", file.display());
+    assert!(
+        said.contains(&format!(
+            "c:\\CsConfigurationFile.zip is {} on this machine",
+            file.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("WARNING"), "{said}");
+    assert!(printed.contains("exported version"), "{printed}");
+}
