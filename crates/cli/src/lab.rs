@@ -158,7 +158,7 @@ impl LabFile {
         match towards {
             Some(std::net::IpAddr::V4(ip)) if ip.is_loopback() => {
                 let taken = |a: &std::net::Ipv4Addr| {
-                    self.servers.iter().any(|s| s.address == a.to_string())
+                    (self.servers.iter().chain(&self.clusters)).any(|s| s.address == a.to_string())
                 };
                 (CLIENT_HOST..=u8::MAX)
                     .map(|host| std::net::Ipv4Addr::new(127, ip.octets()[1], 0, host))

@@ -15,6 +15,7 @@ mod bench_users;
 mod client;
 mod dns_cmd;
 mod lab;
+mod lab_logs;
 mod lab_net;
 mod lab_pg;
 mod lab_process;
@@ -115,6 +116,21 @@ pub struct ServerArgs {
     /// reconciler carries it on (an operator who resumes it sooner does it himself).
     #[arg(long, default_value_t = 20)]
     pub reconcile_after_secs: u64,
+    /// How the server writes its log: readable text, or one JSON object a line for
+    /// machines (`tandem lab logs` reads both). A lab's servers take it from the
+    /// environment of `tandem lab up`.
+    #[arg(long, value_enum, env = "TANDEM_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How a server writes its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line an event, for people: time, level, span context, message, fields.
+    #[default]
+    Text,
+    /// One JSON object an event, with its spans, for machines.
+    Json,
 }
 
 /// `tandem bench failover --backend`.
@@ -216,6 +232,20 @@ enum LabCommand {
     },
     /// Stop every server gracefully; the data stays.
     Down {
+        #[arg(long, default_value = "tandem-lab")]
+        dir: PathBuf,
+    },
+    /// Every server's log (or one server's), merged in time order, each line with its
+    /// server's name.
+    Logs {
+        /// Only this server's log (an FQDN of the lab).
+        server: Option<String>,
+        /// Keep reading: print lines as the servers write them, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Only the lines logged inside DR operation N (its `op_id`).
+        #[arg(long, value_name = "N")]
+        operation: Option<String>,
         #[arg(long, default_value = "tandem-lab")]
         dir: PathBuf,
     },
@@ -387,7 +417,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
         Command::Partner { lab, command } => outcome(partner::run(&lab, command)),
         Command::Dns(command) => {
             if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {
-                init_tracing();
+                init_tracing(log_format_from_env());
             }
             outcome(dns_cmd::run(command))
         }
@@ -420,6 +450,12 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             LabCommand::Resume { target, dir } => lab::pause_servers(&dir, &target, false),
             LabCommand::Start { target, dir } => lab::start(&dir, &target),
             LabCommand::Down { dir } => lab::down(&dir),
+            LabCommand::Logs {
+                server,
+                follow,
+                operation,
+                dir,
+            } => lab_logs::run(&dir, server.as_deref(), operation.as_deref(), follow),
             LabCommand::Net(command) => lab::net(command),
             LabCommand::Wire { dir, block, sites } => lab_wire::run(&dir, block, sites),
         }),
@@ -528,14 +564,26 @@ fn remote_executor(
     ))
 }
 
-/// Logs to standard error, filtered by `TANDEM_LOG` (default `info`).
-pub fn init_tracing() {
+/// Logs to standard error in `format`, filtered by `TANDEM_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().with_span_list(true).init(),
+    }
+}
+
+/// The log format `TANDEM_LOG_FORMAT` names (`json`), text otherwise: for the processes
+/// without a `--log-format` of their own (the lab's DNS server).
+fn log_format_from_env() -> LogFormat {
+    match std::env::var("TANDEM_LOG_FORMAT").as_deref() {
+        Ok(f) if f.eq_ignore_ascii_case("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    }
 }
 
 /// An operation's result as an exit status, with the error printed.

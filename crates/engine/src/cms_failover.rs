@@ -1309,6 +1309,10 @@ impl Durable for CmsRun<'_> {
         "cms_failover"
     }
 
+    fn id(&self) -> String {
+        self.stored.record.id.to_string()
+    }
+
     fn progress(&self) -> &dr::Progress<CmsStep> {
         &self.stored.record.progress
     }

@@ -1181,6 +1181,10 @@ impl Durable for PoolRun<'_> {
         }
     }
 
+    fn id(&self) -> String {
+        self.op.id.to_string()
+    }
+
     fn progress(&self) -> &dr::Progress<Step> {
         &self.op.progress
     }

@@ -20,6 +20,7 @@ use std::future::Future;
 
 use clock::Clock;
 use dr::progress::{OpState, Progress, StepName, StepState};
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::faults::{Faults, When};
@@ -81,6 +82,10 @@ pub trait Durable: Send {
     /// The operation's kind, as `/metrics` labels it (`pool_failover`, `cms_failover`, ...).
     fn operation(&self) -> &'static str;
 
+    /// The operation's id (`Get-CsDisasterRecoveryOperation -Identity`); `0` before its
+    /// record was first saved. Its log lines carry it as `op_id`.
+    fn id(&self) -> String;
+
     fn progress(&self) -> &Progress<Self::Step>;
     fn progress_mut(&mut self) -> &mut Progress<Self::Step>;
 
@@ -109,6 +114,31 @@ pub async fn run<D: Durable>(
     faults: &Faults,
     clock: &Clock,
 ) -> Result<(), Error> {
+    // Every line logged while it runs names the operation (`tandem lab logs --operation`).
+    let id = op.id();
+    let numbered = id != "0";
+    let span = if numbered {
+        tracing::info_span!("operation", kind = op.operation(), op_id = %id, runner)
+    } else {
+        tracing::info_span!(
+            "operation",
+            kind = op.operation(),
+            op_id = tracing::field::Empty,
+            runner
+        )
+    };
+    run_steps(op, runner, faults, clock, numbered)
+        .instrument(span)
+        .await
+}
+
+async fn run_steps<D: Durable>(
+    op: &mut D,
+    runner: &str,
+    faults: &Faults,
+    clock: &Clock,
+    mut numbered: bool,
+) -> Result<(), Error> {
     {
         let p = op.progress_mut();
         p.runner = runner.to_string();
@@ -132,20 +162,41 @@ pub async fn run<D: Durable>(
             op.progress_mut().state = OpState::Stopped;
             return Err(e);
         }
+        if !numbered {
+            tracing::Span::current().record("op_id", tracing::field::display(op.id()));
+            numbered = true;
+        }
+        tracing::info!(
+            step = step.as_str(),
+            attempt = op.progress().steps[i].attempts,
+            "step started"
+        );
         let outcome = op.run_step(step).await;
         faults.at(step.as_str(), When::After).await?;
         let now = clock.now_ms();
         let started = op.progress().steps[i].started_ms.unwrap_or(now);
-        crate::metrics::step(
-            op.operation(),
-            step.as_str(),
-            match &outcome {
-                Ok(done) if done.skipped => "skipped",
-                Ok(_) => "done",
-                Err(_) => "failed",
-            },
-            now - started,
-        );
+        let ended = match &outcome {
+            Ok(done) if done.skipped => "skipped",
+            Ok(_) => "done",
+            Err(_) => "failed",
+        };
+        crate::metrics::step(op.operation(), step.as_str(), ended, now - started);
+        match &outcome {
+            Ok(done) => tracing::info!(
+                step = step.as_str(),
+                outcome = ended,
+                took_ms = now - started,
+                detail = %done.detail,
+                "step ended"
+            ),
+            Err(failed) => tracing::warn!(
+                step = step.as_str(),
+                outcome = ended,
+                took_ms = now - started,
+                error = %failed.error,
+                "step ended"
+            ),
+        }
         match outcome {
             Ok(done) => {
                 let record = &mut op.progress_mut().steps[i];
@@ -187,6 +238,7 @@ pub async fn run<D: Durable>(
                     "stopped"
                 };
                 crate::metrics::operation(op.operation(), ended);
+                tracing::warn!(outcome = ended, "operation ended");
                 // The record says where it stopped when it can be saved; the error says
                 // it either way.
                 let _ = op.save().await;
@@ -199,6 +251,7 @@ pub async fn run<D: Durable>(
     p.finished_ms = Some(clock.now_ms());
     op.save().await?;
     crate::metrics::operation(op.operation(), "completed");
+    tracing::info!("operation completed");
     Ok(())
 }
 
@@ -287,6 +340,10 @@ mod tests {
 
         fn operation(&self) -> &'static str {
             "test"
+        }
+
+        fn id(&self) -> String {
+            "1".into()
         }
 
         fn progress(&self) -> &Progress<S> {
@@ -452,6 +509,10 @@ mod tests {
 
             fn operation(&self) -> &'static str {
                 "test"
+            }
+
+            fn id(&self) -> String {
+                "1".into()
             }
 
             fn progress(&self) -> &Progress<S> {

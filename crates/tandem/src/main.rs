@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServerArgs) -> Status {
-    cli::init_tracing();
+    cli::init_tracing(args.log_format);
     let config = server::Config {
         fqdn: args.fqdn.to_ascii_lowercase(),
         data_dir: args.data_dir,

@@ -3,7 +3,8 @@
 //! refuse what a scraper would: after a sign-in and a planned pool failover, the figures
 //! say so — sign-ins by outcome on the pool's Front Ends, the failover's steps and its
 //! end, the master and the replicas' lag on the active master, each module's Backup
-//! Service backlog on every Front End.
+//! Service backlog on every Front End — and `tandem lab logs --operation N` gives the
+//! failover's lines from the servers' merged logs.
 
 use std::collections::BTreeMap;
 
@@ -301,6 +302,36 @@ fn every_server_serves_its_figures_in_prometheus_text_format() {
             &[("change", "acquired")]
         ) >= 1.0
     );
+
+    // The failover in the servers' merged logs: `tandem lab logs --operation N` gives its
+    // lines, each inside the operation's span, in time order.
+    let ops = lab.json(None, "Get-CsDisasterRecoveryOperation");
+    let rows = ops.as_array().cloned().unwrap_or_else(|| vec![ops.clone()]);
+    let id = rows
+        .iter()
+        .filter_map(|r| r["Identity"].as_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap()
+        .to_string();
+    let out = crate::run(&["lab", "logs", "--dir", lab.dir(), "--operation", &id]);
+    let text = crate::stdout(&out);
+    assert!(out.status.success(), "{text}{}", crate::stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("step started")), "{text}");
+    assert!(lines.iter().any(|l| l.contains("step ended")), "{text}");
+    assert!(
+        lines.iter().any(|l| l.contains("operation completed")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains(&format!("op_id={id}"))),
+        "{text}"
+    );
+    let times: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{text}");
 
     // Any operator may read them; no token, or a wrong one, may not.
     let fe = &servers[0];
