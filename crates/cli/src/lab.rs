@@ -7,7 +7,6 @@
 //! `D/lab.json` records the servers, their process ids and the admin token, so that
 //! `status`, `kill`, `start`, `down` and `tandem shell --lab D` work from any terminal.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -363,6 +362,8 @@ pub(crate) async fn enable_users(
         .ok_or_else(|| anyhow!("the lab has no server in the CMS pool"))?;
     let client = lab.api()?;
     let total = bulk.len();
+    let mut progress = (total > api::users::BULK_MAX_USERS)
+        .then(|| crate::progress::Progress::new("Enabling users", total as u64, "users"));
     for (i, chunk) in bulk.chunks(api::users::BULK_MAX_USERS).enumerate() {
         let _: api::users::BulkEnableResponse = client
             .post(
@@ -376,12 +377,12 @@ pub(crate) async fn enable_users(
             .await
             .map_err(|e| anyhow!("enabling the lab's users failed: {e}"))?;
         let done = (i * api::users::BULK_MAX_USERS + chunk.len()).min(total);
-        if total > api::users::BULK_MAX_USERS && std::io::stderr().is_terminal() {
-            eprint!("\rEnabling users: {done}/{total}");
-            if done == total {
-                eprintln!();
-            }
+        if let Some(p) = &mut progress {
+            p.set(done as u64, "");
         }
+    }
+    if let Some(p) = &progress {
+        p.finish();
     }
     let path = lab.dir.join("users.json");
     std::fs::write(&path, serde_json::to_string_pretty(&users)?)

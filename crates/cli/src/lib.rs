@@ -21,6 +21,7 @@ mod lab_pg;
 mod lab_process;
 mod lab_wire;
 mod partner;
+mod progress;
 mod shell;
 mod status;
 mod topology_cmd;

@@ -28,8 +28,9 @@ fn confirmed(inv: &Invocation) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "A" | "a")
 }
 
-/// Waits for a long operation while a progress line on the terminal shows its step,
-/// read from the operation records every half second.
+/// Waits for a long operation while its progress shows: the steps done of its steps and
+/// the current one, read from the operation records every half second (a bar on a
+/// terminal, a line a change otherwise).
 async fn with_progress<F: std::future::Future>(
     call: F,
     client: &api::Client,
@@ -37,23 +38,40 @@ async fn with_progress<F: std::future::Future>(
 ) -> F::Output {
     let mut call = std::pin::pin!(call);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    let mut shown: Option<(String, crate::progress::Progress)> = None;
     loop {
         tokio::select! {
             r = &mut call => {
-                eprint!("\r\x1b[K");
+                if let Some((_, p)) = &shown {
+                    p.finish();
+                }
                 return r;
             }
             _ = tick.tick() => {
-                if let Some(line) = progress_line(client, base).await {
-                    eprint!("\r\x1b[K{line}");
-                    let _ = std::io::stderr().flush();
+                if let Some(now) = progress_of(client, base).await {
+                    if shown.as_ref().is_none_or(|(name, _)| *name != now.name) {
+                        let p = crate::progress::Progress::new(&now.name, now.steps, "steps");
+                        shown = Some((now.name.clone(), p));
+                    }
+                    if let Some((_, p)) = &mut shown {
+                        p.set(now.done, &now.current);
+                    }
                 }
             }
         }
     }
 }
 
-async fn progress_line(client: &api::Client, base: &str) -> Option<String> {
+/// Where the newest operation stands.
+struct OperationProgress {
+    /// `17 FailOver of pool1.contoso.com`.
+    name: String,
+    steps: u64,
+    done: u64,
+    current: String,
+}
+
+async fn progress_of(client: &api::Client, base: &str) -> Option<OperationProgress> {
     let request = InvokeRequest {
         cmdlet: "Get-CsDisasterRecoveryOperation".into(),
         parameters: Default::default(),
@@ -75,22 +93,17 @@ async fn progress_line(client: &api::Client, base: &str) -> Option<String> {
         .iter()
         .filter(|s| s.contains(" Done") || s.contains(" Skipped"))
         .count();
-    let width = 20;
-    let filled = if steps.is_empty() {
-        0
-    } else {
-        done * width / steps.len()
-    };
-    Some(format!(
-        "{} {} of {} [{}{}] {done}/{} {}",
-        field("Identity"),
-        field("Operation"),
-        field("PoolFqdn"),
-        "#".repeat(filled),
-        " ".repeat(width - filled),
-        steps.len(),
-        field("CurrentStep")
-    ))
+    Some(OperationProgress {
+        name: format!(
+            "{} {} of {}",
+            field("Identity"),
+            field("Operation"),
+            field("PoolFqdn")
+        ),
+        steps: steps.len() as u64,
+        done: done as u64,
+        current: field("CurrentStep"),
+    })
 }
 
 #[derive(Debug)]
