@@ -86,7 +86,7 @@ impl Algorithm {
     /// `H(username:realm:password)`: what a server keeps instead of the password. It is
     /// password-equivalent for this realm, so it stays on the servers that authenticate.
     pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
-        self.hex(format!("{username}:{realm}:{password}").as_bytes())
+        self.hex_joined(&[username, realm, password])
     }
 
     /// Length of this algorithm's hex digests.

@@ -202,10 +202,13 @@ fn say_where(inv: &Invocation, lab_dir: &Path, said: &mut HashSet<String>) {
         let BoundValue::Text(path) = value else {
             continue;
         };
-        if !is_path || local_path(path, lab_dir) == Path::new(path) {
+        if !is_path {
             continue;
         }
         let here = local_path(path, lab_dir);
+        if here == Path::new(path) {
+            continue;
+        }
         if let Some(folder) = here.parent() {
             let _ = std::fs::create_dir_all(folder);
         }
