@@ -447,8 +447,9 @@ impl Session {
             idle: Duration::from_secs(24 * 3600),
             partial: FrameLimits::LISTENER.partial,
         };
+        // From the same address as the UDP endpoint: the lab's client address.
         let (flow, incoming) = Flow::connect_tls(
-            None,
+            Some(self.endpoint.local_addr().ip()),
             at,
             &ip.to_string(),
             &self.tls,
