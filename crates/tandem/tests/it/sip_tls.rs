@@ -203,7 +203,12 @@ fn a_user_cannot_unbind_or_take_over_another_users_connection() {
     assert!(contact.contains("transport=tls"), "{contact}");
 
     // Mallory, from the same address, unbinds Alice's contact text, then binds it as hers.
-    let mut ua = Ua::on("127.0.0.1");
+    let alice_ip = contact
+        .split('@')
+        .nth(1)
+        .and_then(|host| host.split(':').next())
+        .unwrap();
+    let mut ua = Ua::on(alice_ip);
     let at = registrar(&lab, fe);
     let password = lab.password(&mallory);
     for expires in [0, 300] {
