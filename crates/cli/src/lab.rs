@@ -1053,6 +1053,14 @@ fn print_summary(lab: &LabFile, took: Duration) {
         "Open the management shell: tandem shell --lab {}",
         lab.dir.display()
     );
+    if let Some(fe) = lab.servers.iter().find(|s| s.role == "FrontEnd") {
+        println!(
+            "Web console: {}/console (sign in with admin_token from lab.json or an operator's token; \
+             the certificate is signed by the lab's CA, {})",
+            fe.base_url(),
+            lab.dir.join("pki").join("ca.pem").display()
+        );
+    }
 }
 
 /// Whether a lab process answers its `/health` in time: a server with its health

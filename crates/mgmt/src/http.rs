@@ -180,7 +180,10 @@ pub fn router(mgmt: Mgmt) -> Router {
         api: as_json(&doc),
         backup_link: as_json(&backup_link_document()),
     };
+    // The web console's pages are HTML for a browser, not part of the JSON API: they sign
+    // in with a session of their own (`console::session`) and are not in the description.
     routes
+        .merge(crate::console::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -16,6 +16,7 @@ pub mod archive;
 pub mod audit;
 pub mod call;
 pub mod cmdlets;
+pub mod console;
 pub mod dispatch;
 pub mod error;
 pub mod http;
@@ -31,11 +32,12 @@ use node::Node;
 pub use error::{Error, Refused};
 pub use http::router;
 
-/// What the management API serves from: the server's node, its operations engine, and its
-/// Edge listeners when it is an Edge.
+/// What the management API serves from: the server's node, its operations engine, its
+/// Edge listeners when it is an Edge, and the web console's sessions and readings.
 #[derive(Debug, Clone)]
 pub struct Mgmt {
     pub node: Arc<Node>,
     pub engine: Arc<Engine>,
     pub edge: Option<EdgeService>,
+    pub console: Arc<console::state::Console>,
 }

@@ -203,15 +203,34 @@ pub async fn authenticate(
     if !api::constant_time_eq(token_hash(token).as_bytes(), record.token_sha256.as_bytes()) {
         return Err(unknown());
     }
-    Ok(Operator {
-        name: record.name,
-        roles: record
-            .roles
-            .iter()
-            .filter_map(|r| AdminRole::parse(r))
-            .collect(),
-        deployment: false,
-    })
+    Ok(record.operator())
+}
+
+/// The operator `name` as the replica holds it now, if its token is still the one whose
+/// hash is `token_sha256` (a console session checks this on every request).
+pub async fn current(
+    replica: &store::ReplicaStore,
+    name: &str,
+    token_sha256: &str,
+) -> Option<Operator> {
+    let record = operator_record(replica, name).await?;
+    api::constant_time_eq(record.token_sha256.as_bytes(), token_sha256.as_bytes())
+        .then(|| record.operator())
+}
+
+impl OperatorRecord {
+    /// The operator this record makes, with the roles this build knows.
+    fn operator(self) -> Operator {
+        Operator {
+            roles: self
+                .roles
+                .iter()
+                .filter_map(|r| AdminRole::parse(r))
+                .collect(),
+            name: self.name,
+            deployment: false,
+        }
+    }
 }
 
 /// The record of the operator `name` in `replica`.

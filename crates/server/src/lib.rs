@@ -183,6 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         node: node.clone(),
         engine,
         edge,
+        console: Default::default(),
     };
     tracing::info!(%address, fqdn = %node.fqdn, role = ?node.role, "server started");
     let api = listener::serve_http(

@@ -126,8 +126,11 @@ fn uses(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                 && parts[..own.len()] == own.iter().map(String::as_str).collect::<Vec<_>>()[..]
             {
                 let last = parts[parts.len() - 1];
-                if !paths_after(&text, &format!("{last}::")).is_empty() {
-                    refs.push(parts.iter().map(|s| s.to_string()).collect());
+                // The whole path, so that `child::grandchild::Item` is the grandchild's.
+                for rest in paths_after(&text, &format!("{last}::")) {
+                    let mut full: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+                    full.extend(rest);
+                    refs.push(full);
                 }
             }
         }

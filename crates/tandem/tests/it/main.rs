@@ -2,8 +2,10 @@
 
 mod api_attacks;
 mod architecture;
+mod browser;
 mod cms;
 mod cms_turns;
+mod console;
 mod disaster;
 mod dns;
 mod edge;
