@@ -190,6 +190,9 @@ impl Client {
         if let Some(operator) = operator {
             call = call.header(OPERATOR_HEADER, operator);
         }
+        if let Some(operation) = crate::operation::header_value() {
+            call = call.header(crate::operation::OPERATION_HEADER, operation);
+        }
         let response = call.send().await.map_err(unreachable)?;
         let status = response.status();
         if status.is_success() {

@@ -15,6 +15,7 @@ mod client;
 mod error;
 pub mod faults;
 pub mod openapi;
+pub mod operation;
 pub mod records;
 mod types;
 pub mod users;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use base64::Engine as _;
 use clock::Clock;
@@ -467,7 +468,16 @@ impl BackupService {
                 batch,
                 files,
             };
-            match self.send(&partner, &request).await {
+            // One span per shipment: its module, partner and range (the lines inside, at
+            // debug level, say how long it took and what the partner answered).
+            let span = tracing::info_span!("shipment", module = name, to = %partner, after = acked, through = last);
+            let sent_at = std::time::Instant::now();
+            let sent = self.send(&partner, &request).instrument(span.clone()).await;
+            span.in_scope(|| match &sent {
+                Ok(_) => tracing::debug!(took_ms = sent_at.elapsed().as_millis() as u64, "shipment acknowledged"),
+                Err(e) => tracing::debug!(took_ms = sent_at.elapsed().as_millis() as u64, error = %e, "shipment failed"),
+            });
+            match sent {
                 Ok(resp) => {
                     be.record_export(name, &partner, resp.applied_seq.min(last), None)
                         .await?;

@@ -127,9 +127,12 @@ pub async fn run<D: Durable>(
             runner
         )
     };
-    run_steps(op, runner, faults, clock, numbered)
-        .instrument(span)
-        .await
+    // Calls made from here name the operation (and step) to the servers that answer them.
+    api::operation::scope(
+        id,
+        run_steps(op, runner, faults, clock, numbered).instrument(span),
+    )
+    .await
 }
 
 async fn run_steps<D: Durable>(
@@ -166,12 +169,16 @@ async fn run_steps<D: Durable>(
             tracing::Span::current().record("op_id", tracing::field::display(op.id()));
             numbered = true;
         }
+        api::operation::set(&op.id(), step.as_str());
         tracing::info!(
             step = step.as_str(),
             attempt = op.progress().steps[i].attempts,
             "step started"
         );
-        let outcome = op.run_step(step).await;
+        let outcome = op
+            .run_step(step)
+            .instrument(tracing::info_span!("step", step = step.as_str()))
+            .await;
         faults.at(step.as_str(), When::After).await?;
         let now = clock.now_ms();
         let started = op.progress().steps[i].started_ms.unwrap_or(now);

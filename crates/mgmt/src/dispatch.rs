@@ -8,6 +8,7 @@
 //! forwarded, so that it is never forwarded twice. Handlers never forward.
 
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use api::{InvokeRequest, InvokeResponse, bind::bind_one};
 use cmdlet::Invocation;
@@ -159,6 +160,46 @@ pub struct Caller {
 /// Runs one call: here, or where its place says, if the caller's roles allow it.
 pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, caller: &Caller) -> Reply {
     let inv = bind_one(&request)?;
+    // Every line logged while the call runs names it; the call's end is one line (reads
+    // at debug level: the web console reads every second).
+    let span = tracing::info_span!(
+        "cmdlet",
+        name = inv.cmdlet.name,
+        operator = %caller.operator.name,
+        forwarded_by = caller.forwarded_by.as_deref().unwrap_or_default()
+    );
+    let started = mgmt.node.clock.now_ms();
+    let changes_state = inv.cmdlet.changes_state;
+    let reply = invoke_bound(mgmt, &request, inv, caller)
+        .instrument(span.clone())
+        .await;
+    let took_ms = mgmt.node.clock.now_ms() - started;
+    let _in = span.enter();
+    match (&reply, changes_state) {
+        (Ok(_), true) => tracing::info!(took_ms, "cmdlet answered"),
+        (Err(e), true) => tracing::info!(
+            took_ms,
+            status = e.status().as_u16(),
+            error = e.message(),
+            "cmdlet refused"
+        ),
+        (Ok(_), false) => tracing::debug!(took_ms, "cmdlet answered"),
+        (Err(e), false) => tracing::debug!(
+            took_ms,
+            status = e.status().as_u16(),
+            error = e.message(),
+            "cmdlet refused"
+        ),
+    }
+    reply
+}
+
+async fn invoke_bound(
+    mgmt: &Mgmt,
+    request: &InvokeRequest,
+    inv: cmdlet::Invocation,
+    caller: &Caller,
+) -> Reply {
     if let Err(refused) = caller.operator.may_run(inv.cmdlet.id) {
         let refused: Reply = Err(crate::Error(refused));
         record(mgmt, caller, &inv, audit::outcome(&refused));
@@ -195,16 +236,16 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, caller: &Caller) -> Rep
         ))
         .into()),
         Place::Here => run(caller, &here(None, None)).await,
-        Place::Computer => match on_computer(mgmt, &request, &inv, caller).await {
+        Place::Computer => match on_computer(mgmt, request, &inv, caller).await {
             Some(reply) => reply,
             None => run(caller, &here(None, None)).await,
         },
-        Place::EveryServer => match on_computer(mgmt, &request, &inv, caller).await {
+        Place::EveryServer => match on_computer(mgmt, request, &inv, caller).await {
             Some(reply) => reply,
             None if forwarded || inv.text("ComputerName").is_some() => {
                 run(caller, &here(None, None)).await
             }
-            None => on_every_server(mgmt, &request, caller, here(None, None)).await,
+            None => on_every_server(mgmt, request, caller, here(None, None)).await,
         },
         Place::Master {
             local_switch,
@@ -222,7 +263,7 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, caller: &Caller) -> Rep
                     ))
                     .into());
                 }
-                Ok(MasterAt::There(base)) => forward(mgmt, &base, &request, operator).await,
+                Ok(MasterAt::There(base)) => forward(mgmt, &base, request, operator).await,
                 Err(unavailable) if replica_when_unavailable => {
                     return run(caller, &here(None, Some(unavailable.0))).await;
                 }
@@ -233,7 +274,7 @@ pub async fn invoke(mgmt: &Mgmt, request: InvokeRequest, caller: &Caller) -> Rep
         Place::FrontEndOf(pool_of) => {
             let topology = mgmt.node.topology();
             let pool = pool_of(&topology, &inv)?;
-            on_front_end_of(mgmt, &topology, &pool, &request, caller, here(None, None)).await
+            on_front_end_of(mgmt, &topology, &pool, request, caller, here(None, None)).await
         }
     }
 }

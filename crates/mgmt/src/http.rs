@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use api::faults::FaultCall;
 use api::users::{BULK_MAX_BODY_BYTES, BulkEnableRequest, BulkEnableResponse};
 use api::{ApiError, ErrorBody, FORWARDED_HEADER, Health, InvokeRequest, InvokeResponse, paths};
@@ -249,8 +251,30 @@ async fn authenticate(
             ));
         }
     }
+    // A call that is part of another server's DR operation is logged in its span here too.
+    let operation = request
+        .headers()
+        .get(api::operation::OPERATION_HEADER)
+        .filter(|_| operator.deployment)
+        .and_then(|v| v.to_str().ok())
+        .and_then(api::operation::parse)
+        .map(|(id, step)| tracing::info_span!("operation", op_id = %id, step = %step, remote = true));
     request.extensions_mut().insert(operator);
-    Ok(next.run(request).await)
+    let Some(span) = operation else {
+        return Ok(next.run(request).await);
+    };
+    let path = request.uri().path().to_string();
+    let started = mgmt.node.clock.now_ms();
+    let response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            %path,
+            status = response.status().as_u16(),
+            took_ms = mgmt.node.clock.now_ms() - started,
+            "operation call answered"
+        )
+    });
+    Ok(response)
 }
 
 /// The servers' own routes (CMS pushes, role reports, replica changes, operation steps,

@@ -39,6 +39,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use bindings::Committer;
 use cms::directory::UserRecord;
@@ -674,8 +675,26 @@ fn reply(request: &Request, status: u16, reason: &str) -> Response {
     response
 }
 
-/// Answers one request.
+/// Answers one request, in a span of its own: the SIP transaction (method, Call-ID,
+/// CSeq), at debug level — free when the level is off, as it is under sign-in load.
 async fn handle(registrar: &Registrar, request: &Request, arrival: &Arrival) -> Response {
+    let span = tracing::debug_span!(
+        "sip",
+        method = request.method.as_str(),
+        call_id = request.headers.get("Call-ID").unwrap_or_default(),
+        cseq = request.headers.get("CSeq").unwrap_or_default(),
+    );
+    if span.is_disabled() {
+        return answer(registrar, request, arrival).await;
+    }
+    let response = answer(registrar, request, arrival)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| tracing::debug!(status = response.status, "answered"));
+    response
+}
+
+async fn answer(registrar: &Registrar, request: &Request, arrival: &Arrival) -> Response {
     let server = &*registrar.node;
     // Another Front End hands over a request for a contact whose connection this one
     // holds; from anyone else the header means nothing.

@@ -327,6 +327,25 @@ fn every_server_serves_its_figures_in_prometheus_text_format() {
         lines.iter().all(|l| l.contains(&format!("op_id={id}"))),
         "{text}"
     );
+    // The operation id travels with its calls: the servers that ran a step's part for the
+    // runner, or kept the record as the CMS master, logged them in the same operation.
+    let runner = rows
+        .iter()
+        .find(|r| r["Identity"].as_str() == Some(&id))
+        .unwrap()["Runner"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let others: std::collections::BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l.contains("operation call answered") && l.contains("remote=true"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|server| !server.contains(runner.as_str()))
+        .collect();
+    assert!(
+        others.iter().any(|s| s.contains("pool2")),
+        "no line of pool2's Front Ends in operation {id} (runner {runner}):\n{text}"
+    );
     let times: Vec<&str> = lines
         .iter()
         .map(|l| l.split_whitespace().nth(1).unwrap())
