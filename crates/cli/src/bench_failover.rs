@@ -557,6 +557,11 @@ async fn run(
             .map(|s| api::base(&s.address, s.user_services_port))
             .collect()
     };
+    // The benchmark's phases, one bar: the users ready, the planned failover with the
+    // users signing in again, the failback, the round over TLS, the disaster round(s).
+    let phases = if synchronous { 6 } else { 5 };
+    let mut bar = crate::progress::Progress::new("Failover benchmark", phases, "phases");
+    bar.set(0, "saving contacts and signing the active users in");
     let client = api::https(&lab.client_tls()?)
         .pool_max_idle_per_host(64)
         .build()?;
@@ -593,6 +598,7 @@ async fn run(
     )
     .await?;
 
+    bar.set(1, "planned failover and the users signing in again");
     let t0 = Instant::now();
     invoke(lab, &format!("Invoke-CsPoolFailOver -PoolFqdn {HOME}")).await?;
     let planned_failover = t0.elapsed();
@@ -607,15 +613,18 @@ async fn run(
     let all_signed_in = t0.elapsed();
     let present_after_failover = count_in(lab, BACKUP, "bench-").await?;
 
+    bar.set(2, "planned failback");
     let t1 = Instant::now();
     invoke(lab, &format!("Invoke-CsPoolFailBack -PoolFqdn {HOME}")).await?;
     let planned_failback = t1.elapsed();
     let present_after_failback = count_in(lab, HOME, "bench-").await?;
 
     // The same planned round with every client on its own TLS connection.
+    bar.set(3, "the planned round again over TLS");
     let over_tls = tls_round(lab, &active_users).await?;
 
     // Disaster: a writer saves contacts while the pool is killed.
+    bar.set(4, "disaster round: the pool killed under writes");
     let first = disaster_round(lab, &client, &active_users, &home_bases, "disaster").await?;
     let mut rounds = vec![first.clone()];
     if synchronous {
@@ -628,8 +637,11 @@ async fn run(
         while !lab::all_up_to_date(&client_api, lab).await?.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        bar.set(5, "disaster round with synchronous commit");
         rounds.push(disaster_round(lab, &client, &active_users, &home_bases, "synchronous").await?);
     }
+    bar.set(phases, "");
+    bar.finish();
     let disaster_acked = first["acknowledged"].as_i64().unwrap_or(0);
     let observed = first["lost_observed"].as_i64().unwrap_or(0);
     let reported = first["lost_reported"].as_i64().unwrap_or(-1);

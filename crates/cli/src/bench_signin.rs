@@ -203,6 +203,42 @@ async fn links(
 
 /// Numbers the sign-ins of every phase, so that each has its own Call-ID.
 static NEXT: AtomicU64 = AtomicU64::new(0);
+/// Sign-ins completed, for the progress bar.
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a phase that lasts `seconds` under a bar of its seconds, with the sign-ins
+/// completed so far and their rate beside it (nothing when `show` is false: `--json`).
+async fn timed<F: std::future::Future<Output = Run>>(
+    what: &str,
+    seconds: f64,
+    show: bool,
+    phase: F,
+) -> Run {
+    if !show {
+        return phase.await;
+    }
+    let total = seconds.ceil() as u64;
+    let mut bar = crate::progress::Progress::new(what, total, crate::progress::SECONDS);
+    let from = DONE.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut phase = std::pin::pin!(phase);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            run = &mut phase => {
+                bar.set(total, "");
+                bar.finish();
+                return run;
+            }
+            _ = tick.tick() => {
+                let n = DONE.load(Ordering::Relaxed) - from;
+                let secs = started.elapsed().as_secs_f64();
+                bar.figure(&format!("{n} sign-ins, {:.0}/s", n as f64 / secs.max(1e-3)));
+                bar.set((secs as u64).min(total), "");
+            }
+        }
+    }
+}
 
 /// `concurrency` clients over `links` sign `users` in back to back for `seconds`.
 async fn saturation(
@@ -223,7 +259,10 @@ async fn saturation(
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
                 match link.sign_in(&users, n).await {
-                    Ok(_) => latencies.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Ok(_) => {
+                        DONE.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(t0.elapsed().as_secs_f64() * 1000.0)
+                    }
                     Err(e) => {
                         failed += 1;
                         first_error.get_or_insert_with(|| e.to_string());
@@ -293,7 +332,10 @@ async fn fixed_rate(links: &[Link], users: &Arc<Vec<LabUser>>, rate: f64, second
         tasks.spawn(async move {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             match link.sign_in(&users, n).await {
-                Ok(_) => Ok(due.elapsed().as_secs_f64() * 1000.0),
+                Ok(_) => {
+                    DONE.fetch_add(1, Ordering::Relaxed);
+                    Ok(due.elapsed().as_secs_f64() * 1000.0)
+                }
                 Err(e) => Err(e.to_string()),
             }
         });
@@ -419,10 +461,22 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
                 native.push(rt.block_on(async {
                     let count = options.concurrency.clamp(1, 16);
                     let links = links(&target, transport, count, users.len()).await?;
-                    let saturation =
-                        saturation(&links, &users, options.concurrency, options.seconds).await;
+                    let name = transport.as_str().to_uppercase();
+                    let saturation = timed(
+                        &format!("{name} at saturation"),
+                        options.seconds,
+                        !options.json,
+                        saturation(&links, &users, options.concurrency, options.seconds),
+                    )
+                    .await;
                     let rate = options.rate.unwrap_or((saturation.rate() / 2.0).max(1.0));
-                    let fixed = fixed_rate(&links, &users, rate, options.seconds).await;
+                    let fixed = timed(
+                        &format!("{name} at {rate:.0}/s"),
+                        options.seconds,
+                        !options.json,
+                        fixed_rate(&links, &users, rate, options.seconds),
+                    )
+                    .await;
                     // The next phase (SIPp, or the next transport) starts from a location
                     // service without these bindings, as the peer's does: otherwise each of
                     // its 200s would list one more contact, and each commit read one more.

@@ -230,8 +230,10 @@ async fn write_phase(
     let started_ms = store::now_ms();
     let started = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut bar = crate::progress::Progress::new(&format!("Writing ({mode})"), total, "writes");
     for i in 0..total {
         tokio::time::sleep_until(started + interval * i as u32).await;
+        bar.set(i + 1, "");
         let user = mine[i as usize % mine.len()].clone();
         let url = format!(
             "{}/users/v1/contacts/sip:bench-{mode}-{i}@contoso.com",
@@ -261,6 +263,7 @@ async fn write_phase(
             ))
         });
     }
+    bar.finish();
     let mut phase = Phase {
         mode,
         written: 0,

@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The unit of a bar that counts time (a phase of a benchmark that lasts so many seconds):
+/// its plain lines give no rate.
+pub(crate) const SECONDS: &str = "s";
+
 /// How often a plain line may be written, at most, while the count moves.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
@@ -18,6 +22,9 @@ pub(crate) struct Progress {
     started: Instant,
     /// What the last plain line said (count, note) and when (no bar).
     said: Option<(u64, String, Instant)>,
+    /// A figure shown beside the count that does not, by changing, make a plain line of
+    /// its own ([`Progress::figure`]).
+    figure: String,
 }
 
 impl Progress {
@@ -42,7 +49,17 @@ impl Progress {
             total,
             started: Instant::now(),
             said: None,
+            figure: String::new(),
         }
+    }
+
+    /// A figure that moves all the time (`1234 sign-ins, 2,400/s`): on the bar at once,
+    /// in the next plain line otherwise.
+    pub(crate) fn figure(&mut self, figure: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(figure.to_string());
+        }
+        self.figure = figure.to_string();
     }
 
     /// `done` of the total, and what is being done now (`note`, may be empty).
@@ -65,11 +82,13 @@ impl Progress {
                 };
                 if due {
                     let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-                    eprintln!(
-                        "{} ({rate:.0} {}/s)",
-                        plain_line(&self.what, done, self.total, self.unit, note),
-                        self.unit
-                    );
+                    let shown = if note.is_empty() { &self.figure } else { note };
+                    let line = plain_line(&self.what, done, self.total, self.unit, shown);
+                    if self.unit == SECONDS {
+                        eprintln!("{line}");
+                    } else {
+                        eprintln!("{line} ({rate:.0} {}/s)", self.unit);
+                    }
                     self.said = Some((done, note.to_string(), Instant::now()));
                 }
             }

@@ -258,7 +258,9 @@ async fn authenticate(
         .filter(|_| operator.deployment)
         .and_then(|v| v.to_str().ok())
         .and_then(api::operation::parse)
-        .map(|(id, step)| tracing::info_span!("operation", op_id = %id, step = %step, remote = true));
+        .map(
+            |(id, step)| tracing::info_span!("operation", op_id = %id, step = %step, remote = true),
+        );
     request.extensions_mut().insert(operator);
     let Some(span) = operation else {
         return Ok(next.run(request).await);
