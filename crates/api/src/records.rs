@@ -4,6 +4,23 @@
 use cmdlet::{Field, Record};
 use topology::Topology;
 
+/// The names a deployment's hints use in their examples (`cmdlet::set_examples`): its
+/// first Front End pool, Edge pool and server, and its SIP domain.
+pub fn examples(t: &Topology) -> cmdlet::Examples {
+    let mut names = cmdlet::Examples::default();
+    if let Some(pool) = t.front_end_pools.first() {
+        names.pool = pool.fqdn.clone();
+        if let Some(server) = pool.servers.first() {
+            names.address = server.address.to_string();
+        }
+    }
+    if let Some(edge) = t.edge_pools.first() {
+        names.edge_pool = edge.fqdn.clone();
+    }
+    names.sip_domain = t.deployment.sip_domain.clone();
+    names
+}
+
 /// A validation report as `Test-CsTopology` rows: one per problem.
 /// Errors first, then warnings: a refusal's reason is not buried under advisories.
 pub fn problems(report: &topology::Report) -> Vec<Record> {

@@ -539,26 +539,31 @@ fn resolve_param(entry: &Entry, name: &Spanned<String>) -> Result<&'static Param
     }
 }
 
-fn example_text(param: &ParamSpec) -> &'static str {
+fn example_text(param: &ParamSpec) -> String {
+    example_with(param, crate::examples::examples())
+}
+
+/// An example value of `param`'s type with `names`.
+fn example_with(param: &ParamSpec, names: crate::examples::Examples) -> String {
     match param.ty {
-        ParamType::Switch => "",
-        ParamType::Boolean => "$true",
-        ParamType::String | ParamType::StringArray => "'text'",
-        ParamType::Fqdn => "pool1.contoso.com",
-        ParamType::Int32 => "60",
-        ParamType::UInt16 => "5061",
-        ParamType::TimeSpan => "00:01:30",
-        ParamType::SipUri => "sip:alice@contoso.com",
-        ParamType::Path => "c:\\CsConfigurationFile.zip",
-        ParamType::Ipv4 => "127.0.1.21",
+        ParamType::Switch => String::new(),
+        ParamType::Boolean => "$true".into(),
+        ParamType::String | ParamType::StringArray => "'text'".into(),
+        ParamType::Fqdn => names.pool,
+        ParamType::Int32 => "60".into(),
+        ParamType::UInt16 => "5061".into(),
+        ParamType::TimeSpan => "00:01:30".into(),
+        ParamType::SipUri => format!("sip:alice@{}", names.sip_domain),
+        ParamType::Path => "c:\\CsConfigurationFile.zip".into(),
+        ParamType::Ipv4 => names.address,
         ParamType::Identity(crate::catalogue::spec::IdentityKind::EdgeServer) => {
-            "EdgeServer:edgepool1.contoso.com"
+            format!("EdgeServer:{}", names.edge_pool)
         }
         ParamType::Identity(crate::catalogue::spec::IdentityKind::Registrar) => {
-            "Registrar:pool1.contoso.com"
+            format!("Registrar:{}", names.pool)
         }
-        ParamType::Identity(crate::catalogue::spec::IdentityKind::Scope) => "global",
-        ParamType::Enum(values) => values.first().copied().unwrap_or(""),
+        ParamType::Identity(crate::catalogue::spec::IdentityKind::Scope) => "global".into(),
+        ParamType::Enum(values) => values.first().copied().unwrap_or("").to_string(),
     }
 }
 
@@ -737,6 +742,31 @@ mod tests {
         assert_eq!(
             inv.canonical_line(),
             "Invoke-CsPoolFailBack -PoolFqdn pool1.contoso.com -WaitTime 00:00:15 -Verbose"
+        );
+    }
+
+    #[test]
+    fn a_hint_names_the_deployment_it_is_given() {
+        let cmd = catalogue().find("Set-CsEdgeServer").unwrap();
+        let fabrikam = crate::examples::Examples {
+            pool: "fe-red.fabrikam.net".into(),
+            edge_pool: "edge-red.fabrikam.net".into(),
+            sip_domain: "fabrikam.net".into(),
+            address: "127.0.5.41".into(),
+        };
+        let identity = cmd.param_exact("Identity").unwrap();
+        assert_eq!(
+            example_with(identity, fabrikam.clone()),
+            "EdgeServer:edge-red.fabrikam.net"
+        );
+        let registrar = cmd.param_exact("Registrar").unwrap();
+        assert_eq!(
+            example_with(registrar, fabrikam),
+            "Registrar:fe-red.fabrikam.net"
+        );
+        assert_eq!(
+            example_with(registrar, crate::examples::Examples::default()),
+            "Registrar:pool1.contoso.com"
         );
     }
 }

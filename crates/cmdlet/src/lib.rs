@@ -9,6 +9,7 @@
 pub mod bind;
 pub mod catalogue;
 pub mod diagnostic;
+pub mod examples;
 pub mod help;
 pub mod output;
 pub mod roles;
@@ -18,6 +19,7 @@ pub mod value;
 pub use bind::{BoundStatement, Formatter, Invocation, bind_command, bind_statement};
 pub use catalogue::{Catalogue, catalogue};
 pub use diagnostic::{Diagnostic, DiagnosticKind};
+pub use examples::{Examples, set_examples};
 pub use output::{Field, Output, OutputFormat, Record, render};
 pub use syntax::{Script, Span, parse_script};
 pub use value::BoundValue;

@@ -227,7 +227,10 @@ pub fn type_name(ty: ParamType) -> &'static str {
 pub fn parse_fqdn(text: &str) -> Result<String, ConversionError> {
     let name = text.strip_suffix('.').unwrap_or(text);
     if name.is_empty() {
-        return Err("needs a fully qualified domain name such as pool1.contoso.com".into());
+        return Err(format!(
+            "needs a fully qualified domain name such as {}",
+            crate::examples::examples().pool
+        ));
     }
     if name.len() > 253 {
         return Err(format!(
@@ -248,7 +251,8 @@ pub fn parse_fqdn(text: &str) -> Result<String, ConversionError> {
     }
     if !name.contains('.') {
         return Err(format!(
-            "'{text}' is not fully qualified: give the whole name, such as {text}.contoso.com"
+            "'{text}' is not fully qualified: give the whole name, such as {text}.{}",
+            crate::examples::examples().sip_domain
         ));
     }
     Ok(name.to_ascii_lowercase())
@@ -303,7 +307,8 @@ pub fn parse_sip_uri(text: &str) -> Result<String, ConversionError> {
     };
     let Some((user, domain)) = rest.split_once('@') else {
         return Err(format!(
-            "expects a SIP address such as sip:alice@contoso.com, not '{text}'"
+            "expects a SIP address such as sip:alice@{}, not '{text}'",
+            crate::examples::examples().sip_domain
         ));
     };
     if user.is_empty()

@@ -94,6 +94,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clock = Clock::system();
     let replica = ReplicaAgent::open(store, &path.display().to_string(), clock).await?;
     let topology = replica.topology();
+    // The hints' examples in the API's answers name this deployment's pools.
+    cmdlet::set_examples(api::records::examples(&topology));
     let Some(me) = topology.server(&config.fqdn) else {
         bail!(
             "{} is not a server of the topology in its local replica ({}); check --fqdn, or seed the replica with Import-CsConfiguration -LocalStore",

@@ -277,3 +277,20 @@ fn a_windows_path_is_a_file_under_the_lab_and_the_shell_says_where() {
     assert!(!said.contains("WARNING"), "{said}");
     assert!(printed.contains("exported version"), "{printed}");
 }
+
+#[test]
+fn a_hint_names_the_labs_own_pools_not_the_documentations() {
+    let lab = crate::lab::Lab::up_topology(&crate::lab::fabrikam(), &[], &[]);
+    let out = lab.shell(
+        None,
+        "Set-CsEdgeServer -Identity EdgeServer:edge-red.fabrikam.net -Registrar fe-dub",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    assert!(text.contains("such as fe-dub.fabrikam.net"), "{text}");
+    assert!(
+        text.contains("for example: -Registrar Registrar:fe-red.fabrikam.net"),
+        "{text}"
+    );
+    assert!(!text.contains("contoso"), "{text}");
+}
