@@ -124,7 +124,13 @@ fn measure(lab: &LabFile, changes: usize) -> anyhow::Result<Vec<Duration>> {
     let master = &lab.servers[0];
     rt.block_on(async {
         let mut times = Vec::new();
+        let mut bar = crate::progress::Progress::new(
+            "Changes replicated",
+            changes.max(1) as u64,
+            "changes",
+        );
         for n in 0..changes.max(1) {
+            bar.set(n as u64, "");
             let t0 = Instant::now();
             let reply = lab::call(
                 &client,
@@ -149,6 +155,8 @@ fn measure(lab: &LabFile, changes: usize) -> anyhow::Result<Vec<Duration>> {
             }
             times.push(t0.elapsed());
         }
+        bar.set(changes.max(1) as u64, "");
+        bar.finish();
         Ok(times)
     })
 }

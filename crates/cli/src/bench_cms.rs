@@ -133,8 +133,12 @@ pub(crate) fn cms_failover(rounds: usize, json: bool) -> anyhow::Result<()> {
         let rt = lab::runtime();
         let mut planned = Vec::new();
         let mut active = 0;
-        for _ in 0..rounds {
+        // The planned failovers, then the disaster.
+        let mut bar =
+            crate::progress::Progress::new("CMS failovers", rounds as u64 + 1, "failovers");
+        for round in 0..rounds {
             let (from, to) = (POOLS[active], POOLS[1 - active]);
+            bar.set(round as u64, &format!("planned, {from} to {to}"));
             wait_standby(&rt, lab, from, to)?;
             let runner = fe1(to);
             let t0 = Instant::now();
@@ -150,6 +154,7 @@ pub(crate) fn cms_failover(rounds: usize, json: bool) -> anyhow::Result<()> {
         }
         // A disaster of the pool that hosts the store.
         let (lost, to) = (POOLS[active], POOLS[1 - active]);
+        bar.set(rounds as u64, &format!("disaster: {lost} lost, to {to}"));
         wait_standby(&rt, lab, lost, to)?;
         lab::kill_servers(&lab.dir, lost)?;
         let runner = fe1(to);
@@ -174,6 +179,8 @@ pub(crate) fn cms_failover(rounds: usize, json: bool) -> anyhow::Result<()> {
             command_ms,
             up_to_date_ms: t0.elapsed().as_secs_f64() * 1e3,
         };
+        bar.set(rounds as u64 + 1, "");
+        bar.finish();
         let t1 = Instant::now();
         lab::start(&lab.dir, lost)?;
         wait_up_to_date(&rt, lab, &runner, None)?;

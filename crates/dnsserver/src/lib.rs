@@ -29,6 +29,58 @@ struct DnsState {
     zone: RwLock<Zone>,
     file: PathBuf,
     token: String,
+    queries: Queries,
+}
+
+/// The queries answered, by transport and response code, for `GET /metrics`.
+#[derive(Default)]
+struct Queries {
+    /// `[transport][rcode]`: UDP then TCP; response codes 0 to 15.
+    counts: [[std::sync::atomic::AtomicU64; 16]; 2],
+}
+
+impl Queries {
+    /// Counts the answer `answer` (its response code is the low four bits of byte 3).
+    fn count(&self, tcp: bool, answer: &[u8]) {
+        let rcode = answer.get(3).map_or(0, |b| usize::from(b & 0x0f));
+        self.counts[usize::from(tcp)][rcode].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counts in Prometheus's text exposition format.
+    fn exposition(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from(
+            "# HELP tandem_dns_queries_total DNS queries the lab's DNS server answered, by transport and response code\n\
+             # TYPE tandem_dns_queries_total counter\n",
+        );
+        for (t, transport) in ["udp", "tcp"].iter().enumerate() {
+            for (code, count) in self.counts[t].iter().enumerate() {
+                let n = count.load(std::sync::atomic::Ordering::Relaxed);
+                let name = rcode_name(code as u8);
+                // The usual codes always, so a dashboard has its series from the start.
+                if n > 0 || matches!(code, 0 | 1 | 3 | 5) {
+                    let _ = writeln!(
+                        out,
+                        "tandem_dns_queries_total{{transport=\"{transport}\",rcode=\"{name}\"}} {n}"
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A response code's mnemonic (RFC 1035, RFC 6895).
+fn rcode_name(code: u8) -> String {
+    match code {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        other => format!("RCODE{other}"),
+    }
 }
 
 /// Loads the zone file.
@@ -73,6 +125,7 @@ pub async fn serve(
         zone: RwLock::new(zone),
         file,
         token,
+        queries: Queries::default(),
     });
     let udp = Arc::new(
         tokio::net::UdpSocket::bind(dns)
@@ -96,6 +149,7 @@ pub async fn serve(
                     continue;
                 };
                 if let Some(answer) = answer(&state, &buf[..n], dns::MAX_MESSAGE) {
+                    state.queries.count(false, &answer);
                     let _ = udp.send_to(&answer, peer).await;
                 }
             }
@@ -105,6 +159,7 @@ pub async fn serve(
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/invoke", post(invoke))
+        .route("/metrics", get(metrics))
         .with_state(state.clone());
     if let Some(authority) = authority {
         let ca = Arc::new(ca::Ca {
@@ -212,6 +267,7 @@ async fn serve_tcp(
                 let Some(answer) = answer(&state, &msg, u16::MAX as usize) else {
                     return;
                 };
+                state.queries.count(true, &answer);
                 let mut out = (answer.len() as u16).to_be_bytes().to_vec();
                 out.extend_from_slice(&answer);
                 match tokio::time::timeout_at(closes_at, stream.write_all(&out)).await {
@@ -241,6 +297,21 @@ fn answer(state: &DnsState, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
             dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::FormErr))
         }
     }
+}
+
+/// `GET /metrics`: the queries answered, for the deployment's token.
+async fn metrics(
+    State(state): State<Arc<DnsState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl axum::response::IntoResponse, ApiError> {
+    api::check_token(&headers, &state.token)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.queries.exposition(),
+    ))
 }
 
 async fn invoke(

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use ::console::action::{Action, ActionForm, ActionRecord, ActionState};
 use ::console::pages::{self, Fragments};
+use axum::Extension;
 use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Form, Path, State};
@@ -202,15 +203,22 @@ struct LoginForm {
 }
 
 /// Trades a token for a session: checked as the API checks a bearer token.
-async fn login(State(mgmt): State<Mgmt>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+async fn login(
+    State(mgmt): State<Mgmt>,
+    peer: Option<Extension<listener::PeerAddress>>,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     let now = mgmt.node.clock.now_ms();
     let fqdn = &mgmt.node.fqdn;
-    if !mgmt.console.sessions.may_try(now) {
+    let source = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(p)| {
+        p.0.ip()
+    });
+    if !mgmt.console.sessions.may_try(source, now) {
         return html(
             StatusCode::TOO_MANY_REQUESTS,
             pages::login(
                 fqdn,
-                Some("Too many failed sign-ins on this server; try again in a minute."),
+                Some("Too many failed sign-ins from your address; try again in a minute."),
             ),
         );
     }
@@ -227,7 +235,7 @@ async fn login(State(mgmt): State<Mgmt>, form: Result<Form<LoginForm>, FormRejec
         _ => None,
     };
     let Some(operator) = operator else {
-        mgmt.console.sessions.failed(now);
+        mgmt.console.sessions.failed(source, now);
         tracing::info!("console sign-in refused");
         return html(
             StatusCode::UNAUTHORIZED,

@@ -12,9 +12,10 @@
 //! (the oldest goes first); forms that change something carry the session's own
 //! anti-forgery token as well.
 //!
-//! Failed sign-ins are counted per server: past [`MAX_FAILED_PER_MINUTE`] in a minute the
-//! form answers "try again in a minute" to everyone, so guessing is bounded whatever the
-//! token's strength.
+//! Failed sign-ins are counted per source address: past [`MAX_FAILED_PER_MINUTE`] in a
+//! minute the form answers "try again in a minute" to that address, so guessing is bounded
+//! whatever the token's strength, and one address's failures do not lock others out (at
+//! most [`MAX_TRACKED_SOURCES`] addresses are remembered; the quietest is forgotten first).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,6 +32,8 @@ pub const MAX_SESSIONS: usize = 256;
 /// Failed sign-ins a server takes in a minute before it refuses every attempt until the
 /// minute is over.
 pub const MAX_FAILED_PER_MINUTE: usize = 20;
+/// Source addresses whose failed sign-ins are counted at once.
+pub const MAX_TRACKED_SOURCES: usize = 1024;
 /// Actions a session remembers (the oldest are forgotten).
 pub const MAX_ACTIONS: usize = 20;
 
@@ -60,7 +63,8 @@ pub struct Sessions {
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<[u8; 32], Session>,
-    failures: Vec<i64>,
+    /// Each source address's failed sign-ins of the last minute.
+    failures: HashMap<std::net::IpAddr, Vec<i64>>,
     next_action: u64,
 }
 
@@ -124,17 +128,34 @@ impl Sessions {
             .remove(&key);
     }
 
-    /// Whether a sign-in may be tried now.
-    pub fn may_try(&self, now_ms: i64) -> bool {
+    /// Whether a sign-in from `source` may be tried now.
+    pub fn may_try(&self, source: std::net::IpAddr, now_ms: i64) -> bool {
         let mut inner = self.inner.lock().expect("sessions lock");
-        inner.failures.retain(|t| *t > now_ms - 60_000);
-        inner.failures.len() < MAX_FAILED_PER_MINUTE
+        let Some(times) = inner.failures.get_mut(&source) else {
+            return true;
+        };
+        times.retain(|t| *t > now_ms - 60_000);
+        times.len() < MAX_FAILED_PER_MINUTE
     }
 
-    /// Counts a failed sign-in.
-    pub fn failed(&self, now_ms: i64) {
+    /// Counts a failed sign-in from `source`.
+    pub fn failed(&self, source: std::net::IpAddr, now_ms: i64) {
         let mut inner = self.inner.lock().expect("sessions lock");
-        inner.failures.push(now_ms);
+        if !inner.failures.contains_key(&source) && inner.failures.len() >= MAX_TRACKED_SOURCES {
+            inner
+                .failures
+                .retain(|_, times| times.last().is_some_and(|t| *t > now_ms - 60_000));
+            if inner.failures.len() >= MAX_TRACKED_SOURCES
+                && let Some(quietest) = inner
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, times)| times.last().copied().unwrap_or(0))
+                    .map(|(a, _)| *a)
+            {
+                inner.failures.remove(&quietest);
+            }
+        }
+        inner.failures.entry(source).or_default().push(now_ms);
     }
 
     /// A number for a new action, unique on this server.
@@ -213,14 +234,27 @@ mod tests {
     }
 
     #[test]
-    fn failed_sign_ins_are_bounded_per_minute() {
+    fn failed_sign_ins_are_bounded_per_minute_and_per_address() {
         let sessions = Sessions::default();
+        let (mallory, alice) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for i in 0..MAX_FAILED_PER_MINUTE as i64 {
-            assert!(sessions.may_try(i));
-            sessions.failed(i);
+            assert!(sessions.may_try(mallory, i));
+            sessions.failed(mallory, i);
         }
-        assert!(!sessions.may_try(30_000));
-        assert!(sessions.may_try(60_000 + MAX_FAILED_PER_MINUTE as i64));
+        assert!(!sessions.may_try(mallory, 30_000));
+        assert!(
+            sessions.may_try(alice, 30_000),
+            "another address is not locked out"
+        );
+        assert!(sessions.may_try(mallory, 60_000 + MAX_FAILED_PER_MINUTE as i64));
+        // Addresses beyond the bound push out the quietest, not the memory's limit.
+        for i in 0..(MAX_TRACKED_SOURCES as u32 + 10) {
+            sessions.failed(
+                std::net::IpAddr::from(i.to_be_bytes()),
+                70_000 + i64::from(i),
+            );
+        }
+        assert!(sessions.inner.lock().unwrap().failures.len() <= MAX_TRACKED_SOURCES);
     }
 
     #[test]

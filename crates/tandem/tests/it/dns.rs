@@ -183,6 +183,28 @@ fn an_ordinary_dns_tool_gets_the_answers() {
         missing.contains("status: NXDOMAIN") && missing.contains("flags: qr aa"),
         "{missing}"
     );
+    // The server counts what it answered, for Prometheus, to the deployment's token.
+    let dns = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["role"] == "Dns")
+        .unwrap();
+    let (status, kind, body) = crate::metrics::scrape(&lab, &dns, Some(&lab.admin_token()));
+    assert_eq!(status, 200, "{body}");
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let samples = crate::metrics::parse(&body);
+    let answered = |transport: &str, rcode: &str| {
+        crate::metrics::sum(
+            &samples,
+            "tandem_dns_queries_total",
+            &[("transport", transport), ("rcode", rcode)],
+        )
+    };
+    assert!(answered("udp", "NOERROR") >= 1.0, "{body}");
+    assert!(answered("udp", "REFUSED") >= 1.0, "{body}");
+    assert!(answered("udp", "NXDOMAIN") >= 1.0, "{body}");
+    assert!(answered("tcp", "NOERROR") >= 1.0, "{body}");
+    assert_eq!(crate::metrics::scrape(&lab, &dns, None).0, 401);
 }
 
 /// `dig +tcp` from `source` (an address of the loopback block) for a record of the zone.

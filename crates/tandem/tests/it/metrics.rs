@@ -13,7 +13,7 @@ use crate::lab::Lab;
 
 /// One sample: its metric name, labels and value.
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -31,7 +31,7 @@ fn is_name(s: &str, colon: bool) -> bool {
 /// Parses the text exposition format (0.0.4): `# HELP` and `# TYPE` before a family's
 /// samples, names and labels well formed, label values quoted with their escapes, values
 /// numbers. Panics naming the line otherwise.
-fn parse(text: &str) -> Vec<Sample> {
+pub(crate) fn parse(text: &str) -> Vec<Sample> {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut samples = Vec::new();
     for line in text.lines() {
@@ -147,7 +147,7 @@ fn parse(text: &str) -> Vec<Sample> {
 }
 
 /// The sum of `name`'s samples whose labels include `with`.
-fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+pub(crate) fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name)
@@ -160,7 +160,11 @@ fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
 }
 
 /// GET /metrics of `server` with `token`: the status, the content type and the body.
-fn scrape(lab: &Lab, server: &serde_json::Value, token: Option<&str>) -> (u16, String, String) {
+pub(crate) fn scrape(
+    lab: &Lab,
+    server: &serde_json::Value,
+    token: Option<&str>,
+) -> (u16, String, String) {
     let url = format!(
         "https://{}:{}/metrics",
         server["address"].as_str().unwrap(),
