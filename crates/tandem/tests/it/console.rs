@@ -339,6 +339,36 @@ fn in_a_browser_a_killed_pool_shows_down_and_a_disaster_failover_from_the_page_c
     );
     assert!(browser.text("#pools").contains("XMPP route of Dublin"));
     browser.screenshot("2-console");
+    // What a keyboard or a screen reader needs: every control named, the map and charts
+    // with text alternatives, the state in words beside each colour.
+    let unnamed = browser.eval(
+        "return [...document.querySelectorAll('input:not([type=hidden]), select, button')] \
+           .filter(e => !((e.labels && e.labels.length) || e.textContent.trim() || e.getAttribute('aria-label'))) \
+           .map(e => e.outerHTML);",
+        json!([]),
+    );
+    assert_eq!(unnamed, json!([]), "controls without a name");
+    assert!(
+        browser
+            .text("svg.map > title")
+            .contains("Front End pool fe-dub.fabrikam.net in Dublin is up"),
+        "{}",
+        browser.text("svg.map > title")
+    );
+    assert_eq!(
+        browser.eval(
+            "return [...document.querySelectorAll('svg.chart')].every(c => c.getAttribute('role') === 'img' && c.querySelector('title'));",
+            json!([])
+        ),
+        json!(true)
+    );
+    assert_eq!(
+        browser.eval(
+            "return document.querySelector('a.skip').getAttribute('href');",
+            json!([])
+        ),
+        json!("#main")
+    );
 
     // Dublin's Front Ends die; the map says so (in colour and in words) within the pool's
     // failure detection interval, without a reload.
