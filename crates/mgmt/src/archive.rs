@@ -86,22 +86,103 @@ fn write_entries<'a>(
     Ok(())
 }
 
-/// Every entry of the ZIP at `path`; `not_what` names the kind of file in the error when
-/// it is not one ("a configuration written by Export-CsConfiguration").
-fn read_entries(path: &Path, not_what: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+/// How much of an archive an import reads, at most: checked against what each entry's
+/// header declares before anything is read, and again while reading (a header may lie), so
+/// a small crafted ZIP cannot fill the server's memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub entries: usize,
+    pub entry_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl Bounds {
+    /// An import's bounds: room for every user's data of a large pool and its meeting
+    /// content, each file no larger than user services take.
+    pub const IMPORT: Bounds = Bounds {
+        entries: 200_000,
+        entry_bytes: 256 * 1024 * 1024,
+        total_bytes: 1024 * 1024 * 1024,
+    };
+}
+
+/// Every entry of the ZIP at `path`, within `bounds`; `not_what` names the kind of file in
+/// the error when it is not one ("a configuration written by Export-CsConfiguration").
+fn read_entries(
+    path: &Path,
+    not_what: &str,
+    bounds: Bounds,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let not_export =
         |e: &dyn std::fmt::Display| format!("{} is not {not_what} ({e})", path.display());
+    let too_large = |what: String| {
+        format!(
+            "{} is refused: {what}; nothing was imported. An export of this deployment is \
+             smaller; check that the file is the one Export-CsConfiguration or Export-CsUserData wrote",
+            path.display()
+        )
+    };
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| not_export(&e))?;
-    let mut entries = BTreeMap::new();
+    if zip.len() > bounds.entries {
+        return Err(too_large(format!(
+            "it has {} entries, more than the {} an import reads",
+            zip.len(),
+            bounds.entries
+        )));
+    }
+    // What the headers declare, all of it, before a byte is inflated.
+    let mut declared = 0u64;
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| not_export(&e))?;
+        let entry = zip.by_index_raw(i).map_err(|e| not_export(&e))?;
+        if entry.size() > bounds.entry_bytes {
+            return Err(too_large(format!(
+                "entry {} holds {} bytes, more than the {} an entry may",
+                api::shown(entry.name()),
+                entry.size(),
+                bounds.entry_bytes
+            )));
+        }
+        declared = declared.saturating_add(entry.size());
+    }
+    if declared > bounds.total_bytes {
+        return Err(too_large(format!(
+            "its entries hold {declared} bytes, more than the {} an import reads",
+            bounds.total_bytes
+        )));
+    }
+    let mut entries = BTreeMap::new();
+    let mut total = 0u64;
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).map_err(|e| not_export(&e))?;
+        let name = entry.name().to_string();
+        let allowed = bounds.entry_bytes.min(bounds.total_bytes - total);
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| not_export(&e))?;
-        entries.insert(entry.name().to_string(), bytes);
+        // One byte past what is allowed tells a lying header from an honest one.
+        entry
+            .take(allowed + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| not_export(&e))?;
+        if bytes.len() as u64 > allowed {
+            return Err(too_large(format!(
+                "entry {} inflates past what its header declared",
+                api::shown(&name)
+            )));
+        }
+        total += bytes.len() as u64;
+        entries.insert(name, bytes);
     }
     Ok(entries)
+}
+
+/// Runs a read of an archive on a thread for blocking work, off the runtime's threads.
+pub async fn off_runtime<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| format!("reading the archive stopped: {e}"))?
 }
 
 /// The JSON entry `name` of a read archive, checked to be format 1.
@@ -133,7 +214,7 @@ pub fn write(path: &Path, config: &Configuration, overwrite: bool) -> Result<(),
 const NOT_CONFIGURATION: &str = "a configuration written by Export-CsConfiguration";
 
 pub fn read(path: &Path) -> Result<Configuration, String> {
-    let entries = read_entries(path, NOT_CONFIGURATION)?;
+    let entries = read_entries(path, NOT_CONFIGURATION, Bounds::IMPORT)?;
     json_entry(
         &entries,
         ENTRY,
@@ -182,7 +263,7 @@ const NOT_USER_DATA: &str = "a file written by Export-CsUserData";
 pub fn read_user_data(path: &Path) -> Result<(UserData, BTreeMap<String, Vec<u8>>), String> {
     let not_export =
         |e: &dyn std::fmt::Display| format!("{} is not {NOT_USER_DATA} ({e})", path.display());
-    let entries = read_entries(path, NOT_USER_DATA)?;
+    let entries = read_entries(path, NOT_USER_DATA, Bounds::IMPORT)?;
     let export = json_entry(
         &entries,
         USERDATA_ENTRY,
@@ -264,6 +345,69 @@ mod tests {
             read_user_data(&dir.path().join("c.zip"))
                 .unwrap_err()
                 .contains("Export-CsUserData")
+        );
+    }
+
+    /// A ZIP at `path` with `entries` (name, bytes), deflated.
+    fn zip_of(path: &Path, entries: &[(&str, Vec<u8>)]) {
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, bytes) in entries {
+            zip.start_file(*name, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn a_crafted_archive_is_refused_before_it_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = Bounds {
+            entries: 3,
+            entry_bytes: 1000,
+            total_bytes: 1500,
+        };
+        // Too many entries.
+        let many = dir.path().join("many.zip");
+        let names: Vec<String> = (0..4).map(|i| format!("e{i}")).collect();
+        zip_of(
+            &many,
+            &names
+                .iter()
+                .map(|n| (n.as_str(), vec![1u8]))
+                .collect::<Vec<_>>(),
+        );
+        let e = read_entries(&many, "x", small).unwrap_err();
+        assert!(e.contains("4 entries, more than the 3"), "{e}");
+        // One entry too large: a megabyte of zeros is a kilobyte deflated.
+        let bomb = dir.path().join("bomb.zip");
+        zip_of(&bomb, &[("configuration.json", vec![0u8; 1 << 20])]);
+        assert!(std::fs::metadata(&bomb).unwrap().len() < 8 * 1024);
+        let e = read_entries(&bomb, "x", small).unwrap_err();
+        assert!(e.contains("holds 1048576 bytes, more than the 1000"), "{e}");
+        assert!(e.contains("nothing was imported"), "{e}");
+        // Each entry within bounds, all of them together not.
+        let wide = dir.path().join("wide.zip");
+        zip_of(&wide, &[("a", vec![0u8; 900]), ("b", vec![0u8; 900])]);
+        let e = read_entries(&wide, "x", small).unwrap_err();
+        assert!(e.contains("hold 1800 bytes, more than the 1500"), "{e}");
+        // Within every bound: read.
+        let fine = dir.path().join("fine.zip");
+        zip_of(&fine, &[("a", vec![7u8; 900]), ("b", vec![8u8; 500])]);
+        let read = read_entries(&fine, "x", small).unwrap();
+        assert_eq!(read["a"].len() + read["b"].len(), 1400);
+    }
+
+    #[tokio::test]
+    async fn an_import_reads_off_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not.zip");
+        std::fs::write(&path, b"not a zip").unwrap();
+        let e = off_runtime(move || read(&path)).await.unwrap_err();
+        assert!(
+            e.contains("is not a configuration written by Export-CsConfiguration"),
+            "{e}"
         );
     }
 }

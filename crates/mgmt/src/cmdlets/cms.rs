@@ -5,8 +5,6 @@
 //! `Install-CsDatabase -CentralManagementDatabase`, `Move-CsManagementServer` and
 //! `Bootstrapper /Setup`.
 
-use std::path::Path;
-
 use ::cms::keys;
 use api::InvokeResponse;
 use cmdlet::{Field, Invocation, Output, Record};
@@ -357,7 +355,10 @@ pub async fn move_management_server(call: &Call<'_>) -> Reply {
     let inv = call.inv;
     let from_file = match inv.text("ConfigurationFileName") {
         Some(file) => {
-            let config = archive::read(Path::new(&file)).map_err(Refused::BadRequest)?;
+            let path = std::path::PathBuf::from(&file);
+            let config = archive::off_runtime(move || archive::read(&path))
+                .await
+                .map_err(Refused::BadRequest)?;
             if !config
                 .items
                 .iter()
@@ -374,13 +375,15 @@ pub async fn move_management_server(call: &Call<'_>) -> Reply {
     };
     let lis = match inv.text("LisConfigurationFileName") {
         Some(file) => Some(
-            archive::read_lis(Path::new(&file))
-                .map_err(|e| {
-                    Refused::BadRequest(format!(
-                        "-LisConfigurationFileName: {e}; nothing was moved"
-                    ))
-                })?
-                .items,
+            archive::off_runtime({
+                let path = std::path::PathBuf::from(&file);
+                move || archive::read_lis(&path)
+            })
+            .await
+            .map_err(|e| {
+                Refused::BadRequest(format!("-LisConfigurationFileName: {e}; nothing was moved"))
+            })?
+            .items,
         ),
         None => None,
     };

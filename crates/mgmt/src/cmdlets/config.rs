@@ -490,9 +490,12 @@ async fn export_from_master(
 }
 
 /// The configuration in `-FileName`, checked: it parses and its topology is valid.
-pub(crate) fn read_import(inv: &Invocation) -> Result<Configuration, crate::Error> {
+pub(crate) async fn read_import(inv: &Invocation) -> Result<Configuration, crate::Error> {
     let file = inv.text("FileName").unwrap_or_default();
-    let config = archive::read(Path::new(&file)).map_err(Refused::BadRequest)?;
+    let path = std::path::PathBuf::from(&file);
+    let config = archive::off_runtime(move || archive::read(&path))
+        .await
+        .map_err(Refused::BadRequest)?;
     let topology = config
         .items
         .iter()
@@ -514,7 +517,7 @@ pub(crate) fn read_import(inv: &Invocation) -> Result<Configuration, crate::Erro
 
 /// `Import-CsConfiguration`: into the store, or (`-LocalStore`) into this server's replica.
 pub async fn import(call: &Call<'_>) -> Reply {
-    let config = read_import(call.inv)?;
+    let config = read_import(call.inv).await?;
     let Some(master) = &call.master else {
         call.node()
             .replica
@@ -543,7 +546,10 @@ pub async fn import(call: &Call<'_>) -> Reply {
 pub async fn import_lis(call: &Call<'_>) -> Reply {
     let master = master(call)?;
     let file = call.inv.text("FileName").unwrap_or_default();
-    let config = archive::read_lis(Path::new(&file)).map_err(Refused::BadRequest)?;
+    let path = std::path::PathBuf::from(&file);
+    let config = archive::off_runtime(move || archive::read_lis(&path))
+        .await
+        .map_err(Refused::BadRequest)?;
     let _guard = master.lock().await;
     let existing = master.backend().items_with_prefix(keys::LIS_PREFIX).await?;
     let changes = replacement(&config.items, existing);

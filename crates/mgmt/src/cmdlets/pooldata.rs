@@ -516,7 +516,10 @@ pub async fn import_user_data(call: &Call<'_>) -> Reply {
     let server = call.node();
     let be = backend(server)?;
     let file = call.inv.text("FileName").unwrap_or_default();
-    let (export, files) = archive::read_user_data(Path::new(&file)).map_err(Refused::BadRequest)?;
+    let path = std::path::PathBuf::from(&file);
+    let (export, files) = archive::off_runtime(move || archive::read_user_data(&path))
+        .await
+        .map_err(Refused::BadRequest)?;
     // Only users homed here may be imported here: their data lives in their home pool.
     let replica = server.replica.store();
     let mut by_user: BTreeMap<String, Vec<UserItem>> = BTreeMap::new();
