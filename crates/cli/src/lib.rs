@@ -81,6 +81,19 @@ enum Command {
     /// The lab's DNS server, and dig-style queries to it.
     #[command(subcommand)]
     Dns(dns_cmd::DnsCommand),
+    /// The shell completion script for `tandem` (bash, zsh, fish, elvish, powershell), on
+    /// standard output: `tandem completions bash > /etc/bash_completion.d/tandem`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// The manual page of `tandem` (roff) on standard output, or with --dir one page for
+    /// it and each of its commands (`tandem-lab-up.1`, ...): `tandem man | man -l -`.
+    Man {
+        /// Write every page into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A federated partner (fabrikam.com) reaching the lab from outside: SIP or XMPP.
     Partner {
         /// The lab's folder.
@@ -375,6 +388,28 @@ fn owner_only() {
     umask(Mode::S_IRWXG | Mode::S_IRWXO);
 }
 
+/// `tandem man`: the page of `tandem` on standard output, or every page into `dir`.
+fn manual(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &page);
+            Ok(())
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make the folder {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("cannot write the pages into {}", dir.display()))?;
+            eprintln!("manual pages written to {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
 /// Parses the command line and runs it; `tandem server` is handed to `serve`.
 pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
     quiet_on_closed_stdout();
@@ -416,6 +451,16 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             command,
         )),
         Command::Partner { lab, command } => outcome(partner::run(&lab, command)),
+        Command::Completions { shell } => {
+            // Made whole first, then written: a reader that stops early (`| head`) is no
+            // error of ours.
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tandem", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
+            Status::Success
+        }
+        Command::Man { dir } => outcome(manual(dir.as_deref())),
         Command::Dns(command) => {
             if matches!(command, dns_cmd::DnsCommand::Serve { .. }) {
                 init_tracing(log_format_from_env());

@@ -294,3 +294,46 @@ fn a_hint_names_the_labs_own_pools_not_the_documentations() {
     );
     assert!(!text.contains("contoso"), "{text}");
 }
+
+#[test]
+fn bash_completes_tandem_and_the_manual_has_a_page_for_every_command() {
+    let script = stdout(&run(&["completions", "bash"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tandem.bash");
+    std::fs::write(&file, &script).unwrap();
+    // Bash itself, as a user's shell would: `tandem la<Tab>` and `tandem lab <Tab>`.
+    let complete = |words: &str, cword: usize| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({words}); COMP_CWORD={cword}; _tandem tandem \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; echo \"${{COMPREPLY[@]}}\"",
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(complete("tandem la", 1).trim(), "lab");
+    let lab = complete("tandem lab ''", 2);
+    for sub in ["up", "status", "kill", "logs", "down"] {
+        assert!(lab.split_whitespace().any(|w| w == sub), "{sub}: {lab}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let page = stdout(&run(&["man"]));
+    assert!(page.contains(".TH tandem 1"), "{page}");
+    let pages = dir.path().join("man");
+    let out = run(&["man", "--dir", pages.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in [
+        "tandem.1",
+        "tandem-lab-up.1",
+        "tandem-shell.1",
+        "tandem-bench-signin.1",
+    ] {
+        let text = std::fs::read_to_string(pages.join(page)).unwrap();
+        assert!(text.contains(".SH NAME"), "{page}");
+    }
+}
