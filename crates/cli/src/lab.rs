@@ -998,37 +998,52 @@ fn print_summary(lab: &LabFile, took: Duration) {
         took.as_secs_f64()
     );
     println!();
+    let pid = |p: Option<u32>| p.map_or("-".into(), |p| p.to_string());
+    let servers = lab
+        .servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.fqdn.clone(),
+                s.role.clone(),
+                s.pool.clone(),
+                s.site.clone(),
+                format!("{}:{}", s.address, s.management_port),
+                pid(s.pid),
+            ]
+        })
+        .collect();
     println!(
-        "{:<28} {:<9} {:<24} {:<7} {:<22} pid",
-        "server", "role", "pool", "site", "management API"
+        "{}",
+        crate::table::render(
+            &["server", "role", "pool", "site", "management API", "pid"],
+            servers,
+            &[5]
+        )
     );
-    for s in &lab.servers {
-        println!(
-            "{:<28} {:<9} {:<24} {:<7} {:<22} {}",
-            s.fqdn,
-            s.role,
-            s.pool,
-            s.site,
-            format!("{}:{}", s.address, s.management_port),
-            s.pid.map_or("-".into(), |p| p.to_string())
-        );
-    }
     if !lab.clusters.is_empty() {
         println!();
+        let clusters = lab
+            .clusters
+            .iter()
+            .map(|s| {
+                vec![
+                    s.fqdn.clone(),
+                    s.role.clone(),
+                    s.pool.clone(),
+                    format!("{}:{}", s.address, s.management_port),
+                    pid(s.pid),
+                ]
+            })
+            .collect();
         println!(
-            "{:<28} {:<13} {:<24} {:<22} pid",
-            "Back End (PostgreSQL)", "role", "pool", "address"
+            "{}",
+            crate::table::render(
+                &["Back End (PostgreSQL)", "role", "pool", "address", "pid"],
+                clusters,
+                &[4]
+            )
         );
-        for s in &lab.clusters {
-            println!(
-                "{:<28} {:<13} {:<24} {:<22} {}",
-                s.fqdn,
-                s.role,
-                s.pool,
-                format!("{}:{}", s.address, s.management_port),
-                s.pid.map_or("-".into(), |p| p.to_string())
-            );
-        }
         println!(
             "Database password: {} (servers read it through PGPASSFILE)",
             lab.dir.join(crate::lab_pg::PGPASS_FILE).display()
@@ -1130,31 +1145,39 @@ pub(crate) fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let text = |r: &serde_json::Value, k: &str| match &r[k] {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                text(r, "fqdn"),
+                text(r, "role"),
+                text(r, "pool"),
+                text(r, "state"),
+                text(r, "pid"),
+                text(r, "replica_version"),
+                if r["cms_master"] == true {
+                    "active".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
     println!(
-        "{:<28} {:<13} {:<24} {:<14} {:<8} {:<8} master",
-        "server", "role", "pool", "state", "pid", "version"
+        "{}",
+        crate::table::render(
+            &[
+                "server", "role", "pool", "state", "pid", "version", "master"
+            ],
+            rows,
+            &[4, 5]
+        )
     );
-    for r in rows {
-        let text = |k: &str| match &r[k] {
-            serde_json::Value::Null => "-".to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        println!(
-            "{:<28} {:<13} {:<24} {:<14} {:<8} {:<8} {}",
-            text("fqdn"),
-            text("role"),
-            text("pool"),
-            text("state"),
-            text("pid"),
-            text("replica_version"),
-            if r["cms_master"] == true {
-                "active"
-            } else {
-                ""
-            }
-        );
-    }
     Ok(())
 }
 

@@ -547,22 +547,29 @@ pub(crate) fn net(dir: &Path, network: &Network, command: &NetCommand) -> anyhow
         println!("{}", serde_json::to_string_pretty(&wan)?);
         return Ok(());
     }
+    let rows = wan
+        .links
+        .iter()
+        .map(|l| {
+            let c = &l.counters;
+            vec![
+                format!("{} - {}", network.sites[l.a], network.sites[l.b]),
+                if l.settings.cut { "yes" } else { "no" }.to_string(),
+                format!("{}ms", l.settings.delay_ms),
+                format!("{}%", l.settings.loss_percent),
+                c.forwarded.to_string(),
+                (c.dropped_cut + c.dropped_loss + c.dropped_queue_full).to_string(),
+            ]
+        })
+        .collect();
     println!(
-        "{:<24} {:<5} {:>8} {:>6} {:>10} {:>10}",
-        "Link", "Cut", "Delay", "Loss", "Forwarded", "Dropped"
+        "{}",
+        crate::table::render(
+            &["Link", "Cut", "Delay", "Loss", "Forwarded", "Dropped"],
+            rows,
+            &[2, 3, 4, 5]
+        )
     );
-    for l in &wan.links {
-        let c = &l.counters;
-        println!(
-            "{:<24} {:<5} {:>6}ms {:>5}% {:>10} {:>10}",
-            format!("{} - {}", network.sites[l.a], network.sites[l.b]),
-            if l.settings.cut { "yes" } else { "no" },
-            l.settings.delay_ms,
-            l.settings.loss_percent,
-            c.forwarded,
-            c.dropped_cut + c.dropped_loss + c.dropped_queue_full
-        );
-    }
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod partner;
 mod progress;
 mod shell;
 mod status;
+mod table;
 mod topology_cmd;
 
 use std::path::PathBuf;

@@ -6,6 +6,13 @@
 //! documentation.
 
 use serde::{Deserialize, Serialize};
+use unicode_width::UnicodeWidthStr;
+
+/// How many columns of a terminal `text` takes (a CJK character two, a combining mark
+/// none): what lines a list or a table up, not its count of `char`s.
+fn width(text: &str) -> usize {
+    UnicodeWidthStr::width(text)
+}
 
 /// A field value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,18 +182,18 @@ pub fn render(
 fn render_list(records: &[Record]) -> String {
     let mut out = String::new();
     for record in records {
-        let width = record
+        let widest = record
             .fields
             .iter()
-            .map(|(n, _)| n.chars().count())
+            .map(|(n, _)| width(n))
             .max()
             .unwrap_or(0);
         out.push('\n');
         for (name, value) in &record.fields {
             let value = value.display();
-            let pad = width - name.chars().count();
+            let pad = widest - width(name);
             // Continuation lines of multi-line values line up under the value column.
-            let indent = " ".repeat(width + 3);
+            let indent = " ".repeat(widest + 3);
             let value = value.replace('\n', &format!("\n{indent}"));
             out.push_str(&format!("{name}{} : {value}", " ".repeat(pad)));
             out.push('\n');
@@ -231,8 +238,8 @@ fn render_table(records: &[Record]) -> String {
         .map(|(i, c)| {
             cells
                 .iter()
-                .map(|row| row[i].chars().count())
-                .chain(std::iter::once(c.chars().count()))
+                .map(|row| width(&row[i]))
+                .chain(std::iter::once(width(c)))
                 .max()
                 .unwrap_or(0)
         })
@@ -244,7 +251,7 @@ fn render_table(records: &[Record]) -> String {
                 s.push_str(item);
             } else {
                 s.push_str(item);
-                s.push_str(&" ".repeat(widths[i] - item.chars().count() + 1));
+                s.push_str(&" ".repeat(widths[i] - width(item) + 1));
             }
         }
         s.trim_end().to_string()
@@ -253,10 +260,7 @@ fn render_table(records: &[Record]) -> String {
     out.push_str(&line(columns.iter().map(|c| c.to_string()).collect()));
     out.push('\n');
     out.push_str(&line(
-        columns
-            .iter()
-            .map(|c| "-".repeat(c.chars().count()))
-            .collect(),
+        columns.iter().map(|c| "-".repeat(width(c))).collect(),
     ));
     out.push('\n');
     for row in cells {
@@ -355,5 +359,31 @@ mod tests {
     fn lists_print_in_braces() {
         let f = Field::List(vec!["a".into(), "b".into()]);
         assert_eq!(f.display(), "{a, b}");
+    }
+
+    #[test]
+    fn a_table_lines_up_in_display_columns_not_chars() {
+        let record = |name: &str, pool: &str| Record {
+            fields: vec![
+                ("Name".into(), Field::Text(name.into())),
+                ("Pool".into(), Field::Text(pool.into())),
+            ],
+        };
+        let text = render(
+            &[
+                record("東京", "fe1.example.jp"),
+                record("ab", "fe2.example.jp"),
+            ],
+            OutputFormat::Table,
+            None,
+            false,
+        );
+        let at = |line: &str| {
+            let byte = line.find("fe").unwrap();
+            UnicodeWidthStr::width(&line[..byte])
+        };
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains("fe")).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        assert_eq!(at(rows[0]), at(rows[1]), "{text}");
     }
 }
