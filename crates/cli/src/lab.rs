@@ -998,51 +998,34 @@ fn print_summary(lab: &LabFile, took: Duration) {
         took.as_secs_f64()
     );
     println!();
-    let pid = |p: Option<u32>| p.map_or("-".into(), |p| p.to_string());
-    let servers = lab
-        .servers
-        .iter()
-        .map(|s| {
-            vec![
-                s.fqdn.clone(),
-                s.role.clone(),
-                s.pool.clone(),
-                s.site.clone(),
-                format!("{}:{}", s.address, s.management_port),
-                pid(s.pid),
-            ]
-        })
-        .collect();
-    println!(
-        "{}",
-        crate::table::render(
-            &["server", "role", "pool", "site", "management API", "pid"],
-            servers,
-            &[5]
-        )
-    );
-    if !lab.clusters.is_empty() {
-        println!();
-        let clusters = lab
-            .clusters
+    // server (or cluster), role, pool, site (servers only), address, pid.
+    let table = |first: &str, rows: &[LabServer], with_site: bool, address: &str| {
+        let mut header = vec![first, "role", "pool"];
+        if with_site {
+            header.push("site");
+        }
+        header.extend([address, "pid"]);
+        let rows = rows
             .iter()
             .map(|s| {
-                vec![
-                    s.fqdn.clone(),
-                    s.role.clone(),
-                    s.pool.clone(),
-                    format!("{}:{}", s.address, s.management_port),
-                    pid(s.pid),
-                ]
+                let mut row = vec![s.fqdn.clone(), s.role.clone(), s.pool.clone()];
+                if with_site {
+                    row.push(s.site.clone());
+                }
+                row.push(format!("{}:{}", s.address, s.management_port));
+                row.push(s.pid.map_or("-".into(), |p| p.to_string()));
+                row
             })
             .collect();
+        let pid_column = header.len() - 1;
+        crate::table::render(&header, rows, &[pid_column])
+    };
+    println!("{}", table("server", &lab.servers, true, "management API"));
+    if !lab.clusters.is_empty() {
+        println!();
         println!(
             "{}",
-            crate::table::render(
-                &["Back End (PostgreSQL)", "role", "pool", "address", "pid"],
-                clusters,
-                &[4]
-            )
+            table("Back End (PostgreSQL)", &lab.clusters, false, "address")
         );
         println!(
             "Database password: {} (servers read it through PGPASSFILE)",
