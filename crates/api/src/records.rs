@@ -248,11 +248,9 @@ fn xml_element(name: &str, value: &serde_json::Value, depth: usize, out: &mut St
     }
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Text safe in the document's elements and attributes.
+fn xml_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
 }
 
 #[cfg(test)]

@@ -122,20 +122,9 @@ fn figure(v: f64) -> String {
     }
 }
 
-/// Text safe inside an attribute or an element.
+/// Text safe inside an attribute or an element (of the SVG, and of the page around it).
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    quick_xml::escape::escape(s).into_owned()
 }
 
 #[cfg(test)]

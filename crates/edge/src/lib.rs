@@ -586,90 +586,98 @@ pub enum StreamHeader {
     Incomplete,
 }
 
+/// The most of a stream's first bytes read for its header: past this, a header that has
+/// not ended is refused.
+const MAX_STREAM_HEADER: usize = 4096;
+
 /// Reads an XMPP stream header (`<?xml ...?>` optional, then `<stream:stream ...>`) from
-/// the start of `bytes`. Pure, bounded, never panics.
+/// the start of `bytes`, with quick-xml: the element is the streams namespace's `stream`
+/// whatever its prefix, attribute values may hold entities and `>`, and the default
+/// namespace must be `jabber:server`. Pure, bounded, never panics.
 pub fn parse_stream_header(bytes: &[u8]) -> StreamHeader {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return StreamHeader::Bad("the stream is not UTF-8".into());
-    };
-    let mut rest = text.trim_start();
-    if rest.starts_with("<?xml") {
-        match rest.find("?>") {
-            Some(end) => rest = rest[end + 2..].trim_start(),
-            None if rest.len() > 1024 => {
-                return StreamHeader::Bad("an endless XML declaration".into());
-            }
-            None => return StreamHeader::Incomplete,
+    use quick_xml::events::Event;
+    use quick_xml::name::{Namespace, ResolveResult};
+
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        // A character cut at the end of what has arrived: wait for the rest.
+        Err(e) if e.error_len().is_none() && bytes.len() <= MAX_STREAM_HEADER => {
+            return StreamHeader::Incomplete;
         }
-    }
-    if rest.is_empty() {
-        return StreamHeader::Incomplete;
-    }
-    if !rest.starts_with('<') {
-        return StreamHeader::Bad("text before the stream header".into());
-    }
-    let Some(end) = rest.find('>') else {
-        return if rest.len() > 4096 {
+        Err(_) => return StreamHeader::Bad("the stream is not UTF-8".into()),
+    };
+    let incomplete = || {
+        if text.len() > MAX_STREAM_HEADER {
             StreamHeader::Bad("an endless stream header".into())
         } else {
             StreamHeader::Incomplete
-        };
+        }
     };
-    let tag = &rest[1..end];
-    let Some(after_name) = tag.strip_prefix("stream:stream") else {
-        let name: String = tag
-            .chars()
-            .take_while(|c| !c.is_whitespace())
-            .take(40)
-            .collect();
-        return StreamHeader::Bad(format!(
-            "the first element is <{name}>, not <stream:stream>"
-        ));
-    };
-    if after_name
-        .chars()
-        .next()
-        .is_some_and(|c| !c.is_ascii_whitespace() && c != '/')
-    {
-        return StreamHeader::Bad("the first element is not <stream:stream>".into());
-    }
-    let mut attributes = std::collections::BTreeMap::new();
-    let mut attrs = after_name.trim();
-    while !attrs.is_empty() && attrs != "/" {
-        let Some(eq) = attrs.find('=') else {
-            return StreamHeader::Bad("an attribute without a value".into());
+    let mut reader = quick_xml::NsReader::from_str(text);
+    loop {
+        let (namespace, event) = match reader.read_resolved_event() {
+            Ok(read) => read,
+            Err(quick_xml::Error::Syntax(_)) => return incomplete(),
+            Err(e) => return StreamHeader::Bad(format!("the stream header is not XML: {e}")),
         };
-        let key = attrs[..eq].trim().to_string();
-        let after = attrs[eq + 1..].trim_start();
-        let Some(quote) = after.chars().next().filter(|c| *c == '\'' || *c == '"') else {
-            return StreamHeader::Bad(format!("the value of {key} is not quoted"));
+        let element = match event {
+            Event::Decl(_) => continue,
+            Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
+            Event::Text(_) | Event::GeneralRef(_) => {
+                return StreamHeader::Bad("text before the stream header".into());
+            }
+            Event::Eof => return incomplete(),
+            Event::Start(e) | Event::Empty(e) => e,
+            Event::Comment(_) | Event::PI(_) | Event::DocType(_) | Event::CData(_) => {
+                return StreamHeader::Bad(
+                    "a comment, processing instruction, DTD or CDATA before the stream header (RFC 6120 forbids them)"
+                        .into(),
+                );
+            }
+            Event::End(_) => {
+                return StreamHeader::Bad("an end tag before the stream header".into());
+            }
         };
-        let Some(close) = after[1..].find(quote) else {
-            return StreamHeader::Bad(format!("the value of {key} is not closed"));
-        };
-        attributes.insert(key, after[1..1 + close].to_string());
-        attrs = after[1 + close + 1..].trim_start();
-    }
-    if attributes.get("xmlns:stream").map(String::as_str) != Some(STREAMS_NS) {
-        return StreamHeader::Bad(format!("xmlns:stream is not {STREAMS_NS}"));
-    }
-    if attributes.get("xmlns").map(String::as_str) != Some("jabber:server") {
-        return StreamHeader::Bad(
-            "not a server-to-server stream (xmlns is not jabber:server)".into(),
-        );
-    }
-    StreamHeader::Open {
-        to: attributes.get("to").cloned().unwrap_or_default(),
-        from: attributes.get("from").cloned().unwrap_or_default(),
+        let in_streams =
+            matches!(namespace, ResolveResult::Bound(Namespace(ns)) if ns == STREAMS_NS.as_bytes());
+        if element.local_name().as_ref() != b"stream" || !in_streams {
+            let name: String = String::from_utf8_lossy(element.name().as_ref())
+                .chars()
+                .take(40)
+                .collect();
+            return StreamHeader::Bad(format!(
+                "the first element is <{name}>, not the stream header (<stream:stream xmlns:stream='{STREAMS_NS}'>)"
+            ));
+        }
+        let (mut to, mut from, mut default_ns) = (String::new(), String::new(), None);
+        for attribute in element.attributes() {
+            let attribute = match attribute {
+                Ok(a) => a,
+                Err(e) => return StreamHeader::Bad(format!("a malformed attribute: {e}")),
+            };
+            let value = match attribute.unescape_value() {
+                Ok(v) => v.into_owned(),
+                Err(e) => return StreamHeader::Bad(format!("a malformed attribute value: {e}")),
+            };
+            match attribute.key.as_ref() {
+                b"to" => to = value,
+                b"from" => from = value,
+                b"xmlns" => default_ns = Some(value),
+                _ => {}
+            }
+        }
+        if default_ns.as_deref() != Some("jabber:server") {
+            return StreamHeader::Bad(
+                "not a server-to-server stream (xmlns is not jabber:server)".into(),
+            );
+        }
+        return StreamHeader::Open { to, from };
     }
 }
 
+/// Text safe in XML content and attribute values.
 fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
+    quick_xml::escape::escape(text).into_owned()
 }
 
 async fn xmpp_connection(server: &Node, mut stream: TcpStream) {
@@ -791,6 +799,48 @@ mod tests {
             parse_stream_header(b"<stream:stream to=contoso.com>"),
             StreamHeader::Bad(_)
         ));
+    }
+
+    #[test]
+    fn a_stream_header_is_read_as_xml_whatever_its_prefix_and_entities() {
+        // Another prefix for the streams namespace, an entity and a `>` in a value.
+        let header = "<s:stream xmlns='jabber:server' xmlns:s='http://etherx.jabber.org/streams' to='contoso.com' from='a&amp;b>c.example' version='1.0'>";
+        assert_eq!(
+            parse_stream_header(header.as_bytes()),
+            StreamHeader::Open {
+                to: "contoso.com".into(),
+                from: "a&b>c.example".into()
+            }
+        );
+        // `stream:stream` bound to another namespace is not the stream header.
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream xmlns='jabber:server' xmlns:stream='urn:other'>"),
+            StreamHeader::Bad(_)
+        ));
+        // An unknown entity, a comment first: refused with the reason.
+        assert!(matches!(
+            parse_stream_header(b"<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' to='&bogus;'>"),
+            StreamHeader::Bad(_)
+        ));
+        assert!(matches!(
+            parse_stream_header(b"<!-- hi --><stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>"),
+            StreamHeader::Bad(_)
+        ));
+        // A header cut in a character or a tag waits for the rest; an endless one is refused.
+        let cut = "<stream:stream xmlns='jabber:server' to='é";
+        assert_eq!(
+            parse_stream_header(&cut.as_bytes()[..cut.len() - 1]),
+            StreamHeader::Incomplete
+        );
+        let endless = format!(
+            "<stream:stream xmlns='jabber:server' to='{}",
+            "a".repeat(5000)
+        );
+        assert!(matches!(
+            parse_stream_header(endless.as_bytes()),
+            StreamHeader::Bad(_)
+        ));
+        assert_eq!(xml_escape("<a b='c'>&"), "&lt;a b=&apos;c&apos;&gt;&amp;");
     }
 
     #[test]

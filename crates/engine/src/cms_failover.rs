@@ -1553,8 +1553,7 @@ fn write_report(file: &str, record: &CmsFailover) -> Result<(), Error> {
         .map_err(|e| Error::invalid(format!("cannot write the report {file}: {e}")))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// Text safe in the report's HTML.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
 }
