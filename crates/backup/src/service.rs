@@ -362,6 +362,10 @@ impl BackupService {
     async fn run(self) {
         let mut last_renew = 0i64;
         let mut holder = false;
+        // After a failed shipment: the one retry policy, from a quarter second to one
+        // second apart while the failures go on, from the start again after a success.
+        let retrying = || clock::Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
+        let mut retry = retrying();
         while !self.inner.stopped.load(Ordering::SeqCst) {
             if self.is_running() && self.partner().is_some() {
                 let now = self.inner.clock.now_ms();
@@ -376,9 +380,14 @@ impl BackupService {
                         .unwrap_or(false);
                     last_renew = now;
                 }
-                if holder && let Err(e) = self.ship_all().await {
-                    tracing::debug!(error = %e, "backup shipment failed; retrying");
-                    self.inner.clock.sleep(Duration::from_millis(250)).await;
+                if holder {
+                    match self.ship_all().await {
+                        Ok(()) => retry = retrying(),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "backup shipment failed; retrying");
+                            retry.wait(&self.inner.clock).await;
+                        }
+                    }
                 }
             } else {
                 holder = false;

@@ -888,6 +888,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
     let deadline = Instant::now() + timeout;
     for &i in which {
         let s = &lab.servers[i];
+        let mut backoff = clock::Backoff::polling();
         loop {
             let ok = answers(&client, s, Duration::from_millis(500)).await;
             if ok {
@@ -908,7 +909,7 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
                     s.log.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     }
     if !lab
@@ -918,11 +919,12 @@ async fn wait_converged(lab: &LabFile, which: &[usize], timeout: Duration) -> an
     {
         return Ok(());
     }
+    let mut backoff = clock::Backoff::polling();
     loop {
         match all_up_to_date(&client, lab).await {
             Ok((true, _)) => return wait_caught_up(&client, lab, which, deadline).await,
             Ok((false, _)) | Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Ok((false, _)) => bail!(
                 "not every replica is up to date after {timeout:?}; `tandem shell --lab {} -c Get-CsManagementStoreReplicationStatus` shows which",
@@ -960,6 +962,7 @@ async fn wait_caught_up(
         if s.role != "FrontEnd" {
             continue;
         }
+        let mut backoff = clock::Backoff::polling();
         loop {
             let health = client.health(&s.base_url(), Duration::from_secs(1)).await;
             if health.is_ok_and(|h| h.caught_up) {
@@ -973,7 +976,7 @@ async fn wait_caught_up(
                     lab.dir.display()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     }
     Ok(())
@@ -1178,18 +1181,21 @@ pub(crate) fn kill_servers(dir: &Path, selector: &str) -> anyhow::Result<()> {
                 // A PostgreSQL server lost whole: the postmaster and every backend, all
                 // gone (not even a zombie holding the pid) before a `lab start` can follow.
                 let deadline = Instant::now() + Duration::from_secs(10);
+                let mut backoff = clock::Backoff::polling();
                 while crate::lab_process::any_exists(&processes) && Instant::now() < deadline {
                     crate::lab_process::reap(&processes);
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(backoff.next_wait());
                 }
             }
             // The signal is delivered at once, the death a moment later: report it (and
             // let a `lab start` that follows find it gone) only once it is over.
             let deadline = Instant::now() + Duration::from_secs(5);
+            let mut backoff =
+                clock::Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
             while !processes.iter().all(|&p| crate::lab_process::is_dead(p))
                 && Instant::now() < deadline
             {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(backoff.next_wait());
             }
             eprintln!("killed {} (pid {pid})", s.fqdn);
         } else {
@@ -1335,8 +1341,9 @@ fn stop_all(servers: &mut [LabServer]) {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut backoff = clock::Backoff::polling();
     while servers.iter().any(|s| s.alive()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(backoff.next_wait());
     }
     for s in servers.iter_mut() {
         if let Some(pid) = s.pid.filter(|_| s.alive()) {

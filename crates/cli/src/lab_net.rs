@@ -392,6 +392,7 @@ fn start_wire(dir: &Path, block: u8, sites: usize) -> anyhow::Result<u32> {
         .spawn()
         .context("starting the lab's link between sites")?;
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut backoff = clock::Backoff::polling();
     loop {
         if crate::lab_wire::ask(dir, &crate::lab_wire::Request::Status).is_ok() {
             return Ok(child.id());
@@ -406,7 +407,7 @@ fn start_wire(dir: &Path, block: u8, sites: usize) -> anyhow::Result<u32> {
             let _ = child.kill();
             bail!("the lab's link between sites did not answer within 10 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(backoff.next_wait());
     }
 }
 

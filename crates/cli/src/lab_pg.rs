@@ -382,9 +382,10 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
         .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
     {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut backoff = clock::Backoff::polling();
         while crate::lab_process::any_exists(&[old]) && !s.alive() && Instant::now() < deadline {
             crate::lab_process::reap(&[old]);
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(backoff.next_wait());
         }
     }
     let mut command = as_owner(&bin.join("postgres"));
@@ -407,6 +408,7 @@ fn start_with(s: &mut LabServer, extra: &[&str]) -> anyhow::Result<()> {
 pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> anyhow::Result<()> {
     let url = url_of(s, dir, "postgres")?;
     let deadline = Instant::now() + timeout;
+    let mut backoff = clock::Backoff::polling();
     loop {
         let ready = async {
             let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
@@ -446,7 +448,7 @@ pub(crate) async fn wait_ready(s: &LabServer, dir: &Path, timeout: Duration) -> 
                     s.log.display()
                 )
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => tokio::time::sleep(backoff.next_wait()).await,
         }
     }
 }
@@ -541,11 +543,12 @@ fn stop_and_wait(s: &LabServer) -> anyhow::Result<()> {
     if let Some(pid) = s.pid.filter(|_| s.alive()) {
         let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut backoff = clock::Backoff::polling();
         while s.alive() {
             if Instant::now() > deadline {
                 bail!("PostgreSQL for {} did not stop within 30 s", s.fqdn);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(backoff.next_wait());
         }
     }
     Ok(())

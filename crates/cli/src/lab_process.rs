@@ -72,6 +72,7 @@ impl LabServer {
         // moment (its parent wakes while the kernel is still copying the arguments in), as
         // a zombie does for good: wait out the first, never the second.
         let deadline = Instant::now() + Duration::from_millis(500);
+        let mut backoff = clock::Backoff::new(Duration::from_millis(1), Duration::from_millis(20));
         let cmdline = loop {
             let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
                 return false;
@@ -93,7 +94,7 @@ impl LabServer {
             if !cmdline.is_empty() || Instant::now() > deadline {
                 break cmdline;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(backoff.next_wait());
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if is_cluster(self) {

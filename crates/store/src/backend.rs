@@ -11,9 +11,9 @@
 
 use std::path::Path;
 
-use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_in, version_info};
+use crate::cmstables::{Claim, Lease, VersionInfo, claim, insert_version, lease_in};
 use crate::db::{self, Conn, Db};
-use crate::items::{CMS, item};
+use crate::items::CMS;
 use crate::{Context, Item, Result, migrate, now_ms, open_sqlite, sqlite_path};
 
 /// Who holds the master's lease, in words.
@@ -56,12 +56,13 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let started = std::time::Instant::now();
+    let mut backoff = clock::Backoff::polling();
     loop {
         match open().await {
             Err(e)
                 if e.is_transient() && started.elapsed() < std::time::Duration::from_secs(10) =>
             {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             other => return other,
         }
@@ -354,30 +355,30 @@ impl BackEnd {
 
     /// The newest version.
     pub async fn current_version(&self) -> Result<Option<VersionInfo>> {
-        let row: Option<(i64, i64, i64, String)> = db::query_as(
+        let row: Option<VersionInfo> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              ORDER BY version DESC LIMIT 1",
         )
         .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
-        Ok(row.map(version_info))
+        Ok(row)
     }
 
     pub async fn version(&self, version: i64) -> Result<Option<VersionInfo>> {
-        let row: Option<(i64, i64, i64, String)> = db::query_as(
+        let row: Option<VersionInfo> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version WHERE version = $1",
         )
         .bind(version)
         .fetch_optional(&self.db)
         .await
         .at(&self.path)?;
-        Ok(row.map(version_info))
+        Ok(row)
     }
 
     /// Items written after `version`, oldest first, at most `limit` of them.
     pub async fn changes_since(&self, version: i64, limit: i64) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
+        db::query_as(
             "SELECT key, value, version FROM cms_item WHERE version > $1
              ORDER BY version, key LIMIT $2",
         )
@@ -385,8 +386,7 @@ impl BackEnd {
         .bind(limit)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(item).collect())
+        .at(&self.path)
     }
 
     /// Every version after `after` up to the newest, each with the items whose newest
@@ -398,7 +398,7 @@ impl BackEnd {
     /// versions would claim a version whose values it does not all hold.
     pub async fn cms_shipment(&self, after: i64) -> Result<Vec<(VersionInfo, Vec<Item>)>> {
         let mut tx = self.db.begin_snapshot().await.at(&self.path)?;
-        let versions: Vec<(i64, i64, i64, String)> = db::query_as(
+        let versions: Vec<VersionInfo> = db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              WHERE version > $1 ORDER BY version",
         )
@@ -406,7 +406,7 @@ impl BackEnd {
         .fetch_all(&mut tx)
         .await
         .at(&self.path)?;
-        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
+        let rows: Vec<Item> = db::query_as(
             "SELECT key, value, version FROM cms_item WHERE version > $1 ORDER BY version, key",
         )
         .bind(after)
@@ -415,14 +415,12 @@ impl BackEnd {
         .at(&self.path)?;
         tx.commit().await.at(&self.path)?;
         let mut by_version: std::collections::HashMap<i64, Vec<Item>> = Default::default();
-        for row in rows {
-            let i = item(row);
+        for i in rows {
             by_version.entry(i.version).or_default().push(i);
         }
         Ok(versions
             .into_iter()
-            .map(|v| {
-                let info = version_info(v);
+            .map(|info| {
                 let items = by_version.remove(&info.version).unwrap_or_default();
                 (info, items)
             })
@@ -431,14 +429,11 @@ impl BackEnd {
 
     /// Every item written by one version (a batch must not split a version).
     pub async fn items_at_version(&self, version: i64) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
-            "SELECT key, value, version FROM cms_item WHERE version = $1 ORDER BY key",
-        )
-        .bind(version)
-        .fetch_all(&self.db)
-        .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(item).collect())
+        db::query_as("SELECT key, value, version FROM cms_item WHERE version = $1 ORDER BY key")
+            .bind(version)
+            .fetch_all(&self.db)
+            .await
+            .at(&self.path)
     }
 
     /// The live value of one item.

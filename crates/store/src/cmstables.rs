@@ -10,7 +10,7 @@ use crate::items::CMS;
 use crate::{Context, Result, now_ms};
 
 /// Who holds the master role, and until when.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Lease {
     pub holder: String,
     pub epoch: i64,
@@ -60,7 +60,7 @@ pub fn claim(current: Option<&Lease>, holder: &str, now: i64, ttl_ms: i64) -> Cl
 }
 
 /// One version of the CMS.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct VersionInfo {
     pub version: i64,
     pub epoch: i64,
@@ -68,33 +68,13 @@ pub struct VersionInfo {
     pub description: String,
 }
 
-pub(crate) fn version_info(
-    (version, epoch, created_at, description): (i64, i64, i64, String),
-) -> VersionInfo {
-    VersionInfo {
-        version,
-        epoch,
-        created_at,
-        description,
-    }
-}
-
 pub(crate) async fn lease_in(conn: &mut Conn, path: &str) -> Result<Option<Lease>> {
-    let row: Option<(String, i64, i64, i64, i64)> = db::query_as(
+    db::query_as(
         "SELECT holder, epoch, acquired_at, renewed_at, expires_at FROM cms_master_lease WHERE id = 1",
     )
     .fetch_optional(&mut *conn)
     .await
-    .at(path)?;
-    Ok(row.map(
-        |(holder, epoch, acquired_at, renewed_at, expires_at)| Lease {
-            holder,
-            epoch,
-            acquired_at,
-            renewed_at,
-            expires_at,
-        },
-    ))
+    .at(path)
 }
 
 pub(crate) async fn insert_version(

@@ -32,15 +32,6 @@ pub(crate) const REPLICA: ItemTable = ItemTable {
              ON CONFLICT (key) DO UPDATE SET value = $2, version = $3",
 };
 
-/// A `(key, value, version)` row as an [`Item`].
-pub(crate) fn item((key, value, version): (String, Option<String>, i64)) -> Item {
-    Item {
-        key,
-        value,
-        version,
-    }
-}
-
 impl ItemTable {
     /// The live value of one item.
     pub(crate) async fn get(&self, db: &Db, path: &str, key: &str) -> Result<Option<String>> {
@@ -54,21 +45,18 @@ impl ItemTable {
 
     /// Every live item, by key.
     pub(crate) async fn live(&self, db: &Db, path: &str) -> Result<Vec<Item>> {
-        let rows: Vec<(String, Option<String>, i64)> =
-            db::query_as(self.live).fetch_all(db).await.at(path)?;
-        Ok(rows.into_iter().map(item).collect())
+        db::query_as(self.live).fetch_all(db).await.at(path)
     }
 
     /// Every live item whose key starts with `prefix`, by key (an index range scan).
     pub(crate) async fn prefixed(&self, db: &Db, path: &str, prefix: &str) -> Result<Vec<Item>> {
         let end = format!("{prefix}\u{10FFFF}");
-        let rows: Vec<(String, Option<String>, i64)> = db::query_as(self.prefixed)
+        db::query_as(self.prefixed)
             .bind(prefix)
             .bind(end)
             .fetch_all(db)
             .await
-            .at(path)?;
-        Ok(rows.into_iter().map(item).collect())
+            .at(path)
     }
 
     /// Writes one item (inside the caller's transaction).

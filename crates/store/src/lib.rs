@@ -112,7 +112,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// One configuration item: a key, its value (`None` once deleted) and the CMS version
 /// that last wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Item {
     pub key: String,
     pub value: Option<String>,

@@ -581,6 +581,7 @@ impl PgPair {
         if let Some(lsn) = &fenced_at {
             // The standby replays everything the principal committed before the fence.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let mut backoff = clock::Backoff::polling();
             loop {
                 let (caught_up,): (bool,) =
                     sqlx::query_as("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
@@ -601,7 +602,7 @@ impl PgPair {
                         new.label
                     )));
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
         }
         let (promoted,): (bool,) = sqlx::query_as("SELECT pg_promote(true, 60)")

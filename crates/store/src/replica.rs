@@ -205,7 +205,7 @@ impl ReplicaStore {
     /// derived view catches up without reading everything again.
     pub async fn changed_since(&self, version: i64, prefix: &str) -> Result<Vec<Item>> {
         let end = format!("{prefix}\u{10FFFF}");
-        let rows: Vec<(String, Option<String>, i64)> = db::query_as(
+        db::query_as(
             // The planner would rather range over the key (every user); the point is to
             // range over the version (only what changed).
             "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
@@ -216,8 +216,7 @@ impl ReplicaStore {
         .bind(end)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(crate::items::item).collect())
+        .at(&self.path)
     }
 
     /// Where the replica stands, its line, and with `after` every item written after that
@@ -245,17 +244,14 @@ impl ReplicaStore {
         .await
         .at(&self.path)?;
         let items = match after {
-            Some(after) if after < version => {
-                let rows: Vec<(String, Option<String>, i64)> = db::query_as(
-                    "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
+            Some(after) if after < version => db::query_as(
+                "SELECT key, value, version FROM replica_item INDEXED BY replica_item_version
                      WHERE version > $1 ORDER BY version, key",
-                )
-                .bind(after)
-                .fetch_all(&mut tx)
-                .await
-                .at(&self.path)?;
-                rows.into_iter().map(crate::items::item).collect()
-            }
+            )
+            .bind(after)
+            .fetch_all(&mut tx)
+            .await
+            .at(&self.path)?,
             _ => Vec::new(),
         };
         tx.commit().await.at(&self.path)?;

@@ -19,7 +19,7 @@ use crate::items::CMS;
 use crate::{BackEnd, Context, Item, Result, StoreError, VersionInfo, now_ms};
 
 /// One item of a user's data.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct UserItem {
     pub sip: String,
     pub key: String,
@@ -37,7 +37,7 @@ pub struct UserChange {
 }
 
 /// One committed change, as the change log holds it and the Backup Service ships it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Change {
     pub seq: i64,
     pub module: String,
@@ -97,7 +97,7 @@ pub struct ImportState {
 }
 
 /// One item of the backup copy.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct BackupItem {
     pub sip: String,
     pub key: String,
@@ -186,27 +186,25 @@ impl BackEnd {
 
     /// Every item of one user.
     pub async fn user_items(&self, sip: &str) -> Result<Vec<UserItem>> {
-        let rows: Vec<(String, String, String, String, i64)> = db::query_as(
+        db::query_as(
             "SELECT sip, key, module, value, updated_at FROM user_item WHERE sip = $1 ORDER BY key",
         )
         .bind(sip)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(user_item).collect())
+        .at(&self.path)
     }
 
     /// Every item of every user of this pool, optionally of one module.
     pub async fn all_user_items(&self, module: Option<&str>) -> Result<Vec<UserItem>> {
-        let rows: Vec<(String, String, String, String, i64)> = db::query_as(
+        db::query_as(
             "SELECT sip, key, module, value, updated_at FROM user_item
              WHERE $1 IS NULL OR module = $1 ORDER BY sip, key",
         )
         .bind(module)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows.into_iter().map(user_item).collect())
+        .at(&self.path)
     }
 
     /// Applies `changes` to one user's data and appends them to the change log, in one
@@ -302,7 +300,7 @@ impl BackEnd {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<Change>> {
-        let rows: Vec<(i64, String, String, String, Option<String>, i64)> = db::query_as(
+        db::query_as(
             "SELECT seq, module, sip, key, value, committed_at FROM change_log
              WHERE module = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
@@ -311,18 +309,7 @@ impl BackEnd {
         .bind(limit)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, module, sip, key, value, committed_at)| Change {
-                seq,
-                module,
-                sip,
-                key,
-                value,
-                committed_at,
-            })
-            .collect())
+        .at(&self.path)
     }
 
     /// The newest change-log sequence number of `module` (0 when none).
@@ -794,7 +781,7 @@ impl BackEnd {
         module: Option<&str>,
         sip: Option<&str>,
     ) -> Result<Vec<BackupItem>> {
-        let rows: Vec<(String, String, String, String, i64, i64)> = db::query_as(
+        db::query_as(
             "SELECT sip, key, module, value, committed_at, imported_at FROM backup_item
              WHERE source_pool = $1 AND ($2 IS NULL OR module = $2) AND ($3 IS NULL OR sip = $3)
              ORDER BY sip, key",
@@ -804,20 +791,7 @@ impl BackEnd {
         .bind(sip)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(sip, key, module, value, committed_at, imported_at)| BackupItem {
-                    sip,
-                    key,
-                    module,
-                    value,
-                    committed_at,
-                    imported_at,
-                },
-            )
-            .collect())
+        .at(&self.path)
     }
 
     /// The unexpired bindings of `aor`.
@@ -837,7 +811,7 @@ impl BackEnd {
     /// Versions of the CMS after `version`, oldest first, at most `limit` (what the
     /// Backup Service's CentralMgmt.CMSMaster module ships to the standby).
     pub async fn versions_after(&self, version: i64, limit: i64) -> Result<Vec<VersionInfo>> {
-        let rows: Vec<(i64, i64, i64, String)> = db::query_as(
+        db::query_as(
             "SELECT version, epoch, created_at, description FROM cms_version
              WHERE version > $1 ORDER BY version LIMIT $2",
         )
@@ -845,16 +819,7 @@ impl BackEnd {
         .bind(limit)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(|(version, epoch, created_at, description)| VersionInfo {
-                version,
-                epoch,
-                created_at,
-                description,
-            })
-            .collect())
+        .at(&self.path)
     }
 
     /// Applies CMS versions shipped from the active store, whose line is `line`, to this
@@ -985,18 +950,6 @@ async fn insert_cms_version(
             .await?;
     }
     Ok(())
-}
-
-fn user_item(
-    (sip, key, module, value, updated_at): (String, String, String, String, i64),
-) -> UserItem {
-    UserItem {
-        sip,
-        key,
-        module,
-        value,
-        updated_at,
-    }
 }
 
 async fn import_seq_in(

@@ -428,7 +428,21 @@ async fn act(
     }
     let action = match Action::from_form(&form, &pool_names(&mgmt)) {
         Ok(a) => a,
-        Err(e) => return answer(StatusCode::UNPROCESSABLE_ENTITY, "", "refused", &e),
+        Err(e) => {
+            // Kept in the session's list too, for a browser without script, which is sent
+            // back to the page.
+            session::record_action(
+                &session.actions,
+                ActionRecord {
+                    id: mgmt.console.sessions.next_action(),
+                    line: "(the form)".into(),
+                    started: clock::format_timestamp(mgmt.node.clock.now_ms()),
+                    state: ActionState::Failed,
+                    output: e.clone(),
+                },
+            );
+            return answer(StatusCode::UNPROCESSABLE_ENTITY, "", "refused", &e);
+        }
     };
     let line = action.shell_line();
     let id = mgmt.console.sessions.next_action();
