@@ -602,6 +602,10 @@ fn remote_executor(
                 anyhow::anyhow!("the lab has no server in the CMS pool {}", lab.cms_pool)
             })?,
     };
+    // The hints' examples name this lab's pools, not the documentation's.
+    if let Ok(topology) = lab.installed_topology() {
+        cmdlet::set_examples(api::records::examples(&topology));
+    }
     Ok(shell::RemoteExecutor::new(
         server.base_url(),
         server.fqdn.clone(),

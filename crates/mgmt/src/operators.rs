@@ -132,9 +132,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// A new token for `name`: `<name>.<64 hex digits>` from the operating system's random
 /// source.
 pub fn new_token(name: &str) -> String {
+    format!("{name}.{}", random_hex())
+}
+
+/// 32 bytes from the operating system's random source, as 64 hex digits: an operator's
+/// token secret, a console session's id and its anti-forgery token.
+pub fn random_hex() -> String {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).expect("the operating system's random source");
-    format!("{name}.{}", hex(&secret))
+    hex(&secret)
 }
 
 /// Hex SHA-256 of a token, as the CMS keeps it.

@@ -127,12 +127,6 @@ impl RemoteExecutor {
         lab_dir: String,
         tls: &std::sync::Arc<rustls::ClientConfig>,
     ) -> Self {
-        // The hints' examples name this lab's pools, not the documentation's.
-        if let Ok(topology) =
-            crate::lab::LabFile::load(Path::new(&lab_dir)).and_then(|lab| lab.installed_topology())
-        {
-            cmdlet::set_examples(api::records::examples(&topology));
-        }
         RemoteExecutor {
             client: api::Client::new(token.clone(), tls),
             base_url,

@@ -294,15 +294,18 @@ async fn events(State(mgmt): State<Mgmt>, headers: HeaderMap) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(16);
     let shutdown = mgmt.node.shutdown.clone();
     mgmt.node.spawn(async move {
-        // What this page was last sent; the first round sends every section.
-        let mut sent = Fragments::default();
+        // The reading this page was last sent; the first round sends every section.
+        let mut sent: Arc<Live> = Arc::default();
         let mut sent_actions: Option<String> = None;
         loop {
             let live = readings.borrow_and_update().clone();
             if live.reading > 0 {
                 // The same sections in the same order: send those that differ.
-                for ((name, html), (_, before)) in
-                    live.fragments.events().into_iter().zip(sent.events())
+                for ((name, html), (_, before)) in live
+                    .fragments
+                    .events()
+                    .into_iter()
+                    .zip(sent.fragments.events())
                 {
                     if html != before
                         && tx
@@ -313,7 +316,7 @@ async fn events(State(mgmt): State<Mgmt>, headers: HeaderMap) -> Response {
                         return;
                     }
                 }
-                sent = live.fragments.clone();
+                sent = live;
             }
             let html = pages::actions(&actions.borrow_and_update());
             if sent_actions.as_deref() != Some(&html) {

@@ -68,21 +68,14 @@ struct Inner {
     next_action: u64,
 }
 
-/// 32 random bytes as hex.
-pub fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Sessions {
     /// A new session for `operator`: its id (the cookie's value).
     pub fn open(&self, operator: Operator, token_sha256: Option<String>, now_ms: i64) -> String {
-        let id = random_hex();
+        let id = crate::operators::random_hex();
         let session = Session {
             operator,
             token_sha256,
-            csrf: random_hex(),
+            csrf: crate::operators::random_hex(),
             expires_ms: now_ms + SESSION_TTL_MS,
             actions: watch::Sender::new(Vec::new()),
         };

@@ -85,9 +85,8 @@ impl Browser {
             rt,
         };
         // The driver is ready when its status says so.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = browser
+        crate::eventually(20, "chromedriver to say it is ready", || {
+            browser
                 .rt
                 .block_on(async {
                     browser
@@ -101,13 +100,9 @@ impl Browser {
                         .await
                         .ok()
                 })
-                .is_some_and(|v| v["value"]["ready"] == true);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .filter(|v| v["value"]["ready"] == true)
+                .map(|_| ())
+        });
         let session = browser.call(
             "POST",
             "/session",
@@ -215,8 +210,9 @@ impl Browser {
             .to_string()
     }
 
-    /// Waits until `script` returns true in the page (checked every 100 ms); how long it
-    /// took. Panics after `limit`, with `what` and a screenshot of the page.
+    /// Waits until `script` returns true in the page (checked again at once after each
+    /// check, 20 ms to 200 ms apart, as `crate::eventually` does); how long it took. Panics
+    /// after `limit`, with `what` and a screenshot of the page.
     pub(crate) fn wait_until(
         &self,
         what: &str,
@@ -225,6 +221,7 @@ impl Browser {
         limit: Duration,
     ) -> Duration {
         let start = Instant::now();
+        let mut pause = Duration::from_millis(20);
         loop {
             if self.eval(script, args.clone()) == Value::Bool(true) {
                 return start.elapsed();
@@ -236,7 +233,8 @@ impl Browser {
                     shot.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
