@@ -138,22 +138,20 @@ struct Session {
 }
 
 /// The registrars of a domain from the lab's DNS: `_sipinternaltls._tcp.<domain>` SRV
-/// records by priority, each target's A records. `None` when the DNS does not answer.
+/// records in the order RFC 2782 gives, each target's A records. `None` when the DNS does
+/// not answer.
 fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
-    let server = crate::dns_cmd::lab_dns(dir).ok()?;
-    let answer = crate::dns_cmd::query(
-        server,
-        &format!("_sipinternaltls._tcp.{domain}"),
-        dns::RecordType::Srv,
-    )
-    .ok()?;
+    let dns = crate::dns_cmd::LabDns::of_lab(dir).ok()?;
     let mut out = Vec::new();
-    for (port, target) in answer.srv_targets() {
-        let a = crate::dns_cmd::query(server, &target, dns::RecordType::A).ok()?;
+    for service in dns
+        .services(&format!("_sipinternaltls._tcp.{domain}"))
+        .ok()?
+    {
         out.extend(
-            a.addresses()
+            dns.addresses(&service.target)
+                .ok()?
                 .into_iter()
-                .map(|address| SocketAddr::from((address, port))),
+                .map(|address| SocketAddr::from((address, service.port))),
         );
     }
     (!out.is_empty()).then_some(out)
@@ -164,11 +162,10 @@ fn registrars_from_dns(dir: &Path, domain: &str) -> Option<Vec<SocketAddr>> {
 /// at the SIP port the lab gives that address.
 fn registrars_of_pool(lab: &LabFile, pool: &str) -> Vec<SocketAddr> {
     let port_of = |ip: std::net::IpAddr| lab.sip_tls_port_of(ip);
-    let from_dns: Vec<SocketAddr> = crate::dns_cmd::lab_dns(&lab.dir)
-        .and_then(|dns| crate::dns_cmd::query(dns, pool, dns::RecordType::A))
+    let from_dns: Vec<SocketAddr> = crate::dns_cmd::LabDns::of_lab(&lab.dir)
+        .and_then(|dns| dns.addresses(pool))
         .map(|a| {
-            a.addresses()
-                .into_iter()
+            a.into_iter()
                 .map(|address| SocketAddr::from((address, port_of(address.into()))))
                 .collect()
         })

@@ -3,10 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use dns::{RecordType, build_query, parse_response};
+use dns::RecordType;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum DnsCommand {
@@ -37,7 +36,7 @@ pub(crate) enum DnsCommand {
     /// Ask a DNS server, as dig does: `tandem dns query _xmpp-server._tcp.contoso.com SRV`.
     Query {
         name: String,
-        /// A, NS, SOA, SRV or ANY.
+        /// A, AAAA, CNAME, NS, SOA, SRV, TXT or ANY.
         #[arg(default_value = "A")]
         rtype: String,
         /// The lab whose DNS server to ask.
@@ -111,25 +110,25 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 None => lab_dns(&lab)?,
             };
             let qtype = RecordType::parse(&rtype).ok_or_else(|| {
-                anyhow!("{rtype} is not a record type tandem serves: A, NS, SOA, SRV or ANY")
+                anyhow!(
+                    "{rtype} is not a record type tandem serves: {}",
+                    RecordType::names()
+                )
             })?;
-            let answer = query(server, &name, qtype)?;
+            let answer = LabDns::at(server)?.query(&name, qtype)?;
+            let status = answer.status();
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "status": rcode_name(answer.rcode),
+                        "status": status,
                         "answer": answer.answers,
                         "authority": answer.authority,
                         "additional": answer.additional,
                     })
                 );
             } else {
-                println!(
-                    ";; ->>HEADER<<- status: {}, id: {}",
-                    rcode_name(answer.rcode),
-                    answer.id
-                );
+                println!(";; ->>HEADER<<- status: {status}");
                 println!(
                     ";; QUESTION SECTION:\n;{}.\t\tIN\t{}",
                     name.trim_end_matches('.'),
@@ -157,7 +156,7 @@ pub(crate) fn run(command: DnsCommand) -> anyhow::Result<()> {
                 println!("\n;; SERVER: {server}");
             }
             if answer.rcode != 0 {
-                bail!("{name}: {}", rcode_name(answer.rcode));
+                bail!("{name}: {status}");
             }
             Ok(())
         }
@@ -178,38 +177,55 @@ pub(crate) fn lab_dns(dir: &Path) -> anyhow::Result<SocketAddr> {
         .context("the DNS server's address in lab.json")
 }
 
-fn rcode_name(code: u8) -> &'static str {
-    match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        _ => "ERROR",
-    }
+/// The lab's DNS server through the one resolver configuration (`dns::Resolver`), for
+/// the command line's synchronous code: the resolver lives on a runtime of its own, and
+/// each lookup is waited for on a thread of its own, so a caller already inside a runtime
+/// (`tandem client`) can ask too. Lookups go from the address towards the lab (a lab on
+/// hosts of its own is reached through its router).
+pub(crate) struct LabDns {
+    runtime: tokio::runtime::Runtime,
+    resolver: dns::Resolver,
 }
 
-/// One query over UDP, with retries.
-pub(crate) fn query(
-    server: SocketAddr,
-    name: &str,
-    qtype: RecordType,
-) -> anyhow::Result<dns::Answer> {
-    let socket =
-        std::net::UdpSocket::bind((crate::lab_net::source_address_towards(server.ip()), 0))?;
-    socket.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let id = (std::process::id() as u16) ^ (store::now_ms() as u16);
-    let msg = build_query(id, name.trim_end_matches('.'), qtype);
-    let mut buf = [0u8; 1024];
-    for _ in 0..3 {
-        socket.send_to(&msg, server)?;
-        if let Ok((n, _)) = socket.recv_from(&mut buf)
-            && let Ok(answer) = parse_response(&buf[..n])
-            && answer.id == id
-        {
-            return Ok(answer);
-        }
+impl LabDns {
+    /// The DNS server of the lab in `dir`.
+    pub(crate) fn of_lab(dir: &Path) -> anyhow::Result<LabDns> {
+        LabDns::at(lab_dns(dir)?)
     }
-    bail!("no answer from the DNS server at {server}")
+
+    /// The DNS server at `server`.
+    pub(crate) fn at(server: SocketAddr) -> anyhow::Result<LabDns> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let source = crate::lab_net::source_address_towards(server.ip());
+        let resolver = {
+            let _entered = runtime.enter();
+            dns::Resolver::new(server, Some(source), dns::Patience::TOOL)
+        };
+        Ok(LabDns { runtime, resolver })
+    }
+
+    fn wait<T: Send>(&self, lookup: impl std::future::Future<Output = T> + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| self.runtime.block_on(lookup))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// The server's answer (NXDOMAIN and REFUSED included); an error when it gives none.
+    pub(crate) fn query(&self, name: &str, rtype: RecordType) -> anyhow::Result<dns::Answer> {
+        Ok(self.wait(self.resolver.query(name, rtype))?)
+    }
+
+    /// The A records of `name` (none when it has none).
+    pub(crate) fn addresses(&self, name: &str) -> anyhow::Result<Vec<std::net::Ipv4Addr>> {
+        Ok(self.wait(self.resolver.addresses(name))?)
+    }
+
+    /// The targets of the SRV records `name`, in the order to try them (RFC 2782).
+    pub(crate) fn services(&self, name: &str) -> anyhow::Result<Vec<dns::srv::Target>> {
+        Ok(self.wait(self.resolver.services(name))?)
+    }
 }

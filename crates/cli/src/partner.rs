@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use dns::RecordType;
 use sip::{Method, Request};
 
 #[derive(Debug, clap::Subcommand)]
@@ -96,30 +95,28 @@ fn via_address(lab: &Path, via: &str) -> anyhow::Result<SocketAddr> {
                 "--via {via} is neither ip:port nor name:port (for example sip.contoso.com:5061)"
             )
         })?;
-    let server = crate::dns_cmd::lab_dns(lab)?;
-    let answer = crate::dns_cmd::query(server, name, RecordType::A)?;
-    let address = answer.addresses().into_iter().next().ok_or_else(|| {
+    let dns = crate::dns_cmd::LabDns::of_lab(lab)?;
+    let address = dns.addresses(name)?.into_iter().next().ok_or_else(|| {
         anyhow!("--via {via}: the lab's DNS has no A record for {name}; `tandem dns query --lab {} {name}` shows what it has", lab.display())
     })?;
     Ok(SocketAddr::from((address, port)))
 }
 
-/// The first target of an SRV record (its name) resolved to an address, by the lab's DNS.
+/// The first target of an SRV record (its name, in RFC 2782's order) resolved to an
+/// address, by the lab's DNS.
 fn resolve_srv(lab: &Path, name: &str) -> anyhow::Result<(String, SocketAddr)> {
-    let server = crate::dns_cmd::lab_dns(lab)?;
-    let answer = crate::dns_cmd::query(server, name, RecordType::Srv)?;
-    let (port, target) = answer
-        .srv_targets()
+    let dns = crate::dns_cmd::LabDns::of_lab(lab)?;
+    let service = dns
+        .services(name)?
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("the lab's DNS has no SRV record {name}"))?;
-    let a = crate::dns_cmd::query(server, &target, RecordType::A)?;
-    let address = a
-        .addresses()
+    let address = dns
+        .addresses(&service.target)?
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("{name} points at {target}, which has no A record"))?;
-    Ok((target, SocketAddr::from((address, port))))
+        .ok_or_else(|| anyhow!("{name} points at {}, which has no A record", service.target))?;
+    Ok((service.target, SocketAddr::from((address, service.port))))
 }
 
 /// The partner's TLS settings: the lab's public CA as the only root (the Access Edge

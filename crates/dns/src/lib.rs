@@ -1,12 +1,16 @@
-//! The deployment's DNS: the messages (`message`) and the zone filled from the topology
-//! and changed by the DnsServer cmdlets (`zone`). No I/O: the lab's DNS server
-//! (`server::dnsserver`) serves it on UDP and TCP.
+//! The deployment's DNS on hickory: the zone filled from the topology and changed by the
+//! DnsServer cmdlets (`zone`, its records in `record`), answered by hickory-server's
+//! catalog (`answer`, for the lab's DNS server's own sockets, `dnsserver`), and the one
+//! resolver configuration every lookup in tandem goes through (`resolver`, SRV targets in
+//! RFC 2782 order by `srv`).
 
-pub mod message;
+pub mod answer;
+pub mod record;
+pub mod resolver;
+pub mod srv;
 pub mod zone;
 
-pub use message::{
-    Answer, MAX_MESSAGE, ParseError, Query, Rcode, Record, RecordData, RecordType, build_query,
-    build_response, error_response, parse_query, parse_response,
-};
+pub use answer::Answerer;
+pub use record::{Record, RecordData, RecordType};
+pub use resolver::{Answer, LookupError, Patience, Resolver, rcode_name};
 pub use zone::{TTL, Zone, ZoneError};

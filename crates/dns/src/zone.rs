@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use topology::{Role, Topology};
 
-use crate::message::{Query, Rcode, Record, RecordData, RecordType, build_response};
+use crate::record::{Record, RecordData, RecordType};
 
 /// How long answers may be cached: short, so that a changed record is seen within seconds.
 pub const TTL: u32 = 5;
@@ -209,10 +209,7 @@ impl Zone {
 
     /// Checks an absolute name (for names given absolute, which must end in the zone).
     pub fn check_in_zone(&self, name: &str) -> Result<String, ZoneError> {
-        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-        if !valid_name(&name) {
-            return Err(ZoneError::BadName(name));
-        }
+        let name = normalized(name)?;
         if !self.contains(&name) {
             return Err(ZoneError::OutOfZone {
                 name,
@@ -269,7 +266,7 @@ impl Zone {
         if removed == 0 {
             return Err(ZoneError::NoSuchRecord {
                 name: name.into(),
-                rtype: rtype.name(),
+                rtype: rtype.name().into(),
                 zone: self.origin.clone(),
                 detail: data.map_or(String::new(), |d| format!(" with data {d}")),
             });
@@ -278,51 +275,24 @@ impl Zone {
         Ok(removed)
     }
 
-    /// The answer to one query: authoritative data, NXDOMAIN with the SOA for a name the
-    /// zone does not have, REFUSED for a name outside the zone.
-    pub fn answer(&self, query: &Query, limit: usize) -> Vec<u8> {
-        if query.qclass != 1 && query.qclass != 255 {
-            return build_response(query, Rcode::Refused, &[], &[], &[], limit);
-        }
-        if !self.contains(&query.name) {
-            return build_response(query, Rcode::Refused, &[], &[], &[], limit);
-        }
-        let soa: Vec<Record> = self
-            .lookup(&self.origin, RecordType::Soa)
-            .into_iter()
-            .cloned()
-            .map(|mut r| {
-                if let RecordData::Soa { serial, .. } = &mut r.data {
-                    *serial = self.serial;
-                }
-                r
-            })
-            .collect();
-        // A name exists if it has records or names below it do (`_tcp.contoso.com` under
-        // `_sipfederationtls._tcp.contoso.com`): NOERROR with no data then, not NXDOMAIN.
-        let below = format!(".{}", query.name);
-        if !self
-            .records
-            .iter()
-            .any(|r| r.name == query.name || r.name.ends_with(&below))
-        {
-            return build_response(query, Rcode::NxDomain, &[], &soa, &[], limit);
-        }
-        let answers: Vec<Record> = self
-            .lookup(&query.name, query.qtype)
-            .into_iter()
-            .cloned()
-            .collect();
-        if answers.is_empty() {
-            return build_response(query, Rcode::NoError, &[], &soa, &[], limit);
-        }
-        let mut additional = Vec::new();
-        for r in &answers {
-            if let RecordData::Srv { target, .. } = &r.data {
-                additional.extend(self.lookup(target, RecordType::A).into_iter().cloned());
+    /// The records as they are served: the SOA's serial is the zone's.
+    pub fn records_with_serial(&self) -> impl Iterator<Item = Record> + '_ {
+        self.records.iter().cloned().map(|mut r| {
+            if let RecordData::Soa { serial, .. } = &mut r.data {
+                *serial = self.serial;
             }
-        }
-        build_response(query, Rcode::NoError, &answers, &[], &additional, limit)
+            r
+        })
+    }
+}
+
+/// An absolute name as the zone keeps it (lower case, no final dot), checked.
+pub fn normalized(name: &str) -> Result<String, ZoneError> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if valid_name(&name) {
+        Ok(name)
+    } else {
+        Err(ZoneError::BadName(name))
     }
 }
 
@@ -348,11 +318,35 @@ fn matches_data(data: &RecordData, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{build_query, parse_query, parse_response};
+    use crate::answer::Answerer;
+    use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::Name;
 
-    fn ask(zone: &Zone, name: &str, t: RecordType) -> crate::message::Answer {
-        let q = parse_query(&build_query(1, name, t)).unwrap();
-        parse_response(&zone.answer(&q, crate::message::MAX_MESSAGE)).unwrap()
+    /// What the zone answers to a query for `name` of type `t`, over UDP without EDNS.
+    pub(crate) fn ask(zone: &Zone, name: &str, t: RecordType) -> crate::Answer {
+        let mut query = Message::query();
+        query.add_query(Query::query(Name::from_ascii(name).unwrap(), t.wire()));
+        let bytes = query.to_vec().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let answer = rt
+            .block_on(Answerer::new(zone).unwrap().answer(
+                &bytes,
+                "127.0.0.1:5300".parse().unwrap(),
+                false,
+            ))
+            .unwrap();
+        let m = Message::from_vec(&answer).unwrap();
+        let keep = |rs: &[hickory_server::proto::rr::Record]| {
+            rs.iter().filter_map(Record::from_wire).collect()
+        };
+        crate::Answer {
+            rcode: m.metadata.response_code.into(),
+            answers: keep(&m.answers),
+            authority: keep(&m.authorities),
+            additional: keep(&m.additionals),
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The lab's DNS server: the deployment's zone (`dns::Zone`) answered on UDP and TCP, and
+//! The lab's DNS server: the deployment's zone (`dns::Zone`) answered on UDP and TCP by
+//! hickory-server's catalog (`dns::Answerer`: EDNS, truncation, NXDOMAIN and REFUSED), and
 //! the Windows DnsServer cmdlets (`Get-/Add-/Set-/Remove-DnsServerResourceRecord*`) on a
 //! management API of its own, as an operator changes the company's DNS during a failover.
 //!
 //! The zone is kept in a JSON file beside the lab; every change is written there (to a
 //! temporary file, then renamed) before it is answered, so a restarted server serves what
 //! was last changed. A query it cannot parse gets FORMERR (or nothing, when not even the
-//! header is there); a name outside the zone gets REFUSED. Nothing stops the server.
+//! header is there); a name outside the zone gets REFUSED. Nothing stops the server. The
+//! sockets are this crate's, not hickory's `Server`, because it bounds TCP clients per
+//! source address and a connection's lifetime ([`TcpLimits`]), which hickory's does not.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -18,15 +21,21 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cmdlet::{BoundValue, Field, Invocation, Output, Record as OutRecord};
-use dns::{Rcode, Record, RecordData, RecordType, Zone, error_response, parse_query};
+use dns::{Answerer, Record, RecordData, RecordType, Zone};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use api::{ApiError, InvokeRequest, InvokeResponse};
 
 mod ca;
 
+/// The largest query read, over UDP or TCP (a query with EDNS options is a few hundred
+/// bytes).
+const MAX_QUERY: usize = 4096;
+
 struct DnsState {
     zone: RwLock<Zone>,
+    /// The zone as served: replaced, whole, after each change is saved.
+    answerer: RwLock<Arc<Answerer>>,
     file: PathBuf,
     token: String,
     queries: Queries,
@@ -56,7 +65,7 @@ impl Queries {
         for (t, transport) in ["udp", "tcp"].iter().enumerate() {
             for (code, count) in self.counts[t].iter().enumerate() {
                 let n = count.load(std::sync::atomic::Ordering::Relaxed);
-                let name = rcode_name(code as u8);
+                let name = dns::rcode_name(code as u16);
                 // The usual codes always, so a dashboard has its series from the start.
                 if n > 0 || matches!(code, 0 | 1 | 3 | 5) {
                     let _ = writeln!(
@@ -67,19 +76,6 @@ impl Queries {
             }
         }
         out
-    }
-}
-
-/// A response code's mnemonic (RFC 1035, RFC 6895).
-fn rcode_name(code: u8) -> String {
-    match code {
-        0 => "NOERROR".into(),
-        1 => "FORMERR".into(),
-        2 => "SERVFAIL".into(),
-        3 => "NXDOMAIN".into(),
-        4 => "NOTIMP".into(),
-        5 => "REFUSED".into(),
-        other => format!("RCODE{other}"),
     }
 }
 
@@ -121,8 +117,15 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let zone = load_zone(&file)?;
+    let answerer = Answerer::new(&zone).map_err(|e| {
+        anyhow::anyhow!(
+            "the zone file {} holds a record that cannot be served: {e}",
+            file.display()
+        )
+    })?;
     let state = Arc::new(DnsState {
         zone: RwLock::new(zone),
+        answerer: RwLock::new(Arc::new(answerer)),
         file,
         token,
         queries: Queries::default(),
@@ -143,12 +146,12 @@ pub async fn serve(
     {
         let state = state.clone();
         tasks.spawn(async move {
-            let mut buf = [0u8; 1024];
+            let mut buf = vec![0u8; MAX_QUERY];
             loop {
                 let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                if let Some(answer) = answer(&state, &buf[..n], dns::MAX_MESSAGE) {
+                if let Some(answer) = state.answerer().answer(&buf[..n], peer, false).await {
                     state.queries.count(false, &answer);
                     let _ = udp.send_to(&answer, peer).await;
                 }
@@ -253,7 +256,7 @@ async fn serve_tcp(
                     let mut len = [0u8; 2];
                     stream.read_exact(&mut len).await.ok()?;
                     let n = u16::from_be_bytes(len) as usize;
-                    if n == 0 || n > dns::MAX_MESSAGE {
+                    if n == 0 || n > MAX_QUERY {
                         return None;
                     }
                     let mut msg = vec![0u8; n];
@@ -264,7 +267,7 @@ async fn serve_tcp(
                 let Ok(Some(msg)) = tokio::time::timeout_at(by, query).await else {
                     return;
                 };
-                let Some(answer) = answer(&state, &msg, u16::MAX as usize) else {
+                let Some(answer) = state.answerer().answer(&msg, peer, true).await else {
                     return;
                 };
                 state.queries.count(true, &answer);
@@ -279,23 +282,13 @@ async fn serve_tcp(
     }
 }
 
-fn answer(state: &DnsState, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
-    match parse_query(bytes) {
-        Ok(q) => Some(
-            state
-                .zone
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .answer(&q, limit),
-        ),
-        Err(dns::ParseError::NotAQuery) => None,
-        Err(dns::ParseError::NotImplemented) => {
-            dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::NotImp))
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "a DNS message that is not a query this server answers");
-            dns::ParseError::id_of(bytes).map(|id| error_response(id, Rcode::FormErr))
-        }
+impl DnsState {
+    /// The zone as served now.
+    fn answerer(&self) -> Arc<Answerer> {
+        self.answerer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -374,7 +367,8 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
         .text("RRType")
         .map(|t| {
             RecordType::parse(&t).ok_or(format!(
-                "-RRType {t}: this server keeps A, NS, SOA and SRV records"
+                "-RRType {t}: this server keeps {} records",
+                KEPT.map(RecordType::name).join(", ")
             ))
         })
         .transpose()?;
@@ -394,98 +388,46 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
                 .collect();
             return Ok(Output::Records(rows));
         }
-        "Add-DnsServerResourceRecordA" => {
-            let n = zone
-                .absolute(&inv.text("Name").unwrap_or_default())
-                .map_err(|e| e.to_string())?;
-            let address = ipv4(inv)?;
-            let record = Record {
-                name: n,
-                ttl: ttl(inv),
-                data: RecordData::A { address },
-            };
-            zone.add(record.clone()).map_err(|e| e.to_string())?;
-            Output::Records(vec![row(&zone.origin, &record)])
-        }
-        "Add-DnsServerResourceRecord" => {
-            let n = zone
-                .absolute(&inv.text("Name").unwrap_or_default())
-                .map_err(|e| e.to_string())?;
-            let record = if inv.switch("Srv") {
-                let target = inv
-                    .text("DomainName")
-                    .ok_or("-Srv needs -DomainName <target host>")?;
-                Record {
-                    name: n,
-                    ttl: ttl(inv),
-                    data: RecordData::Srv {
-                        priority: number(inv, "Priority", 0)?,
-                        weight: number(inv, "Weight", 0)?,
-                        port: number(inv, "Port", 0).and_then(|p| {
-                            if p == 0 {
-                                Err("-Srv needs -Port".to_string())
-                            } else {
-                                Ok(p)
-                            }
-                        })?,
-                        target: zone.check_in_zone(&target).map_err(|e| {
-                            format!("{e} (an SRV record's target must be an A record of the zone)")
-                        })?,
-                    },
-                }
-            } else if inv.switch("A") {
-                Record {
-                    name: n,
-                    ttl: ttl(inv),
-                    data: RecordData::A {
-                        address: ipv4(inv)?,
-                    },
-                }
+        "Add-DnsServerResourceRecordA" | "Add-DnsServerResourceRecord" => {
+            let kind = if name == "Add-DnsServerResourceRecordA" {
+                RecordType::A
             } else {
-                return Err(
-                    "name the record type: -Srv or -A (CNAME records are not kept here)".into(),
-                );
+                [
+                    ("Srv", RecordType::Srv),
+                    ("A", RecordType::A),
+                    ("AAAA", RecordType::Aaaa),
+                    ("CName", RecordType::Cname),
+                    ("Txt", RecordType::Txt),
+                ]
+                .into_iter()
+                .find(|(switch, _)| inv.switch(switch))
+                .map(|(_, kind)| kind)
+                .ok_or("name the record type: -Srv, -A, -AAAA, -CName or -Txt")?
+            };
+            let record = Record {
+                name: zone
+                    .absolute(&inv.text("Name").unwrap_or_default())
+                    .map_err(|e| e.to_string())?,
+                ttl: ttl(inv),
+                data: data_of(inv, &zone, kind)?,
             };
             zone.add(record.clone()).map_err(|e| e.to_string())?;
             Output::Records(vec![row(&zone.origin, &record)])
         }
         "Set-DnsServerResourceRecord" => {
-            // The records of that name and type are replaced by the new data.
+            // The records of that name and type (the one -RecordData names, when given) are
+            // replaced by the new data.
             let n = zone
                 .absolute(&inv.text("Name").unwrap_or_default())
                 .map_err(|e| e.to_string())?;
-            let t = rtype.ok_or("-RRType A or SRV says which records change")?;
-            let record = match t {
-                RecordType::A => Record {
-                    name: n.clone(),
-                    ttl: ttl(inv),
-                    data: RecordData::A {
-                        address: ipv4(inv)?,
-                    },
-                },
-                RecordType::Srv => Record {
-                    name: n.clone(),
-                    ttl: ttl(inv),
-                    data: RecordData::Srv {
-                        priority: number(inv, "Priority", 0)?,
-                        weight: number(inv, "Weight", 0)?,
-                        port: number(inv, "Port", 0)?,
-                        target: zone
-                            .check_in_zone(
-                                &inv.text("DomainName")
-                                    .ok_or("SRV records need -DomainName")?,
-                            )
-                            .map_err(|e| e.to_string())?,
-                    },
-                },
-                other => {
-                    return Err(format!(
-                        "{} records are not changed with Set-DnsServerResourceRecord here",
-                        other.name()
-                    ));
-                }
+            let t = rtype.ok_or("-RRType says which records change")?;
+            let record = Record {
+                name: n.clone(),
+                ttl: ttl(inv),
+                data: data_of(inv, &zone, t)?,
             };
-            zone.remove(&n, t, None).map_err(|e| e.to_string())?;
+            zone.remove(&n, t, inv.text("RecordData").as_deref())
+                .map_err(|e| e.to_string())?;
             zone.add(record.clone()).map_err(|e| e.to_string())?;
             Output::Records(vec![row(&zone.origin, &record)])
         }
@@ -502,13 +444,92 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
         }
         other => return Err(format!("{other} is not a DnsServer cmdlet")),
     };
+    // Built before it is saved: a record that cannot be served is refused, not kept.
+    let answerer = Answerer::new(&zone).map_err(|e| format!("{e}; nothing was changed"))?;
     if let Err(e) = save_zone(&state.file, &zone) {
         return Err(format!(
             "the change could not be saved ({e}); it is not served either"
         ));
     }
     *live = zone;
+    *state
+        .answerer
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(answerer);
     Ok(output)
+}
+
+/// The record types the cmdlets add, change and remove.
+const KEPT: [RecordType; 7] = [
+    RecordType::A,
+    RecordType::Aaaa,
+    RecordType::Cname,
+    RecordType::Ns,
+    RecordType::Soa,
+    RecordType::Srv,
+    RecordType::Txt,
+];
+
+/// The longest TXT record taken (it goes out as strings of 255 bytes).
+const MAX_TXT: usize = 4000;
+
+/// A new record's data of type `kind`, from the cmdlet's parameters.
+fn data_of(inv: &Invocation, zone: &Zone, kind: RecordType) -> Result<RecordData, String> {
+    Ok(match kind {
+        RecordType::A => RecordData::A {
+            address: ipv4(inv)?,
+        },
+        RecordType::Aaaa => RecordData::Aaaa {
+            address: inv
+                .text("IPv6Address")
+                .ok_or("an AAAA record needs -IPv6Address")?
+                .parse()
+                .map_err(|_| {
+                    "-IPv6Address must be an IPv6 address, such as 2001:db8::7".to_string()
+                })?,
+        },
+        RecordType::Cname => RecordData::Cname {
+            target: dns::zone::normalized(
+                &inv.text("HostNameAlias")
+                    .ok_or("a CNAME record needs -HostNameAlias <target host>")?,
+            )
+            .map_err(|e| e.to_string())?,
+        },
+        RecordType::Txt => {
+            let text = inv
+                .text("DescriptiveText")
+                .ok_or("a TXT record needs -DescriptiveText")?;
+            if text.len() > MAX_TXT {
+                return Err(format!(
+                    "-DescriptiveText is {} bytes; a TXT record here holds at most {MAX_TXT}",
+                    text.len()
+                ));
+            }
+            RecordData::Txt { text }
+        }
+        RecordType::Srv => RecordData::Srv {
+            priority: number(inv, "Priority", 0)?,
+            weight: number(inv, "Weight", 0)?,
+            port: match number(inv, "Port", 0)? {
+                0 => return Err("an SRV record needs -Port (1 to 65535)".into()),
+                p => p,
+            },
+            target: zone
+                .check_in_zone(
+                    &inv.text("DomainName")
+                        .ok_or("an SRV record needs -DomainName <target host>")?,
+                )
+                .map_err(|e| {
+                    format!("{e} (an SRV record's target must be an A record of the zone)")
+                })?,
+        },
+        other => {
+            return Err(format!(
+                "{} records are not added or changed here; A, AAAA, CNAME, SRV and TXT are",
+                other.name()
+            ));
+        }
+    })
 }
 
 fn ipv4(inv: &Invocation) -> Result<Ipv4Addr, String> {
@@ -536,7 +557,15 @@ fn row(origin: &str, r: &Record) -> OutRecord {
         .with("HostName", host)
         .with("RecordType", r.data.record_type().name())
         .with("Type", i64::from(r.data.record_type().code()))
-        .with("TimeToLive", format!("00:00:{:02}", r.ttl.min(59)))
+        .with(
+            "TimeToLive",
+            format!(
+                "{:02}:{:02}:{:02}",
+                r.ttl / 3600,
+                r.ttl / 60 % 60,
+                r.ttl % 60
+            ),
+        )
         .with("RecordData", r.data.text())
         .with("Fqdn", Field::from(format!("{}.", r.name)))
 }

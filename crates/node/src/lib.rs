@@ -79,8 +79,9 @@ pub struct Node {
     /// The Backup Service (Front Ends only).
     pub backup: Option<BackupService>,
     pub services: Arc<Services>,
-    /// The deployment's DNS server, when there is one (the lab runs one).
-    pub dns: Option<SocketAddr>,
+    /// The deployment's DNS server, when there is one (the lab runs one), through the
+    /// resolver every lookup of this server shares (and its cache).
+    pub dns: Option<dns::Resolver>,
     pub clock: Clock,
     /// The vote this server gives when the topology names it the deployment's witness
     /// (`cms::witness`); unused otherwise. In memory: it gives none for a vote's life
@@ -181,7 +182,9 @@ impl Node {
             backend: parts.backend,
             backup: parts.backup,
             services,
-            dns: parts.dns,
+            dns: parts
+                .dns
+                .map(|at| dns::Resolver::new(at, None, dns::Patience::SERVER)),
             witness: cms::witness::Witness::new(parts.clock.now_ms()),
             clock: parts.clock,
             master,
@@ -387,7 +390,7 @@ impl Node {
     /// as the product finds them, or the topology's addresses when there is no DNS to
     /// ask (or it does not know the pool).
     pub async fn registrars_of(&self, topology: &Topology, pool: &str) -> Vec<SocketAddr> {
-        let from_dns = match self.dns {
+        let from_dns = match &self.dns {
             Some(dns) => lookup::resolve_a(dns, pool).await,
             None => None,
         };

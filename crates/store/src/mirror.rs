@@ -87,6 +87,18 @@ impl MirrorState {
     }
 }
 
+/// The standby as the principal sees it: its row of `pg_stat_replication`.
+#[derive(Debug, sqlx::FromRow)]
+struct Streaming {
+    state: String,
+    sync_state: String,
+    /// WAL the standby has yet to replay, in bytes.
+    replay_lag_bytes: Option<i64>,
+    replay_lag_ms: Option<i64>,
+    /// WAL the standby has yet to write to its disk, in bytes.
+    flush_lag_bytes: Option<i64>,
+}
+
 /// What a failover to the other copy did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DatabaseFailover {
@@ -444,10 +456,11 @@ impl PgPair {
             },
         };
         let standby = self.copy_state(me.other()).await;
-        let streaming: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        let streaming: Option<Streaming> = sqlx::query_as(
             "SELECT state, sync_state,
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint,
-                    (EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes,
+                    (EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint AS replay_lag_ms,
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn)::bigint AS flush_lag_bytes
              FROM pg_stat_replication ORDER BY backend_start DESC LIMIT 1",
         )
         .fetch_optional(&self.sides[me.index()].pool)
@@ -464,20 +477,32 @@ impl PgPair {
             self.resolve().await.at(self.label(me))?;
         }
         let mirror_writes = standby.as_ref().ok().map(|s| s.row.writes);
-        let (mode, lag_bytes, lag_ms, state) = match &streaming {
-            Some((state, sync, bytes, ms)) => (
-                match sync.as_str() {
+        let (mode, lag_bytes, lag_ms, flush_lag_bytes, state) = match &streaming {
+            Some(s) => (
+                match s.sync_state.as_str() {
                     "sync" | "quorum" => "Synchronous".to_string(),
                     _ => "Asynchronous".to_string(),
                 },
-                *bytes,
-                *ms,
-                state.clone(),
+                s.replay_lag_bytes,
+                s.replay_lag_ms,
+                s.flush_lag_bytes,
+                s.state.clone(),
             ),
-            None => ("Asynchronous".to_string(), None, None, String::new()),
+            None => ("Asynchronous".to_string(), None, None, None, String::new()),
         };
+        // A standby reports where it replayed to only with its next status message when
+        // nothing else changed (up to `wal_receiver_status_interval`, 10 s), so on an idle
+        // principal a few bytes of WAL that are no write of ours (a checkpoint's, the
+        // running-transactions record) look unreplayed for that long. A synchronous standby
+        // holds every committed write once it has flushed all WAL or replayed every write
+        // transaction; an asynchronous one is in step only when nothing is left to replay.
+        let writes_in_step = standby
+            .as_ref()
+            .is_ok_and(|s| s.row.writes == principal.row.writes);
+        let holds_everything = lag_bytes == Some(0)
+            || (mode == "Synchronous" && (flush_lag_bytes == Some(0) || writes_in_step));
         let synchronized = state == "streaming"
-            && lag_bytes == Some(0)
+            && holds_everything
             && standby.as_ref().is_ok_and(|s| s.in_recovery);
         let problem = match (&standby, &streaming) {
             (Err(e), _) => Some(format!("the standby does not answer: {e}")),

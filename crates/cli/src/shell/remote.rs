@@ -318,12 +318,10 @@ fn test_net_connection(lab_dir: &str, inv: &Invocation) -> Result<Output, Failur
     let address: std::net::Ipv4Addr = match name.parse() {
         Ok(ip) => ip,
         Err(_) => {
-            let server = crate::dns_cmd::lab_dns(std::path::Path::new(lab_dir))
+            let dns = crate::dns_cmd::LabDns::of_lab(std::path::Path::new(lab_dir))
                 .map_err(|e| Failure::new(e.to_string()))?;
-            let answer = crate::dns_cmd::query(server, &name, dns::RecordType::A)
-                .map_err(|e| Failure::new(e.to_string()))?;
-            answer
-                .addresses()
+            dns.addresses(&name)
+                .map_err(|e| Failure::new(e.to_string()))?
                 .into_iter()
                 .next()
                 .ok_or_else(|| {

@@ -1776,7 +1776,7 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         )
     },
     CmdletSpec {
-        description: "Adds an SRV, A or CNAME record to a zone on the lab's DNS server. The \
+        description: "Adds an SRV, A, AAAA, CNAME or TXT record to a zone on the lab's DNS server. The \
             XMPP federation record is _xmpp-server._tcp with port 5269; for SRV records the \
             lowest priority number wins, then the highest weight (RFC 2782).",
         changes_state: true,
@@ -1793,6 +1793,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("Srv", Switch, "Add an SRV record.").mandatory().sets(&["Srv"]),
                 param("A", Switch, "Add an A record.").mandatory().sets(&["A"]),
                 param("CName", Switch, "Add a CNAME record.").mandatory().sets(&["CName"]),
+                param("AAAA", Switch, "Add an AAAA (IPv6 address) record.").mandatory().sets(&["AAAA"]),
+                param("Txt", Switch, "Add a TXT record.").mandatory().sets(&["Txt"]),
                 param("ZoneName", String, "The DNS zone, for example contoso.com.").mandatory(),
                 param("Name", String, "The record name relative to the zone, for example _xmpp-server._tcp.")
                     .mandatory(),
@@ -1814,6 +1816,12 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("HostNameAlias", Fqdn, "The host the CNAME record points to.")
                     .mandatory()
                     .sets(&["CName"]),
+                param("IPv6Address", String, "The address the AAAA record resolves to.")
+                    .mandatory()
+                    .sets(&["AAAA"]),
+                param("DescriptiveText", String, "The text of the TXT record.")
+                    .mandatory()
+                    .sets(&["Txt"]),
                 param("TimeToLive", TimeSpan, "How long resolvers may cache the record."),
                 param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
             ],
@@ -1846,6 +1854,8 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("IPv4Address", Ipv4, "New address of an A record."),
                 param("DomainName", Fqdn, "New target of an SRV record."),
                 param("HostNameAlias", Fqdn, "New target of a CNAME record."),
+                param("IPv6Address", String, "New address of an AAAA record."),
+                param("DescriptiveText", String, "New text of a TXT record."),
                 param("Priority", Int32, "New SRV priority; the lowest number is tried first."),
                 param("Weight", Int32, "New SRV weight."),
                 param("Port", UInt16, "New SRV port."),

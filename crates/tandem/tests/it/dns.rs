@@ -163,15 +163,7 @@ fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
 fn an_ordinary_dns_tool_gets_the_answers() {
     let lab = Lab::up();
     let at = dns_address(&lab);
-    let dig = |args: &[&str]| {
-        let out = std::process::Command::new("dig")
-            .arg(format!("@{}", at.ip()))
-            .args(["-p", &at.port().to_string(), "+time=2", "+tries=2"])
-            .args(args)
-            .output()
-            .expect("dig runs: install Debian's bind9-dnsutils (.ci/run does)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let dig = |args: &[&str]| dig(at, args);
     let srv = dig(&["_sipfederationtls._tcp.contoso.com", "SRV", "+short"]);
     assert_eq!(srv.trim(), "0 0 5061 sip.contoso.com.", "{srv}");
     let tcp = dig(&["+tcp", "pool2.contoso.com", "A", "+short"]);
@@ -205,6 +197,17 @@ fn an_ordinary_dns_tool_gets_the_answers() {
     assert!(answered("udp", "NXDOMAIN") >= 1.0, "{body}");
     assert!(answered("tcp", "NOERROR") >= 1.0, "{body}");
     assert_eq!(crate::metrics::scrape(&lab, &dns, None).0, 401);
+}
+
+/// `dig` asking the server at `at`, what it prints.
+fn dig(at: std::net::SocketAddr, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", at.ip()))
+        .args(["-p", &at.port().to_string(), "+time=2", "+tries=2"])
+        .args(args)
+        .output()
+        .expect("dig runs: install Debian's bind9-dnsutils (.ci/run does)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `dig +tcp` from `source` (an address of the loopback block) for a record of the zone.
@@ -305,4 +308,114 @@ fn connect_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> std::net::T
         stream.set_nonblocking(false).unwrap();
         stream
     })
+}
+
+/// What the lab's DNS server has answered over TCP so far (its `/metrics`).
+fn answered_over_tcp(lab: &Lab) -> f64 {
+    let dns = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["role"] == "Dns")
+        .unwrap();
+    let (_, _, body) = crate::metrics::scrape(lab, &dns, Some(&lab.admin_token()));
+    crate::metrics::sum(
+        &crate::metrics::parse(&body),
+        "tandem_dns_queries_total",
+        &[("transport", "tcp")],
+    )
+}
+
+#[test]
+fn dig_gets_aaaa_txt_and_edns_answers_a_truncated_one_again_over_tcp_and_names_at_the_limits() {
+    let lab = Lab::up();
+    let at = dns_address(&lab);
+    let dig = |args: &[&str]| dig(at, args);
+    lab.ok(
+        None,
+        "Add-DnsServerResourceRecord -AAAA -ZoneName contoso.com -Name v6 -IPv6Address 2001:db8::7",
+    );
+    assert_eq!(
+        dig(&["v6.contoso.com", "AAAA", "+short"]).trim(),
+        "2001:db8::7"
+    );
+    lab.ok(
+        None,
+        "Add-DnsServerResourceRecord -Txt -ZoneName contoso.com -Name notes -DescriptiveText 'drill 2026'",
+    );
+    assert_eq!(
+        dig(&["notes.contoso.com", "TXT", "+short"]).trim(),
+        "\"drill 2026\""
+    );
+
+    // Two TXT records of 1,500 bytes: an answer of about 3 KB.
+    for c in ['x', 'y'] {
+        let text: String = std::iter::repeat_n(c, 1500).collect();
+        lab.ok(
+            None,
+            &format!("Add-DnsServerResourceRecord -Txt -ZoneName contoso.com -Name big -DescriptiveText {text}"),
+        );
+    }
+    // With EDNS and a 4,096-byte buffer it comes whole over UDP.
+    let edns = dig(&["+bufsize=4096", "+ignore", "big.contoso.com", "TXT"]);
+    assert!(edns.contains("ANSWER: 2,"), "{edns}");
+    assert!(
+        !edns.contains(" tc"),
+        "truncated with a 4,096-byte buffer: {edns}"
+    );
+    assert!(edns.contains("udp: 4096"), "{edns}");
+    // Without EDNS (512 bytes) it is truncated, and dig asks again over TCP.
+    let plain = dig(&["+noedns", "+ignore", "big.contoso.com", "TXT"]);
+    assert!(plain.contains("flags: qr aa tc"), "{plain}");
+    let retried = dig(&["+noedns", "big.contoso.com", "TXT"]);
+    assert!(
+        retried.contains("Truncated, retrying in TCP mode"),
+        "{retried}"
+    );
+    assert!(retried.contains("ANSWER: 2,"), "{retried}");
+    // tandem's resolver does the same (its EDNS buffer is 1,232 bytes).
+    let before = answered_over_tcp(&lab);
+    let ours = query(&lab, "big.contoso.com", "TXT");
+    assert_eq!(ours["answer"].as_array().unwrap().len(), 2, "{ours}");
+    assert!(
+        answered_over_tcp(&lab) > before,
+        "tandem's resolver did not retry over TCP"
+    );
+
+    // Names at the length limits: labels of 63 bytes, a name of 253; one past is refused.
+    let label = |c: char, n: usize| -> String { std::iter::repeat_n(c, n).collect() };
+    let longest = format!(
+        "{}.{}.{}.{}.contoso.com",
+        label('a', 63),
+        label('b', 63),
+        label('c', 63),
+        label('d', 49)
+    );
+    assert_eq!(longest.len(), 253);
+    lab.ok(
+        None,
+        &format!(
+            "Add-DnsServerResourceRecordA -ZoneName contoso.com -Name {longest} -IPv4Address {}9.9",
+            block(&lab)
+        ),
+    );
+    assert_eq!(
+        dig(&[&longest, "A", "+short"]).trim(),
+        format!("{}9.9", block(&lab))
+    );
+    assert_eq!(query(&lab, &longest, "A")["status"], "NOERROR");
+    for too_long in [
+        format!("{}.contoso.com", label('e', 64)),
+        format!("e{longest}"),
+    ] {
+        let out = lab.shell(
+            None,
+            &format!("Add-DnsServerResourceRecordA -ZoneName contoso.com -Name {too_long} -IPv4Address {}9.9", block(&lab)),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("is not a valid DNS name"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
