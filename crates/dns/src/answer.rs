@@ -128,3 +128,27 @@ impl ResponseHandler for Capture {
         Ok(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn whatever_arrives_gets_an_answer_or_none_and_never_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            tcp in any::<bool>(),
+        ) {
+            let zone = Zone::from_topology(&topology::contoso(), std::net::Ipv4Addr::LOCALHOST);
+            let answerer = Answerer::new(&zone).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let answer = rt.block_on(answerer.answer(&bytes, "127.0.0.1:5300".parse().unwrap(), tcp));
+            if let Some(answer) = answer {
+                // An answer is addressed to the query: its id, and marked a response.
+                prop_assert_eq!(&answer[..2], &bytes[..2]);
+                prop_assert!(answer[2] & 0x80 != 0);
+            }
+        }
+    }
+}

@@ -39,7 +39,7 @@ pub enum WriteRefused {
 }
 
 /// What the master last heard from one replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ReplicaStatusRow {
     pub fqdn: String,
     pub version: i64,
@@ -488,24 +488,13 @@ impl BackEnd {
     }
 
     pub async fn replica_statuses(&self) -> Result<Vec<ReplicaStatusRow>> {
-        let rows: Vec<(String, i64, i64, String)> = db::query_as(
+        db::query_as(
             "SELECT fqdn, version, last_status_report, product_version
              FROM cms_replica_status ORDER BY fqdn",
         )
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(fqdn, version, last_status_report, product_version)| ReplicaStatusRow {
-                    fqdn,
-                    version,
-                    last_status_report,
-                    product_version,
-                },
-            )
-            .collect())
+        .at(&self.path)
     }
 
     pub async fn close(&self) {

@@ -47,7 +47,7 @@ pub enum RoleRefused {
 /// `pool` until `until_ms` (this side's clock), never again to a term below
 /// `highest_term`. What a vote may be given for is decided in `cms::witness`; this is
 /// only where a standby keeps it, so that every Front End of its pool answers alike.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct CmsVote {
     pub pool: String,
     pub term: i64,
@@ -478,22 +478,13 @@ impl BackEnd {
 }
 
 async fn vote_in(conn: &mut db::Conn, path: &str) -> Result<CmsVote> {
-    let row: Option<(String, i64, i64, i64, i64)> = db::query_as(
+    let vote: Option<CmsVote> = db::query_as(
         "SELECT pool, term, until_ms, highest_term, forced_at FROM cms_vote WHERE id = 1",
     )
     .fetch_optional(&mut *conn)
     .await
     .at(path)?;
-    Ok(row.map_or_else(
-        CmsVote::default,
-        |(pool, term, until_ms, highest_term, forced_at)| CmsVote {
-            pool,
-            term,
-            until_ms,
-            highest_term,
-            forced_at,
-        },
-    ))
+    Ok(vote.unwrap_or_default())
 }
 
 #[cfg(test)]

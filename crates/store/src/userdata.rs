@@ -48,7 +48,7 @@ pub struct Change {
 }
 
 /// A change the Backup Service could not ship, with why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Unshippable {
     pub module: String,
     pub seq: i64,
@@ -497,8 +497,8 @@ impl BackEnd {
     /// The changes of `module` that could not be shipped and were not written again since,
     /// oldest first.
     pub async fn unshippable(&self, module: &str) -> Result<Vec<Unshippable>> {
-        let rows: Vec<(i64, String, String, i64, String, i64)> = db::query_as(
-            "SELECT u.seq, u.sip, u.item_key, u.bytes, u.reason, u.recorded_at
+        db::query_as(
+            "SELECT u.module, u.seq, u.sip, u.item_key AS key, u.bytes, u.reason, u.recorded_at
              FROM backup_unshippable u
              WHERE u.module = $1 AND NOT EXISTS (
                  SELECT 1 FROM change_log c
@@ -508,19 +508,7 @@ impl BackEnd {
         .bind(module)
         .fetch_all(&self.db)
         .await
-        .at(&self.path)?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, sip, key, bytes, reason, recorded_at)| Unshippable {
-                module: module.to_string(),
-                seq,
-                sip,
-                key,
-                bytes,
-                reason,
-                recorded_at,
-            })
-            .collect())
+        .at(&self.path)
     }
 
     /// Asks the active exporter for a full resync of `module` (Invoke-CsBackupServiceSync).
