@@ -7,3 +7,4 @@ Invoke-CsServerSetup -ComputerName edgeserver1.contoso.com
 Set-DnsServerResourceRecord -ZoneName contoso.com -Name sip -RRType A -IPv4Address 127.0.1.22
 # Step 4: pool1 uses its own site's Edge pool for media again.
 Set-CsPoolEdgeAssociation -PoolFqdn pool1.contoso.com -EdgePoolFqdn edgepool1.contoso.com
+Get-CsPoolEdgeAssociation -PoolFqdn pool1.contoso.com

@@ -12,3 +12,5 @@ Set-DnsServerResourceRecord -ZoneName contoso.com -Name sip -RRType A -IPv4Addre
 Get-DnsServerResourceRecord -ZoneName contoso.com -Name sip
 # Step 7: pool1 survives, so it uses Edge pool 2 for media (Web Conferencing, A/V).
 Set-CsPoolEdgeAssociation -PoolFqdn pool1.contoso.com -EdgePoolFqdn edgepool2.contoso.com
+# Its check: pool1's media relays (and its users' relay credentials) are Edge pool 2's.
+Get-CsPoolEdgeAssociation -PoolFqdn pool1.contoso.com

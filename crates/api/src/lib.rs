@@ -77,6 +77,8 @@ pub mod paths {
     pub const DR_CMS: &str = "/internal/v1/dr/cms";
     /// What a CMS failover asks of the old store's Front End.
     pub const CMS_STORE: &str = "/internal/v1/cms/store";
+    /// Media relay credentials from an Edge's MRAS, for a Front End's user.
+    pub const MRAS: &str = "/internal/v1/mras/credentials";
     /// The fault-injection hook, served only when `TANDEM_DR_FAULTS=1`.
     pub const DR_FAULT: &str = "/internal/v1/dr/crash";
 }

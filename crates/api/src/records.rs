@@ -164,6 +164,49 @@ pub fn backup_relationship(t: &Topology, pool: &str) -> Result<Record, String> {
         .with("BackupPoolFqdn", opt(p.backup_pool.as_deref())))
 }
 
+/// `Get-CsPoolEdgeAssociation`: each Front End pool (or the one named) with the Edge pool
+/// it uses for media and that pool's relays (`server address:port`).
+pub fn edge_associations(t: &Topology, pool: Option<&str>) -> Result<Vec<Record>, String> {
+    let pools: Vec<_> = t
+        .front_end_pools
+        .iter()
+        .filter(|p| pool.is_none_or(|n| p.fqdn.eq_ignore_ascii_case(n)))
+        .collect();
+    if let Some(name) = pool
+        && pools.is_empty()
+    {
+        return Err(format!(
+            "there is no Front End pool {name} in the topology; Get-CsService -Registrar lists the pools"
+        ));
+    }
+    Ok(pools
+        .into_iter()
+        .map(|p| {
+            let edge = p.edge_pool.as_deref().and_then(|e| t.edge_pool(e));
+            let relays = edge.map_or_else(Vec::new, |e| {
+                e.servers
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {}:{}",
+                            s.fqdn,
+                            s.external_address(),
+                            t.ports.media_relay
+                        )
+                        .into()
+                    })
+                    .collect()
+            });
+            Record::new()
+                .with("PoolFqdn", p.fqdn.clone())
+                .with("Site", p.site.clone())
+                .with("EdgePoolFqdn", opt(p.edge_pool.as_deref()))
+                .with("EdgeSite", opt(edge.map(|e| e.site.as_str())))
+                .with("MediaRelays", Field::List(relays))
+        })
+        .collect())
+}
+
 /// `Get-CsTopology` without a switch: one record per pool.
 pub fn topology_summary(t: &Topology) -> Vec<Record> {
     let mut out = Vec::new();

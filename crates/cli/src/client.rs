@@ -63,6 +63,23 @@ pub(crate) enum ClientCommand {
         to: String,
         text: String,
     },
+    /// Media through the A/V Edge: relay credentials for this user and for `--to` from
+    /// their Front End pools (each from the Edge pool its pool uses for media), a relay
+    /// allocated for each, and `--count` packets sent from one to the other through both
+    /// relays; prints what arrived, the loss and the round trip.
+    Media {
+        /// The other user (its password from the lab's users.json).
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Bytes in each packet (an audio frame is about 160).
+        #[arg(long, default_value_t = 160)]
+        size: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign in with a contact and print the messages that arrive.
     Listen {
         /// Stop after this many seconds.
@@ -115,10 +132,10 @@ pub(crate) enum Transport {
 
 /// A signed-in user's session.
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     transport: Transport,
     tls: Arc<rustls::ClientConfig>,
-    sip: String,
+    pub(crate) sip: String,
     username: String,
     realm: String,
     password: String,
@@ -343,6 +360,25 @@ async fn run_async(
                     .await?;
             }
         },
+        ClientCommand::Media {
+            to,
+            count,
+            size,
+            json,
+        } => {
+            let to = cms::directory::normalize_sip(&to);
+            let to_password = load_users(dir)?
+                .into_iter()
+                .find(|u| u.sip_address == to)
+                .map(|u| u.password)
+                .ok_or_else(|| anyhow!("{to} is not in {}/users.json", dir.display()))?;
+            let peer = session.as_user(to.clone(), to_password);
+            let report = crate::media::exchange(&session, &peer, count, size).await?;
+            crate::media::print(&session.sip, &to, &report, json);
+            if report.received == 0 {
+                bail!("no packet of {count} reached {to} through the relays");
+            }
+        }
         ClientCommand::Upload { meeting, file } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -891,6 +927,38 @@ impl Session {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
         )
+    }
+
+    /// The same lab and transport, as another user.
+    pub(crate) fn as_user(&self, sip: String, password: String) -> Session {
+        Session {
+            transport: self.transport,
+            tls: self.tls.clone(),
+            username: sip.trim_start_matches("sip:").to_string(),
+            realm: cms::directory::realm_of(&sip),
+            sip,
+            password,
+            lab: self.lab.clone(),
+            endpoint: self.endpoint.clone(),
+            incoming: None,
+            flow: None,
+            flow_incoming: None,
+            cseq: 0,
+            call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
+            via: self.via,
+            prefer: None,
+        }
+    }
+
+    /// The user's media relays and credentials (`GET /users/v1/media-relay`).
+    pub(crate) async fn media_relay(&self) -> anyhow::Result<relay::MediaRelay> {
+        let body = self.get("/users/v1/media-relay").await?;
+        serde_json::from_slice(&body).context("the Front End's media relay answer")
+    }
+
+    /// The address this client speaks from (towards the lab).
+    pub(crate) fn client_address(&self) -> std::net::IpAddr {
+        self.lab.client_address()
     }
 
     /// The user-services base URL of the first Front End that answers.

@@ -78,7 +78,8 @@ pub(crate) fn open_authority(dir: &Path, name: &str) -> anyhow::Result<pki::Auth
 /// external address, with the public CA as the roots it trusts for partners
 /// (`access-edge/partner-roots.pem`); and each allowed partner domain a certificate from
 /// the public CA for the domain and `sip.<domain>` (`pki/partners/<domain>/`), which
-/// `tandem partner` presents.
+/// `tandem partner` presents; and every Edge pool one media relay secret, in each of its
+/// servers' folders (0600), kept when the lab is started again.
 fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> {
     let zone = &topology.deployment.dns_zone;
     let dir = lab.dir.join(PKI_DIR);
@@ -108,6 +109,22 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
             let roots = access_edge.join(pki::PARTNER_ROOTS);
             std::fs::write(&roots, public.cert_pem())
                 .with_context(|| format!("writing {}", roots.display()))?;
+        }
+    }
+    for pool in &topology.edge_pools {
+        let dirs: Vec<PathBuf> = pool
+            .servers
+            .iter()
+            .map(|s| lab.dir.join("servers").join(&s.fqdn))
+            .collect();
+        let secret = match dirs.iter().find_map(|d| relay::Secret::load(d).ok()) {
+            Some(kept) => kept,
+            None => relay::Secret::generate()?,
+        };
+        for dir in &dirs {
+            secret.save(dir).with_context(|| {
+                format!("writing the media relay secret under {}", dir.display())
+            })?;
         }
     }
     for domain in &topology.deployment.allowed_domains {

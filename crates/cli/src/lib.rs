@@ -20,6 +20,7 @@ mod lab_net;
 mod lab_pg;
 mod lab_process;
 mod lab_wire;
+mod media;
 mod partner;
 mod progress;
 mod shell;

@@ -141,6 +141,7 @@ pub fn permission(id: CmdletId) -> Permission {
         | TestCsTopology
         | GetCsService
         | GetCsPoolBackupRelationship
+        | GetCsPoolEdgeAssociation
         | GetCsManagementStoreReplicationStatus
         | GetCsDatabaseMirrorState
         | GetCsUser

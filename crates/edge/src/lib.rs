@@ -37,6 +37,7 @@
 //! XMPP stream header must arrive within [`XMPP_HEADER_TIME`].
 
 pub mod metrics;
+pub mod mras;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use listener::{Admission, PeerCertificate, drops};
 use node::Node;
-use node::services::{RTCSRV, RTCXMPPTGWPX};
+use node::services::{RTCMEDIARELAY, RTCSRV, RTCXMPPTGWPX};
 use sip::{Message, Method, Request, Response};
 use sipnet::answer_malformed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -82,6 +83,8 @@ pub struct EdgeSetup {
     /// The sites whose XMPP route is this server.
     pub xmpp_route_of: Vec<String>,
     pub xmpp_address: SocketAddr,
+    /// The A/V Edge's media relay (TURN, UDP and TCP) on the external address.
+    pub media_relay_address: SocketAddr,
 }
 
 impl EdgeSetup {
@@ -109,6 +112,7 @@ impl EdgeSetup {
                 Vec::new()
             },
             xmpp_address: SocketAddr::from((external, topology.ports.xmpp_federation)),
+            media_relay_address: SocketAddr::from((external, topology.ports.media_relay)),
         })
     }
 }
@@ -140,6 +144,7 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
     };
     let federation_open = open(setup.federation_address).await;
     let xmpp_open = open(setup.xmpp_address).await;
+    let relay_open = open(setup.media_relay_address).await;
     vec![
         row(
             "Edge pool",
@@ -170,6 +175,19 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
         ),
         row("Next hop", "Applied", setup.next_hop.clone()),
         row(
+            "A/V Edge (media relay)",
+            if relay_open { "Running" } else { "Stopped" },
+            format!(
+                "TURN on {} (UDP and TCP) {}",
+                setup.media_relay_address,
+                if relay_open {
+                    "open"
+                } else {
+                    "closed (RTCMEDIARELAY stopped, or no relay secret)"
+                }
+            ),
+        ),
+        row(
             "XMPP federation",
             if setup.xmpp_route_of.is_empty() {
                 "NotRouted"
@@ -197,6 +215,68 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
 struct Listener {
     address: SocketAddr,
     task: JoinHandle<()>,
+}
+
+/// The A/V Edge's media relay, as the supervisor keeps it: running while RTCMEDIARELAY
+/// runs and the pool's relay secret is there, on the external address the topology gives.
+#[derive(Default)]
+struct MediaRelay {
+    running: Option<relay::Relay>,
+    /// The last reason it could not run, logged once.
+    problem: String,
+}
+
+impl MediaRelay {
+    async fn reconcile(&mut self, server: &Node, topology: &Topology, want: Option<&EdgeSetup>) {
+        let at = want.map(|s| s.media_relay_address);
+        if self.running.as_ref().map(|r| r.udp) == at {
+            return;
+        }
+        if let Some(old) = self.running.take() {
+            old.stop().await;
+        }
+        let Some(at) = at else { return };
+        let result = match relay::Secret::load(&server.data_dir) {
+            Err(e) => Err(e),
+            Ok(secret) => relay::Relay::start(relay::Config {
+                listen: at,
+                relay_ip: at.ip(),
+                realm: topology.deployment.sip_domain.clone(),
+                secret,
+                forbidden_peers: internal_addresses(topology),
+                limits: relay::Limits::DEFAULT,
+                clock: server.clock,
+            })
+            .await
+            .map_err(|e| format!("cannot listen on {at}: {e}")),
+        };
+        match result {
+            Ok(running) => {
+                self.problem.clear();
+                self.running = Some(running);
+            }
+            Err(e) if e != self.problem => {
+                tracing::error!(error = %e, "the A/V relay stays closed");
+                self.problem = e;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The deployment's internal addresses that are no Edge's external one: a relay never
+/// sends there, so that it is no way into the deployment from outside.
+fn internal_addresses(topology: &Topology) -> Vec<std::net::IpAddr> {
+    let external: Vec<std::net::IpAddr> = topology
+        .servers()
+        .filter(|s| s.role == Role::Edge)
+        .map(|s| s.server.external_address().into())
+        .collect();
+    topology
+        .servers()
+        .map(|s| std::net::IpAddr::from(s.server.address))
+        .filter(|a| !external.contains(a))
+        .collect()
 }
 
 /// The Edge's listeners and the supervisor that opens and closes them.
@@ -240,6 +320,7 @@ impl EdgeService {
         let mut access_edge_error = String::new();
         let mut federation: Option<Listener> = None;
         let mut xmpp: Option<Listener> = None;
+        let mut media = MediaRelay::default();
         loop {
             let topology = server.replica.topology();
             // A server that is no Edge of the topology (any more) listens for nothing;
@@ -303,6 +384,10 @@ impl EdgeService {
                 },
             )
             .await;
+            let want_relay = !stopping && server.services.is_running(RTCMEDIARELAY);
+            media
+                .reconcile(&server, &topology, setup.as_ref().filter(|_| want_relay))
+                .await;
             self.passes.send_modify(|n| *n += 1);
             if stopping {
                 return;

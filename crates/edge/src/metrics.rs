@@ -8,6 +8,9 @@ pub const FEDERATION_MESSAGES: &str = "tandem_edge_federation_messages_total";
 /// XMPP server-to-server streams peers opened, by `outcome` (how the header was answered).
 pub const XMPP_STREAMS: &str = "tandem_edge_xmpp_streams_total";
 
+/// Media relay credentials MRAS issued.
+pub const MRAS_ISSUED: &str = "tandem_edge_mras_credentials_issued_total";
+
 /// Counts one federated request answered with `status`. The method label is the method's
 /// name for the methods tandem knows and `OTHER` for the rest, so that a peer cannot grow it.
 pub fn federated(method: &Method, status: u16) {

@@ -69,10 +69,12 @@ fn pool_fqdn(_: &Topology, inv: &Invocation) -> Result<String, Refused> {
 pub fn place(id: CmdletId) -> Place {
     use CmdletId::*;
     match id {
-        GetCsTopology | GetCsService | GetCsPoolBackupRelationship => Place::Master {
-            local_switch: Some("LocalStore"),
-            replica_when_unavailable: true,
-        },
+        GetCsTopology | GetCsService | GetCsPoolBackupRelationship | GetCsPoolEdgeAssociation => {
+            Place::Master {
+                local_switch: Some("LocalStore"),
+                replica_when_unavailable: true,
+            }
+        }
         ExportCsConfiguration | ImportCsConfiguration => Place::Master {
             local_switch: Some("LocalStore"),
             replica_when_unavailable: false,

@@ -75,7 +75,8 @@ fn protected_routes(faults: bool) -> OpenApiRouter<Mgmt> {
         .routes(routes!(dr_pool_action))
         .routes(routes!(dr_cms))
         .routes(routes!(cms_store))
-        .routes(routes!(cms_vote));
+        .routes(routes!(cms_vote))
+        .routes(routes!(mras_credentials));
     if faults {
         protected.routes(routes!(dr_fault))
     } else {
@@ -527,6 +528,39 @@ async fn cms_store(
     Ok(Json(mgmt.engine.store_action(action).await?))
 }
 
+/// Media relay credentials for a user, from this Edge's MRAS (`edge::mras`): the relays
+/// of its pool and a username and password they take until the expiry.
+#[utoipa::path(
+    post,
+    path = paths::MRAS,
+    tag = "internal",
+    request_body = relay::MrasRequest,
+    responses(
+        (status = 200, body = relay::MediaRelay, description = "the relays and credentials"),
+        (status = 400, body = ErrorBody, description = "the user is not a SIP address"),
+        (status = 404, body = ErrorBody, description = "this server is no Edge"),
+        (status = 503, body = ErrorBody, description = "RTCMRAUTH is stopped, or the pool's relay secret is missing"),
+    ),
+    security(("bearer" = []))
+)]
+async fn mras_credentials(
+    State(mgmt): State<Mgmt>,
+    Body(request): Body<relay::MrasRequest>,
+) -> Result<Json<relay::MediaRelay>, Error> {
+    use edge::mras::MrasError;
+    edge::mras::issue(&mgmt.node, &request.user)
+        .map(Json)
+        .map_err(|e| {
+            let reason = e.to_string();
+            match e {
+                MrasError::NotAnEdge(_) => Refused::NotFound(reason),
+                MrasError::BadUser(_) => Refused::BadRequest(reason),
+                MrasError::Stopped(_) | MrasError::NoSecret(_) => Refused::Unavailable(reason),
+            }
+            .into()
+        })
+}
+
 /// A vote for a Central Management store (`cms::witness`): the witness's, when the
 /// topology names this server the deployment's witness, or the standby store's in this
 /// Front End's Back End.
@@ -702,6 +736,7 @@ mod tests {
             ("POST", paths::DR_CMS),
             ("POST", paths::CMS_STORE),
             ("POST", paths::CMS_VOTE),
+            ("POST", paths::MRAS),
         ];
         if faults {
             routes.push(("POST", paths::DR_FAULT));

@@ -3,7 +3,7 @@
 //! The names are the product's, so the seeds' lines work unchanged. Which services a
 //! server has follows its role and the topology: `MASTER` and `FTA` only on Front Ends of
 //! the CMS pool and of its partner (the standby store), `LYNCBACKUP` only on paired pools, `RTCXMPPTGWPX` only on Edge pools with
-//! XMPP. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
+//! XMPP, `RTCMEDIARELAY` and `RTCMRAUTH` (the A/V Edge) on every Edge. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
 //! `set_service`); the state of the others is what the registrar, Backup Service and Edge
 //! listeners obey as they arrive.
 
@@ -34,6 +34,10 @@ pub const MASTER: &str = "MASTER";
 pub const FTA: &str = "FTA";
 pub const REPLICA: &str = "REPLICA";
 pub const RTCXMPPTGWPX: &str = "RTCXMPPTGWPX";
+/// The A/V Edge's media relay (TURN) on an Edge's external address.
+pub const RTCMEDIARELAY: &str = "RTCMEDIARELAY";
+/// The Media Relay Authentication Service: relay credentials for the Front End pools.
+pub const RTCMRAUTH: &str = "RTCMRAUTH";
 
 /// The Central Management services a Front End of the CMS pool (or its partner) runs.
 pub const CMS_SERVICES: [(&str, &str); 2] = [
@@ -60,6 +64,11 @@ pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static
         }
         Role::Edge => {
             list.push((RTCSRV, "Skype for Business Server Access Edge"));
+            list.push((RTCMEDIARELAY, "Skype for Business Server Audio/Video Edge"));
+            list.push((
+                RTCMRAUTH,
+                "Skype for Business Server Audio/Video Authentication",
+            ));
             if topology
                 .edge_pool(server.pool_fqdn)
                 .is_some_and(|p| p.xmpp_enabled)
@@ -221,7 +230,7 @@ mod tests {
         );
         assert_eq!(
             names("edgeserver1.contoso.com"),
-            [RTCSRV, RTCXMPPTGWPX, REPLICA]
+            [RTCSRV, RTCMEDIARELAY, RTCMRAUTH, RTCXMPPTGWPX, REPLICA]
         );
         assert!(names("nowhere.contoso.com").is_empty());
     }

@@ -43,6 +43,7 @@ pub const MAX_CONTENT_BYTES: usize = api::users::USER_ITEM_MAX_BYTES;
 fn user_routes() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::new()
         .routes(routes!(me))
+        .routes(routes!(media_relay))
         .routes(routes!(list_contacts))
         .routes(routes!(get_contact, put_contact, delete_contact))
         .routes(routes!(list_meetings))
@@ -63,7 +64,7 @@ fn user_routes() -> OpenApiRouter<Arc<Node>> {
             Basic). Only the pool that serves the user in full mode answers; another pool \
             answers 307 to it, and in resiliency mode reads get 503 and writes 403."
     ),
-    components(schemas(Contact, Meeting, Saved, Me, Redirect, FileBytes))
+    components(schemas(Contact, Meeting, Saved, Me, Redirect, FileBytes, relay::MediaRelay))
 )]
 struct UserServicesDoc;
 
@@ -279,7 +280,12 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
             return response;
         }
     };
-    let is_me = request.uri().path() == "/users/v1/me";
+    // Who the caller is and the media relays are no stored data: a pool serving in
+    // resiliency mode answers them too.
+    let is_me = matches!(
+        request.uri().path(),
+        "/users/v1/me" | "/users/v1/media-relay"
+    );
     if mode == Mode::ReadOnly && request.method() != Method::GET {
         return error(
             StatusCode::FORBIDDEN,
@@ -629,6 +635,70 @@ async fn me(State(server): State<Arc<Node>>, Extension(caller): Extension<Caller
         mode: caller.mode.as_str().to_string(),
     })
     .into_response()
+}
+
+/// How long a Front End waits for an Edge's MRAS.
+const MRAS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Media relays for the caller, with credentials: from MRAS on the Edge pool this pool is
+/// associated with for media (Set-CsPoolEdgeAssociation moves new requests at once), the
+/// first of its Edges that answers.
+#[utoipa::path(
+    get,
+    path = "/users/v1/media-relay",
+    responses(
+        (status = 200, body = relay::MediaRelay, description = "the relays of this pool's Edge pool, and credentials for them"),
+        (status = 404, body = Object, description = "this pool has no Edge pool for media"),
+    ),
+    security(("basic" = [])),
+    tag = "user"
+)]
+async fn media_relay(
+    State(server): State<Arc<Node>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let topology = server.replica.topology();
+    let Some(edge_pool) = topology
+        .front_end_pool(&server.pool)
+        .and_then(|p| p.edge_pool.clone())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} has no Edge pool for media; Set-CsPoolEdgeAssociation -PoolFqdn {} -EdgePoolFqdn <Edge pool> gives it one",
+                server.pool, server.pool
+            ),
+        );
+    };
+    let edges = topology
+        .edge_pool(&edge_pool)
+        .map(|p| p.servers.clone())
+        .unwrap_or_default();
+    let request = relay::MrasRequest {
+        user: caller.user.sip_address.clone(),
+    };
+    let mut problems = Vec::new();
+    for edge in &edges {
+        let base = api::base(edge.address, topology.ports.management);
+        match server
+            .api
+            .post::<_, relay::MediaRelay>(&base, api::paths::MRAS, &request, MRAS_WAIT)
+            .await
+        {
+            Ok(answer) => return Json(answer).into_response(),
+            Err(e) => problems.push(format!("{}: {e}", edge.fqdn)),
+        }
+    }
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "no Edge of {edge_pool}, the Edge pool {} uses for media, gave relay credentials ({}); \
+             Set-CsPoolEdgeAssociation -PoolFqdn {} -EdgePoolFqdn <a running Edge pool> moves media to another",
+            server.pool,
+            problems.join("; "),
+            server.pool
+        ),
+    )
 }
 
 /// A contact list entry.
@@ -1151,6 +1221,7 @@ mod tests {
                 "GET /users/v1/contacts",
                 "GET /users/v1/contacts/{contact}",
                 "GET /users/v1/me",
+                "GET /users/v1/media-relay",
                 "GET /users/v1/meetings",
                 "GET /users/v1/meetings/{id}",
                 "GET /users/v1/meetings/{id}/content",

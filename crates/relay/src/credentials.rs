@@ -27,9 +27,67 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where an Edge server keeps its pool's relay secret (hex, mode 0600): every Edge of a
+/// pool has the same one, so credentials one's MRAS issued work on the others' relays.
+pub const SECRET_FILE: &str = "av-edge/relay-secret";
+
 impl Secret {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
         Secret(bytes.into())
+    }
+
+    /// 32 random bytes.
+    pub fn generate() -> std::io::Result<Secret> {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+        Ok(Secret(bytes))
+    }
+
+    /// Writes it under `data_dir` ([`SECRET_FILE`]), readable by the owner only.
+    pub fn save(&self, data_dir: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = data_dir.join(SECRET_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(hex(&self.0).as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Reads it from under `data_dir`; the error names the file and what makes it.
+    pub fn load(data_dir: &std::path::Path) -> Result<Secret, String> {
+        let path = data_dir.join(SECRET_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "no media relay secret in {} ({e}): every Edge of a pool needs the same one (`tandem lab up` writes it)",
+                path.display()
+            )
+        })?;
+        let text = text.trim();
+        let bytes: Option<Vec<u8>> = (text.len() % 2 == 0)
+            .then(|| {
+                (0..text.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+                    .collect()
+            })
+            .flatten();
+        match bytes {
+            Some(b) if b.len() >= 16 => Ok(Secret(b)),
+            _ => Err(format!(
+                "{} is not a media relay secret (at least 16 bytes, in hex)",
+                path.display()
+            )),
+        }
     }
 
     fn mac(&self, parts: &[&[u8]]) -> hmac::Tag {
@@ -158,6 +216,29 @@ mod tests {
             secret.password("1600000000:alice"),
             "gq98pTOhhHaAu0we9aV79kOVVv0="
         );
+    }
+
+    #[test]
+    fn a_saved_secret_is_read_back_and_only_its_owner_may_read_it() {
+        let dir = std::env::temp_dir().join(format!("relay-secret-{}", std::process::id()));
+        let secret = Secret::generate().unwrap();
+        secret.save(&dir).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join(SECRET_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let back = Secret::load(&dir).unwrap();
+        assert_eq!(back.password("1:a"), secret.password("1:a"));
+        std::fs::write(dir.join(SECRET_FILE), "not hex").unwrap();
+        assert!(
+            Secret::load(&dir)
+                .unwrap_err()
+                .contains("is not a media relay secret")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(Secret::load(&dir).unwrap_err().contains("tandem lab up"));
     }
 
     #[test]

@@ -13,10 +13,12 @@
 
 pub mod client;
 pub mod credentials;
+pub mod mras;
 pub mod server;
 pub mod stun;
 
-pub use credentials::{Credentials, Secret};
+pub use credentials::{Credentials, SECRET_FILE, Secret};
+pub use mras::{MediaRelay, MrasRequest, RelayAddress};
 pub use server::{Config, Limits, Relay, Stats};
 
 #[cfg(test)]

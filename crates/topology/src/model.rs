@@ -261,6 +261,10 @@ pub struct Ports {
     pub xmpp_federation: u16,
     /// Edge internal XMPP (from the XMPP gateway), XmppInternalPort.
     pub xmpp_internal: u16,
+    /// The A/V Edge's media relay (TURN, UDP and TCP) on an Edge's external address
+    /// (the product's 3478/UDP; it also takes TCP on 443, which a lab on one machine
+    /// keeps for other listeners).
+    pub media_relay: u16,
     /// The deployment's DNS server.
     pub dns: u16,
 }
@@ -278,6 +282,7 @@ impl Default for Ports {
             edge_federation_sip: 5061,
             xmpp_federation: 5269,
             xmpp_internal: 5098,
+            media_relay: 3478,
             dns: 53,
         }
     }

@@ -415,6 +415,30 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
         )
     },
     CmdletSpec {
+        description: "Returns the Edge pool each Front End pool uses for media (the A/V Edge \
+            that relays its users' media, and whose MRAS gives them relay credentials), with \
+            that pool's relays. Set-CsPoolEdgeAssociation changes it; users' next requests for \
+            relay credentials go to the new Edge pool at once. Read-only.",
+        outputs: &["PoolFqdn", "Site", "EdgePoolFqdn", "EdgeSite", "MediaRelays"],
+        examples: &[(
+            "Get-CsPoolEdgeAssociation -PoolFqdn pool1.contoso.com",
+            "Shows which Edge pool relays pool1's media.",
+        )],
+        ..cmdlet(
+            CmdletId::GetCsPoolEdgeAssociation,
+            Capability::Deployment,
+            "Returns the Edge pool a Front End pool uses for media.",
+            &[
+                param("PoolFqdn", Fqdn, "Return only this Front End pool.").at(0),
+                param(
+                    "LocalStore",
+                    Switch,
+                    "Read from the local replica of the Central Management store instead of the store itself.",
+                ),
+            ],
+        )
+    },
+    CmdletSpec {
         description: "Returns the backup pool a Front End pool is paired with (empty when it \
             has none). Read-only.",
         outputs: &["PoolFqdn", "BackupPoolFqdn"],

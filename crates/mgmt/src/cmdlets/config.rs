@@ -19,7 +19,8 @@ use crate::archive::{self, Configuration};
 use crate::call::master;
 use crate::call::{Call, Reply};
 
-/// `Get-CsTopology`, `Get-CsService`, `Get-CsPoolBackupRelationship`: from the store, or
+/// `Get-CsTopology`, `Get-CsService`, `Get-CsPoolBackupRelationship`,
+/// `Get-CsPoolEdgeAssociation`: from the store, or
 /// from this server's replica.
 pub async fn read(call: &Call<'_>) -> Reply {
     match &call.master {
@@ -54,6 +55,10 @@ fn read_topology(inv: &Invocation, topology: &Topology) -> Reply {
             Ok(InvokeResponse::text(records::topology_xml(topology)))
         }
         "Get-CsTopology" => Ok(InvokeResponse::records(records::topology_summary(topology))),
+        "Get-CsPoolEdgeAssociation" => Ok(InvokeResponse::records(
+            records::edge_associations(topology, inv.text("PoolFqdn").as_deref())
+                .map_err(Refused::BadRequest)?,
+        )),
         "Get-CsPoolBackupRelationship" => {
             let pool = inv.text("PoolFqdn").unwrap_or_default();
             let record =

@@ -22,7 +22,9 @@ use crate::call::{Call, Reply};
 pub async fn run(call: &Call<'_>) -> Reply {
     use CmdletId::*;
     match call.inv.cmdlet.id {
-        GetCsTopology | GetCsService | GetCsPoolBackupRelationship => config::read(call).await,
+        GetCsTopology | GetCsService | GetCsPoolBackupRelationship | GetCsPoolEdgeAssociation => {
+            config::read(call).await
+        }
         PublishCsTopology => config::publish(call).await,
         EnableCsTopology => config::enable(call).await,
         SetCsEdgePoolNextHop

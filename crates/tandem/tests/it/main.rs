@@ -14,6 +14,7 @@ mod federation;
 mod hosts;
 mod lab;
 mod lab_postgres;
+mod media;
 mod metrics;
 mod mirror;
 mod restart;

@@ -1,0 +1,240 @@
+//! The A/V Edge: a signed-in user gets relay credentials from its Front End pool (MRAS on
+//! the Edge pool the pool is associated with), and coturn's own TURN client relays media
+//! through that Edge with them. When the Edge pool is lost, the seed's step
+//! (Set-CsPoolEdgeAssociation) moves the pool's media to the other site's Edge pool, and
+//! the same client relays through it. On fabrikam: three Front Ends a pool, TLS only.
+
+use crate::lab::{Lab, fabrikam};
+use crate::{eventually, run, stderr, stdout};
+
+const RED: &str = "fe-red.fabrikam.net";
+const EDGE_RED: &str = "edge-red.fabrikam.net";
+const EDGE_DUB: &str = "edge-dub.fabrikam.net";
+
+/// `GET /users/v1/media-relay` for `user` on a Front End of `pool`: the status and body.
+fn media_relay(lab: &Lab, pool: &str, user: &serde_json::Value) -> (u16, serde_json::Value) {
+    let server = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["pool"] == pool && s["role"] == "FrontEnd")
+        .unwrap();
+    let url = format!("{}/users/v1/media-relay", Lab::user_services(&server));
+    let name = user["sip_address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sip:");
+    let password = user["password"].as_str().unwrap();
+    let client = lab.http().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client
+            .get(url)
+            .basic_auth(name, Some(password))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    })
+}
+
+/// What coturn's client counted relaying between two allocations on `relay` with the
+/// credentials in `answer` (over TCP to the relay when `tcp`): sent and received.
+fn coturn_relays(answer: &serde_json::Value, tcp: bool) -> (u64, u64, String) {
+    let relay = &answer["relays"][0];
+    let mut command = std::process::Command::new("turnutils_uclient");
+    if tcp {
+        command.arg("-t");
+    }
+    let out = command
+        .args(["-y", "-c", "-n", "20", "-m", "2", "-l", "160", "-z", "5"])
+        .args(["-u", answer["username"].as_str().unwrap()])
+        .args(["-w", answer["password"].as_str().unwrap()])
+        .args(["-p", &relay["port"].to_string()])
+        .arg(relay["address"].as_str().unwrap())
+        .output()
+        .expect("turnutils_uclient runs: install Debian's coturn (.ci/run does)");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    let count = |label: &str| {
+        said.lines()
+            .rev()
+            .find_map(|l| {
+                let rest = &l[l.find(label)? + label.len()..];
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .find(|p| !p.is_empty())?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    (count("tot_send_msgs="), count("tot_recv_msgs="), said)
+}
+
+/// A user homed on site Dublin's pool.
+fn dub_user(lab: &Lab) -> serde_json::Value {
+    lab.users()
+        .into_iter()
+        .find(|u| u["home_pool"] == "fe-dub.fabrikam.net")
+        .unwrap()
+}
+
+/// `tandem client media` from `from` to `to`, 50 packets: its JSON report.
+fn client_media(lab: &Lab, from: &serde_json::Value, to: &serde_json::Value) -> serde_json::Value {
+    let out = run(&[
+        "client",
+        "--lab",
+        lab.dir(),
+        "--user",
+        from["sip_address"].as_str().unwrap(),
+        "media",
+        "--to",
+        to["sip_address"].as_str().unwrap(),
+        "--count",
+        "50",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+fn coturn_installed() -> bool {
+    let found = std::process::Command::new("turnutils_uclient")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("TANDEM_TEST_COTURN_REQUIRED").is_none(),
+            "turnutils_uclient is missing: apt-get install coturn"
+        );
+        eprintln!("skipped: turnutils_uclient (Debian's coturn) is not installed");
+    }
+    found
+}
+
+#[test]
+fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the_seeds_step() {
+    if !coturn_installed() {
+        return;
+    }
+    let lab = Lab::up_topology(&fabrikam(), &["--users", "2"], &[]);
+    let user = lab
+        .users()
+        .into_iter()
+        .find(|u| u["home_pool"] == RED)
+        .unwrap();
+
+    let (status, answer) = media_relay(&lab, RED, &user);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["edge_pool"], EDGE_RED, "{answer}");
+    assert_eq!(answer["realm"], "fabrikam.net", "{answer}");
+    for tcp in [false, true] {
+        let (sent, received, said) = coturn_relays(&answer, tcp);
+        assert_eq!((sent, received), (40, 40), "tcp {tcp}: {said}");
+    }
+    // tandem's own client: a red user's packets through red's relay and dub's to a dub user.
+    let report = client_media(&lab, &user, &dub_user(&lab));
+    assert_eq!(report["from_edge_pool"], EDGE_RED, "{report}");
+    assert_eq!(report["to_edge_pool"], EDGE_DUB, "{report}");
+    assert_eq!(
+        (report["sent"].as_u64(), report["received"].as_u64()),
+        (Some(50), Some(50)),
+        "{report}"
+    );
+    // The services: RTCMEDIARELAY and RTCMRAUTH run on every Edge.
+    let services = lab.json(
+        None,
+        "Get-CsWindowsService -ComputerName edge-red-a.fabrikam.net",
+    );
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"RTCMEDIARELAY") && names.contains(&"RTCMRAUTH"),
+        "{names:?}"
+    );
+
+    // Site red's Edge pool is lost: no relay credentials, and the answer says what moves it.
+    lab.kill(EDGE_RED);
+    let (status, refused) = media_relay(&lab, RED, &user);
+    assert_eq!(status, 503, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("Set-CsPoolEdgeAssociation -PoolFqdn fe-red.fabrikam.net"),
+        "{refused}"
+    );
+
+    // The seed's step: the pool's media to the Edge pool of the site still running.
+    let out = lab.shell(
+        None,
+        &format!("Set-CsPoolEdgeAssociation -PoolFqdn {RED} -EdgePoolFqdn {EDGE_DUB}"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let association = lab.json(None, &format!("Get-CsPoolEdgeAssociation -PoolFqdn {RED}"));
+    let association = association
+        .as_array()
+        .map_or(association.clone(), |a| a[0].clone());
+    assert_eq!(association["EdgePoolFqdn"], EDGE_DUB, "{association}");
+    let moved = eventually(30, "the association replicated to fe-red", || {
+        let (status, answer) = media_relay(&lab, RED, &user);
+        (status == 200 && answer["edge_pool"] == EDGE_DUB).then_some(answer)
+    });
+    // The shell shows the relays the user was given.
+    let given = &moved["relays"][0];
+    assert_eq!(
+        association["MediaRelays"][0],
+        format!(
+            "edge-dub-a.fabrikam.net {}:{}",
+            given["address"].as_str().unwrap(),
+            given["port"]
+        ),
+        "{association} {moved}"
+    );
+    for tcp in [false, true] {
+        let (sent, received, said) = coturn_relays(&moved, tcp);
+        assert_eq!((sent, received), (40, 40), "tcp {tcp}: {said}");
+    }
+    // Both users' media now goes through dub's Edge pool, every packet of it.
+    let report = client_media(&lab, &user, &dub_user(&lab));
+    assert_eq!(report["from_edge_pool"], EDGE_DUB, "{report}");
+    assert_eq!(
+        (report["sent"].as_u64(), report["received"].as_u64()),
+        (Some(50), Some(50)),
+        "{report}"
+    );
+    // A stopped A/V Edge service closes the relay; started again, it relays again.
+    let edge = "edge-dub-a.fabrikam.net";
+    let relay_state = || {
+        let rows = lab.json(None, &format!("Invoke-CsServerSetup -ComputerName {edge}"));
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["Component"] == "A/V Edge (media relay)")
+            .map(|r| r["State"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(relay_state(), "Running");
+    lab.ok(
+        None,
+        &format!("Stop-CsWindowsService -Name RTCMEDIARELAY -ComputerName {edge}"),
+    );
+    eventually(10, "the relay closed", || {
+        (relay_state() == "Stopped").then_some(())
+    });
+    lab.ok(
+        None,
+        &format!("Start-CsWindowsService -Name RTCMEDIARELAY -ComputerName {edge}"),
+    );
+    eventually(10, "the relay open again", || {
+        (relay_state() == "Running").then_some(())
+    });
+    let (sent, received, said) = coturn_relays(&moved, false);
+    assert_eq!((sent, received), (40, 40), "{said}");
+}
