@@ -9,6 +9,7 @@
 mod bench;
 mod bench_cms;
 mod bench_failover;
+mod bench_media;
 mod bench_peer;
 mod bench_signin;
 mod bench_users;
@@ -74,6 +75,20 @@ enum Command {
     Topology(TopologyCommand),
     /// Run one server of a deployment (the lab starts these for you).
     Server(ServerArgs),
+    /// Run an A/V relay on its own, as an Edge runs it (TURN over UDP and TCP with the
+    /// shared-secret credentials of the secret in DATA_DIR/av-edge/relay-secret), until
+    /// SIGTERM or Ctrl-C: for `tandem bench media`, or a relay outside a lab.
+    Relay {
+        /// Where to listen (UDP and TCP); relayed addresses are allocated on its address.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The folder holding the relay secret.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The realm clients are challenged with.
+        #[arg(long)]
+        realm: String,
+    },
     /// A whole deployment on this machine: start, inspect, break and stop it.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -317,6 +332,9 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The A/V relay: allocations per second and relayed packets per second; with
+    /// --peer coturn, coturn's turnserver measured the same way beside it, and the ratio.
+    Media(bench_media::Options),
     /// Backup Service replication lag under a steady write load.
     Backup {
         /// Users per pool.
@@ -470,6 +488,11 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             outcome(dns_cmd::run(command))
         }
         Command::Server(args) => serve(args),
+        Command::Relay {
+            listen,
+            data_dir,
+            realm,
+        } => outcome(relay_alone(listen, &data_dir, realm)),
         Command::Lab(command) => outcome(match command {
             LabCommand::Up {
                 topology,
@@ -536,6 +559,7 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             },
             json,
         )),
+        Command::Bench(BenchCommand::Media(options)) => outcome(bench_media::media(options)),
         Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
             outcome(bench_cms::cms_failover(rounds as usize, json))
         }
@@ -639,6 +663,43 @@ fn log_format_from_env() -> LogFormat {
 }
 
 /// An operation's result as an exit status, with the error printed.
+/// `tandem relay`: one relay until SIGTERM or Ctrl-C.
+fn relay_alone(
+    listen: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+    realm: String,
+) -> anyhow::Result<()> {
+    let secret = relay::Secret::load(data_dir).map_err(|e| anyhow::anyhow!(e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let running = relay::Relay::start(relay::Config {
+            listen,
+            relay_ip: listen.ip(),
+            realm,
+            secret,
+            forbidden_peers: Vec::new(),
+            limits: relay::Limits::DEFAULT,
+            clock: clock::Clock::system(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        println!(
+            "relaying on {} (UDP) and {} (TCP)",
+            running.udp, running.tcp
+        );
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        running.stop().await;
+        Ok(())
+    })
+}
+
 pub fn outcome(result: anyhow::Result<()>) -> Status {
     match result {
         Ok(()) => Status::Success,

@@ -110,7 +110,12 @@ impl Relay {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve_udp(shared.clone(), udp, stop.clone()));
+        // A reader per core on the one UDP socket: each takes the next datagram, so that
+        // relaying one client's packet does not wait for another's.
+        let readers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        for _ in 0..readers {
+            tasks.spawn(serve_udp(shared.clone(), udp.clone(), stop.clone()));
+        }
         tasks.spawn(serve_tcp(shared.clone(), tcp, stop.clone()));
         tasks.spawn(sweep(shared.clone(), stop.clone()));
         tracing::info!(udp = %udp_at, tcp = %tcp_at, "A/V relay started");

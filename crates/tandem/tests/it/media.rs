@@ -238,3 +238,35 @@ fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the
     let (sent, received, said) = coturn_relays(&moved, false);
     assert_eq!((sent, received), (40, 40), "{said}");
 }
+
+#[test]
+fn the_media_benchmark_measures_tandems_relay_and_coturns_side_by_side() {
+    if !coturn_installed() {
+        return;
+    }
+    let out = run(&[
+        "bench",
+        "media",
+        "--allocations",
+        "40",
+        "--seconds",
+        "1",
+        "--pairs",
+        "1",
+        "--peer",
+        "coturn",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let relays = v["relays"].as_array().unwrap();
+    assert_eq!(relays.len(), 2, "{v}");
+    for (relay, name) in relays.iter().zip(["tandem", "coturn"]) {
+        assert_eq!(relay["relay"], name, "{v}");
+        assert_eq!(relay["allocations"], 40, "{v}");
+        assert!(relay["allocations_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(relay["packets_relayed"].as_u64().unwrap() > 0, "{v}");
+    }
+    assert!(v["ratio_allocations"].as_f64().is_some(), "{v}");
+    assert!(v["ratio_packets"].as_f64().is_some(), "{v}");
+}
