@@ -56,6 +56,10 @@ pub(crate) enum ClientCommand {
         name: String,
         #[arg(long)]
         out: std::path::PathBuf,
+        /// As an external user: through the Web Conferencing Edge of the Edge pool the
+        /// user's pool is associated with (its certificate from the public CA).
+        #[arg(long)]
+        external: bool,
     },
     /// Send an instant message.
     Send {
@@ -132,10 +136,10 @@ pub(crate) enum Transport {
 
 /// A signed-in user's session.
 #[derive(Debug)]
-pub(crate) struct Session {
+struct Session {
     transport: Transport,
     tls: Arc<rustls::ClientConfig>,
-    pub(crate) sip: String,
+    sip: String,
     username: String,
     realm: String,
     password: String,
@@ -373,7 +377,10 @@ async fn run_async(
                 .map(|u| u.password)
                 .ok_or_else(|| anyhow!("{to} is not in {}/users.json", dir.display()))?;
             let peer = session.as_user(to.clone(), to_password);
-            let report = crate::media::exchange(&session, &peer, count, size).await?;
+            let (mine, theirs) = (session.media_relay().await?, peer.media_relay().await?);
+            let report =
+                crate::media::exchange(&mine, &theirs, session.client_address(), count, size)
+                    .await?;
             crate::media::print(&session.sip, &to, &report, json);
             if report.received == 0 {
                 bail!("no packet of {count} reached {to} through the relays");
@@ -395,10 +402,18 @@ async fn run_async(
                 )
                 .await?;
         }
-        ClientCommand::Download { meeting, name, out } => {
-            let bytes = session
-                .get(&format!("/users/v1/meetings/{meeting}/content/{name}"))
-                .await?;
+        ClientCommand::Download {
+            meeting,
+            name,
+            out,
+            external,
+        } => {
+            let path = format!("/users/v1/meetings/{meeting}/content/{name}");
+            let bytes = if external {
+                session.get_external(&path).await?
+            } else {
+                session.get(&path).await?
+            };
             std::fs::write(&out, &bytes)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!("saved {} bytes to {}", bytes.len(), out.display());
@@ -930,7 +945,7 @@ impl Session {
     }
 
     /// The same lab and transport, as another user.
-    pub(crate) fn as_user(&self, sip: String, password: String) -> Session {
+    fn as_user(&self, sip: String, password: String) -> Session {
         Session {
             transport: self.transport,
             tls: self.tls.clone(),
@@ -951,13 +966,50 @@ impl Session {
     }
 
     /// The user's media relays and credentials (`GET /users/v1/media-relay`).
-    pub(crate) async fn media_relay(&self) -> anyhow::Result<relay::MediaRelay> {
+    async fn media_relay(&self) -> anyhow::Result<relay::MediaRelay> {
         let body = self.get("/users/v1/media-relay").await?;
         serde_json::from_slice(&body).context("the Front End's media relay answer")
     }
 
+    /// `path` from outside: through the first Web Conferencing Edge the user's Front End
+    /// names (the Edge pool its pool uses), trusting the lab's public CA only.
+    async fn get_external(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let relay = self.media_relay().await?;
+        let edge = relay.web_conferencing.first().ok_or_else(|| {
+            anyhow!(
+                "{}'s Edge pool {} has no Web Conferencing Edge",
+                self.sip,
+                relay.edge_pool
+            )
+        })?;
+        let ca = self
+            .lab
+            .dir
+            .join(crate::lab::PKI_DIR)
+            .join(crate::lab::PUBLIC_CA_DIR)
+            .join("ca.pem");
+        let roots = pki::Roots::from_pem_file(&ca)?;
+        let http = api::https(&pki::client_config(&roots, None)).build()?;
+        let response = http
+            .get(format!("{edge}{path}"))
+            .header("authorization", self.authorization())
+            .send()
+            .await
+            .with_context(|| format!("reaching the Web Conferencing Edge at {edge}"))?;
+        let status = response.status();
+        let body = response.bytes().await?.to_vec();
+        if !status.is_success() {
+            bail!("{status} from {edge}: {}", reason(&body));
+        }
+        eprintln!(
+            "through the Web Conferencing Edge of {} ({edge})",
+            relay.edge_pool
+        );
+        Ok(body)
+    }
+
     /// The address this client speaks from (towards the lab).
-    pub(crate) fn client_address(&self) -> std::net::IpAddr {
+    fn client_address(&self) -> std::net::IpAddr {
         self.lab.client_address()
     }
 

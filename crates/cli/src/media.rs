@@ -6,13 +6,12 @@
 //! its number and when it left, so that the receiver counts what arrived and the round
 //! trip back is timed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use relay::MediaRelay;
 use relay::client::{Received, TurnClient};
-
-use crate::client::Session;
 
 /// How long a relay has to answer one request.
 const WAIT: Duration = Duration::from_secs(2);
@@ -33,24 +32,21 @@ pub(crate) struct Report {
     pub(crate) round_trip_max_ms: f64,
 }
 
-/// An allocation for `session`'s user on the first relay its Front End names.
-async fn allocate(session: &Session) -> anyhow::Result<(TurnClient, relay::MediaRelay)> {
-    let answer = session.media_relay().await?;
-    let first = answer.relays.first().ok_or_else(|| {
-        anyhow!(
-            "{}'s Edge pool {} has no relay",
-            session.sip,
-            answer.edge_pool
-        )
-    })?;
+/// An allocation on the first relay of `answer` (what a user's Front End gave), from
+/// `bind`.
+async fn allocate(answer: &MediaRelay, bind: IpAddr) -> anyhow::Result<TurnClient> {
+    let first = answer
+        .relays
+        .first()
+        .ok_or_else(|| anyhow!("the Edge pool {} has no relay", answer.edge_pool))?;
     let credentials = relay::Credentials {
         username: answer.username.clone(),
         password: answer.password.clone(),
         expires_at: answer.expires_at,
     };
-    let client = TurnClient::allocate(
+    TurnClient::allocate(
         SocketAddr::new(first.address, first.port),
-        session.client_address(),
+        bind,
         &credentials,
         WAIT,
     )
@@ -60,20 +56,20 @@ async fn allocate(session: &Session) -> anyhow::Result<(TurnClient, relay::Media
             "allocating on {} ({}:{})",
             first.server, first.address, first.port
         )
-    })?;
-    Ok((client, answer))
+    })
 }
 
-/// Sends `count` packets of `size` bytes from `from`'s user to `to`'s through both relays,
-/// each echoed back.
+/// Sends `count` packets of `size` bytes from the user `from` was given for to the user of
+/// `to`, through a relay of each, from `bind`; each packet is echoed back.
 pub(crate) async fn exchange(
-    from: &Session,
-    to: &Session,
+    from: &MediaRelay,
+    to: &MediaRelay,
+    bind: IpAddr,
     count: usize,
     size: usize,
 ) -> anyhow::Result<Report> {
-    let (mut a, a_answer) = allocate(from).await?;
-    let (mut b, b_answer) = allocate(to).await?;
+    let mut a = allocate(from, bind).await?;
+    let mut b = allocate(to, bind).await?;
     a.bind_channel(CHANNEL, b.relayed).await?;
     b.bind_channel(CHANNEL, a.relayed).await?;
     let size = size.clamp(8, 1200);
@@ -102,9 +98,9 @@ pub(crate) async fn exchange(
     let _ = a.refresh(Duration::ZERO).await;
     let _ = b.refresh(Duration::ZERO).await;
     Ok(Report {
-        from_edge_pool: a_answer.edge_pool,
+        from_edge_pool: from.edge_pool.clone(),
         from_relay: a.relayed,
-        to_edge_pool: b_answer.edge_pool,
+        to_edge_pool: to.edge_pool.clone(),
         to_relay: b.relayed,
         sent: count,
         received,

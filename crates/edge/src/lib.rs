@@ -38,6 +38,7 @@
 
 pub mod metrics;
 pub mod mras;
+mod webconf;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use std::time::Duration;
 
 use listener::{Admission, PeerCertificate, drops};
 use node::Node;
-use node::services::{RTCMEDIARELAY, RTCSRV, RTCXMPPTGWPX};
+use node::services::{RTCDATAPROXY, RTCMEDIARELAY, RTCSRV, RTCXMPPTGWPX};
 use sip::{Message, Method, Request, Response};
 use sipnet::answer_malformed;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -85,6 +86,8 @@ pub struct EdgeSetup {
     pub xmpp_address: SocketAddr,
     /// The A/V Edge's media relay (TURN, UDP and TCP) on the external address.
     pub media_relay_address: SocketAddr,
+    /// The Web Conferencing Edge (HTTPS) on the external address.
+    pub web_conferencing_address: SocketAddr,
 }
 
 impl EdgeSetup {
@@ -113,6 +116,10 @@ impl EdgeSetup {
             },
             xmpp_address: SocketAddr::from((external, topology.ports.xmpp_federation)),
             media_relay_address: SocketAddr::from((external, topology.ports.media_relay)),
+            web_conferencing_address: SocketAddr::from((
+                external,
+                topology.ports.web_conferencing_edge,
+            )),
         })
     }
 }
@@ -145,6 +152,7 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
     let federation_open = open(setup.federation_address).await;
     let xmpp_open = open(setup.xmpp_address).await;
     let relay_open = open(setup.media_relay_address).await;
+    let webconf_open = open(setup.web_conferencing_address).await;
     vec![
         row(
             "Edge pool",
@@ -174,6 +182,19 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
             ),
         ),
         row("Next hop", "Applied", setup.next_hop.clone()),
+        row(
+            "Web Conferencing Edge",
+            if webconf_open { "Running" } else { "Stopped" },
+            format!(
+                "HTTPS on {} {}",
+                setup.web_conferencing_address,
+                if webconf_open {
+                    "open: meeting content downloads pass to the pools that use this Edge pool"
+                } else {
+                    "closed (RTCDATAPROXY stopped)"
+                }
+            ),
+        ),
         row(
             "A/V Edge (media relay)",
             if relay_open { "Running" } else { "Stopped" },
@@ -264,6 +285,69 @@ impl MediaRelay {
     }
 }
 
+/// The Web Conferencing Edge's listener, as the supervisor keeps it: open while
+/// RTCDATAPROXY runs and the Edge's external certificate is there.
+#[derive(Default)]
+struct WebConferencing {
+    running: Option<(
+        SocketAddr,
+        tokio_util::sync::CancellationToken,
+        JoinHandle<()>,
+    )>,
+    problem: String,
+}
+
+impl WebConferencing {
+    async fn reconcile(&mut self, server: &Arc<Node>, want: Option<&EdgeSetup>) {
+        let at = want.map(|s| s.web_conferencing_address);
+        if self.running.as_ref().map(|r| r.0) == at {
+            return;
+        }
+        if let Some((old, stop, task)) = self.running.take() {
+            stop.cancel();
+            let _ = task.await;
+            tracing::info!(address = %old, "web conferencing listener closed");
+        }
+        let Some(at) = at else { return };
+        let started = async {
+            let dir = server.data_dir.join(pki::ACCESS_EDGE_DIR);
+            let certs = pki::CertStore::open(&dir).map_err(|e| {
+                format!(
+                    "no external certificate in {}: {e} (`tandem lab up` issues one)",
+                    dir.display()
+                )
+            })?;
+            let tls = pki::server_config(certs, pki::ClientAuth::NotAsked, &[b"http/1.1"])
+                .map_err(|e| format!("the Web Conferencing Edge's TLS settings: {e}"))?;
+            let app = webconf::router(server.clone())?;
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at}: {e}"))?;
+            Ok::<_, String>((tls, app, listener))
+        };
+        match started.await {
+            Ok((tls, app, listener)) => {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let task = tokio::spawn(listener::serve_http(
+                    listener,
+                    Some(tls),
+                    app,
+                    listener::Limits::DEFAULT,
+                    stop.clone(),
+                ));
+                tracing::info!(address = %at, "web conferencing listener open");
+                self.problem.clear();
+                self.running = Some((at, stop, task));
+            }
+            Err(e) if e != self.problem => {
+                tracing::error!(error = %e, "the Web Conferencing Edge stays closed");
+                self.problem = e;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// The deployment's internal addresses that are no Edge's external one: a relay never
 /// sends there, so that it is no way into the deployment from outside.
 fn internal_addresses(topology: &Topology) -> Vec<std::net::IpAddr> {
@@ -321,6 +405,7 @@ impl EdgeService {
         let mut federation: Option<Listener> = None;
         let mut xmpp: Option<Listener> = None;
         let mut media = MediaRelay::default();
+        let mut webconf = WebConferencing::default();
         loop {
             let topology = server.replica.topology();
             // A server that is no Edge of the topology (any more) listens for nothing;
@@ -384,6 +469,10 @@ impl EdgeService {
                 },
             )
             .await;
+            let want_webconf = !stopping && server.services.is_running(RTCDATAPROXY);
+            webconf
+                .reconcile(&server, setup.as_ref().filter(|_| want_webconf))
+                .await;
             let want_relay = !stopping && server.services.is_running(RTCMEDIARELAY);
             media
                 .reconcile(&server, &topology, setup.as_ref().filter(|_| want_relay))

@@ -61,6 +61,20 @@ pub fn issue(server: &Node, user: &str) -> Result<MediaRelay, MrasError> {
                 .collect()
         })
         .unwrap_or_default();
+    let web_conferencing = pool
+        .map(|p| {
+            p.servers
+                .iter()
+                .map(|s| {
+                    format!(
+                        "https://{}:{}",
+                        s.external_address(),
+                        topology.ports.web_conferencing_edge
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let credentials = secret.issue(
         &format!("sip:{address}"),
         server.clock.now_ms() / 1000,
@@ -75,5 +89,6 @@ pub fn issue(server: &Node, user: &str) -> Result<MediaRelay, MrasError> {
         password: credentials.password,
         realm: topology.deployment.sip_domain.clone(),
         expires_at: credentials.expires_at,
+        web_conferencing,
     })
 }

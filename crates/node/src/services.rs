@@ -3,7 +3,8 @@
 //! The names are the product's, so the seeds' lines work unchanged. Which services a
 //! server has follows its role and the topology: `MASTER` and `FTA` only on Front Ends of
 //! the CMS pool and of its partner (the standby store), `LYNCBACKUP` only on paired pools, `RTCXMPPTGWPX` only on Edge pools with
-//! XMPP, `RTCMEDIARELAY` and `RTCMRAUTH` (the A/V Edge) on every Edge. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
+//! XMPP, `RTCMEDIARELAY` and `RTCMRAUTH` (the A/V Edge) and `RTCDATAPROXY` (the Web
+//! Conferencing Edge) on every Edge. Stopping `REPLICA`, `MASTER` or `FTA` stops that work for real (see the server's
 //! `set_service`); the state of the others is what the registrar, Backup Service and Edge
 //! listeners obey as they arrive.
 
@@ -38,6 +39,8 @@ pub const RTCXMPPTGWPX: &str = "RTCXMPPTGWPX";
 pub const RTCMEDIARELAY: &str = "RTCMEDIARELAY";
 /// The Media Relay Authentication Service: relay credentials for the Front End pools.
 pub const RTCMRAUTH: &str = "RTCMRAUTH";
+/// The Web Conferencing Edge: meeting content downloads from outside.
+pub const RTCDATAPROXY: &str = "RTCDATAPROXY";
 
 /// The Central Management services a Front End of the CMS pool (or its partner) runs.
 pub const CMS_SERVICES: [(&str, &str); 2] = [
@@ -68,6 +71,10 @@ pub fn installed(topology: &Topology, fqdn: &str) -> Vec<(&'static str, &'static
             list.push((
                 RTCMRAUTH,
                 "Skype for Business Server Audio/Video Authentication",
+            ));
+            list.push((
+                RTCDATAPROXY,
+                "Skype for Business Server Web Conferencing Edge",
             ));
             if topology
                 .edge_pool(server.pool_fqdn)
@@ -230,7 +237,14 @@ mod tests {
         );
         assert_eq!(
             names("edgeserver1.contoso.com"),
-            [RTCSRV, RTCMEDIARELAY, RTCMRAUTH, RTCXMPPTGWPX, REPLICA]
+            [
+                RTCSRV,
+                RTCMEDIARELAY,
+                RTCMRAUTH,
+                RTCDATAPROXY,
+                RTCXMPPTGWPX,
+                REPLICA
+            ]
         );
         assert!(names("nowhere.contoso.com").is_empty());
     }

@@ -40,4 +40,8 @@ pub struct MediaRelay {
     pub realm: String,
     /// When the credentials stop working, in Unix seconds.
     pub expires_at: i64,
+    /// Where the user downloads meeting content from outside: the Web Conferencing Edge of
+    /// each of the pool's Edges (`https://address:port`).
+    #[serde(default)]
+    pub web_conferencing: Vec<String>,
 }

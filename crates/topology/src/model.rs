@@ -265,6 +265,9 @@ pub struct Ports {
     /// (the product's 3478/UDP; it also takes TCP on 443, which a lab on one machine
     /// keeps for other listeners).
     pub media_relay: u16,
+    /// The Web Conferencing Edge on an Edge's external address: meeting content external
+    /// users download, passed to their Front End pool (HTTPS; the product's 443).
+    pub web_conferencing_edge: u16,
     /// The deployment's DNS server.
     pub dns: u16,
 }
@@ -283,6 +286,7 @@ impl Default for Ports {
             xmpp_federation: 5269,
             xmpp_internal: 5098,
             media_relay: 3478,
+            web_conferencing_edge: 443,
             dns: 53,
         }
     }

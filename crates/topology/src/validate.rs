@@ -389,6 +389,7 @@ fn check_addresses_and_ports(c: &mut Checker<'_>) {
         ("xmpp_federation", p.xmpp_federation),
         ("xmpp_internal", p.xmpp_internal),
         ("media_relay", p.media_relay),
+        ("web_conferencing_edge", p.web_conferencing_edge),
         ("dns", p.dns),
     ];
     for (name, port) in all {
@@ -414,6 +415,7 @@ fn check_addresses_and_ports(c: &mut Checker<'_>) {
         ("edge_federation_sip", p.edge_federation_sip),
         ("xmpp_federation", p.xmpp_federation),
         ("media_relay", p.media_relay),
+        ("web_conferencing_edge", p.web_conferencing_edge),
     ];
     clash(c, "an Edge server's internal address", &edge_internal);
     clash(c, "an Edge server's external address", &edge_external);

@@ -73,6 +73,74 @@ fn coturn_relays(answer: &serde_json::Value, tcp: bool) -> (u64, u64, String) {
     (count("tot_send_msgs="), count("tot_recv_msgs="), said)
 }
 
+/// Saves `bytes` as content of a meeting of `user`'s, at the user's pool.
+fn save_content(lab: &Lab, user: &serde_json::Value, bytes: &[u8]) {
+    let server = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["pool"] == RED && s["role"] == "FrontEnd")
+        .unwrap();
+    let base = Lab::user_services(&server);
+    let name = user["sip_address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sip:");
+    let password = user["password"].as_str().unwrap();
+    let client = lab.http().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (path, body) in [
+            (
+                "/users/v1/meetings/review",
+                br#"{"subject": "Review", "start": "2026-12-07T10:00:00Z"}"#.to_vec(),
+            ),
+            ("/users/v1/meetings/review/content/deck.bin", bytes.to_vec()),
+        ] {
+            let r = client
+                .put(format!("{base}{path}"))
+                .basic_auth(name, Some(password))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+        }
+    });
+}
+
+/// `GET .../content/deck.bin` from outside, at the Web Conferencing Edge `edge`
+/// (its certificate from the lab's public CA): the status and the bytes.
+fn download(lab: &Lab, edge: &str, user: &serde_json::Value) -> (u16, Vec<u8>) {
+    let roots =
+        pki::Roots::from_pem_file(&std::path::Path::new(lab.dir()).join("pki/public/ca.pem"))
+            .unwrap();
+    let client = api::https(&pki::client_config(&roots, None))
+        .build()
+        .unwrap();
+    let name = user["sip_address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sip:");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = client
+            .get(format!("{edge}/users/v1/meetings/review/content/deck.bin"))
+            .basic_auth(name, Some(user["password"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.bytes().await.unwrap().to_vec())
+    })
+}
+
 /// A user homed on site Dublin's pool.
 fn dub_user(lab: &Lab) -> serde_json::Value {
     lab.users()
@@ -134,6 +202,23 @@ fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the
         let (sent, received, said) = coturn_relays(&answer, tcp);
         assert_eq!((sent, received), (40, 40), "tcp {tcp}: {said}");
     }
+    // Meeting content: saved at the red pool, downloaded from outside through red's Web
+    // Conferencing Edge, the one the user's pool is associated with; Dublin's refuses it.
+    let deck: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    save_content(&lab, &user, &deck);
+    let through = |answer: &serde_json::Value| {
+        download(&lab, answer["web_conferencing"][0].as_str().unwrap(), &user)
+    };
+    assert_eq!(through(&answer), (200, deck.clone()));
+    let (_, dubs) = media_relay(&lab, "fe-dub.fabrikam.net", &dub_user(&lab));
+    let dub_edge = dubs["web_conferencing"][0].as_str().unwrap().to_string();
+    let (status, body) = download(&lab, &dub_edge, &user);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("goes through edge-red.fabrikam.net"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     // tandem's own client: a red user's packets through red's relay and dub's to a dub user.
     let report = client_media(&lab, &user, &dub_user(&lab));
     assert_eq!(report["from_edge_pool"], EDGE_RED, "{report}");
@@ -201,6 +286,30 @@ fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the
         let (sent, received, said) = coturn_relays(&moved, tcp);
         assert_eq!((sent, received), (40, 40), "tcp {tcp}: {said}");
     }
+    // And the meeting content goes through Dublin's Web Conferencing Edge now, for tandem's
+    // client too.
+    assert_eq!(through(&moved), (200, deck.clone()));
+    let saved = std::path::Path::new(lab.dir()).join("deck-external.bin");
+    let out = run(&[
+        "client",
+        "--lab",
+        lab.dir(),
+        "--user",
+        user["sip_address"].as_str().unwrap(),
+        "download",
+        "review",
+        "deck.bin",
+        "--external",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Web Conferencing Edge of edge-dub.fabrikam.net"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), deck);
     // Both users' media now goes through dub's Edge pool, every packet of it.
     let report = client_media(&lab, &user, &dub_user(&lab));
     assert_eq!(report["from_edge_pool"], EDGE_DUB, "{report}");

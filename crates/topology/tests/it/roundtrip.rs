@@ -111,7 +111,7 @@ fn site() -> impl Strategy<Value = Site> {
 }
 
 fn ports() -> impl Strategy<Value = Ports> {
-    (prop::array::uniform11(any::<u16>()), any::<bool>()).prop_map(|(p, plain)| Ports {
+    (prop::array::uniform12(any::<u16>()), any::<bool>()).prop_map(|(p, plain)| Ports {
         sip: p[0],
         sip_plain: plain,
         sip_tls: p[1],
@@ -124,6 +124,7 @@ fn ports() -> impl Strategy<Value = Ports> {
         xmpp_internal: p[8],
         dns: p[9],
         media_relay: p[10],
+        web_conferencing_edge: p[11],
     })
 }
 
