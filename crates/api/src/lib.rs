@@ -45,6 +45,11 @@ pub const FORWARDED_HEADER: &str = "x-tandem-forwarded-by";
 /// deployment's token.
 pub const OPERATOR_HEADER: &str = "x-tandem-operator";
 
+/// The header with which an Edge's Web Conferencing Edge names the outside client whose
+/// download it passes on; user services believe it only from an Edge server's internal
+/// address, so that failed sign-ins through an Edge lock out that client, not the Edge.
+pub const CLIENT_ADDRESS_HEADER: &str = "x-tandem-client-address";
+
 /// The routes of a server's management API.
 pub mod paths {
     /// Liveness and identity; no token.

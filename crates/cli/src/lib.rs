@@ -676,6 +676,7 @@ fn relay_alone(
     rt.block_on(async {
         let running = relay::Relay::start(relay::Config {
             listen,
+            internal: None,
             relay_ip: listen.ip(),
             realm,
             secret,

@@ -243,6 +243,8 @@ struct Listener {
 #[derive(Default)]
 struct MediaRelay {
     running: Option<relay::Relay>,
+    /// Where the running relay's reading is kept for `/metrics`.
+    reading: Arc<std::sync::Mutex<Option<relay::Reading>>>,
     /// The last reason it could not run, logged once.
     problem: String,
 }
@@ -254,6 +256,7 @@ impl MediaRelay {
             return;
         }
         if let Some(old) = self.running.take() {
+            self.set_reading(None);
             old.stop().await;
         }
         let Some(at) = at else { return };
@@ -261,6 +264,11 @@ impl MediaRelay {
             Err(e) => Err(e),
             Ok(secret) => relay::Relay::start(relay::Config {
                 listen: at,
+                // Clients inside reach it on the internal address too (when it is another).
+                internal: topology
+                    .server(&server.fqdn)
+                    .map(|s| SocketAddr::new(s.server.address.into(), at.port()))
+                    .filter(|inside| inside.ip() != at.ip()),
                 relay_ip: at.ip(),
                 realm: topology.deployment.sip_domain.clone(),
                 secret,
@@ -274,6 +282,7 @@ impl MediaRelay {
         match result {
             Ok(running) => {
                 self.problem.clear();
+                self.set_reading(Some(running.reading()));
                 self.running = Some(running);
             }
             Err(e) if e != self.problem => {
@@ -282,6 +291,15 @@ impl MediaRelay {
             }
             Err(_) => {}
         }
+    }
+}
+
+impl MediaRelay {
+    fn set_reading(&self, reading: Option<relay::Reading>) {
+        *self
+            .reading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reading;
     }
 }
 
@@ -371,6 +389,8 @@ pub struct EdgeService {
     wake: Arc<Notify>,
     /// How many passes the supervisor has made.
     passes: watch::Sender<u64>,
+    /// The A/V relay while it runs, for `/metrics`.
+    relay: Arc<std::sync::Mutex<Option<relay::Reading>>>,
 }
 
 impl EdgeService {
@@ -381,9 +401,18 @@ impl EdgeService {
             node: node.clone(),
             wake: Arc::new(Notify::new()),
             passes: watch::Sender::new(0),
+            relay: Arc::default(),
         };
         node.spawn(service.clone().supervise());
         service
+    }
+
+    /// The A/V relay's counters and live allocations, while it runs.
+    pub fn relay_reading(&self) -> Option<relay::Reading> {
+        self.relay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits until the supervisor has looked at the services and topology as they are
@@ -404,7 +433,10 @@ impl EdgeService {
         let mut access_edge_error = String::new();
         let mut federation: Option<Listener> = None;
         let mut xmpp: Option<Listener> = None;
-        let mut media = MediaRelay::default();
+        let mut media = MediaRelay {
+            reading: self.relay.clone(),
+            ..MediaRelay::default()
+        };
         let mut webconf = WebConferencing::default();
         loop {
             let topology = server.replica.topology();

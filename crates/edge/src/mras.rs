@@ -56,6 +56,7 @@ pub fn issue(server: &Node, user: &str) -> Result<MediaRelay, MrasError> {
                 .map(|s| RelayAddress {
                     server: s.fqdn.clone(),
                     address: s.external_address().into(),
+                    internal_address: (s.address != s.external_address()).then(|| s.address.into()),
                     port: topology.ports.media_relay,
                 })
                 .collect()

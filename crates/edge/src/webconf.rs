@@ -9,7 +9,9 @@
 //! credentials, to user services of a Front End pool associated with this Edge pool; the
 //! 307 that names the user's serving pool is followed only when that pool is associated
 //! with this Edge pool too — a user whose pool uses another Edge pool for media is told
-//! which (403), so that this pool's traffic goes where the association says.
+//! which (403), so that this pool's traffic goes where the association says. The outside
+//! client's address goes along (`api::CLIENT_ADDRESS_HEADER`, from the Edge's internal
+//! address), so that failed sign-ins lock out that client and not every user of the Edge.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use node::Node;
 use topology::Topology;
 
@@ -35,7 +37,10 @@ pub(crate) struct WebConf {
 
 /// The routes of the Web Conferencing Edge.
 pub(crate) fn router(node: Arc<Node>) -> Result<Router, String> {
+    // From the Edge's internal address: user services believe the client address it names
+    // only from there.
     let http = api::https(&node.tls)
+        .local_address(node.address.ip())
         .redirect(reqwest::redirect::Policy::none())
         .timeout(FORWARD_WAIT)
         .build()
@@ -58,21 +63,27 @@ fn refuse(status: StatusCode, reason: String) -> Response {
     (status, Json(serde_json::json!({ "error": reason }))).into_response()
 }
 
-async fn list(State(w): State<WebConf>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    forward(&w, &format!("/users/v1/meetings/{id}/content"), &headers).await
+/// The outside client's address, as the listener saw it.
+type Peer = Option<Extension<listener::PeerAddress>>;
+
+async fn list(
+    State(w): State<WebConf>,
+    peer: Peer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/users/v1/meetings/{id}/content");
+    forward(&w, &path, &headers, peer.map(|Extension(p)| p.0.ip())).await
 }
 
 async fn download(
     State(w): State<WebConf>,
+    peer: Peer,
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    forward(
-        &w,
-        &format!("/users/v1/meetings/{id}/content/{file}"),
-        &headers,
-    )
-    .await
+    let path = format!("/users/v1/meetings/{id}/content/{file}");
+    forward(&w, &path, &headers, peer.map(|Extension(p)| p.0.ip())).await
 }
 
 /// The Front End pools that use this Edge's pool for media.
@@ -89,7 +100,12 @@ fn associated<'t>(topology: &'t Topology, edge_pool: &str) -> Vec<&'t topology::
 }
 
 /// Passes a download on to the user's serving pool, if that pool uses this Edge pool.
-async fn forward(w: &WebConf, path: &str, headers: &HeaderMap) -> Response {
+async fn forward(
+    w: &WebConf,
+    path: &str,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+) -> Response {
     let topology = w.node.replica.topology();
     let Some(edge_pool) = topology
         .server(&w.node.fqdn)
@@ -124,6 +140,9 @@ async fn forward(w: &WebConf, path: &str, headers: &HeaderMap) -> Response {
             let mut call = w.http.get(format!("{base}{path}"));
             if let Some(auth) = headers.get(header::AUTHORIZATION) {
                 call = call.header(header::AUTHORIZATION, auth);
+            }
+            if let Some(client) = client {
+                call = call.header(api::CLIENT_ADDRESS_HEADER, client.to_string());
             }
             let answer = match call.send().await {
                 Ok(a) => a,

@@ -104,6 +104,12 @@ impl Gauges<'_> {
         let _ = writeln!(self.out, "# TYPE {name} gauge");
     }
 
+    /// A counter family kept by a part that has no recorder of its own (the A/V relay).
+    fn counter(&mut self, name: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} counter");
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.out.push_str(name);
         if !labels.is_empty() {
@@ -214,6 +220,59 @@ pub async fn levels(mgmt: &Mgmt) -> String {
                 g.sample("tandem_sip_bindings", &[], n as f64);
             }
             Err(e) => tracing::warn!(error = %e, "metrics: counting the pool's bindings"),
+        }
+    }
+
+    if let Some(relay) = mgmt.edge.as_ref().and_then(|e| e.relay_reading()) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = relay.stats();
+        g.family(
+            "tandem_edge_relay_allocations",
+            "Allocations alive on this Edge's A/V relay",
+        );
+        g.sample(
+            "tandem_edge_relay_allocations",
+            &[],
+            relay.live_allocations() as f64,
+        );
+        for (name, help, value) in [
+            (
+                "tandem_edge_relay_allocations_total",
+                "Allocations this Edge's A/V relay made since it started",
+                stats.allocations.load(Relaxed),
+            ),
+            (
+                "tandem_edge_relay_allocations_refused_total",
+                "Allocations the A/V relay refused (quota, capacity, a request it does not serve)",
+                stats.allocations_refused.load(Relaxed),
+            ),
+            (
+                "tandem_edge_relay_unauthorized_total",
+                "Requests the A/V relay challenged or refused for their credentials",
+                stats.unauthorized.load(Relaxed),
+            ),
+            (
+                "tandem_edge_relay_bytes_total",
+                "Bytes the A/V relay relayed, both ways",
+                stats.bytes_relayed.load(Relaxed),
+            ),
+        ] {
+            g.counter(name, help);
+            g.sample(name, &[], value as f64);
+        }
+        g.counter(
+            "tandem_edge_relay_packets_total",
+            "Packets the A/V relay relayed, by direction (to peers, to its clients)",
+        );
+        for (direction, value) in [
+            ("to_peers", stats.packets_to_peers.load(Relaxed)),
+            ("to_clients", stats.packets_to_clients.load(Relaxed)),
+        ] {
+            g.sample(
+                "tandem_edge_relay_packets_total",
+                &[("direction", direction)],
+                value as f64,
+            );
         }
     }
 

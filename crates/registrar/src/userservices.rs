@@ -235,10 +235,12 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
             format!("the RTCSRV service of {} is stopped", server.fqdn),
         );
     }
-    let source = request
+    let peer = request
         .extensions()
         .get::<listener::PeerAddress>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
+    // A download an Edge passes on counts against the outside client it names.
+    let source = through_edge(&server, peer, request.headers()).unwrap_or(peer);
     let guesses = request
         .extensions()
         .get::<Guesses>()
@@ -318,6 +320,28 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
     }
     request.extensions_mut().insert(Caller { user, mode });
     next.run(request).await
+}
+
+/// The outside client an Edge's Web Conferencing Edge names, believed only when the call
+/// comes from an Edge server's internal address.
+fn through_edge(
+    server: &Node,
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+) -> Option<std::net::IpAddr> {
+    let named = headers
+        .get(api::CLIENT_ADDRESS_HEADER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let topology = server.replica.topology();
+    topology
+        .edge_pools
+        .iter()
+        .flat_map(|p| &p.servers)
+        .any(|s| std::net::IpAddr::from(s.address) == peer)
+        .then_some(named)
 }
 
 /// A hash no password gives, checked for users who do not exist, so that they cost the

@@ -19,7 +19,7 @@ pub mod stun;
 
 pub use credentials::{Credentials, SECRET_FILE, Secret};
 pub use mras::{MediaRelay, MrasRequest, RelayAddress};
-pub use server::{Config, Limits, Relay, Stats};
+pub use server::{Config, Limits, Reading, Relay, Stats};
 
 #[cfg(test)]
 mod tests {

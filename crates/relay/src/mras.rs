@@ -19,8 +19,13 @@ pub struct MrasRequest {
 pub struct RelayAddress {
     /// The Edge server.
     pub server: String,
+    /// Its external address, for clients outside.
     #[schema(value_type = String)]
     pub address: IpAddr,
+    /// Its internal address, for clients inside (the same port), when it is another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub internal_address: Option<IpAddr>,
     /// TURN over UDP and over TCP on this port.
     pub port: u16,
 }

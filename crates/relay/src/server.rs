@@ -66,6 +66,9 @@ impl Limits {
 pub struct Config {
     /// Where clients reach it (UDP and TCP): the Edge's external address and the TURN port.
     pub listen: SocketAddr,
+    /// Where clients inside reach it too (the Edge's internal side): what they relay comes
+    /// out of the relayed addresses on `relay_ip` as well.
+    pub internal: Option<SocketAddr>,
     /// The address relayed transport addresses are allocated on (the external one).
     pub relay_ip: IpAddr,
     pub realm: String,
@@ -95,14 +98,27 @@ pub struct Relay {
     shared: Arc<Shared>,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The internal side's address, when it listens there too.
+    pub internal: Option<SocketAddr>,
 }
 
 impl Relay {
-    /// Binds the UDP and TCP listeners and starts serving.
+    /// Binds the UDP and TCP listeners (on each side) and starts serving.
     pub async fn start(config: Config) -> std::io::Result<Relay> {
-        let udp = Arc::new(UdpSocket::bind(config.listen).await?);
-        let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        let (udp_at, tcp_at) = (udp.local_addr()?, tcp.local_addr()?);
+        let bind = |at: SocketAddr| async move {
+            let udp = Arc::new(UdpSocket::bind(at).await?);
+            let tcp = TcpListener::bind(udp.local_addr()?).await?;
+            Ok::<_, std::io::Error>((udp, tcp))
+        };
+        let mut sides = vec![bind(config.listen).await?];
+        if let Some(internal) = config.internal {
+            sides.push(bind(internal).await?);
+        }
+        let (udp_at, tcp_at) = (sides[0].0.local_addr()?, sides[0].1.local_addr()?);
+        let internal = match sides.get(1) {
+            Some((udp, _)) => Some(udp.local_addr()?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             allocations: Mutex::new(HashMap::new()),
@@ -110,26 +126,34 @@ impl Relay {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        // A reader per core on the one UDP socket: each takes the next datagram, so that
+        // A reader per core on each UDP socket: each takes the next datagram, so that
         // relaying one client's packet does not wait for another's.
         let readers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        for _ in 0..readers {
-            tasks.spawn(serve_udp(shared.clone(), udp.clone(), stop.clone()));
+        for (udp, tcp) in sides {
+            for _ in 0..readers {
+                tasks.spawn(serve_udp(shared.clone(), udp.clone(), stop.clone()));
+            }
+            tasks.spawn(serve_tcp(shared.clone(), tcp, stop.clone()));
         }
-        tasks.spawn(serve_tcp(shared.clone(), tcp, stop.clone()));
         tasks.spawn(sweep(shared.clone(), stop.clone()));
-        tracing::info!(udp = %udp_at, tcp = %tcp_at, "A/V relay started");
+        tracing::info!(udp = %udp_at, tcp = %tcp_at, internal = ?internal, "A/V relay started");
         Ok(Relay {
             stop,
             tasks,
             shared,
             udp: udp_at,
             tcp: tcp_at,
+            internal,
         })
     }
 
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+
+    /// A look at this relay that can be kept elsewhere (`/metrics` reads it at a scrape).
+    pub fn reading(&self) -> Reading {
+        Reading(self.shared.clone())
     }
 
     /// Allocations alive now.
@@ -157,16 +181,36 @@ impl Drop for Relay {
     }
 }
 
+/// An allocation's 5-tuple: the client's address, the relay's, and whether over TCP.
+type Key = (SocketAddr, SocketAddr, bool);
+
+/// A look at a running relay: its counters and the allocations alive.
+#[derive(Debug, Clone)]
+pub struct Reading(Arc<Shared>);
+
+impl Reading {
+    pub fn stats(&self) -> &Stats {
+        &self.0.stats
+    }
+
+    pub fn live_allocations(&self) -> usize {
+        self.0.table().len()
+    }
+}
+
 /// How a client is reached: the UDP listener's socket, or its TCP connection's writer.
 #[derive(Debug, Clone)]
 enum Client {
     Udp {
         socket: Arc<UdpSocket>,
         addr: SocketAddr,
+        /// The relay's side it came to.
+        local: SocketAddr,
     },
     Tcp {
         tx: mpsc::Sender<Vec<u8>>,
         addr: SocketAddr,
+        local: SocketAddr,
     },
 }
 
@@ -177,15 +221,18 @@ impl Client {
         }
     }
 
-    /// The allocation's key: the client's address and transport (RFC 8656's 5-tuple, the
-    /// server's side being fixed).
-    fn key(&self) -> (SocketAddr, bool) {
-        (self.addr(), matches!(self, Client::Tcp { .. }))
+    /// The allocation's key: RFC 8656's 5-tuple (the client's address, the relay's side it
+    /// came to, the transport).
+    fn key(&self) -> Key {
+        match self {
+            Client::Udp { addr, local, .. } => (*addr, *local, false),
+            Client::Tcp { addr, local, .. } => (*addr, *local, true),
+        }
     }
 
     async fn send(&self, bytes: Vec<u8>) {
         match self {
-            Client::Udp { socket, addr } => {
+            Client::Udp { socket, addr, .. } => {
                 let _ = socket.send_to(&bytes, addr).await;
             }
             // A client that does not read is not waited for: what does not fit is dropped.
@@ -230,12 +277,12 @@ impl Allocation {
 #[derive(Debug)]
 struct Shared {
     config: Config,
-    allocations: Mutex<HashMap<(SocketAddr, bool), Allocation>>,
+    allocations: Mutex<HashMap<Key, Allocation>>,
     stats: Stats,
 }
 
 impl Shared {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketAddr, bool), Allocation>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Allocation>> {
         self.allocations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -254,6 +301,9 @@ impl Shared {
 }
 
 async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: CancellationToken) {
+    let Ok(local) = socket.local_addr() else {
+        return;
+    };
     let mut buf = vec![0u8; stun::MAX_MESSAGE + 4];
     loop {
         let (n, addr) = tokio::select! {
@@ -266,12 +316,16 @@ async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>, stop: Cancellati
         let client = Client::Udp {
             socket: socket.clone(),
             addr,
+            local,
         };
         handle(&shared, &client, &buf[..n]).await;
     }
 }
 
 async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
     let limits = shared.config.limits;
     let admission = listener::Admission::new(limits.tcp_clients, limits.tcp_clients_per_source);
     let mut clients = JoinSet::new();
@@ -293,16 +347,16 @@ async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener, stop: Cancellatio
         let shared = shared.clone();
         clients.spawn(async move {
             let _admitted = admitted;
-            tcp_client(&shared, stream, addr).await;
+            tcp_client(&shared, stream, addr, local).await;
             // The connection is gone: so are its allocations.
-            if let Some(a) = shared.table().remove(&(addr, true)) {
+            if let Some(a) = shared.table().remove(&(addr, local, true)) {
                 a.reader.abort();
             }
         });
     }
 }
 
-async fn tcp_client(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+async fn tcp_client(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, local: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
@@ -313,7 +367,7 @@ async fn tcp_client(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
             }
         }
     });
-    let client = Client::Tcp { tx, addr };
+    let client = Client::Tcp { tx, addr, local };
     let idle = shared.config.limits.tcp_idle;
     let mut frame = vec![0u8; stun::MAX_MESSAGE + 4];
     loop {
@@ -702,11 +756,7 @@ fn bind_channel(shared: &Shared, client: &Client, m: &Message, username: &str) -
 
 /// Relays what peers send to an allocation's port back to its client: as channel data on
 /// the peer's channel, or a Data indication; only from peers with a permission.
-async fn relay_reader(
-    shared: std::sync::Weak<Shared>,
-    key: (SocketAddr, bool),
-    relay: Arc<UdpSocket>,
-) {
+async fn relay_reader(shared: std::sync::Weak<Shared>, key: Key, relay: Arc<UdpSocket>) {
     let mut buf = vec![0u8; stun::MAX_MESSAGE];
     loop {
         let Ok((n, peer)) = relay.recv_from(&mut buf).await else {
@@ -759,6 +809,7 @@ mod tests {
         let secret = Secret::new(*b"0123456789abcdef0123456789abcdef");
         let relay = Relay::start(Config {
             listen: SocketAddr::new(LOCAL, 0),
+            internal: None,
             relay_ip: LOCAL,
             realm: "fabrikam.net".into(),
             secret: secret.clone(),

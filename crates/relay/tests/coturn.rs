@@ -64,6 +64,7 @@ async fn coturns_client_relays_between_two_allocations_over_udp_and_tcp() {
     let secret = Secret::new(*b"a secret of this deployment 32b!");
     let relay = Relay::start(Config {
         listen: SocketAddr::new(local, 0),
+        internal: None,
         relay_ip: local,
         realm: "fabrikam.net".into(),
         secret: secret.clone(),

@@ -11,39 +11,69 @@ const RED: &str = "fe-red.fabrikam.net";
 const EDGE_RED: &str = "edge-red.fabrikam.net";
 const EDGE_DUB: &str = "edge-dub.fabrikam.net";
 
-/// `GET /users/v1/media-relay` for `user` on a Front End of `pool`: the status and body.
-fn media_relay(lab: &Lab, pool: &str, user: &serde_json::Value) -> (u16, serde_json::Value) {
-    let server = lab
-        .servers()
-        .into_iter()
-        .find(|s| s["pool"] == pool && s["role"] == "FrontEnd")
-        .unwrap();
-    let url = format!("{}/users/v1/media-relay", Lab::user_services(&server));
+/// `method url` as `user` (HTTP Basic), over a client trusting `roots`: the status and body.
+fn as_user(
+    client: reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    user: &serde_json::Value,
+    body: Option<Vec<u8>>,
+) -> (u16, Vec<u8>) {
     let name = user["sip_address"]
         .as_str()
         .unwrap()
         .trim_start_matches("sip:");
     let password = user["password"].as_str().unwrap();
-    let client = lab.http().build().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let r = client
-            .get(url)
-            .basic_auth(name, Some(password))
-            .send()
-            .await
-            .unwrap();
+        let mut call = client.request(method, url).basic_auth(name, Some(password));
+        if let Some(body) = body {
+            call = call.header("content-type", "application/json").body(body);
+        }
+        let r = call.send().await.unwrap();
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+        (status, r.bytes().await.unwrap().to_vec())
     })
+}
+
+/// User services of a Front End of `pool`.
+fn user_services(lab: &Lab, pool: &str) -> String {
+    let server = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["pool"] == pool && s["role"] == "FrontEnd")
+        .unwrap();
+    Lab::user_services(&server)
+}
+
+/// `GET /users/v1/media-relay` for `user` on a Front End of `pool`: the status and body.
+fn media_relay(lab: &Lab, pool: &str, user: &serde_json::Value) -> (u16, serde_json::Value) {
+    let url = format!("{}/users/v1/media-relay", user_services(lab, pool));
+    let (status, body) = as_user(
+        lab.http().build().unwrap(),
+        reqwest::Method::GET,
+        url,
+        user,
+        None,
+    );
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// What coturn's client counted relaying between two allocations on `relay` with the
 /// credentials in `answer` (over TCP to the relay when `tcp`): sent and received.
 fn coturn_relays(answer: &serde_json::Value, tcp: bool) -> (u64, u64, String) {
+    coturn_relays_at(answer, "address", tcp)
+}
+
+/// The same, to the relay's address `side` names (`address`: outside, `internal_address`:
+/// inside).
+fn coturn_relays_at(answer: &serde_json::Value, side: &str, tcp: bool) -> (u64, u64, String) {
     let relay = &answer["relays"][0];
     let mut command = std::process::Command::new("turnutils_uclient");
     if tcp {
@@ -54,7 +84,7 @@ fn coturn_relays(answer: &serde_json::Value, tcp: bool) -> (u64, u64, String) {
         .args(["-u", answer["username"].as_str().unwrap()])
         .args(["-w", answer["password"].as_str().unwrap()])
         .args(["-p", &relay["port"].to_string()])
-        .arg(relay["address"].as_str().unwrap())
+        .arg(relay[side].as_str().unwrap())
         .output()
         .expect("turnutils_uclient runs: install Debian's coturn (.ci/run does)");
     let said = format!("{}{}", stdout(&out), stderr(&out));
@@ -75,70 +105,48 @@ fn coturn_relays(answer: &serde_json::Value, tcp: bool) -> (u64, u64, String) {
 
 /// Saves `bytes` as content of a meeting of `user`'s, at the user's pool.
 fn save_content(lab: &Lab, user: &serde_json::Value, bytes: &[u8]) {
-    let server = lab
-        .servers()
-        .into_iter()
-        .find(|s| s["pool"] == RED && s["role"] == "FrontEnd")
-        .unwrap();
-    let base = Lab::user_services(&server);
-    let name = user["sip_address"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sip:");
-    let password = user["password"].as_str().unwrap();
-    let client = lab.http().build().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        for (path, body) in [
-            (
-                "/users/v1/meetings/review",
-                br#"{"subject": "Review", "start": "2026-12-07T10:00:00Z"}"#.to_vec(),
-            ),
-            ("/users/v1/meetings/review/content/deck.bin", bytes.to_vec()),
-        ] {
-            let r = client
-                .put(format!("{base}{path}"))
-                .basic_auth(name, Some(password))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{path}");
-        }
-    });
+    let base = user_services(lab, RED);
+    for (path, body) in [
+        (
+            "/users/v1/meetings/review",
+            br#"{"subject": "Review", "start": "2026-12-07T10:00:00Z"}"#.to_vec(),
+        ),
+        ("/users/v1/meetings/review/content/deck.bin", bytes.to_vec()),
+    ] {
+        let client = lab.http().build().unwrap();
+        let (status, said) = as_user(
+            client,
+            reqwest::Method::PUT,
+            format!("{base}{path}"),
+            user,
+            Some(body),
+        );
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&said));
+    }
 }
 
 /// `GET .../content/deck.bin` from outside, at the Web Conferencing Edge `edge`
 /// (its certificate from the lab's public CA): the status and the bytes.
 fn download(lab: &Lab, edge: &str, user: &serde_json::Value) -> (u16, Vec<u8>) {
+    download_from(lab, edge, user, "127.0.0.1".parse().unwrap())
+}
+
+/// The same, from the local address `from`.
+fn download_from(
+    lab: &Lab,
+    edge: &str,
+    user: &serde_json::Value,
+    from: std::net::IpAddr,
+) -> (u16, Vec<u8>) {
     let roots =
         pki::Roots::from_pem_file(&std::path::Path::new(lab.dir()).join("pki/public/ca.pem"))
             .unwrap();
     let client = api::https(&pki::client_config(&roots, None))
+        .local_address(from)
         .build()
         .unwrap();
-    let name = user["sip_address"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sip:");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = client
-            .get(format!("{edge}/users/v1/meetings/review/content/deck.bin"))
-            .basic_auth(name, Some(user["password"].as_str().unwrap()))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.bytes().await.unwrap().to_vec())
-    })
+    let url = format!("{edge}/users/v1/meetings/review/content/deck.bin");
+    as_user(client, reqwest::Method::GET, url, user, None)
 }
 
 /// A user homed on site Dublin's pool.
@@ -202,6 +210,35 @@ fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the
         let (sent, received, said) = coturn_relays(&answer, tcp);
         assert_eq!((sent, received), (40, 40), "tcp {tcp}: {said}");
     }
+    // The Edge counts it for Prometheus.
+    let (status, _, body) = crate::metrics::scrape(
+        &lab,
+        &lab.server("edge-red-a.fabrikam.net"),
+        Some(&lab.admin_token()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let samples = crate::metrics::parse(&body);
+    let total = |name: &str, labels: &[(&str, &str)]| crate::metrics::sum(&samples, name, labels);
+    assert!(
+        total("tandem_edge_relay_allocations_total", &[]) >= 4.0,
+        "{body}"
+    );
+    assert!(
+        total(
+            "tandem_edge_relay_packets_total",
+            &[("direction", "to_peers")]
+        ) >= 80.0,
+        "{body}"
+    );
+    assert!(
+        total("tandem_edge_mras_credentials_issued_total", &[]) >= 1.0,
+        "{body}"
+    );
+    // A client inside reaches the same relay on the Edge's internal side.
+    let inside = answer["relays"][0]["internal_address"].as_str().unwrap();
+    assert_ne!(inside, answer["relays"][0]["address"], "{answer}");
+    let (sent, received, said) = coturn_relays_at(&answer, "internal_address", false);
+    assert_eq!((sent, received), (40, 40), "inside: {said}");
     // Meeting content: saved at the red pool, downloaded from outside through red's Web
     // Conferencing Edge, the one the user's pool is associated with; Dublin's refuses it.
     let deck: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -310,6 +347,26 @@ fn media_flows_through_the_associated_edge_and_through_the_other_sites_after_the
         stderr(&out)
     );
     assert_eq!(std::fs::read(&saved).unwrap(), deck);
+    // Guessing the user's password through the Edge locks out the guesser's address, not
+    // the Edge's: the user downloading from elsewhere still gets the content.
+    let edge = moved["web_conferencing"][0].as_str().unwrap();
+    let mut wrong = user.clone();
+    wrong["password"] = "not-the-password".into();
+    let guesser: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    for _ in 0..8 {
+        let (status, _) = download_from(&lab, edge, &wrong, guesser);
+        assert_ne!(status, 200);
+    }
+    let (status, _) = download_from(&lab, edge, &user, guesser);
+    assert_ne!(
+        status, 200,
+        "the guesser's address is locked out, even with the password"
+    );
+    let elsewhere: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(
+        download_from(&lab, edge, &user, elsewhere),
+        (200, deck.clone())
+    );
     // Both users' media now goes through dub's Edge pool, every packet of it.
     let report = client_media(&lab, &user, &dub_user(&lab));
     assert_eq!(report["from_edge_pool"], EDGE_DUB, "{report}");
