@@ -92,10 +92,13 @@ pub enum RecordData {
     },
 }
 
-/// The SOA's timers: refresh, retry, expire, and the minimum that bounds how long a
+/// The SOA's timers (refresh, retry, expire), and its minimum, which bounds how long a
 /// resolver caches "no such name" (RFC 2308) — as short as the records' own TTL, so a name
 /// added during a failover is seen within seconds.
-const SOA_TIMERS: (i32, i32, i32, u32) = (3600, 600, 86400, crate::TTL);
+const SOA_REFRESH: i32 = 3600;
+const SOA_RETRY: i32 = 600;
+const SOA_EXPIRE: i32 = 86400;
+const SOA_MINIMUM: u32 = crate::TTL;
 
 impl RecordData {
     pub fn record_type(&self) -> RecordType {
@@ -121,10 +124,9 @@ impl RecordData {
                 mname,
                 rname,
                 serial,
-            } => {
-                let (refresh, retry, expire, minimum) = SOA_TIMERS;
-                format!("{mname}. {rname}. {serial} {refresh} {retry} {expire} {minimum}")
-            }
+            } => format!(
+                "{mname}. {rname}. {serial} {SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {SOA_MINIMUM}"
+            ),
             RecordData::Srv {
                 priority,
                 weight,
@@ -178,18 +180,15 @@ impl Record {
                 mname,
                 rname,
                 serial,
-            } => {
-                let (refresh, retry, expire, minimum) = SOA_TIMERS;
-                RData::SOA(rdata::SOA::new(
-                    fqdn(mname)?,
-                    fqdn(rname)?,
-                    *serial,
-                    refresh,
-                    retry,
-                    expire,
-                    minimum,
-                ))
-            }
+            } => RData::SOA(rdata::SOA::new(
+                fqdn(mname)?,
+                fqdn(rname)?,
+                *serial,
+                SOA_REFRESH,
+                SOA_RETRY,
+                SOA_EXPIRE,
+                SOA_MINIMUM,
+            )),
             RecordData::Srv {
                 priority,
                 weight,

@@ -284,7 +284,7 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
     };
     // Who the caller is and the media relays are no stored data: a pool serving in
     // resiliency mode answers them too.
-    let is_me = matches!(
+    let not_stored_data = matches!(
         request.uri().path(),
         "/users/v1/me" | "/users/v1/media-relay"
     );
@@ -298,7 +298,7 @@ async fn gate(State(server): State<Arc<Node>>, mut request: Request, next: Next)
             ),
         );
     }
-    if mode == Mode::Resiliency && !is_me {
+    if mode == Mode::Resiliency && !not_stored_data {
         let reason = match server.not_caught_up() {
             Some(why) => format!(
                 "{} is served by {} in resiliency mode: {why}. No change can be saved until it has; try again in a few seconds",

@@ -39,6 +39,8 @@ pub struct TurnClient {
     pub relayed: SocketAddr,
     /// This client's address as the relay sees it.
     pub mapped: SocketAddr,
+    /// What [`TurnClient::recv`] reads into, kept between calls.
+    buf: Vec<u8>,
 }
 
 /// What came back through the relay.
@@ -77,6 +79,7 @@ impl TurnClient {
             wait,
             relayed: server,
             mapped: server,
+            buf: vec![0u8; stun::MAX_MESSAGE],
         };
         let answer = client
             .request(
@@ -215,11 +218,11 @@ impl TurnClient {
     }
 
     /// The next thing relayed to this client, within `wait`.
-    pub async fn recv(&self, wait: Duration) -> Option<Received> {
-        let mut buf = vec![0u8; stun::MAX_MESSAGE];
+    pub async fn recv(&mut self, wait: Duration) -> Option<Received> {
+        let buf = &mut self.buf;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (n, from) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf))
+            let (n, from) = tokio::time::timeout_at(deadline, self.socket.recv_from(buf))
                 .await
                 .ok()?
                 .ok()?;

@@ -758,6 +758,11 @@ fn bind_channel(shared: &Shared, client: &Client, m: &Message, username: &str) -
 /// the peer's channel, or a Data indication; only from peers with a permission.
 async fn relay_reader(shared: std::sync::Weak<Shared>, key: Key, relay: Arc<UdpSocket>) {
     let mut buf = vec![0u8; stun::MAX_MESSAGE];
+    // Data indications need distinct transaction ids, not secret ones: a random start
+    // once, then a count, instead of a system call for every packet.
+    let mut transaction = [0u8; 12];
+    let _ = getrandom::fill(&mut transaction);
+    let mut sequence = u64::from_be_bytes(transaction[4..].try_into().unwrap_or_default());
     loop {
         let Ok((n, peer)) = relay.recv_from(&mut buf).await else {
             continue;
@@ -775,8 +780,8 @@ async fn relay_reader(shared: std::sync::Weak<Shared>, key: Key, relay: Arc<UdpS
             let bytes = match a.channel_of(peer, clock) {
                 Some(channel) => stun::channel_data(channel, &buf[..n], a.client.stream()),
                 None => {
-                    let mut transaction = [0u8; 12];
-                    let _ = getrandom::fill(&mut transaction);
+                    sequence = sequence.wrapping_add(1);
+                    transaction[4..].copy_from_slice(&sequence.to_be_bytes());
                     Message::new(Class::Indication, stun::DATA, transaction)
                         .with_xor_address(stun::XOR_PEER_ADDRESS, peer)
                         .with(stun::DATA_ATTR, &buf[..n])
