@@ -1,5 +1,6 @@
 //! Topology as cmdlet output: `Get-CsService`, `Get-CsPoolBackupRelationship`, the
-//! forms of `Get-CsTopology` and validation problems. Pure functions of a topology.
+//! forms of `Get-CsTopology`, the federation partners (`Get-CsAllowedDomain`,
+//! `Get-CsXmppAllowedPartner`) and validation problems. Pure functions of a topology.
 
 use cmdlet::{Field, Record};
 use topology::Topology;
@@ -205,6 +206,71 @@ pub fn edge_associations(t: &Topology, pool: Option<&str>) -> Result<Vec<Record>
                 .with("MediaRelays", Field::List(relays))
         })
         .collect())
+}
+
+/// Which partners' domains a `Get-Cs*` of partners returns: the one `-Identity` names (in
+/// any spelling), those `-Filter` matches, or every one.
+fn partner_wanted(domain: &str, identity: Option<&str>, filter: Option<&str>) -> bool {
+    let spelled =
+        |d: &str| topology::domain::normalize(d).unwrap_or_else(|| d.to_ascii_lowercase());
+    identity.is_none_or(|i| spelled(i) == spelled(domain))
+        && filter.is_none_or(|f| cmdlet::help::wildcard_match(f, domain))
+}
+
+/// `Get-CsAllowedDomain`: the SIP federation partners (`ProxyFqdn` empty: tandem finds a
+/// partner's Access Edge by DNS SRV).
+pub fn allowed_domains(
+    t: &Topology,
+    identity: Option<&str>,
+    filter: Option<&str>,
+) -> Result<Vec<Record>, String> {
+    let rows: Vec<Record> = t
+        .deployment
+        .allowed_domains
+        .iter()
+        .filter(|d| partner_wanted(d, identity, filter))
+        .map(|d| {
+            Record::new()
+                .with("Identity", d.clone())
+                .with("Domain", d.clone())
+                .with("ProxyFqdn", Field::Null)
+        })
+        .collect();
+    match identity {
+        Some(i) if rows.is_empty() => Err(format!(
+            "{i} is not a SIP federation partner; Get-CsAllowedDomain lists them, New-CsAllowedDomain -Identity {i} adds it"
+        )),
+        _ => Ok(rows),
+    }
+}
+
+/// `Get-CsXmppAllowedPartner`: the XMPP partners and how each negotiates.
+pub fn xmpp_partners(
+    t: &Topology,
+    identity: Option<&str>,
+    filter: Option<&str>,
+) -> Result<Vec<Record>, String> {
+    let rows: Vec<Record> = t
+        .deployment
+        .xmpp_partners
+        .iter()
+        .filter(|p| partner_wanted(&p.domain, identity, filter))
+        .map(|p| {
+            Record::new()
+                .with("Identity", p.domain.clone())
+                .with("Domain", p.domain.clone())
+                .with("TlsNegotiation", p.tls_negotiation.to_string())
+                .with("SaslNegotiation", p.sasl_negotiation.to_string())
+                .with("SupportDialbackNegotiation", p.support_dialback)
+                .with("ProxyFqdn", opt(p.proxy_fqdn.as_deref()))
+        })
+        .collect();
+    match identity {
+        Some(i) if rows.is_empty() => Err(format!(
+            "{i} is not an XMPP partner; Get-CsXmppAllowedPartner lists them, New-CsXmppAllowedPartner -Identity {i} adds it"
+        )),
+        _ => Ok(rows),
+    }
 }
 
 /// `Get-CsTopology` without a switch: one record per pool.

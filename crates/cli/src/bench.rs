@@ -66,6 +66,8 @@ pub(crate) fn replication(replicas: usize, changes: usize, json: bool) -> anyhow
     let started = Instant::now();
     let backend = lab::Backend::Sqlite;
     let up = lab::up(UpOptions {
+        block: None,
+        federate_with: None,
         hosts: false,
         topology: Some(topology_file),
         dir: dir.clone(),

@@ -58,6 +58,8 @@ pub(crate) fn with_lab_of<T>(
     let topology_file = dir.join("topology.toml");
     std::fs::write(&topology_file, on_free_block(base)?)?;
     let up = lab::up(UpOptions {
+        block: None,
+        federate_with: None,
         hosts: false,
         topology: Some(topology_file),
         dir: dir.clone(),

@@ -89,13 +89,20 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
     for pool in &topology.edge_pools {
         for server in &pool.servers {
             let short = server.fqdn.split('.').next().unwrap_or(&server.fqdn);
+            let mut names = vec![
+                format!("sip.{zone}"),
+                format!("xmpp.{zone}"),
+                format!("{short}-ext.{zone}"),
+                server.fqdn.clone(),
+                // The domain itself: an XMPP peer checks the certificate against the
+                // domain it opened a stream to (RFC 6120 §13.7.2).
+                topology.deployment.sip_domain.clone(),
+            ];
+            if !zone.eq_ignore_ascii_case(&topology.deployment.sip_domain) {
+                names.push(zone.clone());
+            }
             let issued = public.issue(&pki::Request {
-                names: vec![
-                    format!("sip.{zone}"),
-                    format!("xmpp.{zone}"),
-                    format!("{short}-ext.{zone}"),
-                    server.fqdn.clone(),
-                ],
+                names,
                 addresses: vec![server.external_address().into()],
                 validity_days: pki::SERVER_VALIDITY_DAYS,
                 now,
@@ -127,7 +134,8 @@ fn issue_certificates(lab: &LabFile, topology: &Topology) -> anyhow::Result<()> 
             })?;
         }
     }
-    for domain in &topology.deployment.allowed_domains {
+    let xmpp = topology.deployment.xmpp_partners.iter().map(|p| &p.domain);
+    for domain in topology.deployment.allowed_domains.iter().chain(xmpp) {
         let domain = topology::domain::normalize(domain)
             .ok_or_else(|| anyhow!("allowed domain {domain} is not a domain name"))?;
         let names = sip::federation::certificate_names(&domain).to_vec();
@@ -308,6 +316,10 @@ pub(crate) struct UpOptions {
     pub(crate) backend: Backend,
     /// Every server and Back End on a host (network namespace) of its own.
     pub(crate) hosts: bool,
+    /// Every address moved into `127.B.x.y`.
+    pub(crate) block: Option<u8>,
+    /// The running lab whose deployment this one federates with.
+    pub(crate) federate_with: Option<PathBuf>,
 }
 
 /// `tandem lab up --backend`.
@@ -429,6 +441,38 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     };
     let mut topology = Topology::from_toml(&text)
         .map_err(|e| anyhow!("{source} is not a topology document: {e}; check it with `tandem topology check {source}`"))?;
+    let mut changed = false;
+    if let Some(block) = options.block {
+        if options.hosts {
+            bail!(
+                "--block moves a loopback lab; --hosts gives the lab its own addresses (10.B.x.y) already"
+            );
+        }
+        topology.move_to_loopback_block(block);
+        changed = true;
+    }
+    let partner = match &options.federate_with {
+        Some(other) => {
+            let partner = Partner::of(other)?;
+            if partner.dns.ip() == std::net::IpAddr::V4(dns_address(&topology)) {
+                bail!(
+                    "the lab in {} has its DNS server on {}, where this one's would be: put this deployment in another loopback block with --block N (1 to 254)",
+                    other.display(),
+                    partner.dns.ip()
+                );
+            }
+            if topology.allowed_partner(&partner.domain).is_none() {
+                topology
+                    .deployment
+                    .allowed_domains
+                    .push(partner.domain.clone());
+                changed = true;
+            }
+            Some(partner)
+        }
+        None => None,
+    };
+    let text = if changed { topology.to_toml() } else { text };
     let text = match options.detection_secs {
         Some((failure, failback)) => {
             for pool in &mut topology.front_end_pools {
@@ -611,6 +655,11 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     let mut dns = dns_server(&topology, &dir)?;
     dns.netns = hosts.map(crate::lab_net::core_namespace);
     lab.servers.push(dns);
+    if let Some(partner) = &partner {
+        // The Internet's public CA is one: both deployments' Access Edges get their
+        // external certificates from it, and each trusts it for the other.
+        partner.share_public_ca(&dir)?;
+    }
     issue_certificates(&lab, &topology)?;
     let all: Vec<usize> = (0..lab.servers.len()).collect();
     spawn(&mut lab, &all)?;
@@ -619,6 +668,14 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     lab.save()?;
     let started = Instant::now();
     rt.block_on(wait_converged(&lab, &all, Duration::from_secs(60)))?;
+    if let Some(partner) = &partner {
+        let done = rt.block_on(partner.federate(&lab, &topology))?;
+        if !options.quiet {
+            for line in done {
+                println!("{line}");
+            }
+        }
+    }
     if options.users > 0 {
         let users = rt.block_on(enable_users(&lab, &topology, options.users))?;
         // Every replica applies every user: allow for it on a big lab.
@@ -692,6 +749,11 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
     std::fs::create_dir_all(&data_dir)?;
     let zone = dns::Zone::from_topology(topology, address);
     dnsserver::save_zone(&data_dir.join(DNS_ZONE_FILE), &zone)?;
+    // A lab started again in the same folder starts with the deployment's zone alone.
+    let added = dnsserver::added_zones_file(&data_dir.join(DNS_ZONE_FILE));
+    if added.exists() {
+        std::fs::remove_file(&added).with_context(|| format!("removing {}", added.display()))?;
+    }
     Ok(LabServer {
         fqdn: fqdn.clone(),
         role: DNS_ROLE.into(),
@@ -710,6 +772,162 @@ fn dns_server(topology: &Topology, dir: &Path) -> anyhow::Result<LabServer> {
         sip_tls_port: 0,
         netns: None,
     })
+}
+
+/// Another running lab whose deployment this one federates with (`lab up --federate-with`).
+struct Partner {
+    dir: PathBuf,
+    lab: LabFile,
+    /// Its SIP domain and DNS zone.
+    domain: String,
+    zone: String,
+    /// Its DNS server (DNS port).
+    dns: std::net::SocketAddr,
+}
+
+impl Partner {
+    fn of(dir: &Path) -> anyhow::Result<Partner> {
+        let lab = LabFile::load(dir)?;
+        let topology = lab.installed_topology()?;
+        let server = lab.dns().ok_or_else(|| {
+            anyhow!(
+                "the lab in {} has no DNS server to federate through",
+                dir.display()
+            )
+        })?;
+        if !server.alive() {
+            bail!(
+                "the lab in {} is not running (its DNS server is down); start it with `tandem lab up --dir {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(Partner {
+            dir: dir.to_path_buf(),
+            dns: std::net::SocketAddr::new(server.address.parse()?, server.dns_port),
+            domain: topology.deployment.sip_domain.to_ascii_lowercase(),
+            zone: topology.deployment.dns_zone.to_ascii_lowercase(),
+            lab,
+        })
+    }
+
+    /// Puts the other lab's public CA (key and certificate) in this lab's folder, where
+    /// `issue_certificates` finds it.
+    fn share_public_ca(&self, dir: &Path) -> anyhow::Result<()> {
+        let from = self.dir.join(PKI_DIR).join(PUBLIC_CA_DIR);
+        let authority = pki::Authority::load(&from).with_context(|| {
+            format!(
+                "the lab in {} has no public CA in {}",
+                self.dir.display(),
+                from.display()
+            )
+        })?;
+        authority.save(&dir.join(PKI_DIR).join(PUBLIC_CA_DIR))?;
+        Ok(())
+    }
+
+    /// Makes each lab's DNS server forward the other's zone to the other's server, and
+    /// the other deployment allow this one's domain. What was done, line by line.
+    async fn federate(&self, lab: &LabFile, topology: &Topology) -> anyhow::Result<Vec<String>> {
+        let mut done = Vec::new();
+        let ours_dns = lab
+            .dns()
+            .ok_or_else(|| anyhow!("this lab has no DNS server"))?;
+        let ours = |zone: &str| zone.to_ascii_lowercase();
+        let mut our_zones = vec![ours(&topology.deployment.dns_zone)];
+        if !our_zones.contains(&ours(&topology.deployment.sip_domain)) {
+            our_zones.push(ours(&topology.deployment.sip_domain));
+        }
+        let mut their_zones = vec![self.zone.clone()];
+        if !their_zones.contains(&self.domain) {
+            their_zones.push(self.domain.clone());
+        }
+        let their_dns = self.lab.dns().expect("checked when loaded");
+        for zone in &their_zones {
+            forward(lab, ours_dns, zone, self.dns).await?;
+            done.push(format!(
+                "This lab's DNS server forwards {zone} to {}",
+                self.dns
+            ));
+        }
+        let our_dns_at = std::net::SocketAddr::new(ours_dns.address.parse()?, ours_dns.dns_port);
+        for zone in &our_zones {
+            forward(&self.lab, their_dns, zone, our_dns_at).await?;
+            done.push(format!(
+                "The lab in {} forwards {zone} to {our_dns_at}",
+                self.dir.display()
+            ));
+        }
+        let theirs = self.lab.installed_topology()?;
+        let our_domain = topology.deployment.sip_domain.to_ascii_lowercase();
+        if theirs.allowed_partner(&our_domain).is_none() {
+            let via = self
+                .lab
+                .servers
+                .iter()
+                .find(|s| s.pool.eq_ignore_ascii_case(&self.lab.cms_pool) && s.alive())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no server of the CMS pool of the lab in {} runs",
+                        self.dir.display()
+                    )
+                })?;
+            call(
+                &self.lab.api()?,
+                &self.lab,
+                via,
+                "New-CsAllowedDomain",
+                serde_json::json!({ "Identity": our_domain }),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "New-CsAllowedDomain -Identity {our_domain} on the lab in {}",
+                    self.dir.display()
+                )
+            })?;
+            done.push(format!(
+                "The deployment of the lab in {} allows {our_domain} (New-CsAllowedDomain)",
+                self.dir.display()
+            ));
+        }
+        done.push(format!(
+            "{our_domain} and {} federate; each allows the other",
+            self.domain
+        ));
+        Ok(done)
+    }
+}
+
+/// `Add-DnsServerConditionalForwarderZone` on a lab's DNS server, unless it forwards the
+/// zone there already.
+async fn forward(
+    lab: &LabFile,
+    dns: &LabServer,
+    zone: &str,
+    to: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let master = if to.port() == 53 {
+        to.ip().to_string()
+    } else {
+        to.to_string()
+    };
+    let answer = call(
+        &lab.api()?,
+        lab,
+        dns,
+        "Add-DnsServerConditionalForwarderZone",
+        serde_json::json!({ "Name": zone, "MasterServers": [master] }),
+    )
+    .await;
+    match answer {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("already") => Ok(()),
+        Err(e) => Err(anyhow!(
+            "Add-DnsServerConditionalForwarderZone -Name {zone} on the lab in {}: {e}",
+            lab.dir.display()
+        )),
+    }
 }
 
 /// `127.B.0.153` (`10.B.0.153` on hosts), B the block of the deployment's addresses.

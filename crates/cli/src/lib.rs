@@ -209,6 +209,16 @@ enum LabCommand {
         /// that `tandem lab net` cuts, delays or makes lossy.
         #[arg(long)]
         hosts: bool,
+        /// Move every address of the topology into 127.B.x.y (keeping x.y): a second
+        /// deployment beside a first one needs a block of its own (its DNS server too).
+        #[arg(long, value_name = "B")]
+        block: Option<u8>,
+        /// Federate with the deployment of the running lab in this folder: this one's
+        /// Access Edges get their external certificates from that lab's public CA, each
+        /// lab's DNS server forwards the other's zone to the other's (conditional
+        /// forwarders), and each deployment allows the other's domain (New-CsAllowedDomain).
+        #[arg(long, value_name = "DIR")]
+        federate_with: Option<PathBuf>,
     },
     /// The link between the sites of a lab started with --hosts: cut, delay, loss, heal.
     #[command(subcommand)]
@@ -504,8 +514,12 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
                 reconcile_after_secs,
                 backend,
                 hosts,
+                block,
+                federate_with,
             } => lab::up(lab::UpOptions {
                 hosts,
+                block,
+                federate_with,
                 topology,
                 dir,
                 detach,

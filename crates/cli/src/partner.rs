@@ -41,8 +41,8 @@ pub(crate) enum PartnerCommand {
         /// The domain to reach [default: the lab's SIP domain]
         #[arg(long)]
         to: Option<String>,
-        /// The partner domain the stream comes from [default: the first partner domain
-        /// the lab issued a certificate to]
+        /// The partner domain the stream comes from [default: the deployment's first XMPP
+        /// partner]
         #[arg(long)]
         from: Option<String>,
         /// Send these bytes as the stream header instead of a well-formed one.
@@ -80,6 +80,22 @@ fn first_partner(lab: &Path) -> anyhow::Result<String> {
             dir.display()
         )
     })
+}
+
+/// The first XMPP partner of the lab's topology: who `tandem partner xmpp` speaks as.
+fn first_xmpp_partner(lab: &Path) -> anyhow::Result<String> {
+    let topology = crate::lab::LabFile::load(lab)?.installed_topology()?;
+    topology
+        .deployment
+        .xmpp_partners
+        .first()
+        .map(|p| p.domain.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "the deployment of the lab in {} has no XMPP partner; pass --from, or add one with New-CsXmppAllowedPartner -Identity <domain>",
+                lab.display()
+            )
+        })
 }
 
 /// `--via`: an address as it is, or a name (with its port) looked up in the lab's DNS.
@@ -231,7 +247,7 @@ pub(crate) fn run(lab: &Path, command: PartnerCommand) -> anyhow::Result<()> {
             };
             let from = match from {
                 Some(from) => from,
-                None => first_partner(lab)?,
+                None => first_xmpp_partner(lab)?,
             };
             let dest = match via {
                 Some(v) => via_address(lab, &v)?,

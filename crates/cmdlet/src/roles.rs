@@ -154,6 +154,9 @@ pub fn permission(id: CmdletId) -> Permission {
         | GetCsWindowsService
         | GetCsCertificate
         | GetDnsServerResourceRecord
+        | GetDnsServerZone
+        | GetCsAllowedDomain
+        | GetCsXmppAllowedPartner
         | TestNetConnection
         | GetCommand
         | GetHelp
@@ -202,7 +205,16 @@ pub fn permission(id: CmdletId) -> Permission {
         | AddDnsServerResourceRecordA
         | AddDnsServerResourceRecord
         | SetDnsServerResourceRecord
-        | RemoveDnsServerResourceRecord => Permission::Global,
+        | RemoveDnsServerResourceRecord
+        | AddDnsServerPrimaryZone
+        | AddDnsServerConditionalForwarderZone
+        | RemoveDnsServerZone
+        // Who may federate with the deployment: as the federation settings of its Edge.
+        | NewCsAllowedDomain
+        | RemoveCsAllowedDomain
+        | NewCsXmppAllowedPartner
+        | SetCsXmppAllowedPartner
+        | RemoveCsXmppAllowedPartner => Permission::Global,
         NewCsAdminOperator | RemoveCsAdminOperator => Permission::Operators,
     }
 }

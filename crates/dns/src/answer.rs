@@ -1,5 +1,5 @@
-//! Answering one DNS message with hickory-server's catalog: the zone as an authoritative
-//! in-memory zone, EDNS(0) (a client's buffer size up to 64 KiB; 512 bytes without EDNS,
+//! Answering one DNS message with hickory-server's catalog: each zone of the server as an
+//! authoritative in-memory zone, EDNS(0) (a client's buffer size up to 64 KiB; 512 bytes without EDNS,
 //! the answer truncated with TC set when it does not fit, so the client asks again over
 //! TCP), NXDOMAIN with the SOA, REFUSED outside the zone, the SRV targets' addresses as
 //! additional records. The sockets are the server's (`dnsserver`): it bounds its clients
@@ -24,7 +24,7 @@ use hickory_server::zone_handler::{
 use crate::record::WireError;
 use crate::zone::Zone;
 
-/// The zone, ready to answer queries.
+/// The server's zones, ready to answer queries.
 pub struct Answerer {
     catalog: Catalog,
 }
@@ -38,26 +38,18 @@ impl std::fmt::Debug for Answerer {
 impl Answerer {
     /// The zone as hickory serves it; refused when a record cannot go on the wire.
     pub fn new(zone: &Zone) -> Result<Answerer, WireError> {
-        let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
-        for record in zone.records_with_serial() {
-            let wire = record.to_wire()?;
-            sets.entry(RrKey::new(LowerName::new(&wire.name), wire.record_type()))
-                .or_insert_with(|| RecordSet::new(wire.name.clone(), wire.record_type(), 0))
-                .insert(wire, 0);
-        }
-        let origin = crate::record::fqdn(&zone.origin)?;
-        let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
-            origin.clone(),
-            sets,
-            ZoneType::Primary,
-            AxfrPolicy::Deny,
-        )
-        .map_err(|reason| WireError {
-            name: zone.origin.clone(),
-            reason,
-        })?;
+        Answerer::of([zone])
+    }
+
+    /// Every zone of a server (the deployment's and the primary zones added beside it),
+    /// each its own authority in the catalog, which answers a name from the longest zone
+    /// that contains it.
+    pub fn of<'z>(zones: impl IntoIterator<Item = &'z Zone>) -> Result<Answerer, WireError> {
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
+        for zone in zones {
+            let (origin, handler) = handler(zone)?;
+            catalog.upsert(LowerName::new(&origin), vec![Arc::new(handler)]);
+        }
         Ok(Answerer { catalog })
     }
 
@@ -90,6 +82,37 @@ impl Answerer {
         }
         capture.bytes.lock().ok()?.take()
     }
+}
+
+/// One zone as an authoritative in-memory zone of hickory's.
+fn handler(
+    zone: &Zone,
+) -> Result<
+    (
+        hickory_server::proto::rr::Name,
+        InMemoryZoneHandler<TokioRuntimeProvider>,
+    ),
+    WireError,
+> {
+    let mut sets: BTreeMap<RrKey, RecordSet> = BTreeMap::new();
+    for record in zone.records_with_serial() {
+        let wire = record.to_wire()?;
+        sets.entry(RrKey::new(LowerName::new(&wire.name), wire.record_type()))
+            .or_insert_with(|| RecordSet::new(wire.name.clone(), wire.record_type(), 0))
+            .insert(wire, 0);
+    }
+    let origin = crate::record::fqdn(&zone.origin)?;
+    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+        origin.clone(),
+        sets,
+        ZoneType::Primary,
+        AxfrPolicy::Deny,
+    )
+    .map_err(|reason| WireError {
+        name: zone.origin.clone(),
+        reason,
+    })?;
+    Ok((origin, handler))
 }
 
 /// Keeps the encoded answer instead of sending it: the server's own sockets send it.
@@ -133,6 +156,61 @@ impl ResponseHandler for Capture {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn every_primary_zone_is_answered_and_names_outside_them_are_refused() {
+        use crate::record::{Record, RecordData, RecordType};
+        use hickory_server::proto::op::{Message, Query};
+        use hickory_server::proto::rr::Name;
+        let deployment = Zone::from_topology(
+            &topology::contoso(),
+            std::net::Ipv4Addr::new(127, 0, 0, 153),
+        );
+        let mut zones = crate::Zones::new(deployment, crate::AddedZones::default()).unwrap();
+        let partner = zones.add_primary("partner.example").unwrap().origin.clone();
+        let zone = zones.zone_mut(&partner).unwrap();
+        zone.add(Record {
+            name: "xmpp.partner.example".into(),
+            ttl: crate::TTL,
+            data: RecordData::A {
+                address: std::net::Ipv4Addr::new(127, 0, 9, 1),
+            },
+        })
+        .unwrap();
+        let answerer = Answerer::of(zones.primaries()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ask = |name: &str, t: RecordType| {
+            let mut query = Message::query();
+            query.add_query(Query::query(Name::from_ascii(name).unwrap(), t.wire()));
+            let bytes = query.to_vec().unwrap();
+            let answer = rt
+                .block_on(answerer.answer(&bytes, "127.0.0.1:5300".parse().unwrap(), false))
+                .unwrap();
+            Message::from_vec(&answer).unwrap()
+        };
+        let a = ask("xmpp.partner.example.", RecordType::A);
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(a.answers.len(), 1);
+        let soa = ask("partner.example.", RecordType::Soa);
+        assert_eq!(soa.answers.len(), 1, "{soa:?}");
+        assert_eq!(
+            ask("pool1.contoso.com.", RecordType::A).answers.len(),
+            2,
+            "the deployment's zone is still answered"
+        );
+        assert_eq!(
+            ask("nothing.partner.example.", RecordType::A)
+                .metadata
+                .response_code,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask("example.org.", RecordType::A).metadata.response_code,
+            ResponseCode::Refused
+        );
+    }
 
     proptest! {
         #[test]

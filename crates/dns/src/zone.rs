@@ -30,6 +30,24 @@ pub enum ZoneError {
     },
     #[error("the record already exists: {0}")]
     Exists(String),
+    #[error(
+        "this DNS server has no zone {0}; Get-DnsServerZone lists its zones, Add-DnsServerPrimaryZone -Name {0} adds one"
+    )]
+    NoSuchZone(String),
+    #[error(
+        "the zone {0} is already on this DNS server (Get-DnsServerZone shows it); remove it first with Remove-DnsServerZone -Name {0}"
+    )]
+    ZoneExists(String),
+    #[error(
+        "{0} is the deployment's own zone, built from its topology: it cannot be removed (its records can, with Remove-DnsServerResourceRecord -ZoneName {0})"
+    )]
+    OwnZone(String),
+    #[error(
+        "{zone} is a conditional forwarder zone (its names are asked of {masters}): it holds no records here; Remove-DnsServerZone -Name {zone} and Add-DnsServerPrimaryZone -Name {zone} make it a zone of this server"
+    )]
+    Forwarder { zone: String, masters: String },
+    #[error("-MasterServers: {0}")]
+    BadMaster(String),
 }
 
 /// The zone: its origin, serial and records.
@@ -38,6 +56,34 @@ pub struct Zone {
     pub origin: String,
     pub serial: u32,
     pub records: Vec<Record>,
+}
+
+impl Zone {
+    /// A zone with only its SOA and NS records, both naming the DNS server `ns`.
+    pub fn empty(origin: &str, ns: &str) -> Zone {
+        Zone {
+            origin: origin.to_string(),
+            serial: 1,
+            records: vec![
+                Record {
+                    name: origin.to_string(),
+                    ttl: TTL,
+                    data: RecordData::Soa {
+                        mname: ns.to_string(),
+                        rname: format!("hostmaster.{origin}"),
+                        serial: 1,
+                    },
+                },
+                Record {
+                    name: origin.to_string(),
+                    ttl: TTL,
+                    data: RecordData::Ns {
+                        host: ns.to_string(),
+                    },
+                },
+            ],
+        }
+    }
 }
 
 fn a(name: &str, address: Ipv4Addr) -> Record {
@@ -73,23 +119,8 @@ impl Zone {
         let origin = topology.deployment.dns_zone.to_ascii_lowercase();
         let domain = topology.deployment.sip_domain.to_ascii_lowercase();
         let ns = format!("dns.{origin}");
-        let mut records = vec![
-            Record {
-                name: origin.clone(),
-                ttl: TTL,
-                data: RecordData::Soa {
-                    mname: ns.clone(),
-                    rname: format!("hostmaster.{origin}"),
-                    serial: 1,
-                },
-            },
-            Record {
-                name: origin.clone(),
-                ttl: TTL,
-                data: RecordData::Ns { host: ns.clone() },
-            },
-            a(&ns, dns_address),
-        ];
+        let mut records = Zone::empty(&origin, &ns).records;
+        records.push(a(&ns, dns_address));
         for s in topology.servers() {
             records.push(a(&s.server.fqdn, s.server.address));
             if s.role == Role::Edge {

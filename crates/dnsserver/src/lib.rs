@@ -1,14 +1,23 @@
-//! The lab's DNS server: the deployment's zone (`dns::Zone`) answered on UDP and TCP by
-//! hickory-server's catalog (`dns::Answerer`: EDNS, truncation, NXDOMAIN and REFUSED), and
-//! the Windows DnsServer cmdlets (`Get-/Add-/Set-/Remove-DnsServerResourceRecord*`) on a
-//! management API of its own, as an operator changes the company's DNS during a failover.
+//! The lab's DNS server: the deployment's zone (`dns::Zone`), the primary zones and
+//! conditional forwarders an operator adds beside it (`dns::Zones`), answered on UDP and
+//! TCP by hickory-server's catalog (`dns::Answerer`: EDNS, truncation, NXDOMAIN and
+//! REFUSED) or forwarded to a forwarder's master servers ([`forward`]), and the Windows
+//! DnsServer cmdlets (`Get-/Add-/Set-/Remove-DnsServerResourceRecord*`,
+//! `Add-DnsServerPrimaryZone`, `Add-DnsServerConditionalForwarderZone`,
+//! `Get-/Remove-DnsServerZone`) on a management API of its own, as an operator changes the
+//! company's DNS during a failover.
 //!
-//! The zone is kept in a JSON file beside the lab; every change is written there (to a
-//! temporary file, then renamed) before it is answered, so a restarted server serves what
-//! was last changed. A query it cannot parse gets FORMERR (or nothing, when not even the
-//! header is there); a name outside the zone gets REFUSED. Nothing stops the server. The
-//! sockets are this crate's, not hickory's `Server`, because it bounds TCP clients per
-//! source address and a connection's lifetime ([`TcpLimits`]), which hickory's does not.
+//! The deployment's zone is kept in a JSON file beside the lab (`zone.json`, written by
+//! `tandem lab up`); the zones added are kept beside it in [`ADDED_ZONES_FILE`]
+//! (`zones.json`: `{"primary": [<zone>...], "forwarders": [{"zone": "partner.example",
+//! "master_servers": ["127.0.9.153:53"]}]}`, each zone as in `zone.json`; a missing file
+//! is no zone added). Every change is written to the file it changes (to a temporary file,
+//! then renamed) before it is answered, so a restarted server serves what was last
+//! changed. A query it cannot parse gets FORMERR (or nothing, when not even the header is
+//! there); a name outside every zone gets REFUSED. Nothing stops the server. The sockets
+//! are this crate's, not hickory's `Server`, because it bounds TCP clients per source
+//! address and a connection's lifetime ([`TcpLimits`]), and forwarded queries
+//! ([`forward::Limits`]), which hickory's does not.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -21,24 +30,70 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cmdlet::{BoundValue, Field, Invocation, Output, Record as OutRecord};
-use dns::{Answerer, Record, RecordData, RecordType, Zone};
+use dns::{AddedZones, Answerer, Forwarder, Record, RecordData, RecordType, Zone, Zones};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use api::{ApiError, InvokeRequest, InvokeResponse};
 
 mod ca;
+pub mod forward;
+
+/// The zones added beside the deployment's, in the DNS server's folder (see the crate's
+/// documentation for its format).
+pub const ADDED_ZONES_FILE: &str = "zones.json";
 
 /// The largest query read, over UDP or TCP (a query with EDNS options is a few hundred
 /// bytes).
 const MAX_QUERY: usize = 4096;
 
 struct DnsState {
-    zone: RwLock<Zone>,
-    /// The zone as served: replaced, whole, after each change is saved.
-    answerer: RwLock<Arc<Answerer>>,
+    /// Every zone, as the cmdlets change them.
+    zones: RwLock<Zones>,
+    /// What is served: replaced, whole, after each change is saved.
+    served: RwLock<Arc<Served>>,
+    /// The deployment's zone file, and the file of the zones added beside it.
     file: PathBuf,
+    added_file: PathBuf,
+    /// Where this server answers DNS: never a forwarder's master.
+    own: SocketAddr,
     token: String,
     queries: Queries,
+    forwarding: forward::Forwarding,
+}
+
+/// The zones as served: the catalog of the primary zones, and where a name goes.
+struct Served {
+    answerer: Answerer,
+    primary: Vec<String>,
+    forwarders: Vec<Forwarder>,
+}
+
+impl Served {
+    /// The zones as they are to be served; refused when a record cannot go on the wire.
+    fn of(zones: &Zones) -> Result<Served, dns::record::WireError> {
+        Ok(Served {
+            answerer: Answerer::of(zones.primaries())?,
+            primary: zones.primaries().map(|z| z.origin.clone()).collect(),
+            forwarders: zones.added.forwarders.clone(),
+        })
+    }
+
+    /// The master servers `query` goes to, when its name is in a forwarder's zone (the
+    /// longest zone that contains it).
+    fn masters_for(&self, query: &[u8]) -> Option<Vec<SocketAddr>> {
+        if self.forwarders.is_empty() {
+            return None;
+        }
+        let question = dns::forward::question(query)?;
+        match dns::zones::route(
+            &question.name,
+            self.primary.iter().map(String::as_str),
+            &self.forwarders,
+        ) {
+            dns::Route::Forward(f) => Some(f.master_servers.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The queries answered, by transport and response code, for `GET /metrics`.
@@ -89,10 +144,45 @@ pub fn load_zone(file: &Path) -> anyhow::Result<Zone> {
 
 /// Writes the zone file (atomically).
 pub fn save_zone(file: &Path, zone: &Zone) -> anyhow::Result<()> {
-    let tmp = file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(zone)?)?;
-    std::fs::rename(&tmp, file)?;
+    write_json(file, zone)
+}
+
+/// `path` written whole or not at all: to a temporary file, then renamed.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, serde_json::to_string_pretty(value)?)?;
+    std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// The file of the zones added beside the deployment's zone file `zone_file`.
+pub fn added_zones_file(zone_file: &Path) -> PathBuf {
+    zone_file.with_file_name(ADDED_ZONES_FILE)
+}
+
+/// Loads the zones added (none when the file is not there).
+pub fn load_added_zones(file: &Path) -> anyhow::Result<AddedZones> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a file of added zones: {e}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AddedZones::default()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// Writes the zones added (atomically).
+pub fn save_added_zones(file: &Path, added: &AddedZones) -> anyhow::Result<()> {
+    write_json(file, added)
+}
+
+/// Every zone a DNS server whose deployment zone is in `zone_file` serves.
+pub fn load_zones(zone_file: &Path) -> anyhow::Result<Zones> {
+    let zone = load_zone(zone_file)?;
+    let added_file = added_zones_file(zone_file);
+    let added = load_added_zones(&added_file)?;
+    Zones::new(zone, added).map_err(|e| anyhow::anyhow!("{}: {e}", added_file.display()))
 }
 
 /// Where the DNS server listens: DNS itself (UDP and TCP), and its management API.
@@ -116,20 +206,7 @@ pub async fn serve(
     clock: clock::Clock,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let zone = load_zone(&file)?;
-    let answerer = Answerer::new(&zone).map_err(|e| {
-        anyhow::anyhow!(
-            "the zone file {} holds a record that cannot be served: {e}",
-            file.display()
-        )
-    })?;
-    let state = Arc::new(DnsState {
-        zone: RwLock::new(zone),
-        answerer: RwLock::new(Arc::new(answerer)),
-        file,
-        token,
-        queries: Queries::default(),
-    });
+    let state = Arc::new(DnsState::open(file, dns, token)?);
     let udp = Arc::new(
         tokio::net::UdpSocket::bind(dns)
             .await
@@ -143,21 +220,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("binding the DNS management API on {api}: {e}"))?;
     // The listeners' tasks: dropped (aborted) when the server stops.
     let mut tasks = tokio::task::JoinSet::new();
-    {
-        let state = state.clone();
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; MAX_QUERY];
-            loop {
-                let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
-                    continue;
-                };
-                if let Some(answer) = state.answerer().answer(&buf[..n], peer, false).await {
-                    state.queries.count(false, &answer);
-                    let _ = udp.send_to(&answer, peer).await;
-                }
-            }
-        });
-    }
+    tasks.spawn(serve_udp(udp, state.clone(), clock));
     tasks.spawn(serve_tcp(tcp, state.clone(), TcpLimits::DEFAULT, clock));
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -194,6 +257,49 @@ pub async fn serve(
     tasks.shutdown().await;
     tracing::info!("DNS server stopped");
     Ok(())
+}
+
+/// Serves DNS over UDP: each datagram answered from the catalog, or — a name of a
+/// forwarder's zone — forwarded in a task of its own (holding one of the forwarding slots,
+/// or answered SERVFAIL at once when none is free), so a silent master holds up no other
+/// query.
+async fn serve_udp(udp: Arc<tokio::net::UdpSocket>, state: Arc<DnsState>, clock: clock::Clock) {
+    let mut buf = vec![0u8; MAX_QUERY];
+    // The forwarded queries' tasks, ended with this one.
+    let mut forwards = tokio::task::JoinSet::new();
+    loop {
+        while forwards.try_join_next().is_some() {}
+        let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+            continue;
+        };
+        let query = &buf[..n];
+        let served = state.served();
+        let answer = match served.masters_for(query) {
+            None => served.answerer.answer(query, peer, false).await,
+            Some(masters) => match state.forwarding.slot() {
+                None => state.forwarding.busy(query, false),
+                Some(slot) => {
+                    let (udp, state, query) = (udp.clone(), state.clone(), query.to_vec());
+                    forwards.spawn(async move {
+                        let _slot = slot;
+                        let answer = state
+                            .forwarding
+                            .forward(&query, &masters, state.own, false, &clock)
+                            .await;
+                        if let Some(answer) = answer {
+                            state.queries.count(false, &answer);
+                            let _ = udp.send_to(&answer, peer).await;
+                        }
+                    });
+                    continue;
+                }
+            },
+        };
+        if let Some(answer) = answer {
+            state.queries.count(false, &answer);
+            let _ = udp.send_to(&answer, peer).await;
+        }
+    }
 }
 
 /// How the DNS server bounds its TCP clients, so that clients that hold connections open
@@ -267,7 +373,23 @@ async fn serve_tcp(
                 let Ok(Some(msg)) = tokio::time::timeout_at(by, query).await else {
                     return;
                 };
-                let Some(answer) = state.answerer().answer(&msg, peer, true).await else {
+                let served = state.served();
+                let answer = match served.masters_for(&msg) {
+                    None => served.answerer.answer(&msg, peer, true).await,
+                    Some(masters) => match state.forwarding.slot() {
+                        None => state.forwarding.busy(&msg, true),
+                        Some(_slot) => {
+                            let forwarded = state
+                                .forwarding
+                                .forward(&msg, &masters, state.own, true, &clock);
+                            tokio::time::timeout_at(closes_at, forwarded)
+                                .await
+                                .ok()
+                                .flatten()
+                        }
+                    },
+                };
+                let Some(answer) = answer else {
                     return;
                 };
                 state.queries.count(true, &answer);
@@ -283,9 +405,30 @@ async fn serve_tcp(
 }
 
 impl DnsState {
-    /// The zone as served now.
-    fn answerer(&self) -> Arc<Answerer> {
-        self.answerer
+    /// The server whose deployment zone is in `file`, answering DNS at `own`.
+    fn open(file: PathBuf, own: SocketAddr, token: String) -> anyhow::Result<DnsState> {
+        let zones = load_zones(&file)?;
+        let served = Served::of(&zones).map_err(|e| {
+            anyhow::anyhow!(
+                "the zone files in {} hold a record that cannot be served: {e}",
+                file.parent().unwrap_or(Path::new(".")).display()
+            )
+        })?;
+        Ok(DnsState {
+            zones: RwLock::new(zones),
+            served: RwLock::new(Arc::new(served)),
+            added_file: added_zones_file(&file),
+            file,
+            own,
+            token,
+            queries: Queries::default(),
+            forwarding: forward::Forwarding::new(forward::Limits::DEFAULT),
+        })
+    }
+
+    /// The zones as served now.
+    fn served(&self) -> Arc<Served> {
+        self.served
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -303,7 +446,7 @@ async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.queries.exposition(),
+        state.queries.exposition() + &state.forwarding.exposition(),
     ))
 }
 
@@ -317,7 +460,7 @@ async fn invoke(
     let inv = api::bind::bind_one(&request)?;
     if inv.cmdlet.changes_state && inv.switch("WhatIf") {
         return Ok(Json(InvokeResponse::text(format!(
-            "What if: {} would change the zone. Nothing was changed.",
+            "What if: {} would change the DNS server's zones. Nothing was changed.",
             inv.canonical_line()
         ))));
     }
@@ -345,24 +488,96 @@ fn ttl(inv: &Invocation) -> u32 {
     }
 }
 
-/// Runs one DnsServer cmdlet against the zone.
+/// Runs one DnsServer cmdlet against the server's zones.
 fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
     let name = inv.cmdlet.name;
     let mut live = state
-        .zone
+        .zones
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     // Changes are made on a copy, saved, then served: a change that could not be saved is
     // neither served nor lost on a restart.
-    let mut zone = live.clone();
-    if let Some(z) = inv.text("ZoneName")
-        && !z.trim_end_matches('.').eq_ignore_ascii_case(&zone.origin)
-    {
+    let mut zones = live.clone();
+    let err = |e: dns::ZoneError| e.to_string();
+    let output = match name {
+        "Get-DnsServerZone" => {
+            let rows = match inv.text("Name") {
+                None => zone_rows(&zones, None),
+                Some(wanted) => {
+                    let wanted = dns::zones::zone_name(&wanted).map_err(err)?;
+                    let rows = zone_rows(&zones, Some(&wanted));
+                    if rows.is_empty() {
+                        return Err(err(dns::ZoneError::NoSuchZone(wanted)));
+                    }
+                    rows
+                }
+            };
+            return Ok(Output::Records(rows));
+        }
+        "Add-DnsServerPrimaryZone" => {
+            let zone = zones
+                .add_primary(&inv.text("Name").unwrap_or_default())
+                .map_err(err)?;
+            Output::Records(vec![primary_row(zone)])
+        }
+        "Add-DnsServerConditionalForwarderZone" => {
+            let masters: Vec<String> = match inv.get("MasterServers") {
+                Some(BoundValue::Array(items)) => items.iter().map(BoundValue::to_text).collect(),
+                Some(other) => other.to_text().split(',').map(str::to_string).collect(),
+                None => Vec::new(),
+            };
+            let forwarder = zones
+                .add_forwarder(&inv.text("Name").unwrap_or_default(), &masters, state.own)
+                .map_err(err)?;
+            Output::Records(vec![forwarder_row(forwarder)])
+        }
+        "Remove-DnsServerZone" => {
+            let removed = zones
+                .remove(&inv.text("Name").unwrap_or_default())
+                .map_err(err)?;
+            Output::Text(match removed {
+                dns::RemovedZone::Primary(z) => format!(
+                    "removed the primary zone {} and its {} record(s)",
+                    z.origin,
+                    z.records.len()
+                ),
+                dns::RemovedZone::Forwarder(f) => format!(
+                    "removed the conditional forwarder {} (to {})",
+                    f.zone,
+                    dns::zones::masters_text(&f.master_servers)
+                ),
+            })
+        }
+        _ => records(&mut zones, inv)?,
+    };
+    // Built before it is saved: a record that cannot be served is refused, not kept.
+    let served = Served::of(&zones).map_err(|e| format!("{e}; nothing was changed"))?;
+    let saved = if zones.deployment != live.deployment {
+        save_zone(&state.file, &zones.deployment)
+    } else if zones.added != live.added {
+        save_added_zones(&state.added_file, &zones.added)
+    } else {
+        Ok(())
+    };
+    if let Err(e) = saved {
         return Err(format!(
-            "this DNS server holds the zone {} only, not {z}",
-            zone.origin
+            "the change could not be saved ({e}); it is not served either"
         ));
     }
+    *live = zones;
+    *state
+        .served
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(served);
+    Ok(output)
+}
+
+/// The record cmdlets, on the primary zone `-ZoneName` names.
+fn records(zones: &mut Zones, inv: &Invocation) -> Result<Output, String> {
+    let name = inv.cmdlet.name;
+    let zone = zones
+        .zone_mut(&inv.text("ZoneName").unwrap_or_default())
+        .map_err(|e| e.to_string())?;
     let rtype = inv
         .text("RRType")
         .map(|t| {
@@ -372,7 +587,7 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
             ))
         })
         .transpose()?;
-    let output = match name {
+    Ok(match name {
         "Get-DnsServerResourceRecord" => {
             let wanted = inv
                 .text("Name")
@@ -386,7 +601,7 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
                 .filter(|r| rtype.is_none_or(|t| t == RecordType::Any || r.data.record_type() == t))
                 .map(|r| row(&zone.origin, r))
                 .collect();
-            return Ok(Output::Records(rows));
+            Output::Records(rows)
         }
         "Add-DnsServerResourceRecordA" | "Add-DnsServerResourceRecord" => {
             let kind = if name == "Add-DnsServerResourceRecordA" {
@@ -409,7 +624,7 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
                     .absolute(&inv.text("Name").unwrap_or_default())
                     .map_err(|e| e.to_string())?,
                 ttl: ttl(inv),
-                data: data_of(inv, &zone, kind)?,
+                data: data_of(inv, zone, kind)?,
             };
             zone.add(record.clone()).map_err(|e| e.to_string())?;
             Output::Records(vec![row(&zone.origin, &record)])
@@ -424,7 +639,7 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
             let record = Record {
                 name: n.clone(),
                 ttl: ttl(inv),
-                data: data_of(inv, &zone, t)?,
+                data: data_of(inv, zone, t)?,
             };
             zone.remove(&n, t, inv.text("RecordData").as_deref())
                 .map_err(|e| e.to_string())?;
@@ -443,20 +658,51 @@ fn run(state: &DnsState, inv: &Invocation) -> Result<Output, String> {
             Output::Text(format!("removed {removed} {} record(s) of {n}", t.name()))
         }
         other => return Err(format!("{other} is not a DnsServer cmdlet")),
-    };
-    // Built before it is saved: a record that cannot be served is refused, not kept.
-    let answerer = Answerer::new(&zone).map_err(|e| format!("{e}; nothing was changed"))?;
-    if let Err(e) = save_zone(&state.file, &zone) {
-        return Err(format!(
-            "the change could not be saved ({e}); it is not served either"
-        ));
-    }
-    *live = zone;
-    *state
-        .answerer
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(answerer);
-    Ok(output)
+    })
+}
+
+/// `Get-DnsServerZone`'s rows: every zone (the deployment's first, then the primary zones
+/// added, then the forwarders), or the one named `only`.
+fn zone_rows(zones: &Zones, only: Option<&str>) -> Vec<OutRecord> {
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
+    zones
+        .primaries()
+        .filter(|z| wanted(&z.origin))
+        .map(primary_row)
+        .chain(
+            zones
+                .added
+                .forwarders
+                .iter()
+                .filter(|f| wanted(&f.zone))
+                .map(forwarder_row),
+        )
+        .collect()
+}
+
+/// A zone as `Get-DnsServerZone` shows it.
+fn zone_row(name: &str, kind: &str, masters: Vec<Field>, records: usize) -> OutRecord {
+    OutRecord::new()
+        .with("ZoneName", name)
+        .with("ZoneType", kind)
+        .with("IsAutoCreated", false)
+        .with("IsDsIntegrated", false)
+        .with("IsReverseLookupZone", false)
+        .with("MasterServers", Field::List(masters))
+        .with("RecordCount", records as i64)
+}
+
+fn primary_row(zone: &Zone) -> OutRecord {
+    zone_row(&zone.origin, "Primary", Vec::new(), zone.records.len())
+}
+
+fn forwarder_row(f: &Forwarder) -> OutRecord {
+    let masters = f
+        .master_servers
+        .iter()
+        .map(|m| Field::from(m.to_string()))
+        .collect();
+    zone_row(&f.zone, "Forwarder", masters, 0)
 }
 
 /// The record types the cmdlets add, change and remove.
@@ -568,4 +814,192 @@ fn row(origin: &str, r: &Record) -> OutRecord {
         )
         .with("RecordData", r.data.text())
         .with("Fqdn", Field::from(format!("{}.", r.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DNS server's state on contoso's zone, in a folder of its own.
+    fn server(dir: &Path) -> DnsState {
+        let zone = Zone::from_topology(&topology_contoso(), Ipv4Addr::new(127, 0, 0, 153));
+        save_zone(&dir.join("zone.json"), &zone).unwrap();
+        DnsState::open(
+            dir.join("zone.json"),
+            "127.0.0.153:53".parse().unwrap(),
+            "token".into(),
+        )
+        .unwrap()
+    }
+
+    fn topology_contoso() -> topology::Topology {
+        topology::contoso()
+    }
+
+    /// Runs one cmdlet line.
+    fn line(state: &DnsState, text: &str) -> Result<Output, String> {
+        let bound = cmdlet::parse_and_bind(text).map_err(|e| format!("{e:?}"))?;
+        run(state, &bound[0].invocation)
+    }
+
+    fn records(output: Output) -> Vec<OutRecord> {
+        match output {
+            Output::Records(rows) => rows,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn field(row: &OutRecord, name: &str) -> String {
+        row.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.display())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn zones_and_forwarders_added_are_saved_served_and_kept_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server(dir.path());
+        line(
+            &state,
+            "Add-DnsServerPrimaryZone -Name partner.example -ZoneFile partner.dns",
+        )
+        .unwrap();
+        line(
+            &state,
+            "Add-DnsServerResourceRecordA -ZoneName partner.example -Name xmpp -IPv4Address 127.0.9.1",
+        )
+        .unwrap();
+        line(
+            &state,
+            "Add-DnsServerResourceRecord -Srv -ZoneName partner.example -Name _xmpp-server._tcp -DomainName xmpp.partner.example -Priority 0 -Weight 0 -Port 5269",
+        )
+        .unwrap();
+        line(
+            &state,
+            "Add-DnsServerConditionalForwarderZone -Name other.example -MasterServers 127.0.9.153:5353,127.0.9.154",
+        )
+        .unwrap();
+        let rows = records(line(&state, "Get-DnsServerZone").unwrap());
+        let summary: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    field(r, "ZoneName"),
+                    field(r, "ZoneType"),
+                    field(r, "RecordCount"),
+                    field(r, "MasterServers")
+                )
+            })
+            .collect();
+        assert_eq!(summary[1], "partner.example Primary 4 {}", "{summary:?}");
+        assert_eq!(
+            summary[2], "other.example Forwarder 0 {127.0.9.153:5353, 127.0.9.154:53}",
+            "{summary:?}"
+        );
+        assert!(summary[0].starts_with("contoso.com Primary"), "{summary:?}");
+        // Served at once: the partner's name from the catalog, the other zone forwarded.
+        let served = state.served();
+        assert!(served.masters_for(&query("xmpp.partner.example")).is_none());
+        assert_eq!(
+            served.masters_for(&query("a.other.example")).unwrap(),
+            vec![
+                "127.0.9.153:5353".parse::<SocketAddr>().unwrap(),
+                "127.0.9.154:53".parse().unwrap()
+            ]
+        );
+        // Kept: a restarted server has every zone; the deployment's zone file is unchanged.
+        let again =
+            DnsState::open(dir.path().join("zone.json"), state.own, "token".into()).unwrap();
+        assert_eq!(*again.zones.read().unwrap(), *state.zones.read().unwrap());
+        assert_eq!(
+            load_zone(&dir.path().join("zone.json")).unwrap(),
+            state.zones.read().unwrap().deployment
+        );
+        let saved: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(ADDED_ZONES_FILE)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(saved["forwarders"][0]["zone"], "other.example");
+        assert_eq!(saved["primary"][0]["origin"], "partner.example");
+
+        // Removed, both kinds; the deployment's zone stays, with a message that says why.
+        line(&state, "Remove-DnsServerZone -Name partner.example -Force").unwrap();
+        line(&state, "Remove-DnsServerZone other.example").unwrap();
+        assert_eq!(records(line(&state, "Get-DnsServerZone").unwrap()).len(), 1);
+        let own = line(&state, "Remove-DnsServerZone -Name contoso.com").unwrap_err();
+        assert!(own.contains("deployment's own zone"), "{own}");
+        assert!(
+            state
+                .served()
+                .masters_for(&query("a.other.example"))
+                .is_none()
+        );
+        let restarted =
+            DnsState::open(dir.path().join("zone.json"), state.own, "token".into()).unwrap();
+        assert!(restarted.zones.read().unwrap().added.primary.is_empty());
+    }
+
+    #[test]
+    fn refusals_name_the_cause_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server(dir.path());
+        for (text, says) in [
+            (
+                "Add-DnsServerResourceRecordA -ZoneName partner.example -Name xmpp -IPv4Address 127.0.9.1",
+                "no zone partner.example; Get-DnsServerZone lists its zones, Add-DnsServerPrimaryZone -Name partner.example adds one",
+            ),
+            (
+                "Get-DnsServerZone -Name partner.example",
+                "Get-DnsServerZone",
+            ),
+            (
+                "Add-DnsServerConditionalForwarderZone -Name partner.example -MasterServers 127.0.0.153",
+                "this DNS server itself",
+            ),
+            (
+                "Add-DnsServerConditionalForwarderZone -Name partner.example -MasterServers 127.0.0.153:53",
+                "this DNS server itself",
+            ),
+            (
+                "Add-DnsServerPrimaryZone -Name contoso.com",
+                "already on this DNS server",
+            ),
+            (
+                "Remove-DnsServerZone -Name partner.example",
+                "no zone partner.example",
+            ),
+        ] {
+            let refused = line(&state, text).unwrap_err();
+            assert!(refused.contains(says), "{text}: {refused}");
+        }
+        line(
+            &state,
+            "Add-DnsServerConditionalForwarderZone -Name partner.example -MasterServers 127.0.9.153",
+        )
+        .unwrap();
+        let on_forwarder = line(
+            &state,
+            "Add-DnsServerResourceRecordA -ZoneName partner.example -Name xmpp -IPv4Address 127.0.9.1",
+        )
+        .unwrap_err();
+        assert!(
+            on_forwarder.contains("conditional forwarder"),
+            "{on_forwarder}"
+        );
+        assert_eq!(records(line(&state, "Get-DnsServerZone").unwrap()).len(), 2);
+    }
+
+    /// A query for `name`'s A record.
+    fn query(name: &str) -> Vec<u8> {
+        let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
 }

@@ -26,3 +26,28 @@ pub fn federated(method: &Method, status: u16) {
 pub fn xmpp_stream(outcome: &'static str) {
     ::metrics::counter!(XMPP_STREAMS, "outcome" => outcome).increment(1);
 }
+
+/// Stanzas the XMPP gateway passed, by `direction` (`in`: from a partner to a user of
+/// ours, `out`: the other way) and `outcome` (`delivered`, or why not).
+pub const XMPP_STANZAS: &str = "tandem_edge_xmpp_stanzas_total";
+/// Peer domains the XMPP gateway authenticated, by `method` (`sasl_external`,
+/// `dialback`) and `direction`; and refusals as `method="refused"`.
+pub const XMPP_AUTHENTICATIONS: &str = "tandem_edge_xmpp_authentications_total";
+/// SIP requests the Edge sent to federated partners for users of ours, by `status`.
+pub const FEDERATION_OUTBOUND: &str = "tandem_edge_federation_outbound_total";
+
+/// Counts one stanza passed (or not) in `direction`.
+pub fn xmpp_stanza(direction: &'static str, outcome: &'static str) {
+    ::metrics::counter!(XMPP_STANZAS, "direction" => direction, "outcome" => outcome).increment(1);
+}
+
+/// Counts one peer domain authenticated by `method` in `direction`.
+pub fn xmpp_authenticated(direction: &'static str, method: &'static str) {
+    ::metrics::counter!(XMPP_AUTHENTICATIONS, "direction" => direction, "method" => method)
+        .increment(1);
+}
+
+/// Counts one request sent to a federated partner, answered with `status`.
+pub fn federation_outbound(status: u16) {
+    ::metrics::counter!(FEDERATION_OUTBOUND, "status" => status.to_string()).increment(1);
+}

@@ -69,12 +69,15 @@ fn pool_fqdn(_: &Topology, inv: &Invocation) -> Result<String, Refused> {
 pub fn place(id: CmdletId) -> Place {
     use CmdletId::*;
     match id {
-        GetCsTopology | GetCsService | GetCsPoolBackupRelationship | GetCsPoolEdgeAssociation => {
-            Place::Master {
-                local_switch: Some("LocalStore"),
-                replica_when_unavailable: true,
-            }
-        }
+        GetCsTopology
+        | GetCsService
+        | GetCsPoolBackupRelationship
+        | GetCsPoolEdgeAssociation
+        | GetCsAllowedDomain
+        | GetCsXmppAllowedPartner => Place::Master {
+            local_switch: Some("LocalStore"),
+            replica_when_unavailable: true,
+        },
         ExportCsConfiguration | ImportCsConfiguration => Place::Master {
             local_switch: Some("LocalStore"),
             replica_when_unavailable: false,
@@ -95,6 +98,11 @@ pub fn place(id: CmdletId) -> Place {
         | SetCsRegistrar
         | SetCsEdgeServer
         | SetCsSite
+        | NewCsAllowedDomain
+        | RemoveCsAllowedDomain
+        | NewCsXmppAllowedPartner
+        | SetCsXmppAllowedPartner
+        | RemoveCsXmppAllowedPartner
         | InvokeCsManagementStoreReplication
         | EnableCsUser
         | DisableCsUser
@@ -132,6 +140,10 @@ pub fn place(id: CmdletId) -> Place {
         | AddDnsServerResourceRecord
         | SetDnsServerResourceRecord
         | RemoveDnsServerResourceRecord
+        | AddDnsServerPrimaryZone
+        | AddDnsServerConditionalForwarderZone
+        | GetDnsServerZone
+        | RemoveDnsServerZone
         | TestNetConnection => Place::Elsewhere,
         TestCsTopology | GetCommand | GetHelp | FormatList | FormatTable | ConvertToJson => {
             Place::Shell

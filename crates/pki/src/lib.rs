@@ -25,7 +25,8 @@ mod tls;
 pub use authority::{Authority, CertInfo, Issued, NewKey, Request, SERVER_VALIDITY_DAYS};
 pub use installed::{CertStore, Installed, TLS_DIR};
 pub use tls::{
-    ClientAuth, Roots, client_config, install_provider, peer_covers, peer_covers_any, server_config,
+    ClientAuth, Roots, client_config, install_provider, lenient, peer_covers, peer_covers_any,
+    server_config,
 };
 
 /// Where an Edge server keeps what it shows and trusts on the Internet side, under its data

@@ -97,6 +97,179 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// Where a peer's certificate may prove nothing yet must not end the handshake: an XMPP
+/// server-to-server stream, whose peer may authenticate later with Server Dialback
+/// (XEP-0220) when its certificate does not chain to a root we trust (self-signed, or
+/// from another CA). The handshake still proves the peer holds the key of what it
+/// presented; whether that certificate is trusted is asked afterwards, with
+/// [`chain_trusted`], and only a trusted one stands for a domain (SASL EXTERNAL).
+pub mod lenient {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+    use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+    use rustls::{
+        ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
+    };
+
+    use super::Roots;
+    use crate::PkiError;
+
+    /// Checks signatures as the usual verifier does; takes any certificate.
+    #[derive(Debug)]
+    struct AnyServer(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyServer {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    /// Asks for a client certificate, takes any (or none), checks its signature.
+    #[derive(Debug)]
+    struct AnyClient(Arc<dyn ClientCertVerifier>);
+
+    impl ClientCertVerifier for AnyClient {
+        fn offer_client_auth(&self) -> bool {
+            true
+        }
+
+        fn client_auth_mandatory(&self) -> bool {
+            false
+        }
+
+        fn root_hint_subjects(&self) -> &[DistinguishedName] {
+            self.0.root_hint_subjects()
+        }
+
+        fn verify_client_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _now: UnixTime,
+        ) -> Result<ClientCertVerified, rustls::Error> {
+            Ok(ClientCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    /// A client's TLS settings that take any server certificate (asked about afterwards
+    /// with [`server_trusted`]) and present `identity`. TLS 1.2 and 1.3: XMPP servers on
+    /// the Internet still speak 1.2.
+    pub fn client_config(
+        roots: &Roots,
+        identity: Arc<dyn ResolvesClientCert>,
+    ) -> Result<Arc<ClientConfig>, PkiError> {
+        super::install_provider();
+        let inner = WebPkiServerVerifier::builder(roots.0.clone())
+            .build()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let config = ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(inner)))
+            .with_client_cert_resolver(identity);
+        Ok(Arc::new(config))
+    }
+
+    /// A listener's TLS settings that ask for a client certificate and take any (asked
+    /// about afterwards with [`client_trusted`]).
+    pub fn server_config(
+        roots: &Roots,
+        certs: Arc<dyn ResolvesServerCert>,
+    ) -> Result<Arc<ServerConfig>, PkiError> {
+        super::install_provider();
+        let inner = WebPkiClientVerifier::builder(roots.0.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| PkiError::Tls(e.to_string()))?;
+        let config = ServerConfig::builder()
+            .with_client_cert_verifier(Arc::new(AnyClient(inner)))
+            .with_cert_resolver(certs);
+        Ok(Arc::new(config))
+    }
+
+    /// Whether a server's chain (as the handshake gave it) is trusted by `roots` for `name`.
+    pub fn server_trusted(roots: &Roots, chain: &[CertificateDer<'_>], name: &str) -> bool {
+        let (Some((end, intermediates)), Ok(name)) =
+            (chain.split_first(), ServerName::try_from(name.to_string()))
+        else {
+            return false;
+        };
+        WebPkiServerVerifier::builder(roots.0.clone())
+            .build()
+            .is_ok_and(|v| {
+                v.verify_server_cert(end, intermediates, &name, &[], UnixTime::now())
+                    .is_ok()
+            })
+    }
+
+    /// Whether a client's chain (as the handshake gave it) chains to `roots`.
+    pub fn client_trusted(roots: &Roots, chain: &[CertificateDer<'_>]) -> bool {
+        let Some((end, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        WebPkiClientVerifier::builder(roots.0.clone())
+            .build()
+            .is_ok_and(|v| {
+                v.verify_client_cert(end, intermediates, UnixTime::now())
+                    .is_ok()
+            })
+    }
+}
+
 /// Whether a peer's (already verified) certificate covers `name`, a DNS name or an
 /// address: how a listener knows which server called, and an Edge which domain a
 /// federated partner may speak for.

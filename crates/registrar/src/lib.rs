@@ -1097,6 +1097,20 @@ async fn message(
     let Ok(target) = Uri::parse(&request.uri) else {
         return reply(request, 400, "Bad Request (Request-URI is not a SIP URI)");
     };
+    // To someone outside the deployment: through the Edge, for our own users only (the
+    // deployment relays nothing between outside domains).
+    if let Some(domain) = topology::domain::normalize(&target.host)
+        .filter(|d| !topology.is_own_domain(d) && d.parse::<std::net::Ipv4Addr>().is_err())
+    {
+        if relayed || federated {
+            return reply(
+                request,
+                403,
+                "Forbidden (the deployment does not relay between outside domains)",
+            );
+        }
+        return federate(server, registrar, request, &topology, &domain).await;
+    }
     let aor = target.aor();
     let Some(recipient) = server.replica.user(&aor) else {
         return reply(request, 404, "Not Found (no such user)");
@@ -1308,6 +1322,95 @@ async fn relay(
         request,
         480,
         &format!("Temporarily Unavailable (the recipient's pool {pool} does not answer)"),
+    )
+}
+
+/// How long the Edge may take to pass a user's message to a federated partner or an XMPP
+/// user: longer than it waits for the partner (`edge`'s partner timeout, 5 s, or an XMPP
+/// stream being opened and authenticated).
+pub const FEDERATE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Sends a user's message to `domain`, outside the deployment, through the Edge that
+/// carries it: the XMPP routes of the sites (this Front End's site's first) for an XMPP
+/// partner, the Edge pool with federation enabled for a SIP federation partner; over
+/// mutual TLS to the Edge's internal SIP port. Anything else is refused, naming the
+/// cmdlet that would allow it.
+async fn federate(
+    server: &Node,
+    registrar: &Registrar,
+    request: &Request,
+    topology: &topology::Topology,
+    domain: &str,
+) -> Response {
+    let edges: Vec<&topology::Server> = if topology.xmpp_partner(domain).is_some() {
+        // Every site's XMPP route, this Front End's site's first: after the seed's XMPP
+        // failover another site's route carries it while this one's may be down.
+        let own_site = topology.server(&server.fqdn).map(|s| s.site.to_string());
+        let mut sites: Vec<&topology::Site> = topology
+            .sites
+            .iter()
+            .filter(|s| s.xmpp_federation_route.is_some())
+            .collect();
+        sites.sort_by_key(|s| Some(&s.name) != own_site.as_ref());
+        let mut edges: Vec<&topology::Server> = Vec::new();
+        for route in sites
+            .iter()
+            .filter_map(|s| s.xmpp_federation_route.as_deref())
+        {
+            if let Some(edge) = topology.server(topology::route_target(route))
+                && !edges.iter().any(|e| e.fqdn == edge.server.fqdn)
+            {
+                edges.push(edge.server);
+            }
+        }
+        if edges.is_empty() {
+            return reply(
+                request,
+                503,
+                "Service Unavailable (no site has an XMPP route; set one with Set-CsSite -XmppExternalFederationRoute)",
+            );
+        }
+        edges
+    } else if topology.allowed_partner(domain).is_some() {
+        let Some(pool) = topology.federation_edge_pool() else {
+            return reply(
+                request,
+                503,
+                "Service Unavailable (no Edge pool has federation enabled; enable it with Set-CsEdgeServer -EnableFederation)",
+            );
+        };
+        pool.servers.iter().collect()
+    } else {
+        return reply(
+            request,
+            403,
+            &format!(
+                "Forbidden ({domain} is not a federated partner: allow it with New-CsAllowedDomain -Identity {domain}, or New-CsXmppAllowedPartner -Identity {domain} for an XMPP domain)"
+            ),
+        );
+    };
+    let Some(onward) = request.onward() else {
+        return reply(request, 483, "Too Many Hops");
+    };
+    let mut tried = Vec::new();
+    for edge in edges {
+        let dest = SocketAddr::from((edge.address, topology.ports.edge_internal_sip));
+        match registrar
+            .links
+            .request(dest, &edge.fqdn, onward.clone(), FEDERATE_TIMEOUT)
+            .await
+        {
+            Ok(resp) => return reply(request, resp.status, &resp.reason),
+            Err(_) => tried.push(edge.fqdn.clone()),
+        }
+    }
+    reply(
+        request,
+        504,
+        &format!(
+            "Server Time-out (the Edge {} does not answer; Get-CsWindowsService -ComputerName on it shows its services)",
+            tried.join(", ")
+        ),
     )
 }
 

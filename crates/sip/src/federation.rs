@@ -83,10 +83,20 @@ pub fn certificate_names(domain: &str) -> [String; 2] {
     ]
 }
 
-/// Rules (a) and (b): the From domain of `request` is foreign and an allowed partner.
-/// Returns the partner domain (normalized). What the registrar checks again behind an
-/// Edge, which has checked the certificate.
+/// Rules (a) and (b): the From domain of `request` is foreign and an allowed partner — a
+/// SIP federation domain, or an XMPP partner whose messages the Edge's XMPP gateway
+/// translated. Returns the partner domain (normalized). What the registrar checks again
+/// behind an Edge, which has authenticated the partner.
 pub fn partner_domain(topology: &Topology, request: &Request) -> Result<String, Refusal> {
+    let domain = foreign_sender(topology, request)?;
+    topology
+        .allowed_partner(&domain)
+        .or_else(|| topology.xmpp_partner(&domain).map(|_| domain.clone()))
+        .ok_or(Refusal::NotAllowed { domain })
+}
+
+/// The domain of the From, when it is not the deployment's.
+fn foreign_sender(topology: &Topology, request: &Request) -> Result<String, Refusal> {
     let domain = request
         .headers
         .get("From")
@@ -97,9 +107,7 @@ pub fn partner_domain(topology: &Topology, request: &Request) -> Result<String, 
             ours: topology.deployment.sip_domain.clone(),
         });
     }
-    topology
-        .allowed_partner(&domain)
-        .ok_or(Refusal::NotAllowed { domain })
+    Ok(domain)
 }
 
 /// All three rules, for the Access Edge: [`partner_domain`], then the partner's
@@ -111,7 +119,11 @@ pub fn admit(
     request: &Request,
     covers: impl FnOnce(&[String]) -> bool,
 ) -> Result<String, Refusal> {
-    let domain = partner_domain(topology, request)?;
+    // SIP federation partners only: an XMPP partner's messages come through the gateway.
+    let domain = foreign_sender(topology, request)?;
+    let domain = topology
+        .allowed_partner(&domain)
+        .ok_or(Refusal::NotAllowed { domain })?;
     if covers(&certificate_names(&domain)) {
         Ok(domain)
     } else {

@@ -654,6 +654,21 @@ impl Request {
             .unwrap_or(70)
     }
 
+    /// The request as a proxy passes it on: Max-Forwards one less and no credentials
+    /// (they were for this hop); `None` when Max-Forwards is spent (answer 483).
+    pub fn onward(&self) -> Option<Request> {
+        let max_forwards = self.max_forwards();
+        if max_forwards == 0 {
+            return None;
+        }
+        let mut onward = self.clone();
+        onward
+            .headers
+            .set("Max-Forwards", (max_forwards - 1).to_string());
+        onward.headers.remove_credentials();
+        Some(onward)
+    }
+
     pub fn call_id(&self) -> Option<&str> {
         self.headers.get("Call-ID")
     }

@@ -40,12 +40,97 @@ pub struct Deployment {
     /// domain listed here, and only from a partner whose certificate covers it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_domains: Vec<String>,
+    /// The XMPP domains whose users may exchange messages with the deployment's, as the
+    /// original's XMPP allowed partners (`New-CsXmppAllowedPartner`): the Edge's XMPP
+    /// gateway opens streams only with these, and only as each one's negotiation says.
+    #[serde(
+        default,
+        rename = "xmpp_partner",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub xmpp_partners: Vec<XmppPartner>,
     /// The server, in a third site, whose vote decides which copy of the Central
     /// Management store may take writes when the two stores' sites cannot reach each
     /// other (see `cms::witness`). Without one, a failover run on the side of a network
     /// cut makes a second writable master until the cut heals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cms_witness: Option<String>,
+}
+
+/// How an XMPP partner negotiates TLS or SASL (the original's `TlsNegotiation` and
+/// `SaslNegotiation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Negotiation {
+    NotSupported,
+    #[default]
+    Optional,
+    Required,
+}
+
+impl std::fmt::Display for Negotiation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Negotiation::NotSupported => "NotSupported",
+            Negotiation::Optional => "Optional",
+            Negotiation::Required => "Required",
+        })
+    }
+}
+
+impl std::str::FromStr for Negotiation {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Negotiation, String> {
+        [
+            Negotiation::NotSupported,
+            Negotiation::Optional,
+            Negotiation::Required,
+        ]
+        .into_iter()
+        .find(|n| n.to_string().eq_ignore_ascii_case(text))
+        .ok_or_else(|| format!("'{text}' is not NotSupported, Optional or Required"))
+    }
+}
+
+/// An XMPP allowed partner: a domain whose servers the XMPP gateway exchanges stanzas with.
+///
+/// TLS is the stream's encryption (STARTTLS); SASL is SASL EXTERNAL, the partner proved by
+/// the certificate it presents (chained to the Edge's partner roots, covering the
+/// domain); dialback is Server Dialback (XEP-0220), the partner proved by a key its
+/// authoritative server confirms. SASL needs TLS, and a partner needs SASL or dialback:
+/// `validate` refuses the rest, as the original's table of negotiation settings does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppPartner {
+    /// `jabber.example`: the partner's XMPP domain.
+    pub domain: String,
+    #[serde(default)]
+    pub tls_negotiation: Negotiation,
+    #[serde(default)]
+    pub sasl_negotiation: Negotiation,
+    #[serde(default = "yes")]
+    pub support_dialback: bool,
+    /// The partner's XMPP server, when it is not found by its domain's
+    /// `_xmpp-server._tcp` SRV record (or the domain's own address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_fqdn: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl XmppPartner {
+    /// A partner with tandem's defaults: TLS and SASL when the partner offers them,
+    /// dialback otherwise.
+    pub fn new(domain: &str) -> XmppPartner {
+        XmppPartner {
+            domain: domain.to_string(),
+            tls_negotiation: Negotiation::Optional,
+            sasl_negotiation: Negotiation::Optional,
+            support_dialback: true,
+            proxy_fqdn: None,
+        }
+    }
 }
 
 /// A data centre.
@@ -414,6 +499,15 @@ impl Topology {
             .iter()
             .filter_map(|d| crate::domain::normalize(d))
             .find(|d| *d == wanted)
+    }
+
+    /// The XMPP allowed partner `domain` is, in any spelling.
+    pub fn xmpp_partner(&self, domain: &str) -> Option<&XmppPartner> {
+        let wanted = crate::domain::normalize(domain)?;
+        self.deployment
+            .xmpp_partners
+            .iter()
+            .find(|p| crate::domain::normalize(&p.domain).as_deref() == Some(wanted.as_str()))
     }
 
     /// The Edge pool that has federation enabled, if exactly one has.

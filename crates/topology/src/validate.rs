@@ -189,6 +189,59 @@ fn check_deployment(c: &mut Checker<'_>) {
             Some(_) => {}
         }
     }
+    let mut xmpp_seen = std::collections::HashSet::new();
+    for p in &d.xmpp_partners {
+        let domain = &p.domain;
+        match crate::domain::normalize(domain) {
+            None => c.error(
+                "deployment",
+                format!("XMPP partner '{domain}' is not a valid domain name"),
+            ),
+            Some(_) if crate::domain::within(domain, &d.sip_domain) => c.error(
+                "deployment",
+                format!(
+                    "XMPP partner '{domain}' is the deployment's own domain {}: a partner cannot send as its users",
+                    d.sip_domain
+                ),
+            ),
+            Some(n) if !xmpp_seen.insert(n.clone()) => c.error(
+                "deployment",
+                format!("XMPP partner '{domain}' is listed twice"),
+            ),
+            Some(n) if d.allowed_domains.iter().any(|a| crate::domain::normalize(a).as_deref() == Some(n.as_str())) => c.error(
+                "deployment",
+                format!("'{domain}' is both an allowed SIP federation domain and an XMPP partner: a domain federates one way"),
+            ),
+            Some(_) => {}
+        }
+        use crate::model::Negotiation::{NotSupported, Required};
+        if p.sasl_negotiation != NotSupported && p.tls_negotiation == NotSupported {
+            c.error(
+                "deployment",
+                format!("XMPP partner '{domain}': SASL needs TLS (TlsNegotiation NotSupported with SaslNegotiation {})", p.sasl_negotiation),
+            );
+        }
+        if p.sasl_negotiation == NotSupported && !p.support_dialback {
+            c.error(
+                "deployment",
+                format!("XMPP partner '{domain}' has no way to authenticate: allow SASL (-SaslNegotiation Optional) or dialback (-SupportDialbackNegotiation $true)"),
+            );
+        }
+        if p.sasl_negotiation == Required && p.tls_negotiation != Required {
+            c.error(
+                "deployment",
+                format!("XMPP partner '{domain}': SASL Required needs TLS Required (TlsNegotiation is {})", p.tls_negotiation),
+            );
+        }
+        if let Some(proxy) = &p.proxy_fqdn
+            && !is_valid_fqdn(proxy)
+        {
+            c.error(
+                "deployment",
+                format!("XMPP partner '{domain}': proxy_fqdn '{proxy}' is not a valid FQDN"),
+            );
+        }
+    }
     if !is_valid_fqdn(&d.sip_domain) {
         c.error(
             "deployment",

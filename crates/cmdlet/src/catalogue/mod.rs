@@ -304,6 +304,9 @@ pub(crate) mod tests_support {
         "Add-DnsServerResourceRecord",
         "Set-DnsServerResourceRecord",
         "Remove-DnsServerResourceRecord",
+        "Add-DnsServerPrimaryZone",
+        "Get-DnsServerZone",
+        "Remove-DnsServerZone",
         "Test-NetConnection",
         "Get-Command",
         "Get-Help",
@@ -315,5 +318,12 @@ pub(crate) mod tests_support {
         "Disable-CsEdgePoolFederation",
         "Set-CsPoolEdgeAssociation",
         "Set-CsPoolBackupRelationship",
+        "New-CsXmppAllowedPartner",
+        "Get-CsXmppAllowedPartner",
+        "Set-CsXmppAllowedPartner",
+        "Remove-CsXmppAllowedPartner",
+        "New-CsAllowedDomain",
+        "Get-CsAllowedDomain",
+        "Remove-CsAllowedDomain",
     ];
 }

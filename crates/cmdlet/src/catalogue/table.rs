@@ -54,6 +54,43 @@ const DATABASE_TYPES: &[&str] = &[
     "App",
 ];
 
+/// How an XMPP partner negotiates TLS or SASL.
+const NEGOTIATION: &[&str] = &["NotSupported", "Optional", "Required"];
+
+/// The parameters of `New-` and `Set-CsXmppAllowedPartner`.
+const XMPP_PARTNER_PARAMS: &[super::spec::ParamSpec] = &[
+    param(
+        "Identity",
+        String,
+        "The partner's XMPP domain, for example jabber.example.",
+    )
+    .mandatory()
+    .at(0),
+    param(
+        "TlsNegotiation",
+        Enum(NEGOTIATION),
+        "Whether the stream is encrypted with TLS (STARTTLS): NotSupported, Optional or Required.",
+    ),
+    param(
+        "SaslNegotiation",
+        Enum(NEGOTIATION),
+        "Whether the partner proves itself with SASL EXTERNAL (its certificate): NotSupported, Optional or Required; needs TLS.",
+    ),
+    param(
+        "SupportDialbackNegotiation",
+        Boolean,
+        "Whether the partner may prove itself with Server Dialback (XEP-0220).",
+    ),
+    param(
+        "ProxyFqdn",
+        String,
+        "The partner's XMPP server, when its domain has no _xmpp-server._tcp SRV record; an empty value ('') removes it (Set).",
+    ),
+];
+
+/// `-ReplicationScope` of the Windows zone cmdlets (accepted, ignored).
+const REPLICATION_SCOPES: &[&str] = &["Forest", "Domain", "Legacy", "Custom"];
+
 /// DNS record types the lab's DNS server keeps.
 const RR_TYPES: &[&str] = &["A", "AAAA", "CNAME", "SRV", "TXT", "NS", "SOA", "PTR", "MX"];
 
@@ -603,6 +640,166 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("Description", String, "Free text describing the site."),
                 param("DisplayName", String, "The site's display name."),
             ],
+        )
+    },
+    // ------------------------------------------------------------------------------------
+    // Federation partners: who may federate with the deployment (the topology's
+    // deployment.allowed_domains and deployment.xmpp_partner), changed through the Central
+    // Management store like every configuration setting.
+    // ------------------------------------------------------------------------------------
+    CmdletSpec {
+        description: "Adds a SIP federation partner: a domain whose users may exchange \
+            messages with the deployment's through the Access Edge (the topology's \
+            deployment.allowed_domains). The change is validated (not the deployment's own \
+            domain, not already listed, not an XMPP partner), written through the active \
+            Central Management master and replicated; every Edge applies it from its replica. \
+            -ProxyFqdn is refused: tandem finds a partner's Access Edge by the partner \
+            domain's _sipfederationtls._tcp SRV record, never by a name kept here; publish \
+            that record in the partner's DNS zone instead (in a lab, \
+            Add-DnsServerResourceRecord -Srv -ZoneName <partner domain> on the lab's DNS \
+            server).",
+        changes_state: true,
+        examples: &[(
+            "New-CsAllowedDomain -Identity fabrikam.com",
+            "Lets users of fabrikam.com exchange messages with the deployment's users.",
+        )],
+        ..cmdlet(
+            CmdletId::NewCsAllowedDomain,
+            Capability::EdgeAndDns,
+            "Adds a domain to the SIP federation partners.",
+            &[
+                param("Identity", String, "The partner's SIP domain, for example fabrikam.com.")
+                    .mandatory()
+                    .at(0),
+                param(
+                    "ProxyFqdn",
+                    Fqdn,
+                    "The partner's Access Edge. Refused in tandem: partners are found by their _sipfederationtls._tcp SRV record.",
+                ),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Lists the SIP federation partners (the topology's \
+            deployment.allowed_domains), from the active Central Management master, or from \
+            this server's replica (with a warning) when no master answers or with \
+            -LocalStore. ProxyFqdn is always empty: tandem finds a partner's Access Edge by \
+            DNS SRV.",
+        outputs: &["Identity", "Domain", "ProxyFqdn"],
+        examples: &[
+            ("Get-CsAllowedDomain", "Lists every SIP federation partner."),
+            ("Get-CsAllowedDomain -Filter *.com", "Lists the partners whose domain ends in .com."),
+        ],
+        ..cmdlet(
+            CmdletId::GetCsAllowedDomain,
+            Capability::EdgeAndDns,
+            "Returns the SIP federation partners.",
+            &[
+                param("Identity", String, "Return only this domain.").at(0),
+                param("Filter", String, "Return the domains matching this pattern (* and ? as wildcards)."),
+                param("LocalStore", Switch, "Read this server's local replica instead of the Central Management store."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Removes a SIP federation partner: from then on the Access Edge refuses \
+            messages from that domain (403). Written through the active Central Management \
+            master and replicated.",
+        changes_state: true,
+        examples: &[(
+            "Remove-CsAllowedDomain -Identity fabrikam.com",
+            "Stops federation with fabrikam.com.",
+        )],
+        ..cmdlet(
+            CmdletId::RemoveCsAllowedDomain,
+            Capability::EdgeAndDns,
+            "Removes a domain from the SIP federation partners.",
+            &[param("Identity", String, "The partner's SIP domain.").mandatory().at(0)],
+        )
+    },
+    CmdletSpec {
+        description: "Adds an XMPP federation partner: a domain whose XMPP servers the Edge's \
+            XMPP gateway exchanges messages and presence with (the topology's \
+            deployment.xmpp_partner). -TlsNegotiation and -SaslNegotiation say whether the \
+            stream's TLS and SASL EXTERNAL (the partner proved by its certificate) are \
+            NotSupported, Optional or Required (default Optional); \
+            -SupportDialbackNegotiation whether Server Dialback may prove the partner \
+            instead (default $true). SASL needs TLS, SaslNegotiation Required needs \
+            TlsNegotiation Required, and a partner needs SASL or dialback: other \
+            combinations are refused. -ProxyFqdn names the partner's XMPP server when its \
+            domain has no _xmpp-server._tcp SRV record. The change is validated, written \
+            through the active Central Management master and replicated.",
+        changes_state: true,
+        examples: &[
+            (
+                "New-CsXmppAllowedPartner -Identity jabber.example -TlsNegotiation Required -SaslNegotiation Required -SupportDialbackNegotiation $false",
+                "Federates with jabber.example over TLS, the partner proved by its certificate only.",
+            ),
+            (
+                "New-CsXmppAllowedPartner -Identity chat.example",
+                "Federates with chat.example with tandem's defaults (TLS and SASL when offered, dialback otherwise).",
+            ),
+        ],
+        ..cmdlet(
+            CmdletId::NewCsXmppAllowedPartner,
+            Capability::EdgeAndDns,
+            "Adds an XMPP federation partner.",
+            XMPP_PARTNER_PARAMS,
+        )
+    },
+    CmdletSpec {
+        description: "Lists the XMPP federation partners and how each negotiates, from the \
+            active Central Management master, or from this server's replica (with a \
+            warning) when no master answers or with -LocalStore.",
+        outputs: &[
+            "Identity",
+            "Domain",
+            "TlsNegotiation",
+            "SaslNegotiation",
+            "SupportDialbackNegotiation",
+            "ProxyFqdn",
+        ],
+        examples: &[("Get-CsXmppAllowedPartner", "Lists every XMPP federation partner.")],
+        ..cmdlet(
+            CmdletId::GetCsXmppAllowedPartner,
+            Capability::EdgeAndDns,
+            "Returns the XMPP federation partners.",
+            &[
+                param("Identity", String, "Return only this partner's domain.").at(0),
+                param("Filter", String, "Return the domains matching this pattern (* and ? as wildcards)."),
+                param("LocalStore", Switch, "Read this server's local replica instead of the Central Management store."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Changes how an XMPP federation partner negotiates; only the parameters \
+            given change. -ProxyFqdn '' (an empty value) removes the proxy. The same \
+            combinations as New-CsXmppAllowedPartner are refused.",
+        changes_state: true,
+        examples: &[(
+            "Set-CsXmppAllowedPartner -Identity jabber.example -SaslNegotiation Optional -SupportDialbackNegotiation $true",
+            "Lets jabber.example's servers prove themselves by dialback when they offer no SASL.",
+        )],
+        ..cmdlet(
+            CmdletId::SetCsXmppAllowedPartner,
+            Capability::EdgeAndDns,
+            "Changes an XMPP federation partner.",
+            XMPP_PARTNER_PARAMS,
+        )
+    },
+    CmdletSpec {
+        description: "Removes an XMPP federation partner: the XMPP gateway opens no stream \
+            with its servers and takes none from them.",
+        changes_state: true,
+        examples: &[(
+            "Remove-CsXmppAllowedPartner -Identity jabber.example",
+            "Stops XMPP federation with jabber.example.",
+        )],
+        ..cmdlet(
+            CmdletId::RemoveCsXmppAllowedPartner,
+            Capability::EdgeAndDns,
+            "Removes an XMPP federation partner.",
+            &[param("Identity", String, "The partner's XMPP domain.").mandatory().at(0)],
         )
     },
     // ------------------------------------------------------------------------------------
@@ -1905,6 +2102,114 @@ pub(crate) static CMDLETS: &[CmdletSpec] = &[
                 param("Name", String, "The record name relative to the zone.").mandatory(),
                 param("RRType", Enum(RR_TYPES), "The record type.").mandatory(),
                 param("RecordData", String, "Remove only the record with this data."),
+                param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Adds a primary zone to the lab's DNS server, beside the deployment's: \
+            an empty zone whose SOA and NS records name this DNS server, to which \
+            Add-DnsServerResourceRecord adds records (for example a partner's domain, in a lab \
+            where two deployments federate). The zone is kept in the server's folder \
+            (zones.json) and served at once. -ZoneFile and -ReplicationScope are accepted for \
+            the Windows cmdlet's sake and ignored: the lab's server keeps every zone in its own \
+            file and has no Active Directory to replicate to.",
+        changes_state: true,
+        outputs: &["ZoneName", "ZoneType", "IsAutoCreated", "MasterServers", "RecordCount"],
+        examples: &[(
+            "Add-DnsServerPrimaryZone -Name fabrikam.com -ZoneFile fabrikam.com.dns",
+            "Serves fabrikam.com from the lab's DNS server.",
+        )],
+        ..cmdlet(
+            CmdletId::AddDnsServerPrimaryZone,
+            Capability::EdgeAndDns,
+            "Adds a primary DNS zone.",
+            &[
+                param("Name", String, "The zone, for example fabrikam.com.").mandatory().at(0),
+                param("ZoneFile", String, "The zone file of a file-backed zone; accepted and ignored."),
+                param(
+                    "ReplicationScope",
+                    Enum(REPLICATION_SCOPES),
+                    "Where an Active Directory-integrated zone replicates; accepted and ignored.",
+                ),
+                param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Adds a conditional forwarder to the lab's DNS server: a query for a name \
+            of the zone (the longest zone that contains the name decides, among primary zones \
+            and forwarders) is sent to the master servers in turn, each given 2 seconds, and \
+            the first answer goes back to the client (over UDP as the master gave it, a \
+            truncated answer too, so the client asks again over TCP; over TCP for a query that \
+            came over TCP); SERVFAIL when none answers, or when 256 queries are being \
+            forwarded already. A master may carry a port (127.0.9.153:5353, tandem's \
+            addition; 53 otherwise); this DNS server's own address is refused, and at most 8 \
+            masters are named. -ReplicationScope is accepted and ignored.",
+        changes_state: true,
+        outputs: &["ZoneName", "ZoneType", "IsAutoCreated", "MasterServers", "RecordCount"],
+        examples: &[(
+            "Add-DnsServerConditionalForwarderZone -Name fabrikam.com -MasterServers 127.0.9.153",
+            "Asks fabrikam.com's own DNS server for its names.",
+        )],
+        ..cmdlet(
+            CmdletId::AddDnsServerConditionalForwarderZone,
+            Capability::EdgeAndDns,
+            "Adds a conditional forwarder zone.",
+            &[
+                param("Name", String, "The zone whose names are forwarded, for example fabrikam.com.")
+                    .mandatory()
+                    .at(0),
+                param(
+                    "MasterServers",
+                    StringArray,
+                    "The DNS servers asked, in order: addresses, each optionally with :port.",
+                )
+                .mandatory()
+                .at(1),
+                param(
+                    "ReplicationScope",
+                    Enum(REPLICATION_SCOPES),
+                    "Where an Active Directory-integrated zone replicates; accepted and ignored.",
+                ),
+                param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Lists the zones of the lab's DNS server: the deployment's own zone (built \
+            from its topology), the primary zones added, and the conditional forwarders with \
+            their master servers.",
+        outputs: &["ZoneName", "ZoneType", "IsAutoCreated", "MasterServers", "RecordCount"],
+        examples: &[
+            ("Get-DnsServerZone", "Lists every zone."),
+            ("Get-DnsServerZone -Name fabrikam.com", "Shows one zone."),
+        ],
+        ..cmdlet(
+            CmdletId::GetDnsServerZone,
+            Capability::EdgeAndDns,
+            "Returns the zones of a DNS server.",
+            &[
+                param("Name", String, "Return only this zone.").at(0),
+                param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
+            ],
+        )
+    },
+    CmdletSpec {
+        description: "Removes a primary zone (with its records) or a conditional forwarder \
+            from the lab's DNS server. The deployment's own zone, built from its topology, \
+            cannot be removed. -Force is accepted (the shell asks only with -Confirm).",
+        changes_state: true,
+        examples: &[(
+            "Remove-DnsServerZone -Name fabrikam.com -Force",
+            "Stops serving (or forwarding) fabrikam.com.",
+        )],
+        ..cmdlet(
+            CmdletId::RemoveDnsServerZone,
+            Capability::EdgeAndDns,
+            "Removes a DNS zone.",
+            &[
+                param("Name", String, "The zone.").mandatory().at(0),
                 param("ComputerName", String, "The DNS server; omitted means the lab's DNS server."),
             ],
         )

@@ -1,6 +1,7 @@
 //! Configuration cmdlets: the topology (`Get-CsTopology`, `Publish-`/`Enable-CsTopology`,
-//! the Topology Builder edits, `Set-Cs*`), the store's replication, and the configuration
-//! exports and imports.
+//! the Topology Builder edits, `Set-Cs*`, the federation partners of
+//! `New-`/`Get-`/`Remove-CsAllowedDomain` and `New-`/`Get-`/`Set-`/`Remove-CsXmppAllowedPartner`),
+//! the store's replication, and the configuration exports and imports.
 //!
 //! Reads and changes run on the active master; reads fall back to this server's replica
 //! (with a warning) when no master answers, and `-LocalStore` asks for the replica.
@@ -58,6 +59,22 @@ fn read_topology(inv: &Invocation, topology: &Topology) -> Reply {
         "Get-CsPoolEdgeAssociation" => Ok(InvokeResponse::records(
             records::edge_associations(topology, inv.text("PoolFqdn").as_deref())
                 .map_err(Refused::BadRequest)?,
+        )),
+        "Get-CsAllowedDomain" => Ok(InvokeResponse::records(
+            records::allowed_domains(
+                topology,
+                inv.text("Identity").as_deref(),
+                inv.text("Filter").as_deref(),
+            )
+            .map_err(Refused::NotFound)?,
+        )),
+        "Get-CsXmppAllowedPartner" => Ok(InvokeResponse::records(
+            records::xmpp_partners(
+                topology,
+                inv.text("Identity").as_deref(),
+                inv.text("Filter").as_deref(),
+            )
+            .map_err(Refused::NotFound)?,
         )),
         "Get-CsPoolBackupRelationship" => {
             let pool = inv.text("PoolFqdn").unwrap_or_default();
@@ -276,11 +293,79 @@ fn edit_for(inv: &Invocation, current: &Topology) -> Result<Edit, Refused> {
                 }
             }
         }
+        "New-CsAllowedDomain" => {
+            if inv.get("ProxyFqdn").is_some() {
+                return Err(Refused::BadRequest(format!(
+                    "-ProxyFqdn is not kept in tandem: a partner's Access Edge is found by the \
+                     _sipfederationtls._tcp SRV record of its domain; run New-CsAllowedDomain -Identity {} \
+                     without it, and publish the SRV record in the partner's DNS zone \
+                     (Add-DnsServerResourceRecord -Srv). Nothing was changed",
+                    text("Identity")
+                )));
+            }
+            Edit::NewAllowedDomain {
+                domain: text("Identity"),
+            }
+        }
+        "Remove-CsAllowedDomain" => Edit::RemoveAllowedDomain {
+            domain: text("Identity"),
+        },
+        "New-CsXmppAllowedPartner" => Edit::NewXmppPartner {
+            domain: text("Identity"),
+            change: xmpp_change(inv)?,
+        },
+        "Set-CsXmppAllowedPartner" => {
+            let change = xmpp_change(inv)?;
+            if change == topology::edit::XmppChange::default() {
+                return Err(Refused::BadRequest(
+                    "nothing to change: give -TlsNegotiation, -SaslNegotiation, -SupportDialbackNegotiation or -ProxyFqdn".into(),
+                ));
+            }
+            Edit::SetXmppPartner {
+                domain: text("Identity"),
+                change,
+            }
+        }
+        "Remove-CsXmppAllowedPartner" => Edit::RemoveXmppPartner {
+            domain: text("Identity"),
+        },
         other => {
             return Err(Refused::Unprocessable(format!(
                 "{other} is not a topology edit"
             )));
         }
+    })
+}
+
+/// The XMPP partner settings `New-`/`Set-CsXmppAllowedPartner` give.
+fn xmpp_change(inv: &Invocation) -> Result<topology::edit::XmppChange, Refused> {
+    let negotiation = |name: &str| {
+        inv.text(name)
+            .map(|t| {
+                t.parse::<topology::Negotiation>()
+                    .map_err(|e| Refused::BadRequest(format!("-{name}: {e}")))
+            })
+            .transpose()
+    };
+    let dialback = match inv.get("SupportDialbackNegotiation") {
+        None => None,
+        Some(cmdlet::BoundValue::Bool(b) | cmdlet::BoundValue::Switch(b)) => Some(*b),
+        Some(other) => {
+            return Err(Refused::BadRequest(format!(
+                "-SupportDialbackNegotiation takes $true or $false, not {}",
+                other.to_text()
+            )));
+        }
+    };
+    let proxy = inv.text("ProxyFqdn").map(|p| {
+        let p = p.trim().trim_end_matches('.').to_ascii_lowercase();
+        (!p.is_empty() && p != "$null").then_some(p)
+    });
+    Ok(topology::edit::XmppChange {
+        tls_negotiation: negotiation("TlsNegotiation")?,
+        sasl_negotiation: negotiation("SaslNegotiation")?,
+        support_dialback: dialback,
+        proxy_fqdn: proxy,
     })
 }
 

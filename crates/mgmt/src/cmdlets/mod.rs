@@ -22,9 +22,12 @@ use crate::call::{Call, Reply};
 pub async fn run(call: &Call<'_>) -> Reply {
     use CmdletId::*;
     match call.inv.cmdlet.id {
-        GetCsTopology | GetCsService | GetCsPoolBackupRelationship | GetCsPoolEdgeAssociation => {
-            config::read(call).await
-        }
+        GetCsTopology
+        | GetCsService
+        | GetCsPoolBackupRelationship
+        | GetCsPoolEdgeAssociation
+        | GetCsAllowedDomain
+        | GetCsXmppAllowedPartner => config::read(call).await,
         PublishCsTopology => config::publish(call).await,
         EnableCsTopology => config::enable(call).await,
         SetCsEdgePoolNextHop
@@ -34,7 +37,12 @@ pub async fn run(call: &Call<'_>) -> Reply {
         | SetCsPoolBackupRelationship
         | SetCsRegistrar
         | SetCsEdgeServer
-        | SetCsSite => config::edit(call).await,
+        | SetCsSite
+        | NewCsAllowedDomain
+        | RemoveCsAllowedDomain
+        | NewCsXmppAllowedPartner
+        | SetCsXmppAllowedPartner
+        | RemoveCsXmppAllowedPartner => config::edit(call).await,
         ExportCsConfiguration => config::export(call).await,
         ImportCsConfiguration => config::import(call).await,
         ExportCsLisConfiguration => config::export_lis(call).await,
@@ -79,6 +87,10 @@ pub async fn run(call: &Call<'_>) -> Reply {
         | AddDnsServerResourceRecord
         | SetDnsServerResourceRecord
         | RemoveDnsServerResourceRecord
+        | AddDnsServerPrimaryZone
+        | AddDnsServerConditionalForwarderZone
+        | GetDnsServerZone
+        | RemoveDnsServerZone
         | TestNetConnection
         | TestCsTopology
         | GetCommand

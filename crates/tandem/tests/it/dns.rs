@@ -87,7 +87,7 @@ fn the_lab_dns_answers_from_the_topology_and_the_cmdlets_change_it() {
         ),
         (
             "Add-DnsServerResourceRecordA -ZoneName example.org -Name xmpp -IPv4Address 127.0.9.9",
-            "holds the zone contoso.com only",
+            "has no zone example.org; Get-DnsServerZone lists its zones, Add-DnsServerPrimaryZone -Name example.org adds one",
         ),
         (
             "Add-DnsServerResourceRecord -Srv -ZoneName contoso.com -Name _xmpp-server._tcp -DomainName xmpp.example.org -Priority 0 -Weight 0 -Port 5269",
@@ -418,4 +418,236 @@ fn dig_gets_aaaa_txt_and_edns_answers_a_truncated_one_again_over_tcp_and_names_a
             stderr(&out)
         );
     }
+}
+
+/// A DNS server of another domain beside a lab: a `tandem dns serve` process of its own on
+/// an address of the lab's block (which the lab holds for its life), serving `zone` with
+/// `host.<zone>` at `127.B.9.7`; killed when dropped.
+struct OtherDns {
+    child: std::process::Child,
+    at: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl OtherDns {
+    fn start(lab: &Lab, zone: &str) -> OtherDns {
+        let block = block(lab);
+        let address: std::net::Ipv4Addr = format!("{block}9.153").parse().unwrap();
+        // Ports the system picks (the address is the lab's: nobody else binds there).
+        let dns_port = loop {
+            let udp = std::net::UdpSocket::bind((address, 0)).unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if std::net::TcpListener::bind((address, port)).is_ok() {
+                break port;
+            }
+        };
+        let api_port = std::net::TcpListener::bind((address, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let ca = pki::Authority::create("Other DNS CA", now).unwrap();
+        let issued = ca
+            .issue(&pki::Request {
+                names: vec![format!("dns.{zone}")],
+                addresses: vec![],
+                validity_days: 30,
+                now,
+            })
+            .unwrap();
+        pki::Installed::install(dir.path(), ca.cert_pem(), &issued).unwrap();
+        let record = |name: String, data: serde_json::Value| {
+            let mut r = serde_json::json!({ "name": name, "ttl": 5 });
+            r.as_object_mut()
+                .unwrap()
+                .extend(data.as_object().unwrap().clone());
+            r
+        };
+        let zone_file = serde_json::json!({
+            "origin": zone,
+            "serial": 1,
+            "records": [
+                record(zone.into(), serde_json::json!({"type": "SOA", "mname": format!("dns.{zone}"), "rname": format!("hostmaster.{zone}"), "serial": 1})),
+                record(zone.into(), serde_json::json!({"type": "NS", "host": format!("dns.{zone}")})),
+                record(format!("host.{zone}"), serde_json::json!({"type": "A", "address": format!("{block}9.7")})),
+            ],
+        });
+        std::fs::write(dir.path().join("zone.json"), zone_file.to_string()).unwrap();
+        let at = std::net::SocketAddr::from((address, dns_port));
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("tandem"))
+            .args([
+                "dns",
+                "serve",
+                "--fqdn",
+                &format!("dns.{zone}"),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .arg("--listen")
+            .arg(at.to_string())
+            .arg("--api")
+            .arg(format!("{address}:{api_port}"))
+            .args(["--admin-token", "other-token"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let other = OtherDns {
+            child,
+            at,
+            _dir: dir,
+        };
+        crate::eventually(20, "the other DNS server answering", || {
+            let a = dig(other.at, &["+short", &format!("host.{zone}"), "A"]);
+            (a.trim() == format!("{block}9.7")).then_some(())
+        });
+        other
+    }
+}
+
+impl Drop for OtherDns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn zones_added_are_served_and_a_conditional_forwarder_asks_another_dns_server() {
+    let lab = Lab::up();
+    let at = dns_address(&lab);
+    let block = block(&lab);
+    let dig = |args: &[&str]| dig(at, args);
+
+    // A partner's zone served beside the deployment's.
+    lab.ok(None, "Add-DnsServerPrimaryZone -Name partner.example");
+    lab.ok(
+        None,
+        &format!("Add-DnsServerResourceRecordA -ZoneName partner.example -Name xmpp -IPv4Address {block}9.1"),
+    );
+    lab.ok(
+        None,
+        "Add-DnsServerResourceRecord -Srv -ZoneName partner.example -Name _xmpp-server._tcp -DomainName xmpp.partner.example -Priority 0 -Weight 0 -Port 5269",
+    );
+    assert_eq!(
+        dig(&["+short", "xmpp.partner.example", "A"]).trim(),
+        format!("{block}9.1")
+    );
+    assert_eq!(
+        dig(&["+short", "_xmpp-server._tcp.partner.example", "SRV"]).trim(),
+        "0 0 5269 xmpp.partner.example."
+    );
+    let soa = dig(&["partner.example", "SOA"]);
+    assert!(
+        soa.contains("status: NOERROR") && soa.contains("dns.contoso.com."),
+        "{soa}"
+    );
+    lab.refused(
+        None,
+        "Remove-DnsServerZone -Name contoso.com -Force",
+        "the deployment's own zone",
+    );
+
+    // Another domain's DNS server, asked through a conditional forwarder, over UDP and TCP.
+    let other = OtherDns::start(&lab, "far.example");
+    lab.refused(
+        None,
+        &format!(
+            "Add-DnsServerConditionalForwarderZone -Name far.example -MasterServers {}",
+            at
+        ),
+        "this DNS server itself",
+    );
+    lab.ok(
+        None,
+        &format!(
+            "Add-DnsServerConditionalForwarderZone -Name far.example -MasterServers {}",
+            other.at
+        ),
+    );
+    let udp = dig(&["host.far.example", "A"]);
+    assert!(udp.contains("status: NOERROR"), "{udp}");
+    assert!(udp.contains(&format!("{block}9.7")), "{udp}");
+    assert_eq!(
+        dig(&["+tcp", "+short", "host.far.example", "A"]).trim(),
+        format!("{block}9.7")
+    );
+    let missing = dig(&["nothing.far.example", "A"]);
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
+    let zones = lab.json(None, "Get-DnsServerZone");
+    let zones = zones.as_array().cloned().unwrap_or_else(|| vec![zones]);
+    let far = zones
+        .iter()
+        .find(|z| z["ZoneName"] == "far.example")
+        .unwrap_or_else(|| panic!("{zones:?}"));
+    assert_eq!(far["ZoneType"], "Forwarder", "{far}");
+    assert_eq!(far["MasterServers"][0], other.at.to_string(), "{far}");
+    assert!(
+        zones
+            .iter()
+            .any(|z| z["ZoneName"] == "partner.example" && z["ZoneType"] == "Primary"),
+        "{zones:?}"
+    );
+
+    // A forwarder whose master never answers: SERVFAIL within a few seconds, never a hang.
+    let silent = std::net::UdpSocket::bind(format!("{block}9.154:0")).unwrap();
+    lab.ok(
+        None,
+        &format!(
+            "Add-DnsServerConditionalForwarderZone -Name silent.example -MasterServers {}",
+            silent.local_addr().unwrap()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", at.ip()))
+        .args(["-p", &at.port().to_string(), "+time=8", "+tries=1"])
+        .args(["x.silent.example", "A"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+
+    // Counted for Prometheus.
+    let dns = lab
+        .servers()
+        .into_iter()
+        .find(|s| s["role"] == "Dns")
+        .unwrap();
+    let (_, _, body) = crate::metrics::scrape(&lab, &dns, Some(&lab.admin_token()));
+    let samples = crate::metrics::parse(&body);
+    let forwarded = |transport: &str, outcome: &str| {
+        crate::metrics::sum(
+            &samples,
+            "tandem_dns_forwarded_total",
+            &[("transport", transport), ("outcome", outcome)],
+        )
+    };
+    assert!(forwarded("udp", "answered") >= 2.0, "{body}");
+    assert!(forwarded("tcp", "answered") >= 1.0, "{body}");
+    assert!(forwarded("udp", "no_answer") >= 1.0, "{body}");
+
+    // Kept across a restart; a forwarder removed is no longer asked.
+    lab.kill("dns.contoso.com");
+    lab.start("dns.contoso.com");
+    assert_eq!(
+        dig(&["+short", "xmpp.partner.example", "A"]).trim(),
+        format!("{block}9.1")
+    );
+    assert_eq!(
+        dig(&["+short", "host.far.example", "A"]).trim(),
+        format!("{block}9.7")
+    );
+    lab.ok(None, "Remove-DnsServerZone -Name far.example -Force");
+    assert!(dig(&["host.far.example", "A"]).contains("status: REFUSED"));
+    lab.ok(None, "Remove-DnsServerZone -Name partner.example");
+    assert!(dig(&["xmpp.partner.example", "A"]).contains("status: REFUSED"));
+    drop(other);
 }

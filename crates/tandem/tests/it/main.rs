@@ -11,12 +11,14 @@ mod dns;
 mod edge;
 mod failover;
 mod federation;
+mod federation_peers;
 mod hosts;
 mod lab;
 mod lab_postgres;
 mod media;
 mod metrics;
 mod mirror;
+mod prosody;
 mod restart;
 mod roles;
 mod shell;
@@ -28,6 +30,7 @@ mod sipp;
 mod tls;
 mod topology;
 mod users;
+mod xmpp;
 
 use assert_cmd::Command;
 

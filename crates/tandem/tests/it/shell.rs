@@ -337,3 +337,117 @@ fn bash_completes_tandem_and_the_manual_has_a_page_for_every_command() {
         assert!(text.contains(".SH NAME"), "{page}");
     }
 }
+
+/// The federation partners' cmdlets on a running lab: SIP allowed domains and XMPP
+/// partners added, listed, changed and removed through the CMS, the refusals naming what
+/// to run instead.
+#[test]
+fn federation_partners_are_added_listed_changed_and_removed() {
+    let lab = crate::lab::Lab::up();
+    let rows = |line: &str| {
+        let v = lab.json(None, line);
+        v.as_array().cloned().unwrap_or_else(|| vec![v])
+    };
+
+    // SIP federation partners (contoso's topology has fabrikam.com).
+    lab.ok(None, "New-CsAllowedDomain -Identity Northwind.Example");
+    let domains: Vec<String> = rows("Get-CsAllowedDomain")
+        .iter()
+        .map(|r| r["Identity"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(domains, ["fabrikam.com", "northwind.example"]);
+    let one = lab.record(None, "Get-CsAllowedDomain -Identity NORTHWIND.example");
+    assert_eq!(one["Domain"], "northwind.example", "{one}");
+    lab.refused(
+        None,
+        "New-CsAllowedDomain -Identity northwind.example.",
+        "already a SIP federation partner",
+    );
+    lab.refused(
+        None,
+        "New-CsAllowedDomain -Identity tailspin.example -ProxyFqdn sip.tailspin.example",
+        "_sipfederationtls._tcp",
+    );
+    lab.refused(
+        None,
+        "New-CsAllowedDomain -Identity contoso.com",
+        "own SIP domain",
+    );
+    lab.ok(None, "Remove-CsAllowedDomain -Identity northwind.example");
+    lab.refused(
+        None,
+        "Remove-CsAllowedDomain -Identity northwind.example",
+        "New-CsAllowedDomain -Identity northwind.example",
+    );
+    assert_eq!(rows("Get-CsAllowedDomain").len(), 1);
+
+    // XMPP partners.
+    lab.ok(
+        None,
+        "New-CsXmppAllowedPartner -Identity jabber.example -TlsNegotiation Required",
+    );
+    let p = lab.record(None, "Get-CsXmppAllowedPartner -Identity jabber.example");
+    assert_eq!(p["Identity"], "jabber.example", "{p}");
+    assert_eq!(p["TlsNegotiation"], "Required", "{p}");
+    assert_eq!(p["SaslNegotiation"], "Optional", "{p}");
+    assert_eq!(p["SupportDialbackNegotiation"], true, "{p}");
+    lab.refused(
+        None,
+        "New-CsXmppAllowedPartner -Identity JABBER.example",
+        "Set-CsXmppAllowedPartner -Identity jabber.example",
+    );
+    lab.refused(
+        None,
+        "New-CsXmppAllowedPartner -Identity fabrikam.com",
+        "both an allowed SIP federation domain and an XMPP partner",
+    );
+    lab.ok(
+        None,
+        "Set-CsXmppAllowedPartner -Identity jabber.example -SaslNegotiation Required -SupportDialbackNegotiation $false -ProxyFqdn xmpp.jabber.example",
+    );
+    // SASL without TLS: refused, on a change and on a new partner, and nothing changed.
+    lab.refused(
+        None,
+        "Set-CsXmppAllowedPartner -Identity jabber.example -TlsNegotiation NotSupported",
+        "SASL needs TLS",
+    );
+    lab.refused(
+        None,
+        "New-CsXmppAllowedPartner -Identity chat.example -TlsNegotiation NotSupported -SaslNegotiation Required",
+        "SASL needs TLS",
+    );
+    lab.refused(
+        None,
+        "Set-CsXmppAllowedPartner -Identity chat.example -TlsNegotiation Optional",
+        "Get-CsXmppAllowedPartner",
+    );
+    let p = lab.record(None, "Get-CsXmppAllowedPartner jabber.example");
+    assert_eq!(p["TlsNegotiation"], "Required", "{p}");
+    assert_eq!(p["SaslNegotiation"], "Required", "{p}");
+    assert_eq!(p["SupportDialbackNegotiation"], false, "{p}");
+    assert_eq!(p["ProxyFqdn"], "xmpp.jabber.example", "{p}");
+    // The topology's own partners, and this one.
+    assert_eq!(
+        rows("Get-CsXmppAllowedPartner").len(),
+        topology::contoso().deployment.xmpp_partners.len() + 1
+    );
+    // Replicated: another pool's server has it in its own replica.
+    lab.wait_all_up_to_date(None);
+    let there = lab.record(
+        Some("pool2-fe1.contoso.com"),
+        "Get-CsXmppAllowedPartner -Identity jabber.example -LocalStore",
+    );
+    assert_eq!(there["SaslNegotiation"], "Required", "{there}");
+
+    lab.ok(None, "Remove-CsXmppAllowedPartner -Identity jabber.example");
+    lab.refused(
+        None,
+        "Get-CsXmppAllowedPartner -Identity jabber.example",
+        "is not an XMPP partner",
+    );
+    lab.refused(
+        None,
+        "Remove-CsXmppAllowedPartner -Identity jabber.example",
+        "New-CsXmppAllowedPartner -Identity jabber.example",
+    );
+}

@@ -141,6 +141,10 @@ fn topology() -> impl Strategy<Value = Topology> {
                 Topology {
                     deployment: Deployment {
                         allowed_domains: vec![format!("partner.{dns_zone}.example")],
+                        xmpp_partners: vec![topology::XmppPartner {
+                            proxy_fqdn: Some(format!("xmpp.{dns_zone}.example")),
+                            ..topology::XmppPartner::new(&format!("im.{dns_zone}.example"))
+                        }],
                         sip_domain,
                         dns_zone,
                         cms_witness: front_end_pools
