@@ -156,6 +156,9 @@ struct Session {
     /// The pool a registration notification named as the new registrar: asked first at
     /// the next sign-in.
     prefer: Option<String>,
+    /// Say what happens on the way (a redirect) on standard output; not when the output is
+    /// a report (a benchmark's JSON).
+    chatty: bool,
 }
 
 /// The registrars of a domain from the lab's DNS: `_sipinternaltls._tcp.<domain>` SRV
@@ -254,6 +257,41 @@ pub(crate) fn run(
     rt.block_on(run_async(dir, user, password, via, transport, command))
 }
 
+/// Sends `count` messages from `user` (signed in over TLS, its password from the lab's
+/// users.json) to `to`, one after another, each `body(i)`; how long each took from being
+/// sent to its final 2xx answer. A message that is refused ends it with the answer.
+pub(crate) fn message_round_trips(
+    dir: &Path,
+    user: &str,
+    to: &str,
+    count: usize,
+    body: impl Fn(usize) -> String,
+) -> anyhow::Result<Vec<Duration>> {
+    let rt = crate::lab::runtime();
+    rt.block_on(async {
+        let mut session = Session::open(dir, user, None, None, Transport::Tls).await?;
+        session.chatty = false;
+        let signed = session.sign_in(None).await?;
+        let to = cms::directory::normalize_sip(to);
+        let mut took = Vec::with_capacity(count);
+        for i in 0..count {
+            let started = std::time::Instant::now();
+            let response = session.message(signed.registrar, &to, &body(i)).await?;
+            if !(200..300).contains(&response.status) {
+                bail!(
+                    "message {} of {count} to {to} not delivered: {} {}",
+                    i + 1,
+                    response.status,
+                    response.reason
+                );
+            }
+            took.push(started.elapsed());
+        }
+        let _ = session.register_at(signed.registrar, None, true).await;
+        Ok(took)
+    })
+}
+
 async fn run_async(
     dir: &Path,
     user: &str,
@@ -262,54 +300,7 @@ async fn run_async(
     transport: Transport,
     command: ClientCommand,
 ) -> anyhow::Result<()> {
-    let mut lab = LabFile::load(dir)?;
-    let tls = lab.client_tls()?;
-    if let Some(via) = via {
-        let Some(first) = lab
-            .servers
-            .iter()
-            .position(|s| s.fqdn.eq_ignore_ascii_case(via))
-        else {
-            bail!("{via} is not a server of the lab in {}", dir.display());
-        };
-        let server = lab.servers.remove(first);
-        lab.servers.insert(0, server);
-    }
-    let sip = cms::directory::normalize_sip(user);
-    let password = match password {
-        Some(p) => p,
-        None => load_users(dir)?
-            .into_iter()
-            .find(|u| u.sip_address == sip)
-            .map(|u| u.password)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{sip} is not in {}/users.json; pass --password",
-                    dir.display()
-                )
-            })?,
-    };
-    let (endpoint, incoming) =
-        Endpoint::bind(std::net::SocketAddr::new(lab.client_address(), 0)).await?;
-    let username = sip.trim_start_matches("sip:").to_string();
-    let realm = cms::directory::realm_of(&sip);
-    let mut session = Session {
-        transport,
-        tls,
-        sip,
-        username,
-        realm,
-        password,
-        lab,
-        endpoint,
-        incoming: Some(incoming),
-        flow: None,
-        flow_incoming: None,
-        cseq: 0,
-        call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
-        via: via.is_some(),
-        prefer: None,
-    };
+    let mut session = Session::open(dir, user, password, via, transport).await?;
     match command {
         ClientCommand::SignIn { expires } => {
             let s = session.sign_in(Some(expires)).await?;
@@ -452,6 +443,68 @@ fn print_signed_in(sip: &str, s: &SignedIn, transport: Transport) {
     );
     for b in &s.bindings {
         println!("  contact {b}");
+    }
+}
+
+impl Session {
+    /// A session for `user` of the lab in `dir` (not signed in yet): its password from the
+    /// lab's users.json unless given, its registrar `via` one server when given.
+    async fn open(
+        dir: &Path,
+        user: &str,
+        password: Option<String>,
+        via: Option<&str>,
+        transport: Transport,
+    ) -> anyhow::Result<Session> {
+        let mut lab = LabFile::load(dir)?;
+        let tls = lab.client_tls()?;
+        if let Some(via) = via {
+            let Some(first) = lab
+                .servers
+                .iter()
+                .position(|s| s.fqdn.eq_ignore_ascii_case(via))
+            else {
+                bail!("{via} is not a server of the lab in {}", dir.display());
+            };
+            let server = lab.servers.remove(first);
+            lab.servers.insert(0, server);
+        }
+        let sip = cms::directory::normalize_sip(user);
+        let password = match password {
+            Some(p) => p,
+            None => load_users(dir)?
+                .into_iter()
+                .find(|u| u.sip_address == sip)
+                .map(|u| u.password)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{sip} is not in {}/users.json; pass --password",
+                        dir.display()
+                    )
+                })?,
+        };
+        let (endpoint, incoming) =
+            Endpoint::bind(std::net::SocketAddr::new(lab.client_address(), 0)).await?;
+        let username = sip.trim_start_matches("sip:").to_string();
+        let realm = cms::directory::realm_of(&sip);
+        Ok(Session {
+            transport,
+            tls,
+            sip,
+            username,
+            realm,
+            password,
+            lab,
+            endpoint,
+            incoming: Some(incoming),
+            flow: None,
+            flow_incoming: None,
+            cseq: 0,
+            call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
+            via: via.is_some(),
+            prefer: None,
+            chatty: true,
+        })
     }
 }
 
@@ -708,7 +761,9 @@ impl Session {
                         .headers
                         .get(SERVING_POOL_HEADER)
                         .unwrap_or("another pool");
-                    println!("redirected by {dest} to {pool}");
+                    if self.chatty {
+                        println!("redirected by {dest} to {pool}");
+                    }
                     candidates = response
                         .headers
                         .get_all("Contact")
@@ -962,6 +1017,7 @@ impl Session {
             call_id: format!("tandem-client-{}-{}", std::process::id(), store::now_ms()),
             via: self.via,
             prefer: None,
+            chatty: true,
         }
     }
 

@@ -9,6 +9,7 @@
 mod bench;
 mod bench_cms;
 mod bench_failover;
+mod bench_federation;
 mod bench_media;
 mod bench_peer;
 mod bench_signin;
@@ -345,6 +346,9 @@ enum BenchCommand {
     /// The A/V relay: allocations per second and relayed packets per second; with
     /// --peer coturn, coturn's turnserver measured the same way beside it, and the ratio.
     Media(bench_media::Options),
+    /// Message latency across a federation path, on running labs: to a user of another
+    /// deployment (SIP federation, counted at the recipient) or to an XMPP user.
+    Federation(bench_federation::Options),
     /// Backup Service replication lag under a steady write load.
     Backup {
         /// Users per pool.
@@ -574,6 +578,9 @@ pub fn main(serve: impl FnOnce(ServerArgs) -> Status) -> ExitCode {
             json,
         )),
         Command::Bench(BenchCommand::Media(options)) => outcome(bench_media::media(options)),
+        Command::Bench(BenchCommand::Federation(options)) => {
+            outcome(bench_federation::federation(options))
+        }
         Command::Bench(BenchCommand::CmsFailover { rounds, json }) => {
             outcome(bench_cms::cms_failover(rounds as usize, json))
         }

@@ -106,6 +106,8 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
     let xmpp_open = open(setup.xmpp_address).await;
     let relay_open = open(setup.media_relay_address).await;
     let webconf_open = open(setup.web_conferencing_address).await;
+    let inside_open = open(setup.internal_sip_address).await;
+    let partners = &topology.deployment.xmpp_partners;
     vec![
         row(
             "Edge pool",
@@ -182,6 +184,28 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
                     }
                 )
             },
+        ),
+        row(
+            "Internal SIP (out)",
+            if inside_open { "Running" } else { "Stopped" },
+            format!(
+                "Front Ends' messages to partners on {} {}; XMPP partners: {}",
+                setup.internal_sip_address,
+                if inside_open {
+                    "open (mutual TLS, Front Ends only)"
+                } else {
+                    "closed (RTCSRV and RTCXMPPTGWPX stopped)"
+                },
+                if partners.is_empty() {
+                    "none (New-CsXmppAllowedPartner)".to_string()
+                } else {
+                    partners
+                        .iter()
+                        .map(|p| p.domain.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
         ),
     ]
 }

@@ -314,7 +314,7 @@ impl Gateway {
                     }
                     metrics::xmpp_authenticated("in", Proof::SaslExternal.label());
                     sasl_done = true;
-                    authenticated.push(partner.domain.to_ascii_lowercase());
+                    authenticated.extend(topology::domain::normalize(&partner.domain));
                     continue 'streams;
                 }
                 if element.is("result", xml::DIALBACK_NS) && element.attr("type").is_none() {
@@ -406,88 +406,29 @@ impl Gateway {
 
     /// Handles one stanza from an authenticated partner; the reply to send back, if any.
     async fn stanza_in(&self, stanza: &Element, ours: &str) -> Option<Element> {
-        let from = stanza.attr("from").unwrap_or_default();
-        let to = stanza.attr("to").unwrap_or_default();
-        let error = |kind: &str, condition: &str, why: &str| {
-            let mut e = Element::new(&stanza.name, xml::SERVER_NS)
-                .with_attr("from", to)
-                .with_attr("to", from)
-                .with_attr("type", "error");
-            if let Some(id) = stanza.attr("id") {
-                e = e.with_attr("id", id);
-            }
-            e.with_child(
-                Element::new("error", xml::SERVER_NS)
-                    .with_attr("type", kind)
-                    .with_child(Element::new(condition, STANZA_ERRORS_NS))
-                    .with_child(Element::new("text", STANZA_ERRORS_NS).with_text(why)),
-            )
-        };
-        let kind = stanza.attr("type").unwrap_or_default();
-        match stanza.name.as_str() {
-            "message" if kind == "error" => {
-                metrics::xmpp_stanza("in", "error_from_partner");
+        match triage(stanza, ours) {
+            Triage::Ignore(label) => {
+                metrics::xmpp_stanza("in", label);
                 None
             }
-            "message" => {
-                let (Some((sender, _)), Some((recipient, recipient_domain))) =
-                    (xml::bare_jid(from), xml::bare_jid(to))
-                else {
-                    metrics::xmpp_stanza("in", "bad_address");
-                    return Some(error(
-                        "modify",
-                        "jid-malformed",
-                        "the from or to address is not user@domain",
-                    ));
-                };
-                if recipient_domain != ours {
-                    metrics::xmpp_stanza("in", "not_ours");
-                    return Some(error(
-                        "cancel",
-                        "item-not-found",
-                        &format!("this gateway serves {ours}"),
-                    ));
-                }
-                // A message without a body (chat states, receipts) has nothing to carry.
-                let body = stanza.child("body", xml::SERVER_NS)?.text.clone();
-                match self.to_sip(&sender, &recipient, &body).await {
-                    Ok(()) => {
-                        metrics::xmpp_stanza("in", "delivered");
-                        None
-                    }
-                    Err((kind, condition, why, label)) => {
-                        metrics::xmpp_stanza("in", label);
-                        Some(error(kind, condition, &why))
-                    }
-                }
+            Triage::Reply(reply, label) => {
+                metrics::xmpp_stanza("in", label);
+                Some(reply)
             }
-            "presence" if matches!(kind, "subscribe" | "probe") => {
-                metrics::xmpp_stanza("in", "presence_not_mapped");
-                Some(error(
-                    "cancel",
-                    "feature-not-implemented",
-                    "tandem carries instant messages only: it keeps no presence to share or subscribe to",
-                ))
-            }
-            "presence" => None,
-            "iq" if matches!(kind, "get" | "set") => {
-                let mut reply = Element::new("iq", xml::SERVER_NS)
-                    .with_attr("from", to)
-                    .with_attr("to", from);
-                if let Some(id) = stanza.attr("id") {
-                    reply = reply.with_attr("id", id);
+            Triage::Deliver {
+                sender,
+                recipient,
+                body,
+            } => match self.to_sip(&sender, &recipient, &body).await {
+                Ok(()) => {
+                    metrics::xmpp_stanza("in", "delivered");
+                    None
                 }
-                if stanza.child("ping", "urn:xmpp:ping").is_some() {
-                    Some(reply.with_attr("type", "result"))
-                } else {
-                    Some(error(
-                        "cancel",
-                        "service-unavailable",
-                        "the gateway answers pings only",
-                    ))
+                Err((kind, condition, why, label)) => {
+                    metrics::xmpp_stanza("in", label);
+                    Some(stanza_error(stanza, kind, condition, &why))
                 }
-            }
-            _ => None,
+            },
         }
     }
 
@@ -918,6 +859,110 @@ impl Gateway {
     }
 }
 
+/// What becomes of a stanza from an authenticated partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Triage {
+    /// A message for a user of ours: passed on as SIP.
+    Deliver {
+        sender: String,
+        recipient: String,
+        body: String,
+    },
+    /// Answered here, and counted under the label.
+    Reply(Element, &'static str),
+    /// Nothing to do (counted under the label).
+    Ignore(&'static str),
+}
+
+/// Decides what to do with `stanza`, from a partner, to the deployment whose domain is
+/// `ours`. Pure: messages to our users are delivered; presence subscriptions and probes
+/// are answered that tandem has no presence; pings are answered; other requests get
+/// `service-unavailable`; the rest is ignored.
+fn triage(stanza: &Element, ours: &str) -> Triage {
+    let from = stanza.attr("from").unwrap_or_default();
+    let to = stanza.attr("to").unwrap_or_default();
+    let kind = stanza.attr("type").unwrap_or_default();
+    let error = |kind, condition, why: &str, label| {
+        Triage::Reply(stanza_error(stanza, kind, condition, why), label)
+    };
+    match stanza.name.as_str() {
+        "message" if kind == "error" => Triage::Ignore("error_from_partner"),
+        "message" => {
+            let (Some((sender, _)), Some((recipient, recipient_domain))) =
+                (xml::bare_jid(from), xml::bare_jid(to))
+            else {
+                return error(
+                    "modify",
+                    "jid-malformed",
+                    "the from or to address is not user@domain",
+                    "bad_address",
+                );
+            };
+            if recipient_domain != ours {
+                return error(
+                    "cancel",
+                    "item-not-found",
+                    &format!("this gateway serves {ours}"),
+                    "not_ours",
+                );
+            }
+            // A message without a body (chat states, receipts) has nothing to carry.
+            match stanza.child("body", xml::SERVER_NS) {
+                Some(body) => Triage::Deliver {
+                    sender,
+                    recipient,
+                    body: body.text.clone(),
+                },
+                None => Triage::Ignore("no_body"),
+            }
+        }
+        "presence" if matches!(kind, "subscribe" | "probe") => error(
+            "cancel",
+            "feature-not-implemented",
+            "tandem carries instant messages only: it keeps no presence to share or subscribe to",
+            "presence_not_mapped",
+        ),
+        "presence" => Triage::Ignore("presence"),
+        "iq" if matches!(kind, "get" | "set") => {
+            if stanza.child("ping", "urn:xmpp:ping").is_none() {
+                return error(
+                    "cancel",
+                    "service-unavailable",
+                    "the gateway answers pings only",
+                    "iq_not_served",
+                );
+            }
+            let mut reply = Element::new("iq", xml::SERVER_NS)
+                .with_attr("from", to)
+                .with_attr("to", from)
+                .with_attr("type", "result");
+            if let Some(id) = stanza.attr("id") {
+                reply = reply.with_attr("id", id);
+            }
+            Triage::Reply(reply, "ping")
+        }
+        _ => Triage::Ignore("other"),
+    }
+}
+
+/// A stanza error answering `stanza` (RFC 6120 §8.3): back to its sender, with its id,
+/// `kind` (`cancel`, `modify`, `wait`, `auth`), the condition and a text.
+fn stanza_error(stanza: &Element, kind: &str, condition: &str, why: &str) -> Element {
+    let mut e = Element::new(&stanza.name, xml::SERVER_NS)
+        .with_attr("from", stanza.attr("to").unwrap_or_default())
+        .with_attr("to", stanza.attr("from").unwrap_or_default())
+        .with_attr("type", "error");
+    if let Some(id) = stanza.attr("id") {
+        e = e.with_attr("id", id);
+    }
+    e.with_child(
+        Element::new("error", xml::SERVER_NS)
+            .with_attr("type", kind)
+            .with_child(Element::new(condition, STANZA_ERRORS_NS))
+            .with_child(Element::new("text", STANZA_ERRORS_NS).with_text(why)),
+    )
+}
+
 /// The external certificate and partner roots, read from the Edge's folder now (a
 /// renewed certificate is used by the next stream).
 fn load_tls(node: &Node) -> Result<Tls, String> {
@@ -934,4 +979,123 @@ fn new_id() -> String {
     let mut bytes = [0u8; 12];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stanza(xml: &str) -> Element {
+        match xml::Scope::default().next(xml.as_bytes()) {
+            xml::Next::Element(e, _) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn messages_to_our_users_are_delivered_and_the_rest_answered_or_ignored() {
+        let ours = "contoso.com";
+        assert_eq!(
+            triage(
+                &stanza(
+                    "<message from='Alice@Litwareinc.com/phone' to='bob@contoso.com' type='chat'><body>hi</body></message>"
+                ),
+                ours
+            ),
+            Triage::Deliver {
+                sender: "alice@litwareinc.com".into(),
+                recipient: "bob@contoso.com".into(),
+                body: "hi".into()
+            }
+        );
+        // Chat states only, an error bounced to us, or another's presence: nothing.
+        for quiet in [
+            "<message from='a@l.example' to='bob@contoso.com'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
+            "<message from='a@l.example' to='bob@contoso.com' type='error'/>",
+            "<presence from='a@l.example/r' to='bob@contoso.com'/>",
+        ] {
+            assert!(
+                matches!(triage(&stanza(quiet), ours), Triage::Ignore(_)),
+                "{quiet}"
+            );
+        }
+        // Not ours, or not an address: an error back to the sender, with the id.
+        let Triage::Reply(e, _) = triage(
+            &stanza(
+                "<message id='m1' from='a@l.example' to='bob@fabrikam.com'><body>x</body></message>",
+            ),
+            ours,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (e.attr("type"), e.attr("id"), e.attr("to")),
+            (Some("error"), Some("m1"), Some("a@l.example"))
+        );
+        assert!(
+            e.child("error", xml::SERVER_NS)
+                .unwrap()
+                .child("item-not-found", STANZA_ERRORS_NS)
+                .is_some()
+        );
+        let Triage::Reply(e, _) = triage(
+            &stanza("<message from='l.example' to='bob@contoso.com'><body>x</body></message>"),
+            ours,
+        ) else {
+            panic!()
+        };
+        assert!(
+            e.child("error", xml::SERVER_NS)
+                .unwrap()
+                .child("jid-malformed", STANZA_ERRORS_NS)
+                .is_some()
+        );
+        // Presence: said that tandem has none.
+        let Triage::Reply(e, label) = triage(
+            &stanza("<presence type='subscribe' from='a@l.example' to='bob@contoso.com'/>"),
+            ours,
+        ) else {
+            panic!()
+        };
+        assert_eq!(label, "presence_not_mapped");
+        let error = e.child("error", xml::SERVER_NS).unwrap();
+        assert!(
+            error
+                .child("feature-not-implemented", STANZA_ERRORS_NS)
+                .is_some()
+        );
+        assert!(
+            error
+                .child("text", STANZA_ERRORS_NS)
+                .unwrap()
+                .text
+                .contains("no presence")
+        );
+        // A ping is answered; another request is not served.
+        let Triage::Reply(e, _) = triage(
+            &stanza(
+                "<iq type='get' id='p1' from='l.example' to='contoso.com'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ),
+            ours,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (e.attr("type"), e.attr("id"), e.attr("to")),
+            (Some("result"), Some("p1"), Some("l.example"))
+        );
+        let Triage::Reply(e, _) = triage(
+            &stanza(
+                "<iq type='get' id='v1' from='l.example' to='contoso.com'><query xmlns='jabber:iq:version'/></iq>",
+            ),
+            ours,
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.attr("type"), Some("error"));
+        assert!(matches!(
+            triage(&stanza("<iq type='result' id='x'/>"), ours),
+            Triage::Ignore(_)
+        ));
+    }
 }

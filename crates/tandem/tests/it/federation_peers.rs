@@ -77,6 +77,31 @@ fn two_deployments_message_each_other_before_and_after_federation_failover_on_ei
     };
     exchange("before");
 
+    // The benchmark: every message answered by bob's client across both deployments, and
+    // counted there.
+    let out = crate::run(&[
+        "bench",
+        "federation",
+        "--lab",
+        contoso.dir(),
+        "--user",
+        &alice,
+        "--to",
+        &bob,
+        "--to-lab",
+        fabrikam.dir(),
+        "--count",
+        "20",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["delivered_and_counted"], 20, "{report}");
+    assert!(
+        report["latency_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+
     // A user of ours cannot send to a domain that is no partner: refused, naming the fix.
     let out = client(
         &contoso,

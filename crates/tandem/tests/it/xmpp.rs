@@ -142,6 +142,39 @@ fn a_prosody_user_and_a_tandem_user_exchange_messages_before_and_after_the_xmpp_
         ),
     );
     exchange(&lab, &litware, "alice", &bob, "before the failover");
+    // The benchmark's XMPP path: each message passed on by the gateway, and all of them
+    // received by the XMPP user.
+    let at_alice = litware.receiver(
+        "alice",
+        bob.trim_start_matches("sip:"),
+        20,
+        Duration::from_secs(60),
+    );
+    let out = crate::run(&[
+        "bench",
+        "federation",
+        "--lab",
+        lab.dir(),
+        "--user",
+        &bob,
+        "--to",
+        "sip:alice@litwareinc.com",
+        "--count",
+        "20",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["messages"], 20, "{report}");
+    let got = at_alice
+        .wait()
+        .expect("the XMPP user receives every message");
+    assert_eq!(
+        got.iter()
+            .filter(|(_, body)| body.starts_with("bench message"))
+            .count(),
+        20
+    );
     // Both directions proved with certificates (SASL EXTERNAL), none with dialback.
     let edge1 = "edgeserver1.contoso.com";
     assert!(authentications(&lab, edge1, "in", "sasl_external") >= 1);
