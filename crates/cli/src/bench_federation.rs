@@ -14,6 +14,10 @@
 //!   gateway has written the stanza on the partner's stream (the way there, through the
 //!   Front End and the Edge, and the partner server's TCP taking it).
 //!
+//! With `--echo` the recipient sends each message back (the tests' XMPP client has an echo
+//! mode) and each is timed until the echo arrives at the sender: the path both ways — for
+//! XMPP, the gateway out and in, and the partner server between.
+//!
 //! The first message is reported apart: it opens the connections (TLS to the partner's
 //! Access Edge, or the XMPP stream with its authentication) that the others reuse.
 
@@ -42,6 +46,10 @@ pub(crate) struct Options {
     /// recipient in there and checks that every message arrived.
     #[arg(long)]
     to_lab: Option<PathBuf>,
+    /// The recipient echoes each message back (an XMPP client in echo mode, say): each is
+    /// timed until its echo arrives, a round trip through the path both ways.
+    #[arg(long)]
+    echo: bool,
     /// Messages to send, one after another.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(2..=10_000))]
     count: u32,
@@ -56,10 +64,14 @@ pub(crate) fn federation(options: Options) -> anyhow::Result<()> {
         Some(lab) => Some(listen(lab, &options.to, count)?),
         None => None,
     };
-    let took =
-        crate::client::message_round_trips(&options.lab, &options.user, &options.to, count, |i| {
-            format!("bench message {}", i + 1)
-        })?;
+    let took = crate::client::message_round_trips(
+        &options.lab,
+        &options.user,
+        &options.to,
+        count,
+        options.echo,
+        |i| format!("bench message {}", i + 1),
+    )?;
     let delivered = match listener {
         Some(recipient) => {
             let (lines, errors) = recipient.finish()?;
@@ -82,7 +94,9 @@ pub(crate) fn federation(options: Options) -> anyhow::Result<()> {
     let mut rest: Vec<f64> = took[1..].iter().map(ms).collect();
     rest.sort_by(f64::total_cmp);
     let mean = rest.iter().sum::<f64>() / rest.len() as f64;
-    let path = if delivered.is_some() {
+    let path = if options.echo {
+        "there and back: until the recipient's echo arrived"
+    } else if delivered.is_some() {
         "SIP federation to another deployment: until the recipient's client answered"
     } else {
         "through the Edge to a federated or XMPP partner: until the Edge passed it on"

@@ -259,24 +259,29 @@ pub(crate) fn run(
 
 /// Sends `count` messages from `user` (signed in over TLS, its password from the lab's
 /// users.json) to `to`, one after another, each `body(i)`; how long each took from being
-/// sent to its final 2xx answer. A message that is refused ends it with the answer.
+/// sent to its final 2xx answer — or, with `echo`, until the recipient's echo of it (a
+/// MESSAGE back with the same text) arrived. A message that is refused ends it with the
+/// answer; an echo that does not come within 10 s, with that.
 pub(crate) fn message_round_trips(
     dir: &Path,
     user: &str,
     to: &str,
     count: usize,
+    echo: bool,
     body: impl Fn(usize) -> String,
 ) -> anyhow::Result<Vec<Duration>> {
     let rt = crate::lab::runtime();
     rt.block_on(async {
         let mut session = Session::open(dir, user, None, None, Transport::Tls).await?;
         session.chatty = false;
-        let signed = session.sign_in(None).await?;
+        // Only a sender that waits for echoes needs a contact bound.
+        let signed = session.sign_in(echo.then_some(300)).await?;
         let to = cms::directory::normalize_sip(to);
         let mut took = Vec::with_capacity(count);
         for i in 0..count {
             let started = std::time::Instant::now();
-            let response = session.message(signed.registrar, &to, &body(i)).await?;
+            let text = body(i);
+            let response = session.message(signed.registrar, &to, &text).await?;
             if !(200..300).contains(&response.status) {
                 bail!(
                     "message {} of {count} to {to} not delivered: {} {}",
@@ -284,6 +289,9 @@ pub(crate) fn message_round_trips(
                     response.status,
                     response.reason
                 );
+            }
+            if echo {
+                session.echo_of(&text, Duration::from_secs(10)).await?;
             }
             took.push(started.elapsed());
         }
@@ -509,6 +517,33 @@ impl Session {
 }
 
 impl Session {
+    /// Waits for a MESSAGE whose text is `text` on the connection this session signed in
+    /// over (answering it and whatever else arrives with 200), within `limit`.
+    async fn echo_of(&mut self, text: &str, limit: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (Some(incoming), Some(flow)) = (self.flow_incoming.as_mut(), self.flow.clone())
+            else {
+                bail!("no connection to the registrar to hear the echo on (sign in over TLS)");
+            };
+            let next = tokio::time::timeout_at(deadline, incoming.recv()).await;
+            let request = match next {
+                Err(_) => bail!("no echo of '{text}' within {} s", limit.as_secs()),
+                Ok(None) => {
+                    bail!("the registrar closed the connection before the echo of '{text}'")
+                }
+                Ok(Some(Incoming::Request(request, _))) => request,
+                Ok(Some(Incoming::Malformed(..))) => continue,
+            };
+            let _ = flow
+                .answer(&Response::for_request(&request, 200, "OK", Some("bench")))
+                .await;
+            if request.method == Method::Message && request.body == text.as_bytes() {
+                return Ok(());
+            }
+        }
+    }
+
     fn headers(&mut self, method: &Method, to: &str) -> sip::Headers {
         self.cseq += 1;
         let mut h = sip::Headers::new();

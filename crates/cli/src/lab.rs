@@ -454,6 +454,15 @@ pub(crate) fn up(options: UpOptions) -> anyhow::Result<()> {
     let partner = match &options.federate_with {
         Some(other) => {
             let partner = Partner::of(other)?;
+            if topology::domain::within(&partner.domain, &topology.deployment.sip_domain)
+                || topology::domain::within(&topology.deployment.sip_domain, &partner.domain)
+            {
+                bail!(
+                    "the lab in {} is a deployment of {} too: federate two deployments of different domains (--topology examples/fabrikam.toml, say)",
+                    other.display(),
+                    partner.domain
+                );
+            }
             if partner.dns.ip() == std::net::IpAddr::V4(dns_address(&topology)) {
                 bail!(
                     "the lab in {} has its DNS server on {}, where this one's would be: put this deployment in another loopback block with --block N (1 to 254)",

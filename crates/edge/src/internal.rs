@@ -219,13 +219,17 @@ impl Outside {
         )
         .await;
         let mut last = format!("DNS gives no Access Edge for {domain}");
+        // One deadline for every target: the Front End waits for this answer, and a second
+        // Edge it then tried would send the message again.
+        let deadline = tokio::time::Instant::now() + PARTNER_TIMEOUT;
         for (name, port) in targets {
             for address in crate::reach::addresses_of(&self.node, &name).await {
                 let at = SocketAddr::new(address, port);
-                match links
-                    .request(at, &name, onward.clone(), PARTNER_TIMEOUT)
-                    .await
-                {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match links.request(at, &name, onward.clone(), left).await {
                     Ok(answer) => {
                         metrics::federation_outbound(answer.status);
                         return reply(request, answer.status, &answer.reason);

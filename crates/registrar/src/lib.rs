@@ -1401,6 +1401,18 @@ async fn federate(
             .await
         {
             Ok(resp) => return reply(request, resp.status, &resp.reason),
+            // An Edge that took the message but did not answer in time may still send it:
+            // another Edge would send it twice.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return reply(
+                    request,
+                    504,
+                    &format!(
+                        "Server Time-out (the Edge {} did not answer in time)",
+                        edge.fqdn
+                    ),
+                );
+            }
             Err(_) => tried.push(edge.fqdn.clone()),
         }
     }

@@ -10,13 +10,14 @@ It logs in to one XMPP server (Prosody in the tests) as one user and then
            routed every message; exit 0. With --linger S it stays S more seconds and exits
            4 if a message bounced (type='error') meanwhile: delivery to another server
            happens after the round trip, and so do its bounces.
-  receive  --from JID --count N [--timeout S]
+  receive  --from JID --count N [--timeout S] [--echo]
            announces itself available (initial presence, so chat messages are routed to
            it; once the server has it, stderr gets the line 'xmpp_client: online as
            FULLJID'), prints each received chat/normal message with a body from JID (a bare JID:
            any resource matches; '*' takes any sender) as one line FROM<TAB>BODY (FROM is
            the sender's bare JID; a newline in a body is printed as \\n) and exits 0 once N
-           were received, 1 when S seconds pass first.
+           were received, 1 when S seconds pass first. With --echo each message is sent
+           back to its sender as it arrives.
   exchange --to JID --text TEXT ... --from JID --count N [--timeout S]
            both in one login: becomes available, sends, then waits as receive does
            (messages that arrive while sending count too).
@@ -129,6 +130,8 @@ class Client(slixmpp.ClientXMPP):
             return
         self.received.append((sender, body))
         print(f"{sender}\t{body}", flush=True)
+        if getattr(self.args, "echo", False):
+            self.send_message(mto=msg["from"].bare, mbody=msg["body"], mtype="chat")
         if len(self.received) >= self.args.count:
             self.enough.set()
 
@@ -222,6 +225,8 @@ def main():
     r.add_argument("--from", dest="sender", required=True)
     r.add_argument("--count", type=int, default=1)
     r.add_argument("--timeout", type=float, default=20.0)
+    r.add_argument("--echo", action="store_true",
+                   help="send each message received back to its sender (for latency round trips)")
     e = sub.add_parser("exchange")
     e.add_argument("--to", required=True)
     e.add_argument("--text", required=True, action="append")

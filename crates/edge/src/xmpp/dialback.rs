@@ -50,10 +50,12 @@ impl Secret {
     /// Whether `key` is the key for that stream (compared in constant time).
     pub fn verify(&self, key: &str, receiving: &str, originating: &str, stream_id: &str) -> bool {
         let expected = self.key(receiving, originating, stream_id);
-        expected.len() == key.len()
+        let key = key.trim();
+        !stream_id.is_empty()
+            && expected.len() == key.len()
             && aws_lc_rs::constant_time::verify_slices_are_equal(
                 expected.as_bytes(),
-                key.trim().as_bytes(),
+                key.as_bytes(),
             )
             .is_ok()
     }
@@ -86,6 +88,15 @@ mod tests {
         assert!(!secret.verify(&key, "domain2.tld", "domain1.tld", "D60000229G"));
         assert!(!secret.verify(&key, "domain3.tld", "domain1.tld", "D60000229F"));
         assert!(!secret.verify("", "domain2.tld", "domain1.tld", "D60000229F"));
+        // Whitespace around a key is no difference; a key bound to no stream proves nothing.
+        assert!(secret.verify(
+            &format!(" {key}\n"),
+            "domain2.tld",
+            "domain1.tld",
+            "D60000229F"
+        ));
+        let unbound = secret.key("domain2.tld", "domain1.tld", "");
+        assert!(!secret.verify(&unbound, "domain2.tld", "domain1.tld", ""));
         // Every server of a deployment derives the same secret; another deployment not.
         let a = Secret::of_token("t1").key("x.example", "contoso.com", "1");
         assert_eq!(

@@ -64,6 +64,14 @@ const STEP: Duration = Duration::from_secs(10);
 /// first, when it was not): shorter than a Front End waits for the Edge
 /// (`registrar::FEDERATE_TIMEOUT`).
 const SEND_WAIT: Duration = Duration::from_secs(6);
+/// How long a peer has, from its first stream header, to authenticate a domain: a
+/// stream that proves nothing is not kept.
+const AUTH_TIME: Duration = Duration::from_secs(30);
+/// How long opening and authenticating a stream to a partner may take in all.
+const NEGOTIATE: Duration = Duration::from_secs(20);
+/// Dialback verifications (each a connection to a partner's server) in progress at once,
+/// over every stream: a peer's `db:result`s cannot make the Edge open connections at will.
+const VERIFICATIONS: usize = 16;
 /// Messages waiting for one partner's stream.
 const QUEUE: usize = 256;
 /// The XMPP server-to-server port when DNS gives none.
@@ -76,6 +84,8 @@ pub struct Gateway {
     secret: dialback::Secret,
     /// One stream per partner domain, while it is open.
     sessions: std::sync::Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
+    /// Dialback verifications in progress, at most [`VERIFICATIONS`].
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -121,6 +131,7 @@ impl Gateway {
             node,
             next_hop,
             sessions: std::sync::Mutex::default(),
+            verifications: Arc::new(tokio::sync::Semaphore::new(VERIFICATIONS)),
         })
     }
 
@@ -144,11 +155,17 @@ impl Gateway {
     pub async fn accept(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let ours = self.domain();
         let mut stream = XmppStream::new(Box::new(tcp));
-        let tls = self.tls().ok();
+        let tls = self
+            .tls()
+            .map_err(|e| tracing::warn!(error = %e, "XMPP streams go without STARTTLS"))
+            .ok();
         let mut encrypted = false;
         let mut trusted: Option<PeerCertificate> = None;
         let mut sasl_done = false;
         let mut authenticated: Vec<String> = Vec::new();
+        // Domains this stream tried dialback for: one try each.
+        let mut dialback_tried: Vec<String> = Vec::new();
+        let auth_by = tokio::time::Instant::now() + AUTH_TIME;
         'streams: loop {
             let header = match stream.read_header(HEADER_TIME).await {
                 Ok(h) => h,
@@ -177,6 +194,13 @@ impl Gateway {
                 return;
             }
             let topology = self.node.replica.topology();
+            if sasl_done
+                && !xml::jid_domain(&header.from).is_some_and(|d| authenticated.contains(&d))
+            {
+                let why = "the stream restarted after SASL names another domain";
+                stream.close(Some(("not-authorized", why)), WRITE).await;
+                return;
+            }
             let Some(partner) =
                 xml::jid_domain(&header.from).and_then(|d| topology.xmpp_partner(&d).cloned())
             else {
@@ -229,7 +253,14 @@ impl Gateway {
                 return;
             }
             loop {
-                let element = match stream.next(IDLE).await {
+                // Until a domain is authenticated, the stream has what is left of its
+                // time to prove one.
+                let idle = if authenticated.is_empty() {
+                    auth_by.saturating_duration_since(tokio::time::Instant::now())
+                } else {
+                    IDLE
+                };
+                let element = match stream.next(idle).await {
                     Ok(e) => e,
                     Err(Failure::Closed) => {
                         stream.close(None, WRITE).await;
@@ -240,9 +271,12 @@ impl Gateway {
                         return;
                     }
                     Err(Failure::Timeout) => {
-                        stream
-                            .close(Some(("connection-timeout", "the stream was idle")), WRITE)
-                            .await;
+                        let why = if authenticated.is_empty() {
+                            "no domain was authenticated in time"
+                        } else {
+                            "the stream was idle"
+                        };
+                        stream.close(Some(("connection-timeout", why)), WRITE).await;
                         return;
                     }
                     Err(Failure::Io(_)) => return,
@@ -273,6 +307,8 @@ impl Gateway {
                         && pki::lenient::client_trusted(&tls.roots, &chain))
                     .then(|| PeerCertificate(Arc::new(chain[0].clone())));
                     encrypted = true;
+                    // What was proved before TLS counts for nothing after it.
+                    authenticated.clear();
                     stream = XmppStream::new(Box::new(secured));
                     continue 'streams;
                 }
@@ -314,7 +350,11 @@ impl Gateway {
                     }
                     metrics::xmpp_authenticated("in", Proof::SaslExternal.label());
                     sasl_done = true;
-                    authenticated.extend(topology::domain::normalize(&partner.domain));
+                    if let Some(d) = topology::domain::normalize(&partner.domain)
+                        && !authenticated.contains(&d)
+                    {
+                        authenticated.push(d);
+                    }
                     continue 'streams;
                 }
                 if element.is("result", xml::DIALBACK_NS) && element.attr("type").is_none() {
@@ -335,20 +375,26 @@ impl Gateway {
                             .await;
                         return;
                     };
-                    let allowed = topology
-                        .xmpp_partner(&from)
-                        .filter(|p| p.support_dialback && dialback_now)
-                        .cloned();
-                    let valid = match &allowed {
-                        Some(p) if to.eq_ignore_ascii_case(&ours) => {
-                            self.verify_with_authoritative(p, &from, &id, element.text.trim())
-                                .await
-                        }
-                        _ => false,
-                    };
+                    // Only the stream's own domain, whose settings decided what this
+                    // stream offered, and once: another domain's TLS or SASL policy
+                    // cannot be skipped on it, nor the Edge made to call out at will.
+                    let own = xml::jid_domain(&header.from).is_some_and(|d| d == from);
+                    let first = !dialback_tried.contains(&from);
+                    if first {
+                        dialback_tried.push(from.clone());
+                    }
+                    let valid = own
+                        && first
+                        && dialback_now
+                        && to.eq_ignore_ascii_case(&ours)
+                        && self
+                            .verify_with_authoritative(&partner, &from, &id, element.text.trim())
+                            .await;
                     if valid {
                         metrics::xmpp_authenticated("in", Proof::Dialback.label());
-                        authenticated.push(from.clone());
+                        if !authenticated.contains(&from) {
+                            authenticated.push(from.clone());
+                        }
                     } else {
                         metrics::xmpp_authenticated("in", "refused");
                         tracing::info!(%peer, %from, "XMPP dialback refused");
@@ -395,10 +441,17 @@ impl Gateway {
                     stream.close(Some(("not-authorized", &why)), WRITE).await;
                     return;
                 }
-                if let Some(reply) = self.stanza_in(&element, &ours).await
-                    && stream.send(&reply, WRITE).await.is_err()
+                // A server-to-server stream goes one way (RFC 6120 §4.1): answers leave
+                // on our own stream to the sender's domain.
+                if let (Some(reply), Some(domain)) =
+                    (self.stanza_in(&element, &ours).await, from_domain)
                 {
-                    return;
+                    let gateway = self.clone();
+                    self.node.spawn(async move {
+                        if let Err(e) = gateway.send_stanza(&domain, reply).await {
+                            tracing::debug!(%domain, error = %e, "an answer to the XMPP partner was not sent");
+                        }
+                    });
                 }
             }
         }
@@ -470,16 +523,22 @@ impl Gateway {
                 format!("{recipient} is not signed in"),
                 "not_signed_in",
             )),
-            403 => Err(("auth", "forbidden", answer.reason.clone(), "forbidden")),
-            _ => Err((
-                "wait",
-                "service-unavailable",
-                format!(
-                    "the deployment could not take the message ({} {})",
-                    answer.status, answer.reason
-                ),
-                "unavailable",
+            403 => Err((
+                "auth",
+                "forbidden",
+                format!("{recipient} does not take messages from {sender}"),
+                "forbidden",
             )),
+            _ => {
+                // The reason may name the inside (pools, commands): it stays in the log.
+                tracing::info!(status = answer.status, reason = %answer.reason, %recipient, "an XMPP partner's message was not delivered");
+                Err((
+                    "wait",
+                    "service-unavailable",
+                    "the deployment could not take the message now".to_string(),
+                    "unavailable",
+                ))
+            }
         }
     }
 
@@ -493,6 +552,10 @@ impl Gateway {
         key: &str,
     ) -> bool {
         let ours = self.domain();
+        let Ok(_permit) = self.verifications.clone().try_acquire_owned() else {
+            tracing::info!(%domain, "dialback not verified: {VERIFICATIONS} verifications already in progress");
+            return false;
+        };
         let verified = async {
             let (mut stream, _, _, _) = self.open(partner, domain).await?;
             let verify = Element::new("verify", xml::DIALBACK_NS)
@@ -514,7 +577,10 @@ impl Gateway {
                 }
             }
         };
-        match verified.await {
+        match tokio::time::timeout(NEGOTIATE, verified)
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()))
+        {
             Ok(valid) => valid,
             Err(why) => {
                 tracing::info!(%domain, error = %why, "dialback verification failed");
@@ -550,16 +616,7 @@ impl Gateway {
             .with_attr("type", "chat")
             .with_attr("id", &new_id())
             .with_child(Element::new("body", xml::SERVER_NS).with_text(body));
-        let (done, written) = oneshot::channel();
-        let queue = self.session(&domain);
-        if queue.send(Outgoing { stanza, done }).await.is_err() {
-            return Err(format!("the stream to {domain} closed"));
-        }
-        let result = match tokio::time::timeout(SEND_WAIT, written).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(format!("the stream to {domain} closed")),
-            Err(_) => Err(format!("{domain} did not take the message in time")),
-        };
+        let result = self.send_stanza(&domain, stanza).await;
         metrics::xmpp_stanza(
             "out",
             if result.is_ok() {
@@ -569,6 +626,24 @@ impl Gateway {
             },
         );
         result
+    }
+
+    /// Writes `stanza` on our stream to `domain` (opened first if need be), within
+    /// [`SEND_WAIT`].
+    async fn send_stanza(self: &Arc<Self>, domain: &str, stanza: Element) -> Result<(), String> {
+        let (done, written) = oneshot::channel();
+        let queue = self.session(domain);
+        let sent = tokio::time::timeout(SEND_WAIT, async {
+            queue
+                .send(Outgoing { stanza, done })
+                .await
+                .map_err(|_| format!("the stream to {domain} closed"))?;
+            written
+                .await
+                .unwrap_or_else(|_| Err(format!("the stream to {domain} closed")))
+        })
+        .await;
+        sent.unwrap_or_else(|_| Err(format!("{domain} did not take the message in time")))
     }
 
     /// The queue of the open stream to `domain`, or of a new one.
@@ -596,7 +671,14 @@ impl Gateway {
     /// they come, and what the partner sends read (errors logged, pings answered), until
     /// it is idle for [`IDLE`] or fails.
     async fn run_session(self: Arc<Self>, domain: String, mut waiting: mpsc::Receiver<Outgoing>) {
-        let mut stream = match self.connect(&domain).await {
+        let connected = tokio::time::timeout(NEGOTIATE, self.connect(&domain))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{domain}'s server did not complete the stream in time"
+                ))
+            });
+        let mut stream = match connected {
             Ok(stream) => stream,
             Err(why) => {
                 tracing::warn!(%domain, error = %why, "cannot open an XMPP stream to the partner");
@@ -614,6 +696,10 @@ impl Gateway {
                         stream.close(None, WRITE).await;
                         return;
                     };
+                    // Its sender has been told it failed (it waited too long): not sent late.
+                    if o.done.is_closed() {
+                        continue;
+                    }
                     let written = stream.send(&o.stanza, WRITE).await.map_err(|e| e.to_string());
                     let failed = written.is_err();
                     let _ = o.done.send(written);
@@ -728,6 +814,11 @@ impl Gateway {
         domain: &str,
     ) -> Result<XmppStream, String> {
         let ours = self.domain();
+        if header.id.is_empty() {
+            return Err(format!(
+                "{domain}'s server gave its stream no id, which a dialback key is bound to"
+            ));
+        }
         let key = self.secret.key(domain, &ours, &header.id);
         let result = Element::new("result", xml::DIALBACK_NS)
             .with_attr("from", &ours)
@@ -885,6 +976,10 @@ fn triage(stanza: &Element, ours: &str) -> Triage {
     let error = |kind, condition, why: &str, label| {
         Triage::Reply(stanza_error(stanza, kind, condition, why), label)
     };
+    // Presence and requests are answered only when they are for us.
+    if stanza.name != "message" && xml::jid_domain(to).as_deref() != Some(ours) {
+        return Triage::Ignore("not_ours");
+    }
     match stanza.name.as_str() {
         "message" if kind == "error" => Triage::Ignore("error_from_partner"),
         "message" => {

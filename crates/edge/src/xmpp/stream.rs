@@ -10,6 +10,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::xml::{self, Element, Next, Scope, StreamHeader};
 
+/// How long a stanza may take from its first byte to its last.
+pub const STANZA_TIME: Duration = Duration::from_secs(10);
+/// What the buffer may hold beyond one stanza (the start of the next) before the stream
+/// is refused.
+const MAX_HEADER_SLACK: usize = 4096;
+
 /// Anything a stream runs over: TCP, then TLS over it.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -53,6 +59,8 @@ pub struct XmppStream {
     io: Box<dyn Io>,
     buf: Vec<u8>,
     scope: Scope,
+    /// When the stanza now in the buffer began to arrive.
+    begun: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for XmppStream {
@@ -69,6 +77,7 @@ impl XmppStream {
             io,
             buf: Vec::new(),
             scope: Scope::default(),
+            begun: None,
         }
     }
 
@@ -117,25 +126,52 @@ impl XmppStream {
     }
 
     /// The next element, waiting at most `idle` for each read (whitespace keepalives
-    /// count as traffic). `Failure::Closed` when the peer ends its stream.
+    /// count as traffic); a stanza begun must end within [`STANZA_TIME`] of its first
+    /// byte. `Failure::Closed` when the peer ends its stream. Cancellation-safe: what was
+    /// read stays in the buffer, and when the stanza began with it.
     pub async fn next(&mut self, idle: Duration) -> Result<Element, Failure> {
+        let mut parse = true;
         loop {
-            match self.scope.next(&self.buf) {
-                Next::Element(element, used) => {
-                    self.buf.drain(..used.min(self.buf.len()));
-                    return Ok(element);
+            // Only a `>` can end an element: bytes without one are not parsed again (a
+            // peer sending a byte at a time would otherwise cost a parse per byte).
+            if parse {
+                match self.scope.next(&self.buf) {
+                    Next::Element(element, used) => {
+                        self.buf.drain(..used.min(self.buf.len()));
+                        self.begun = None;
+                        return Ok(element);
+                    }
+                    Next::Whitespace(used) => {
+                        self.buf.drain(..used.min(self.buf.len()));
+                        self.begun = None;
+                    }
+                    Next::End => {
+                        self.buf.clear();
+                        return Err(Failure::Closed);
+                    }
+                    Next::Bad(why) => return Err(Failure::Bad(why)),
+                    Next::Incomplete => {
+                        self.begun.get_or_insert_with(tokio::time::Instant::now);
+                    }
                 }
-                Next::Whitespace(used) => {
-                    self.buf.drain(..used.min(self.buf.len()));
-                }
-                Next::End => {
-                    self.buf.clear();
-                    return Err(Failure::Closed);
-                }
-                Next::Bad(why) => return Err(Failure::Bad(why)),
-                Next::Incomplete => {}
             }
-            self.fill(idle).await?;
+            if self.buf.len() > xml::MAX_STANZA + MAX_HEADER_SLACK {
+                return Err(Failure::Bad(format!(
+                    "a stanza longer than {} bytes",
+                    xml::MAX_STANZA
+                )));
+            }
+            let limit = match self.begun {
+                Some(begun) => idle.min(STANZA_TIME.saturating_sub(begun.elapsed())),
+                None => idle,
+            };
+            if limit.is_zero() {
+                return Err(Failure::Timeout);
+            }
+            let before = self.buf.len();
+            self.fill(limit).await?;
+            let fresh = &self.buf[before..];
+            parse = fresh.contains(&b'>') || self.buf.iter().all(u8::is_ascii_whitespace);
         }
     }
 
@@ -252,6 +288,43 @@ mod tests {
             stream.read_header(Duration::from_secs(10)).await,
             Err(Failure::Timeout)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stanza_sent_a_byte_at_a_time_must_end_within_its_time() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut stream = XmppStream::new(Box::new(a));
+        let dribble = tokio::spawn(async move {
+            for byte in b"<message><body>".iter().cycle().take(4000) {
+                if b.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            stream.next(Duration::from_secs(120)).await,
+            Err(Failure::Timeout)
+        );
+        assert!(started.elapsed() <= STANZA_TIME + Duration::from_millis(200));
+        dribble.abort();
+    }
+
+    #[tokio::test]
+    async fn bytes_without_an_end_past_the_stanza_limit_are_refused() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut stream = XmppStream::new(Box::new(a));
+        let flood = vec![b'a'; xml::MAX_STANZA * 2];
+        tokio::spawn(async move {
+            let _ = b.write_all(b"<message><body>").await;
+            let _ = b.write_all(&flood).await;
+            b
+        });
+        assert!(matches!(
+            stream.next(Duration::from_secs(5)).await,
+            Err(Failure::Bad(_))
+        ));
     }
 
     #[test]

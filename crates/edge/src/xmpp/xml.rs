@@ -255,9 +255,20 @@ impl Element {
     }
 }
 
-/// Text safe in XML content and attribute values.
+/// Text safe in XML content and attribute values: escaped, and without the characters
+/// XML 1.0 does not allow at all (control characters a user's message may carry would
+/// make the partner close the stream).
 pub fn escape(text: &str) -> String {
-    quick_xml::escape::escape(text).into_owned()
+    if text.chars().all(xml_char) {
+        return quick_xml::escape::escape(text).into_owned();
+    }
+    let allowed: String = text.chars().filter(|c| xml_char(*c)).collect();
+    quick_xml::escape::escape(&allowed).into_owned()
+}
+
+/// Whether XML 1.0 allows `c` in a document (its `Char` production).
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// What the next bytes of a stream hold after its header.
@@ -293,12 +304,23 @@ impl Scope {
     /// the default namespace is `jabber:server` and `stream:` the streams namespace
     /// unless declared otherwise.
     pub fn of_header(declarations: &[(String, String)]) -> Scope {
-        let mut open = format!("<stream:stream xmlns='{SERVER_NS}' xmlns:stream='{STREAMS_NS}'");
-        for (prefix, ns) in declarations {
-            if prefix == "stream" || prefix.is_empty() {
+        Scope::named("stream", declarations)
+    }
+
+    /// The scope of a stream whose header element was written with `prefix` (`stream`,
+    /// or whatever the peer bound the streams namespace to), so that its closing tag
+    /// (`</s:stream>`) closes the synthetic one.
+    fn named(prefix: &str, declarations: &[(String, String)]) -> Scope {
+        let mut open =
+            format!("<{prefix}:stream xmlns='{SERVER_NS}' xmlns:{prefix}='{STREAMS_NS}'");
+        if prefix != "stream" {
+            open.push_str(&format!(" xmlns:stream='{STREAMS_NS}'"));
+        }
+        for (declared, ns) in declarations {
+            if declared == prefix || declared == "stream" || declared.is_empty() {
                 continue;
             }
-            open.push_str(&format!(" xmlns:{prefix}='{}'", escape(ns)));
+            open.push_str(&format!(" xmlns:{declared}='{}'", escape(ns)));
         }
         open.push('>');
         Scope { open }
@@ -309,15 +331,31 @@ impl Scope {
         let text = String::from_utf8_lossy(header);
         let mut reader = quick_xml::Reader::from_str(&text);
         let mut declarations = Vec::new();
+        let mut prefix = "stream".to_string();
         while let Ok(event) = reader.read_event() {
             match event {
                 Event::Start(e) | Event::Empty(e) => {
+                    if let Some(p) = e.name().prefix() {
+                        let p = String::from_utf8_lossy(p.as_ref()).into_owned();
+                        // Only a name XML allows: it is written into the synthetic tag.
+                        if p.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                            && p.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                        {
+                            prefix = p;
+                        }
+                    }
                     for a in e.attributes().flatten() {
-                        if let Some(prefix) = a.key.as_ref().strip_prefix(b"xmlns:")
+                        if let Some(declared) = a.key.as_ref().strip_prefix(b"xmlns:")
                             && let Ok(v) = a.unescape_value()
                         {
-                            declarations
-                                .push((String::from_utf8_lossy(prefix).into_owned(), v.into()));
+                            let declared = String::from_utf8_lossy(declared).into_owned();
+                            if declared
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                            {
+                                declarations.push((declared, v.into()));
+                            }
                         }
                     }
                     break;
@@ -326,7 +364,7 @@ impl Scope {
                 _ => {}
             }
         }
-        Scope::of_header(&declarations)
+        Scope::named(&prefix, &declarations)
     }
 
     /// Reads the next top-level element of the stream from `bytes`.
@@ -408,14 +446,21 @@ impl Scope {
                     };
                     match stack.last_mut() {
                         Some(el) => el.text.push_str(&text),
-                        None if text.trim().is_empty() => {}
+                        None if text
+                            .bytes()
+                            .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) => {}
                         None => return Next::Bad("text outside a stanza".into()),
                     }
                 }
                 Event::CData(t) => {
-                    if let Some(el) = stack.last_mut() {
-                        el.text.push_str(&String::from_utf8_lossy(&t));
+                    let Some(el) = stack.last_mut() else {
+                        return Next::Bad("CDATA outside a stanza".into());
+                    };
+                    let text = String::from_utf8_lossy(&t);
+                    if !text.chars().all(xml_char) {
+                        return Next::Bad("a character XML does not allow".into());
                     }
+                    el.text.push_str(&text);
                 }
                 Event::GeneralRef(r) => {
                     let Some(el) = stack.last_mut() else {
@@ -463,7 +508,7 @@ fn resolve_reference(r: &[u8]) -> Option<char> {
                 Some(hex) => u32::from_str_radix(hex, 16).ok()?,
                 None => r.parse().ok()?,
             };
-            char::from_u32(code)
+            char::from_u32(code).filter(|c| xml_char(*c))
         }
     }
 }
@@ -649,6 +694,19 @@ mod tests {
         let long = format!("<message><body>{}</body></message>", "a".repeat(MAX_STANZA));
         assert!(matches!(scope.next(long.as_bytes()), Next::Bad(_)));
         assert_eq!(scope.next(b"  "), Next::Whitespace(2));
+        // CDATA or non-XML whitespace between stanzas, a NUL by reference: refused.
+        assert!(matches!(scope.next(b"<![CDATA[x]]>"), Next::Bad(_)));
+        assert!(matches!(scope.next("\u{a0}<a/>".as_bytes()), Next::Bad(_)));
+        assert!(matches!(scope.next(b"<a>&#0;</a>"), Next::Bad(_)));
+        // A peer that bound the streams namespace to another prefix closes with it.
+        let other = Scope::from_header_bytes(
+            b"<s:stream xmlns='jabber:server' xmlns:s='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback'>",
+        );
+        assert!(matches!(
+            other.next(b"<db:result from='a.example' to='b.example'>k</db:result>"),
+            Next::Element(..)
+        ));
+        assert_eq!(other.next(b"</s:stream>"), Next::End);
     }
 
     #[test]
@@ -662,6 +720,13 @@ mod tests {
         );
         let r = Element::new("result", DIALBACK_NS).with_attr("type", "valid");
         assert_eq!(r.to_xml(), "<db:result type='valid'/>");
+        // Characters XML does not allow are left out, not sent to break the stream.
+        assert_eq!(
+            Element::new("body", SERVER_NS)
+                .with_text("a\u{1}b\u{0}")
+                .to_xml(),
+            "<body>ab</body>"
+        );
         let f = Element::new("features", STREAMS_NS).with_child(
             Element::new("starttls", TLS_NS).with_child(Element::new("required", TLS_NS)),
         );

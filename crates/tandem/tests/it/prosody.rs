@@ -275,10 +275,30 @@ impl Prosody {
         count: usize,
         timeout: Duration,
     ) -> Receiver {
-        let mut child = self
-            .client(user)
+        self.receive(user, from, count, timeout, false)
+    }
+
+    /// `receiver`, sending each message back to its sender as it arrives.
+    pub(crate) fn echo(&self, user: &str, from: &str, count: usize, timeout: Duration) -> Receiver {
+        self.receive(user, from, count, timeout, true)
+    }
+
+    fn receive(
+        &self,
+        user: &str,
+        from: &str,
+        count: usize,
+        timeout: Duration,
+        echo: bool,
+    ) -> Receiver {
+        let mut command = self.client(user);
+        command
             .args(["receive", "--from", from, "--count", &count.to_string()])
-            .args(["--timeout", &format!("{}", timeout.as_secs_f64())])
+            .args(["--timeout", &format!("{}", timeout.as_secs_f64())]);
+        if echo {
+            command.arg("--echo");
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

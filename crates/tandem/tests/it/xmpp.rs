@@ -175,6 +175,34 @@ fn a_prosody_user_and_a_tandem_user_exchange_messages_before_and_after_the_xmpp_
             .count(),
         20
     );
+    // And there and back: the XMPP user echoes each message, which comes back to bob.
+    let echoing = litware.echo(
+        "alice",
+        bob.trim_start_matches("sip:"),
+        20,
+        Duration::from_secs(60),
+    );
+    let out = crate::run(&[
+        "bench",
+        "federation",
+        "--lab",
+        lab.dir(),
+        "--user",
+        &bob,
+        "--to",
+        "sip:alice@litwareinc.com",
+        "--count",
+        "20",
+        "--echo",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        report["path"].as_str().unwrap().contains("echo"),
+        "{report}"
+    );
+    echoing.wait().expect("the XMPP user echoed every message");
     // Both directions proved with certificates (SASL EXTERNAL), none with dialback.
     let edge1 = "edgeserver1.contoso.com";
     assert!(authentications(&lab, edge1, "in", "sasl_external") >= 1);
