@@ -22,7 +22,8 @@
 //!   and not from anyone ([`NextHop`] keeps those connections open between messages).
 //!   The registrar delivers it to the user's serving pool; an Edge pool without
 //!   federation refuses with 403 and names the pool that has it; a next hop that does not
-//!   answer gets 504 naming the command that moves it.
+//!   answer gets a 504 that names nothing of the inside, and the Edge's log names the
+//!   command that moves the next hop.
 //! - XMPP: open while `RTCXMPPTGWPX` runs on the Edge server a site's XMPP route names:
 //!   the XMPP gateway ([`xmpp`]), server-to-server streams with the XMPP allowed
 //!   partners (STARTTLS, SASL EXTERNAL, Server Dialback) and messages translated to and
@@ -696,6 +697,17 @@ async fn route(
         return reply(request, 483, "Too Many Hops");
     };
     let answer = to_next_hop(server, next_hop, &onward).await;
+    if answer.status == 504 {
+        // What to do about it is for the operator (the log says which command moves the
+        // next hop); the partner learns nothing of the inside.
+        tracing::warn!(reason = %answer.reason, "a federated request found no next hop");
+        let ours = &topology.deployment.sip_domain;
+        return reply(
+            request,
+            504,
+            &format!("Server Time-out ({ours} cannot take the request now)"),
+        );
+    }
     reply(request, answer.status, &answer.reason)
 }
 

@@ -340,10 +340,20 @@ fn a_silent_next_hop_gets_a_clear_error_until_the_next_hop_moves() {
     assert!(out.status.success(), "{}", stderr(&out));
     let (ok, said) = federate(&lab, &alice, "lost");
     assert!(!ok);
+    // The partner learns only that the deployment cannot take it; the Edge's log tells the
+    // operator which next hop does not answer and the command that moves it.
     assert!(
-        said.contains("504 Server Time-out (the next hop pool2.contoso.com of edgepool2.contoso.com does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com)"),
+        said.contains("504 Server Time-out (contoso.com cannot take the request now)"),
         "{said}"
     );
+    assert!(!said.contains("pool2"), "{said}");
+    let log = std::path::Path::new(lab.dir()).join("logs/edgeserver2.contoso.com.log");
+    eventually(5, "the Edge to log the fix", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("the next hop pool2.contoso.com of edgepool2.contoso.com does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com")
+            .then_some(())
+    });
     lab.ok(
         None,
         "Set-CsEdgeServer -Identity EdgeServer:edgepool2.contoso.com -Registrar Registrar:pool1.contoso.com",
