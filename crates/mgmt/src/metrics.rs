@@ -79,6 +79,18 @@ fn describe() {
             "XMPP server-to-server streams peers opened to this Edge, by how the header was answered",
         ),
         (
+            edge::metrics::XMPP_STANZAS,
+            "Stanzas the XMPP gateway passed between XMPP partners and users, by direction and outcome",
+        ),
+        (
+            edge::metrics::XMPP_AUTHENTICATIONS,
+            "XMPP partner domains authenticated on streams, by direction and method (sasl_external, dialback; refused)",
+        ),
+        (
+            edge::metrics::FEDERATION_OUTBOUND,
+            "Users' requests this Edge sent to federated partners' Access Edges, by status",
+        ),
+        (
             node::lookup::DNS_LOOKUPS,
             "Lookups this server made in the deployment's DNS, by outcome",
         ),
