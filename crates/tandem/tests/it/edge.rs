@@ -188,6 +188,45 @@ fn xmpp_fails_over_to_edge_pool_2_and_back_with_the_dns_changes() {
         assert!(!ok && said.contains("bad-format"), "{bad}: {said}");
     }
     assert!(xmpp(&lab, None).0);
+    // A domain that is no XMPP partner gets no stream; an allowed one that sends a stanza
+    // before it has proved its domain has its stream closed; neither stops the gateway.
+    let gateway = format!("{b}1.22:5269");
+    let said = raw_xmpp(
+        &gateway,
+        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='eve.example' to='contoso.com' version='1.0'>",
+    );
+    assert!(
+        said.contains("policy-violation") && said.contains("New-CsXmppAllowedPartner"),
+        "{said}"
+    );
+    let said = raw_xmpp(
+        &gateway,
+        "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' from='litwareinc.com' to='contoso.com' version='1.0'><message from='mallory@litwareinc.com' to='user0001.pool1@contoso.com'><body>unproved</body></message>",
+    );
+    assert!(said.contains("not-authorized"), "{said}");
+    assert!(xmpp(&lab, None).0);
+}
+
+/// Sends `text` to the XMPP gateway at `at` and gives what it answered until it closed the
+/// stream (or 5 s passed).
+fn raw_xmpp(at: &str, text: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(at).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(text.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&got).contains("</stream:stream>") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 #[test]
