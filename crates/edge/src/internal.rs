@@ -75,6 +75,8 @@ impl Outside {
         let in_progress = Arc::new(Semaphore::new(IN_PROGRESS));
         while let Some(message) = incoming.recv().await {
             match message {
+                // An ACK gets no answer (RFC 3261 §17.2.1); none belongs to a MESSAGE.
+                Incoming::Request(request, _) if request.method == Method::Ack => {}
                 Incoming::Request(request, _) => {
                     let Ok(permit) = in_progress.clone().acquire_owned().await else {
                         return;
@@ -111,7 +113,6 @@ impl Outside {
         match request.method {
             Method::Options => return reply(request, 200, "OK"),
             Method::Message => {}
-            Method::Ack => return reply(request, 200, "OK"),
             _ => {
                 let mut r = reply(
                     request,

@@ -7,6 +7,10 @@
 //!   pool that serves the user with a 301 whose Contacts are that pool's registrars.
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
 //!   the recipient; another pool relays it there. 480 when the recipient is not signed in.
+//!   A user's message to a foreign domain goes to the Edge that carries it (`federate`):
+//!   the XMPP route's Edge for an XMPP partner, the Edge pool with federation for a SIP
+//!   partner, over mutual TLS to the Edge's internal port; any other domain is refused
+//!   with 403 naming the cmdlet that allows it, and nothing from outside is relayed out.
 //! - `OPTIONS` answers 200: it is also how a pool watches its partner.
 //! - A `MESSAGE` from a federated partner comes through an Edge, over TLS with the Edge's
 //!   certificate from the deployment's CA: a connection whose certificate names an Edge of

@@ -163,8 +163,8 @@ impl Gateway {
         let mut trusted: Option<PeerCertificate> = None;
         let mut sasl_done = false;
         let mut authenticated: Vec<String> = Vec::new();
-        // Domains this stream tried dialback for: one try each.
-        let mut dialback_tried: Vec<String> = Vec::new();
+        // Whether this stream tried dialback for its domain: one try (a new one after TLS).
+        let mut dialback_tried = false;
         let auth_by = tokio::time::Instant::now() + AUTH_TIME;
         'streams: loop {
             let header = match stream.read_header(HEADER_TIME).await {
@@ -309,6 +309,7 @@ impl Gateway {
                     encrypted = true;
                     // What was proved before TLS counts for nothing after it.
                     authenticated.clear();
+                    dialback_tried = false;
                     stream = XmppStream::new(Box::new(secured));
                     continue 'streams;
                 }
@@ -379,12 +380,9 @@ impl Gateway {
                     // stream offered, and once: another domain's TLS or SASL policy
                     // cannot be skipped on it, nor the Edge made to call out at will.
                     let own = xml::jid_domain(&header.from).is_some_and(|d| d == from);
-                    let first = !dialback_tried.contains(&from);
-                    if first {
-                        dialback_tried.push(from.clone());
-                    }
-                    let valid = own
-                        && first
+                    let first = own && !dialback_tried;
+                    dialback_tried |= own;
+                    let valid = first
                         && dialback_now
                         && to.eq_ignore_ascii_case(&ours)
                         && self

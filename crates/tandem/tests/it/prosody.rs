@@ -15,17 +15,14 @@
 //!   (none with TTL 0; NXDOMAIN without SOA is not cached); no DNSSEC validation without
 //!   a trust anchor, which we do not give;
 //! - users are written as `internal_plain` account files before the start (the same file
-//!   `prosodyctl register` writes; `register` works while it runs too);
+//!   `prosodyctl register` writes);
 //! - it is ready when its c2s and s2s ports accept (the hosts are loaded before the
 //!   listeners open); the log is at debug level with every stanza in and out
 //!   (`mod_stanza_debug`: lines `SEND: <...>` and `RECV: <...>`);
-//! - SIGTERM (`stop`) closes every s2s stream with `<system-shutdown/>` and exits 0;
-//!   `Drop` kills it.
+//! - `Drop` kills it.
 //!
 //! Its outgoing s2s connections come from 127.0.0.1 whatever `address` is (Prosody 0.12
 //! has no option for the source address).
-
-// Not every helper is used by every test that includes this module.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
