@@ -30,7 +30,7 @@ use sipnet::{Flow, FrameLimits, Incoming, answer_malformed};
 use tokio::sync::Semaphore;
 
 use crate::metrics;
-use crate::next_hop::reply;
+use crate::next_hop::{message_only, not_an_edge, reply};
 use crate::setup::EdgeSetup;
 use crate::xmpp::Gateway;
 
@@ -110,25 +110,11 @@ impl Outside {
                 "Forbidden (only the deployment's Front Ends send through the Edge's internal side)",
             );
         }
-        match request.method {
-            Method::Options => return reply(request, 200, "OK"),
-            Method::Message => {}
-            _ => {
-                let mut r = reply(
-                    request,
-                    405,
-                    "Method Not Allowed (the Edge sends MESSAGE out)",
-                );
-                r.headers.push("Allow", "MESSAGE, OPTIONS");
-                return r;
-            }
+        if let Some(answer) = message_only(request, "the Edge sends MESSAGE out") {
+            return answer;
         }
         let Some(setup) = EdgeSetup::of(&topology, &self.node.fqdn) else {
-            return reply(
-                request,
-                500,
-                "Server Internal Error (this server is not an Edge of the topology)",
-            );
+            return not_an_edge(request);
         };
         let Some(domain) = Uri::parse(&request.uri)
             .ok()

@@ -52,7 +52,7 @@ mod webconf;
 pub mod xmpp;
 
 pub use next_hop::{NEXT_HOP_TIMEOUT, NextHop};
-use next_hop::{reply, to_next_hop};
+use next_hop::{message_only, not_an_edge, reply, to_next_hop};
 pub use setup::EdgeSetup;
 
 use std::net::SocketAddr;
@@ -662,11 +662,7 @@ async fn route(
 ) -> Response {
     let topology = server.replica.topology();
     let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
-        return reply(
-            request,
-            500,
-            "Server Internal Error (this server is not an Edge of the topology)",
-        );
+        return not_an_edge(request);
     };
     if !setup.federation_enabled {
         return reply(request, 403, &setup.not_federating(&topology));
@@ -680,34 +676,13 @@ async fn route(
     if let Err(refusal) = sip::federation::admit(&topology, request, covers) {
         return reply(request, refusal.status(), &refusal.reason());
     }
-    match request.method {
-        Method::Options => return reply(request, 200, "OK"),
-        Method::Message => {}
-        _ => {
-            let mut r = reply(
-                request,
-                405,
-                "Method Not Allowed (federation carries MESSAGE and OPTIONS)",
-            );
-            r.headers.push("Allow", "MESSAGE, OPTIONS");
-            return r;
-        }
+    if let Some(answer) = message_only(request, "federation carries MESSAGE and OPTIONS") {
+        return answer;
     }
     let Some(onward) = request.onward() else {
         return reply(request, 483, "Too Many Hops");
     };
     let answer = to_next_hop(server, next_hop, &onward).await;
-    if answer.status == 504 {
-        // What to do about it is for the operator (the log says which command moves the
-        // next hop); the partner learns nothing of the inside.
-        tracing::warn!(reason = %answer.reason, "a federated request found no next hop");
-        let ours = &topology.deployment.sip_domain;
-        return reply(
-            request,
-            504,
-            &format!("Server Time-out ({ours} cannot take the request now)"),
-        );
-    }
     reply(request, answer.status, &answer.reason)
 }
 

@@ -17,16 +17,13 @@ use crate::setup::EdgeSetup;
 pub const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Sends a request from outside (a federated partner's, or one the XMPP gateway made) to
-/// this Edge pool's next hop and gives its answer: 504 naming the command that moves the
-/// next hop when no registrar of it answers.
+/// this Edge pool's next hop and gives its answer. When no registrar of it answers, the
+/// answer is a 504 that names nothing of the inside (whoever sent it is outside), and the
+/// Edge's log names the next hop and the command that moves it, for the operator.
 pub(crate) async fn to_next_hop(server: &Node, next_hop: &NextHop, request: &Request) -> Response {
     let topology = server.replica.topology();
     let Some(setup) = EdgeSetup::of(&topology, &server.fqdn) else {
-        return reply(
-            request,
-            500,
-            "Server Internal Error (this server is not an Edge of the topology)",
-        );
+        return not_an_edge(request);
     };
     let hop = &setup.next_hop;
     // The registrars' SIP TLS port: the Edge's certificate is what says the request came
@@ -46,14 +43,40 @@ pub(crate) async fn to_next_hop(server: &Node, next_hop: &NextHop, request: &Req
         .iter()
         .find(|p| !p.fqdn.eq_ignore_ascii_case(hop))
         .map_or("<pool>".to_string(), |p| p.fqdn.clone());
+    tracing::warn!(
+        "a request from outside found no next hop: the next hop {hop} of {} does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:{} -Registrar Registrar:{other}",
+        setup.edge_pool,
+        setup.edge_pool
+    );
+    let ours = &topology.deployment.sip_domain;
     reply(
         request,
         504,
-        &format!(
-            "Server Time-out (the next hop {hop} of {} does not answer; move it with Set-CsEdgeServer -Identity EdgeServer:{} -Registrar Registrar:{other})",
-            setup.edge_pool, setup.edge_pool
-        ),
+        &format!("Server Time-out ({ours} cannot take the request now)"),
     )
+}
+
+/// The answer of a server that the topology no longer makes an Edge.
+pub(crate) fn not_an_edge(request: &Request) -> Response {
+    reply(
+        request,
+        500,
+        "Server Internal Error (this server is not an Edge of the topology)",
+    )
+}
+
+/// What an Edge takes from a peer: `None` for a MESSAGE, to be carried on; the answer
+/// otherwise (200 to OPTIONS, 405 with `Allow` to the rest, saying `why`).
+pub(crate) fn message_only(request: &Request, why: &str) -> Option<Response> {
+    match request.method {
+        sip::Method::Message => None,
+        sip::Method::Options => Some(reply(request, 200, "OK")),
+        _ => {
+            let mut r = reply(request, 405, &format!("Method Not Allowed ({why})"));
+            r.headers.push("Allow", "MESSAGE, OPTIONS");
+            Some(r)
+        }
+    }
 }
 
 /// The Edge's connections to its next hop's registrars: SIP over TLS to their SIP TLS
