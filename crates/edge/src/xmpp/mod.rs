@@ -86,6 +86,9 @@ pub struct Gateway {
     sessions: std::sync::Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     /// Dialback verifications in progress, at most [`VERIFICATIONS`].
     verifications: Arc<tokio::sync::Semaphore>,
+    /// The TLS settings, read once (as the federation listener's are): not files read and
+    /// configurations built again for every stream.
+    tls: std::sync::Mutex<Option<Arc<Tls>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -132,6 +135,7 @@ impl Gateway {
             next_hop,
             sessions: std::sync::Mutex::default(),
             verifications: Arc::new(tokio::sync::Semaphore::new(VERIFICATIONS)),
+            tls: std::sync::Mutex::default(),
         })
     }
 
@@ -144,8 +148,19 @@ impl Gateway {
             .to_ascii_lowercase()
     }
 
-    fn tls(&self) -> Result<Tls, String> {
-        load_tls(&self.node)
+    /// The TLS settings: read the first time they are wanted (and again while they cannot
+    /// be: a certificate installed later is found).
+    fn tls(&self) -> Result<Arc<Tls>, String> {
+        let mut kept = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tls) = kept.as_ref() {
+            return Ok(tls.clone());
+        }
+        let tls = Arc::new(load_tls(&self.node)?);
+        *kept = Some(tls.clone());
+        Ok(tls)
     }
 
     // ---------------------------------------------------------------------------------
@@ -1056,8 +1071,8 @@ fn stanza_error(stanza: &Element, kind: &str, condition: &str, why: &str) -> Ele
     )
 }
 
-/// The external certificate and partner roots, read from the Edge's folder now (a
-/// renewed certificate is used by the next stream).
+/// The external certificate and partner roots, read from the Edge's folder (the
+/// certificate through a `pki::CertStore`, which every handshake asks for the current one).
 fn load_tls(node: &Node) -> Result<Tls, String> {
     let (certs, roots) = crate::setup::external_identity(&node.data_dir)?;
     Ok(Tls {
