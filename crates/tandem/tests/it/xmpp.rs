@@ -67,6 +67,28 @@ fn authentications(lab: &Lab, edge: &str, direction: &str, method: &str) -> u64 
         .sum()
 }
 
+/// `tandem bench federation` of 20 messages from `user` to `to` (with `extra` options):
+/// its JSON report.
+fn bench(lab: &Lab, user: &str, to: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "bench",
+        "federation",
+        "--lab",
+        lab.dir(),
+        "--user",
+        user,
+        "--to",
+        to,
+        "--count",
+        "20",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = crate::run(&args);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
 /// A message each way between `xmpp_user` (on `prosody`) and `ours`: tandem to XMPP with
 /// `tandem client send`, XMPP to tandem with the XMPP client, the tandem user listening.
 fn exchange(lab: &Lab, prosody: &Prosody, xmpp_user: &str, ours: &str, when: &str) {
@@ -150,21 +172,7 @@ fn a_prosody_user_and_a_tandem_user_exchange_messages_before_and_after_the_xmpp_
         20,
         Duration::from_secs(60),
     );
-    let out = crate::run(&[
-        "bench",
-        "federation",
-        "--lab",
-        lab.dir(),
-        "--user",
-        &bob,
-        "--to",
-        "sip:alice@litwareinc.com",
-        "--count",
-        "20",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = bench(&lab, &bob, "sip:alice@litwareinc.com", &[]);
     assert_eq!(report["messages"], 20, "{report}");
     let got = at_alice
         .wait()
@@ -182,22 +190,7 @@ fn a_prosody_user_and_a_tandem_user_exchange_messages_before_and_after_the_xmpp_
         20,
         Duration::from_secs(60),
     );
-    let out = crate::run(&[
-        "bench",
-        "federation",
-        "--lab",
-        lab.dir(),
-        "--user",
-        &bob,
-        "--to",
-        "sip:alice@litwareinc.com",
-        "--count",
-        "20",
-        "--echo",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let report = bench(&lab, &bob, "sip:alice@litwareinc.com", &["--echo"]);
     assert!(
         report["path"].as_str().unwrap().contains("echo"),
         "{report}"
