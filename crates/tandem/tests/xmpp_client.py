@@ -175,8 +175,12 @@ async def run(args):
             say(f"sent {len(args.text)} message(s) to {args.to}")
         linger = getattr(args, "linger", 0) or 0
         if code == 0 and linger > 0:
-            # Delivery to another server happens after the round trip: stay to hear bounces.
-            await asyncio.sleep(linger)
+            # Delivery to another server happens after the round trip: stay to hear bounces,
+            # and go as soon as one comes (a bounce or a failure sets `enough`).
+            try:
+                await asyncio.wait_for(xmpp.enough.wait(), linger)
+            except asyncio.TimeoutError:
+                pass
 
     if code == 0 and args.command in ("receive", "exchange"):
         try:
