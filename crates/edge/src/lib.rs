@@ -211,6 +211,52 @@ pub async fn setup_report(server: &Node) -> Vec<cmdlet::Record> {
     ]
 }
 
+/// After Run Again on an Edge that now carries federation: a warning when partners would
+/// not find it. Partners look up `_sipfederationtls._tcp.<domain>` and connect to its
+/// target (`sip.<domain>` in the seeds); when that name points at none of this Edge pool's
+/// external addresses, inbound federation keeps going to the old Access Edge until the
+/// record is changed, a step the documented procedure leaves out. `None` when it points
+/// here, when this server does not carry federation, or when the DNS cannot say.
+pub async fn inbound_federation_warning(server: &Node) -> Option<String> {
+    let topology = server.replica.topology();
+    let setup = EdgeSetup::of(&topology, &server.fqdn)?;
+    if !setup.federation_enabled {
+        return None;
+    }
+    let ours: Vec<std::net::IpAddr> = topology
+        .edge_pool(&setup.edge_pool)?
+        .servers
+        .iter()
+        .map(|s| s.external_address().into())
+        .collect();
+    let domain = &topology.deployment.sip_domain;
+    let srv = format!("_sipfederationtls._tcp.{domain}");
+    let dns = server.dns.as_ref()?;
+    let target = dns.services(&srv).await.ok()?.into_iter().next()?.target;
+    let target = target.trim_end_matches('.').to_ascii_lowercase();
+    let now = reach::addresses_of(server, &target).await;
+    if now.iter().any(|ip| ours.contains(ip)) {
+        return None;
+    }
+    let here = setup.federation_address.ip();
+    let fix = match target.strip_suffix(&format!(".{domain}")) {
+        Some(name) => format!(
+            "Set-DnsServerResourceRecord -ZoneName {domain} -Name {name} -RRType A -IPv4Address {here}"
+        ),
+        None => format!("point {target} at {here} in the DNS that serves it"),
+    };
+    let pointed = if now.is_empty() {
+        "has no address".to_string()
+    } else {
+        let listed: Vec<String> = now.iter().map(ToString::to_string).collect();
+        format!("points at {}", listed.join(", "))
+    };
+    Some(format!(
+        "{} carries federation now, but partners find the Access Edge through {srv} ->          {target}, which {pointed}, not this Edge pool's Access Edge ({here}): inbound          federation fails until it does; {fix}",
+        setup.edge_pool
+    ))
+}
+
 struct Listener {
     address: SocketAddr,
     task: JoinHandle<()>,

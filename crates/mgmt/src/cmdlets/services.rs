@@ -83,6 +83,7 @@ pub async fn run_again(call: &Call<'_>) -> Reply {
     if let Some(edge) = &call.mgmt.edge {
         edge.settle().await;
     }
+    warnings.extend(edge::inbound_federation_warning(node).await);
     Ok(InvokeResponse {
         output: Output::Records(edge::setup_report(node).await),
         warnings,

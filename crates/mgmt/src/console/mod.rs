@@ -501,10 +501,12 @@ async fn act(
             },
         );
     });
+    // "started", not "running": this answer is not updated, and stays true once the
+    // operation has ended (its state is in the session's list, which is).
     answer(
         StatusCode::ACCEPTED,
         &line,
-        ActionState::Running.word(),
+        "started",
         "started; its steps show under DR operations, its result under this session's actions",
     )
 }

@@ -102,6 +102,12 @@ impl Lab {
     /// Runs a runbook of `examples/runbooks/` on `server`, with the lab's addresses;
     /// returns what it printed.
     pub(crate) fn runbook(&self, server: &str, name: &str) -> String {
+        self.runbook_and_warnings(server, name).0
+    }
+
+    /// Runs a runbook as [`Lab::runbook`] does; its output and what it wrote to standard
+    /// error (the shell's warnings).
+    pub(crate) fn runbook_and_warnings(&self, server: &str, name: &str) -> (String, String) {
         let text = std::fs::read_to_string(format!(
             "{}/../../examples/runbooks/{name}",
             env!("CARGO_MANIFEST_DIR")
@@ -125,7 +131,7 @@ impl Lab {
             stdout(&out),
             stderr(&out)
         );
-        stdout(&out)
+        (stdout(&out), stderr(&out))
     }
 
     /// A user's client, signed in and printing the messages that arrive, until `count`
