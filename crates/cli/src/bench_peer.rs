@@ -83,7 +83,20 @@ struct Registrar {
     plain: SocketAddr,
     tls: SocketAddr,
     pid: u32,
+    /// The peer's process, when the benchmark started it (and so can start it again).
+    peer: Option<Kamailio>,
 }
+
+impl Registrar {
+    /// Whether the benchmark's own peer process has exited, and how (`None`: it runs, or it
+    /// is not ours to watch).
+    fn peer_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.peer.as_mut()?.child.try_wait().ok().flatten()
+    }
+}
+
+/// How many times one run starts a peer again after it exited under load.
+const PEER_RESTARTS: usize = 2;
 
 /// One SIPp phase against one registrar: saturation, or a fixed rate.
 #[derive(Clone, Copy)]
@@ -92,12 +105,24 @@ enum Load {
     Rate { per_second: f64, seconds: f64 },
 }
 
+impl Load {
+    fn name(self) -> &'static str {
+        match self {
+            Load::Saturation { .. } => "saturation",
+            Load::Rate { .. } => "rate",
+        }
+    }
+}
+
 /// What the SIPp phases measured on one registrar, per transport: the median saturation
 /// phase, the fixed-rate phase, and every saturation phase's rate in the order they ran.
 struct RegistrarRuns {
     name: &'static str,
     runs: Vec<(Transport, SippRun, SippRun)>,
     round_rates: Vec<Vec<f64>>,
+    /// Each time the registrar's process exited during a phase, which was then run again
+    /// on a fresh process: what happened, and the end of its log.
+    restarts: Vec<String>,
 }
 
 /// A SIPp phase's figures, and the CPU the registrar spent on it.
@@ -154,6 +179,9 @@ impl SippReport {
                 })
                 .collect::<Vec<_>>()
                 .into();
+            if !r.restarts.is_empty() {
+                v[format!("{}_restarts", r.name)] = r.restarts.clone().into();
+            }
         }
         if let [tandem, peer] = &self.registrars[..] {
             v["ratio_tandem_to_peer"] = tandem
@@ -198,6 +226,9 @@ impl SippReport {
                     );
                 }
                 println!("  {:<8} {name:<4} fixed rate  {}", r.name, fixed.line());
+            }
+            for restart in &r.restarts {
+                println!("  {} {restart}", r.name);
             }
         }
         if let [tandem, peer] = &self.registrars[..] {
@@ -266,6 +297,7 @@ pub(crate) fn compare(
         pid: fe
             .pid
             .ok_or_else(|| anyhow!("{} has no process", fe.fqdn))?,
+        peer: None,
     };
     let ctx = Ctx {
         sipp,
@@ -275,22 +307,21 @@ pub(crate) fn compare(
         ca: &ca,
         plan,
     };
-    // Kamailio idles until its phases: started before the first, stopped after the last.
-    let kamailio = match plan.kamailio {
-        true => Some(Kamailio::start(&work, fe_address, fe, users)?),
-        false => None,
-    };
+    // Kamailio idles until its phases: started before the first, stopped (dropped with
+    // its registrar) after the last.
     let mut registrars = vec![tandem];
-    if let Some(k) = &kamailio {
+    if plan.kamailio {
+        let k = Kamailio::start(&work, fe_address, fe, users)?;
         registrars.push(Registrar {
             name: "kamailio",
             plain: k.plain,
             tls: k.tls,
             pid: k.child.id(),
+            peer: Some(k),
         });
     }
-    let measured = ctx.measure(&registrars, &transports);
-    drop(kamailio);
+    let measured = ctx.measure(&mut registrars, &transports);
+    drop(registrars);
     let measured = measured?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(SippReport {
@@ -326,7 +357,7 @@ impl Ctx<'_> {
     /// offered the same load.
     fn measure(
         &self,
-        registrars: &[Registrar],
+        registrars: &mut [Registrar],
         transports: &[Transport],
     ) -> anyhow::Result<Vec<RegistrarRuns>> {
         let rounds = self.plan.rounds.max(1);
@@ -336,21 +367,26 @@ impl Ctx<'_> {
                 name: r.name,
                 runs: Vec::new(),
                 round_rates: Vec::new(),
+                restarts: Vec::new(),
             })
             .collect();
         for &t in transports {
             let mut saturated: Vec<Vec<SippRun>> = vec![Vec::new(); registrars.len()];
             for round in 1..=rounds {
-                for (registrar, runs) in registrars.iter().zip(&mut saturated) {
+                for ((registrar, runs), out) in
+                    registrars.iter_mut().zip(&mut saturated).zip(&mut measured)
+                {
                     self.progress(registrar, t, round);
                     // Enough for `--seconds` at 20,000 sign-ins a second (either registrar
                     // reaches 15,000 here): a phase that ends early measures the start
                     // more than the run.
                     let calls = (self.plan.seconds * 20_000.0) as usize;
-                    runs.push(self.phase(registrar, t, Load::Saturation { calls })?);
+                    let load = Load::Saturation { calls };
+                    runs.push(self.watched_phase(registrar, t, load, &mut out.restarts)?);
                 }
             }
-            for ((registrar, runs), out) in registrars.iter().zip(saturated).zip(&mut measured) {
+            for ((registrar, runs), out) in registrars.iter_mut().zip(saturated).zip(&mut measured)
+            {
                 let rates = runs.iter().map(|r| r.run.rate()).collect();
                 let sat = median_by_rate(runs).context("a saturation phase ran")?;
                 let per_second = self.plan.rate.unwrap_or_else(|| {
@@ -368,19 +404,61 @@ impl Ctx<'_> {
                         t.as_str().to_uppercase()
                     );
                 }
-                let fixed = self.phase(
-                    registrar,
-                    t,
-                    Load::Rate {
-                        per_second: per_second.max(1.0),
-                        seconds: self.plan.seconds,
-                    },
-                )?;
+                let load = Load::Rate {
+                    per_second: per_second.max(1.0),
+                    seconds: self.plan.seconds,
+                };
+                let fixed = self.watched_phase(registrar, t, load, &mut out.restarts)?;
                 out.runs.push((t, sat, fixed));
                 out.round_rates.push(rates);
             }
         }
         Ok(measured)
+    }
+
+    /// A phase on a registrar whose process the benchmark watches: when the peer it
+    /// started exited during the phase (Debian's Kamailio 5.6 can, in its TLS module under
+    /// load), that is said in the report with the end of its log, a fresh process is
+    /// started on the same configuration and the phase runs again, at most
+    /// [`PEER_RESTARTS`] times a run. Tandem's own Front End is never restarted: a phase
+    /// it fails counts as failed.
+    fn watched_phase(
+        &self,
+        registrar: &mut Registrar,
+        t: Transport,
+        load: Load,
+        restarts: &mut Vec<String>,
+    ) -> anyhow::Result<SippRun> {
+        loop {
+            let run = self.phase(registrar, t, load)?;
+            let Some(status) = registrar.peer_exit() else {
+                return Ok(run);
+            };
+            let what = format!(
+                "{} exited ({status}) during a {} phase over {}",
+                registrar.name,
+                load.name(),
+                t.as_str().to_uppercase()
+            );
+            let Some(peer) = registrar
+                .peer
+                .as_mut()
+                .filter(|_| restarts.len() < PEER_RESTARTS)
+            else {
+                bail!(
+                    "{what}, once too often to go on; see its log in {}",
+                    self.work.display()
+                );
+            };
+            let log = peer.restart()?;
+            registrar.pid = peer.child.id();
+            if !self.plan.quiet {
+                eprintln!("{what}: started again, the phase runs again");
+            }
+            restarts.push(format!(
+                "{what}; started again and the phase repeated; its log ended: {log}"
+            ));
+        }
     }
 
     fn progress(&self, registrar: &Registrar, t: Transport, round: usize) {
@@ -409,10 +487,7 @@ impl Ctx<'_> {
         let cpu_before = cpu_seconds(registrar.pid);
         let mut children = Vec::new();
         for (k, csv) in self.csvs.iter().enumerate() {
-            let phase = match load {
-                Load::Saturation { .. } => "saturation",
-                Load::Rate { .. } => "rate",
-            };
+            let phase = load.name();
             let dir = self
                 .work
                 .join(format!("{}-{}-{phase}-{k}", registrar.name, t.as_str()));
@@ -660,6 +735,9 @@ struct Kamailio {
     child: Child,
     plain: SocketAddr,
     tls: SocketAddr,
+    binary: PathBuf,
+    /// Its configuration and log.
+    dir: PathBuf,
 }
 
 impl Kamailio {
@@ -699,19 +777,36 @@ impl Kamailio {
             dir.join("kamailio.cfg"),
             kamailio_cfg(plain, tls, &dir.join("tls.cfg"), &modules, users),
         )?;
+        let child = Kamailio::spawn(&binary, &dir)?;
+        let mut k = Kamailio {
+            child,
+            plain,
+            tls,
+            binary,
+            dir,
+        };
+        k.wait_ready()?;
+        Ok(k)
+    }
+
+    fn spawn(binary: &Path, dir: &Path) -> anyhow::Result<Child> {
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
-        let child = Command::new(binary)
+        Ok(Command::new(binary)
             .arg("-f")
             .arg(dir.join("kamailio.cfg"))
             .arg("-Y")
-            .arg(&dir)
+            .arg(dir)
             .args(["-DD", "-E", "-m", "256", "-M", "64"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()?;
-        let mut k = Kamailio { child, plain, tls };
-        // Ready once it answers OPTIONS (the registrars' own health probe).
+            .spawn()?)
+    }
+
+    /// Ready once it answers OPTIONS (the registrars' own health probe).
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let address = self.plain.ip();
+        let log = self.dir.join("kamailio.log");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -721,24 +816,65 @@ impl Kamailio {
         let from = address.to_string();
         while !rt.block_on(sipnet::probe(
             &endpoint,
-            plain,
+            self.plain,
             &from,
             Duration::from_millis(500),
         )) {
-            if let Some(status) = k.child.try_wait()? {
-                bail!(
-                    "kamailio exited ({status}) at start: see {}",
-                    dir.join("kamailio.log").display()
-                );
+            if let Some(status) = self.child.try_wait()? {
+                bail!("kamailio exited ({status}) at start: see {}", log.display());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "kamailio did not answer OPTIONS on {plain}: see {}",
-                    dir.join("kamailio.log").display()
+                    "kamailio did not answer OPTIONS on {}: see {}",
+                    self.plain,
+                    log.display()
                 );
             }
         }
-        Ok(k)
+        Ok(())
+    }
+
+    /// Starts an exited Kamailio again on the same configuration (its ports are its own
+    /// again once it is gone): the old log is kept beside as `kamailio.log.N`, and its
+    /// last lines are returned for the report.
+    fn restart(&mut self) -> anyhow::Result<String> {
+        self.stop_workers();
+        let log = self.dir.join("kamailio.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(3).collect();
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+        let mut n = 1;
+        while self.dir.join(format!("kamailio.log.{n}")).exists() {
+            n += 1;
+        }
+        std::fs::rename(&log, self.dir.join(format!("kamailio.log.{n}")))?;
+        self.child = Kamailio::spawn(&self.binary, &self.dir)?;
+        self.wait_ready()?;
+        Ok(tail)
+    }
+
+    /// Stops what is left of an exited Kamailio's workers: orphans that may still hold
+    /// its ports, found by the configuration file on their command line (their parent is
+    /// gone, so they are not its children any more).
+    fn stop_workers(&self) {
+        let cfg = self.dir.join("kamailio.cfg");
+        let cfg = cfg.as_os_str().as_encoded_bytes();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{p}/cmdline")) else {
+                continue;
+            };
+            if cmdline.split(|b| *b == 0).any(|arg| arg == cfg) {
+                let pid = nix::unistd::Pid::from_raw(p);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 
