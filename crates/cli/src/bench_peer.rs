@@ -228,7 +228,7 @@ impl SippReport {
                 println!("  {:<8} {name:<4} fixed rate  {}", r.name, fixed.line());
             }
             for restart in &r.restarts {
-                println!("  {} {restart}", r.name);
+                println!("  {restart}");
             }
         }
         if let [tandem, peer] = &self.registrars[..] {
