@@ -156,6 +156,8 @@ impl SippRun {
 /// Everything `--sipp` measured.
 pub(crate) struct SippReport {
     instances: usize,
+    /// Kamailio's memory manager, when it was measured.
+    peer_memory: Option<PeerMemory>,
     rounds: usize,
     registrars: Vec<RegistrarRuns>,
     skipped_tls: bool,
@@ -164,6 +166,9 @@ pub(crate) struct SippReport {
 impl SippReport {
     pub(crate) fn figures(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "instances": self.instances, "rounds": self.rounds });
+        if let Some(memory) = self.peer_memory {
+            v["kamailio_memory_manager"] = memory.name().into();
+        }
         for r in &self.registrars {
             v[r.name] = r
                 .runs
@@ -209,8 +214,12 @@ impl SippReport {
             1 => String::new(),
             n => format!("; saturation: the median of {n} rounds, taken in turn"),
         };
+        let memory = match self.peer_memory {
+            Some(m) => format!("; Kamailio with its {} memory manager", m.name()),
+            None => String::new(),
+        };
         println!(
-            "SIPp ({} processes, examples/sipp/register.xml{rounds}):",
+            "SIPp ({} processes, examples/sipp/register.xml{rounds}{memory}):",
             self.instances
         );
         for r in &self.registrars {
@@ -261,6 +270,8 @@ pub(crate) struct Plan {
     pub(crate) rounds: usize,
     /// Measure Kamailio too.
     pub(crate) kamailio: bool,
+    /// Kamailio's memory manager.
+    pub(crate) kamailio_memory: PeerMemory,
     /// No progress lines.
     pub(crate) quiet: bool,
     /// What tandem's own clients reached at saturation, per transport.
@@ -311,7 +322,7 @@ pub(crate) fn compare(
     // its registrar) after the last.
     let mut registrars = vec![tandem];
     if plan.kamailio {
-        let k = Kamailio::start(&work, fe_address, fe, users)?;
+        let k = Kamailio::start(&work, fe_address, fe, users, plan.kamailio_memory)?;
         registrars.push(Registrar {
             name: "kamailio",
             plain: k.plain,
@@ -326,6 +337,7 @@ pub(crate) fn compare(
     let _ = std::fs::remove_dir_all(&work);
     Ok(SippReport {
         instances,
+        peer_memory: plan.kamailio.then_some(plan.kamailio_memory),
         rounds: plan.rounds.max(1),
         registrars: measured,
         skipped_tls,
@@ -738,6 +750,31 @@ struct Kamailio {
     binary: PathBuf,
     /// Its configuration and log.
     dir: PathBuf,
+    memory: PeerMemory,
+}
+
+/// Kamailio's memory manager for its shared and private memory (`-x`, `-X`): the three
+/// Debian's build has. Its default, `qm`, is built with Kamailio's memory debugging
+/// (`DBG_SR_MEMORY`) and walks free lists whose length depends on the history of the
+/// process: measured here, it spent 22% of the machine in `qm_malloc` in one run and 10% in
+/// another, which made Kamailio's figures over TCP and TLS jump between two levels (16.5k
+/// and 21k sign-ins a second). `fm` and `tlsf` are its allocators for speed; `tlsf` (O(1))
+/// is the default here, so that tandem is compared with Kamailio at its best and steady.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PeerMemory {
+    Tlsf,
+    Fm,
+    Qm,
+}
+
+impl PeerMemory {
+    fn name(self) -> &'static str {
+        match self {
+            PeerMemory::Tlsf => "tlsf",
+            PeerMemory::Fm => "fm",
+            PeerMemory::Qm => "qm",
+        }
+    }
 }
 
 impl Kamailio {
@@ -746,6 +783,7 @@ impl Kamailio {
         address: IpAddr,
         fe: &LabServer,
         users: &[LabUser],
+        memory: PeerMemory,
     ) -> anyhow::Result<Kamailio> {
         let binary = which("kamailio").ok_or_else(|| {
             anyhow!(
@@ -777,19 +815,20 @@ impl Kamailio {
             dir.join("kamailio.cfg"),
             kamailio_cfg(plain, tls, &dir.join("tls.cfg"), &modules, users),
         )?;
-        let child = Kamailio::spawn(&binary, &dir)?;
+        let child = Kamailio::spawn(&binary, &dir, memory)?;
         let mut k = Kamailio {
             child,
             plain,
             tls,
             binary,
             dir,
+            memory,
         };
         k.wait_ready()?;
         Ok(k)
     }
 
-    fn spawn(binary: &Path, dir: &Path) -> anyhow::Result<Child> {
+    fn spawn(binary: &Path, dir: &Path, memory: PeerMemory) -> anyhow::Result<Child> {
         let log = std::fs::File::create(dir.join("kamailio.log"))?;
         Ok(Command::new(binary)
             .arg("-f")
@@ -797,6 +836,7 @@ impl Kamailio {
             .arg("-Y")
             .arg(dir)
             .args(["-DD", "-E", "-m", "256", "-M", "64"])
+            .args(["-x", memory.name(), "-X", memory.name()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -848,7 +888,7 @@ impl Kamailio {
             n += 1;
         }
         std::fs::rename(&log, self.dir.join(format!("kamailio.log.{n}")))?;
-        self.child = Kamailio::spawn(&self.binary, &self.dir)?;
+        self.child = Kamailio::spawn(&self.binary, &self.dir, self.memory)?;
         self.wait_ready()?;
         Ok(tail)
     }

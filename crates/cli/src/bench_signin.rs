@@ -75,6 +75,11 @@ pub(crate) struct Options {
     /// Run the SIPp phases against this peer too, beside the Front End (needs --sipp).
     #[arg(long, value_enum)]
     pub(crate) peer: Option<Peer>,
+    /// Kamailio's memory manager (its -x and -X): tlsf or fm, its allocators for speed, or
+    /// qm, the default of Debian's build, which carries memory debugging and whose speed
+    /// depends on the process's history.
+    #[arg(long, value_enum, default_value = "tlsf")]
+    pub(crate) peer_memory: crate::bench_peer::PeerMemory,
     /// SIPp saturation phases per registrar and transport, taken in turn (tandem, the
     /// peer, tandem, ...); each registrar's median is reported, so that a machine whose
     /// speed drifts during the run weighs on both alike.
@@ -505,6 +510,7 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
                         instances: options.sipp_instances,
                         rounds: options.rounds,
                         kamailio: options.peer == Some(Peer::Kamailio),
+                        kamailio_memory: options.peer_memory,
                         quiet: options.json,
                         saturation_rates: native
                             .iter()

@@ -215,6 +215,8 @@ fn the_kamailio_comparison_signs_in_on_both_and_gives_the_ratio() {
     let report: serde_json::Value = serde_json::from_str(&crate::stdout(&out)).unwrap();
     let sipp_report = &report["sipp"];
     assert_eq!(sipp_report["rounds"], 2, "{report}");
+    // Kamailio at its steady best: its O(1) allocator, not Debian's debugging default.
+    assert_eq!(sipp_report["kamailio_memory_manager"], "tlsf", "{report}");
     for registrar in ["tandem", "kamailio"] {
         let runs = sipp_report[registrar].as_array().unwrap();
         assert_eq!(runs.len(), 2, "UDP and TLS on {registrar}: {report}");
