@@ -252,7 +252,9 @@ pub async fn inbound_federation_warning(server: &Node) -> Option<String> {
         format!("points at {}", listed.join(", "))
     };
     Some(format!(
-        "{} carries federation now, but partners find the Access Edge through {srv} ->          {target}, which {pointed}, not this Edge pool's Access Edge ({here}): inbound          federation fails until it does; {fix}",
+        "{} carries federation now, but partners find the Access Edge through {srv} -> \
+         {target}, which {pointed}, not this Edge pool's Access Edge ({here}): inbound \
+         federation fails until it does; {fix}",
         setup.edge_pool
     ))
 }
