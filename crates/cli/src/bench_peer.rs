@@ -714,14 +714,7 @@ fn cpu_seconds(pid: u32) -> f64 {
         Some((ppid, utime + stime))
     };
     let mut total = 0.0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for p in processes() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
             continue;
         };
@@ -732,6 +725,15 @@ fn cpu_seconds(pid: u32) -> f64 {
         }
     }
     total / 100.0
+}
+
+/// The ids of the processes running now, from /proc.
+fn processes() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
 }
 
 /// A fresh folder under `parent`.
@@ -899,19 +901,12 @@ impl Kamailio {
     fn stop_workers(&self) {
         let cfg = self.dir.join("kamailio.cfg");
         let cfg = cfg.as_os_str().as_encoded_bytes();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for p in processes() {
             let Ok(cmdline) = std::fs::read(format!("/proc/{p}/cmdline")) else {
                 continue;
             };
             if cmdline.split(|b| *b == 0).any(|arg| arg == cfg) {
-                let pid = nix::unistd::Pid::from_raw(p);
+                let pid = nix::unistd::Pid::from_raw(p as i32);
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
