@@ -161,6 +161,13 @@ impl Resolver {
         self.server
     }
 
+    /// Forgets every cached answer (for every clone): the next lookups ask the server.
+    /// For an operator's explicit "apply what is configured now", which must not judge a
+    /// record the operator just changed by its old answer.
+    pub fn forget(&self) {
+        self.inner.clear_cache();
+    }
+
     /// Asks for the records of `name` of `rtype`; a negative answer (NXDOMAIN, REFUSED, no
     /// records of that type) is an answer, with its response code.
     pub async fn query(&self, name: &str, rtype: RecordType) -> Result<Answer, LookupError> {

@@ -232,6 +232,8 @@ pub async fn inbound_federation_warning(server: &Node) -> Option<String> {
     let domain = &topology.deployment.sip_domain;
     let srv = format!("_sipfederationtls._tcp.{domain}");
     let dns = server.dns.as_ref()?;
+    // What the DNS says now: the operator may have just changed the record.
+    dns.forget();
     let target = dns.services(&srv).await.ok()?.into_iter().next()?.target;
     let target = target.trim_end_matches('.').to_ascii_lowercase();
     let now = reach::addresses_of(server, &target).await;

@@ -112,6 +112,20 @@ fn federation_fails_over_to_edge_pool_2_and_back_and_messages_reach_the_user() {
         "{warned}"
     );
     assert_eq!(dns_a(&lab, "sip.contoso.com"), format!("{b}2.22"));
+    // Once repointed, Run Again at once says nothing of it (it asks the DNS afresh).
+    let out = run(&[
+        "shell",
+        "--lab",
+        lab.dir(),
+        "-c",
+        "Invoke-CsServerSetup -ComputerName edgeserver2.contoso.com",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("carries federation now"),
+        "{}",
+        stderr(&out)
+    );
     let said = federate_until_delivered(&lab, &alice, "during");
     assert!(said.contains(&format!("via {b}2.22:5061")), "{said}");
     // Edge pool 1 is back: fail back.
