@@ -1,8 +1,11 @@
 //! `tandem bench signin`: sign-ins as users see them, on one Front End of a real lab.
 //!
 //! A sign-in is what a client does to come online: REGISTER, the 401 digest challenge,
-//! REGISTER with credentials, 200 — and the 200 comes only once the binding is committed
-//! to the pool's Back End. For each transport the Front End offers (UDP, TCP, TLS over
+//! REGISTER with credentials, 200 — and the 200 comes only once a new binding is committed
+//! to the pool's Back End; a user signing in again with the contact it holds is a refresh,
+//! answered from the Front End's memory and written behind within `registrar::bindings`'
+//! window (every sign-in after a user's first, here as with SIPp and Kamailio's in-memory
+//! location table). For each transport the Front End offers (UDP, TCP, TLS over
 //! connections held open, as clients hold them) the benchmark measures two things:
 //!
 //! - **saturation**: `--concurrency` clients sign in back to back for `--seconds`; the
@@ -542,7 +545,7 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "sign-in with digest (REGISTER, 401, REGISTER, 200 once the binding is committed) on {front_end}, {} users",
+        "sign-in with digest (REGISTER, 401, REGISTER, 200: a new binding committed first, a refresh written behind within 1 s) on {front_end}, {} users",
         options.users
     );
     if !skipped.is_empty() {

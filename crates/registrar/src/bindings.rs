@@ -1,23 +1,41 @@
-//! The registrar's group commit: REGISTERs' binding changes written to the pool's Back End
-//! in batches, each REGISTER answered once the batch that holds its change has committed.
+//! The registrar's bindings: changes committed to the pool's Back End in batches before
+//! they are answered, refreshes answered from memory and written behind.
 //!
 //! Bindings are shared by the pool's Front Ends through its Back End, as every other piece
-//! of user state is, and a Front End acknowledges a binding only once it is there: a Front
-//! End killed under sign-in load loses no acknowledged binding (the window is zero), and the
-//! pool's other Front Ends serve every user it acknowledged. What makes that fast is the
-//! batching: the writer takes every change that queued while the previous batch committed
-//! and writes them in one transaction (`store::BackEnd::apply_registrations`), so a commit
-//! costs a few statements however many sign-ins wait for it, and batches grow with the load
-//! instead of the queue. There is no timer: an idle registrar commits a lone REGISTER at
-//! once, after one turn of the scheduler that lets REGISTERs already running join it.
+//! of user state is. A REGISTER that changes what a user is bound to (a new contact, a
+//! removal, `Contact: *`) is answered only once the Back End has it: a Front End killed
+//! under sign-in load loses no binding it acknowledged (for those, the window is zero),
+//! and the pool's other Front Ends serve every user it acknowledged. What makes that
+//! fast is the batching: the writer takes every change that queued while the previous
+//! batch committed and writes them in one transaction (`store::BackEnd::apply_registrations`),
+//! so a commit costs a few statements however many sign-ins wait for it, and batches grow
+//! with the load instead of the queue. There is no timer: an idle registrar commits a lone
+//! REGISTER at once, after one turn of the scheduler that lets REGISTERs already running
+//! join it.
+//!
+//! Most REGISTERs change nothing but a time: a client refreshing the contact it holds.
+//! Those are answered from what this Front End last read of the user's bindings (at most
+//! [`HELD_FOR`] ago) and their new expiry times written behind, within [`REFRESH_WINDOW`],
+//! by the same writer, coalesced: a user refreshing ten times in the window costs one row
+//! written. This is the one bounded window the registrar states: **a Front End that
+//! crashes can lose the refreshes it answered in its last [`REFRESH_WINDOW`] — never a
+//! binding.** The binding stays in the Back End with the expiry its previous REGISTER was
+//! given, and the pool's other Front Ends go on serving the user; the purge spares
+//! bindings for a [`REFRESH_WINDOW`] past their expiry, so that one refreshed just before
+//! it expired is not purged before its refresh is written. A refresh never brings back a
+//! binding that was removed meanwhile (another device's `Contact: *`, say): only bindings
+//! still there are written, and a user whose refresh found nothing is read afresh at their
+//! next REGISTER. A stopping Front End writes what it holds before it exits.
 //!
 //! A task also purges expired bindings, in bounded rounds, every [`PURGE_EVERY`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use clock::Clock;
 use node::Node;
-use store::{BackEnd, Registered, RegistrationChange, StoreError};
+use store::{BackEnd, Binding, BindingUpdate, Registered, RegistrationChange, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Changes waiting for a batch, at most: a REGISTER past it waits for room.
@@ -28,30 +46,56 @@ pub const MAX_BATCH: usize = 1_024;
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Bindings one purge round deletes, at most.
 const PURGE_ROUND: i64 = 5_000;
+/// How long after its answer a refresh is written to the Back End, at most: what a Front
+/// End's crash can lose (refreshes, never bindings; see the module's documentation).
+pub const REFRESH_WINDOW: Duration = Duration::from_secs(1);
+/// How long what this Front End read of a user's bindings answers that user's refreshes:
+/// a change another Front End of the pool made to the user's bindings shows in this one's
+/// answers within this time.
+pub const HELD_FOR: Duration = Duration::from_secs(30);
+/// Users whose bindings a Front End holds in memory, at most; past it, the others'
+/// refreshes go to the Back End as changes do.
+pub const HELD_USERS: usize = 250_000;
+
+const fn millis(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
 
 type Waiter = oneshot::Sender<Result<Registered, Arc<StoreError>>>;
 
-/// The queue to the writer.
+/// The queue to the writer, and what this Front End holds of its users' bindings.
 #[derive(Debug, Clone)]
 pub struct Committer {
     queue: mpsc::Sender<(RegistrationChange, Waiter)>,
+    memory: Arc<Mutex<Memory>>,
+    clock: Clock,
 }
 
 impl Committer {
     /// Starts the writer (and the purge) on `be`, in tasks of `node` that end at shutdown.
     pub fn start(node: &Arc<Node>, be: BackEnd, max_bindings: usize) -> Committer {
         let (queue, mut incoming) = mpsc::channel::<(RegistrationChange, Waiter)>(QUEUE);
+        let memory = Arc::new(Mutex::new(Memory::default()));
         let writer_be = be.clone();
+        let writer_memory = memory.clone();
         let clock = node.clock;
         let stop = node.shutdown.clone();
         node.spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut refreshes = tokio::time::interval(REFRESH_WINDOW);
+            refreshes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let received = tokio::select! {
                     n = incoming.recv_many(&mut batch, MAX_BATCH) => n,
+                    _ = refreshes.tick() => {
+                        write_refreshes(&writer_be, &writer_memory).await;
+                        continue;
+                    }
                     () = stop.cancelled() => 0,
                 };
                 if received == 0 {
+                    // Stopping: what was answered is written before the Back End closes.
+                    write_refreshes(&writer_be, &writer_memory).await;
                     return;
                 }
                 // Once more round the scheduler before committing: the REGISTERs already
@@ -74,12 +118,24 @@ impl Committer {
                     .await
                 {
                     Ok(outcomes) => {
+                        let mut memory = writer_memory.lock().expect("the bindings' memory");
+                        for (change, outcome) in changes.iter().zip(&outcomes) {
+                            if let Registered::Bound(bindings) = outcome {
+                                memory.committed(change, bindings, now);
+                            }
+                        }
+                        drop(memory);
                         for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                             let _ = waiter.send(Ok(outcome));
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, changes = changes.len(), "writing SIP bindings");
+                        let mut memory = writer_memory.lock().expect("the bindings' memory");
+                        for change in &changes {
+                            memory.forget(&change.aor);
+                        }
+                        drop(memory);
                         let e = Arc::new(e);
                         for waiter in waiters {
                             let _ = waiter.send(Err(e.clone()));
@@ -88,7 +144,7 @@ impl Committer {
                 }
             }
         });
-        let clock = node.clock;
+        let purge_memory = memory.clone();
         let stop = node.shutdown.clone();
         node.spawn(async move {
             let mut every = tokio::time::interval(PURGE_EVERY);
@@ -98,8 +154,15 @@ impl Committer {
                     _ = every.tick() => {}
                     () = stop.cancelled() => return,
                 }
+                purge_memory
+                    .lock()
+                    .expect("the bindings' memory")
+                    .forget_stale(clock.now_ms());
+                // A binding refreshed just before it expired is spared until its refresh
+                // is written.
+                let expired_by = clock.now_ms() - millis(REFRESH_WINDOW);
                 loop {
-                    match be.purge_expired_bindings(clock.now_ms(), PURGE_ROUND).await {
+                    match be.purge_expired_bindings(expired_by, PURGE_ROUND).await {
                         Ok(n) if n as i64 == PURGE_ROUND => continue,
                         Ok(_) => break,
                         Err(e) => {
@@ -110,11 +173,25 @@ impl Committer {
                 }
             }
         });
-        Committer { queue }
+        Committer {
+            queue,
+            memory,
+            clock,
+        }
     }
 
-    /// Queues `change` and waits for the batch that holds it to commit.
+    /// Answers `change` from memory when it only refreshes what the user holds (see the
+    /// module's documentation); otherwise queues it and waits for the batch that holds it
+    /// to commit.
     pub async fn commit(&self, change: RegistrationChange) -> Result<Registered, Arc<StoreError>> {
+        let refreshed = self
+            .memory
+            .lock()
+            .expect("the bindings' memory")
+            .refresh(&change, self.clock.now_ms());
+        if let Some(bindings) = refreshed {
+            return Ok(Registered::Bound(bindings));
+        }
         let (waiter, answer) = oneshot::channel();
         let stopped = || Arc::new(StoreError::Refused("the registrar is stopping".into()));
         self.queue
@@ -122,5 +199,322 @@ impl Committer {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes the refreshes answered since the last time, in one transaction. Users whose
+/// refresh found no binding (removed meanwhile) are read afresh at their next REGISTER;
+/// refreshes that could not be written are kept for the next round.
+async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
+    let unwritten = memory
+        .lock()
+        .expect("the bindings' memory")
+        .take_unwritten();
+    if unwritten.is_empty() {
+        return;
+    }
+    let rows: Vec<(&str, &str, i64)> = unwritten
+        .iter()
+        .flat_map(|(aor, contacts)| {
+            contacts
+                .iter()
+                .map(move |(contact, until)| (aor.as_str(), contact.as_str(), *until))
+        })
+        .collect();
+    match be.refresh_bindings(&rows).await {
+        Ok(found) if found as usize == rows.len() => {}
+        Ok(_) => {
+            let mut memory = memory.lock().expect("the bindings' memory");
+            for aor in unwritten.keys() {
+                memory.forget(aor);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, refreshes = rows.len(), "writing refreshed SIP bindings");
+            memory
+                .lock()
+                .expect("the bindings' memory")
+                .unwritten_again(unwritten);
+        }
+    }
+}
+
+/// What a Front End holds of its users' bindings: each user's as last committed here, and
+/// the refreshes answered and not yet written. Pure: the time comes in.
+#[derive(Debug, Default)]
+struct Memory {
+    users: HashMap<String, Held>,
+    /// Per user, the contacts refreshed and until when (unix ms), latest answer last.
+    unwritten: HashMap<String, Vec<(String, i64)>>,
+}
+
+/// One user's bindings as a commit here left them (every Front End's), and when.
+#[derive(Debug)]
+struct Held {
+    bindings: Vec<Binding>,
+    read_at: i64,
+}
+
+impl Memory {
+    /// The user's bindings after `change` when it only binds again contacts the user
+    /// holds (in the same mode, through this server), and what is held was read less than
+    /// [`HELD_FOR`] ago; the refresh is then noted for writing.
+    /// None when the change must be committed.
+    fn refresh(&mut self, change: &RegistrationChange, now: i64) -> Option<Vec<Binding>> {
+        let held = self.users.get_mut(&change.aor)?;
+        if now - held.read_at >= millis(HELD_FOR) {
+            return None;
+        }
+        held.bindings.retain(|b| b.expires_at > now);
+        // A query (a REGISTER without Contact, rare) reads the Back End: it sees what
+        // the pool's other Front Ends did at once.
+        let BindingUpdate::Contacts(contacts) = &change.what else {
+            return None;
+        };
+        let refreshes_held = |(contact, until): &(String, Option<i64>)| {
+            until.is_some()
+                && held.bindings.iter().any(|b| {
+                    &b.contact == contact && b.mode == change.mode && b.server == change.server
+                })
+        };
+        if !contacts.iter().all(refreshes_held) {
+            return None;
+        }
+        for (contact, until) in contacts {
+            let Some(until) = *until else { continue };
+            if let Some(b) = held.bindings.iter_mut().find(|b| &b.contact == contact) {
+                b.expires_at = until;
+            }
+            let unwritten = self.unwritten.entry(change.aor.clone()).or_default();
+            match unwritten.iter_mut().find(|(c, _)| c == contact) {
+                Some(entry) => entry.1 = until,
+                None => unwritten.push((contact.clone(), until)),
+            }
+        }
+        Some(held.bindings.clone())
+    }
+
+    /// `change` committed, leaving the user `bindings` at `now`: they answer the user's
+    /// next refreshes. A refresh not yet written of a contact the change left alone is
+    /// newer than what the batch read; one of a contact the change wrote is older.
+    fn committed(&mut self, change: &RegistrationChange, bindings: &[Binding], now: i64) {
+        let mut bindings = bindings.to_vec();
+        if let Some(unwritten) = self.unwritten.get_mut(&change.aor) {
+            let written = |contact: &str| match &change.what {
+                BindingUpdate::Query => false,
+                BindingUpdate::RemoveAll => true,
+                BindingUpdate::Contacts(contacts) => contacts.iter().any(|(c, _)| c == contact),
+            };
+            unwritten.retain(|(contact, _)| !written(contact));
+            for (contact, until) in unwritten.iter() {
+                if let Some(b) = bindings.iter_mut().find(|b| &b.contact == contact) {
+                    b.expires_at = *until;
+                }
+            }
+            if unwritten.is_empty() {
+                self.unwritten.remove(&change.aor);
+            }
+        }
+        if self.users.len() >= HELD_USERS && !self.users.contains_key(&change.aor) {
+            return;
+        }
+        self.users.insert(
+            change.aor.clone(),
+            Held {
+                bindings,
+                read_at: now,
+            },
+        );
+    }
+
+    /// Forgets what is held of `aor`: their next REGISTER is committed.
+    fn forget(&mut self, aor: &str) {
+        self.users.remove(aor);
+    }
+
+    /// Drops what was read [`HELD_FOR`] ago or more: it answers nothing any more.
+    fn forget_stale(&mut self, now: i64) {
+        self.users
+            .retain(|_, held| now - held.read_at < millis(HELD_FOR));
+    }
+
+    /// The refreshes to write, taken.
+    fn take_unwritten(&mut self) -> HashMap<String, Vec<(String, i64)>> {
+        std::mem::take(&mut self.unwritten)
+    }
+
+    /// Refreshes that could not be written, back in the queue behind any newer answer.
+    fn unwritten_again(&mut self, again: HashMap<String, Vec<(String, i64)>>) {
+        for (aor, contacts) in again {
+            let unwritten = self.unwritten.entry(aor).or_default();
+            for (contact, until) in contacts {
+                if !unwritten.iter().any(|(c, _)| *c == contact) {
+                    unwritten.push((contact, until));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "sip:alice@contoso.com";
+    const FE: &str = "pool1-fe1.contoso.com";
+    const PHONE: &str = "sip:alice@127.0.0.60:5060";
+    const LAPTOP: &str = "sip:alice@127.0.0.61:5060";
+
+    fn change(what: BindingUpdate) -> RegistrationChange {
+        RegistrationChange {
+            aor: ALICE.into(),
+            what,
+            mode: "full".into(),
+            server: FE.into(),
+        }
+    }
+
+    fn bind(contacts: &[(&str, Option<i64>)]) -> RegistrationChange {
+        change(BindingUpdate::Contacts(
+            contacts
+                .iter()
+                .map(|(c, u)| ((*c).to_string(), *u))
+                .collect(),
+        ))
+    }
+
+    fn binding(contact: &str, expires_at: i64, server: &str) -> Binding {
+        Binding {
+            aor: ALICE.into(),
+            contact: contact.into(),
+            expires_at,
+            mode: "full".into(),
+            server: server.into(),
+        }
+    }
+
+    /// Memory after the phone's binding was committed at t=1000, until t=3_601_000.
+    fn holding_the_phone() -> Memory {
+        let mut memory = Memory::default();
+        let first = bind(&[(PHONE, Some(3_601_000))]);
+        memory.committed(&first, &[binding(PHONE, 3_601_000, FE)], 1_000);
+        memory
+    }
+
+    fn unwritten(memory: &Memory) -> Vec<(String, i64)> {
+        memory.unwritten.get(ALICE).cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_refresh_of_a_held_contact_is_answered_from_memory_and_noted_for_writing() {
+        let mut memory = holding_the_phone();
+        let answer = memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        assert_eq!(answer, Some(vec![binding(PHONE, 3_602_000, FE)]));
+        // Coalesced: three refreshes in the window are one row to write, the latest.
+        memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
+        memory.refresh(&bind(&[(PHONE, Some(3_604_000))]), 4_000);
+        assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_604_000)]);
+        assert_eq!(memory.take_unwritten().len(), 1);
+        assert!(memory.take_unwritten().is_empty());
+    }
+
+    #[test]
+    fn whatever_changes_the_bindings_goes_to_the_back_end() {
+        let mut memory = holding_the_phone();
+        let commits = [
+            // A query reads what the pool's other Front Ends did.
+            change(BindingUpdate::Query),
+            bind(&[(LAPTOP, Some(3_602_000))]),
+            bind(&[(PHONE, Some(3_602_000)), (LAPTOP, Some(3_602_000))]),
+            bind(&[(PHONE, None)]),
+            change(BindingUpdate::RemoveAll),
+        ];
+        for c in &commits {
+            assert_eq!(memory.refresh(c, 2_000), None, "{c:?}");
+        }
+        // In another mode, or taken by another Front End: committed too.
+        let mut resiliency = bind(&[(PHONE, Some(3_602_000))]);
+        resiliency.mode = "resiliency".into();
+        assert_eq!(memory.refresh(&resiliency, 2_000), None);
+        let mut elsewhere = bind(&[(PHONE, Some(3_602_000))]);
+        elsewhere.server = "pool1-fe2.contoso.com".into();
+        assert_eq!(memory.refresh(&elsewhere, 2_000), None);
+        // A user never committed here, or whose binding expired.
+        assert_eq!(
+            Memory::default().refresh(&bind(&[(PHONE, Some(9))]), 2_000),
+            None
+        );
+        assert_eq!(
+            memory.refresh(&bind(&[(PHONE, Some(3_700_000))]), 3_601_000),
+            None
+        );
+        assert!(memory.take_unwritten().is_empty());
+    }
+
+    #[test]
+    fn what_was_read_answers_for_a_while_only() {
+        let mut memory = holding_the_phone();
+        let read_at = 1_000;
+        let last = read_at + millis(HELD_FOR) - 1;
+        assert!(
+            memory
+                .refresh(&bind(&[(PHONE, Some(3_700_000))]), last)
+                .is_some()
+        );
+        assert_eq!(
+            memory.refresh(&bind(&[(PHONE, Some(3_700_000))]), last + 1),
+            None
+        );
+        memory.forget_stale(last);
+        assert_eq!(memory.users.len(), 1);
+        memory.forget_stale(last + 1);
+        assert!(memory.users.is_empty());
+    }
+
+    #[test]
+    fn a_commit_keeps_the_newer_of_its_read_and_an_unwritten_refresh() {
+        let mut memory = holding_the_phone();
+        memory.refresh(&bind(&[(PHONE, Some(3_605_000))]), 5_000);
+        // The laptop's commit read the phone's binding before its refresh was written,
+        // and left it alone: the refresh is newer, and still to be written.
+        let laptop = bind(&[(LAPTOP, Some(3_606_000))]);
+        let read = [
+            binding(LAPTOP, 3_606_000, FE),
+            binding(PHONE, 3_601_000, FE),
+        ];
+        memory.committed(&laptop, &read, 6_000);
+        let held = memory.users[ALICE].bindings.clone();
+        assert_eq!(held[1], binding(PHONE, 3_605_000, FE));
+        assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_605_000)]);
+        // A commit that wrote the phone's binding itself supersedes the refresh.
+        let phone = bind(&[(PHONE, Some(3_607_000))]);
+        memory.committed(&phone, &[binding(PHONE, 3_607_000, FE)], 7_000);
+        assert!(unwritten(&memory).is_empty());
+    }
+
+    #[test]
+    fn refreshes_that_could_not_be_written_wait_behind_newer_answers() {
+        let mut memory = holding_the_phone();
+        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        let failed = memory.take_unwritten();
+        memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
+        memory.unwritten_again(failed);
+        assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_603_000)]);
+        let mut memory = holding_the_phone();
+        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        let failed = memory.take_unwritten();
+        memory.unwritten_again(failed);
+        assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_602_000)]);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut memory = Memory::default();
+        for n in 0..HELD_USERS + 10 {
+            let mut c = bind(&[(PHONE, Some(3_601_000))]);
+            c.aor = format!("sip:user{n}@contoso.com");
+            memory.committed(&c, &[], 1_000);
+        }
+        assert_eq!(memory.users.len(), HELD_USERS);
     }
 }

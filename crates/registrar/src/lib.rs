@@ -2,7 +2,8 @@
 //!
 //! - `REGISTER` is sign-in. The user is looked up in this server's CMS replica (the user
 //!   directory is replicated to every Front End), authenticated with digest (RFC 3261 §22,
-//!   SHA-256 or MD5) against the stored hash, and then either served — bindings stored in this pool's Back End, the
+//!   SHA-256 or MD5) against the stored hash, and then either served — bindings stored in this pool's Back End
+//!   (a refresh answered from memory and written behind, see [`bindings`]), the
 //!   mode (`full` or `resiliency`) in the `X-Tandem-Mode` header of the 200 — or sent to the
 //!   pool that serves the user with a 301 whose Contacts are that pool's registrars.
 //! - `MESSAGE` is delivered to the recipient's registered contacts by the pool that serves
@@ -788,16 +789,17 @@ fn authenticate(
         .collect();
     let challenge = |stale: bool| {
         let mut r = reply(request, 401, "Unauthorized");
-        let nonce = registrar.nonce_key.issue(now, &server.fqdn);
+        let mut ch = Challenge {
+            realm: realm.clone(),
+            nonce: registrar.nonce_key.issue(now, &server.fqdn),
+            opaque: None,
+            stale,
+            qop_auth: true,
+            algorithm: Algorithm::PREFERRED[0],
+        };
+        // One nonce, one challenge per algorithm offered.
         for algorithm in &offered {
-            let ch = Challenge {
-                realm: realm.clone(),
-                nonce: nonce.clone(),
-                opaque: None,
-                stale,
-                qop_auth: true,
-                algorithm: *algorithm,
-            };
+            ch.algorithm = *algorithm;
             r.headers.push("WWW-Authenticate", ch.to_string());
         }
         r

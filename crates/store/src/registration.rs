@@ -392,8 +392,42 @@ impl BackEnd {
             .map(drop)
     }
 
-    /// Drops at most `limit` bindings that expired by `now` (unix ms); returns how many.
-    /// Bounded, so that a purge never holds the write lock long behind a backlog.
+    /// Writes refreshed bindings' expiry times, `(aor, contact, expires_at)` each, in one
+    /// transaction, and returns how many bindings it found: the registrar's refreshes
+    /// written behind their answers (see `registrar::bindings`). Only bindings that are
+    /// still there are written: a refresh never brings back a binding removed meanwhile.
+    pub async fn refresh_bindings(&self, refreshed: &[(&str, &str, i64)]) -> Result<u64> {
+        if refreshed.is_empty() {
+            return Ok(0);
+        }
+        let rows = serde_json::Value::from(
+            refreshed
+                .iter()
+                .map(|(aor, contact, until)| serde_json::json!([aor, contact, until]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
+        let mut tx = self.begin_write().await?;
+        let found = db::query(
+            "UPDATE registration SET expires_at = r.until
+             FROM (SELECT value ->> 0 AS aor, value ->> 1 AS contact, value ->> 2 AS until
+                   FROM json_each($1)) AS r
+             WHERE registration.aor = r.aor AND registration.contact = r.contact",
+        )
+        .postgres(
+            "UPDATE registration SET expires_at = (r ->> 2)::bigint
+             FROM jsonb_array_elements($1::jsonb) AS r
+             WHERE registration.aor = r ->> 0 AND registration.contact = r ->> 1",
+        )
+        .bind(rows)
+        .execute(&mut tx)
+        .await
+        .at(&self.path)?
+        .rows_affected();
+        tx.commit().await.at(&self.path)?;
+        Ok(found)
+    }
+
     /// The bindings not expired at `now` (`/metrics`'s `tandem_sip_bindings`).
     pub async fn count_live_bindings(&self, now: i64) -> Result<i64> {
         let (n,): (i64,) = db::query_as("SELECT count(*) FROM registration WHERE expires_at > $1")
@@ -404,6 +438,8 @@ impl BackEnd {
         Ok(n)
     }
 
+    /// Drops at most `limit` bindings that expired by `now` (unix ms); returns how many.
+    /// Bounded, so that a purge never holds the write lock long behind a backlog.
     pub async fn purge_expired_bindings(&self, now: i64, limit: i64) -> Result<u64> {
         let mut tx = self.begin_write().await?;
         let gone = db::query(
@@ -634,6 +670,37 @@ mod tests {
             }
             assert_eq!(writes().await, before + 6);
             assert_eq!(be.bindings(ALICE).await.unwrap().len(), 1);
+        }
+    }
+
+    crate::each_backend! {
+        /// Refreshes written behind change only the expiry of bindings still there: one
+        /// removed meanwhile is not brought back, and the count says so.
+        async fn refreshes_written_behind_touch_only_bindings_still_there(db) {
+            let be = db.open("p").await;
+            let now = crate::now_ms();
+            be.apply_registrations(
+                &[
+                    change(ALICE, &[("sip:alice@1", Some(now + 60_000))]),
+                    change(BOB, &[("sip:bob@1", Some(now + 60_000))]),
+                ],
+                now,
+                4,
+            )
+            .await
+            .unwrap();
+            be.unregister(BOB, None).await.unwrap();
+            let refreshed = [
+                (ALICE, "sip:alice@1", now + 120_000),
+                (BOB, "sip:bob@1", now + 120_000),
+            ];
+            assert_eq!(be.refresh_bindings(&refreshed).await.unwrap(), 1);
+            let alice = be.bindings(ALICE).await.unwrap();
+            assert_eq!(alice.len(), 1);
+            assert_eq!(alice[0].expires_at, now + 120_000);
+            assert_eq!(alice[0].server, "pool1-fe1.contoso.com");
+            assert!(be.bindings(BOB).await.unwrap().is_empty());
+            assert_eq!(be.refresh_bindings(&[]).await.unwrap(), 0);
         }
     }
 }

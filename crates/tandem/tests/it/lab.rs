@@ -418,6 +418,20 @@ impl Lab {
         users.as_array().unwrap().clone()
     }
 
+    /// The SIP address and password of every user homed on `pool`.
+    pub(crate) fn credentials_on(&self, pool: &str) -> Vec<(String, String)> {
+        self.users()
+            .iter()
+            .filter(|u| u["home_pool"] == pool)
+            .map(|u| {
+                (
+                    u["sip_address"].as_str().unwrap().to_string(),
+                    u["password"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// A user's password, from the lab's users.json.
     pub(crate) fn password(&self, sip: &str) -> String {
         self.users()

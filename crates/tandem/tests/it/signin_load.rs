@@ -1,7 +1,9 @@
-//! Sign-ins under load meeting a Front End's crash: the registrar answers a REGISTER only
-//! after its binding is committed to the pool's Back End (in a batch with the others that
-//! arrived meanwhile), so every binding a user was told about survives the Front End that
-//! took it, and the pool's other Front Ends reach that user at once.
+//! Sign-ins under load meeting a Front End's crash: the registrar answers a REGISTER that
+//! changes a user's bindings only after the change is committed to the pool's Back End (in
+//! a batch with the others that arrived meanwhile), so every binding a user was told about
+//! survives the Front End that took it, and the pool's other Front Ends reach that user at
+//! once. Refreshes are answered from memory and written behind, within the registrar's
+//! stated window, and before a Front End stops.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,17 +33,7 @@ fn a_front_end_killed_under_sign_in_load_loses_no_acknowledged_binding() {
         registrar(&lab, "red-b.fabrikam.net"),
         registrar(&lab, "red-c.fabrikam.net"),
     ];
-    let users: Vec<(String, String)> = lab
-        .users()
-        .iter()
-        .filter(|u| u["home_pool"] == "fe-red.fabrikam.net")
-        .map(|u| {
-            (
-                u["sip_address"].as_str().unwrap().to_string(),
-                u["password"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let users = lab.credentials_on("fe-red.fabrikam.net");
     // The first user sends the messages at the end; the others sign in, in turn.
     let (sender, signing_in) = users.split_first().unwrap();
 
@@ -143,4 +135,83 @@ fn a_front_end_killed_under_sign_in_load_loses_no_acknowledged_binding() {
         }
     }
     assert_eq!(*delivered.lock().unwrap(), signing_in.len());
+}
+
+/// The seconds `answer` gives the binding of `contact`.
+fn expires_of(answer: &sip::Response, contact: std::net::SocketAddr) -> u64 {
+    let bound = answer.headers.get_all("Contact");
+    let mine = bound
+        .iter()
+        .find(|c| c.contains(&contact.to_string()))
+        .unwrap_or_else(|| panic!("{contact} is not among {bound:?}"));
+    let (_, expires) = mine.split_once(";expires=").expect("expires");
+    expires.parse().unwrap()
+}
+
+/// A refresh (a REGISTER binding again what the user holds) is answered from the Front
+/// End's memory and written behind: the pool's other Front End reads it from the Back End
+/// within the window, and a Front End stopped as an operator stops it writes what it
+/// answered before it exits. On contoso (the first test is on fabrikam).
+#[test]
+fn refreshes_reach_the_back_end_within_the_window_and_before_a_front_end_stops() {
+    let lab = Lab::up_with(&["--users", "4"]);
+    let (aor, password) = lab.credentials_on("pool1.contoso.com").remove(0);
+    let fe1 = registrar(&lab, "pool1-fe1.contoso.com");
+    let fe2 = registrar(&lab, "pool1-fe2.contoso.com");
+    let mut ua = Ua::on("127.0.0.62");
+    let contact = ua.local();
+    let binding = |ua: &mut Ua, expires: &str| {
+        let mut r = ua.register(&aor, contact);
+        r.headers.set("Expires", expires);
+        r
+    };
+    // What the Back End holds, as fe2 reads it for a REGISTER without Contact.
+    let (_, domain) = aor.trim_start_matches("sip:").split_once('@').unwrap();
+    let ask = |ua: &mut Ua| {
+        let query = ua.build(Method::Register, &format!("sip:{domain}"), &aor, &aor);
+        let (answer, _) = ua.authed(fe2, &query, &password, None);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        expires_of(&answer, contact)
+    };
+
+    // Signed in for five minutes (committed before the answer), then refreshed for an hour.
+    let (first, _) = {
+        let r = binding(&mut ua, "300");
+        ua.authed(fe1, &r, &password, None)
+    };
+    assert_eq!(first.status, 200, "{first:?}");
+    let (refresh, _) = {
+        let r = binding(&mut ua, "3600");
+        ua.authed(fe1, &r, &password, None)
+    };
+    assert_eq!(refresh.status, 200, "{refresh:?}");
+    assert!(expires_of(&refresh, contact) > 3500);
+    eventually(10, "the refresh written to the Back End", || {
+        (ask(&mut ua) > 3500).then_some(())
+    });
+
+    // Refreshed for two minutes, and fe1 stopped at once (SIGTERM, as `lab down` does).
+    let (refresh, _) = {
+        let r = binding(&mut ua, "120");
+        ua.authed(fe1, &r, &password, None)
+    };
+    assert_eq!(refresh.status, 200, "{refresh:?}");
+    let pid = lab.server("pool1-fe1.contoso.com")["pid"].as_u64().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    eventually(20, "fe1 stopped", || {
+        let zombie = std::fs::read_to_string(proc_dir.join("stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        zombie.then_some(())
+    });
+    let after = ask(&mut ua);
+    assert!(
+        after <= 120,
+        "the last refresh was written as fe1 stopped: {after} s"
+    );
 }

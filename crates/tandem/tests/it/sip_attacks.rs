@@ -591,17 +591,7 @@ fn a_register_flood_neither_stops_sign_ins_nor_causes_a_failover() {
     let lab = Lab::up_with(&["--users", "22"]);
     let fe1 = registrar(&lab, "pool1-fe1.contoso.com");
     let fe2 = registrar(&lab, "pool1-fe2.contoso.com");
-    let users: Vec<(String, String)> = lab
-        .users()
-        .iter()
-        .filter(|u| u["home_pool"] == "pool1.contoso.com")
-        .map(|u| {
-            (
-                u["sip_address"].as_str().unwrap().to_string(),
-                u["password"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let users = lab.credentials_on("pool1.contoso.com");
     assert_eq!(users.len(), 22);
     // 8 s of unauthenticated REGISTERs at 20,000 a second from one address, to both
     // Front Ends of pool1: longer than the lab's 5 s failure detection interval.
