@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::{ct_eq_ignore_case, to_hex};
 use crate::syntax::ParseError;
-use crate::syntax::{is_token, is_token_char, malformed, parse_quoted, quote};
+use crate::syntax::{is_token, is_token_char, malformed, parse_quoted, quote, write_quoted};
 
 pub use crate::nonce::{NonceCheck, NonceCounts, NonceKey, NonceUse};
 
@@ -228,13 +228,12 @@ impl Challenge {
 
 impl fmt::Display for Challenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Digest realm={}, nonce={}, algorithm={}",
-            quote(&self.realm),
-            quote(&self.nonce),
-            self.algorithm
-        )?;
+        // Quoted in place: a challenge is written for every first REGISTER of a sign-in.
+        f.write_str("Digest realm=")?;
+        write_quoted(f, &self.realm)?;
+        f.write_str(", nonce=")?;
+        write_quoted(f, &self.nonce)?;
+        write!(f, ", algorithm={}", self.algorithm)?;
         if self.qop_auth {
             f.write_str(", qop=\"auth\"")?;
         }

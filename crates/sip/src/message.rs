@@ -476,26 +476,77 @@ fn parse_header_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Headers, Par
             }
             continue;
         }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| malformed("header line without a colon"))?;
-        let name = name.trim_end_matches([' ', '\t']);
-        if !is_token(name) {
-            return Err(malformed("invalid header name"));
-        }
-        headers.push(name, value.trim_matches([' ', '\t']));
+        let (name, value) = field_of(line)?;
+        headers.push(name, value);
     }
     Ok(headers)
+}
+
+/// A header line's name and value, trimmed.
+fn field_of(line: &str) -> Result<(&str, &str), ParseError> {
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| malformed("header line without a colon"))?;
+    let name = name.trim_end_matches([' ', '\t']);
+    if !is_token(name) {
+        return Err(malformed("invalid header name"));
+    }
+    Ok((name, value.trim_matches([' ', '\t'])))
+}
+
+/// What [`parse_header_lines`] and then [`content_length`] decide, errors and all, without
+/// building the headers: framing a stream needs only the Content-Length, and runs for
+/// every message a connection carries before [`Message::parse`] runs on it.
+fn content_length_of_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Option<u64>, ParseError> {
+    // The Content-Length values, as [`parse_header_lines`] would unfold them; whether the
+    // last field seen is one of them.
+    let mut values: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+    let mut any_field = false;
+    let mut last_is_length = false;
+    for &range in lines {
+        let line = line_str(b, range)?;
+        if line.starts_with([' ', '\t']) {
+            if !any_field {
+                return Err(malformed("continuation line before the first header"));
+            }
+            let more = line.trim_matches([' ', '\t']);
+            if last_is_length
+                && !more.is_empty()
+                && let Some(value) = values.last_mut()
+            {
+                let value = value.to_mut();
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(more);
+            }
+            continue;
+        }
+        let (name, value) = field_of(line)?;
+        any_field = true;
+        last_is_length = same_header(name, "Content-Length");
+        if last_is_length {
+            values.push(value.into());
+        }
+    }
+    agreed_length(values.iter().map(|v| &**v))
 }
 
 /// The Content-Length, if any. Duplicates must agree; values are digits only and
 /// saturate instead of overflowing.
 fn content_length(headers: &Headers) -> Result<Option<u64>, ParseError> {
+    agreed_length(
+        headers
+            .iter()
+            .filter(|(name, _)| same_header(name, "Content-Length"))
+            .map(|(_, value)| value),
+    )
+}
+
+/// The one length `values` (a message's Content-Length values) agree on, if any.
+fn agreed_length<'a>(values: impl Iterator<Item = &'a str>) -> Result<Option<u64>, ParseError> {
     let mut found = None;
-    for (name, value) in headers.iter() {
-        if !same_header(name, "Content-Length") {
-            continue;
-        }
+    for value in values {
         let n = parse_digits_saturating(value)
             .ok_or_else(|| malformed("Content-Length is not a non-negative integer"))?;
         match found {
@@ -710,20 +761,23 @@ impl Response {
             let Some(value) = req.headers.get(name) else {
                 continue;
             };
-            let mut value = value.to_owned();
-            if name == "To"
-                && let Some(tag) = to_tag
-            {
-                let has_tag = match NameAddr::parse(&value) {
-                    Ok(to) => to.tag().is_some(),
-                    Err(_) => false,
-                };
-                if !has_tag {
-                    value.push_str(";tag=");
-                    value.push_str(tag);
+            // A To without "tag" anywhere in it has none: parsed only when it may.
+            let tag_to_add = match to_tag {
+                Some(tag) if name == "To" => {
+                    let may_have_one = value
+                        .as_bytes()
+                        .windows(3)
+                        .any(|w| w.eq_ignore_ascii_case(b"tag"));
+                    let has_one =
+                        may_have_one && NameAddr::parse(value).is_ok_and(|to| to.tag().is_some());
+                    (!has_one).then_some(tag)
                 }
+                _ => None,
+            };
+            match tag_to_add {
+                Some(tag) => headers.push(name, format!("{value};tag={tag}")),
+                None => headers.push(name, value),
             }
-            headers.push(name, value);
         }
         Response {
             status,
@@ -764,8 +818,7 @@ pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, ParseError> {
     let Some(end) = scan.end else {
         return Ok(None);
     };
-    let headers = parse_header_lines(b, scan.lines.get(1..).unwrap_or_default())?;
-    let length = content_length(&headers)?
+    let length = content_length_of_lines(b, scan.lines.get(1..).unwrap_or_default())?
         .ok_or_else(|| malformed("missing Content-Length header (required on streams)"))?;
     let total = (end as u64).saturating_add(length);
     if total > MAX_MESSAGE_BYTES as u64 {
@@ -924,6 +977,40 @@ mod tests {
             let mut b = vec![b'a'; pad];
             b.extend(pieces.concat());
             prop_assert_eq!(scan_head(&b), scan_head_bytewise(&b));
+        }
+    }
+
+    /// Header sections made of pieces that meet every case of header parsing: Content-Length
+    /// (long, compact, folded, duplicated), other fields, continuations, lines without a
+    /// colon, bad names, bytes that are not UTF-8.
+    fn header_piece() -> impl Strategy<Value = Vec<u8>> {
+        prop::sample::select(vec![
+            b"Content-Length: 12\r\n".to_vec(),
+            b"content-length:12 \r\n".to_vec(),
+            b"l: 7\r\n".to_vec(),
+            b"Content-Length:\r\n".to_vec(),
+            b"Content-Length: x\r\n".to_vec(),
+            b" 3\r\n".to_vec(),
+            b"\t \r\n".to_vec(),
+            b"Via: SIP/2.0/UDP a\r\n".to_vec(),
+            b"no colon\r\n".to_vec(),
+            b"b@d: 1\r\n".to_vec(),
+            b"To: \xff\r\n".to_vec(),
+            b"Content-Length: 99999999999999999999999\r\n".to_vec(),
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn framing_finds_the_content_length_that_parsing_does(
+            pieces in prop::collection::vec(header_piece(), 0..8),
+        ) {
+            let head = [b"REGISTER sip:a SIP/2.0\r\n".to_vec(), pieces.concat(), b"\r\n".to_vec()].concat();
+            let scan = scan_head(&head).unwrap();
+            let lines = &scan.lines[1..];
+            let parsed = parse_header_lines(&head, lines).and_then(|h| content_length(&h));
+            prop_assert_eq!(content_length_of_lines(&head, lines), parsed);
         }
     }
 

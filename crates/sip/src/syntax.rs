@@ -102,15 +102,22 @@ pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
 /// Writes `s` as a quoted string, escaping `"` and `\`.
 pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
+    let _ = write_quoted(&mut out, s);
     out
+}
+
+/// [`quote`], written into `out` rather than into a new string.
+pub(crate) fn write_quoted(out: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
+    out.write_char('"')?;
+    let mut rest = s;
+    while let Some(i) = rest.find(['"', '\\']) {
+        out.write_str(&rest[..i])?;
+        out.write_char('\\')?;
+        out.write_str(&rest[i..=i])?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)?;
+    out.write_char('"')
 }
 
 /// A `;name[=value]` list; the names and values are kept as written.
