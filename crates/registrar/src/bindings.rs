@@ -285,7 +285,10 @@ impl Memory {
             if let Some(b) = held.bindings.iter_mut().find(|b| &b.contact == contact) {
                 b.expires_at = until;
             }
-            let unwritten = self.unwritten.entry(change.aor.clone()).or_default();
+            let unwritten = match self.unwritten.get_mut(&change.aor) {
+                Some(unwritten) => unwritten,
+                None => self.unwritten.entry(change.aor.clone()).or_default(),
+            };
             match unwritten.iter_mut().find(|(c, _)| c == contact) {
                 Some(entry) => entry.1 = until,
                 None => unwritten.push((contact.clone(), until)),

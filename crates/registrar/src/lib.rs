@@ -271,25 +271,20 @@ impl Registrar {
     ) {
         let node = &self.node;
         let sipnet::ServerQueues {
-            requests: mut incoming,
+            requests,
             mut probes,
+            mut handed_over,
         } = queues;
-        let udp = self.clone();
-        let stop = node.shutdown.clone();
-        let udp_endpoint = endpoint.clone();
-        node.spawn(async move {
-            let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
-            // The deployment's servers (Front Ends relaying, Edges forwarding) answer for
-            // many users each: they share a cap of their own.
-            let servers_in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT);
-            let mut dropped =
-                drops::Counter::new("SIP requests dropped over the registrar's per-source limit");
-            loop {
-                let message = tokio::select! {
-                    m = incoming.recv() => m,
-                    () = stop.cancelled() => None,
-                };
-                let Some(message) = message else { return };
+        let in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT_PER_SOURCE);
+        // The deployment's servers (Front Ends relaying, Edges forwarding) answer for
+        // many users each: they share a cap of their own.
+        let servers_in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT);
+        // What a request read from the socket goes through: the per-source cap on requests
+        // in flight, then its answer, here if it needs no waiting.
+        let handler = {
+            let udp = self.clone();
+            let udp_endpoint = endpoint.clone();
+            move |dropped: &mut drops::Counter, message: Incoming| {
                 let peer = message.peer();
                 let admission = if udp_endpoint.is_priority_source(peer.ip()) {
                     &servers_in_flight
@@ -298,7 +293,7 @@ impl Registrar {
                 };
                 let Some(place) = admission.admit(peer.ip()) else {
                     dropped.add(peer);
-                    continue;
+                    return;
                 };
                 let registrar = udp.clone();
                 let endpoint = udp_endpoint.clone();
@@ -306,6 +301,38 @@ impl Registrar {
                     on_datagram(&registrar, &endpoint, message).await;
                     drop(place);
                 });
+            }
+        };
+        let dropped =
+            || drops::Counter::new("SIP requests dropped over the registrar's per-source limit");
+        // One reader a worker thread: each answers what it read, in its own task.
+        let readers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        for _ in 0..readers {
+            let (requests, handler, stop) =
+                (requests.clone(), handler.clone(), node.shutdown.clone());
+            node.spawn(async move {
+                let mut dropped = dropped();
+                let serve = requests.serve(|message| handler(&mut dropped, message));
+                tokio::select! {
+                    () = serve => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        // And what they handed over while the socket was behind.
+        let stop = node.shutdown.clone();
+        node.spawn(async move {
+            let mut dropped = dropped();
+            loop {
+                let message = tokio::select! {
+                    m = handed_over.recv() => m,
+                    () = stop.cancelled() => None,
+                };
+                let Some(message) = message else { return };
+                handler(&mut dropped, message);
             }
         });
         let prober = self.clone();
@@ -627,10 +654,23 @@ impl Registrar {
     /// over `flow`, and `aor` keeps flows only for the contacts it still has (`current`).
     fn keep_flows(&self, aor: &str, added: &[&str], flow: Option<&Flow>, current: &[Binding]) {
         let mut flows = self.flows.lock().expect("flows");
-        let mine = flows.entry(aor.to_string()).or_default();
+        // A client refreshing over the flow it bound over (the usual case) changes nothing
+        // here: looked up by reference, nothing copied.
+        if flows.get(aor).is_none() && (flow.is_none() || added.is_empty()) {
+            return;
+        }
+        let mine = match flows.get_mut(aor) {
+            Some(mine) => mine,
+            None => flows.entry(aor.to_string()).or_default(),
+        };
         if let Some(flow) = flow {
             for contact in added {
-                mine.insert((*contact).to_string(), flow.clone());
+                match mine.get(*contact) {
+                    Some(f) if f.same(flow) => {}
+                    _ => {
+                        mine.insert((*contact).to_string(), flow.clone());
+                    }
+                }
             }
         }
         mine.retain(|contact, f| !f.is_closed() && current.iter().any(|b| &b.contact == contact));
@@ -780,7 +820,10 @@ fn authenticate(
 ) -> Option<Response> {
     let server = &*registrar.node;
     let now = server.clock.now_ms().max(0) as u64;
-    let realm = user.map_or_else(|| cms::directory::realm_of(aor), |u| u.realm.clone());
+    let realm: std::borrow::Cow<'_, str> = match user {
+        Some(u) => u.realm.as_str().into(),
+        None => cms::directory::realm_of(aor).into(),
+    };
     let username = aor.strip_prefix("sip:").unwrap_or(aor);
     // A record written before SHA-256 can only be checked with MD5.
     let offered: Vec<Algorithm> = Algorithm::PREFERRED
@@ -790,7 +833,7 @@ fn authenticate(
     let challenge = |stale: bool| {
         let mut r = reply(request, 401, "Unauthorized");
         let mut ch = Challenge {
-            realm: realm.clone(),
+            realm: realm.to_string(),
             nonce: registrar.nonce_key.issue(now, &server.fqdn),
             opaque: None,
             stale,
@@ -815,7 +858,7 @@ fn authenticate(
         ));
     };
     if !creds.username.eq_ignore_ascii_case(username)
-        || creds.realm != realm
+        || creds.realm != *realm
         || !offered.contains(&creds.algorithm)
     {
         return Some(challenge(false));
@@ -955,7 +998,7 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                     &format!("Bad Request (a contact is at most {MAX_CONTACT_BYTES} bytes)"),
                 );
             }
-            if expires > 0 && contact_address(&uri).map(|a| a.ip()) != Some(peer.ip()) {
+            if expires > 0 && sipnet::uri_address(&contact.uri).map(|a| a.ip()) != Some(peer.ip()) {
                 return reply(
                     request,
                     403,

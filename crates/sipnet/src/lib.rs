@@ -14,7 +14,14 @@
 //! ([`Endpoint::bind_server`]) hands OPTIONS from the deployment's own servers (the partner
 //! pool's health probes) to a queue of their own, so a full queue of strangers' requests
 //! never delays them (a 30 s REGISTER flood once made a partner pool declare a pool down).
-//! Dropped datagrams are logged as one line per interval with a count, not one a datagram.
+//! Its other requests are handled in the task that read them ([`ServerRequests::serve`],
+//! one task a worker thread reading the same socket): under sign-in load a hand-over
+//! through a queue cost each datagram a wake-up of another thread, about a tenth of the
+//! Front End's CPU per sign-in over UDP. A socket that stays behind (a flood) hands its
+//! requests over to a bounded queue again, so that it is drained at the speed of parsing
+//! and the probes behind the flood are read, not lost. Each source's datagrams are read
+//! within a budget shared by those tasks. Dropped datagrams are logged as one line per
+//! interval with a count, not one a datagram.
 //! Over TCP, [`next_frame`] bounds time, not reads: a message must complete within
 //! [`FrameLimits::partial`] of its first byte and a connection without a whole message
 //! for [`FrameLimits::idle`] is closed, however its bytes trickle in.
@@ -56,7 +63,9 @@ impl Incoming {
     }
 }
 
-/// A UDP SIP endpoint. Its receiving task ends when the endpoint is dropped.
+/// A UDP SIP endpoint. A client's ([`Endpoint::bind`]) receiving task ends when the
+/// endpoint is dropped; a server's readers ([`ServerRequests::serve`]) when the server
+/// drops them.
 #[derive(Debug)]
 pub struct Endpoint {
     shared: Arc<Shared>,
@@ -83,12 +92,58 @@ pub const PRIORITY_QUEUE: usize = 256;
 /// queued rather than dropped before it is read (the system may grant less).
 const SERVER_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
-/// The queues of a server endpoint: requests, and the priority one for the health probes
-/// of the deployment's own servers.
+/// A server endpoint's requests, and the priority queue for the health probes of the
+/// deployment's own servers.
 #[derive(Debug)]
 pub struct ServerQueues {
-    pub requests: mpsc::Receiver<Incoming>,
+    pub requests: ServerRequests,
     pub probes: mpsc::Receiver<Incoming>,
+    /// Requests read while the socket stays behind, for the server to handle elsewhere.
+    pub handed_over: mpsc::Receiver<Incoming>,
+}
+
+/// A server endpoint's receiving, handed to the server: [`ServerRequests::serve`] reads
+/// datagrams and gives each request to the server's handler in the task that read it.
+/// A request answered without waiting (most are) costs no hand-over between tasks, and
+/// so no wake-up of another thread; several tasks serving the same socket read in
+/// parallel, as a SIP server's UDP worker processes do. While the socket stays behind
+/// (more than [`BACKLOG_READS`] reads in a row found a datagram waiting: a flood, not
+/// clients waiting for their answers), requests go to [`ServerQueues::handed_over`]
+/// instead, and what does not fit is dropped: the reader drains the socket at the speed
+/// of parsing, so the deployment's probes behind a flood are read, not lost.
+#[derive(Debug, Clone)]
+pub struct ServerRequests {
+    shared: Arc<Shared>,
+    priority: mpsc::Sender<Incoming>,
+    handover: mpsc::Sender<Incoming>,
+    /// One budget per source however many tasks read.
+    budget: Arc<std::sync::Mutex<budget::SourceBudget>>,
+}
+
+/// Reads in a row that found a datagram waiting, past which a server's socket is behind.
+pub const BACKLOG_READS: u32 = 256;
+
+impl ServerRequests {
+    /// Reads datagrams for ever (the caller stops it by dropping the future): health
+    /// probes of the deployment's servers go to the priority queue, every other request
+    /// and what does not parse to `on_request`, in this task.
+    pub async fn serve(self, on_request: impl FnMut(Incoming)) {
+        let mut on_request = on_request;
+        let handover = self.handover;
+        self.shared
+            .receive(
+                |incoming, behind| {
+                    if behind {
+                        return handover.try_send(incoming).is_ok();
+                    }
+                    on_request(incoming);
+                    true
+                },
+                Some((self.priority, self.budget)),
+                std::future::pending(),
+            )
+            .await;
+    }
 }
 
 impl Endpoint {
@@ -96,7 +151,15 @@ impl Endpoint {
     /// returned channel.
     pub async fn bind(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, mpsc::Receiver<Incoming>)> {
         let socket = UdpSocket::bind(addr).await?;
-        let (endpoint, rx, _) = Endpoint::start(socket, false)?;
+        let (endpoint, stopped) = Endpoint::start(socket)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(endpoint.shared.clone().receive(
+            move |incoming, _| tx.try_send(incoming).is_ok(),
+            None,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Ok((endpoint, rx))
     }
 
@@ -114,20 +177,27 @@ impl Endpoint {
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         let socket = UdpSocket::from_std(socket.into())?;
-        let (endpoint, requests, probes) = Endpoint::start(socket, true)?;
-        let probes = probes.expect("a server endpoint has a priority queue");
-        Ok((endpoint, ServerQueues { requests, probes }))
+        let (endpoint, _) = Endpoint::start(socket)?;
+        let (priority, probes) = mpsc::channel(PRIORITY_QUEUE);
+        let (handover, handed_over) = mpsc::channel(QUEUE);
+        let requests = ServerRequests {
+            shared: endpoint.shared.clone(),
+            priority,
+            handover,
+            budget: Arc::default(),
+        };
+        Ok((
+            endpoint,
+            ServerQueues {
+                requests,
+                probes,
+                handed_over,
+            },
+        ))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn start(
-        socket: UdpSocket,
-        server: bool,
-    ) -> io::Result<(
-        Arc<Endpoint>,
-        mpsc::Receiver<Incoming>,
-        Option<mpsc::Receiver<Incoming>>,
-    )> {
+    /// The endpoint on `socket`, and what tells its receiving that it was dropped.
+    fn start(socket: UdpSocket) -> io::Result<(Arc<Endpoint>, oneshot::Receiver<()>)> {
         let local = socket.local_addr()?;
         let shared = Arc::new(Shared {
             socket,
@@ -136,22 +206,13 @@ impl Endpoint {
             counter: AtomicU64::new(0),
             priority_sources: RwLock::default(),
         });
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (priority_tx, priority_rx) = if server {
-            let (ptx, prx) = mpsc::channel(PRIORITY_QUEUE);
-            (Some(ptx), Some(prx))
-        } else {
-            (None, None)
-        };
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(shared.clone().receive(tx, priority_tx, stopped));
         Ok((
             Arc::new(Endpoint {
                 shared,
                 _stop: stop,
             }),
-            rx,
-            priority_rx,
+            stopped,
         ))
     }
 
@@ -187,34 +248,59 @@ impl Shared {
         request.method == Method::Options && self.is_server(peer.ip())
     }
 
-    /// Receives until `stopped` closes (the endpoint was dropped).
+    /// Receives until `stopped` completes (the endpoint was dropped), giving each request
+    /// (and what does not parse) to `deliver`, with whether the socket is behind (see
+    /// [`ServerRequests`]); `deliver` says whether it took it. A server's (`server`: its
+    /// priority queue and the budget of its sources) reads a stranger's datagrams within
+    /// the source's budget and puts its servers' probes on the queue.
     async fn receive(
         self: Arc<Self>,
-        tx: mpsc::Sender<Incoming>,
-        priority: Option<mpsc::Sender<Incoming>>,
-        mut stopped: oneshot::Receiver<()>,
+        mut deliver: impl FnMut(Incoming, bool) -> bool,
+        server: Option<(
+            mpsc::Sender<Incoming>,
+            Arc<std::sync::Mutex<budget::SourceBudget>>,
+        )>,
+        stopped: impl std::future::Future<Output = ()>,
     ) {
         let mut dropped =
             listener::drops::Counter::new("SIP datagrams dropped: the endpoint's queue is full");
         let mut over_budget = listener::drops::Counter::new(
             "SIP datagrams dropped: their source sent more than its share",
         );
-        let mut budget = budget::SourceBudget::default();
         let mut buf = vec![0u8; 65_536];
+        let mut stopped = std::pin::pin!(stopped);
+        let mut waiting_in_a_row: u32 = 0;
         loop {
-            let received = tokio::select! {
-                r = self.socket.recv_from(&mut buf) => r,
-                _ = &mut stopped => return,
+            // A datagram already waiting is read at once (and counted: a socket that always
+            // has one is behind); otherwise the task waits for one.
+            let received = match self.socket.try_recv_from(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    waiting_in_a_row = 0;
+                    tokio::select! {
+                        r = self.socket.recv_from(&mut buf) => r,
+                        () = &mut stopped => return,
+                    }
+                }
+                r => {
+                    waiting_in_a_row = waiting_in_a_row.saturating_add(1);
+                    // Reads that never wait still give the worker's other tasks their turn.
+                    tokio::task::coop::consume_budget().await;
+                    r
+                }
             };
+            let behind = waiting_in_a_row > BACKLOG_READS;
             let (n, peer) = match received {
                 Ok(r) => r,
                 // ICMP errors of earlier sends surface here on some systems; keep going.
                 Err(_) => continue,
             };
             // A server reads a stranger's datagrams within its budget, before parsing.
-            if priority.is_some()
+            if let Some((_, budget)) = &server
                 && !self.is_server(peer.ip())
-                && !budget.take(peer.ip(), Instant::now())
+                && !budget
+                    .lock()
+                    .expect("the sources' budget")
+                    .take(peer.ip(), Instant::now())
             {
                 over_budget.add(peer);
                 continue;
@@ -239,7 +325,7 @@ impl Shared {
                     continue;
                 }
                 Ok(Message::Request(req)) => {
-                    if let Some(priority) = &priority
+                    if let Some((priority, _)) = &server
                         && self.is_priority(&req, peer)
                     {
                         if priority.try_send(Incoming::Request(req, peer)).is_err() {
@@ -251,7 +337,7 @@ impl Shared {
                 }
                 Err(e) => Incoming::Malformed(bytes.to_vec(), e, peer),
             };
-            if tx.try_send(incoming).is_err() {
+            if !deliver(incoming, behind) {
                 dropped.add(peer);
             }
         }
@@ -518,7 +604,11 @@ pub const REGISTRATION_NOTIFY: &str = "registration-notify";
 
 /// The socket address of a contact URI with a numeric host.
 pub fn contact_address(contact: &str) -> Option<SocketAddr> {
-    let uri = Uri::parse(contact).ok()?;
+    uri_address(&Uri::parse(contact).ok()?)
+}
+
+/// [`contact_address`] of a URI already parsed.
+pub fn uri_address(uri: &Uri) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = uri.host.parse().ok()?;
     Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
 }
@@ -602,6 +692,69 @@ mod tests {
         assert!(text.starts_with("SIP/2.0 513"), "{text}");
         // Responses are never answered.
         assert!(answer_malformed(b"SIP/2.0 200 OK\r\n\r\n", &err).is_none());
+    }
+
+    /// A server's readers answer what they read in their own task while its socket keeps
+    /// emptying; once more than [`BACKLOG_READS`] reads in a row found a datagram waiting,
+    /// the rest are handed over (and the deployment's probes still take their queue).
+    #[tokio::test]
+    async fn a_server_socket_that_stays_behind_hands_its_requests_over() {
+        let (endpoint, queues) = Endpoint::bind_server("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let ServerQueues {
+            requests,
+            mut probes,
+            mut handed_over,
+        } = queues;
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        endpoint.set_priority_sources([client.local_addr().unwrap().ip()].into());
+        // Everything waits in the socket before the reader starts: a backlog.
+        let waiting = BACKLOG_READS as usize + 44;
+        let register = String::from_utf8(OPTIONS.to_vec())
+            .unwrap()
+            .replace("OPTIONS", "REGISTER");
+        for _ in 0..waiting {
+            client
+                .send_to(register.as_bytes(), endpoint.local_addr())
+                .unwrap();
+        }
+        client.send_to(OPTIONS, endpoint.local_addr()).unwrap();
+        let answered_here = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = answered_here.clone();
+        tokio::spawn(requests.serve(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        let probe = tokio::time::timeout(Duration::from_secs(10), probes.recv()).await;
+        assert!(matches!(probe, Ok(Some(Incoming::Request(r, _))) if r.method == Method::Options));
+        let mut handed = 0;
+        while answered_here.load(Ordering::SeqCst) + handed < waiting {
+            tokio::time::timeout(Duration::from_secs(10), handed_over.recv())
+                .await
+                .expect("handed over in time")
+                .expect("a request");
+            handed += 1;
+        }
+        // The reads that found one waiting, and the first (which may have waited for the
+        // socket's readiness).
+        let here = answered_here.load(Ordering::SeqCst);
+        assert!(
+            (BACKLOG_READS as usize..=BACKLOG_READS as usize + 1).contains(&here),
+            "{here}"
+        );
+        assert_eq!(handed, waiting - here);
+        // The socket emptied: the next request is answered by the reader again.
+        let stranger = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        stranger
+            .send_to(register.as_bytes(), endpoint.local_addr())
+            .unwrap();
+        let mut backoff = Duration::from_millis(1);
+        while answered_here.load(Ordering::SeqCst) == here {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+        assert_eq!(answered_here.load(Ordering::SeqCst), here + 1);
+        assert!(handed_over.try_recv().is_err());
     }
 
     /// A stream that yields `chunks`, one every `every`, then stays open and silent.
