@@ -22,10 +22,11 @@
 //! binding.** The binding stays in the Back End with the expiry its previous REGISTER was
 //! given, and the pool's other Front Ends go on serving the user; the purge spares
 //! bindings for a [`REFRESH_WINDOW`] past their expiry, so that one refreshed just before
-//! it expired is not purged before its refresh is written. A refresh never brings back a
-//! binding that was removed meanwhile (another device's `Contact: *`, say): only bindings
-//! still there are written, and a user whose refresh found nothing is read afresh at their
-//! next REGISTER. A stopping Front End writes what it holds before it exits.
+//! it expired is not purged before its refresh is written. A refresh written after its
+//! binding was removed (a failover signed the user out, another device sent `Contact: *`)
+//! binds it again, as any REGISTER with that contact after the removal would; a user this
+//! Front End signs out is forgotten here at once ([`Committer::forget`]). A stopping Front
+//! End writes what it holds before it exits.
 //!
 //! A task also purges expired bindings, in bounded rounds, every [`PURGE_EVERY`].
 
@@ -180,6 +181,15 @@ impl Committer {
         }
     }
 
+    /// Forgets the users of `aors`, signed out here (a failover moved them): nothing held of
+    /// them answers a REGISTER or is written any more.
+    pub fn forget<'a>(&self, aors: impl IntoIterator<Item = &'a str>) {
+        let mut memory = self.memory.lock().expect("the bindings' memory");
+        for aor in aors {
+            memory.sign_out(aor);
+        }
+    }
+
     /// Answers `change` from memory when it only refreshes what the user holds (see the
     /// module's documentation); otherwise queues it and waits for the batch that holds it
     /// to commit.
@@ -202,9 +212,8 @@ impl Committer {
     }
 }
 
-/// Writes the refreshes answered since the last time, in one transaction. Users whose
-/// refresh found no binding (removed meanwhile) are read afresh at their next REGISTER;
-/// refreshes that could not be written are kept for the next round.
+/// Writes the refreshes answered since the last time, in one transaction; refreshes that
+/// could not be written are kept for the next round.
 async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
     let unwritten = memory
         .lock()
@@ -213,22 +222,9 @@ async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
     if unwritten.is_empty() {
         return;
     }
-    let rows: Vec<(&str, &str, i64)> = unwritten
-        .iter()
-        .flat_map(|(aor, contacts)| {
-            contacts
-                .iter()
-                .map(move |(contact, until)| (aor.as_str(), contact.as_str(), *until))
-        })
-        .collect();
+    let rows: Vec<Binding> = unwritten.values().flatten().cloned().collect();
     match be.refresh_bindings(&rows).await {
-        Ok(found) if found as usize == rows.len() => {}
-        Ok(_) => {
-            let mut memory = memory.lock().expect("the bindings' memory");
-            for aor in unwritten.keys() {
-                memory.forget(aor);
-            }
-        }
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, refreshes = rows.len(), "writing refreshed SIP bindings");
             memory
@@ -244,8 +240,8 @@ async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
 #[derive(Debug, Default)]
 struct Memory {
     users: HashMap<String, Held>,
-    /// Per user, the contacts refreshed and until when (unix ms), latest answer last.
-    unwritten: HashMap<String, Vec<(String, i64)>>,
+    /// Per user, the bindings refreshed, as the latest answer left them.
+    unwritten: HashMap<String, Vec<Binding>>,
 }
 
 /// One user's bindings as a commit here left them (every Front End's), and when.
@@ -282,16 +278,17 @@ impl Memory {
         }
         for (contact, until) in contacts {
             let Some(until) = *until else { continue };
-            if let Some(b) = held.bindings.iter_mut().find(|b| &b.contact == contact) {
-                b.expires_at = until;
-            }
+            let Some(b) = held.bindings.iter_mut().find(|b| &b.contact == contact) else {
+                continue;
+            };
+            b.expires_at = until;
             let unwritten = match self.unwritten.get_mut(&change.aor) {
                 Some(unwritten) => unwritten,
                 None => self.unwritten.entry(change.aor.clone()).or_default(),
             };
-            match unwritten.iter_mut().find(|(c, _)| c == contact) {
-                Some(entry) => entry.1 = until,
-                None => unwritten.push((contact.clone(), until)),
+            match unwritten.iter_mut().find(|u| &u.contact == contact) {
+                Some(entry) => entry.expires_at = until,
+                None => unwritten.push(b.clone()),
             }
         }
         Some(held.bindings.clone())
@@ -308,10 +305,10 @@ impl Memory {
                 BindingUpdate::RemoveAll => true,
                 BindingUpdate::Contacts(contacts) => contacts.iter().any(|(c, _)| c == contact),
             };
-            unwritten.retain(|(contact, _)| !written(contact));
-            for (contact, until) in unwritten.iter() {
-                if let Some(b) = bindings.iter_mut().find(|b| &b.contact == contact) {
-                    b.expires_at = *until;
+            unwritten.retain(|u| !written(&u.contact));
+            for u in unwritten.iter() {
+                if let Some(b) = bindings.iter_mut().find(|b| b.contact == u.contact) {
+                    b.expires_at = u.expires_at;
                 }
             }
             if unwritten.is_empty() {
@@ -335,6 +332,12 @@ impl Memory {
         self.users.remove(aor);
     }
 
+    /// Forgets `aor` wholly, refreshes not yet written too: the user was signed out.
+    fn sign_out(&mut self, aor: &str) {
+        self.users.remove(aor);
+        self.unwritten.remove(aor);
+    }
+
     /// Drops what was read [`HELD_FOR`] ago or more: it answers nothing any more.
     fn forget_stale(&mut self, now: i64) {
         self.users
@@ -342,17 +345,17 @@ impl Memory {
     }
 
     /// The refreshes to write, taken.
-    fn take_unwritten(&mut self) -> HashMap<String, Vec<(String, i64)>> {
+    fn take_unwritten(&mut self) -> HashMap<String, Vec<Binding>> {
         std::mem::take(&mut self.unwritten)
     }
 
     /// Refreshes that could not be written, back in the queue behind any newer answer.
-    fn unwritten_again(&mut self, again: HashMap<String, Vec<(String, i64)>>) {
-        for (aor, contacts) in again {
+    fn unwritten_again(&mut self, again: HashMap<String, Vec<Binding>>) {
+        for (aor, bindings) in again {
             let unwritten = self.unwritten.entry(aor).or_default();
-            for (contact, until) in contacts {
-                if !unwritten.iter().any(|(c, _)| *c == contact) {
-                    unwritten.push((contact, until));
+            for b in bindings {
+                if !unwritten.iter().any(|u| u.contact == b.contact) {
+                    unwritten.push(b);
                 }
             }
         }
@@ -405,7 +408,11 @@ mod tests {
     }
 
     fn unwritten(memory: &Memory) -> Vec<(String, i64)> {
-        memory.unwritten.get(ALICE).cloned().unwrap_or_default()
+        let refreshed = memory.unwritten.get(ALICE).cloned().unwrap_or_default();
+        refreshed
+            .into_iter()
+            .map(|b| (b.contact, b.expires_at))
+            .collect()
     }
 
     #[test]
@@ -508,6 +515,18 @@ mod tests {
         let failed = memory.take_unwritten();
         memory.unwritten_again(failed);
         assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_602_000)]);
+    }
+
+    #[test]
+    fn a_user_signed_out_is_forgotten_with_the_refreshes_not_yet_written() {
+        let mut memory = holding_the_phone();
+        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        memory.sign_out(ALICE);
+        assert!(memory.take_unwritten().is_empty());
+        assert_eq!(
+            memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000),
+            None
+        );
     }
 
     #[test]

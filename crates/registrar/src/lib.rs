@@ -1490,6 +1490,11 @@ impl Registrar {
     /// way at its next refresh (the old pool answers 301). Returns how many are sent.
     pub fn tell_signed_out(&self, bindings: Vec<Binding>, serving_pool: &str) -> usize {
         let server = &*self.node;
+        // Their bindings are gone from the Back End: nothing held of them here answers a
+        // refresh or is written again.
+        if let Some(committer) = &self.committer {
+            committer.forget(bindings.iter().map(|b| b.aor.as_str()));
+        }
         let now = server.clock.now_ms();
         let topology = server.replica.topology();
         let targets: Vec<(Binding, Route)> = bindings

@@ -392,40 +392,37 @@ impl BackEnd {
             .map(drop)
     }
 
-    /// Writes refreshed bindings' expiry times, `(aor, contact, expires_at)` each, in one
-    /// transaction, and returns how many bindings it found: the registrar's refreshes
-    /// written behind their answers (see `registrar::bindings`). Only bindings that are
-    /// still there are written: a refresh never brings back a binding removed meanwhile.
-    pub async fn refresh_bindings(&self, refreshed: &[(&str, &str, i64)]) -> Result<u64> {
+    /// Writes refreshed bindings, in one transaction: the registrar's refreshes written
+    /// behind their answers (see `registrar::bindings`). A binding removed meanwhile (its
+    /// user signed out by a failover, say) is written again: the REGISTER that refreshed
+    /// it came after, and a REGISTER with a contact binds it. Returns how many it wrote.
+    pub async fn refresh_bindings(&self, refreshed: &[Binding]) -> Result<u64> {
         if refreshed.is_empty() {
             return Ok(0);
         }
         let rows = serde_json::Value::from(
             refreshed
                 .iter()
-                .map(|(aor, contact, until)| serde_json::json!([aor, contact, until]))
+                .map(|b| serde_json::json!([b.aor, b.contact, b.expires_at, b.mode, b.server]))
                 .collect::<Vec<_>>(),
         )
         .to_string();
         let mut tx = self.begin_write().await?;
-        let found = db::query(
-            "UPDATE registration SET expires_at = r.until
-             FROM (SELECT value ->> 0 AS aor, value ->> 1 AS contact, value ->> 2 AS until
-                   FROM json_each($1)) AS r
-             WHERE registration.aor = r.aor AND registration.contact = r.contact",
-        )
-        .postgres(
-            "UPDATE registration SET expires_at = (r ->> 2)::bigint
-             FROM jsonb_array_elements($1::jsonb) AS r
-             WHERE registration.aor = r ->> 0 AND registration.contact = r ->> 1",
-        )
-        .bind(rows)
-        .execute(&mut tx)
-        .await
-        .at(&self.path)?
-        .rows_affected();
+        let written = db::query(UPSERT_SQLITE)
+            .postgres(
+                "INSERT INTO registration (aor, contact, expires_at, mode, server)
+                 SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
+                 FROM jsonb_array_elements($1::jsonb) AS r
+                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+                     mode = excluded.mode, server = excluded.server",
+            )
+            .bind(rows)
+            .execute(&mut tx)
+            .await
+            .at(&self.path)?
+            .rows_affected();
         tx.commit().await.at(&self.path)?;
-        Ok(found)
+        Ok(written)
     }
 
     /// The bindings not expired at `now` (`/metrics`'s `tandem_sip_bindings`).
@@ -674,9 +671,9 @@ mod tests {
     }
 
     crate::each_backend! {
-        /// Refreshes written behind change only the expiry of bindings still there: one
-        /// removed meanwhile is not brought back, and the count says so.
-        async fn refreshes_written_behind_touch_only_bindings_still_there(db) {
+        /// Refreshes written behind update their bindings, and write again one removed
+        /// meanwhile (the REGISTER came after the removal).
+        async fn refreshes_written_behind_update_and_restore_bindings(db) {
             let be = db.open("p").await;
             let now = crate::now_ms();
             be.apply_registrations(
@@ -690,16 +687,18 @@ mod tests {
             .await
             .unwrap();
             be.unregister(BOB, None).await.unwrap();
-            let refreshed = [
-                (ALICE, "sip:alice@1", now + 120_000),
-                (BOB, "sip:bob@1", now + 120_000),
-            ];
-            assert_eq!(be.refresh_bindings(&refreshed).await.unwrap(), 1);
-            let alice = be.bindings(ALICE).await.unwrap();
-            assert_eq!(alice.len(), 1);
-            assert_eq!(alice[0].expires_at, now + 120_000);
-            assert_eq!(alice[0].server, "pool1-fe1.contoso.com");
-            assert!(be.bindings(BOB).await.unwrap().is_empty());
+            let refreshed = |aor: &str, contact: &str| Binding {
+                aor: aor.into(),
+                contact: contact.into(),
+                expires_at: now + 120_000,
+                mode: "full".into(),
+                server: "pool1-fe1.contoso.com".into(),
+            };
+            let rows = [refreshed(ALICE, "sip:alice@1"), refreshed(BOB, "sip:bob@1")];
+            assert_eq!(be.refresh_bindings(&rows).await.unwrap(), 2);
+            for (aor, row) in [(ALICE, &rows[0]), (BOB, &rows[1])] {
+                assert_eq!(be.bindings(aor).await.unwrap(), std::slice::from_ref(row));
+            }
             assert_eq!(be.refresh_bindings(&[]).await.unwrap(), 0);
         }
     }
