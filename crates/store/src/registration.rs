@@ -38,6 +38,13 @@ const UPSERT_SQLITE: &str = "INSERT INTO registration (aor, contact, expires_at,
      ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
          mode = excluded.mode, server = excluded.server";
 
+/// [`UPSERT_SQLITE`] on PostgreSQL.
+const UPSERT_POSTGRES: &str = "INSERT INTO registration (aor, contact, expires_at, mode, server)
+     SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
+     FROM jsonb_array_elements($1::jsonb) AS r
+     ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
+         mode = excluded.mode, server = excluded.server";
+
 /// [`BackEnd::apply_registrations`]'s first call on plain SQLite: begin, count, read.
 static BEGIN_AND_READ_SQLITE: LazyLock<String> =
     LazyLock::new(|| format!("BEGIN IMMEDIATE; {COUNT_WRITE}; {READ_SQLITE}"));
@@ -288,13 +295,7 @@ impl BackEnd {
         }
         if let Some(upserts) = plan.upserts {
             db::query(UPSERT_SQLITE)
-                .postgres(
-                    "INSERT INTO registration (aor, contact, expires_at, mode, server)
-                     SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
-                     FROM jsonb_array_elements($1::jsonb) AS r
-                     ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
-                         mode = excluded.mode, server = excluded.server",
-                )
+                .postgres(UPSERT_POSTGRES)
                 .bind(upserts)
                 .execute(&mut tx)
                 .await
@@ -409,13 +410,7 @@ impl BackEnd {
         .to_string();
         let mut tx = self.begin_write().await?;
         let written = db::query(UPSERT_SQLITE)
-            .postgres(
-                "INSERT INTO registration (aor, contact, expires_at, mode, server)
-                 SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, r ->> 3, r ->> 4
-                 FROM jsonb_array_elements($1::jsonb) AS r
-                 ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
-                     mode = excluded.mode, server = excluded.server",
-            )
+            .postgres(UPSERT_POSTGRES)
             .bind(rows)
             .execute(&mut tx)
             .await
