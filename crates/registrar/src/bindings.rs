@@ -223,15 +223,12 @@ async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
         return;
     }
     let rows: Vec<Binding> = unwritten.values().flatten().cloned().collect();
-    match be.refresh_bindings(&rows).await {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, refreshes = rows.len(), "writing refreshed SIP bindings");
-            memory
-                .lock()
-                .expect("the bindings' memory")
-                .unwritten_again(unwritten);
-        }
+    if let Err(e) = be.refresh_bindings(&rows).await {
+        tracing::warn!(error = %e, refreshes = rows.len(), "writing refreshed SIP bindings");
+        memory
+            .lock()
+            .expect("the bindings' memory")
+            .unwritten_again(unwritten);
     }
 }
 

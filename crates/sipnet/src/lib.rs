@@ -721,9 +721,11 @@ mod tests {
         }
         client.send_to(OPTIONS, endpoint.local_addr()).unwrap();
         let answered_here = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = answered_here.clone();
+        let answered = Arc::new(tokio::sync::Notify::new());
+        let (counted, told) = (answered_here.clone(), answered.clone());
         tokio::spawn(requests.serve(move |_| {
             counted.fetch_add(1, Ordering::SeqCst);
+            told.notify_one();
         }));
         let probe = tokio::time::timeout(Duration::from_secs(10), probes.recv()).await;
         assert!(matches!(probe, Ok(Some(Incoming::Request(r, _))) if r.method == Method::Options));
@@ -748,10 +750,10 @@ mod tests {
         stranger
             .send_to(register.as_bytes(), endpoint.local_addr())
             .unwrap();
-        let mut backoff = Duration::from_millis(1);
         while answered_here.load(Ordering::SeqCst) == here {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
+            tokio::time::timeout(Duration::from_secs(10), answered.notified())
+                .await
+                .expect("answered in time");
         }
         assert_eq!(answered_here.load(Ordering::SeqCst), here + 1);
         assert!(handed_over.try_recv().is_err());
