@@ -151,7 +151,11 @@ impl ReplicaAgent {
         master: Option<(i64, i64)>,
     ) -> Result<(), StoreError> {
         let state = self.store.state().await?;
-        self.note_check(asked_at, master, (state.epoch, state.version));
+        // The version the server serves from, not the file's: a push written to the file
+        // but not yet made live (its version published, so the failover states cached
+        // under the last one are read again) proves nothing about what is served.
+        let live = self.version().min(state.version);
+        self.note_check(asked_at, master, (state.epoch, live));
         Ok(())
     }
 
@@ -481,5 +485,33 @@ mod tests {
         advance(1_000).await;
         agent.note_check(clock.now_ms(), None, here);
         assert!(agent.view_doubt().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_push_written_but_not_yet_live_proves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::starting_at(1_000_000);
+        let agent = agent(dir.path(), clock).await;
+        let epoch = agent.state().await.unwrap().epoch;
+        // The file moves to version 6 (a push being applied); the server still serves 5.
+        let topology = Item {
+            key: keys::TOPOLOGY_ACTIVE.into(),
+            value: Some(TOPOLOGY.into()),
+            version: 6,
+        };
+        agent.store().replace_all(6, 0, &[topology]).await.unwrap();
+        assert_eq!(agent.state().await.unwrap().version, 6);
+        assert_eq!(agent.version(), 5);
+        agent
+            .note_master_check(clock.now_ms(), Some((epoch, 6)))
+            .await
+            .unwrap();
+        assert_eq!(agent.view_doubt(), Some(ViewDoubt::SinceStart));
+        // What is live, the master's version of who serves whom, proves it.
+        agent
+            .note_master_check(clock.now_ms(), Some((epoch, 5)))
+            .await
+            .unwrap();
+        assert_eq!(agent.view_doubt(), None);
     }
 }

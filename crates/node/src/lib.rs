@@ -418,6 +418,10 @@ impl Node {
                 pool: home_pool.to_string(),
             };
         }
+        // Whether the view is proven is read before the states: a proof that lands while
+        // they are read (the server running again after a pause, its replica catching up)
+        // must not vouch for states read before it.
+        let in_doubt = self.replica.view_doubt().is_some();
         let states = self.serving.failover_states(&self.replica).await;
         let failover = states
             .get(&home_pool.to_ascii_lowercase())
@@ -433,9 +437,7 @@ impl Node {
         // A view not yet proven current never serves in full mode: a pool failed over in
         // disaster mode while this server was down must not take its users' writes.
         match decision {
-            topology::serving::Decision::Serve(topology::serving::Mode::Full)
-                if self.not_caught_up().is_some() =>
-            {
+            topology::serving::Decision::Serve(topology::serving::Mode::Full) if in_doubt => {
                 topology::serving::Decision::Serve(topology::serving::Mode::Resiliency)
             }
             other => other,
