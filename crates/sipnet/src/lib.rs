@@ -88,9 +88,9 @@ struct Shared {
 pub const QUEUE: usize = 1024;
 /// How many health probes wait in a server endpoint's priority queue.
 pub const PRIORITY_QUEUE: usize = 256;
-/// The receive buffer asked of the kernel for a server endpoint, so that a burst is
-/// queued rather than dropped before it is read (the system may grant less).
-const SERVER_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+/// The receive buffer asked of the kernel for an endpoint, so that a burst is queued
+/// rather than dropped before it is read (the system may grant less).
+const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
 /// A server endpoint's requests, and the priority queue for the health probes of the
 /// deployment's own servers.
@@ -149,8 +149,11 @@ impl ServerRequests {
 impl Endpoint {
     /// Binds `addr` and starts receiving; requests and malformed datagrams go to the
     /// returned channel.
+    /// The receive buffer is as large as a server's: one endpoint may stand for many
+    /// clients (the benchmarks' do), and a burst of requests to all of them (a pool's
+    /// sign-out notifications) must wait in it, not be dropped and retransmitted.
     pub async fn bind(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, mpsc::Receiver<Incoming>)> {
-        let socket = UdpSocket::bind(addr).await?;
+        let socket = udp_socket(addr)?;
         let (endpoint, stopped) = Endpoint::start(socket)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(endpoint.shared.clone().receive(
@@ -166,18 +169,7 @@ impl Endpoint {
     /// Binds `addr` as a server: a large receive buffer, and OPTIONS from the addresses
     /// given to [`Endpoint::set_priority_sources`] on a queue of their own.
     pub async fn bind_server(addr: SocketAddr) -> io::Result<(Arc<Endpoint>, ServerQueues)> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )?;
-        if let Err(e) = socket.set_recv_buffer_size(SERVER_RECEIVE_BUFFER) {
-            tracing::debug!(error = %e, "the SIP receive buffer stays at the system's size");
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        let socket = UdpSocket::from_std(socket.into())?;
-        let (endpoint, _) = Endpoint::start(socket)?;
+        let (endpoint, _) = Endpoint::start(udp_socket(addr)?)?;
         let (priority, probes) = mpsc::channel(PRIORITY_QUEUE);
         let (handover, handed_over) = mpsc::channel(QUEUE);
         let requests = ServerRequests {
@@ -233,6 +225,21 @@ impl Endpoint {
             *s = sources;
         }
     }
+}
+
+/// A UDP socket bound to `addr` with [`RECEIVE_BUFFER`] asked of the kernel.
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "the SIP receive buffer stays at the system's size");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 impl Shared {
