@@ -125,30 +125,39 @@ struct RegistrarRuns {
     restarts: Vec<String>,
 }
 
-/// A SIPp phase's figures, and the CPU the registrar spent on it.
+/// A SIPp phase's figures, the CPU the registrar spent on it and the CPU SIPp spent: on
+/// these two cores they share, a registrar whose answers cost SIPp more completes fewer
+/// sign-ins whatever its own cost.
 #[derive(Clone)]
 struct SippRun {
     run: Run,
     cpu_seconds: f64,
+    sipp_cpu_seconds: f64,
 }
 
 impl SippRun {
+    fn per_sign_in_us(&self, seconds: f64) -> f64 {
+        seconds * 1e6 / (self.run.latencies.len().max(1) as f64)
+    }
+
     fn cpu_us_per_sign_in(&self) -> f64 {
-        self.cpu_seconds * 1e6 / (self.run.latencies.len().max(1) as f64)
+        self.per_sign_in_us(self.cpu_seconds)
     }
 
     fn figures(&self) -> serde_json::Value {
         let mut v = self.run.figures();
         v["registrar_cpu_seconds"] = self.cpu_seconds.into();
         v["registrar_cpu_us_per_sign_in"] = self.cpu_us_per_sign_in().into();
+        v["sipp_cpu_us_per_sign_in"] = self.per_sign_in_us(self.sipp_cpu_seconds).into();
         v
     }
 
     fn line(&self) -> String {
         format!(
-            "{}, {:.0} µs CPU/sign-in",
+            "{}, {:.0} µs CPU/sign-in (SIPp {:.0} µs)",
             self.run.line(),
-            self.cpu_us_per_sign_in()
+            self.cpu_us_per_sign_in(),
+            self.per_sign_in_us(self.sipp_cpu_seconds)
         )
     }
 }
@@ -497,6 +506,7 @@ impl Ctx<'_> {
             _ => registrar.plain,
         };
         let cpu_before = cpu_seconds(registrar.pid);
+        let sipp_cpu_before = ended_children_cpu_seconds();
         let mut children = Vec::new();
         for (k, csv) in self.csvs.iter().enumerate() {
             let phase = load.name();
@@ -600,6 +610,7 @@ impl Ctx<'_> {
             }
         }
         let cpu_seconds = cpu_seconds(registrar.pid) - cpu_before;
+        let sipp_cpu_seconds = ended_children_cpu_seconds() - sipp_cpu_before;
         // SIPp's own clock: from the first sign-in's start to the last one's 200.
         let first = rows
             .iter()
@@ -621,6 +632,7 @@ impl Ctx<'_> {
                 first_error: None,
             },
             cpu_seconds,
+            sipp_cpu_seconds,
         })
     }
 }
@@ -725,6 +737,16 @@ fn cpu_seconds(pid: u32) -> f64 {
         }
     }
     total / 100.0
+}
+
+/// CPU seconds (user and system) of this process's children that have ended and been
+/// waited for: across a phase, its SIPp processes (they end with it, and nothing else this
+/// process starts ends meanwhile).
+fn ended_children_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map_or(0.0, |u| seconds(u.user_time()) + seconds(u.system_time()))
 }
 
 /// The ids of the processes running now, from /proc.
@@ -1112,6 +1134,19 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_of_children_counts_once_they_end() {
+        let before = ended_children_cpu_seconds();
+        // A child that spins for a while, then is waited for, as SIPp is.
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let spent = ended_children_cpu_seconds() - before;
+        assert!(spent > 0.05, "the child's CPU was not counted: {spent} s");
+    }
+
+    #[test]
     fn the_median_round_is_the_middle_rate_and_the_lower_middle_of_an_even_count() {
         let run = |sign_ins: usize| SippRun {
             run: Run {
@@ -1123,6 +1158,7 @@ mod tests {
                 first_error: None,
             },
             cpu_seconds: 0.0,
+            sipp_cpu_seconds: 0.0,
         };
         let rate = |r: Option<SippRun>| r.map(|r| r.run.rate());
         assert_eq!(rate(median_by_rate(vec![])), None);
