@@ -175,11 +175,13 @@ impl Headers {
         self.span(f.name)
     }
 
-    /// The value of the first field with this name.
+    /// The value of the first field with this name (its compact form expanded once, not
+    /// at every field: the registrar looks up some thirty fields a sign-in).
     pub fn get(&self, name: &str) -> Option<&str> {
+        let wanted = expand(name);
         self.fields
             .iter()
-            .find(|f| same_header(self.name_of(f), name))
+            .find(|f| expand(self.name_of(f)).eq_ignore_ascii_case(wanted))
             .map(|f| self.span(f.value))
     }
 
@@ -187,10 +189,11 @@ impl Headers {
     /// Path and Service-Route, comma-separated values are split at top-level commas
     /// (not inside quotes or `<>`) and trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        let multi = MULTI_VALUE.iter().any(|m| same_header(m, name));
+        let wanted = expand(name);
+        let multi = MULTI_VALUE.iter().any(|m| m.eq_ignore_ascii_case(wanted));
         let mut out = Vec::new();
         for (n, v) in self.iter() {
-            if !same_header(n, name) {
+            if !expand(n).eq_ignore_ascii_case(wanted) {
                 continue;
             }
             if multi {
