@@ -128,20 +128,25 @@ pub fn response_with(
 
 /// Parses `Digest name=value, name="value", ...` into (lowercased name, unquoted value)
 /// pairs, rejecting duplicates.
+///
+/// Scanned by bytes, not characters: every delimiter is ASCII, so each position found is a
+/// character's boundary, and a byte that is not ASCII is neither part of a token nor a
+/// delimiter, as the character it starts is not (a property test holds this to the
+/// character-by-character reading it replaced). It runs at every sign-in.
 fn parse_auth_params(header_value: &str) -> Result<Vec<(String, String)>, ParseError> {
     let s = header_value.trim_start();
-    let scheme_end = s.find(|c: char| c.is_ascii_whitespace()).unwrap_or(s.len());
+    let scheme_end = position(s, |b| b.is_ascii_whitespace());
     if !s[..scheme_end].eq_ignore_ascii_case("Digest") {
         return Err(malformed("authentication scheme is not Digest"));
     }
     let mut rest = &s[scheme_end..];
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(10);
     loop {
-        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+        rest = &rest[position(rest, |b| !(b.is_ascii_whitespace() || b == b','))..];
         if rest.is_empty() {
             return Ok(out);
         }
-        let name_end = rest.find(|c: char| !is_token_char(c)).unwrap_or(rest.len());
+        let name_end = position(rest, |b| !(b.is_ascii() && is_token_char(char::from(b))));
         let name = rest[..name_end].to_ascii_lowercase();
         if name.is_empty() {
             return Err(malformed("invalid digest parameter name"));
@@ -156,9 +161,7 @@ fn parse_auth_params(header_value: &str) -> Result<Vec<(String, String)>, ParseE
             rest = after;
             value
         } else {
-            let end = rest
-                .find(|c: char| c == ',' || c == '"' || c.is_ascii_whitespace())
-                .unwrap_or(rest.len());
+            let end = position(rest, |b| b == b',' || b == b'"' || b.is_ascii_whitespace());
             let value = rest[..end].to_owned();
             rest = &rest[end..];
             value
@@ -172,6 +175,13 @@ fn parse_auth_params(header_value: &str) -> Result<Vec<(String, String)>, ParseE
         }
         out.push((name, value));
     }
+}
+
+/// The index of the first byte of `s` that `stop` accepts, or its length. `stop` accepts
+/// only ASCII bytes, or every byte that is not ASCII: either way the index is a
+/// character's boundary.
+fn position(s: &str, stop: impl Fn(u8) -> bool) -> usize {
+    s.bytes().position(stop).unwrap_or(s.len())
 }
 
 fn take(params: &mut Vec<(String, String)>, name: &str) -> Option<String> {
@@ -438,6 +448,102 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// The character-by-character reading [`parse_auth_params`] replaced: what it must
+    /// agree with.
+    // Parses `Digest name=value, name="value", ...` into (lowercased name, unquoted value)
+    // pairs, rejecting duplicates.
+    fn parse_auth_params_by_chars(header_value: &str) -> Result<Vec<(String, String)>, ParseError> {
+        let s = header_value.trim_start();
+        let scheme_end = s.find(|c: char| c.is_ascii_whitespace()).unwrap_or(s.len());
+        if !s[..scheme_end].eq_ignore_ascii_case("Digest") {
+            return Err(malformed("authentication scheme is not Digest"));
+        }
+        let mut rest = &s[scheme_end..];
+        let mut out: Vec<(String, String)> = Vec::new();
+        loop {
+            rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == ',');
+            if rest.is_empty() {
+                return Ok(out);
+            }
+            let name_end = rest.find(|c: char| !is_token_char(c)).unwrap_or(rest.len());
+            let name = rest[..name_end].to_ascii_lowercase();
+            if name.is_empty() {
+                return Err(malformed("invalid digest parameter name"));
+            }
+            rest = rest[name_end..].trim_start();
+            rest = rest
+                .strip_prefix('=')
+                .ok_or_else(|| malformed(format!("digest parameter {name} has no value")))?
+                .trim_start();
+            let value = if rest.starts_with('"') {
+                let (value, after) = parse_quoted(rest)?;
+                rest = after;
+                value
+            } else {
+                let end = rest
+                    .find(|c: char| c == ',' || c == '"' || c.is_ascii_whitespace())
+                    .unwrap_or(rest.len());
+                let value = rest[..end].to_owned();
+                rest = &rest[end..];
+                value
+            };
+            rest = rest.trim_start();
+            if !rest.is_empty() && !rest.starts_with(',') {
+                return Err(malformed("expected `,` between digest parameters"));
+            }
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(malformed(format!("duplicate digest parameter {name}")));
+            }
+            out.push((name, value));
+        }
+    }
+
+    /// Authorization values from pieces that meet every case of the parameter syntax:
+    /// quoted strings with escapes, tokens, blanks, stray commas and quotes, characters
+    /// that are not ASCII (a no-break space among them, which is Unicode blank space),
+    /// duplicates, other schemes.
+    fn auth_piece() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "username=\"bob\"",
+            "realm=\"a\\\"b\"",
+            "nc=00000001",
+            "qop=auth",
+            " ",
+            ",",
+            ", ",
+            "\t",
+            "=",
+            "\"",
+            "Algorithm=SHA-256",
+            "uri=\"sip:a\"",
+            "\u{e9}",
+            "na\u{e9}me=x",
+            "x=\u{a0}y",
+            "\u{a0}",
+            "cnonce=\"\u{e9}\"",
+            "nonce=\"",
+            "a b",
+            "=v",
+            "k=v\"",
+            "\\",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #[test]
+        fn reading_parameters_by_bytes_is_reading_them_by_characters(
+            scheme in prop::sample::select(vec!["Digest ", "digest\t", " Digest  ", "Basic ", "Digest", "Digest\u{a0}"]),
+            pieces in prop::collection::vec(auth_piece(), 0..12),
+        ) {
+            let value = format!("{scheme}{}", pieces.concat());
+            prop_assert_eq!(parse_auth_params(&value), parse_auth_params_by_chars(&value));
+        }
+    }
 
     // RFC 2617 §3.5.
     const RFC_HA1_INPUT: (&str, &str, &str) = ("Mufasa", "testrealm@host.com", "Circle Of Life");

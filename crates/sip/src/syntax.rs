@@ -74,7 +74,9 @@ pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
         .ok_or_else(|| malformed("expected a quoted string"))?;
     // Most quoted strings have no escapes: copied in one piece when the closing quote
     // comes before any backslash or line break.
-    if let Some(end) = body.find(['"', '\\', '\r', '\n'])
+    if let Some(end) = body
+        .bytes()
+        .position(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
         && body.as_bytes()[end] == b'"'
     {
         return Ok((body[..end].to_owned(), &body[end + 1..]));
