@@ -45,6 +45,12 @@ const UPSERT_POSTGRES: &str = "INSERT INTO registration (aor, contact, expires_a
      ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at,
          mode = excluded.mode, server = excluded.server";
 
+/// One binding as [`UPSERT_SQLITE`] and [`UPSERT_POSTGRES`] read it from their JSON array:
+/// aor, contact, expires_at, mode, server.
+fn upsert_row(b: &Binding) -> serde_json::Value {
+    serde_json::json!([b.aor, b.contact, b.expires_at, b.mode, b.server])
+}
+
 /// [`BackEnd::apply_registrations`]'s first call on plain SQLite: begin, count, read.
 static BEGIN_AND_READ_SQLITE: LazyLock<String> =
     LazyLock::new(|| format!("BEGIN IMMEDIATE; {COUNT_WRITE}; {READ_SQLITE}"));
@@ -123,13 +129,7 @@ fn plan(
             .unwrap_or_default();
         for b in after {
             if !was.contains(&b) {
-                upserts.push(serde_json::json!([
-                    b.aor,
-                    b.contact,
-                    b.expires_at,
-                    b.mode,
-                    b.server
-                ]));
+                upserts.push(upsert_row(b));
             }
         }
     }
@@ -401,13 +401,8 @@ impl BackEnd {
         if refreshed.is_empty() {
             return Ok(0);
         }
-        let rows = serde_json::Value::from(
-            refreshed
-                .iter()
-                .map(|b| serde_json::json!([b.aor, b.contact, b.expires_at, b.mode, b.server]))
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
+        let rows = serde_json::Value::from(refreshed.iter().map(upsert_row).collect::<Vec<_>>())
+            .to_string();
         let mut tx = self.begin_write().await?;
         let written = db::query(UPSERT_SQLITE)
             .postgres(UPSERT_POSTGRES)
