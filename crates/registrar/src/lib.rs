@@ -144,10 +144,9 @@ impl TransactionTable {
     /// The key of `request`'s transaction from `peer` (RFC 3261 §17.2.3: the top Via's
     /// branch, with the source and the method and CSeq that a branch is reused across).
     fn key(&self, request: &Request, peer: SocketAddr) -> u64 {
-        let via = request.top_via();
         self.keys.of((
             peer,
-            via.as_ref().and_then(|v| v.branch()).unwrap_or(""),
+            request.top_via_branch().unwrap_or(""),
             request.method.as_str(),
             request.headers.get("CSeq").unwrap_or(""),
         ))

@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use crate::syntax::{
     find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
-    parse_params, split_top_level, write_params,
+    parse_params, split_top_level, top_level, write_params,
 };
 use crate::uri::NameAddr;
 use crate::{MAX_HEADER_BYTES, MAX_MESSAGE_BYTES};
@@ -754,6 +754,21 @@ impl Request {
         Via::parse(self.headers.get_all("Via").first()?).ok()
     }
 
+    /// The `branch` parameter of the topmost Via, read in place (what
+    /// `top_via()?.branch()` gives whenever the top Via parses): a UDP server keys every
+    /// transaction by it, and parsing the whole Via for that costs a sign-in half a dozen
+    /// allocations.
+    pub fn top_via_branch(&self) -> Option<&str> {
+        let top = self
+            .headers
+            .iter()
+            .filter(|(name, _)| same_header(name, "Via"))
+            .flat_map(|(_, value)| top_level(value, ','))
+            .map(str::trim)
+            .find(|via| !via.is_empty())?;
+        Via::branch_in(top)
+    }
+
     /// The Expires header in seconds; values beyond `u32::MAX` saturate, and anything
     /// that is not an integer gives `None`.
     pub fn expires(&self) -> Option<u32> {
@@ -914,6 +929,20 @@ impl Via {
         self.param("branch").flatten()
     }
 
+    /// The `branch` of one Via value without parsing the rest of it: the value of the
+    /// first parameter named `branch` (any case) after the sent-by.
+    pub fn branch_in(value: &str) -> Option<&str> {
+        let (_, params) = value.split_once(';')?;
+        let value = top_level(params, ';').find_map(|param| {
+            let (name, value) = match param.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (param, None),
+            };
+            name.trim().eq_ignore_ascii_case("branch").then_some(value)
+        })?;
+        value.map(str::trim)
+    }
+
     /// `Some(None)` for a flag (`;rport`), `Some(Some(v))` for `;name=v`, `None` when
     /// absent. Names compare case-insensitively.
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
@@ -1044,6 +1073,57 @@ mod tests {
         fn blanks_are_trimmed_as_the_characters_would_be(s in "[ \t]{0,3}\\PC{0,12}[ \t]{0,3}") {
             prop_assert_eq!(trim_blanks_end(trim_blanks_start(&s)), s.trim_matches([' ', '\t']));
             prop_assert_eq!(trim_blanks_end(&s), s.trim_end_matches([' ', '\t']));
+        }
+    }
+
+    /// Via header values from pieces that meet every case of reading a branch: in any
+    /// case, spaced, a flag, twice, inside a quoted parameter, in a second Via of the field.
+    fn via_value() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            ";branch=z9hG4bK1",
+            ";BRANCH = z9hG4bK2 ",
+            ";branch",
+            ";branch=",
+            ";rport",
+            ";received=192.0.2.1",
+            ";x=\"a;branch=q,b\"",
+            ", SIP/2.0/TCP other;branch=z9hG4bK3",
+            ",",
+            " ",
+            ";",
+            "=",
+        ]);
+        (
+            prop::sample::select(vec![
+                "SIP/2.0/UDP a.example:5060",
+                "SIP/2.0/TLS [::1]",
+                "x",
+                "",
+            ]),
+            prop::collection::vec(piece, 0..6),
+        )
+            .prop_map(|(sent, pieces)| format!("{sent}{}", pieces.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #[test]
+        fn the_branch_read_in_place_is_the_parsed_top_vias(
+            vias in prop::collection::vec(via_value(), 1..3),
+        ) {
+            let mut headers = Headers::new();
+            for via in &vias {
+                headers.push("Via", via);
+            }
+            let request = Request { method: Method::Register, uri: "sip:a".into(), headers, body: vec![] };
+            if let Some(top) = request.top_via() {
+                prop_assert_eq!(request.top_via_branch(), top.branch());
+            }
+            for via in &vias {
+                if let Ok(parsed) = Via::parse(via) {
+                    prop_assert_eq!(Via::branch_in(via), parsed.branch());
+                }
+            }
         }
     }
 

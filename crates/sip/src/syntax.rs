@@ -35,35 +35,55 @@ pub(crate) fn is_token(s: &str) -> bool {
 
 /// Splits `s` at every `sep` that is outside double quotes and angle brackets.
 pub(crate) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut in_quotes = false;
-    let mut escaped = false;
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
+    top_level(s, sep).collect()
+}
+
+/// The parts of `s` between the `sep`s outside double quotes and angle brackets, in
+/// order, read in place: what [`split_top_level`] collects, for a caller that wants the
+/// first few without a vector (the registrar reads the top Via's branch of every request).
+pub(crate) fn top_level(s: &str, sep: char) -> TopLevel<'_> {
+    TopLevel { rest: Some(s), sep }
+}
+
+/// See [`top_level`].
+pub(crate) struct TopLevel<'a> {
+    rest: Option<&'a str>,
+    sep: char,
+}
+
+impl<'a> Iterator for TopLevel<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        let mut depth = 0usize;
+        let mut in_quotes = false;
+        let mut escaped = false;
+        for (i, c) in s.char_indices() {
+            if in_quotes {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    in_quotes = false;
+                }
+                continue;
             }
-            continue;
-        }
-        match c {
-            '"' => in_quotes = true,
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            c if c == sep && depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
+            match c {
+                '"' => in_quotes = true,
+                '<' => depth += 1,
+                '>' => depth = depth.saturating_sub(1),
+                c if c == self.sep && depth == 0 => {
+                    self.rest = Some(&s[i + c.len_utf8()..]);
+                    return Some(&s[..i]);
+                }
+                _ => {}
             }
-            _ => {}
         }
+        self.rest = None;
+        Some(s)
     }
-    out.push(&s[start..]);
-    out
 }
 
 /// Parses a quoted string at the start of `s` (which must begin with `"`), undoing
