@@ -5,6 +5,7 @@
 //! challenge it was given. Nonces, and the memory that makes a captured header useless,
 //! are in [`crate::nonce`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use md5::Md5;
@@ -12,7 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::hex::{ct_eq_ignore_case, to_hex};
 use crate::syntax::ParseError;
-use crate::syntax::{is_token, is_token_char, malformed, parse_quoted, quote, write_quoted};
+use crate::syntax::{
+    is_token, is_token_char, malformed, parse_quoted_in_place, quote, write_quoted,
+};
 
 pub use crate::nonce::{NonceCheck, NonceCounts, NonceKey, NonceUse};
 
@@ -133,36 +136,41 @@ pub fn response_with(
 /// character's boundary, and a byte that is not ASCII is neither part of a token nor a
 /// delimiter, as the character it starts is not (a property test holds this to the
 /// character-by-character reading it replaced). It runs at every sign-in.
-fn parse_auth_params(header_value: &str) -> Result<Vec<(String, String)>, ParseError> {
+fn parse_auth_params(header_value: &str) -> Result<AuthParams<'_>, ParseError> {
     let s = header_value.trim_start();
     let scheme_end = position(s, |b| b.is_ascii_whitespace());
     if !s[..scheme_end].eq_ignore_ascii_case("Digest") {
         return Err(malformed("authentication scheme is not Digest"));
     }
     let mut rest = &s[scheme_end..];
-    let mut out: Vec<(String, String)> = Vec::with_capacity(10);
+    let mut out: AuthParams<'_> = Vec::with_capacity(10);
     loop {
         rest = &rest[position(rest, |b| !(b.is_ascii_whitespace() || b == b','))..];
         if rest.is_empty() {
             return Ok(out);
         }
         let name_end = position(rest, |b| !(b.is_ascii() && is_token_char(char::from(b))));
-        let name = rest[..name_end].to_ascii_lowercase();
+        let name = &rest[..name_end];
         if name.is_empty() {
             return Err(malformed("invalid digest parameter name"));
         }
         rest = rest[name_end..].trim_start();
         rest = rest
             .strip_prefix('=')
-            .ok_or_else(|| malformed(format!("digest parameter {name} has no value")))?
+            .ok_or_else(|| {
+                malformed(format!(
+                    "digest parameter {} has no value",
+                    name.to_ascii_lowercase()
+                ))
+            })?
             .trim_start();
         let value = if rest.starts_with('"') {
-            let (value, after) = parse_quoted(rest)?;
+            let (value, after) = parse_quoted_in_place(rest)?;
             rest = after;
             value
         } else {
             let end = position(rest, |b| b == b',' || b == b'"' || b.is_ascii_whitespace());
-            let value = rest[..end].to_owned();
+            let value = Cow::Borrowed(&rest[..end]);
             rest = &rest[end..];
             value
         };
@@ -170,12 +178,19 @@ fn parse_auth_params(header_value: &str) -> Result<Vec<(String, String)>, ParseE
         if !rest.is_empty() && !rest.starts_with(',') {
             return Err(malformed("expected `,` between digest parameters"));
         }
-        if out.iter().any(|(n, _)| *n == name) {
-            return Err(malformed(format!("duplicate digest parameter {name}")));
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(malformed(format!(
+                "duplicate digest parameter {}",
+                name.to_ascii_lowercase()
+            )));
         }
         out.push((name, value));
     }
 }
+
+/// Digest parameters as written: names (compared in any case) and values, borrowed from
+/// the header unless a quoted value had escapes to undo.
+type AuthParams<'a> = Vec<(&'a str, Cow<'a, str>)>;
 
 /// The index of the first byte of `s` that `stop` accepts, or its length. `stop` accepts
 /// only ASCII bytes, or every byte that is not ASCII: either way the index is a
@@ -184,12 +199,14 @@ fn position(s: &str, stop: impl Fn(u8) -> bool) -> usize {
     s.bytes().position(stop).unwrap_or(s.len())
 }
 
-fn take(params: &mut Vec<(String, String)>, name: &str) -> Option<String> {
-    let i = params.iter().position(|(n, _)| n == name)?;
+fn take<'a>(params: &mut AuthParams<'a>, name: &str) -> Option<Cow<'a, str>> {
+    let i = params
+        .iter()
+        .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
     Some(params.swap_remove(i).1)
 }
 
-fn required(params: &mut Vec<(String, String)>, name: &str) -> Result<String, ParseError> {
+fn required<'a>(params: &mut AuthParams<'a>, name: &str) -> Result<Cow<'a, str>, ParseError> {
     take(params, name).ok_or_else(|| malformed(format!("missing digest parameter {name}")))
 }
 
@@ -218,8 +235,8 @@ impl Challenge {
     pub fn parse(header_value: &str) -> Result<Challenge, ParseError> {
         let mut params = parse_auth_params(header_value)?;
         let algorithm = Algorithm::parse(take(&mut params, "algorithm").as_deref())?;
-        let realm = required(&mut params, "realm")?;
-        let nonce = required(&mut params, "nonce")?;
+        let realm = required(&mut params, "realm")?.into_owned();
+        let nonce = required(&mut params, "nonce")?.into_owned();
         let qop_auth = take(&mut params, "qop").is_some_and(|q| {
             q.split(',')
                 .any(|option| option.trim().eq_ignore_ascii_case("auth"))
@@ -228,7 +245,7 @@ impl Challenge {
         Ok(Challenge {
             realm,
             nonce,
-            opaque: take(&mut params, "opaque"),
+            opaque: take(&mut params, "opaque").map(Cow::into_owned),
             stale,
             qop_auth,
             algorithm,
@@ -259,23 +276,27 @@ impl fmt::Display for Challenge {
 
 /// An `Authorization` / `Proxy-Authorization` Digest answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
-    pub uri: String,
-    pub response: String,
-    pub cnonce: Option<String>,
-    pub nc: Option<String>,
-    pub qop: Option<String>,
-    pub opaque: Option<String>,
+///
+/// Parsed, it borrows from the header it was read from (a server checks credentials on
+/// every second REGISTER of a sign-in: no copy of each parameter); built to answer a
+/// challenge, it owns its values.
+pub struct Credentials<'a> {
+    pub username: Cow<'a, str>,
+    pub realm: Cow<'a, str>,
+    pub nonce: Cow<'a, str>,
+    pub uri: Cow<'a, str>,
+    pub response: Cow<'a, str>,
+    pub cnonce: Option<Cow<'a, str>>,
+    pub nc: Option<Cow<'a, str>>,
+    pub qop: Option<Cow<'a, str>>,
+    pub opaque: Option<Cow<'a, str>>,
     pub algorithm: Algorithm,
 }
 
-impl Credentials {
+impl<'a> Credentials<'a> {
     /// Parses `Digest k=v, k="v"`: quoted strings with `\"` escapes or bare tokens, any
     /// order, unknown parameters ignored, duplicates rejected.
-    pub fn parse(header_value: &str) -> Result<Credentials, ParseError> {
+    pub fn parse(header_value: &'a str) -> Result<Credentials<'a>, ParseError> {
         let mut params = parse_auth_params(header_value)?;
         let algorithm = Algorithm::parse(take(&mut params, "algorithm").as_deref())?;
         Ok(Credentials {
@@ -303,27 +324,28 @@ impl Credentials {
         uri: &str,
         cnonce: &str,
         nc: u32,
-    ) -> Credentials {
+    ) -> Credentials<'static> {
         let (qop, cnonce, nc) = if ch.qop_auth {
             (
-                Some("auth".to_owned()),
-                Some(cnonce.to_owned()),
-                Some(format!("{nc:08x}")),
+                Some(Cow::Borrowed("auth")),
+                Some(Cow::Owned(cnonce.to_owned())),
+                Some(Cow::Owned(format!("{nc:08x}"))),
             )
         } else {
             (None, None, None)
         };
         let qop_args = nc.as_deref().zip(cnonce.as_deref());
+        let response = response_with(ch.algorithm, ha1, &ch.nonce, method, uri, qop_args);
         Credentials {
-            username: username.to_owned(),
-            realm: ch.realm.clone(),
-            nonce: ch.nonce.clone(),
-            uri: uri.to_owned(),
-            response: response_with(ch.algorithm, ha1, &ch.nonce, method, uri, qop_args),
+            username: Cow::Owned(username.to_owned()),
+            realm: Cow::Owned(ch.realm.clone()),
+            nonce: Cow::Owned(ch.nonce.clone()),
+            uri: Cow::Owned(uri.to_owned()),
+            response: Cow::Owned(response),
             cnonce,
             nc,
             qop,
-            opaque: ch.opaque.clone(),
+            opaque: ch.opaque.clone().map(Cow::Owned),
             algorithm: ch.algorithm,
         }
     }
@@ -368,7 +390,7 @@ impl Credentials {
     }
 }
 
-impl fmt::Display for Credentials {
+impl fmt::Display for Credentials<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -448,6 +470,7 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::syntax::parse_quoted;
 
     use proptest::prelude::*;
 
@@ -541,7 +564,13 @@ mod tests {
             pieces in prop::collection::vec(auth_piece(), 0..12),
         ) {
             let value = format!("{scheme}{}", pieces.concat());
-            prop_assert_eq!(parse_auth_params(&value), parse_auth_params_by_chars(&value));
+            let by_bytes = parse_auth_params(&value).map(|params| {
+                params
+                    .into_iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value.into_owned()))
+                    .collect::<Vec<_>>()
+            });
+            prop_assert_eq!(by_bytes, parse_auth_params_by_chars(&value));
         }
     }
 
@@ -591,7 +620,7 @@ mod tests {
         assert!(!c.verify(&ha1(u, r, "wrong"), "GET"));
         assert!(!c.verify(&ha1(u, r, p), "POST"));
         let mut upper = c.clone();
-        upper.response = upper.response.to_ascii_uppercase();
+        upper.response = upper.response.to_ascii_uppercase().into();
         assert!(upper.verify(&ha1(u, r, p), "GET"));
     }
 
@@ -737,11 +766,15 @@ mod tests {
     #[test]
     fn counts_are_read_from_nc() {
         let base = r#"Digest username="u", realm="r", nonce="n", uri="sip:x", response="00""#;
-        let c = |extra: &str| Credentials::parse(&format!("{base}{extra}")).unwrap();
-        assert_eq!(c("").count(), Some(1), "RFC 2069 form: one use");
-        assert_eq!(c(", qop=auth, nc=0000000a, cnonce=x").count(), Some(10));
-        assert_eq!(c(", qop=auth, cnonce=x").count(), None);
-        assert_eq!(c(", qop=auth, nc=zz, cnonce=x").count(), None);
+        let c = |extra: &str| {
+            Credentials::parse(&format!("{base}{extra}"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(c(""), Some(1), "RFC 2069 form: one use");
+        assert_eq!(c(", qop=auth, nc=0000000a, cnonce=x"), Some(10));
+        assert_eq!(c(", qop=auth, cnonce=x"), None);
+        assert_eq!(c(", qop=auth, nc=zz, cnonce=x"), None);
     }
 
     #[test]

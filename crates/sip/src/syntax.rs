@@ -2,6 +2,8 @@
 //! strings, parameter lists and `host[:port]`. Kept in one place so every parser agrees
 //! on what a token or a parameter is.
 
+use std::borrow::Cow;
+
 /// Why bytes are not a SIP message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -89,17 +91,22 @@ impl<'a> Iterator for TopLevel<'a> {
 /// Parses a quoted string at the start of `s` (which must begin with `"`), undoing
 /// backslash escapes. Returns the content and what follows the closing quote.
 pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
+    parse_quoted_in_place(s).map(|(content, rest)| (content.into_owned(), rest))
+}
+
+/// [`parse_quoted`], borrowing the content when it has no escapes (most have none).
+pub(crate) fn parse_quoted_in_place(s: &str) -> Result<(Cow<'_, str>, &str), ParseError> {
     let body = s
         .strip_prefix('"')
         .ok_or_else(|| malformed("expected a quoted string"))?;
-    // Most quoted strings have no escapes: copied in one piece when the closing quote
+    // Most quoted strings have no escapes: taken in one piece when the closing quote
     // comes before any backslash or line break.
     if let Some(end) = body
         .bytes()
         .position(|b| matches!(b, b'"' | b'\\' | b'\r' | b'\n'))
         && body.as_bytes()[end] == b'"'
     {
-        return Ok((body[..end].to_owned(), &body[end + 1..]));
+        return Ok((Cow::Borrowed(&body[..end]), &body[end + 1..]));
     }
     let mut out = String::new();
     let mut escaped = false;
@@ -114,7 +121,7 @@ pub(crate) fn parse_quoted(s: &str) -> Result<(String, &str), ParseError> {
         }
         match c {
             '\\' => escaped = true,
-            '"' => return Ok((out, &body[i + 1..])),
+            '"' => return Ok((Cow::Owned(out), &body[i + 1..])),
             _ => out.push(c),
         }
     }
