@@ -192,24 +192,53 @@ impl Committer {
 
     /// Answers `change` from memory when it only refreshes what the user holds (see the
     /// module's documentation); otherwise queues it and waits for the batch that holds it
-    /// to commit.
-    pub async fn commit(&self, change: RegistrationChange) -> Result<Registered, Arc<StoreError>> {
+    /// to commit. A refresh is answered from the change as borrowed: nothing of it is
+    /// copied unless it goes to the Back End.
+    pub async fn commit(&self, change: Change<'_>) -> Result<Bound, Arc<StoreError>> {
         let refreshed = self
             .memory
             .lock()
             .expect("the bindings' memory")
             .refresh(&change, self.clock.now_ms());
         if let Some(bindings) = refreshed {
-            return Ok(Registered::Bound(bindings));
+            return Ok(Bound::Bindings(bindings));
         }
+        let change = RegistrationChange {
+            aor: change.aor.to_owned(),
+            what: change.what,
+            mode: change.mode.to_owned(),
+            server: change.server.to_owned(),
+        };
         let (waiter, answer) = oneshot::channel();
         let stopped = || Arc::new(StoreError::Refused("the registrar is stopping".into()));
         self.queue
             .send((change, waiter))
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        match answer.await.map_err(|_| stopped())?? {
+            Registered::Bound(bindings) => Ok(Bound::Bindings(Arc::new(bindings))),
+            Registered::TooMany => Ok(Bound::TooMany),
+        }
     }
+}
+
+/// A REGISTER's change to its user's bindings, as the registrar holds it: the user, what
+/// changes, in which mode, through which Front End.
+#[derive(Debug)]
+pub struct Change<'a> {
+    pub aor: &'a str,
+    pub what: BindingUpdate,
+    pub mode: &'a str,
+    pub server: &'a str,
+}
+
+/// What a REGISTER left its user bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// The user's bindings now (shared with what this Front End holds of them).
+    Bindings(Arc<Vec<Binding>>),
+    /// The change would have bound more contacts than a user may have.
+    TooMany,
 }
 
 /// Writes the refreshes answered since the last time, in one transaction; refreshes that
@@ -244,7 +273,7 @@ struct Memory {
 /// One user's bindings as a commit here left them (every Front End's), and when.
 #[derive(Debug)]
 struct Held {
-    bindings: Vec<Binding>,
+    bindings: Arc<Vec<Binding>>,
     read_at: i64,
 }
 
@@ -253,12 +282,14 @@ impl Memory {
     /// holds (in the same mode, through this server), and what is held was read less than
     /// [`HELD_FOR`] ago; the refresh is then noted for writing.
     /// None when the change must be committed.
-    fn refresh(&mut self, change: &RegistrationChange, now: i64) -> Option<Vec<Binding>> {
-        let held = self.users.get_mut(&change.aor)?;
+    fn refresh(&mut self, change: &Change<'_>, now: i64) -> Option<Arc<Vec<Binding>>> {
+        let held = self.users.get_mut(change.aor)?;
         if now - held.read_at >= millis(HELD_FOR) {
             return None;
         }
-        held.bindings.retain(|b| b.expires_at > now);
+        if held.bindings.iter().any(|b| b.expires_at <= now) {
+            Arc::make_mut(&mut held.bindings).retain(|b| b.expires_at > now);
+        }
         // A query (a REGISTER without Contact, rare) reads the Back End: it sees what
         // the pool's other Front Ends did at once.
         let BindingUpdate::Contacts(contacts) = &change.what else {
@@ -273,15 +304,18 @@ impl Memory {
         if !contacts.iter().all(refreshes_held) {
             return None;
         }
+        // The answer shares the bindings held: they are copied only when an answer still
+        // holds them as the next refresh changes them.
+        let bindings = Arc::make_mut(&mut held.bindings);
         for (contact, until) in contacts {
             let Some(until) = *until else { continue };
-            let Some(b) = held.bindings.iter_mut().find(|b| &b.contact == contact) else {
+            let Some(b) = bindings.iter_mut().find(|b| &b.contact == contact) else {
                 continue;
             };
             b.expires_at = until;
-            let unwritten = match self.unwritten.get_mut(&change.aor) {
+            let unwritten = match self.unwritten.get_mut(change.aor) {
                 Some(unwritten) => unwritten,
-                None => self.unwritten.entry(change.aor.clone()).or_default(),
+                None => self.unwritten.entry(change.aor.to_owned()).or_default(),
             };
             match unwritten.iter_mut().find(|u| &u.contact == contact) {
                 Some(entry) => entry.expires_at = until,
@@ -318,7 +352,7 @@ impl Memory {
         self.users.insert(
             change.aor.clone(),
             Held {
-                bindings,
+                bindings: Arc::new(bindings),
                 read_at: now,
             },
         );
@@ -386,6 +420,19 @@ mod tests {
         ))
     }
 
+    impl Memory {
+        /// [`Memory::refresh`] of a change as the Back End takes it.
+        fn refresh_change(&mut self, c: &RegistrationChange, now: i64) -> Option<Vec<Binding>> {
+            let change = Change {
+                aor: &c.aor,
+                what: c.what.clone(),
+                mode: &c.mode,
+                server: &c.server,
+            };
+            self.refresh(&change, now).map(|b| b.to_vec())
+        }
+    }
+
     fn binding(contact: &str, expires_at: i64, server: &str) -> Binding {
         Binding {
             aor: ALICE.into(),
@@ -415,11 +462,11 @@ mod tests {
     #[test]
     fn a_refresh_of_a_held_contact_is_answered_from_memory_and_noted_for_writing() {
         let mut memory = holding_the_phone();
-        let answer = memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        let answer = memory.refresh_change(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
         assert_eq!(answer, Some(vec![binding(PHONE, 3_602_000, FE)]));
         // Coalesced: three refreshes in the window are one row to write, the latest.
-        memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
-        memory.refresh(&bind(&[(PHONE, Some(3_604_000))]), 4_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_604_000))]), 4_000);
         assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_604_000)]);
         assert_eq!(memory.take_unwritten().len(), 1);
         assert!(memory.take_unwritten().is_empty());
@@ -437,22 +484,22 @@ mod tests {
             change(BindingUpdate::RemoveAll),
         ];
         for c in &commits {
-            assert_eq!(memory.refresh(c, 2_000), None, "{c:?}");
+            assert_eq!(memory.refresh_change(c, 2_000), None, "{c:?}");
         }
         // In another mode, or taken by another Front End: committed too.
         let mut resiliency = bind(&[(PHONE, Some(3_602_000))]);
         resiliency.mode = "resiliency".into();
-        assert_eq!(memory.refresh(&resiliency, 2_000), None);
+        assert_eq!(memory.refresh_change(&resiliency, 2_000), None);
         let mut elsewhere = bind(&[(PHONE, Some(3_602_000))]);
         elsewhere.server = "pool1-fe2.contoso.com".into();
-        assert_eq!(memory.refresh(&elsewhere, 2_000), None);
+        assert_eq!(memory.refresh_change(&elsewhere, 2_000), None);
         // A user never committed here, or whose binding expired.
         assert_eq!(
-            Memory::default().refresh(&bind(&[(PHONE, Some(9))]), 2_000),
+            Memory::default().refresh_change(&bind(&[(PHONE, Some(9))]), 2_000),
             None
         );
         assert_eq!(
-            memory.refresh(&bind(&[(PHONE, Some(3_700_000))]), 3_601_000),
+            memory.refresh_change(&bind(&[(PHONE, Some(3_700_000))]), 3_601_000),
             None
         );
         assert!(memory.take_unwritten().is_empty());
@@ -465,11 +512,11 @@ mod tests {
         let last = read_at + millis(HELD_FOR) - 1;
         assert!(
             memory
-                .refresh(&bind(&[(PHONE, Some(3_700_000))]), last)
+                .refresh_change(&bind(&[(PHONE, Some(3_700_000))]), last)
                 .is_some()
         );
         assert_eq!(
-            memory.refresh(&bind(&[(PHONE, Some(3_700_000))]), last + 1),
+            memory.refresh_change(&bind(&[(PHONE, Some(3_700_000))]), last + 1),
             None
         );
         memory.forget_stale(last);
@@ -481,7 +528,7 @@ mod tests {
     #[test]
     fn a_commit_keeps_the_newer_of_its_read_and_an_unwritten_refresh() {
         let mut memory = holding_the_phone();
-        memory.refresh(&bind(&[(PHONE, Some(3_605_000))]), 5_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_605_000))]), 5_000);
         // The laptop's commit read the phone's binding before its refresh was written,
         // and left it alone: the refresh is newer, and still to be written.
         let laptop = bind(&[(LAPTOP, Some(3_606_000))]);
@@ -502,13 +549,13 @@ mod tests {
     #[test]
     fn refreshes_that_could_not_be_written_wait_behind_newer_answers() {
         let mut memory = holding_the_phone();
-        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
         let failed = memory.take_unwritten();
-        memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_603_000))]), 3_000);
         memory.unwritten_again(failed);
         assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_603_000)]);
         let mut memory = holding_the_phone();
-        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
         let failed = memory.take_unwritten();
         memory.unwritten_again(failed);
         assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_602_000)]);
@@ -517,11 +564,11 @@ mod tests {
     #[test]
     fn a_user_signed_out_is_forgotten_with_the_refreshes_not_yet_written() {
         let mut memory = holding_the_phone();
-        memory.refresh(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        memory.refresh_change(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
         memory.sign_out(ALICE);
         assert!(memory.take_unwritten().is_empty());
         assert_eq!(
-            memory.refresh(&bind(&[(PHONE, Some(3_603_000))]), 3_000),
+            memory.refresh_change(&bind(&[(PHONE, Some(3_603_000))]), 3_000),
             None
         );
     }

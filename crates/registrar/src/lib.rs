@@ -40,6 +40,7 @@
 //! toward the user's own address.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,14 +53,14 @@ use listener::{Admission, drops};
 use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
-use sip::digest::{Algorithm, Challenge, Credentials, NonceCheck, NonceCounts, NonceUse};
+use sip::digest::{Algorithm, ChallengeText, Credentials, NonceCheck, NonceCounts, NonceUse};
 use sip::hashed::{ByHash, HashedKeys};
 use sip::{Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
     contact_address,
 };
-use store::{Binding, BindingUpdate, Registered, RegistrationChange};
+use store::{Binding, BindingUpdate};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use topology::serving::{Decision, Mode};
@@ -825,24 +826,23 @@ fn authenticate(
     };
     let username = aor.strip_prefix("sip:").unwrap_or(aor);
     // A record written before SHA-256 can only be checked with MD5.
-    let offered: Vec<Algorithm> = Algorithm::PREFERRED
-        .into_iter()
-        .filter(|a| user.is_none_or(|u| u.digest_hash(*a).is_some()))
-        .collect();
+    let offered: [Option<Algorithm>; 2] =
+        Algorithm::PREFERRED.map(|a| user.is_none_or(|u| u.digest_hash(a).is_some()).then_some(a));
     let challenge = |stale: bool| {
         let mut r = reply(request, 401, "Unauthorized");
-        let mut ch = Challenge {
-            realm: realm.to_string(),
-            nonce: registrar.nonce_key.issue(now, &server.fqdn),
-            opaque: None,
-            stale,
-            qop_auth: true,
-            algorithm: Algorithm::PREFERRED[0],
-        };
-        // One nonce, one challenge per algorithm offered.
-        for algorithm in &offered {
-            ch.algorithm = *algorithm;
-            r.headers.push("WWW-Authenticate", ch.to_string());
+        let nonce = registrar.nonce_key.issue(now, &server.fqdn);
+        // One nonce, one challenge per algorithm offered, written into the answer.
+        for algorithm in offered.iter().flatten() {
+            let challenge = ChallengeText {
+                realm: &realm,
+                nonce: &nonce,
+                opaque: None,
+                stale,
+                qop_auth: true,
+                algorithm: *algorithm,
+            };
+            r.headers
+                .push_with("WWW-Authenticate", |out| _ = write!(out, "{challenge}"));
         }
         r
     };
@@ -858,7 +858,7 @@ fn authenticate(
     };
     if !creds.username.eq_ignore_ascii_case(username)
         || creds.realm != *realm
-        || !offered.contains(&creds.algorithm)
+        || !offered.contains(&Some(creds.algorithm))
     {
         return Some(challenge(false));
     }
@@ -877,7 +877,11 @@ fn authenticate(
         ));
     };
     let source = peer.ip();
-    let who = aor.to_ascii_lowercase();
+    let who: std::borrow::Cow<'_, str> = if aor.bytes().any(|b| b.is_ascii_uppercase()) {
+        aor.to_ascii_lowercase().into()
+    } else {
+        aor.into()
+    };
     let mut lockouts = registrar.lockouts.lock().expect("the lockouts lock");
     if let Verdict::Locked { retry_after_ms } = lockouts.verdict(&who, source, now) {
         lockouts.failed(&who, source, now);
@@ -1009,23 +1013,25 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
         }
         BindingUpdate::Contacts(changes)
     };
-    let bound: Vec<String> = match &what {
-        BindingUpdate::Contacts(c) => c
+    // The contacts bound over a connection (TCP, TLS), which reaches them; over UDP
+    // there is no flow to keep and nothing is copied.
+    let bound: Vec<String> = match (&what, &arrival.flow) {
+        (BindingUpdate::Contacts(c), Some(_)) => c
             .iter()
             .filter(|(_, until)| until.is_some())
             .map(|(uri, _)| uri.clone())
             .collect(),
         _ => Vec::new(),
     };
-    let change = RegistrationChange {
-        aor: aor.clone(),
+    let change = bindings::Change {
+        aor: &aor,
         what,
-        mode: mode.as_str().to_string(),
-        server: server.fqdn.clone(),
+        mode: mode.as_str(),
+        server: &server.fqdn,
     };
     let bindings = match committer.commit(change).await {
-        Ok(Registered::Bound(bindings)) => bindings,
-        Ok(Registered::TooMany) => return too_many_bindings(request),
+        Ok(bindings::Bound::Bindings(bindings)) => bindings,
+        Ok(bindings::Bound::TooMany) => return too_many_bindings(request),
         Err(_) => {
             return reply(
                 request,
@@ -1039,18 +1045,14 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
     let bound: Vec<&str> = bound.iter().map(String::as_str).collect();
     registrar.keep_flows(&aor, &bound, arrival.flow.as_ref(), &bindings);
     let mut r = reply(request, 200, "OK");
-    for b in &bindings {
-        r.headers.push(
-            "Contact",
-            format!(
-                "<{}>;expires={}",
-                b.contact,
-                ((b.expires_at - now) / 1000).max(0)
-            ),
-        );
+    for b in bindings.iter() {
+        let expires = ((b.expires_at - now) / 1000).max(0);
+        r.headers.push_with("Contact", |out| {
+            _ = write!(out, "<{}>;expires={expires}", b.contact);
+        });
     }
     r.headers.push(MODE_HEADER, mode.as_str());
-    r.headers.push(SERVING_POOL_HEADER, server.pool.clone());
+    r.headers.push(SERVING_POOL_HEADER, &server.pool);
     if mode == Mode::Resiliency {
         let why = match server.not_caught_up() {
             Some(_) => format!(

@@ -173,6 +173,10 @@ impl Lockouts {
 
     /// Whether `user` may try to sign in from `source` now; the longer lock wins.
     pub fn verdict(&self, user: &str, source: IpAddr, now_ms: u64) -> Verdict {
+        // No failure anywhere (the usual case): no key to build.
+        if self.pairs.entries.is_empty() && self.sources.entries.is_empty() {
+            return Verdict::Open;
+        }
         let pair = self.pairs.verdict(&(user.to_string(), source), now_ms);
         let from = self.sources.verdict(&source, now_ms);
         match (pair, from) {
@@ -194,6 +198,9 @@ impl Lockouts {
 
     /// A sign-in that succeeded clears its pair.
     pub fn succeeded(&mut self, user: &str, source: IpAddr) {
+        if self.pairs.entries.is_empty() {
+            return;
+        }
         self.pairs.clear(&(user.to_string(), source));
     }
 

@@ -253,19 +253,55 @@ impl Challenge {
     }
 }
 
+impl Challenge {
+    /// This challenge as [`ChallengeText`].
+    pub fn text(&self) -> ChallengeText<'_> {
+        ChallengeText {
+            realm: &self.realm,
+            nonce: &self.nonce,
+            opaque: self.opaque.as_deref(),
+            stale: self.stale,
+            qop_auth: self.qop_auth,
+            algorithm: self.algorithm,
+        }
+    }
+}
+
 impl fmt::Display for Challenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.text().fmt(f)
+    }
+}
+
+/// A challenge to write, borrowing its realm and nonce: a server sends one nonce in a
+/// challenge per algorithm at every first REGISTER of a sign-in, written straight into
+/// the answer without a [`Challenge`] (and its copies) for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeText<'a> {
+    pub realm: &'a str,
+    pub nonce: &'a str,
+    pub opaque: Option<&'a str>,
+    pub stale: bool,
+    /// The challenge offers `qop="auth"`.
+    pub qop_auth: bool,
+    pub algorithm: Algorithm,
+}
+
+impl fmt::Display for ChallengeText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Quoted in place: a challenge is written for every first REGISTER of a sign-in.
         f.write_str("Digest realm=")?;
-        write_quoted(f, &self.realm)?;
+        write_quoted(f, self.realm)?;
         f.write_str(", nonce=")?;
-        write_quoted(f, &self.nonce)?;
-        write!(f, ", algorithm={}", self.algorithm)?;
+        write_quoted(f, self.nonce)?;
+        f.write_str(", algorithm=")?;
+        f.write_str(self.algorithm.as_str())?;
         if self.qop_auth {
             f.write_str(", qop=\"auth\"")?;
         }
-        if let Some(opaque) = &self.opaque {
-            write!(f, ", opaque={}", quote(opaque))?;
+        if let Some(opaque) = self.opaque {
+            f.write_str(", opaque=")?;
+            write_quoted(f, opaque)?;
         }
         if self.stale {
             f.write_str(", stale=true")?;

@@ -216,6 +216,16 @@ impl Headers {
         self.fields.push(Field { name, value });
     }
 
+    /// Appends a field whose value `write` writes straight into the headers' buffer (with
+    /// `write!` or `push_str`): a value made of pieces costs no string of its own.
+    pub fn push_with(&mut self, name: &str, write: impl FnOnce(&mut String)) {
+        let name = self.append(name);
+        let start = self.text.len();
+        write(&mut self.text);
+        let value = (start as u32, self.text.len() as u32);
+        self.fields.push(Field { name, value });
+    }
+
     /// Replaces every field with this name (compact form included) with one field, at the
     /// position of the first; appends when there was none.
     pub fn set(&mut self, name: &str, value: impl AsRef<str>) {
@@ -687,12 +697,19 @@ fn push_clean(out: &mut Vec<u8>, s: &str) {
     );
 }
 
-fn serialize(start_line: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    // Room for all of it at once: every field's name, value and 4 bytes of `: ` and CRLF,
-    // and the Content-Length line.
+fn serialize(start_line: fmt::Arguments<'_>, headers: &Headers, body: &[u8]) -> Vec<u8> {
+    // Room for all of it at once: the start line (a Request-URI longer than this costs a
+    // second allocation), every field's name, value and 4 bytes of `: ` and CRLF, and the
+    // Content-Length line.
     let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut out = Vec::with_capacity(start_line.len() + fields + 40 + body.len());
-    push_clean(&mut out, start_line);
+    let mut out = Vec::with_capacity(128 + fields + 40 + body.len());
+    // Written in place, then cleaned as `push_clean` would have.
+    let _ = out.write_fmt(start_line);
+    for b in &mut out {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers.iter() {
         if same_header(name, "Content-Length") {
@@ -712,7 +729,7 @@ impl Request {
     /// See [`Message::to_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
         serialize(
-            &format!("{} {} SIP/2.0", self.method, self.uri),
+            format_args!("{} {} SIP/2.0", self.method, self.uri),
             &self.headers,
             &self.body,
         )
@@ -781,7 +798,7 @@ impl Response {
     /// See [`Message::to_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
         serialize(
-            &format!("SIP/2.0 {} {}", self.status, self.reason),
+            format_args!("SIP/2.0 {} {}", self.status, self.reason),
             &self.headers,
             &self.body,
         )
@@ -791,7 +808,7 @@ impl Response {
     /// request; adds ";tag=<to_tag>" to To when it has no tag and to_tag is Some.
     pub fn for_request(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
         // Room for what is copied, a tag, and a few fields the caller adds.
-        let mut headers = Headers::with_capacity(12, req.headers.text.len().min(4096) + 256);
+        let mut headers = Headers::with_capacity(12, req.headers.text.len().min(4096) + 512);
         for (name, value) in req.headers.iter() {
             if same_header(name, "Via") {
                 headers.push("Via", value);
@@ -815,7 +832,11 @@ impl Response {
                 _ => None,
             };
             match tag_to_add {
-                Some(tag) => headers.push(name, format!("{value};tag={tag}")),
+                Some(tag) => headers.push_with(name, |out| {
+                    out.push_str(value);
+                    out.push_str(";tag=");
+                    out.push_str(tag);
+                }),
                 None => headers.push(name, value),
             }
         }

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use crate::hex::{ct_eq_ignore_case, to_hex};
+use crate::hex::{ct_eq_ignore_case, write_hex};
+use std::fmt::Write as _;
 
 /// How far in the future a nonce's timestamp may be (clock skew between servers).
 const FUTURE_SKEW_MS: u64 = 5_000;
@@ -57,16 +58,27 @@ impl NonceKey {
         NonceKey(bytes)
     }
 
-    fn mac(&self, timestamp_hex: &str, bound_to: &str) -> String {
+    /// The MAC of a nonce's stamp, as 32 lowercase hex digits (on the stack: a nonce is
+    /// issued at every challenge and checked at every authenticated request).
+    fn mac(&self, timestamp_hex: &str, bound_to: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.0);
         h.update(b":");
         h.update(timestamp_hex.as_bytes());
         h.update(b":");
-        h.update(bound_to.to_ascii_lowercase().as_bytes());
+        // The server's name in lowercase, a piece at a time.
+        let mut lower = [0u8; 64];
+        for piece in bound_to.as_bytes().chunks(lower.len()) {
+            let lower = &mut lower[..piece.len()];
+            lower.copy_from_slice(piece);
+            lower.make_ascii_lowercase();
+            h.update(&*lower);
+        }
         h.update(b":");
         h.update(self.0);
-        to_hex(&h.finalize()[..16])
+        let mut hex = [0u8; 32];
+        write_hex(&h.finalize()[..16], &mut hex);
+        hex
     }
 
     /// A nonce issued at `now_ms` that only `bound_to` (the issuing server) accepts; no
@@ -74,9 +86,13 @@ impl NonceKey {
     pub fn issue(&self, now_ms: u64, bound_to: &str) -> String {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let stamp = format!("{now_ms:016x}{sequence:016x}");
-        let mac = self.mac(&stamp, bound_to);
-        format!("{stamp}:{mac}")
+        let mut nonce = String::with_capacity(65);
+        let _ = write!(nonce, "{now_ms:016x}{sequence:016x}");
+        let mac = self.mac(&nonce, bound_to);
+        nonce.push(':');
+        // Hex digits: ASCII.
+        nonce.push_str(std::str::from_utf8(&mac).unwrap_or_default());
+        nonce
     }
 
     /// Stale when authentic but older than `max_age_ms` or from the future by more than
@@ -89,7 +105,8 @@ impl NonceKey {
         if stamp.len() != 32 || mac.len() != 32 || !lower_hex(stamp) || !lower_hex(mac) {
             return NonceCheck::Invalid;
         }
-        if !ct_eq_ignore_case(mac, &self.mac(stamp, bound_to)) {
+        let expected = self.mac(stamp, bound_to);
+        if !ct_eq_ignore_case(mac, std::str::from_utf8(&expected).unwrap_or_default()) {
             return NonceCheck::Invalid;
         }
         let Ok(issued) = u64::from_str_radix(&stamp[..16], 16) else {
@@ -246,6 +263,26 @@ mod tests {
             key.check(&again, "fe1.contoso.com", 1_000_000, 30_000),
             valid
         );
+    }
+
+    #[test]
+    fn the_mac_is_the_sha256_of_the_key_stamp_and_lowercase_server_name() {
+        let key = NonceKey::new([7; 32]);
+        // Longer than the piece the name is lowercased in, and in two cases.
+        let name = format!("{}.Pool1.Contoso.COM", "Fe".repeat(40));
+        let stamp = "0123456789abcdef0123456789abcdef";
+        let mut expected = Sha256::new();
+        expected.update([7; 32]);
+        expected.update(format!(":{stamp}:{}:", name.to_ascii_lowercase()));
+        expected.update([7; 32]);
+        let expected = crate::hex::to_hex(&expected.finalize()[..16]);
+        assert_eq!(key.mac(stamp, &name), expected.as_bytes());
+        let nonce = key.issue(1_000, &name);
+        assert_eq!(
+            key.check(&nonce, &name.to_ascii_uppercase(), 1_000, 30_000),
+            NonceCheck::Valid { issued_ms: 1_000 }
+        );
+        assert_eq!(nonce.len(), 65);
     }
 
     #[test]
