@@ -76,6 +76,14 @@ pub fn normalize_sip(sip_address: &str) -> String {
     }
 }
 
+/// Whether `sip_address` is already as [`normalize_sip`] writes it (the registrar's
+/// lookups mostly are: they come from a parsed URI), so that it can be looked up as it is.
+pub fn is_normalized(sip_address: &str) -> bool {
+    sip_address.starts_with("sip:")
+        && !sip_address.bytes().any(|b| b.is_ascii_uppercase())
+        && sip_address.trim().len() == sip_address.len()
+}
+
 /// The digest realm of a SIP address: its domain.
 pub fn realm_of(sip_address: &str) -> String {
     normalize_sip(sip_address)
@@ -214,6 +222,24 @@ pub fn new_password() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_said_to_be_normalized_is_as_normalize_sip_writes_it() {
+        for address in [
+            "sip:alice@contoso.com",
+            "sip:Alice@contoso.com",
+            "alice@contoso.com",
+            " sip:alice@contoso.com",
+            "sip:alice@contoso.com\t",
+            "SIP:alice@contoso.com",
+            "sip:",
+            "",
+        ] {
+            let normal = normalize_sip(address);
+            assert_eq!(is_normalized(address), normal == address, "{address:?}");
+            assert!(is_normalized(&normal), "{normal:?}");
+        }
+    }
 
     #[test]
     fn keys_are_case_and_scheme_insensitive() {

@@ -309,11 +309,13 @@ impl ReplicaAgent {
     /// The user of `sip_address` (with or without `sip:`, any case) in this replica, from
     /// memory.
     pub fn user(&self, sip_address: &str) -> Option<Arc<UserRecord>> {
-        let key = crate::directory::normalize_sip(sip_address);
-        self.users
-            .read()
-            .expect("the directory lock")
-            .get(&key)
+        let users = self.users.read().expect("the directory lock");
+        // No copy for an address already normalised (the registrar's are).
+        if crate::directory::is_normalized(sip_address) {
+            return users.get(sip_address).cloned();
+        }
+        users
+            .get(&crate::directory::normalize_sip(sip_address))
             .cloned()
     }
 

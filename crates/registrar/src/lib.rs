@@ -117,17 +117,34 @@ pub const MAX_CONTACT_BYTES: usize = 512;
 /// How long answered UDP transactions are remembered for retransmissions (64·T1).
 const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
 
+/// UDP transactions remembered at most. At the sign-in rates of a Front End (a few hundred
+/// a second) that is the whole [`TRANSACTION_MEMORY`]; past 2,000 authenticated REGISTERs a
+/// second, or under a flood, the oldest go first: the memory stays about 30 MiB instead of
+/// growing with the rate (at 20,000 a second, 32 s of answers were 300 MiB, and every
+/// request paid in cache misses for walking them). A retransmission of a forgotten
+/// transaction is handled again: its nonce count was used, so it is challenged with
+/// `stale=true`, and the client signs in with a fresh nonce — one more round trip for a
+/// client whose answer was lost, never a second effect.
+const TRANSACTIONS: usize = 65_536;
+
 /// UDP server transactions: their answers (once there is one) by key, remembered for
-/// [`TRANSACTION_MEMORY`] after the request first arrived so that a retransmission gets the
-/// same answer. Forgetting is in arrival order, so each request costs O(1) however many
-/// transactions a busy registrar remembers.
+/// [`TRANSACTION_MEMORY`] after the request first arrived (and [`TRANSACTIONS`] at most)
+/// so that a retransmission gets the same answer. Forgetting is in arrival order, so each
+/// request costs O(1) however many transactions a busy registrar remembers.
 ///
 /// A transaction is known by the hash of what identifies it ([`sip::hashed`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TransactionTable {
     keys: HashedKeys,
     answers: ByHash<Option<Vec<u8>>>,
     arrivals: VecDeque<(Instant, u64)>,
+    cap: usize,
+}
+
+impl Default for TransactionTable {
+    fn default() -> Self {
+        TransactionTable::with_cap(TRANSACTIONS)
+    }
 }
 
 /// What a registrar should do with a request it received over UDP.
@@ -153,31 +170,48 @@ impl TransactionTable {
         ))
     }
 
+    fn with_cap(cap: usize) -> Self {
+        TransactionTable {
+            keys: HashedKeys::default(),
+            answers: ByHash::default(),
+            arrivals: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Forgets the transaction that arrived first.
+    fn forget_oldest(&mut self) {
+        if let Some((_, key)) = self.arrivals.pop_front() {
+            self.answers.remove(&key);
+        }
+    }
+
+    /// Forgets what arrived [`TRANSACTION_MEMORY`] before `now`.
     fn forget_before(&mut self, now: Instant) {
         while let Some((at, _)) = self.arrivals.front() {
             if now.duration_since(*at) < TRANSACTION_MEMORY {
                 break;
             }
-            if let Some((_, key)) = self.arrivals.pop_front() {
-                self.answers.remove(&key);
-            }
+            self.forget_oldest();
         }
     }
 
     /// Records the arrival of `key` and says what to do with it.
     fn arrive(&mut self, key: u64, now: Instant) -> Seen {
         self.forget_before(now);
-        match self.answers.entry(key) {
-            std::collections::hash_map::Entry::Occupied(known) => match known.get() {
+        if let Some(known) = self.answers.get(&key) {
+            return match known {
                 Some(bytes) => Seen::Answered(bytes.clone()),
                 None => Seen::InProgress,
-            },
-            std::collections::hash_map::Entry::Vacant(new) => {
-                new.insert(None);
-                self.arrivals.push_back((now, key));
-                Seen::New
-            }
+            };
         }
+        // A new transaction takes the place of the oldest when the table is full.
+        while self.arrivals.len() >= self.cap {
+            self.forget_oldest();
+        }
+        self.answers.insert(key, None);
+        self.arrivals.push_back((now, key));
+        Seen::New
     }
 
     /// Keeps the answer to `key` for retransmissions (unless it was already forgotten).
@@ -1587,6 +1621,23 @@ mod tests {
         // An answer to a forgotten transaction is not kept.
         table.answer(99, b"200".to_vec());
         assert!(!table.answers.contains_key(&99));
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_transactions_first() {
+        let mut table = TransactionTable::with_cap(2);
+        let t0 = Instant::now();
+        for key in [1, 2] {
+            assert_eq!(table.arrive(key, t0), Seen::New);
+            table.answer(key, b"200".to_vec());
+        }
+        assert_eq!(table.arrive(3, t0), Seen::New);
+        assert_eq!(table.answers.len(), 2);
+        assert_eq!(table.arrive(2, t0), Seen::Answered(b"200".to_vec()));
+        // 1 went first: it is new again (and 3, still in progress, stays).
+        assert_eq!(table.arrive(1, t0), Seen::New);
+        assert_eq!(table.arrive(3, t0), Seen::InProgress);
+        assert_eq!(table.arrivals.len(), 2);
     }
 
     /// A request of `method` with `extra` header lines.
