@@ -246,6 +246,8 @@ pub struct Registrar {
     lockouts: std::sync::Mutex<Lockouts>,
     /// The group commit of binding changes to the pool's Back End (None without one).
     committer: Option<Committer>,
+    /// Requests in flight over all connections ([`CONNECTIONS_IN_FLIGHT`]).
+    connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The nonce key every server of a deployment shares.
@@ -283,6 +285,7 @@ impl Registrar {
             probe_links: Arc::new(sipnet::Links::new(node.tls.clone()).from(node.address.ip())),
             flows: std::sync::Mutex::default(),
             transactions: std::sync::Mutex::default(),
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_IN_FLIGHT)),
             committer: node
                 .backend
                 .clone()
@@ -593,10 +596,15 @@ async fn serve_tls(
     }
 }
 
-/// Requests of one connection handled at once: a client pipelining more is told to wait.
-/// As many as one source address may have in flight over UDP: a connection from an SBC
-/// or a load generator carries many users' sign-ins at once.
-const IN_FLIGHT_PER_CONNECTION: usize = UDP_IN_FLIGHT_PER_SOURCE;
+/// Requests of one connection handled at once: a client pipelining more is told to wait
+/// (503). A connection from an SBC or a load generator carries many users' sign-ins at
+/// once, and a batch of new bindings keeps its REGISTERs in flight for a commit: at 2,500
+/// sign-ins a second on one connection, 64 (the UDP cap of one source) turned a commit's
+/// hiccup into hundreds of refusals at a rate the Front End keeps up with.
+const IN_FLIGHT_PER_CONNECTION: usize = 256;
+/// Requests handled at once over all the registrar's connections: what bounds their memory
+/// (a few KiB each) however many connections are open.
+const CONNECTIONS_IN_FLIGHT: usize = 4_096;
 
 /// Serves one SIP connection (TCP or TLS) from `peer` until it closes, breaks a limit or
 /// the service stops. The connection is a [`Flow`]: requests arrive on it, and the
@@ -655,7 +663,11 @@ pub async fn on_connection<S>(
             Incoming::Request(request, _) => {
                 // Past its share of requests in flight, a connection is told to wait
                 // rather than stop being read.
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                let slot = slots.clone().try_acquire_owned().and_then(|mine| {
+                    let ours = registrar.connection_slots.clone().try_acquire_owned()?;
+                    Ok((mine, ours))
+                });
+                let Ok(slot) = slot else {
                     let mut busy = reply(
                         &request,
                         503,
