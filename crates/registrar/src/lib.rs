@@ -661,8 +661,8 @@ pub async fn on_connection<S>(
                 let _ = flow.answer(&answer).await;
             }
             Incoming::Request(request, _) => {
-                // Past its share of requests in flight, a connection is told to wait
-                // rather than stop being read.
+                // Past its share of requests in flight (or past what all connections may
+                // have together), a connection is told to wait rather than stop being read.
                 let slot = slots.clone().try_acquire_owned().and_then(|mine| {
                     let ours = registrar.connection_slots.clone().try_acquire_owned()?;
                     Ok((mine, ours))
