@@ -34,8 +34,10 @@
 //! cannot crowd out other users' sign-ins; the partner pool's health probes (OPTIONS from
 //! the deployment's servers) come on a queue of their own and are answered at once, so a
 //! flood cannot make the partner believe this pool is down. TCP connections are capped per
-//! listener and per source ([`TCP_CONNECTIONS`], [`TCP_CONNECTIONS_PER_SOURCE`]) and bounded
-//! in time (`sipnet::FrameLimits::LISTENER`). A user has at most [`MAX_BINDINGS`] contacts,
+//! listener and per source ([`TCP_CONNECTIONS`], [`TCP_CONNECTIONS_PER_SOURCE`]), in the
+//! requests they have in flight (256 a connection, 4,096 over all; past them a 503) and in
+//! time (`sipnet::FrameLimits::LISTENER`); the UDP transactions remembered for
+//! retransmissions are bounded in number as well as in time. A user has at most [`MAX_BINDINGS`] contacts,
 //! each at the address its REGISTER came from, so a MESSAGE fans out to at most that many,
 //! toward the user's own address.
 
