@@ -833,7 +833,7 @@ async fn answer(registrar: &Registrar, request: &Request, arrival: &Arrival) -> 
 /// The address of record a header names, or the error answer.
 fn address_of(request: &Request, header: &str) -> Result<String, Response> {
     let value = request.headers.get(header).unwrap_or_default();
-    NameAddr::parse(value).map(|n| n.uri.aor()).map_err(|_| {
+    NameAddr::aor_of(value).map_err(|_| {
         reply(
             request,
             400,

@@ -156,8 +156,24 @@ pub(crate) type Params = Vec<(String, Option<String>)>;
 /// `quoted_ok` allows quoted-string values (header parameters; URI parameters never
 /// have them).
 pub(crate) fn parse_params(s: &str, what: &str, quoted_ok: bool) -> Result<Params, ParseError> {
-    let mut out = Vec::new();
-    for part in split_top_level(s, ';') {
+    params_in(s, what, quoted_ok)
+        .map(|param| param.map(|(name, value)| (name.to_owned(), value.map(str::to_owned))))
+        .collect()
+}
+
+/// Checks a parameter list as [`parse_params`] does, keeping nothing.
+pub(crate) fn check_params(s: &str, what: &str, quoted_ok: bool) -> Result<(), ParseError> {
+    params_in(s, what, quoted_ok).try_for_each(|param| param.map(drop))
+}
+
+/// Each parameter of a list, checked, as written (trimmed): what [`parse_params`] keeps
+/// and [`check_params`] checks.
+fn params_in<'a>(
+    s: &'a str,
+    what: &'a str,
+    quoted_ok: bool,
+) -> impl Iterator<Item = Result<(&'a str, Option<&'a str>), ParseError>> + 'a {
+    top_level(s, ';').map(move |part| {
         let part = part.trim();
         if part.is_empty() {
             return Err(malformed(format!("empty {what} parameter")));
@@ -172,9 +188,8 @@ pub(crate) fn parse_params(s: &str, what: &str, quoted_ok: bool) -> Result<Param
         if let Some(v) = value {
             check_param_value(v, what, quoted_ok)?;
         }
-        out.push((name.to_owned(), value.map(str::to_owned)));
-    }
-    Ok(out)
+        Ok((name, value))
+    })
 }
 
 fn check_param_value(v: &str, what: &str, quoted_ok: bool) -> Result<(), ParseError> {

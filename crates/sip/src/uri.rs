@@ -3,12 +3,13 @@
 //! into an address-of-record key and read Contact bindings and tags without string
 //! hacking at every call site.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    find_param, is_token_char, malformed, parse_hostport, parse_params, parse_quoted, quote,
-    write_params,
+    check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
+    parse_quoted_in_place, quote, write_params,
 };
 
 /// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
@@ -28,39 +29,16 @@ pub struct Uri {
 
 impl Uri {
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
-        let s = s.trim();
-        let (scheme, rest) = s
-            .split_once(':')
-            .ok_or_else(|| malformed("URI without a scheme"))?;
-        let scheme = scheme.to_ascii_lowercase();
-        if scheme != "sip" && scheme != "sips" {
-            return Err(malformed("unsupported URI scheme (only sip and sips)"));
-        }
-        let (user, hostpart) = match rest.find('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        if let Some(user) = user {
-            let bad =
-                |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@');
-            if user.is_empty() || user.chars().any(bad) {
-                return Err(malformed("invalid user part in URI"));
-            }
-        }
-        if hostpart.contains('?') {
-            return Err(malformed("URI headers (`?`) are not supported"));
-        }
-        let (hostport, params) = match hostpart.split_once(';') {
-            Some((hp, params)) => (hp, parse_params(params, "URI", false)?),
-            None => (hostpart, Vec::new()),
-        };
-        let (host, port) = parse_hostport(hostport)?;
+        let view = UriView::of(s)?;
         Ok(Uri {
-            scheme,
-            user: user.map(str::to_owned),
-            host: host.to_ascii_lowercase(),
-            port,
-            params,
+            scheme: view.scheme.to_ascii_lowercase(),
+            user: view.user.map(str::to_owned),
+            host: view.host.to_ascii_lowercase(),
+            port: view.port,
+            params: match view.params {
+                Some(params) => parse_params(params, "URI", false)?,
+                None => Vec::new(),
+            },
         })
     }
 
@@ -100,6 +78,72 @@ impl fmt::Display for Uri {
     }
 }
 
+/// A URI as written, borrowed, checked as [`Uri::parse`] checks it: what a caller that
+/// wants only the address of record reads without copying the rest.
+struct UriView<'a> {
+    scheme: &'a str,
+    user: Option<&'a str>,
+    host: &'a str,
+    port: Option<u16>,
+    /// The parameters after the first `;` (checked).
+    params: Option<&'a str>,
+}
+
+impl<'a> UriView<'a> {
+    fn of(s: &'a str) -> Result<UriView<'a>, ParseError> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| malformed("URI without a scheme"))?;
+        if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+            return Err(malformed("unsupported URI scheme (only sip and sips)"));
+        }
+        let (user, hostpart) = match rest.find('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        if let Some(user) = user {
+            let bad =
+                |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@');
+            if user.is_empty() || user.chars().any(bad) {
+                return Err(malformed("invalid user part in URI"));
+            }
+        }
+        if hostpart.contains('?') {
+            return Err(malformed("URI headers (`?`) are not supported"));
+        }
+        let (hostport, params) = match hostpart.split_once(';') {
+            Some((hp, params)) => {
+                check_params(params, "URI", false)?;
+                (hp, Some(params))
+            }
+            None => (hostpart, None),
+        };
+        let (host, port) = parse_hostport(hostport)?;
+        Ok(UriView {
+            scheme,
+            user,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// [`Uri::aor`] of this URI, the one string it allocates.
+    fn aor(&self) -> String {
+        let user = self.user.unwrap_or_default();
+        let mut aor = String::with_capacity(self.scheme.len() + user.len() + self.host.len() + 2);
+        aor.extend(self.scheme.chars().map(|c| c.to_ascii_lowercase()));
+        aor.push(':');
+        if let Some(user) = self.user {
+            aor.push_str(user);
+            aor.push('@');
+        }
+        aor.extend(self.host.chars().map(|c| c.to_ascii_lowercase()));
+        aor
+    }
+}
+
 /// A name-addr or addr-spec header value: From, To, Contact, Route, ...
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
@@ -115,6 +159,178 @@ impl NameAddr {
     /// and the bare `sip:a@x;tag=1` (where, per RFC 3261 §20.10, parameters after the URI
     /// belong to the header). The Contact wildcard `*` is not a name-addr and is rejected.
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
+        let view = NameAddrView::of(s)?;
+        let uri = view.uri;
+        Ok(NameAddr {
+            display: view.display.map(Cow::into_owned),
+            uri: Uri {
+                scheme: uri.scheme.to_ascii_lowercase(),
+                user: uri.user.map(str::to_owned),
+                host: uri.host.to_ascii_lowercase(),
+                port: uri.port,
+                params: match uri.params {
+                    Some(params) => parse_params(params, "URI", false)?,
+                    None => Vec::new(),
+                },
+            },
+            params: match view.params {
+                Some(params) => parse_params(params, "header", true)?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// The address of record of a name-addr header value (`uri.aor()` of what
+    /// [`NameAddr::parse`] gives, refused as it refuses), reading it in place: the
+    /// registrar takes the To of every REGISTER.
+    pub fn aor_of(s: &str) -> Result<String, ParseError> {
+        NameAddrView::of(s).map(|view| view.uri.aor())
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.param("tag").flatten()
+    }
+
+    /// Header parameter lookup, case-insensitive by name (see [`Uri::param`]).
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+}
+
+/// A name-addr as written, borrowed, checked as [`NameAddr::parse`] checks it.
+struct NameAddrView<'a> {
+    display: Option<Cow<'a, str>>,
+    uri: UriView<'a>,
+    /// The header parameters after the URI's `;` or `>;` (checked).
+    params: Option<&'a str>,
+}
+
+impl<'a> NameAddrView<'a> {
+    fn of(s: &'a str) -> Result<NameAddrView<'a>, ParseError> {
+        let s = s.trim();
+        if s == "*" {
+            return Err(malformed("`*` is not a name-addr"));
+        }
+        let angle = s.find('<');
+        let colon = s.find(':');
+        let angle_form = s.starts_with('"')
+            || matches!((angle, colon), (Some(a), Some(c)) if a < c)
+            || (angle.is_some() && colon.is_none());
+        if !angle_form {
+            let (uri, params) = match s.split_once(';') {
+                Some((uri, params)) => {
+                    check_params(params, "header", true)?;
+                    (uri, Some(params))
+                }
+                None => (s, None),
+            };
+            if uri.contains(',') {
+                return Err(malformed("comma in bare URI"));
+            }
+            return Ok(NameAddrView {
+                display: None,
+                uri: UriView::of(uri)?,
+                params,
+            });
+        }
+        let (display, rest) = if s.starts_with('"') {
+            let (display, rest) = parse_quoted_in_place(s)?;
+            let rest = rest.trim_start();
+            if !rest.starts_with('<') {
+                return Err(malformed("expected `<` after display name"));
+            }
+            (Some(display), rest)
+        } else {
+            let lt = angle.unwrap_or(0);
+            let name = s[..lt].trim();
+            if !name
+                .chars()
+                .all(|c| is_token_char(c) || c == ' ' || c == '\t')
+            {
+                return Err(malformed("invalid display name"));
+            }
+            let display = (!name.is_empty()).then_some(Cow::Borrowed(name));
+            (display, &s[lt..])
+        };
+        let inner = &rest[1..];
+        let gt = inner
+            .find('>')
+            .ok_or_else(|| malformed("missing `>` after URI"))?;
+        let uri = UriView::of(&inner[..gt])?;
+        let after = inner[gt + 1..].trim();
+        let params = if after.is_empty() {
+            None
+        } else {
+            let params = after
+                .strip_prefix(';')
+                .ok_or_else(|| malformed("unexpected text after `>`"))?;
+            check_params(params, "header", true)?;
+            Some(params)
+        };
+        Ok(NameAddrView {
+            display,
+            uri,
+            params,
+        })
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(display) = &self.display {
+            write!(f, "{} ", quote(display))?;
+        }
+        write!(f, "<{}>", self.uri)?;
+        write_params(f, &self.params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::parse_quoted;
+
+    /// `Uri::parse` as it was before the borrowed views, copying as it read: the model
+    /// the views must match.
+    fn uri_by_copying(s: &str) -> Result<Uri, ParseError> {
+        let s = s.trim();
+        let (scheme, rest) = s
+            .split_once(':')
+            .ok_or_else(|| malformed("URI without a scheme"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "sip" && scheme != "sips" {
+            return Err(malformed("unsupported URI scheme (only sip and sips)"));
+        }
+        let (user, hostpart) = match rest.find('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        if let Some(user) = user {
+            let bad =
+                |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@');
+            if user.is_empty() || user.chars().any(bad) {
+                return Err(malformed("invalid user part in URI"));
+            }
+        }
+        if hostpart.contains('?') {
+            return Err(malformed("URI headers (`?`) are not supported"));
+        }
+        let (hostport, params) = match hostpart.split_once(';') {
+            Some((hp, params)) => (hp, parse_params(params, "URI", false)?),
+            None => (hostpart, Vec::new()),
+        };
+        let (host, port) = parse_hostport(hostport)?;
+        Ok(Uri {
+            scheme,
+            user: user.map(str::to_owned),
+            host: host.to_ascii_lowercase(),
+            port,
+            params,
+        })
+    }
+
+    /// `NameAddr::parse` as it was before the borrowed views (see [`uri_by_copying`]).
+    fn name_addr_by_copying(s: &str) -> Result<NameAddr, ParseError> {
         let s = s.trim();
         if s == "*" {
             return Err(malformed("`*` is not a name-addr"));
@@ -134,7 +350,7 @@ impl NameAddr {
             }
             return Ok(NameAddr {
                 display: None,
-                uri: Uri::parse(uri)?,
+                uri: uri_by_copying(uri)?,
                 params,
             });
         }
@@ -161,7 +377,7 @@ impl NameAddr {
         let gt = inner
             .find('>')
             .ok_or_else(|| malformed("missing `>` after URI"))?;
-        let uri = Uri::parse(&inner[..gt])?;
+        let uri = uri_by_copying(&inner[..gt])?;
         let after = inner[gt + 1..].trim();
         let params = if after.is_empty() {
             Vec::new()
@@ -178,29 +394,73 @@ impl NameAddr {
         })
     }
 
-    pub fn tag(&self) -> Option<&str> {
-        self.param("tag").flatten()
+    /// Header values built from parts that meet every case of a name-addr, each part
+    /// well formed or not: quoted and bare display names, angle and bare forms, schemes in
+    /// any case, users, hosts and ports, URI and header parameters, stray blanks.
+    fn name_addr_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::sample::select;
+        use proptest::strategy::Strategy as _;
+        (
+            (
+                select(vec!["", " ", "Bob ", "\"A \\\"q\\\"\" ", "B@d ", "\"open "]),
+                select(vec!["<", "", "<<"]),
+                select(vec!["sip:", "SIPS:", "tel:", "", "sip"]),
+                select(vec!["", "bob@", "B%20b@", "a b@", "@", "bob:pw@"]),
+            ),
+            (
+                select(vec!["Biloxi.COM", "[::1]", "", "h?x", "a,b", "192.0.2.4"]),
+                select(vec!["", ":5060", ":x", ":99999"]),
+                select(vec!["", ";lr", ";transport=TCP", ";", ";x=\"q\"", ";a=b=c"]),
+                select(vec![">", "", "> "]),
+                select(vec![
+                    "",
+                    ";tag=1",
+                    ";x=\"a;b\"",
+                    ";",
+                    " junk",
+                    ";expires=60;q=0.5",
+                    ",",
+                ]),
+            ),
+        )
+            .prop_map(
+                |((display, open, scheme, user), (host, port, uri_params, close, params))| {
+                    [
+                        display, open, scheme, user, host, port, uri_params, close, params,
+                    ]
+                    .concat()
+                },
+            )
     }
 
-    /// Header parameter lookup, case-insensitive by name (see [`Uri::param`]).
-    pub fn param(&self, name: &str) -> Option<Option<&str>> {
-        find_param(&self.params, name)
+    #[test]
+    fn the_aor_of_a_name_addr() {
+        let aor = |v: &str| NameAddr::aor_of(v).ok();
+        let bob = Some("sip:bob@biloxi.com".to_string());
+        assert_eq!(
+            aor("\"Bob\" <sip:bob@Biloxi.COM:5060;transport=tcp>;tag=1"),
+            bob
+        );
+        assert_eq!(aor("Bob <SIP:bob@biloxi.com>"), bob);
+        assert_eq!(aor("sip:bob@biloxi.com;tag=1"), bob);
+        assert_eq!(aor("<sip:biloxi.com>"), Some("sip:biloxi.com".to_string()));
+        assert_eq!(aor("<sip:bob@biloxi.com"), None);
+        assert_eq!(aor("*"), None);
     }
-}
 
-impl fmt::Display for NameAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(display) = &self.display {
-            write!(f, "{} ", quote(display))?;
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #[test]
+        fn names_read_in_place_are_read_as_when_copied(
+            value in name_addr_value(),
+        ) {
+            let copied = name_addr_by_copying(&value);
+            proptest::prop_assert_eq!(&NameAddr::parse(&value), &copied, "{:?}", value);
+            proptest::prop_assert_eq!(NameAddr::aor_of(&value), copied.map(|n| n.uri.aor()));
+            let bare = value.trim_start_matches(['<', ' ']).trim_end_matches(['>', ' ']);
+            proptest::prop_assert_eq!(Uri::parse(bare), uri_by_copying(bare));
         }
-        write!(f, "<{}>", self.uri)?;
-        write_params(f, &self.params)
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn parses_full_uri() {
