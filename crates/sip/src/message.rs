@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use crate::syntax::{
     find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
-    parse_params, split_top_level, top_level, write_params,
+    parse_params, top_level, write_params,
 };
 use crate::uri::NameAddr;
 use crate::{MAX_HEADER_BYTES, MAX_MESSAGE_BYTES};
@@ -189,25 +189,27 @@ impl Headers {
     /// Path and Service-Route, comma-separated values are split at top-level commas
     /// (not inside quotes or `<>`) and trimmed.
     pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.values(name).collect()
+    }
+
+    /// What [`Headers::get_all`] collects, read lazily: the top Via of a request is its
+    /// first, without a vector of all of them.
+    pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         let wanted = expand(name);
         let multi = MULTI_VALUE.iter().any(|m| m.eq_ignore_ascii_case(wanted));
-        let mut out = Vec::new();
-        for (n, v) in self.iter() {
-            if !expand(n).eq_ignore_ascii_case(wanted) {
-                continue;
-            }
-            if multi {
-                out.extend(
-                    split_top_level(v, ',')
-                        .into_iter()
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty()),
-                );
-            } else {
-                out.push(v);
-            }
-        }
-        out
+        self.iter()
+            .filter(move |(n, _)| expand(n).eq_ignore_ascii_case(wanted))
+            .flat_map(move |(_, v)| {
+                let (whole, parts) = if multi {
+                    (
+                        None,
+                        Some(top_level(v, ',').map(str::trim).filter(|s| !s.is_empty())),
+                    )
+                } else {
+                    (Some(v), None)
+                };
+                whole.into_iter().chain(parts.into_iter().flatten())
+            })
     }
 
     pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
@@ -768,7 +770,7 @@ impl Request {
 
     /// The topmost Via value, parsed; `None` when absent or unparseable.
     pub fn top_via(&self) -> Option<Via> {
-        Via::parse(self.headers.get_all("Via").first()?).ok()
+        Via::parse(self.headers.values("Via").next()?).ok()
     }
 
     /// The `branch` parameter of the topmost Via, read in place (what
@@ -776,14 +778,7 @@ impl Request {
     /// transaction by it, and parsing the whole Via for that costs a sign-in half a dozen
     /// allocations.
     pub fn top_via_branch(&self) -> Option<&str> {
-        let top = self
-            .headers
-            .iter()
-            .filter(|(name, _)| same_header(name, "Via"))
-            .flat_map(|(_, value)| top_level(value, ','))
-            .map(str::trim)
-            .find(|via| !via.is_empty())?;
-        Via::branch_in(top)
+        Via::branch_in(self.headers.values("Via").next()?)
     }
 
     /// The Expires header in seconds; values beyond `u32::MAX` saturate, and anything

@@ -35,14 +35,9 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_token_char)
 }
 
-/// Splits `s` at every `sep` that is outside double quotes and angle brackets.
-pub(crate) fn split_top_level(s: &str, sep: char) -> Vec<&str> {
-    top_level(s, sep).collect()
-}
-
 /// The parts of `s` between the `sep`s outside double quotes and angle brackets, in
-/// order, read in place: what [`split_top_level`] collects, for a caller that wants the
-/// first few without a vector (the registrar reads the top Via's branch of every request).
+/// order, read in place (the registrar reads the top Via's branch of every request
+/// without a vector of all of them).
 pub(crate) fn top_level(s: &str, sep: char) -> TopLevel<'_> {
     TopLevel { rest: Some(s), sep }
 }
@@ -293,7 +288,7 @@ mod tests {
     #[test]
     fn splits_outside_quotes_and_angles() {
         assert_eq!(
-            split_top_level(r#""a, \"b" <sip:x;a=1,2>, c"#, ','),
+            top_level(r#""a, \"b" <sip:x;a=1,2>, c"#, ',').collect::<Vec<_>>(),
             vec![r#""a, \"b" <sip:x;a=1,2>"#, " c"]
         );
     }

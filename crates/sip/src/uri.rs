@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
+    Params, check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
     parse_quoted_in_place, quote, write_params,
 };
 
@@ -29,32 +29,13 @@ pub struct Uri {
 
 impl Uri {
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
-        let view = UriView::of(s)?;
-        Ok(Uri {
-            scheme: view.scheme.to_ascii_lowercase(),
-            user: view.user.map(str::to_owned),
-            host: view.host.to_ascii_lowercase(),
-            port: view.port,
-            params: match view.params {
-                Some(params) => parse_params(params, "URI", false)?,
-                None => Vec::new(),
-            },
-        })
+        UriView::of(s, parse_params).map(UriView::into_uri)
     }
 
     /// "sip:user@host" without port or params, user kept as-is, host lowercased: the
     /// address-of-record key.
     pub fn aor(&self) -> String {
-        let user = self.user.as_deref().unwrap_or_default();
-        let mut aor = String::with_capacity(self.scheme.len() + user.len() + self.host.len() + 2);
-        aor.push_str(&self.scheme);
-        aor.push(':');
-        if let Some(user) = &self.user {
-            aor.push_str(user);
-            aor.push('@');
-        }
-        aor.extend(self.host.chars().map(|c| c.to_ascii_lowercase()));
-        aor
+        aor(&self.scheme, self.user.as_deref(), &self.host)
     }
 
     /// `Some(None)` for a flag parameter (`;lr`), `Some(Some(v))` for `;name=v`, `None`
@@ -78,19 +59,36 @@ impl fmt::Display for Uri {
     }
 }
 
-/// A URI as written, borrowed, checked as [`Uri::parse`] checks it: what a caller that
-/// wants only the address of record reads without copying the rest.
-struct UriView<'a> {
+/// `scheme:user@host`, scheme and host lowercased: the address-of-record key.
+fn aor(scheme: &str, user: Option<&str>, host: &str) -> String {
+    let mut aor = String::with_capacity(scheme.len() + user.map_or(0, str::len) + host.len() + 2);
+    aor.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+    aor.push(':');
+    if let Some(user) = user {
+        aor.push_str(user);
+        aor.push('@');
+    }
+    aor.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    aor
+}
+
+/// What reads a parameter list after it is split off: [`parse_params`] keeps the
+/// parameters, [`check_params`] only checks them (for a caller that wants the address of
+/// record alone). Either way the list is read once.
+type ReadParams<P> = fn(&str, &str, bool) -> Result<P, ParseError>;
+
+/// A URI as written, borrowed, checked as [`Uri::parse`] checks it, with its parameters
+/// as `P` ([`ReadParams`]).
+struct UriView<'a, P> {
     scheme: &'a str,
     user: Option<&'a str>,
     host: &'a str,
     port: Option<u16>,
-    /// The parameters after the first `;` (checked).
-    params: Option<&'a str>,
+    params: P,
 }
 
-impl<'a> UriView<'a> {
-    fn of(s: &'a str) -> Result<UriView<'a>, ParseError> {
+impl<'a, P: Default> UriView<'a, P> {
+    fn of(s: &'a str, read_params: ReadParams<P>) -> Result<UriView<'a, P>, ParseError> {
         let s = s.trim();
         let (scheme, rest) = s
             .split_once(':')
@@ -113,11 +111,8 @@ impl<'a> UriView<'a> {
             return Err(malformed("URI headers (`?`) are not supported"));
         }
         let (hostport, params) = match hostpart.split_once(';') {
-            Some((hp, params)) => {
-                check_params(params, "URI", false)?;
-                (hp, Some(params))
-            }
-            None => (hostpart, None),
+            Some((hp, params)) => (hp, read_params(params, "URI", false)?),
+            None => (hostpart, P::default()),
         };
         let (host, port) = parse_hostport(hostport)?;
         Ok(UriView {
@@ -131,16 +126,19 @@ impl<'a> UriView<'a> {
 
     /// [`Uri::aor`] of this URI, the one string it allocates.
     fn aor(&self) -> String {
-        let user = self.user.unwrap_or_default();
-        let mut aor = String::with_capacity(self.scheme.len() + user.len() + self.host.len() + 2);
-        aor.extend(self.scheme.chars().map(|c| c.to_ascii_lowercase()));
-        aor.push(':');
-        if let Some(user) = self.user {
-            aor.push_str(user);
-            aor.push('@');
+        aor(self.scheme, self.user, self.host)
+    }
+}
+
+impl UriView<'_, Params> {
+    fn into_uri(self) -> Uri {
+        Uri {
+            scheme: self.scheme.to_ascii_lowercase(),
+            user: self.user.map(str::to_owned),
+            host: self.host.to_ascii_lowercase(),
+            port: self.port,
+            params: self.params,
         }
-        aor.extend(self.host.chars().map(|c| c.to_ascii_lowercase()));
-        aor
     }
 }
 
@@ -159,24 +157,11 @@ impl NameAddr {
     /// and the bare `sip:a@x;tag=1` (where, per RFC 3261 §20.10, parameters after the URI
     /// belong to the header). The Contact wildcard `*` is not a name-addr and is rejected.
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
-        let view = NameAddrView::of(s)?;
-        let uri = view.uri;
+        let view = NameAddrView::of(s, parse_params)?;
         Ok(NameAddr {
             display: view.display.map(Cow::into_owned),
-            uri: Uri {
-                scheme: uri.scheme.to_ascii_lowercase(),
-                user: uri.user.map(str::to_owned),
-                host: uri.host.to_ascii_lowercase(),
-                port: uri.port,
-                params: match uri.params {
-                    Some(params) => parse_params(params, "URI", false)?,
-                    None => Vec::new(),
-                },
-            },
-            params: match view.params {
-                Some(params) => parse_params(params, "header", true)?,
-                None => Vec::new(),
-            },
+            uri: view.uri.into_uri(),
+            params: view.params,
         })
     }
 
@@ -184,7 +169,7 @@ impl NameAddr {
     /// [`NameAddr::parse`] gives, refused as it refuses), reading it in place: the
     /// registrar takes the To of every REGISTER.
     pub fn aor_of(s: &str) -> Result<String, ParseError> {
-        NameAddrView::of(s).map(|view| view.uri.aor())
+        NameAddrView::of(s, check_params).map(|view| view.uri.aor())
     }
 
     pub fn tag(&self) -> Option<&str> {
@@ -197,16 +182,17 @@ impl NameAddr {
     }
 }
 
-/// A name-addr as written, borrowed, checked as [`NameAddr::parse`] checks it.
-struct NameAddrView<'a> {
+/// A name-addr as written, borrowed, checked as [`NameAddr::parse`] checks it; its
+/// parameters and its URI's as `P` ([`ReadParams`]).
+struct NameAddrView<'a, P> {
     display: Option<Cow<'a, str>>,
-    uri: UriView<'a>,
-    /// The header parameters after the URI's `;` or `>;` (checked).
-    params: Option<&'a str>,
+    uri: UriView<'a, P>,
+    /// The header parameters after the URI's `;` or `>;`.
+    params: P,
 }
 
-impl<'a> NameAddrView<'a> {
-    fn of(s: &'a str) -> Result<NameAddrView<'a>, ParseError> {
+impl<'a, P: Default> NameAddrView<'a, P> {
+    fn of(s: &'a str, read_params: ReadParams<P>) -> Result<NameAddrView<'a, P>, ParseError> {
         let s = s.trim();
         if s == "*" {
             return Err(malformed("`*` is not a name-addr"));
@@ -218,18 +204,15 @@ impl<'a> NameAddrView<'a> {
             || (angle.is_some() && colon.is_none());
         if !angle_form {
             let (uri, params) = match s.split_once(';') {
-                Some((uri, params)) => {
-                    check_params(params, "header", true)?;
-                    (uri, Some(params))
-                }
-                None => (s, None),
+                Some((uri, params)) => (uri, read_params(params, "header", true)?),
+                None => (s, P::default()),
             };
             if uri.contains(',') {
                 return Err(malformed("comma in bare URI"));
             }
             return Ok(NameAddrView {
                 display: None,
-                uri: UriView::of(uri)?,
+                uri: UriView::of(uri, read_params)?,
                 params,
             });
         }
@@ -256,16 +239,15 @@ impl<'a> NameAddrView<'a> {
         let gt = inner
             .find('>')
             .ok_or_else(|| malformed("missing `>` after URI"))?;
-        let uri = UriView::of(&inner[..gt])?;
+        let uri = UriView::of(&inner[..gt], read_params)?;
         let after = inner[gt + 1..].trim();
         let params = if after.is_empty() {
-            None
+            P::default()
         } else {
             let params = after
                 .strip_prefix(';')
                 .ok_or_else(|| malformed("unexpected text after `>`"))?;
-            check_params(params, "header", true)?;
-            Some(params)
+            read_params(params, "header", true)?
         };
         Ok(NameAddrView {
             display,
