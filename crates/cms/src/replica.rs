@@ -5,7 +5,6 @@
 //! When its service (`REPLICA`) is stopped it refuses pushes, so the master sees it fall
 //! behind (`UpToDate False`) exactly as an operator would expect.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -66,8 +65,9 @@ pub struct ReplicaAgent {
     /// The user directory as this replica holds it, by normal SIP address: what the
     /// registrar authenticates against at every REGISTER, read from memory rather than
     /// from the replica's file. Kept in step with the file by [`ReplicaAgent::sync`] and
-    /// [`ReplicaAgent::import`], which change both under `applying`.
-    users: RwLock<HashMap<String, Arc<UserRecord>>>,
+    /// [`ReplicaAgent::import`], which change both under `applying`. Its keys are the
+    /// directory's, so it hashes them with `sip::hashed::TrustedKeys`'s faster hash.
+    users: RwLock<Users>,
     /// Held while a push or an import changes the file and then the memory, so that two
     /// cannot leave the memory in an order the file is not in.
     applying: tokio::sync::Mutex<()>,
@@ -371,8 +371,11 @@ impl ReplicaAgent {
     }
 }
 
+/// The user directory in memory.
+type Users = sip::hashed::TrustedKeys<String, Arc<UserRecord>>;
+
 /// Every user record in `store`, by normal SIP address.
-async fn users_in(store: &ReplicaStore) -> Result<HashMap<String, Arc<UserRecord>>, StoreError> {
+async fn users_in(store: &ReplicaStore) -> Result<Users, StoreError> {
     Ok(store
         .items_with_prefix(USER_PREFIX)
         .await?

@@ -30,12 +30,12 @@
 //!
 //! A task also purges expired bindings, in bounded rounds, every [`PURGE_EVERY`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clock::Clock;
 use node::Node;
+use sip::hashed::TrustedKeys;
 use store::{BackEnd, Binding, BindingUpdate, Registered, RegistrationChange, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -265,9 +265,10 @@ async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
 /// the refreshes answered and not yet written. Pure: the time comes in.
 #[derive(Debug, Default)]
 struct Memory {
-    users: HashMap<String, Held>,
+    /// By address of record: users who authenticated, so the directory's keys.
+    users: TrustedKeys<String, Held>,
     /// Per user, the bindings refreshed, as the latest answer left them.
-    unwritten: HashMap<String, Vec<Binding>>,
+    unwritten: TrustedKeys<String, Vec<Binding>>,
 }
 
 /// One user's bindings as a commit here left them (every Front End's), and when.
@@ -376,12 +377,12 @@ impl Memory {
     }
 
     /// The refreshes to write, taken.
-    fn take_unwritten(&mut self) -> HashMap<String, Vec<Binding>> {
+    fn take_unwritten(&mut self) -> TrustedKeys<String, Vec<Binding>> {
         std::mem::take(&mut self.unwritten)
     }
 
     /// Refreshes that could not be written, back in the queue behind any newer answer.
-    fn unwritten_again(&mut self, again: HashMap<String, Vec<Binding>>) {
+    fn unwritten_again(&mut self, again: TrustedKeys<String, Vec<Binding>>) {
         for (aor, bindings) in again {
             let unwritten = self.unwritten.entry(aor).or_default();
             for b in bindings {

@@ -238,7 +238,7 @@ pub struct Registrar {
     /// The flows clients signed in on, by address of record and the contact it bound
     /// there: how a client over TLS (or TCP) is reached. Kept to the user's current
     /// bindings at each REGISTER, and emptied of a flow when it closes.
-    flows: std::sync::Mutex<HashMap<String, HashMap<String, Flow>>>,
+    flows: std::sync::Mutex<sip::hashed::TrustedKeys<String, HashMap<String, Flow>>>,
     transactions: std::sync::Mutex<TransactionTable>,
     /// Derived from the deployment's token; nonces are bound to this server.
     nonce_key: sip::digest::NonceKey,
@@ -323,9 +323,9 @@ impl Registrar {
         let handler = {
             let udp = self.clone();
             let udp_endpoint = endpoint.clone();
-            move |dropped: &mut drops::Counter, message: Incoming| {
+            move |dropped: &mut drops::Counter, message: Incoming, from_server: bool| {
                 let peer = message.peer();
-                let admission = if udp_endpoint.is_priority_source(peer.ip()) {
+                let admission = if from_server {
                     &servers_in_flight
                 } else {
                     &in_flight
@@ -354,7 +354,8 @@ impl Registrar {
                 (requests.clone(), handler.clone(), node.shutdown.clone());
             node.spawn(async move {
                 let mut dropped = dropped();
-                let serve = requests.serve(|message| handler(&mut dropped, message));
+                let serve = requests
+                    .serve(|message, from_server| handler(&mut dropped, message, from_server));
                 tokio::select! {
                     () = serve => {}
                     () = stop.cancelled() => {}
@@ -363,6 +364,7 @@ impl Registrar {
         }
         // And what they handed over while the socket was behind.
         let stop = node.shutdown.clone();
+        let handed_over_endpoint = endpoint.clone();
         node.spawn(async move {
             let mut dropped = dropped();
             loop {
@@ -371,7 +373,8 @@ impl Registrar {
                     () = stop.cancelled() => None,
                 };
                 let Some(message) = message else { return };
-                handler(&mut dropped, message);
+                let from_server = handed_over_endpoint.is_priority_source(message.peer().ip());
+                handler(&mut dropped, message, from_server);
             }
         });
         let prober = self.clone();

@@ -11,7 +11,7 @@ use std::fmt;
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-use crate::hex::{ct_eq_ignore_case, to_hex};
+use crate::hex::{HexDigest, ct_eq_ignore_case, to_hex};
 use crate::syntax::ParseError;
 use crate::syntax::{
     is_token, is_token_char, malformed, parse_quoted_in_place, quote, write_quoted,
@@ -70,15 +70,15 @@ impl Algorithm {
 
     /// Lowercase hex digest of `parts` joined with `:`, each fed to the hash as it is
     /// rather than joined into a copy first.
-    pub fn hex_joined(self, parts: &[&str]) -> String {
-        fn feed<D: Digest>(mut hash: D, parts: &[&str]) -> String {
+    pub fn hex_joined(self, parts: &[&str]) -> HexDigest {
+        fn feed<D: Digest>(mut hash: D, parts: &[&str]) -> HexDigest {
             for (i, part) in parts.iter().enumerate() {
                 if i > 0 {
                     hash.update(b":");
                 }
                 hash.update(part.as_bytes());
             }
-            to_hex(&hash.finalize())
+            HexDigest::of(&hash.finalize())
         }
         match self {
             Algorithm::Md5 => feed(Md5::new(), parts),
@@ -89,7 +89,7 @@ impl Algorithm {
     /// `H(username:realm:password)`: what a server keeps instead of the password. It is
     /// password-equivalent for this realm, so it stays on the servers that authenticate.
     pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
-        self.hex_joined(&[username, realm, password])
+        self.hex_joined(&[username, realm, password]).to_string()
     }
 
     /// Length of this algorithm's hex digests.
@@ -121,7 +121,7 @@ pub fn response_with(
     method: &str,
     uri: &str,
     qop: Option<(&str, &str)>,
-) -> String {
+) -> HexDigest {
     let ha2 = algorithm.hex_joined(&[method, uri]);
     match qop {
         Some((nc, cnonce)) => algorithm.hex_joined(&[ha1, nonce, nc, cnonce, "auth", &ha2]),
@@ -377,7 +377,7 @@ impl<'a> Credentials<'a> {
             realm: Cow::Owned(ch.realm.clone()),
             nonce: Cow::Owned(ch.nonce.clone()),
             uri: Cow::Owned(uri.to_owned()),
-            response: Cow::Owned(response),
+            response: Cow::Owned(response.to_string()),
             cnonce,
             nc,
             qop,

@@ -21,6 +21,57 @@ pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// A digest's lowercase hex on the stack (64 digits at most: SHA-256's): the digest code
+/// computes two at every sign-in, and compares them, without a heap allocation.
+#[derive(Clone, Copy)]
+pub struct HexDigest {
+    digits: [u8; 64],
+    len: u8,
+}
+
+impl HexDigest {
+    /// The hex of `bytes` (at most 32 of them).
+    pub(crate) fn of(bytes: &[u8]) -> HexDigest {
+        assert!(bytes.len() <= 32, "a digest of at most 32 bytes");
+        let mut digits = [0u8; 64];
+        write_hex(bytes, &mut digits);
+        HexDigest {
+            digits,
+            len: (bytes.len() * 2) as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only hex digits were written, and `len` of them.
+        std::str::from_utf8(&self.digits[..usize::from(self.len)]).expect("hex digits")
+    }
+}
+
+impl std::ops::Deref for HexDigest {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for HexDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for HexDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq<&str> for HexDigest {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Compares two hex digests without data-dependent early exit; ASCII case is ignored.
 pub(crate) fn ct_eq_ignore_case(a: &str, b: &str) -> bool {
     if a.len() != b.len() {

@@ -109,6 +109,71 @@ fn same_header(a: &str, b: &str) -> bool {
     expand(a).eq_ignore_ascii_case(expand(b))
 }
 
+/// Header names a field is tagged with when it is added (its compact form expanded), so
+/// that a lookup compares a number rather than each field's name: the registrar looks up
+/// some thirty fields a sign-in, each a walk over every field of the message.
+const KNOWN: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Content-Length",
+    "Content-Type",
+    "Max-Forwards",
+    "Expires",
+    "Authorization",
+    "Proxy-Authorization",
+    "WWW-Authenticate",
+    "Route",
+    "Record-Route",
+    "Supported",
+    "Event",
+    "User-Agent",
+    "Allow",
+];
+
+/// A field name's place in [`KNOWN`] plus one, or 0 for a name not there: two names are
+/// the same header exactly when [`same_header`] says so, and a known one is found by its
+/// number. Every field a message is parsed into is tagged, so the one candidate is picked
+/// by length and first letters before a name is compared (a test holds this to [`KNOWN`]).
+fn kind_of(name: &str) -> u8 {
+    let name = expand(name);
+    let b = name.as_bytes();
+    let lower = |i: usize| b.get(i).map_or(0, u8::to_ascii_lowercase);
+    let candidate = match (b.len(), lower(0)) {
+        (3, b'v') => 0,
+        (4, b'f') => 1,
+        (2, b't') => 2,
+        (7, b'c') if lower(1) == b'a' => 3,
+        (4, b'c') => 4,
+        (7, b'c') => 5,
+        (14, b'c') => 6,
+        (12, b'c') => 7,
+        (12, b'm') => 8,
+        (7, b'e') => 9,
+        (13, b'a') => 10,
+        (19, b'p') => 11,
+        (16, b'w') => 12,
+        (5, b'r') => 13,
+        (12, b'r') => 14,
+        (9, b's') => 15,
+        (5, b'e') => 16,
+        (10, b'u') => 17,
+        (5, b'a') => 18,
+        _ => return 0,
+    };
+    // As written in the RFCs (nearly every sender, and every lookup in this code), then
+    // in any case.
+    let known = KNOWN[candidate];
+    if known.as_bytes() == b || known.eq_ignore_ascii_case(name) {
+        candidate as u8 + 1
+    } else {
+        0
+    }
+}
+
 /// The header fields of a message, in order, with their names as written. Lookups are
 /// case-insensitive and treat compact forms (`v`, `i`, `l`, ...) as their long names.
 ///
@@ -126,11 +191,19 @@ fn span(text: &str, (start, end): (u32, u32)) -> &str {
     &text[start as usize..end as usize]
 }
 
+/// Whether field `f` of `text` is named `name`, whose [`kind_of`] is `kind`: a known name
+/// by its number, another by its text (compact forms expanded, case ignored).
+fn is_named(text: &str, f: &Field, name: &str, kind: u8) -> bool {
+    f.kind == kind && (kind != 0 || same_header(span(text, f.name), name))
+}
+
 /// Where one field's name and value are in [`Headers::text`].
 #[derive(Debug, Clone, Copy)]
 struct Field {
     name: (u32, u32),
     value: (u32, u32),
+    /// The name's [`kind_of`].
+    kind: u8,
 }
 
 impl PartialEq for Headers {
@@ -171,17 +244,28 @@ impl Headers {
         (start as u32, self.text.len() as u32)
     }
 
-    fn name_of(&self, f: &Field) -> &str {
-        self.span(f.name)
+    fn is_named(&self, f: &Field, name: &str, kind: u8) -> bool {
+        is_named(&self.text, f, name, kind)
     }
 
-    /// The value of the first field with this name (its compact form expanded once, not
-    /// at every field: the registrar looks up some thirty fields a sign-in).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        let wanted = expand(name);
+    /// The values of the fields with this name, each whole, in order.
+    fn fields_named<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        let kind = kind_of(name);
         self.fields
             .iter()
-            .find(|f| expand(self.name_of(f)).eq_ignore_ascii_case(wanted))
+            .filter(move |f| self.is_named(f, name, kind))
+            .map(|f| self.span(f.value))
+    }
+
+    /// The value of the first field with this name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let kind = kind_of(name);
+        self.fields
+            .iter()
+            .find(|f| self.is_named(f, name, kind))
             .map(|f| self.span(f.value))
     }
 
@@ -197,46 +281,48 @@ impl Headers {
     pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         let wanted = expand(name);
         let multi = MULTI_VALUE.iter().any(|m| m.eq_ignore_ascii_case(wanted));
-        self.iter()
-            .filter(move |(n, _)| expand(n).eq_ignore_ascii_case(wanted))
-            .flat_map(move |(_, v)| {
-                let (whole, parts) = if multi {
-                    (
-                        None,
-                        Some(top_level(v, ',').map(str::trim).filter(|s| !s.is_empty())),
-                    )
-                } else {
-                    (Some(v), None)
-                };
-                whole.into_iter().chain(parts.into_iter().flatten())
-            })
+        self.fields_named(name).flat_map(move |v| {
+            let (whole, parts) = if multi {
+                (
+                    None,
+                    Some(top_level(v, ',').map(str::trim).filter(|s| !s.is_empty())),
+                )
+            } else {
+                (Some(v), None)
+            };
+            whole.into_iter().chain(parts.into_iter().flatten())
+        })
     }
 
     pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        let kind = kind_of(name.as_ref());
         let name = self.append(name.as_ref());
         let value = self.append(value.as_ref());
-        self.fields.push(Field { name, value });
+        self.fields.push(Field { name, value, kind });
     }
 
     /// Appends a field whose value `write` writes straight into the headers' buffer (with
     /// `write!` or `push_str`): a value made of pieces costs no string of its own.
     pub fn push_with(&mut self, name: &str, write: impl FnOnce(&mut String)) {
+        let kind = kind_of(name);
         let name = self.append(name);
         let start = self.text.len();
         write(&mut self.text);
         let value = (start as u32, self.text.len() as u32);
-        self.fields.push(Field { name, value });
+        self.fields.push(Field { name, value, kind });
     }
 
     /// Replaces every field with this name (compact form included) with one field, at the
     /// position of the first; appends when there was none.
     pub fn set(&mut self, name: &str, value: impl AsRef<str>) {
+        let kind = kind_of(name);
         let entry = Field {
             name: self.append(name),
             value: self.append(value.as_ref()),
+            kind,
         };
         let text = &self.text;
-        let named = |f: &Field| same_header(span(text, f.name), name);
+        let named = |f: &Field| is_named(text, f, name, kind);
         match self.fields.iter().position(named) {
             Some(first) => {
                 let mut i = 0;
@@ -252,9 +338,9 @@ impl Headers {
     }
 
     pub fn remove(&mut self, name: &str) {
+        let kind = kind_of(name);
         let text = &self.text;
-        self.fields
-            .retain(|f| !same_header(span(text, f.name), name));
+        self.fields.retain(|f| !is_named(text, f, name, kind));
     }
 
     /// Drops the sender's `Authorization` and `Proxy-Authorization`: they prove who sent a
@@ -572,12 +658,7 @@ fn content_length_of_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Option<
 /// The Content-Length, if any. Duplicates must agree; values are digits only and
 /// saturate instead of overflowing.
 fn content_length(headers: &Headers) -> Result<Option<u64>, ParseError> {
-    agreed_length(
-        headers
-            .iter()
-            .filter(|(name, _)| same_header(name, "Content-Length"))
-            .map(|(_, value)| value),
-    )
+    agreed_length(headers.fields_named("Content-Length"))
 }
 
 /// The one length `values` (a message's Content-Length values) agree on, if any.
@@ -713,10 +794,12 @@ fn serialize(start_line: fmt::Arguments<'_>, headers: &Headers, body: &[u8]) -> 
         }
     }
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers.iter() {
-        if same_header(name, "Content-Length") {
+    let length = kind_of("Content-Length");
+    for f in &headers.fields {
+        if f.kind == length {
             continue;
         }
+        let (name, value) = (headers.span(f.name), headers.span(f.value));
         push_clean(&mut out, name);
         out.extend_from_slice(b": ");
         push_clean(&mut out, value);
@@ -804,10 +887,8 @@ impl Response {
     pub fn for_request(req: &Request, status: u16, reason: &str, to_tag: Option<&str>) -> Response {
         // Room for what is copied, a tag, and a few fields the caller adds.
         let mut headers = Headers::with_capacity(12, req.headers.text.len().min(4096) + 512);
-        for (name, value) in req.headers.iter() {
-            if same_header(name, "Via") {
-                headers.push("Via", value);
-            }
+        for value in req.headers.fields_named("Via") {
+            headers.push("Via", value);
         }
         for name in ["From", "To", "Call-ID", "CSeq"] {
             let Some(value) = req.headers.get(name) else {
@@ -978,6 +1059,81 @@ impl fmt::Display for Via {
 
 #[cfg(test)]
 mod tests {
+
+    /// A header name as a client may write it: a known one (or its compact form) in any
+    /// case, or one of a few others, with spaces or not.
+    fn header_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let names: Vec<&str> = KNOWN
+            .iter()
+            .copied()
+            .chain(COMPACT.iter().map(|(short, _)| *short))
+            .chain([
+                "X-Tandem-Mode",
+                "Viaa",
+                "Vi",
+                "Fro",
+                "CSeqq",
+                "Subject",
+                "Q",
+            ])
+            .collect();
+        (proptest::sample::select(names), any::<u64>()).prop_map(|(name, cases)| {
+            name.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if cases >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn every_known_name_has_its_own_number() {
+        for (i, name) in KNOWN.iter().enumerate() {
+            assert_eq!(usize::from(kind_of(name)), i + 1, "{name}");
+            assert_eq!(
+                usize::from(kind_of(&name.to_ascii_uppercase())),
+                i + 1,
+                "{name}"
+            );
+        }
+        for (short, long) in COMPACT {
+            assert_eq!(kind_of(short), kind_of(long), "{short}");
+        }
+        for other in ["", "X", "Vias", "T\u{f6}", "Call-IX", "Subject", "Contacts"] {
+            assert_eq!(kind_of(other), 0, "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Looking fields up by their number finds what comparing names finds.
+        #[test]
+        fn a_field_is_found_by_its_number_as_by_its_name(
+            fields in proptest::collection::vec((header_name(), "[a-z0-9]{0,4}"), 0..12),
+            wanted in header_name(),
+        ) {
+            let mut headers = Headers::new();
+            for (name, value) in &fields {
+                headers.push(name, value);
+            }
+            let by_name: Vec<&str> = fields
+                .iter()
+                .filter(|(name, _)| same_header(name, &wanted))
+                .map(|(_, value)| value.as_str())
+                .collect();
+            proptest::prop_assert_eq!(headers.fields_named(&wanted).collect::<Vec<_>>(), by_name.clone());
+            proptest::prop_assert_eq!(headers.get(&wanted), by_name.first().copied());
+            let mut removed = headers.clone();
+            removed.remove(&wanted);
+            proptest::prop_assert_eq!(removed.fields.len(), fields.len() - by_name.len());
+            proptest::prop_assert!(removed.get(&wanted).is_none());
+        }
+    }
     use super::*;
     use crate::uri::{NameAddr, Uri};
     use proptest::prelude::*;

@@ -126,17 +126,18 @@ pub const BACKLOG_READS: u32 = 256;
 impl ServerRequests {
     /// Reads datagrams for ever (the caller stops it by dropping the future): health
     /// probes of the deployment's servers go to the priority queue, every other request
-    /// and what does not parse to `on_request`, in this task.
-    pub async fn serve(self, on_request: impl FnMut(Incoming)) {
+    /// and what does not parse to `on_request`, in this task, with whether it came from
+    /// one of the deployment's servers (looked up once a datagram).
+    pub async fn serve(self, on_request: impl FnMut(Incoming, bool)) {
         let mut on_request = on_request;
         let handover = self.handover;
         self.shared
             .receive(
-                |incoming, behind| {
+                |incoming, behind, from_server| {
                     if behind {
                         return handover.try_send(incoming).is_ok();
                     }
-                    on_request(incoming);
+                    on_request(incoming, from_server);
                     true
                 },
                 Some((self.priority, self.budget)),
@@ -157,7 +158,7 @@ impl Endpoint {
         let (endpoint, stopped) = Endpoint::start(socket)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(endpoint.shared.clone().receive(
-            move |incoming, _| tx.try_send(incoming).is_ok(),
+            move |incoming, _, _| tx.try_send(incoming).is_ok(),
             None,
             async move {
                 let _ = stopped.await;
@@ -250,19 +251,15 @@ impl Shared {
             .is_ok_and(|s| s.contains(&source))
     }
 
-    /// Whether `request` from `peer` is a health probe of the deployment's own servers.
-    fn is_priority(&self, request: &Request, peer: SocketAddr) -> bool {
-        request.method == Method::Options && self.is_server(peer.ip())
-    }
-
     /// Receives until `stopped` completes (the endpoint was dropped), giving each request
     /// (and what does not parse) to `deliver`, with whether the socket is behind (see
-    /// [`ServerRequests`]); `deliver` says whether it took it. A server's (`server`: its
+    /// [`ServerRequests`]) and whether it came from one of the deployment's servers (a
+    /// server's endpoint only); `deliver` says whether it took it. A server's (`server`: its
     /// priority queue and the budget of its sources) reads a stranger's datagrams within
     /// the source's budget and puts its servers' probes on the queue.
     async fn receive(
         self: Arc<Self>,
-        mut deliver: impl FnMut(Incoming, bool) -> bool,
+        mut deliver: impl FnMut(Incoming, bool, bool) -> bool,
         server: Option<(
             mpsc::Sender<Incoming>,
             Arc<std::sync::Mutex<budget::SourceBudget>>,
@@ -302,8 +299,9 @@ impl Shared {
                 Err(_) => continue,
             };
             // A server reads a stranger's datagrams within its budget, before parsing.
+            let from_server = server.is_some() && self.is_server(peer.ip());
             if let Some((_, budget)) = &server
-                && !self.is_server(peer.ip())
+                && !from_server
                 && !budget
                     .lock()
                     .expect("the sources' budget")
@@ -333,7 +331,8 @@ impl Shared {
                 }
                 Ok(Message::Request(req)) => {
                     if let Some((priority, _)) = &server
-                        && self.is_priority(&req, peer)
+                        && req.method == Method::Options
+                        && from_server
                     {
                         if priority.try_send(Incoming::Request(req, peer)).is_err() {
                             dropped.add(peer);
@@ -344,7 +343,7 @@ impl Shared {
                 }
                 Err(e) => Incoming::Malformed(bytes.to_vec(), e, peer),
             };
-            if !deliver(incoming, behind) {
+            if !deliver(incoming, behind, from_server) {
                 dropped.add(peer);
             }
         }
@@ -730,7 +729,7 @@ mod tests {
         let answered_here = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let answered = Arc::new(tokio::sync::Notify::new());
         let (counted, told) = (answered_here.clone(), answered.clone());
-        tokio::spawn(requests.serve(move |_| {
+        tokio::spawn(requests.serve(move |_, _| {
             counted.fetch_add(1, Ordering::SeqCst);
             told.notify_one();
         }));
