@@ -271,7 +271,8 @@ pub(crate) struct Plan {
     pub(crate) transports: Vec<Transport>,
     /// How long each phase lasts.
     pub(crate) seconds: f64,
-    /// The fixed rate's offered load, or half of `saturation_rates`' for the transport.
+    /// The fixed rate's offered load, or half of the lowest SIPp saturation rate (the
+    /// median of the rounds) among the registrars measured, per transport.
     pub(crate) rate: Option<f64>,
     /// SIPp processes at once.
     pub(crate) instances: usize,
@@ -283,8 +284,6 @@ pub(crate) struct Plan {
     pub(crate) kamailio_memory: PeerMemory,
     /// No progress lines.
     pub(crate) quiet: bool,
-    /// What tandem's own clients reached at saturation, per transport.
-    pub(crate) saturation_rates: Vec<(Transport, f64)>,
 }
 
 /// The SIPp phases on the Front End, then (with `--peer`) the same on the peer, and the
@@ -373,9 +372,9 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Over each transport, `rounds` saturation phases per registrar taken in turn (so
     /// that drift in the machine's speed falls on every registrar alike), then one phase
-    /// at a fixed rate each. The fixed rate is `--rate`, or half of what tandem's own
-    /// clients reached at saturation on that transport, so that every registrar is
-    /// offered the same load.
+    /// at a fixed rate each. The fixed rate is `--rate`, or half of the slower registrar's
+    /// saturation rate on that transport, so that every registrar is offered the same
+    /// load, and one it takes.
     fn measure(
         &self,
         registrars: &mut [Registrar],
@@ -406,18 +405,30 @@ impl Ctx<'_> {
                     runs.push(self.watched_phase(registrar, t, load, &mut out.restarts)?);
                 }
             }
-            for ((registrar, runs), out) in registrars.iter_mut().zip(saturated).zip(&mut measured)
+            let rates: Vec<Vec<f64>> = saturated
+                .iter()
+                .map(|runs| runs.iter().map(|r| r.run.rate()).collect())
+                .collect();
+            let medians = saturated
+                .into_iter()
+                .map(|runs| median_by_rate(runs).context("a saturation phase ran"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            // Half of what the slower registrar reached with SIPp: a load both take, so
+            // that the phase measures latency, not an overload (half of what tandem's own
+            // clients reach, as before, was above SIPp's saturation once they got faster).
+            let per_second = self.plan.rate.unwrap_or_else(|| {
+                medians
+                    .iter()
+                    .map(|m| m.run.rate())
+                    .fold(f64::INFINITY, f64::min)
+                    / 2.0
+            });
+            for (((registrar, sat), rates), out) in registrars
+                .iter_mut()
+                .zip(medians)
+                .zip(rates)
+                .zip(&mut measured)
             {
-                let rates = runs.iter().map(|r| r.run.rate()).collect();
-                let sat = median_by_rate(runs).context("a saturation phase ran")?;
-                let per_second = self.plan.rate.unwrap_or_else(|| {
-                    self.plan
-                        .saturation_rates
-                        .iter()
-                        .find(|(n, _)| *n == t)
-                        .map_or(sat.run.rate(), |(_, rate)| *rate)
-                        / 2.0
-                });
                 if !self.plan.quiet {
                     eprintln!(
                         "SIPp against {} over {} at {per_second:.0} sign-ins/s…",

@@ -53,7 +53,8 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 64)]
     pub(crate) concurrency: usize,
     /// The offered rate of the fixed-rate phase, sign-ins a second [default: half the rate
-    /// tandem's clients reached at saturation over that transport].
+    /// tandem's clients reached at saturation over that transport; with SIPp, half the
+    /// lowest rate SIPp reached at saturation over it among the registrars measured].
     #[arg(long)]
     pub(crate) rate: Option<f64>,
     /// Seconds each phase lasts.
@@ -515,10 +516,6 @@ pub(crate) fn signin(options: Options) -> anyhow::Result<()> {
                         kamailio: options.peer == Some(Peer::Kamailio),
                         kamailio_memory: options.peer_memory,
                         quiet: options.json,
-                        saturation_rates: native
-                            .iter()
-                            .map(|n| (n.transport, n.saturation.rate()))
-                            .collect(),
                     };
                     Some(crate::bench_peer::compare(sipp, lab, fe, &users, &plan)?)
                 }
