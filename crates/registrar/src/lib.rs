@@ -28,9 +28,11 @@
 //! pair and the source with backoff (`lockout`). Over UDP a retransmitted request gets the
 //! cached answer instead of being run twice.
 //!
-//! A flood is kept to its source: requests over UDP are handled at most
-//! [`UDP_IN_FLIGHT_PER_SOURCE`] at a time per source address (and [`UDP_IN_FLIGHT`] in all),
-//! the rest dropped and counted in one log line per interval, so one flooding address
+//! A flood is kept to its source: its datagrams are read within a budget per source
+//! address (`sipnet`), and requests over UDP that wait (a REGISTER for its batch's commit, a
+//! MESSAGE for its delivery) are held at most [`UDP_IN_FLIGHT_PER_SOURCE`] at a time per
+//! source address (and [`UDP_IN_FLIGHT`] in all; one answered at once holds nothing), the
+//! rest dropped and counted in one log line per interval, so one flooding address
 //! cannot crowd out other users' sign-ins; the partner pool's health probes (OPTIONS from
 //! the deployment's servers) come on a queue of their own and are answered at once, so a
 //! flood cannot make the partner believe this pool is down. TCP connections are capped per
@@ -82,9 +84,10 @@ const OLD_FEDERATION_HEADER: &str = "X-Tandem-Federation";
 pub const DELIVER_HEADER: &str = "X-Tandem-Deliver-To";
 /// How long a nonce stays valid.
 pub const NONCE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
-/// How many nonces a registrar remembers the counts of (about 100 bytes each): far more
-/// than its users sign in within [`NONCE_MAX_AGE_MS`]; past it the oldest go, and nonces
-/// as old are answered `stale=true`.
+/// How many nonces a registrar remembers the counts of (32 bytes each, allocated at
+/// start): a nonce keeps its place until one issued this many challenges later is used
+/// (seconds even at the highest sign-in rates, and clients answer a challenge at once);
+/// after that it is answered `stale=true`.
 pub const NONCE_MEMORY: usize = 65_536;
 /// The answer to a wrong password, and to a user who does not exist.
 const WRONG_CREDENTIALS: &str = "Forbidden (wrong user name or password)";
@@ -101,10 +104,11 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_secs(1);
 /// wait for its next hop (`edge::NEXT_HOP_TIMEOUT`), so that a sender never gets a
 /// time-out for a message that was delivered.
 pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
-/// SIP requests over UDP handled at once, in all, from users (and as many again from the
-/// deployment's servers): beyond it a request is dropped (its sender retransmits).
+/// SIP requests over UDP waiting at once (for a commit, a delivery), in all, from users
+/// (and as many again from the deployment's servers): beyond it a request is dropped (its
+/// sender retransmits).
 pub const UDP_IN_FLIGHT: usize = 512;
-/// SIP requests over UDP handled at once for one source address: room for a benchmark's
+/// SIP requests over UDP waiting at once for one source address: room for a benchmark's
 /// 50 clients behind one address, not for one address to take the registrar.
 pub const UDP_IN_FLIGHT_PER_SOURCE: usize = 64;
 /// SIP TCP connections open at once on the registrar's listener.
@@ -279,7 +283,7 @@ impl Registrar {
         };
         let registrar = Arc::new(Registrar {
             nonce_key: nonce_key(&node.token),
-            nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY, NONCE_MAX_AGE_MS)),
+            nonce_counts: std::sync::Mutex::new(NonceCounts::new(NONCE_MEMORY)),
             lockouts: std::sync::Mutex::default(),
             node: node.clone(),
             endpoint: plain.as_ref().map(|((endpoint, _), _)| endpoint.clone()),
@@ -319,27 +323,35 @@ impl Registrar {
         // many users each: they share a cap of their own.
         let servers_in_flight = Admission::new(UDP_IN_FLIGHT, UDP_IN_FLIGHT);
         // What a request read from the socket goes through: the per-source cap on requests
-        // in flight, then its answer, here if it needs no waiting.
+        // in flight, then its answer, here if it needs no waiting. Only a request that
+        // waits holds a place: one answered at once holds nothing past this call, and
+        // asking whether there is room is, with nothing waiting, a load of a number.
         let handler = {
             let udp = self.clone();
-            let udp_endpoint = endpoint.clone();
             move |dropped: &mut drops::Counter, message: Incoming, from_server: bool| {
-                let peer = message.peer();
+                let source = message.peer().ip();
                 let admission = if from_server {
                     &servers_in_flight
                 } else {
                     &in_flight
                 };
-                let Some(place) = admission.admit(peer.ip()) else {
-                    dropped.add(peer);
+                if !admission.has_room(source) {
+                    dropped.add(message.peer());
                     return;
-                };
+                }
+                // One count of the registrar's taken for the request, not the endpoint's
+                // too: it holds the endpoint (each count is an atomic both readers' cores
+                // write).
                 let registrar = udp.clone();
-                let endpoint = udp_endpoint.clone();
-                run_or_spawn(&udp.node, async move {
-                    on_datagram(&registrar, &endpoint, message).await;
-                    drop(place);
-                });
+                run_or_spawn(
+                    &udp.node,
+                    async move {
+                        if let Some(endpoint) = &registrar.endpoint {
+                            on_datagram(&registrar, endpoint, message).await;
+                        }
+                    },
+                    || admission.admit(source),
+                );
             }
         };
         let dropped =
@@ -429,7 +441,8 @@ impl Registrar {
     }
 }
 
-/// Runs `work` here as far as it goes without waiting, and spawns it only if it must wait.
+/// Runs `work` here as far as it goes without waiting, and spawns it only if it must wait,
+/// holding what `hold_while_waiting` gives (a place under a cap) until it ends.
 ///
 /// Most requests never wait: a challenge, a refusal, an OPTIONS are answered in one go.
 /// Handling those in the loop that received them saves a task and, on a machine whose
@@ -437,14 +450,19 @@ impl Registrar {
 /// waits (a REGISTER for its batch to commit, a MESSAGE for its delivery) becomes a task.
 /// Polling once with a waker that does nothing is sound: the spawned task is polled again
 /// at once, and registers its own waker then.
-fn run_or_spawn<F>(node: &Node, work: F)
+fn run_or_spawn<F, H>(node: &Node, work: F, hold_while_waiting: impl FnOnce() -> H)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
+    H: Send + 'static,
 {
     let mut work = Box::pin(work);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if work.as_mut().poll(&mut cx).is_pending() {
-        node.spawn(work);
+        let held = hold_while_waiting();
+        node.spawn(async move {
+            work.await;
+            drop(held);
+        });
     }
 }
 
@@ -684,11 +702,15 @@ pub async fn on_connection<S>(
                 };
                 let (registrar, arrival, flow) = (registrar.clone(), arrival.clone(), flow.clone());
                 let node = registrar.node.clone();
-                run_or_spawn(&node, async move {
-                    let answer = handle(&registrar, &request, &arrival).await;
-                    let _ = flow.answer(&answer).await;
-                    drop(slot);
-                });
+                run_or_spawn(
+                    &node,
+                    async move {
+                        let answer = handle(&registrar, &request, &arrival).await;
+                        let _ = flow.answer(&answer).await;
+                        drop(slot);
+                    },
+                    || (),
+                );
             }
             Incoming::Malformed(bytes, error, _) => {
                 if let Some(answer) = answer_malformed(&bytes, &error) {
@@ -962,20 +984,24 @@ fn authenticate(
         lockouts.failed(&who, source, now);
         return Some(reply(request, 403, WRONG_CREDENTIALS));
     }
-    let issued = match registrar
-        .nonce_key
-        .check(&creds.nonce, &server.fqdn, now, NONCE_MAX_AGE_MS)
-    {
-        NonceCheck::Valid { issued_ms } => issued_ms,
-        // RFC 7616 §3.3: stale when the digest was right for an expired nonce.
-        NonceCheck::Stale => return Some(challenge(true)),
-        NonceCheck::Invalid => return Some(challenge(false)),
-    };
+    let (issued, sequence) =
+        match registrar
+            .nonce_key
+            .check(&creds.nonce, &server.fqdn, now, NONCE_MAX_AGE_MS)
+        {
+            NonceCheck::Valid {
+                issued_ms,
+                sequence,
+            } => (issued_ms, sequence),
+            // RFC 7616 §3.3: stale when the digest was right for an expired nonce.
+            NonceCheck::Stale => return Some(challenge(true)),
+            NonceCheck::Invalid => return Some(challenge(false)),
+        };
     let used = registrar
         .nonce_counts
         .lock()
         .expect("the nonce counts lock")
-        .admit(&creds.nonce, issued, count, now);
+        .admit(issued, sequence, count);
     if used == NonceUse::Replayed {
         return Some(challenge(true));
     }

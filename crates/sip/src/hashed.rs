@@ -1,8 +1,8 @@
 //! Keys kept as keyed 64-bit hashes rather than the strings they stand for.
 //!
-//! A registrar under sign-in load remembers hundreds of thousands of transactions and
-//! nonces; two strings each (the map's key and the forgetting order's) were most of the
-//! memory and allocations of a request. [`HashedKeys`] hashes a key once, with a key random
+//! A registrar under sign-in load remembers tens of thousands of UDP transactions; two
+//! strings each (the map's key and the forgetting order's) were most of the memory and
+//! allocations of a request. [`HashedKeys`] hashes a key once, with a key random
 //! per process, so no one can make two keys collide on purpose; by chance the odds are
 //! about 1 in 10^13 per key among a million. A [`ByHash`] map takes those hashes as they
 //! are, without hashing them again.

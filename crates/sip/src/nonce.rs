@@ -9,17 +9,15 @@
 //!
 //! The server that issued a nonce remembers, per nonce, the highest `nc` (nonce count,
 //! RFC 7616 §3.4) a verified request carried: a request with the same or a lower count is
-//! a replay. That memory is bounded ([`NonceCounts`]): when it is full the oldest entry is
-//! dropped and every nonce issued no later than the dropped one is refused from then on as
-//! stale, so forgetting never reopens a replay; a client answering a stale nonce is
-//! challenged again with `stale=true` and retries without asking its user anything.
+//! a replay. That memory is bounded ([`NonceCounts`]): each nonce has one place in it, by
+//! its sequence number, and a newer nonce used in that place takes it — the older one is
+//! refused from then on as stale, so forgetting never reopens a replay; a client
+//! answering a stale nonce is challenged again with `stale=true` and retries without
+//! asking its user anything.
 //!
 //! Written after a captured REGISTER header, sent again with another Contact, Call-ID and
 //! CSeq, got 200 for the nonce's five-minute life.
 
-use std::collections::VecDeque;
-
-use crate::hashed::{ByHash, HashedKeys};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,8 +42,9 @@ impl fmt::Debug for NonceKey {
 /// What a nonce is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
-    /// Signed by this key for this server, issued at `issued_ms`, not expired.
-    Valid { issued_ms: u64 },
+    /// Signed by this key for this server, issued at `issued_ms` with `sequence`, not
+    /// expired.
+    Valid { issued_ms: u64, sequence: u64 },
     /// Authentic but too old (or from the future): challenge again, with `stale=true`
     /// when the digest was right.
     Stale,
@@ -109,7 +108,10 @@ impl NonceKey {
         if !ct_eq_ignore_case(mac, std::str::from_utf8(&expected).unwrap_or_default()) {
             return NonceCheck::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(&stamp[..16], 16) else {
+        let (Ok(issued), Ok(sequence)) = (
+            u64::from_str_radix(&stamp[..16], 16),
+            u64::from_str_radix(&stamp[16..], 16),
+        ) else {
             return NonceCheck::Invalid;
         };
         if issued > now_ms.saturating_add(FUTURE_SKEW_MS)
@@ -117,7 +119,10 @@ impl NonceKey {
         {
             return NonceCheck::Stale;
         }
-        NonceCheck::Valid { issued_ms: issued }
+        NonceCheck::Valid {
+            issued_ms: issued,
+            sequence,
+        }
     }
 }
 
@@ -131,84 +136,69 @@ pub enum NonceUse {
     Replayed,
 }
 
-/// The highest nonce count each nonce carried, for at most `cap` nonces.
+/// The highest nonce count each nonce carried, for the nonces last used in each of a fixed
+/// number of places.
 ///
-/// Nonces are kept by their hashes ([`crate::hashed`]); two nonces sharing one would at
-/// worst make the second's first use look like a replay, which the client answers by
-/// signing in again with a fresh nonce.
+/// A nonce's place is its sequence number modulo the number of places (the sequence is
+/// under the nonce's MAC, so no client picks it): looking a nonce up is reading one slot,
+/// with no hash, no map and no list of what to forget, and the memory is allocated once.
+/// A place holds the newest nonce used in it — newest by issue time, then sequence, so
+/// across a restart too: an older nonce arriving at a place a newer one holds is refused
+/// (`Replayed`, answered with `stale=true`), and a place's nonce only ever gets newer, so
+/// a nonce once pushed out is never accepted again. Nonces are issued in sequence and
+/// answered within moments, so a nonce loses its place only to one issued as many
+/// challenges later as there are places. Expiry is the nonce's own ([`NonceKey::check`]).
 #[derive(Debug)]
 pub struct NonceCounts {
-    cap: usize,
-    max_age_ms: u64,
-    keys: HashedKeys,
-    counts: ByHash<(u64, u32)>,
-    /// Nonces (their hashes) in the order of their first use, with their issue time.
-    order: VecDeque<(u64, u64)>,
-    /// Nonces issued at or before this were forgotten while still valid.
-    floor_ms: Option<u64>,
+    slots: Box<[Slot]>,
+}
+
+/// One place of [`NonceCounts`]: the nonce last used in it and its highest count.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Issue time and sequence; None while the place is unused.
+    stamp: Option<(u64, u64)>,
+    nc: u32,
 }
 
 impl NonceCounts {
-    /// A memory of at most `cap` nonces, each kept until `max_age_ms` after it was issued.
-    pub fn new(cap: usize, max_age_ms: u64) -> NonceCounts {
+    /// A memory of `places` nonces (at least one).
+    pub fn new(places: usize) -> NonceCounts {
         NonceCounts {
-            cap: cap.max(1),
-            max_age_ms,
-            keys: HashedKeys::default(),
-            counts: ByHash::default(),
-            order: VecDeque::new(),
-            floor_ms: None,
+            slots: vec![Slot::default(); places.max(1)].into_boxed_slice(),
         }
     }
 
-    /// Nonces remembered now.
+    /// Places holding a nonce.
     pub fn len(&self) -> usize {
-        self.counts.len()
+        self.slots.iter().filter(|s| s.stamp.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.len() == 0
     }
 
-    /// Records that a request whose digest verified used `nonce` (issued at `issued_ms`)
-    /// with count `nc`, and says whether that is a first use of the count.
-    pub fn admit(&mut self, nonce: &str, issued_ms: u64, nc: u32, now_ms: u64) -> NonceUse {
-        self.forget_expired(now_ms);
-        let nonce = self.keys.of(nonce);
-        if let Some((_, last)) = self.counts.get_mut(&nonce) {
-            if nc <= *last {
-                return NonceUse::Replayed;
+    /// Records that a request whose digest verified used the nonce issued at `issued_ms`
+    /// with `sequence` ([`NonceCheck::Valid`]) with count `nc`, and says whether that is a
+    /// first use of the count.
+    pub fn admit(&mut self, issued_ms: u64, sequence: u64, nc: u32) -> NonceUse {
+        let places = self.slots.len() as u64;
+        let slot = &mut self.slots[(sequence % places) as usize];
+        let stamp = (issued_ms, sequence);
+        match slot.stamp.map(|held| held.cmp(&stamp)) {
+            Some(std::cmp::Ordering::Equal) if nc <= slot.nc => NonceUse::Replayed,
+            Some(std::cmp::Ordering::Equal) => {
+                slot.nc = nc;
+                NonceUse::Fresh
             }
-            *last = nc;
-            return NonceUse::Fresh;
-        }
-        if self.floor_ms.is_some_and(|floor| issued_ms <= floor) {
-            return NonceUse::Replayed;
-        }
-        while self.counts.len() >= self.cap {
-            let Some((issued, oldest)) = self.order.pop_front() else {
-                break;
-            };
-            if self.counts.remove(&oldest).is_some() {
-                self.floor_ms = Some(self.floor_ms.map_or(issued, |f| f.max(issued)));
-            }
-        }
-        if self.floor_ms.is_some_and(|floor| issued_ms <= floor) {
-            return NonceUse::Replayed;
-        }
-        self.counts.insert(nonce, (issued_ms, nc));
-        self.order.push_back((issued_ms, nonce));
-        NonceUse::Fresh
-    }
-
-    /// Drops nonces (from the front of the use order) that have expired anyway.
-    fn forget_expired(&mut self, now_ms: u64) {
-        while let Some((issued, _)) = self.order.front() {
-            if now_ms.saturating_sub(*issued) <= self.max_age_ms + FUTURE_SKEW_MS {
-                break;
-            }
-            if let Some((_, nonce)) = self.order.pop_front() {
-                self.counts.remove(&nonce);
+            // A newer nonce took the place: this one can no longer be vouched for.
+            Some(std::cmp::Ordering::Greater) => NonceUse::Replayed,
+            Some(std::cmp::Ordering::Less) | None => {
+                *slot = Slot {
+                    stamp: Some(stamp),
+                    nc,
+                };
+                NonceUse::Fresh
             }
         }
     }
@@ -223,8 +213,13 @@ mod tests {
         let key = NonceKey::new([7; 32]);
         let other = NonceKey::new([8; 32]);
         let n = key.issue(1_000_000, "fe1.contoso.com");
+        let NonceCheck::Valid { sequence, .. } = key.check(&n, "fe1.contoso.com", 1_000_000, 1)
+        else {
+            panic!("a nonce just issued is valid");
+        };
         let valid = NonceCheck::Valid {
             issued_ms: 1_000_000,
+            sequence,
         };
         assert_eq!(key.check(&n, "fe1.contoso.com", 1_000_000, 30_000), valid);
         assert_eq!(key.check(&n, "FE1.contoso.com", 1_030_000, 30_000), valid);
@@ -259,10 +254,10 @@ mod tests {
         assert_eq!(format!("{key:?}"), "NonceKey(<redacted>)");
         let again = key.issue(1_000_000, "fe1.contoso.com");
         assert_ne!(n, again, "two nonces of one millisecond differ");
-        assert_eq!(
+        assert!(matches!(
             key.check(&again, "fe1.contoso.com", 1_000_000, 30_000),
-            valid
-        );
+            NonceCheck::Valid { issued_ms: 1_000_000, sequence: later } if later > sequence
+        ));
     }
 
     #[test]
@@ -278,51 +273,66 @@ mod tests {
         let expected = crate::hex::to_hex(&expected.finalize()[..16]);
         assert_eq!(key.mac(stamp, &name), expected.as_bytes());
         let nonce = key.issue(1_000, &name);
-        assert_eq!(
+        assert!(matches!(
             key.check(&nonce, &name.to_ascii_uppercase(), 1_000, 30_000),
-            NonceCheck::Valid { issued_ms: 1_000 }
-        );
+            NonceCheck::Valid {
+                issued_ms: 1_000,
+                ..
+            }
+        ));
         assert_eq!(nonce.len(), 65);
     }
 
     #[test]
     fn a_count_is_used_once_and_only_upwards() {
-        let mut counts = NonceCounts::new(10, 60_000);
-        assert_eq!(counts.admit("a", 0, 1, 0), NonceUse::Fresh);
-        assert_eq!(counts.admit("a", 0, 1, 1), NonceUse::Replayed);
-        assert_eq!(counts.admit("a", 0, 3, 2), NonceUse::Fresh);
-        assert_eq!(counts.admit("a", 0, 2, 3), NonceUse::Replayed);
-        assert_eq!(counts.admit("b", 0, 1, 3), NonceUse::Fresh);
+        let mut counts = NonceCounts::new(10);
+        assert_eq!(counts.admit(0, 1, 1), NonceUse::Fresh);
+        assert_eq!(counts.admit(0, 1, 1), NonceUse::Replayed);
+        assert_eq!(counts.admit(0, 1, 3), NonceUse::Fresh);
+        assert_eq!(counts.admit(0, 1, 2), NonceUse::Replayed);
+        assert_eq!(counts.admit(0, 2, 1), NonceUse::Fresh);
+        assert_eq!(counts.len(), 2);
     }
 
     #[test]
-    fn a_full_memory_forgets_the_oldest_and_refuses_what_it_can_no_longer_vouch_for() {
-        let mut counts = NonceCounts::new(3, 60_000);
-        for (i, n) in ["a", "b", "c"].iter().enumerate() {
-            assert_eq!(counts.admit(n, i as u64, 1, 10), NonceUse::Fresh);
+    fn a_newer_nonce_takes_a_place_and_the_older_is_never_accepted_again() {
+        let mut counts = NonceCounts::new(3);
+        for sequence in 0..3 {
+            assert_eq!(counts.admit(10, sequence, 1), NonceUse::Fresh);
         }
-        // A fourth pushes "a" (issued at 0) out: "a" and anything issued by 0 is refused.
-        assert_eq!(counts.admit("d", 5, 1, 10), NonceUse::Fresh);
-        assert_eq!(counts.len(), 3);
-        assert_eq!(counts.admit("a", 0, 2, 11), NonceUse::Replayed);
-        assert_eq!(counts.admit("z", 0, 1, 11), NonceUse::Replayed);
-        // Still remembered ones go on; a newer nonce is fine.
-        assert_eq!(counts.admit("c", 2, 2, 12), NonceUse::Fresh);
-        assert_eq!(counts.admit("e", 6, 1, 12), NonceUse::Fresh);
-        assert_eq!(counts.len(), 3, "bounded however many are used");
+        // Sequence 3 takes sequence 0's place: 0 is refused from then on, whatever its
+        // count, and so is anything older that would land there.
+        assert_eq!(counts.admit(10, 3, 1), NonceUse::Fresh);
+        assert_eq!(counts.admit(10, 0, 2), NonceUse::Replayed);
+        assert_eq!(counts.admit(9, 6, 1), NonceUse::Replayed, "issued earlier");
+        assert_eq!(counts.admit(10, 3, 1), NonceUse::Replayed);
+        assert_eq!(counts.admit(10, 3, 2), NonceUse::Fresh);
+        // The other places go on; after a restart the sequence starts again, and the
+        // issue time keeps the new nonces newer.
+        assert_eq!(counts.admit(10, 2, 2), NonceUse::Fresh);
+        assert_eq!(counts.admit(20, 0, 1), NonceUse::Fresh);
+        assert_eq!(
+            counts.admit(10, 3, 3),
+            NonceUse::Replayed,
+            "pushed out by the restart's 0"
+        );
         // A flood of verified uses never grows it.
-        for i in 0..10_000u64 {
-            counts.admit(&format!("n{i}"), 100 + i, 1, 200);
+        for sequence in 100..10_100u64 {
+            counts.admit(30, sequence, 1);
         }
         assert_eq!(counts.len(), 3);
+        assert_eq!(NonceCounts::new(0).admit(1, 5, 1), NonceUse::Fresh);
     }
 
     #[test]
-    fn expired_nonces_are_forgotten_without_raising_the_floor() {
-        let mut counts = NonceCounts::new(2, 1_000);
-        assert_eq!(counts.admit("a", 0, 1, 0), NonceUse::Fresh);
-        assert_eq!(counts.admit("b", 10_000, 1, 10_000), NonceUse::Fresh);
-        assert_eq!(counts.len(), 1, "a expired and went");
-        assert_eq!(counts.admit("c", 9_999, 1, 10_000), NonceUse::Fresh);
+    fn a_checked_nonce_gives_its_sequence_and_each_issued_one_its_own() {
+        let key = NonceKey::new([9; 32]);
+        let sequence_of = |nonce: &str| match key.check(nonce, "fe1", 1_000, 30_000) {
+            NonceCheck::Valid { sequence, .. } => sequence,
+            other => panic!("{other:?}"),
+        };
+        let first = sequence_of(&key.issue(1_000, "fe1"));
+        let second = sequence_of(&key.issue(1_000, "fe1"));
+        assert!(second > first);
     }
 }
