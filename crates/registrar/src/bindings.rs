@@ -376,9 +376,11 @@ impl Memory {
             .retain(|_, held| now - held.read_at < millis(HELD_FOR));
     }
 
-    /// The refreshes to write, taken.
+    /// The refreshes to write, taken; the next second's start with the room this one's
+    /// took, not grown again from nothing.
     fn take_unwritten(&mut self) -> TrustedKeys<String, Vec<Binding>> {
-        std::mem::take(&mut self.unwritten)
+        let room = TrustedKeys::with_capacity_and_hasher(self.unwritten.len(), Default::default());
+        std::mem::replace(&mut self.unwritten, room)
     }
 
     /// Refreshes that could not be written, back in the queue behind any newer answer.

@@ -728,12 +728,22 @@ impl Registrar {
     fn keep_flows(&self, aor: &str, added: &[&str], flow: Option<&Flow>, current: &[Binding]) {
         let mut flows = self.flows.lock().expect("flows");
         // A client refreshing over the flow it bound over (the usual case) changes nothing
-        // here: looked up by reference, nothing copied.
-        if flows.get(aor).is_none() && (flow.is_none() || added.is_empty()) {
-            return;
-        }
+        // here: looked up once, by reference, nothing copied — and when the user's flows
+        // are exactly the contacts just bound over this one, they are all still bound (an
+        // answer's bindings hold what it bound) and nothing is to be dropped either.
         let mine = match flows.get_mut(aor) {
-            Some(mine) => mine,
+            Some(mine) => {
+                if let Some(flow) = flow
+                    && mine.len() == added.len()
+                    && added
+                        .iter()
+                        .all(|c| mine.get(*c).is_some_and(|f| f.same(flow)))
+                {
+                    return;
+                }
+                mine
+            }
+            None if flow.is_none() || added.is_empty() => return,
             None => flows.entry(aor.to_string()).or_default(),
         };
         if let Some(flow) = flow {

@@ -621,9 +621,11 @@ fn trim_blanks_end(s: &str) -> &str {
 /// building the headers: framing a stream needs only the Content-Length, and runs for
 /// every message a connection carries before [`Message::parse`] runs on it.
 fn content_length_of_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Option<u64>, ParseError> {
-    // The Content-Length values, as [`parse_header_lines`] would unfold them; whether the
-    // last field seen is one of them.
-    let mut values: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+    // The Content-Length values, as [`parse_header_lines`] would unfold them (the first
+    // apart: a message has one, and it costs no allocation); whether the last field seen
+    // is one of them.
+    let mut first: Option<std::borrow::Cow<'_, str>> = None;
+    let mut more: Vec<std::borrow::Cow<'_, str>> = Vec::new();
     let mut any_field = false;
     let mut last_is_length = false;
     for &range in lines {
@@ -632,16 +634,16 @@ fn content_length_of_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Option<
             if !any_field {
                 return Err(malformed("continuation line before the first header"));
             }
-            let more = line.trim_matches([' ', '\t']);
+            let folded = line.trim_matches([' ', '\t']);
             if last_is_length
-                && !more.is_empty()
-                && let Some(value) = values.last_mut()
+                && !folded.is_empty()
+                && let Some(value) = more.last_mut().or(first.as_mut())
             {
                 let value = value.to_mut();
                 if !value.is_empty() {
                     value.push(' ');
                 }
-                value.push_str(more);
+                value.push_str(folded);
             }
             continue;
         }
@@ -649,10 +651,14 @@ fn content_length_of_lines(b: &[u8], lines: &[(usize, usize)]) -> Result<Option<
         any_field = true;
         last_is_length = same_header(name, "Content-Length");
         if last_is_length {
-            values.push(value.into());
+            if first.is_none() {
+                first = Some(value.into());
+            } else {
+                more.push(value.into());
+            }
         }
     }
-    agreed_length(values.iter().map(|v| &**v))
+    agreed_length(first.iter().chain(&more).map(|v| &**v))
 }
 
 /// The Content-Length, if any. Duplicates must agree; values are digits only and
