@@ -793,7 +793,28 @@ fn fresh_tag() -> String {
             .map_or(0, |d| d.as_millis())
     });
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{start:x}{n:x}")
+    // `{start:x}{n:x}`, written without the formatting machinery (a tag an answer).
+    let mut tag = String::with_capacity(24);
+    push_hex(&mut tag, *start);
+    push_hex(&mut tag, u128::from(n));
+    tag
+}
+
+/// `n` in lowercase hex, without leading zeros, at the end of `out`.
+fn push_hex(out: &mut String, n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 fn reply(request: &Request, status: u16, reason: &str) -> Response {
@@ -1654,6 +1675,15 @@ fn sign_out_notify(binding: &Binding, pool: &str, fqdn: &str, serving: &str) -> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for n in [0u128, 1, 9, 10, 15, 16, 255, 0x1a24e537092ef6ee, u128::MAX] {
+            let mut out = String::from("x");
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("x{n:x}"));
+        }
+    }
     use super::*;
 
     #[test]

@@ -6,11 +6,10 @@
 //! panic-free parser that enforces [`MAX_HEADER_BYTES`] and [`MAX_MESSAGE_BYTES`].
 
 use std::fmt;
-use std::io::Write as _;
 
 use crate::syntax::{
-    find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
-    parse_params, top_level, write_params,
+    decimal, find_param, is_token, is_token_char, malformed, parse_digits_saturating,
+    parse_hostport, parse_params, top_level, write_params,
 };
 use crate::uri::NameAddr;
 use crate::{MAX_HEADER_BYTES, MAX_MESSAGE_BYTES};
@@ -786,18 +785,16 @@ fn push_clean(out: &mut Vec<u8>, s: &str) {
     );
 }
 
-fn serialize(start_line: fmt::Arguments<'_>, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    // Room for all of it at once: the start line (a Request-URI longer than this costs a
-    // second allocation), every field's name, value and 4 bytes of `: ` and CRLF, and the
-    // Content-Length line.
+/// A message's bytes: its start line (`start_line`'s pieces, one after the other), its
+/// fields, and a Content-Length that is the body's.
+fn serialize(start_line: &[&str], headers: &Headers, body: &[u8]) -> Vec<u8> {
+    // Room for all of it at once: the start line, every field's name, value and 4 bytes
+    // of `: ` and CRLF, and the Content-Length line.
+    let start: usize = start_line.iter().map(|p| p.len()).sum();
     let fields: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut out = Vec::with_capacity(128 + fields + 40 + body.len());
-    // Written in place, then cleaned as `push_clean` would have.
-    let _ = out.write_fmt(start_line);
-    for b in &mut out {
-        if *b == b'\r' || *b == b'\n' {
-            *b = b' ';
-        }
+    let mut out = Vec::with_capacity(start + 2 + fields + 40 + body.len());
+    for piece in start_line {
+        push_clean(&mut out, piece);
     }
     out.extend_from_slice(b"\r\n");
     let length = kind_of("Content-Length");
@@ -811,7 +808,9 @@ fn serialize(start_line: fmt::Arguments<'_>, headers: &Headers, body: &[u8]) -> 
         push_clean(&mut out, value);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(decimal(body.len() as u64, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
     out
 }
@@ -820,7 +819,7 @@ impl Request {
     /// See [`Message::to_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
         serialize(
-            format_args!("{} {} SIP/2.0", self.method, self.uri),
+            &[self.method.as_str(), " ", &self.uri, " SIP/2.0"],
             &self.headers,
             &self.body,
         )
@@ -881,8 +880,10 @@ impl Request {
 impl Response {
     /// See [`Message::to_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut digits = [0; 20];
+        let status = decimal(u64::from(self.status), &mut digits);
         serialize(
-            format_args!("SIP/2.0 {} {}", self.status, self.reason),
+            &["SIP/2.0 ", status, " ", &self.reason],
             &self.headers,
             &self.body,
         )

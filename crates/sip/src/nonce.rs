@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::hex::{ct_eq_ignore_case, write_hex};
-use std::fmt::Write as _;
 
 /// How far in the future a nonce's timestamp may be (clock skew between servers).
 const FUTURE_SKEW_MS: u64 = 5_000;
@@ -85,8 +84,13 @@ impl NonceKey {
     pub fn issue(&self, now_ms: u64, bound_to: &str) -> String {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        // `hex(issued_ms)hex(sequence)`, 16 digits each, written without the formatting
+        // machinery (a nonce a challenge).
+        let mut stamp = [0u8; 32];
+        write_hex(&now_ms.to_be_bytes(), &mut stamp[..16]);
+        write_hex(&sequence.to_be_bytes(), &mut stamp[16..]);
         let mut nonce = String::with_capacity(65);
-        let _ = write!(nonce, "{now_ms:016x}{sequence:016x}");
+        nonce.push_str(std::str::from_utf8(&stamp).unwrap_or_default());
         let mac = self.mac(&nonce, bound_to);
         nonce.push(':');
         // Hex digits: ASCII.

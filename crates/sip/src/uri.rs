@@ -8,8 +8,8 @@ use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    Params, check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
-    parse_quoted_in_place, quote, write_params,
+    Params, check_params, decimal, find_param, is_token_char, malformed, parse_hostport,
+    parse_params, parse_quoted_in_place, quote, write_params,
 };
 
 /// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
@@ -47,13 +47,17 @@ impl Uri {
 
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.scheme)?;
+        // Piece by piece: every REGISTER writes its Contact's URI as the binding's key.
+        f.write_str(&self.scheme)?;
+        f.write_str(":")?;
         if let Some(user) = &self.user {
-            write!(f, "{user}@")?;
+            f.write_str(user)?;
+            f.write_str("@")?;
         }
         f.write_str(&self.host)?;
         if let Some(port) = self.port {
-            write!(f, ":{port}")?;
+            f.write_str(":")?;
+            f.write_str(decimal(u64::from(port), &mut [0; 20]))?;
         }
         write_params(f, &self.params)
     }
