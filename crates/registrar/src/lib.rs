@@ -802,19 +802,7 @@ fn fresh_tag() -> String {
 
 /// `n` in lowercase hex, without leading zeros, at the end of `out`.
 fn push_hex(out: &mut String, n: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    out.push_str(sip::digits(n, 16, &mut [0; 40]));
 }
 
 fn reply(request: &Request, status: u16, reason: &str) -> Response {

@@ -21,6 +21,26 @@ pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// `n`'s digits in `radix` (10, or 16 in lowercase), without leading zeros, written at
+/// the end of `buf`: a port, a status code, a length or a tag without the formatting
+/// machinery (every answer has some).
+pub fn digits(n: u128, radix: u8, buf: &mut [u8; 40]) -> &str {
+    debug_assert!(radix == 10 || radix == 16);
+    let radix = u128::from(radix);
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = HEX[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only digits were written.
+    std::str::from_utf8(&buf[i..]).expect("digits")
+}
+
 /// A digest's lowercase hex on the stack (64 digits at most: SHA-256's): the digest code
 /// computes two at every sign-in, and compares them, without a heap allocation.
 #[derive(Clone, Copy)]
@@ -81,4 +101,16 @@ pub(crate) fn ct_eq_ignore_case(a: &str, b: &str) -> bool {
         acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
     });
     diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_is_written_as_format_writes_it() {
+        for n in [0u64, 7, 10, 5060, 65_535, 1_000_000, u64::MAX] {
+            assert_eq!(digits(u128::from(n), 10, &mut [0; 40]), n.to_string());
+        }
+    }
 }

@@ -9,7 +9,7 @@ pub mod digest;
 pub mod federation;
 pub mod hashed;
 mod hex;
-pub use hex::HexDigest;
+pub use hex::{HexDigest, digits};
 pub mod message;
 pub mod nonce;
 mod syntax;

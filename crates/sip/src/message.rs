@@ -7,9 +7,10 @@
 
 use std::fmt;
 
+use crate::hex::digits;
 use crate::syntax::{
-    decimal, find_param, is_token, is_token_char, malformed, parse_digits_saturating,
-    parse_hostport, parse_params, top_level, write_params,
+    find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
+    parse_params, top_level, write_params,
 };
 use crate::uri::NameAddr;
 use crate::{MAX_HEADER_BYTES, MAX_MESSAGE_BYTES};
@@ -243,10 +244,6 @@ impl Headers {
         (start as u32, self.text.len() as u32)
     }
 
-    fn is_named(&self, f: &Field, name: &str, kind: u8) -> bool {
-        is_named(&self.text, f, name, kind)
-    }
-
     /// The values of the fields with this name, each whole, in order.
     fn fields_named<'a, 'n>(
         &'a self,
@@ -255,7 +252,7 @@ impl Headers {
         let kind = kind_of(name);
         self.fields
             .iter()
-            .filter(move |f| self.is_named(f, name, kind))
+            .filter(move |f| is_named(&self.text, f, name, kind))
             .map(|f| self.span(f.value))
     }
 
@@ -264,7 +261,7 @@ impl Headers {
         let kind = kind_of(name);
         self.fields
             .iter()
-            .find(|f| self.is_named(f, name, kind))
+            .find(|f| is_named(&self.text, f, name, kind))
             .map(|f| self.span(f.value))
     }
 
@@ -809,7 +806,7 @@ fn serialize(start_line: &[&str], headers: &Headers, body: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(decimal(body.len() as u64, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(digits(body.len() as u128, 10, &mut [0; 40]).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
     out
@@ -880,8 +877,8 @@ impl Request {
 impl Response {
     /// See [`Message::to_bytes`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut digits = [0; 20];
-        let status = decimal(u64::from(self.status), &mut digits);
+        let mut buf = [0; 40];
+        let status = digits(u128::from(self.status), 10, &mut buf);
         serialize(
             &["SIP/2.0 ", status, " ", &self.reason],
             &self.headers,

@@ -230,23 +230,6 @@ pub(crate) fn write_params(f: &mut std::fmt::Formatter<'_>, params: &Params) -> 
     Ok(())
 }
 
-/// `n` in decimal, written into `buf`: the digits of a port or a status code without the
-/// formatting machinery.
-pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[i..]).expect("digits")
-}
-
 /// Parses `host[:port]` where host is a hostname, an IPv4 address or a bracketed IPv6
 /// reference. The host is returned as written.
 pub(crate) fn parse_hostport(s: &str) -> Result<(&str, Option<u16>), ParseError> {
@@ -305,12 +288,6 @@ pub(crate) fn parse_digits_saturating(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn decimal_is_written_as_format_writes_it() {
-        for n in [0u64, 7, 10, 5060, 65_535, 1_000_000, u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
-        }
-    }
     use super::*;
 
     #[test]

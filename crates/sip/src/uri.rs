@@ -8,8 +8,8 @@ use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    Params, check_params, decimal, find_param, is_token_char, malformed, parse_hostport,
-    parse_params, parse_quoted_in_place, quote, write_params,
+    Params, check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
+    parse_quoted_in_place, quote, write_params,
 };
 
 /// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
@@ -57,7 +57,7 @@ impl fmt::Display for Uri {
         f.write_str(&self.host)?;
         if let Some(port) = self.port {
             f.write_str(":")?;
-            f.write_str(decimal(u64::from(port), &mut [0; 20]))?;
+            f.write_str(crate::hex::digits(u128::from(port), 10, &mut [0; 40]))?;
         }
         write_params(f, &self.params)
     }
