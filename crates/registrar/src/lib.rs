@@ -449,13 +449,16 @@ impl Registrar {
 /// other threads are idle, the wake-up of another thread to run it; only a request that
 /// waits (a REGISTER for its batch to commit, a MESSAGE for its delivery) becomes a task.
 /// Polling once with a waker that does nothing is sound: the spawned task is polled again
-/// at once, and registers its own waker then.
+/// at once, and registers its own waker then. The work runs outside tokio's cooperative
+/// budget: the reader that calls this counts each request against its own budget, and a
+/// request must not find that budget spent half-way through a batch of datagrams and go
+/// pending — becoming a task — for no reason but the reader's fairness.
 fn run_or_spawn<F, H>(node: &Node, work: F, hold_while_waiting: impl FnOnce() -> H)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
     H: Send + 'static,
 {
-    let mut work = Box::pin(work);
+    let mut work = Box::pin(tokio::task::coop::unconstrained(work));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if work.as_mut().poll(&mut cx).is_pending() {
         let held = hold_while_waiting();
