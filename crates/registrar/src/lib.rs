@@ -798,14 +798,9 @@ fn fresh_tag() -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // `{start:x}{n:x}`, written without the formatting machinery (a tag an answer).
     let mut tag = String::with_capacity(24);
-    push_hex(&mut tag, *start);
-    push_hex(&mut tag, u128::from(n));
+    tag.push_str(sip::digits(*start, 16, &mut [0; 40]));
+    tag.push_str(sip::digits(u128::from(n), 16, &mut [0; 40]));
     tag
-}
-
-/// `n` in lowercase hex, without leading zeros, at the end of `out`.
-fn push_hex(out: &mut String, n: u128) {
-    out.push_str(sip::digits(n, 16, &mut [0; 40]));
 }
 
 fn reply(request: &Request, status: u16, reason: &str) -> Response {
@@ -1666,15 +1661,6 @@ fn sign_out_notify(binding: &Binding, pool: &str, fqdn: &str, serving: &str) -> 
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn hex_is_written_as_format_writes_it() {
-        for n in [0u128, 1, 9, 10, 15, 16, 255, 0x1a24e537092ef6ee, u128::MAX] {
-            let mut out = String::from("x");
-            push_hex(&mut out, n);
-            assert_eq!(out, format!("x{n:x}"));
-        }
-    }
     use super::*;
 
     #[test]

@@ -26,15 +26,33 @@ pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
 /// machinery (every answer has some).
 pub fn digits(n: u128, radix: u8, buf: &mut [u8; 40]) -> &str {
     debug_assert!(radix == 10 || radix == 16);
-    let radix = u128::from(radix);
     let mut i = buf.len();
     let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = HEX[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            break;
+    // Hex by shifts; decimal in u64 once the number fits (what is written on the hot path
+    // always does): a u128 division is a library call, a u64 one by 10 a multiplication.
+    if radix == 16 {
+        loop {
+            i -= 1;
+            buf[i] = HEX[(n & 0xf) as usize];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+    } else {
+        while n > u128::from(u64::MAX) {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let mut n = n as u64;
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
     }
     // Only digits were written.
@@ -111,6 +129,18 @@ mod tests {
     fn decimal_is_written_as_format_writes_it() {
         for n in [0u64, 7, 10, 5060, 65_535, 1_000_000, u64::MAX] {
             assert_eq!(digits(u128::from(n), 10, &mut [0; 40]), n.to_string());
+        }
+        for n in [u128::from(u64::MAX) + 1, u128::MAX] {
+            assert_eq!(digits(n, 10, &mut [0; 40]), n.to_string());
+        }
+    }
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        for n in [0u128, 1, 9, 10, 15, 16, 255, 0x1a24e537092ef6ee, u128::MAX] {
+            let mut out = String::from("x");
+            out.push_str(digits(n, 16, &mut [0; 40]));
+            assert_eq!(out, format!("x{n:x}"));
         }
     }
 }

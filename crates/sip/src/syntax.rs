@@ -287,7 +287,6 @@ pub(crate) fn parse_digits_saturating(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     #[test]

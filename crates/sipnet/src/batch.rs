@@ -37,7 +37,7 @@ const SEND_BATCH: usize = 1_024;
 #[derive(Debug)]
 pub(crate) struct Inbox {
     buffers: Vec<Vec<u8>>,
-    received: Vec<(usize, SocketAddr)>,
+    received: Vec<(usize, Option<SocketAddr>)>,
     /// The most datagrams the system said it had dropped on the socket, as of the
     /// datagrams read so far (`SO_RXQ_OVFL`, when the socket asks for it).
     dropped: u32,
@@ -96,7 +96,7 @@ impl Inbox {
                 }
                 // A datagram without a source (not over UDP) cannot be answered.
                 let from = message.address.as_ref().and_then(socket_addr);
-                received.push((message.bytes, from.unwrap_or(UNKNOWN)));
+                received.push((message.bytes, from));
             }
             Ok(received.len())
         })
@@ -112,10 +112,7 @@ impl Inbox {
     /// for one whose source the system did not give).
     pub(crate) fn datagram(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         let (len, from) = *self.received.get(i)?;
-        if from == UNKNOWN {
-            return None;
-        }
-        Some((&self.buffers[i][..len], from))
+        Some((&self.buffers[i][..len], from?))
     }
 }
 
@@ -125,12 +122,6 @@ pub(crate) fn count_drops(socket: &socket2::Socket) -> io::Result<()> {
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RxqOvfl, &1)
         .map_err(io::Error::from)
 }
-
-/// The placeholder of a source the system did not give (never a real one: port 0).
-const UNKNOWN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::UNSPECIFIED,
-    0,
-));
 
 fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = address.as_sockaddr_in() {
