@@ -244,31 +244,41 @@ pub enum Bound {
 /// Writes the refreshes answered since the last time, in one transaction; refreshes that
 /// could not be written are kept for the next round.
 async fn write_refreshes(be: &BackEnd, memory: &Mutex<Memory>) {
-    let unwritten = memory
+    let rows = memory
         .lock()
         .expect("the bindings' memory")
         .take_unwritten();
-    if unwritten.is_empty() {
+    if rows.is_empty() {
         return;
     }
-    let rows: Vec<Binding> = unwritten.values().flatten().cloned().collect();
     if let Err(e) = be.refresh_bindings(&rows).await {
         tracing::warn!(error = %e, refreshes = rows.len(), "writing refreshed SIP bindings");
         memory
             .lock()
             .expect("the bindings' memory")
-            .unwritten_again(unwritten);
+            .unwritten_again(rows);
     }
 }
 
 /// What a Front End holds of its users' bindings: each user's as last committed here, and
-/// the refreshes answered and not yet written. Pure: the time comes in.
+/// the refreshes answered and not yet written. One entry a user, so that a refresh looks
+/// its user up once. Pure: the time comes in.
 #[derive(Debug, Default)]
 struct Memory {
     /// By address of record: users who authenticated, so the directory's keys.
-    users: TrustedKeys<String, Held>,
-    /// Per user, the bindings refreshed, as the latest answer left them.
-    unwritten: TrustedKeys<String, Vec<Binding>>,
+    users: TrustedKeys<String, User>,
+    /// The users with refreshes to write, noted when their first one since the last
+    /// write was answered (a user may be named twice; the second finds nothing left).
+    to_write: Vec<String>,
+}
+
+/// One user's entry: kept while either part holds something.
+#[derive(Debug, Default)]
+struct User {
+    /// Their bindings as a commit here left them; None once forgotten.
+    held: Option<Held>,
+    /// The bindings refreshed, as the latest answer left them.
+    unwritten: Vec<Binding>,
 }
 
 /// One user's bindings as a commit here left them (every Front End's), and when.
@@ -284,7 +294,8 @@ impl Memory {
     /// [`HELD_FOR`] ago; the refresh is then noted for writing.
     /// None when the change must be committed.
     fn refresh(&mut self, change: &Change<'_>, now: i64) -> Option<Arc<Vec<Binding>>> {
-        let held = self.users.get_mut(change.aor)?;
+        let user = self.users.get_mut(change.aor)?;
+        let held = user.held.as_mut()?;
         if now - held.read_at >= millis(HELD_FOR) {
             return None;
         }
@@ -314,13 +325,12 @@ impl Memory {
                 continue;
             };
             b.expires_at = until;
-            let unwritten = match self.unwritten.get_mut(change.aor) {
-                Some(unwritten) => unwritten,
-                None => self.unwritten.entry(change.aor.to_owned()).or_default(),
-            };
-            match unwritten.iter_mut().find(|u| &u.contact == contact) {
+            if user.unwritten.is_empty() {
+                self.to_write.push(change.aor.to_owned());
+            }
+            match user.unwritten.iter_mut().find(|u| &u.contact == contact) {
                 Some(entry) => entry.expires_at = until,
-                None => unwritten.push(b.clone()),
+                None => user.unwritten.push(b.clone()),
             }
         }
         Some(held.bindings.clone())
@@ -331,66 +341,95 @@ impl Memory {
     /// newer than what the batch read; one of a contact the change wrote is older.
     fn committed(&mut self, change: &RegistrationChange, bindings: &[Binding], now: i64) {
         let mut bindings = bindings.to_vec();
-        if let Some(unwritten) = self.unwritten.get_mut(&change.aor) {
+        let user = self.users.get_mut(&change.aor);
+        if let Some(user) = user {
             let written = |contact: &str| match &change.what {
                 BindingUpdate::Query => false,
                 BindingUpdate::RemoveAll => true,
                 BindingUpdate::Contacts(contacts) => contacts.iter().any(|(c, _)| c == contact),
             };
-            unwritten.retain(|u| !written(&u.contact));
-            for u in unwritten.iter() {
+            user.unwritten.retain(|u| !written(&u.contact));
+            for u in &user.unwritten {
                 if let Some(b) = bindings.iter_mut().find(|b| b.contact == u.contact) {
                     b.expires_at = u.expires_at;
                 }
             }
-            if unwritten.is_empty() {
-                self.unwritten.remove(&change.aor);
-            }
-        }
-        if self.users.len() >= HELD_USERS && !self.users.contains_key(&change.aor) {
-            return;
-        }
-        self.users.insert(
-            change.aor.clone(),
-            Held {
+            user.held = Some(Held {
                 bindings: Arc::new(bindings),
                 read_at: now,
-            },
-        );
+            });
+        } else if self.users.len() < HELD_USERS {
+            let held = Held {
+                bindings: Arc::new(bindings),
+                read_at: now,
+            };
+            let user = User {
+                held: Some(held),
+                unwritten: Vec::new(),
+            };
+            self.users.insert(change.aor.clone(), user);
+        }
     }
 
-    /// Forgets what is held of `aor`: their next REGISTER is committed.
+    /// Forgets what is held of `aor`: their next REGISTER is committed. Their refreshes
+    /// not yet written are still written.
     fn forget(&mut self, aor: &str) {
-        self.users.remove(aor);
+        if let Some(user) = self.users.get_mut(aor) {
+            user.held = None;
+            if user.unwritten.is_empty() {
+                self.users.remove(aor);
+            }
+        }
     }
 
     /// Forgets `aor` wholly, refreshes not yet written too: the user was signed out.
     fn sign_out(&mut self, aor: &str) {
         self.users.remove(aor);
-        self.unwritten.remove(aor);
     }
 
     /// Drops what was read [`HELD_FOR`] ago or more: it answers nothing any more.
     fn forget_stale(&mut self, now: i64) {
-        self.users
-            .retain(|_, held| now - held.read_at < millis(HELD_FOR));
+        self.users.retain(|_, user| {
+            if user
+                .held
+                .as_ref()
+                .is_some_and(|held| now - held.read_at >= millis(HELD_FOR))
+            {
+                user.held = None;
+            }
+            user.held.is_some() || !user.unwritten.is_empty()
+        });
     }
 
-    /// The refreshes to write, taken; the next second's start with the room this one's
-    /// took, not grown again from nothing.
-    fn take_unwritten(&mut self) -> TrustedKeys<String, Vec<Binding>> {
-        let room = TrustedKeys::with_capacity_and_hasher(self.unwritten.len(), Default::default());
-        std::mem::replace(&mut self.unwritten, room)
+    /// The refreshes to write, taken (each binding names its user).
+    fn take_unwritten(&mut self) -> Vec<Binding> {
+        let mut rows = Vec::new();
+        let mut to_write = std::mem::take(&mut self.to_write);
+        for aor in to_write.drain(..) {
+            if let Some(user) = self.users.get_mut(&aor) {
+                rows.append(&mut user.unwritten);
+                if user.held.is_none() {
+                    self.users.remove(&aor);
+                }
+            }
+        }
+        // The next second's list starts with the room this one's took.
+        self.to_write = to_write;
+        rows
     }
 
     /// Refreshes that could not be written, back in the queue behind any newer answer.
-    fn unwritten_again(&mut self, again: TrustedKeys<String, Vec<Binding>>) {
-        for (aor, bindings) in again {
-            let unwritten = self.unwritten.entry(aor).or_default();
-            for b in bindings {
-                if !unwritten.iter().any(|u| u.contact == b.contact) {
-                    unwritten.push(b);
-                }
+    fn unwritten_again(&mut self, again: Vec<Binding>) {
+        for b in again {
+            let user = match self.users.get_mut(&b.aor) {
+                Some(user) => user,
+                None => self.users.entry(b.aor.clone()).or_default(),
+            };
+            if user.unwritten.is_empty() {
+                self.to_write.push(b.aor.clone());
+            }
+            if !user.unwritten.iter().any(|u| u.contact == b.contact) {
+                user.unwritten.push(b);
             }
         }
     }
@@ -455,7 +494,11 @@ mod tests {
     }
 
     fn unwritten(memory: &Memory) -> Vec<(String, i64)> {
-        let refreshed = memory.unwritten.get(ALICE).cloned().unwrap_or_default();
+        let refreshed = memory
+            .users
+            .get(ALICE)
+            .map(|user| user.unwritten.clone())
+            .unwrap_or_default();
         refreshed
             .into_iter()
             .map(|b| (b.contact, b.expires_at))
@@ -523,8 +566,12 @@ mod tests {
             None
         );
         memory.forget_stale(last);
-        assert_eq!(memory.users.len(), 1);
+        assert!(memory.users[ALICE].held.is_some());
         memory.forget_stale(last + 1);
+        assert!(memory.users[ALICE].held.is_none());
+        // What was refreshed is still written; then nothing of the user is left.
+        assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_700_000)]);
+        assert_eq!(memory.take_unwritten().len(), 1);
         assert!(memory.users.is_empty());
     }
 
@@ -540,7 +587,7 @@ mod tests {
             binding(PHONE, 3_601_000, FE),
         ];
         memory.committed(&laptop, &read, 6_000);
-        let held = memory.users[ALICE].bindings.clone();
+        let held = memory.users[ALICE].held.as_ref().unwrap().bindings.clone();
         assert_eq!(held[1], binding(PHONE, 3_605_000, FE));
         assert_eq!(unwritten(&memory), vec![(PHONE.to_string(), 3_605_000)]);
         // A commit that wrote the phone's binding itself supersedes the refresh.
@@ -574,6 +621,25 @@ mod tests {
             memory.refresh_change(&bind(&[(PHONE, Some(3_603_000))]), 3_000),
             None
         );
+    }
+
+    #[test]
+    fn a_user_forgotten_after_a_failed_commit_still_has_their_refreshes_written() {
+        let mut memory = holding_the_phone();
+        memory.refresh_change(&bind(&[(PHONE, Some(3_602_000))]), 2_000);
+        memory.forget(ALICE);
+        assert_eq!(
+            memory.refresh_change(&bind(&[(PHONE, Some(3_603_000))]), 3_000),
+            None,
+            "nothing held answers a refresh"
+        );
+        let rows = memory.take_unwritten();
+        assert_eq!(rows, vec![binding(PHONE, 3_602_000, FE)]);
+        assert!(memory.users.is_empty());
+        // A user forgotten with nothing to write leaves nothing.
+        let mut memory = holding_the_phone();
+        memory.forget(ALICE);
+        assert!(memory.users.is_empty());
     }
 
     #[test]

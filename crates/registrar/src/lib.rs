@@ -932,7 +932,7 @@ fn authenticate(
                 algorithm: *algorithm,
             };
             r.headers
-                .push_with("WWW-Authenticate", |out| _ = write!(out, "{challenge}"));
+                .push_with("WWW-Authenticate", |out| _ = challenge.write_to(out));
         }
         r
     };
@@ -1071,11 +1071,11 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
     } else {
         let mut changes: Vec<(String, Option<i64>)> = Vec::with_capacity(contacts.len());
         for value in contacts {
-            let Ok(contact) = NameAddr::parse(value) else {
+            let Ok(contact) = NameAddr::contact_of(value) else {
                 return reply(request, 400, "Bad Request (malformed Contact header)");
             };
             let expires = contact
-                .param("expires")
+                .expires
                 .flatten()
                 .and_then(|e| e.parse::<u32>().ok())
                 .unwrap_or(default_expires)
@@ -1087,15 +1087,14 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                 r.headers.push("Min-Expires", MIN_EXPIRES.to_string());
                 return r;
             }
-            let uri = contact.uri.to_string();
-            if uri.len() > MAX_CONTACT_BYTES {
+            if contact.uri.len() > MAX_CONTACT_BYTES {
                 return reply(
                     request,
                     400,
                     &format!("Bad Request (a contact is at most {MAX_CONTACT_BYTES} bytes)"),
                 );
             }
-            if expires > 0 && sipnet::uri_address(&contact.uri).map(|a| a.ip()) != Some(peer.ip()) {
+            if expires > 0 && contact.address().map(|a| a.ip()) != Some(peer.ip()) {
                 return reply(
                     request,
                     403,
@@ -1103,7 +1102,7 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
                 );
             }
             let until = (expires > 0).then(|| now + i64::from(expires) * 1000);
-            changes.push((uri, until));
+            changes.push((contact.uri, until));
         }
         BindingUpdate::Contacts(changes)
     };

@@ -289,7 +289,15 @@ pub struct ChallengeText<'a> {
 
 impl fmt::Display for ChallengeText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Quoted in place: a challenge is written for every first REGISTER of a sign-in.
+        self.write_to(f)
+    }
+}
+
+impl ChallengeText<'_> {
+    /// Writes the challenge into `f`. A server writes one into its answer's text
+    /// directly, not through `format_args!`: a challenge is written for every first
+    /// REGISTER of a sign-in.
+    pub fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
         f.write_str("Digest realm=")?;
         write_quoted(f, self.realm)?;
         f.write_str(", nonce=")?;

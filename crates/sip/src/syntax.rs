@@ -163,7 +163,7 @@ pub(crate) fn check_params(s: &str, what: &str, quoted_ok: bool) -> Result<(), P
 
 /// Each parameter of a list, checked, as written (trimmed): what [`parse_params`] keeps
 /// and [`check_params`] checks.
-fn params_in<'a>(
+pub(crate) fn params_in<'a>(
     s: &'a str,
     what: &'a str,
     quoted_ok: bool,

@@ -8,8 +8,8 @@ use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    Params, check_params, find_param, is_token_char, malformed, parse_hostport, parse_params,
-    parse_quoted_in_place, quote, write_params,
+    Params, check_params, find_param, is_token_char, malformed, params_in, parse_hostport,
+    parse_params, parse_quoted_in_place, quote, write_params,
 };
 
 /// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
@@ -66,20 +66,64 @@ impl fmt::Display for Uri {
 /// `scheme:user@host`, scheme and host lowercased: the address-of-record key.
 fn aor(scheme: &str, user: Option<&str>, host: &str) -> String {
     let mut aor = String::with_capacity(scheme.len() + user.map_or(0, str::len) + host.len() + 2);
-    aor.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
-    aor.push(':');
-    if let Some(user) = user {
-        aor.push_str(user);
-        aor.push('@');
-    }
-    aor.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    push_aor(&mut aor, scheme, user, host);
     aor
+}
+
+/// Appends [`aor`]'s text.
+fn push_aor(out: &mut String, scheme: &str, user: Option<&str>, host: &str) {
+    push_lowercase(out, scheme);
+    out.push(':');
+    if let Some(user) = user {
+        out.push_str(user);
+        out.push('@');
+    }
+    push_lowercase(out, host);
+}
+
+/// Appends `s` with its ASCII letters lowercased (others as they are), in one copy.
+fn push_lowercase(out: &mut String, s: &str) {
+    let start = out.len();
+    out.push_str(s);
+    out[start..].make_ascii_lowercase();
+}
+
+/// Whether a URI's user part holds a character it may not: a blank, a control, or one of
+/// `<>"@`. Read a byte at a time when the part is ASCII, as it nearly always is.
+fn bad_user(user: &str) -> bool {
+    if user.is_ascii() {
+        // In ASCII, every blank but the space is a control.
+        return user
+            .bytes()
+            .any(|b| b == b' ' || b.is_ascii_control() || matches!(b, b'<' | b'>' | b'"' | b'@'));
+    }
+    user.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@'))
 }
 
 /// What reads a parameter list after it is split off: [`parse_params`] keeps the
 /// parameters, [`check_params`] only checks them (for a caller that wants the address of
-/// record alone). Either way the list is read once.
-type ReadParams<P> = fn(&str, &str, bool) -> Result<P, ParseError>;
+/// record alone), [`raw_params`] checks them and keeps the list as written. Either way the
+/// list is read once.
+type ReadParams<'a, P> = fn(&'a str, &str, bool) -> Result<P, ParseError>;
+
+/// A parameter list as written (without its leading `;`), checked.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawParams<'a>(&'a str);
+
+impl<'a> RawParams<'a> {
+    /// Each parameter, name and value as [`parse_params`] keeps them.
+    fn each(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        // Checked when read: no parameter here is malformed.
+        params_in(self.0, "", true).filter_map(Result::ok)
+    }
+}
+
+/// [`check_params`], keeping the list as written.
+fn raw_params<'a>(s: &'a str, what: &str, quoted_ok: bool) -> Result<RawParams<'a>, ParseError> {
+    check_params(s, what, quoted_ok)?;
+    Ok(RawParams(s))
+}
 
 /// A URI as written, borrowed, checked as [`Uri::parse`] checks it, with its parameters
 /// as `P` ([`ReadParams`]).
@@ -92,7 +136,7 @@ struct UriView<'a, P> {
 }
 
 impl<'a, P: Default> UriView<'a, P> {
-    fn of(s: &'a str, read_params: ReadParams<P>) -> Result<UriView<'a, P>, ParseError> {
+    fn of(s: &'a str, read_params: ReadParams<'a, P>) -> Result<UriView<'a, P>, ParseError> {
         let s = s.trim();
         let (scheme, rest) = s
             .split_once(':')
@@ -104,12 +148,10 @@ impl<'a, P: Default> UriView<'a, P> {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
-        if let Some(user) = user {
-            let bad =
-                |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '@');
-            if user.is_empty() || user.chars().any(bad) {
-                return Err(malformed("invalid user part in URI"));
-            }
+        if let Some(user) = user
+            && (user.is_empty() || bad_user(user))
+        {
+            return Err(malformed("invalid user part in URI"));
         }
         if hostpart.contains('?') {
             return Err(malformed("URI headers (`?`) are not supported"));
@@ -176,6 +218,45 @@ impl NameAddr {
         NameAddrView::of(s, check_params).map(|view| view.uri.aor())
     }
 
+    /// What a registrar keeps of a Contact header value (see [`Contact`]), read in place:
+    /// the same as [`NameAddr::parse`] gives, refused as it refuses, with one string
+    /// written — the binding's key. Every REGISTER that binds reads its Contact.
+    pub fn contact_of(s: &str) -> Result<Contact<'_>, ParseError> {
+        let view = NameAddrView::of(s, raw_params)?;
+        let UriView {
+            scheme,
+            user,
+            host,
+            port,
+            params,
+        } = view.uri;
+        let mut uri = String::with_capacity(s.len());
+        push_aor(&mut uri, scheme, user, host);
+        if let Some(port) = port {
+            uri.push(':');
+            uri.push_str(crate::hex::digits(u128::from(port), 10, &mut [0; 40]));
+        }
+        for (name, value) in params.each() {
+            uri.push(';');
+            uri.push_str(name);
+            if let Some(v) = value {
+                uri.push('=');
+                uri.push_str(v);
+            }
+        }
+        let expires = view
+            .params
+            .each()
+            .find(|(name, _)| name.eq_ignore_ascii_case("expires"))
+            .map(|(_, value)| value);
+        Ok(Contact {
+            uri,
+            host,
+            port,
+            expires,
+        })
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.param("tag").flatten()
     }
@@ -196,7 +277,7 @@ struct NameAddrView<'a, P> {
 }
 
 impl<'a, P: Default> NameAddrView<'a, P> {
-    fn of(s: &'a str, read_params: ReadParams<P>) -> Result<NameAddrView<'a, P>, ParseError> {
+    fn of(s: &'a str, read_params: ReadParams<'a, P>) -> Result<NameAddrView<'a, P>, ParseError> {
         let s = s.trim();
         if s == "*" {
             return Err(malformed("`*` is not a name-addr"));
@@ -258,6 +339,27 @@ impl<'a, P: Default> NameAddrView<'a, P> {
             uri,
             params,
         })
+    }
+}
+
+/// What a registrar keeps of a Contact header value: [`NameAddr::contact_of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact<'a> {
+    /// The URI as [`Uri`]'s `Display` writes it: the binding's key.
+    pub uri: String,
+    /// The URI's host as written.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// The header's `expires` parameter, as [`NameAddr::param`] finds it.
+    pub expires: Option<Option<&'a str>>,
+}
+
+impl Contact<'_> {
+    /// The socket address the URI names when its host is an IP address (port 5060 when
+    /// it names none); None for a host name.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        let ip: std::net::IpAddr = self.host.parse().ok()?;
+        Some(std::net::SocketAddr::new(ip, self.port.unwrap_or(5060)))
     }
 }
 
@@ -391,10 +493,28 @@ mod tests {
                 select(vec!["", " ", "Bob ", "\"A \\\"q\\\"\" ", "B@d ", "\"open "]),
                 select(vec!["<", "", "<<"]),
                 select(vec!["sip:", "SIPS:", "tel:", "", "sip"]),
-                select(vec!["", "bob@", "B%20b@", "a b@", "@", "bob:pw@"]),
+                select(vec![
+                    "",
+                    "bob@",
+                    "B%20b@",
+                    "a b@",
+                    "@",
+                    "bob:pw@",
+                    "bö@",
+                    "b\u{a0}c@",
+                    "a\tb@",
+                ]),
             ),
             (
-                select(vec!["Biloxi.COM", "[::1]", "", "h?x", "a,b", "192.0.2.4"]),
+                select(vec![
+                    "Biloxi.COM",
+                    "[::1]",
+                    "",
+                    "h?x",
+                    "a,b",
+                    "192.0.2.4",
+                    "127.0.0.1",
+                ]),
                 select(vec!["", ":5060", ":x", ":99999"]),
                 select(vec!["", ";lr", ";transport=TCP", ";", ";x=\"q\"", ";a=b=c"]),
                 select(vec![">", "", "> "]),
@@ -405,6 +525,7 @@ mod tests {
                     ";",
                     " junk",
                     ";expires=60;q=0.5",
+                    ";q=1;EXPIRES=0",
                     ",",
                 ]),
             ),
@@ -442,7 +563,17 @@ mod tests {
         ) {
             let copied = name_addr_by_copying(&value);
             proptest::prop_assert_eq!(&NameAddr::parse(&value), &copied, "{:?}", value);
-            proptest::prop_assert_eq!(NameAddr::aor_of(&value), copied.map(|n| n.uri.aor()));
+            proptest::prop_assert_eq!(NameAddr::aor_of(&value), copied.clone().map(|n| n.uri.aor()));
+            let contact = NameAddr::contact_of(&value);
+            proptest::prop_assert_eq!(
+                contact.as_ref().map(|c| (c.uri.clone(), c.expires, c.address())),
+                copied.as_ref().map(|n| (
+                    n.uri.to_string(),
+                    n.param("expires"),
+                    n.uri.host.parse().ok().map(|ip| std::net::SocketAddr::new(ip, n.uri.port.unwrap_or(5060))),
+                )),
+                "{:?}", value
+            );
             let bare = value.trim_start_matches(['<', ' ']).trim_end_matches(['>', ' ']);
             proptest::prop_assert_eq!(Uri::parse(bare), uri_by_copying(bare));
         }
