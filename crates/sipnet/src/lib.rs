@@ -292,6 +292,9 @@ impl Shared {
         // on it for want of room to the first read that finds it emptied.
         let mut behind = false;
         let mut dropped_before = 0;
+        // Per datagram of a batch: whether it came from one of the deployment's servers,
+        // and whether it is read (a stranger's, within its source's budget).
+        let mut verdicts: Vec<(bool, bool)> = Vec::with_capacity(inbox.room());
         loop {
             // What is waiting is read at once; otherwise the task waits for the socket to
             // have some.
@@ -322,6 +325,22 @@ impl Shared {
                     tokio::task::coop::consume_budget().await;
                 }
             }
+            // A server reads a stranger's datagrams within its budget, before parsing;
+            // the batch's sources are looked up together, each shared table once.
+            verdicts.clear();
+            if let Some(side) = &server {
+                let servers = self.priority_sources.read().ok();
+                let mut budget = side.budget.lock().expect("the sources' budget");
+                let now = Instant::now();
+                verdicts.extend((0..count).map(|i| match inbox.datagram(i) {
+                    Some((_, peer)) => {
+                        let source = peer.ip();
+                        let from_server = servers.as_ref().is_some_and(|s| s.contains(&source));
+                        (from_server, from_server || budget.take(source, now))
+                    }
+                    None => (false, false),
+                }));
+            }
             // From here to the outbox's closing nothing awaits: no other task runs on
             // this thread, and the answers sent meanwhile are this batch's.
             if server.is_some() {
@@ -331,16 +350,9 @@ impl Shared {
                 let Some((bytes, peer)) = inbox.datagram(i) else {
                     continue;
                 };
-                // A server reads a stranger's datagrams within its budget, before parsing.
-                let from_server = server.is_some() && self.is_server(peer.ip());
-                if let Some(side) = &server
-                    && !from_server
-                    && !side
-                        .budget
-                        .lock()
-                        .expect("the sources' budget")
-                        .take(peer.ip(), Instant::now())
-                {
+                let (from_server, within_budget) =
+                    verdicts.get(i).copied().unwrap_or((false, true));
+                if !within_budget {
                     over_budget.add(peer);
                     continue;
                 }
@@ -867,6 +879,60 @@ mod tests {
             .expect("answered in time");
         assert_eq!(peer, Some(stranger_addr));
         assert!(handed_over.try_recv().is_err());
+    }
+
+    /// A stranger's requests past its source's budget are dropped before they are parsed,
+    /// while another stranger's and the deployment's servers' (never budgeted) are read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_past_its_budget_is_cut_off_and_the_others_are_not() {
+        let (endpoint, queues) = Endpoint::bind_server("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let server = endpoint.local_addr();
+        let flooder = std::net::UdpSocket::bind("127.0.0.3:0").unwrap();
+        let marker = std::net::UdpSocket::bind("127.0.0.4:0").unwrap();
+        let deployment = std::net::UdpSocket::bind("127.0.0.5:0").unwrap();
+        endpoint.set_priority_sources([deployment.local_addr().unwrap().ip()].into());
+        let (seen, mut read) = mpsc::unbounded_channel::<IpAddr>();
+        tokio::spawn(queues.requests.serve(move |incoming, _| {
+            let _ = seen.send(incoming.peer().ip());
+        }));
+        let register = String::from_utf8(OPTIONS.to_vec())
+            .unwrap()
+            .replace("OPTIONS", "REGISTER");
+        // In rounds small enough for the socket to hold, each closed by the marker's
+        // request: once it is read, everything sent before it was read or dropped.
+        let mut rounds = |from: &std::net::UdpSocket, rounds: usize| {
+            let mut counted = HashMap::<IpAddr, usize>::new();
+            for _ in 0..rounds {
+                for _ in 0..100 {
+                    from.send_to(register.as_bytes(), server).unwrap();
+                }
+                marker.send_to(register.as_bytes(), server).unwrap();
+                loop {
+                    let source = read.blocking_recv().expect("the reader runs");
+                    *counted.entry(source).or_default() += 1;
+                    if source == marker.local_addr().unwrap().ip() {
+                        break;
+                    }
+                }
+            }
+            counted
+        };
+        let (counted, took) = tokio::task::block_in_place(|| {
+            let start = std::time::Instant::now();
+            (rounds(&flooder, 300), start.elapsed())
+        });
+        let flooded = counted[&flooder.local_addr().unwrap().ip()];
+        let allowed = budget::PER_SOURCE_BURST + budget::PER_SOURCE_RATE * took.as_secs_f64();
+        assert!(
+            (flooded as f64) <= allowed + 1.0 && flooded >= budget::PER_SOURCE_BURST as usize,
+            "30,000 sent in {took:?}: {flooded} read, {allowed} allowed"
+        );
+        assert_eq!(counted[&marker.local_addr().unwrap().ip()], 300);
+        // A server of the deployment's answers for many users: no budget holds it back.
+        let counted = tokio::task::block_in_place(|| rounds(&deployment, 100));
+        assert_eq!(counted[&deployment.local_addr().unwrap().ip()], 10_000);
     }
 
     /// A stream that yields `chunks`, one every `every`, then stays open and silent.
