@@ -1056,9 +1056,10 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
     };
     let now = server.clock.now_ms();
     let default_expires = request.expires().unwrap_or(MAX_EXPIRES).min(MAX_EXPIRES);
-    let contacts = request.headers.get_all("Contact");
-    let what = if contacts.iter().any(|c| c.trim() == "*") {
-        if default_expires != 0 || contacts.len() != 1 {
+    // Read where they are, each time: a REGISTER binds one contact, nearly always.
+    let contacts = || request.headers.values("Contact");
+    let what = if contacts().any(|c| c.trim() == "*") {
+        if default_expires != 0 || contacts().nth(1).is_some() {
             return reply(
                 request,
                 400,
@@ -1066,11 +1067,11 @@ async fn register(registrar: &Registrar, request: &Request, arrival: &Arrival) -
             );
         }
         BindingUpdate::RemoveAll
-    } else if contacts.is_empty() {
+    } else if contacts().next().is_none() {
         BindingUpdate::Query
     } else {
-        let mut changes: Vec<(String, Option<i64>)> = Vec::with_capacity(contacts.len());
-        for value in contacts {
+        let mut changes: Vec<(String, Option<i64>)> = Vec::with_capacity(1);
+        for value in contacts() {
             let Ok(contact) = NameAddr::contact_of(value) else {
                 return reply(request, 400, "Bad Request (malformed Contact header)");
             };
