@@ -29,8 +29,9 @@ use crate::lab::{LabFile, LabServer, LabUser};
 
 /// The scenario, as the repository documents it for SIPp users.
 const SCENARIO: &str = include_str!("../../../examples/sipp/register.xml");
-/// Sign-ins each SIPp process keeps in flight at saturation.
-const SIPP_LIMIT: usize = 50;
+/// Sign-ins SIPp keeps in flight at saturation, over all its processes (each keeps its
+/// share): the same load however many processes carry it.
+const SIPP_IN_FLIGHT: usize = 400;
 
 /// A SIPp binary, and whether it speaks TLS.
 pub(crate) struct Sipp {
@@ -133,6 +134,9 @@ struct SippRun {
     run: Run,
     cpu_seconds: f64,
     sipp_cpu_seconds: f64,
+    /// Requests SIPp sent again for want of an answer within its timer (500 ms over UDP):
+    /// datagrams lost on the way, or dropped by the registrar.
+    retransmissions: u64,
 }
 
 impl SippRun {
@@ -149,16 +153,27 @@ impl SippRun {
         v["registrar_cpu_seconds"] = self.cpu_seconds.into();
         v["registrar_cpu_us_per_sign_in"] = self.cpu_us_per_sign_in().into();
         v["sipp_cpu_us_per_sign_in"] = self.per_sign_in_us(self.sipp_cpu_seconds).into();
+        v["sipp_retransmissions"] = self.retransmissions.into();
         v
     }
 
     fn line(&self) -> String {
+        let retransmitted = match self.retransmissions {
+            0 => String::new(),
+            n => format!(", {n} requests retransmitted"),
+        };
         format!(
-            "{}, {:.0} µs CPU/sign-in (SIPp {:.0} µs)",
+            "{}, {:.0} µs CPU/sign-in (SIPp {:.0} µs){retransmitted}",
             self.run.line(),
             self.cpu_us_per_sign_in(),
             self.per_sign_in_us(self.sipp_cpu_seconds)
         )
+    }
+
+    /// Datagrams a second each of `instances` SIPp processes sent at this run's rate (a
+    /// sign-in is two requests).
+    fn datagrams_per_source(&self, instances: usize) -> f64 {
+        2.0 * self.run.rate() / instances.max(1) as f64
     }
 }
 
@@ -247,6 +262,22 @@ impl SippReport {
             }
             for restart in &r.restarts {
                 println!("  {restart}");
+            }
+        }
+        // A Front End reads a stranger's datagrams within a budget per address: past it,
+        // the benchmark measures that defence and SIPp's retransmission timer.
+        let budget = sipnet::budget::PER_SOURCE_RATE;
+        for r in self.registrars.iter().filter(|r| r.name == "tandem") {
+            for (t, sat, _) in r.runs.iter().filter(|(t, _, _)| *t == Transport::Udp) {
+                let each = sat.datagrams_per_source(self.instances);
+                if each > budget {
+                    println!(
+                        "  (over {}: each SIPp process sent {each:.0} datagrams/s, past the {budget:.0} a Front End reads from one address; \
+                         run with --sipp-instances {})",
+                        t.as_str().to_uppercase(),
+                        (2.0 * sat.run.rate() / budget).ceil() as usize + 1
+                    );
+                }
             }
         }
         if let [tandem, peer] = &self.registrars[..] {
@@ -565,7 +596,7 @@ impl Ctx<'_> {
                         "-r",
                         "100000",
                         "-l",
-                        &SIPP_LIMIT.to_string(),
+                        &(SIPP_IN_FLIGHT / n).max(1).to_string(),
                     ]);
                 }
                 Load::Rate {
@@ -595,6 +626,7 @@ impl Ctx<'_> {
         }
         let mut rows = Vec::new();
         let mut failed = 0u64;
+        let mut retransmissions = 0u64;
         for (dir, child) in children {
             let out = child.wait_with_output()?;
             let stat = std::fs::read_to_string(dir.join("stat.csv")).unwrap_or_default();
@@ -607,6 +639,7 @@ impl Ctx<'_> {
                 );
             };
             failed += stat.failed;
+            retransmissions += stat.retransmissions;
             let file = std::fs::read_dir(&dir)?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
@@ -644,6 +677,7 @@ impl Ctx<'_> {
             },
             cpu_seconds,
             sipp_cpu_seconds,
+            retransmissions,
         })
     }
 }
@@ -673,6 +707,8 @@ pub(crate) struct Stat {
     /// ms since the epoch.
     pub(crate) started_ms: f64,
     pub(crate) failed: u64,
+    /// Requests sent again (0 when the file does not say).
+    pub(crate) retransmissions: u64,
 }
 
 /// Reads a `-trace_stat` file: `;`-separated columns named in its first line; a date is
@@ -693,7 +729,14 @@ pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
         .ok()?
         * 1000.0;
     let failed = column("FailedCall(C)")?.trim().parse().ok()?;
-    Some(Stat { started_ms, failed })
+    let retransmissions = column("Retransmissions(C)")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    Some(Stat {
+        started_ms,
+        failed,
+        retransmissions,
+    })
 }
 
 /// SIPp's users file for each process: a share of the users each, so that a user signs
@@ -1103,15 +1146,19 @@ mod tests {
 
     #[test]
     fn the_stat_file_gives_the_start_and_the_failures() {
-        let text = "StartTime;LastResetTime;CurrentTime;SuccessfulCall(C);FailedCall(C)\n\
-                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;20;0\n\
-                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;18;2\n";
+        let text = "StartTime;LastResetTime;CurrentTime;SuccessfulCall(C);FailedCall(C);Retransmissions(C)\n\
+                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;20;0;0\n\
+                    2026-12-05\t13:31:41.186083\t1796477501.186083;x;y;18;2;7\n";
         let stat = parse_stat(text).unwrap();
         assert!(
             (stat.started_ms - 1_796_477_501_186.083).abs() < 0.01,
             "{stat:?}"
         );
         assert_eq!(stat.failed, 2);
+        assert_eq!(stat.retransmissions, 7);
+        // An older SIPp's file without the column: none counted.
+        let older = "StartTime;FailedCall(C)\n2026-12-05\t13:31:41.1\t1796477501.1;1\n";
+        assert_eq!(parse_stat(older).unwrap().retransmissions, 0);
         assert_eq!(parse_stat("StartTime;FailedCall(C)\n"), None);
     }
 
@@ -1170,6 +1217,7 @@ mod tests {
             },
             cpu_seconds: 0.0,
             sipp_cpu_seconds: 0.0,
+            retransmissions: 0,
         };
         let rate = |r: Option<SippRun>| r.map(|r| r.run.rate());
         assert_eq!(rate(median_by_rate(vec![])), None);
