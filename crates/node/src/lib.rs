@@ -423,13 +423,8 @@ impl Node {
         // must not vouch for states read before it.
         let in_doubt = self.replica.view_doubt().is_some();
         let states = self.serving.failover_states(&self.replica).await;
-        let home: std::borrow::Cow<'_, str> = if home_pool.bytes().any(|b| b.is_ascii_uppercase()) {
-            home_pool.to_ascii_lowercase().into()
-        } else {
-            home_pool.into()
-        };
         let failover = states
-            .get(home.as_ref())
+            .get(topology::lowercase(home_pool).as_ref())
             .map(dr::PoolState::view)
             .unwrap_or_default();
         let decision = topology::serving::decide(

@@ -340,35 +340,29 @@ impl Memory {
     /// next refreshes. A refresh not yet written of a contact the change left alone is
     /// newer than what the batch read; one of a contact the change wrote is older.
     fn committed(&mut self, change: &RegistrationChange, bindings: &[Binding], now: i64) {
+        // A user not held yet is held while there is room (and has nothing unwritten).
+        let room = self.users.len() < HELD_USERS;
+        let user = match self.users.get_mut(&change.aor) {
+            Some(user) => user,
+            None if room => self.users.entry(change.aor.clone()).or_default(),
+            None => return,
+        };
+        let written = |contact: &str| match &change.what {
+            BindingUpdate::Query => false,
+            BindingUpdate::RemoveAll => true,
+            BindingUpdate::Contacts(contacts) => contacts.iter().any(|(c, _)| c == contact),
+        };
+        user.unwritten.retain(|u| !written(&u.contact));
         let mut bindings = bindings.to_vec();
-        let user = self.users.get_mut(&change.aor);
-        if let Some(user) = user {
-            let written = |contact: &str| match &change.what {
-                BindingUpdate::Query => false,
-                BindingUpdate::RemoveAll => true,
-                BindingUpdate::Contacts(contacts) => contacts.iter().any(|(c, _)| c == contact),
-            };
-            user.unwritten.retain(|u| !written(&u.contact));
-            for u in &user.unwritten {
-                if let Some(b) = bindings.iter_mut().find(|b| b.contact == u.contact) {
-                    b.expires_at = u.expires_at;
-                }
+        for u in &user.unwritten {
+            if let Some(b) = bindings.iter_mut().find(|b| b.contact == u.contact) {
+                b.expires_at = u.expires_at;
             }
-            user.held = Some(Held {
-                bindings: Arc::new(bindings),
-                read_at: now,
-            });
-        } else if self.users.len() < HELD_USERS {
-            let held = Held {
-                bindings: Arc::new(bindings),
-                read_at: now,
-            };
-            let user = User {
-                held: Some(held),
-                unwritten: Vec::new(),
-            };
-            self.users.insert(change.aor.clone(), user);
         }
+        user.held = Some(Held {
+            bindings: Arc::new(bindings),
+            read_at: now,
+        });
     }
 
     /// Forgets what is held of `aor`: their next REGISTER is committed. Their refreshes

@@ -967,11 +967,7 @@ fn authenticate(
         ));
     };
     let source = peer.ip();
-    let who: std::borrow::Cow<'_, str> = if aor.bytes().any(|b| b.is_ascii_uppercase()) {
-        aor.to_ascii_lowercase().into()
-    } else {
-        aor.into()
-    };
+    let who = topology::lowercase(aor);
     let mut lockouts = registrar.lockouts.lock().expect("the lockouts lock");
     if let Verdict::Locked { retry_after_ms } = lockouts.verdict(&who, source, now) {
         lockouts.failed(&who, source, now);

@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::hex::digits;
 use crate::syntax::{
-    find_param, is_token, is_token_char, malformed, parse_digits_saturating, parse_hostport,
+    find_param, is_token, is_token_char, malformed, pairs, parse_digits_saturating, parse_hostport,
     parse_params, top_level, write_params,
 };
 use crate::uri::NameAddr;
@@ -1062,7 +1062,7 @@ impl fmt::Display for Via {
         if let Some(port) = self.port {
             write!(f, ":{port}")?;
         }
-        write_params(f, &self.params)
+        write_params(f, pairs(&self.params))
     }
 }
 

@@ -163,7 +163,7 @@ pub(crate) fn check_params(s: &str, what: &str, quoted_ok: bool) -> Result<(), P
 
 /// Each parameter of a list, checked, as written (trimmed): what [`parse_params`] keeps
 /// and [`check_params`] checks.
-pub(crate) fn params_in<'a>(
+fn params_in<'a>(
     s: &'a str,
     what: &'a str,
     quoted_ok: bool,
@@ -173,10 +173,7 @@ pub(crate) fn params_in<'a>(
         if part.is_empty() {
             return Err(malformed(format!("empty {what} parameter")));
         }
-        let (name, value) = match part.split_once('=') {
-            Some((n, v)) => (n.trim(), Some(v.trim())),
-            None => (part, None),
-        };
+        let (name, value) = split_param(part);
         if !is_token(name) {
             return Err(malformed(format!("invalid {what} parameter name")));
         }
@@ -185,6 +182,23 @@ pub(crate) fn params_in<'a>(
         }
         Ok((name, value))
     })
+}
+
+/// Each parameter of a list [`check_params`] accepted, name and value as [`parse_params`]
+/// keeps them, read again without checking them again (an empty list has none).
+pub(crate) fn checked_params(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    top_level(s, ';')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(split_param)
+}
+
+/// `name[=value]`, each trimmed.
+fn split_param(part: &str) -> (&str, Option<&str>) {
+    match part.split_once('=') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (part, None),
+    }
 }
 
 fn check_param_value(v: &str, what: &str, quoted_ok: bool) -> Result<(), ParseError> {
@@ -216,7 +230,16 @@ pub(crate) fn find_param<'a>(params: &'a Params, name: &str) -> Option<Option<&'
         .map(|(_, v)| v.as_deref())
 }
 
-pub(crate) fn write_params(f: &mut std::fmt::Formatter<'_>, params: &Params) -> std::fmt::Result {
+/// Kept parameters as the borrowed pairs [`write_params`] writes.
+pub(crate) fn pairs(params: &Params) -> impl Iterator<Item = (&str, Option<&str>)> {
+    params.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+}
+
+/// Writes `;name[=value]` for each parameter.
+pub(crate) fn write_params<'a>(
+    f: &mut impl std::fmt::Write,
+    params: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> std::fmt::Result {
     // Piece by piece rather than through `write!`: a Contact's URI is written at every
     // REGISTER.
     for (name, value) in params {

@@ -8,8 +8,8 @@ use std::fmt;
 
 use crate::syntax::ParseError;
 use crate::syntax::{
-    Params, check_params, find_param, is_token_char, malformed, params_in, parse_hostport,
-    parse_params, parse_quoted_in_place, quote, write_params,
+    Params, check_params, checked_params, find_param, is_token_char, malformed, pairs,
+    parse_hostport, parse_params, parse_quoted_in_place, quote, write_params,
 };
 
 /// A `sip:` or `sips:` URI. URI headers (`?name=value`) are not supported and are
@@ -55,12 +55,22 @@ impl fmt::Display for Uri {
             f.write_str("@")?;
         }
         f.write_str(&self.host)?;
-        if let Some(port) = self.port {
-            f.write_str(":")?;
-            f.write_str(crate::hex::digits(u128::from(port), 10, &mut [0; 40]))?;
-        }
-        write_params(f, &self.params)
+        write_port_and_params(f, self.port, pairs(&self.params))
     }
+}
+
+/// `:port` when there is one, then `;name[=value]` for each parameter: the end of a URI as
+/// [`Uri`]'s `Display` writes it.
+fn write_port_and_params<'a>(
+    f: &mut impl fmt::Write,
+    port: Option<u16>,
+    params: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> fmt::Result {
+    if let Some(port) = port {
+        f.write_str(":")?;
+        f.write_str(crate::hex::digits(u128::from(port), 10, &mut [0; 40]))?;
+    }
+    write_params(f, params)
 }
 
 /// `scheme:user@host`, scheme and host lowercased: the address-of-record key.
@@ -114,8 +124,7 @@ struct RawParams<'a>(&'a str);
 impl<'a> RawParams<'a> {
     /// Each parameter, name and value as [`parse_params`] keeps them.
     fn each(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        // Checked when read: no parameter here is malformed.
-        params_in(self.0, "", true).filter_map(Result::ok)
+        checked_params(self.0)
     }
 }
 
@@ -232,18 +241,8 @@ impl NameAddr {
         } = view.uri;
         let mut uri = String::with_capacity(s.len());
         push_aor(&mut uri, scheme, user, host);
-        if let Some(port) = port {
-            uri.push(':');
-            uri.push_str(crate::hex::digits(u128::from(port), 10, &mut [0; 40]));
-        }
-        for (name, value) in params.each() {
-            uri.push(';');
-            uri.push_str(name);
-            if let Some(v) = value {
-                uri.push('=');
-                uri.push_str(v);
-            }
-        }
+        // Into a String: writing cannot fail.
+        let _ = write_port_and_params(&mut uri, port, params.each());
         let expires = view
             .params
             .each()
@@ -369,7 +368,7 @@ impl fmt::Display for NameAddr {
             write!(f, "{} ", quote(display))?;
         }
         write!(f, "<{}>", self.uri)?;
-        write_params(f, &self.params)
+        write_params(f, pairs(&self.params))
     }
 }
 

@@ -17,7 +17,19 @@ pub use validate::{
     MAX_FRONT_END_SERVERS, Problem, Report, Severity, is_valid_fqdn, route_target, validate,
 };
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// `name` with its ASCII letters in lower case, copied only when it has capitals: the
+/// deployment's names (pools, servers) and the addresses of record are compared so, and
+/// nearly always arrive so already.
+pub fn lowercase(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
 
 /// A topology document that could not be read, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,4 +85,19 @@ pub const CONTOSO_TOML: &str = include_str!("../../../examples/contoso.toml");
 /// The seeds' deployment, parsed.
 pub fn contoso() -> Topology {
     Topology::from_toml(CONTOSO_TOML).expect("examples/contoso.toml parses")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_copied_to_lower_case_only_when_it_has_capitals() {
+        assert!(matches!(
+            lowercase("pool1.contoso.com"),
+            Cow::Borrowed("pool1.contoso.com")
+        ));
+        assert_eq!(lowercase("Pool1.CONTOSO.com"), "pool1.contoso.com");
+        assert_eq!(lowercase("sip:Ünï@X.org"), "sip:Ünï@x.org");
+    }
 }
