@@ -43,7 +43,7 @@
 //! each at the address its REGISTER came from, so a MESSAGE fans out to at most that many,
 //! toward the user's own address.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
@@ -58,7 +58,6 @@ use lockout::{Lockouts, Verdict};
 use node::Node;
 use node::services::RTCSRV;
 use sip::digest::{Algorithm, ChallengeText, Credentials, NonceCheck, NonceCounts, NonceUse};
-use sip::hashed::{ByHash, HashedKeys};
 use sip::{Method, NameAddr, Request, Response, Uri};
 use sipnet::{
     Endpoint, Flow, Incoming, REGISTRAR_CHANGED, REGISTRATION_NOTIFY, answer_malformed,
@@ -68,11 +67,13 @@ use store::{Binding, BindingUpdate};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use topology::serving::{Decision, Mode};
+use transactions::{Seen, TransactionTable};
 
 pub mod bindings;
 pub mod lockout;
 pub mod metrics;
 pub mod resiliency;
+mod transactions;
 pub mod userservices;
 
 pub use sipnet::{MODE_HEADER, SERVING_POOL_HEADER};
@@ -120,114 +121,6 @@ pub const TCP_CONNECTIONS_PER_SOURCE: usize = 64;
 pub const MAX_BINDINGS: usize = 10;
 /// The longest contact URI a REGISTER may bind.
 pub const MAX_CONTACT_BYTES: usize = 512;
-/// How long answered UDP transactions are remembered for retransmissions (64·T1).
-const TRANSACTION_MEMORY: Duration = Duration::from_secs(32);
-
-/// UDP transactions remembered at most. At the sign-in rates of a Front End (a few hundred
-/// a second) that is the whole [`TRANSACTION_MEMORY`]; past 2,000 authenticated REGISTERs a
-/// second, or under a flood, the oldest go first: the memory stays about 30 MiB instead of
-/// growing with the rate (at 20,000 a second, 32 s of answers were 300 MiB, and every
-/// request paid in cache misses for walking them). A retransmission of a forgotten
-/// transaction is handled again: its nonce count was used, so it is challenged with
-/// `stale=true`, and the client signs in with a fresh nonce — one more round trip for a
-/// client whose answer was lost, never a second effect.
-const TRANSACTIONS: usize = 65_536;
-
-/// UDP server transactions: their answers (once there is one) by key, remembered for
-/// [`TRANSACTION_MEMORY`] after the request first arrived (and [`TRANSACTIONS`] at most)
-/// so that a retransmission gets the same answer. Forgetting is in arrival order, so each
-/// request costs O(1) however many transactions a busy registrar remembers.
-///
-/// A transaction is known by the hash of what identifies it ([`sip::hashed`]).
-#[derive(Debug)]
-struct TransactionTable {
-    keys: HashedKeys,
-    answers: ByHash<Option<Vec<u8>>>,
-    arrivals: VecDeque<(Instant, u64)>,
-    cap: usize,
-}
-
-impl Default for TransactionTable {
-    fn default() -> Self {
-        TransactionTable::with_cap(TRANSACTIONS)
-    }
-}
-
-/// What a registrar should do with a request it received over UDP.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    /// New: handle it.
-    New,
-    /// Being handled: drop the retransmission.
-    InProgress,
-    /// Answered: send this again.
-    Answered(Vec<u8>),
-}
-
-impl TransactionTable {
-    /// The key of `request`'s transaction from `peer` (RFC 3261 §17.2.3: the top Via's
-    /// branch, with the source and the method and CSeq that a branch is reused across).
-    fn key(&self, request: &Request, peer: SocketAddr) -> u64 {
-        self.keys.of((
-            peer,
-            request.top_via_branch().unwrap_or(""),
-            request.method.as_str(),
-            request.headers.get("CSeq").unwrap_or(""),
-        ))
-    }
-
-    fn with_cap(cap: usize) -> Self {
-        TransactionTable {
-            keys: HashedKeys::default(),
-            answers: ByHash::default(),
-            arrivals: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// Forgets the transaction that arrived first.
-    fn forget_oldest(&mut self) {
-        if let Some((_, key)) = self.arrivals.pop_front() {
-            self.answers.remove(&key);
-        }
-    }
-
-    /// Forgets what arrived [`TRANSACTION_MEMORY`] before `now`.
-    fn forget_before(&mut self, now: Instant) {
-        while let Some((at, _)) = self.arrivals.front() {
-            if now.duration_since(*at) < TRANSACTION_MEMORY {
-                break;
-            }
-            self.forget_oldest();
-        }
-    }
-
-    /// Records the arrival of `key` and says what to do with it.
-    fn arrive(&mut self, key: u64, now: Instant) -> Seen {
-        self.forget_before(now);
-        if let Some(known) = self.answers.get(&key) {
-            return match known {
-                Some(bytes) => Seen::Answered(bytes.clone()),
-                None => Seen::InProgress,
-            };
-        }
-        // A new transaction takes the place of the oldest when the table is full.
-        while self.arrivals.len() >= self.cap {
-            self.forget_oldest();
-        }
-        self.answers.insert(key, None);
-        self.arrivals.push_back((now, key));
-        Seen::New
-    }
-
-    /// Keeps the answer to `key` for retransmissions (unless it was already forgotten).
-    fn answer(&mut self, key: u64, bytes: Vec<u8>) {
-        if let Some(slot) = self.answers.get_mut(&key) {
-            *slot = Some(bytes);
-        }
-    }
-}
-
 /// The registrar of one Front End: its SIP endpoint, its UDP transaction memory, and the
 /// key that signs and checks digest nonces.
 #[derive(Debug)]
@@ -534,7 +427,7 @@ async fn on_datagram(registrar: &Registrar, endpoint: &Endpoint, message: Incomi
                 .transactions
                 .lock()
                 .expect("the transactions lock")
-                .answer(key, bytes);
+                .answer(key, &bytes);
         }
         Incoming::Malformed(bytes, error, peer) => {
             if let Some(resp) = answer_malformed(&bytes, &error) {
@@ -1658,43 +1551,6 @@ fn sign_out_notify(binding: &Binding, pool: &str, fqdn: &str, serving: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retransmissions_get_the_same_answer_until_forgotten() {
-        let mut table = TransactionTable::default();
-        let (a, b, c) = (1, 2, 3);
-        let t0 = Instant::now();
-        assert_eq!(table.arrive(a, t0), Seen::New);
-        assert_eq!(table.arrive(a, t0), Seen::InProgress);
-        table.answer(a, b"200".to_vec());
-        assert_eq!(table.arrive(a, t0), Seen::Answered(b"200".to_vec()));
-        assert_eq!(table.arrive(b, t0 + Duration::from_secs(1)), Seen::New);
-        // a is forgotten 32 s after it arrived; b a second later.
-        let later = t0 + TRANSACTION_MEMORY;
-        assert_eq!(table.arrive(c, later), Seen::New);
-        assert_eq!(table.answers.len(), 2);
-        assert_eq!(table.arrive(a, later), Seen::New);
-        // An answer to a forgotten transaction is not kept.
-        table.answer(99, b"200".to_vec());
-        assert!(!table.answers.contains_key(&99));
-    }
-
-    #[test]
-    fn a_full_table_forgets_its_oldest_transactions_first() {
-        let mut table = TransactionTable::with_cap(2);
-        let t0 = Instant::now();
-        for key in [1, 2] {
-            assert_eq!(table.arrive(key, t0), Seen::New);
-            table.answer(key, b"200".to_vec());
-        }
-        assert_eq!(table.arrive(3, t0), Seen::New);
-        assert_eq!(table.answers.len(), 2);
-        assert_eq!(table.arrive(2, t0), Seen::Answered(b"200".to_vec()));
-        // 1 went first: it is new again (and 3, still in progress, stays).
-        assert_eq!(table.arrive(1, t0), Seen::New);
-        assert_eq!(table.arrive(3, t0), Seen::InProgress);
-        assert_eq!(table.arrivals.len(), 2);
-    }
 
     /// A request of `method` with `extra` header lines.
     fn request_with(branch: &str, method: &str, cseq: &str, extra: &str) -> Request {
