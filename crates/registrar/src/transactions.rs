@@ -151,9 +151,9 @@ struct Span {
 }
 
 /// Answers one after another in a fixed number of bytes, the newest written over the
-/// oldest. The bytes are allocated as they are first written, so a quiet registrar holds
-/// little; an answer never wraps around the end (the rest of the lap is skipped), so each
-/// is one slice.
+/// oldest. The bytes are reserved at once and never move (the system gives a page when it
+/// is first written, so a quiet registrar holds little); an answer never wraps around the
+/// end (the rest of the lap is skipped), so each is one slice.
 #[derive(Debug)]
 struct AnswerRing {
     bytes: Vec<u8>,
@@ -165,9 +165,10 @@ struct AnswerRing {
 impl AnswerRing {
     /// A ring of `capacity` bytes (at least the longest answer).
     fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(LONGEST_ANSWER);
         AnswerRing {
-            bytes: Vec::new(),
-            capacity: capacity.max(LONGEST_ANSWER),
+            bytes: Vec::with_capacity(capacity),
+            capacity,
             head: 0,
         }
     }
@@ -188,10 +189,15 @@ impl AnswerRing {
             start = 0;
         }
         let end = start + answer.len();
-        if self.bytes.len() < end {
-            self.bytes.resize(end, 0);
+        if self.bytes.len() == start {
+            // The first lap: the reserved bytes are written for the first time.
+            self.bytes.extend_from_slice(answer);
+        } else {
+            if self.bytes.len() < end {
+                self.bytes.resize(end, 0);
+            }
+            self.bytes[start..end].copy_from_slice(answer);
         }
-        self.bytes[start..end].copy_from_slice(answer);
         let span = Span {
             at: self.head,
             len: answer.len() as u32,
