@@ -189,15 +189,11 @@ impl AnswerRing {
             start = 0;
         }
         let end = start + answer.len();
-        if self.bytes.len() == start {
-            // The first lap: the reserved bytes are written for the first time.
-            self.bytes.extend_from_slice(answer);
-        } else {
-            if self.bytes.len() < end {
-                self.bytes.resize(end, 0);
-            }
-            self.bytes[start..end].copy_from_slice(answer);
+        if self.bytes.len() < end {
+            // The first lap: within what was reserved, so nothing moves.
+            self.bytes.resize(end, 0);
         }
+        self.bytes[start..end].copy_from_slice(answer);
         let span = Span {
             at: self.head,
             len: answer.len() as u32,
