@@ -14,6 +14,7 @@
 //! and recorded in the database (see [`migrate`]).
 
 mod backend;
+mod checkpoint;
 mod cmsrole;
 mod cmstables;
 mod db;
@@ -146,8 +147,9 @@ pub fn sqlite_path(url: &str, root: &Path) -> Result<PathBuf> {
 }
 
 /// Opens (creating if needed) a SQLite file for one of our stores: WAL journal so that
-/// the servers of a pool can share their Back End, and a busy timeout so that they wait
-/// for each other instead of failing.
+/// the servers of a pool can share their Back End, a busy timeout so that they wait
+/// for each other instead of failing, and checkpoints by a task of the pool's own
+/// instead of by whichever commit fills the log ([`checkpoint`]).
 async fn open_sqlite(path: &Path) -> Result<db::Db> {
     open_sqlite_pool(path).await.map(db::Db::Sqlite)
 }
@@ -166,8 +168,10 @@ async fn open_sqlite_pool(path: &Path) -> Result<sqlx::SqlitePool> {
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    sqlx::sqlite::SqlitePoolOptions::new()
+        .foreign_keys(true)
+        // Checkpoints are a task's, not a commit's (see [`checkpoint`]).
+        .pragma("wal_autocheckpoint", "0");
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(4)
         // A connection to a local file does not go stale: no ping (a call to the
         // connection's thread) before each use.
@@ -177,7 +181,9 @@ async fn open_sqlite_pool(path: &Path) -> Result<sqlx::SqlitePool> {
         .map_err(|source| StoreError::Database {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+    checkpoint::keep_checkpointed(&pool);
+    Ok(pool)
 }
 
 impl StoreError {
