@@ -178,7 +178,7 @@ fn sipp_signs_users_in_over_tls_and_plain_sip() {
 /// which `.ci/run` installs) is set up for the same users, SIPp signs them in on both, in
 /// rounds taken in turn, over UDP and TLS, and the report gives both registrars' figures,
 /// every round's, and the ratio. Timing is not judged here (that is the benchmark's job);
-/// that every sign-in on both succeeded, is.
+/// that every sign-in on tandem succeeded, and all but a few of the peer's, is.
 #[test]
 fn the_kamailio_comparison_signs_in_on_both_and_gives_the_ratio() {
     let sipp = sipp_tls();
@@ -228,11 +228,17 @@ fn the_kamailio_comparison_signs_in_on_both_and_gives_the_ratio() {
                 .unwrap();
             assert_eq!(rounds.len(), 2, "{registrar}: {run}");
             for phase in ["saturation", "fixed_rate"] {
-                assert_eq!(run[phase]["failed"], 0, "{registrar} {phase}: {run}");
-                assert!(
-                    run[phase]["completed"].as_u64().unwrap() > 0,
-                    "{registrar} {phase}: {run}"
-                );
+                let failed = run[phase]["failed"].as_u64().unwrap();
+                let completed = run[phase]["completed"].as_u64().unwrap();
+                assert!(completed > 0, "{registrar} {phase}: {run}");
+                if registrar == "tandem" {
+                    assert_eq!(failed, 0, "{registrar} {phase}: {run}");
+                } else {
+                    // The peer's failures are reported, not ours to prevent: Debian's
+                    // Kamailio 5.6 fails a few TLS sign-ins at saturation on a slow
+                    // machine (33 of 9,296 once in CI). More than 1% is a broken setup.
+                    assert!(failed * 100 <= completed, "{registrar} {phase}: {run}");
+                }
                 // What SIPp sent again is counted, lost datagrams being part of the story.
                 assert!(
                     run[phase]["sipp_retransmissions"].is_u64(),
